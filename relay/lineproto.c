@@ -1,0 +1,588 @@
+/*
+ * lineproto: the gate between a /write body and the queue. It checks every
+ * line of an InfluxDB 1.x line-protocol body in one pass and appends the
+ * form that is queued: comments and blank lines dropped, lines without a
+ * timestamp stamped with the acceptance time. It must never let part of a
+ * bad request through (out is restored on any error), never allocate except
+ * by growing out, and never do I/O or log: it runs in the hot path and under
+ * the fuzzer.
+ */
+#include "relay/lineproto.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Bytes of the line quoted in an error message. */
+#define EXCERPT_MAX 60
+
+/*---- precision ----*/
+
+int lp_precision_parse(const char *s, enum lp_precision *out)
+{
+	static const struct {
+		const char *name;
+		enum lp_precision p;
+	} names[] = {
+		{ "", LP_PRECISION_NS },
+		{ "n", LP_PRECISION_NS },
+		{ "ns", LP_PRECISION_NS },
+		{ "u", LP_PRECISION_US },
+		{ "us", LP_PRECISION_US },
+		{ "\xc2\xb5", LP_PRECISION_US },  /* "µ" */
+		{ "\xc2\xb5s", LP_PRECISION_US }, /* "µs" */
+		{ "ms", LP_PRECISION_MS },
+		{ "s", LP_PRECISION_S },
+		{ "m", LP_PRECISION_M },
+		{ "h", LP_PRECISION_H },
+	};
+
+	if (!s)
+		s = "";
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(names); i++) {
+		if (strcmp(s, names[i].name) == 0) {
+			*out = names[i].p;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *lp_precision_name(enum lp_precision p)
+{
+	switch (p) {
+	case LP_PRECISION_NS: return "ns";
+	case LP_PRECISION_US: return "u";
+	case LP_PRECISION_MS: return "ms";
+	case LP_PRECISION_S: return "s";
+	case LP_PRECISION_M: return "m";
+	case LP_PRECISION_H: return "h";
+	}
+	/* A made-up name would reach InfluxDB, which accepts any precision
+	 * silently and would store the points at the wrong time. */
+	relay_fatal("invalid precision %d", (int)p);
+}
+
+int64_t lp_ns_to_precision(int64_t ns, enum lp_precision p)
+{
+	switch (p) {
+	case LP_PRECISION_NS: return ns;
+	case LP_PRECISION_US: return ns / INT64_C(1000);
+	case LP_PRECISION_MS: return ns / INT64_C(1000000);
+	case LP_PRECISION_S: return ns / INT64_C(1000000000);
+	case LP_PRECISION_M: return ns / INT64_C(60000000000);
+	case LP_PRECISION_H: return ns / INT64_C(3600000000000);
+	}
+	relay_fatal("invalid precision %d", (int)p);
+}
+
+/*---- scanning ----*/
+
+/* Byte classes for the key scanner: the separators of a line and the escape
+ * byte. Everything else is ordinary. */
+enum {
+	CL_SP = 1,     /* ' ' ends the key section and the field section */
+	CL_COMMA = 2,  /* ',' separates tags and fields */
+	CL_EQ = 4,     /* '=' separates a key from its value */
+	CL_BS = 8,     /* '\\' takes the next byte with it */
+};
+
+static const unsigned char lp_class[256] = {
+	[' '] = CL_SP,
+	[','] = CL_COMMA,
+	['='] = CL_EQ,
+	['\\'] = CL_BS,
+};
+
+/*
+ * Return the first unescaped byte of [p, le) whose class is in stop, or le.
+ * A backslash escapes whatever byte follows it, as in InfluxDB; a backslash
+ * that is the last byte of the line is taken literally.
+ */
+static inline const char *scan_escaped(const char *p, const char *le, unsigned stop)
+{
+	while (p < le) {
+		unsigned c = lp_class[(unsigned char)*p];
+		if (c & stop)
+			return p;
+		if (c & CL_BS)
+			p++;
+		p++;
+	}
+	return le;
+}
+
+static inline bool is_digit(char c)
+{
+	return (unsigned char)(c - '0') < 10;
+}
+
+/*
+ * Parse the decimal digits [p, e) (all known to be digits) and check that
+ * they stay within limit. Up to 18 digits always fit in int64, which is the
+ * common case, so only longer runs pay for the multiplication.
+ */
+static bool digits_within(const char *p, const char *e, uint64_t limit)
+{
+	if (e - p <= 18)
+		return true;
+	uint64_t v = 0;
+	for (; p < e; p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (limit - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	return true;
+}
+
+/*
+ * A float whose decimal exponent puts it right at DBL_MAX's order of
+ * magnitude: let strtod decide whether it rounds to infinity. The first
+ * significant digits are copied into a buffer with a sticky '1' standing
+ * for any non-zero digits dropped, which is enough to decide the rounding
+ * because the overflow threshold has at most 309 significant digits.
+ */
+static bool borderline_float_is_finite(const char *p, const char *e)
+{
+	char buf[400];
+	size_t n = 0;
+	bool dropped = false;
+
+	memcpy(buf, "0.", 2);
+	n = 2;
+	for (; p < e && *p != 'e' && *p != 'E'; p++) {
+		if (!is_digit(*p) || (n == 2 && *p == '0'))
+			continue;
+		if (n < 380)
+			buf[n++] = *p;
+		else if (*p != '0')
+			dropped = true;
+	}
+	if (dropped)
+		buf[n++] = '1';
+	/* The value is 0.<digits> x 10^309 by construction. */
+	memcpy(buf + n, "e309", 5);
+	return !isinf(strtod(buf, NULL));
+}
+
+/*
+ * Check a float "[-]digits[.digits][(e|E)[+-]digits]" (at least one
+ * mantissa digit; "1." and ".5" are valid, as InfluxDB's ParseFloat says).
+ * A value that rounds to infinity is refused; one that underflows is not,
+ * as in InfluxDB.
+ */
+static const char *check_float(const char *p, const char *e)
+{
+	const char *s = p;
+	if (p < e && *p == '-')
+		p++;
+	const char *ip = p;
+	while (p < e && is_digit(*p))
+		p++;
+	const char *ie = p;
+	const char *fp = p, *fe = p;
+	if (p < e && *p == '.') {
+		fp = ++p;
+		while (p < e && is_digit(*p))
+			p++;
+		fe = p;
+	}
+	if (ie == ip && fe == fp)
+		return "invalid number";
+	if (p == e) {
+		/* No exponent: fewer than 309 integer digits cannot overflow. */
+		if (ie - ip < 300)
+			return NULL;
+	} else if (*p != 'e' && *p != 'E') {
+		return "invalid number";
+	}
+
+	/* Work out the decimal exponent of the first significant digit. */
+	int64_t exp = 0;
+	if (p < e) {
+		bool neg = false;
+		p++;
+		if (p < e && (*p == '+' || *p == '-'))
+			neg = *p++ == '-';
+		if (p == e)
+			return "invalid number";
+		for (; p < e; p++) {
+			if (!is_digit(*p))
+				return "invalid number";
+			/* Saturate: the sign is all that matters this far out. */
+			if (exp < INT64_C(100000000000000000))
+				exp = exp * 10 + (*p - '0');
+		}
+		if (neg)
+			exp = -exp;
+	}
+	const char *q = ip;
+	while (q < ie && *q == '0')
+		q++;
+	int64_t mag;
+	if (q < ie) {
+		mag = (int64_t)(ie - q) - 1 + exp;
+	} else {
+		q = fp;
+		while (q < fe && *q == '0')
+			q++;
+		if (q == fe)
+			return NULL; /* zero, whatever the exponent */
+		mag = -(int64_t)(q - fp) - 1 + exp;
+	}
+	if (mag < 308)
+		return NULL;
+	if (mag > 308 || !borderline_float_is_finite(s, e))
+		return "invalid float (out of range)";
+	return NULL;
+}
+
+/* Check a field value that is not a string: a number or a boolean. */
+static const char *check_value(const char *p, const char *e)
+{
+	size_t n = (size_t)(e - p);
+	char last = e[-1];
+
+	if (is_digit(*p) || *p == '-' || *p == '.') {
+		if (last == 'i' || last == 'u') {
+			bool neg = *p == '-';
+			const char *d = p + neg;
+			const char *q = d;
+			while (q < e - 1 && is_digit(*q))
+				q++;
+			if (q != e - 1 || q == d)
+				return "invalid number";
+			if (last == 'u') {
+				if (neg)
+					return "invalid number (unsigned value is negative)";
+				if (!digits_within(d, q, UINT64_MAX))
+					return "unsigned value out of range";
+			} else {
+				if (!digits_within(d, q, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX))
+					return "integer value out of range";
+			}
+			return NULL;
+		}
+		return check_float(p, e);
+	}
+
+	switch (n) {
+	case 1:
+		if (*p == 't' || *p == 'T' || *p == 'f' || *p == 'F')
+			return NULL;
+		break;
+	case 4:
+		if (!memcmp(p, "true", 4) || !memcmp(p, "True", 4) || !memcmp(p, "TRUE", 4))
+			return NULL;
+		break;
+	case 5:
+		if (!memcmp(p, "false", 5) || !memcmp(p, "False", 5) || !memcmp(p, "FALSE", 5))
+			return NULL;
+		break;
+	}
+	return "invalid boolean";
+}
+
+/* One point line as parse_point sees it. */
+struct line {
+	const char *start;      /* first byte after the leading blanks */
+	const char *lend;       /* end of the content: '\n' or body end, minus a '\r' */
+	const char *nl;         /* the '\n' that ends the line, or the body end */
+	const char *fields_end; /* one past the last field value */
+	bool has_ts;
+};
+
+/*
+ * Parse the point in ln (start < lend, start not blank, not '#'). A quoted
+ * string may run past the first '\n'; then ln->nl and ln->lend move to the
+ * real end of the line. Returns NULL, or the reason the line is invalid.
+ */
+static const char *parse_point(struct line *ln, const char *end)
+{
+	const char *p = ln->start, *le = ln->lend, *q;
+	const char *why;
+
+	/* Measurement, up to the first unescaped ',' or ' '. */
+	if (*p == ',')
+		return "missing measurement";
+	p = scan_escaped(p, le, CL_SP | CL_COMMA);
+	if (p == le)
+		return "missing fields";
+
+	/* Tags: ",key=value" until the space before the fields. */
+	while (*p == ',') {
+		q = scan_escaped(++p, le, CL_SP | CL_COMMA | CL_EQ);
+		if (q == p)
+			return "missing tag key";
+		if (q == le || *q != '=')
+			return "missing tag value";
+		p = q + 1;
+		q = scan_escaped(p, le, CL_SP | CL_COMMA | CL_EQ);
+		if (q == p)
+			return "missing tag value";
+		if (q == le)
+			return "missing fields";
+		if (*q == '=')
+			return "invalid tag format (unescaped '=' in tag value)";
+		p = q;
+	}
+
+	/* InfluxDB skips any blanks between the key and the fields. */
+	p++;
+	while (p < le && (*p == ' ' || *p == '\t'))
+		p++;
+	if (p == le)
+		return "missing fields";
+
+	for (;;) {
+		q = scan_escaped(p, le, CL_SP | CL_COMMA | CL_EQ);
+		if (q == p)
+			return "missing field key";
+		if (q == le || *q != '=')
+			return "invalid field format (field key without '=')";
+		p = q + 1;
+		if (p == le || *p == ',' || *p == ' ')
+			return "missing field value";
+		if (*p == '"') {
+			/* Find the closing quote: one not preceded by an odd run
+			 * of backslashes (each pair is an escaped backslash). */
+			const char *s = p + 1;
+			for (;;) {
+				q = memchr(s, '"', (size_t)(end - s));
+				if (!q)
+					return "unbalanced quotes";
+				const char *b = q;
+				while (b > p + 1 && b[-1] == '\\')
+					b--;
+				s = q + 1;
+				if (((q - b) & 1) == 0)
+					break;
+			}
+			p = s;
+			if (p > ln->nl) {
+				/* The string held a newline: the line goes on. */
+				q = memchr(p, '\n', (size_t)(end - p));
+				ln->nl = q ? q : end;
+				ln->lend = ln->nl > p && ln->nl[-1] == '\r' ? ln->nl - 1 : ln->nl;
+				le = ln->lend;
+			}
+			if (p < le && *p != ',' && *p != ' ')
+				return "invalid field format (text after a string value)";
+		} else {
+			q = scan_escaped(p, le, CL_SP | CL_COMMA);
+			/* A backslash is never part of a valid number or boolean, so
+			 * scan_escaped skipping one does not change the verdict. */
+			why = check_value(p, q);
+			if (why)
+				return why;
+			p = q;
+		}
+		if (p == le || *p == ' ')
+			break;
+		p++; /* ',' */
+	}
+	ln->fields_end = p;
+	ln->has_ts = false;
+
+	/* Optional timestamp, then nothing but blanks. */
+	while (p < le && (*p == ' ' || *p == '\t'))
+		p++;
+	if (p == le)
+		return NULL;
+	q = p;
+	if (*q == '-')
+		q++;
+	const char *d = q;
+	while (q < le && is_digit(*q))
+		q++;
+	if (q == d)
+		return "bad timestamp";
+	if (!digits_within(d, q, *p == '-' ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX))
+		return "bad timestamp (out of range)";
+	while (q < le && (*q == ' ' || *q == '\t'))
+		q++;
+	if (q != le)
+		return "bad timestamp";
+	ln->has_ts = true;
+	return NULL;
+}
+
+/*---- errors ----*/
+
+/* Length of the valid UTF-8 sequence at s[0..n), or 0 if there is none. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	size_t len;
+	unsigned char lo = 0x80, hi = 0xbf;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		len = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		len = 3;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	/* Second-byte ranges that rule out overlongs, surrogates and code
+	 * points past U+10FFFF. */
+	if (s[0] == 0xe0)
+		lo = 0xa0;
+	else if (s[0] == 0xed)
+		hi = 0x9f;
+	else if (s[0] == 0xf0)
+		lo = 0x90;
+	else if (s[0] == 0xf4)
+		hi = 0x8f;
+	if (n < len || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return len;
+}
+
+/*
+ * Fill err for the line that starts at line (physical first byte) with its
+ * content at start. The message quotes up to EXCERPT_MAX bytes of the first
+ * physical line, with control bytes and broken UTF-8 shown as '?': it goes
+ * into logs and a JSON reply, and the body is untrusted.
+ */
+static void set_error(struct lp_error *err, const char *body, const char *line,
+                      const char *start, const char *end, const char *why)
+{
+	char ex[EXCERPT_MAX + 4];
+	size_t n = 0, lineno = 1;
+	const char *p = body;
+	const char *nl;
+
+	if (!err)
+		return;
+	/* Counted only here, so the fast path never tracks line numbers. */
+	while ((nl = memchr(p, '\n', (size_t)(line - p)))) {
+		lineno++;
+		p = nl + 1;
+	}
+
+	nl = memchr(start, '\n', (size_t)(end - start));
+	const unsigned char *s = (const unsigned char *)start;
+	const unsigned char *e = (const unsigned char *)(nl ? nl : end);
+	if (e > s && e[-1] == '\r')
+		e--;
+	while (s < e) {
+		size_t k = utf8_len(s, (size_t)(e - s));
+		if (n + (k ? k : 1) > EXCERPT_MAX) {
+			memcpy(ex + n, "...", 3);
+			n += 3;
+			break;
+		}
+		if (k > 1) {
+			memcpy(ex + n, s, k);
+			n += k;
+			s += k;
+			continue;
+		}
+		ex[n++] = k == 0 || (*s < 0x20 && *s != '\t') || *s == 0x7f ? '?' : (char)*s;
+		s++;
+	}
+	ex[n] = '\0';
+
+	err->line = lineno;
+	snprintf(err->msg, sizeof(err->msg), "unable to parse '%s': %s", ex, why);
+}
+
+/*---- validate ----*/
+
+int lineproto_validate(const char *body, size_t len, int64_t stamp, size_t max_line,
+                       struct rbuf *out, struct lp_result *res, struct lp_error *err)
+{
+	const size_t out_len = out->len;
+	uint32_t lines = 0, stamped = 0;
+	char tail[24];
+	const char *why;
+	char whybuf[64];
+	struct line ln;
+
+	if (res)
+		res->lines = res->stamped = 0;
+	if (err) {
+		err->line = 0;
+		err->msg[0] = '\0';
+	}
+	if (len == 0)
+		return 0;
+
+	/* Formatted once: most bodies of a client without clocks get it on
+	 * every line. */
+	int tail_len = snprintf(tail, sizeof(tail), " %" PRId64 "\n", stamp);
+
+	const char *p = body, *end = body + len, *line;
+	while (p < end) {
+		line = p;
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		if (!nl)
+			nl = end;
+		const char *lend = nl > p && nl[-1] == '\r' ? nl - 1 : nl;
+
+		while (p < lend && (*p == ' ' || *p == '\t'))
+			p++;
+		if (p == lend || *p == '#') {
+			/* Blank and comment lines are dropped, but still count
+			 * against the limit: it caps what we are asked to read. */
+			if (max_line && (size_t)(nl - line) > max_line)
+				goto too_long;
+			p = nl < end ? nl + 1 : end;
+			continue;
+		}
+
+		ln.start = p;
+		ln.lend = lend;
+		ln.nl = nl;
+		why = parse_point(&ln, end);
+		if (why)
+			goto fail;
+		if (max_line && (size_t)(ln.nl - line) > max_line)
+			goto too_long;
+		if (lines == UINT32_MAX) {
+			why = "too many lines in one body";
+			goto fail;
+		}
+
+		/* One reserve per line; the line is copied as it came, up to
+		 * its last field when we add the timestamp ourselves. */
+		size_t n = (size_t)((ln.has_ts ? ln.lend : ln.fields_end) - ln.start);
+		rbuf_reserve(out, n + (size_t)tail_len);
+		char *w = out->data + out->len;
+		memcpy(w, ln.start, n);
+		if (ln.has_ts) {
+			w[n] = '\n';
+			out->len += n + 1;
+		} else {
+			memcpy(w + n, tail, (size_t)tail_len);
+			out->len += n + (size_t)tail_len;
+			stamped++;
+		}
+		lines++;
+		p = ln.nl < end ? ln.nl + 1 : end;
+	}
+
+	if (res) {
+		res->lines = lines;
+		res->stamped = stamped;
+	}
+	return 0;
+
+too_long:
+	snprintf(whybuf, sizeof(whybuf), "line exceeds %zu bytes", max_line);
+	why = whybuf;
+fail:
+	/* Nothing of a bad request may be queued, not even its good lines. */
+	out->len = out_len;
+	set_error(err, body, line, p, end, why);
+	return -1;
+}

@@ -1,0 +1,35 @@
+/*
+ * fuzz_http_request: raw bytes into a socket-less connection of the front
+ * door (llhttp callbacks, limits, routing, query parsing, line-protocol
+ * validation). The first byte picks small or default limits so that the
+ * limit paths are reached too.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "relay/config.h"
+#include "relay/http_server.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static struct relay_config small, big;
+	static int ready;
+	if (!ready) {
+		char err[512];
+		static const char y1[] = "data_dir: /nonexistent\nhttp:\n  max_body_size: 300\n  max_header_size: 200\n"
+					 "  max_line_size: 64\nbackends:\n  - name: a\n    url: http://127.0.0.1:9\n";
+		static const char y2[] = "data_dir: /nonexistent\nbackends:\n  - name: a\n    url: http://127.0.0.1:9\n";
+		if (config_load_buffer("small", y1, sizeof(y1) - 1, &small, err, sizeof(err)) ||
+		    config_load_buffer("big", y2, sizeof(y2) - 1, &big, err, sizeof(err))) {
+			fprintf(stderr, "fuzz config: %s\n", err);
+			abort();
+		}
+		ready = 1;
+	}
+	if (size == 0)
+		return 0;
+	http_fuzz_feed(data[0] & 1 ? &small : &big, data + 1, size - 1);
+	return 0;
+}

@@ -1,0 +1,808 @@
+"""
+relaytest: the harness the integration tests use to drive whole processes.
+
+It starts relayd (and influxd) as children on loopback ports, talks to them
+over HTTP, runs relayctl against the same config, and always stops what it
+started, by pid: SIGTERM, a grace period, then SIGKILL. Nothing is ever
+stopped by name. Python 3 standard library only.
+
+A test script ends with relaytest.main(require=[...]): it exits 77 (ctest's
+SKIP_RETURN_CODE) when a required program is missing, 0 when every test
+passed, 1 otherwise.
+
+Environment:
+  RELAYD_BIN, RELAYCTL_BIN  the programs under test (default
+                            ../../build/bin/relayd and relayctl, relative to
+                            this file)
+  RELAY_SOURCE_DIR          the source tree (default ../..)
+  INFLUXD_BIN               influxd (default: found on PATH)
+  RELAYTEST_KEEP=1          keep the temp dirs of the tests
+  RELAYTEST_VERBOSE=1       print every relayd/influxd log on cleanup
+"""
+
+import http.client
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SKIP_EXIT = 77
+LOOPBACK = "127.0.0.1"
+
+
+def _default_bin(env, name):
+    path = os.environ.get(env)
+    if path:
+        return path
+    return os.path.normpath(os.path.join(HERE, "..", "..", "build", "bin", name))
+
+
+RELAYD_BIN = _default_bin("RELAYD_BIN", "relayd")
+RELAYCTL_BIN = _default_bin("RELAYCTL_BIN", "relayctl")
+SOURCE_DIR = os.environ.get("RELAY_SOURCE_DIR") or os.path.normpath(
+    os.path.join(HERE, "..", ".."))
+INFLUXD_BIN = os.environ.get("INFLUXD_BIN") or shutil.which("influxd")
+KEEP = os.environ.get("RELAYTEST_KEEP") == "1"
+VERBOSE = os.environ.get("RELAYTEST_VERBOSE") == "1"
+
+
+def _log(msg):
+    sys.stderr.write("# %s\n" % msg)
+    sys.stderr.flush()
+
+
+# ---- ports ----------------------------------------------------------------
+
+_handed_out = set()
+
+
+def free_port():
+    """A loopback TCP port nobody listens on right now (bind 0, read back).
+    The same port is never handed out twice by one process."""
+    for _ in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((LOOPBACK, 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("cannot find a free loopback port")
+
+
+def closed_port():
+    """A loopback port where a connection is refused: a backend that is
+    down. Checked by connecting once."""
+    for _ in range(20):
+        port = free_port()
+        try:
+            c = socket.create_connection((LOOPBACK, port), timeout=2)
+        except ConnectionRefusedError:
+            return port
+        except OSError:
+            continue
+        c.close()
+    raise RuntimeError("cannot find a closed loopback port")
+
+
+def port_is_listening(port):
+    try:
+        c = socket.create_connection((LOOPBACK, port), timeout=2)
+    except OSError:
+        return False
+    c.close()
+    return True
+
+
+# ---- temp dirs and processes ----------------------------------------------
+
+def make_tmpdir(guard, prefix="relaytest-"):
+    """A fresh temp dir, removed by the guard (e.g. self.addCleanup)
+    unless RELAYTEST_KEEP=1. Register it before the processes that use it,
+    so that cleanups (last in, first out) stop them first."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    if guard is not None:
+        def remove():
+            if KEEP:
+                _log("kept %s" % d)
+            else:
+                shutil.rmtree(d, ignore_errors=True)
+        guard(remove)
+    return d
+
+
+def stop_process(proc, grace=10.0):
+    """SIGTERM the child by its pid, wait up to grace seconds, then SIGKILL.
+    Returns its exit status (negative for a signal)."""
+    if proc.poll() is not None:
+        return proc.returncode
+    try:
+        proc.send_signal(signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        return proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        _log("pid %d ignored SIGTERM for %.0f s: SIGKILL" % (proc.pid, grace))
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+        return proc.wait()
+
+
+def _read_text(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _tail(text, n=60):
+    lines = text.splitlines()
+    if len(lines) > n:
+        lines = ["... (%d lines before)" % (len(lines) - n)] + lines[-n:]
+    return "\n".join(lines)
+
+
+# ---- YAML -----------------------------------------------------------------
+
+_PLAIN = re.compile(r"^[A-Za-z0-9_./@+][A-Za-z0-9_./:@+\-]*$")
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "~", "y", "n"}
+
+
+def _yaml_scalar(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    s = str(v)
+    if _PLAIN.match(s) and s.lower() not in _YAML_WORDS:
+        return s
+    return json.dumps(s)  # a JSON string is a valid YAML double-quoted one
+
+
+def to_yaml(obj, indent=0):
+    """Block-style YAML for dicts, lists and scalars: a list of lines."""
+    pad = "  " * indent
+    out = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, (dict, list)) and v:
+                out.append("%s%s:" % (pad, k))
+                out.extend(to_yaml(v, indent + 1))
+            elif isinstance(v, dict):
+                out.append("%s%s: {}" % (pad, k))
+            elif isinstance(v, list):
+                out.append("%s%s: []" % (pad, k))
+            else:
+                out.append("%s%s: %s" % (pad, k, _yaml_scalar(v)))
+    elif isinstance(obj, list):
+        for item in obj:
+            if isinstance(item, (dict, list)) and item:
+                sub = to_yaml(item, indent + 1)
+                sub[0] = pad + "- " + sub[0].lstrip()
+                out.extend(sub)
+            else:
+                out.append("%s- %s" % (pad, _yaml_scalar(item)))
+    else:
+        out.append(pad + _yaml_scalar(obj))
+    return out
+
+
+def _deep_merge(dst, src):
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_merge(dst[k], v)
+        else:
+            dst[k] = v
+    return dst
+
+
+# ---- HTTP helpers ---------------------------------------------------------
+
+def http_request(port, method, path, body=None, headers=None, timeout=30.0):
+    """One request on a new connection: (status, headers, body bytes).
+    headers is an http.client.HTTPMessage (case-insensitive get)."""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, resp.headers, data
+    finally:
+        conn.close()
+
+
+def json_error(headers, body):
+    """The "error" string of a JSON error response; AssertionError when the
+    response is not Content-Type application/json with {"error": "..."}."""
+    ctype = headers.get("Content-Type", "") if headers is not None else ""
+    if not ctype.lower().startswith("application/json"):
+        raise AssertionError("error response Content-Type is %r, not application/json "
+                             "(body %r)" % (ctype, body[:300]))
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise AssertionError("error body is not JSON (%s): %r" % (e, body[:300]))
+    if not isinstance(doc, dict) or not isinstance(doc.get("error"), str) or not doc["error"]:
+        raise AssertionError('error body is not {"error":"..."}: %r' % (body[:300],))
+    return doc["error"]
+
+
+class RawResponse:
+    def __init__(self, status, reason, headers, body, raw_head):
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # dict, lower-case names
+        self.body = body
+        self.raw_head = raw_head
+
+    def __repr__(self):
+        return "<RawResponse %d %r %r>" % (self.status, self.headers, self.body[:100])
+
+
+class RawConn:
+    """A raw TCP connection for what http.client cannot do: pipelining,
+    partial requests, timeouts, watching the server close."""
+
+    def __init__(self, port, timeout=10.0):
+        self.sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.eof = False
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, data):
+        """sendall; False (instead of an exception) when the server has
+        already reset or closed the connection."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        try:
+            self.sock.sendall(data)
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+
+    def _fill(self, deadline):
+        """Read more bytes into buf; False at EOF/reset or timeout."""
+        if self.eof:
+            return False
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("timed out waiting for the server")
+        r, _, _ = select.select([self.sock], [], [], remaining)
+        if not r:
+            raise socket.timeout("timed out waiting for the server")
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def readable_within(self, seconds):
+        """True when bytes (or EOF) arrive within seconds."""
+        if self.buf or self.eof:
+            return True
+        r, _, _ = select.select([self.sock], [], [], seconds)
+        return bool(r)
+
+    def read_response(self, timeout=10.0, head=False):
+        """Read one response. Raises EOFError when the server closes before
+        a complete one arrives, socket.timeout when nothing comes."""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill(deadline):
+                raise EOFError("connection closed; partial response %r" % self.buf[:200])
+        head_bytes, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head_bytes.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+            raise AssertionError("bad status line %r" % lines[0])
+        status = int(parts[1])
+        reason = parts[2] if len(parts) > 2 else ""
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if head or status in (204, 304) or 100 <= status < 200:
+            body = b""
+        elif "content-length" in headers:
+            n = int(headers["content-length"])
+            while len(self.buf) < n:
+                if not self._fill(deadline):
+                    raise EOFError("connection closed inside a body")
+            body, self.buf = self.buf[:n], self.buf[n:]
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                while b"\r\n" not in self.buf:
+                    if not self._fill(deadline):
+                        raise EOFError("connection closed inside a chunk")
+                size_line, self.buf = self.buf.split(b"\r\n", 1)
+                size = int(size_line.split(b";")[0], 16)
+                while len(self.buf) < size + 2:
+                    if not self._fill(deadline):
+                        raise EOFError("connection closed inside a chunk")
+                body += self.buf[:size]
+                self.buf = self.buf[size + 2:]
+                if size == 0:
+                    break
+        else:
+            while self._fill(deadline):
+                pass
+            body, self.buf = self.buf, b""
+        return RawResponse(status, reason, headers, body, head_bytes)
+
+    def wait_closed(self, timeout):
+        """True when the server closes (EOF or reset) within timeout; bytes
+        that arrive first are kept in buf."""
+        deadline = time.monotonic() + timeout
+        try:
+            while self._fill(deadline):
+                pass
+        except socket.timeout:
+            return False
+        return True
+
+
+def raw_json_error(resp):
+    """json_error() for a RawResponse."""
+    return json_error({"Content-Type": resp.headers.get("content-type", "")}, resp.body)
+
+
+# ---- relayd ---------------------------------------------------------------
+
+class Relayd:
+    """One relayd under test: its config, its data_dir, its log, and every
+    process started for it (several across restarts)."""
+
+    def __init__(self, guard=None, name="relayd"):
+        self.name = name
+        self.procs = []
+        self.proc = None
+        self.port = None
+        self.tmpdir = None
+        self.config = None
+        self.data_dir = None
+        self.log_path = None
+        self._log_offset = 0
+        self._expected_exit = set()
+        if guard is not None:
+            guard(self.cleanup)
+
+    # configuration
+
+    def write_config(self, tmpdir, backends, extra_yaml=None, data_dir=None,
+                     port=None, log_level="info"):
+        """Write tmpdir/<name>.yaml. backends: (name, url) tuples or dicts
+        (for max_size/max_age). extra_yaml: a dict deep-merged into the
+        config, or YAML text appended to it. data_dir defaults to
+        tmpdir/data and is NOT created here (relayd creates it)."""
+        self.tmpdir = tmpdir
+        self.port = port or self.port or free_port()
+        self.data_dir = data_dir or os.path.join(tmpdir, "data")
+        self.config = os.path.join(tmpdir, self.name + ".yaml")
+        self.log_path = os.path.join(tmpdir, self.name + ".log")
+        bl = []
+        for b in backends:
+            if isinstance(b, dict):
+                bl.append(dict(b))
+            else:
+                bl.append({"name": b[0], "url": b[1]})
+        cfg = {
+            "data_dir": self.data_dir,
+            "log_level": log_level,
+            "listen": {"http": "%s:%d" % (LOOPBACK, self.port)},
+            "backends": bl,
+        }
+        if isinstance(extra_yaml, dict):
+            _deep_merge(cfg, extra_yaml)
+        text = "\n".join(to_yaml(cfg)) + "\n"
+        if isinstance(extra_yaml, str):
+            text += extra_yaml if extra_yaml.endswith("\n") else extra_yaml + "\n"
+        with open(self.config, "w") as f:
+            f.write(text)
+        return self.config
+
+    # lifecycle
+
+    def start(self, umask=None, args=()):
+        """Spawn relayd -c CONFIG in the foreground, stdout and stderr
+        appended to the log file."""
+        if self.config is None:
+            raise RuntimeError("write_config first")
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("relayd pid %d is still running" % self.proc.pid)
+        with open(self.log_path, "ab") as logf:
+            logf.write(("==== start %d: %s -c %s\n" % (len(self.procs) + 1, RELAYD_BIN,
+                                                       self.config)).encode())
+            logf.flush()
+            self._log_offset = logf.tell()
+            kw = {}
+            if umask is not None:
+                kw["umask"] = umask
+            proc = subprocess.Popen([RELAYD_BIN, "-c", self.config] + list(args),
+                                    stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                    cwd=self.tmpdir, **kw)
+        self.procs.append(proc)
+        self.proc = proc
+        return proc
+
+    def log(self):
+        """The whole log (every start)."""
+        return _read_text(self.log_path)
+
+    def log_since_start(self):
+        """What the current process wrote."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, timeout=10.0):
+        """Poll GET /ping until 204. AssertionError (with the log) when
+        relayd exits first or is not ready within timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                self._expected_exit.add(self.proc.pid)
+                raise AssertionError("relayd exited with status %s before it was ready; log:\n%s"
+                                     % (rc, _tail(self.log_since_start())))
+            try:
+                status, _, _ = http_request(self.port, "GET", "/ping", timeout=1.0)
+                if status == 204:
+                    if self.proc.poll() is not None:
+                        continue  # someone else answers on our port
+                    return
+            except (OSError, http.client.HTTPException):
+                pass
+            if time.monotonic() > deadline:
+                self._expected_exit.add(self.proc.pid)
+                stop_process(self.proc, grace=2)
+                raise AssertionError("relayd not ready within %.0f s (GET /ping); log:\n%s"
+                                     % (timeout, _tail(self.log_since_start())))
+            time.sleep(0.05)
+
+    def wait_exit(self, timeout):
+        """Exit status of the current process, or None if it still runs
+        after timeout seconds."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._expected_exit.add(self.proc.pid)
+        return rc
+
+    def kill9(self):
+        """SIGKILL the current process (by pid) and reap it."""
+        self._expected_exit.add(self.proc.pid)
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, grace=10.0):
+        """SIGTERM, then SIGKILL after grace seconds. Returns the status."""
+        self._expected_exit.add(self.proc.pid)
+        return stop_process(self.proc, grace)
+
+    def restart(self):
+        self.start()
+        self.wait_ready()
+
+    def cleanup(self):
+        for p in self.procs:
+            if p.poll() is not None and p.pid not in self._expected_exit:
+                _log("relayd %s pid %d exited by itself with status %s; log:\n%s"
+                     % (self.name, p.pid, p.returncode, _tail(self.log())))
+            stop_process(p, grace=5)
+        if VERBOSE and self.log_path:
+            _log("relayd %s log:\n%s" % (self.name, self.log()))
+        self.procs = []
+
+    # HTTP
+
+    def request(self, method, path, body=None, headers=None, timeout=30.0):
+        """(status, headers, body) over a new connection; a connection error
+        becomes an AssertionError that says whether relayd still runs."""
+        try:
+            return http_request(self.port, method, path, body, headers, timeout)
+        except (OSError, http.client.HTTPException) as e:
+            state = "running" if self.alive() else "exited with %s" % (
+                self.proc.returncode if self.proc else None)
+            raise AssertionError("%s %s failed: %r (relayd %s); log:\n%s"
+                                 % (method, path, e, state, _tail(self.log_since_start())))
+
+    def post(self, path, body, headers=None):
+        return self.request("POST", path, body, headers)
+
+    def get(self, path, headers=None):
+        return self.request("GET", path, None, headers)
+
+    def write(self, db, body, precision=None, rp=None, headers=None, **params):
+        """POST /write?db=..[&rp=..][&precision=..]."""
+        q = []
+        if db is not None:
+            q.append(("db", db))
+        if rp is not None:
+            q.append(("rp", rp))
+        if precision is not None:
+            q.append(("precision", precision))
+        q.extend(params.items())
+        return self.post("/write?" + urllib.parse.urlencode(q), body, headers)
+
+    def raw(self, timeout=10.0):
+        return RawConn(self.port, timeout)
+
+    # relayctl
+
+    def relayctl(self, *args, timeout=60.0):
+        """CompletedProcess of relayctl -c CONFIG args... (text output)."""
+        return subprocess.run([RELAYCTL_BIN, "-c", self.config] + [str(a) for a in args],
+                              stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=timeout, text=True, errors="replace")
+
+    def status_json(self):
+        """Parsed `relayctl -c CFG status --json`."""
+        cp = self.relayctl("status", "--json")
+        if cp.returncode != 0:
+            raise AssertionError("relayctl status --json exited %d: %s%s"
+                                 % (cp.returncode, cp.stdout, cp.stderr))
+        try:
+            doc = json.loads(cp.stdout)
+        except ValueError as e:
+            raise AssertionError("relayctl status --json printed no JSON (%s): %r"
+                                 % (e, cp.stdout[:500]))
+        if not isinstance(doc, dict) or not isinstance(doc.get("backends"), list):
+            raise AssertionError('status --json has no "backends" list: %r' % (doc,))
+        return doc
+
+    def backend_status(self, name):
+        """The entry of backend name in status --json."""
+        doc = self.status_json()
+        for b in doc["backends"]:
+            if b.get("name") == name:
+                return b
+        raise AssertionError("backend %r not in status --json: %r" % (name, doc))
+
+    def dump(self, backend):
+        """`relayctl -c CFG dump BACKEND`: one dict per pending batch."""
+        cp = self.relayctl("dump", backend)
+        if cp.returncode != 0:
+            raise AssertionError("relayctl dump %s exited %d: %s%s"
+                                 % (backend, cp.returncode, cp.stdout, cp.stderr))
+        out = []
+        for n, line in enumerate(cp.stdout.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError as e:
+                raise AssertionError("relayctl dump line %d is not JSON (%s): %r"
+                                     % (n, e, line[:300]))
+        return out
+
+
+def check_config(path, timeout=30.0):
+    """relayd --check-config -c PATH: CompletedProcess (text)."""
+    return subprocess.run([RELAYD_BIN, "--check-config", "-c", path],
+                          stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=timeout, text=True, errors="replace")
+
+
+# ---- influxd --------------------------------------------------------------
+
+INFLUXD_CONF = """\
+reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+
+[meta]
+  dir = "{dir}/meta"
+  logging-enabled = false
+
+[data]
+  dir = "{dir}/data"
+  wal-dir = "{dir}/wal"
+  query-log-enabled = false
+
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+
+[monitor]
+  store-enabled = false
+
+[continuous_queries]
+  enabled = false
+
+[subscriber]
+  enabled = false
+"""
+
+
+class Influxd:
+    """A private influxd: its own config, dirs and loopback ports."""
+
+    def __init__(self, guard=None):
+        self.proc = None
+        self.procs = []
+        self.port = None
+        self.rpc_port = None
+        self.dir = None
+        self.config = None
+        self.log_path = None
+        if guard is not None:
+            guard(self.cleanup)
+
+    @property
+    def url(self):
+        return "http://%s:%d" % (LOOPBACK, self.port)
+
+    def write_config(self, tmpdir):
+        self.dir = os.path.join(tmpdir, "influxd")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = self.port or free_port()
+        self.rpc_port = self.rpc_port or free_port()
+        self.config = os.path.join(self.dir, "influxdb.conf")
+        self.log_path = os.path.join(self.dir, "influxd.log")
+        with open(self.config, "w") as f:
+            f.write(INFLUXD_CONF.format(rpc_port=self.rpc_port, port=self.port, dir=self.dir))
+        return self.config
+
+    def start(self, tmpdir=None, timeout=10.0):
+        """Start influxd -config FILE and wait for GET /ping 204. Refuses
+        to start when something already listens on its ports."""
+        if INFLUXD_BIN is None:
+            raise unittest.SkipTest("influxd not found on PATH")
+        if self.config is None:
+            self.write_config(tmpdir)
+        for p in (self.port, self.rpc_port):
+            if port_is_listening(p):
+                raise AssertionError("port %d is already taken: not starting influxd" % p)
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen([INFLUXD_BIN, "-config", self.config],
+                                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                         cwd=self.dir)
+        self.procs.append(self.proc)
+        deadline = time.monotonic() + timeout
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise AssertionError("influxd exited with %s before it was ready; log:\n%s"
+                                     % (rc, _tail(_read_text(self.log_path))))
+            try:
+                status, headers, _ = http_request(self.port, "GET", "/ping", timeout=1.0)
+                if status == 204 and self.proc.poll() is None:
+                    self.version = headers.get("X-Influxdb-Version")
+                    return
+            except (OSError, http.client.HTTPException):
+                pass
+            if time.monotonic() > deadline:
+                stop_process(self.proc, grace=2)
+                raise AssertionError("influxd not ready within %.0f s; log:\n%s"
+                                     % (timeout, _tail(_read_text(self.log_path))))
+            time.sleep(0.05)
+
+    def request(self, method, path, body=None, headers=None, timeout=30.0):
+        return http_request(self.port, method, path, body, headers, timeout)
+
+    def create_db(self, name):
+        q = urllib.parse.urlencode({"q": 'CREATE DATABASE "%s"' % name})
+        status, _, body = self.request("POST", "/query?" + q)
+        doc = json.loads(body.decode("utf-8"))
+        if status != 200 or any("error" in r for r in doc.get("results", [])):
+            raise AssertionError("CREATE DATABASE %s: %d %r" % (name, status, body))
+
+    def query(self, db, q):
+        """GET /query?db=..&q=..: the parsed JSON (AssertionError unless 200)."""
+        params = {"q": q}
+        if db:
+            params["db"] = db
+        status, _, body = self.request("GET", "/query?" + urllib.parse.urlencode(params))
+        if status != 200:
+            raise AssertionError("query %r: %d %r" % (q, status, body))
+        return json.loads(body.decode("utf-8"))
+
+    def count(self, db, measurement, field):
+        """SELECT count(field) FROM measurement: 0 when there is no series."""
+        doc = self.query(db, 'SELECT count("%s") FROM "%s"' % (field, measurement))
+        res = doc["results"][0]
+        if "error" in res:
+            raise AssertionError("count query failed: %r" % res)
+        series = res.get("series")
+        if not series:
+            return 0
+        return int(series[0]["values"][0][1])
+
+    def write(self, db, body, precision=None, rp=None):
+        """POST /write straight to influxd: (status, headers, body)."""
+        params = {"db": db}
+        if precision:
+            params["precision"] = precision
+        if rp:
+            params["rp"] = rp
+        return self.request("POST", "/write?" + urllib.parse.urlencode(params), body)
+
+    def stop(self, grace=10.0):
+        return stop_process(self.proc, grace)
+
+    def kill9(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def cleanup(self):
+        for p in self.procs:
+            stop_process(p, grace=5)
+        if VERBOSE and self.log_path:
+            _log("influxd log:\n%s" % _read_text(self.log_path))
+        self.procs = []
+
+
+# ---- running a script -----------------------------------------------------
+
+def _missing(require):
+    missing = []
+    for name in require:
+        if name == "relayd":
+            path = RELAYD_BIN
+        elif name == "relayctl":
+            path = RELAYCTL_BIN
+        elif name == "influxd":
+            path = INFLUXD_BIN
+        else:
+            path = shutil.which(name)
+        if not path or not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            missing.append("%s (%s)" % (name, path or "not on PATH"))
+    return missing
+
+
+def main(require=("relayd", "relayctl"), probe=None):
+    """Run the calling script's tests. Exit 77 when a required program is
+    missing or probe() returns a reason to skip; 0 when all tests pass."""
+    missing = _missing(require)
+    if missing:
+        print("SKIP: required program missing: %s" % ", ".join(missing))
+        sys.exit(SKIP_EXIT)
+    if probe is not None:
+        reason = probe()
+        if reason:
+            print("SKIP: %s" % reason)
+            sys.exit(SKIP_EXIT)
+    prog = unittest.main(module="__main__", verbosity=2, exit=False)
+    result = prog.result
+    if result.testsRun == 0:
+        print("FAIL: no test ran")
+        sys.exit(1)
+    sys.exit(0 if result.wasSuccessful() else 1)

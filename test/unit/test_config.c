@@ -1,0 +1,600 @@
+/*
+ * test_config: the YAML loader. Defaults, every key, a table of bad files
+ * with the exact position and message each must produce, URL forms, the
+ * derived map size, the shipped config.example.yaml, and file errors.
+ * Under ASan/LSan a failed load must leave nothing allocated.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "relay/config.h"
+#include "relay/util.h"
+
+#define MIB (1024ULL * 1024)
+#define GIB (1024ULL * MIB)
+#define TIB (1024ULL * GIB)
+
+/* The smallest valid file, and its pieces for the bad-config table. */
+#define DD "data_dir: /x\n"
+#define BK "backends:\n  - name: a\n    url: http://127.0.0.1:8086\n"
+#define MINIMAL DD BK
+
+static int load(const char *text, struct relay_config *cfg, char *err, size_t errlen)
+{
+	return config_load_buffer("t.yaml", text, strlen(text), cfg, err, errlen);
+}
+
+static void load_ok(const char *text, struct relay_config *cfg)
+{
+	char err[512];
+	if (load(text, cfg, err, sizeof(err)) != 0)
+		fail_msg("config did not load: %s", err);
+}
+
+static int is_zero(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	for (size_t i = 0; i < n; i++)
+		if (b[i])
+			return 0;
+	return 1;
+}
+
+static void test_defaults(void **state)
+{
+	struct relay_config cfg;
+	(void)state;
+
+	load_ok(MINIMAL, &cfg);
+	assert_string_equal(cfg.path, "t.yaml");
+	assert_string_equal(cfg.data_dir, "/x");
+	assert_string_equal(cfg.log_level, "info");
+	assert_string_equal(cfg.listen_http, "127.0.0.1:9096");
+	assert_string_equal(cfg.listen_http_host, "127.0.0.1");
+	assert_int_equal(cfg.listen_http_port, 9096);
+	assert_int_equal(cfg.http_max_body_bytes, 25 * MIB);
+	assert_int_equal(cfg.http_max_header_bytes, 16 * 1024);
+	assert_int_equal(cfg.http_max_line_bytes, MIB);
+	assert_int_equal(cfg.http_header_timeout_ms, 10000);
+	assert_int_equal(cfg.http_body_timeout_ms, 60000);
+	assert_int_equal(cfg.http_idle_timeout_ms, 120000);
+	assert_int_equal(cfg.http_max_connections, 1024);
+	assert_int_equal(cfg.queue_max_bytes, GIB);
+	assert_int_equal(cfg.queue_max_age_ms, 0);
+	assert_int_equal(cfg.queue_retry_after_s, 10);
+	assert_int_equal(cfg.queue_map_bytes, 0);
+	assert_int_equal(cfg.queue_max_commit_batches, 1024);
+	assert_int_equal(cfg.nbackends, 1);
+	assert_string_equal(cfg.backends[0].name, "a");
+	assert_string_equal(cfg.backends[0].url, "http://127.0.0.1:8086");
+	assert_string_equal(cfg.backends[0].host, "127.0.0.1");
+	assert_int_equal(cfg.backends[0].port, 8086);
+	assert_string_equal(cfg.backends[0].path_prefix, "");
+	assert_int_equal(cfg.backends[0].max_bytes, GIB);
+	assert_int_equal(cfg.backends[0].max_age_ms, 0);
+	config_release(&cfg);
+	assert_true(is_zero(&cfg, sizeof(cfg)));
+}
+
+static void test_every_key(void **state)
+{
+	static const char text[] =
+		"data_dir: /var/lib/relayd-test\n"
+		"log_level: debug\n"
+		"listen:\n"
+		"  http: \"[::1]:19096\"\n"
+		"http:\n"
+		"  max_body_size: 10MB\n"
+		"  max_header_size: 8192\n"
+		"  max_line_size: 64KiB\n"
+		"  header_timeout: 1500ms\n"
+		"  body_timeout: 2m\n"
+		"  idle_timeout: 1h\n"
+		"  max_connections: 7\n"
+		"queue:\n"
+		"  max_size: 2GiB\n"
+		"  max_age: 1d\n"
+		"  retry_after: 1m\n"
+		"  map_size: 8GiB\n"
+		"  max_commit_batches: 65536\n"
+		"backends:\n"
+		"  - name: main.db-1_A\n"
+		"    url: http://influx.example.com:8087/prefix/\n"
+		"    max_size: 512MiB\n"
+		"    max_age: 6h\n"
+		"  - name: second\n"
+		"    url: 'http://[fe80::1]/'\n"
+		"  - {name: third, url: 'HTTP://10.0.0.1:1/a/b//', max_age: 0}\n";
+	struct relay_config cfg;
+	(void)state;
+
+	load_ok(text, &cfg);
+	assert_string_equal(cfg.data_dir, "/var/lib/relayd-test");
+	assert_string_equal(cfg.log_level, "debug");
+	assert_string_equal(cfg.listen_http, "[::1]:19096");
+	assert_string_equal(cfg.listen_http_host, "::1");
+	assert_int_equal(cfg.listen_http_port, 19096);
+	assert_int_equal(cfg.http_max_body_bytes, 10000000);
+	assert_int_equal(cfg.http_max_header_bytes, 8192);
+	assert_int_equal(cfg.http_max_line_bytes, 64 * 1024);
+	assert_int_equal(cfg.http_header_timeout_ms, 1500);
+	assert_int_equal(cfg.http_body_timeout_ms, 120000);
+	assert_int_equal(cfg.http_idle_timeout_ms, 3600000);
+	assert_int_equal(cfg.http_max_connections, 7);
+	assert_int_equal(cfg.queue_max_bytes, 2 * GIB);
+	assert_int_equal(cfg.queue_max_age_ms, 86400000);
+	assert_int_equal(cfg.queue_retry_after_s, 60);
+	assert_int_equal(cfg.queue_map_bytes, 8 * GIB);
+	assert_int_equal(cfg.queue_max_commit_batches, 65536);
+	assert_int_equal(cfg.nbackends, 3);
+
+	assert_string_equal(cfg.backends[0].name, "main.db-1_A");
+	assert_string_equal(cfg.backends[0].url, "http://influx.example.com:8087/prefix/");
+	assert_string_equal(cfg.backends[0].host, "influx.example.com");
+	assert_int_equal(cfg.backends[0].port, 8087);
+	assert_string_equal(cfg.backends[0].path_prefix, "/prefix");
+	assert_int_equal(cfg.backends[0].max_bytes, 512 * MIB);
+	assert_int_equal(cfg.backends[0].max_age_ms, 6 * 3600000);
+
+	/* Unset limits come from queue:. */
+	assert_string_equal(cfg.backends[1].name, "second");
+	assert_string_equal(cfg.backends[1].host, "fe80::1");
+	assert_int_equal(cfg.backends[1].port, 80);
+	assert_string_equal(cfg.backends[1].path_prefix, "");
+	assert_int_equal(cfg.backends[1].max_bytes, 2 * GIB);
+	assert_int_equal(cfg.backends[1].max_age_ms, 86400000);
+
+	/* An explicit 0 overrides the queue's age limit. */
+	assert_string_equal(cfg.backends[2].name, "third");
+	assert_string_equal(cfg.backends[2].url, "HTTP://10.0.0.1:1/a/b//");
+	assert_string_equal(cfg.backends[2].host, "10.0.0.1");
+	assert_int_equal(cfg.backends[2].port, 1);
+	assert_string_equal(cfg.backends[2].path_prefix, "/a/b");
+	assert_int_equal(cfg.backends[2].max_bytes, 2 * GIB);
+	assert_int_equal(cfg.backends[2].max_age_ms, 0);
+	config_release(&cfg);
+}
+
+/* queue: may follow backends:; the backends still inherit its values. */
+static void test_inherit_any_order(void **state)
+{
+	struct relay_config cfg;
+	(void)state;
+
+	load_ok(BK "queue:\n  max_size: 3MiB\n  max_age: 5m\n" DD, &cfg);
+	assert_int_equal(cfg.backends[0].max_bytes, 3 * MIB);
+	assert_int_equal(cfg.backends[0].max_age_ms, 300000);
+	config_release(&cfg);
+}
+
+static void test_empty_sections_and_forms(void **state)
+{
+	struct relay_config cfg;
+	(void)state;
+
+	/* Sections whose keys are all commented out are empty, not wrong. */
+	load_ok(DD "listen:\nhttp:\n  # max_body_size: 1MiB\nqueue: ~\n" BK, &cfg);
+	assert_int_equal(cfg.http_max_body_bytes, 25 * MIB);
+	config_release(&cfg);
+
+	/* Flow style, quoted values, localhost, units with a space. */
+	load_ok("{data_dir: \"/a b\", listen: {http: 'localhost:1'}, http: {max_body_size: 2 MiB},"
+	        " backends: [{name: x, url: \"http://h\"}]}", &cfg);
+	assert_string_equal(cfg.data_dir, "/a b");
+	assert_string_equal(cfg.listen_http, "localhost:1");
+	assert_string_equal(cfg.listen_http_host, "127.0.0.1");
+	assert_int_equal(cfg.listen_http_port, 1);
+	assert_int_equal(cfg.http_max_body_bytes, 2 * MIB);
+	assert_string_equal(cfg.backends[0].host, "h");
+	config_release(&cfg);
+
+	/* A leading "---" and a trailing "..." are one document. */
+	load_ok("---\n" MINIMAL "...\n", &cfg);
+	config_release(&cfg);
+}
+
+static void test_max_backends(void **state)
+{
+	struct rbuf b = RBUF_INIT;
+	struct relay_config cfg;
+	char err[512];
+	(void)state;
+
+	rbuf_appendf(&b, DD "backends:\n");
+	for (int i = 0; i < RELAY_MAX_BACKENDS; i++)
+		rbuf_appendf(&b, "  - {name: b%d, url: 'http://h%d'}\n", i, i);
+	load_ok(rbuf_cstr(&b), &cfg);
+	assert_int_equal(cfg.nbackends, RELAY_MAX_BACKENDS);
+	assert_string_equal(cfg.backends[RELAY_MAX_BACKENDS - 1].name, "b63");
+	config_release(&cfg);
+
+	rbuf_appendf(&b, "  - {name: extra, url: 'http://h'}\n");
+	assert_int_equal(load(rbuf_cstr(&b), &cfg, err, sizeof(err)), -1);
+	assert_string_equal(err, "t.yaml:67:5: 'backends' has more than 64 entries");
+	rbuf_release(&b);
+}
+
+struct url_case {
+	const char *url, *host;
+	unsigned port;
+	const char *prefix;
+};
+
+static void test_url_forms(void **state)
+{
+	static const struct url_case cases[] = {
+		{ "http://influx", "influx", 80, "" },
+		{ "http://influx/", "influx", 80, "" },
+		{ "http://influx:8086", "influx", 8086, "" },
+		{ "http://influx:65535/", "influx", 65535, "" },
+		{ "http://127.0.0.1:8086/db/", "127.0.0.1", 8086, "/db" },
+		{ "http://[::1]:8086", "::1", 8086, "" },
+		{ "http://[2001:db8::5]/a/b///", "2001:db8::5", 80, "/a/b" },
+		{ "http://my_host.internal-1.:9/x%20y", "my_host.internal-1.", 9, "/x%20y" },
+		{ "Http://h//", "h", 80, "" },
+	};
+	char text[512];
+	(void)state;
+
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(cases); i++) {
+		struct relay_config cfg;
+		snprintf(text, sizeof(text), DD "backends:\n  - name: a\n    url: '%s'\n", cases[i].url);
+		load_ok(text, &cfg);
+		assert_string_equal(cfg.backends[0].url, cases[i].url);
+		assert_string_equal(cfg.backends[0].host, cases[i].host);
+		assert_int_equal(cfg.backends[0].port, cases[i].port);
+		assert_string_equal(cfg.backends[0].path_prefix, cases[i].prefix);
+		config_release(&cfg);
+	}
+}
+
+struct bad_case {
+	const char *what;
+	const char *text;
+	const char *prefix; /* "t.yaml:LINE:COL: " or "t.yaml: " */
+	const char *msg;    /* a substring of the rest */
+};
+
+#define URL(u) DD "backends:\n  - name: a\n    url: '" u "'\n"
+
+static const struct bad_case bad_cases[] = {
+	/* Keys. */
+	{ "unknown top-level key", MINIMAL "foo: 1\n", "t.yaml:5:1: ", "unknown key 'foo'" },
+	{ "unknown nested key", DD "listen:\n  htp: 1.2.3.4:5\n" BK,
+	  "t.yaml:3:3: ", "unknown key 'htp' in 'listen' (did you mean 'http'?)" },
+	{ "key in the wrong section", DD "queue:\n  max_body_size: 1\n" BK,
+	  "t.yaml:3:3: ", "unknown key 'max_body_size' in 'queue' (did you mean 'http.max_body_size'?)" },
+	{ "unknown backend key", DD "backends:\n  - name: a\n    nmae: b\n    url: http://h\n",
+	  "t.yaml:4:5: ", "unknown key 'nmae' in 'backends[0]'" },
+	{ "duplicate key", DD "data_dir: /y\n" BK, "t.yaml:2:1: ", "duplicate key 'data_dir' (first at line 1)" },
+	{ "duplicate nested key", DD "http:\n  max_body_size: 1\n  max_body_size: 2\n" BK,
+	  "t.yaml:4:3: ", "duplicate key 'http.max_body_size' (first at line 3)" },
+	{ "duplicate section", DD "http: {}\nhttp: {}\n" BK, "t.yaml:3:1: ", "duplicate key 'http'" },
+	{ "duplicate backend key", DD "backends:\n  - name: a\n    name: b\n    url: http://h\n",
+	  "t.yaml:4:5: ", "duplicate key 'backends[0].name' (first at line 3)" },
+	{ "key that is a sequence", "? [a]\n: b\n", "t.yaml:1:3: ", "a key must be a word, not a sequence" },
+	{ "merge key", DD "backends:\n  - name: a\n    <<: {url: http://h}\n",
+	  "t.yaml:4:5: ", "merge keys (<<) are not supported" },
+	{ "NUL in a key", "\"data_dir\\0\": /x\n" BK, "t.yaml:1:1: ", "a key contains a NUL character" },
+
+	/* Types. */
+	{ "sequence for a string", "data_dir: [a]\n" BK, "t.yaml:1:11: ", "'data_dir' must be a single value, not a sequence" },
+	{ "mapping for a size", DD "http:\n  max_body_size: {a: 1}\n" BK,
+	  "t.yaml:3:18: ", "'http.max_body_size' must be a single value, not a mapping" },
+	{ "scalar for a section", DD "http: 5\n" BK, "t.yaml:2:7: ", "'http' must be a mapping of keys, not a single value" },
+	{ "sequence for a section", DD "queue: [1]\n" BK, "t.yaml:2:8: ", "'queue' must be a mapping of keys, not a sequence" },
+	{ "file is a scalar", "hello\n", "t.yaml:1:1: ", "must be a mapping of keys, not a single value" },
+	{ "file is a sequence", "- a\n- b\n", "t.yaml:1:1: ", "must be a mapping of keys, not a sequence" },
+	{ "empty value", "data_dir:\n" BK, "t.yaml:1:1: ", "'data_dir' needs a value" },
+	{ "empty string", "data_dir: ''\n" BK, "t.yaml:1:11: ", "'data_dir' must not be empty" },
+	{ "NUL in a value", "data_dir: \"/x\\0y\"\n" BK, "t.yaml:1:11: ", "'data_dir' contains a NUL character" },
+
+	/* Values. */
+	{ "bad log level", DD "log_level: verbose\n" BK,
+	  "t.yaml:2:12: ", "'log_level' must be one of debug, info, notice, warn, error, not 'verbose'" },
+	{ "bad size", DD "http:\n  max_body_size: abc\n" BK,
+	  "t.yaml:3:18: ", "'http.max_body_size' must be a size like 25MiB, not 'abc'" },
+	{ "negative size", DD "http:\n  max_line_size: -1\n" BK,
+	  "t.yaml:3:18: ", "'http.max_line_size' must be a size like 25MiB, not '-1'" },
+	{ "zero size", DD "http:\n  max_header_size: 0\n" BK,
+	  "t.yaml:3:20: ", "'http.max_header_size' must be at least 1B, not '0'" },
+	{ "overflowing size", DD "http:\n  max_body_size: 99999999999TiB\n" BK,
+	  "t.yaml:3:18: ", "must be a size like 25MiB" },
+	{ "queue too small", DD "queue:\n  max_size: 1000\n" BK,
+	  "t.yaml:3:13: ", "'queue.max_size' must be at least 1MiB, not '1000'" },
+	{ "backend queue too small", DD "backends:\n  - name: a\n    url: http://h\n    max_size: 1KiB\n",
+	  "t.yaml:5:15: ", "'backends[0].max_size' must be at least 1MiB, not '1KiB'" },
+	{ "map size too small", DD "queue:\n  map_size: 1000\n" BK,
+	  "t.yaml:3:13: ", "'queue.map_size' must be 0 or at least 1MiB, not '1000'" },
+	{ "bad duration", DD "http:\n  idle_timeout: 5 minutes\n" BK,
+	  "t.yaml:3:17: ", "'http.idle_timeout' must be a duration like 10s, not '5 minutes'" },
+	{ "zero timeout", DD "http:\n  body_timeout: 0s\n" BK,
+	  "t.yaml:3:17: ", "'http.body_timeout' must be at least 1ms, not '0s'" },
+	{ "bad backend duration", DD "backends:\n  - name: a\n    url: http://h\n    max_age: 1w\n",
+	  "t.yaml:5:14: ", "'backends[0].max_age' must be a duration like 10s, not '1w'" },
+	{ "retry_after not whole seconds", DD "queue:\n  retry_after: 1500ms\n" BK,
+	  "t.yaml:3:16: ", "'queue.retry_after' must be a whole number of seconds like 10s, not '1500ms'" },
+	{ "retry_after zero", DD "queue:\n  retry_after: 0\n" BK,
+	  "t.yaml:3:16: ", "'queue.retry_after' must be at least 1s, not '0'" },
+	{ "integer with a unit", DD "http:\n  max_connections: 1k\n" BK,
+	  "t.yaml:3:20: ", "'http.max_connections' must be an integer from 1 to 4294967295, not '1k'" },
+	{ "zero connections", DD "http:\n  max_connections: 0\n" BK,
+	  "t.yaml:3:20: ", "'http.max_connections' must be an integer" },
+	{ "too many commit batches", DD "queue:\n  max_commit_batches: 65537\n" BK,
+	  "t.yaml:3:23: ", "'queue.max_commit_batches' must be an integer from 1 to 65536, not '65537'" },
+	{ "long value is cut", DD "log_level: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n" BK,
+	  "t.yaml:2:12: ", "not 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'" },
+	{ "control characters are not echoed", DD "log_level: \"a\\nb\\x1b[0m\"\n" BK,
+	  "t.yaml:2:12: ", "not 'a?b?[0m'" },
+
+	/* Addresses. */
+	{ "listen on a name", DD "listen:\n  http: example.com:80\n" BK,
+	  "t.yaml:3:9: ", "'listen.http' must be an address like 127.0.0.1:9096: 'example.com' is not an IPv4" },
+	{ "listen without a port", DD "listen:\n  http: 127.0.0.1\n" BK,
+	  "t.yaml:3:9: ", "'listen.http' must be an address like 127.0.0.1:9096: '127.0.0.1' has no port" },
+	{ "listen on a bad port", DD "listen:\n  http: 127.0.0.1:99999\n" BK,
+	  "t.yaml:3:9: ", "'listen.http' must be an address like 127.0.0.1:9096: '127.0.0.1:99999' has a bad port" },
+	{ "listen on port 0", DD "listen:\n  http: 127.0.0.1:0\n" BK,
+	  "t.yaml:3:9: ", "has a bad port" },
+	{ "listen on a bad IPv6", DD "listen:\n  http: '[::g]:80'\n" BK,
+	  "t.yaml:3:9: ", "is not an IPv6 address" },
+
+	/* Backend URLs. */
+	{ "ftp url", URL("ftp://h"), "t.yaml:4:10: ", "'backends[0].url' must be an http:// URL: scheme 'ftp' is not supported" },
+	{ "https url", URL("https://h"), "t.yaml:4:10: ", "'backends[0].url' must be an http:// URL: https is not supported yet" },
+	{ "url without a scheme", URL("influx:8086"), "t.yaml:4:10: ", "must be an http:// URL: it does not start with http://" },
+	{ "url without a host", URL("http://"), "t.yaml:4:10: ", "must be an http:// URL: it has no host" },
+	{ "url with only a path", URL("http:///write"), "t.yaml:4:10: ", "must be an http:// URL: it has no host" },
+	{ "url with only a port", URL("http://:8086"), "t.yaml:4:10: ", "must be an http:// URL: it has no host" },
+	{ "url with port 0", URL("http://h:0"), "t.yaml:4:10: ", "must be an http:// URL: bad port '0' (want 1-65535)" },
+	{ "url with a big port", URL("http://h:65536"), "t.yaml:4:10: ", "bad port '65536'" },
+	{ "url with an empty port", URL("http://h:/x"), "t.yaml:4:10: ", "bad port ''" },
+	{ "url with a named port", URL("http://h:http"), "t.yaml:4:10: ", "bad port 'http'" },
+	{ "url with credentials", URL("http://u:p@h"), "t.yaml:4:10: ", "must be an http:// URL: user:password@ is not supported" },
+	{ "url with a user", URL("http://user@h:8086"), "t.yaml:4:10: ", "user:password@ is not supported" },
+	{ "url with a query", URL("http://h/?db=x"), "t.yaml:4:10: ", "a query or fragment" },
+	{ "url with a fragment", URL("http://h/#x"), "t.yaml:4:10: ", "a query or fragment" },
+	{ "url with a bad IPv4", URL("http://1.2.3"), "t.yaml:4:10: ", "'1.2.3' is not an IPv4 address" },
+	{ "url with a bad IPv6", URL("http://[zz]:1"), "t.yaml:4:10: ", "'[zz]' is not an IPv6 address" },
+	{ "url with an open bracket", URL("http://[::1"), "t.yaml:4:10: ", "'[' without a closing ']'" },
+	{ "url with a bad host", URL("http://h h"), "t.yaml:4:10: ", "the host 'h h' has a character" },
+	{ "url with a space in the path", URL("http://h/a b"), "t.yaml:4:10: ", "the path has a space" },
+
+	/* Required things and backends. */
+	{ "missing data_dir", BK, "t.yaml:1:1: ", "'data_dir' is required" },
+	{ "missing backends", DD "log_level: info\n", "t.yaml:1:1: ", "'backends' is required" },
+	{ "missing both", "log_level: info\n", "t.yaml:1:1: ", "'data_dir' is required" },
+	{ "empty backends", DD "backends: []\n", "t.yaml:2:11: ", "'backends' must list at least one backend" },
+	{ "null backends", DD "backends:\n", "t.yaml:2:1: ", "'backends' must list at least one backend" },
+	{ "backends as a mapping", DD "backends:\n  a: http://h\n", "t.yaml:3:3: ", "'backends' must be a sequence" },
+	{ "backend as a scalar", DD "backends:\n  - http://h\n", "t.yaml:3:5: ",
+	  "'backends[0]' must be a mapping with 'name' and 'url', not a single value" },
+	{ "backend without a name", DD "backends:\n  - url: http://h\n", "t.yaml:3:5: ", "'backends[0].name' is required" },
+	{ "backend without a url", DD "backends:\n  - name: a\n  - name: b\n    url: http://h\n",
+	  "t.yaml:3:5: ", "'backends[0].url' is required" },
+	{ "bad backend name", DD "backends:\n  - name: a b\n    url: http://h\n",
+	  "t.yaml:3:11: ", "'backends[0].name' must be 1-64 characters of A-Z a-z 0-9 _ . -, not 'a b'" },
+	{ "backend name too long", DD "backends:\n  - url: http://h\n    name: "
+	  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+	  "t.yaml:4:11: ", "'backends[0].name' must be 1-64 characters" },
+	{ "duplicate backend name", DD "backends:\n  - {name: a, url: 'http://h'}\n  - {name: b, url: 'http://h'}\n"
+	  "  - name: a\n    url: http://h\n",
+	  "t.yaml:5:11: ", "duplicate backend name 'a' (first at line 3)" },
+
+	/* YAML itself. */
+	{ "empty file", "", "t.yaml: ", "empty configuration" },
+	{ "only comments", "# nothing here\n", "t.yaml: ", "empty configuration" },
+	{ "syntax error", DD "  foo: : bar\n" BK, "t.yaml:2:6: ", "invalid yaml: mapping values are not allowed" },
+	{ "unterminated quote", "data_dir: \"abc\n" BK, "t.yaml:5:1: ", "invalid yaml: found unexpected end of stream" },
+	{ "tab indentation", DD "http:\n\tmax_body_size: 1\n" BK, "t.yaml:3:1: ", "invalid yaml: found character that cannot start any token" },
+	{ "invalid UTF-8", "data_dir: /x\xff\n" BK, "t.yaml:1:13: ", "invalid yaml: invalid leading UTF-8 octet" },
+	{ "control character", DD "\x01\n" BK, "t.yaml:2:1: ", "invalid yaml: control characters are not allowed" },
+	{ "undefined alias", "data_dir: *nope\n" BK, "t.yaml:1:11: ", "invalid yaml: found undefined alias" },
+	{ "alias", "data_dir: &d /x\nlog_level: *d\n" BK, "t.yaml:2:1: ",
+	  "'log_level' is an alias: anchors and aliases are not supported" },
+	{ "recursive alias", DD "backends: &a [*a]\n", "t.yaml:2:11: ", "anchors and aliases are not supported" },
+	{ "two documents", MINIMAL "---\n" MINIMAL, "t.yaml:6:1: ", "only one yaml document is allowed" },
+};
+
+static void test_bad_configs(void **state)
+{
+	(void)state;
+
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(bad_cases); i++) {
+		const struct bad_case *c = &bad_cases[i];
+		struct relay_config cfg;
+		char err[512];
+
+		memset(err, 'x', sizeof(err));
+		if (load(c->text, &cfg, err, sizeof(err)) != -1)
+			fail_msg("%s: loaded", c->what);
+		if (strncmp(err, c->prefix, strlen(c->prefix)) != 0 || !strstr(err + strlen(c->prefix), c->msg))
+			fail_msg("%s:\n  got  '%s'\n  want '%s...%s'", c->what, err, c->prefix, c->msg);
+		/* One line, and nothing left for the caller to release. */
+		assert_null(strchr(err, '\n'));
+		assert_true(is_zero(&cfg, sizeof(cfg)));
+	}
+}
+
+static void test_error_buffer(void **state)
+{
+	struct relay_config cfg;
+	char err[16];
+	(void)state;
+
+	/* A short buffer is cut, still terminated. */
+	memset(err, 'x', sizeof(err));
+	assert_int_equal(load(DD, &cfg, err, sizeof(err)), -1);
+	assert_int_equal(strlen(err), sizeof(err) - 1);
+	assert_memory_equal(err, "t.yaml:1:1: 'ba", sizeof(err));
+	/* No buffer at all. */
+	assert_int_equal(load(DD, &cfg, NULL, 0), -1);
+	assert_int_equal(config_load("/nonexistent/relayd.yaml", &cfg, NULL, 0), -1);
+	/* NULL text with no length is an empty file. */
+	assert_int_equal(config_load_buffer("t.yaml", NULL, 0, &cfg, err, sizeof(err)), -1);
+}
+
+static void test_map_size(void **state)
+{
+	struct relay_config cfg;
+	(void)state;
+
+	load_ok(MINIMAL, &cfg);
+	assert_int_equal(config_map_size(&cfg), 2 * GIB + 64 * MIB);
+	config_release(&cfg);
+
+	load_ok(DD "backends:\n  - {name: a, url: 'http://h'}\n  - {name: b, url: 'http://h', max_size: 512MiB}\n", &cfg);
+	assert_int_equal(config_map_size(&cfg), 3 * GIB + 64 * MIB);
+	config_release(&cfg);
+
+	load_ok(DD "queue: {map_size: 3MiB}\n" BK, &cfg);
+	assert_int_equal(config_map_size(&cfg), 3 * MIB);
+	config_release(&cfg);
+
+	/* Limits this large are legal; the sum saturates instead of wrapping. */
+	load_ok(DD "queue: {max_size: 16000000TiB}\n"
+	        "backends:\n  - {name: a, url: 'http://h'}\n  - {name: b, url: 'http://h'}\n", &cfg);
+	assert_int_equal(cfg.backends[1].max_bytes, 16000000 * TIB);
+	assert_true(config_map_size(&cfg) == UINT64_MAX);
+	config_release(&cfg);
+
+	/* A struct filled by hand, as other modules' tests do. */
+	struct relay_backend_config b[2] = { { .max_bytes = MIB }, { .max_bytes = 2 * MIB } };
+	struct relay_config hand = { .backends = b, .nbackends = 2 };
+	assert_int_equal(config_map_size(&hand), 6 * MIB + 64 * MIB);
+	hand.queue_map_bytes = 5;
+	assert_int_equal(config_map_size(&hand), 5);
+}
+
+static void test_example_file(void **state)
+{
+	const char *dir = getenv("RELAY_SOURCE_DIR");
+	struct relay_config ex, def;
+	char path[4096], err[512];
+	(void)state;
+
+	if (dir && *dir)
+		snprintf(path, sizeof(path), "%s/config.example.yaml", dir);
+	else
+		snprintf(path, sizeof(path), "../../config.example.yaml");
+	if (access(path, R_OK) != 0)
+		fail_msg("cannot find config.example.yaml at '%s' (set RELAY_SOURCE_DIR)", path);
+	if (config_load(path, &ex, err, sizeof(err)) != 0)
+		fail_msg("config.example.yaml does not load: %s", err);
+
+	assert_string_equal(ex.path, path);
+	assert_string_equal(ex.data_dir, "./relayd-data");
+	assert_int_equal(ex.nbackends, 1);
+	assert_string_equal(ex.backends[0].name, "local");
+	assert_string_equal(ex.backends[0].host, "127.0.0.1");
+	assert_int_equal(ex.backends[0].port, 8086);
+
+	/* The example says it shows the defaults; hold it to that. */
+	load_ok(MINIMAL, &def);
+	assert_string_equal(ex.log_level, def.log_level);
+	assert_string_equal(ex.listen_http, def.listen_http);
+	assert_int_equal(ex.http_max_body_bytes, def.http_max_body_bytes);
+	assert_int_equal(ex.http_max_header_bytes, def.http_max_header_bytes);
+	assert_int_equal(ex.http_max_line_bytes, def.http_max_line_bytes);
+	assert_int_equal(ex.http_header_timeout_ms, def.http_header_timeout_ms);
+	assert_int_equal(ex.http_body_timeout_ms, def.http_body_timeout_ms);
+	assert_int_equal(ex.http_idle_timeout_ms, def.http_idle_timeout_ms);
+	assert_int_equal(ex.http_max_connections, def.http_max_connections);
+	assert_int_equal(ex.queue_max_bytes, def.queue_max_bytes);
+	assert_int_equal(ex.queue_max_age_ms, def.queue_max_age_ms);
+	assert_int_equal(ex.queue_retry_after_s, def.queue_retry_after_s);
+	assert_int_equal(ex.queue_map_bytes, def.queue_map_bytes);
+	assert_int_equal(ex.queue_max_commit_batches, def.queue_max_commit_batches);
+	assert_int_equal(ex.backends[0].max_bytes, def.backends[0].max_bytes);
+	assert_int_equal(ex.backends[0].max_age_ms, def.backends[0].max_age_ms);
+	config_release(&def);
+	config_release(&ex);
+}
+
+static void write_file(const char *path, const char *text, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(text, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void test_files(void **state)
+{
+	char dir[] = "/tmp/test_config.XXXXXX", path[256], err[512];
+	struct relay_config cfg;
+	(void)state;
+
+	assert_non_null(mkdtemp(dir));
+
+	/* A missing file. */
+	snprintf(path, sizeof(path), "%s/missing.yaml", dir);
+	memset(&cfg, 0xa5, sizeof(cfg));
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), -1);
+	assert_true(strncmp(err, path, strlen(path)) == 0);
+	assert_string_equal(err + strlen(path), ": cannot read: No such file or directory");
+	assert_true(is_zero(&cfg, sizeof(cfg)));
+
+	/* A directory. */
+	assert_int_equal(config_load(dir, &cfg, err, sizeof(err)), -1);
+	assert_true(strncmp(err, dir, strlen(dir)) == 0);
+	assert_non_null(strstr(err, ": cannot read: "));
+
+	/* A good file; errors name the path given. */
+	snprintf(path, sizeof(path), "%s/relayd.yaml", dir);
+	write_file(path, MINIMAL, strlen(MINIMAL));
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg.path, path);
+	assert_string_equal(cfg.backends[0].name, "a");
+	config_release(&cfg);
+	/* Loading again after a release works. */
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), 0);
+	config_release(&cfg);
+	config_release(&cfg);
+
+	write_file(path, DD "foo: 1\n", strlen(DD "foo: 1\n"));
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), -1);
+	assert_true(strncmp(err, path, strlen(path)) == 0);
+	assert_string_equal(err + strlen(path), ":2:1: unknown key 'foo'");
+	assert_int_equal(unlink(path), 0);
+
+	/* Something far too large to be a configuration. */
+	size_t big = 2 * 1024 * 1024;
+	char *junk = malloc(big);
+	assert_non_null(junk);
+	memset(junk, '#', big);
+	snprintf(path, sizeof(path), "%s/big.yaml", dir);
+	write_file(path, junk, big);
+	free(junk);
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, ": cannot read: larger than 1MiB"));
+	assert_int_equal(unlink(path), 0);
+
+	assert_int_equal(rmdir(dir), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_every_key),
+		cmocka_unit_test(test_inherit_any_order),
+		cmocka_unit_test(test_empty_sections_and_forms),
+		cmocka_unit_test(test_max_backends),
+		cmocka_unit_test(test_url_forms),
+		cmocka_unit_test(test_bad_configs),
+		cmocka_unit_test(test_error_buffer),
+		cmocka_unit_test(test_map_size),
+		cmocka_unit_test(test_example_file),
+		cmocka_unit_test(test_files),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,253 @@
+/*
+ * test_http: the front door in-process. The outcome table (commit result ->
+ * HTTP status) row by row, then a real server on a loopback port with a
+ * real queue and group commit: a client thread with blocking sockets sends
+ * pipelined, chunked, oversized and malformed requests; the loop runs in
+ * the test thread; the answers and the queue are checked afterwards.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "relay/config.h"
+#include "relay/http_server.h"
+#include "relay/ingest.h"
+#include "wal/wal.h"
+
+static void test_outcome_table(void **state)
+{
+	(void)state;
+	static const struct {
+		int rc, result, status;
+		int retry;
+		const char *substr;
+	} t[] = {
+		{ 0, 0, 204, 0, "" },
+		{ 0, WAL_ELIMIT, 503, 1, "queue for backend 'b1' is full" },
+		{ 0, WAL_EAGE, 503, 1, "older than its max_age" },
+		{ WAL_EFULL, 0, 503, 1, "storage is full" },
+		{ -5 /* -EIO */, 0, 503, 1, "cannot commit" },
+		{ WAL_ECORRUPT, 0, 503, 1, "corrupt" },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		char msg[400];
+		uint64_t ra;
+		int st = http_write_outcome(t[i].rc, t[i].result, "b1", 100, 7, msg, sizeof(msg), &ra);
+		assert_int_equal(st, t[i].status);
+		assert_int_equal(ra, t[i].retry ? 7 : 0);
+		assert_non_null(strstr(msg, t[i].substr));
+	}
+}
+
+struct fixture {
+	char dir[128];
+	struct relay_config cfg;
+	struct wal *wal;
+	struct ingest ing;
+	struct http_server *srv;
+	uv_loop_t loop;
+	uv_async_t stop;
+	int port;
+	char results[16][2048];
+	int nresults;
+};
+
+static int connect_to(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		close(fd);
+		return -1;
+	}
+	struct timeval tv = { 5, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+/* Send req, then read until n responses' worth of "HTTP/1.1 " lines and
+ * their bodies arrived or the peer closed. */
+static void exchange(struct fixture *f, const char *req, size_t len, int nresp)
+{
+	char *out = f->results[f->nresults++];
+	size_t used = 0;
+	int fd = connect_to(f->port);
+	if (fd < 0) {
+		snprintf(out, 2048, "connect failed");
+		return;
+	}
+	if (send(fd, req, len, MSG_NOSIGNAL) < 0) {
+		/* The server may refuse early (413): still read the answer. */
+	}
+	for (;;) {
+		ssize_t n = recv(fd, out + used, 2047 - used, 0);
+		if (n <= 0)
+			break;
+		used += (size_t)n;
+		out[used] = '\0';
+		int seen = 0;
+		for (const char *p = out; (p = strstr(p, "HTTP/1.1 ")); p++)
+			seen++;
+		/* all status lines in, and the last message complete */
+		if (seen >= nresp) {
+			const char *last = out;
+			for (const char *p = out; (p = strstr(p, "HTTP/1.1 ")); p++)
+				last = p;
+			const char *end = strstr(last, "\r\n\r\n");
+			const char *cl = strstr(last, "Content-Length: ");
+			if (end && (!cl || (size_t)(out + used - (end + 4)) >= (size_t)atoi(cl + 16)))
+				break;
+		}
+	}
+	out[used] = '\0';
+	close(fd);
+}
+
+static void *client(void *arg)
+{
+	struct fixture *f = arg;
+	/* 0: three pipelined requests in one write, answered in order */
+	static const char pipe3[] =
+		"POST /write?db=d1 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\ncpu v=1 1\n"
+		"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+		"POST /write?db=d1&precision=s HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\ncpu v=2 2\n";
+	exchange(f, pipe3, sizeof(pipe3) - 1, 3);
+	/* 1: chunked body */
+	static const char chunked[] =
+		"POST /write?db=d2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+		"6\r\ncpu v=\r\n4\r\n3 3\n\r\n0\r\n\r\n";
+	exchange(f, chunked, sizeof(chunked) - 1, 1);
+	/* 2: announced body over the limit: 413 before the body is read */
+	static const char big[] = "POST /write?db=d1 HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n";
+	exchange(f, big, sizeof(big) - 1, 1);
+	/* 3: header over the limit */
+	char hdr[6000];
+	int n = snprintf(hdr, sizeof(hdr), "GET /ping HTTP/1.1\r\nX-Big: ");
+	memset(hdr + n, 'a', 4500);
+	n += 4500;
+	n += snprintf(hdr + n, sizeof(hdr) - (size_t)n, "\r\n\r\n");
+	exchange(f, hdr, (size_t)n, 1);
+	/* 4: smuggling: Content-Length and Transfer-Encoding together */
+	static const char smuggle[] =
+		"POST /write?db=d1 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+	exchange(f, smuggle, sizeof(smuggle) - 1, 1);
+	/* 5: a bad line: 400 naming line 2; nothing queued */
+	static const char bad[] = "POST /write?db=d1 HTTP/1.1\r\nHost: x\r\nContent-Length: 15\r\n\r\ncpu v=1 1\ncpu \n";
+	exchange(f, bad, sizeof(bad) - 1, 1);
+	/* 6: unknown path, and a GET on /write */
+	static const char nf[] = "GET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /write?db=x HTTP/1.1\r\nHost: x\r\n\r\n";
+	exchange(f, nf, sizeof(nf) - 1, 2);
+	/* 7: HTTP/1.0 without keep-alive gets its answer and a close */
+	static const char h10[] = "GET /ping HTTP/1.0\r\n\r\n";
+	exchange(f, h10, sizeof(h10) - 1, 1);
+	/* 8: bad precision, missing db */
+	static const char q[] = "POST /write?db=a&precision=xs HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+				"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+	exchange(f, q, sizeof(q) - 1, 2);
+	uv_async_send(&f->stop);
+	return NULL;
+}
+
+static void on_closed(void *arg)
+{
+	struct fixture *f = arg;
+	ingest_close(&f->ing, NULL);
+}
+
+static void stop_cb(uv_async_t *a)
+{
+	struct fixture *f = a->data;
+	uv_close((uv_handle_t *)a, NULL);
+	http_server_close(f->srv, on_closed, f);
+}
+
+static void test_server(void **state)
+{
+	(void)state;
+	struct fixture *f = calloc(1, sizeof(*f));
+	char yaml[512], err[512];
+	snprintf(f->dir, sizeof(f->dir), "/tmp/test_http.XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	int n = snprintf(yaml, sizeof(yaml),
+			 "data_dir: %s/q\nlisten:\n  http: 127.0.0.1:1\nhttp:\n  max_body_size: 1000\n"
+			 "  max_header_size: 4KiB\nbackends:\n  - name: b\n    url: http://127.0.0.1:9\n",
+			 f->dir);
+	assert_int_equal(config_load_buffer("t.yaml", yaml, (size_t)n, &f->cfg, err, sizeof(err)), 0);
+	f->cfg.listen_http_port = 0; /* any free port */
+	struct wal_options o = { 0, 0 };
+	assert_int_equal(wal_open(f->cfg.data_dir, &o, &f->wal), 0);
+	int id;
+	assert_int_equal(wal_backend_open(f->wal, "b", &id), 0);
+	assert_int_equal(uv_loop_init(&f->loop), 0);
+	assert_int_equal(ingest_init(&f->ing, &f->loop, f->wal, 1ULL << id, 64), 0);
+	assert_int_equal(http_server_start(&f->loop, &f->cfg, &f->ing, &f->srv, err, sizeof(err)), 0);
+	f->port = http_server_port(f->srv);
+	uv_async_init(&f->loop, &f->stop, stop_cb);
+	f->stop.data = f;
+	pthread_t th;
+	pthread_create(&th, NULL, client, f);
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	pthread_join(th, NULL);
+	assert_int_equal(uv_loop_close(&f->loop), 0);
+
+	const char *r = f->results[0];
+	const char *a = strstr(r, "HTTP/1.1 204"), *b = a ? strstr(a + 1, "HTTP/1.1 204") : NULL;
+	const char *c = b ? strstr(b + 1, "HTTP/1.1 204") : NULL;
+	if (!c)
+		fail_msg("pipelined: %s", r);
+	assert_non_null(strstr(f->results[1], "HTTP/1.1 204"));
+	if (!strstr(f->results[2], "HTTP/1.1 413"))
+		fail_msg("413: %s", f->results[2]);
+	assert_non_null(strstr(f->results[2], "Connection: close"));
+	assert_non_null(strstr(f->results[3], "HTTP/1.1 431"));
+	assert_non_null(strstr(f->results[4], "HTTP/1.1 400"));
+	assert_non_null(strstr(f->results[5], "HTTP/1.1 400"));
+	assert_non_null(strstr(f->results[5], "line 2"));
+	assert_non_null(strstr(f->results[6], "HTTP/1.1 404"));
+	assert_non_null(strstr(f->results[6], "HTTP/1.1 405"));
+	assert_non_null(strstr(f->results[7], "HTTP/1.1 204"));
+	assert_non_null(strstr(f->results[8], "invalid precision"));
+	assert_non_null(strstr(f->results[8], "database is required"));
+
+	/* exactly the three good writes are queued, in order */
+	struct wal_batch out[8];
+	size_t cnt;
+	assert_int_equal(wal_read(f->wal, id, 0, 8, 1 << 20, out, &cnt), 0);
+	assert_int_equal(cnt, 3);
+	assert_string_equal(out[0].body, "cpu v=1 1\n");
+	assert_string_equal(out[1].body, "cpu v=2 2\n");
+	assert_string_equal(out[1].db, "d1");
+	assert_int_equal(out[1].precision, 3);
+	assert_string_equal(out[2].body, "cpu v=3 3\n");
+	assert_string_equal(out[2].db, "d2");
+	for (size_t i = 0; i < cnt; i++)
+		wal_batch_release(&out[i]);
+	assert_true(f->ing.stats.commits >= 1);
+	wal_close(f->wal);
+	config_release(&f->cfg);
+	char cmd[200];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	assert_int_equal(system(cmd), 0);
+	free(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_outcome_table),
+		cmocka_unit_test(test_server),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,579 @@
+/*
+ * test_lineproto: table tests for the line-protocol gate. Valid lines are
+ * checked against the exact bytes that would be queued (and queued bytes
+ * must validate again unchanged); invalid lines against the line number
+ * and the reason; plus the limits, the "nothing queued on error" rule and
+ * the precision helpers.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "relay/lineproto.h"
+
+#define STAMP INT64_C(1700000000000000000)
+#define S " 1700000000000000000\n"
+
+struct ok_case {
+	const char *in;
+	const char *want;
+	uint32_t lines;
+	uint32_t stamped;
+};
+
+static const struct ok_case ok_cases[] = {
+	/* Basics: timestamp kept, missing timestamp stamped. */
+	{ "cpu v=1 123", "cpu v=1 123\n", 1, 0 },
+	{ "cpu v=1 123\n", "cpu v=1 123\n", 1, 0 },
+	{ "cpu v=1", "cpu v=1" S, 1, 1 },
+	{ "cpu v=1\n", "cpu v=1" S, 1, 1 },
+	{ "cpu,host=a v=1i 5\n", "cpu,host=a v=1i 5\n", 1, 0 },
+	{ "cpu,host=a,region=b v=1,w=2 5", "cpu,host=a,region=b v=1,w=2 5\n", 1, 0 },
+	{ "cpu a=1,b=2i,c=\"x\",d=t,e=3u 5", "cpu a=1,b=2i,c=\"x\",d=t,e=3u 5\n", 1, 0 },
+	{ "cpu v=1 5\ncpu v=2\ncpu v=3 7\n", "cpu v=1 5\ncpu v=2" S "cpu v=3 7\n", 3, 1 },
+
+	/* Escapes in the measurement, tag keys and values, field keys. */
+	{ "c\\ pu v=1 5", "c\\ pu v=1 5\n", 1, 0 },
+	{ "c\\,pu v=1 5", "c\\,pu v=1 5\n", 1, 0 },
+	{ "c\\\\pu v=1 5", "c\\\\pu v=1 5\n", 1, 0 },
+	{ "c=pu v=1 5", "c=pu v=1 5\n", 1, 0 },
+	{ "c#pu v=1 5", "c#pu v=1 5\n", 1, 0 },
+	{ "c\\pu v=1 5", "c\\pu v=1 5\n", 1, 0 },
+	{ "cpu,ho\\ st=a v=1 5", "cpu,ho\\ st=a v=1 5\n", 1, 0 },
+	{ "cpu,ho\\,st=a v=1 5", "cpu,ho\\,st=a v=1 5\n", 1, 0 },
+	{ "cpu,ho\\=st=a v=1 5", "cpu,ho\\=st=a v=1 5\n", 1, 0 },
+	{ "cpu,h=a\\ b v=1 5", "cpu,h=a\\ b v=1 5\n", 1, 0 },
+	{ "cpu,h=a\\,b v=1 5", "cpu,h=a\\,b v=1 5\n", 1, 0 },
+	{ "cpu,h=a\\=b v=1 5", "cpu,h=a\\=b v=1 5\n", 1, 0 },
+	{ "cpu,h=a\\\\ v=1 5", "cpu,h=a\\\\ v=1 5\n", 1, 0 }, /* escaped backslash, then a space */
+	{ "cpu,h=#a v=1 5", "cpu,h=#a v=1 5\n", 1, 0 },
+	{ "cpu f\\ 1=1 5", "cpu f\\ 1=1 5\n", 1, 0 },
+	{ "cpu f\\,1=1 5", "cpu f\\,1=1 5\n", 1, 0 },
+	{ "cpu f\\=1=1 5", "cpu f\\=1=1 5\n", 1, 0 },
+	{ "cpu \"f\"=1 5", "cpu \"f\"=1 5\n", 1, 0 },
+	{ "\xc2\xb5,t=\xc3\xa9 v=1 5", "\xc2\xb5,t=\xc3\xa9 v=1 5\n", 1, 0 },
+
+	/* Strings. */
+	{ "cpu s=\"hello\" 5", "cpu s=\"hello\" 5\n", 1, 0 },
+	{ "cpu s=\"\" 5", "cpu s=\"\" 5\n", 1, 0 },
+	{ "cpu s=\"a\\\"b\" 5", "cpu s=\"a\\\"b\" 5\n", 1, 0 },
+	{ "cpu s=\"a\\\\\" 5", "cpu s=\"a\\\\\" 5\n", 1, 0 },
+	{ "cpu s=\"a\\\\\\\"\" 5", "cpu s=\"a\\\\\\\"\" 5\n", 1, 0 },
+	{ "cpu s=\"a,b c=d 9\" 5", "cpu s=\"a,b c=d 9\" 5\n", 1, 0 },
+	{ "cpu s=\"#x\" 5", "cpu s=\"#x\" 5\n", 1, 0 },
+	{ "cpu s=\"line1\nline2\" 5", "cpu s=\"line1\nline2\" 5\n", 1, 0 },
+	{ "cpu s=\"a\n\nb\"\ncpu v=1 6", "cpu s=\"a\n\nb\"" S "cpu v=1 6\n", 2, 1 },
+	{ "cpu s=\"a\r\nb\"\r\n", "cpu s=\"a\r\nb\"" S, 1, 1 },
+	{ "cpu s=\"x\",v=1 5", "cpu s=\"x\",v=1 5\n", 1, 0 },
+
+	/* Floats. */
+	{ "m v=-1 5", "m v=-1 5\n", 1, 0 },
+	{ "m v=1.5 5", "m v=1.5 5\n", 1, 0 },
+	{ "m v=-1.5 5", "m v=-1.5 5\n", 1, 0 },
+	{ "m v=1. 5", "m v=1. 5\n", 1, 0 },
+	{ "m v=.5 5", "m v=.5 5\n", 1, 0 },
+	{ "m v=-.5 5", "m v=-.5 5\n", 1, 0 },
+	{ "m v=1e5 5", "m v=1e5 5\n", 1, 0 },
+	{ "m v=1E5 5", "m v=1E5 5\n", 1, 0 },
+	{ "m v=1e+5 5", "m v=1e+5 5\n", 1, 0 },
+	{ "m v=1.5e-3 5", "m v=1.5e-3 5\n", 1, 0 },
+	{ "m v=-0 5", "m v=-0 5\n", 1, 0 },
+	{ "m v=1.7976931348623157e308 5", "m v=1.7976931348623157e308 5\n", 1, 0 },
+	{ "m v=-1.7976931348623157e308 5", "m v=-1.7976931348623157e308 5\n", 1, 0 },
+	{ "m v=1e-400 5", "m v=1e-400 5\n", 1, 0 },
+	{ "m v=0e999999999999999999999 5", "m v=0e999999999999999999999 5\n", 1, 0 },
+	{ "m v=0.000001e300 5", "m v=0.000001e300 5\n", 1, 0 },
+
+	/* Integers and unsigned at their edges. */
+	{ "m v=0i 5", "m v=0i 5\n", 1, 0 },
+	{ "m v=-1i 5", "m v=-1i 5\n", 1, 0 },
+	{ "m v=9223372036854775807i 5", "m v=9223372036854775807i 5\n", 1, 0 },
+	{ "m v=-9223372036854775808i 5", "m v=-9223372036854775808i 5\n", 1, 0 },
+	{ "m v=0009223372036854775807i 5", "m v=0009223372036854775807i 5\n", 1, 0 },
+	{ "m v=0u 5", "m v=0u 5\n", 1, 0 },
+	{ "m v=18446744073709551615u 5", "m v=18446744073709551615u 5\n", 1, 0 },
+
+	/* Booleans. */
+	{ "m a=t,b=T,c=true,d=True,e=TRUE 5", "m a=t,b=T,c=true,d=True,e=TRUE 5\n", 1, 0 },
+	{ "m a=f,b=F,c=false,d=False,e=FALSE 5", "m a=f,b=F,c=false,d=False,e=FALSE 5\n", 1, 0 },
+	{ "m v=t", "m v=t" S, 1, 1 },
+
+	/* Timestamps. */
+	{ "m v=1 0", "m v=1 0\n", 1, 0 },
+	{ "m v=1 -1", "m v=1 -1\n", 1, 0 },
+	{ "m v=1 9223372036854775807", "m v=1 9223372036854775807\n", 1, 0 },
+	{ "m v=1 -9223372036854775808", "m v=1 -9223372036854775808\n", 1, 0 },
+	{ "m v=1 5  \t", "m v=1 5  \t\n", 1, 0 },
+	{ "m v=1   5", "m v=1   5\n", 1, 0 },
+	{ "m v=1 \t5", "m v=1 \t5\n", 1, 0 },
+
+	/* Blanks: leading ones dropped, trailing ones dropped when stamping. */
+	{ "  \tcpu v=1 5", "cpu v=1 5\n", 1, 0 },
+	{ "cpu v=1   ", "cpu v=1" S, 1, 1 },
+	{ "cpu v=1 \t ", "cpu v=1" S, 1, 1 },
+	{ "cpu  v=1 5", "cpu  v=1 5\n", 1, 0 },
+	{ "cpu \tv=1 5", "cpu \tv=1 5\n", 1, 0 },
+
+	/* Blank and comment lines, CRLF, empty bodies. */
+	{ "", "", 0, 0 },
+	{ "\n", "", 0, 0 },
+	{ "\n\n\n", "", 0, 0 },
+	{ "   \r\n\t\n", "", 0, 0 },
+	{ "# only a comment", "", 0, 0 },
+	{ "# c1\n  # c2\n", "", 0, 0 },
+	{ "\n\n# comment\ncpu v=1 5\n  # indented\n\n", "cpu v=1 5\n", 1, 0 },
+	{ "# \"unbalanced\ncpu v=1 5", "cpu v=1 5\n", 1, 0 },
+	{ "#cpu v=\ncpu v=1 5", "cpu v=1 5\n", 1, 0 },
+	{ "cpu v=1 5\r\ncpu v=2\r\n", "cpu v=1 5\ncpu v=2" S, 2, 1 },
+	{ "cpu v=1 5\r", "cpu v=1 5\n", 1, 0 },
+	{ "cpu v=1\r", "cpu v=1" S, 1, 1 },
+	{ "\r\n\r\ncpu v=1 5\r\n", "cpu v=1 5\n", 1, 0 },
+};
+
+struct bad_case {
+	const char *in;
+	size_t line;
+	const char *why;
+};
+
+static const struct bad_case bad_cases[] = {
+	/* Key section. */
+	{ ",h=a v=1", 1, "missing measurement" },
+	{ "cpu", 1, "missing fields" },
+	{ "cpu ", 1, "missing fields" },
+	{ "cpu  \t", 1, "missing fields" },
+	{ "cpu,h=a", 1, "missing fields" },
+	{ "cpu,h=a ", 1, "missing fields" },
+	{ "cpu\tv=1", 1, "missing fields" },
+	{ "cpu\\ v=1", 1, "missing fields" },
+	{ "cpu,=a v=1", 1, "missing tag key" },
+	{ "cpu, v=1", 1, "missing tag key" },
+	{ "cpu,,h=a v=1", 1, "missing tag key" },
+	{ "cpu,h=a, v=1", 1, "missing tag key" },
+	{ "cpu,h v=1", 1, "missing tag value" },
+	{ "cpu,h= v=1", 1, "missing tag value" },
+	{ "cpu,h=,g=b v=1", 1, "missing tag value" },
+	{ "cpu,h", 1, "missing tag value" },
+	{ "cpu,h=a=b v=1", 1, "invalid tag format" },
+	{ "cpu,h=a\\ v=1", 1, "invalid tag format" },
+
+	/* Field keys and values. */
+	{ "cpu =1", 1, "missing field key" },
+	{ "cpu v=1,=2", 1, "missing field key" },
+	{ "cpu v=1,", 1, "missing field key" },
+	{ "cpu v=1, w=2", 1, "missing field key" },
+	{ "cpu v", 1, "invalid field format" },
+	{ "cpu v=1,w", 1, "invalid field format" },
+	{ "cpu v=", 1, "missing field value" },
+	{ "cpu v= 5", 1, "missing field value" },
+	{ "cpu v=,w=1", 1, "missing field value" },
+	{ "cpu v=abc", 1, "invalid boolean" },
+	{ "cpu v=tru", 1, "invalid boolean" },
+	{ "cpu v=truE", 1, "invalid boolean" },
+	{ "cpu v=i", 1, "invalid boolean" },
+	{ "cpu v=NaN", 1, "invalid boolean" },
+	{ "cpu v=Inf", 1, "invalid boolean" },
+	{ "cpu v=-Inf", 1, "invalid number" },
+	{ "cpu v=1.2.3", 1, "invalid number" },
+	{ "cpu v=1e", 1, "invalid number" },
+	{ "cpu v=1e+", 1, "invalid number" },
+	{ "cpu v=1e5.0", 1, "invalid number" },
+	{ "cpu v=.", 1, "invalid number" },
+	{ "cpu v=-", 1, "invalid number" },
+	{ "cpu v=.e5", 1, "invalid number" },
+	{ "cpu v=+1", 1, "invalid boolean" },
+	{ "cpu v=0x10", 1, "invalid number" },
+	{ "cpu v=1ii", 1, "invalid number" },
+	{ "cpu v=1.5i", 1, "invalid number" },
+	{ "cpu v=1e5i", 1, "invalid number" },
+	{ "cpu v=-i", 1, "invalid number" },
+	{ "cpu v=1i5", 1, "invalid number" },
+	{ "cpu v=1u5", 1, "invalid number" },
+	{ "cpu v=1\\ 5", 1, "invalid number" },
+	{ "cpu v=1\t5", 1, "invalid number" },
+	{ "cpu v=1e309", 1, "out of range" },
+	{ "cpu v=-1e309", 1, "out of range" },
+	{ "cpu v=1.7976931348623159e308", 1, "out of range" },
+	{ "cpu v=10e99999999999999999999999", 1, "out of range" },
+	{ "cpu v=9223372036854775808i", 1, "integer value out of range" },
+	{ "cpu v=-9223372036854775809i", 1, "integer value out of range" },
+	{ "cpu v=99999999999999999999i", 1, "integer value out of range" },
+	{ "cpu v=18446744073709551616u", 1, "unsigned value out of range" },
+	{ "cpu v=-1u", 1, "invalid number" },
+	{ "cpu v=\"abc", 1, "unbalanced quotes" },
+	{ "cpu v=\"abc\\\"", 1, "unbalanced quotes" },
+	{ "cpu v=\"abc\n\ncpu v=1 5", 1, "unbalanced quotes" },
+	{ "cpu v=\"a\"b", 1, "invalid field format" },
+	{ "cpu v=\"a\"\"b\"", 1, "invalid field format" },
+
+	/* Timestamps. */
+	{ "cpu v=1 abc", 1, "bad timestamp" },
+	{ "cpu v=1 12a", 1, "bad timestamp" },
+	{ "cpu v=1 1 2", 1, "bad timestamp" },
+	{ "cpu v=1 -", 1, "bad timestamp" },
+	{ "cpu v=1 +5", 1, "bad timestamp" },
+	{ "cpu v=1 1.5", 1, "bad timestamp" },
+	{ "cpu v=1 ,w=2", 1, "bad timestamp" },
+	{ "cpu v=1 9223372036854775808", 1, "bad timestamp" },
+	{ "cpu v=1 -9223372036854775809", 1, "bad timestamp" },
+	{ "cpu v=1 5\r\r\n", 1, "bad timestamp" },
+
+	/* Line numbers count every physical line before the bad one. */
+	{ "cpu v=1\ncpu v=", 2, "missing field value" },
+	{ "cpu v=1\n\n# c\ncpu v=", 4, "missing field value" },
+	{ "\r\ncpu", 2, "missing fields" },
+	{ "cpu s=\"a\nb\"\ncpu v=", 3, "missing field value" },
+	{ "cpu s=\"a\nb\" x\ncpu v=1", 1, "bad timestamp" },
+	{ "a v=1 1\nb v=2 2\nc v=3 3\nd,t v=4 4\ne v=5 5\n", 4, "missing tag value" },
+};
+
+static void test_valid_table(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(ok_cases); i++) {
+		const struct ok_case *c = &ok_cases[i];
+		struct rbuf out = RBUF_INIT;
+		struct lp_result res = { 99, 99 };
+		struct lp_error err = { 0, "" };
+
+		int rc = lineproto_validate(c->in, strlen(c->in), STAMP, 0, &out, &res, &err);
+		if (rc != 0)
+			fail_msg("case %zu '%s': %s", i, c->in, err.msg);
+		if (out.len != strlen(c->want) || (out.len && memcmp(out.data, c->want, out.len) != 0))
+			fail_msg("case %zu '%s': got '%.*s'", i, c->in, (int)out.len,
+			         out.data ? out.data : "");
+		assert_int_equal(res.lines, c->lines);
+		assert_int_equal(res.stamped, c->stamped);
+
+		/* What we queue must pass again, unchanged and unstamped. */
+		struct rbuf again = RBUF_INIT;
+		rc = lineproto_validate(out.data, out.len, 7, 0, &again, &res, &err);
+		if (rc != 0)
+			fail_msg("case %zu requeue: %s", i, err.msg);
+		assert_int_equal(again.len, out.len);
+		if (out.len)
+			assert_memory_equal(again.data, out.data, out.len);
+		assert_int_equal(res.lines, c->lines);
+		assert_int_equal(res.stamped, 0);
+		rbuf_release(&again);
+		rbuf_release(&out);
+	}
+}
+
+static void test_invalid_table(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(bad_cases); i++) {
+		const struct bad_case *c = &bad_cases[i];
+		struct rbuf out = RBUF_INIT;
+		struct lp_result res;
+		struct lp_error err;
+
+		rbuf_append(&out, "xyz", 3);
+		int rc = lineproto_validate(c->in, strlen(c->in), STAMP, 0, &out, &res, &err);
+		if (rc != -1)
+			fail_msg("case %zu '%s': accepted", i, c->in);
+		if (err.line != c->line)
+			fail_msg("case %zu '%s': line %zu, want %zu", i, c->in, err.line, c->line);
+		if (!strstr(err.msg, c->why))
+			fail_msg("case %zu '%s': message '%s' lacks '%s'", i, c->in, err.msg, c->why);
+		if (strncmp(err.msg, "unable to parse '", 17) != 0)
+			fail_msg("case %zu: message '%s'", i, err.msg);
+		assert_int_equal(out.len, 3);
+		assert_memory_equal(out.data, "xyz", 3);
+		rbuf_release(&out);
+	}
+}
+
+/* A bad line anywhere drops the good lines before it too. */
+static void test_out_restored(void **state)
+{
+	struct rbuf out = RBUF_INIT;
+	struct lp_result res;
+	struct lp_error err;
+	const char *in = "cpu v=1 5\ncpu v=2\ncpu v=3 7\ncpu v=x 8\ncpu v=4\n";
+
+	(void)state;
+	rbuf_append(&out, "xyz", 3);
+	assert_int_equal(lineproto_validate(in, strlen(in), STAMP, 0, &out, &res, &err), -1);
+	assert_int_equal(out.len, 3);
+	assert_memory_equal(out.data, "xyz", 3);
+	assert_int_equal(err.line, 4);
+	assert_non_null(strstr(err.msg, "invalid boolean"));
+	assert_int_equal(res.lines, 0);
+
+	/* And a good body appends after what is already there. */
+	in = "cpu v=1 5\n";
+	assert_int_equal(lineproto_validate(in, strlen(in), STAMP, 0, &out, &res, &err), 0);
+	assert_int_equal(out.len, 3 + strlen(in));
+	assert_memory_equal(out.data, "xyzcpu v=1 5\n", out.len);
+	rbuf_release(&out);
+}
+
+static void test_max_line(void **state)
+{
+	struct rbuf out = RBUF_INIT;
+	struct lp_result res;
+	struct lp_error err;
+	const char *in;
+
+	(void)state;
+	in = "cpu v=1 5\n"; /* 9 bytes before the '\n' */
+	assert_int_equal(lineproto_validate(in, strlen(in), STAMP, 9, &out, &res, &err), 0);
+	assert_int_equal(lineproto_validate(in, strlen(in), STAMP, 8, &out, &res, &err), -1);
+	assert_int_equal(err.line, 1);
+	assert_non_null(strstr(err.msg, "line exceeds 8 bytes"));
+
+	/* Unlimited. */
+	rbuf_reset(&out);
+	assert_int_equal(lineproto_validate(in, strlen(in), STAMP, 0, &out, &res, &err), 0);
+
+	/* The second line is too long; the limit counts leading blanks and a
+	 * '\r' too. */
+	rbuf_reset(&out);
+	in = "a v=1\n  a v=1\n";
+	assert_int_equal(lineproto_validate(in, strlen(in), STAMP, 6, &out, &res, &err), -1);
+	assert_int_equal(err.line, 2);
+	assert_int_equal(out.len, 0);
+	in = "a v=1\r\n";
+	assert_int_equal(lineproto_validate(in, strlen(in), STAMP, 5, &out, &res, &err), -1);
+	rbuf_reset(&out);
+	assert_int_equal(lineproto_validate(in, strlen(in), STAMP, 6, &out, &res, &err), 0);
+
+	/* Comment lines count as well. */
+	rbuf_reset(&out);
+	in = "a v=1\n# a long comment\n";
+	assert_int_equal(lineproto_validate(in, strlen(in), STAMP, 10, &out, &res, &err), -1);
+	assert_int_equal(err.line, 2);
+	assert_non_null(strstr(err.msg, "line exceeds 10 bytes"));
+
+	/* A string with a newline is one line: its length is all of it. */
+	rbuf_reset(&out);
+	in = "a s=\"1\n2\" 5\nb v=1\n";
+	assert_int_equal(lineproto_validate(in, strlen(in), STAMP, 10, &out, &res, &err), -1);
+	assert_int_equal(err.line, 1);
+	assert_int_equal(lineproto_validate(in, strlen(in), STAMP, 11, &out, &res, &err), 0);
+	assert_int_equal(res.lines, 2);
+	rbuf_release(&out);
+}
+
+static void test_stamp_values(void **state)
+{
+	struct rbuf out = RBUF_INIT;
+	struct lp_result res;
+	struct lp_error err;
+
+	(void)state;
+	assert_int_equal(lineproto_validate("m v=1", 5, -5, 0, &out, &res, &err), 0);
+	assert_int_equal(out.len, 9);
+	assert_memory_equal(out.data, "m v=1 -5\n", 9);
+	rbuf_reset(&out);
+	assert_int_equal(lineproto_validate("m v=1\nm v=2", 11, INT64_MIN, 0, &out, &res, &err), 0);
+	assert_string_equal(rbuf_cstr(&out),
+	                    "m v=1 -9223372036854775808\nm v=2 -9223372036854775808\n");
+	assert_int_equal(res.stamped, 2);
+	rbuf_release(&out);
+}
+
+/* Bytes the table cannot hold: NUL inside a line, and a NULL body. */
+static void test_odd_bytes(void **state)
+{
+	struct rbuf out = RBUF_INIT;
+	struct lp_result res;
+	struct lp_error err;
+	static const char nul_ok[] = "c\0pu,t=\0 s=\"\0\" 5";
+	static const char nul_bad[] = "c\0pu v=\0";
+
+	(void)state;
+	assert_int_equal(lineproto_validate(nul_ok, sizeof(nul_ok) - 1, STAMP, 0, &out, &res, &err), 0);
+	assert_int_equal(out.len, sizeof(nul_ok));
+	assert_memory_equal(out.data, nul_ok, sizeof(nul_ok) - 1);
+	assert_int_equal(out.data[out.len - 1], '\n');
+
+	rbuf_reset(&out);
+	assert_int_equal(lineproto_validate(nul_bad, sizeof(nul_bad) - 1, STAMP, 0, &out, &res, &err), -1);
+	/* The NUL is shown as '?', so the message is not cut short. */
+	assert_string_equal(err.msg, "unable to parse 'c?pu v=?': invalid boolean");
+
+	assert_int_equal(lineproto_validate(NULL, 0, STAMP, 0, &out, &res, &err), 0);
+	assert_int_equal(res.lines, 0);
+	assert_int_equal(out.len, 0);
+	rbuf_release(&out);
+}
+
+static void test_error_excerpt(void **state)
+{
+	struct rbuf out = RBUF_INIT;
+	struct lp_result res;
+	struct lp_error err;
+	char in[300];
+
+	(void)state;
+	/* Long lines are cut at 60 bytes, marked with "...". */
+	memset(in, 'a', sizeof(in));
+	memcpy(in + sizeof(in) - 3, " v=", 3);
+	assert_int_equal(lineproto_validate(in, sizeof(in), STAMP, 0, &out, &res, &err), -1);
+	char want[200];
+	snprintf(want, sizeof(want), "unable to parse '%.60s...': missing field value", in);
+	assert_string_equal(err.msg, want);
+
+	/* The excerpt starts after leading blanks, stops at the line end and
+	 * hides control bytes. */
+	const char *s = "  \tcpu,h=\x01 v=\r\nnext v=1";
+	assert_int_equal(lineproto_validate(s, strlen(s), STAMP, 0, &out, &res, &err), -1);
+	assert_string_equal(err.msg, "unable to parse 'cpu,h=? v=': missing field value");
+
+	/* UTF-8 is kept whole; broken UTF-8 becomes '?'. */
+	s = "\xc2\xb5 v=\xff";
+	assert_int_equal(lineproto_validate(s, strlen(s), STAMP, 0, &out, &res, &err), -1);
+	assert_string_equal(err.msg, "unable to parse '\xc2\xb5 v=?': invalid boolean");
+
+	/* A multi-byte character is not split at the cut. */
+	memset(in, 'a', 59);
+	memcpy(in + 59, "\xc3\xa9 v=", 5);
+	assert_int_equal(lineproto_validate(in, 64, STAMP, 0, &out, &res, &err), -1);
+	snprintf(want, sizeof(want), "unable to parse '%.59s...': missing field value", in);
+	assert_string_equal(err.msg, want);
+	rbuf_release(&out);
+}
+
+/* res and err are optional. */
+static void test_null_outputs(void **state)
+{
+	struct rbuf out = RBUF_INIT;
+
+	(void)state;
+	assert_int_equal(lineproto_validate("m v=1", 5, 1, 0, &out, NULL, NULL), 0);
+	assert_int_equal(lineproto_validate("m v=", 4, 1, 0, &out, NULL, NULL), -1);
+	assert_int_equal(out.len, 8); /* "m v=1 1\n" */
+	rbuf_release(&out);
+}
+
+/* A body bigger than one rbuf growth step, mixing stamped and not. */
+static void test_many_lines(void **state)
+{
+	struct rbuf in = RBUF_INIT, out = RBUF_INIT;
+	struct lp_result res;
+	struct lp_error err;
+
+	(void)state;
+	for (int i = 0; i < 10000; i++) {
+		if (i % 2)
+			rbuf_appendf(&in, "cpu,host=h%d v=%di\n", i, i);
+		else
+			rbuf_appendf(&in, "cpu,host=h%d v=%d.5 %d\n", i, i, i);
+	}
+	assert_int_equal(lineproto_validate(in.data, in.len, 42, 0, &out, &res, &err), 0);
+	assert_int_equal(res.lines, 10000);
+	assert_int_equal(res.stamped, 5000);
+	assert_int_equal(out.len, in.len + 5000 * 3);
+	rbuf_appendf(&in, "bad\n");
+	assert_int_equal(lineproto_validate(in.data, in.len, 42, 0, &out, &res, &err), -1);
+	assert_int_equal(err.line, 10001);
+	rbuf_release(&in);
+	rbuf_release(&out);
+}
+
+struct prec_case {
+	const char *s;
+	int rc;
+	enum lp_precision p;
+};
+
+static void test_precision_parse(void **state)
+{
+	static const struct prec_case cases[] = {
+		{ "", 0, LP_PRECISION_NS },
+		{ "n", 0, LP_PRECISION_NS },
+		{ "ns", 0, LP_PRECISION_NS },
+		{ "u", 0, LP_PRECISION_US },
+		{ "us", 0, LP_PRECISION_US },
+		{ "\xc2\xb5", 0, LP_PRECISION_US },
+		{ "\xc2\xb5s", 0, LP_PRECISION_US },
+		{ "ms", 0, LP_PRECISION_MS },
+		{ "s", 0, LP_PRECISION_S },
+		{ "m", 0, LP_PRECISION_M },
+		{ "h", 0, LP_PRECISION_H },
+		{ "x", -1, 0 },
+		{ "NS", -1, 0 },
+		{ "ns ", -1, 0 },
+		{ "mss", -1, 0 },
+		{ "\xc2", -1, 0 },
+		{ "\xb5", -1, 0 },
+		{ "d", -1, 0 },
+		{ "sec", -1, 0 },
+	};
+	enum lp_precision p;
+
+	(void)state;
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(cases); i++) {
+		p = (enum lp_precision)99;
+		int rc = lp_precision_parse(cases[i].s, &p);
+		if (rc != cases[i].rc)
+			fail_msg("precision '%s': rc %d", cases[i].s, rc);
+		if (rc == 0 && p != cases[i].p)
+			fail_msg("precision '%s': got %d", cases[i].s, (int)p);
+	}
+	p = LP_PRECISION_H;
+	assert_int_equal(lp_precision_parse(NULL, &p), 0);
+	assert_int_equal(p, LP_PRECISION_NS);
+}
+
+static void test_precision_name(void **state)
+{
+	static const char *const names[] = { "ns", "u", "ms", "s", "m", "h" };
+	enum lp_precision p;
+
+	(void)state;
+	assert_string_equal(lp_precision_name(LP_PRECISION_NS), "ns");
+	assert_string_equal(lp_precision_name(LP_PRECISION_US), "u");
+	assert_string_equal(lp_precision_name(LP_PRECISION_H), "h");
+	/* Every name parses back to its precision. */
+	for (int i = LP_PRECISION_NS; i <= LP_PRECISION_H; i++) {
+		assert_string_equal(lp_precision_name((enum lp_precision)i), names[i]);
+		assert_int_equal(lp_precision_parse(names[i], &p), 0);
+		assert_int_equal(p, i);
+	}
+}
+
+static void test_ns_to_precision(void **state)
+{
+	const int64_t t = INT64_C(1700000123456789012);
+
+	(void)state;
+	assert_int_equal(lp_ns_to_precision(t, LP_PRECISION_NS), t);
+	assert_int_equal(lp_ns_to_precision(t, LP_PRECISION_US), INT64_C(1700000123456789));
+	assert_int_equal(lp_ns_to_precision(t, LP_PRECISION_MS), INT64_C(1700000123456));
+	assert_int_equal(lp_ns_to_precision(t, LP_PRECISION_S), INT64_C(1700000123));
+	assert_int_equal(lp_ns_to_precision(t, LP_PRECISION_M), INT64_C(28333335));
+	assert_int_equal(lp_ns_to_precision(t, LP_PRECISION_H), INT64_C(472222));
+	assert_int_equal(lp_ns_to_precision(0, LP_PRECISION_H), 0);
+	assert_int_equal(lp_ns_to_precision(INT64_C(59999999999), LP_PRECISION_M), 0);
+	assert_int_equal(lp_ns_to_precision(INT64_C(60000000000), LP_PRECISION_M), 1);
+	assert_int_equal(lp_ns_to_precision(INT64_C(-1500), LP_PRECISION_US), -1);
+	assert_int_equal(lp_ns_to_precision(INT64_MAX, LP_PRECISION_S), INT64_C(9223372036));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_valid_table),
+		cmocka_unit_test(test_invalid_table),
+		cmocka_unit_test(test_out_restored),
+		cmocka_unit_test(test_max_line),
+		cmocka_unit_test(test_stamp_values),
+		cmocka_unit_test(test_odd_bytes),
+		cmocka_unit_test(test_error_excerpt),
+		cmocka_unit_test(test_null_outputs),
+		cmocka_unit_test(test_many_lines),
+		cmocka_unit_test(test_precision_parse),
+		cmocka_unit_test(test_precision_name),
+		cmocka_unit_test(test_ns_to_precision),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,480 @@
+/*
+ * test_wal: the queue library on a fresh LMDB environment per test:
+ * append and order, per-backend cursors, limits, reopen, format version,
+ * locking, a full map, read-only access.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "wal/wal.h"
+#include "wal/wal_record.h"
+
+struct fx {
+	char dir[256];
+	struct wal *w;
+};
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	snprintf(f->dir, sizeof(f->dir), "/tmp/test_wal.XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	strcat(f->dir, "/q"); /* wal_open must create it */
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+	char cmd[600];
+	if (f->w)
+		wal_close(f->w);
+	f->dir[strlen(f->dir) - 2] = '\0';
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	assert_int_equal(system(cmd), 0);
+	free(f);
+	return 0;
+}
+
+static void open_default(struct fx *f, uint64_t map)
+{
+	struct wal_options o = { .map_size = map, .flags = 0 };
+	assert_int_equal(wal_open(f->dir, &o, &f->w), 0);
+}
+
+static struct wal_batch mk(const char *body, uint64_t route, int64_t t)
+{
+	struct wal_batch b;
+	memset(&b, 0, sizeof(b));
+	b.route = route;
+	b.accept_ns = t;
+	b.lines = 0;
+	for (const char *p = body; *p; p++)
+		b.lines += *p == '\n';
+	b.precision = 0;
+	b.db = "db0";
+	b.rp = "autogen";
+	b.user = "alice";
+	b.password = "s3cret";
+	b.body = body;
+	b.body_len = strlen(body);
+	return b;
+}
+
+static void test_create_modes(void **state)
+{
+	struct fx *f = *state;
+	struct stat st;
+	open_default(f, 0);
+	assert_int_equal(stat(f->dir, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0700);
+	char p[300];
+	snprintf(p, sizeof(p), "%s/data.mdb", f->dir);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	snprintf(p, sizeof(p), "%s/relayd.lock", f->dir);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+}
+
+static void test_append_order_and_read(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(a, 0);
+	struct wal_batch in[3] = {
+		mk("m v=1 1\n", 1, 100), mk("m v=2 2\nm v=3 3\n", 1, 200), mk("m v=4 4\n", 1, 300),
+	};
+	assert_int_equal(wal_append(f->w, in, 3, 1000), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(in[i].result, 0);
+		assert_int_equal(in[i].seq, (uint64_t)i + 1);
+	}
+	struct wal_batch out[8];
+	size_t n;
+	assert_int_equal(wal_read(f->w, a, 0, 8, 1 << 20, out, &n), 0);
+	assert_int_equal(n, 3);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(out[i].seq, i + 1);
+		assert_int_equal(out[i].body_len, in[i].body_len);
+		assert_memory_equal(out[i].body, in[i].body, in[i].body_len);
+		assert_string_equal(out[i].db, "db0");
+		assert_string_equal(out[i].rp, "autogen");
+		assert_string_equal(out[i].user, "alice");
+		assert_string_equal(out[i].password, "s3cret");
+		assert_string_equal(out[i].org, "");
+		assert_int_equal(out[i].accept_ns, in[i].accept_ns);
+		assert_int_equal(out[i].lines, in[i].lines);
+		wal_batch_release(&out[i]);
+	}
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.pending_batches, 3);
+	assert_int_equal(st.pending_points, 4);
+	assert_int_equal(st.pending_bytes, in[0].body_len + in[1].body_len + in[2].body_len);
+	assert_int_equal(st.oldest_accept_ns, 100);
+	/* max / max_bytes stop early but return at least one batch. */
+	assert_int_equal(wal_read(f->w, a, 0, 2, 1 << 20, out, &n), 0);
+	assert_int_equal(n, 2);
+	wal_batch_release(&out[0]);
+	wal_batch_release(&out[1]);
+	assert_int_equal(wal_read(f->w, a, 0, 8, 1, out, &n), 0);
+	assert_int_equal(n, 1);
+	wal_batch_release(&out[0]);
+}
+
+static void test_cursors_per_backend(void **state)
+{
+	struct fx *f = *state;
+	int a, b;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", &b), 0);
+	assert_int_not_equal(a, b);
+	uint64_t both = (1ULL << a) | (1ULL << b);
+	struct wal_batch in[4] = { mk("x v=1 1\n", both, 1), mk("x v=2 2\n", both, 2),
+				   mk("x v=3 3\n", 1ULL << b, 3), mk("x v=4 4\n", both, 4) };
+	assert_int_equal(wal_append(f->w, in, 4, 10), 0);
+	struct wal_backend_stat sa, sb;
+	assert_int_equal(wal_backend_stat(f->w, "a", &sa), 0);
+	assert_int_equal(wal_backend_stat(f->w, "b", &sb), 0);
+	assert_int_equal(sa.pending_batches, 3); /* batch 3 is not routed to a */
+	assert_int_equal(sb.pending_batches, 4);
+
+	/* a finishes 1..2: b still needs them, nothing is deleted. */
+	assert_int_equal(wal_ack(f->w, a, 2, 50), 0);
+	struct wal_stat ws;
+	assert_int_equal(wal_stat(f->w, &ws), 0);
+	assert_int_equal(ws.batches, 4);
+	assert_int_equal(wal_backend_stat(f->w, "a", &sa), 0);
+	assert_int_equal(sa.pending_batches, 1);
+	assert_int_equal(sa.delivered_batches, 2);
+	assert_int_equal(sa.last_delivery_ns, 50);
+	assert_int_equal(sa.oldest_accept_ns, 4);
+
+	struct wal_batch out[4];
+	size_t n;
+	assert_int_equal(wal_read(f->w, a, 0, 4, 1 << 20, out, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(out[0].seq, 4);
+	wal_batch_release(&out[0]);
+
+	/* b finishes 1..3: 1 and 2 are done everywhere and deleted; 3 was only
+	 * b's and is deleted too; 4 is pending for both. */
+	assert_int_equal(wal_ack(f->w, b, 3, 60), 0);
+	assert_int_equal(wal_stat(f->w, &ws), 0);
+	assert_int_equal(ws.batches, 1);
+	assert_int_equal(wal_read(f->w, b, 0, 4, 1 << 20, out, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(out[0].seq, 4);
+	wal_batch_release(&out[0]);
+	/* ack past the log is refused; ack of the past is a no-op */
+	assert_int_equal(wal_ack(f->w, a, 99, 1), WAL_EINVAL);
+	assert_int_equal(wal_ack(f->w, a, 1, 1), 0);
+	assert_int_equal(wal_ack(f->w, a, 4, 70), 0);
+	assert_int_equal(wal_ack(f->w, b, 4, 70), 0);
+	assert_int_equal(wal_stat(f->w, &ws), 0);
+	assert_int_equal(ws.batches, 0);
+	assert_int_equal(ws.next_seq, 5);
+}
+
+static void test_new_backend_starts_empty(void **state)
+{
+	struct fx *f = *state;
+	int a, c;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	struct wal_batch in = mk("x v=1 1\n", 1ULL << a, 1);
+	assert_int_equal(wal_append(f->w, &in, 1, 1), 0);
+	assert_int_equal(wal_backend_open(f->w, "c", &c), 0);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "c", &st), 0);
+	assert_int_equal(st.pending_batches, 0);
+	assert_int_equal(st.cursor, 2);
+	assert_int_equal(wal_backend_stat(f->w, "nope", &st), WAL_ENOBACKEND);
+	/* routing to a backend this process never opened is an error */
+	struct wal_batch bad = mk("x v=1 1\n", 1ULL << 9, 1);
+	assert_int_equal(wal_append(f->w, &bad, 1, 1), WAL_ENOBACKEND);
+	assert_int_equal(wal_backend_open(f->w, "", &c), WAL_EINVAL);
+}
+
+static void test_byte_limit(void **state)
+{
+	struct fx *f = *state;
+	int a, b;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", &b), 0);
+	assert_int_equal(wal_backend_set_limits(f->w, a, 20, 0), 0);
+	uint64_t both = (1ULL << a) | (1ULL << b);
+	/* 9 bytes each: two fit under 20, the third is refused, in one commit */
+	struct wal_batch in[3] = { mk("x v=1 11\n", both, 1), mk("x v=2 22\n", both, 2), mk("x v=3 33\n", both, 3) };
+	assert_int_equal(wal_append(f->w, in, 3, 10), 0);
+	assert_int_equal(in[0].result, 0);
+	assert_int_equal(in[1].result, 0);
+	assert_int_equal(in[2].result, WAL_ELIMIT);
+	assert_int_equal(in[2].refused_by, a);
+	assert_int_equal(in[2].seq, 0);
+	struct wal_backend_stat st;
+	/* a refused batch leaves no trace on the other backend either */
+	assert_int_equal(wal_backend_stat(f->w, "b", &st), 0);
+	assert_int_equal(st.pending_batches, 2);
+	/* room again once a delivers */
+	assert_int_equal(wal_ack(f->w, a, in[0].seq, 11), 0);
+	struct wal_batch again = mk("x v=3 33\n", both, 3);
+	assert_int_equal(wal_append(f->w, &again, 1, 12), 0);
+	assert_int_equal(again.result, 0);
+	assert_int_equal(again.seq, 3);
+}
+
+static void test_age_limit(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_set_limits(f->w, a, 0, 1000), 0);
+	struct wal_batch b1 = mk("x v=1 1\n", 1, 5000);
+	assert_int_equal(wal_append(f->w, &b1, 1, 5000), 0);
+	struct wal_batch b2 = mk("x v=2 2\n", 1, 5500);
+	assert_int_equal(wal_append(f->w, &b2, 1, 5500), 0);
+	assert_int_equal(b2.result, 0);
+	struct wal_batch b3 = mk("x v=3 3\n", 1, 6001);
+	assert_int_equal(wal_append(f->w, &b3, 1, 6001), 0);
+	assert_int_equal(b3.result, WAL_EAGE);
+	/* delivering the old one lifts the limit */
+	assert_int_equal(wal_ack(f->w, a, b1.seq, 6002), 0);
+	b3 = mk("x v=3 3\n", 1, 6003);
+	assert_int_equal(wal_append(f->w, &b3, 1, 6003), 0);
+	assert_int_equal(b3.result, 0);
+}
+
+static void test_reopen_keeps_everything(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	char body[64];
+	for (int i = 0; i < 50; i++) {
+		snprintf(body, sizeof(body), "m v=%di %d\n", i, i);
+		struct wal_batch b = mk(body, 1, i);
+		assert_int_equal(wal_append(f->w, &b, 1, i), 0);
+	}
+	assert_int_equal(wal_ack(f->w, a, 10, 1), 0);
+	wal_close(f->w);
+	f->w = NULL;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	struct wal_batch out[64];
+	size_t n;
+	assert_int_equal(wal_read(f->w, a, 0, 64, 1 << 20, out, &n), 0);
+	assert_int_equal(n, 40);
+	for (size_t i = 0; i < n; i++) {
+		snprintf(body, sizeof(body), "m v=%zui %zu\n", i + 10, i + 10);
+		assert_int_equal(out[i].seq, i + 11);
+		assert_string_equal(out[i].body, body);
+		wal_batch_release(&out[i]);
+	}
+	struct wal_batch b = mk("m v=1 1\n", 1, 1);
+	assert_int_equal(wal_append(f->w, &b, 1, 1), 0);
+	assert_int_equal(b.seq, 51);
+}
+
+static void test_second_writer_locked(void **state)
+{
+	struct fx *f = *state;
+	struct wal *w2;
+	open_default(f, 0);
+	struct wal_options o = { 0, 0 };
+	assert_int_equal(wal_open(f->dir, &o, &w2), WAL_ELOCKED);
+	assert_null(w2);
+	/* a reader is welcome beside the writer */
+	o.flags = WAL_F_RDONLY;
+	assert_int_equal(wal_open(f->dir, &o, &w2), 0);
+	wal_close(w2);
+}
+
+static void test_readonly(void **state)
+{
+	struct fx *f = *state;
+	struct wal *r;
+	struct wal_options ro = { 0, WAL_F_RDONLY };
+	int a;
+	assert_int_equal(wal_open(f->dir, &ro, &r), -ENOENT);
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	struct wal_batch b = mk("m v=1 1\n", 1, 42);
+	assert_int_equal(wal_append(f->w, &b, 1, 42), 0);
+	assert_int_equal(wal_open(f->dir, &ro, &r), 0);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(r, "a", &st), 0);
+	assert_int_equal(st.pending_batches, 1);
+	assert_int_equal(st.oldest_accept_ns, 42);
+	assert_int_equal(wal_append(r, &b, 1, 1), WAL_EINVAL);
+	/* the writer goes on while the reader is open */
+	assert_int_equal(wal_append(f->w, &b, 1, 43), 0);
+	assert_int_equal(wal_backend_stat(r, "a", &st), 0);
+	assert_int_equal(st.pending_batches, 2);
+	wal_close(r);
+}
+
+static void test_readonly_not_a_queue(void **state)
+{
+	struct fx *f = *state;
+	struct wal *r;
+	struct wal_options ro = { 0, WAL_F_RDONLY };
+	assert_int_equal(mkdir(f->dir, 0700), 0);
+	assert_int_equal(wal_open(f->dir, &ro, &r), WAL_ENOTQUEUE);
+}
+
+/* Rewrite the format record as if a newer relayd had written the queue. */
+static void set_format_version(const char *dir, uint32_t version)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	assert_int_equal(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 8);
+	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+	unsigned char buf[WALR_FORMAT_SIZE];
+	struct walr_format fm = { version, 1 };
+	walr_format_encode(&fm, buf);
+	MDB_val k = { 6, (void *)"format" }, v = { sizeof(buf), buf };
+	assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+static void test_format_version_checked(void **state)
+{
+	struct fx *f = *state;
+	struct wal *w2;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	wal_close(f->w);
+	f->w = NULL;
+	set_format_version(f->dir, WAL_FORMAT_VERSION + 1);
+	struct wal_options o = { 0, 0 };
+	assert_int_equal(wal_open(f->dir, &o, &w2), WAL_EVERSION);
+	o.flags = WAL_F_RDONLY;
+	assert_int_equal(wal_open(f->dir, &o, &w2), WAL_EVERSION);
+	set_format_version(f->dir, 0);
+	o.flags = 0;
+	assert_int_equal(wal_open(f->dir, &o, &w2), WAL_EVERSION);
+	set_format_version(f->dir, WAL_FORMAT_VERSION);
+	assert_int_equal(wal_open(f->dir, &o, &w2), 0);
+	wal_close(w2);
+}
+
+static void test_map_full_is_clean(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 1 << 20); /* 1 MiB map */
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	size_t len = 100000;
+	char *body = malloc(len + 1);
+	memset(body, 'x', len);
+	memcpy(body, "m v=1 ", 6);
+	body[len - 1] = '\n';
+	body[len] = '\0';
+	int stored = 0, rc = 0;
+	for (int i = 0; i < 40; i++) {
+		struct wal_batch b = mk(body, 1, i);
+		rc = wal_append(f->w, &b, 1, i);
+		if (rc)
+			break;
+		stored++;
+	}
+	assert_int_equal(rc, WAL_EFULL);
+	assert_true(stored > 0);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.pending_batches, (uint64_t)stored);
+	/* delivering frees pages: appends work again */
+	assert_int_equal(wal_ack(f->w, a, (uint64_t)stored, 1), 0);
+	struct wal_batch b = mk(body, 1, 99);
+	assert_int_equal(wal_append(f->w, &b, 1, 99), 0);
+	assert_int_equal(b.result, 0);
+	assert_int_equal(b.seq, (uint64_t)stored + 1);
+	free(body);
+}
+
+static void test_record_roundtrip(void **state)
+{
+	(void)state;
+	struct wal_batch b = mk("a b=1 2\n", 0x8000000000000001ULL, -5);
+	b.org = "org";
+	b.token = "tok";
+	b.precision = 3;
+	size_t n = walr_batch_size(&b);
+	unsigned char *buf = malloc(n);
+	walr_batch_encode(&b, buf);
+	struct wal_batch d;
+	uint32_t off[WALR_NSTR];
+	uint16_t ln[WALR_NSTR];
+	size_t body_off;
+	assert_int_equal(walr_batch_decode(buf, n, &d, off, ln, &body_off), 0);
+	assert_int_equal(d.route, b.route);
+	assert_int_equal(d.accept_ns, -5);
+	assert_int_equal(d.precision, 3);
+	assert_int_equal(d.lines, 1);
+	assert_int_equal(ln[4], 3);
+	assert_memory_equal(buf + off[5], "tok", 3);
+	assert_memory_equal(buf + body_off, "a b=1 2\n", 8);
+	/* a truncated or inflated record is corrupt, never read past */
+	assert_int_equal(walr_batch_decode(buf, n - 1, &d, off, ln, &body_off), WAL_ECORRUPT);
+	assert_int_equal(walr_batch_decode(buf, 10, &d, NULL, NULL, NULL), WAL_ECORRUPT);
+	buf[32] = 9;
+	assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL), WAL_ECORRUPT);
+	free(buf);
+	assert_int_equal(walr_seq_decode((const unsigned char[]){ 0, 0, 0, 0, 0, 0, 1, 2 }), 258);
+}
+
+static void test_strerror(void **state)
+{
+	(void)state;
+	assert_non_null(strstr(wal_strerror(WAL_EFULL), "full"));
+	assert_non_null(strstr(wal_strerror(WAL_ELOCKED), "locked"));
+	assert_non_null(strstr(wal_strerror(-ENOSPC), "space"));
+	assert_non_null(wal_strerror(MDB_PANIC));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_create_modes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_append_order_and_read, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cursors_per_backend, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_new_backend_starts_empty, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_byte_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_age_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reopen_keeps_everything, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_second_writer_locked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readonly, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readonly_not_a_queue, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_format_version_checked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_map_full_is_clean, setup, teardown),
+		cmocka_unit_test(test_record_roundtrip),
+		cmocka_unit_test(test_strerror),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

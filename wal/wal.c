@@ -1,0 +1,1011 @@
+/*
+ * wal: the durable queue on LMDB. Every transaction begins and ends inside
+ * one function here; nothing here logs, touches the network or knows about
+ * HTTP. Durability comes from LMDB's default flags only: no MDB_NOSYNC,
+ * MDB_NOMETASYNC or MDB_WRITEMAP (see shared/LESSONS.md: NOSYNC loses
+ * acknowledged data on power loss, WRITEMAP turns a full disk into SIGBUS).
+ */
+#include "wal/wal.h"
+#include "wal/wal_record.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_MAP_SIZE (64ULL << 20)
+#define READER_CHECK_NS (10LL * 1000000000LL)
+
+struct wal_backend_mem {
+	char name[65];
+	int known;           /* opened by this process */
+	uint64_t max_bytes;  /* 0 = no limit */
+	int64_t max_age_ns;  /* 0 = no limit */
+};
+
+struct wal {
+	char *dir;
+	unsigned flags;
+	uint64_t map_size;
+	int lock_fd;
+	MDB_env *env;
+	MDB_dbi dbi_meta, dbi_batches, dbi_backends;
+	/*
+	 * env_lock: every operation holds it shared; reopening the environment
+	 * after MDB_PANIC holds it exclusive, because mdb_env_close must not
+	 * run while another thread is inside a transaction.
+	 */
+	pthread_rwlock_t env_lock;
+	pthread_mutex_t mu; /* guards be[], need_reopen, last_reader_check */
+	int need_reopen;
+	int64_t last_reader_check;
+	struct wal_backend_mem be[WAL_MAX_BACKENDS];
+};
+
+static const char KEY_FORMAT[] = "format";
+static const char KEY_NEXT_SEQ[] = "next_seq";
+
+/*---- errors ----*/
+
+const char *wal_strerror(int rc)
+{
+	switch (rc) {
+	case 0: return "success";
+	case WAL_EFULL: return "queue storage is full (LMDB map or disk)";
+	case WAL_ELIMIT: return "backend queue size limit reached";
+	case WAL_EAGE: return "backend queue age limit reached";
+	case WAL_EVERSION: return "queue format version not supported by this binary";
+	case WAL_ECORRUPT: return "queue record is corrupt";
+	case WAL_ELOCKED: return "data directory is locked by another relayd";
+	case WAL_ENOBACKEND: return "no such backend in the queue";
+	case WAL_ETOOMANY: return "too many backends";
+	case WAL_EINVAL: return "invalid argument";
+	case WAL_ENOTQUEUE: return "not a relayd queue";
+	}
+	if (rc <= MDB_KEYEXIST && rc >= MDB_LAST_ERRCODE)
+		return mdb_strerror(rc);
+	if (rc < 0 && rc > -4096)
+		return strerror(-rc);
+	return "unknown error";
+}
+
+/* Map an LMDB or errno result to ours: a full map and a full disk are the
+ * same condition for the caller (refuse writes, retry later). */
+static int map_rc(int rc)
+{
+	if (rc == 0)
+		return 0;
+	if (rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT)
+		return WAL_EFULL;
+	if (rc > 0)
+		return -rc; /* LMDB returns errno values positive */
+	return rc;
+}
+
+/*---- environment ----*/
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char *tmp = strdup(path);
+	if (!tmp)
+		return -ENOMEM;
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, mode) < 0 && errno != EEXIST) {
+			int e = errno;
+			free(tmp);
+			return -e;
+		}
+		*p = '/';
+	}
+	int rc = 0;
+	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+		rc = -errno;
+	free(tmp);
+	return rc;
+}
+
+/* fsync a directory so that a newly created file's entry is durable. */
+static int fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int rc = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return rc;
+}
+
+static int take_lock(struct wal *w)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/relayd.lock", w->dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	/* flock, not fcntl locks: it belongs to the open file, so it is held
+	 * for the life of the process and released by the kernel on kill -9. */
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		close(fd);
+		return e == EWOULDBLOCK ? WAL_ELOCKED : -e;
+	}
+	char pid[32];
+	int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) != n) {
+		/* The pid is only informative (for "held by pid N"). */
+	}
+	w->lock_fd = fd;
+	return 0;
+}
+
+/* Open the DBIs and check (or, for a new queue, write) the format record.
+ * The format is checked before anything else is created or written. */
+static int open_dbis(struct wal *w, int *created)
+{
+	MDB_txn *txn;
+	int rdonly = (w->flags & WAL_F_RDONLY) != 0;
+	int rc = mdb_txn_begin(w->env, NULL, rdonly ? MDB_RDONLY : 0, &txn);
+	if (rc)
+		return map_rc(rc);
+	*created = 0;
+	rc = mdb_dbi_open(txn, "meta", 0, &w->dbi_meta);
+	if (rc == MDB_NOTFOUND) {
+		if (rdonly) {
+			mdb_txn_abort(txn);
+			return WAL_ENOTQUEUE;
+		}
+		/* A new queue, unless the main DB holds something else. */
+		MDB_dbi main;
+		MDB_stat st;
+		if ((rc = mdb_dbi_open(txn, NULL, 0, &main)) || (rc = mdb_stat(txn, main, &st)))
+			goto fail;
+		if (st.ms_entries) {
+			rc = WAL_ENOTQUEUE;
+			goto fail;
+		}
+		if ((rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &w->dbi_meta)))
+			goto fail;
+		unsigned char buf[WALR_FORMAT_SIZE];
+		struct walr_format f = { WAL_FORMAT_VERSION, 0 };
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		f.created_ns = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+		walr_format_encode(&f, buf);
+		MDB_val k = { sizeof(KEY_FORMAT) - 1, (void *)KEY_FORMAT };
+		MDB_val v = { sizeof(buf), buf };
+		if ((rc = mdb_put(txn, w->dbi_meta, &k, &v, 0)))
+			goto fail;
+		unsigned char seqbuf[8];
+		walr_put_u64(seqbuf, 1);
+		MDB_val k2 = { sizeof(KEY_NEXT_SEQ) - 1, (void *)KEY_NEXT_SEQ };
+		MDB_val v2 = { 8, seqbuf };
+		if ((rc = mdb_put(txn, w->dbi_meta, &k2, &v2, 0)))
+			goto fail;
+		*created = 1;
+	} else if (rc) {
+		goto fail;
+	} else {
+		MDB_val k = { sizeof(KEY_FORMAT) - 1, (void *)KEY_FORMAT }, v;
+		struct walr_format f;
+		if ((rc = mdb_get(txn, w->dbi_meta, &k, &v))) {
+			rc = rc == MDB_NOTFOUND ? WAL_ENOTQUEUE : rc;
+			goto fail;
+		}
+		if ((rc = walr_format_decode(v.mv_data, v.mv_size, &f)))
+			goto fail;
+		if (f.version != WAL_FORMAT_VERSION) {
+			rc = WAL_EVERSION;
+			goto fail;
+		}
+	}
+	unsigned cflag = rdonly ? 0 : MDB_CREATE;
+	if ((rc = mdb_dbi_open(txn, "batches", cflag, &w->dbi_batches)) ||
+	    (rc = mdb_dbi_open(txn, "backends", cflag, &w->dbi_backends))) {
+		if (rc == MDB_NOTFOUND)
+			rc = WAL_ECORRUPT;
+		goto fail;
+	}
+	/* The first commit of a new queue is a durable one (LMDB syncs it);
+	 * the caller then fsyncs the directory so the files' entries are too. */
+	rc = mdb_txn_commit(txn);
+	return map_rc(rc);
+fail:
+	mdb_txn_abort(txn);
+	return map_rc(rc);
+}
+
+static int env_open(struct wal *w)
+{
+	int rc = mdb_env_create(&w->env);
+	if (rc)
+		return map_rc(rc);
+	mdb_env_set_maxdbs(w->env, 8);
+	mdb_env_set_maxreaders(w->env, 126);
+	if (!(w->flags & WAL_F_RDONLY)) {
+		if ((rc = mdb_env_set_mapsize(w->env, w->map_size)))
+			goto fail;
+	}
+	/* Default flags: synchronous, durable commits. MDB_NOTLS would only
+	 * matter for read transactions kept across threads; we keep none. */
+	unsigned fl = (w->flags & WAL_F_RDONLY) ? MDB_RDONLY : 0;
+	if ((rc = mdb_env_open(w->env, w->dir, fl, 0600)))
+		goto fail;
+	int created;
+	if ((rc = open_dbis(w, &created)))
+		goto fail;
+	if (created && (rc = fsync_dir(w->dir)))
+		goto fail;
+	/* Free reader slots left by processes that died holding them (a killed
+	 * relayctl, say): they would pin pages and grow the file. */
+	int dead;
+	mdb_reader_check(w->env, &dead);
+	return 0;
+fail:
+	mdb_env_close(w->env);
+	w->env = NULL;
+	return map_rc(rc);
+}
+
+int wal_open(const char *dir, const struct wal_options *opt, struct wal **out)
+{
+	struct wal *w;
+	int rc;
+
+	*out = NULL;
+	if (!dir || !*dir)
+		return WAL_EINVAL;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->dir = strdup(dir);
+	w->flags = opt ? opt->flags : 0;
+	w->map_size = opt && opt->map_size ? opt->map_size : DEFAULT_MAP_SIZE;
+	w->lock_fd = -1;
+	pthread_rwlock_init(&w->env_lock, NULL);
+	pthread_mutex_init(&w->mu, NULL);
+
+	if (w->flags & WAL_F_RDONLY) {
+		struct stat st;
+		if (stat(dir, &st) < 0) {
+			rc = -errno;
+			goto fail;
+		}
+		char p[4096];
+		snprintf(p, sizeof(p), "%s/data.mdb", dir);
+		if (access(p, F_OK) < 0) {
+			rc = WAL_ENOTQUEUE;
+			goto fail;
+		}
+	} else {
+		/* 0700: queued batches can carry credentials. */
+		if ((rc = mkdir_p(dir, 0700)))
+			goto fail;
+		if ((rc = take_lock(w)))
+			goto fail;
+	}
+	if ((rc = env_open(w)))
+		goto fail;
+	*out = w;
+	return 0;
+fail:
+	if (w->lock_fd >= 0)
+		close(w->lock_fd);
+	pthread_rwlock_destroy(&w->env_lock);
+	pthread_mutex_destroy(&w->mu);
+	free(w->dir);
+	free(w);
+	return rc;
+}
+
+void wal_close(struct wal *w)
+{
+	if (!w)
+		return;
+	if (w->env)
+		mdb_env_close(w->env);
+	if (w->lock_fd >= 0)
+		close(w->lock_fd); /* releases the flock */
+	pthread_rwlock_destroy(&w->env_lock);
+	pthread_mutex_destroy(&w->mu);
+	free(w->dir);
+	free(w);
+}
+
+/*
+ * Enter an operation: take the shared lock, reopening the environment
+ * first if an earlier commit left it unusable (MDB_PANIC after a failed
+ * meta-page write stays until the environment is reopened).
+ */
+static int enter(struct wal *w)
+{
+	pthread_mutex_lock(&w->mu);
+	int reopen = w->need_reopen;
+	pthread_mutex_unlock(&w->mu);
+	if (reopen) {
+		pthread_rwlock_wrlock(&w->env_lock);
+		pthread_mutex_lock(&w->mu);
+		if (w->need_reopen) {
+			if (w->env)
+				mdb_env_close(w->env);
+			w->env = NULL;
+			int rc = env_open(w);
+			w->need_reopen = rc != 0;
+			if (rc) {
+				pthread_mutex_unlock(&w->mu);
+				pthread_rwlock_unlock(&w->env_lock);
+				return rc;
+			}
+		}
+		pthread_mutex_unlock(&w->mu);
+		pthread_rwlock_unlock(&w->env_lock);
+	}
+	pthread_rwlock_rdlock(&w->env_lock);
+	if (!w->env) {
+		pthread_rwlock_unlock(&w->env_lock);
+		return -EIO;
+	}
+	return 0;
+}
+
+static void leave(struct wal *w)
+{
+	pthread_rwlock_unlock(&w->env_lock);
+}
+
+/* After a failed write commit, anything but a full map may have left the
+ * environment in an unknown state: reopen it before the next use. */
+static void note_failure(struct wal *w, int mdb_rc)
+{
+	if (mdb_rc == MDB_MAP_FULL || mdb_rc == MDB_TXN_FULL || mdb_rc == 0)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->need_reopen = 1;
+	pthread_mutex_unlock(&w->mu);
+}
+
+static int begin(struct wal *w, unsigned flags, MDB_txn **txn)
+{
+	int rc = mdb_txn_begin(w->env, NULL, flags, txn);
+	if (rc == MDB_MAP_RESIZED) {
+		/* Another process (the daemon) grew the map: adopt its size. */
+		mdb_env_set_mapsize(w->env, 0);
+		rc = mdb_txn_begin(w->env, NULL, flags, txn);
+	}
+	if (rc == MDB_PANIC)
+		note_failure(w, rc);
+	return rc;
+}
+
+/*---- backends ----*/
+
+static int get_backend(MDB_txn *txn, struct wal *w, const char *name, struct walr_backend *r)
+{
+	MDB_val k = { strlen(name), (void *)name }, v;
+	int rc = mdb_get(txn, w->dbi_backends, &k, &v);
+	if (rc)
+		return rc == MDB_NOTFOUND ? WAL_ENOBACKEND : rc;
+	return walr_backend_decode(v.mv_data, v.mv_size, r);
+}
+
+static int put_backend(MDB_txn *txn, struct wal *w, const char *name, const struct walr_backend *r)
+{
+	unsigned char buf[WALR_BACKEND_SIZE];
+	walr_backend_encode(r, buf);
+	MDB_val k = { strlen(name), (void *)name }, v = { sizeof(buf), buf };
+	return mdb_put(txn, w->dbi_backends, &k, &v, 0);
+}
+
+static int get_next_seq(MDB_txn *txn, struct wal *w, uint64_t *seq)
+{
+	MDB_val k = { sizeof(KEY_NEXT_SEQ) - 1, (void *)KEY_NEXT_SEQ }, v;
+	int rc = mdb_get(txn, w->dbi_meta, &k, &v);
+	if (rc)
+		return rc == MDB_NOTFOUND ? WAL_ECORRUPT : rc;
+	if (v.mv_size != 8)
+		return WAL_ECORRUPT;
+	*seq = walr_get_u64(v.mv_data);
+	return 0;
+}
+
+static int put_next_seq(MDB_txn *txn, struct wal *w, uint64_t seq)
+{
+	unsigned char buf[8];
+	walr_put_u64(buf, seq);
+	MDB_val k = { sizeof(KEY_NEXT_SEQ) - 1, (void *)KEY_NEXT_SEQ }, v = { 8, buf };
+	return mdb_put(txn, w->dbi_meta, &k, &v, 0);
+}
+
+int wal_backend_open(struct wal *w, const char *name, int *id)
+{
+	size_t len = name ? strlen(name) : 0;
+	if (len == 0 || len > 64)
+		return WAL_EINVAL;
+	int rc = enter(w);
+	if (rc)
+		return rc;
+	int rdonly = (w->flags & WAL_F_RDONLY) != 0;
+	MDB_txn *txn;
+	struct walr_backend r;
+	if ((rc = begin(w, rdonly ? MDB_RDONLY : 0, &txn)))
+		goto out;
+	rc = get_backend(txn, w, name, &r);
+	if (rc == WAL_ENOBACKEND && !rdonly) {
+		/* A new queue: the lowest free id, a cursor at the head of the
+		 * log (it gets only what is appended from now on). */
+		uint64_t used = 0;
+		MDB_cursor *cur;
+		MDB_val k, v;
+		if ((rc = mdb_cursor_open(txn, w->dbi_backends, &cur)))
+			goto abort;
+		for (int op = MDB_FIRST; mdb_cursor_get(cur, &k, &v, op) == 0; op = MDB_NEXT) {
+			struct walr_backend o;
+			if (walr_backend_decode(v.mv_data, v.mv_size, &o) == 0)
+				used |= 1ULL << o.id;
+		}
+		mdb_cursor_close(cur);
+		int free_id = -1;
+		for (int i = 0; i < WAL_MAX_BACKENDS; i++)
+			if (!(used & (1ULL << i))) {
+				free_id = i;
+				break;
+			}
+		if (free_id < 0) {
+			rc = WAL_ETOOMANY;
+			goto abort;
+		}
+		memset(&r, 0, sizeof(r));
+		r.id = (uint32_t)free_id;
+		if ((rc = get_next_seq(txn, w, &r.cursor)))
+			goto abort;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		r.created_ns = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+		if ((rc = put_backend(txn, w, name, &r)))
+			goto abort;
+		rc = mdb_txn_commit(txn);
+		if (rc) {
+			note_failure(w, rc);
+			goto out;
+		}
+	} else if (rc) {
+		goto abort;
+	} else {
+		mdb_txn_abort(txn);
+	}
+	pthread_mutex_lock(&w->mu);
+	snprintf(w->be[r.id].name, sizeof(w->be[r.id].name), "%s", name);
+	w->be[r.id].known = 1;
+	pthread_mutex_unlock(&w->mu);
+	*id = (int)r.id;
+	rc = 0;
+	goto out;
+abort:
+	mdb_txn_abort(txn);
+out:
+	leave(w);
+	return map_rc(rc);
+}
+
+int wal_backend_set_limits(struct wal *w, int id, uint64_t max_bytes, int64_t max_age_ns)
+{
+	if (id < 0 || id >= WAL_MAX_BACKENDS)
+		return WAL_EINVAL;
+	pthread_mutex_lock(&w->mu);
+	int known = w->be[id].known;
+	if (known) {
+		w->be[id].max_bytes = max_bytes;
+		w->be[id].max_age_ns = max_age_ns;
+	}
+	pthread_mutex_unlock(&w->mu);
+	return known ? 0 : WAL_ENOBACKEND;
+}
+
+/* Acceptance time of the first batch at or after cursor routed to id. */
+static int oldest_pending(MDB_txn *txn, struct wal *w, int id, uint64_t cursor, int64_t *accept_ns)
+{
+	MDB_cursor *cur;
+	unsigned char kb[8];
+	MDB_val k = { 8, kb }, v;
+	int rc;
+	*accept_ns = 0;
+	walr_seq_encode(cursor, kb);
+	if ((rc = mdb_cursor_open(txn, w->dbi_batches, &cur)))
+		return rc;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct wal_batch b;
+		if ((rc = walr_batch_decode(v.mv_data, v.mv_size, &b, NULL, NULL, NULL)))
+			break;
+		if (b.route & (1ULL << id)) {
+			*accept_ns = b.accept_ns;
+			break;
+		}
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/*---- append ----*/
+
+static int append_once(struct wal *w, struct wal_batch *b, size_t n, int64_t now_ns, int *map_full)
+{
+	struct walr_backend rec[WAL_MAX_BACKENDS];
+	struct wal_backend_mem mem[WAL_MAX_BACKENDS];
+	uint64_t loaded = 0, dirty = 0;
+	int64_t oldest[WAL_MAX_BACKENDS];
+	uint64_t seq;
+	MDB_txn *txn;
+	int rc;
+
+	if (w->flags & WAL_F_RDONLY)
+		return WAL_EINVAL;
+	if ((rc = enter(w)))
+		return rc;
+	pthread_mutex_lock(&w->mu);
+	memcpy(mem, w->be, sizeof(mem));
+	if (now_ns - w->last_reader_check > READER_CHECK_NS) {
+		int dead;
+		w->last_reader_check = now_ns;
+		mdb_reader_check(w->env, &dead);
+	}
+	pthread_mutex_unlock(&w->mu);
+
+	if ((rc = begin(w, 0, &txn)))
+		goto out;
+	if ((rc = get_next_seq(txn, w, &seq)))
+		goto abort;
+	for (size_t i = 0; i < n; i++) {
+		struct wal_batch *bt = &b[i];
+		bt->result = 0;
+		bt->refused_by = -1;
+		bt->seq = 0;
+		/* Check every routed backend's limits before storing anything of
+		 * this batch: a refused batch leaves no trace. */
+		for (int id = 0; id < WAL_MAX_BACKENDS && bt->result == 0; id++) {
+			if (!(bt->route & (1ULL << id)))
+				continue;
+			if (!mem[id].known) {
+				rc = WAL_ENOBACKEND;
+				goto abort;
+			}
+			if (!(loaded & (1ULL << id))) {
+				if ((rc = get_backend(txn, w, mem[id].name, &rec[id])))
+					goto abort;
+				oldest[id] = -1; /* not looked up yet */
+				loaded |= 1ULL << id;
+			}
+			if (mem[id].max_bytes && rec[id].pending_bytes + bt->body_len > mem[id].max_bytes) {
+				bt->result = WAL_ELIMIT;
+				bt->refused_by = id;
+			} else if (mem[id].max_age_ns && rec[id].pending_batches) {
+				if (oldest[id] < 0 &&
+				    (rc = oldest_pending(txn, w, id, rec[id].cursor, &oldest[id])))
+					goto abort;
+				if (oldest[id] && now_ns - oldest[id] > mem[id].max_age_ns) {
+					bt->result = WAL_EAGE;
+					bt->refused_by = id;
+				}
+			}
+		}
+		if (bt->result)
+			continue;
+		size_t size = walr_batch_size(bt);
+		if (size == 0) {
+			rc = WAL_EINVAL;
+			goto abort;
+		}
+		unsigned char kb[8];
+		walr_seq_encode(seq, kb);
+		MDB_val k = { 8, kb }, v = { size, NULL };
+		/* MDB_APPEND: keys only grow, so LMDB can skip the search and fill
+		 * pages completely. MDB_RESERVE: encode straight into the page,
+		 * one copy of the body inside the commit (LESSONS: a body must be
+		 * copied into the queue, never referenced). */
+		if ((rc = mdb_put(txn, w->dbi_batches, &k, &v, MDB_APPEND | MDB_RESERVE)))
+			goto abort;
+		walr_batch_encode(bt, v.mv_data);
+		bt->seq = seq++;
+		for (int id = 0; id < WAL_MAX_BACKENDS; id++) {
+			if (!(bt->route & (1ULL << id)))
+				continue;
+			if (rec[id].pending_batches == 0 && oldest[id] <= 0)
+				oldest[id] = bt->accept_ns;
+			rec[id].pending_batches++;
+			rec[id].pending_points += bt->lines;
+			rec[id].pending_bytes += bt->body_len;
+			dirty |= 1ULL << id;
+		}
+	}
+	for (int id = 0; id < WAL_MAX_BACKENDS; id++)
+		if ((dirty & (1ULL << id)) && (rc = put_backend(txn, w, mem[id].name, &rec[id])))
+			goto abort;
+	if ((rc = put_next_seq(txn, w, seq)))
+		goto abort;
+	/* The durable point: LMDB writes the data pages, fdatasyncs, writes
+	 * the meta page and fdatasyncs again. Only after this returns 0 may
+	 * any of these batches be acknowledged. */
+	rc = mdb_txn_commit(txn);
+	if (rc)
+		note_failure(w, rc);
+	goto out;
+abort:
+	mdb_txn_abort(txn);
+	if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL) {
+		*map_full = 1;
+		rc = WAL_EFULL;
+	}
+	else if (rc > 0 || (rc <= MDB_KEYEXIST && rc >= MDB_LAST_ERRCODE))
+		note_failure(w, rc);
+out:
+	if (rc) {
+		/* Nothing of this commit was stored. */
+		for (size_t i = 0; i < n; i++)
+			b[i].seq = 0;
+	}
+	leave(w);
+	return map_rc(rc);
+}
+
+/*
+ * Commit a tiny write transaction. LMDB reuses a page freed by transaction
+ * T only from transaction T+2 on (T's snapshot is still the previous meta
+ * page), so when the last thing that happened was a delivery that freed
+ * space, a full map stays full for the next append. One small commit moves
+ * the horizon.
+ */
+static int nudge(struct wal *w)
+{
+	MDB_txn *txn;
+	uint64_t seq;
+	int rc = begin(w, 0, &txn);
+	if (rc)
+		return rc;
+	if ((rc = get_next_seq(txn, w, &seq)) || (rc = put_next_seq(txn, w, seq))) {
+		mdb_txn_abort(txn);
+		return rc;
+	}
+	return mdb_txn_commit(txn);
+}
+
+int wal_append(struct wal *w, struct wal_batch *b, size_t n, int64_t now_ns)
+{
+	int map_full = 0;
+	int rc = append_once(w, b, n, now_ns, &map_full);
+	if (rc == WAL_EFULL && map_full) {
+		int nrc;
+		if ((nrc = enter(w)))
+			return rc;
+		nrc = nudge(w);
+		leave(w);
+		if (nrc == 0) {
+			map_full = 0;
+			rc = append_once(w, b, n, now_ns, &map_full);
+		}
+	}
+	return rc;
+}
+
+/*---- read and ack ----*/
+
+static int copy_batch(const MDB_val *k, const MDB_val *v, struct wal_batch *out)
+{
+	uint32_t off[WALR_NSTR];
+	uint16_t len[WALR_NSTR];
+	size_t body_off;
+	struct wal_batch b;
+	memset(&b, 0, sizeof(b));
+	int rc = walr_batch_decode(v->mv_data, v->mv_size, &b, off, len, &body_off);
+	if (rc)
+		return rc;
+	/* One allocation: the six strings (each NUL-terminated), then body. */
+	size_t total = b.body_len + 1;
+	for (int i = 0; i < WALR_NSTR; i++)
+		total += (size_t)len[i] + 1;
+	char *mem = malloc(total);
+	if (!mem)
+		return -ENOMEM;
+	const char *src = v->mv_data;
+	char *p = mem;
+	const char **dst[WALR_NSTR] = { &b.db, &b.rp, &b.user, &b.password, &b.org, &b.token };
+	for (int i = 0; i < WALR_NSTR; i++) {
+		memcpy(p, src + off[i], len[i]);
+		p[len[i]] = '\0';
+		*dst[i] = p;
+		p += len[i] + 1;
+	}
+	memcpy(p, src + body_off, b.body_len);
+	p[b.body_len] = '\0';
+	b.body = p;
+	b.seq = walr_seq_decode(k->mv_data);
+	b.priv_ = mem;
+	b.refused_by = -1;
+	*out = b;
+	return 0;
+}
+
+void wal_batch_release(struct wal_batch *b)
+{
+	free(b->priv_);
+	memset(b, 0, sizeof(*b));
+}
+
+static int name_of(struct wal *w, int id, char name[65])
+{
+	if (id < 0 || id >= WAL_MAX_BACKENDS)
+		return WAL_EINVAL;
+	pthread_mutex_lock(&w->mu);
+	int known = w->be[id].known;
+	memcpy(name, w->be[id].name, 65);
+	pthread_mutex_unlock(&w->mu);
+	return known ? 0 : WAL_ENOBACKEND;
+}
+
+int wal_read(struct wal *w, int id, uint64_t from_seq, size_t max, size_t max_bytes, struct wal_batch *out,
+             size_t *count)
+{
+	char name[65];
+	struct walr_backend r;
+	MDB_txn *txn;
+	MDB_cursor *cur = NULL;
+	size_t got = 0, bytes = 0;
+	int rc;
+
+	*count = 0;
+	if ((rc = name_of(w, id, name)))
+		return rc;
+	if ((rc = enter(w)))
+		return rc;
+	if ((rc = begin(w, MDB_RDONLY, &txn)))
+		goto out;
+	if ((rc = get_backend(txn, w, name, &r)) || (rc = mdb_cursor_open(txn, w->dbi_batches, &cur)))
+		goto done;
+	unsigned char kb[8];
+	MDB_val k = { 8, kb }, v;
+	walr_seq_encode(from_seq > r.cursor ? from_seq : r.cursor, kb);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && got < max && (got == 0 || bytes < max_bytes);
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct wal_batch hdr;
+		if ((rc = walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL)))
+			break;
+		if (!(hdr.route & (1ULL << id)))
+			continue;
+		if ((rc = copy_batch(&k, &v, &out[got])))
+			break;
+		bytes += out[got].body_len;
+		got++;
+	}
+	if (rc == MDB_NOTFOUND || (rc == 0))
+		rc = 0;
+done:
+	if (cur)
+		mdb_cursor_close(cur);
+	/* The read transaction ends here: nothing handed out refers to it. */
+	mdb_txn_abort(txn);
+	if (rc) {
+		while (got)
+			wal_batch_release(&out[--got]);
+	}
+	*count = got;
+out:
+	leave(w);
+	return map_rc(rc);
+}
+
+int wal_ack(struct wal *w, int id, uint64_t seq, int64_t now_ns)
+{
+	char name[65];
+	struct walr_backend r;
+	MDB_txn *txn;
+	MDB_cursor *cur = NULL;
+	uint64_t next;
+	int rc;
+
+	if ((rc = name_of(w, id, name)))
+		return rc;
+	if ((rc = enter(w)))
+		return rc;
+	if ((rc = begin(w, 0, &txn)))
+		goto out;
+	if ((rc = get_backend(txn, w, name, &r)) || (rc = get_next_seq(txn, w, &next)))
+		goto abort;
+	if (seq >= next) {
+		rc = WAL_EINVAL;
+		goto abort;
+	}
+	if (seq < r.cursor) { /* already finished: nothing to do */
+		mdb_txn_abort(txn);
+		goto out;
+	}
+	if ((rc = mdb_cursor_open(txn, w->dbi_batches, &cur)))
+		goto abort;
+	unsigned char kb[8];
+	MDB_val k = { 8, kb }, v;
+	walr_seq_encode(r.cursor, kb);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (walr_seq_decode(k.mv_data) > seq)
+			break;
+		struct wal_batch hdr;
+		if ((rc = walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL)))
+			goto abort;
+		if (!(hdr.route & (1ULL << id)))
+			continue;
+		r.pending_batches--;
+		r.pending_points -= hdr.lines;
+		r.pending_bytes -= hdr.body_len;
+		r.delivered_batches++;
+		r.delivered_points += hdr.lines;
+	}
+	if (rc && rc != MDB_NOTFOUND)
+		goto abort;
+	mdb_cursor_close(cur);
+	cur = NULL;
+	r.cursor = seq + 1;
+	r.last_delivery_ns = now_ns;
+	if ((rc = put_backend(txn, w, name, &r)))
+		goto abort;
+
+	/*
+	 * Truncate as we deliver, in the same transaction as the cursor
+	 * (LESSONS: Telegraf's buffer never shrank). Delete from the front of
+	 * the log every batch whose routed backends have all passed it; stop
+	 * at the first one still pending somewhere, to keep the log a prefix-
+	 * deleted sequence.
+	 */
+	uint64_t cursors[WAL_MAX_BACKENDS];
+	for (int i = 0; i < WAL_MAX_BACKENDS; i++)
+		cursors[i] = UINT64_MAX;
+	if ((rc = mdb_cursor_open(txn, w->dbi_backends, &cur)))
+		goto abort;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct walr_backend o;
+		if (walr_backend_decode(v.mv_data, v.mv_size, &o) == 0)
+			cursors[o.id] = o.cursor;
+	}
+	mdb_cursor_close(cur);
+	cur = NULL;
+	if ((rc = mdb_cursor_open(txn, w->dbi_batches, &cur)))
+		goto abort;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		uint64_t s = walr_seq_decode(k.mv_data);
+		struct wal_batch hdr;
+		if (walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL))
+			break;
+		int done = 1;
+		for (int i = 0; i < WAL_MAX_BACKENDS && done; i++)
+			if ((hdr.route & (1ULL << i)) && cursors[i] <= s)
+				done = 0;
+		if (!done)
+			break;
+		if ((rc = mdb_cursor_del(cur, 0)))
+			goto abort;
+	}
+	mdb_cursor_close(cur);
+	cur = NULL;
+	/* Durable: a delivered batch must not come back after a crash more
+	 * than once, and the cursor and the deletion commit together. */
+	rc = mdb_txn_commit(txn);
+	if (rc)
+		note_failure(w, rc);
+	goto out;
+abort:
+	if (cur)
+		mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+out:
+	leave(w);
+	return map_rc(rc == MDB_NOTFOUND ? 0 : rc);
+}
+
+/*---- figures ----*/
+
+static void fill_stat(struct wal_backend_stat *st, const char *name, size_t nlen, const struct walr_backend *r)
+{
+	memset(st, 0, sizeof(*st));
+	if (nlen > 64)
+		nlen = 64;
+	memcpy(st->name, name, nlen);
+	st->name[nlen] = '\0';
+	st->id = (int)r->id;
+	st->cursor = r->cursor;
+	st->pending_batches = r->pending_batches;
+	st->pending_points = r->pending_points;
+	st->pending_bytes = r->pending_bytes;
+	st->dead_batches = r->dead_batches;
+	st->delivered_batches = r->delivered_batches;
+	st->delivered_points = r->delivered_points;
+	st->last_delivery_ns = r->last_delivery_ns;
+}
+
+int wal_backend_stat(struct wal *w, const char *name, struct wal_backend_stat *st)
+{
+	struct walr_backend r;
+	MDB_txn *txn;
+	int rc;
+	if ((rc = enter(w)))
+		return rc;
+	if ((rc = begin(w, MDB_RDONLY, &txn)))
+		goto out;
+	if ((rc = get_backend(txn, w, name, &r)) == 0) {
+		fill_stat(st, name, strlen(name), &r);
+		if (r.pending_batches)
+			rc = oldest_pending(txn, w, (int)r.id, r.cursor, &st->oldest_accept_ns);
+	}
+	mdb_txn_abort(txn);
+out:
+	leave(w);
+	return map_rc(rc);
+}
+
+int wal_backend_foreach(struct wal *w, int (*fn)(const struct wal_backend_stat *st, void *arg), void *arg)
+{
+	struct wal_backend_stat sts[WAL_MAX_BACKENDS];
+	int have[WAL_MAX_BACKENDS] = { 0 };
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+	if ((rc = enter(w)))
+		return rc;
+	if ((rc = begin(w, MDB_RDONLY, &txn)))
+		goto out;
+	if ((rc = mdb_cursor_open(txn, w->dbi_backends, &cur)) == 0) {
+		for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+			struct walr_backend r;
+			if ((rc = walr_backend_decode(v.mv_data, v.mv_size, &r)))
+				break;
+			fill_stat(&sts[r.id], k.mv_data, k.mv_size, &r);
+			if (r.pending_batches &&
+			    (rc = oldest_pending(txn, w, (int)r.id, r.cursor, &sts[r.id].oldest_accept_ns)))
+				break;
+			have[r.id] = 1;
+		}
+		mdb_cursor_close(cur);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+	}
+	mdb_txn_abort(txn);
+out:
+	leave(w);
+	if (rc)
+		return map_rc(rc);
+	/* Callbacks run outside the transaction: they may take their time. */
+	for (int i = 0; i < WAL_MAX_BACKENDS; i++)
+		if (have[i] && (rc = fn(&sts[i], arg)))
+			return rc;
+	return 0;
+}
+
+int wal_stat(struct wal *w, struct wal_stat *st)
+{
+	MDB_txn *txn;
+	MDB_stat ms;
+	MDB_envinfo info;
+	int rc;
+	memset(st, 0, sizeof(*st));
+	if ((rc = enter(w)))
+		return rc;
+	if ((rc = begin(w, MDB_RDONLY, &txn)))
+		goto out;
+	if ((rc = get_next_seq(txn, w, &st->next_seq)) == 0 && (rc = mdb_stat(txn, w->dbi_batches, &ms)) == 0) {
+		st->batches = ms.ms_entries;
+		st->page_size = ms.ms_psize;
+		mdb_env_info(w->env, &info);
+		st->map_size = info.me_mapsize;
+		st->file_pages = info.me_last_pgno + 1;
+		st->format_version = WAL_FORMAT_VERSION;
+	}
+	mdb_txn_abort(txn);
+out:
+	leave(w);
+	return map_rc(rc);
+}

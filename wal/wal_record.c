@@ -1,0 +1,211 @@
+/*
+ * wal_record: the byte layout of everything wal stores. Pure functions:
+ * no LMDB, no allocation. Every multi-byte integer is little-endian except
+ * sequence keys, which are big-endian so that LMDB orders them numerically.
+ */
+#include "wal/wal_record.h"
+
+#include <string.h>
+
+_Static_assert(WALR_BATCH_HDR == 8 + 8 + 8 + 4 + 4 + 4 + 12, "batch header layout");
+_Static_assert(WALR_BACKEND_SIZE == 4 + 4 + 11 * 8, "backend record layout");
+
+void walr_put_u16(unsigned char *p, uint16_t v)
+{
+	p[0] = (unsigned char)v;
+	p[1] = (unsigned char)(v >> 8);
+}
+
+void walr_put_u32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+void walr_put_u64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+uint16_t walr_get_u16(const unsigned char *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+uint32_t walr_get_u32(const unsigned char *p)
+{
+	uint32_t v = 0;
+	for (int i = 3; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+uint64_t walr_get_u64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+void walr_seq_encode(uint64_t seq, unsigned char out[8])
+{
+	for (int i = 0; i < 8; i++)
+		out[i] = (unsigned char)(seq >> (56 - 8 * i));
+}
+
+uint64_t walr_seq_decode(const void *p)
+{
+	const unsigned char *c = p;
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | c[i];
+	return v;
+}
+
+/*---- format record ----*/
+
+/*
+ *  0      8        12        16           24
+ *  +------+--------+---------+------------+
+ *  |magic | version| reserved| created_ns |
+ *  +------+--------+---------+------------+
+ */
+void walr_format_encode(const struct walr_format *f, unsigned char out[WALR_FORMAT_SIZE])
+{
+	memcpy(out, WALR_MAGIC, 8);
+	walr_put_u32(out + 8, f->version);
+	walr_put_u32(out + 12, 0);
+	walr_put_u64(out + 16, (uint64_t)f->created_ns);
+}
+
+int walr_format_decode(const void *p, size_t len, struct walr_format *f)
+{
+	const unsigned char *c = p;
+	/* Check the magic before the size: a newer format may be longer, and
+	 * must then be reported as a version mismatch, not as "not a queue". */
+	if (len < 16 || memcmp(c, WALR_MAGIC, 8) != 0)
+		return WAL_ENOTQUEUE;
+	f->version = walr_get_u32(c + 8);
+	f->created_ns = len >= 24 ? (int64_t)walr_get_u64(c + 16) : 0;
+	return 0;
+}
+
+/*---- batch record ----*/
+
+static const char *batch_str(const struct wal_batch *b, int i)
+{
+	const char *s[WALR_NSTR] = { b->db, b->rp, b->user, b->password, b->org, b->token };
+	return s[i] ? s[i] : "";
+}
+
+size_t walr_batch_size(const struct wal_batch *b)
+{
+	size_t n = WALR_BATCH_HDR;
+	for (int i = 0; i < WALR_NSTR; i++) {
+		size_t l = strlen(batch_str(b, i));
+		if (l > UINT16_MAX)
+			return 0;
+		n += l;
+	}
+	if (b->body_len > UINT32_MAX)
+		return 0;
+	return n + b->body_len;
+}
+
+/*
+ *  0        8          16      24     28      32         36      48
+ *  +--------+----------+-------+------+-------+----------+-------+------ - -
+ *  | route  | accept_ns| rsvd  | lines| body  | vers|prec| str   | strings, body
+ *  | u64    | i64      | u64   | u32  | len   | u8  |u8  | lens  |
+ *  |        |          |       |      | u32   | +2 rsvd  | 6xu16 |
+ *  +--------+----------+-------+------+-------+----------+-------+------ - -
+ */
+void walr_batch_encode(const struct wal_batch *b, unsigned char *out)
+{
+	walr_put_u64(out, b->route);
+	walr_put_u64(out + 8, (uint64_t)b->accept_ns);
+	walr_put_u64(out + 16, 0);
+	walr_put_u32(out + 24, b->lines);
+	walr_put_u32(out + 28, (uint32_t)b->body_len);
+	out[32] = 1; /* record version, for in-place evolution */
+	out[33] = b->precision;
+	out[34] = out[35] = 0;
+	unsigned char *p = out + WALR_BATCH_HDR;
+	for (int i = 0; i < WALR_NSTR; i++) {
+		const char *s = batch_str(b, i);
+		size_t l = strlen(s);
+		walr_put_u16(out + 36 + 2 * i, (uint16_t)l);
+		memcpy(p, s, l);
+		p += l;
+	}
+	if (b->body_len)
+		memcpy(p, b->body, b->body_len);
+}
+
+int walr_batch_decode(const void *p, size_t len, struct wal_batch *b,
+                      uint32_t str_off[WALR_NSTR], uint16_t str_len[WALR_NSTR], size_t *body_off)
+{
+	const unsigned char *c = p;
+	if (len < WALR_BATCH_HDR || c[32] != 1)
+		return WAL_ECORRUPT;
+	b->route = walr_get_u64(c);
+	b->accept_ns = (int64_t)walr_get_u64(c + 8);
+	b->lines = walr_get_u32(c + 24);
+	b->body_len = walr_get_u32(c + 28);
+	b->precision = c[33];
+	size_t off = WALR_BATCH_HDR;
+	for (int i = 0; i < WALR_NSTR; i++) {
+		uint16_t l = walr_get_u16(c + 36 + 2 * i);
+		if (str_off) {
+			str_off[i] = (uint32_t)off;
+			str_len[i] = l;
+		}
+		off += l;
+	}
+	if (off + b->body_len != len)
+		return WAL_ECORRUPT;
+	if (body_off)
+		*body_off = off;
+	return 0;
+}
+
+/*---- backend record ----*/
+
+void walr_backend_encode(const struct walr_backend *r, unsigned char out[WALR_BACKEND_SIZE])
+{
+	walr_put_u32(out, r->id);
+	walr_put_u32(out + 4, r->flags);
+	walr_put_u64(out + 8, r->cursor);
+	walr_put_u64(out + 16, r->pending_batches);
+	walr_put_u64(out + 24, r->pending_points);
+	walr_put_u64(out + 32, r->pending_bytes);
+	walr_put_u64(out + 40, r->dead_batches);
+	walr_put_u64(out + 48, r->dead_bytes);
+	walr_put_u64(out + 56, r->delivered_batches);
+	walr_put_u64(out + 64, r->delivered_points);
+	walr_put_u64(out + 72, (uint64_t)r->last_delivery_ns);
+	walr_put_u64(out + 80, (uint64_t)r->created_ns);
+	walr_put_u64(out + 88, 0); /* reserved */
+}
+
+int walr_backend_decode(const void *p, size_t len, struct walr_backend *r)
+{
+	const unsigned char *c = p;
+	if (len < WALR_BACKEND_SIZE)
+		return WAL_ECORRUPT;
+	r->id = walr_get_u32(c);
+	r->flags = walr_get_u32(c + 4);
+	r->cursor = walr_get_u64(c + 8);
+	r->pending_batches = walr_get_u64(c + 16);
+	r->pending_points = walr_get_u64(c + 24);
+	r->pending_bytes = walr_get_u64(c + 32);
+	r->dead_batches = walr_get_u64(c + 40);
+	r->dead_bytes = walr_get_u64(c + 48);
+	r->delivered_batches = walr_get_u64(c + 56);
+	r->delivered_points = walr_get_u64(c + 64);
+	r->last_delivery_ns = (int64_t)walr_get_u64(c + 72);
+	r->created_ns = (int64_t)walr_get_u64(c + 80);
+	return r->id < WAL_MAX_BACKENDS ? 0 : WAL_ECORRUPT;
+}

@@ -1,0 +1,75 @@
+/*
+ * wal_record: pure encoding and decoding of what wal stores in LMDB. The
+ * on-disk structures are fixed-width, little-endian, and separate from the
+ * in-memory ones (struct wal_batch), so that the format does not change
+ * when a compiler or a struct does. docs/architecture.md draws them.
+ * Internal to wal/: not included by anything outside it.
+ */
+#ifndef RELAY_WAL_RECORD_H
+#define RELAY_WAL_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "wal/wal.h"
+
+/* meta DBI, key "format": what queue this is and which format. */
+#define WALR_MAGIC "RELAYDQ\0"
+#define WALR_FORMAT_SIZE 24
+struct walr_format {
+	uint32_t version;
+	int64_t created_ns;
+};
+void walr_format_encode(const struct walr_format *f, unsigned char out[WALR_FORMAT_SIZE]);
+/* Returns 0, WAL_ENOTQUEUE (bad magic or size). */
+int walr_format_decode(const void *p, size_t len, struct walr_format *f);
+
+/* batches DBI value: a 48-byte header, then the six strings, then body. */
+#define WALR_BATCH_HDR 48
+#define WALR_NSTR 6 /* db rp user password org token */
+/* Size of the encoded batch, or 0 if a string is longer than 65535 bytes
+ * or the body longer than 4 GiB - 1. */
+size_t walr_batch_size(const struct wal_batch *b);
+/* Encode b into out (walr_batch_size(b) bytes). */
+void walr_batch_encode(const struct wal_batch *b, unsigned char *out);
+/*
+ * Decode the header of p[0..len) into b: route, accept_ns, lines,
+ * precision, body_len; with strings != NULL also the string offsets into
+ * p (strings[i] = offset, lens[i] = length) and *body_off. Returns 0 or
+ * WAL_ECORRUPT when sizes disagree.
+ */
+int walr_batch_decode(const void *p, size_t len, struct wal_batch *b,
+                      uint32_t str_off[WALR_NSTR], uint16_t str_len[WALR_NSTR], size_t *body_off);
+
+/* backends DBI value, keyed by name. */
+#define WALR_BACKEND_SIZE 96
+struct walr_backend {
+	uint32_t id;
+	uint32_t flags;
+	uint64_t cursor;
+	uint64_t pending_batches;
+	uint64_t pending_points;
+	uint64_t pending_bytes;
+	uint64_t dead_batches;
+	uint64_t dead_bytes;
+	uint64_t delivered_batches;
+	uint64_t delivered_points;
+	int64_t last_delivery_ns;
+	int64_t created_ns;
+};
+void walr_backend_encode(const struct walr_backend *r, unsigned char out[WALR_BACKEND_SIZE]);
+int walr_backend_decode(const void *p, size_t len, struct walr_backend *r);
+
+/* Sequence keys: big-endian, so LMDB's byte order is numeric order and
+ * MDB_APPEND can be used. */
+void walr_seq_encode(uint64_t seq, unsigned char out[8]);
+uint64_t walr_seq_decode(const void *p);
+
+/* Little-endian helpers. */
+void walr_put_u16(unsigned char *p, uint16_t v);
+void walr_put_u32(unsigned char *p, uint32_t v);
+void walr_put_u64(unsigned char *p, uint64_t v);
+uint16_t walr_get_u16(const unsigned char *p);
+uint32_t walr_get_u32(const unsigned char *p);
+uint64_t walr_get_u64(const unsigned char *p);
+
+#endif
