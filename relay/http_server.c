@@ -90,6 +90,8 @@ struct http_server {
 	void (*done)(void *);
 	void *done_arg;
 	struct http_server_stats stats;
+	uint64_t last_refusal_log;    /* monotonic ns */
+	uint64_t refusals_suppressed;
 };
 
 static llhttp_settings_t parser_settings;
@@ -732,7 +734,19 @@ static void write_done(struct ingest_request *req, int rc)
 		char extra[64];
 		s->stats.writes_refused++;
 		snprintf(extra, sizeof(extra), "Retry-After: %" PRIu64 "\r\n", retry_after);
-		relay_log(RELAY_LOG_WARN, "write from %s refused: %s", c->peer, msg);
+		/* One line per 10 s at most, with a count of what was
+		 * suppressed: a full queue must not also fill the log. */
+		uint64_t now = now_mono_ns();
+		if (now - s->last_refusal_log >= 10000000000ULL || !s->last_refusal_log) {
+			char more[48] = "";
+			if (s->refusals_suppressed)
+				snprintf(more, sizeof(more), " (%" PRIu64 " more suppressed)", s->refusals_suppressed);
+			relay_log(RELAY_LOG_WARN, "write from %s refused (503): %s%s", c->peer, msg, more);
+			s->last_refusal_log = now;
+			s->refusals_suppressed = 0;
+		} else {
+			s->refusals_suppressed++;
+		}
 		respond_error(c, status, msg, extra, !llhttp_should_keep_alive(&c->parser));
 	}
 	conn_continue(c);

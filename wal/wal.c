@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -86,6 +87,23 @@ static int map_rc(int rc)
 		return WAL_EFULL;
 	if (rc > 0)
 		return -rc; /* LMDB returns errno values positive */
+	return rc;
+}
+
+/*
+ * LMDB reports a short page write as EIO, which is what a full file system
+ * produces. Tell the two apart by asking the file system: if it has less
+ * room than this commit needed (plus a margin), the failure was a full
+ * disk, which the caller treats like a full map (refuse writes, retry).
+ */
+static int classify_io_error(struct wal *w, int rc, size_t commit_bytes)
+{
+	struct statvfs sv;
+	if (rc != EIO && rc != -EIO)
+		return rc;
+	if (statvfs(w->dir, &sv) == 0 &&
+	    (uint64_t)sv.f_bavail * sv.f_frsize < (uint64_t)commit_bytes + (4u << 20))
+		return ENOSPC;
 	return rc;
 }
 
@@ -544,6 +562,7 @@ static int append_once(struct wal *w, struct wal_batch *b, size_t n, int64_t now
 	uint64_t loaded = 0, dirty = 0;
 	int64_t oldest[WAL_MAX_BACKENDS];
 	uint64_t seq;
+	size_t commit_bytes = 0;
 	MDB_txn *txn;
 	int rc;
 
@@ -614,6 +633,7 @@ static int append_once(struct wal *w, struct wal_batch *b, size_t n, int64_t now
 		if ((rc = mdb_put(txn, w->dbi_batches, &k, &v, MDB_APPEND | MDB_RESERVE)))
 			goto abort;
 		walr_batch_encode(bt, v.mv_data);
+		commit_bytes += size;
 		bt->seq = seq++;
 		for (int id = 0; id < WAL_MAX_BACKENDS; id++) {
 			if (!(bt->route & (1ULL << id)))
@@ -635,8 +655,10 @@ static int append_once(struct wal *w, struct wal_batch *b, size_t n, int64_t now
 	 * the meta page and fdatasyncs again. Only after this returns 0 may
 	 * any of these batches be acknowledged. */
 	rc = mdb_txn_commit(txn);
-	if (rc)
+	if (rc) {
 		note_failure(w, rc);
+		rc = classify_io_error(w, rc, commit_bytes);
+	}
 	goto out;
 abort:
 	mdb_txn_abort(txn);

@@ -921,6 +921,34 @@ static void relayd_commit_summary(const struct relayd_proc *p, char *out, size_t
 	fclose(f);
 }
 
+/* CPU seconds (user + system) relayd has used so far, or -1 (from /proc). */
+static double relayd_cpu_s(const struct relayd_proc *p)
+{
+	char path[64], buf[1024];
+	unsigned long long ut, st;
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)p->pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* Fields after "(comm)": state is field 3, utime 14, stime 15. */
+	const char *q = strrchr(buf, ')');
+	if (!q || sscanf(q + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return -1;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU seconds this process (the clients) has used so far. */
+static double self_cpu_s(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) < 0)
+		return -1;
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /* Poll GET /ping until 204, for at most READY_TIMEOUT_NS. */
 static int relayd_wait_ready(struct relayd_proc *p)
 {
@@ -1186,14 +1214,20 @@ static int run_load_case(const struct options *o, struct relayd_proc *p, unsigne
 			break;
 		}
 	}
+	double relayd_cpu0 = relayd_cpu_s(p), self_cpu0 = self_cpu_s();
 	uint64_t t0 = now_mono_ns();
 	gate_open(&lc.gate, started == o->conns ? 1 : -1);
 	for (unsigned i = 0; i < started; i++)
 		if ((err = pthread_join(cls[i].tid, NULL)))
 			fprintf(stderr, "bench_ingest: pthread_join: %s\n", strerror(err));
 	uint64_t elapsed = now_mono_ns() - t0;
+	double relayd_cpu = relayd_cpu_s(p) - relayd_cpu0, self_cpu = self_cpu_s() - self_cpu0;
 	if (started == o->conns) {
 		load_summarise(cls, o->conns, n, elapsed, row, errs);
+		/* Whether relayd was waiting on the disk or short of CPU. */
+		if (relayd_cpu0 >= 0 && relayd_cpu >= 0)
+			fprintf(stderr, "  CPU: relayd %.0f%%, clients %.0f%% (of one core)\n",
+			        100 * relayd_cpu * 1e9 / (double)elapsed, 100 * self_cpu * 1e9 / (double)elapsed);
 		snprintf(row->name, sizeof(row->name), "relayd%s", half_stamped ? ", half stamped" : "");
 		ret = 0;
 	}

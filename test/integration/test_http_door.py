@@ -443,12 +443,12 @@ class QueueLimitTest(unittest.TestCase):
     """A write that would pass a backend's queue limit is refused with 503
     and Retry-After; what was queued before is kept."""
 
-    BATCH = 1000
+    BATCH = 250000  # 4 fit under 1 MiB (1048576), a 5th would pass the limit
 
     def fill_until_503(self, r, db, limit_name):
         accepted = []
         refused = None
-        for i in range(50):
+        for i in range(20):
             body = body_of_size(self.BATCH, "lim%03d" % i)
             status, headers, resp = r.write(db, body)
             if status == 204:
@@ -457,7 +457,7 @@ class QueueLimitTest(unittest.TestCase):
             self.assertEqual(status, 503, resp)
             refused = (headers, resp, body)
             break
-        self.assertIsNotNone(refused, "no 503 after 50 batches of %d bytes" % self.BATCH)
+        self.assertIsNotNone(refused, "no 503 after 20 batches of %d bytes" % self.BATCH)
         headers, resp, body = refused
         err = relaytest.json_error(headers, resp)
         self.assertIn(limit_name, err)
@@ -470,11 +470,10 @@ class QueueLimitTest(unittest.TestCase):
     def test_backend_max_size_503_keeps_the_queue(self):
         closed = "http://127.0.0.1:%d" % relaytest.closed_port()
         r = start_relayd(self, backends=[
-            {"name": "small", "url": closed, "max_size": "4KiB"},
+            {"name": "small", "url": closed, "max_size": "1MiB"},
             {"name": "big", "url": "http://127.0.0.1:%d" % relaytest.closed_port()}],
             extra={"queue": {"retry_after": "7s"}})
         accepted = self.fill_until_503(r, "tlimit", "small")
-        # 4 x 1000 bytes fit under 4096; a 5th would pass the limit.
         self.assertEqual(len(accepted), 4)
         # A refused batch is stored for no backend at all.
         for name in ("small", "big"):
@@ -485,7 +484,7 @@ class QueueLimitTest(unittest.TestCase):
         # Refused again, and still nothing lost; a batch that fits is taken.
         status, _, _ = r.write("tlimit", body_of_size(self.BATCH, "again"))
         self.assertEqual(status, 503)
-        small = body_of_size(90, "fits")
+        small = body_of_size(40000, "fits")  # 1040000 <= 1048576
         status, _, resp = r.write("tlimit", small)
         self.assertEqual(status, 204, resp)
         self.assertEqual([d["body"] for d in r.dump("small")], accepted + [small])
@@ -495,7 +494,7 @@ class QueueLimitTest(unittest.TestCase):
         self.assertEqual([d["body"] for d in r.dump("small")], accepted + [small])
 
     def test_queue_max_size_default_limit_503(self):
-        r = start_relayd(self, extra={"queue": {"max_size": "4KiB", "retry_after": "7s"}})
+        r = start_relayd(self, extra={"queue": {"max_size": "1MiB", "retry_after": "7s"}})
         accepted = self.fill_until_503(r, "tqlimit", "local")
         self.assertEqual(len(accepted), 4)
         st = r.backend_status("local")

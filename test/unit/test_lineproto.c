@@ -362,6 +362,86 @@ static void test_max_line(void **state)
 	rbuf_release(&out);
 }
 
+/*
+ * Floats at DBL_MAX's order of magnitude, written out in full: the value
+ * halfway between DBL_MAX and the next power of two rounds to infinity, one
+ * below it does not. Long runs of digits past the cut-off still count.
+ */
+static void test_float_edge(void **state)
+{
+	static const char half[] =
+		"17976931348623158079372897140530341507993413271003782693617377898044496"
+		"82927647509466490179775872070963302864166928879109465555478519404026306"
+		"57488671505820681908902000708383676273854845817711531764475730270069855"
+		"57136695962284291481986083493647529271907416844436551070434271155969950"
+		"8093042880177904174497792";
+	struct {
+		const char *head; /* digits, or NULL for half */
+		int last;         /* replaces the last digit of half when >= 0 */
+		const char *tail;
+		int ok;
+	} cases[] = {
+		{ NULL, '1', "", 1 },
+		{ NULL, -1, "", 0 },
+		{ NULL, '1', ".999999999999999999999999999999999999999999999999999999999999"
+		             "9999999999999999999999999999999999999999999999999999999999999"
+		             "9999999999999999999999999999999999999999999999999999999999999", 1 },
+		{ NULL, -1, ".000000000000000000000000000000000000000000000000000000000000"
+		            "0000000000000000000000000000000000000000000000000000000000000"
+		            "0000000000000000000000000000000000000000000000000000000000001", 0 },
+		{ NULL, -1, "e-1", 1 },
+		{ "-", -1, "", 0 },
+		{ "0.17976931348623157e309", -1, NULL, 1 },
+		{ "0.17976931348623159e309", -1, NULL, 0 },
+		{ "0.000000000000000000000000000000000000000000000001e356", -1, NULL, 1 },
+		{ "0.000000000000000000000000000000000000000000000002e357", -1, NULL, 0 },
+	};
+	struct rbuf in = RBUF_INIT, out = RBUF_INIT;
+	struct lp_result res;
+	struct lp_error err;
+
+	(void)state;
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(cases); i++) {
+		rbuf_reset(&in);
+		rbuf_append(&in, "m v=", 4);
+		if (cases[i].head)
+			rbuf_append(&in, cases[i].head, strlen(cases[i].head));
+		if (cases[i].tail) {
+			rbuf_append(&in, half, sizeof(half) - 2);
+			rbuf_appendc(&in, (char)(cases[i].last >= 0 ? cases[i].last : half[sizeof(half) - 2]));
+			rbuf_append(&in, cases[i].tail, strlen(cases[i].tail));
+		}
+		int rc = lineproto_validate(in.data, in.len, STAMP, 0, &out, &res, &err);
+		if ((rc == 0) != cases[i].ok)
+			fail_msg("float case %zu: rc %d %s", i, rc, rc ? err.msg : "");
+		if (rc)
+			assert_non_null(strstr(err.msg, "out of range"));
+	}
+
+	/* 1e308 and 2e308 spelled with 309 digits; 400 digits is too many. */
+	for (int lead = 1; lead <= 2; lead++) {
+		rbuf_reset(&in);
+		rbuf_appendf(&in, "m v=%d", lead);
+		for (int i = 0; i < 308; i++)
+			rbuf_appendc(&in, '0');
+		int rc = lineproto_validate(in.data, in.len, STAMP, 0, &out, &res, &err);
+		assert_int_equal(rc, lead == 1 ? 0 : -1);
+	}
+	rbuf_reset(&in);
+	rbuf_append(&in, "m v=", 4);
+	for (int i = 0; i < 400; i++)
+		rbuf_appendc(&in, i ? '0' : '1');
+	assert_int_equal(lineproto_validate(in.data, in.len, STAMP, 0, &out, &res, &err), -1);
+	/* Leading zeros do not count. */
+	rbuf_reset(&in);
+	rbuf_append(&in, "m v=", 4);
+	for (int i = 0; i < 400; i++)
+		rbuf_appendc(&in, i == 399 ? '7' : '0');
+	assert_int_equal(lineproto_validate(in.data, in.len, STAMP, 0, &out, &res, &err), 0);
+	rbuf_release(&in);
+	rbuf_release(&out);
+}
+
 static void test_stamp_values(void **state)
 {
 	struct rbuf out = RBUF_INIT;
@@ -566,6 +646,7 @@ int main(void)
 		cmocka_unit_test(test_invalid_table),
 		cmocka_unit_test(test_out_restored),
 		cmocka_unit_test(test_max_line),
+		cmocka_unit_test(test_float_edge),
 		cmocka_unit_test(test_stamp_values),
 		cmocka_unit_test(test_odd_bytes),
 		cmocka_unit_test(test_error_excerpt),

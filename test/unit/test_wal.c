@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <lmdb.h>
 #include <stdio.h>
@@ -19,6 +20,40 @@
 
 #include "wal/wal.h"
 #include "wal/wal_record.h"
+
+/*
+ * Fault injection: this executable's fdatasync and pwrite interpose on
+ * libc's for liblmdb too (the dynamic linker looks here first). Armed
+ * faults fire once.
+ */
+static int fail_fdatasync_errno;
+static int fail_pwrite_errno;
+
+int fdatasync(int fd)
+{
+	static int (*real)(int);
+	if (!real)
+		real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+	if (fail_fdatasync_errno) {
+		errno = fail_fdatasync_errno;
+		fail_fdatasync_errno = 0;
+		return -1;
+	}
+	return real(fd);
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+	static ssize_t (*real)(int, const void *, size_t, off_t);
+	if (!real)
+		real = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
+	if (fail_pwrite_errno) {
+		errno = fail_pwrite_errno;
+		fail_pwrite_errno = 0;
+		return -1;
+	}
+	return real(fd, buf, n, off);
+}
 
 struct fx {
 	char dir[256];
@@ -418,6 +453,63 @@ static void test_map_full_is_clean(void **state)
 	free(body);
 }
 
+/* An fsync error fails that commit (never acknowledged, nothing stored);
+ * the next commit succeeds once the fault is gone. */
+static void test_fsync_error_fails_commit_only(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	struct wal_batch b1 = mk("m v=1 1\n", 1, 1);
+	assert_int_equal(wal_append(f->w, &b1, 1, 1), 0);
+	struct wal_batch b2 = mk("m v=2 2\n", 1, 2);
+	fail_fdatasync_errno = EIO;
+	int rc = wal_append(f->w, &b2, 1, 2);
+	assert_true(rc < 0);
+	assert_int_equal(fail_fdatasync_errno, 0); /* the fault fired */
+	assert_int_equal(b2.seq, 0);
+	struct wal_batch b3 = mk("m v=3 3\n", 1, 3);
+	assert_int_equal(wal_append(f->w, &b3, 1, 3), 0);
+	struct wal_batch out[4];
+	size_t n;
+	assert_int_equal(wal_read(f->w, a, 0, 4, 1 << 20, out, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(out[0].body, "m v=1 1\n");
+	assert_string_equal(out[1].body, "m v=3 3\n");
+	wal_batch_release(&out[0]);
+	wal_batch_release(&out[1]);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.pending_batches, 2);
+}
+
+/* A write error (a full disk) fails the commit cleanly; later commits
+ * work, and what was committed before is intact after a reopen. */
+static void test_write_error_then_recovery(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	struct wal_batch b1 = mk("m v=1 1\n", 1, 1);
+	assert_int_equal(wal_append(f->w, &b1, 1, 1), 0);
+	struct wal_batch b2 = mk("m v=2 2\n", 1, 2);
+	fail_pwrite_errno = ENOSPC;
+	assert_true(wal_append(f->w, &b2, 1, 2) < 0);
+	assert_int_equal(fail_pwrite_errno, 0);
+	struct wal_batch b3 = mk("m v=3 3\n", 1, 3);
+	assert_int_equal(wal_append(f->w, &b3, 1, 3), 0);
+	wal_close(f->w);
+	f->w = NULL;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.pending_batches, 2);
+	assert_int_equal(st.pending_points, 2);
+}
+
 static void test_record_roundtrip(void **state)
 {
 	(void)state;
@@ -473,6 +565,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_readonly_not_a_queue, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_format_version_checked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map_full_is_clean, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fsync_error_fails_commit_only, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_error_then_recovery, setup, teardown),
 		cmocka_unit_test(test_record_roundtrip),
 		cmocka_unit_test(test_strerror),
 	};
