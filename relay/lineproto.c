@@ -104,15 +104,18 @@ static const unsigned char lp_class[256] = {
  */
 static inline const char *scan_escaped(const char *p, const char *le, unsigned stop)
 {
-	while (p < le) {
-		unsigned c = lp_class[(unsigned char)*p];
-		if (c & stop)
-			return p;
-		if (c & CL_BS)
+	for (;;) {
+		/* Ordinary bytes are the common case: a tight loop for them. */
+		while (p < le && !lp_class[(unsigned char)*p])
 			p++;
-		p++;
+		if (p == le)
+			return le;
+		if (lp_class[(unsigned char)*p] & stop)
+			return p;
+		/* An escape, or a separator that is ordinary here ('=' in a
+		 * measurement, say). */
+		p += *p == '\\' && p + 1 < le ? 2 : 1;
 	}
-	return le;
 }
 
 static inline bool is_digit(char c)

@@ -151,6 +151,28 @@ def _read_text(path):
         return ""
 
 
+# What AddressSanitizer, LeakSanitizer, UBSan and TSan print: a build with
+# RELAY_SANITIZE fails the test that provoked the report.
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "WARNING: ThreadSanitizer", "ERROR: ThreadSanitizer")
+
+
+# Exit statuses of a crash (killed by these signals): a relayd that dies so,
+# even while shutting down, fails the test.
+CRASH_STATUS = {-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS, -signal.SIGFPE,
+                -signal.SIGILL}
+
+
+def sanitizer_report(text):
+    """The first sanitizer report in text (a few lines), or None."""
+    for mark in SANITIZER_MARKS:
+        i = text.find(mark)
+        if i >= 0:
+            start = text.rfind("\n", 0, i) + 1
+            return "\n".join(text[start:].splitlines()[:40])
+    return None
+
+
 def _tail(text, n=60):
     lines = text.splitlines()
     if len(lines) > n:
@@ -521,14 +543,25 @@ class Relayd:
         self.wait_ready()
 
     def cleanup(self):
+        """Stop every process started; then fail (an error of the test)
+        when the log holds a sanitizer report."""
         for p in self.procs:
             if p.poll() is not None and p.pid not in self._expected_exit:
                 _log("relayd %s pid %d exited by itself with status %s; log:\n%s"
                      % (self.name, p.pid, p.returncode, _tail(self.log())))
             stop_process(p, grace=5)
-        if VERBOSE and self.log_path:
-            _log("relayd %s log:\n%s" % (self.name, self.log()))
+        crashed = [(p.pid, p.returncode) for p in self.procs if p.returncode in CRASH_STATUS]
         self.procs = []
+        log = self.log() if self.log_path else ""
+        if VERBOSE and self.log_path:
+            _log("relayd %s log:\n%s" % (self.name, log))
+        report = sanitizer_report(log)
+        if report:
+            raise AssertionError("sanitizer report in the relayd log %s:\n%s"
+                                 % (self.log_path, report))
+        if crashed:
+            raise AssertionError("relayd crashed (pid, status): %r; log:\n%s"
+                                 % (crashed, _tail(log)))
 
     # HTTP
 
@@ -567,10 +600,16 @@ class Relayd:
     # relayctl
 
     def relayctl(self, *args, timeout=60.0):
-        """CompletedProcess of relayctl -c CONFIG args... (text output)."""
-        return subprocess.run([RELAYCTL_BIN, "-c", self.config] + [str(a) for a in args],
-                              stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=timeout, text=True, errors="replace")
+        """CompletedProcess of relayctl -c CONFIG args... (text output).
+        AssertionError when relayctl prints a sanitizer report."""
+        cp = subprocess.run([RELAYCTL_BIN, "-c", self.config] + [str(a) for a in args],
+                            stdin=subprocess.DEVNULL, capture_output=True,
+                            timeout=timeout, text=True, errors="replace")
+        report = sanitizer_report(cp.stderr)
+        if report:
+            raise AssertionError("sanitizer report from relayctl %s:\n%s"
+                                 % (" ".join(map(str, args)), report))
+        return cp
 
     def status_json(self):
         """Parsed `relayctl -c CFG status --json`."""
@@ -614,10 +653,16 @@ class Relayd:
 
 
 def check_config(path, timeout=30.0):
-    """relayd --check-config -c PATH: CompletedProcess (text)."""
-    return subprocess.run([RELAYD_BIN, "--check-config", "-c", path],
-                          stdin=subprocess.DEVNULL, capture_output=True,
-                          timeout=timeout, text=True, errors="replace")
+    """relayd --check-config -c PATH: CompletedProcess (text);
+    AssertionError on a sanitizer report."""
+    cp = subprocess.run([RELAYD_BIN, "--check-config", "-c", path],
+                        stdin=subprocess.DEVNULL, capture_output=True,
+                        timeout=timeout, text=True, errors="replace")
+    report = sanitizer_report(cp.stderr)
+    if report:
+        raise AssertionError("sanitizer report from relayd --check-config %s:\n%s"
+                             % (path, report))
+    return cp
 
 
 # ---- influxd --------------------------------------------------------------

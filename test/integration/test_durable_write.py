@@ -230,6 +230,21 @@ class DurableWriteTest(unittest.TestCase):
         self.assertEqual(status, 204, resp)
         self.assertEqual(r.backend_status("local")["pending_batches"], 2)
 
+    def test_sigterm_stops_cleanly_and_keeps_the_queue(self):
+        r = self.relayd
+        body = "term,n=1 value=1 1\nterm,n=2 value=2 2\n"
+        status, _, resp = r.write("telemetry", body)
+        self.assertEqual(status, 204, resp)
+        t0 = time.monotonic()
+        rc = r.stop(grace=10)
+        self.assertEqual(rc, 0, "relayd exited %s on SIGTERM" % rc)
+        self.assertLess(time.monotonic() - t0, 10, "SIGTERM took the whole grace period")
+        self.assertFalse(relaytest.port_is_listening(r.port))
+        self.assertEqual([d["body"] for d in r.dump("local")], [body])
+        r.restart()
+        self.assertEqual([d["body"] for d in r.dump("local")], [body])
+        self.assertEqual(r.backend_status("local")["pending_points"], 2)
+
     def test_data_dir_and_file_modes(self):
         # Restart with umask 0 so the modes cannot come from the umask.
         r = self.relayd

@@ -9,7 +9,6 @@ loopback port: what is accepted stays queued and is checked with
 
 import os
 import re
-import socket
 import time
 import unittest
 import urllib.parse
