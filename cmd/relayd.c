@@ -20,6 +20,7 @@
 #include "relay/http_server.h"
 #include "relay/ingest.h"
 #include "relay/log.h"
+#include "relay/replay.h"
 #include "relay/util.h"
 #include "wal/wal.h"
 
@@ -32,6 +33,8 @@ struct relayd {
 	uv_signal_t sigterm, sigint;
 	int stopping;
 	int backend_ids[RELAY_MAX_BACKENDS];
+	struct replay_worker *workers; /* one per configured backend */
+	size_t workers_running;
 };
 
 static void usage(FILE *f)
@@ -48,11 +51,30 @@ static void usage(FILE *f)
 		"data_dir before answering 204, and forwards them to every backend.\n");
 }
 
+static void on_worker_stopped(struct replay_worker *w)
+{
+	struct relayd *d = w->http.loop->data;
+	if (--d->workers_running == 0) {
+		uv_close((uv_handle_t *)&d->sigterm, NULL);
+		uv_close((uv_handle_t *)&d->sigint, NULL);
+	}
+}
+
 static void on_ingest_closed(struct ingest *ing)
 {
 	struct relayd *d = relay_container_of(ing, struct relayd, ing);
-	uv_close((uv_handle_t *)&d->sigterm, NULL);
-	uv_close((uv_handle_t *)&d->sigint, NULL);
+	/* Writers are answered; now stop delivering. A POST in flight is
+	 * abandoned: its batches stay queued and go again after a restart. */
+	for (size_t i = 0; i < d->cfg.nbackends; i++)
+		replay_stop(&d->workers[i], on_worker_stopped);
+}
+
+static void on_commit(struct ingest *ing, void *arg)
+{
+	struct relayd *d = arg;
+	(void)ing;
+	for (size_t i = 0; i < d->cfg.nbackends; i++)
+		replay_notify(&d->workers[i]);
 }
 
 static void on_http_closed(void *arg)
@@ -169,6 +191,13 @@ int main(int argc, char **argv)
 		relay_log_set_level(lvl);
 	signal(SIGPIPE, SIG_IGN);
 
+	/* The thread pool runs the group commit and each backend's queue
+	 * reads and acks (each at most one at a time) besides name lookups:
+	 * size it so that none waits for another. Must be set before the
+	 * pool's first use. */
+	char pool[16];
+	snprintf(pool, sizeof(pool), "%zu", d.cfg.nbackends + 4);
+	setenv("UV_THREADPOOL_SIZE", pool, 0);
 	d.loop = uv_default_loop();
 	if (open_queue(&d) < 0)
 		return 1;
@@ -178,6 +207,13 @@ int main(int argc, char **argv)
 		wal_close(d.wal);
 		return 1;
 	}
+	d.loop->data = &d;
+	d.workers = xcalloc(d.cfg.nbackends, sizeof(*d.workers));
+	for (size_t i = 0; i < d.cfg.nbackends; i++)
+		replay_start(&d.workers[i], d.loop, d.wal, &d.cfg.backends[i], d.backend_ids[i]);
+	d.workers_running = d.cfg.nbackends;
+	d.ing.on_commit = on_commit;
+	d.ing.on_commit_arg = &d;
 	uv_signal_init(d.loop, &d.sigterm);
 	uv_signal_init(d.loop, &d.sigint);
 	d.sigterm.data = d.sigint.data = &d;
@@ -192,6 +228,7 @@ int main(int argc, char **argv)
 	relay_log(RELAY_LOG_NOTICE, "stopped: %" PRIu64 " batches committed in %" PRIu64 " commits (largest group %" PRIu64 ")",
 		  is->batches_committed, is->commits, is->max_group);
 	uv_loop_close(d.loop);
+	free(d.workers);
 	wal_close(d.wal);
 	config_release(&d.cfg);
 	return 0;

@@ -26,6 +26,8 @@
  * (a log, a database) and reading it all would only delay the error. */
 #define CONFIG_MAX_FILE_BYTES ((size_t)1 << 20)
 #define BACKEND_NAME_MAX 64
+/* The deepest valid file is three levels (top, backends, one backend). */
+#define CONFIG_MAX_DEPTH 16
 
 /*---- the key table ----*/
 
@@ -41,6 +43,7 @@ enum key_type {
 	KT_DURATION,  /* uint64_t milliseconds, parse_duration_ms */
 	KT_SECONDS,   /* uint64_t whole seconds, written as a duration */
 	KT_UINT32,    /* uint32_t, a plain decimal integer */
+	KT_DB_POLICY, /* enum relay_db_policy: hold, create or dead_letter */
 };
 
 #define KF_REQUIRED 0x1 /* a mapping without it is refused */
@@ -130,6 +133,20 @@ static const struct key_spec backend_keys[] = {
 	{ .section = "", .name = "max_age", .type = KT_DURATION, .flags = KF_INHERIT | KF_ZERO_OK,
 	  .off = BF(max_age_ms), .off_inherit = CF(queue_max_age_ms), .min = 1, .max = UINT64_MAX,
 	  .desc = "this backend's age limit; default queue.max_age" },
+	{ .section = "", .name = "timeout", .type = KT_DURATION, .off = BF(timeout_ms), .def = "30s",
+	  .min = 10, .max = 3600000, .desc = "time for the backend's whole answer to a write; then retry" },
+	{ .section = "", .name = "connect_timeout", .type = KT_DURATION, .off = BF(connect_timeout_ms), .def = "5s",
+	  .min = 10, .max = 600000, .desc = "time to connect to the backend; then retry" },
+	{ .section = "", .name = "batch_max_size", .type = KT_SIZE, .off = BF(batch_max_bytes), .def = "4MiB",
+	  .min = 1024, .max = 1ULL << 30, .desc = "coalesce queued batches into writes of at most this many bytes" },
+	{ .section = "", .name = "batch_max_lines", .type = KT_UINT32, .off = BF(batch_max_lines), .def = "20000",
+	  .min = 1, .max = 10000000, .desc = "... and at most this many lines" },
+	{ .section = "", .name = "retry_min", .type = KT_DURATION, .off = BF(retry_min_ms), .def = "100ms",
+	  .min = 10, .max = 3600000, .desc = "first retry delay, and the least any retry waits" },
+	{ .section = "", .name = "retry_max", .type = KT_DURATION, .off = BF(retry_max_ms), .def = "30s",
+	  .min = 10, .max = 86400000, .desc = "longest retry delay; also caps a backend's Retry-After" },
+	{ .section = "", .name = "on_database_not_found", .type = KT_DB_POLICY, .off = BF(on_database_not_found),
+	  .def = "hold", .desc = "on 404 database not found: hold (keep and retry), create, or dead_letter" },
 };
 
 static const char *const log_levels[] = { "debug", "info", "notice", "warn", "error" };
@@ -386,7 +403,7 @@ static int parse_backend_url(const char *s, char **host, uint16_t *port, char **
 		 * resolver would read "10.1" as 10.0.0.1, which is never meant. */
 		if (dotted) {
 			if (hl >= sizeof(addr)) {
-				snprintf(why, whylen, "'%.*s' is not an IPv4 address", 60, h);
+				snprintf(why, whylen, "'%.*s' is not an IPv4 address", (int)(hl > 60 ? 60 : hl), h);
 				return -1;
 			}
 			memcpy(addr, h, hl);
@@ -557,6 +574,18 @@ static int set_value(struct loader *ld, const struct key_spec *k, void *base,
 			            path, k->min, k->max, show(shown, sizeof(shown), text));
 		*(uint32_t *)field_at(base, k->off) = (uint32_t)v;
 		return 0;
+
+	case KT_DB_POLICY: {
+		static const char *const names[] = { "hold", "create", "dead_letter" };
+		for (size_t i = 0; i < RELAY_ARRAY_SIZE(names); i++) {
+			if (strcmp(text, names[i]) == 0) {
+				*(enum relay_db_policy *)field_at(base, k->off) = (enum relay_db_policy)i;
+				return 0;
+			}
+		}
+		return fail(ld, at, "'%s' must be one of hold, create, dead_letter, not '%s'",
+		            path, show(shown, sizeof(shown), text));
+	}
 
 	case KT_SECTION:
 	case KT_BACKENDS:
@@ -828,6 +857,9 @@ static void apply_inherited(struct loader *ld)
 			if ((k->flags & KF_INHERIT) && !ld->bseen[b][i])
 				*(uint64_t *)field_at(&ld->cfg->backends[b], k->off) =
 					*(uint64_t *)field_at(ld->cfg, k->off_inherit);
+			else if (k->def && !ld->bseen[b][i] &&
+			         set_value(ld, k, &ld->cfg->backends[b], k->def, NULL, k->name) < 0)
+				relay_fatal("config: built-in default of '%s' is invalid", k->name);
 		}
 	}
 }
@@ -865,13 +897,116 @@ static void syntax_error(struct loader *ld, const yaml_parser_t *parser, const c
 		fail_at(ld, &parser->problem_mark, "invalid yaml: %s", problem);
 }
 
+/*
+ * libyaml's scanner revisits every open flow level on each token, so
+ * "[[[[..." costs time quadratic in its depth: 80KiB of brackets take
+ * seconds, 1MiB hours. A pass over the events that stops at
+ * CONFIG_MAX_DEPTH bounds that work before the document is built. It
+ * meets any syntax error first, and reports it as the load would.
+ */
+static int check_depth(struct loader *ld, const char *text, size_t len)
+{
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	int depth = 0, rc = 0, done = 0;
+
+	if (!yaml_parser_initialize(&parser))
+		relay_fatal("out of memory starting the yaml parser");
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	while (!done && rc == 0) {
+		if (!yaml_parser_parse(&parser, &ev)) {
+			syntax_error(ld, &parser, text, len);
+			rc = -1;
+			break;
+		}
+		switch (ev.type) {
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT:
+			if (++depth > CONFIG_MAX_DEPTH)
+				rc = fail_at(ld, &ev.start_mark, "nesting deeper than %d levels", CONFIG_MAX_DEPTH);
+			break;
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
+			depth--;
+			break;
+		case YAML_STREAM_END_EVENT:
+			done = 1;
+			break;
+		default:
+			break;
+		}
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&parser);
+	return rc;
+}
+
+/* Load the one document of text into *doc; on failure *doc is empty. */
+static int parse_document(struct loader *ld, const char *text, size_t len, yaml_document_t *doc)
+{
+	yaml_parser_t parser;
+	yaml_document_t extra;
+	int rc = -1;
+
+	if (!yaml_parser_initialize(&parser))
+		relay_fatal("out of memory starting the yaml parser");
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	/* The whole stream is parsed before anything is judged, so a syntax
+	 * error anywhere is reported ahead of a bad value above it. */
+	if (!yaml_parser_load(&parser, doc)) {
+		syntax_error(ld, &parser, text, len);
+		goto out;
+	}
+	/* A document with no root is the end of the stream. */
+	if (yaml_document_get_root_node(doc)) {
+		yaml_node_t *second;
+		if (!yaml_parser_load(&parser, &extra)) {
+			syntax_error(ld, &parser, text, len);
+			yaml_document_delete(doc);
+			goto out;
+		}
+		second = yaml_document_get_root_node(&extra);
+		if (second) {
+			fail(ld, second, "only one yaml document is allowed (remove the second '---')");
+			yaml_document_delete(&extra);
+			yaml_document_delete(doc);
+			goto out;
+		}
+		yaml_document_delete(&extra);
+	}
+	rc = 0;
+out:
+	yaml_parser_delete(&parser);
+	return rc;
+}
+
+static int apply_document(struct loader *ld, yaml_document_t *doc)
+{
+	yaml_node_t *root = yaml_document_get_root_node(doc);
+	int rc;
+
+	if (!root || is_null(root))
+		return fail(ld, NULL, "empty configuration ('data_dir' and 'backends' are required)");
+	if (root->type != YAML_MAPPING_NODE)
+		return fail(ld, root, "the configuration must be a mapping of keys, not %s", node_kind(root));
+	ld->doc = doc;
+	ld->visited = xcalloc((size_t)(doc->nodes.top - doc->nodes.start), 1);
+	ld->visited[root - doc->nodes.start] = 1;
+	rc = walk_mapping(ld, root, keys, RELAY_ARRAY_SIZE(keys), "", ld->cfg, ld->seen, NULL);
+	if (rc == 0)
+		apply_inherited(ld);
+	free(ld->visited);
+	ld->visited = NULL;
+	return rc;
+}
+
 int config_load_buffer(const char *name, const char *text, size_t len,
                        struct relay_config *cfg, char *err, size_t errlen)
 {
+	/* On the heap: bseen alone is a few KiB, and this runs in fuzzers
+	 * and on small thread stacks alike. */
 	struct loader *ld = xcalloc(1, sizeof(*ld));
-	yaml_parser_t parser;
-	yaml_document_t doc, extra;
-	yaml_node_t *root;
+	yaml_document_t doc;
 	int rc = -1;
 
 	memset(cfg, 0, sizeof(*cfg));
@@ -885,54 +1020,17 @@ int config_load_buffer(const char *name, const char *text, size_t len,
 	ld->cfg = cfg;
 	ld->err = err;
 	ld->errlen = errlen;
+	/* Defaults first, then the file overwrites them: every field is
+	 * set even when its key is absent. */
 	cfg->path = xstrdup(name);
 	apply_defaults(ld);
 
-	if (!yaml_parser_initialize(&parser))
-		relay_fatal("out of memory starting the yaml parser");
-	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-	/* Parse the whole stream before judging anything, so a syntax error
-	 * anywhere is reported ahead of a bad value above it. */
-	if (!yaml_parser_load(&parser, &doc)) {
-		syntax_error(ld, &parser, text, len);
-		goto out_parser;
+	if (check_depth(ld, text, len) == 0 && parse_document(ld, text, len, &doc) == 0) {
+		rc = apply_document(ld, &doc);
+		yaml_document_delete(&doc);
 	}
-	root = yaml_document_get_root_node(&doc);
-	if (root) {
-		yaml_node_t *second;
-		if (!yaml_parser_load(&parser, &extra)) {
-			syntax_error(ld, &parser, text, len);
-			goto out_doc;
-		}
-		second = yaml_document_get_root_node(&extra);
-		if (second)
-			fail(ld, second, "only one yaml document is allowed (remove the second '---')");
-		yaml_document_delete(&extra);
-		if (second)
-			goto out_doc;
-	}
-	if (!root || is_null(root)) {
-		fail(ld, NULL, "empty configuration ('data_dir' and 'backends' are required)");
-		goto out_doc;
-	}
-	if (root->type != YAML_MAPPING_NODE) {
-		fail(ld, root, "the configuration must be a mapping of keys, not %s", node_kind(root));
-		goto out_doc;
-	}
-
-	ld->doc = &doc;
-	ld->visited = xcalloc((size_t)(doc.nodes.top - doc.nodes.start), 1);
-	ld->visited[root - doc.nodes.start] = 1;
-	if (walk_mapping(ld, root, keys, RELAY_ARRAY_SIZE(keys), "", cfg, ld->seen, NULL) == 0) {
-		apply_inherited(ld);
-		rc = 0;
-	}
-	free(ld->visited);
-out_doc:
-	yaml_document_delete(&doc);
-out_parser:
-	yaml_parser_delete(&parser);
 	free(ld);
+	/* Whatever was filled in before the error goes; *cfg ends zeroed. */
 	if (rc < 0)
 		config_release(cfg);
 	return rc;

@@ -13,6 +13,14 @@
 
 #define RELAY_MAX_BACKENDS 64
 
+/* What a backend's queue does when the backend answers 404 "database
+ * not found". */
+enum relay_db_policy {
+	RELAY_DB_HOLD = 0,     /* keep the data, retry (default): the database may be created later */
+	RELAY_DB_CREATE,       /* send CREATE DATABASE, then retry */
+	RELAY_DB_DEAD_LETTER,  /* move the batch to the dead-letter queue */
+};
+
 /* One InfluxDB a batch is forwarded to. */
 struct relay_backend_config {
 	char *name;        /* [A-Za-z0-9_.-]{1,64}, unique */
@@ -22,6 +30,14 @@ struct relay_backend_config {
 	char *path_prefix; /* "" or "/prefix" without a trailing '/' */
 	uint64_t max_bytes;  /* queue byte limit for this backend (defaults to queue.max_bytes) */
 	uint64_t max_age_ms; /* refuse writes while the oldest pending batch is older; 0 = no limit */
+	/* delivery */
+	uint64_t timeout_ms;         /* whole response; default 30 s */
+	uint64_t connect_timeout_ms; /* default 5 s */
+	uint64_t batch_max_bytes;    /* coalesce queued batches into POSTs up to this; default 4 MiB */
+	uint32_t batch_max_lines;    /* ... and this many lines; default 20000 */
+	uint64_t retry_min_ms;       /* first retry delay, and the least any retry waits; default 100 ms */
+	uint64_t retry_max_ms;       /* retry delay cap (and Retry-After cap); default 30 s */
+	enum relay_db_policy on_database_not_found; /* default hold */
 };
 
 struct relay_config {

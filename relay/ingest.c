@@ -51,6 +51,8 @@ static void after_work_cb(uv_work_t *w, int status)
 		req->done(req, rc);
 	}
 	ing->group_n = 0;
+	if (rc == 0 && ing->on_commit)
+		ing->on_commit(ing, ing->on_commit_arg);
 	if (ing->head)
 		start_commit(ing);
 	else if (ing->closing)

@@ -63,6 +63,10 @@ struct ingest {
 	uv_check_t kick;          /* starts a commit once per loop iteration */
 	int closing;
 	void (*on_idle)(struct ingest *); /* ingest_close's callback */
+	/* Called on the loop thread after a commit that stored batches (to
+	 * wake the replay workers). */
+	void (*on_commit)(struct ingest *ing, void *arg);
+	void *on_commit_arg;
 	struct ingest_stats stats;
 };
 

@@ -18,6 +18,9 @@
 
 /* Bytes of the line quoted in an error message. */
 #define EXCERPT_MAX 60
+/* InfluxDB's limit on a series key plus "#!~#" plus a field key. */
+#define MAX_KEY_LEN 65535
+#define FIELD_KEY_SEP_LEN 4
 
 /*---- precision ----*/
 
@@ -98,22 +101,44 @@ static const unsigned char lp_class[256] = {
 };
 
 /*
- * Return the first unescaped byte of [p, le) whose class is in stop, or le.
- * A backslash escapes whatever byte follows it, as in InfluxDB; a backslash
- * that is the last byte of the line is taken literally.
+ * The key section (measurement, tag keys and values) is scanned the way
+ * InfluxDB 1.x scans it: a separator is escaped when the byte before it is
+ * a backslash, even if that backslash is itself escaped. So a\\ b (two
+ * backslashes) is one token, and a key can never end in a backslash. p is the token's first
+ * byte, already checked by the caller; returns the first unescaped byte of
+ * (p, le) whose class is in stop, or le.
+ */
+static inline const char *scan_key(const char *p, const char *le, unsigned stop)
+{
+	for (p++;;) {
+		/* Ordinary bytes are the common case: a tight loop for them. */
+		while (p < le && !lp_class[(unsigned char)*p])
+			p++;
+		if (p == le)
+			return le;
+		if ((lp_class[(unsigned char)*p] & stop) && p[-1] != '\\')
+			return p;
+		p++;
+	}
+}
+
+/*
+ * Field keys and values are scanned with pairwise escapes, as InfluxDB's
+ * field scanner does: a backslash takes the next byte with it, so \\ is
+ * one escaped backslash; a backslash that is the last byte of the line
+ * is taken literally. Returns the first unescaped byte of [p, le) whose
+ * class is in stop, or le.
  */
 static inline const char *scan_escaped(const char *p, const char *le, unsigned stop)
 {
 	for (;;) {
-		/* Ordinary bytes are the common case: a tight loop for them. */
 		while (p < le && !lp_class[(unsigned char)*p])
 			p++;
 		if (p == le)
 			return le;
 		if (lp_class[(unsigned char)*p] & stop)
 			return p;
-		/* An escape, or a separator that is ordinary here ('=' in a
-		 * measurement, say). */
+		/* An escape, or a separator that is ordinary here. */
 		p += *p == '\\' && p + 1 < le ? 2 : 1;
 	}
 }
@@ -151,12 +176,10 @@ static bool digits_within(const char *p, const char *e, uint64_t limit)
  */
 static bool borderline_float_is_finite(const char *p, const char *e)
 {
-	char buf[400];
-	size_t n = 0;
+	char buf[400] = "0.";
+	size_t n = 2;
 	bool dropped = false;
 
-	memcpy(buf, "0.", 2);
-	n = 2;
 	for (; p < e && *p != 'e' && *p != 'E'; p++) {
 		if (!is_digit(*p) || (n == 2 && *p == '0'))
 			continue;
@@ -197,7 +220,8 @@ static const char *check_float(const char *p, const char *e)
 	if (ie == ip && fe == fp)
 		return "invalid number";
 	if (p == e) {
-		/* No exponent: fewer than 309 integer digits cannot overflow. */
+		/* No exponent: DBL_MAX has 309 integer digits, so fewer than
+		 * 300 (leading zeros included) are safe without looking. */
 		if (ie - ip < 300)
 			return NULL;
 	} else if (*p != 'e' && *p != 'E') {
@@ -290,49 +314,133 @@ static const char *check_value(const char *p, const char *e)
 	return "invalid boolean";
 }
 
+/* A tag key as it is written (escapes and all): InfluxDB compares keys
+ * byte for byte, so a and \a are different keys. */
+struct span {
+	const char *p;
+	size_t n;
+};
+
+static int span_cmp(const struct span *a, const struct span *b)
+{
+	int c = memcmp(a->p, b->p, a->n < b->n ? a->n : b->n);
+	return c ? c : (a->n > b->n) - (a->n < b->n);
+}
+
+static int span_qsort_cmp(const void *a, const void *b)
+{
+	return span_cmp(a, b);
+}
+
+/* Tag keys compared pairwise on the stack; lines with more tags take the
+ * sorted path or tags_have_duplicates. */
+#define STACK_TAGS 32
+
+/*
+ * Look for two equal keys among the ntags tags that start at the ',' at p,
+ * for a line with more tags than STACK_TAGS that are not in order. The keys
+ * are sorted in out's spare room, past out->len: nothing is appended, and
+ * the memory is reused by the next append.
+ */
+static bool tags_have_duplicates(struct rbuf *out, const char *p, const char *le, size_t ntags)
+{
+	const size_t align = _Alignof(struct span);
+
+	rbuf_reserve(out, (ntags + 1) * sizeof(struct span));
+	uintptr_t a = (uintptr_t)(out->data + out->len);
+	struct span *keys = (struct span *)((a + align - 1) & ~(uintptr_t)(align - 1));
+	size_t k = 0;
+
+	/* The tags were checked already: each is ",key=value". */
+	while (p < le && *p == ',' && k < ntags) {
+		const char *q = scan_key(p + 1, le, CL_SP | CL_COMMA | CL_EQ);
+		keys[k].p = p + 1;
+		keys[k].n = (size_t)(q - (p + 1));
+		k++;
+		p = scan_key(q + 1, le, CL_SP | CL_COMMA | CL_EQ);
+	}
+	qsort(keys, k, sizeof(*keys), span_qsort_cmp);
+	for (size_t i = 1; i < k; i++)
+		if (span_cmp(&keys[i - 1], &keys[i]) == 0)
+			return true;
+	return false;
+}
+
 /* One point line as parse_point sees it. */
 struct line {
 	const char *start;      /* first byte after the leading blanks */
 	const char *lend;       /* end of the content: '\n' or body end, minus a '\r' */
 	const char *nl;         /* the '\n' that ends the line, or the body end */
 	const char *fields_end; /* one past the last field value */
+	const char *ts_end;     /* one past the timestamp, if has_ts */
 	bool has_ts;
 };
 
 /*
  * Parse the point in ln (start < lend, start not blank, not '#'). A quoted
  * string may run past the first '\n'; then ln->nl and ln->lend move to the
- * real end of the line. Returns NULL, or the reason the line is invalid.
+ * real end of the line. out is only used as scratch space. Returns NULL, or
+ * the reason the line is invalid.
  */
-static const char *parse_point(struct line *ln, const char *end)
+static const char *parse_point(struct line *ln, const char *end, struct rbuf *out)
 {
 	const char *p = ln->start, *le = ln->lend, *q;
 	const char *why;
+	struct span keys[STACK_TAGS], prev = { NULL, 0 };
+	size_t ntags = 0;
+	bool sorted = true;
 
 	/* Measurement, up to the first unescaped ',' or ' '. */
 	if (*p == ',')
 		return "missing measurement";
-	p = scan_escaped(p, le, CL_SP | CL_COMMA);
+	p = scan_key(p, le, CL_SP | CL_COMMA);
 	if (p == le)
 		return "missing fields";
 
 	/* Tags: ",key=value" until the space before the fields. */
+	const char *tags = p;
 	while (*p == ',') {
-		q = scan_escaped(++p, le, CL_SP | CL_COMMA | CL_EQ);
-		if (q == p)
+		p++;
+		if (p == le || *p == ' ' || *p == ',' || *p == '=')
 			return "missing tag key";
+		q = scan_key(p, le, CL_SP | CL_COMMA | CL_EQ);
 		if (q == le || *q != '=')
 			return "missing tag value";
+		/* InfluxDB drops the whole point for this key (a partial
+		 * write), so refuse it here while the client can still hear. */
+		if (q - p == 4 && memcmp(p, "time", 4) == 0)
+			return "invalid tag key \"time\"";
+
+		/* InfluxDB refuses a point that repeats a tag key. Few tags
+		 * are compared pairwise; many in order need only their
+		 * neighbour; many out of order are sorted below. */
+		struct span key = { p, (size_t)(q - p) };
+		if (ntags < STACK_TAGS) {
+			for (size_t i = 0; i < ntags; i++)
+				if (keys[i].n == key.n && memcmp(keys[i].p, key.p, key.n) == 0)
+					return "duplicate tags";
+			keys[ntags] = key;
+		}
+		if (ntags && sorted && span_cmp(&prev, &key) >= 0)
+			sorted = false;
+		prev = key;
+		ntags++;
+
 		p = q + 1;
-		q = scan_escaped(p, le, CL_SP | CL_COMMA | CL_EQ);
-		if (q == p)
+		/* The first byte of a value may be '=': InfluxDB takes it. */
+		if (p == le || *p == ' ' || *p == ',')
 			return "missing tag value";
+		q = scan_key(p, le, CL_SP | CL_COMMA | CL_EQ);
 		if (q == le)
 			return "missing fields";
 		if (*q == '=')
 			return "invalid tag format (unescaped '=' in tag value)";
 		p = q;
 	}
+	if (ntags > STACK_TAGS && !sorted && tags_have_duplicates(out, tags, le, ntags))
+		return "duplicate tags";
+	size_t key_len = (size_t)(p - ln->start);
+	bool only_time = true;
 
 	/* InfluxDB skips any blanks between the key and the fields. */
 	p++;
@@ -347,6 +455,16 @@ static const char *parse_point(struct line *ln, const char *end)
 			return "missing field key";
 		if (q == le || *q != '=')
 			return "invalid field format (field key without '=')";
+		/* InfluxDB splits the key from the value a second time with
+		 * the key-section rule, which sees \\= as an escaped '='. */
+		if (q[-1] == '\\')
+			return "invalid field format (field key ends with a backslash)";
+		if (key_len + FIELD_KEY_SEP_LEN + (size_t)(q - p) > MAX_KEY_LEN)
+			return "max key length exceeded";
+		/* A field named "time" is dropped by InfluxDB, and so is a
+		 * point left with no other field. */
+		if (q - p != 4 || memcmp(p, "time", 4) != 0)
+			only_time = false;
 		p = q + 1;
 		if (p == le || *p == ',' || *p == ' ')
 			return "missing field value";
@@ -388,6 +506,8 @@ static const char *parse_point(struct line *ln, const char *end)
 			break;
 		p++; /* ',' */
 	}
+	if (only_time)
+		return "invalid field name \"time\" (the only field)";
 	ln->fields_end = p;
 	ln->has_ts = false;
 
@@ -404,8 +524,10 @@ static const char *parse_point(struct line *ln, const char *end)
 		q++;
 	if (q == d)
 		return "bad timestamp";
-	if (!digits_within(d, q, *p == '-' ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX))
-		return "bad timestamp (out of range)";
+	/* InfluxDB keeps the two values at each end of int64 for itself. */
+	if (!digits_within(d, q, (uint64_t)INT64_MAX - 1))
+		return "bad timestamp (outside -9223372036854775806..9223372036854775806)";
+	ln->ts_end = q;
 	while (q < le && (*q == ' ' || *q == '\t'))
 		q++;
 	if (q != le)
@@ -546,7 +668,7 @@ int lineproto_validate(const char *body, size_t len, int64_t stamp, size_t max_l
 		ln.start = p;
 		ln.lend = lend;
 		ln.nl = nl;
-		why = parse_point(&ln, end);
+		why = parse_point(&ln, end, out);
 		if (why)
 			goto fail;
 		if (max_line && (size_t)(ln.nl - line) > max_line)
@@ -557,8 +679,9 @@ int lineproto_validate(const char *body, size_t len, int64_t stamp, size_t max_l
 		}
 
 		/* One reserve per line; the line is copied as it came, up to
-		 * its last field when we add the timestamp ourselves. */
-		size_t n = (size_t)((ln.has_ts ? ln.lend : ln.fields_end) - ln.start);
+		 * its timestamp or its last field. Blanks after a timestamp are
+		 * dropped too: InfluxDB 1.6 refuses a tab there. */
+		size_t n = (size_t)((ln.has_ts ? ln.ts_end : ln.fields_end) - ln.start);
 		rbuf_reserve(out, n + (size_t)tail_len);
 		char *w = out->data + out->len;
 		memcpy(w, ln.start, n);

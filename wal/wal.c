@@ -37,7 +37,7 @@ struct wal {
 	uint64_t map_size;
 	int lock_fd;
 	MDB_env *env;
-	MDB_dbi dbi_meta, dbi_batches, dbi_backends;
+	MDB_dbi dbi_meta, dbi_batches, dbi_backends, dbi_dead;
 	/*
 	 * env_lock: every operation holds it shared; reopening the environment
 	 * after MDB_PANIC holds it exclusive, because mdb_env_close must not
@@ -228,7 +228,8 @@ static int open_dbis(struct wal *w, int *created)
 	}
 	unsigned cflag = rdonly ? 0 : MDB_CREATE;
 	if ((rc = mdb_dbi_open(txn, "batches", cflag, &w->dbi_batches)) ||
-	    (rc = mdb_dbi_open(txn, "backends", cflag, &w->dbi_backends))) {
+	    (rc = mdb_dbi_open(txn, "backends", cflag, &w->dbi_backends)) ||
+	    (rc = mdb_dbi_open(txn, "dead", cflag, &w->dbi_dead))) {
 		if (rc == MDB_NOTFOUND)
 			rc = WAL_ECORRUPT;
 		goto fail;
@@ -823,12 +824,91 @@ out:
 	return map_rc(rc);
 }
 
+/*
+ * Move backend r's cursor past seq inside txn: every batch routed to it in
+ * [cursor, seq] leaves its pending counters and counts as delivered, except
+ * seq itself when dead_last (it was dead-lettered instead).
+ */
+static int advance_cursor(MDB_txn *txn, struct wal *w, int id, struct walr_backend *r, uint64_t seq, int dead_last)
+{
+	MDB_cursor *cur;
+	unsigned char kb[8];
+	MDB_val k = { 8, kb }, v;
+	int rc = mdb_cursor_open(txn, w->dbi_batches, &cur);
+	if (rc)
+		return rc;
+	walr_seq_encode(r->cursor, kb);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		uint64_t s = walr_seq_decode(k.mv_data);
+		if (s > seq)
+			break;
+		struct wal_batch hdr;
+		if ((rc = walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL)))
+			break;
+		if (!(hdr.route & (1ULL << id)))
+			continue;
+		r->pending_batches--;
+		r->pending_points -= hdr.lines;
+		r->pending_bytes -= hdr.body_len;
+		if (dead_last && s == seq)
+			continue;
+		r->delivered_batches++;
+		r->delivered_points += hdr.lines;
+	}
+	mdb_cursor_close(cur);
+	if (rc && rc != MDB_NOTFOUND)
+		return rc;
+	r->cursor = seq + 1;
+	return 0;
+}
+
+/*
+ * Truncate as we deliver, in the same transaction as the cursor (LESSONS:
+ * Telegraf's buffer never shrank). Delete from the front of the log every
+ * batch whose routed backends have all passed it; stop at the first one
+ * still pending somewhere, so that the log stays a suffix of the sequence.
+ */
+static int truncate_log(MDB_txn *txn, struct wal *w)
+{
+	uint64_t cursors[WAL_MAX_BACKENDS];
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+	for (int i = 0; i < WAL_MAX_BACKENDS; i++)
+		cursors[i] = UINT64_MAX;
+	if ((rc = mdb_cursor_open(txn, w->dbi_backends, &cur)))
+		return rc;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct walr_backend o;
+		if (walr_backend_decode(v.mv_data, v.mv_size, &o) == 0)
+			cursors[o.id] = o.cursor;
+	}
+	mdb_cursor_close(cur);
+	if ((rc = mdb_cursor_open(txn, w->dbi_batches, &cur)))
+		return rc;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		uint64_t s = walr_seq_decode(k.mv_data);
+		struct wal_batch hdr;
+		if (walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL))
+			break;
+		int done = 1;
+		for (int i = 0; i < WAL_MAX_BACKENDS && done; i++)
+			if ((hdr.route & (1ULL << i)) && cursors[i] <= s)
+				done = 0;
+		if (!done)
+			break;
+		if ((rc = mdb_cursor_del(cur, 0)))
+			break;
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 int wal_ack(struct wal *w, int id, uint64_t seq, int64_t now_ns)
 {
 	char name[65];
 	struct walr_backend r;
 	MDB_txn *txn;
-	MDB_cursor *cur = NULL;
 	uint64_t next;
 	int rc;
 
@@ -848,84 +928,102 @@ int wal_ack(struct wal *w, int id, uint64_t seq, int64_t now_ns)
 		mdb_txn_abort(txn);
 		goto out;
 	}
-	if ((rc = mdb_cursor_open(txn, w->dbi_batches, &cur)))
+	if ((rc = advance_cursor(txn, w, id, &r, seq, 0)))
 		goto abort;
-	unsigned char kb[8];
-	MDB_val k = { 8, kb }, v;
-	walr_seq_encode(r.cursor, kb);
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		if (walr_seq_decode(k.mv_data) > seq)
-			break;
-		struct wal_batch hdr;
-		if ((rc = walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL)))
-			goto abort;
-		if (!(hdr.route & (1ULL << id)))
-			continue;
-		r.pending_batches--;
-		r.pending_points -= hdr.lines;
-		r.pending_bytes -= hdr.body_len;
-		r.delivered_batches++;
-		r.delivered_points += hdr.lines;
-	}
-	if (rc && rc != MDB_NOTFOUND)
-		goto abort;
-	mdb_cursor_close(cur);
-	cur = NULL;
-	r.cursor = seq + 1;
 	r.last_delivery_ns = now_ns;
-	if ((rc = put_backend(txn, w, name, &r)))
+	if ((rc = put_backend(txn, w, name, &r)) || (rc = truncate_log(txn, w)))
 		goto abort;
-
-	/*
-	 * Truncate as we deliver, in the same transaction as the cursor
-	 * (LESSONS: Telegraf's buffer never shrank). Delete from the front of
-	 * the log every batch whose routed backends have all passed it; stop
-	 * at the first one still pending somewhere, to keep the log a prefix-
-	 * deleted sequence.
-	 */
-	uint64_t cursors[WAL_MAX_BACKENDS];
-	for (int i = 0; i < WAL_MAX_BACKENDS; i++)
-		cursors[i] = UINT64_MAX;
-	if ((rc = mdb_cursor_open(txn, w->dbi_backends, &cur)))
-		goto abort;
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		struct walr_backend o;
-		if (walr_backend_decode(v.mv_data, v.mv_size, &o) == 0)
-			cursors[o.id] = o.cursor;
-	}
-	mdb_cursor_close(cur);
-	cur = NULL;
-	if ((rc = mdb_cursor_open(txn, w->dbi_batches, &cur)))
-		goto abort;
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		uint64_t s = walr_seq_decode(k.mv_data);
-		struct wal_batch hdr;
-		if (walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL))
-			break;
-		int done = 1;
-		for (int i = 0; i < WAL_MAX_BACKENDS && done; i++)
-			if ((hdr.route & (1ULL << i)) && cursors[i] <= s)
-				done = 0;
-		if (!done)
-			break;
-		if ((rc = mdb_cursor_del(cur, 0)))
-			goto abort;
-	}
-	mdb_cursor_close(cur);
-	cur = NULL;
-	/* Durable: a delivered batch must not come back after a crash more
-	 * than once, and the cursor and the deletion commit together. */
+	/* Durable: the cursor and the deletion commit together, so a
+	 * delivered batch is never sent again after a crash, and never lost. */
 	rc = mdb_txn_commit(txn);
 	if (rc)
 		note_failure(w, rc);
 	goto out;
 abort:
-	if (cur)
-		mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
 out:
 	leave(w);
-	return map_rc(rc == MDB_NOTFOUND ? 0 : rc);
+	return map_rc(rc);
+}
+
+/*---- dead letters ----*/
+
+/* dead DBI key: backend id (1 byte) then the batch's sequence (BE). */
+static void dead_key(int id, uint64_t seq, unsigned char kb[9])
+{
+	kb[0] = (unsigned char)id;
+	walr_seq_encode(seq, kb + 1);
+}
+
+int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_t body_len, uint32_t lines,
+                    int status, const char *msg, uint32_t attempts, int64_t now_ns, int finish)
+{
+	char name[65];
+	struct walr_backend r;
+	MDB_txn *txn;
+	unsigned char kb[9];
+	MDB_val k = { 8, kb }, v;
+	int rc;
+
+	if ((rc = name_of(w, id, name)))
+		return rc;
+	if ((rc = enter(w)))
+		return rc;
+	if ((rc = begin(w, 0, &txn)))
+		goto out;
+	if ((rc = get_backend(txn, w, name, &r)))
+		goto abort;
+	walr_seq_encode(seq, kb);
+	if ((rc = mdb_get(txn, w->dbi_batches, &k, &v))) {
+		rc = rc == MDB_NOTFOUND ? WAL_EINVAL : rc;
+		goto abort;
+	}
+	struct wal_batch b;
+	if ((rc = copy_batch(&k, &v, &b)))
+		goto abort;
+	if (!(b.route & (1ULL << id)) || seq < r.cursor) {
+		wal_batch_release(&b);
+		rc = WAL_EINVAL;
+		goto abort;
+	}
+	/* The copy is routed to this backend only, and may hold just the
+	 * lines that failed. */
+	b.route = 1ULL << id;
+	if (body) {
+		b.body = body;
+		b.body_len = body_len;
+		b.lines = lines;
+	}
+	struct walr_dead d = { status, attempts, now_ns, msg ? msg : "" };
+	size_t size = walr_dead_size(&d, &b);
+	dead_key(id, seq, kb);
+	MDB_val dk = { 9, kb }, dv = { size, NULL };
+	rc = size ? mdb_put(txn, w->dbi_dead, &dk, &dv, MDB_RESERVE) : WAL_EINVAL;
+	if (rc == 0)
+		walr_dead_encode(&d, &b, dv.mv_data);
+	uint64_t dead_bytes = b.body_len;
+	wal_batch_release(&b);
+	if (rc)
+		goto abort;
+	r.dead_batches++;
+	r.dead_bytes += dead_bytes;
+	if (finish) {
+		/* Everything before seq must be finished already: the replay
+		 * worker dead-letters only the batch at the head of its queue. */
+		if ((rc = advance_cursor(txn, w, id, &r, seq, 1)))
+			goto abort;
+	}
+	if ((rc = put_backend(txn, w, name, &r)) || (finish && (rc = truncate_log(txn, w))))
+		goto abort;
+	rc = mdb_txn_commit(txn);
+	if (rc)
+		note_failure(w, rc);
+	goto out;
+abort:
+	mdb_txn_abort(txn);
+out:
+	leave(w);
+	return map_rc(rc);
 }
 
 /*---- figures ----*/

@@ -167,6 +167,19 @@ void wal_batch_release(struct wal_batch *b);
  */
 int wal_ack(struct wal *w, int id, uint64_t seq, int64_t now_ns);
 
+/*
+ * Dead-letter batch seq of backend id: a copy goes to the backend's
+ * dead-letter queue (it survives restarts) with the backend's status and
+ * message, the attempt count and now_ns. With body != NULL the copy holds
+ * that body and line count (the lines that failed) instead of the batch's.
+ * With finish, the batch is finished for id in the same commit: the cursor
+ * moves past seq (every batch before it counts as delivered) and the
+ * pending counters drop. Errors: WAL_EINVAL (no such pending batch for
+ * id), WAL_ENOBACKEND, WAL_EFULL, LMDB codes.
+ */
+int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_t body_len, uint32_t lines,
+                    int status, const char *msg, uint32_t attempts, int64_t now_ns, int finish);
+
 /* Figures for backend name (works read-only). Errors: WAL_ENOBACKEND. */
 int wal_backend_stat(struct wal *w, const char *name, struct wal_backend_stat *st);
 

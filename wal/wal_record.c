@@ -171,6 +171,56 @@ int walr_batch_decode(const void *p, size_t len, struct wal_batch *b,
 	return 0;
 }
 
+/*---- dead-letter record ----*/
+
+/*
+ *  0        4          8          16        18     24
+ *  +--------+----------+----------+---------+------+-----+-----------------+
+ *  | status | attempts | dead_ns  | msg_len | rsvd | msg | batch record    |
+ *  | i32    | u32      | i64      | u16     |      |     | (as in batches) |
+ *  +--------+----------+----------+---------+------+-----+-----------------+
+ */
+static size_t dead_msg_len(const struct walr_dead *d)
+{
+	size_t n = d->msg ? strlen(d->msg) : 0;
+	return n > UINT16_MAX ? UINT16_MAX : n;
+}
+
+size_t walr_dead_size(const struct walr_dead *d, const struct wal_batch *b)
+{
+	size_t n = walr_batch_size(b);
+	return n ? WALR_DEAD_HDR + dead_msg_len(d) + n : 0;
+}
+
+void walr_dead_encode(const struct walr_dead *d, const struct wal_batch *b, unsigned char *out)
+{
+	size_t ml = dead_msg_len(d);
+	walr_put_u32(out, (uint32_t)d->status);
+	walr_put_u32(out + 4, d->attempts);
+	walr_put_u64(out + 8, (uint64_t)d->dead_ns);
+	walr_put_u16(out + 16, (uint16_t)ml);
+	memset(out + 18, 0, 6);
+	memcpy(out + WALR_DEAD_HDR, d->msg, ml);
+	walr_batch_encode(b, out + WALR_DEAD_HDR + ml);
+}
+
+int walr_dead_decode(const void *p, size_t len, struct walr_dead *d, size_t *msg_len, size_t *batch_off)
+{
+	const unsigned char *c = p;
+	if (len < WALR_DEAD_HDR)
+		return WAL_ECORRUPT;
+	d->status = (int32_t)walr_get_u32(c);
+	d->attempts = walr_get_u32(c + 4);
+	d->dead_ns = (int64_t)walr_get_u64(c + 8);
+	size_t ml = walr_get_u16(c + 16);
+	if (WALR_DEAD_HDR + ml > len)
+		return WAL_ECORRUPT;
+	d->msg = (const char *)c + WALR_DEAD_HDR;
+	*msg_len = ml;
+	*batch_off = WALR_DEAD_HDR + ml;
+	return 0;
+}
+
 /*---- backend record ----*/
 
 void walr_backend_encode(const struct walr_backend *r, unsigned char out[WALR_BACKEND_SIZE])

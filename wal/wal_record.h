@@ -40,6 +40,21 @@ void walr_batch_encode(const struct wal_batch *b, unsigned char *out);
 int walr_batch_decode(const void *p, size_t len, struct wal_batch *b,
                       uint32_t str_off[WALR_NSTR], uint16_t str_len[WALR_NSTR], size_t *body_off);
 
+/* dead DBI value: a 24-byte header, the backend's message, then a batch
+ * record exactly as in the batches DBI. */
+#define WALR_DEAD_HDR 24
+struct walr_dead {
+	int32_t status;    /* HTTP status, or a negative transport failure */
+	uint32_t attempts;
+	int64_t dead_ns;
+	const char *msg;   /* NUL-terminated; at most 65535 bytes kept */
+};
+size_t walr_dead_size(const struct walr_dead *d, const struct wal_batch *b);
+void walr_dead_encode(const struct walr_dead *d, const struct wal_batch *b, unsigned char *out);
+/* Decode the header; d->msg and *msg_len point into p, *batch_off is where the
+ * batch record starts. Returns 0 or WAL_ECORRUPT. */
+int walr_dead_decode(const void *p, size_t len, struct walr_dead *d, size_t *msg_len, size_t *batch_off);
+
 /* backends DBI value, keyed by name. */
 #define WALR_BACKEND_SIZE 96
 struct walr_backend {

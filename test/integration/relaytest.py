@@ -180,6 +180,27 @@ def _tail(text, n=60):
     return "\n".join(lines)
 
 
+# ---- polling --------------------------------------------------------------
+
+def wait_until(pred, timeout, interval=0.1, what="the condition", detail=None):
+    """Call pred() every interval seconds until it returns something true,
+    and return that. AssertionError after timeout seconds, naming what and
+    ending with detail() (the state to show, e.g. a log tail) when given.
+    pred is always called once more at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = time.monotonic() >= deadline
+        value = pred()
+        if value:
+            return value
+        if last:
+            msg = "%s not reached within %.1f s" % (what, timeout)
+            if detail is not None:
+                msg += "; " + str(detail())
+            raise AssertionError(msg)
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
 # ---- YAML -----------------------------------------------------------------
 
 _PLAIN = re.compile(r"^[A-Za-z0-9_./@+][A-Za-z0-9_./:@+\-]*$")
@@ -652,6 +673,38 @@ class Relayd:
         return out
 
 
+    # waiting for relayd
+
+    def wait_status(self, backend, timeout=20.0, interval=0.2, **want):
+        """Poll status --json until backend's entry has every key=value of
+        want (e.g. pending_batches=0, dead_batches=1); return the entry.
+        AssertionError with the last entry and the log tail otherwise."""
+        seen = {}
+
+        def check():
+            seen["st"] = self.backend_status(backend)
+            return all(seen["st"].get(k) == v for k, v in want.items()) and seen["st"]
+
+        return wait_until(check, timeout, interval,
+                          what="backend %r status %r" % (backend, want),
+                          detail=lambda: "last status %r; relayd log:\n%s"
+                          % (seen.get("st"), _tail(self.log())))
+
+    def wait_log(self, pattern, timeout=10.0, flags=re.IGNORECASE):
+        """Poll the log of the current process until the regular expression
+        pattern matches a line; return the match."""
+        rx = re.compile(pattern, flags)
+        return wait_until(lambda: rx.search(self.log_since_start()), timeout, 0.1,
+                          what="relayd log line /%s/" % pattern,
+                          detail=lambda: "log:\n" + _tail(self.log_since_start()))
+
+    def log_matches(self, pattern, flags=re.IGNORECASE, whole=False):
+        """Lines of the log (of the current process, or of every start when
+        whole) that match the regular expression pattern."""
+        rx = re.compile(pattern, flags)
+        text = self.log() if whole else self.log_since_start()
+        return [l for l in text.splitlines() if rx.search(l)]
+
 def check_config(path, timeout=30.0):
     """relayd --check-config -c PATH: CompletedProcess (text);
     AssertionError on a sanitizer report."""
@@ -714,15 +767,22 @@ class Influxd:
     def url(self):
         return "http://%s:%d" % (LOOPBACK, self.port)
 
-    def write_config(self, tmpdir):
-        self.dir = os.path.join(tmpdir, "influxd")
+    def write_config(self, tmpdir, http_options=None, subdir="influxd"):
+        """http_options: extra [http] settings, e.g. {"max-body-size": 4096}
+        or {"auth-enabled": True}. subdir: for several influxd in one
+        tmpdir."""
+        self.dir = os.path.join(tmpdir, subdir)
         os.makedirs(self.dir, exist_ok=True)
         self.port = self.port or free_port()
         self.rpc_port = self.rpc_port or free_port()
         self.config = os.path.join(self.dir, "influxdb.conf")
         self.log_path = os.path.join(self.dir, "influxd.log")
+        text = INFLUXD_CONF.format(rpc_port=self.rpc_port, port=self.port, dir=self.dir)
+        if http_options:
+            extra = "".join("  %s = %s\n" % (k, json.dumps(v)) for k, v in http_options.items())
+            text = text.replace("  log-enabled = false\n", "  log-enabled = false\n" + extra, 1)
         with open(self.config, "w") as f:
-            f.write(INFLUXD_CONF.format(rpc_port=self.rpc_port, port=self.port, dir=self.dir))
+            f.write(text)
         return self.config
 
     def start(self, tmpdir=None, timeout=10.0):
@@ -769,11 +829,16 @@ class Influxd:
         if status != 200 or any("error" in r for r in doc.get("results", [])):
             raise AssertionError("CREATE DATABASE %s: %d %r" % (name, status, body))
 
-    def query(self, db, q):
-        """GET /query?db=..&q=..: the parsed JSON (AssertionError unless 200)."""
+    def query(self, db, q, epoch=None, auth=None):
+        """GET /query?db=..&q=..: the parsed JSON (AssertionError unless 200).
+        epoch: "ns", "s"... for numeric times; auth: (user, password)."""
         params = {"q": q}
         if db:
             params["db"] = db
+        if epoch:
+            params["epoch"] = epoch
+        if auth:
+            params["u"], params["p"] = auth
         status, _, body = self.request("GET", "/query?" + urllib.parse.urlencode(params))
         if status != 200:
             raise AssertionError("query %r: %d %r" % (q, status, body))
@@ -789,6 +854,60 @@ class Influxd:
         if not series:
             return 0
         return int(series[0]["values"][0][1])
+
+    def databases(self):
+        """The names SHOW DATABASES lists."""
+        res = self.query(None, "SHOW DATABASES")["results"][0]
+        return [v[0] for s in res.get("series", []) for v in s.get("values", [])]
+
+    def count_or_none(self, db, measurement, field):
+        """count(field), or None while the database does not exist."""
+        if db not in self.databases():
+            return None
+        return self.count(db, measurement, field)
+
+    def wait_count(self, db, measurement, field, n, timeout=20.0):
+        """Poll until count(field) == n; return it. AssertionError with the
+        last count otherwise (also when the count goes past n)."""
+        seen = {}
+
+        def check():
+            seen["n"] = self.count_or_none(db, measurement, field)
+            if seen["n"] is not None and seen["n"] > n:
+                raise AssertionError("%s.%s: count(%s) is %d, more than the %d sent"
+                                     % (db, measurement, field, seen["n"], n))
+            return seen["n"] == n
+
+        wait_until(check, timeout, 0.2,
+                   what="%s.%s count(%s) == %d" % (db, measurement, field, n),
+                   detail=lambda: "last count %r" % (seen.get("n"),))
+        return n
+
+    def rows(self, db, q):
+        """The rows of a query's first series as dicts (epoch=ns times);
+        [] when there is no series."""
+        res = self.query(db, q, epoch="ns")["results"][0]
+        if "error" in res:
+            raise AssertionError("query %r failed: %r" % (q, res))
+        out = []
+        for series in res.get("series", []):
+            cols = series["columns"]
+            tags = series.get("tags", {})
+            for v in series["values"]:
+                row = dict(tags)
+                row.update(zip(cols, v))
+                out.append(row)
+        return out
+
+    def points_written_ok(self):
+        """httpd pointsWrittenOK of /debug/vars: points every /write stored
+        (a resent batch counts again)."""
+        status, _, body = self.request("GET", "/debug/vars")
+        if status != 200:
+            raise AssertionError("/debug/vars: %d %r" % (status, body[:200]))
+        doc = json.loads(body.decode("utf-8"))
+        return sum(int(v.get("values", {}).get("pointsWrittenOK", 0))
+                   for k, v in doc.items() if k.startswith("httpd"))
 
     def write(self, db, body, precision=None, rp=None):
         """POST /write straight to influxd: (status, headers, body)."""

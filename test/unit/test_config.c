@@ -402,6 +402,10 @@ static const struct bad_case bad_cases[] = {
 	  "'log_level' is an alias: anchors and aliases are not supported" },
 	{ "recursive alias", DD "backends: &a [*a]\n", "t.yaml:2:11: ", "anchors and aliases are not supported" },
 	{ "two documents", MINIMAL "---\n" MINIMAL, "t.yaml:6:1: ", "only one yaml document is allowed" },
+	{ "aliased backend", DD "backends:\n  - &b {name: a, url: 'http://h'}\n  - *b\n", "t.yaml:3:5: ",
+	  "'backends[1]' is an alias: anchors and aliases are not supported" },
+	{ "too deep", DD "x: [[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]\n" BK,
+	  "t.yaml:2:19: ", "nesting deeper than 16 levels" },
 };
 
 static void test_bad_configs(void **state)
@@ -422,6 +426,28 @@ static void test_bad_configs(void **state)
 		assert_null(strchr(err, '\n'));
 		assert_true(is_zero(&cfg, sizeof(cfg)));
 	}
+}
+
+/* libyaml's scanner is quadratic in flow depth; the depth check must stop
+ * this long before it takes seconds. */
+static void test_deep_nesting(void **state)
+{
+	size_t depth = 400000;
+	char *text = malloc(2 * depth + 8);
+	struct relay_config cfg;
+	char err[512];
+	(void)state;
+
+	assert_non_null(text);
+	memcpy(text, "a: ", 3);
+	memset(text + 3, '[', depth);
+	memset(text + 3 + depth, ']', depth);
+	memcpy(text + 3 + 2 * depth, "\n", 2);
+	int rc = load(text, &cfg, err, sizeof(err));
+	free(text);
+	assert_int_equal(rc, -1);
+	/* The top-level mapping is the first level, the 16th '[' the 17th. */
+	assert_string_equal(err, "t.yaml:1:19: nesting deeper than 16 levels");
 }
 
 static void test_error_buffer(void **state)
@@ -591,6 +617,7 @@ int main(void)
 		cmocka_unit_test(test_max_backends),
 		cmocka_unit_test(test_url_forms),
 		cmocka_unit_test(test_bad_configs),
+		cmocka_unit_test(test_deep_nesting),
 		cmocka_unit_test(test_error_buffer),
 		cmocka_unit_test(test_map_size),
 		cmocka_unit_test(test_example_file),

@@ -50,8 +50,18 @@ static const struct ok_case ok_cases[] = {
 	{ "cpu,h=a\\ b v=1 5", "cpu,h=a\\ b v=1 5\n", 1, 0 },
 	{ "cpu,h=a\\,b v=1 5", "cpu,h=a\\,b v=1 5\n", 1, 0 },
 	{ "cpu,h=a\\=b v=1 5", "cpu,h=a\\=b v=1 5\n", 1, 0 },
-	{ "cpu,h=a\\\\ v=1 5", "cpu,h=a\\\\ v=1 5\n", 1, 0 }, /* escaped backslash, then a space */
+	{ "cpu,h=a\\\\b v=1 5", "cpu,h=a\\\\b v=1 5\n", 1, 0 },
+	{ "cpu,h==x v=1 5", "cpu,h==x v=1 5\n", 1, 0 }, /* a value may start with '=' */
+	{ "cpu,h=\\=x v=1 5", "cpu,h=\\=x v=1 5\n", 1, 0 },
+	{ "cpu f\\\\g=1 5", "cpu f\\\\g=1 5\n", 1, 0 },
+	{ "cpu \\==1 5", "cpu \\==1 5\n", 1, 0 },
 	{ "cpu,h=#a v=1 5", "cpu,h=#a v=1 5\n", 1, 0 },
+	{ "m,b=1,a=2 v=1 5", "m,b=1,a=2 v=1 5\n", 1, 0 },
+	/* "time" is refused as a tag key and as the only field, no more. */
+	{ "m time=1,v=2 5", "m time=1,v=2 5\n", 1, 0 },
+	{ "m,Time=a v=1 5", "m,Time=a v=1 5\n", 1, 0 },
+	{ "m,timer=a t\\ime=1 5", "m,timer=a t\\ime=1 5\n", 1, 0 },
+	{ "m,a=1,\\a=1,a\\ =1,ab=1 v=1 5", "m,a=1,\\a=1,a\\ =1,ab=1 v=1 5\n", 1, 0 },
 	{ "cpu f\\ 1=1 5", "cpu f\\ 1=1 5\n", 1, 0 },
 	{ "cpu f\\,1=1 5", "cpu f\\,1=1 5\n", 1, 0 },
 	{ "cpu f\\=1=1 5", "cpu f\\=1=1 5\n", 1, 0 },
@@ -106,9 +116,12 @@ static const struct ok_case ok_cases[] = {
 	/* Timestamps. */
 	{ "m v=1 0", "m v=1 0\n", 1, 0 },
 	{ "m v=1 -1", "m v=1 -1\n", 1, 0 },
-	{ "m v=1 9223372036854775807", "m v=1 9223372036854775807\n", 1, 0 },
-	{ "m v=1 -9223372036854775808", "m v=1 -9223372036854775808\n", 1, 0 },
-	{ "m v=1 5  \t", "m v=1 5  \t\n", 1, 0 },
+	{ "m v=1 9223372036854775806", "m v=1 9223372036854775806\n", 1, 0 },
+	{ "m v=1 -9223372036854775806", "m v=1 -9223372036854775806\n", 1, 0 },
+	{ "m v=1 0005", "m v=1 0005\n", 1, 0 },
+	/* Blanks after a timestamp are dropped: InfluxDB refuses a tab there. */
+	{ "m v=1 5  \t", "m v=1 5\n", 1, 0 },
+	{ "m v=1 5 \r\n", "m v=1 5\n", 1, 0 },
 	{ "m v=1   5", "m v=1   5\n", 1, 0 },
 	{ "m v=1 \t5", "m v=1 \t5\n", 1, 0 },
 
@@ -160,7 +173,23 @@ static const struct bad_case bad_cases[] = {
 	{ "cpu,h=,g=b v=1", 1, "missing tag value" },
 	{ "cpu,h", 1, "missing tag value" },
 	{ "cpu,h=a=b v=1", 1, "invalid tag format" },
+	{ "m,a=1,a=1 v=1", 1, "duplicate tags" },
+	{ "m,time=a v=1", 1, "invalid tag key \"time\"" },
+	{ "m,a=1,time=2 v=1", 1, "invalid tag key" },
+	{ "m time=1", 1, "invalid field name \"time\"" },
+	{ "m time=1,time=2", 1, "invalid field name" },
+	{ "m time=\"x\" 5", 1, "invalid field name" },
+	{ "m,a=1,b=2,a=3 v=1", 1, "duplicate tags" },
+	{ "m,a\\ =1,a\\ =2 v=1", 1, "duplicate tags" },
 	{ "cpu,h=a\\ v=1", 1, "invalid tag format" },
+	/* Key-section escapes as InfluxDB reads them: the byte after a
+	 * backslash is literal even when that backslash is escaped. */
+	{ "cpu,h=a\\\\ v=1 5", 1, "invalid tag format" },
+	{ "cpu,h=a\\\\,g=b v=1 5", 1, "invalid tag format" },
+	{ "cpu,h\\\\=a v=1 5", 1, "missing tag value" },
+	{ "cpu\\\\ v=1", 1, "missing fields" },
+	{ "cpu\\\\ v=1 5", 1, "invalid field format" },
+	{ "cpu,h=a=b v=1 5", 1, "invalid tag format" },
 
 	/* Field keys and values. */
 	{ "cpu =1", 1, "missing field key" },
@@ -169,6 +198,9 @@ static const struct bad_case bad_cases[] = {
 	{ "cpu v=1, w=2", 1, "missing field key" },
 	{ "cpu v", 1, "invalid field format" },
 	{ "cpu v=1,w", 1, "invalid field format" },
+	{ "cpu f\\\\=1", 1, "invalid field format" },
+	{ "cpu a\\\\ b=1", 1, "invalid field format" },
+	{ "cpu a\\\\,b=1", 1, "invalid field format" },
 	{ "cpu v=", 1, "missing field value" },
 	{ "cpu v= 5", 1, "missing field value" },
 	{ "cpu v=,w=1", 1, "missing field value" },
@@ -221,6 +253,9 @@ static const struct bad_case bad_cases[] = {
 	{ "cpu v=1 ,w=2", 1, "bad timestamp" },
 	{ "cpu v=1 9223372036854775808", 1, "bad timestamp" },
 	{ "cpu v=1 -9223372036854775809", 1, "bad timestamp" },
+	{ "cpu v=1 9223372036854775807", 1, "bad timestamp" },
+	{ "cpu v=1 -9223372036854775807", 1, "bad timestamp" },
+	{ "cpu v=1 99999999999999999999", 1, "bad timestamp" },
 	{ "cpu v=1 5\r\r\n", 1, "bad timestamp" },
 
 	/* Line numbers count every physical line before the bad one. */
@@ -359,6 +394,94 @@ static void test_max_line(void **state)
 	assert_int_equal(err.line, 1);
 	assert_int_equal(lineproto_validate(in, strlen(in), STAMP, 11, &out, &res, &err), 0);
 	assert_int_equal(res.lines, 2);
+	rbuf_release(&out);
+}
+
+/* InfluxDB caps series key + "#!~#" + field key at 65535 bytes. */
+static void test_key_length(void **state)
+{
+	static const struct {
+		const char *head;
+		size_t fill;
+		const char *tail;
+		int rc;
+	} cases[] = {
+		{ "", 65530, " v=1", 0 },
+		{ "", 65531, " v=1", -1 },
+		{ "m,t=", 65520, " v=1,vvvvvvv=1", 0 },
+		{ "m,t=", 65520, " v=1,vvvvvvvv=1", -1 },
+		{ "m ", 65530, "=1", 0 },
+		{ "m ", 65531, "=1", -1 },
+	};
+	struct rbuf in = RBUF_INIT, out = RBUF_INIT;
+	struct lp_result res;
+	struct lp_error err;
+
+	(void)state;
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(cases); i++) {
+		rbuf_reset(&in);
+		rbuf_append(&in, cases[i].head, strlen(cases[i].head));
+		for (size_t k = 0; k < cases[i].fill; k++)
+			rbuf_appendc(&in, 'a');
+		rbuf_append(&in, cases[i].tail, strlen(cases[i].tail));
+		rbuf_reset(&out);
+		int rc = lineproto_validate(in.data, in.len, STAMP, 0, &out, &res, &err);
+		if (rc != cases[i].rc)
+			fail_msg("key length case %zu: rc %d %s", i, rc, rc ? err.msg : "");
+		if (rc)
+			assert_non_null(strstr(err.msg, "max key length exceeded"));
+	}
+	rbuf_release(&in);
+	rbuf_release(&out);
+}
+
+/*
+ * Repeated tag keys on lines with many tags: in order, out of order, and
+ * the repeat near either end. Whatever path finds them, out is untouched.
+ */
+static void test_many_tags(void **state)
+{
+	static const struct {
+		int order;     /* 0 ascending, 1 descending, 2 shuffled */
+		int dup_a, dup_b; /* tag indexes made equal, or -1 */
+	} cases[] = {
+		{ 0, -1, -1 }, { 1, -1, -1 }, { 2, -1, -1 },
+		{ 0, 98, 99 }, { 1, 0, 99 }, { 2, 0, 99 }, { 2, 50, 80 },
+		{ 2, 40, 41 }, { 0, 3, 4 }, { 2, 31, 32 },
+	};
+	struct rbuf in = RBUF_INIT, out = RBUF_INIT;
+	struct lp_result res;
+	struct lp_error err;
+
+	(void)state;
+	for (size_t c = 0; c < RELAY_ARRAY_SIZE(cases); c++) {
+		rbuf_reset(&in);
+		rbuf_append(&in, "m", 1);
+		for (int i = 0; i < 100; i++) {
+			int k = cases[c].order == 0 ? i : cases[c].order == 1 ? 99 - i : (i * 37) % 100;
+			if (i == cases[c].dup_b)
+				k = cases[c].order == 0 ? cases[c].dup_a :
+				    cases[c].order == 1 ? 99 - cases[c].dup_a : (cases[c].dup_a * 37) % 100;
+			rbuf_appendf(&in, ",k%03d=v", k);
+		}
+		rbuf_append(&in, " v=1 5\n", 7);
+		rbuf_reset(&out);
+		rbuf_append(&out, "xyz", 3);
+		int rc = lineproto_validate(in.data, in.len, STAMP, 0, &out, &res, &err);
+		if (cases[c].dup_a < 0) {
+			if (rc != 0)
+				fail_msg("tags case %zu: %s", c, err.msg);
+			assert_int_equal(out.len, 3 + in.len);
+			assert_memory_equal(out.data + 3, in.data, in.len);
+		} else {
+			if (rc != -1)
+				fail_msg("tags case %zu: duplicate accepted", c);
+			assert_non_null(strstr(err.msg, "duplicate tags"));
+			assert_int_equal(out.len, 3);
+			assert_memory_equal(out.data, "xyz", 3);
+		}
+	}
+	rbuf_release(&in);
 	rbuf_release(&out);
 }
 
@@ -646,6 +769,8 @@ int main(void)
 		cmocka_unit_test(test_invalid_table),
 		cmocka_unit_test(test_out_restored),
 		cmocka_unit_test(test_max_line),
+		cmocka_unit_test(test_key_length),
+		cmocka_unit_test(test_many_tags),
 		cmocka_unit_test(test_float_edge),
 		cmocka_unit_test(test_stamp_values),
 		cmocka_unit_test(test_odd_bytes),

@@ -510,6 +510,44 @@ static void test_write_error_then_recovery(void **state)
 	assert_int_equal(st.pending_points, 2);
 }
 
+static void test_dead_letter(void **state)
+{
+	struct fx *f = *state;
+	int a, b;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", &b), 0);
+	uint64_t both = (1ULL << a) | (1ULL << b);
+	struct wal_batch in[3] = { mk("x v=1 1\n", both, 1), mk("x v=\"s\" 2\n", both, 2), mk("x v=3 3\n", both, 3) };
+	assert_int_equal(wal_append(f->w, in, 3, 10), 0);
+	/* only the head of the queue can be finished as dead */
+	assert_int_equal(wal_dead_letter(f->w, a, 2, NULL, 0, 0, 400, "x", 1, 5, 1), 0);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.pending_batches, 1);
+	assert_int_equal(st.dead_batches, 1);
+	assert_int_equal(st.delivered_batches, 1); /* batch 1, before the dead one */
+	assert_int_equal(st.cursor, 3);
+	/* b is untouched */
+	assert_int_equal(wal_backend_stat(f->w, "b", &st), 0);
+	assert_int_equal(st.pending_batches, 3);
+	assert_int_equal(st.dead_batches, 0);
+	/* a dead copy of part of a batch, without finishing it */
+	assert_int_equal(wal_dead_letter(f->w, b, 1, "x v=1 1\n", 8, 1, 413, "too large", 3, 6, 0), 0);
+	assert_int_equal(wal_backend_stat(f->w, "b", &st), 0);
+	assert_int_equal(st.pending_batches, 3);
+	assert_int_equal(st.dead_batches, 1);
+	/* not pending any more for a: refused */
+	assert_int_equal(wal_dead_letter(f->w, a, 1, NULL, 0, 0, 400, "x", 1, 5, 1), WAL_EINVAL);
+	assert_int_equal(wal_dead_letter(f->w, a, 99, NULL, 0, 0, 400, "x", 1, 5, 1), WAL_EINVAL);
+	/* survives a reopen */
+	wal_close(f->w);
+	f->w = NULL;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.dead_batches, 1);
+}
+
 static void test_record_roundtrip(void **state)
 {
 	(void)state;
@@ -567,6 +605,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_map_full_is_clean, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fsync_error_fails_commit_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_error_then_recovery, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dead_letter, setup, teardown),
 		cmocka_unit_test(test_record_roundtrip),
 		cmocka_unit_test(test_strerror),
 	};

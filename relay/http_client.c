@@ -1,0 +1,417 @@
+/*
+ * http_client: see http_client.h. Must never block the loop: names are
+ * resolved with uv_getaddrinfo (on the thread pool), and every wait has a
+ * timer. Callbacks to the user run only after llhttp_execute has returned,
+ * so the user may send the next request (or close) from inside them.
+ */
+#include "relay/http_client.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "relay/outcome.h"
+
+#define MAX_KEPT_BODY 4096
+
+static void start_connect(struct http_client *c);
+static void send_request(struct http_client *c);
+
+static void tcp_free(uv_handle_t *h)
+{
+	free(h);
+}
+
+static void drop_connection(struct http_client *c)
+{
+	if (c->tcp) {
+		c->tcp->data = NULL;
+		uv_close((uv_handle_t *)c->tcp, tcp_free);
+		c->tcp = NULL;
+	}
+	c->connected = 0;
+}
+
+static void finish(struct http_client *c, int status, const char *err)
+{
+	struct http_response r;
+	uv_timer_stop(&c->timer);
+	c->in_request = 0;
+	if (status < 0 || !c->keep_alive)
+		drop_connection(c);
+	r.status = status;
+	r.body = c->resp_body.data ? c->resp_body.data : "";
+	r.body_len = c->resp_body.len;
+	r.retry_after_s = c->retry_after_s;
+	r.err = err;
+	http_client_cb cb = c->cb;
+	c->cb = NULL;
+	c->body = NULL;
+	if (cb)
+		cb(c, &r, c->cb_arg);
+}
+
+__attribute__((format(printf, 3, 4)))
+static void fail(struct http_client *c, int status, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(c->err, sizeof(c->err), fmt, ap);
+	va_end(ap);
+	rbuf_reset(&c->resp_body);
+	c->retry_after_s = 0;
+	finish(c, status, c->err);
+}
+
+/*---- response parsing ----*/
+
+static int on_message_begin(llhttp_t *p)
+{
+	struct http_client *c = p->data;
+	rbuf_reset(&c->resp_body);
+	rbuf_reset(&c->hname);
+	rbuf_reset(&c->hval);
+	c->in_value = 0;
+	c->retry_after_s = 0;
+	return 0;
+}
+
+static void header_done(struct http_client *c)
+{
+	const char *n = rbuf_cstr(&c->hname), *v = rbuf_cstr(&c->hval);
+	if (strcasecmp(n, "retry-after") == 0) {
+		char *end;
+		unsigned long long s = strtoull(v, &end, 10);
+		/* An HTTP date instead of seconds is rare from InfluxDB; treat
+		 * it as absent and let the backoff decide. */
+		c->retry_after_s = (*v && !*end) ? s : 0;
+	}
+	rbuf_reset(&c->hname);
+	rbuf_reset(&c->hval);
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+	struct http_client *c = p->data;
+	if (c->in_value) {
+		header_done(c);
+		c->in_value = 0;
+	}
+	if (c->hname.len + len < 256)
+		rbuf_append(&c->hname, at, len);
+	return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+	struct http_client *c = p->data;
+	c->in_value = 1;
+	if (c->hval.len + len < 1024)
+		rbuf_append(&c->hval, at, len);
+	return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+	struct http_client *c = p->data;
+	if (c->in_value || c->hname.len)
+		header_done(c);
+	c->in_value = 0;
+	return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+	struct http_client *c = p->data;
+	/* Keep the start only: enough to classify the answer. */
+	if (c->resp_body.len < MAX_KEPT_BODY) {
+		size_t n = MAX_KEPT_BODY - c->resp_body.len;
+		rbuf_append(&c->resp_body, at, len < n ? len : n);
+	}
+	return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+	(void)p;
+	return HPE_PAUSED;
+}
+
+/*---- I/O ----*/
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	(void)h;
+	buf->base = xmalloc(suggested);
+	buf->len = suggested;
+}
+
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+	struct http_client *c = st->data;
+	if (!c || (uv_tcp_t *)st != c->tcp) {
+		free(buf->base);
+		return;
+	}
+	if (nread < 0) {
+		free(buf->base);
+		if (!c->in_request) {
+			drop_connection(c); /* the server closed an idle connection */
+			return;
+		}
+		if (c->reused && !c->got_bytes) {
+			/* The kept-alive connection was closed by the server just as
+			 * we used it: nothing was processed, resend on a fresh one. */
+			drop_connection(c);
+			c->reused = 0;
+			start_connect(c);
+			return;
+		}
+		fail(c, OUTCOME_STATUS_RESET, "connection closed before the response was complete (%s)",
+		     nread == UV_EOF ? "end of stream" : uv_strerror((int)nread));
+		return;
+	}
+	if (nread == 0) {
+		free(buf->base);
+		return;
+	}
+	if (!c->in_request) {
+		/* Bytes nobody asked for: the connection is not trustworthy. */
+		free(buf->base);
+		drop_connection(c);
+		return;
+	}
+	c->got_bytes = 1;
+	llhttp_errno_t e = llhttp_execute(&c->parser, buf->base, (size_t)nread);
+	free(buf->base);
+	if (e == HPE_PAUSED) {
+		int status = llhttp_get_status_code(&c->parser);
+		c->keep_alive = llhttp_should_keep_alive(&c->parser);
+		llhttp_resume(&c->parser);
+		finish(c, status, NULL);
+	} else if (e != HPE_OK) {
+		fail(c, OUTCOME_STATUS_PROTOCOL, "malformed response: %s", llhttp_get_error_reason(&c->parser));
+	}
+}
+
+static void write_cb(uv_write_t *req, int status)
+{
+	struct http_client *c = req->data;
+	uv_stream_t *h = req->handle;
+	free(req);
+	/* A write cancelled by an earlier close belongs to a dead connection. */
+	if (!c || (uv_tcp_t *)h != c->tcp)
+		return;
+	if (status < 0 && c->in_request) {
+		if (c->reused && !c->got_bytes) {
+			drop_connection(c);
+			c->reused = 0;
+			start_connect(c);
+			return;
+		}
+		fail(c, OUTCOME_STATUS_RESET, "cannot send the request: %s", uv_strerror(status));
+	}
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+	struct http_client *c = t->data;
+	char what[64];
+	if (!c->in_request)
+		return;
+	if (c->connected)
+		snprintf(what, sizeof(what), "no complete response within %llu ms",
+			 (unsigned long long)c->response_timeout_ms);
+	else
+		snprintf(what, sizeof(what), "no connection within %llu ms",
+			 (unsigned long long)c->connect_timeout_ms);
+	fail(c, OUTCOME_STATUS_TIMEOUT, "%s", what);
+}
+
+static void send_request(struct http_client *c)
+{
+	uv_buf_t bufs[2];
+	int n = 1;
+	bufs[0] = uv_buf_init(c->head.data, (unsigned)c->head.len);
+	if (c->body_len)
+		bufs[n++] = uv_buf_init((char *)c->body, (unsigned)c->body_len);
+	c->got_bytes = 0;
+	llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
+	c->parser.data = c;
+	uv_write_t *wr = xmalloc(sizeof(*wr));
+	wr->data = c;
+	uv_timer_start(&c->timer, timer_cb, c->response_timeout_ms, 0);
+	int rc = uv_write(wr, (uv_stream_t *)c->tcp, bufs, (unsigned)n, write_cb);
+	if (rc < 0) {
+		free(wr);
+		fail(c, OUTCOME_STATUS_RESET, "cannot send the request: %s", uv_strerror(rc));
+	}
+}
+
+static void connect_cb(uv_connect_t *req, int status)
+{
+	struct http_client *c = req->data;
+	uv_stream_t *h = req->handle;
+	free(req);
+	if (!c->in_request || (uv_tcp_t *)h != c->tcp)
+		return; /* timed out meanwhile; the handle is being closed */
+	if (status < 0) {
+		fail(c, OUTCOME_STATUS_CONNECT_FAILED, "cannot connect: %s", uv_strerror(status));
+		return;
+	}
+	c->connected = 1;
+	uv_tcp_nodelay(c->tcp, 1);
+	int rc = uv_read_start((uv_stream_t *)c->tcp, alloc_cb, read_cb);
+	if (rc < 0) {
+		fail(c, OUTCOME_STATUS_RESET, "cannot read: %s", uv_strerror(rc));
+		return;
+	}
+	send_request(c);
+}
+
+static void connect_addr(struct http_client *c, const struct sockaddr *sa)
+{
+	c->tcp = xmalloc(sizeof(*c->tcp));
+	uv_tcp_init(c->loop, c->tcp);
+	c->tcp->data = c;
+	uv_connect_t *req = xmalloc(sizeof(*req));
+	req->data = c;
+	int rc = uv_tcp_connect(req, c->tcp, sa, connect_cb);
+	if (rc < 0) {
+		free(req);
+		fail(c, OUTCOME_STATUS_CONNECT_FAILED, "cannot connect: %s", uv_strerror(rc));
+	}
+}
+
+static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	struct http_client *c = req->data;
+	int stale = c->gai_pending != req;
+	free(req);
+	if (!stale)
+		c->gai_pending = NULL;
+	if (stale || !c->in_request || c->connected || c->tcp) {
+		uv_freeaddrinfo(res);
+		return;
+	}
+	if (status < 0 || !res) {
+		uv_freeaddrinfo(res);
+		fail(c, OUTCOME_STATUS_CONNECT_FAILED, "cannot resolve host: %s", uv_strerror(status));
+		return;
+	}
+	connect_addr(c, res->ai_addr);
+	uv_freeaddrinfo(res);
+}
+
+static void start_connect(struct http_client *c)
+{
+	struct sockaddr_storage ss;
+	uv_timer_start(&c->timer, timer_cb, c->connect_timeout_ms, 0);
+	/* Literal addresses skip the resolver (and the thread pool). */
+	if (uv_ip4_addr(c->host, c->port, (struct sockaddr_in *)&ss) == 0 ||
+	    uv_ip6_addr(c->host, c->port, (struct sockaddr_in6 *)&ss) == 0) {
+		connect_addr(c, (struct sockaddr *)&ss);
+		return;
+	}
+	char port[8];
+	struct addrinfo hints;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	snprintf(port, sizeof(port), "%u", c->port);
+	uv_getaddrinfo_t *req = xmalloc(sizeof(*req));
+	req->data = c;
+	c->gai_pending = req;
+	int rc = uv_getaddrinfo(c->loop, req, gai_cb, c->host, port, &hints);
+	if (rc < 0) {
+		free(req);
+		c->gai_pending = NULL;
+		fail(c, OUTCOME_STATUS_CONNECT_FAILED, "cannot resolve host: %s", uv_strerror(rc));
+	}
+}
+
+/*---- API ----*/
+
+void http_client_init(struct http_client *c, uv_loop_t *loop, const char *host, uint16_t port,
+                      uint64_t connect_timeout_ms, uint64_t response_timeout_ms)
+{
+	memset(c, 0, sizeof(*c));
+	c->loop = loop;
+	c->host = xstrdup(host);
+	c->port = port;
+	c->connect_timeout_ms = connect_timeout_ms;
+	c->response_timeout_ms = response_timeout_ms;
+	llhttp_settings_init(&c->settings);
+	c->settings.on_message_begin = on_message_begin;
+	c->settings.on_header_field = on_header_field;
+	c->settings.on_header_value = on_header_value;
+	c->settings.on_headers_complete = on_headers_complete;
+	c->settings.on_body = on_body;
+	c->settings.on_message_complete = on_message_complete;
+	uv_timer_init(loop, &c->timer);
+	c->timer.data = c;
+	c->timer_open = 1;
+}
+
+int http_client_request(struct http_client *c, const char *method, const char *target, const char *headers,
+                        const char *body, size_t body_len, http_client_cb cb, void *arg)
+{
+	if (c->in_request || c->closing)
+		return -EBUSY;
+	rbuf_reset(&c->head);
+	rbuf_appendf(&c->head, "%s %s HTTP/1.1\r\nHost: %s:%u\r\nUser-Agent: relayd/%s\r\nContent-Length: %zu\r\n",
+		     method, target, c->host, c->port, RELAYD_VERSION, body_len);
+	if (headers)
+		rbuf_append(&c->head, headers, strlen(headers));
+	rbuf_append(&c->head, "\r\n", 2);
+	c->body = body;
+	c->body_len = body_len;
+	c->cb = cb;
+	c->cb_arg = arg;
+	c->in_request = 1;
+	c->keep_alive = 1;
+	c->err[0] = '\0';
+	rbuf_reset(&c->resp_body);
+	if (c->connected) {
+		c->reused = 1;
+		send_request(c);
+	} else {
+		c->reused = 0;
+		start_connect(c);
+	}
+	return 0;
+}
+
+int http_client_busy(const struct http_client *c)
+{
+	return c->in_request;
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+	struct http_client *c = h->data;
+	rbuf_release(&c->head);
+	rbuf_release(&c->resp_body);
+	rbuf_release(&c->hname);
+	rbuf_release(&c->hval);
+	free(c->host);
+	c->host = NULL;
+	if (c->close_cb)
+		c->close_cb(c);
+}
+
+void http_client_close(struct http_client *c, void (*cb)(struct http_client *c))
+{
+	c->closing = 1;
+	c->close_cb = cb;
+	c->cb = NULL;
+	c->in_request = 0;
+	drop_connection(c);
+	if (c->timer_open) {
+		c->timer_open = 0;
+		uv_timer_stop(&c->timer);
+		uv_close((uv_handle_t *)&c->timer, timer_closed);
+	}
+}

@@ -1,0 +1,95 @@
+/*
+ * http_client: one keep-alive HTTP/1.1 connection to one backend, on the
+ * libuv loop, one request at a time. Responses are parsed with llhttp.
+ * Connect and response timeouts; a reused connection the server had
+ * closed is retried once on a fresh one. Nothing here decides what a
+ * status means (see outcome.h).
+ */
+#ifndef RELAY_HTTP_CLIENT_H
+#define RELAY_HTTP_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <llhttp.h>
+#include <uv.h>
+
+#include "relay/util.h"
+
+struct http_client;
+
+/*
+ * The answer to a request. status is the HTTP status, or a negative
+ * OUTCOME_STATUS_* (outcome.h) for a transport failure, with err saying
+ * what happened ("connection refused", "response timeout after 30000 ms").
+ * body holds at most the first 4 KiB of the response body (enough to
+ * classify it); retry_after_s is the Retry-After header in seconds (0 if
+ * absent or not a number). The pointers are valid during the callback.
+ */
+struct http_response {
+	int status;
+	const char *body;
+	size_t body_len;
+	uint64_t retry_after_s;
+	const char *err;
+};
+
+typedef void (*http_client_cb)(struct http_client *c, const struct http_response *resp, void *arg);
+
+struct http_client {
+	uv_loop_t *loop;
+	char *host;
+	uint16_t port;
+	uint64_t connect_timeout_ms;
+	uint64_t response_timeout_ms;
+
+	uv_tcp_t *tcp;          /* NULL when not connected */
+	uv_timer_t timer;
+	uv_getaddrinfo_t *gai_pending; /* the resolve whose answer is awaited */
+	llhttp_t parser;
+	llhttp_settings_t settings;
+	int connected;
+	int reused;             /* this request went out on a kept-alive connection */
+	int in_request;
+	int got_bytes;          /* response bytes seen for this request */
+	int keep_alive;
+	int closing;
+	int timer_open;
+	void (*close_cb)(struct http_client *c);
+
+	/* the request in progress; the caller owns body until the callback */
+	struct rbuf head;
+	const char *body;
+	size_t body_len;
+	http_client_cb cb;
+	void *cb_arg;
+
+	/* the response being parsed */
+	struct rbuf resp_body;
+	struct rbuf hname, hval;
+	int in_value;
+	uint64_t retry_after_s;
+	char err[160];
+};
+
+/* Set up c for host:port (a name or a literal address) on loop. */
+void http_client_init(struct http_client *c, uv_loop_t *loop, const char *host, uint16_t port,
+                      uint64_t connect_timeout_ms, uint64_t response_timeout_ms);
+
+/*
+ * Send one request. target is the path and query ("/write?db=x");
+ * headers are extra header lines, each ending in "\r\n" (may be NULL);
+ * body/body_len must stay valid until cb runs. cb runs exactly once, on
+ * the loop thread, never inside this call. Returns 0, or -EBUSY if a
+ * request is already in progress.
+ */
+int http_client_request(struct http_client *c, const char *method, const char *target, const char *headers,
+                        const char *body, size_t body_len, http_client_cb cb, void *arg);
+
+/* Whether a request is in progress. */
+int http_client_busy(const struct http_client *c);
+
+/* Abort any request (its callback is not called) and close; cb runs when
+ * every handle is closed. */
+void http_client_close(struct http_client *c, void (*cb)(struct http_client *c));
+
+#endif

@@ -1,0 +1,639 @@
+/*
+ * replay: the per-backend delivery state machine. Must never lose a batch
+ * (the cursor moves only after a complete 2xx, in a committed transaction),
+ * never reorder (one request in flight per backend, in queue order: a live
+ * write never overtakes the backlog), never hold an LMDB transaction across
+ * network I/O (batches are copied out on the thread pool first), and never
+ * spin (every retry waits at least retry_min).
+ *
+ *   IDLE --notify--> READ --batches--> SEND --2xx--> COMMIT(ack)+READ ...
+ *                     |                 |--retry--> BACKOFF --> (PROBE) --> SEND
+ *                     0 batches: IDLE   |--hold---> BACKOFF --> SEND
+ *                                       |--dead---> COMMIT(dead-letter)+READ
+ *                                       |--413----> SEND (halves)
+ */
+#include "relay/replay.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "relay/backoff.h"
+#include "relay/lineproto.h"
+#include "relay/log.h"
+#include "relay/outcome.h"
+
+enum state { S_IDLE, S_READ, S_SEND, S_BACKOFF, S_PROBE, S_CREATE, S_COMMIT, S_STOPPED };
+
+enum work_kind {
+	WK_READ = 0,   /* read only */
+	WK_ACK,        /* ack wk_seq, then read */
+	WK_DEAD,       /* dead-letter batch wk_seq and finish it, then read */
+	WK_DEAD_PART,  /* dead-letter lines [wk_off, +wk_len) of batch 0, no read */
+};
+
+#define HOLD_MIN_MS 1000
+
+static void start_read(struct replay_worker *w, int kind);
+static void send_current(struct replay_worker *w);
+static void on_response(struct http_client *c, const struct http_response *r, void *arg);
+
+const char *replay_health_name(enum replay_health h)
+{
+	switch (h) {
+	case REPLAY_UP: return "up";
+	case REPLAY_RETRYING: return "retrying";
+	case REPLAY_DOWN: return "down";
+	case REPLAY_HOLDING: return "holding";
+	}
+	return "?";
+}
+
+/* Log each change of a backend's state once, not every retry. */
+static void set_health(struct replay_worker *w, enum replay_health h, const char *reason)
+{
+	if (reason)
+		snprintf(w->last_error, sizeof(w->last_error), "%s", reason);
+	if (h == w->health)
+		return;
+	enum replay_health old = w->health;
+	w->health = h;
+	switch (h) {
+	case REPLAY_UP:
+		relay_log(RELAY_LOG_NOTICE, "backend '%s' is up again (was %s): delivering", w->cfg->name,
+			  replay_health_name(old));
+		w->last_error[0] = '\0';
+		break;
+	case REPLAY_RETRYING:
+		relay_log(RELAY_LOG_WARN, "backend '%s' answers with errors, retrying with backoff: %s", w->cfg->name,
+			  w->last_error);
+		break;
+	case REPLAY_DOWN:
+		relay_log(RELAY_LOG_WARN, "backend '%s' is down, queueing and probing /ping: %s", w->cfg->name,
+			  w->last_error);
+		break;
+	case REPLAY_HOLDING:
+		relay_log(RELAY_LOG_ERROR,
+			  "backend '%s' is HOLDING its queue until this is fixed (data is kept, retrying): %s",
+			  w->cfg->name, w->last_error);
+		break;
+	}
+}
+
+static uint64_t rnd64(void)
+{
+	/* Jitter only needs to differ between relays and retries. */
+	static uint64_t x;
+	if (!x)
+		x = now_mono_ns() ^ ((uint64_t)uv_os_getpid() << 32) ^ 0x9e3779b97f4a7c15ULL;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return x;
+}
+
+/*---- the payload ----*/
+
+static int same_target(const struct wal_batch *a, const struct wal_batch *b)
+{
+	return a->precision == b->precision && strcmp(a->db, b->db) == 0 && strcmp(a->rp, b->rp) == 0 &&
+	       strcmp(a->user, b->user) == 0 && strcmp(a->password, b->password) == 0 &&
+	       strcmp(a->token, b->token) == 0 && strcmp(a->org, b->org) == 0;
+}
+
+static uint64_t group_last_seq(const struct replay_worker *w)
+{
+	return w->batches[w->group_n - 1].seq;
+}
+
+/*
+ * Coalesce: from batches[0], take consecutive batches for the same target
+ * up to the configured lines and bytes. Larger writes cost InfluxDB less
+ * CPU per point. Inside an isolation window (after a coalesced write was
+ * refused) every batch goes alone, so that the bad one is found.
+ */
+static void form_group(struct replay_worker *w)
+{
+	const struct relay_backend_config *cfg = w->cfg;
+	size_t lines = w->batches[0].lines, bytes = w->batches[0].body_len;
+	if (w->isolate_upto && w->batches[0].seq > w->isolate_upto)
+		w->isolate_upto = 0;
+	w->group_n = 1;
+	while (!w->isolate_upto && w->group_n < w->nbatches) {
+		const struct wal_batch *b = &w->batches[w->group_n];
+		if (!same_target(&w->batches[0], b) || lines + b->lines > cfg->batch_max_lines ||
+		    bytes + b->body_len > cfg->batch_max_bytes)
+			break;
+		lines += b->lines;
+		bytes += b->body_len;
+		w->group_n++;
+	}
+	rbuf_reset(&w->payload);
+	if (w->group_n > 1) {
+		rbuf_reserve(&w->payload, bytes);
+		for (size_t i = 0; i < w->group_n; i++)
+			rbuf_append(&w->payload, w->batches[i].body, w->batches[i].body_len);
+	}
+	w->nranges = 0;
+	w->attempts = 0;
+}
+
+static void payload(const struct replay_worker *w, const char **p, size_t *len)
+{
+	const struct wal_batch *b0 = &w->batches[0];
+	if (w->nranges) {
+		*p = b0->body + w->ranges[0].off;
+		*len = w->ranges[0].len;
+	} else if (w->group_n > 1) {
+		*p = w->payload.data;
+		*len = w->payload.len;
+	} else {
+		*p = b0->body;
+		*len = b0->body_len;
+	}
+}
+
+static uint32_t count_lines(const char *p, size_t len)
+{
+	uint32_t n = 0;
+	for (const char *e = p + len; (p = memchr(p, '\n', (size_t)(e - p))); p++)
+		n++;
+	return n;
+}
+
+static void append_urlenc(struct rbuf *b, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+		    c == '.' || c == '~') {
+			rbuf_appendc(b, (char)c);
+		} else {
+			rbuf_appendc(b, '%');
+			rbuf_appendc(b, hex[c >> 4]);
+			rbuf_appendc(b, hex[c & 15]);
+		}
+	}
+}
+
+static void append_base64(struct rbuf *b, const unsigned char *s, size_t n)
+{
+	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	for (size_t i = 0; i < n; i += 3) {
+		unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) | (i + 2 < n ? s[i + 2] : 0);
+		rbuf_appendc(b, tbl[(v >> 18) & 63]);
+		rbuf_appendc(b, tbl[(v >> 12) & 63]);
+		rbuf_appendc(b, i + 1 < n ? tbl[(v >> 6) & 63] : '=');
+		rbuf_appendc(b, i + 2 < n ? tbl[v & 63] : '=');
+	}
+}
+
+/* Credentials travel in a header, never in the URL (URLs end up in logs). */
+static void build_auth(struct replay_worker *w, const struct wal_batch *b)
+{
+	rbuf_reset(&w->headers);
+	if (*b->user) {
+		struct rbuf up = RBUF_INIT;
+		rbuf_appendf(&up, "%s:%s", b->user, b->password);
+		rbuf_append(&w->headers, "Authorization: Basic ", 21);
+		append_base64(&w->headers, (const unsigned char *)up.data, up.len);
+		rbuf_append(&w->headers, "\r\n", 2);
+		rbuf_release(&up);
+	} else if (*b->token) {
+		rbuf_appendf(&w->headers, "Authorization: Token %s\r\n", b->token);
+	}
+}
+
+static void send_current(struct replay_worker *w)
+{
+	const struct wal_batch *b = &w->batches[0];
+	const char *body;
+	size_t len;
+	if (w->stopping)
+		return;
+	payload(w, &body, &len);
+	rbuf_reset(&w->target);
+	rbuf_appendf(&w->target, "%s/write?db=", w->cfg->path_prefix);
+	append_urlenc(&w->target, b->db);
+	if (*b->rp) {
+		rbuf_append(&w->target, "&rp=", 4);
+		append_urlenc(&w->target, b->rp);
+	}
+	rbuf_appendf(&w->target, "&precision=%s", lp_precision_name((enum lp_precision)b->precision));
+	build_auth(w, b);
+	rbuf_append(&w->headers, "Content-Type: text/plain; charset=utf-8\r\n", 41);
+	w->state = S_SEND;
+	w->stats.posts++;
+	int rc = http_client_request(&w->http, "POST", rbuf_cstr(&w->target), rbuf_cstr(&w->headers), body, len,
+				     on_response, w);
+	relay_assert(rc == 0);
+}
+
+/*---- timers ----*/
+
+static void probe_response(struct http_client *c, const struct http_response *r, void *arg);
+
+static void timer_cb(uv_timer_t *t)
+{
+	struct replay_worker *w = t->data;
+	if (w->stopping)
+		return;
+	if (w->nbatches == 0) {
+		start_read(w, WK_READ);
+		return;
+	}
+	if (w->health == REPLAY_DOWN) {
+		/* Probe before resending a possibly large payload to a server
+		 * that was unreachable. */
+		w->state = S_PROBE;
+		rbuf_reset(&w->target);
+		rbuf_appendf(&w->target, "%s/ping", w->cfg->path_prefix);
+		http_client_request(&w->http, "GET", rbuf_cstr(&w->target), NULL, NULL, 0, probe_response, w);
+		return;
+	}
+	send_current(w);
+}
+
+static void schedule(struct replay_worker *w, uint64_t delay_ms)
+{
+	w->state = S_BACKOFF;
+	uv_timer_start(&w->timer, timer_cb, delay_ms, 0);
+}
+
+static uint64_t next_delay(struct replay_worker *w, uint64_t floor_ms, uint64_t retry_after_s)
+{
+	const struct relay_backend_config *cfg = w->cfg;
+	uint64_t min = cfg->retry_min_ms > floor_ms ? cfg->retry_min_ms : floor_ms;
+	uint64_t max = cfg->retry_max_ms > min ? cfg->retry_max_ms : min;
+	uint64_t d = backoff_full_jitter(w->attempts ? w->attempts - 1 : 0, min, max, min, rnd64());
+	if (retry_after_s) {
+		/* Honour the server's Retry-After, capped so that a silly value
+		 * cannot park the queue for hours. */
+		uint64_t ra = retry_after_s * 1000;
+		d = ra > max ? max : ra;
+	}
+	return d;
+}
+
+static void retry_later(struct replay_worker *w, const struct http_response *r, enum replay_health h,
+                        uint64_t floor_ms)
+{
+	char reason[300];
+	if (r->status < 0)
+		snprintf(reason, sizeof(reason), "%s", r->err ? r->err : "transport error");
+	else
+		snprintf(reason, sizeof(reason), "HTTP %d: %.*s", r->status, (int)(r->body_len > 200 ? 200 : r->body_len),
+			 r->body);
+	/* Trim the newline InfluxDB ends its JSON with. */
+	reason[strcspn(reason, "\n")] = '\0';
+	/* A new kind of trouble starts its own backoff: after a long outage
+	 * the first answer of a returning server must not wait the cap. */
+	if (h != w->health)
+		w->attempts = 0;
+	w->attempts++;
+	w->stats.retries++;
+	set_health(w, h, reason);
+	uint64_t d = next_delay(w, floor_ms, r->retry_after_s);
+	relay_log(RELAY_LOG_DEBUG, "backend '%s': attempt %u failed (%s), next in %" PRIu64 " ms", w->cfg->name,
+		  w->attempts, reason, d);
+	schedule(w, d);
+}
+
+static void probe_response(struct http_client *c, const struct http_response *r, void *arg)
+{
+	struct replay_worker *w = arg;
+	(void)c;
+	if (r->status >= 200 && r->status < 300) {
+		/* Reachable again: resend now; the state is "up" once the write
+		 * itself succeeds. */
+		send_current(w);
+		return;
+	}
+	retry_later(w, r, REPLAY_DOWN, 0);
+}
+
+/*---- work (thread pool) ----*/
+
+static void release_batches(struct replay_worker *w)
+{
+	for (size_t i = 0; i < w->nbatches; i++)
+		wal_batch_release(&w->batches[i]);
+	w->nbatches = 0;
+	w->group_n = 0;
+}
+
+static void work_cb(uv_work_t *req)
+{
+	struct replay_worker *w = req->data;
+	int64_t now = now_realtime_ns();
+	const struct wal_batch *b0 = w->nbatches ? &w->batches[0] : NULL;
+	w->wk_rc = 0;
+	switch (w->wk_kind) {
+	case WK_ACK:
+		w->wk_rc = wal_ack(w->wal, w->id, w->wk_seq, now);
+		break;
+	case WK_DEAD:
+		w->wk_rc = wal_dead_letter(w->wal, w->id, w->wk_seq, NULL, 0, 0, w->wk_status, w->last_error,
+					   w->attempts, now, 1);
+		break;
+	case WK_DEAD_PART:
+		w->wk_rc = wal_dead_letter(w->wal, w->id, b0->seq, b0->body + w->wk_off, w->wk_len, w->wk_lines,
+					   w->wk_status, w->last_error, w->attempts, now, 0);
+		return;
+	case WK_READ:
+		break;
+	}
+	if (w->wk_rc)
+		return;
+	release_batches(w);
+	/* Copy out about two payloads' worth: enough to coalesce, little
+	 * enough to stay small in memory. */
+	size_t max_bytes = w->cfg->batch_max_bytes;
+	w->wk_rc = wal_read(w->wal, w->id, 0, REPLAY_READ_MAX, max_bytes, w->batches, &w->nbatches);
+}
+
+static void finish_stop(struct replay_worker *w);
+
+static void after_work_cb(uv_work_t *req, int status)
+{
+	struct replay_worker *w = req->data;
+	int kind = w->wk_kind;
+	w->work_busy = 0;
+	if (w->stopping) {
+		finish_stop(w);
+		return;
+	}
+	int rc = status ? status : w->wk_rc;
+	if (rc) {
+		/* The queue could not commit (disk full, I/O error): nothing was
+		 * lost; the batches are still pending. Start over later. */
+		relay_log(RELAY_LOG_ERROR, "backend '%s': cannot update the queue: %s; retrying", w->cfg->name,
+			  wal_strerror(rc));
+		release_batches(w);
+		w->attempts++;
+		schedule(w, next_delay(w, HOLD_MIN_MS, 0));
+		return;
+	}
+	if (kind == WK_DEAD_PART) {
+		/* The rest of the split batch goes on. */
+		w->nranges--;
+		memmove(&w->ranges[0], &w->ranges[1], sizeof(w->ranges[0]) * (size_t)w->nranges);
+		if (w->nranges) {
+			send_current(w);
+		} else {
+			w->wk_seq = w->batches[0].seq;
+			start_read(w, WK_ACK);
+		}
+		return;
+	}
+	if (w->nbatches == 0) {
+		w->state = S_IDLE;
+		if (w->wake) {
+			w->wake = 0;
+			start_read(w, WK_READ);
+		}
+		return;
+	}
+	w->wake = 0;
+	form_group(w);
+	send_current(w);
+}
+
+static void start_read(struct replay_worker *w, int kind)
+{
+	if (w->stopping)
+		return;
+	w->wk_kind = kind;
+	w->state = kind == WK_READ ? S_READ : S_COMMIT;
+	w->work_busy = 1;
+	w->work.data = w;
+	int rc = uv_queue_work(w->loop, &w->work, work_cb, after_work_cb);
+	relay_assert(rc == 0);
+}
+
+/*---- outcomes ----*/
+
+static void dead_letter(struct replay_worker *w, const struct http_response *r)
+{
+	char reason[300];
+	snprintf(reason, sizeof(reason), "HTTP %d: %.*s", r->status, (int)(r->body_len > 250 ? 250 : r->body_len),
+		 r->body);
+	reason[strcspn(reason, "\n")] = '\0';
+	snprintf(w->last_error, sizeof(w->last_error), "%s", reason);
+	if (w->group_n > 1 && !w->nranges) {
+		/* Which batch of the coalesced write is bad? Send them one by
+		 * one up to the end of this group; the good ones are delivered
+		 * (a partial write stored them already: resending overwrites
+		 * the same points), the bad one is dead-lettered alone. */
+		w->isolate_upto = group_last_seq(w);
+		form_group(w);
+		send_current(w);
+		return;
+	}
+	w->wk_status = r->status;
+	w->stats.dead_batches++;
+	if (w->nranges) {
+		w->wk_off = w->ranges[0].off;
+		w->wk_len = w->ranges[0].len;
+		w->wk_lines = count_lines(w->batches[0].body + w->wk_off, w->wk_len);
+		relay_log(RELAY_LOG_WARN, "backend '%s': %u line(s) of batch %" PRIu64 " dead-lettered after %u attempt(s): %s",
+			  w->cfg->name, w->wk_lines, w->batches[0].seq, w->attempts + 1, reason);
+		start_read(w, WK_DEAD_PART);
+		return;
+	}
+	relay_log(RELAY_LOG_WARN, "backend '%s': batch %" PRIu64 " (%u points, db '%s') dead-lettered after %u attempt(s): %s",
+		  w->cfg->name, w->batches[0].seq, w->batches[0].lines, w->batches[0].db, w->attempts + 1, reason);
+	w->wk_seq = w->batches[0].seq;
+	start_read(w, WK_DEAD);
+}
+
+/* 413: split the current payload in two at a line boundary. */
+static void split(struct replay_worker *w, const struct http_response *r)
+{
+	if (w->group_n > 1 && !w->nranges) {
+		w->isolate_upto = group_last_seq(w);
+		form_group(w);
+		send_current(w);
+		return;
+	}
+	const struct wal_batch *b = &w->batches[0];
+	if (!w->nranges) {
+		w->ranges[0].off = 0;
+		w->ranges[0].len = b->body_len;
+		w->nranges = 1;
+	}
+	size_t off = w->ranges[0].off, len = w->ranges[0].len;
+	const char *p = b->body + off;
+	/* The newline nearest the middle (not the last one) ends the first
+	 * half. */
+	const char *mid = memchr(p + len / 2, '\n', len - len / 2 - 1);
+	if (!mid)
+		mid = memrchr(p, '\n', len / 2);
+	if (!mid || (size_t)(mid - p) + 1 >= len || w->nranges >= (int)RELAY_ARRAY_SIZE(w->ranges)) {
+		/* One line that the backend still finds too large. */
+		dead_letter(w, r);
+		return;
+	}
+	size_t first = (size_t)(mid - p) + 1;
+	memmove(&w->ranges[2], &w->ranges[1], sizeof(w->ranges[0]) * (size_t)(w->nranges - 1));
+	w->ranges[0].len = first;
+	w->ranges[1].off = off + first;
+	w->ranges[1].len = len - first;
+	w->nranges++;
+	w->stats.splits++;
+	relay_log(RELAY_LOG_INFO, "backend '%s': batch %" PRIu64 " too large for the backend (413), splitting",
+		  w->cfg->name, b->seq);
+	send_current(w);
+}
+
+static void create_db_response(struct http_client *c, const struct http_response *r, void *arg)
+{
+	struct replay_worker *w = arg;
+	(void)c;
+	if (r->status >= 200 && r->status < 300 && !(r->body_len && strstr(r->body, "\"error\""))) {
+		relay_log(RELAY_LOG_NOTICE, "backend '%s': created database '%s'", w->cfg->name, w->batches[0].db);
+		send_current(w);
+		return;
+	}
+	retry_later(w, r, REPLAY_HOLDING, HOLD_MIN_MS);
+}
+
+static void create_database(struct replay_worker *w)
+{
+	const struct wal_batch *b = &w->batches[0];
+	struct rbuf q = RBUF_INIT;
+	rbuf_appendf(&q, "CREATE DATABASE \"");
+	for (const char *s = b->db; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			rbuf_appendc(&q, '\\');
+		rbuf_appendc(&q, *s);
+	}
+	rbuf_appendc(&q, '"');
+	rbuf_reset(&w->target);
+	rbuf_appendf(&w->target, "%s/query?q=", w->cfg->path_prefix);
+	append_urlenc(&w->target, rbuf_cstr(&q));
+	rbuf_release(&q);
+	build_auth(w, b);
+	w->state = S_CREATE;
+	http_client_request(&w->http, "POST", rbuf_cstr(&w->target), rbuf_cstr(&w->headers), NULL, 0,
+			    create_db_response, w);
+}
+
+static void on_response(struct http_client *c, const struct http_response *r, void *arg)
+{
+	struct replay_worker *w = arg;
+	(void)c;
+	enum outcome o = outcome_classify(r->status, r->body, r->body_len);
+	switch (o) {
+	case OUTCOME_DELIVERED:
+		set_health(w, REPLAY_UP, NULL);
+		w->attempts = 0;
+		if (w->nranges) {
+			w->nranges--;
+			memmove(&w->ranges[0], &w->ranges[1], sizeof(w->ranges[0]) * (size_t)w->nranges);
+			if (w->nranges) {
+				send_current(w);
+				return;
+			}
+			w->group_n = 1;
+		}
+		for (size_t i = 0; i < w->group_n; i++) {
+			w->stats.delivered_batches++;
+			w->stats.delivered_points += w->batches[i].lines;
+		}
+		w->last_delivery_ns = now_realtime_ns();
+		w->wk_seq = group_last_seq(w);
+		start_read(w, WK_ACK);
+		return;
+	case OUTCOME_RETRY:
+		retry_later(w, r, r->status < 0 ? REPLAY_DOWN : REPLAY_RETRYING, 0);
+		return;
+	case OUTCOME_HOLD:
+		retry_later(w, r, REPLAY_HOLDING, HOLD_MIN_MS);
+		return;
+	case OUTCOME_NO_DATABASE:
+		if (w->cfg->on_database_not_found == RELAY_DB_CREATE) {
+			create_database(w);
+			return;
+		}
+		if (w->cfg->on_database_not_found == RELAY_DB_DEAD_LETTER) {
+			dead_letter(w, r);
+			return;
+		}
+		retry_later(w, r, REPLAY_HOLDING, HOLD_MIN_MS);
+		return;
+	case OUTCOME_SPLIT:
+		split(w, r);
+		return;
+	case OUTCOME_DEAD:
+		dead_letter(w, r);
+		return;
+	}
+}
+
+/*---- lifecycle ----*/
+
+void replay_start(struct replay_worker *w, uv_loop_t *loop, struct wal *wal, const struct relay_backend_config *cfg,
+                  int id)
+{
+	memset(w, 0, sizeof(*w));
+	w->loop = loop;
+	w->wal = wal;
+	w->cfg = cfg;
+	w->id = id;
+	http_client_init(&w->http, loop, cfg->host, cfg->port, cfg->connect_timeout_ms, cfg->timeout_ms);
+	uv_timer_init(loop, &w->timer);
+	w->timer.data = w;
+	w->handles = 2;
+	w->state = S_IDLE;
+	start_read(w, WK_READ);
+}
+
+void replay_notify(struct replay_worker *w)
+{
+	if (w->stopping)
+		return;
+	if (w->state == S_IDLE)
+		start_read(w, WK_READ);
+	else
+		w->wake = 1;
+}
+
+static void finish_stop(struct replay_worker *w)
+{
+	if (w->handles || w->work_busy)
+		return;
+	release_batches(w);
+	rbuf_release(&w->payload);
+	rbuf_release(&w->target);
+	rbuf_release(&w->headers);
+	w->state = S_STOPPED;
+	if (w->stopped_cb)
+		w->stopped_cb(w);
+}
+
+static void http_closed(struct http_client *c)
+{
+	struct replay_worker *w = relay_container_of(c, struct replay_worker, http);
+	w->handles--;
+	finish_stop(w);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+	struct replay_worker *w = h->data;
+	w->handles--;
+	finish_stop(w);
+}
+
+void replay_stop(struct replay_worker *w, void (*cb)(struct replay_worker *w))
+{
+	w->stopping = 1;
+	w->stopped_cb = cb;
+	uv_timer_stop(&w->timer);
+	uv_close((uv_handle_t *)&w->timer, timer_closed);
+	http_client_close(&w->http, http_closed);
+}
