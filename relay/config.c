@@ -44,6 +44,7 @@ enum key_type {
 	KT_SECONDS,   /* uint64_t whole seconds, written as a duration */
 	KT_UINT32,    /* uint32_t, a plain decimal integer */
 	KT_DB_POLICY, /* enum relay_db_policy: hold, create or dead_letter */
+	KT_BOOL,      /* int, 0 or 1: true/false (also yes/no, on/off, as YAML 1.1) */
 };
 
 #define KF_REQUIRED 0x1 /* a mapping without it is refused */
@@ -120,10 +121,15 @@ static const struct key_spec keys[] = {
 	  .desc = "InfluxDB servers every write is forwarded to" },
 };
 
-/* The keys of one item of backends; offsets are into relay_backend_config. */
+#define BKEY(key, ty, fl, field, dflt, lo, hi, text) \
+	{ .section = "", .name = key, .type = ty, .flags = fl, .off = BF(field), \
+	  .def = dflt, .min = lo, .max = hi, .desc = text }
+
+/* The keys of one item of backends; offsets are into relay_backend_config.
+ * KF_INHERIT rows take their default from queue: instead of def. */
 static const struct key_spec backend_keys[] = {
-	{ .section = "", .name = "name", .type = KT_NAME, .flags = KF_REQUIRED, .off = BF(name),
-	  .desc = "names the backend in logs, metrics and relayctl" },
+	BKEY("name", KT_NAME, KF_REQUIRED, name, NULL, 0, 0,
+	     "names the backend's queue, its log lines and its metrics"),
 	{ .section = "", .name = "url", .type = KT_URL, .flags = KF_REQUIRED, .off = BF(url),
 	  .off_host = BF(host), .off_port = BF(port), .off_path = BF(path_prefix),
 	  .desc = "http://HOST[:PORT][/PREFIX] of the InfluxDB; /write is appended" },
@@ -133,23 +139,41 @@ static const struct key_spec backend_keys[] = {
 	{ .section = "", .name = "max_age", .type = KT_DURATION, .flags = KF_INHERIT | KF_ZERO_OK,
 	  .off = BF(max_age_ms), .off_inherit = CF(queue_max_age_ms), .min = 1, .max = UINT64_MAX,
 	  .desc = "this backend's age limit; default queue.max_age" },
-	{ .section = "", .name = "timeout", .type = KT_DURATION, .off = BF(timeout_ms), .def = "30s",
-	  .min = 10, .max = 3600000, .desc = "time for the backend's whole answer to a write; then retry" },
-	{ .section = "", .name = "connect_timeout", .type = KT_DURATION, .off = BF(connect_timeout_ms), .def = "5s",
-	  .min = 10, .max = 600000, .desc = "time to connect to the backend; then retry" },
-	{ .section = "", .name = "batch_max_size", .type = KT_SIZE, .off = BF(batch_max_bytes), .def = "4MiB",
-	  .min = 1024, .max = 1ULL << 30, .desc = "coalesce queued batches into writes of at most this many bytes" },
-	{ .section = "", .name = "batch_max_lines", .type = KT_UINT32, .off = BF(batch_max_lines), .def = "20000",
-	  .min = 1, .max = 10000000, .desc = "... and at most this many lines" },
-	{ .section = "", .name = "retry_min", .type = KT_DURATION, .off = BF(retry_min_ms), .def = "100ms",
-	  .min = 10, .max = 3600000, .desc = "first retry delay, and the least any retry waits" },
-	{ .section = "", .name = "retry_max", .type = KT_DURATION, .off = BF(retry_max_ms), .def = "30s",
-	  .min = 10, .max = 86400000, .desc = "longest retry delay; also caps a backend's Retry-After" },
-	{ .section = "", .name = "on_database_not_found", .type = KT_DB_POLICY, .off = BF(on_database_not_found),
-	  .def = "hold", .desc = "on 404 database not found: hold (keep and retry), create, or dead_letter" },
+	BKEY("timeout", KT_DURATION, 0, timeout_ms, "30s", 10, 3600000,
+	     "time for the backend's whole answer to a write; then retry"),
+	BKEY("connect_timeout", KT_DURATION, 0, connect_timeout_ms, "5s", 10, 600000,
+	     "time to connect to the backend; then retry"),
+	BKEY("batch_max_size", KT_SIZE, 0, batch_max_bytes, "4MiB", 1024, 1ULL << 30,
+	     "queued batches are coalesced into writes of at most this many bytes"),
+	BKEY("batch_max_lines", KT_UINT32, 0, batch_max_lines, "20000", 1, 10000000,
+	     "... and at most this many lines"),
+	BKEY("retry_min", KT_DURATION, 0, retry_min_ms, "100ms", 10, 3600000,
+	     "first retry delay, and the least any retry waits"),
+	BKEY("retry_max", KT_DURATION, 0, retry_max_ms, "30s", 10, 86400000,
+	     "longest retry delay; also caps a backend's Retry-After"),
+	BKEY("on_database_not_found", KT_DB_POLICY, 0, on_database_not_found, "hold", 0, 0,
+	     "on a 404 \"database not found\": hold (keep, retry), create, or dead_letter"),
+	BKEY("gzip", KT_BOOL, 0, gzip, "false", 0, 0,
+	     "send writes compressed (Content-Encoding: gzip)"),
 };
 
 static const char *const log_levels[] = { "debug", "info", "notice", "warn", "error" };
+/* YAML 1.1's booleans, which is what libyaml users expect "yes" to mean. */
+static const struct {
+	const char *name;
+	int value;
+} bools[] = {
+	{ "true", 1 }, { "True", 1 }, { "TRUE", 1 }, { "yes", 1 }, { "Yes", 1 }, { "YES", 1 },
+	{ "on", 1 }, { "On", 1 }, { "ON", 1 },
+	{ "false", 0 }, { "False", 0 }, { "FALSE", 0 }, { "no", 0 }, { "No", 0 }, { "NO", 0 },
+	{ "off", 0 }, { "Off", 0 }, { "OFF", 0 },
+};
+static const struct {
+	const char *name;
+	enum relay_db_policy policy;
+} db_policies[] = {
+	{ "hold", RELAY_DB_HOLD }, { "create", RELAY_DB_CREATE }, { "dead_letter", RELAY_DB_DEAD_LETTER },
+};
 
 /*---- messages ----*/
 
@@ -398,6 +422,13 @@ static int parse_backend_url(const char *s, char **host, uint16_t *port, char **
 			}
 			if (!isdigit((unsigned char)*p) && *p != '.')
 				dotted = 0;
+			/* Only a final dot (a fully qualified name) may end a
+			 * label without characters. */
+			if (*p == '.' && (p == h || p[-1] == '.')) {
+				snprintf(why, whylen, "the host '%.*s' has an empty label",
+				         (int)(hl > 60 ? 60 : hl), h);
+				return -1;
+			}
 		}
 		/* All digits and dots can only mean an IPv4 literal; the
 		 * resolver would read "10.1" as 10.0.0.1, which is never meant. */
@@ -431,10 +462,17 @@ static int parse_backend_url(const char *s, char **host, uint16_t *port, char **
 
 	path = auth_end;
 	end = path + strlen(path);
+	/* The prefix goes into the request line as it is, so it must already
+	 * be a valid URL path (RFC 3986 pchar and '/'). */
 	for (const char *p = path; p < end; p++) {
-		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
-			snprintf(why, whylen, "the path has a space, a control or a non-ASCII "
-			         "character (percent-encode it)");
+		if (*p == '%') {
+			if (!isxdigit((unsigned char)p[1]) || !isxdigit((unsigned char)p[2])) {
+				snprintf(why, whylen, "the path has a '%%' that is not followed by two hex digits");
+				return -1;
+			}
+			p += 2;
+		} else if (!isalnum((unsigned char)*p) && !strchr("/-._~!$&'()*+,;=:@", *p)) {
+			snprintf(why, whylen, "the path has a character that must be percent-encoded");
 			return -1;
 		}
 	}
@@ -575,17 +613,25 @@ static int set_value(struct loader *ld, const struct key_spec *k, void *base,
 		*(uint32_t *)field_at(base, k->off) = (uint32_t)v;
 		return 0;
 
-	case KT_DB_POLICY: {
-		static const char *const names[] = { "hold", "create", "dead_letter" };
-		for (size_t i = 0; i < RELAY_ARRAY_SIZE(names); i++) {
-			if (strcmp(text, names[i]) == 0) {
-				*(enum relay_db_policy *)field_at(base, k->off) = (enum relay_db_policy)i;
+	case KT_DB_POLICY:
+		for (size_t i = 0; i < RELAY_ARRAY_SIZE(db_policies); i++) {
+			if (strcmp(text, db_policies[i].name) == 0) {
+				*(enum relay_db_policy *)field_at(base, k->off) = db_policies[i].policy;
 				return 0;
 			}
 		}
 		return fail(ld, at, "'%s' must be one of hold, create, dead_letter, not '%s'",
 		            path, show(shown, sizeof(shown), text));
-	}
+
+	case KT_BOOL:
+		for (size_t i = 0; i < RELAY_ARRAY_SIZE(bools); i++) {
+			if (strcmp(text, bools[i].name) == 0) {
+				*(int *)field_at(base, k->off) = bools[i].value;
+				return 0;
+			}
+		}
+		return fail(ld, at, "'%s' must be true or false, not '%s'",
+		            path, show(shown, sizeof(shown), text));
 
 	case KT_SECTION:
 	case KT_BACKENDS:
@@ -800,6 +846,30 @@ static int walk_mapping(struct loader *ld, yaml_node_t *map, const struct key_sp
 	return 0;
 }
 
+/* Rules between the keys of one backend, checked once it is complete. */
+static int check_backend(struct loader *ld, const yaml_node_t *item,
+                         const struct relay_backend_config *b, const char *path)
+{
+	char lo[32], hi[32];
+
+	/* The backoff draws delays between the two; reversed, every retry
+	 * would wait retry_min and the cap would mean nothing. */
+	if (b->retry_min_ms > b->retry_max_ms)
+		return fail(ld, item, "'%s.retry_min' (%s) must not be more than '%s.retry_max' (%s)",
+		            path, fmt_ms(lo, sizeof(lo), b->retry_min_ms), path,
+		            fmt_ms(hi, sizeof(hi), b->retry_max_ms));
+	return 0;
+}
+
+/* Fill base with the defaults of tab; the file's values overwrite them. */
+static void apply_defaults(struct loader *ld, const struct key_spec *tab, size_t ntab, void *base)
+{
+	for (size_t i = 0; i < ntab; i++) {
+		if (tab[i].def && set_value(ld, &tab[i], base, tab[i].def, NULL, tab[i].name) < 0)
+			relay_fatal("config: built-in default of '%s' is invalid", tab[i].name);
+	}
+}
+
 static int walk_backends(struct loader *ld, yaml_node_t *seq, const yaml_node_t *kn, const char *path)
 {
 	struct relay_config *cfg = ld->cfg;
@@ -830,22 +900,17 @@ static int walk_backends(struct loader *ld, yaml_node_t *seq, const yaml_node_t 
 		if (item->type != YAML_MAPPING_NODE)
 			return fail(ld, item, "'%s' must be a mapping with 'name' and 'url', not %s",
 			            ipath, node_kind(item));
+		apply_defaults(ld, backend_keys, RELAY_ARRAY_SIZE(backend_keys), &cfg->backends[i]);
 		if (walk_mapping(ld, item, backend_keys, RELAY_ARRAY_SIZE(backend_keys), "",
 		                 &cfg->backends[i], ld->bseen[i], ipath) < 0)
+			return -1;
+		if (check_backend(ld, item, &cfg->backends[i], ipath) < 0)
 			return -1;
 	}
 	return 0;
 }
 
 /*---- loading ----*/
-
-static void apply_defaults(struct loader *ld)
-{
-	for (size_t i = 0; i < RELAY_ARRAY_SIZE(keys); i++) {
-		if (keys[i].def && set_value(ld, &keys[i], ld->cfg, keys[i].def, NULL, keys[i].name) < 0)
-			relay_fatal("config: built-in default of '%s' is invalid", keys[i].name);
-	}
-}
 
 /* Backend keys left out take the queue: section's values, which may come
  * after the backends in the file, so this runs once everything is read. */
@@ -857,9 +922,6 @@ static void apply_inherited(struct loader *ld)
 			if ((k->flags & KF_INHERIT) && !ld->bseen[b][i])
 				*(uint64_t *)field_at(&ld->cfg->backends[b], k->off) =
 					*(uint64_t *)field_at(ld->cfg, k->off_inherit);
-			else if (k->def && !ld->bseen[b][i] &&
-			         set_value(ld, k, &ld->cfg->backends[b], k->def, NULL, k->name) < 0)
-				relay_fatal("config: built-in default of '%s' is invalid", k->name);
 		}
 	}
 }
@@ -1023,7 +1085,7 @@ int config_load_buffer(const char *name, const char *text, size_t len,
 	/* Defaults first, then the file overwrites them: every field is
 	 * set even when its key is absent. */
 	cfg->path = xstrdup(name);
-	apply_defaults(ld);
+	apply_defaults(ld, keys, RELAY_ARRAY_SIZE(keys), cfg);
 
 	if (check_depth(ld, text, len) == 0 && parse_document(ld, text, len, &doc) == 0) {
 		rc = apply_document(ld, &doc);

@@ -38,6 +38,7 @@ struct relay_backend_config {
 	uint64_t retry_min_ms;       /* first retry delay, and the least any retry waits; default 100 ms */
 	uint64_t retry_max_ms;       /* retry delay cap (and Retry-After cap); default 30 s */
 	enum relay_db_policy on_database_not_found; /* default hold */
+	int gzip;                    /* send Content-Encoding: gzip; default off */
 };
 
 struct relay_config {

@@ -42,7 +42,8 @@ static void finish(struct http_client *c, int status, const char *err)
 	if (status < 0 || !c->keep_alive)
 		drop_connection(c);
 	r.status = status;
-	r.body = c->resp_body.data ? c->resp_body.data : "";
+	/* NUL-terminated, so that callers may treat it as a string. */
+	r.body = rbuf_cstr(&c->resp_body);
 	r.body_len = c->resp_body.len;
 	r.retry_after_s = c->retry_after_s;
 	r.err = err;

@@ -22,7 +22,7 @@ struct http_client;
  * OUTCOME_STATUS_* (outcome.h) for a transport failure, with err saying
  * what happened ("connection refused", "response timeout after 30000 ms").
  * body holds at most the first 4 KiB of the response body (enough to
- * classify it); retry_after_s is the Retry-After header in seconds (0 if
+ * classify it), NUL-terminated; retry_after_s is the Retry-After header in seconds (0 if
  * absent or not a number). The pointers are valid during the callback.
  */
 struct http_response {

@@ -25,6 +25,8 @@
 #include "relay/log.h"
 #include "relay/outcome.h"
 
+#include <zlib.h>
+
 enum state { S_IDLE, S_READ, S_SEND, S_BACKOFF, S_PROBE, S_CREATE, S_COMMIT, S_STOPPED };
 
 enum work_kind {
@@ -108,13 +110,50 @@ static uint64_t group_last_seq(const struct replay_worker *w)
 	return w->batches[w->group_n - 1].seq;
 }
 
+static void payload(const struct replay_worker *w, const char **p, size_t *len)
+{
+	const struct wal_batch *b0 = &w->batches[0];
+	if (w->nranges) {
+		*p = b0->body + w->ranges[0].off;
+		*len = w->ranges[0].len;
+	} else if (w->group_n > 1) {
+		*p = w->payload.data;
+		*len = w->payload.len;
+	} else {
+		*p = b0->body;
+		*len = b0->body_len;
+	}
+}
+
+/* gzip src into out (level 1: the point is fewer bytes on the wire for
+ * little CPU). Returns 0, or -1 if zlib fails (then send uncompressed). */
+static int gzip_into(struct rbuf *out, const char *src, size_t len)
+{
+	z_stream z;
+	memset(&z, 0, sizeof(z));
+	if (deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		return -1;
+	rbuf_reset(out);
+	rbuf_reserve(out, deflateBound(&z, (uLong)len));
+	z.next_in = (Bytef *)(uintptr_t)src;
+	z.avail_in = (uInt)len;
+	z.next_out = (Bytef *)out->data;
+	z.avail_out = (uInt)(out->cap - 1);
+	int rc = deflate(&z, Z_FINISH);
+	out->len = z.total_out;
+	deflateEnd(&z);
+	return rc == Z_STREAM_END ? 0 : -1;
+}
+
 /*
  * Coalesce: from batches[0], take consecutive batches for the same target
  * up to the configured lines and bytes. Larger writes cost InfluxDB less
  * CPU per point. Inside an isolation window (after a coalesced write was
- * refused) every batch goes alone, so that the bad one is found.
+ * refused) every batch goes alone, so that the bad one is found. With
+ * compress (only on the thread pool: it costs CPU), the payload is also
+ * gzipped when the backend is configured for it.
  */
-static void form_group(struct replay_worker *w)
+static void form_group(struct replay_worker *w, int compress)
 {
 	const struct relay_backend_config *cfg = w->cfg;
 	size_t lines = w->batches[0].lines, bytes = w->batches[0].body_len;
@@ -138,20 +177,12 @@ static void form_group(struct replay_worker *w)
 	}
 	w->nranges = 0;
 	w->attempts = 0;
-}
-
-static void payload(const struct replay_worker *w, const char **p, size_t *len)
-{
-	const struct wal_batch *b0 = &w->batches[0];
-	if (w->nranges) {
-		*p = b0->body + w->ranges[0].off;
-		*len = w->ranges[0].len;
-	} else if (w->group_n > 1) {
-		*p = w->payload.data;
-		*len = w->payload.len;
-	} else {
-		*p = b0->body;
-		*len = b0->body_len;
+	w->gzipped = 0;
+	if (compress && w->cfg->gzip) {
+		const char *p;
+		size_t len;
+		payload(w, &p, &len);
+		w->gzipped = gzip_into(&w->gz, p, len) == 0;
 	}
 }
 
@@ -215,6 +246,11 @@ static void send_current(struct replay_worker *w)
 	if (w->stopping)
 		return;
 	payload(w, &body, &len);
+	int gz = w->gzipped && !w->nranges && w->isolate_upto == 0;
+	if (gz) {
+		body = w->gz.data;
+		len = w->gz.len;
+	}
 	rbuf_reset(&w->target);
 	rbuf_appendf(&w->target, "%s/write?db=", w->cfg->path_prefix);
 	append_urlenc(&w->target, b->db);
@@ -225,6 +261,8 @@ static void send_current(struct replay_worker *w)
 	rbuf_appendf(&w->target, "&precision=%s", lp_precision_name((enum lp_precision)b->precision));
 	build_auth(w, b);
 	rbuf_append(&w->headers, "Content-Type: text/plain; charset=utf-8\r\n", 41);
+	if (gz)
+		rbuf_append(&w->headers, "Content-Encoding: gzip\r\n", 24);
 	w->state = S_SEND;
 	w->stats.posts++;
 	int rc = http_client_request(&w->http, "POST", rbuf_cstr(&w->target), rbuf_cstr(&w->headers), body, len,
@@ -353,6 +391,9 @@ static void work_cb(uv_work_t *req)
 	 * enough to stay small in memory. */
 	size_t max_bytes = w->cfg->batch_max_bytes;
 	w->wk_rc = wal_read(w->wal, w->id, 0, REPLAY_READ_MAX, max_bytes, w->batches, &w->nbatches);
+	/* Build (and compress) the payload here, off the loop thread. */
+	if (w->wk_rc == 0 && w->nbatches)
+		form_group(w, 1);
 }
 
 static void finish_stop(struct replay_worker *w);
@@ -398,7 +439,6 @@ static void after_work_cb(uv_work_t *req, int status)
 		return;
 	}
 	w->wake = 0;
-	form_group(w);
 	send_current(w);
 }
 
@@ -429,7 +469,7 @@ static void dead_letter(struct replay_worker *w, const struct http_response *r)
 		 * (a partial write stored them already: resending overwrites
 		 * the same points), the bad one is dead-lettered alone. */
 		w->isolate_upto = group_last_seq(w);
-		form_group(w);
+		form_group(w, 0);
 		send_current(w);
 		return;
 	}
@@ -455,7 +495,7 @@ static void split(struct replay_worker *w, const struct http_response *r)
 {
 	if (w->group_n > 1 && !w->nranges) {
 		w->isolate_upto = group_last_seq(w);
-		form_group(w);
+		form_group(w, 0);
 		send_current(w);
 		return;
 	}
@@ -493,7 +533,9 @@ static void create_db_response(struct http_client *c, const struct http_response
 {
 	struct replay_worker *w = arg;
 	(void)c;
-	if (r->status >= 200 && r->status < 300 && !(r->body_len && strstr(r->body, "\"error\""))) {
+	/* /query answers 200 even when the statement failed; the error is in
+	 * the JSON. */
+	if (r->status >= 200 && r->status < 300 && !memmem(r->body, r->body_len, "\"error\"", 7)) {
 		relay_log(RELAY_LOG_NOTICE, "backend '%s': created database '%s'", w->cfg->name, w->batches[0].db);
 		send_current(w);
 		return;
@@ -608,6 +650,7 @@ static void finish_stop(struct replay_worker *w)
 		return;
 	release_batches(w);
 	rbuf_release(&w->payload);
+	rbuf_release(&w->gz);
 	rbuf_release(&w->target);
 	rbuf_release(&w->headers);
 	w->state = S_STOPPED;

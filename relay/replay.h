@@ -65,6 +65,8 @@ struct replay_worker {
 	size_t group_n;           /* batches[0..group_n) form the payload */
 	uint64_t isolate_upto;    /* send one batch at a time up to this seq */
 	struct rbuf payload;
+	struct rbuf gz;           /* the payload gzipped, when gzipped is set */
+	int gzipped;
 	struct rbuf target;
 	struct rbuf headers;
 	/* 413 on a single batch: byte ranges of its body still to send */

@@ -33,6 +33,13 @@ static void check_loaded(const struct relay_config *cfg)
 		relay_assert(b->port != 0);
 		relay_assert(plen == 0 || (b->path_prefix[0] == '/' && b->path_prefix[plen - 1] != '/'));
 		relay_assert(b->max_bytes >= 1024 * 1024);
+		relay_assert(b->timeout_ms >= 10 && b->connect_timeout_ms >= 10);
+		relay_assert(b->batch_max_bytes >= 1024 && b->batch_max_lines >= 1);
+		relay_assert(b->retry_min_ms >= 10 && b->retry_min_ms <= b->retry_max_ms);
+		relay_assert(b->on_database_not_found == RELAY_DB_HOLD ||
+		             b->on_database_not_found == RELAY_DB_CREATE ||
+		             b->on_database_not_found == RELAY_DB_DEAD_LETTER);
+		relay_assert(b->gzip == 0 || b->gzip == 1);
 		for (size_t j = 0; j < i; j++)
 			relay_assert(strcmp(cfg->backends[j].name, b->name) != 0);
 	}

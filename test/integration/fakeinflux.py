@@ -8,7 +8,9 @@ A small threaded HTTP/1.1 server on 127.0.0.1 (keep-alive, Content-Length
 and chunked request bodies). Each route ("/write", "/ping", "/query") has a
 queue of behaviours, used one per request in order, then a default. Every
 request is recorded (method, path, query, headers, body, arrival time and
-what the fake did with it) before it is answered.
+what the fake did with it) before it is answered. A body sent with
+Content-Encoding: gzip is recorded decompressed (body) and as received
+(wire_body); too_large_over() measures the latter, as influxd does.
 
 Behaviours:
   "ok"                          204 (the default of /write and /ping)
@@ -18,13 +20,17 @@ Behaviours:
   "reset_mid_response"          send the status line and part of a header,
                                 then RST (SO_LINGER 0)
   status(503, body, headers)    that status with that body and headers
-  too_large_over(N)             413 when the body is over N bytes, else 204
+  too_large_over(N)             413 when the body is over N bytes (on the
+                                wire), else 204
   gated(event, then)            wait until event is set (or the fake
                                 stops), then do `then`
+  if_body_contains(s, then, otherwise)
+                                `then` when the body contains s
 
 Python 3 standard library only.
 """
 
+import gzip
 import json
 import select
 import socket
@@ -55,6 +61,14 @@ def gated(event, then="ok"):
     return {"kind": "gate", "event": event, "then": then}
 
 
+def if_body_contains(needle, then, otherwise="ok"):
+    """Behave as `then` when the body contains needle (bytes or str), else
+    as `otherwise`."""
+    if isinstance(needle, str):
+        needle = needle.encode("utf-8")
+    return {"kind": "if_body", "needle": needle, "then": then, "else": otherwise}
+
+
 def influx_error(code, message, headers=None):
     """status() with InfluxDB's JSON error body."""
     return status(code, json.dumps({"error": message}) + "\n",
@@ -74,7 +88,14 @@ class Request:
                                                                 keep_blank_values=True).items()}
         self.raw_query = parts.query
         self.headers = headers  # dict, lower-case names
-        self.body = body
+        self.wire_body = body   # as received
+        self.body = body        # decompressed when Content-Encoding: gzip
+        self.body_error = None
+        if headers.get("content-encoding", "").lower() == "gzip":
+            try:
+                self.body = gzip.decompress(body)
+            except (OSError, EOFError) as e:
+                self.body_error = "bad gzip body: %s" % e
         self.t = t              # time.monotonic() when the whole request was read
         self.conn_id = conn_id  # which connection (1, 2, ...)
         self.answer = None      # "204", "503", "hang", "reset", ...
@@ -91,8 +112,9 @@ class Request:
         return self.answer is not None and self.answer.startswith("2")
 
     def __repr__(self):
-        return "<%s %s -> %s, %d bytes, conn %d>" % (self.method, self.target, self.answer,
-                                                   len(self.body), self.conn_id)
+        gz = ", gzip %d bytes" % len(self.wire_body) if self.wire_body is not self.body else ""
+        return "<%s %s -> %s, %d bytes%s, conn %d>" % (self.method, self.target, self.answer,
+                                                     len(self.body), gz, self.conn_id)
 
 
 class _Closed(Exception):
@@ -176,13 +198,22 @@ class FakeInflux:
                                          % (what, timeout, self.describe(reqs)))
                 self._changed.wait(min(remaining, 0.2))
 
-    def wait_writes(self, n, timeout, ok=False):
-        """Wait for n POST /write (answered 2xx when ok)."""
+    def wait_writes(self, n, timeout):
+        """Wait until n POST /write arrived and were answered (or given up
+        on: hang, reset). Returns every POST /write."""
         def pred(reqs):
-            ws = [r for r in reqs if r.method == "POST" and r.path == "/write"
-                  and r.answer is not None and (r.ok or not ok)]
-            return len(ws) >= n
-        self.wait_for(pred, timeout, "%d %sPOST /write" % (n, "2xx " if ok else ""))
+            return sum(1 for r in reqs if r.method == "POST" and r.path == "/write"
+                       and r.answer is not None) >= n
+        self.wait_for(pred, timeout, "%d answered POST /write" % n)
+        return self.writes()
+
+    def wait_delivered(self, n, timeout):
+        """Wait until n POST /write were answered with a 2xx. Returns every
+        POST /write."""
+        def pred(reqs):
+            return sum(1 for r in reqs if r.method == "POST" and r.path == "/write"
+                       and r.ok) >= n
+        self.wait_for(pred, timeout, "%d POST /write answered 2xx" % n)
         return self.writes()
 
     def describe(self, reqs=None):
@@ -337,7 +368,14 @@ class FakeInflux:
 
     def _act(self, sock, req, b):
         """Answer req as behaviour b says; False to close the connection."""
-        if isinstance(b, dict) and b.get("kind") == "gate":
+        if req.body_error:
+            self._record(req, "400")
+            self._send(sock, 400, json.dumps({"error": req.body_error}) + "\n")
+            return True
+        while isinstance(b, dict) and b.get("kind") in ("gate", "if_body"):
+            if b["kind"] == "if_body":
+                b = b["then"] if b["needle"] in req.body else b["else"]
+                continue
             while not b["event"].wait(0.1):
                 if self._stop.is_set():
                     self._record(req, "dropped")
@@ -373,7 +411,7 @@ class FakeInflux:
             self._send(sock, b["code"], b["body"], b["headers"])
             return True
         if isinstance(b, dict) and b.get("kind") == "max_body":
-            if len(req.body) > b["max"]:
+            if len(req.wire_body) > b["max"]:
                 self._record(req, "413")
                 self._send(sock, 413, '{"error":"Request Entity Too Large"}\n')
             else:

@@ -80,6 +80,14 @@ static void test_defaults(void **state)
 	assert_string_equal(cfg.backends[0].path_prefix, "");
 	assert_int_equal(cfg.backends[0].max_bytes, GIB);
 	assert_int_equal(cfg.backends[0].max_age_ms, 0);
+	assert_int_equal(cfg.backends[0].timeout_ms, 30000);
+	assert_int_equal(cfg.backends[0].connect_timeout_ms, 5000);
+	assert_int_equal(cfg.backends[0].batch_max_bytes, 4 * MIB);
+	assert_int_equal(cfg.backends[0].batch_max_lines, 20000);
+	assert_int_equal(cfg.backends[0].retry_min_ms, 100);
+	assert_int_equal(cfg.backends[0].retry_max_ms, 30000);
+	assert_int_equal(cfg.backends[0].on_database_not_found, RELAY_DB_HOLD);
+	assert_int_equal(cfg.backends[0].gzip, 0);
 	config_release(&cfg);
 	assert_true(is_zero(&cfg, sizeof(cfg)));
 }
@@ -110,9 +118,20 @@ static void test_every_key(void **state)
 		"    url: http://influx.example.com:8087/prefix/\n"
 		"    max_size: 512MiB\n"
 		"    max_age: 6h\n"
+		"    timeout: 2m\n"
+		"    connect_timeout: 250ms\n"
+		"    batch_max_size: 64KiB\n"
+		"    batch_max_lines: 5000\n"
+		"    retry_min: 1s\n"
+		"    retry_max: 1h\n"
+		"    on_database_not_found: create\n"
+		"    gzip: true\n"
 		"  - name: second\n"
 		"    url: 'http://[fe80::1]/'\n"
-		"  - {name: third, url: 'HTTP://10.0.0.1:1/a/b//', max_age: 0}\n";
+		"    on_database_not_found: dead_letter\n"
+		"    gzip: no\n"
+		"  - {name: third, url: 'HTTP://10.0.0.1:1/a/b//', max_age: 0, on_database_not_found: hold,"
+		" gzip: Yes}\n";
 	struct relay_config cfg;
 	(void)state;
 
@@ -143,6 +162,14 @@ static void test_every_key(void **state)
 	assert_string_equal(cfg.backends[0].path_prefix, "/prefix");
 	assert_int_equal(cfg.backends[0].max_bytes, 512 * MIB);
 	assert_int_equal(cfg.backends[0].max_age_ms, 6 * 3600000);
+	assert_int_equal(cfg.backends[0].timeout_ms, 120000);
+	assert_int_equal(cfg.backends[0].connect_timeout_ms, 250);
+	assert_int_equal(cfg.backends[0].batch_max_bytes, 64 * 1024);
+	assert_int_equal(cfg.backends[0].batch_max_lines, 5000);
+	assert_int_equal(cfg.backends[0].retry_min_ms, 1000);
+	assert_int_equal(cfg.backends[0].retry_max_ms, 3600000);
+	assert_int_equal(cfg.backends[0].on_database_not_found, RELAY_DB_CREATE);
+	assert_int_equal(cfg.backends[0].gzip, 1);
 
 	/* Unset limits come from queue:. */
 	assert_string_equal(cfg.backends[1].name, "second");
@@ -151,6 +178,11 @@ static void test_every_key(void **state)
 	assert_string_equal(cfg.backends[1].path_prefix, "");
 	assert_int_equal(cfg.backends[1].max_bytes, 2 * GIB);
 	assert_int_equal(cfg.backends[1].max_age_ms, 86400000);
+	assert_int_equal(cfg.backends[1].on_database_not_found, RELAY_DB_DEAD_LETTER);
+	assert_int_equal(cfg.backends[1].gzip, 0);
+	/* Defaults are per backend: the first one's settings do not leak. */
+	assert_int_equal(cfg.backends[1].timeout_ms, 30000);
+	assert_int_equal(cfg.backends[1].retry_max_ms, 30000);
 
 	/* An explicit 0 overrides the queue's age limit. */
 	assert_string_equal(cfg.backends[2].name, "third");
@@ -160,6 +192,8 @@ static void test_every_key(void **state)
 	assert_string_equal(cfg.backends[2].path_prefix, "/a/b");
 	assert_int_equal(cfg.backends[2].max_bytes, 2 * GIB);
 	assert_int_equal(cfg.backends[2].max_age_ms, 0);
+	assert_int_equal(cfg.backends[2].on_database_not_found, RELAY_DB_HOLD);
+	assert_int_equal(cfg.backends[2].gzip, 1);
 	config_release(&cfg);
 }
 
@@ -239,6 +273,7 @@ static void test_url_forms(void **state)
 		{ "http://[::1]:8086", "::1", 8086, "" },
 		{ "http://[2001:db8::5]/a/b///", "2001:db8::5", 80, "/a/b" },
 		{ "http://my_host.internal-1.:9/x%20y", "my_host.internal-1.", 9, "/x%20y" },
+		{ "http://h/a-b_c.d~e!$&()*+,;=:@%2F/", "h", 80, "/a-b_c.d~e!$&()*+,;=:@%2F" },
 		{ "Http://h//", "h", 80, "" },
 	};
 	char text[512];
@@ -366,7 +401,37 @@ static const struct bad_case bad_cases[] = {
 	{ "url with a bad IPv6", URL("http://[zz]:1"), "t.yaml:4:10: ", "'[zz]' is not an IPv6 address" },
 	{ "url with an open bracket", URL("http://[::1"), "t.yaml:4:10: ", "'[' without a closing ']'" },
 	{ "url with a bad host", URL("http://h h"), "t.yaml:4:10: ", "the host 'h h' has a character" },
-	{ "url with a space in the path", URL("http://h/a b"), "t.yaml:4:10: ", "the path has a space" },
+	{ "url with a space in the path", URL("http://h/a b"), "t.yaml:4:10: ",
+	  "the path has a character that must be percent-encoded" },
+	{ "url with a quote in the path", URL("http://h/a\"b"), "t.yaml:4:10: ", "must be percent-encoded" },
+	{ "url with non-ASCII in the path", URL("http://h/\xc3\xa9"), "t.yaml:4:10: ", "must be percent-encoded" },
+	{ "url with a bad escape", URL("http://h/a%2"), "t.yaml:4:10: ", "a '%' that is not followed by two hex digits" },
+	{ "url with an empty label", URL("http://a..b/"), "t.yaml:4:10: ", "the host 'a..b' has an empty label" },
+	{ "url with a leading dot", URL("http://.b/"), "t.yaml:4:10: ", "the host '.b' has an empty label" },
+
+	/* Delivery settings of a backend. */
+#define BKV(kv) DD "backends:\n  - name: a\n    url: http://h\n    " kv "\n"
+	{ "bad database policy", BKV("on_database_not_found: drop"), "t.yaml:5:28: ",
+	  "'backends[0].on_database_not_found' must be one of hold, create, dead_letter, not 'drop'" },
+	{ "timeout too short", BKV("timeout: 5ms"), "t.yaml:5:14: ",
+	  "'backends[0].timeout' must be at least 10ms, not '5ms'" },
+	{ "timeout too long", BKV("timeout: 2h"), "t.yaml:5:14: ", "'backends[0].timeout' must be at most 1h, not '2h'" },
+	{ "connect timeout too long", BKV("connect_timeout: 11m"), "t.yaml:5:22: ",
+	  "'backends[0].connect_timeout' must be at most 10m, not '11m'" },
+	{ "batch too small", BKV("batch_max_size: 1000"), "t.yaml:5:21: ",
+	  "'backends[0].batch_max_size' must be at least 1KiB, not '1000'" },
+	{ "batch too large", BKV("batch_max_size: 2GiB"), "t.yaml:5:21: ",
+	  "'backends[0].batch_max_size' must be at most 1GiB, not '2GiB'" },
+	{ "no lines per batch", BKV("batch_max_lines: 0"), "t.yaml:5:22: ",
+	  "'backends[0].batch_max_lines' must be an integer from 1 to 10000000, not '0'" },
+	{ "gzip not a boolean", BKV("gzip: maybe"), "t.yaml:5:11: ", "'backends[0].gzip' must be true or false, not 'maybe'" },
+	{ "gzip as a number", BKV("gzip: 1"), "t.yaml:5:11: ", "'backends[0].gzip' must be true or false, not '1'" },
+	{ "retry_max too long", BKV("retry_max: 2d"), "t.yaml:5:16: ", "'backends[0].retry_max' must be at most 1d, not '2d'" },
+	{ "retry_min above retry_max", DD "backends:\n  - name: a\n    url: http://h\n  - name: b\n"
+	  "    url: http://h\n    retry_min: 1m\n    retry_max: 10s\n", "t.yaml:5:5: ",
+	  "'backends[1].retry_min' (1m) must not be more than 'backends[1].retry_max' (10s)" },
+	{ "retry_min above the default retry_max", BKV("retry_min: 31s"), "t.yaml:3:5: ",
+	  "'backends[0].retry_min' (31s) must not be more than 'backends[0].retry_max' (30s)" },
 
 	/* Required things and backends. */
 	{ "missing data_dir", BK, "t.yaml:1:1: ", "'data_dir' is required" },
@@ -541,6 +606,14 @@ static void test_example_file(void **state)
 	assert_int_equal(ex.queue_max_commit_batches, def.queue_max_commit_batches);
 	assert_int_equal(ex.backends[0].max_bytes, def.backends[0].max_bytes);
 	assert_int_equal(ex.backends[0].max_age_ms, def.backends[0].max_age_ms);
+	assert_int_equal(ex.backends[0].timeout_ms, def.backends[0].timeout_ms);
+	assert_int_equal(ex.backends[0].connect_timeout_ms, def.backends[0].connect_timeout_ms);
+	assert_int_equal(ex.backends[0].batch_max_bytes, def.backends[0].batch_max_bytes);
+	assert_int_equal(ex.backends[0].batch_max_lines, def.backends[0].batch_max_lines);
+	assert_int_equal(ex.backends[0].retry_min_ms, def.backends[0].retry_min_ms);
+	assert_int_equal(ex.backends[0].retry_max_ms, def.backends[0].retry_max_ms);
+	assert_int_equal(ex.backends[0].on_database_not_found, def.backends[0].on_database_not_found);
+	assert_int_equal(ex.backends[0].gzip, def.backends[0].gzip);
 	config_release(&def);
 	config_release(&ex);
 }

@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""
+Delivery under faults a real influxd cannot produce on demand: a backend
+that hangs, resets in the middle of its answer, answers 503 with
+Retry-After, 413 above an exact size, 503 while a backlog builds up, starts
+listening only later, or answers 401 until it is fixed. The backend is
+fakeinflux (a scripted server on loopback, see fakeinflux.py), which records
+every request; where it makes sense a real influxd is a second backend
+beside it, to show that one backend's trouble does not hold back another.
+"""
+
+import base64
+import collections
+import threading
+import time
+import unittest
+
+import fakeinflux
+import relaytest
+
+DB = "telemetry"
+BASE_NS = 1_600_000_000 * 10 ** 9
+
+
+def lines_for(tag, n, pad=0):
+    """n distinct lines with timestamps (stored byte for byte as sent)."""
+    return ['fault,batch=%s,line=l%04d value=%di%s %d'
+            % (tag, j, j, ',pad="%s"' % ("p" * ((j * 7) % pad)) if pad else "", BASE_NS + j)
+            for j in range(n)]
+
+
+def body_of(lines):
+    return "\n".join(lines) + "\n"
+
+
+class FaultTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = relaytest.make_tmpdir(self.addCleanup)
+
+    def fake(self, port=None):
+        return fakeinflux.FakeInflux(port=port, guard=self.addCleanup).start()
+
+    def influxd(self):
+        i = relaytest.Influxd(self.addCleanup)
+        i.start(self.tmp)
+        i.create_db(DB)
+        return i
+
+    def relayd(self, backends):
+        r = relaytest.Relayd(self.addCleanup)
+        r.write_config(self.tmp, backends=backends)
+        r.start()
+        r.wait_ready()
+        return r
+
+    def write(self, r, body, **kw):
+        status, _, resp = r.write(DB, body, **kw)
+        self.assertEqual(status, 204, resp)
+
+    def drained(self, r, name, dead=0, timeout=20.0):
+        return r.wait_status(name, timeout, pending_batches=0, pending_points=0,
+                             pending_bytes=0, dead_batches=dead)
+
+    def posts_seen(self, fake, n, timeout=10.0):
+        """Wait until n POST /write arrived (answered or not)."""
+        fake.wait_for(lambda reqs: sum(1 for q in reqs if q.method == "POST") >= n,
+                      timeout, "%d POST /write" % n)
+        return fake.writes()
+
+    # a
+
+    def test_hang_times_out_and_is_retried(self):
+        fake = self.fake()
+        fake.script("hang", "hang")
+        real = self.influxd()
+        r = self.relayd([
+            {"name": "fake", "url": fake.url, "timeout": "1s", "retry_min": "100ms",
+             "retry_max": "1s"},
+            {"name": "real", "url": real.url, "retry_min": "100ms", "retry_max": "1s"}])
+        body = body_of(lines_for("hang", 20))
+        self.write(r, body)
+        self.posts_seen(fake, 1)
+        # The real backend is not held back by the hanging one (which
+        # hangs twice: for two timeouts, more than 2 s).
+        real.wait_count(DB, "fault", "value", 20, timeout=1.8)
+        self.assertEqual(len(fake.delivered()), 0, fake.describe())
+        fake.wait_delivered(1, timeout=10)
+        self.drained(r, "fake")
+        self.drained(r, "real")
+        ws = fake.writes()
+        self.assertEqual([w.answer for w in ws], ["hang", "hang", "204"], fake.describe())
+        self.assertEqual([w.text() for w in ws], [body] * 3, "a retry sent another body")
+        for a, b in zip(ws, ws[1:]):
+            gap = b.t - a.t
+            self.assertGreaterEqual(gap, 0.9, "retried %.2f s after a hang, before the 1 s "
+                                    "timeout" % gap)
+            self.assertLess(gap, 5.0, "retried only %.2f s after a 1 s timeout" % gap)
+        self.assertEqual(ws[0].query.get("db"), DB)
+        r.wait_log(r"backend 'fake' is (down|answers with errors)", timeout=2)
+        r.wait_log(r"backend 'fake' is up again", timeout=2)
+        self.assertEqual(r.log_matches(r"backend 'real' is (down|HOLDING|answers)"), [])
+        self.assertEqual(real.points_written_ok(), 20)
+
+    # b
+
+    def test_reset_mid_response_keeps_the_batch(self):
+        fake = self.fake()
+        gate = threading.Event()
+        fake.script("reset_mid_response", fakeinflux.gated(gate, "ok"))
+        r = self.relayd([{"name": "fake", "url": fake.url, "retry_min": "100ms",
+                          "retry_max": "1s"}])
+        body = body_of(lines_for("reset", 10))
+        self.write(r, body)
+        ws = self.posts_seen(fake, 2)
+        self.assertEqual(ws[0].answer, "reset")
+        # The partial "HTTP/1.1 204 ..." was no delivery: still queued.
+        st = r.backend_status("fake")
+        self.assertEqual((st["pending_batches"], st["pending_points"], st["dead_batches"]),
+                         (1, 10, 0), "after a reset in the middle of the response")
+        gate.set()
+        fake.wait_delivered(1, timeout=5)
+        self.drained(r, "fake")
+        ws = fake.writes()
+        self.assertEqual([w.answer for w in ws], ["reset", "204"], fake.describe())
+        self.assertEqual([w.text() for w in ws], [body, body])
+
+    # c
+
+    def test_503_retry_after_is_honoured(self):
+        fake = self.fake()
+        fake.script(fakeinflux.influx_error(503, "service unavailable",
+                                            {"Retry-After": "2"}))
+        r = self.relayd([{"name": "fake", "url": fake.url, "retry_min": "100ms",
+                          "retry_max": "10s"}])
+        body = body_of(lines_for("ra", 5))
+        self.write(r, body)
+        fake.wait_delivered(1, timeout=10)
+        self.drained(r, "fake")
+        ws = fake.writes()
+        self.assertEqual([w.answer for w in ws], ["503", "204"], fake.describe())
+        gap = ws[1].t - ws[0].t
+        self.assertTrue(1.7 <= gap <= 4.0,
+                        "second attempt %.2f s after a 503 with Retry-After: 2" % gap)
+        self.assertEqual(ws[1].text(), body)
+
+    def test_retry_after_is_capped_at_retry_max(self):
+        fake = self.fake()
+        fake.script(fakeinflux.influx_error(429, "too many requests",
+                                            {"Retry-After": "3600"}))
+        r = self.relayd([{"name": "fake", "url": fake.url, "retry_min": "100ms",
+                          "retry_max": "1s"}])
+        self.write(r, body_of(lines_for("cap", 5)))
+        fake.wait_delivered(1, timeout=10)
+        self.drained(r, "fake")
+        ws = fake.writes()
+        self.assertEqual([w.answer for w in ws], ["429", "204"], fake.describe())
+        gap = ws[1].t - ws[0].t
+        self.assertTrue(0.09 <= gap <= 2.0,
+                        "Retry-After: 3600 with retry_max 1s: retried after %.2f s" % gap)
+
+    # d
+
+    def test_413_splits_until_each_piece_fits(self):
+        limit = 2000
+        fake = self.fake()
+        fake.set_default(fakeinflux.too_large_over(limit))
+        r = self.relayd([{"name": "fake", "url": fake.url, "retry_min": "100ms",
+                          "retry_max": "1s"}])
+        lines = lines_for("split", 400, pad=40)
+        body = body_of(lines)
+        self.assertGreater(len(body), 8 * limit)
+        self.write(r, body)
+        self.drained(r, "fake", timeout=30)
+        ws = fake.writes()
+        ok = fake.delivered()
+        self.assertGreater(sum(1 for w in ws if w.answer == "413"), 0, fake.describe())
+        got = collections.Counter(l for w in ok for l in w.lines())
+        self.assertEqual(set(got), set(lines), "the 204'd pieces do not hold exactly the lines sent")
+        self.assertEqual([l for l, n in got.items() if n != 1], [], "lines delivered more than once")
+        for w in ok:
+            self.assertLessEqual(len(w.body), limit)
+            self.assertTrue(w.body.endswith(b"\n"), "a piece not cut at a line boundary: %r"
+                            % w.body[-80:])
+        # In order: the pieces, in arrival order, are the batch.
+        self.assertEqual([l for w in ok for l in w.lines()], lines)
+        self.assertEqual(r.backend_status("fake")["dead_batches"], 0)
+
+    def test_413_single_line_too_long_is_dead_lettered(self):
+        limit = 2000
+        fake = self.fake()
+        fake.set_default(fakeinflux.too_large_over(limit))
+        r = self.relayd([{"name": "fake", "url": fake.url, "retry_min": "100ms",
+                          "retry_max": "1s"}])
+        lines = lines_for("one", 6)
+        huge = 'fault,batch=one,line=huge value=1i,pad="%s" %d' % ("h" * limit, BASE_NS)
+        sent = lines[:3] + [huge] + lines[3:]
+        self.write(r, body_of(sent))
+        self.drained(r, "fake", dead=1, timeout=20)
+        got = collections.Counter(l for w in fake.delivered() for l in w.lines())
+        self.assertEqual(got, collections.Counter(lines),
+                         "the lines around the too-long one; requests:\n" + fake.describe())
+        # The queue moves on: a later batch goes through.
+        later = body_of(lines_for("later", 3))
+        self.write(r, later)
+        self.drained(r, "fake", dead=1, timeout=10)
+        self.assertEqual(fake.delivered()[-1].text(), later)
+        dead = r.log_matches(r"dead-letter")
+        self.assertEqual(len(dead), 1, dead)
+
+    # e
+
+    def test_backlog_is_coalesced(self):
+        fake = self.fake()
+        fake.set_default(fakeinflux.influx_error(503, "down for maintenance"))
+        r = self.relayd([{"name": "fake", "url": fake.url, "retry_min": "200ms",
+                          "retry_max": "1s"}])
+        batches = [lines_for("c%02d" % i, 3) for i in range(50)]
+        for b in batches:
+            self.write(r, body_of(b))
+        self.posts_seen(fake, 1)
+        self.assertEqual(r.backend_status("fake")["pending_batches"], 50)
+        fake.set_default("ok")
+        self.drained(r, "fake", timeout=15)
+        ws = fake.writes()
+        ok = fake.delivered()
+        self.assertLess(len(ok), 10, "the backlog was not coalesced:\n" + fake.describe())
+        self.assertLess(len(ws), 10, "far fewer POSTs than batches expected:\n" + fake.describe())
+        self.assertEqual([l for w in ok for l in w.lines()], [l for b in batches for l in b],
+                         "the delivered lines are not the batches, in order, once each")
+        for w in ok:
+            self.assertEqual((w.query.get("db"), w.query.get("precision")), (DB, "ns"))
+
+    def test_coalesced_write_with_a_bad_batch_is_isolated(self):
+        fake = self.fake()
+        fake.set_default(fakeinflux.influx_error(503, "down for maintenance"))
+        r = self.relayd([{"name": "fake", "url": fake.url, "retry_min": "200ms",
+                          "retry_max": "1s"}])
+        batches = [lines_for("i%d" % i, 4) for i in range(6)]
+        # Valid line protocol that the backend refuses (a type conflict).
+        batches[3][2] = 'fault,batch=i3,line=bad value="oops" %d' % BASE_NS
+        for b in batches:
+            self.write(r, body_of(b))
+        self.posts_seen(fake, 1)
+        fake.set_default(fakeinflux.if_body_contains(
+            "line=bad", fakeinflux.influx_error(
+                400, 'partial write: field type conflict: input field "value" on measurement '
+                '"fault" is type string, already exists as type integer dropped=1')))
+        self.drained(r, "fake", dead=1, timeout=15)
+        ok = fake.delivered()
+        good = [l for i, b in enumerate(batches) if i != 3 for l in b]
+        self.assertEqual(sorted(l for w in ok for l in w.lines()), sorted(good),
+                         "not every good line delivered exactly once:\n" + fake.describe())
+        self.assertEqual([l for w in ok for l in w.lines()], good, "not in queue order")
+        refused = [w for w in fake.writes() if w.answer == "400"]
+        self.assertEqual(refused[-1].text(), body_of(batches[3]),
+                         "the last refused write is not the bad batch alone")
+        self.assertEqual(len(r.log_matches(r"dead-letter")), 1)
+
+    # f
+
+    def test_refused_then_probe_ping_before_write(self):
+        port = relaytest.closed_port()
+        r = self.relayd([{"name": "fake", "url": "http://127.0.0.1:%d" % port,
+                          "retry_min": "100ms", "retry_max": "1s"}])
+        body = body_of(lines_for("late", 10))
+        self.write(r, body)
+        r.wait_log(r"backend 'fake' is down, queueing and probing /ping", timeout=10)
+        time.sleep(1.0)  # a few refused probes
+        self.assertEqual(r.backend_status("fake")["pending_batches"], 1)
+        fake = self.fake(port=port)
+        fake.wait_delivered(1, timeout=10)
+        self.drained(r, "fake")
+        reqs = fake.requests()
+        first_post = next(i for i, q in enumerate(reqs) if q.method == "POST")
+        self.assertTrue(any(q.method == "GET" and q.path == "/ping" for q in reqs[:first_post]),
+                        "no GET /ping before the write:\n" + fake.describe())
+        self.assertEqual([w.text() for w in fake.writes()], [body])
+        r.wait_log(r"backend 'fake' is up again", timeout=2)
+
+    # g
+
+    def test_401_holds_then_delivers(self):
+        fake = self.fake()
+        fake.set_default(fakeinflux.influx_error(401, "authorization failed"))
+        real = self.influxd()
+        r = self.relayd([
+            {"name": "fake", "url": fake.url, "retry_min": "100ms", "retry_max": "1s"},
+            {"name": "real", "url": real.url, "retry_min": "100ms", "retry_max": "1s"}])
+        body = body_of(lines_for("auth", 10))
+        self.write(r, body, u="alice", p="s3cret")
+        r.wait_log(r"backend 'fake' is HOLDING", timeout=10)
+        real.wait_count(DB, "fault", "value", 10, timeout=5)
+        self.posts_seen(fake, 3, timeout=10)
+        st = r.backend_status("fake")
+        self.assertEqual((st["pending_batches"], st["pending_points"], st["dead_batches"]),
+                         (1, 10, 0), "a 401 must keep the data")
+        fake.set_default("ok")
+        self.drained(r, "fake")
+        self.drained(r, "real")
+        ws = fake.writes()
+        self.assertEqual([w.text() for w in fake.delivered()], [body])
+        want = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+        for w in ws:
+            self.assertEqual(w.headers.get("authorization"), want)
+            self.assertNotIn("s3cret", w.target, "the password travels in the URL")
+        r.wait_log(r"backend 'fake' is up again", timeout=2)
+
+    # more transient answers
+
+    def test_transient_answers_are_retried_not_dropped(self):
+        fake = self.fake()
+        fake.script(fakeinflux.influx_error(500, "engine: cache-max-memory-size exceeded"),
+                    fakeinflux.influx_error(429, "too many requests"),
+                    fakeinflux.influx_error(502, "bad gateway"),
+                    fakeinflux.influx_error(408, "request timeout"),
+                    fakeinflux.influx_error(504, "gateway timeout"))
+        r = self.relayd([{"name": "fake", "url": fake.url, "retry_min": "100ms",
+                          "retry_max": "300ms"}])
+        body = body_of(lines_for("transient", 5))
+        self.write(r, body)
+        fake.wait_delivered(1, timeout=15)
+        self.drained(r, "fake")
+        ws = fake.writes()
+        self.assertEqual([w.answer for w in ws], ["500", "429", "502", "408", "504", "204"],
+                         fake.describe())
+        self.assertTrue(all(w.text() == body for w in ws))
+        for a, b in zip(ws, ws[1:]):
+            self.assertGreaterEqual(b.t - a.t, 0.09, "retried without waiting retry_min")
+
+
+if __name__ == "__main__":
+    relaytest.main(require=("relayd", "relayctl", "influxd"))
