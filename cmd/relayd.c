@@ -101,6 +101,50 @@ static void on_signal(uv_signal_t *h, int signum)
 		on_http_closed(d);
 }
 
+/*
+ * GET /health: the relay's state, its front door and group commit
+ * figures, and per backend its delivery state and backlog. The backlog
+ * comes from a short read transaction (cheap: a few B-tree lookups).
+ */
+static int health(struct http_server *s, struct rbuf *out, void *arg)
+{
+	struct relayd *d = arg;
+	const struct http_server_stats *hs = http_server_stats(s);
+	const struct ingest_stats *is = &d->ing.stats;
+	int64_t now = now_realtime_ns();
+	int ok = !d->stopping;
+	rbuf_appendf(out,
+		     "{\"status\":\"%s\",\"version\":\"%s\","
+		     "\"http\":{\"connections_open\":%" PRIu64 ",\"connections_accepted\":%" PRIu64
+		     ",\"requests\":%" PRIu64 ",\"writes_ok\":%" PRIu64 ",\"writes_rejected\":%" PRIu64
+		     ",\"writes_refused\":%" PRIu64 ",\"points_accepted\":%" PRIu64 "},"
+		     "\"ingest\":{\"commits\":%" PRIu64 ",\"batches_committed\":%" PRIu64 ",\"batches_refused\":%" PRIu64
+		     ",\"commit_errors\":%" PRIu64 ",\"largest_group\":%" PRIu64 "},\"backends\":[",
+		     d->stopping ? "stopping" : "ok", RELAYD_VERSION, hs->connections_open, hs->connections_accepted,
+		     hs->requests, hs->writes_ok, hs->writes_rejected, hs->writes_refused, hs->points_accepted,
+		     is->commits, is->batches_committed, is->batches_refused, is->commit_errors, is->max_group);
+	for (size_t i = 0; i < d->cfg.nbackends; i++) {
+		const struct replay_worker *w = &d->workers[i];
+		struct wal_backend_stat st;
+		memset(&st, 0, sizeof(st));
+		wal_backend_stat(d->wal, d->cfg.backends[i].name, &st);
+		rbuf_appendf(out, "%s{\"name\":", i ? "," : "");
+		json_append_string(out, d->cfg.backends[i].name, strlen(d->cfg.backends[i].name));
+		rbuf_appendf(out,
+			     ",\"state\":\"%s\",\"pending_batches\":%" PRIu64 ",\"pending_points\":%" PRIu64
+			     ",\"pending_bytes\":%" PRIu64 ",\"oldest_age_seconds\":%" PRId64 ",\"dead_batches\":%" PRIu64
+			     ",\"posts\":%" PRIu64 ",\"delivered_batches\":%" PRIu64 ",\"delivered_points\":%" PRIu64
+			     ",\"retries\":%" PRIu64 ",\"last_error\":",
+			     replay_health_name(w->health), st.pending_batches, st.pending_points, st.pending_bytes,
+			     st.oldest_accept_ns ? (int64_t)((now - st.oldest_accept_ns) / 1000000000LL) : (int64_t)0, st.dead_batches,
+			     w->stats.posts, w->stats.delivered_batches, w->stats.delivered_points, w->stats.retries);
+		json_append_string(out, w->last_error, strlen(w->last_error));
+		rbuf_appendc(out, '}');
+	}
+	rbuf_append(out, "]}", 2);
+	return ok ? 200 : 503;
+}
+
 static int open_queue(struct relayd *d)
 {
 	struct wal_options o = { .map_size = config_map_size(&d->cfg), .flags = 0 };
@@ -207,6 +251,7 @@ int main(int argc, char **argv)
 		wal_close(d.wal);
 		return 1;
 	}
+	http_server_set_health(d.http, health, &d);
 	d.loop->data = &d;
 	d.workers = xcalloc(d.cfg.nbackends, sizeof(*d.workers));
 	for (size_t i = 0; i < d.cfg.nbackends; i++)

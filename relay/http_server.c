@@ -90,6 +90,8 @@ struct http_server {
 	void (*done)(void *);
 	void *done_arg;
 	struct http_server_stats stats;
+	http_health_fn health_fn;
+	void *health_arg;
 	uint64_t last_refusal_log;    /* monotonic ns */
 	uint64_t refusals_suppressed;
 };
@@ -793,6 +795,18 @@ static int dispatch(struct conn *c)
 		handle_write(c, q ? q + 1 : "");
 		return !c->waiting;
 	}
+	if (plen == 7 && memcmp(url, "/health", 7) == 0 && s->health_fn) {
+		if (method != HTTP_GET && method != HTTP_HEAD) {
+			respond_error(c, 405, "method not allowed: /health takes GET or HEAD", "Allow: GET, HEAD\r\n", !keep);
+			return 1;
+		}
+		struct rbuf out = RBUF_INIT;
+		int status = s->health_fn(s, &out, s->health_arg);
+		rbuf_appendc(&out, '\n');
+		respond(c, status, "Cache-Control: no-store\r\n", out.data, out.len, !keep, method == HTTP_HEAD);
+		rbuf_release(&out);
+		return 1;
+	}
 	respond_error(c, 404, "not found", NULL, !keep);
 	return 1;
 }
@@ -1032,6 +1046,12 @@ int http_server_start(uv_loop_t *loop, const struct relay_config *cfg, struct in
 					      : ntohs(((struct sockaddr_in *)&bound)->sin_port);
 	*out = s;
 	return 0;
+}
+
+void http_server_set_health(struct http_server *s, http_health_fn fn, void *arg)
+{
+	s->health_fn = fn;
+	s->health_arg = arg;
 }
 
 int http_server_port(const struct http_server *s)

@@ -37,6 +37,14 @@ struct http_server_stats {
 int http_server_start(uv_loop_t *loop, const struct relay_config *cfg, struct ingest *ing,
                       struct http_server **out, char *err, size_t errlen);
 
+/*
+ * GET /health: fn appends a JSON object describing the relay and its
+ * backends to out and returns the HTTP status (200 when healthy, 503 when
+ * not). Without a handler /health is a 404.
+ */
+typedef int (*http_health_fn)(struct http_server *s, struct rbuf *out, void *arg);
+void http_server_set_health(struct http_server *s, http_health_fn fn, void *arg);
+
 /* The port actually bound (useful with port 0). */
 int http_server_port(const struct http_server *s);
 

@@ -176,6 +176,7 @@ static void form_group(struct replay_worker *w, int compress)
 			rbuf_append(&w->payload, w->batches[i].body, w->batches[i].body_len);
 	}
 	w->nranges = 0;
+	w->split_fit = 0;
 	w->attempts = 0;
 	w->gzipped = 0;
 	if (compress && w->cfg->gzip) {
@@ -490,6 +491,25 @@ static void dead_letter(struct replay_worker *w, const struct http_response *r)
 	start_read(w, WK_DEAD);
 }
 
+/* If the front range is longer than max, cut off its first max bytes or
+ * less, at a line boundary, as a range of its own. */
+static void cut_front(struct replay_worker *w, size_t max)
+{
+	size_t off = w->ranges[0].off, len = w->ranges[0].len;
+	if (!max || len <= max || w->nranges >= (int)RELAY_ARRAY_SIZE(w->ranges))
+		return;
+	const char *p = w->batches[0].body + off;
+	const char *nl = memrchr(p, '\n', max);
+	if (!nl)
+		return; /* a single line longer than max: send it as it is */
+	size_t first = (size_t)(nl - p) + 1;
+	memmove(&w->ranges[1], &w->ranges[0], sizeof(w->ranges[0]) * (size_t)w->nranges);
+	w->ranges[0].len = first;
+	w->ranges[1].off = off + first;
+	w->ranges[1].len = len - first;
+	w->nranges++;
+}
+
 /* 413: split the current payload in two at a line boundary. */
 static void split(struct replay_worker *w, const struct http_response *r)
 {
@@ -574,9 +594,15 @@ static void on_response(struct http_client *c, const struct http_response *r, vo
 		set_health(w, REPLAY_UP, NULL);
 		w->attempts = 0;
 		if (w->nranges) {
+			size_t sent = w->ranges[0].len;
+			if (sent > w->split_fit)
+				w->split_fit = sent;
 			w->nranges--;
 			memmove(&w->ranges[0], &w->ranges[1], sizeof(w->ranges[0]) * (size_t)w->nranges);
 			if (w->nranges) {
+				/* Cut the next piece to what the backend accepted, rather
+				 * than offer it a size it already refused. */
+				cut_front(w, w->split_fit);
 				send_current(w);
 				return;
 			}

@@ -72,6 +72,7 @@ struct replay_worker {
 	/* 413 on a single batch: byte ranges of its body still to send */
 	struct { size_t off, len; } ranges[64];
 	int nranges;
+	size_t split_fit;         /* largest piece the backend accepted */
 
 	/* work item parameters and results */
 	int wk_kind;
