@@ -156,6 +156,19 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(r.log_matches(r"is down|HOLDING|dead-letter"), [],
                          "a healthy backend was reported down/holding/dead")
 
+    def test_gzip_towards_the_backend(self):
+        """gzip: true sends coalesced writes with Content-Encoding: gzip;
+        the real influxd takes them, every point arrives once."""
+        influxd = self.influxd()
+        r = self.relayd([backend("gz", influxd.url, gzip="true")])
+        sent = Sent()
+        for i in range(6):
+            sent.batch(r, self, "gzcpu", i, 300, every_unstamped=5)
+        influxd.wait_count(DB, "gzcpu", "value", sent.count("gzcpu"), timeout=20)
+        self.assert_drained(r, "gz")
+        sent.check(self, influxd, "gzcpu")
+        self.assertEqual(influxd.points_written_ok(), sent.count("gzcpu"))
+
     # 2
 
     def test_outage_kill9_restart_then_backend_returns(self):
