@@ -94,6 +94,8 @@ static const struct key_spec keys[] = {
 	    "largest request body; 413 beyond"),
 	KEY("http", "max_header_size", KT_SIZE, 0, http_max_header_bytes, "16KiB", 1, UINT64_MAX,
 	    "largest request line plus headers; 431 beyond"),
+	KEY("http", "max_decompressed_size", KT_SIZE, 0, http_max_decompressed_bytes, "100MiB", 1, UINT64_MAX,
+	    "largest body after gzip decompression; 413 beyond (a small bomb cannot exhaust memory)"),
 	KEY("http", "max_line_size", KT_SIZE, 0, http_max_line_bytes, "1MiB", 1, UINT64_MAX,
 	    "longest line of line protocol; 400 beyond"),
 	KEY("http", "header_timeout", KT_DURATION, 0, http_header_timeout_ms, "10s", 1, UINT64_MAX,

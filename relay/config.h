@@ -55,6 +55,7 @@ struct relay_config {
 	uint64_t http_max_body_bytes;    /* 413 beyond; default 25 MiB (InfluxDB's) */
 	uint64_t http_max_header_bytes;  /* 431 beyond; default 16 KiB (url + all headers) */
 	uint64_t http_max_line_bytes;    /* 400 beyond; default 1 MiB (one line of line protocol) */
+	uint64_t http_max_decompressed_bytes; /* gzip bodies: 413 beyond; default 100 MiB */
 	uint64_t http_header_timeout_ms; /* whole header must arrive within; 408; default 10 s */
 	uint64_t http_body_timeout_ms;   /* whole body must arrive within; 408; default 60 s */
 	uint64_t http_idle_timeout_ms;   /* keep-alive connection idle; closed; default 120 s */

@@ -24,6 +24,8 @@
 #include "relay/log.h"
 #include "relay/util.h"
 
+#include <zlib.h>
+
 #define READ_BUF_SIZE 65536
 #define LINGER_MS 2000
 #define MAX_HEADERS 100
@@ -61,6 +63,9 @@ struct conn {
 	char *authorization;
 	char *content_encoding;
 	int expect_continue;
+	z_stream z;          /* gzip request body being inflated */
+	int gzip;            /* 1: z is initialised; 2: its stream ended */
+	uint64_t body_received; /* body bytes as sent (before inflating) */
 	int err_status;      /* decided while parsing: answered at completion */
 	char err_msg[300];
 	int fatal;           /* error answered at once, then close */
@@ -102,6 +107,7 @@ static void conn_close(struct conn *c);
 static void conn_process(struct conn *c, const char *data, size_t len);
 static void conn_continue(struct conn *c);
 static void maybe_free(struct conn *c);
+static void gzip_end(struct conn *c);
 
 /*---- responses ----*/
 
@@ -252,6 +258,7 @@ static void maybe_free(struct conn *c)
 	rbuf_release(&c->hval);
 	rbuf_release(&c->body);
 	rbuf_release(&c->lp);
+	gzip_end(c);
 	free(c->authorization);
 	free(c->content_encoding);
 	free(c->pend);
@@ -336,8 +343,17 @@ static void linger_timer_cb(uv_timer_t *t)
 
 /*---- request state ----*/
 
+static void gzip_end(struct conn *c)
+{
+	if (c->gzip)
+		inflateEnd(&c->z);
+	c->gzip = 0;
+}
+
 static void request_reset(struct conn *c)
 {
+	gzip_end(c);
+	c->body_received = 0;
 	rbuf_reset(&c->url);
 	rbuf_reset(&c->hname);
 	rbuf_reset(&c->hval);
@@ -479,6 +495,17 @@ static int on_headers_complete(llhttp_t *p)
 			 (uint64_t)p->content_length, cfg->http_max_body_bytes);
 		return -1; /* on_headers_complete's error value; c->fatal says why */
 	}
+	if (c->content_encoding && strcasecmp(c->content_encoding, "gzip") == 0) {
+		/* Inflate as the body arrives, so that the cap on the
+		 * decompressed size holds without buffering the compressed body
+		 * and a bomb is stopped at the first chunk past the cap. */
+		memset(&c->z, 0, sizeof(c->z));
+		if (inflateInit2(&c->z, 15 + 16) != Z_OK)
+			relay_fatal("out of memory initialising zlib");
+		c->gzip = 1;
+	} else if (c->content_encoding && *c->content_encoding && strcasecmp(c->content_encoding, "identity")) {
+		set_error(c, 415, "unsupported Content-Encoding '%.40s' (want gzip or identity)", c->content_encoding);
+	}
 	if (c->expect_continue && !c->err_status && !c->fake) {
 		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 		send_raw(c, xstrdup(cont), sizeof(cont) - 1);
@@ -490,20 +517,52 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct conn *c = conn_of(p);
 	const struct relay_config *cfg = c->srv->cfg;
-	if (c->body.len + len > cfg->http_max_body_bytes) {
+	/* The limit is on bytes received (compressed, for a gzip body). */
+	c->body_received += len;
+	if (c->body_received > cfg->http_max_body_bytes) {
 		c->fatal = 413;
 		snprintf(c->err_msg, sizeof(c->err_msg), "request body exceeds the limit of %" PRIu64 " bytes",
 			 cfg->http_max_body_bytes);
 		return HPE_USER;
 	}
-	if (!c->err_status)
+	if (c->err_status)
+		return HPE_OK; /* read and dropped: the answer is already decided */
+	if (!c->gzip) {
 		rbuf_append(&c->body, at, len);
+		return HPE_OK;
+	}
+	uint64_t cap = cfg->http_max_decompressed_bytes;
+	c->z.next_in = (Bytef *)(uintptr_t)at;
+	c->z.avail_in = (uInt)len;
+	while (c->z.avail_in && c->gzip == 1) {
+		rbuf_reserve(&c->body, 65536);
+		size_t room = c->body.cap - c->body.len - 1;
+		c->z.next_out = (Bytef *)c->body.data + c->body.len;
+		c->z.avail_out = (uInt)(room > (1u << 30) ? (1u << 30) : room);
+		uInt before = c->z.avail_out;
+		int zrc = inflate(&c->z, Z_NO_FLUSH);
+		c->body.len += before - c->z.avail_out;
+		if (c->body.len > cap) {
+			c->fatal = 413;
+			snprintf(c->err_msg, sizeof(c->err_msg),
+				 "decompressed request body exceeds the limit of %" PRIu64 " bytes", cap);
+			return HPE_USER;
+		}
+		if (zrc == Z_STREAM_END) {
+			c->gzip = 2;
+		} else if (zrc != Z_OK && zrc != Z_BUF_ERROR) {
+			set_error(c, 400, "malformed gzip body: %s", c->z.msg ? c->z.msg : "inflate failed");
+			return HPE_OK;
+		}
+	}
 	return HPE_OK;
 }
 
 static int on_message_complete(llhttp_t *p)
 {
 	struct conn *c = conn_of(p);
+	if (c->gzip == 1 && !c->err_status)
+		set_error(c, 400, "malformed gzip body: truncated");
 	set_timer(c, T_NONE);
 	/* Stop here: the request is answered before the next one is parsed. */
 	return HPE_PAUSED;
@@ -649,8 +708,6 @@ static void handle_write(struct conn *c, const char *query)
 	else if (consistency && *consistency && strcmp(consistency, "any") && strcmp(consistency, "one") &&
 		 strcmp(consistency, "quorum") && strcmp(consistency, "all"))
 		set_error(c, 400, "invalid consistency '%.40s' (want any, one, quorum or all)", consistency);
-	else if (c->content_encoding && *c->content_encoding && strcasecmp(c->content_encoding, "identity"))
-		set_error(c, 415, "unsupported Content-Encoding '%.40s'", c->content_encoding);
 	free(precision);
 	free(consistency);
 	if (c->err_status) {

@@ -7,6 +7,7 @@ loopback port: what is accepted stays queued and is checked with
 `relayctl dump`.
 """
 
+import gzip
 import os
 import re
 import time
@@ -72,7 +73,7 @@ class DoorTest(unittest.TestCase):
         cls.relayd.write_config(
             cls.tmp,
             backends=[("local", "http://127.0.0.1:%d" % relaytest.closed_port())],
-            extra_yaml={"http": {"max_body_size": "64KiB"}})
+            extra_yaml={"http": {"max_body_size": "64KiB", "max_decompressed_size": "1MiB"}})
         cls.relayd.start()
         cls.relayd.wait_ready()
 
@@ -282,6 +283,49 @@ class DoorTest(unittest.TestCase):
         got = self.batches("tatlimit")
         self.assertEqual(len(got), 1)
         self.assertEqual(got[0]["bytes"], MAX_BODY)
+
+    # gzip request bodies
+
+    def test_gzip_body_round_trip(self):
+        lines = "".join("gz,host=h%d value=%d %d\n" % (i % 7, i, 1000 + i) for i in range(4000))
+        packed = gzip.compress(lines.encode())
+        # Bigger than max_body_size once inflated: the limit is on bytes sent.
+        self.assertGreater(len(lines), MAX_BODY)
+        self.assertLess(len(packed), MAX_BODY)
+        st, _, resp = self.relayd.write("tgzip", packed, headers={"Content-Encoding": "gzip"})
+        self.assertEqual(st, 204, resp)
+        got = self.batches("tgzip")
+        self.assertEqual(len(got), 1)
+        self.assertEqual(got[0]["body"], lines)
+        self.assertEqual(got[0]["lines"], 4000)
+
+    def test_gzip_bomb_is_413_and_queues_nothing(self):
+        bomb = gzip.compress(b"a" * (64 << 20))  # 64 MiB of 'a' in ~64 KiB
+        self.assertLess(len(bomb), MAX_BODY)
+        before = self.relayd.status_json()
+        r = self.relayd
+        c = r.raw()
+        self.addCleanup(c.close)
+        c.send(raw_request("POST", "/write?db=tbomb", bomb, port=r.port,
+                           headers={"Content-Encoding": "gzip"}))
+        resp = c.read_response()
+        self.assertEqual(resp.status, 413, resp)
+        self.assertIn("decompressed", relaytest.raw_json_error(resp))
+        self.assertEqual(self.batches("tbomb"), [])
+        self.assertEqual(self.relayd.status_json(), before)
+        self.assertEqual(self.relayd.get("/ping")[0], 204)
+
+    def test_gzip_malformed_or_truncated_is_400(self):
+        packed = gzip.compress(b"cpu value=1 1\n")
+        for body, why in ((b"not gzip at all", "malformed"), (packed[:-6], "truncated")):
+            err = self.assert_error(self.relayd.write("tbadgz", body, headers={"Content-Encoding": "gzip"}), 400)
+            self.assertIn("gzip", err, why)
+        self.assertEqual(self.batches("tbadgz"), [])
+
+    def test_unknown_content_encoding_is_415(self):
+        err = self.assert_error(self.relayd.write("tbr", "cpu value=1 1\n", headers={"Content-Encoding": "br"}), 415)
+        self.assertIn("br", err)
+        self.assertEqual(self.batches("tbr"), [])
 
     def test_body_over_the_limit_is_413(self):
         r = self.relayd
