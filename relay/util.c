@@ -146,24 +146,21 @@ static int parse_u64_prefix(const char **sp, uint64_t *out)
 	return 0;
 }
 
-int parse_size(const char *s, uint64_t *out)
+struct unit {
+	const char *suffix;
+	uint64_t mult;
+};
+
+/* A number then one of the units' suffixes (exactly): the product, or -1
+ * for anything else or an overflow. */
+static int parse_scaled(const char *s, const struct unit *units, size_t n, int allow_space, uint64_t *out)
 {
-	static const struct {
-		const char *suffix;
-		uint64_t mult;
-	} units[] = {
-		{ "", 1 }, { "B", 1 },
-		{ "k", 1024ULL }, { "K", 1024ULL }, { "KiB", 1024ULL }, { "KB", 1000ULL }, { "kB", 1000ULL },
-		{ "M", 1ULL << 20 }, { "MiB", 1ULL << 20 }, { "MB", 1000000ULL },
-		{ "G", 1ULL << 30 }, { "GiB", 1ULL << 30 }, { "GB", 1000000000ULL },
-		{ "T", 1ULL << 40 }, { "TiB", 1ULL << 40 }, { "TB", 1000000000000ULL },
-	};
 	uint64_t v;
 	if (!s || parse_u64_prefix(&s, &v) < 0)
 		return -1;
-	while (*s == ' ')
+	while (allow_space && *s == ' ')
 		s++;
-	for (size_t i = 0; i < RELAY_ARRAY_SIZE(units); i++) {
+	for (size_t i = 0; i < n; i++) {
 		if (strcmp(s, units[i].suffix) == 0) {
 			if (v && units[i].mult > UINT64_MAX / v)
 				return -1;
@@ -174,27 +171,25 @@ int parse_size(const char *s, uint64_t *out)
 	return -1;
 }
 
+int parse_size(const char *s, uint64_t *out)
+{
+	static const struct unit units[] = {
+		{ "", 1 }, { "B", 1 },
+		{ "k", 1024ULL }, { "K", 1024ULL }, { "KiB", 1024ULL }, { "KB", 1000ULL }, { "kB", 1000ULL },
+		{ "M", 1ULL << 20 }, { "MiB", 1ULL << 20 }, { "MB", 1000000ULL },
+		{ "G", 1ULL << 30 }, { "GiB", 1ULL << 30 }, { "GB", 1000000000ULL },
+		{ "T", 1ULL << 40 }, { "TiB", 1ULL << 40 }, { "TB", 1000000000000ULL },
+	};
+	return parse_scaled(s, units, RELAY_ARRAY_SIZE(units), 1, out);
+}
+
 int parse_duration_ms(const char *s, uint64_t *out)
 {
-	static const struct {
-		const char *suffix;
-		uint64_t mult;
-	} units[] = {
+	static const struct unit units[] = {
 		{ "", 1000 }, { "ms", 1 }, { "s", 1000 }, { "m", 60000 },
 		{ "h", 3600000 }, { "d", 86400000 },
 	};
-	uint64_t v;
-	if (!s || parse_u64_prefix(&s, &v) < 0)
-		return -1;
-	for (size_t i = 0; i < RELAY_ARRAY_SIZE(units); i++) {
-		if (strcmp(s, units[i].suffix) == 0) {
-			if (v && units[i].mult > UINT64_MAX / v)
-				return -1;
-			*out = v * units[i].mult;
-			return 0;
-		}
-	}
-	return -1;
+	return parse_scaled(s, units, RELAY_ARRAY_SIZE(units), 0, out);
 }
 
 int parse_hostport(const char *s, char **host, uint16_t *port, char *err, size_t errlen)

@@ -392,6 +392,16 @@ static void note_failure(struct wal *w, int mdb_rc)
 	pthread_mutex_unlock(&w->mu);
 }
 
+/* Commit a write transaction; a failure marks the environment for a
+ * reopen (see note_failure). */
+static int commit(struct wal *w, MDB_txn *txn)
+{
+	int rc = mdb_txn_commit(txn);
+	if (rc)
+		note_failure(w, rc);
+	return rc;
+}
+
 static int begin(struct wal *w, unsigned flags, MDB_txn **txn)
 {
 	int rc = mdb_txn_begin(w->env, NULL, flags, txn);
@@ -935,9 +945,7 @@ int wal_ack(struct wal *w, int id, uint64_t seq, int64_t now_ns)
 		goto abort;
 	/* Durable: the cursor and the deletion commit together, so a
 	 * delivered batch is never sent again after a crash, and never lost. */
-	rc = mdb_txn_commit(txn);
-	if (rc)
-		note_failure(w, rc);
+	rc = commit(w, txn);
 	goto out;
 abort:
 	mdb_txn_abort(txn);
@@ -1015,9 +1023,7 @@ int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_
 	}
 	if ((rc = put_backend(txn, w, name, &r)) || (finish && (rc = truncate_log(txn, w))))
 		goto abort;
-	rc = mdb_txn_commit(txn);
-	if (rc)
-		note_failure(w, rc);
+	rc = commit(w, txn);
 	goto out;
 abort:
 	mdb_txn_abort(txn);
