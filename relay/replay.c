@@ -37,6 +37,7 @@ enum work_kind {
 };
 
 #define HOLD_MIN_MS 1000
+#define HOLD_REMIND_NS (300ULL * 1000000000ULL)
 
 static void start_read(struct replay_worker *w, int kind);
 static void send_current(struct replay_worker *w);
@@ -58,8 +59,19 @@ static void set_health(struct replay_worker *w, enum replay_health h, const char
 {
 	if (reason)
 		snprintf(w->last_error, sizeof(w->last_error), "%s", reason);
-	if (h == w->health)
+	if (h == w->health) {
+		/* Holding needs a person: remind them every few minutes, not
+		 * only once (a single line scrolls away). */
+		uint64_t now = now_mono_ns();
+		if (h == REPLAY_HOLDING && now - w->hold_logged_ns >= HOLD_REMIND_NS) {
+			w->hold_logged_ns = now;
+			relay_log(RELAY_LOG_ERROR, "backend '%s' is still HOLDING its queue (attempt %u): %s",
+				  w->cfg->name, w->attempts, w->last_error);
+		}
 		return;
+	}
+	if (h == REPLAY_HOLDING)
+		w->hold_logged_ns = now_mono_ns();
 	enum replay_health old = w->health;
 	w->health = h;
 	switch (h) {

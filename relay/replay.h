@@ -57,6 +57,7 @@ struct replay_worker {
 	enum replay_health health;
 	char last_error[300];
 	uint32_t attempts;      /* of the current payload */
+	uint64_t hold_logged_ns; /* monotonic time of the last "holding" line */
 	int64_t last_delivery_ns;
 
 	/* batches copied out of the queue, and the group being sent */
