@@ -6,9 +6,10 @@
  * network I/O (batches are copied out on the thread pool first), and never
  * spin (every retry waits at least retry_min).
  *
- *   IDLE --notify--> READ --batches--> SEND --2xx--> COMMIT(ack)+READ ...
- *                     |                 |--retry--> BACKOFF --> (PROBE) --> SEND
- *                     0 batches: IDLE   |--hold---> BACKOFF --> SEND
+ *   IDLE --notify--> READ --batches--> SEND --2xx--> READ (past it) ...
+ *                     |                 |          + ACK beside the next SEND
+ *                     0 batches: IDLE   |--retry--> BACKOFF --> (PROBE) --> SEND
+ *                                       |--hold---> BACKOFF --> SEND
  *                                       |--dead---> COMMIT(dead-letter)+READ
  *                                       |--413----> SEND (halves)
  */
@@ -30,8 +31,7 @@
 enum state { S_IDLE, S_READ, S_SEND, S_BACKOFF, S_PROBE, S_CREATE, S_COMMIT, S_STOPPED };
 
 enum work_kind {
-	WK_READ = 0,   /* read only */
-	WK_ACK,        /* ack wk_seq, then read */
+	WK_READ = 0,   /* read only (from read_from) */
 	WK_DEAD,       /* dead-letter batch wk_seq and finish it, then read */
 	WK_DEAD_PART,  /* dead-letter lines [wk_off, +wk_len) of batch 0, no read */
 };
@@ -383,9 +383,6 @@ static void work_cb(uv_work_t *req)
 	const struct wal_batch *b0 = w->nbatches ? &w->batches[0] : NULL;
 	w->wk_rc = 0;
 	switch (w->wk_kind) {
-	case WK_ACK:
-		w->wk_rc = wal_ack(w->wal, w->id, w->wk_seq, now);
-		break;
 	case WK_DEAD:
 		w->wk_rc = wal_dead_letter(w->wal, w->id, w->wk_seq, NULL, 0, 0, w->wk_status, w->last_error,
 					   w->attempts, now, 1);
@@ -403,13 +400,71 @@ static void work_cb(uv_work_t *req)
 	/* Copy out about two payloads' worth: enough to coalesce, little
 	 * enough to stay small in memory. */
 	size_t max_bytes = w->cfg->batch_max_bytes;
-	w->wk_rc = wal_read(w->wal, w->id, 0, REPLAY_READ_MAX, max_bytes, w->batches, &w->nbatches);
+	w->wk_rc = wal_read(w->wal, w->id, w->read_from, REPLAY_READ_MAX, max_bytes, w->batches, &w->nbatches);
 	/* Build (and compress) the payload here, off the loop thread. */
 	if (w->wk_rc == 0 && w->nbatches)
 		form_group(w, 1);
 }
 
 static void finish_stop(struct replay_worker *w);
+
+/*
+ * Acks run beside the next write: once a write got its 2xx, the next
+ * batches are read (past it) and sent while the commit that moves the
+ * cursor runs on the pool. Acks are cumulative, so one in flight at a time
+ * covers everything delivered so far. A crash before the ack commits sends
+ * those batches again after the restart (at least once); order is kept,
+ * since the next write still starts only after the previous one's 2xx.
+ */
+static void ack_work_cb(uv_work_t *req)
+{
+	struct replay_worker *w = req->data;
+	w->ack_rc = wal_ack(w->wal, w->id, w->ack_inflight, now_realtime_ns());
+}
+
+static void start_ack(struct replay_worker *w);
+
+static void ack_after_cb(uv_work_t *req, int status)
+{
+	struct replay_worker *w = req->data;
+	int rc = status ? status : w->ack_rc;
+	w->ack_busy = 0;
+	if (rc) {
+		/* Not fatal: the batches were delivered; the next ack (or a
+		 * restart, which resends them) settles it. */
+		relay_log(RELAY_LOG_ERROR, "backend '%s': cannot record delivery up to batch %" PRIu64 ": %s",
+			  w->cfg->name, w->ack_inflight, wal_strerror(rc));
+	} else if (w->ack_inflight > w->ack_done) {
+		w->ack_done = w->ack_inflight;
+	}
+	if (w->stopping) {
+		finish_stop(w);
+		return;
+	}
+	if (rc == 0 && w->ack_want > w->ack_done)
+		start_ack(w);
+}
+
+static void start_ack(struct replay_worker *w)
+{
+	if (w->ack_busy || w->ack_want <= w->ack_done)
+		return;
+	w->ack_busy = 1;
+	w->ack_inflight = w->ack_want;
+	w->ack_work.data = w;
+	int rc = uv_queue_work(w->loop, &w->ack_work, ack_work_cb, ack_after_cb);
+	relay_assert(rc == 0);
+}
+
+/* Batches up to seq are delivered: record it, and go on with the next. */
+static void delivered_upto(struct replay_worker *w, uint64_t seq)
+{
+	if (seq > w->ack_want)
+		w->ack_want = seq;
+	w->read_from = seq + 1;
+	start_ack(w);
+	start_read(w, WK_READ);
+}
 
 static void after_work_cb(uv_work_t *req, int status)
 {
@@ -427,6 +482,9 @@ static void after_work_cb(uv_work_t *req, int status)
 		relay_log(RELAY_LOG_ERROR, "backend '%s': cannot update the queue: %s; retrying", w->cfg->name,
 			  wal_strerror(rc));
 		release_batches(w);
+		/* A dead-letter that did not commit must be tried again: read
+		 * from the first batch not known to be delivered. */
+		w->read_from = w->ack_want + 1;
 		w->attempts++;
 		schedule(w, next_delay(w, HOLD_MIN_MS, 0));
 		return;
@@ -435,14 +493,14 @@ static void after_work_cb(uv_work_t *req, int status)
 		/* The rest of the split batch goes on. */
 		w->nranges--;
 		memmove(&w->ranges[0], &w->ranges[1], sizeof(w->ranges[0]) * (size_t)w->nranges);
-		if (w->nranges) {
+		if (w->nranges)
 			send_current(w);
-		} else {
-			w->wk_seq = w->batches[0].seq;
-			start_read(w, WK_ACK);
-		}
+		else
+			delivered_upto(w, w->batches[0].seq);
 		return;
 	}
+	if (kind == WK_DEAD && w->wk_seq > w->ack_done)
+		w->ack_done = w->wk_seq; /* the dead-letter moved the cursor past it */
 	if (w->nbatches == 0) {
 		w->state = S_IDLE;
 		if (w->wake) {
@@ -500,6 +558,7 @@ static void dead_letter(struct replay_worker *w, const struct http_response *r)
 	relay_log(RELAY_LOG_WARN, "backend '%s': batch %" PRIu64 " (%u points, db '%s') dead-lettered after %u attempt(s): %s",
 		  w->cfg->name, w->batches[0].seq, w->batches[0].lines, w->batches[0].db, w->attempts + 1, reason);
 	w->wk_seq = w->batches[0].seq;
+	w->read_from = w->wk_seq + 1;
 	start_read(w, WK_DEAD);
 }
 
@@ -625,8 +684,7 @@ static void on_response(struct http_client *c, const struct http_response *r, vo
 			w->stats.delivered_points += w->batches[i].lines;
 		}
 		w->last_delivery_ns = now_realtime_ns();
-		w->wk_seq = group_last_seq(w);
-		start_read(w, WK_ACK);
+		delivered_upto(w, group_last_seq(w));
 		return;
 	case OUTCOME_RETRY:
 		retry_later(w, r, r->status < 0 ? REPLAY_DOWN : REPLAY_RETRYING, 0);
@@ -684,7 +742,7 @@ void replay_notify(struct replay_worker *w)
 
 static void finish_stop(struct replay_worker *w)
 {
-	if (w->handles || w->work_busy)
+	if (w->handles || w->work_busy || w->ack_busy)
 		return;
 	release_batches(w);
 	rbuf_release(&w->payload);

@@ -46,7 +46,14 @@ struct replay_worker {
 	int id;                 /* the backend's wal id */
 	struct http_client http;
 	uv_timer_t timer;
-	uv_work_t work;
+	uv_work_t work;         /* queue reads and dead-letters */
+	uv_work_t ack_work;     /* acks, beside the next write */
+	int ack_busy;
+	int ack_rc;
+	uint64_t ack_want;      /* delivered up to here (cumulative) */
+	uint64_t ack_inflight;  /* the ack being committed */
+	uint64_t ack_done;      /* committed up to here */
+	uint64_t read_from;     /* next read starts here (0 = the cursor) */
 	int state;              /* internal state machine (replay.c) */
 	int work_busy;
 	int wake;               /* data arrived while busy */

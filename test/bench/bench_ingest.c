@@ -1,7 +1,8 @@
 /*
  * bench_ingest: how close relayd's acknowledged write path comes to what the
- * disk allows. For each body size N (lines per request) it measures, in one
- * run:
+ * disk allows, and how fast relayd delivers into a real influxd. In one run:
+ *
+ * Ingest, for each body size N (lines per request):
  *
  *  (A) raw LMDB group commit, the reference: one thread appends records (an
  *      80-byte header like relayd's plus the very N-line body the clients
@@ -13,20 +14,43 @@
  *      with every line timestamped and once with half of them left for
  *      relayd to stamp.
  *
- * Why (A) is a fair ceiling: a 204 from relayd promises the batch is on
- * disk, so every acknowledged request went through a synced LMDB write
- * transaction, and with C clients each waiting for its answer no commit can
- * hold more than C requests. (A) does just that with the same bytes, flags,
- * key scheme and K = C records per commit, and none of relayd's other work
- * (HTTP, line-protocol validation, copying, the event loop, counters), and
- * its commits are always full. At about two fdatasyncs per commit the fsync
- * dominates both, so the ratio relayd/raw says how much relayd loses to
- * everything else, how full it keeps its commits included (relayd's log
- * line "N batches committed in M commits" is printed under the table).
+ *  Order for one N: raw with K = C (the connection count), relayd, raw with
+ *  K = relayd's measured records per commit, relayd half stamped, raw with
+ *  K = its records per commit. relayd's records per commit come from
+ *  GET /health ("ingest": commits, batches_committed) read before and after
+ *  the case.
+ *
+ *  Why (A) with K = relayd's own group size is the fair reference: a 204
+ *  from relayd promises the batch is on disk, so every acknowledged request
+ *  went through a synced LMDB write transaction. (A) does just that with the
+ *  same bytes, flags, key scheme and records per commit, and none of
+ *  relayd's other work (HTTP, validation, copying, the event loop), so the
+ *  ratio says what relayd loses to everything but the disk. K = C is an upper
+ *  bound no closed-loop server reaches: while a commit is in flight the
+ *  clients it holds wait for it, so with C clients the groups alternate and
+ *  hold about C/2 each.
+ *
+ * Delivery (when influxd is found; Debian's influxdb 1.6.7), with a private
+ * influxd on loopback, fresh for each case:
+ *
+ *  (C) direct: the same C client threads POST distinct 1000-line batches to
+ *      influxd for T seconds; points/s = influxd's pointsWrittenOK delta / T.
+ *  (D) through relayd: the same clients POST to a relayd whose backend is
+ *      that influxd, for T seconds; then we wait until relayd's /health shows
+ *      nothing pending. points/s = points stored / (first send to the moment
+ *      everything is in influxd).
+ *  (E) drain: a relayd whose backend is a closed port takes a backlog of M
+ *      points; it is stopped and restarted with the backend pointing at a
+ *      fresh influxd; drain points/s = M / (restart to nothing pending).
+ *
+ *  Every point carries its own timestamp (the request number times N plus
+ *  the line number, in ns), so none overwrites another, and influxd's
+ *  pointsWrittenOK delta must equal the points sent.
  *
  * Run by hand, never by ctest. Loopback only; every phase is time-bounded:
- * T seconds per case (or a 2 GiB byte budget for raw LMDB), 10 s for relayd
- * to become ready or to stop, 30 s for any single socket operation.
+ * T seconds per case (or a 2 GiB byte budget for raw LMDB), 10 s for a
+ * server to become ready or to stop, 30 s for any single socket operation,
+ * 30 s to load the backlog and 120 s for any drain.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -41,6 +65,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,10 +83,13 @@
 
 extern char **environ;
 
-#define MAX_CASES 8                   /* entries of -n */
+#define MAX_CASES 8                   /* entries of -n and of --delivery-conns */
+#define ROWS_PER_N 5                  /* raw K=C, relayd, raw, relayd half stamped, raw */
 #define MAX_LINES 500000u             /* ~45 MB per body: under relayd's 64 MiB limit */
+#define MAX_DELIVERY_LINES 100000u    /* ~8.5 MB: under influxd's 25 MB max-body-size */
 #define MAX_CONNS 1024u               /* relayd's default max_connections */
 #define MAX_SECONDS 600u
+#define MAX_BACKLOG 100000000u
 #define RAW_MAP_SIZE (8ULL << 30)     /* never filled: the byte budget stops first */
 #define RAW_BYTE_BUDGET (2ULL << 30)  /* most bytes one raw case may write */
 #define RAW_HDR_SIZE 80               /* header + db/rp, about what relayd stores */
@@ -69,21 +97,32 @@ extern char **environ;
 #define READY_TIMEOUT_NS (10 * NS_PER_S)
 #define STOP_TIMEOUT_NS (10 * NS_PER_S)
 #define POLL_INTERVAL_NS (50 * 1000000ULL)
-#define IO_TIMEOUT_S 30               /* per send/recv: a hung relayd cannot hang us */
+#define DRAIN_POLL_NS (20 * 1000000ULL)       /* /health polls while waiting for a drain */
+#define DRAIN_TIMEOUT_NS (120 * NS_PER_S)     /* longest wait for relayd to deliver everything */
+#define BACKLOG_LOAD_MAX_NS (30 * NS_PER_S)   /* longest time to load the drain backlog */
+#define IO_TIMEOUT_S 30               /* per send/recv: a hung server cannot hang us */
 #define MAX_HEAD 65536                /* bytes of a response's status line + headers */
 #define MAX_RESP_BODY (64u << 20)
 #define ERR_BODY_MAX 512              /* bytes of an unexpected response body kept */
 #define FSYNC_PROBES 50
+#define TS_WIDTH 19                   /* digits of every timestamp in a body */
+#define TS_BASE 1600000000000000000LL /* first unique timestamp (2020-09-13), ns */
+#define PORT_TRIES 10
 
 /*---- options ----*/
 
 struct options {
-	unsigned conns;   /* -c: client connections, and K for raw LMDB */
+	unsigned conns;   /* -c: client connections, and K for the bound raw LMDB row */
 	unsigned seconds; /* -t: per case */
 	unsigned lines[MAX_CASES];
 	size_t ncases;
 	const char *relayd;
-	int run_raw, run_relayd;
+	char *influxd;    /* NULL: none found, the delivery cases are skipped */
+	unsigned dconns[MAX_CASES]; /* --delivery-conns */
+	size_t ndconns;
+	unsigned dlines;  /* --delivery-lines */
+	unsigned backlog; /* --backlog: points */
+	int run_raw, run_relayd, run_delivery;
 	int keep;
 };
 
@@ -91,13 +130,19 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 	        "usage: bench_ingest [-c CONNS] [-t SECONDS] [-n LINES[,LINES...]]\n"
-	        "                    [--relayd PATH] [--only raw|relayd] [--keep]\n"
-	        "  -c CONNS        client connections; also records per raw LMDB commit (16)\n"
-	        "  -t SECONDS      duration of each case (5)\n"
-	        "  -n LIST         lines per request, comma-separated (1000,5000)\n"
-	        "  --relayd PATH   relayd binary to start (./build/bin/relayd)\n"
-	        "  --only WHAT     run only the raw LMDB reference or only relayd\n"
-	        "  --keep          keep the temporary directory (queue, config, log)\n");
+	        "                    [--relayd PATH] [--influxd PATH]\n"
+	        "                    [--only raw|relayd|ingest|delivery] [--delivery-conns LIST]\n"
+	        "                    [--delivery-lines N] [--backlog POINTS] [--keep]\n"
+	        "  -c CONNS              client connections for the ingest cases (16)\n"
+	        "  -t SECONDS            duration of each case (5)\n"
+	        "  -n LIST               lines per request for the ingest cases (1000,5000)\n"
+	        "  --relayd PATH         relayd binary to start (./build/bin/relayd)\n"
+	        "  --influxd PATH        influxd binary for the delivery cases (influxd on PATH)\n"
+	        "  --only WHAT           raw, relayd, ingest (both) or delivery\n"
+	        "  --delivery-conns LIST client connections for the delivery cases (4,16)\n"
+	        "  --delivery-lines N    lines per request for the delivery cases (1000)\n"
+	        "  --backlog POINTS      backlog for the drain case (3000000)\n"
+	        "  --keep                keep the temporary directory (queues, configs, logs)\n");
 }
 
 static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
@@ -111,35 +156,60 @@ static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 	return 0;
 }
 
-static int parse_lines_list(const char *s, struct options *o)
+/* A comma-separated list of 1..MAX_CASES numbers in [min, max]. */
+static int parse_uint_list(const char *s, unsigned min, unsigned max, unsigned *out, size_t *n)
 {
 	char *copy = xstrdup(s), *save = NULL;
 	int rc = 0;
-	o->ncases = 0;
+	*n = 0;
 	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		if (o->ncases == MAX_CASES || parse_uint(tok, 1, MAX_LINES, &o->lines[o->ncases]) < 0) {
+		if (*n == MAX_CASES || parse_uint(tok, min, max, &out[*n]) < 0) {
 			rc = -1;
 			break;
 		}
-		o->ncases++;
+		(*n)++;
 	}
 	free(copy);
-	return rc == 0 && o->ncases > 0 ? 0 : -1;
+	return rc == 0 && *n > 0 ? 0 : -1;
+}
+
+/* The first executable NAME in $PATH (malloc'd), or NULL. */
+static char *find_on_path(const char *name)
+{
+	const char *path = getenv("PATH");
+	char *copy, *save = NULL, *found = NULL;
+	if (!path)
+		return NULL;
+	copy = xstrdup(path);
+	for (char *dir = strtok_r(copy, ":", &save); dir && !found; dir = strtok_r(NULL, ":", &save)) {
+		char full[PATH_MAX];
+		int n = snprintf(full, sizeof(full), "%s/%s", dir, name);
+		if (n > 0 && n < (int)sizeof(full) && access(full, X_OK) == 0)
+			found = xstrdup(full);
+	}
+	free(copy);
+	return found;
 }
 
 /* Returns 0, or 2 (the exit code) after printing what is wrong. */
 static int options_parse(int argc, char **argv, struct options *o)
 {
-	enum { OPT_RELAYD = 256, OPT_ONLY, OPT_KEEP };
+	enum { OPT_RELAYD = 256, OPT_INFLUXD, OPT_ONLY, OPT_KEEP, OPT_DCONNS, OPT_DLINES, OPT_BACKLOG };
 	static const struct option longopts[] = {
 		{ "relayd", required_argument, NULL, OPT_RELAYD },
+		{ "influxd", required_argument, NULL, OPT_INFLUXD },
 		{ "only", required_argument, NULL, OPT_ONLY },
+		{ "delivery-conns", required_argument, NULL, OPT_DCONNS },
+		{ "delivery-lines", required_argument, NULL, OPT_DLINES },
+		{ "backlog", required_argument, NULL, OPT_BACKLOG },
 		{ "keep", no_argument, NULL, OPT_KEEP },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	const char *influxd = NULL, *only = NULL;
 	*o = (struct options){ .conns = 16, .seconds = 5, .lines = { 1000, 5000 }, .ncases = 2,
-	                       .relayd = "./build/bin/relayd", .run_raw = 1, .run_relayd = 1 };
+	                       .relayd = "./build/bin/relayd", .dconns = { 4, 16 }, .ndconns = 2,
+	                       .dlines = 1000, .backlog = 3000000 };
 	int c;
 	while ((c = getopt_long(argc, argv, "c:t:n:h", longopts, NULL)) != -1) {
 		switch (c) {
@@ -156,22 +226,46 @@ static int options_parse(int argc, char **argv, struct options *o)
 			}
 			break;
 		case 'n':
-			if (parse_lines_list(optarg, o) < 0) {
+			if (parse_uint_list(optarg, 1, MAX_LINES, o->lines, &o->ncases) < 0) {
 				fprintf(stderr, "bench_ingest: -n wants up to %d counts of 1..%u lines, not '%s'\n",
 				        MAX_CASES, MAX_LINES, optarg);
+				return 2;
+			}
+			break;
+		case OPT_DCONNS:
+			if (parse_uint_list(optarg, 1, MAX_CONNS, o->dconns, &o->ndconns) < 0) {
+				fprintf(stderr, "bench_ingest: --delivery-conns wants up to %d counts of 1..%u, not '%s'\n",
+				        MAX_CASES, MAX_CONNS, optarg);
+				return 2;
+			}
+			break;
+		case OPT_DLINES:
+			if (parse_uint(optarg, 1, MAX_DELIVERY_LINES, &o->dlines) < 0) {
+				fprintf(stderr, "bench_ingest: --delivery-lines wants 1..%u, not '%s'\n", MAX_DELIVERY_LINES,
+				        optarg);
+				return 2;
+			}
+			break;
+		case OPT_BACKLOG:
+			if (parse_uint(optarg, 1, MAX_BACKLOG, &o->backlog) < 0) {
+				fprintf(stderr, "bench_ingest: --backlog wants 1..%u points, not '%s'\n", MAX_BACKLOG, optarg);
 				return 2;
 			}
 			break;
 		case OPT_RELAYD:
 			o->relayd = optarg;
 			break;
+		case OPT_INFLUXD:
+			influxd = optarg;
+			break;
 		case OPT_ONLY:
-			if (strcmp(optarg, "raw") && strcmp(optarg, "relayd")) {
-				fprintf(stderr, "bench_ingest: --only wants raw or relayd, not '%s'\n", optarg);
+			if (strcmp(optarg, "raw") && strcmp(optarg, "relayd") && strcmp(optarg, "ingest") &&
+			    strcmp(optarg, "delivery")) {
+				fprintf(stderr, "bench_ingest: --only wants raw, relayd, ingest or delivery, not '%s'\n",
+				        optarg);
 				return 2;
 			}
-			o->run_raw = !strcmp(optarg, "raw");
-			o->run_relayd = !o->run_raw;
+			only = optarg;
 			break;
 		case OPT_KEEP:
 			o->keep = 1;
@@ -187,6 +281,15 @@ static int options_parse(int argc, char **argv, struct options *o)
 	if (optind < argc) {
 		fprintf(stderr, "bench_ingest: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
+		return 2;
+	}
+	o->influxd = influxd ? xstrdup(influxd) : find_on_path("influxd");
+	o->run_raw = !only || !strcmp(only, "raw") || !strcmp(only, "ingest");
+	o->run_relayd = !only || !strcmp(only, "relayd") || !strcmp(only, "ingest");
+	/* By default the delivery cases run whenever there is an influxd. */
+	o->run_delivery = (!only && o->influxd) || (only && !strcmp(only, "delivery"));
+	if (o->run_delivery && !o->influxd) {
+		fprintf(stderr, "bench_ingest: --only delivery needs influxd on PATH or --influxd PATH\n");
 		return 2;
 	}
 	return 0;
@@ -242,7 +345,8 @@ static double lat_percentile_ms(struct lat_vec *l, unsigned pct)
 /*
  * Append a line-protocol body of n lines to b, ~85 bytes a line, values
  * varying from line to line. stamp_every = 1 stamps every line, 2 every
- * other one (relayd stamps the rest at acceptance).
+ * other one (relayd stamps the rest at acceptance). Every timestamp is
+ * TS_WIDTH digits wide, so that it can be rewritten in place.
  */
 static void body_build(struct rbuf *b, unsigned n, unsigned stamp_every)
 {
@@ -270,12 +374,45 @@ static double body_bytes_per_line(unsigned stamp_every)
 	return per_line;
 }
 
-/* One row of the table. A negative number prints as "–". */
+/* Write v as exactly TS_WIDTH decimal digits at p. */
+static void put_dec_ts(char *p, uint64_t v)
+{
+	for (int k = TS_WIDTH - 1; k >= 0; k--) {
+		p[k] = (char)('0' + v % 10);
+		v /= 10;
+	}
+}
+
+/* One row of the ingest table. A negative number prints as "–". */
 struct row {
-	char name[40];
+	char name[48];
 	unsigned lines, conns;
+	double per_commit; /* raw: K; relayd: measured requests per commit (-1: unknown) */
 	double points_s, requests_s, commits_s, p50_ms, p99_ms;
 	int is_raw;
+	int ref_same;      /* relayd rows: the raw row with K = per_commit, or -1 */
+	int ref_bound;     /* the raw row with K = conns for this N, or -1 */
+};
+
+/* One row of the delivery table. */
+enum drow_kind { D_DIRECT, D_RELAYD, D_DRAIN };
+
+struct drow {
+	enum drow_kind kind;
+	unsigned conns, lines;
+	int ran;                /* the case produced numbers */
+	uint64_t sent;          /* points acknowledged to the clients (drain: the backlog) */
+	uint64_t stored;        /* influxd's pointsWrittenOK delta */
+	double span_s;          /* what points/s divides by */
+	double points_s;        /* stored (drain: backlog) / span */
+	double acked_s;         /* clients' acknowledged points/s, -1 n/a */
+	double p50_ms, p99_ms;  /* clients' latencies, -1 n/a */
+	double load_s;          /* relayd/drain: how long the clients loaded */
+	uint64_t backlog_end;   /* relayd: points pending when the clients stopped */
+	double lines_per_post;  /* relayd: lines per POST to influxd, -1 n/a */
+	uint64_t retries;       /* relayd: failed POSTs */
+	double cpu_relayd, cpu_influxd, cpu_clients; /* % of one core, -1 n/a */
+	double ready_s;         /* drain: restart to /ping answered */
 };
 
 /*---- files and machine facts ----*/
@@ -345,9 +482,24 @@ static double fdatasync_probe_ms(const char *dir)
 	return ms;
 }
 
+/* The three load averages from /proc/loadavg, or "unknown". */
+static const char *loadavg(char *out, size_t len)
+{
+	double a, b, c;
+	FILE *f = fopen("/proc/loadavg", "r");
+	snprintf(out, len, "unknown");
+	if (f) {
+		if (fscanf(f, "%lf %lf %lf", &a, &b, &c) == 3)
+			snprintf(out, len, "%.2f %.2f %.2f", a, b, c);
+		fclose(f);
+	}
+	return out;
+}
+
 static void print_machine_facts(const struct options *o, const char *tmp)
 {
 	struct utsname u;
+	char la[64];
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	double fsync_ms = fdatasync_probe_ms(tmp);
 	printf("# bench_ingest\n\n");
@@ -355,6 +507,7 @@ static void print_machine_facts(const struct options *o, const char *tmp)
 		printf("- machine: %s %s %s, %ld CPUs online\n", u.sysname, u.release, u.machine, ncpu);
 	else
 		printf("- machine: %ld CPUs online\n", ncpu);
+	printf("- load average at the start: %s\n", loadavg(la, sizeof(la)));
 	printf("- data in %s (%s)\n", tmp, fs_name(tmp));
 	printf("- bodies: %.1f bytes/line with every line stamped, %.1f with half of them\n",
 	       body_bytes_per_line(1), body_bytes_per_line(2));
@@ -362,9 +515,12 @@ static void print_machine_facts(const struct options *o, const char *tmp)
 		printf("- one 4 KiB write + fdatasync: %.3f ms (median of up to %d)\n", fsync_ms, FSYNC_PROBES);
 	printf("- fsync dominates: every durable LMDB commit costs about two fdatasyncs (data, then\n"
 	       "  meta page), so throughput is set by how many records share one commit\n");
-	printf("- %u s per case, %u connections (= K records per raw LMDB commit)\n", o->seconds, o->conns);
-	if (o->run_relayd)
-		printf("- client threads share the CPUs with relayd\n");
+	printf("- %u s per case; ingest: %u connections\n", o->seconds, o->conns);
+	if (o->run_delivery)
+		printf("- delivery: influxd %s, %u lines per request, backlog %u points\n", o->influxd, o->dlines,
+		       o->backlog);
+	if (o->run_relayd || o->run_delivery)
+		printf("- client threads share the CPUs with relayd%s\n", o->run_delivery ? " and influxd" : "");
 	printf("\n");
 }
 
@@ -502,23 +658,28 @@ static void *raw_writer(void *arg)
 	return NULL;
 }
 
-/* Run raw LMDB for n lines per record into row. Returns 0 or -1. */
-static int run_raw_case(const struct options *o, const char *tmp, unsigned n, struct row *row)
+/*
+ * Run raw LMDB for n lines per record, k records per commit, into row
+ * (named name). Returns 0 or -1.
+ */
+static int run_raw_case(const struct options *o, const char *tmp, unsigned n, unsigned k, const char *name,
+                        struct row *row)
 {
+	static unsigned serial;
 	struct rbuf body = RBUF_INIT;
-	struct raw_case rc = { .lines = n, .per_commit = o->conns, .body = &body,
+	struct raw_case rc = { .lines = n, .per_commit = k, .body = &body,
 	                       .duration_ns = o->seconds * NS_PER_S, .byte_budget = RAW_BYTE_BUDGET };
 	pthread_t tid;
 	int err, ret = -1;
 
 	body_build(&body, n, 1);
-	char name[32];
-	snprintf(name, sizeof(name), "raw-%u", n);
-	if (path_join(rc.dir, tmp, name) < 0 || mkdir(rc.dir, 0700) < 0) {
+	char sub[48];
+	snprintf(sub, sizeof(sub), "raw-%u-%u-%u", n, k, ++serial);
+	if (path_join(rc.dir, tmp, sub) < 0 || mkdir(rc.dir, 0700) < 0) {
 		fprintf(stderr, "bench_ingest: cannot create '%s': %s\n", rc.dir, strerror(errno));
 		goto out;
 	}
-	fprintf(stderr, "raw LMDB: %u lines/record, %u records/commit, %u s...\n", n, o->conns, o->seconds);
+	fprintf(stderr, "raw LMDB: %u lines/record, %u records/commit, %u s...\n", n, k, o->seconds);
 	if ((err = pthread_create(&tid, NULL, raw_writer, &rc)) || (err = pthread_join(tid, NULL))) {
 		fprintf(stderr, "bench_ingest: cannot run the writer thread: %s\n", strerror(err));
 		goto out;
@@ -528,13 +689,14 @@ static int run_raw_case(const struct options *o, const char *tmp, unsigned n, st
 		goto out;
 	}
 	double secs = (double)rc.elapsed_ns / 1e9;
-	*row = (struct row){ .lines = n, .conns = o->conns, .is_raw = 1,
+	*row = (struct row){ .lines = n, .conns = o->conns, .is_raw = 1, .per_commit = k,
 	                     .points_s = (double)rc.records * n / secs,
 	                     .requests_s = (double)rc.records / secs,
 	                     .commits_s = (double)rc.commits / secs,
 	                     .p50_ms = lat_percentile_ms(&rc.commit_lat, 50),
-	                     .p99_ms = lat_percentile_ms(&rc.commit_lat, 99) };
-	snprintf(row->name, sizeof(row->name), "raw LMDB");
+	                     .p99_ms = lat_percentile_ms(&rc.commit_lat, 99),
+	                     .ref_same = -1, .ref_bound = -1 };
+	snprintf(row->name, sizeof(row->name), "%s", name);
 	fprintf(stderr, "  %" PRIu64 " records, %" PRIu64 " commits, %.1f MB in %.2f s\n",
 	        rc.records, rc.commits, (double)rc.bytes / 1e6, secs);
 	ret = 0;
@@ -688,6 +850,8 @@ static int parse_head(const char *p, size_t n, struct http_resp *r, long long *c
 			}
 		} else if (nlen == 17 && !strncasecmp(line, "Transfer-Encoding", 17) &&
 		           !(vlen == 8 && !strncasecmp(v, "identity", 8))) {
+			/* Control requests go out as HTTP/1.0, so that no server
+			 * answers them chunked. */
 			snprintf(err, errlen, "unsupported Transfer-Encoding '%.*s'", (int)vlen, v);
 			return -1;
 		} else if (nlen == 10 && !strncasecmp(line, "Connection", 10) &&
@@ -701,10 +865,12 @@ static int parse_head(const char *p, size_t n, struct http_resp *r, long long *c
 
 /*
  * Read one complete response from c (head, then the body by Content-Length,
- * or to EOF when there is none) and consume it. Returns 0, or -1 with the
- * reason in err (the connection is then unusable).
+ * or to EOF when there is none) and consume it; the whole body goes to full
+ * too when full is not NULL. Returns 0, or -1 with the reason in err (the
+ * connection is then unusable).
  */
-static int http_read_response(struct http_conn *c, struct http_resp *r, char *err, size_t errlen)
+static int http_read_response(struct http_conn *c, struct http_resp *r, struct rbuf *full, char *err,
+                              size_t errlen)
 {
 	const char *sep;
 	ssize_t got;
@@ -752,6 +918,10 @@ static int http_read_response(struct http_conn *c, struct http_resp *r, char *er
 	size_t keep = r->body_len < ERR_BODY_MAX ? r->body_len : ERR_BODY_MAX;
 	memcpy(r->body, c->buf + head, keep);
 	r->body[keep] = '\0';
+	if (full) {
+		rbuf_reset(full);
+		rbuf_append(full, c->buf + head, r->body_len);
+	}
 	/* Consume exactly this response; anything after it belongs to the next. */
 	size_t used = head + r->body_len;
 	memmove(c->buf, c->buf + used, c->len - used);
@@ -767,7 +937,7 @@ static int http_roundtrip(struct http_conn *c, const char *req, size_t len, stru
 		snprintf(err, errlen, "cannot send request: %s", strerror(-rc));
 		return -1;
 	}
-	return http_read_response(c, r, err, errlen);
+	return http_read_response(c, r, NULL, err, errlen);
 }
 
 /* GET /ping on a fresh connection. Returns the status, or -1. */
@@ -786,15 +956,66 @@ static int http_ping(uint16_t port)
 	return status;
 }
 
-/*---- the relayd process ----*/
+/*
+ * METHOD target as HTTP/1.0 (no body, no chunked answer: influxd chunks
+ * even small HTTP/1.1 answers) on a fresh connection; the whole response
+ * body goes to body (NUL-terminated). Returns the status, or -1.
+ */
+static int http_control(uint16_t port, const char *method, const char *target, struct rbuf *body)
+{
+	struct http_conn c = { .fd = -1 };
+	struct http_resp r;
+	struct rbuf req = RBUF_INIT;
+	char err[256];
+	int status = -1;
+	rbuf_appendf(&req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1:%u\r\nContent-Length: 0\r\n\r\n", method, target,
+	             port);
+	rbuf_reset(body);
+	if (http_conn_open(&c, port) == 0 && send_all(c.fd, req.data, req.len) == 0 &&
+	    http_read_response(&c, &r, body, err, sizeof(err)) == 0)
+		status = r.status;
+	rbuf_cstr(body);
+	http_conn_close(&c);
+	http_conn_release(&c);
+	rbuf_release(&req);
+	return status;
+}
 
-struct relayd_proc {
-	pid_t pid;       /* 0 before the start and once reaped */
-	int started;     /* spawned: relayd_stop has something to stop or report */
-	int log_shown;   /* the log's tail was printed already */
-	int wstatus;     /* valid once reaped */
-	uint16_t port, backend_port;
-	char dir[PATH_MAX];  /* the queue: data_dir */
+/* The unsigned number after "key": at or after from in json. Returns 0 or -1. */
+static int json_u64(const char *from, const char *key, uint64_t *out)
+{
+	char pat[64];
+	char *end;
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	const char *p = from ? strstr(from, pat) : NULL;
+	if (!p)
+		return -1;
+	p += strlen(pat);
+	while (*p == ' ')
+		p++;
+	if (*p < '0' || *p > '9')
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(p, &end, 10);
+	if (errno || end == p)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/*---- child processes: relayd and influxd ----*/
+
+struct child {
+	const char *name;     /* "relayd" or "influxd" */
+	pid_t pid;            /* 0 before the start and once reaped */
+	int started;          /* spawned and not yet stopped */
+	int log_shown;        /* the log's tail was printed already */
+	int wstatus;          /* valid once reaped */
+	uint16_t port;        /* its HTTP port */
+	uint16_t backend_port; /* relayd: where its one backend is */
+	uint16_t rpc_port;    /* influxd: its RPC port */
+	uint64_t spawn_ns;    /* monotonic time of the last spawn */
+	char dir[PATH_MAX];   /* relayd: data_dir; influxd: its whole directory */
 	char conf[PATH_MAX], log[PATH_MAX];
 };
 
@@ -816,53 +1037,70 @@ static int free_port(uint16_t *port)
 	return close(fd) < 0 ? -errno : 0;
 }
 
-static int relayd_write_config(const struct relayd_proc *p)
+/* 1 when nothing listens at 127.0.0.1:port (the connection is refused). */
+static int port_closed(uint16_t port)
 {
-	FILE *f = fopen(p->conf, "w");
-	if (!f)
-		return -errno;
-	/* The backend port is closed: relayd only queues, nothing drains. */
-	fprintf(f,
-	        "data_dir: %s\n"
-	        "listen: {http: 127.0.0.1:%u}\n"
-	        "http: {max_body_size: 64MiB}\n"
-	        "queue: {max_size: 16GiB, max_commit_batches: 1024}\n"
-	        "backends: [{name: bench, url: \"http://127.0.0.1:%u\"}]\n",
-	        p->dir, p->port, p->backend_port);
-	int bad = ferror(f);
-	if (fclose(f) != 0 || bad)
-		return -EIO;
-	return 0;
+	int fd, err = tcp_connect(port, &fd);
+	if (err == 0) {
+		close(fd);
+		return 0;
+	}
+	return err == -ECONNREFUSED;
 }
 
-static int relayd_spawn(struct relayd_proc *p, const char *path)
+/*
+ * A free loopback port that differs from the n in avoid and that nobody
+ * listens at: a port someone holds is refused, never shared. Returns 0 or -1.
+ */
+static int pick_port(uint16_t *port, const uint16_t *avoid, size_t n)
+{
+	for (int t = 0; t < PORT_TRIES; t++) {
+		int err = free_port(port), dup = 0;
+		if (err < 0) {
+			fprintf(stderr, "bench_ingest: cannot find a free loopback port: %s\n", strerror(-err));
+			return -1;
+		}
+		for (size_t i = 0; i < n; i++)
+			dup |= avoid[i] == *port;
+		if (!dup && port_closed(*port))
+			return 0;
+		fprintf(stderr, "bench_ingest: port %u is taken: trying another\n", *port);
+	}
+	fprintf(stderr, "bench_ingest: no free loopback port after %d tries\n", PORT_TRIES);
+	return -1;
+}
+
+/* Start argv[0] with stdout and stderr appended to c->log. Returns 0 or an errno. */
+static int child_spawn(struct child *c, char *const argv[])
 {
 	posix_spawn_file_actions_t fa;
-	char *const argv[] = { (char *)path, (char *)"-c", p->conf, NULL };
 	int err = posix_spawn_file_actions_init(&fa);
 	if (err)
 		return err;
-	/* stdin from /dev/null; stdout and stderr to the log in the tmp dir. */
 	if (!(err = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)) &&
-	    !(err = posix_spawn_file_actions_addopen(&fa, 2, p->log, O_WRONLY | O_CREAT | O_TRUNC, 0600)) &&
+	    !(err = posix_spawn_file_actions_addopen(&fa, 2, c->log, O_WRONLY | O_CREAT | O_APPEND, 0600)) &&
 	    !(err = posix_spawn_file_actions_adddup2(&fa, 2, 1)))
-		err = posix_spawn(&p->pid, path, &fa, NULL, argv, environ);
+		err = posix_spawn(&c->pid, argv[0], &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
-	if (err)
-		p->pid = 0;
-	else
-		p->started = 1;
+	c->spawn_ns = now_mono_ns();
+	c->log_shown = 0;
+	if (err) {
+		c->pid = 0;
+	} else {
+		c->started = 1;
+		c->wstatus = 0;
+	}
 	return err;
 }
 
-/* Reap relayd if it has exited. Returns 1 if it is (still) running. */
-static int relayd_alive(struct relayd_proc *p)
+/* Reap the child if it has exited. Returns 1 if it is (still) running. */
+static int child_alive(struct child *c)
 {
-	if (p->pid == 0)
+	if (c->pid == 0)
 		return 0;
-	pid_t r = waitpid(p->pid, &p->wstatus, WNOHANG);
-	if (r == p->pid || (r < 0 && errno == ECHILD)) {
-		p->pid = 0;
+	pid_t r = waitpid(c->pid, &c->wstatus, WNOHANG);
+	if (r == c->pid || (r < 0 && errno == ECHILD)) {
+		c->pid = 0;
 		return 0;
 	}
 	return 1;
@@ -878,13 +1116,13 @@ static void describe_exit(int wstatus, char *out, size_t len)
 		snprintf(out, len, "ended with wait status 0x%x", wstatus);
 }
 
-static void relayd_print_log_tail(struct relayd_proc *p)
+static void child_print_log_tail(struct child *c)
 {
 	char buf[4096];
 	FILE *f;
-	if (p->log_shown || !(f = fopen(p->log, "r")))
+	if (c->log_shown || !c->log[0] || !(f = fopen(c->log, "r")))
 		return;
-	p->log_shown = 1;
+	c->log_shown = 1;
 	long off = 0;
 	if (fseek(f, 0, SEEK_END) == 0 && (off = ftell(f)) > (long)sizeof(buf) - 1)
 		off -= (long)sizeof(buf) - 1;
@@ -893,7 +1131,7 @@ static void relayd_print_log_tail(struct relayd_proc *p)
 	if (fseek(f, off, SEEK_SET) == 0) {
 		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
 		buf[n] = '\0';
-		fprintf(stderr, "---- tail of %s ----\n%s---- end of log ----\n", p->log, buf);
+		fprintf(stderr, "---- tail of %s ----\n%s---- end of log ----\n", c->log, buf);
 	}
 	fclose(f);
 }
@@ -906,29 +1144,50 @@ static void sleep_ns(uint64_t ns)
 }
 
 /*
- * Copy relayd's own shutdown summary (its "... batches committed in N
- * commits ..." log line) into out, or "" when the log has none: it tells
- * how many requests shared a commit, which the clients cannot see.
+ * SIGTERM the child we started (by its pid), wait up to STOP_TIMEOUT_NS,
+ * then SIGKILL. Returns 0 when it had exited cleanly (status 0) or when
+ * there was nothing to stop, -1 otherwise. With lenient, an unclean exit is
+ * only reported.
  */
-static void relayd_commit_summary(const struct relayd_proc *p, char *out, size_t len)
+static int child_stop(struct child *c, int lenient)
 {
-	char line[512];
-	FILE *f = fopen(p->log, "r");
-	out[0] = '\0';
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f))
-		if (strstr(line, "batches committed in"))
-			snprintf(out, len, "%s", line);
-	fclose(f);
+	char how[96];
+	int killed = 0;
+	if (!c->started)
+		return 0;
+	c->started = 0;
+	if (child_alive(c)) {
+		if (kill(c->pid, SIGTERM) < 0)
+			fprintf(stderr, "bench_ingest: kill %ld: %s\n", (long)c->pid, strerror(errno));
+		uint64_t start = now_mono_ns();
+		while (child_alive(c) && now_mono_ns() - start < STOP_TIMEOUT_NS)
+			sleep_ns(POLL_INTERVAL_NS / 5);
+		if (c->pid) {
+			killed = 1;
+			fprintf(stderr, "bench_ingest: %s did not stop within 10 s of SIGTERM: SIGKILL\n", c->name);
+			if (kill(c->pid, SIGKILL) < 0 || waitpid(c->pid, &c->wstatus, 0) < 0)
+				fprintf(stderr, "bench_ingest: cannot kill %ld: %s\n", (long)c->pid, strerror(errno));
+			c->pid = 0;
+		}
+	}
+	describe_exit(c->wstatus, how, sizeof(how));
+	if (!killed && WIFEXITED(c->wstatus) && WEXITSTATUS(c->wstatus) == 0) {
+		fprintf(stderr, "%s: stopped (%s)\n", c->name, how);
+		return 0;
+	}
+	fprintf(stderr, "bench_ingest: %s %s\n", c->name, how);
+	child_print_log_tail(c);
+	return lenient ? 0 : -1;
 }
 
-/* CPU seconds (user + system) relayd has used so far, or -1 (from /proc). */
-static double relayd_cpu_s(const struct relayd_proc *p)
+/* CPU seconds (user + system) the child has used so far, or -1 (from /proc). */
+static double child_cpu_s(const struct child *c)
 {
 	char path[64], buf[1024];
 	unsigned long long ut, st;
-	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)p->pid);
+	if (c->pid == 0)
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)c->pid);
 	FILE *f = fopen(path, "r");
 	if (!f)
 		return -1;
@@ -951,96 +1210,277 @@ static double self_cpu_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* 100 * (after - before) / span, or -1 when either sample is missing. */
+static double cpu_pct(double before, double after, uint64_t span_ns)
+{
+	if (before < 0 || after < 0 || span_ns == 0)
+		return -1;
+	return 100 * (after - before) * 1e9 / (double)span_ns;
+}
+
 /* Poll GET /ping until 204, for at most READY_TIMEOUT_NS. */
-static int relayd_wait_ready(struct relayd_proc *p)
+static int child_wait_ready(struct child *c)
 {
 	uint64_t start = now_mono_ns();
 	while (now_mono_ns() - start < READY_TIMEOUT_NS) {
-		if (!relayd_alive(p)) {
+		if (!child_alive(c)) {
 			char how[96];
-			describe_exit(p->wstatus, how, sizeof(how));
-			fprintf(stderr, "bench_ingest: relayd %s before answering /ping\n", how);
+			describe_exit(c->wstatus, how, sizeof(how));
+			fprintf(stderr, "bench_ingest: %s %s before answering /ping\n", c->name, how);
+			child_print_log_tail(c);
 			return -1;
 		}
-		if (http_ping(p->port) == 204)
+		if (http_ping(c->port) == 204)
 			return 0;
-		sleep_ns(POLL_INTERVAL_NS);
+		sleep_ns(POLL_INTERVAL_NS / 5);
 	}
-	fprintf(stderr, "bench_ingest: relayd did not answer /ping with 204 within 10 s\n");
+	fprintf(stderr, "bench_ingest: %s did not answer /ping with 204 within 10 s\n", c->name);
+	child_print_log_tail(c);
 	return -1;
 }
 
-/*
- * Write the config, start relayd and wait until it is ready. On failure the
- * caller still calls relayd_stop (it handles a process that never started).
- */
-static int relayd_start(struct relayd_proc *p, const char *path, const char *tmp)
+/*---- relayd ----*/
+
+static int relayd_write_config(const struct child *p)
 {
+	FILE *f = fopen(p->conf, "w");
+	if (!f)
+		return -errno;
+	/* Coalescing and delivery settings stay at their defaults. */
+	fprintf(f,
+	        "data_dir: %s\n"
+	        "listen: {http: 127.0.0.1:%u}\n"
+	        "http: {max_body_size: 64MiB}\n"
+	        "queue: {max_size: 16GiB, max_commit_batches: 1024}\n"
+	        "backends: [{name: bench, url: \"http://127.0.0.1:%u\"}]\n",
+	        p->dir, p->port, p->backend_port);
+	int bad = ferror(f);
+	if (fclose(f) != 0 || bad)
+		return -EIO;
+	return 0;
+}
+
+/* (Re)start relayd with p's config file, rewritten first. Returns 0 or -1. */
+static int relayd_spawn(struct child *p, const char *path)
+{
+	char *const argv[] = { (char *)path, (char *)"-c", p->conf, NULL };
 	int err;
-	*p = (struct relayd_proc){ 0 };
-	if (path_join(p->dir, tmp, "q") < 0 || path_join(p->conf, tmp, "relayd.yaml") < 0 ||
-	    path_join(p->log, tmp, "relayd.log") < 0) {
-		fprintf(stderr, "bench_ingest: temporary directory path too long\n");
-		return -1;
-	}
-	if ((err = free_port(&p->port)) < 0 || (err = free_port(&p->backend_port)) < 0) {
-		fprintf(stderr, "bench_ingest: cannot find a free loopback port: %s\n", strerror(-err));
-		return -1;
-	}
-	if (p->port == p->backend_port && (err = free_port(&p->backend_port)) < 0)
-		return -1;
 	if ((err = relayd_write_config(p)) < 0) {
 		fprintf(stderr, "bench_ingest: cannot write '%s': %s\n", p->conf, strerror(-err));
 		return -1;
 	}
-	if ((err = relayd_spawn(p, path))) {
+	if ((err = child_spawn(p, argv))) {
 		fprintf(stderr, "bench_ingest: cannot start '%s': %s\n", path, strerror(err));
 		return -1;
 	}
-	fprintf(stderr, "relayd: pid %ld on 127.0.0.1:%u, backend 127.0.0.1:%u (closed), log %s\n",
-	        (long)p->pid, p->port, p->backend_port, p->log);
-	if (relayd_wait_ready(p) < 0) {
-		relayd_print_log_tail(p);
-		return -1;
-	}
+	fprintf(stderr, "relayd: pid %ld on 127.0.0.1:%u, backend 127.0.0.1:%u%s, log %s\n", (long)p->pid, p->port,
+	        p->backend_port, port_closed(p->backend_port) ? " (closed)" : "", p->log);
 	return 0;
 }
 
 /*
- * SIGTERM the relayd we started, wait up to STOP_TIMEOUT_NS, then SIGKILL.
- * Returns 0 when it had exited cleanly (status 0), -1 otherwise.
+ * Start a relayd whose queue is tmp/NAME and whose one backend is at
+ * backend_port, or at a closed port when that is 0; wait until it is ready.
+ * On failure the caller still calls child_stop.
  */
-static int relayd_stop(struct relayd_proc *p)
+static int relayd_start(struct child *p, const char *path, const char *tmp, const char *name,
+                        uint16_t backend_port)
 {
-	char how[96];
-	int killed = 0;
-	if (!p->started)
-		return 0;
-	if (relayd_alive(p)) {
-		if (kill(p->pid, SIGTERM) < 0)
-			fprintf(stderr, "bench_ingest: kill %ld: %s\n", (long)p->pid, strerror(errno));
-		uint64_t start = now_mono_ns();
-		while (relayd_alive(p) && now_mono_ns() - start < STOP_TIMEOUT_NS)
-			sleep_ns(POLL_INTERVAL_NS);
-		if (p->pid) {
-			killed = 1;
-			fprintf(stderr, "bench_ingest: relayd did not stop within 10 s of SIGTERM: SIGKILL\n");
-			if (kill(p->pid, SIGKILL) < 0 || waitpid(p->pid, &p->wstatus, 0) < 0)
-				fprintf(stderr, "bench_ingest: cannot kill %ld: %s\n", (long)p->pid, strerror(errno));
-			p->pid = 0;
+	char file[64];
+	*p = (struct child){ .name = "relayd" };
+	snprintf(file, sizeof(file), "%s.yaml", name);
+	if (path_join(p->dir, tmp, name) < 0 || path_join(p->conf, tmp, file) < 0) {
+		fprintf(stderr, "bench_ingest: temporary directory path too long\n");
+		return -1;
+	}
+	snprintf(file, sizeof(file), "%s.log", name);
+	if (path_join(p->log, tmp, file) < 0)
+		return -1;
+	uint16_t avoid[1] = { backend_port };
+	if (pick_port(&p->port, avoid, backend_port ? 1 : 0) < 0)
+		return -1;
+	p->backend_port = backend_port;
+	if (!backend_port && pick_port(&p->backend_port, &p->port, 1) < 0)
+		return -1;
+	if (relayd_spawn(p, path) < 0 || child_wait_ready(p) < 0)
+		return -1;
+	return 0;
+}
+
+/* What GET /health tells; the backend figures are the first backend's. */
+struct relayd_health {
+	uint64_t commits, batches_committed, points_accepted;
+	uint64_t pending_batches, pending_points, posts, delivered_points, retries;
+};
+
+static int relayd_health_read(uint16_t port, struct relayd_health *h)
+{
+	struct rbuf body = RBUF_INIT;
+	int status = http_control(port, "GET", "/health", &body), rc = -1;
+	const char *json = body.data, *ingest, *http, *be;
+	if (status == 200 && json) {
+		ingest = strstr(json, "\"ingest\":");
+		http = strstr(json, "\"http\":");
+		be = strstr(json, "\"backends\":");
+		if (!json_u64(ingest, "commits", &h->commits) &&
+		    !json_u64(ingest, "batches_committed", &h->batches_committed) &&
+		    !json_u64(http, "points_accepted", &h->points_accepted) &&
+		    !json_u64(be, "pending_batches", &h->pending_batches) &&
+		    !json_u64(be, "pending_points", &h->pending_points) &&
+		    !json_u64(be, "posts", &h->posts) &&
+		    !json_u64(be, "delivered_points", &h->delivered_points) &&
+		    !json_u64(be, "retries", &h->retries))
+			rc = 0;
+	}
+	rbuf_release(&body);
+	return rc;
+}
+
+/*
+ * Poll relayd's /health until its backend has nothing pending, for at most
+ * DRAIN_TIMEOUT_NS. *done gets the time just after the answer that said so
+ * (everything was delivered by then), *h that answer. Returns 0 or -1.
+ */
+static int relayd_wait_drained(struct child *p, uint64_t *done, struct relayd_health *h)
+{
+	uint64_t start = now_mono_ns();
+	int seen = 0;
+	while (now_mono_ns() - start < DRAIN_TIMEOUT_NS) {
+		if (!child_alive(p)) {
+			char how[96];
+			describe_exit(p->wstatus, how, sizeof(how));
+			fprintf(stderr, "bench_ingest: relayd %s while delivering\n", how);
+			child_print_log_tail(p);
+			return -1;
 		}
+		if (relayd_health_read(p->port, h) == 0) {
+			seen = 1;
+			if (h->pending_points == 0 && h->pending_batches == 0) {
+				*done = now_mono_ns();
+				return 0;
+			}
+		}
+		sleep_ns(DRAIN_POLL_NS);
 	}
-	describe_exit(p->wstatus, how, sizeof(how));
-	if (!killed && WIFEXITED(p->wstatus) && WEXITSTATUS(p->wstatus) == 0) {
-		fprintf(stderr, "relayd: stopped (%s)\n", how);
-		return 0;
-	}
-	fprintf(stderr, "bench_ingest: relayd %s\n", how);
-	relayd_print_log_tail(p);
+	if (seen)
+		fprintf(stderr, "bench_ingest: relayd still had %" PRIu64 " points pending after %llu s\n",
+		        h->pending_points, DRAIN_TIMEOUT_NS / NS_PER_S);
+	else
+		fprintf(stderr, "bench_ingest: relayd's /health never answered\n");
+	child_print_log_tail(p);
 	return -1;
 }
 
-/*---- (B) load on relayd ----*/
+/* Copy relayd's shutdown summary line ("... batches committed in N commits") into out. */
+static void relayd_commit_summary(const struct child *p, char *out, size_t len)
+{
+	char line[512];
+	FILE *f = fopen(p->log, "r");
+	out[0] = '\0';
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "batches committed in"))
+			snprintf(out, len, "%s", line);
+	fclose(f);
+}
+
+/*---- influxd ----*/
+
+static int influxd_write_config(const struct child *c)
+{
+	FILE *f = fopen(c->conf, "w");
+	if (!f)
+		return -errno;
+	fprintf(f,
+	        "reporting-disabled = true\n"
+	        "bind-address = \"127.0.0.1:%u\"\n"
+	        "\n[meta]\n  dir = \"%s/meta\"\n"
+	        "\n[data]\n  dir = \"%s/data\"\n  wal-dir = \"%s/wal\"\n  query-log-enabled = false\n"
+	        "\n[http]\n  bind-address = \"127.0.0.1:%u\"\n  log-enabled = false\n"
+	        "\n[monitor]\n  store-enabled = false\n"
+	        "\n[continuous_queries]\n  enabled = false\n"
+	        "\n[subscriber]\n  enabled = false\n",
+	        c->rpc_port, c->dir, c->dir, c->dir, c->port);
+	int bad = ferror(f);
+	if (fclose(f) != 0 || bad)
+		return -EIO;
+	return 0;
+}
+
+/*
+ * Start a private influxd in tmp/NAME on free loopback ports, wait for its
+ * /ping and create the database "bench". On failure the caller still calls
+ * child_stop.
+ */
+static int influxd_start(struct child *c, const char *path, const char *tmp, const char *name)
+{
+	struct rbuf body = RBUF_INIT;
+	char *const argv[] = { (char *)path, (char *)"-config", c->conf, NULL };
+	int err, status;
+	*c = (struct child){ .name = "influxd" };
+	if (strpbrk(tmp, "\"\\")) {
+		fprintf(stderr, "bench_ingest: '%s' cannot go into influxd's config\n", tmp);
+		return -1;
+	}
+	if (path_join(c->dir, tmp, name) < 0 || path_join(c->conf, c->dir, "influxdb.conf") < 0 ||
+	    path_join(c->log, c->dir, "influxd.log") < 0) {
+		fprintf(stderr, "bench_ingest: temporary directory path too long\n");
+		return -1;
+	}
+	if (mkdir(c->dir, 0700) < 0) {
+		fprintf(stderr, "bench_ingest: cannot create '%s': %s\n", c->dir, strerror(errno));
+		return -1;
+	}
+	if (pick_port(&c->port, NULL, 0) < 0 || pick_port(&c->rpc_port, &c->port, 1) < 0)
+		return -1;
+	if ((err = influxd_write_config(c)) < 0) {
+		fprintf(stderr, "bench_ingest: cannot write '%s': %s\n", c->conf, strerror(-err));
+		return -1;
+	}
+	if ((err = child_spawn(c, argv))) {
+		fprintf(stderr, "bench_ingest: cannot start '%s': %s\n", path, strerror(err));
+		return -1;
+	}
+	fprintf(stderr, "influxd: pid %ld on 127.0.0.1:%u (rpc %u), in %s\n", (long)c->pid, c->port, c->rpc_port,
+	        c->dir);
+	if (child_wait_ready(c) < 0)
+		return -1;
+	status = http_control(c->port, "POST", "/query?q=CREATE%20DATABASE%20bench", &body);
+	if (status != 200 || !body.data || strstr(body.data, "\"error\"")) {
+		fprintf(stderr, "bench_ingest: CREATE DATABASE bench: status %d: %s\n", status,
+		        body.data ? body.data : "");
+		rbuf_release(&body);
+		return -1;
+	}
+	rbuf_release(&body);
+	return 0;
+}
+
+/* influxd's httpd pointsWrittenOK from /debug/vars. Returns 0 or -1. */
+static int influxd_points_ok(const struct child *c, uint64_t *out)
+{
+	struct rbuf body = RBUF_INIT;
+	int rc = -1;
+	if (http_control(c->port, "GET", "/debug/vars", &body) == 200 && body.data) {
+		const char *httpd = strstr(body.data, "\"httpd:");
+		rc = json_u64(httpd, "pointsWrittenOK", out);
+	}
+	if (rc < 0)
+		fprintf(stderr, "bench_ingest: cannot read pointsWrittenOK from influxd's /debug/vars\n");
+	rbuf_release(&body);
+	return rc;
+}
+
+/* Stop influxd and, unless --keep, remove its directory. */
+static void influxd_finish(struct child *c, int keep)
+{
+	child_stop(c, 1);
+	if (!keep && c->dir[0])
+		remove_tree(c->dir);
+}
+
+/*---- load: C client threads ----*/
 
 /* Start gate: clients wait until main says go (1) or abort (-1). */
 struct gate {
@@ -1049,20 +1489,27 @@ struct gate {
 	int state;
 };
 
-/* Shared by all clients of a case; read-only while they run. */
+/* Request numbers over the whole run: each makes its own timestamps. */
+static atomic_uint_fast64_t g_next_request;
+
+/* Shared by all clients of a case; read-only while they run, but issued. */
 struct load_case {
-	const char *req; /* the whole request: head and body */
+	const char *req;       /* the whole request: head and body */
 	size_t req_len;
+	const size_t *ts_off;  /* unique: where each line's timestamp is in req; else NULL */
+	unsigned lines;
 	uint16_t port;
 	uint64_t duration_ns;
+	uint64_t max_requests; /* 0: as many as fit in duration_ns */
+	atomic_uint_fast64_t issued;
 	struct gate gate;
 };
 
 struct client {
 	pthread_t tid;
-	const struct load_case *lc;
-	struct gate *gate;
+	struct load_case *lc;
 	struct http_conn conn;
+	char *own;              /* unique: this client's copy of the request */
 	uint64_t ok, bad;       /* 204s; other statuses */
 	struct lat_vec lat;     /* send start to full response, every response */
 	int first_bad_status;   /* 0 = none */
@@ -1100,17 +1547,33 @@ static void client_record(struct client *cl, const struct http_resp *r)
 	}
 }
 
-/* One client: POST the request back to back until the deadline. */
+/* Give every line of the request its own timestamp: TS_BASE + n * lines + i. */
+static void stamp_request(char *req, const size_t *ts_off, unsigned lines, uint64_t n)
+{
+	uint64_t ts = (uint64_t)TS_BASE + n * lines;
+	for (unsigned i = 0; i < lines; i++)
+		put_dec_ts(req + ts_off[i], ts + i);
+}
+
+/* One client: POST the request back to back until the deadline or the cap. */
 static void *client_run(void *arg)
 {
 	struct client *cl = arg;
-	const struct load_case *lc = cl->lc;
+	struct load_case *lc = cl->lc;
 	struct http_resp r;
-	if (gate_wait(cl->gate) < 0)
+	if (gate_wait(&lc->gate) < 0)
 		return NULL;
 	uint64_t deadline = now_mono_ns() + lc->duration_ns;
-	for (uint64_t t0 = now_mono_ns(); t0 < deadline; t0 = now_mono_ns()) {
-		if (http_roundtrip(&cl->conn, lc->req, lc->req_len, &r, cl->failure, sizeof(cl->failure)) < 0)
+	while (now_mono_ns() < deadline) {
+		const char *req = lc->req;
+		if (lc->max_requests && atomic_fetch_add(&lc->issued, 1) >= lc->max_requests)
+			break;
+		if (cl->own) {
+			stamp_request(cl->own, lc->ts_off, lc->lines, atomic_fetch_add(&g_next_request, 1));
+			req = cl->own;
+		}
+		uint64_t t0 = now_mono_ns();
+		if (http_roundtrip(&cl->conn, req, lc->req_len, &r, cl->failure, sizeof(cl->failure)) < 0)
 			break;
 		lat_push(&cl->lat, now_mono_ns() - t0);
 		client_record(cl, &r);
@@ -1140,21 +1603,35 @@ static void request_build(struct rbuf *req, uint16_t port, const struct rbuf *bo
 
 /* What went wrong over the whole run, for the summary and the exit code. */
 struct run_errors {
-	uint64_t bad_status, transport;
+	uint64_t bad_status, transport, mismatches;
 	int first_status;
 	char first_body[ERR_BODY_MAX + 1];
 	char first_failure[256];
 };
 
-/* Fold the clients' results into row and errs. */
-static void load_summarise(struct client *cls, unsigned n, unsigned lines, uint64_t elapsed_ns,
-                           struct row *row, struct run_errors *errs)
+/* What one load produced. */
+struct load_spec {
+	uint16_t port;
+	unsigned conns, lines, stamp_every;
+	int unique;            /* a fresh timestamp on every line of every request */
+	uint64_t duration_ns;
+	uint64_t max_requests; /* 0: no cap */
+};
+
+struct load_result {
+	uint64_t ok;              /* 204s */
+	uint64_t start_ns, end_ns; /* the gate opened; the last client finished */
+	double p50_ms, p99_ms;
+	int transport_failed;     /* some connection broke */
+};
+
+/* Fold the clients' results into res and errs. */
+static void load_summarise(struct client *cls, unsigned n, struct load_result *res, struct run_errors *errs)
 {
 	struct lat_vec all = { 0 };
-	uint64_t ok = 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct client *cl = &cls[i];
-		ok += cl->ok;
+		res->ok += cl->ok;
 		lat_append(&all, &cl->lat);
 		errs->bad_status += cl->bad;
 		if (cl->bad && errs->first_status == 0) {
@@ -1162,6 +1639,7 @@ static void load_summarise(struct client *cls, unsigned n, unsigned lines, uint6
 			memcpy(errs->first_body, cl->first_bad_body, sizeof(errs->first_body));
 		}
 		if (cl->failure[0]) {
+			res->transport_failed = 1;
 			if (errs->transport++ == 0)
 				snprintf(errs->first_failure, sizeof(errs->first_failure), "%s", cl->failure);
 			fprintf(stderr, "  client %u stopped: %s\n", i, cl->failure);
@@ -1170,105 +1648,405 @@ static void load_summarise(struct client *cls, unsigned n, unsigned lines, uint6
 			fprintf(stderr, "  client %u: %" PRIu64 " responses other than 204 (first %d)\n", i,
 			        cl->bad, cl->first_bad_status);
 	}
-	double secs = (double)elapsed_ns / 1e9;
-	row->lines = lines;
-	row->conns = n;
-	row->points_s = (double)ok * lines / secs;
-	row->requests_s = (double)ok / secs;
-	row->commits_s = -1; /* not visible from outside relayd */
-	row->p50_ms = lat_percentile_ms(&all, 50);
-	row->p99_ms = lat_percentile_ms(&all, 99);
-	fprintf(stderr, "  %" PRIu64 " x 204 in %.2f s\n", ok, secs);
+	res->p50_ms = lat_percentile_ms(&all, 50);
+	res->p99_ms = lat_percentile_ms(&all, 99);
+	fprintf(stderr, "  %" PRIu64 " x 204 in %.2f s\n", res->ok, (double)(res->end_ns - res->start_ns) / 1e9);
 	lat_release(&all);
 }
 
 /*
- * Drive relayd with o->conns clients POSTing n lines (half of them without
- * a timestamp when half_stamped) for o->seconds. Returns 0, or -1 when the
- * case could not run at all.
+ * Run spec->conns keep-alive clients against 127.0.0.1:spec->port. Returns 0,
+ * or -1 when the load could not run at all.
  */
-static int run_load_case(const struct options *o, struct relayd_proc *p, unsigned n, int half_stamped,
-                         struct row *row, struct run_errors *errs)
+static int run_clients(const struct load_spec *spec, struct load_result *res, struct run_errors *errs)
 {
 	struct rbuf body = RBUF_INIT, req = RBUF_INIT;
-	struct load_case lc = { .port = p->port, .duration_ns = o->seconds * NS_PER_S,
+	struct load_case lc = { .port = spec->port, .duration_ns = spec->duration_ns, .lines = spec->lines,
+	                        .max_requests = spec->max_requests,
 	                        .gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 } };
-	struct client *cls = xcalloc(o->conns, sizeof(*cls));
+	struct client *cls = xcalloc(spec->conns, sizeof(*cls));
+	size_t *ts_off = NULL;
 	unsigned started = 0;
 	int err, ret = -1;
 
-	body_build(&body, n, half_stamped ? 2 : 1);
-	request_build(&req, p->port, &body);
+	*res = (struct load_result){ 0 };
+	atomic_init(&lc.issued, 0);
+	body_build(&body, spec->lines, spec->unique ? 1 : spec->stamp_every);
+	request_build(&req, spec->port, &body);
 	lc.req = req.data;
 	lc.req_len = req.len;
-	fprintf(stderr, "relayd: %u lines/request (%s), %u connections, %u s...\n", n,
-	        half_stamped ? "half stamped" : "all stamped", o->conns, o->seconds);
-	for (unsigned i = 0; i < o->conns; i++) {
-		cls[i] = (struct client){ .lc = &lc, .gate = &lc.gate, .conn = { .fd = -1 } };
-		if ((err = http_conn_open(&cls[i].conn, p->port)) < 0) {
-			fprintf(stderr, "bench_ingest: cannot connect to relayd: %s\n", strerror(-err));
+	if (spec->unique) {
+		/* Every line ends in a TS_WIDTH-digit timestamp and a newline. */
+		size_t head = req.len - body.len, line = 0;
+		ts_off = xcalloc(spec->lines, sizeof(*ts_off));
+		for (size_t i = head; i < req.len; i++)
+			if (req.data[i] == '\n')
+				ts_off[line++] = i - TS_WIDTH;
+		relay_assert(line == spec->lines);
+		lc.ts_off = ts_off;
+	}
+	for (unsigned i = 0; i < spec->conns; i++) {
+		cls[i] = (struct client){ .lc = &lc, .conn = { .fd = -1 } };
+		if (spec->unique) {
+			cls[i].own = xmalloc(req.len);
+			memcpy(cls[i].own, req.data, req.len);
+		}
+		if ((err = http_conn_open(&cls[i].conn, spec->port)) < 0) {
+			fprintf(stderr, "bench_ingest: cannot connect to 127.0.0.1:%u: %s\n", spec->port, strerror(-err));
 			goto out;
 		}
 	}
-	for (; started < o->conns; started++) {
+	for (; started < spec->conns; started++) {
 		if ((err = pthread_create(&cls[started].tid, NULL, client_run, &cls[started]))) {
 			fprintf(stderr, "bench_ingest: cannot start a client thread: %s\n", strerror(err));
 			break;
 		}
 	}
-	double relayd_cpu0 = relayd_cpu_s(p), self_cpu0 = self_cpu_s();
-	uint64_t t0 = now_mono_ns();
-	gate_open(&lc.gate, started == o->conns ? 1 : -1);
+	res->start_ns = now_mono_ns();
+	gate_open(&lc.gate, started == spec->conns ? 1 : -1);
 	for (unsigned i = 0; i < started; i++)
 		if ((err = pthread_join(cls[i].tid, NULL)))
 			fprintf(stderr, "bench_ingest: pthread_join: %s\n", strerror(err));
-	uint64_t elapsed = now_mono_ns() - t0;
-	double relayd_cpu = relayd_cpu_s(p) - relayd_cpu0, self_cpu = self_cpu_s() - self_cpu0;
-	if (started == o->conns) {
-		load_summarise(cls, o->conns, n, elapsed, row, errs);
-		/* Whether relayd was waiting on the disk or short of CPU. */
-		if (relayd_cpu0 >= 0 && relayd_cpu >= 0)
-			fprintf(stderr, "  CPU: relayd %.0f%%, clients %.0f%% (of one core)\n",
-			        100 * relayd_cpu * 1e9 / (double)elapsed, 100 * self_cpu * 1e9 / (double)elapsed);
-		snprintf(row->name, sizeof(row->name), "relayd%s", half_stamped ? ", half stamped" : "");
+	res->end_ns = now_mono_ns();
+	if (started == spec->conns) {
+		load_summarise(cls, spec->conns, res, errs);
 		ret = 0;
 	}
 out:
-	for (unsigned i = 0; i < o->conns; i++) {
+	for (unsigned i = 0; i < spec->conns; i++) {
 		http_conn_release(&cls[i].conn);
 		lat_release(&cls[i].lat);
+		free(cls[i].own);
 	}
 	free(cls);
+	free(ts_off);
 	rbuf_release(&req);
 	rbuf_release(&body);
 	return ret;
 }
 
+/*---- (B) ingest into relayd ----*/
+
 /*
- * Both relayd cases (all stamped, half stamped) for n lines. Returns 0, or
- * -1 when relayd misbehaved badly enough that no further case should run
- * (connections dropped, or the process ended).
+ * Drive relayd with o->conns clients POSTing n lines (half of them without
+ * a timestamp when half_stamped) for o->seconds; relayd's /health before and
+ * after gives its commits. Returns 0, or -1 when the case could not run.
  */
-static int run_relayd_cases(const struct options *o, struct relayd_proc *p, unsigned n,
-                            struct row *rows, size_t *nrows, struct run_errors *errs)
+static int run_load_case(const struct options *o, struct child *p, unsigned n, int half_stamped,
+                         struct row *row, struct run_errors *errs)
 {
+	struct load_spec spec = { .port = p->port, .conns = o->conns, .lines = n, .stamp_every = half_stamped ? 2 : 1,
+	                          .duration_ns = o->seconds * NS_PER_S };
+	struct load_result res;
+	struct relayd_health h0, h1;
+	fprintf(stderr, "relayd: %u lines/request (%s), %u connections, %u s...\n", n,
+	        half_stamped ? "half stamped" : "all stamped", o->conns, o->seconds);
+	int have_h0 = relayd_health_read(p->port, &h0) == 0;
+	double relayd_cpu0 = child_cpu_s(p), self_cpu0 = self_cpu_s();
+	if (run_clients(&spec, &res, errs) < 0)
+		return -1;
+	double relayd_cpu1 = child_cpu_s(p), self_cpu1 = self_cpu_s();
+	int have_h1 = relayd_health_read(p->port, &h1) == 0;
+	uint64_t elapsed = res.end_ns - res.start_ns;
+	double secs = (double)elapsed / 1e9;
+	*row = (struct row){ .lines = n, .conns = o->conns, .per_commit = -1, .commits_s = -1,
+	                     .points_s = (double)res.ok * n / secs, .requests_s = (double)res.ok / secs,
+	                     .p50_ms = res.p50_ms, .p99_ms = res.p99_ms, .ref_same = -1, .ref_bound = -1 };
+	snprintf(row->name, sizeof(row->name), "relayd%s", half_stamped ? ", half stamped" : "");
+	if (have_h0 && have_h1 && h1.commits > h0.commits) {
+		uint64_t commits = h1.commits - h0.commits, batches = h1.batches_committed - h0.batches_committed;
+		row->per_commit = (double)batches / (double)commits;
+		row->commits_s = (double)commits / secs;
+		fprintf(stderr, "  /health: %" PRIu64 " batches in %" PRIu64 " commits: %.2f per commit\n", batches,
+		        commits, row->per_commit);
+		if (batches != res.ok)
+			fprintf(stderr, "  note: relayd committed %" PRIu64 " batches, the clients saw %" PRIu64 " x 204\n",
+			        batches, res.ok);
+	} else {
+		fprintf(stderr, "bench_ingest: could not read relayd's commits from /health\n");
+	}
+	double rc = cpu_pct(relayd_cpu0, relayd_cpu1, elapsed), sc = cpu_pct(self_cpu0, self_cpu1, elapsed);
+	if (rc >= 0 && sc >= 0)
+		fprintf(stderr, "  CPU: relayd %.0f%%, clients %.0f%% (of one core)\n", rc, sc);
+	return res.transport_failed ? -1 : 0;
+}
+
+/* Raw LMDB's K for a measured average group: rounded to nearest, at least 1. */
+static unsigned k_of(double per_commit)
+{
+	unsigned k = (unsigned)(per_commit + 0.5);
+	return k ? k : 1;
+}
+
+/*
+ * For one N: raw K=conns, then each relayd case followed right away by raw
+ * LMDB with relayd's own measured records per commit. Returns -1 when relayd
+ * misbehaved badly enough that no further relayd case should run.
+ */
+static int run_ingest_n(const struct options *o, const char *tmp, struct child *relayd, int relayd_up,
+                        unsigned n, struct row *rows, size_t *nrows, struct run_errors *errs, int *failed)
+{
+	int bound = -1;
+	char name[48];
+	if (o->run_raw) {
+		snprintf(name, sizeof(name), "raw LMDB, K=%u (=conns, bound)", o->conns);
+		if (run_raw_case(o, tmp, n, o->conns, name, &rows[*nrows]) == 0) {
+			rows[*nrows].ref_bound = -1;
+			bound = (int)(*nrows)++;
+		} else {
+			*failed = 1;
+		}
+	}
+	if (!relayd_up)
+		return 0;
 	for (int half = 0; half <= 1; half++) {
-		uint64_t dropped = errs->transport;
-		if (run_load_case(o, p, n, half, &rows[*nrows], errs) < 0)
-			return -1;
-		(*nrows)++;
-		if (errs->transport > dropped) {
+		size_t me = *nrows;
+		if (run_load_case(o, relayd, n, half, &rows[me], errs) < 0) {
 			fprintf(stderr, "bench_ingest: connections failed: no further relayd cases\n");
 			return -1;
 		}
-		if (!relayd_alive(p)) {
+		rows[me].ref_bound = bound;
+		(*nrows)++;
+		if (!child_alive(relayd)) {
 			char how[96];
-			describe_exit(p->wstatus, how, sizeof(how));
+			describe_exit(relayd->wstatus, how, sizeof(how));
 			fprintf(stderr, "bench_ingest: relayd %s during the run\n", how);
 			return -1;
 		}
+		if (o->run_raw && rows[me].per_commit > 0) {
+			unsigned k = k_of(rows[me].per_commit);
+			snprintf(name, sizeof(name), "raw LMDB, K=%u (relayd's K)", k);
+			if (run_raw_case(o, tmp, n, k, name, &rows[*nrows]) == 0) {
+				rows[*nrows].ref_bound = bound;
+				rows[me].ref_same = (int)(*nrows)++;
+			} else {
+				*failed = 1;
+			}
+		}
 	}
 	return 0;
+}
+
+/*---- (C, D, E) delivery into influxd ----*/
+
+static void delivery_spec(const struct options *o, uint16_t port, unsigned conns, struct load_spec *spec)
+{
+	*spec = (struct load_spec){ .port = port, .conns = conns, .lines = o->dlines, .stamp_every = 1, .unique = 1,
+	                            .duration_ns = o->seconds * NS_PER_S };
+}
+
+/* Compare what influxd stored with what was sent; a shortfall is an error. */
+static void count_check(const char *what, uint64_t sent, uint64_t stored, struct run_errors *errs)
+{
+	if (sent == stored)
+		return;
+	fprintf(stderr, "bench_ingest: %s: MISMATCH: %" PRIu64 " points sent, influxd stored %" PRIu64 "\n", what,
+	        sent, stored);
+	errs->mismatches++;
+}
+
+/* (C) the clients straight into a fresh influxd. */
+static int run_direct_case(const struct options *o, const char *tmp, unsigned conns, struct drow *d,
+                           struct run_errors *errs)
+{
+	struct child inf;
+	struct load_spec spec;
+	struct load_result res;
+	uint64_t pw0, pw1;
+	char sub[48];
+	int ret = -1;
+	*d = (struct drow){ .kind = D_DIRECT, .conns = conns, .lines = o->dlines, .lines_per_post = o->dlines,
+	                    .cpu_relayd = -1, .ready_s = -1 };
+	snprintf(sub, sizeof(sub), "influxd-direct-%u", conns);
+	fprintf(stderr, "direct: %u connections x %u lines into influxd, %u s...\n", conns, o->dlines, o->seconds);
+	if (influxd_start(&inf, o->influxd, tmp, sub) < 0 || influxd_points_ok(&inf, &pw0) < 0)
+		goto out;
+	delivery_spec(o, inf.port, conns, &spec);
+	double icpu0 = child_cpu_s(&inf), scpu0 = self_cpu_s();
+	if (run_clients(&spec, &res, errs) < 0)
+		goto out;
+	double icpu1 = child_cpu_s(&inf), scpu1 = self_cpu_s();
+	if (influxd_points_ok(&inf, &pw1) < 0)
+		goto out;
+	uint64_t span = res.end_ns - res.start_ns;
+	d->sent = res.ok * o->dlines;
+	d->stored = pw1 - pw0;
+	d->span_s = (double)span / 1e9;
+	d->points_s = (double)d->stored / d->span_s;
+	d->acked_s = (double)d->sent / d->span_s;
+	d->p50_ms = res.p50_ms;
+	d->p99_ms = res.p99_ms;
+	d->cpu_influxd = cpu_pct(icpu0, icpu1, span);
+	d->cpu_clients = cpu_pct(scpu0, scpu1, span);
+	d->ran = 1;
+	count_check("direct", d->sent, d->stored, errs);
+	fprintf(stderr, "  %.0f points/s stored; CPU: influxd %.0f%%, clients %.0f%%\n", d->points_s, d->cpu_influxd,
+	        d->cpu_clients);
+	ret = res.transport_failed ? -1 : 0;
+out:
+	influxd_finish(&inf, o->keep);
+	return ret;
+}
+
+/* (D) the clients into a relayd that delivers into a fresh influxd. */
+static int run_through_case(const struct options *o, const char *tmp, unsigned conns, struct drow *d,
+                            struct run_errors *errs)
+{
+	struct child inf, rel = { .name = "relayd" };
+	struct load_spec spec;
+	struct load_result res;
+	struct relayd_health h0, hstop, h1;
+	uint64_t pw0, pw1, done;
+	char sub[48];
+	int ret = -1;
+	*d = (struct drow){ .kind = D_RELAYD, .conns = conns, .lines = o->dlines, .ready_s = -1 };
+	fprintf(stderr, "through relayd: %u connections x %u lines, %u s, then until delivered...\n", conns, o->dlines,
+	        o->seconds);
+	snprintf(sub, sizeof(sub), "influxd-relayd-%u", conns);
+	if (influxd_start(&inf, o->influxd, tmp, sub) < 0)
+		goto out;
+	snprintf(sub, sizeof(sub), "relayd-deliver-%u", conns);
+	if (relayd_start(&rel, o->relayd, tmp, sub, inf.port) < 0 || relayd_health_read(rel.port, &h0) < 0 ||
+	    influxd_points_ok(&inf, &pw0) < 0)
+		goto out;
+	delivery_spec(o, rel.port, conns, &spec);
+	double rcpu0 = child_cpu_s(&rel), icpu0 = child_cpu_s(&inf), scpu0 = self_cpu_s();
+	if (run_clients(&spec, &res, errs) < 0)
+		goto out;
+	double scpu1 = self_cpu_s();
+	if (relayd_health_read(rel.port, &hstop) == 0)
+		d->backlog_end = hstop.pending_points;
+	if (relayd_wait_drained(&rel, &done, &h1) < 0)
+		goto out;
+	double rcpu1 = child_cpu_s(&rel), icpu1 = child_cpu_s(&inf);
+	if (influxd_points_ok(&inf, &pw1) < 0)
+		goto out;
+	uint64_t span = done - res.start_ns, load = res.end_ns - res.start_ns;
+	d->sent = res.ok * o->dlines;
+	d->stored = pw1 - pw0;
+	d->span_s = (double)span / 1e9;
+	d->load_s = (double)load / 1e9;
+	d->points_s = (double)d->stored / d->span_s;
+	d->acked_s = (double)d->sent / d->load_s;
+	d->p50_ms = res.p50_ms;
+	d->p99_ms = res.p99_ms;
+	d->retries = h1.retries - h0.retries;
+	d->lines_per_post = h1.posts > h0.posts ? (double)(h1.delivered_points - h0.delivered_points) /
+	                                              (double)(h1.posts - h0.posts) : -1;
+	d->cpu_relayd = cpu_pct(rcpu0, rcpu1, span);
+	d->cpu_influxd = cpu_pct(icpu0, icpu1, span);
+	d->cpu_clients = cpu_pct(scpu0, scpu1, load);
+	d->ran = 1;
+	count_check("through relayd", d->sent, d->stored, errs);
+	fprintf(stderr, "  %.0f points/s delivered (%.2f s load + %.2f s tail, %" PRIu64 " pending at the stop), "
+	        "%.0f lines/POST; CPU: relayd %.0f%%, influxd %.0f%%, clients %.0f%%\n", d->points_s, d->load_s,
+	        d->span_s - d->load_s, d->backlog_end, d->lines_per_post, d->cpu_relayd, d->cpu_influxd, d->cpu_clients);
+	ret = res.transport_failed ? -1 : 0;
+out:
+	if (child_stop(&rel, 0) < 0)
+		ret = -1;
+	if (!o->keep && rel.dir[0])
+		remove_tree(rel.dir);
+	influxd_finish(&inf, o->keep);
+	return ret;
+}
+
+/*
+ * (E) a backlog of o->backlog points queued while the backend is down
+ * (closed port), then relayd restarted with the backend at a fresh influxd:
+ * the time from the restart until nothing is pending.
+ */
+static int run_drain_case(const struct options *o, const char *tmp, unsigned conns, struct drow *d,
+                          struct run_errors *errs)
+{
+	struct child inf = { .name = "influxd" }, rel = { .name = "relayd" };
+	struct load_spec spec;
+	struct load_result res;
+	struct relayd_health h, h1;
+	uint64_t pw0, pw1, done;
+	int ret = -1;
+	*d = (struct drow){ .kind = D_DRAIN, .conns = conns, .lines = o->dlines, .acked_s = -1, .p50_ms = -1,
+	                    .p99_ms = -1, .cpu_clients = -1 };
+	fprintf(stderr, "drain: a backlog of %u points through %u connections (backend down, %llu s at most)...\n",
+	        o->backlog, conns, BACKLOG_LOAD_MAX_NS / NS_PER_S);
+	if (relayd_start(&rel, o->relayd, tmp, "relayd-drain", 0) < 0)
+		goto out;
+	delivery_spec(o, rel.port, conns, &spec);
+	spec.duration_ns = BACKLOG_LOAD_MAX_NS;
+	spec.max_requests = (o->backlog + o->dlines - 1) / o->dlines;
+	if (run_clients(&spec, &res, errs) < 0 || res.transport_failed)
+		goto out;
+	if (relayd_health_read(rel.port, &h) < 0) {
+		fprintf(stderr, "bench_ingest: cannot read relayd's /health\n");
+		goto out;
+	}
+	d->sent = h.pending_points;
+	d->load_s = (double)(res.end_ns - res.start_ns) / 1e9;
+	if (h.pending_points != res.ok * o->dlines)
+		fprintf(stderr, "bench_ingest: drain: %" PRIu64 " points acknowledged but %" PRIu64 " pending\n",
+		        res.ok * o->dlines, h.pending_points);
+	if (child_stop(&rel, 0) < 0)
+		goto out;
+	if (influxd_start(&inf, o->influxd, tmp, "influxd-drain") < 0 || influxd_points_ok(&inf, &pw0) < 0)
+		goto out;
+	fprintf(stderr, "drain: restarting relayd with its backend at influxd, %" PRIu64 " points pending...\n",
+	        d->sent);
+	rel.backend_port = inf.port;
+	double icpu0 = child_cpu_s(&inf);
+	if (relayd_spawn(&rel, o->relayd) < 0 || child_wait_ready(&rel) < 0)
+		goto out;
+	d->ready_s = (double)(now_mono_ns() - rel.spawn_ns) / 1e9;
+	if (relayd_wait_drained(&rel, &done, &h1) < 0)
+		goto out;
+	double rcpu = child_cpu_s(&rel), icpu1 = child_cpu_s(&inf);
+	if (influxd_points_ok(&inf, &pw1) < 0)
+		goto out;
+	uint64_t span = done - rel.spawn_ns;
+	d->stored = pw1 - pw0;
+	d->span_s = (double)span / 1e9;
+	d->points_s = (double)d->sent / d->span_s;
+	d->retries = h1.retries;
+	d->lines_per_post = h1.posts ? (double)h1.delivered_points / (double)h1.posts : -1;
+	d->cpu_relayd = cpu_pct(0, rcpu, span); /* a fresh process: all its CPU is the drain's */
+	d->cpu_influxd = cpu_pct(icpu0, icpu1, span);
+	d->ran = 1;
+	count_check("drain", d->sent, d->stored, errs);
+	fprintf(stderr, "  %" PRIu64 " points drained in %.2f s (ready after %.2f s): %.0f points/s, %.0f lines/POST; "
+	        "CPU: relayd %.0f%%, influxd %.0f%%\n", d->sent, d->span_s, d->ready_s, d->points_s, d->lines_per_post,
+	        d->cpu_relayd, d->cpu_influxd);
+	ret = 0;
+out:
+	if (child_stop(&rel, 0) < 0)
+		ret = -1;
+	if (!o->keep && rel.dir[0])
+		remove_tree(rel.dir);
+	influxd_finish(&inf, o->keep);
+	return ret;
+}
+
+/*
+ * The delivery cases, in this order: for each connection count, direct then
+ * through relayd; then the drain, loaded through the most connections.
+ * Returns the rows written.
+ */
+static size_t run_delivery(const struct options *o, const char *tmp, struct drow *rows, struct run_errors *errs,
+                           int *failed)
+{
+	size_t n = 0;
+	unsigned most = 0;
+	for (size_t i = 0; i < o->ndconns; i++) {
+		if (o->dconns[i] > most)
+			most = o->dconns[i];
+		if (run_direct_case(o, tmp, o->dconns[i], &rows[n], errs) < 0)
+			*failed = 1;
+		n++;
+		if (run_through_case(o, tmp, o->dconns[i], &rows[n], errs) < 0)
+			*failed = 1;
+		n++;
+	}
+	if (run_drain_case(o, tmp, most, &rows[n], errs) < 0)
+		*failed = 1;
+	return n + 1;
 }
 
 /*---- output ----*/
@@ -1290,56 +2068,132 @@ static const char *fmt_count(double v, char *out, size_t len)
 	return out;
 }
 
-static const char *fmt_ms(double v, char *out, size_t len)
+static const char *fmt_fixed(double v, int prec, char *out, size_t len)
 {
 	if (v < 0)
 		return "–";
-	snprintf(out, len, "%.2f", v);
+	snprintf(out, len, "%.*f", prec, v);
 	return out;
 }
 
-static const struct row *find_raw(const struct row *rows, size_t n, unsigned lines)
+static const char *fmt_ratio(const struct row *rows, const struct row *r, int ref, char *out, size_t len)
 {
-	for (size_t i = 0; i < n; i++)
-		if (rows[i].is_raw && rows[i].lines == lines)
-			return &rows[i];
-	return NULL;
+	if (ref < 0 || rows[ref].points_s <= 0)
+		return "–";
+	snprintf(out, len, "%.2f", r->points_s / rows[ref].points_s);
+	return out;
 }
 
-static void print_table(const struct row *rows, size_t n)
+static void print_table(const struct row *rows, size_t n, unsigned conns)
 {
-	printf("| case | lines/batch | conns | points/s | requests/s | commits/s | p50 ms | p99 ms | vs raw LMDB |\n");
-	printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-	/* Raw LMDB rows first, then relayd's, each in run order. */
-	for (size_t k = 0; k < 2 * n; k++) {
-		const struct row *r = &rows[k % n];
-		if (r->is_raw != (k < n))
-			continue;
-		const struct row *raw = find_raw(rows, n, r->lines);
-		char a[32], b[32], c[32], d[32], e[32], ratio[32] = "–";
-		if (raw && raw->points_s > 0)
-			snprintf(ratio, sizeof(ratio), "%.2f", r->points_s / raw->points_s);
-		printf("| %s | %u | %u | %s | %s | %s | %s | %s | %s |\n", r->name, r->lines, r->conns,
+	printf("## Ingest (durable acknowledgement)\n\n");
+	printf("| case | lines/batch | conns | records/commit | points/s | requests/s | commits/s | p50 ms | p99 ms "
+	       "| vs raw, same K | vs raw, K=%u (bound) |\n", conns);
+	printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+	for (size_t i = 0; i < n; i++) {
+		const struct row *r = &rows[i];
+		char a[32], b[32], c[32], d[32], e[32], k[32], s[32], u[32];
+		printf("| %s | %u | %u | %s | %s | %s | %s | %s | %s | %s | %s |\n", r->name, r->lines, r->conns,
+		       fmt_fixed(r->per_commit, r->is_raw ? 0 : 2, k, sizeof(k)),
 		       fmt_count(r->points_s, a, sizeof(a)), fmt_count(r->requests_s, b, sizeof(b)),
-		       fmt_count(r->commits_s, c, sizeof(c)), fmt_ms(r->p50_ms, d, sizeof(d)),
-		       fmt_ms(r->p99_ms, e, sizeof(e)), ratio);
+		       fmt_count(r->commits_s, c, sizeof(c)), fmt_fixed(r->p50_ms, 2, d, sizeof(d)),
+		       fmt_fixed(r->p99_ms, 2, e, sizeof(e)), fmt_ratio(rows, r, r->ref_same, s, sizeof(s)),
+		       fmt_ratio(rows, r, r->ref_bound, u, sizeof(u)));
 	}
-	printf("\nraw LMDB rows: requests/s = records/s, conns = records per commit, p50/p99 = one commit.\n"
-	       "relayd rows: p50/p99 = send start to full response; its commits/s are not visible here.\n");
+	printf("\nrecords/commit: raw LMDB's K; for relayd, batches_committed / commits from /health (deltas).\n"
+	       "vs raw, same K: relayd / the raw LMDB row run right after it with K = its records/commit\n"
+	       "rounded (the fair reference). vs raw, K=%u: against raw LMDB with K = conns, which no\n"
+	       "closed-loop server reaches (an upper bound); for raw rows it shows what smaller groups cost.\n"
+	       "raw rows: requests/s = records/s, p50/p99 = one commit. relayd rows: p50/p99 = send start\n"
+	       "to full response.\n", conns);
 }
 
 /* relayd's shutdown line, and the average group it implies when it parses. */
-static void print_relayd_summary(const char *line, unsigned conns)
+static void print_relayd_summary(const char *line)
 {
 	const char *p = strstr(line, "stopped: ");
 	unsigned long long batches, commits;
 	if (!line[0])
 		return;
-	printf("\nrelayd's log at shutdown, over all its cases:\n    %s", line);
+	printf("\nrelayd's log at shutdown, over all its ingest cases:\n    %s", line);
 	if (p && sscanf(p, "stopped: %llu batches committed in %llu commits", &batches, &commits) == 2 &&
 	    commits > 0)
-		printf("so relayd put %.1f requests in a commit on average; raw LMDB puts %u in every one.\n",
-		       (double)batches / (double)commits, conns);
+		printf("so relayd put %.2f requests in a commit on average.\n", (double)batches / (double)commits);
+}
+
+static const char *drow_name(const struct drow *d)
+{
+	switch (d->kind) {
+	case D_DIRECT: return "direct to influxd";
+	case D_RELAYD: return "through relayd";
+	case D_DRAIN: return "drain after outage";
+	}
+	return "?";
+}
+
+/* The direct row with the same connections, or the fastest for a drain. */
+static int drow_ref(const struct drow *rows, size_t n, const struct drow *d)
+{
+	int best = -1;
+	for (size_t i = 0; i < n; i++) {
+		const struct drow *x = &rows[i];
+		if (x->kind != D_DIRECT || !x->ran)
+			continue;
+		if (d->kind == D_RELAYD && x->conns == d->conns)
+			return (int)i;
+		if (d->kind == D_DRAIN && (best < 0 || x->points_s > rows[best].points_s))
+			best = (int)i;
+	}
+	return d->kind == D_DRAIN ? best : -1;
+}
+
+static void print_delivery(const struct drow *rows, size_t n)
+{
+	printf("\n## Delivery into influxd\n\n");
+	printf("| case | conns | lines/request | points sent | points in influxd | seconds | points/s | vs direct "
+	       "| clients' acked points/s | p50 ms | p99 ms | lines/POST to influxd | CPU %% relayd / influxd / clients |\n");
+	printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+	for (size_t i = 0; i < n; i++) {
+		const struct drow *d = &rows[i];
+		char a[32], b[32], c[32], e[32], f[32], g[32], h[32], k[32], l[32], m[32], q[32], ratio[32] = "–";
+		int ref = drow_ref(rows, n, d);
+		if (!d->ran) {
+			printf("| %s | %u | %u | failed | | | | | | | | | |\n", drow_name(d), d->conns, d->lines);
+			continue;
+		}
+		if (ref >= 0 && rows[ref].points_s > 0)
+			snprintf(ratio, sizeof(ratio), "%.2f (c=%u)", d->points_s / rows[ref].points_s, rows[ref].conns);
+		printf("| %s | %u | %u | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s / %s |\n",
+		       drow_name(d), d->conns, d->lines, fmt_count((double)d->sent, a, sizeof(a)),
+		       fmt_count((double)d->stored, b, sizeof(b)), fmt_fixed(d->span_s, 2, c, sizeof(c)),
+		       fmt_count(d->points_s, e, sizeof(e)), d->kind == D_DIRECT ? "1.00" : ratio,
+		       fmt_count(d->acked_s, f, sizeof(f)), fmt_fixed(d->p50_ms, 2, g, sizeof(g)),
+		       fmt_fixed(d->p99_ms, 2, h, sizeof(h)), fmt_count(d->lines_per_post, k, sizeof(k)),
+		       fmt_fixed(d->cpu_relayd, 0, l, sizeof(l)), fmt_fixed(d->cpu_influxd, 0, m, sizeof(m)),
+		       fmt_fixed(d->cpu_clients, 0, q, sizeof(q)));
+	}
+	printf("\ndirect: seconds = the load; points/s = pointsWrittenOK delta / seconds.\n"
+	       "through relayd: seconds = first send until relayd's /health shows nothing pending;\n"
+	       "points/s = points in influxd / seconds; clients' acked points/s is over the load alone.\n"
+	       "drain: points sent = the backlog; seconds = relayd's restart until nothing pending;\n"
+	       "vs direct compares with the fastest direct row (its conns in brackets).\n");
+	for (size_t i = 0; i < n; i++) {
+		const struct drow *d = &rows[i];
+		char nm[48];
+		if (!d->ran)
+			continue;
+		if (d->kind == D_RELAYD)
+			printf("- %s, c=%u: the clients loaded for %.2f s; %s points were still pending when they "
+			       "stopped; %" PRIu64 " failed POSTs.\n", drow_name(d), d->conns, d->load_s,
+			       fmt_count((double)d->backlog_end, nm, sizeof(nm)), d->retries);
+		if (d->kind == D_DRAIN)
+			printf("- drain: the backlog took %.2f s to load through %u connections; the restarted relayd "
+			       "answered /ping after %.2f s; %" PRIu64 " failed POSTs.\n", d->load_s, d->conns, d->ready_s,
+			       d->retries);
+		if (d->sent != d->stored)
+			printf("- MISMATCH in %s, c=%u: %" PRIu64 " points sent, influxd stored %" PRIu64 ".\n",
+			       drow_name(d), d->conns, d->sent, d->stored);
+	}
 }
 
 static void print_errors(const struct run_errors *e)
@@ -1350,6 +2204,9 @@ static void print_errors(const struct run_errors *e)
 	if (e->transport)
 		printf("\nERROR: %" PRIu64 " clients stopped on a transport error; the first: %s\n",
 		       e->transport, e->first_failure);
+	if (e->mismatches)
+		printf("\nERROR: %" PRIu64 " cases where influxd stored a different number of points than were sent\n",
+		       e->mismatches);
 }
 
 /*---- main ----*/
@@ -1370,54 +2227,69 @@ static int make_tmpdir(char *out, size_t len)
 }
 
 /*
- * One relayd serves every relayd case. The cases run interleaved (raw N,
- * relayd N, relayd N half stamped, then the next N) so that each ratio
- * compares measurements taken minutes apart at most: this disk's fsync time
- * drifts. relayd sits idle (its backend is down) while raw LMDB runs.
+ * One relayd serves every ingest case. The cases run interleaved (raw N
+ * K=C, relayd N, raw N K=relayd's, relayd N half stamped, raw N, then the
+ * next N) so that each ratio compares measurements taken seconds apart: this
+ * disk's fsync time drifts. relayd sits idle (its backend is down) while
+ * raw LMDB runs. The delivery cases come after, each with its own relayd
+ * and influxd.
  */
 int main(int argc, char **argv)
 {
 	struct options o;
-	struct row rows[3 * MAX_CASES];
+	struct row rows[ROWS_PER_N * MAX_CASES];
+	struct drow drows[2 * MAX_CASES + 1];
 	struct run_errors errs = { 0 };
-	struct relayd_proc relayd = { 0 };
-	size_t nrows = 0;
-	char tmp[PATH_MAX], summary[512] = "";
+	struct child relayd = { .name = "relayd" };
+	size_t nrows = 0, ndrows = 0;
+	char tmp[PATH_MAX], summary[512] = "", la[64];
 	int failed = 0, relayd_up = 0, rc;
 
 	if ((rc = options_parse(argc, argv, &o)))
 		return rc;
-	if (o.run_relayd && access(o.relayd, X_OK) < 0) {
+	if ((o.run_relayd || o.run_delivery) && access(o.relayd, X_OK) < 0) {
 		fprintf(stderr, "bench_ingest: cannot run relayd '%s': %s (use --relayd PATH or --only raw)\n",
 		        o.relayd, strerror(errno));
+		return 1;
+	}
+	if (o.run_delivery && access(o.influxd, X_OK) < 0) {
+		fprintf(stderr, "bench_ingest: cannot run influxd '%s': %s (use --influxd PATH or --only ingest)\n",
+		        o.influxd, strerror(errno));
+		free(o.influxd);
 		return 1;
 	}
 	if (make_tmpdir(tmp, sizeof(tmp)) < 0)
 		return 1;
 	print_machine_facts(&o, tmp);
-	if (o.run_relayd && !(relayd_up = relayd_start(&relayd, o.relayd, tmp) == 0))
+	if (!o.run_delivery && !o.influxd)
+		fprintf(stderr, "bench_ingest: no influxd on PATH: the delivery cases are skipped (--influxd PATH)\n");
+	if (o.run_relayd && !(relayd_up = relayd_start(&relayd, o.relayd, tmp, "q", 0) == 0))
 		failed = 1;
-	for (size_t i = 0; i < o.ncases; i++) {
-		if (o.run_raw && run_raw_case(&o, tmp, o.lines[i], &rows[nrows]) == 0)
-			nrows++;
-		else if (o.run_raw)
-			failed = 1;
-		if (relayd_up && run_relayd_cases(&o, &relayd, o.lines[i], rows, &nrows, &errs) < 0)
+	for (size_t i = 0; i < o.ncases && (o.run_raw || o.run_relayd); i++)
+		if (run_ingest_n(&o, tmp, &relayd, relayd_up, o.lines[i], rows, &nrows, &errs, &failed) < 0)
 			relayd_up = 0, failed = 1;
-	}
-	if (relayd_stop(&relayd) < 0)
+	int had_relayd = relayd.started;
+	if (child_stop(&relayd, 0) < 0)
 		failed = 1;
-	else if (relayd.started)
+	else if (had_relayd)
 		relayd_commit_summary(&relayd, summary, sizeof(summary));
-	print_table(rows, nrows);
-	print_relayd_summary(summary, o.conns);
+	if (o.run_delivery)
+		ndrows = run_delivery(&o, tmp, drows, &errs, &failed);
+	if (nrows) {
+		print_table(rows, nrows, o.conns);
+		print_relayd_summary(summary);
+	}
+	if (ndrows)
+		print_delivery(drows, ndrows);
+	printf("\nload average at the end: %s\n", loadavg(la, sizeof(la)));
 	print_errors(&errs);
-	if (errs.bad_status || errs.transport)
+	if (errs.bad_status || errs.transport || errs.mismatches)
 		failed = 1;
 	if (o.keep)
 		printf("\nkept %s\n", tmp);
 	else
 		remove_tree(tmp);
+	free(o.influxd);
 	if (fflush(stdout) != 0 || ferror(stdout))
 		failed = 1;
 	if (failed)
