@@ -153,6 +153,8 @@ static const struct key_spec backend_keys[] = {
 	     "first retry delay, and the least any retry waits"),
 	BKEY("retry_max", KT_DURATION, 0, retry_max_ms, "30s", 10, 86400000,
 	     "longest retry delay; also caps a backend's Retry-After"),
+	BKEY("parallel", KT_UINT32, 0, parallel, "4", 1, 16,
+	     "writes in flight at once to this backend; lines are split between them by series, so each series stays in order"),
 	BKEY("on_database_not_found", KT_DB_POLICY, 0, on_database_not_found, "hold", 0, 0,
 	     "on a 404 \"database not found\": hold (keep, retry), create, or dead_letter"),
 	BKEY("gzip", KT_BOOL, 0, gzip, "false", 0, 0,

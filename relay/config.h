@@ -39,6 +39,7 @@ struct relay_backend_config {
 	uint64_t retry_max_ms;       /* retry delay cap (and Retry-After cap); default 30 s */
 	enum relay_db_policy on_database_not_found; /* default hold */
 	int gzip;                    /* send Content-Encoding: gzip; default off */
+	uint32_t parallel;           /* writes in flight at once, split by series; default 4 */
 };
 
 struct relay_config {

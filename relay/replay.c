@@ -42,6 +42,7 @@ enum work_kind {
 static void start_read(struct replay_worker *w, int kind);
 static void send_current(struct replay_worker *w);
 static void on_response(struct http_client *c, const struct http_response *r, void *arg);
+static void send_lanes(struct replay_worker *w);
 
 const char *replay_health_name(enum replay_health h)
 {
@@ -158,6 +159,74 @@ static int gzip_into(struct rbuf *out, const char *src, size_t len)
 }
 
 /*
+ * The end of the line starting at p (after its '\n'), and in *key_len the
+ * length of its series key (measurement and tags: up to the first
+ * unescaped space). A quoted string field may hold a newline; it does not
+ * end the line. The body was validated at the door.
+ */
+static const char *line_end(const char *p, const char *e, size_t *key_len)
+{
+	const char *s = p;
+	int in_str = 0;
+	while (p < e && *p != ' ' && *p != '\n')
+		p += (*p == '\\' && p + 1 < e) ? 2 : 1;
+	*key_len = (size_t)(p - s);
+	while (p < e) {
+		char c = *p;
+		if (c == '\\' && p + 1 < e) {
+			p += 2;
+		} else if (in_str) {
+			in_str = c != '"';
+			p++;
+		} else if (c == '\n') {
+			return p + 1;
+		} else if (c == '=' && p + 1 < e && p[1] == '"') {
+			in_str = 1;
+			p += 2;
+		} else {
+			p++;
+		}
+	}
+	return e;
+}
+
+static uint32_t fnv1a(const char *p, size_t n)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)p[i]) * 16777619u;
+	return h;
+}
+
+/*
+ * Share the payload among the lanes by series: every line of a series goes
+ * to the same lane, in order, so writes in flight at once never reorder
+ * the points of one series (an overwritten point still ends with its
+ * newest value). Returns the number of non-empty lanes.
+ */
+static int split_lanes(struct replay_worker *w, const char *p, size_t len, int compress)
+{
+	const char *e = p + len;
+	int used = 0;
+	for (int i = 0; i < w->nlanes; i++)
+		rbuf_reset(&w->lanes[i].body);
+	while (p < e) {
+		size_t klen;
+		const char *next = line_end(p, e, &klen);
+		struct replay_lane *l = &w->lanes[fnv1a(p, klen) % (uint32_t)w->nlanes];
+		rbuf_append(&l->body, p, (size_t)(next - p));
+		p = next;
+	}
+	for (int i = 0; i < w->nlanes; i++) {
+		struct replay_lane *l = &w->lanes[i];
+		l->done = l->body.len == 0;
+		l->gzipped = !l->done && compress && w->cfg->gzip && gzip_into(&l->gz, l->body.data, l->body.len) == 0;
+		used += !l->done;
+	}
+	return used;
+}
+
+/*
  * Coalesce: from batches[0], take consecutive batches for the same target
  * up to the configured lines and bytes. Larger writes cost InfluxDB less
  * CPU per point. Inside an isolation window (after a coalesced write was
@@ -191,12 +260,18 @@ static void form_group(struct replay_worker *w, int compress)
 	w->split_fit = 0;
 	w->attempts = 0;
 	w->gzipped = 0;
-	if (compress && w->cfg->gzip) {
-		const char *p;
-		size_t len;
-		payload(w, &p, &len);
-		w->gzipped = gzip_into(&w->gz, p, len) == 0;
+	w->lane_mode = 0;
+	const char *p;
+	size_t len;
+	payload(w, &p, &len);
+	/* Lanes only on the thread pool (splitting copies the payload) and
+	 * never while isolating a bad batch. */
+	if (compress && w->nlanes > 1 && !w->isolate_upto && split_lanes(w, p, len, compress) > 1) {
+		w->lane_mode = 1;
+		return;
 	}
+	if (compress && w->cfg->gzip)
+		w->gzipped = gzip_into(&w->gz, p, len) == 0;
 }
 
 static uint32_t count_lines(const char *p, size_t len)
@@ -251,6 +326,68 @@ static void build_auth(struct replay_worker *w, const struct wal_batch *b)
 	}
 }
 
+/*
+ * A lane's answer. When every lane of this round has answered, the round
+ * is judged as one write: delivered if every share is, otherwise by the
+ * first failure; a retry resends only the shares not yet delivered.
+ */
+static void lane_response(struct http_client *c, const struct http_response *r, void *arg)
+{
+	struct replay_lane *l = arg;
+	struct replay_worker *w = l->w;
+	(void)c;
+	l->inflight = 0;
+	w->lanes_waiting--;
+	if (r->status >= 200 && r->status < 300) {
+		l->done = 1;
+	} else if (!w->fail_status) {
+		w->fail_status = r->status;
+		w->fail_retry_after = r->retry_after_s;
+		rbuf_reset(&w->fail_body);
+		rbuf_append(&w->fail_body, r->body, r->body_len);
+		snprintf(w->fail_err, sizeof(w->fail_err), "%s", r->err ? r->err : "");
+	}
+	if (w->lanes_waiting)
+		return;
+	struct http_response all;
+	memset(&all, 0, sizeof(all));
+	if (w->fail_status) {
+		all.status = w->fail_status;
+		all.body = rbuf_cstr(&w->fail_body);
+		all.body_len = w->fail_body.len;
+		all.retry_after_s = w->fail_retry_after;
+		all.err = w->fail_err;
+	} else {
+		all.status = 204;
+		all.body = "";
+	}
+	w->fail_status = 0;
+	on_response(NULL, &all, w);
+}
+
+static void send_lanes(struct replay_worker *w)
+{
+	size_t plain = w->headers.len;
+	w->fail_status = 0;
+	w->lanes_waiting = 0;
+	for (int i = 0; i < w->nlanes; i++) {
+		struct replay_lane *l = &w->lanes[i];
+		if (l->done)
+			continue;
+		w->headers.len = plain;
+		if (l->gzipped)
+			rbuf_append(&w->headers, "Content-Encoding: gzip\r\n", 24);
+		l->inflight = 1;
+		w->lanes_waiting++;
+		w->stats.posts++;
+		int rc = http_client_request(&l->http, "POST", rbuf_cstr(&w->target), rbuf_cstr(&w->headers),
+					     l->gzipped ? l->gz.data : l->body.data, l->gzipped ? l->gz.len : l->body.len,
+					     lane_response, l);
+		relay_assert(rc == 0);
+	}
+	w->headers.len = plain;
+}
+
 static void send_current(struct replay_worker *w)
 {
 	const struct wal_batch *b = &w->batches[0];
@@ -274,9 +411,13 @@ static void send_current(struct replay_worker *w)
 	rbuf_appendf(&w->target, "&precision=%s", lp_precision_name((enum lp_precision)b->precision));
 	build_auth(w, b);
 	rbuf_append(&w->headers, "Content-Type: text/plain; charset=utf-8\r\n", 41);
+	w->state = S_SEND;
+	if (w->lane_mode) {
+		send_lanes(w);
+		return;
+	}
 	if (gz)
 		rbuf_append(&w->headers, "Content-Encoding: gzip\r\n", 24);
-	w->state = S_SEND;
 	w->stats.posts++;
 	int rc = http_client_request(&w->http, "POST", rbuf_cstr(&w->target), rbuf_cstr(&w->headers), body, len,
 				     on_response, w);
@@ -591,6 +732,7 @@ static void split(struct replay_worker *w, const struct http_response *r)
 		return;
 	}
 	const struct wal_batch *b = &w->batches[0];
+	w->lane_mode = 0; /* pieces go one at a time, in order */
 	if (!w->nranges) {
 		w->ranges[0].off = 0;
 		w->ranges[0].len = b->body_len;
@@ -726,6 +868,16 @@ void replay_start(struct replay_worker *w, uv_loop_t *loop, struct wal *wal, con
 	uv_timer_init(loop, &w->timer);
 	w->timer.data = w;
 	w->handles = 2;
+	w->nlanes = cfg->parallel > 1 ? (int)(cfg->parallel > REPLAY_MAX_LANES ? REPLAY_MAX_LANES : cfg->parallel) : 0;
+	if (w->nlanes) {
+		w->lanes = xcalloc((size_t)w->nlanes, sizeof(*w->lanes));
+		for (int i = 0; i < w->nlanes; i++) {
+			w->lanes[i].w = w;
+			http_client_init(&w->lanes[i].http, loop, cfg->host, cfg->port, cfg->connect_timeout_ms,
+					 cfg->timeout_ms);
+		}
+		w->handles += w->nlanes;
+	}
 	w->state = S_IDLE;
 	start_read(w, WK_READ);
 }
@@ -747,6 +899,13 @@ static void finish_stop(struct replay_worker *w)
 	release_batches(w);
 	rbuf_release(&w->payload);
 	rbuf_release(&w->gz);
+	rbuf_release(&w->fail_body);
+	for (int i = 0; i < w->nlanes; i++) {
+		rbuf_release(&w->lanes[i].body);
+		rbuf_release(&w->lanes[i].gz);
+	}
+	free(w->lanes);
+	w->lanes = NULL;
 	rbuf_release(&w->target);
 	rbuf_release(&w->headers);
 	w->state = S_STOPPED;
@@ -759,6 +918,13 @@ static void http_closed(struct http_client *c)
 	struct replay_worker *w = relay_container_of(c, struct replay_worker, http);
 	w->handles--;
 	finish_stop(w);
+}
+
+static void lane_closed(struct http_client *c)
+{
+	struct replay_lane *l = relay_container_of(c, struct replay_lane, http);
+	l->w->handles--;
+	finish_stop(l->w);
 }
 
 static void timer_closed(uv_handle_t *h)
@@ -775,4 +941,6 @@ void replay_stop(struct replay_worker *w, void (*cb)(struct replay_worker *w))
 	uv_timer_stop(&w->timer);
 	uv_close((uv_handle_t *)&w->timer, timer_closed);
 	http_client_close(&w->http, http_closed);
+	for (int i = 0; i < w->nlanes; i++)
+		http_client_close(&w->lanes[i].http, lane_closed);
 }

@@ -22,6 +22,21 @@
 #include "wal/wal.h"
 
 #define REPLAY_READ_MAX 512 /* batches copied out per read */
+#define REPLAY_MAX_LANES 16 /* parallel writes per backend, at most */
+
+struct replay_worker;
+
+/* One of a backend's parallel connections, with its share of a write:
+ * the lines of the series that hash to it. */
+struct replay_lane {
+	struct http_client http;
+	struct replay_worker *w;
+	struct rbuf body;
+	struct rbuf gz;
+	int gzipped;
+	int done;      /* this share was answered 2xx (or is empty) */
+	int inflight;
+};
 
 enum replay_health {
 	REPLAY_UP = 0,   /* delivering, or nothing to deliver */
@@ -44,7 +59,15 @@ struct replay_worker {
 	struct wal *wal;
 	const struct relay_backend_config *cfg;
 	int id;                 /* the backend's wal id */
-	struct http_client http;
+	struct http_client http; /* single writes, /ping probes, CREATE DATABASE */
+	struct replay_lane *lanes; /* cfg->parallel of them when > 1 */
+	int nlanes;
+	int lane_mode;           /* the current group is split across the lanes */
+	int lanes_waiting;
+	int fail_status;         /* first failure among the lanes of this round */
+	uint64_t fail_retry_after;
+	struct rbuf fail_body;
+	char fail_err[160];
 	uv_timer_t timer;
 	uv_work_t work;         /* queue reads and dead-letters */
 	uv_work_t ack_work;     /* acks, beside the next write */

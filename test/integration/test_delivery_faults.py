@@ -47,6 +47,9 @@ class FaultTest(unittest.TestCase):
         return i
 
     def relayd(self, backends):
+        # These tests script the fake request by request: one write in
+        # flight per backend (parallel: 1) unless a test says otherwise.
+        backends = [dict({"parallel": 1}, **b) if isinstance(b, dict) else b for b in backends]
         r = relaytest.Relayd(self.addCleanup)
         r.write_config(self.tmp, backends=backends)
         r.start()
@@ -326,6 +329,62 @@ class FaultTest(unittest.TestCase):
         self.assertTrue(all(w.text() == body for w in ws))
         for a, b in zip(ws, ws[1:]):
             self.assertGreaterEqual(b.t - a.t, 0.09, "retried without waiting retry_min")
+
+
+    # parallel writes, split by series
+
+    def series_lines(self, nseries, per_series):
+        """Lines of nseries series, each with per_series points in time
+        order, interleaved across series as a writer would send them."""
+        return ['lane,series=s%02d value=%di %d' % (s, j, BASE_NS + j)
+                for j in range(per_series) for s in range(nseries)]
+
+    def assert_series_order(self, delivered_lines, sent_lines):
+        def by_series(lines):
+            out = {}
+            for ln in lines:
+                out.setdefault(ln.split(" ")[0], []).append(ln)
+            return out
+        got, want = by_series(delivered_lines), by_series(sent_lines)
+        self.assertEqual(sorted(got), sorted(want))
+        for key in want:
+            self.assertEqual(got[key], want[key], "series %s out of order or incomplete" % key)
+
+    def test_parallel_lanes_split_by_series_in_order(self):
+        fake = self.fake()
+        r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4,
+                          "retry_min": "100ms", "retry_max": "1s"}])
+        sent = self.series_lines(24, 20)
+        for i in range(0, len(sent), 48):
+            self.write(r, body_of(sent[i:i + 48]))
+        fake.wait_delivered(1, timeout=10)
+        self.drained(r, "fake")
+        ok = sorted((w for w in fake.writes() if w.ok), key=lambda w: w.t)
+        lines = [ln for w in ok for ln in w.lines()]
+        self.assertEqual(sorted(lines), sorted(sent), "every line exactly once")
+        # Writes arrive round by round; inside a round a series is in one
+        # write only, so in arrival order every series keeps its order.
+        self.assert_series_order(lines, sent)
+        self.assertGreater(len({w.conn_id for w in ok}), 1, "no write went in parallel: " + fake.describe())
+
+    def test_parallel_retry_resends_only_the_failed_share(self):
+        fake = self.fake()
+        fake.script(fakeinflux.influx_error(503, "busy"))
+        r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4,
+                          "retry_min": "100ms", "retry_max": "1s"}])
+        sent = self.series_lines(16, 10)
+        self.write(r, body_of(sent))
+        fake.wait_delivered(2, timeout=10)
+        self.drained(r, "fake")
+        ws = fake.writes()
+        failed = [w for w in ws if not w.ok]
+        ok = [w for w in ws if w.ok]
+        self.assertEqual(len(failed), 1, fake.describe())
+        lines = [ln for w in ok for ln in w.lines()]
+        self.assertEqual(sorted(lines), sorted(sent), "a share delivered twice or lost: " + fake.describe())
+        # the failed share is exactly what was sent again
+        self.assertIn(sorted(failed[0].lines()), [sorted(w.lines()) for w in ok if w.t > failed[0].t])
+        self.assert_series_order(lines, sent)
 
 
 if __name__ == "__main__":
