@@ -33,8 +33,8 @@ struct relay_backend_config {
 	/* delivery */
 	uint64_t timeout_ms;         /* whole response; default 30 s */
 	uint64_t connect_timeout_ms; /* default 5 s */
-	uint64_t batch_max_bytes;    /* coalesce queued batches into POSTs up to this; default 4 MiB */
-	uint32_t batch_max_lines;    /* ... and this many lines; default 20000 */
+	uint64_t batch_max_bytes;    /* coalesce queued batches into POSTs up to this; default 8 MiB */
+	uint32_t batch_max_lines;    /* ... and this many lines; default 40000 */
 	uint64_t retry_min_ms;       /* first retry delay, and the least any retry waits; default 100 ms */
 	uint64_t retry_max_ms;       /* retry delay cap (and Retry-After cap); default 30 s */
 	enum relay_db_policy on_database_not_found; /* default hold */

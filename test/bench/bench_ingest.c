@@ -122,6 +122,7 @@ struct options {
 	size_t ndconns;
 	unsigned dlines;  /* --delivery-lines */
 	unsigned backlog; /* --backlog: points */
+	unsigned parallel; /* --delivery-parallel: relayd's backend "parallel"; 0 = its default */
 	int run_raw, run_relayd, run_delivery;
 	int keep;
 };
@@ -132,7 +133,8 @@ static void usage(FILE *f)
 	        "usage: bench_ingest [-c CONNS] [-t SECONDS] [-n LINES[,LINES...]]\n"
 	        "                    [--relayd PATH] [--influxd PATH]\n"
 	        "                    [--only raw|relayd|ingest|delivery] [--delivery-conns LIST]\n"
-	        "                    [--delivery-lines N] [--backlog POINTS] [--keep]\n"
+	        "                    [--delivery-lines N] [--delivery-parallel N] [--backlog POINTS]\n"
+	        "                    [--keep]\n"
 	        "  -c CONNS              client connections for the ingest cases (16)\n"
 	        "  -t SECONDS            duration of each case (5)\n"
 	        "  -n LIST               lines per request for the ingest cases (1000,5000)\n"
@@ -141,6 +143,7 @@ static void usage(FILE *f)
 	        "  --only WHAT           raw, relayd, ingest (both) or delivery\n"
 	        "  --delivery-conns LIST client connections for the delivery cases (4,16)\n"
 	        "  --delivery-lines N    lines per request for the delivery cases (1000)\n"
+	        "  --delivery-parallel N relayd's writes in flight per backend (relayd's default)\n"
 	        "  --backlog POINTS      backlog for the drain case (3000000)\n"
 	        "  --keep                keep the temporary directory (queues, configs, logs)\n");
 }
@@ -194,13 +197,14 @@ static char *find_on_path(const char *name)
 /* Returns 0, or 2 (the exit code) after printing what is wrong. */
 static int options_parse(int argc, char **argv, struct options *o)
 {
-	enum { OPT_RELAYD = 256, OPT_INFLUXD, OPT_ONLY, OPT_KEEP, OPT_DCONNS, OPT_DLINES, OPT_BACKLOG };
+	enum { OPT_RELAYD = 256, OPT_INFLUXD, OPT_ONLY, OPT_KEEP, OPT_DCONNS, OPT_DLINES, OPT_DPARALLEL, OPT_BACKLOG };
 	static const struct option longopts[] = {
 		{ "relayd", required_argument, NULL, OPT_RELAYD },
 		{ "influxd", required_argument, NULL, OPT_INFLUXD },
 		{ "only", required_argument, NULL, OPT_ONLY },
 		{ "delivery-conns", required_argument, NULL, OPT_DCONNS },
 		{ "delivery-lines", required_argument, NULL, OPT_DLINES },
+		{ "delivery-parallel", required_argument, NULL, OPT_DPARALLEL },
 		{ "backlog", required_argument, NULL, OPT_BACKLOG },
 		{ "keep", no_argument, NULL, OPT_KEEP },
 		{ "help", no_argument, NULL, 'h' },
@@ -243,6 +247,12 @@ static int options_parse(int argc, char **argv, struct options *o)
 			if (parse_uint(optarg, 1, MAX_DELIVERY_LINES, &o->dlines) < 0) {
 				fprintf(stderr, "bench_ingest: --delivery-lines wants 1..%u, not '%s'\n", MAX_DELIVERY_LINES,
 				        optarg);
+				return 2;
+			}
+			break;
+		case OPT_DPARALLEL:
+			if (parse_uint(optarg, 1, 16, &o->parallel) < 0) {
+				fprintf(stderr, "bench_ingest: --delivery-parallel wants 1..16, not '%s'\n", optarg);
 				return 2;
 			}
 			break;
@@ -519,9 +529,13 @@ static void print_machine_facts(const struct options *o, const char *tmp)
 		printf("- fdatasync is cheap here (a write cache acknowledges it): commits are bound by\n"
 		       "  the bytes written and by CPU rather than by flush latency\n");
 	printf("- %u s per case; ingest: %u connections\n", o->seconds, o->conns);
-	if (o->run_delivery)
-		printf("- delivery: influxd %s, %u lines per request, backlog %u points\n", o->influxd, o->dlines,
-		       o->backlog);
+	if (o->run_delivery) {
+		char par[32] = "relayd's default";
+		if (o->parallel)
+			snprintf(par, sizeof(par), "%u", o->parallel);
+		printf("- delivery: influxd %s, %u lines per request, backlog %u points, relayd's\n"
+		       "  writes in flight per backend (parallel): %s\n", o->influxd, o->dlines, o->backlog, par);
+	}
 	if (o->run_relayd || o->run_delivery)
 		printf("- client threads share the CPUs with relayd%s\n", o->run_delivery ? " and influxd" : "");
 	printf("\n");
@@ -1017,6 +1031,7 @@ struct child {
 	uint16_t port;        /* its HTTP port */
 	uint16_t backend_port; /* relayd: where its one backend is */
 	uint16_t rpc_port;    /* influxd: its RPC port */
+	unsigned parallel;    /* relayd: its backend's "parallel", 0 = not set */
 	uint64_t spawn_ns;    /* monotonic time of the last spawn */
 	char dir[PATH_MAX];   /* relayd: data_dir; influxd: its whole directory */
 	char conf[PATH_MAX], log[PATH_MAX];
@@ -1249,14 +1264,18 @@ static int relayd_write_config(const struct child *p)
 	FILE *f = fopen(p->conf, "w");
 	if (!f)
 		return -errno;
-	/* Coalescing and delivery settings stay at their defaults. */
+	/* Coalescing and delivery settings stay at their defaults, but for
+	 * "parallel" when --delivery-parallel asks. */
+	char extra[32] = "";
+	if (p->parallel)
+		snprintf(extra, sizeof(extra), ", parallel: %u", p->parallel);
 	fprintf(f,
 	        "data_dir: %s\n"
 	        "listen: {http: 127.0.0.1:%u}\n"
 	        "http: {max_body_size: 64MiB}\n"
 	        "queue: {max_size: 16GiB, max_commit_batches: 1024}\n"
-	        "backends: [{name: bench, url: \"http://127.0.0.1:%u\"}]\n",
-	        p->dir, p->port, p->backend_port);
+	        "backends: [{name: bench, url: \"http://127.0.0.1:%u\"%s}]\n",
+	        p->dir, p->port, p->backend_port, extra);
 	int bad = ferror(f);
 	if (fclose(f) != 0 || bad)
 		return -EIO;
@@ -1283,14 +1302,15 @@ static int relayd_spawn(struct child *p, const char *path)
 
 /*
  * Start a relayd whose queue is tmp/NAME and whose one backend is at
- * backend_port, or at a closed port when that is 0; wait until it is ready.
+ * backend_port, or at a closed port when that is 0, with "parallel" set when
+ * parallel is not 0; wait until it is ready.
  * On failure the caller still calls child_stop.
  */
 static int relayd_start(struct child *p, const char *path, const char *tmp, const char *name,
-                        uint16_t backend_port)
+                        uint16_t backend_port, unsigned parallel)
 {
 	char file[64];
-	*p = (struct child){ .name = "relayd" };
+	*p = (struct child){ .name = "relayd", .parallel = parallel };
 	snprintf(file, sizeof(file), "%s.yaml", name);
 	if (path_join(p->dir, tmp, name) < 0 || path_join(p->conf, tmp, file) < 0) {
 		fprintf(stderr, "bench_ingest: temporary directory path too long\n");
@@ -1909,7 +1929,7 @@ static int run_through_case(const struct options *o, const char *tmp, unsigned c
 	if (influxd_start(&inf, o->influxd, tmp, sub) < 0)
 		goto out;
 	snprintf(sub, sizeof(sub), "relayd-deliver-%u", conns);
-	if (relayd_start(&rel, o->relayd, tmp, sub, inf.port) < 0 || relayd_health_read(rel.port, &h0) < 0 ||
+	if (relayd_start(&rel, o->relayd, tmp, sub, inf.port, o->parallel) < 0 || relayd_health_read(rel.port, &h0) < 0 ||
 	    influxd_points_ok(&inf, &pw0) < 0)
 		goto out;
 	delivery_spec(o, rel.port, conns, &spec);
@@ -1972,7 +1992,7 @@ static int run_drain_case(const struct options *o, const char *tmp, unsigned con
 	                    .p99_ms = -1, .cpu_clients = -1 };
 	fprintf(stderr, "drain: a backlog of %u points through %u connections (backend down, %llu s at most)...\n",
 	        o->backlog, conns, BACKLOG_LOAD_MAX_NS / NS_PER_S);
-	if (relayd_start(&rel, o->relayd, tmp, "relayd-drain", 0) < 0)
+	if (relayd_start(&rel, o->relayd, tmp, "relayd-drain", 0, o->parallel) < 0)
 		goto out;
 	delivery_spec(o, rel.port, conns, &spec);
 	spec.duration_ns = BACKLOG_LOAD_MAX_NS;
@@ -2272,7 +2292,7 @@ int main(int argc, char **argv)
 	print_machine_facts(&o, tmp);
 	if (!o.run_delivery && !o.influxd)
 		fprintf(stderr, "bench_ingest: no influxd on PATH: the delivery cases are skipped (--influxd PATH)\n");
-	if (o.run_relayd && !(relayd_up = relayd_start(&relayd, o.relayd, tmp, "q", 0) == 0))
+	if (o.run_relayd && !(relayd_up = relayd_start(&relayd, o.relayd, tmp, "q", 0, 0) == 0))
 		failed = 1;
 	for (size_t i = 0; i < o.ncases && (o.run_raw || o.run_relayd); i++)
 		if (run_ingest_n(&o, tmp, &relayd, relayd_up, o.lines[i], rows, &nrows, &errs, &failed) < 0)

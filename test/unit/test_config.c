@@ -82,8 +82,9 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.backends[0].max_age_ms, 0);
 	assert_int_equal(cfg.backends[0].timeout_ms, 30000);
 	assert_int_equal(cfg.backends[0].connect_timeout_ms, 5000);
-	assert_int_equal(cfg.backends[0].batch_max_bytes, 4 * MIB);
-	assert_int_equal(cfg.backends[0].batch_max_lines, 20000);
+	assert_int_equal(cfg.backends[0].batch_max_bytes, 8 * MIB);
+	assert_int_equal(cfg.backends[0].batch_max_lines, 40000);
+	assert_int_equal(cfg.backends[0].parallel, 4);
 	assert_int_equal(cfg.backends[0].retry_min_ms, 100);
 	assert_int_equal(cfg.backends[0].retry_max_ms, 30000);
 	assert_int_equal(cfg.backends[0].on_database_not_found, RELAY_DB_HOLD);
