@@ -1,9 +1,12 @@
 /*
  * replay: the per-backend delivery state machine. Must never lose a batch
  * (the cursor moves only after a complete 2xx, in a committed transaction),
- * never reorder (one request in flight per backend, in queue order: a live
- * write never overtakes the backlog), never hold an LMDB transaction across
- * network I/O (batches are copied out on the thread pool first), and never
+ * never reorder (writes go out in rounds, in queue order, and a round starts
+ * only when the previous one is delivered; within a round the lines are
+ * shared out among the parallel lanes by series, so every series stays in
+ * order and a live write never overtakes the backlog), never hold an LMDB
+ * transaction across network I/O (batches are copied out on the thread pool
+ * first), and never
  * spin (every retry waits at least retry_min).
  *
  *   IDLE --notify--> READ --batches--> SEND --2xx--> READ (past it) ...

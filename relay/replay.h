@@ -1,8 +1,9 @@
 /*
  * replay: one worker per backend on the libuv loop. It reads the backend's
  * queue in acceptance order, coalesces consecutive batches that share db,
- * rp, precision and credentials into one POST, and moves the cursor only
- * after a complete 2xx. It retries what can succeed later (capped
+ * rp, precision and credentials into one write, shares its lines out by
+ * series among `parallel` connections, and moves the cursor only after
+ * every share got a complete 2xx. It retries what can succeed later (capped
  * exponential backoff with full jitter, Retry-After honoured, /ping probed
  * while the backend is down), holds what needs an operator (401/403,
  * database not found), dead-letters what never will, and splits what is
