@@ -6,8 +6,7 @@
  * shared out among the parallel lanes by series, so every series stays in
  * order and a live write never overtakes the backlog), never hold an LMDB
  * transaction across network I/O (batches are copied out on the thread pool
- * first), and never
- * spin (every retry waits at least retry_min).
+ * first), and never spin (every retry waits at least retry_min).
  *
  *   IDLE --notify--> READ --batches--> SEND --2xx--> READ (past it) ...
  *                     |                 |          + ACK beside the next SEND
