@@ -284,6 +284,36 @@ class DoorTest(unittest.TestCase):
         self.assertEqual(len(got), 1)
         self.assertEqual(got[0]["bytes"], MAX_BODY)
 
+    # /health
+
+    def test_health_reports_the_relay_and_each_backend(self):
+        import json
+        st, _, resp = self.relayd.write("thealth", "h value=1 1\nh value=2 2\n")
+        self.assertEqual(st, 204, resp)
+        status, headers, body = self.relayd.get("/health")
+        self.assertEqual(status, 200, body)
+        self.assertIn("application/json", headers.get("Content-Type", ""))
+        doc = json.loads(body.decode())
+        self.assertEqual(doc["status"], "ok")
+        self.assertGreaterEqual(doc["ingest"]["batches_committed"], 1)
+        self.assertGreaterEqual(doc["http"]["points_accepted"], 2)
+        [b] = doc["backends"]
+        self.assertEqual(b["name"], "local")
+        # The backend is a closed port: it turns "down" and says why.
+        deadline = time.monotonic() + 10
+        while b["state"] != "down" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            [b] = json.loads(self.relayd.get("/health")[2].decode())["backends"]
+        self.assertEqual(b["state"], "down", b)
+        self.assertIn("connect", b["last_error"])
+        ctl = self.relayd.backend_status("local")
+        for key in ("pending_batches", "pending_points", "pending_bytes", "dead_batches"):
+            self.assertEqual(b[key], ctl[key], key)
+        self.assertGreaterEqual(b["pending_points"], 2)
+        status, _, body = self.relayd.request("HEAD", "/health")
+        self.assertEqual((status, body), (200, b""))
+        self.assert_error(self.relayd.post("/health", b""), 405)
+
     # gzip request bodies
 
     def test_gzip_body_round_trip(self):
