@@ -201,23 +201,27 @@ static uint32_t fnv1a(const char *p, size_t n)
 }
 
 /*
- * Share the payload among the lanes by series: every line of a series goes
+ * Share the group's lines among the lanes by series: every line of a series goes
  * to the same lane, in order, so writes in flight at once never reorder
  * the points of one series (an overwritten point still ends with its
  * newest value). Returns the number of non-empty lanes.
  */
-static int split_lanes(struct replay_worker *w, const char *p, size_t len, int compress)
+static int split_lanes(struct replay_worker *w, int compress)
 {
-	const char *e = p + len;
 	int used = 0;
 	for (int i = 0; i < w->nlanes; i++)
 		rbuf_reset(&w->lanes[i].body);
-	while (p < e) {
-		size_t klen;
-		const char *next = line_end(p, e, &klen);
-		struct replay_lane *l = &w->lanes[fnv1a(p, klen) % (uint32_t)w->nlanes];
-		rbuf_append(&l->body, p, (size_t)(next - p));
-		p = next;
+	/* Straight from each batch's body: every batch ends with a whole
+	 * line, so no line spans two of them, and no coalesced copy is made. */
+	for (size_t b = 0; b < w->group_n; b++) {
+		const char *p = w->batches[b].body, *e = p + w->batches[b].body_len;
+		while (p < e) {
+			size_t klen;
+			const char *next = line_end(p, e, &klen);
+			struct replay_lane *l = &w->lanes[fnv1a(p, klen) % (uint32_t)w->nlanes];
+			rbuf_append(&l->body, p, (size_t)(next - p));
+			p = next;
+		}
 	}
 	for (int i = 0; i < w->nlanes; i++) {
 		struct replay_lane *l = &w->lanes[i];
@@ -252,26 +256,26 @@ static void form_group(struct replay_worker *w, int compress)
 		bytes += b->body_len;
 		w->group_n++;
 	}
+	w->nranges = 0;
+	w->split_fit = 0;
+	w->attempts = 0;
+	w->gzipped = 0;
+	w->lane_mode = 0;
+	/* Lanes only on the thread pool (splitting copies the lines) and
+	 * never while isolating a bad batch. */
+	if (compress && w->nlanes > 1 && !w->isolate_upto && split_lanes(w, compress) > 1) {
+		w->lane_mode = 1;
+		return;
+	}
 	rbuf_reset(&w->payload);
 	if (w->group_n > 1) {
 		rbuf_reserve(&w->payload, bytes);
 		for (size_t i = 0; i < w->group_n; i++)
 			rbuf_append(&w->payload, w->batches[i].body, w->batches[i].body_len);
 	}
-	w->nranges = 0;
-	w->split_fit = 0;
-	w->attempts = 0;
-	w->gzipped = 0;
-	w->lane_mode = 0;
 	const char *p;
 	size_t len;
 	payload(w, &p, &len);
-	/* Lanes only on the thread pool (splitting copies the payload) and
-	 * never while isolating a bad batch. */
-	if (compress && w->nlanes > 1 && !w->isolate_upto && split_lanes(w, p, len, compress) > 1) {
-		w->lane_mode = 1;
-		return;
-	}
 	if (compress && w->cfg->gzip)
 		w->gzipped = gzip_into(&w->gz, p, len) == 0;
 }
@@ -397,12 +401,6 @@ static void send_current(struct replay_worker *w)
 	size_t len;
 	if (w->stopping)
 		return;
-	payload(w, &body, &len);
-	int gz = w->gzipped && !w->nranges && w->isolate_upto == 0;
-	if (gz) {
-		body = w->gz.data;
-		len = w->gz.len;
-	}
 	rbuf_reset(&w->target);
 	rbuf_appendf(&w->target, "%s/write?db=", w->cfg->path_prefix);
 	append_urlenc(&w->target, b->db);
@@ -415,8 +413,14 @@ static void send_current(struct replay_worker *w)
 	rbuf_append(&w->headers, "Content-Type: text/plain; charset=utf-8\r\n", 41);
 	w->state = S_SEND;
 	if (w->lane_mode) {
-		send_lanes(w);
+		send_lanes(w); /* the lanes hold the lines; no coalesced payload */
 		return;
+	}
+	payload(w, &body, &len);
+	int gz = w->gzipped && !w->nranges && w->isolate_upto == 0;
+	if (gz) {
+		body = w->gz.data;
+		len = w->gz.len;
 	}
 	if (gz)
 		rbuf_append(&w->headers, "Content-Encoding: gzip\r\n", 24);
