@@ -385,11 +385,6 @@ int http_client_request(struct http_client *c, const char *method, const char *t
 	return 0;
 }
 
-int http_client_busy(const struct http_client *c)
-{
-	return c->in_request;
-}
-
 static void timer_closed(uv_handle_t *h)
 {
 	struct http_client *c = h->data;

@@ -85,9 +85,6 @@ void http_client_init(struct http_client *c, uv_loop_t *loop, const char *host, 
 int http_client_request(struct http_client *c, const char *method, const char *target, const char *headers,
                         const char *body, size_t body_len, http_client_cb cb, void *arg);
 
-/* Whether a request is in progress. */
-int http_client_busy(const struct http_client *c);
-
 /* Abort any request (its callback is not called) and close; cb runs when
  * every handle is closed. */
 void http_client_close(struct http_client *c, void (*cb)(struct http_client *c));

@@ -133,8 +133,8 @@ static const char *status_text(int status)
 	return "Unknown";
 }
 
-static void linger_timer_cb(uv_timer_t *t);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void set_timer(struct conn *c, enum timer_mode m);
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 
 /*
@@ -144,9 +144,8 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
  */
 static void start_linger(struct conn *c)
 {
-	c->lingering = 1;
-	c->tmode = T_LINGER;
-	uv_timer_start(&c->timer, linger_timer_cb, LINGER_MS, 0);
+	set_timer(c, T_LINGER);
+	c->lingering = 1; /* after set_timer: no later timer replaces this one */
 	if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, NULL) < 0) {
 		conn_close(c);
 		return;
@@ -334,11 +333,6 @@ static void timer_cb(uv_timer_t *t)
 		conn_close(c);
 		break;
 	}
-}
-
-static void linger_timer_cb(uv_timer_t *t)
-{
-	conn_close(t->data);
 }
 
 /*---- request state ----*/

@@ -1072,45 +1072,6 @@ out:
 	return map_rc(rc);
 }
 
-int wal_backend_foreach(struct wal *w, int (*fn)(const struct wal_backend_stat *st, void *arg), void *arg)
-{
-	struct wal_backend_stat sts[WAL_MAX_BACKENDS];
-	int have[WAL_MAX_BACKENDS] = { 0 };
-	MDB_txn *txn;
-	MDB_cursor *cur;
-	MDB_val k, v;
-	int rc;
-	if ((rc = enter(w)))
-		return rc;
-	if ((rc = begin(w, MDB_RDONLY, &txn)))
-		goto out;
-	if ((rc = mdb_cursor_open(txn, w->dbi_backends, &cur)) == 0) {
-		for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-			struct walr_backend r;
-			if ((rc = walr_backend_decode(v.mv_data, v.mv_size, &r)))
-				break;
-			fill_stat(&sts[r.id], k.mv_data, k.mv_size, &r);
-			if (r.pending_batches &&
-			    (rc = oldest_pending(txn, w, (int)r.id, r.cursor, &sts[r.id].oldest_accept_ns)))
-				break;
-			have[r.id] = 1;
-		}
-		mdb_cursor_close(cur);
-		if (rc == MDB_NOTFOUND)
-			rc = 0;
-	}
-	mdb_txn_abort(txn);
-out:
-	leave(w);
-	if (rc)
-		return map_rc(rc);
-	/* Callbacks run outside the transaction: they may take their time. */
-	for (int i = 0; i < WAL_MAX_BACKENDS; i++)
-		if (have[i] && (rc = fn(&sts[i], arg)))
-			return rc;
-	return 0;
-}
-
 int wal_stat(struct wal *w, struct wal_stat *st)
 {
 	MDB_txn *txn;

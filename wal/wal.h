@@ -183,10 +183,6 @@ int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_
 /* Figures for backend name (works read-only). Errors: WAL_ENOBACKEND. */
 int wal_backend_stat(struct wal *w, const char *name, struct wal_backend_stat *st);
 
-/* Call fn for every backend stored in the queue, in id order; stops when fn
- * returns non-zero and returns that value. */
-int wal_backend_foreach(struct wal *w, int (*fn)(const struct wal_backend_stat *st, void *arg), void *arg);
-
 /* Global figures. */
 int wal_stat(struct wal *w, struct wal_stat *st);
 
