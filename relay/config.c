@@ -8,6 +8,7 @@
  * check-config and the fuzzer call it as it is.
  */
 #include "relay/config.h"
+#include "relay/lineproto.h"
 #include "relay/util.h"
 
 #include <arpa/inet.h>
@@ -26,30 +27,52 @@
  * (a log, a database) and reading it all would only delay the error. */
 #define CONFIG_MAX_FILE_BYTES ((size_t)1 << 20)
 #define BACKEND_NAME_MAX 64
-/* The deepest valid file is three levels (top, backends, one backend). */
+/* The deepest valid file is four levels (top, auth, users, one user). */
 #define CONFIG_MAX_DEPTH 16
 
 /*---- the key table ----*/
 
 enum key_type {
 	KT_SECTION,   /* a mapping holding the rows whose section is this name */
-	KT_BACKENDS,  /* the sequence of backends, each checked by backend_keys */
+	KT_LIST,      /* a sequence of mappings, described by .list */
 	KT_STRING,    /* char *, not empty */
 	KT_LOG_LEVEL, /* char *, one of log_levels[] */
 	KT_HOSTPORT,  /* char * as written, plus off_host (char *), off_port (uint16_t) */
 	KT_URL,       /* char * as written, plus off_host, off_port and off_path (char *) */
-	KT_NAME,      /* char *, a backend name: [A-Za-z0-9_.-]{1,64}, unique */
+	KT_NAME,      /* char *, a name: [A-Za-z0-9_.-]{1,64} */
 	KT_SIZE,      /* uint64_t bytes, parse_size */
 	KT_DURATION,  /* uint64_t milliseconds, parse_duration_ms */
 	KT_SECONDS,   /* uint64_t whole seconds, written as a duration */
 	KT_UINT32,    /* uint32_t, a plain decimal integer */
 	KT_DB_POLICY, /* enum relay_db_policy: hold, create or dead_letter */
 	KT_BOOL,      /* int, 0 or 1: true/false (also yes/no, on/off, as YAML 1.1) */
+	KT_API,       /* enum relay_api: v1 or v2 */
+	KT_PRECISION, /* int (enum lp_precision): ns, u, ms, s, m, h as on /write */
 };
 
 #define KF_REQUIRED 0x1 /* a mapping without it is refused */
 #define KF_ZERO_OK  0x2 /* 0 ("none", "derived") is accepted besides [min, max] */
 #define KF_INHERIT  0x4 /* backend key: unset means the relay_config field at off_inherit */
+#define KF_UNIQUE   0x8 /* list item key: no two items of the list may share the value */
+#define KF_SECRET   0x10 /* a password or token: never repeated in a message */
+
+struct loader;
+struct key_spec;
+
+/* A sequence of mappings (backends, listen.udp, auth.users ...): an array
+ * of elem_size items in struct relay_config, each filled from keys. */
+struct list_spec {
+	int index;                  /* LIST_*: which seen-array of the loader */
+	const struct key_spec *keys;
+	size_t nkeys;
+	size_t elem_size;
+	size_t off_items, off_count; /* the array pointer and its size_t count in relay_config */
+	size_t min, max;            /* items */
+	const char *noun;           /* one item, for messages: "backend" */
+	const char *needs;          /* its required keys, for messages: "'name' and 'url'" */
+	/* Rules between the keys of one item, once it is complete; NULL = none. */
+	int (*check)(struct loader *ld, const yaml_node_t *item, void *elem, const char *path);
+};
 
 struct key_spec {
 	const char *section; /* "" for the top level, else the KT_SECTION row's name */
@@ -59,6 +82,7 @@ struct key_spec {
 	size_t off;          /* the field the value goes to */
 	size_t off_host, off_port, off_path; /* the parsed parts of KT_HOSTPORT, KT_URL */
 	size_t off_inherit;  /* KF_INHERIT: the struct relay_config field to copy */
+	const struct list_spec *list; /* KT_LIST */
 	const char *def;     /* default in the file's own notation; NULL = none */
 	uint64_t min, max;   /* bounds in the stored unit (bytes, ms, s, count) */
 	const char *desc;    /* what the key does (the man page says the same) */
@@ -66,11 +90,126 @@ struct key_spec {
 
 #define CF(f) offsetof(struct relay_config, f)
 #define BF(f) offsetof(struct relay_backend_config, f)
+#define UF(f) offsetof(struct relay_udp_config, f)
+#define AF(f) offsetof(struct relay_user_config, f)
+#define TF(f) offsetof(struct relay_token_config, f)
 #define SECTION(key, text) \
 	{ .section = "", .name = key, .type = KT_SECTION, .desc = text }
 #define KEY(sec, key, ty, fl, field, dflt, lo, hi, text) \
 	{ .section = sec, .name = key, .type = ty, .flags = fl, .off = CF(field), \
 	  .def = dflt, .min = lo, .max = hi, .desc = text }
+
+#define BKEY(key, ty, fl, field, dflt, lo, hi, text) \
+	{ .section = "", .name = key, .type = ty, .flags = fl, .off = BF(field), \
+	  .def = dflt, .min = lo, .max = hi, .desc = text }
+
+/* The keys of one item of backends; offsets are into relay_backend_config.
+ * KF_INHERIT rows take their default from queue: instead of def. */
+static const struct key_spec backend_keys[] = {
+	BKEY("name", KT_NAME, KF_REQUIRED | KF_UNIQUE, name, NULL, 0, 0,
+	     "names the backend's queue, its log lines and its metrics"),
+	{ .section = "", .name = "url", .type = KT_URL, .flags = KF_REQUIRED, .off = BF(url),
+	  .off_host = BF(host), .off_port = BF(port), .off_path = BF(path_prefix),
+	  .desc = "http://HOST[:PORT][/PREFIX] of the InfluxDB; /write is appended" },
+	{ .section = "", .name = "max_size", .type = KT_SIZE, .flags = KF_INHERIT, .off = BF(max_bytes),
+	  .off_inherit = CF(queue_max_bytes), .min = MIB, .max = UINT64_MAX,
+	  .desc = "this backend's queue byte limit; default queue.max_size" },
+	{ .section = "", .name = "max_age", .type = KT_DURATION, .flags = KF_INHERIT | KF_ZERO_OK,
+	  .off = BF(max_age_ms), .off_inherit = CF(queue_max_age_ms), .min = 1, .max = UINT64_MAX,
+	  .desc = "this backend's age limit; default queue.max_age" },
+	BKEY("timeout", KT_DURATION, 0, timeout_ms, "30s", 10, 3600000,
+	     "time for the backend's whole answer to a write; then retry"),
+	BKEY("connect_timeout", KT_DURATION, 0, connect_timeout_ms, "5s", 10, 600000,
+	     "time to connect to the backend; then retry"),
+	BKEY("batch_max_size", KT_SIZE, 0, batch_max_bytes, "8MiB", 1024, 1ULL << 30,
+	     "queued batches are coalesced into writes of at most this many bytes"),
+	BKEY("batch_max_lines", KT_UINT32, 0, batch_max_lines, "40000", 1, 10000000,
+	     "... and at most this many lines"),
+	BKEY("retry_min", KT_DURATION, 0, retry_min_ms, "100ms", 10, 3600000,
+	     "first retry delay, and the least any retry waits"),
+	BKEY("retry_max", KT_DURATION, 0, retry_max_ms, "30s", 10, 86400000,
+	     "longest retry delay; also caps a backend's Retry-After"),
+	BKEY("parallel", KT_UINT32, 0, parallel, "4", 1, 16,
+	     "writes in flight at once to this backend; lines are split between them by series, so each series stays in order"),
+	BKEY("on_database_not_found", KT_DB_POLICY, 0, on_database_not_found, "hold", 0, 0,
+	     "on a 404 \"database not found\": hold (keep, retry), create, or dead_letter"),
+	BKEY("gzip", KT_BOOL, 0, gzip, "false", 0, 0,
+	     "send writes compressed (Content-Encoding: gzip)"),
+	BKEY("type", KT_API, 0, type, "v1", 0, 0,
+	     "the backend's write API: v1 (/write) or v2 (/api/v2/write)"),
+	BKEY("username", KT_STRING, 0, username, NULL, 0, 0,
+	     "v1: user sent instead of the writer's credentials (with password)"),
+	BKEY("password", KT_STRING, KF_SECRET, password, NULL, 0, 0,
+	     "v1: password of username"),
+	BKEY("org", KT_STRING, 0, org, NULL, 0, 0,
+	     "v2: organisation written to; default the writer's org"),
+	BKEY("token", KT_STRING, KF_SECRET, token, NULL, 0, 0,
+	     "token sent as Authorization: Token instead of the writer's credentials (1.8+: user:password)"),
+};
+
+#define UKEY(key, ty, fl, field, dflt, lo, hi, text) \
+	{ .section = "", .name = key, .type = ty, .flags = fl, .off = UF(field), \
+	  .def = dflt, .min = lo, .max = hi, .desc = text }
+
+/* The keys of one item of listen.udp. */
+static const struct key_spec udp_keys[] = {
+	{ .section = "", .name = "address", .type = KT_HOSTPORT, .flags = KF_REQUIRED | KF_UNIQUE,
+	  .off = UF(address), .off_host = UF(host), .off_port = UF(port),
+	  .desc = "HOST:PORT the datagrams arrive on" },
+	UKEY("db", KT_STRING, KF_REQUIRED, db, NULL, 0, 0, "database the points are written to"),
+	UKEY("rp", KT_STRING, 0, rp, NULL, 0, 0, "retention policy; default the database's"),
+	UKEY("precision", KT_PRECISION, 0, precision, "ns", 0, 0,
+	     "unit of the datagrams' timestamps: ns, u, ms, s, m or h"),
+	UKEY("flush_interval", KT_DURATION, 0, flush_ms, "100ms", 1, 60000,
+	     "datagrams are grouped this long before they are committed"),
+	UKEY("batch_max_size", KT_SIZE, 0, batch_max_bytes, "1MiB", 1024, 64 * MIB,
+	     "... or until this many bytes arrived"),
+	UKEY("read_buffer", KT_SIZE, KF_ZERO_OK, read_buffer, "0", 4096, 1ULL << 30,
+	     "socket receive buffer (SO_RCVBUF); 0 = the system's default"),
+};
+
+/* The keys of one item of auth.users and of auth.tokens. */
+static const struct key_spec user_keys[] = {
+	{ .section = "", .name = "name", .type = KT_STRING, .flags = KF_REQUIRED | KF_UNIQUE,
+	  .off = AF(name), .desc = "user name (u=, Basic auth)" },
+	{ .section = "", .name = "password", .type = KT_STRING,
+	  .flags = KF_REQUIRED | KF_SECRET, .off = AF(password), .desc = "its password" },
+};
+static const struct key_spec token_keys[] = {
+	{ .section = "", .name = "name", .type = KT_NAME, .flags = KF_REQUIRED | KF_UNIQUE,
+	  .off = TF(name), .desc = "names the token in logs (the token itself is never logged)" },
+	{ .section = "", .name = "token", .type = KT_STRING, .flags = KF_REQUIRED | KF_UNIQUE | KF_SECRET,
+	  .off = TF(token), .desc = "the secret a writer sends as Authorization: Token TOKEN" },
+};
+
+enum { LIST_BACKENDS, LIST_UDP, LIST_USERS, LIST_TOKENS, NLISTS };
+
+static int check_backend(struct loader *ld, const yaml_node_t *item, void *elem, const char *path);
+
+static const struct list_spec backend_list = {
+	.index = LIST_BACKENDS, .keys = backend_keys, .nkeys = RELAY_ARRAY_SIZE(backend_keys),
+	.elem_size = sizeof(struct relay_backend_config),
+	.off_items = CF(backends), .off_count = CF(nbackends), .min = 1, .max = RELAY_MAX_BACKENDS,
+	.noun = "backend", .needs = "'name' and 'url'", .check = check_backend,
+};
+static const struct list_spec udp_list = {
+	.index = LIST_UDP, .keys = udp_keys, .nkeys = RELAY_ARRAY_SIZE(udp_keys),
+	.elem_size = sizeof(struct relay_udp_config),
+	.off_items = CF(udp), .off_count = CF(nudp), .min = 0, .max = 64,
+	.noun = "listener", .needs = "'address' and 'db'",
+};
+static const struct list_spec user_list = {
+	.index = LIST_USERS, .keys = user_keys, .nkeys = RELAY_ARRAY_SIZE(user_keys),
+	.elem_size = sizeof(struct relay_user_config),
+	.off_items = CF(auth_users), .off_count = CF(nauth_users), .min = 0, .max = 10000,
+	.noun = "user", .needs = "'name' and 'password'",
+};
+static const struct list_spec token_list = {
+	.index = LIST_TOKENS, .keys = token_keys, .nkeys = RELAY_ARRAY_SIZE(token_keys),
+	.elem_size = sizeof(struct relay_token_config),
+	.off_items = CF(auth_tokens), .off_count = CF(nauth_tokens), .min = 0, .max = 10000,
+	.noun = "token", .needs = "'name' and 'token'",
+};
 
 /*
  * Every setting of relayd.yaml. Defaults are written as a user would write
@@ -87,7 +226,9 @@ static const struct key_spec keys[] = {
 	{ .section = "listen", .name = "http", .type = KT_HOSTPORT, .off = CF(listen_http),
 	  .off_host = CF(listen_http_host), .off_port = CF(listen_http_port),
 	  .def = "127.0.0.1:9096",
-	  .desc = "HOST:PORT of the InfluxDB-compatible /write, /ping and /health endpoint" },
+	  .desc = "HOST:PORT of the InfluxDB-compatible /write, /api/v2/write, /ping and /health endpoint" },
+	{ .section = "listen", .name = "udp", .type = KT_LIST, .list = &udp_list,
+	  .desc = "UDP listeners for line protocol, each for one database" },
 
 	SECTION("http", "limits of the front door"),
 	KEY("http", "max_body_size", KT_SIZE, 0, http_max_body_bytes, "25MiB", 1, UINT64_MAX,
@@ -119,47 +260,18 @@ static const struct key_spec keys[] = {
 	KEY("queue", "max_commit_batches", KT_UINT32, 0, queue_max_commit_batches, "1024", 1, 65536,
 	    "most requests made durable by one group commit"),
 
-	{ .section = "", .name = "backends", .type = KT_BACKENDS, .flags = KF_REQUIRED,
+	SECTION("auth", "who may write (off by default)"),
+	KEY("auth", "enabled", KT_BOOL, 0, auth_enabled, "false", 0, 0,
+	    "require a listed user or token on every write"),
+	{ .section = "auth", .name = "users", .type = KT_LIST, .list = &user_list,
+	  .desc = "users (name, password): v1 u/p parameters, Basic auth, or Token name:password" },
+	{ .section = "auth", .name = "tokens", .type = KT_LIST, .list = &token_list,
+	  .desc = "tokens (name, token): Authorization: Token (or Bearer) TOKEN" },
+
+	{ .section = "", .name = "backends", .type = KT_LIST, .flags = KF_REQUIRED, .list = &backend_list,
 	  .desc = "InfluxDB servers every write is forwarded to" },
 };
 
-#define BKEY(key, ty, fl, field, dflt, lo, hi, text) \
-	{ .section = "", .name = key, .type = ty, .flags = fl, .off = BF(field), \
-	  .def = dflt, .min = lo, .max = hi, .desc = text }
-
-/* The keys of one item of backends; offsets are into relay_backend_config.
- * KF_INHERIT rows take their default from queue: instead of def. */
-static const struct key_spec backend_keys[] = {
-	BKEY("name", KT_NAME, KF_REQUIRED, name, NULL, 0, 0,
-	     "names the backend's queue, its log lines and its metrics"),
-	{ .section = "", .name = "url", .type = KT_URL, .flags = KF_REQUIRED, .off = BF(url),
-	  .off_host = BF(host), .off_port = BF(port), .off_path = BF(path_prefix),
-	  .desc = "http://HOST[:PORT][/PREFIX] of the InfluxDB; /write is appended" },
-	{ .section = "", .name = "max_size", .type = KT_SIZE, .flags = KF_INHERIT, .off = BF(max_bytes),
-	  .off_inherit = CF(queue_max_bytes), .min = MIB, .max = UINT64_MAX,
-	  .desc = "this backend's queue byte limit; default queue.max_size" },
-	{ .section = "", .name = "max_age", .type = KT_DURATION, .flags = KF_INHERIT | KF_ZERO_OK,
-	  .off = BF(max_age_ms), .off_inherit = CF(queue_max_age_ms), .min = 1, .max = UINT64_MAX,
-	  .desc = "this backend's age limit; default queue.max_age" },
-	BKEY("timeout", KT_DURATION, 0, timeout_ms, "30s", 10, 3600000,
-	     "time for the backend's whole answer to a write; then retry"),
-	BKEY("connect_timeout", KT_DURATION, 0, connect_timeout_ms, "5s", 10, 600000,
-	     "time to connect to the backend; then retry"),
-	BKEY("batch_max_size", KT_SIZE, 0, batch_max_bytes, "8MiB", 1024, 1ULL << 30,
-	     "queued batches are coalesced into writes of at most this many bytes"),
-	BKEY("batch_max_lines", KT_UINT32, 0, batch_max_lines, "40000", 1, 10000000,
-	     "... and at most this many lines"),
-	BKEY("retry_min", KT_DURATION, 0, retry_min_ms, "100ms", 10, 3600000,
-	     "first retry delay, and the least any retry waits"),
-	BKEY("retry_max", KT_DURATION, 0, retry_max_ms, "30s", 10, 86400000,
-	     "longest retry delay; also caps a backend's Retry-After"),
-	BKEY("parallel", KT_UINT32, 0, parallel, "4", 1, 16,
-	     "writes in flight at once to this backend; lines are split between them by series, so each series stays in order"),
-	BKEY("on_database_not_found", KT_DB_POLICY, 0, on_database_not_found, "hold", 0, 0,
-	     "on a 404 \"database not found\": hold (keep, retry), create, or dead_letter"),
-	BKEY("gzip", KT_BOOL, 0, gzip, "false", 0, 0,
-	     "send writes compressed (Content-Encoding: gzip)"),
-};
 
 static const char *const log_levels[] = { "debug", "info", "notice", "warn", "error" };
 /* YAML 1.1's booleans, which is what libyaml users expect "yes" to mean. */
@@ -178,6 +290,12 @@ static const struct {
 } db_policies[] = {
 	{ "hold", RELAY_DB_HOLD }, { "create", RELAY_DB_CREATE }, { "dead_letter", RELAY_DB_DEAD_LETTER },
 };
+static const struct {
+	const char *name;
+	enum relay_api api;
+} apis[] = {
+	{ "v1", RELAY_API_V1 }, { "v2", RELAY_API_V2 },
+};
 
 /*---- messages ----*/
 
@@ -190,7 +308,13 @@ struct loader {
 	size_t errlen;
 	/* 1-based line where each key was first seen; 0 = not seen. */
 	size_t seen[RELAY_ARRAY_SIZE(keys)];
-	size_t bseen[RELAY_MAX_BACKENDS][RELAY_ARRAY_SIZE(backend_keys)];
+	/* The same for the items of each list: item i's row j at
+	 * lseen[list][i * nkeys + j]. */
+	size_t *lseen[NLISTS];
+	/* The list whose item is being read, and its index, so that a
+	 * KF_UNIQUE value can be compared with the items before it. */
+	const struct list_spec *cur_list;
+	size_t cur_item;
 };
 
 __attribute__((format(printf, 3, 0)))
@@ -514,6 +638,35 @@ static const char *fmt_secs(char *buf, size_t size, uint64_t v)
 }
 
 /*
+ * KF_UNIQUE: refuse text when an earlier item of the list being read has
+ * the same value for k. Backend names key the queues in the WAL and label
+ * log lines, so two backends sharing one would silently share a queue; two
+ * UDP listeners on one address, or two users of one name, are mistakes too.
+ */
+static int check_unique(struct loader *ld, const struct key_spec *k, const char *text,
+                        const yaml_node_t *at)
+{
+	const struct list_spec *l = ld->cur_list;
+	char shown[64];
+
+	if (!(k->flags & KF_UNIQUE) || !l || !at)
+		return 0;
+	const char *items = *(char **)field_at(ld->cfg, l->off_items);
+	for (size_t i = 0; i < ld->cur_item; i++) {
+		const char *other = *(char **)(items + i * l->elem_size + k->off);
+		size_t line;
+		if (!other || strcmp(other, text) != 0)
+			continue;
+		line = ld->lseen[l->index][i * l->nkeys + (size_t)(k - l->keys)];
+		if (k->flags & KF_SECRET)
+			return fail(ld, at, "this %s is already used at line %zu", k->name, line);
+		return fail(ld, at, "duplicate %s %s '%s' (first at line %zu)", l->noun, k->name,
+		            show(shown, sizeof(shown), text), line);
+	}
+	return 0;
+}
+
+/*
  * Check text as the value of key k and store it in base (a relay_config or
  * a relay_backend_config). at is the value's node for messages; NULL when
  * a built-in default is applied. Returns 0 or -1 with the error reported.
@@ -528,6 +681,8 @@ static int set_value(struct loader *ld, const struct key_spec *k, void *base,
 	case KT_STRING:
 		if (!*text)
 			return fail(ld, at, "'%s' must not be empty", path);
+		if (check_unique(ld, k, text, at) < 0)
+			return -1;
 		replace_str(base, k->off, xstrdup(text));
 		return 0;
 
@@ -546,6 +701,10 @@ static int set_value(struct loader *ld, const struct key_spec *k, void *base,
 		uint16_t port;
 		if (parse_hostport(text, &host, &port, why, sizeof(why)) < 0)
 			return fail(ld, at, "'%s' must be an address like 127.0.0.1:9096: %s", path, why);
+		if (check_unique(ld, k, text, at) < 0) {
+			free(host);
+			return -1;
+		}
 		replace_str(base, k->off, xstrdup(text));
 		replace_str(base, k->off_host, host);
 		*(uint16_t *)field_at(base, k->off_port) = port;
@@ -564,22 +723,14 @@ static int set_value(struct loader *ld, const struct key_spec *k, void *base,
 		return 0;
 	}
 
-	case KT_NAME: {
-		/* Names key the queues in the WAL and label log lines, so two
-		 * backends sharing one would silently share a queue. */
-		struct relay_backend_config *b = base;
-		size_t self = (size_t)(b - ld->cfg->backends);
+	case KT_NAME:
 		if (!valid_backend_name(text))
 			return fail(ld, at, "'%s' must be 1-64 characters of A-Z a-z 0-9 _ . -, not '%s'",
 			            path, show(shown, sizeof(shown), text));
-		for (size_t i = 0; i < self; i++) {
-			if (strcmp(ld->cfg->backends[i].name, text) == 0)
-				return fail(ld, at, "duplicate backend name '%s' (first at line %zu)",
-				            text, ld->bseen[i][k - backend_keys]);
-		}
+		if (check_unique(ld, k, text, at) < 0)
+			return -1;
 		replace_str(base, k->off, xstrdup(text));
 		return 0;
-	}
 
 	case KT_SIZE:
 		if (parse_size(text, &v) < 0)
@@ -637,8 +788,26 @@ static int set_value(struct loader *ld, const struct key_spec *k, void *base,
 		return fail(ld, at, "'%s' must be true or false, not '%s'",
 		            path, show(shown, sizeof(shown), text));
 
+	case KT_API:
+		for (size_t i = 0; i < RELAY_ARRAY_SIZE(apis); i++) {
+			if (strcmp(text, apis[i].name) == 0) {
+				*(enum relay_api *)field_at(base, k->off) = apis[i].api;
+				return 0;
+			}
+		}
+		return fail(ld, at, "'%s' must be v1 or v2, not '%s'", path, show(shown, sizeof(shown), text));
+
+	case KT_PRECISION: {
+		enum lp_precision p;
+		if (lp_precision_parse(text, &p) < 0)
+			return fail(ld, at, "'%s' must be one of ns, u, ms, s, m, h, not '%s'",
+			            path, show(shown, sizeof(shown), text));
+		*(int *)field_at(base, k->off) = (int)p;
+		return 0;
+	}
+
 	case KT_SECTION:
-	case KT_BACKENDS:
+	case KT_LIST:
 		break;
 	}
 	relay_fatal("config: key '%s' has no scalar type", k->name);
@@ -774,7 +943,8 @@ static int unknown_key(struct loader *ld, const yaml_node_t *kn, const struct ke
 	return fail(ld, kn, "unknown key '%s'%s", shown, hint);
 }
 
-static int walk_backends(struct loader *ld, yaml_node_t *seq, const yaml_node_t *kn, const char *path);
+static int walk_list(struct loader *ld, const struct list_spec *l, yaml_node_t *seq,
+                     const yaml_node_t *kn, const char *path);
 
 /*
  * Apply the mapping map to base using the rows of tab in section. seen
@@ -824,8 +994,8 @@ static int walk_mapping(struct loader *ld, yaml_node_t *map, const struct key_sp
 			if (walk_mapping(ld, vn, tab, ntab, k->name, base, seen, path) < 0)
 				return -1;
 			break;
-		case KT_BACKENDS:
-			if (walk_backends(ld, vn, kn, path) < 0)
+		case KT_LIST:
+			if (walk_list(ld, k->list, vn, kn, path) < 0)
 				return -1;
 			break;
 		default:
@@ -851,10 +1021,20 @@ static int walk_mapping(struct loader *ld, yaml_node_t *map, const struct key_sp
 }
 
 /* Rules between the keys of one backend, checked once it is complete. */
-static int check_backend(struct loader *ld, const yaml_node_t *item,
-                         const struct relay_backend_config *b, const char *path)
+static int check_backend(struct loader *ld, const yaml_node_t *item, void *elem, const char *path)
 {
+	const struct relay_backend_config *b = elem;
 	char lo[32], hi[32];
+
+	if (!b->username != !b->password)
+		return fail(ld, item, "'%s' needs both 'username' and 'password', or neither", path);
+	if (b->username && b->token)
+		return fail(ld, item, "'%s' has both 'username' and 'token': give one kind of credentials", path);
+	if (b->type == RELAY_API_V2 && b->username)
+		return fail(ld, item, "'%s' is type v2: a v2 write authenticates with 'token' "
+		            "(for InfluxDB 1.8, token: \"username:password\")", path);
+	if (b->type == RELAY_API_V1 && b->org)
+		return fail(ld, item, "'%s.org' applies to type v2 backends only", path);
 
 	/* The backoff draws delays between the two; reversed, every retry
 	 * would wait retry_min and the cap would mean nothing. */
@@ -874,41 +1054,55 @@ static void apply_defaults(struct loader *ld, const struct key_spec *tab, size_t
 	}
 }
 
-static int walk_backends(struct loader *ld, yaml_node_t *seq, const yaml_node_t *kn, const char *path)
+static int walk_list(struct loader *ld, const struct list_spec *l, yaml_node_t *seq,
+                     const yaml_node_t *kn, const char *path)
 {
 	struct relay_config *cfg = ld->cfg;
 	size_t n;
 	char ipath[200];
+	char *items;
 
-	if (is_null(seq))
-		return fail(ld, kn, "'%s' must list at least one backend", path);
+	if (is_null(seq)) {
+		if (l->min == 0)
+			return 0; /* "udp:" with every item commented out */
+		return fail(ld, kn, "'%s' must list at least one %s", path, l->noun);
+	}
 	if (seq->type != YAML_SEQUENCE_NODE)
-		return fail(ld, seq, "'%s' must be a sequence of backends (- name: ..., url: ...), not %s",
-		            path, node_kind(seq));
+		return fail(ld, seq, "'%s' must be a sequence of %ss (- %s ...), not %s",
+		            path, l->noun, l->needs, node_kind(seq));
 	n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+	if (n < l->min)
+		return fail(ld, seq, "'%s' must list at least one %s", path, l->noun);
+	if (n > l->max)
+		return fail(ld, node_at(ld, seq->data.sequence.items.start[l->max]),
+		            "'%s' has more than %zu entries", path, l->max);
 	if (n == 0)
-		return fail(ld, seq, "'%s' must list at least one backend", path);
-	if (n > RELAY_MAX_BACKENDS)
-		return fail(ld, node_at(ld, seq->data.sequence.items.start[RELAY_MAX_BACKENDS]),
-		            "'%s' has more than %d entries", path, RELAY_MAX_BACKENDS);
+		return 0;
 
 	/* Allocated whole and zeroed before any item is read, so a failure
 	 * part way leaves only NULLs and owned strings to release. */
-	cfg->backends = xcalloc(n, sizeof(*cfg->backends));
-	cfg->nbackends = n;
+	items = xcalloc(n, l->elem_size);
+	*(char **)field_at(cfg, l->off_items) = items;
+	*(size_t *)field_at(cfg, l->off_count) = n;
+	ld->lseen[l->index] = xcalloc(n * l->nkeys, sizeof(size_t));
 	for (size_t i = 0; i < n; i++) {
 		yaml_node_t *item = node_at(ld, seq->data.sequence.items.start[i]);
+		void *elem = items + i * l->elem_size;
 		snprintf(ipath, sizeof(ipath), "%s[%zu]", path, i);
 		if (enter(ld, item, item, ipath) < 0)
 			return -1;
 		if (item->type != YAML_MAPPING_NODE)
-			return fail(ld, item, "'%s' must be a mapping with 'name' and 'url', not %s",
-			            ipath, node_kind(item));
-		apply_defaults(ld, backend_keys, RELAY_ARRAY_SIZE(backend_keys), &cfg->backends[i]);
-		if (walk_mapping(ld, item, backend_keys, RELAY_ARRAY_SIZE(backend_keys), "",
-		                 &cfg->backends[i], ld->bseen[i], ipath) < 0)
+			return fail(ld, item, "'%s' must be a mapping with %s, not %s",
+			            ipath, l->needs, node_kind(item));
+		ld->cur_list = NULL; /* defaults are never duplicates */
+		apply_defaults(ld, l->keys, l->nkeys, elem);
+		ld->cur_list = l;
+		ld->cur_item = i;
+		if (walk_mapping(ld, item, l->keys, l->nkeys, "", elem,
+		                 ld->lseen[l->index] + i * l->nkeys, ipath) < 0)
 			return -1;
-		if (check_backend(ld, item, &cfg->backends[i], ipath) < 0)
+		ld->cur_list = NULL;
+		if (l->check && l->check(ld, item, elem, ipath) < 0)
 			return -1;
 	}
 	return 0;
@@ -920,10 +1114,11 @@ static int walk_backends(struct loader *ld, yaml_node_t *seq, const yaml_node_t 
  * after the backends in the file, so this runs once everything is read. */
 static void apply_inherited(struct loader *ld)
 {
+	const size_t nk = RELAY_ARRAY_SIZE(backend_keys);
 	for (size_t b = 0; b < ld->cfg->nbackends; b++) {
-		for (size_t i = 0; i < RELAY_ARRAY_SIZE(backend_keys); i++) {
+		for (size_t i = 0; i < nk; i++) {
 			const struct key_spec *k = &backend_keys[i];
-			if ((k->flags & KF_INHERIT) && !ld->bseen[b][i])
+			if ((k->flags & KF_INHERIT) && !ld->lseen[LIST_BACKENDS][b * nk + i])
 				*(uint64_t *)field_at(&ld->cfg->backends[b], k->off) =
 					*(uint64_t *)field_at(ld->cfg, k->off_inherit);
 		}
@@ -1046,6 +1241,30 @@ out:
 	return rc;
 }
 
+/* The line a top-level key was seen on, as a mark for messages. */
+static yaml_mark_t key_mark(struct loader *ld, const char *section, const char *name)
+{
+	yaml_mark_t m = { 0, 0, 0 };
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(keys); i++)
+		if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].name, name) == 0 && ld->seen[i])
+			m.line = ld->seen[i] - 1;
+	return m;
+}
+
+/* Rules between keys of different sections, once everything is read. */
+static int check_config(struct loader *ld)
+{
+	const struct relay_config *cfg = ld->cfg;
+
+	/* Auth switched on with nobody allowed in would refuse every write,
+	 * which is never what the operator meant. */
+	if (cfg->auth_enabled && cfg->nauth_users == 0 && cfg->nauth_tokens == 0) {
+		yaml_mark_t m = key_mark(ld, "auth", "enabled");
+		return fail_at(ld, &m, "'auth.enabled' is true but neither 'auth.users' nor 'auth.tokens' lists anyone");
+	}
+	return 0;
+}
+
 static int apply_document(struct loader *ld, yaml_document_t *doc)
 {
 	yaml_node_t *root = yaml_document_get_root_node(doc);
@@ -1061,6 +1280,8 @@ static int apply_document(struct loader *ld, yaml_document_t *doc)
 	rc = walk_mapping(ld, root, keys, RELAY_ARRAY_SIZE(keys), "", ld->cfg, ld->seen, NULL);
 	if (rc == 0)
 		apply_inherited(ld);
+	if (rc == 0)
+		rc = check_config(ld);
 	free(ld->visited);
 	ld->visited = NULL;
 	return rc;
@@ -1069,7 +1290,7 @@ static int apply_document(struct loader *ld, yaml_document_t *doc)
 int config_load_buffer(const char *name, const char *text, size_t len,
                        struct relay_config *cfg, char *err, size_t errlen)
 {
-	/* On the heap: bseen alone is a few KiB, and this runs in fuzzers
+	/* On the heap: seen and the list tables are a few KiB, and this runs in fuzzers
 	 * and on small thread stacks alike. */
 	struct loader *ld = xcalloc(1, sizeof(*ld));
 	yaml_document_t doc;
@@ -1095,6 +1316,8 @@ int config_load_buffer(const char *name, const char *text, size_t len,
 		rc = apply_document(ld, &doc);
 		yaml_document_delete(&doc);
 	}
+	for (size_t i = 0; i < NLISTS; i++)
+		free(ld->lseen[i]);
 	free(ld);
 	/* Whatever was filled in before the error goes; *cfg ends zeroed. */
 	if (rc < 0)
@@ -1147,9 +1370,20 @@ void config_release(struct relay_config *cfg)
 {
 	if (!cfg)
 		return;
-	for (size_t i = 0; i < cfg->nbackends; i++)
-		release_fields(backend_keys, RELAY_ARRAY_SIZE(backend_keys), &cfg->backends[i]);
-	free(cfg->backends);
+	/* Each list's items, then the lists (the array pointers and counts
+	 * are plain fields of cfg, zeroed below). */
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(keys); i++) {
+		const struct list_spec *l = keys[i].list;
+		char *items;
+		size_t n;
+		if (keys[i].type != KT_LIST)
+			continue;
+		items = *(char **)field_at(cfg, l->off_items);
+		n = *(size_t *)field_at(cfg, l->off_count);
+		for (size_t j = 0; items && j < n; j++)
+			release_fields(l->keys, l->nkeys, items + j * l->elem_size);
+		free(items);
+	}
 	release_fields(keys, RELAY_ARRAY_SIZE(keys), cfg);
 	free(cfg->path);
 	memset(cfg, 0, sizeof(*cfg));

@@ -21,6 +21,12 @@ enum relay_db_policy {
 	RELAY_DB_DEAD_LETTER,  /* move the batch to the dead-letter queue */
 };
 
+/* Which write API a backend speaks. */
+enum relay_api {
+	RELAY_API_V1 = 1, /* POST /write?db=&rp= (InfluxDB 1.x) */
+	RELAY_API_V2 = 2, /* POST /api/v2/write?org=&bucket= (InfluxDB 2.x, and 1.8+ with bucket "db/rp") */
+};
+
 /* One InfluxDB a batch is forwarded to. */
 struct relay_backend_config {
 	char *name;        /* [A-Za-z0-9_.-]{1,64}, unique */
@@ -40,6 +46,36 @@ struct relay_backend_config {
 	enum relay_db_policy on_database_not_found; /* default hold */
 	int gzip;                    /* send Content-Encoding: gzip; default off */
 	uint32_t parallel;           /* writes in flight at once, split by series; default 4 */
+	/* API and credentials. When the backend has its own (username or
+	 * token), the writer's credentials are not forwarded to it. */
+	enum relay_api type;         /* default v1 */
+	char *username, *password;   /* v1 only, both or neither; NULL = none */
+	char *org;                   /* v2 only; NULL = the writer's org, if any */
+	char *token;                 /* Authorization: Token; NULL = none */
+};
+
+/* One UDP listener: datagrams of line protocol for one database. */
+struct relay_udp_config {
+	char *address;          /* "127.0.0.1:8089" as written */
+	char *host;             /* parsed literal address */
+	uint16_t port;
+	char *db;               /* required */
+	char *rp;               /* NULL = the database's default */
+	int precision;          /* enum lp_precision; default ns */
+	uint64_t flush_ms;      /* datagrams are grouped this long before a commit; default 100 ms */
+	uint64_t batch_max_bytes; /* ... or until this many bytes; default 1 MiB */
+	uint64_t read_buffer;   /* SO_RCVBUF; 0 (default) = the system's */
+};
+
+/* Inbound authentication (auth:). Secrets are compared in constant time
+ * and never logged; only the names appear in logs. */
+struct relay_user_config {
+	char *name;
+	char *password;
+};
+struct relay_token_config {
+	char *name;  /* for logs */
+	char *token;
 };
 
 struct relay_config {
@@ -51,6 +87,8 @@ struct relay_config {
 	char *listen_http;      /* "127.0.0.1:9096" as written (default) */
 	char *listen_http_host; /* parsed literal address */
 	uint16_t listen_http_port;
+	struct relay_udp_config *udp; /* listen.udp */
+	size_t nudp;
 
 	/* http: limits of the front door */
 	uint64_t http_max_body_bytes;    /* 413 beyond; default 25 MiB (InfluxDB's) */
@@ -68,6 +106,14 @@ struct relay_config {
 	uint64_t queue_retry_after_s; /* Retry-After sent with a 503 for a full queue; default 10 */
 	uint64_t queue_map_bytes;     /* LMDB map size; 0 (default) = derived from the limits */
 	uint32_t queue_max_commit_batches; /* most requests one group commit takes; default 1024 */
+
+	/* auth: off unless enabled; then every write needs a listed user or
+	 * token (401 without credentials, 403 with wrong ones). */
+	int auth_enabled;
+	struct relay_user_config *auth_users;
+	size_t nauth_users;
+	struct relay_token_config *auth_tokens;
+	size_t nauth_tokens;
 
 	struct relay_backend_config *backends;
 	size_t nbackends; /* at least 1 */

@@ -198,6 +198,58 @@ static void test_every_key(void **state)
 	config_release(&cfg);
 }
 
+/* listen.udp, auth and the backend API keys (issue 4). */
+static void test_udp_auth_api(void **state)
+{
+	struct relay_config cfg;
+	(void)state;
+
+	load_ok(DD "listen:\n  udp:\n    - address: 127.0.0.1:8089\n      db: telegraf\n"
+	        "      precision: s\n      flush_interval: 50ms\n      read_buffer: 8MiB\n"
+	        "    - {address: '127.0.0.1:8090', db: other, rp: week}\n"
+	        "auth:\n  enabled: true\n  users:\n    - {name: w, password: 'p:w'}\n"
+	        "  tokens:\n    - {name: grafana, token: abc}\n    - {name: app, token: def}\n"
+	        "backends:\n  - name: a\n    url: http://h\n"
+	        "  - {name: b, url: 'http://h:8087', type: v2, org: o, token: t}\n"
+	        "  - {name: c, url: 'http://h', username: u, password: p}\n", &cfg);
+	assert_int_equal(cfg.nudp, 2);
+	assert_string_equal(cfg.udp[0].host, "127.0.0.1");
+	assert_int_equal(cfg.udp[0].port, 8089);
+	assert_string_equal(cfg.udp[0].db, "telegraf");
+	assert_null(cfg.udp[0].rp);
+	assert_int_equal(cfg.udp[0].precision, 3 /* s */);
+	assert_int_equal(cfg.udp[0].flush_ms, 50);
+	assert_int_equal(cfg.udp[0].read_buffer, 8 * MIB);
+	assert_string_equal(cfg.udp[1].rp, "week");
+	assert_int_equal(cfg.udp[1].precision, 0 /* ns */);
+	assert_int_equal(cfg.udp[1].flush_ms, 100);
+	assert_int_equal(cfg.udp[1].batch_max_bytes, MIB);
+	assert_int_equal(cfg.udp[1].read_buffer, 0);
+	assert_true(cfg.auth_enabled);
+	assert_int_equal(cfg.nauth_users, 1);
+	assert_string_equal(cfg.auth_users[0].password, "p:w");
+	assert_int_equal(cfg.nauth_tokens, 2);
+	assert_string_equal(cfg.auth_tokens[1].name, "app");
+	assert_string_equal(cfg.auth_tokens[1].token, "def");
+	assert_int_equal(cfg.backends[0].type, RELAY_API_V1);
+	assert_null(cfg.backends[0].token);
+	assert_null(cfg.backends[0].username);
+	assert_int_equal(cfg.backends[1].type, RELAY_API_V2);
+	assert_string_equal(cfg.backends[1].org, "o");
+	assert_string_equal(cfg.backends[1].token, "t");
+	assert_string_equal(cfg.backends[2].username, "u");
+	assert_string_equal(cfg.backends[2].password, "p");
+	config_release(&cfg);
+
+	/* Off by default; users may be listed while it is off; empty lists. */
+	load_ok(DD "listen:\n  udp:\nauth:\n  users:\n    - {name: w, password: x}\n" BK, &cfg);
+	assert_false(cfg.auth_enabled);
+	assert_int_equal(cfg.nudp, 0);
+	assert_null(cfg.udp);
+	assert_int_equal(cfg.nauth_users, 1);
+	config_release(&cfg);
+}
+
 /* queue: may follow backends:; the backends still inherit its values. */
 static void test_inherit_any_order(void **state)
 {
@@ -455,6 +507,35 @@ static const struct bad_case bad_cases[] = {
 	  "  - name: a\n    url: http://h\n",
 	  "t.yaml:5:11: ", "duplicate backend name 'a' (first at line 3)" },
 
+	/* listen.udp, auth, backend APIs. */
+	{ "udp without db", DD "listen:\n  udp:\n    - address: 127.0.0.1:1\n" BK, "t.yaml:4:7: ",
+	  "'listen.udp[0].db' is required" },
+	{ "udp bad address", DD "listen:\n  udp:\n    - {address: nowhere, db: d}\n" BK, "t.yaml:4:17: ",
+	  "'listen.udp[0].address' must be an address like 127.0.0.1:9096" },
+	{ "udp duplicate address", DD "listen:\n  udp:\n    - {address: '127.0.0.1:5', db: d}\n"
+	  "    - {address: '127.0.0.1:5', db: e}\n" BK, "t.yaml:5:17: ",
+	  "duplicate listener address '127.0.0.1:5' (first at line 4)" },
+	{ "udp bad precision", DD "listen:\n  udp:\n    - {address: '127.0.0.1:5', db: d, precision: xs}\n" BK,
+	  "t.yaml:4:50: ", "'listen.udp[0].precision' must be one of ns, u, ms, s, m, h, not 'xs'" },
+	{ "udp as a mapping", DD "listen:\n  udp:\n    address: x\n" BK, "t.yaml:4:5: ",
+	  "'listen.udp' must be a sequence of listeners (- 'address' and 'db' ...), not a mapping" },
+	{ "auth on without anyone", DD "auth:\n  enabled: yes\n" BK, "t.yaml:3:1: ",
+	  "'auth.enabled' is true but neither 'auth.users' nor 'auth.tokens' lists anyone" },
+	{ "user without password", DD "auth:\n  users:\n    - name: u\n" BK, "t.yaml:4:7: ",
+	  "'auth.users[0].password' is required" },
+	{ "duplicate user", DD "auth:\n  users:\n    - {name: u, password: a}\n    - {name: u, password: b}\n" BK,
+	  "t.yaml:5:14: ", "duplicate user name 'u' (first at line 4)" },
+	{ "duplicate token is not echoed", DD "auth:\n  tokens:\n    - {name: a, token: s3cret}\n"
+	  "    - {name: b, token: s3cret}\n" BK, "t.yaml:5:24: ", "this token is already used at line 4" },
+	{ "bad backend type", BKV("type: v3"), "t.yaml:5:11: ", "'backends[0].type' must be v1 or v2, not 'v3'" },
+	{ "username without password", BKV("username: u"), "t.yaml:3:5: ",
+	  "'backends[0]' needs both 'username' and 'password', or neither" },
+	{ "username and token", BKV("username: u\n    password: p\n    token: t"), "t.yaml:3:5: ",
+	  "'backends[0]' has both 'username' and 'token'" },
+	{ "v2 with username", BKV("type: v2\n    username: u\n    password: p"), "t.yaml:3:5: ",
+	  "'backends[0]' is type v2: a v2 write authenticates with 'token'" },
+	{ "v1 with org", BKV("org: o"), "t.yaml:3:5: ", "'backends[0].org' applies to type v2 backends only" },
+
 	/* YAML itself. */
 	{ "empty file", "", "t.yaml: ", "empty configuration" },
 	{ "only comments", "# nothing here\n", "t.yaml: ", "empty configuration" },
@@ -686,6 +767,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_every_key),
+		cmocka_unit_test(test_udp_auth_api),
 		cmocka_unit_test(test_inherit_any_order),
 		cmocka_unit_test(test_empty_sections_and_forms),
 		cmocka_unit_test(test_max_backends),
