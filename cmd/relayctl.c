@@ -180,6 +180,14 @@ static int cmd_dump(const struct relay_config *cfg, const char *backend)
 			json_append_string(&out, b[i].db, strlen(b[i].db));
 			rbuf_append(&out, ",\"rp\":", 6);
 			json_append_string(&out, b[i].rp, strlen(b[i].rp));
+			/* Who wrote it, never the secret: the user's name and
+			 * whether a password or token came with it. */
+			rbuf_append(&out, ",\"org\":", 7);
+			json_append_string(&out, b[i].org, strlen(b[i].org));
+			rbuf_append(&out, ",\"user\":", 8);
+			json_append_string(&out, b[i].user, strlen(b[i].user));
+			rbuf_appendf(&out, ",\"auth\":\"%s\"",
+			             *b[i].token ? "token" : *b[i].user ? "password" : "none");
 			rbuf_appendf(&out, ",\"precision\":\"%s\",\"lines\":%" PRIu32 ",\"bytes\":%zu,\"accept_ns\":%" PRId64 ",\"body\":",
 				     lp_precision_name((enum lp_precision)b[i].precision), b[i].lines, b[i].body_len,
 				     b[i].accept_ns);

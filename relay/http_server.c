@@ -77,7 +77,9 @@ struct conn {
 	/* a write waiting for its commit */
 	struct ingest_request ireq;
 	struct rbuf lp;
-	char *q_db, *q_rp, *q_u, *q_p, *q_token;
+	int api;             /* API_*: the endpoint, set once the headers are in */
+	enum lp_precision prec;
+	char *q_db, *q_rp, *q_u, *q_p, *q_token, *q_org;
 	uint64_t t_start;
 
 	char inbuf[READ_BUF_SIZE];
@@ -97,9 +99,13 @@ struct http_server {
 	struct http_server_stats stats;
 	http_health_fn health_fn;
 	void *health_arg;
-	uint64_t last_refusal_log;    /* monotonic ns */
-	uint64_t refusals_suppressed;
+	struct relay_log_limit refusal_log; /* 503s */
+	struct relay_log_limit auth_log;    /* 401s and 403s */
 };
+
+/* The endpoint of a request. Errors on /api/v2/write are answered in
+ * InfluxDB 2's form ({"code","message"}) so v2 clients show the message. */
+enum { API_NONE = 0, API_V1, API_V2 };
 
 static llhttp_settings_t parser_settings;
 
@@ -229,10 +235,33 @@ static void respond(struct conn *c, int status, const char *extra, const char *b
 	send_raw(c, r.data, r.len);
 }
 
+/* InfluxDB 2's error codes, by status. */
+static const char *v2_code(int status)
+{
+	switch (status) {
+	case 400: return "invalid";
+	case 401: return "unauthorized";
+	case 403: return "forbidden";
+	case 404: return "not found";
+	case 405: return "method not allowed";
+	case 413: return "request too large";
+	case 415: return "unsupported media type";
+	case 503: return "unavailable";
+	}
+	return status >= 500 ? "internal error" : "invalid";
+}
+
 static void respond_error(struct conn *c, int status, const char *msg, const char *extra, int close)
 {
 	struct rbuf b = RBUF_INIT;
-	rbuf_append(&b, "{\"error\":", 9);
+	if (c->api == API_V2) {
+		const char *code = v2_code(status);
+		rbuf_append(&b, "{\"code\":", 8);
+		json_append_string(&b, code, strlen(code));
+		rbuf_append(&b, ",\"message\":", 11);
+	} else {
+		rbuf_append(&b, "{\"error\":", 9);
+	}
 	json_append_string(&b, msg, strlen(msg));
 	rbuf_append(&b, "}\n", 2);
 	respond(c, status, extra, b.data, b.len, close, 0);
@@ -266,6 +295,7 @@ static void maybe_free(struct conn *c)
 	free(c->q_u);
 	free(c->q_p);
 	free(c->q_token);
+	free(c->q_org);
 	int was_fake = c->fake;
 	free(c);
 	if (!was_fake && s) {
@@ -373,7 +403,10 @@ static void request_reset(struct conn *c)
 	free(c->q_u);
 	free(c->q_p);
 	free(c->q_token);
-	c->q_db = c->q_rp = c->q_u = c->q_p = c->q_token = NULL;
+	free(c->q_org);
+	c->q_db = c->q_rp = c->q_u = c->q_p = c->q_token = c->q_org = NULL;
+	c->api = API_NONE;
+	c->prec = LP_PRECISION_NS;
 }
 
 static struct conn *conn_of(llhttp_t *p)
@@ -473,6 +506,19 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 	return HPE_OK;
 }
 
+static void prepare_write(struct conn *c);
+
+/* The endpoint of url (path only; the query is ignored). */
+static int api_of(const char *url)
+{
+	size_t plen = strcspn(url, "?");
+	if (plen == 6 && memcmp(url, "/write", 6) == 0)
+		return API_V1;
+	if (plen == 13 && memcmp(url, "/api/v2/write", 13) == 0)
+		return API_V2;
+	return API_NONE;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
 	struct conn *c = conn_of(p);
@@ -482,6 +528,9 @@ static int on_headers_complete(llhttp_t *p)
 		c->in_value = 0;
 	}
 	set_timer(c, T_BODY);
+	c->api = api_of(rbuf_cstr(&c->url));
+	if (c->api != API_NONE && llhttp_get_method(p) == HTTP_POST)
+		prepare_write(c);
 	/* Refuse an announced oversized body before reading any of it. */
 	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->http_max_body_bytes) {
 		c->fatal = 413;
@@ -500,7 +549,14 @@ static int on_headers_complete(llhttp_t *p)
 	} else if (c->content_encoding && *c->content_encoding && strcasecmp(c->content_encoding, "identity")) {
 		set_error(c, 415, "unsupported Content-Encoding '%.40s' (want gzip or identity)", c->content_encoding);
 	}
-	if (c->expect_continue && !c->err_status && !c->fake) {
+	/* A client that asked "may I send the body?" gets the refusal now
+	 * rather than a 100 (RFC 9110 10.1.1), and the connection closes:
+	 * whether it still sends the body is its choice. */
+	if (c->expect_continue && c->err_status) {
+		c->fatal = c->err_status;
+		return -1;
+	}
+	if (c->expect_continue && !c->fake) {
 		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 		send_raw(c, xstrdup(cont), sizeof(cont) - 1);
 	}
@@ -644,6 +700,8 @@ static void parse_authorization(struct conn *c)
 		free(dec);
 	} else if (strncasecmp(a, "Token ", 6) == 0) {
 		c->q_token = xstrdup(a + 6);
+	} else if (strncasecmp(a, "Bearer ", 7) == 0) {
+		c->q_token = xstrdup(a + 7);
 	}
 }
 
@@ -673,37 +731,164 @@ int http_write_outcome(int rc, int result, const char *backend, uint64_t limit_b
 	return 503;
 }
 
-static void handle_write(struct conn *c, const char *query)
+/* a == b for secrets: the time taken depends on the length of a (what
+ * the client sent) only, never on how much of a secret it guessed. */
+static int secret_equal(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	unsigned char d = la != lb;
+	for (size_t i = 0; i < la; i++)
+		d |= (unsigned char)(a[i] ^ b[lb ? i % lb : 0]);
+	return d == 0;
+}
+
+static int user_ok(const struct relay_config *cfg, const char *name, size_t name_len, const char *password)
+{
+	for (size_t i = 0; i < cfg->nauth_users; i++) {
+		const struct relay_user_config *u = &cfg->auth_users[i];
+		if (strlen(u->name) == name_len && memcmp(u->name, name, name_len) == 0)
+			return secret_equal(password, u->password);
+	}
+	return 0;
+}
+
+/* A client's string made safe for one log line: printable ASCII, cut. */
+static const char *log_safe(char *buf, size_t size, const char *s)
+{
+	size_t n = 0;
+	for (; *s && n + 1 < size; s++)
+		buf[n++] = (*s >= 0x20 && *s < 0x7f) ? *s : '?';
+	buf[n] = '\0';
+	return buf;
+}
+
+/*
+ * With auth on: 0 when the request carries a listed user's name and
+ * password (u/p or Basic) or a listed token (Token or Bearer; also
+ * InfluxDB 1.8's "Token name:password"), else 401 without credentials
+ * or 403 with wrong ones, logged (rate-limited) without the secret.
+ */
+static int authenticate(struct conn *c)
 {
 	struct http_server *s = c->srv;
 	const struct relay_config *cfg = s->cfg;
-	enum lp_precision prec;
-	int bad = 0;
+	char who[80];
 
-	c->q_db = query_param(query, "db", &bad);
-	c->q_rp = query_param(query, "rp", &bad);
+	if (c->q_token) {
+		const char *colon = strchr(c->q_token, ':');
+		for (size_t i = 0; i < cfg->nauth_tokens; i++)
+			if (secret_equal(c->q_token, cfg->auth_tokens[i].token))
+				return 0;
+		if (colon && user_ok(cfg, c->q_token, (size_t)(colon - c->q_token), colon + 1))
+			return 0;
+		relay_log_limited(&s->auth_log, 10000, RELAY_LOG_WARN,
+		                  "write from %s refused (403): token not accepted", c->peer);
+		return 403;
+	}
+	if (c->q_u) {
+		if (user_ok(cfg, c->q_u, strlen(c->q_u), c->q_p ? c->q_p : ""))
+			return 0;
+		relay_log_limited(&s->auth_log, 10000, RELAY_LOG_WARN,
+		                  "write from %s refused (403): user '%s' unknown or wrong password",
+		                  c->peer, log_safe(who, sizeof(who), c->q_u));
+		return 403;
+	}
+	relay_log_limited(&s->auth_log, 10000, RELAY_LOG_WARN,
+	                  "write from %s refused (401): no credentials", c->peer);
+	return 401;
+}
+
+/*
+ * Read a write's parameters and credentials as soon as its headers are
+ * in, and decide whether it may write at all. A refused write's body is
+ * then read and dropped, never buffered (a 25 MiB body from a client
+ * without credentials costs nothing), and Expect: 100-continue gets the
+ * refusal instead of "100 Continue".
+ *
+ * v1: /write?db=&rp=&precision=&consistency=&u=&p=
+ * v2: /api/v2/write?org=&bucket=&precision=, bucket "db/rp" or "db" (the
+ *     form InfluxDB 1.8 takes); the org is kept with the batch.
+ */
+static void prepare_write(struct conn *c)
+{
+	struct http_server *s = c->srv;
+	const char *url = rbuf_cstr(&c->url);
+	const char *q = strchr(url, '?');
+	const char *query = q ? q + 1 : "";
+	char *consistency = NULL;
+	int bad = 0, v2 = c->api == API_V2;
 	char *precision = query_param(query, "precision", &bad);
-	char *consistency = query_param(query, "consistency", &bad);
-	char *u = query_param(query, "u", &bad);
-	char *pw = query_param(query, "p", &bad);
-	if (u) {
-		c->q_u = u;
-		c->q_p = pw ? pw : xstrdup("");
+
+	if (v2) {
+		char *bucket = query_param(query, "bucket", &bad);
+		c->q_org = query_param(query, "org", &bad);
+		if (!c->q_org || !*c->q_org) {
+			free(c->q_org);
+			c->q_org = query_param(query, "orgID", &bad);
+		}
+		if (bucket) {
+			/* "db/rp": the first '/' splits; "db/" is the default rp. */
+			char *slash = strchr(bucket, '/');
+			if (slash) {
+				if (slash[1])
+					c->q_rp = xstrdup(slash + 1);
+				*slash = '\0';
+			}
+			c->q_db = bucket;
+		}
 	} else {
-		free(pw);
+		c->q_db = query_param(query, "db", &bad);
+		c->q_rp = query_param(query, "rp", &bad);
+		consistency = query_param(query, "consistency", &bad);
+		char *u = query_param(query, "u", &bad);
+		char *pw = query_param(query, "p", &bad);
+		if (u) {
+			c->q_u = u;
+			c->q_p = pw ? pw : xstrdup("");
+		} else {
+			free(pw);
+		}
 	}
 	parse_authorization(c);
+	if (c->q_rp && !*c->q_rp) {
+		free(c->q_rp);
+		c->q_rp = NULL;
+	}
 	if (bad)
 		set_error(c, 400, "malformed percent-encoding in the query string");
+	else if ((!c->q_db || !*c->q_db) && v2)
+		set_error(c, 400, "bucket is required (\"db/rp\" or \"db\")");
 	else if (!c->q_db || !*c->q_db)
 		set_error(c, 400, "database is required");
-	else if (lp_precision_parse(precision, &prec) < 0)
+	else if (v2 && precision && *precision && strcmp(precision, "ns") && strcmp(precision, "us") &&
+	         strcmp(precision, "ms") && strcmp(precision, "s"))
+		set_error(c, 400, "invalid precision '%.40s' (want ns, us, ms or s)", precision);
+	else if (lp_precision_parse(precision, &c->prec) < 0)
 		set_error(c, 400, "invalid precision '%.40s' (want n, ns, u, us, µ, ms, s, m or h)", precision);
 	else if (consistency && *consistency && strcmp(consistency, "any") && strcmp(consistency, "one") &&
 		 strcmp(consistency, "quorum") && strcmp(consistency, "all"))
 		set_error(c, 400, "invalid consistency '%.40s' (want any, one, quorum or all)", consistency);
 	free(precision);
 	free(consistency);
+	/* Credentials are checked last so a 400 says what is wrong with
+	 * the request whoever sends it; a 401 tells nothing about the rest. */
+	if (!c->err_status && s->cfg->auth_enabled) {
+		int st = authenticate(c);
+		if (st == 401)
+			set_error(c, 401, "authentication required: send a user (u and p, or Basic) or a token (Authorization: Token)");
+		else if (st == 403)
+			set_error(c, 403, "authorization failed");
+		if (st)
+			s->stats.auth_failures++;
+	}
+}
+
+static void handle_write(struct conn *c)
+{
+	struct http_server *s = c->srv;
+	const struct relay_config *cfg = s->cfg;
+	enum lp_precision prec = c->prec;
+
 	if (c->err_status) {
 		s->stats.writes_rejected++;
 		respond_error(c, c->err_status, c->err_msg, NULL, 0);
@@ -745,6 +930,7 @@ static void handle_write(struct conn *c, const char *query)
 	b->user = c->q_u;
 	b->password = c->q_p;
 	b->token = c->q_token;
+	b->org = c->q_org;
 	b->body = c->lp.data;
 	b->body_len = c->lp.len;
 	c->ireq.done = write_done;
@@ -789,17 +975,8 @@ static void write_done(struct ingest_request *req, int rc)
 		snprintf(extra, sizeof(extra), "Retry-After: %" PRIu64 "\r\n", retry_after);
 		/* One line per 10 s at most, with a count of what was
 		 * suppressed: a full queue must not also fill the log. */
-		uint64_t now = now_mono_ns();
-		if (now - s->last_refusal_log >= 10000000000ULL || !s->last_refusal_log) {
-			char more[48] = "";
-			if (s->refusals_suppressed)
-				snprintf(more, sizeof(more), " (%" PRIu64 " more suppressed)", s->refusals_suppressed);
-			relay_log(RELAY_LOG_WARN, "write from %s refused (503): %s%s", c->peer, msg, more);
-			s->last_refusal_log = now;
-			s->refusals_suppressed = 0;
-		} else {
-			s->refusals_suppressed++;
-		}
+		relay_log_limited(&s->refusal_log, 10000, RELAY_LOG_WARN, "write from %s refused (503): %s",
+		                  c->peer, msg);
 		respond_error(c, status, msg, extra, !llhttp_should_keep_alive(&c->parser));
 	}
 	conn_continue(c);
@@ -817,7 +994,7 @@ static int dispatch(struct conn *c)
 	int keep = llhttp_should_keep_alive(&c->parser);
 
 	s->stats.requests++;
-	if (c->err_status) {
+	if (c->err_status && c->api == API_NONE) {
 		respond_error(c, c->err_status, c->err_msg, NULL, !keep);
 		return 1;
 	}
@@ -838,13 +1015,18 @@ static int dispatch(struct conn *c)
 		free(verbose);
 		return 1;
 	}
-	if (plen == 6 && memcmp(url, "/write", 6) == 0) {
+	if (c->api != API_NONE) {
 		if (method != HTTP_POST) {
-			respond_error(c, 405, "method not allowed: /write takes POST", "Allow: POST\r\n", !keep);
+			respond_error(c, 405, c->api == API_V2 ? "method not allowed: /api/v2/write takes POST" :
+			              "method not allowed: /write takes POST", "Allow: POST\r\n", !keep);
 			return 1;
 		}
-		handle_write(c, q ? q + 1 : "");
+		handle_write(c);
 		return !c->waiting;
+	}
+	if (c->err_status) {
+		respond_error(c, c->err_status, c->err_msg, NULL, !keep);
+		return 1;
 	}
 	if (plen == 7 && memcmp(url, "/health", 7) == 0 && s->health_fn) {
 		if (method != HTTP_GET && method != HTTP_HEAD) {

@@ -25,6 +25,7 @@ struct http_server_stats {
 	uint64_t writes_rejected;  /* 4xx */
 	uint64_t writes_refused;   /* 503 */
 	uint64_t points_accepted;
+	uint64_t auth_failures;   /* 401 and 403 (auth.enabled) */
 };
 
 /*
