@@ -37,6 +37,7 @@ enum key_type {
 	KT_LIST,      /* a sequence of mappings, described by .list */
 	KT_STRING,    /* char *, not empty */
 	KT_LOG_LEVEL, /* char *, one of log_levels[] */
+	KT_LOG_OUTPUT, /* char *: "stderr", "syslog" or an absolute path */
 	KT_HOSTPORT,  /* char * as written, plus off_host (char *), off_port (uint16_t) */
 	KT_URL,       /* char * as written, plus off_host, off_port and off_path (char *) */
 	KT_NAME,      /* char *, a name: [A-Za-z0-9_.-]{1,64} */
@@ -221,6 +222,8 @@ static const struct key_spec keys[] = {
 	    "directory of the durable queue (an LMDB environment)"),
 	KEY("", "log_level", KT_LOG_LEVEL, 0, log_level, "info", 0, 0,
 	    "least severe message logged: debug, info, notice, warn or error"),
+	KEY("", "log_output", KT_LOG_OUTPUT, 0, log_output, "stderr", 0, 0,
+	    "where log lines go: stderr, syslog, or the absolute path of a file"),
 
 	SECTION("listen", "addresses relayd accepts connections on"),
 	{ .section = "listen", .name = "http", .type = KT_HOSTPORT, .off = CF(listen_http),
@@ -696,6 +699,15 @@ static int set_value(struct loader *ld, const struct key_spec *k, void *base,
 		return fail(ld, at, "'%s' must be one of debug, info, notice, warn, error, not '%s'",
 		            path, show(shown, sizeof(shown), text));
 
+	case KT_LOG_OUTPUT:
+		/* A relative path would depend on the directory relayd was
+		 * started from, which a daemon leaves for "/". */
+		if (strcmp(text, "stderr") && strcmp(text, "syslog") && text[0] != '/')
+			return fail(ld, at, "'%s' must be stderr, syslog or an absolute file path, not '%s'",
+			            path, show(shown, sizeof(shown), text));
+		replace_str(base, k->off, xstrdup(text));
+		return 0;
+
 	case KT_HOSTPORT: {
 		char *host;
 		uint16_t port;
@@ -825,6 +837,7 @@ static void release_fields(const struct key_spec *tab, size_t n, void *base)
 			/* fall through */
 		case KT_STRING:
 		case KT_LOG_LEVEL:
+		case KT_LOG_OUTPUT:
 		case KT_NAME:
 			replace_str(base, tab[i].off, NULL);
 			break;

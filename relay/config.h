@@ -82,6 +82,7 @@ struct relay_config {
 	char *path;     /* the file loaded */
 	char *data_dir; /* required */
 	char *log_level; /* "debug", "info" (default), "notice", "warn", "error" */
+	char *log_output; /* "stderr" (default), "syslog", or an absolute file path */
 
 	/* listen: */
 	char *listen_http;      /* "127.0.0.1:9096" as written (default) */

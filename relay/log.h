@@ -1,11 +1,14 @@
 /*
- * log: one event per line on stderr: "2026-11-26T17:34:14.123Z level message".
- * Levels as redis's: debug, info, notice, warn, error. Messages follow git's
- * style: lowercase, what failed first, names quoted. Secrets never go in.
+ * log: one event per line: "2026-11-26T17:34:14.123Z level message" on
+ * stderr or in a file, or the message alone through syslog(3) at the
+ * matching priority. Levels as redis's: debug, info, notice, warn, error.
+ * Messages follow git's style: lowercase, what failed first, names quoted
+ * (the backend or the client concerned). Secrets never go in.
  */
 #ifndef RELAY_LOG_H
 #define RELAY_LOG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum relay_log_level {
@@ -21,6 +24,23 @@ int relay_log_level_parse(const char *s, enum relay_log_level *out);
 void relay_log_set_level(enum relay_log_level lvl);
 int relay_log_enabled(enum relay_log_level lvl);
 void relay_log(enum relay_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Where lines go: "stderr" (the default before any call), "syslog" (with
+ * ident "relayd", facility daemon), or the path of a file opened for
+ * appending (created 0640). Returns 0, or -1 with the reason in err; the
+ * previous output then stays in force. Call from the loop thread before
+ * other threads log, or while they are quiet (a reload).
+ */
+int relay_log_open(const char *output, char *err, size_t errlen);
+/*
+ * Reopen the log file by its name (SIGUSR1 after logrotate moved it).
+ * Other outputs: nothing to do. Returns 0, or -1 with the reason in err;
+ * on failure lines keep going to the old file.
+ */
+int relay_log_reopen(char *err, size_t errlen);
+/* Close a file or syslog and go back to stderr. */
+void relay_log_close(void);
 
 /* A rate limit for one kind of repeated event (refused writes, failed
  * logins, bad datagrams): zero-initialise, keep it beside what it counts. */

@@ -1,8 +1,9 @@
 /*
  * fuzz_http_request: raw bytes into a socket-less connection of the front
  * door (llhttp callbacks, limits, routing, query parsing, line-protocol
- * validation). The first byte picks small or default limits so that the
- * limit paths are reached too.
+ * validation, v1 and v2 writes). The first byte picks small limits with
+ * auth on, or the defaults with auth off, so that the limit and the auth
+ * paths are reached too.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -19,7 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!ready) {
 		char err[512];
 		static const char y1[] = "data_dir: /nonexistent\nhttp:\n  max_body_size: 300\n  max_header_size: 200\n"
-					 "  max_line_size: 64\nbackends:\n  - name: a\n    url: http://127.0.0.1:9\n";
+					 "  max_line_size: 64\nauth:\n  enabled: true\n  users: [{name: u, password: p}]\n"
+					 "  tokens: [{name: t, token: tok}]\nbackends:\n  - name: a\n    url: http://127.0.0.1:9\n";
 		static const char y2[] = "data_dir: /nonexistent\nbackends:\n  - name: a\n    url: http://127.0.0.1:9\n";
 		if (config_load_buffer("small", y1, sizeof(y1) - 1, &small, err, sizeof(err)) ||
 		    config_load_buffer("big", y2, sizeof(y2) - 1, &big, err, sizeof(err))) {

@@ -239,6 +239,14 @@ static void test_udp_auth_api(void **state)
 	assert_string_equal(cfg.backends[1].token, "t");
 	assert_string_equal(cfg.backends[2].username, "u");
 	assert_string_equal(cfg.backends[2].password, "p");
+	assert_string_equal(cfg.log_output, "stderr");
+	config_release(&cfg);
+
+	load_ok(DD "log_output: syslog\n" BK, &cfg);
+	assert_string_equal(cfg.log_output, "syslog");
+	config_release(&cfg);
+	load_ok(DD "log_output: /var/log/relayd/relayd.log\n" BK, &cfg);
+	assert_string_equal(cfg.log_output, "/var/log/relayd/relayd.log");
 	config_release(&cfg);
 
 	/* Off by default; users may be listed while it is off; empty lists. */
@@ -507,6 +515,8 @@ static const struct bad_case bad_cases[] = {
 	  "  - name: a\n    url: http://h\n",
 	  "t.yaml:5:11: ", "duplicate backend name 'a' (first at line 3)" },
 
+	{ "relative log file", DD "log_output: relayd.log\n" BK, "t.yaml:2:13: ",
+	  "'log_output' must be stderr, syslog or an absolute file path, not 'relayd.log'" },
 	/* listen.udp, auth, backend APIs. */
 	{ "udp without db", DD "listen:\n  udp:\n    - address: 127.0.0.1:1\n" BK, "t.yaml:4:7: ",
 	  "'listen.udp[0].db' is required" },
