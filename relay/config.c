@@ -1046,6 +1046,11 @@ static int check_backend(struct loader *ld, const yaml_node_t *item, void *elem,
 	if (b->type == RELAY_API_V2 && b->username)
 		return fail(ld, item, "'%s' is type v2: a v2 write authenticates with 'token' "
 		            "(for InfluxDB 1.8, token: \"username:password\")", path);
+	/* Creating a v2 bucket needs an org ID and a retention, which a
+	 * relay cannot guess. */
+	if (b->type == RELAY_API_V2 && b->on_database_not_found == RELAY_DB_CREATE)
+		return fail(ld, item, "'%s' is type v2: on_database_not_found: create works with v1 backends only "
+		            "(use hold or dead_letter)", path);
 	if (b->type == RELAY_API_V1 && b->org)
 		return fail(ld, item, "'%s.org' applies to type v2 backends only", path);
 

@@ -54,6 +54,33 @@ int lp_precision_parse(const char *s, enum lp_precision *out)
 	return -1;
 }
 
+const char *lp_line_end(const char *p, const char *e, size_t *key_len)
+{
+	const char *s = p;
+	int in_str = 0;
+
+	while (p < e && *p != ' ' && *p != '\n')
+		p += (*p == '\\' && p + 1 < e) ? 2 : 1;
+	*key_len = (size_t)(p - s);
+	while (p < e) {
+		char c = *p;
+		if (c == '\\' && p + 1 < e) {
+			p += 2;
+		} else if (in_str) {
+			in_str = c != '"';
+			p++;
+		} else if (c == '\n') {
+			return p + 1;
+		} else if (c == '=' && p + 1 < e && p[1] == '"') {
+			in_str = 1; /* a string field value starts */
+			p += 2;
+		} else {
+			p++;
+		}
+	}
+	return e;
+}
+
 const char *lp_precision_name(enum lp_precision p)
 {
 	switch (p) {

@@ -32,6 +32,14 @@ const char *lp_precision_name(enum lp_precision p);
 /* Convert nanoseconds since the epoch to the unit of p (truncating). */
 int64_t lp_ns_to_precision(int64_t ns, enum lp_precision p);
 
+/*
+ * The end of the line of validated line protocol starting at p (before
+ * e): just past its '\n', or e. A quoted string field may hold a newline,
+ * which does not end the line. *key_len is the length of the series key
+ * (measurement and tags, up to the first unescaped space).
+ */
+const char *lp_line_end(const char *p, const char *e, size_t *key_len);
+
 /* Where and why validation failed. line is 1-based, counting every line of
  * the request body (blank and comment lines included). */
 struct lp_error {

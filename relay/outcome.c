@@ -61,7 +61,10 @@ enum outcome outcome_classify(int status, const char *body, size_t len)
 	if (status == 401 || status == 403)
 		return OUTCOME_HOLD;
 	if (status == 404)
-		return contains(body, len, "database not found") ? OUTCOME_NO_DATABASE : OUTCOME_HOLD;
+		/* 1.x: "database not found"; 2.x: "bucket \"x\" not found". */
+		return contains(body, len, "database not found") ||
+		               (contains(body, len, "bucket") && contains(body, len, "not found"))
+		       ? OUTCOME_NO_DATABASE : OUTCOME_HOLD;
 	if (status == 413)
 		return OUTCOME_SPLIT;
 	if (status >= 400 && status < 500)

@@ -544,6 +544,8 @@ static const struct bad_case bad_cases[] = {
 	  "'backends[0]' has both 'username' and 'token'" },
 	{ "v2 with username", BKV("type: v2\n    username: u\n    password: p"), "t.yaml:3:5: ",
 	  "'backends[0]' is type v2: a v2 write authenticates with 'token'" },
+	{ "v2 create", BKV("type: v2\n    on_database_not_found: create"), "t.yaml:3:5: ",
+	  "on_database_not_found: create works with v1 backends only" },
 	{ "v1 with org", BKV("org: o"), "t.yaml:3:5: ", "'backends[0].org' applies to type v2 backends only" },
 
 	/* YAML itself. */

@@ -54,6 +54,8 @@ static void test_table(void **state)
 		{ 403, "{\"error\":\"forbidden\"}", OUTCOME_HOLD },
 		{ 404, "404 page not found", OUTCOME_HOLD },
 		{ 404, "{\"error\":\"database not found: \\\"x\\\"\"}", OUTCOME_NO_DATABASE },
+		{ 404, "{\"code\":\"not found\",\"message\":\"bucket \\\"x\\\" not found\"}", OUTCOME_NO_DATABASE },
+		{ 422, "{\"code\":\"unprocessable entity\",\"message\":\"failure writing points\"}", OUTCOME_DEAD },
 		/* too large */
 		{ 413, "{\"error\":\"Request Entity Too Large\"}", OUTCOME_SPLIT },
 		/* odd statuses */

@@ -1,0 +1,54 @@
+/*
+ * backend_api: how a queued batch is written to one backend, in the
+ * backend's own API. Batches keep what the writer sent (db, rp, precision,
+ * org, user/password or token); this turns that into the request target
+ * and the Authorization header for a v1 (/write) or v2 (/api/v2/write)
+ * server. Pure functions: no I/O, no logging.
+ *
+ * Translation (also in docs/architecture.md):
+ *   v1 backend: /write?db=DB[&rp=RP]&precision=P
+ *   v2 backend: /api/v2/write?bucket=DB[/RP][&org=ORG]&precision=P, where
+ *               ORG is the backend's org, else the writer's; a batch in
+ *               minutes or hours (v1-only precisions) is sent in seconds
+ *               (backend_api_rescale).
+ *   credentials: the backend's own (username/password, or token) when
+ *               configured, else the writer's. A writer's "Token u:p"
+ *               (InfluxDB 1.8's form) goes to a v1 server as Basic u:p,
+ *               and a writer's user/password to a v2 server as
+ *               "Token u:p"; credentials never go in the URL.
+ */
+#ifndef RELAY_BACKEND_API_H
+#define RELAY_BACKEND_API_H
+
+#include <stdint.h>
+
+#include "relay/config.h"
+#include "relay/util.h"
+#include "wal/wal.h"
+
+/*
+ * Append to target the request target (path and query) for writing batch
+ * b to backend cfg, and to headers the Authorization header line (with
+ * its CRLF) when there are credentials to send. The caller owns both
+ * buffers. Never fails.
+ */
+void backend_api_request(const struct relay_backend_config *cfg, const struct wal_batch *b,
+                         struct rbuf *target, struct rbuf *headers);
+
+/*
+ * The factor by which the timestamps of a batch in precision prec (enum
+ * lp_precision) must be multiplied for backend cfg, and the precision they
+ * are then in: 1 and prec, unless a v2 backend gets minutes or hours
+ * (60 or 3600, and seconds).
+ */
+int64_t backend_api_rescale(const struct relay_backend_config *cfg, int prec, int *sent_prec);
+
+/*
+ * Append body (validated line protocol: every line ends with '\n' and its
+ * last field is the timestamp) to out with every timestamp multiplied by
+ * factor. Returns 0, or -1 if a timestamp would overflow int64 (out then
+ * holds a partial copy the caller discards).
+ */
+int backend_api_scale_timestamps(const char *body, size_t len, int64_t factor, struct rbuf *out);
+
+#endif

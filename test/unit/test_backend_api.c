@@ -1,0 +1,173 @@
+/*
+ * test_backend_api: a queued batch as a request to v1 and v2 backends:
+ * targets, credentials (the backend's own replace the writer's; 1.8's
+ * "Token u:p" to v1 as Basic; user/password to v2 as a token), precision
+ * translation and timestamp scaling for minutes and hours.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "relay/backend_api.h"
+#include "relay/config.h"
+#include "relay/lineproto.h"
+
+static void load(const char *backend_yaml, struct relay_config *cfg)
+{
+	char text[1024], err[512];
+	int n = snprintf(text, sizeof(text), "data_dir: /x\nbackends:\n  - name: b\n%s", backend_yaml);
+	if (config_load_buffer("t.yaml", text, (size_t)n, cfg, err, sizeof(err)) != 0)
+		fail_msg("config: %s", err);
+}
+
+struct req {
+	char target[512];
+	char headers[512];
+};
+
+static void request(const struct relay_backend_config *bc, const struct wal_batch *b, struct req *r)
+{
+	struct rbuf t = RBUF_INIT, h = RBUF_INIT;
+	backend_api_request(bc, b, &t, &h);
+	snprintf(r->target, sizeof(r->target), "%s", rbuf_cstr(&t));
+	snprintf(r->headers, sizeof(r->headers), "%s", h.len ? rbuf_cstr(&h) : "");
+	rbuf_release(&t);
+	rbuf_release(&h);
+}
+
+static struct wal_batch batch(const char *db, const char *rp, int prec, const char *user,
+                              const char *password, const char *token, const char *org)
+{
+	struct wal_batch b;
+	memset(&b, 0, sizeof(b));
+	b.db = db;
+	b.rp = rp;
+	b.precision = (uint8_t)prec;
+	b.user = user;
+	b.password = password;
+	b.token = token;
+	b.org = org;
+	return b;
+}
+
+static void test_v1_targets_and_credentials(void **state)
+{
+	struct relay_config cfg;
+	struct req r;
+	(void)state;
+
+	load("    url: http://h:8086/pre/\n", &cfg);
+	const struct relay_backend_config *bc = &cfg.backends[0];
+	struct wal_batch b = batch("my db", "", LP_PRECISION_NS, "", "", "", "");
+	request(bc, &b, &r);
+	assert_string_equal(r.target, "/pre/write?db=my%20db&precision=ns");
+	assert_string_equal(r.headers, "");
+
+	b = batch("d", "r/1", LP_PRECISION_H, "u", "p:w", "", "org");
+	request(bc, &b, &r);
+	assert_string_equal(r.target, "/pre/write?db=d&rp=r%2F1&precision=h");
+	/* base64("u:p:w") */
+	assert_string_equal(r.headers, "Authorization: Basic dTpwOnc=\r\n");
+
+	b = batch("d", "", LP_PRECISION_US, "", "", "abc", "");
+	request(bc, &b, &r);
+	assert_string_equal(r.target, "/pre/write?db=d&precision=u");
+	assert_string_equal(r.headers, "Authorization: Token abc\r\n");
+
+	/* 1.8's "Token user:password" reaches a v1 server as Basic. */
+	b = batch("d", "", LP_PRECISION_NS, "", "", "u:p", "");
+	request(bc, &b, &r);
+	assert_string_equal(r.headers, "Authorization: Basic dTpw\r\n");
+	config_release(&cfg);
+
+	/* The backend's own credentials replace the writer's. */
+	load("    url: http://h\n    username: svc\n    password: pw\n", &cfg);
+	b = batch("d", "", LP_PRECISION_NS, "u", "p", "", "");
+	request(&cfg.backends[0], &b, &r);
+	assert_string_equal(r.headers, "Authorization: Basic c3ZjOnB3\r\n");
+	config_release(&cfg);
+	load("    url: http://h\n    token: 'svc:pw'\n", &cfg);
+	b = batch("d", "", LP_PRECISION_NS, "u", "p", "t", "");
+	request(&cfg.backends[0], &b, &r);
+	assert_string_equal(r.headers, "Authorization: Token svc:pw\r\n");
+	config_release(&cfg);
+}
+
+static void test_v2_targets_and_credentials(void **state)
+{
+	struct relay_config cfg;
+	struct req r;
+	int sent;
+	(void)state;
+
+	load("    url: http://h:8087\n    type: v2\n", &cfg);
+	const struct relay_backend_config *bc = &cfg.backends[0];
+	struct wal_batch b = batch("db", "rp", LP_PRECISION_US, "", "", "tok", "acme inc");
+	request(bc, &b, &r);
+	assert_string_equal(r.target, "/api/v2/write?bucket=db%2Frp&org=acme%20inc&precision=us");
+	assert_string_equal(r.headers, "Authorization: Token tok\r\n");
+
+	/* no rp: the bucket is the database; no org: none sent; a v1
+	 * writer's user/password as 1.8's token. */
+	b = batch("db", "", LP_PRECISION_MS, "u", "p", "", "");
+	request(bc, &b, &r);
+	assert_string_equal(r.target, "/api/v2/write?bucket=db&precision=ms");
+	assert_string_equal(r.headers, "Authorization: Token u:p\r\n");
+
+	/* minutes and hours are sent as seconds */
+	b = batch("db", "", LP_PRECISION_M, "", "", "", "");
+	request(bc, &b, &r);
+	assert_string_equal(r.target, "/api/v2/write?bucket=db&precision=s");
+	assert_int_equal(backend_api_rescale(bc, LP_PRECISION_M, &sent), 60);
+	assert_int_equal(sent, LP_PRECISION_S);
+	assert_int_equal(backend_api_rescale(bc, LP_PRECISION_H, &sent), 3600);
+	assert_int_equal(backend_api_rescale(bc, LP_PRECISION_NS, &sent), 1);
+	assert_int_equal(sent, LP_PRECISION_NS);
+	config_release(&cfg);
+
+	/* the backend's org and token win */
+	load("    url: http://h\n    type: v2\n    org: mine\n    token: T\n", &cfg);
+	b = batch("db", "", LP_PRECISION_S, "", "", "writer", "theirs");
+	request(&cfg.backends[0], &b, &r);
+	assert_string_equal(r.target, "/api/v2/write?bucket=db&org=mine&precision=s");
+	assert_string_equal(r.headers, "Authorization: Token T\r\n");
+	config_release(&cfg);
+
+	/* v1 backends never rescale */
+	load("    url: http://h\n", &cfg);
+	assert_int_equal(backend_api_rescale(&cfg.backends[0], LP_PRECISION_H, &sent), 1);
+	assert_int_equal(sent, LP_PRECISION_H);
+	config_release(&cfg);
+}
+
+static void test_scale_timestamps(void **state)
+{
+	struct rbuf out = RBUF_INIT;
+	(void)state;
+
+	static const char body[] = "cpu,host=a v=1 10\n"
+	                           "s s=\"a b\nc 5\" 7\n"      /* a string with a space and a newline */
+	                           "m\\ x,t=\\ y v=2i,w=\"z\" -3\n";
+	assert_int_equal(backend_api_scale_timestamps(body, sizeof(body) - 1, 60, &out), 0);
+	assert_string_equal(rbuf_cstr(&out), "cpu,host=a v=1 600\n"
+	                                      "s s=\"a b\nc 5\" 420\n"
+	                                      "m\\ x,t=\\ y v=2i,w=\"z\" -180\n");
+	rbuf_reset(&out);
+	static const char big[] = "m v=1 9223372036854775\n";
+	assert_int_equal(backend_api_scale_timestamps(big, sizeof(big) - 1, 3600, &out), -1);
+	rbuf_release(&out);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_v1_targets_and_credentials),
+		cmocka_unit_test(test_v2_targets_and_credentials),
+		cmocka_unit_test(test_scale_timestamps),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
