@@ -584,7 +584,16 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 	uint64_t cap = cfg->http_max_decompressed_bytes;
 	c->z.next_in = (Bytef *)(uintptr_t)at;
 	c->z.avail_in = (uInt)len;
-	while (c->z.avail_in && c->gzip == 1) {
+	while (c->z.avail_in) {
+		/* A gzip file may hold several members one after the other
+		 * (gzip a b > c; Go's and Python's readers write and read them
+		 * so): bytes after a member's end start the next one. Anything
+		 * else there fails to inflate and gets 400, never dropped. */
+		if (c->gzip == 2) {
+			if (inflateReset(&c->z) != Z_OK)
+				relay_fatal("zlib: inflateReset failed");
+			c->gzip = 1;
+		}
 		rbuf_reserve(&c->body, 65536);
 		size_t room = c->body.cap - c->body.len - 1;
 		c->z.next_out = (Bytef *)c->body.data + c->body.len;
