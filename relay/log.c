@@ -59,3 +59,17 @@ void relay_log(enum relay_log_level lvl, const char *fmt, ...)
 	ssize_t w = write(STDERR_FILENO, line, n);
 	(void)w;
 }
+
+int relay_ratelimit_allow(struct relay_ratelimit *r, uint64_t now_ns, uint64_t *suppressed)
+{
+	if (r->last_ns && now_ns - r->last_ns < r->interval_ns) {
+		r->suppressed++;
+		return 0;
+	}
+	*suppressed = r->suppressed;
+	r->suppressed = 0;
+	/* 0 means "never": a clock that reads 0 still lets the next line be
+	 * limited. */
+	r->last_ns = now_ns ? now_ns : 1;
+	return 1;
+}

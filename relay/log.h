@@ -6,6 +6,8 @@
 #ifndef RELAY_LOG_H
 #define RELAY_LOG_H
 
+#include <stdint.h>
+
 enum relay_log_level {
 	RELAY_LOG_DEBUG = 0,
 	RELAY_LOG_INFO,
@@ -19,5 +21,22 @@ int relay_log_level_parse(const char *s, enum relay_log_level *out);
 void relay_log_set_level(enum relay_log_level lvl);
 int relay_log_enabled(enum relay_log_level lvl);
 void relay_log(enum relay_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * A rate limit for one kind of repeating message (redis logs one AOF error
+ * per 30 s): at most one line per interval, and that line says how many
+ * were suppressed since the previous one. Zero-initialise, set interval_ns.
+ * Pure: it neither logs nor reads a clock, so it can be tested alone.
+ */
+struct relay_ratelimit {
+	uint64_t interval_ns;
+	uint64_t last_ns;    /* when the last line was let through; 0 = never */
+	uint64_t suppressed; /* events refused since then */
+};
+
+/* At monotonic time now_ns, one more event happened. Returns 1 when it may
+ * be logged now, with *suppressed set to the events refused since the last
+ * line logged (and the count reset); returns 0 (and counts it) otherwise. */
+int relay_ratelimit_allow(struct relay_ratelimit *r, uint64_t now_ns, uint64_t *suppressed);
 
 #endif
