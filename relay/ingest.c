@@ -136,6 +136,12 @@ static void kick_closed(uv_handle_t *h)
 
 static void finish_close(struct ingest *ing)
 {
+	/* ingest_close may run inside a done callback of after_work_cb (the
+	 * last UDP group's commit ends the UDP server, whose owner closes
+	 * ingest), and after_work_cb then finishes the close itself: once. */
+	if (ing->kick_closed_)
+		return;
+	ing->kick_closed_ = 1;
 	uv_close((uv_handle_t *)&ing->kick, kick_closed);
 }
 

@@ -62,6 +62,7 @@ struct ingest {
 	uv_work_t work;
 	uv_check_t kick;          /* starts a commit once per loop iteration */
 	int closing;
+	int kick_closed_;         /* uv_close called on kick: finish_close ran */
 	void (*on_idle)(struct ingest *); /* ingest_close's callback */
 	/* Called on the loop thread after a commit that stored batches (to
 	 * wake the replay workers). */
@@ -82,7 +83,8 @@ void ingest_submit(struct ingest *ing, struct ingest_request *req);
 int ingest_busy(const struct ingest *ing);
 
 /* Stop: requests still waiting are committed first; on_idle runs once
- * nothing is in flight and the handles are closed. */
+ * nothing is in flight and the handles are closed. May be called from a
+ * request's done callback. */
 void ingest_close(struct ingest *ing, void (*on_idle)(struct ingest *));
 
 #endif
