@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,12 +44,13 @@ static void tick_cb(uv_timer_t *t)
 	(void)t;
 }
 
-/* Run the loop until pred holds (at most 5 s); a ticking timer makes sure
- * the loop wakes up to check. */
+/* Run the loop until pred holds (at most 5 s). A timer ticking once a
+ * second makes sure the loop wakes up to check the deadline; anything
+ * faster must come from the code under test. */
 static void run_until(struct fixture *f, int (*pred)(struct fixture *), const char *what)
 {
 	uint64_t deadline = now_mono_ns() + 5000000000ULL;
-	uv_timer_start(&f->tick, tick_cb, 5, 5);
+	uv_timer_start(&f->tick, tick_cb, 1000, 1000);
 	while (!pred(f)) {
 		if (now_mono_ns() > deadline)
 			fail_msg("not reached within 5 s: %s", what);
@@ -159,10 +161,16 @@ static void test_listener(void **state)
 	 * is dropped whole (its good first line too); a line without a
 	 * timestamp gets the arrival time in seconds. */
 	int64_t before = now_realtime_ns() / 1000000000LL;
+	uint64_t t0 = now_mono_ns();
 	send_dgram(f, "cpu,h=a v=1 10\ncpu,h=a v=2 20");
 	send_dgram(f, "cpu,h=b v=1 10\ncpu,h=b\n");
 	send_dgram(f, "# comment\ncpu,h=c v=3i\n");
 	run_until(f, three_received_one_committed, "3 datagrams, 1 batch");
+	/* The flush interval (50 ms) ends the group, and the commit that its
+	 * timer asks for starts at once, not at the next unrelated wake-up. */
+	uint64_t took_ms = (now_mono_ns() - t0) / 1000000;
+	if (took_ms < 50 || took_ms > 800)
+		fail_msg("group committed after %" PRIu64 " ms, want 50 ms and a commit", took_ms);
 	int64_t after = now_realtime_ns() / 1000000000LL;
 	assert_int_equal(st(f)->datagrams_bad, 1);
 	assert_int_equal(st(f)->datagrams_committed, 2);
