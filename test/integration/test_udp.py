@@ -223,7 +223,7 @@ class UdpTest(unittest.TestCase):
         port = relaytest.free_udp_port()
         # The backend is down first: every batch stays queued, and relayctl
         # counts them.
-        r = self.start_relayd([udp_listener(port, db, flush_interval="200ms")],
+        r = self.start_relayd([udp_listener(port, db, flush_interval="500ms")],
                               backend_url="http://%s:%d" % (LOOPBACK, relaytest.closed_port()))
         n = 5000
         datagrams = ["b,d=%d,k=0 v=%d %d\nb,d=%d,k=1 v=%d %d\nb,d=%d,k=2 v=%d %d"
@@ -239,7 +239,7 @@ class UdpTest(unittest.TestCase):
         # Then the backend comes: everything arrives, once.
         r.stop()
         r.write_config(r.tmpdir, backends=[{"name": "influx", "url": self.influxd.url}],
-                       extra_yaml={"listen": {"udp": [udp_listener(port, db, flush_interval="200ms")]}})
+                       extra_yaml={"listen": {"udp": [udp_listener(port, db, flush_interval="500ms")]}})
         r.restart()
         self.influxd.wait_count(db, "b", "v", 3 * n, timeout=60)
         r.wait_status("influx", pending_points=0)
