@@ -1,10 +1,11 @@
 /*
  * relayd: the daemon. A thin main: arguments, configuration, the queue,
- * the front door and the signal handlers, then the loop. Shutdown order
- * (SIGTERM/SIGINT): stop accepting, let writes waiting for a commit get
- * it and their answer, close connections, close the queue. A second signal
- * exits at once, which is still safe: nothing acknowledged is lost, since
- * acknowledgement follows the commit.
+ * the doors (HTTP, UDP) and the signal handlers, then the loop. Shutdown
+ * order (SIGTERM/SIGINT): UDP listeners stop and hand what they received
+ * to ingest; stop accepting, let writes waiting for a commit get it and
+ * their answer, close connections; ingest commits the rest; close the
+ * queue. A second signal exits at once, which is still safe: nothing
+ * acknowledged is lost, since acknowledgement follows the commit.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -19,8 +20,10 @@
 #include "relay/config.h"
 #include "relay/http_server.h"
 #include "relay/ingest.h"
+#include "relay/lineproto.h"
 #include "relay/log.h"
 #include "relay/replay.h"
+#include "relay/udp.h"
 #include "relay/util.h"
 #include "wal/wal.h"
 
@@ -30,6 +33,7 @@ struct relayd {
 	struct wal *wal;
 	struct ingest ing;
 	struct http_server *http;
+	struct udp_server *udp;
 	uv_signal_t sigterm, sigint;
 	int stopping;
 	int backend_ids[RELAY_MAX_BACKENDS];
@@ -86,6 +90,12 @@ static void on_http_closed(void *arg)
 	ingest_close(&d->ing, on_ingest_closed);
 }
 
+static void on_udp_closed(void *arg)
+{
+	struct relayd *d = arg;
+	d->udp = NULL;
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
 	struct relayd *d = h->data;
@@ -95,6 +105,11 @@ static void on_signal(uv_signal_t *h, int signum)
 	}
 	d->stopping = 1;
 	relay_log(RELAY_LOG_NOTICE, "signal %d: shutting down", signum);
+	/* UDP first: stop receiving and hand the pending groups to ingest
+	 * now, before ingest closes (after the HTTP door), so that every
+	 * datagram received is committed. */
+	if (d->udp)
+		udp_close(d->udp, on_udp_closed, d);
 	if (d->http)
 		http_server_close(d->http, on_http_closed, d);
 	else
@@ -140,6 +155,23 @@ static int health(struct http_server *s, struct rbuf *out, void *arg)
 			     w->stats.posts, w->stats.delivered_batches, w->stats.delivered_points, w->stats.retries);
 		json_append_string(out, w->last_error, strlen(w->last_error));
 		rbuf_appendc(out, '}');
+	}
+	rbuf_append(out, "],\"udp\":[", 9);
+	for (size_t i = 0; d->udp && i < udp_count(d->udp); i++) {
+		const struct relay_udp_config *uc = &d->cfg.udp[i];
+		const struct udp_stats *us = udp_stats(d->udp, i);
+		rbuf_appendf(out, "%s{\"address\":", i ? "," : "");
+		json_append_string(out, uc->address, strlen(uc->address));
+		rbuf_append(out, ",\"db\":", 6);
+		json_append_string(out, uc->db, strlen(uc->db));
+		rbuf_appendf(out,
+			     ",\"datagrams\":%" PRIu64 ",\"datagrams_committed\":%" PRIu64 ",\"datagrams_bad\":%" PRIu64
+			     ",\"datagrams_dropped\":%" PRIu64 ",\"points_accepted\":%" PRIu64 ",\"points_dropped\":%" PRIu64
+			     ",\"bytes\":%" PRIu64 ",\"batches\":%" PRIu64 ",\"recv_errors\":%" PRIu64
+			     ",\"receive_buffer\":%" PRIu64 "}",
+			     us->datagrams, us->datagrams_committed, us->datagrams_bad, us->datagrams_dropped,
+			     us->points_accepted, us->points_dropped, us->bytes, us->batches, us->recv_errors,
+			     us->receive_buffer);
 	}
 	rbuf_append(out, "]}", 2);
 	return ok ? 200 : 503;
@@ -245,7 +277,15 @@ int main(int argc, char **argv)
 	d.loop = uv_default_loop();
 	if (open_queue(&d) < 0)
 		return 1;
-	int rc = http_server_start(d.loop, &d.cfg, &d.ing, &d.http, err, sizeof(err));
+	/* Listeners after the queue: a datagram can be committed as soon as
+	 * it is read. A port that cannot be bound stops the start. */
+	int rc = udp_start(d.loop, &d.cfg, &d.ing, &d.udp, err, sizeof(err));
+	if (rc) {
+		relay_log(RELAY_LOG_ERROR, "%s: refusing to start", err);
+		wal_close(d.wal);
+		return 1;
+	}
+	rc = http_server_start(d.loop, &d.cfg, &d.ing, &d.http, err, sizeof(err));
 	if (rc) {
 		relay_log(RELAY_LOG_ERROR, "%s", err);
 		wal_close(d.wal);
@@ -266,6 +306,11 @@ int main(int argc, char **argv)
 	uv_signal_start(&d.sigint, on_signal, SIGINT);
 	relay_log(RELAY_LOG_NOTICE, "relayd %s listening on http://%s (queue in '%s', %zu backend%s)",
 		  RELAYD_VERSION, d.cfg.listen_http, d.cfg.data_dir, d.cfg.nbackends, d.cfg.nbackends == 1 ? "" : "s");
+	for (size_t i = 0; i < d.cfg.nudp; i++)
+		relay_log(RELAY_LOG_NOTICE, "listening on udp://%s for database '%s'%s%s%s (precision %s)",
+			  d.cfg.udp[i].address, d.cfg.udp[i].db, d.cfg.udp[i].rp ? ", retention policy '" : "",
+			  d.cfg.udp[i].rp ? d.cfg.udp[i].rp : "", d.cfg.udp[i].rp ? "'" : "",
+			  lp_precision_name((enum lp_precision)d.cfg.udp[i].precision));
 
 	uv_run(d.loop, UV_RUN_DEFAULT);
 

@@ -99,8 +99,8 @@ struct http_server {
 	struct http_server_stats stats;
 	http_health_fn health_fn;
 	void *health_arg;
-	struct relay_log_limit refusal_log; /* 503s */
-	struct relay_log_limit auth_log;    /* 401s and 403s */
+	struct relay_ratelimit refusal_log; /* 503s, one line per 10 s */
+	struct relay_ratelimit auth_log;    /* 401s and 403s, one line per 10 s */
 };
 
 /* The endpoint of a request. Errors on /api/v2/write are answered in
@@ -790,19 +790,19 @@ static int authenticate(struct conn *c)
 				return 0;
 		if (colon && user_ok(cfg, c->q_token, (size_t)(colon - c->q_token), colon + 1))
 			return 0;
-		relay_log_limited(&s->auth_log, 10000, RELAY_LOG_WARN,
+		relay_log_limited(&s->auth_log, RELAY_LOG_WARN,
 		                  "write from %s refused (403): token not accepted", c->peer);
 		return 403;
 	}
 	if (c->q_u) {
 		if (user_ok(cfg, c->q_u, strlen(c->q_u), c->q_p ? c->q_p : ""))
 			return 0;
-		relay_log_limited(&s->auth_log, 10000, RELAY_LOG_WARN,
+		relay_log_limited(&s->auth_log, RELAY_LOG_WARN,
 		                  "write from %s refused (403): user '%s' unknown or wrong password",
 		                  c->peer, log_safe(who, sizeof(who), c->q_u));
 		return 403;
 	}
-	relay_log_limited(&s->auth_log, 10000, RELAY_LOG_WARN,
+	relay_log_limited(&s->auth_log, RELAY_LOG_WARN,
 	                  "write from %s refused (401): no credentials", c->peer);
 	return 401;
 }
@@ -984,7 +984,7 @@ static void write_done(struct ingest_request *req, int rc)
 		snprintf(extra, sizeof(extra), "Retry-After: %" PRIu64 "\r\n", retry_after);
 		/* One line per 10 s at most, with a count of what was
 		 * suppressed: a full queue must not also fill the log. */
-		relay_log_limited(&s->refusal_log, 10000, RELAY_LOG_WARN, "write from %s refused (503): %s",
+		relay_log_limited(&s->refusal_log, RELAY_LOG_WARN, "write from %s refused (503): %s",
 		                  c->peer, msg);
 		respond_error(c, status, msg, extra, !llhttp_should_keep_alive(&c->parser));
 	}

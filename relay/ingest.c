@@ -87,7 +87,13 @@ static void kick_cb(uv_check_t *h)
 {
 	struct ingest *ing = relay_container_of(h, struct ingest, kick);
 	uv_check_stop(h);
+	uv_idle_stop(&ing->kick_now);
 	start_commit(ing);
+}
+
+static void kick_now_cb(uv_idle_t *h)
+{
+	(void)h; /* only its being active matters: see ingest_submit */
 }
 
 int ingest_init(struct ingest *ing, uv_loop_t *loop, struct wal *wal, uint64_t route, size_t max_group)
@@ -99,7 +105,11 @@ int ingest_init(struct ingest *ing, uv_loop_t *loop, struct wal *wal, uint64_t r
 	ing->max_group = max_group ? max_group : 1;
 	ing->group = xcalloc(ing->max_group, sizeof(*ing->group));
 	ing->group_batches = xcalloc(ing->max_group, sizeof(*ing->group_batches));
-	return uv_check_init(loop, &ing->kick);
+	int rc = uv_check_init(loop, &ing->kick);
+	if (rc == 0)
+		rc = uv_idle_init(loop, &ing->kick_now);
+	ing->kick_handles_ = 2;
+	return rc;
 }
 
 void ingest_submit(struct ingest *ing, struct ingest_request *req)
@@ -114,8 +124,15 @@ void ingest_submit(struct ingest *ing, struct ingest_request *req)
 	ing->waiting++;
 	/* Start the commit from a check handle, after this loop iteration has
 	 * read every socket that was ready: all of them join one group. */
-	if (!ing->inflight)
+	if (!ing->inflight) {
 		uv_check_start(&ing->kick, kick_cb);
+		/* A check handle runs after the poll phase. Submitted from an
+		 * I/O callback that is this iteration; submitted from a timer
+		 * (a UDP flush) the poll would first block until the next
+		 * event, however far. An active idle handle makes that poll
+		 * return at once. */
+		uv_idle_start(&ing->kick_now, kick_now_cb);
+	}
 }
 
 int ingest_busy(const struct ingest *ing)
@@ -125,7 +142,9 @@ int ingest_busy(const struct ingest *ing)
 
 static void kick_closed(uv_handle_t *h)
 {
-	struct ingest *ing = relay_container_of((uv_check_t *)h, struct ingest, kick);
+	struct ingest *ing = h->data;
+	if (--ing->kick_handles_)
+		return;
 	free(ing->group);
 	free(ing->group_batches);
 	ing->group = NULL;
@@ -136,7 +155,15 @@ static void kick_closed(uv_handle_t *h)
 
 static void finish_close(struct ingest *ing)
 {
+	/* ingest_close may run inside a done callback of after_work_cb (the
+	 * last UDP group's commit ends the UDP server, whose owner closes
+	 * ingest), and after_work_cb then finishes the close itself: once. */
+	if (ing->kick_closed_)
+		return;
+	ing->kick_closed_ = 1;
+	ing->kick.data = ing->kick_now.data = ing;
 	uv_close((uv_handle_t *)&ing->kick, kick_closed);
+	uv_close((uv_handle_t *)&ing->kick_now, kick_closed);
 }
 
 void ingest_close(struct ingest *ing, void (*on_idle)(struct ingest *))

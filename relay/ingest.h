@@ -61,7 +61,10 @@ struct ingest {
 	int group_rc;
 	uv_work_t work;
 	uv_check_t kick;          /* starts a commit once per loop iteration */
+	uv_idle_t kick_now;       /* keeps that iteration's poll from blocking */
+	int kick_handles_;        /* kick handles not yet closed */
 	int closing;
+	int kick_closed_;         /* uv_close called on kick: finish_close ran */
 	void (*on_idle)(struct ingest *); /* ingest_close's callback */
 	/* Called on the loop thread after a commit that stored batches (to
 	 * wake the replay workers). */
@@ -75,14 +78,17 @@ struct ingest {
 int ingest_init(struct ingest *ing, uv_loop_t *loop, struct wal *wal, uint64_t route, size_t max_group);
 
 /* Queue req for the next commit; req->done will be called exactly once,
- * on the loop thread, never from inside this call. */
+ * on the loop thread, never from inside this call. May be called from any
+ * callback (I/O, timer, done): the commit starts in the same loop
+ * iteration or the next, never after an idle wait. */
 void ingest_submit(struct ingest *ing, struct ingest_request *req);
 
 /* Whether a commit is running or requests are waiting. */
 int ingest_busy(const struct ingest *ing);
 
 /* Stop: requests still waiting are committed first; on_idle runs once
- * nothing is in flight and the handles are closed. */
+ * nothing is in flight and the handles are closed. May be called from a
+ * request's done callback. */
 void ingest_close(struct ingest *ing, void (*on_idle)(struct ingest *));
 
 #endif

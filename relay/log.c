@@ -171,27 +171,37 @@ void relay_log(enum relay_log_level lvl, const char *fmt, ...)
 	va_end(ap);
 }
 
-void relay_log_limited(struct relay_log_limit *lim, uint64_t interval_ms, enum relay_log_level lvl,
-                       const char *fmt, ...)
+void relay_log_limited(struct relay_ratelimit *r, enum relay_log_level lvl, const char *fmt, ...)
 {
 	struct timespec ts;
 	char suffix[48] = "";
+	uint64_t suppressed;
 	va_list ap;
-	uint64_t now;
 
 	if (lvl < min_level)
 		return;
+	if (!r->interval_ns)
+		r->interval_ns = 10000000000ULL;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-	if (lim->last_ns && now - lim->last_ns < interval_ms * 1000000ULL) {
-		lim->suppressed++;
+	if (!relay_ratelimit_allow(r, (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec, &suppressed))
 		return;
-	}
-	if (lim->suppressed)
-		snprintf(suffix, sizeof(suffix), " (%llu more suppressed)", (unsigned long long)lim->suppressed);
-	lim->last_ns = now ? now : 1;
-	lim->suppressed = 0;
+	if (suppressed)
+		snprintf(suffix, sizeof(suffix), " (%llu more suppressed)", (unsigned long long)suppressed);
 	va_start(ap, fmt);
 	vlog(lvl, suffix, fmt, ap);
 	va_end(ap);
+}
+
+int relay_ratelimit_allow(struct relay_ratelimit *r, uint64_t now_ns, uint64_t *suppressed)
+{
+	if (r->last_ns && now_ns - r->last_ns < r->interval_ns) {
+		r->suppressed++;
+		return 0;
+	}
+	*suppressed = r->suppressed;
+	r->suppressed = 0;
+	/* 0 means "never": a clock that reads 0 still lets the next line be
+	 * limited. */
+	r->last_ns = now_ns ? now_ns : 1;
+	return 1;
 }

@@ -42,19 +42,30 @@ int relay_log_reopen(char *err, size_t errlen);
 /* Close a file or syslog and go back to stderr. */
 void relay_log_close(void);
 
-/* A rate limit for one kind of repeated event (refused writes, failed
- * logins, bad datagrams): zero-initialise, keep it beside what it counts. */
-struct relay_log_limit {
-	uint64_t last_ns;     /* CLOCK_MONOTONIC of the last line logged; 0 = none yet */
-	uint64_t suppressed;  /* events not logged since */
-};
 /*
- * Log like relay_log, unless a line went out through lim less than
- * interval_ms ago: then only count the event. A logged line ends with
- * " (N more suppressed)" when events were counted since the last one, so
- * nothing disappears from the log without a trace.
+ * A rate limit for one kind of repeating message (redis logs one AOF error
+ * per 30 s): at most one line per interval, and that line says how many
+ * were suppressed since the previous one. Zero-initialise, set interval_ns.
+ * Pure: it neither logs nor reads a clock, so it can be tested alone.
  */
-void relay_log_limited(struct relay_log_limit *lim, uint64_t interval_ms, enum relay_log_level lvl,
-                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+struct relay_ratelimit {
+	uint64_t interval_ns;
+	uint64_t last_ns;    /* when the last line was let through; 0 = never */
+	uint64_t suppressed; /* events refused since then */
+};
+
+/* At monotonic time now_ns, one more event happened. Returns 1 when it may
+ * be logged now, with *suppressed set to the events refused since the last
+ * line logged (and the count reset); returns 0 (and counts it) otherwise. */
+int relay_ratelimit_allow(struct relay_ratelimit *r, uint64_t now_ns, uint64_t *suppressed);
+
+/*
+ * Log like relay_log, through the rate limit r (its interval_ns set by
+ * the caller; 0 means 10 s): a line refused by it is only counted, and the
+ * next line logged ends with " (N more suppressed)", so nothing disappears
+ * from the log without a trace.
+ */
+void relay_log_limited(struct relay_ratelimit *r, enum relay_log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 #endif

@@ -82,6 +82,22 @@ def free_port():
     raise RuntimeError("cannot find a free loopback port")
 
 
+def free_udp_port():
+    """A loopback UDP port nobody is bound to right now (bind 0, read
+    back); never one handed out before by this process."""
+    for _ in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind((LOOPBACK, 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if ("udp", port) not in _handed_out:
+            _handed_out.add(("udp", port))
+            return port
+    raise RuntimeError("cannot find a free loopback UDP port")
+
+
 def closed_port():
     """A loopback port where a connection is refused: a backend that is
     down. Checked by connecting once."""

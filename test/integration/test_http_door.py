@@ -297,6 +297,7 @@ class DoorTest(unittest.TestCase):
         self.assertEqual(doc["status"], "ok")
         self.assertGreaterEqual(doc["ingest"]["batches_committed"], 1)
         self.assertGreaterEqual(doc["http"]["points_accepted"], 2)
+        self.assertEqual(doc["udp"], [])  # no UDP listener configured
         [b] = doc["backends"]
         self.assertEqual(b["name"], "local")
         # The backend is a closed port: it turns "down" and says why.

@@ -1,4 +1,5 @@
-/* test_util: sizes, durations, addresses, percent-decoding, JSON strings. */
+/* test_util: sizes, durations, addresses, percent-decoding, JSON strings,
+ * the log rate limit. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "relay/log.h"
 #include "relay/util.h"
 
 static void test_sizes(void **state)
@@ -110,12 +112,34 @@ static void test_json_and_rbuf(void **state)
 	assert_int_equal(b.len, 0);
 }
 
+static void test_ratelimit(void **state)
+{
+	(void)state;
+	struct relay_ratelimit r = { .interval_ns = 1000 };
+	uint64_t sup = 99;
+	/* The first event passes, even at time 0. */
+	assert_int_equal(relay_ratelimit_allow(&r, 0, &sup), 1);
+	assert_int_equal(sup, 0);
+	/* Within the interval: refused and counted. */
+	assert_int_equal(relay_ratelimit_allow(&r, 1, &sup), 0);
+	assert_int_equal(relay_ratelimit_allow(&r, 999, &sup), 0);
+	assert_int_equal(r.suppressed, 2);
+	/* After it: passes with the count, which starts again. */
+	assert_int_equal(relay_ratelimit_allow(&r, 1001, &sup), 1);
+	assert_int_equal(sup, 2);
+	assert_int_equal(relay_ratelimit_allow(&r, 1500, &sup), 0);
+	assert_int_equal(relay_ratelimit_allow(&r, 2001, &sup), 1);
+	assert_int_equal(sup, 1);
+	assert_int_equal(relay_ratelimit_allow(&r, 5000, &sup), 1);
+	assert_int_equal(sup, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sizes),      cmocka_unit_test(test_durations),
 		cmocka_unit_test(test_hostport),   cmocka_unit_test(test_url_decode),
-		cmocka_unit_test(test_json_and_rbuf),
+		cmocka_unit_test(test_json_and_rbuf), cmocka_unit_test(test_ratelimit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
