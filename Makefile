@@ -9,7 +9,8 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-BUILD_DEPS := cmake make gcc pkg-config libuv1-dev liblmdb-dev libyaml-dev zlib1g-dev node-llhttp
+BUILD_DEPS := cmake make gcc pkg-config libuv1-dev liblmdb-dev libyaml-dev zlib1g-dev node-llhttp \
+              libsystemd-dev
 TEST_DEPS  := libcmocka-dev python3 clang libclang-rt-14-dev influxdb influxdb-client \
               python3-influxdb curl lmdb-utils
 
@@ -35,8 +36,9 @@ build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
 	cmake --build $(BUILD) -j $(JOBS)
 
+# As root (a fresh machine), say so: relayd refuses root without 'user:'.
 run: build
-	./$(BUILD)/bin/relayd -c config.example.yaml
+	./$(BUILD)/bin/relayd -c config.example.yaml $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 test: 
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRELAY_DEVELOPER=ON
