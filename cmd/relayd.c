@@ -566,6 +566,11 @@ int main(int argc, char **argv)
 	free(d.cfg.data_dir);
 	d.cfg.data_dir = dd;
 	signal(SIGPIPE, SIG_IGN);
+	/* A reload or a logrotate signal that arrives while relayd starts
+	 * must not kill it (their default action); the loop's handlers take
+	 * over once it runs. */
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGUSR1, SIG_IGN);
 
 	/* Before anything is opened, so that the queue, the log file and the
 	 * pidfile belong to the user relayd runs as. */

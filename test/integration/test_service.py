@@ -530,6 +530,16 @@ class ServiceTest(unittest.TestCase):
         self.assertEqual((st.st_uid, st.st_gid), ids)
         self.assertEqual(r.stop(), 0)
 
+    def test_unknown_user(self):
+        r = Relayd()
+        r.write_config(self.tmp, [("a", "http://127.0.0.1:%d" % relaytest.closed_port())],
+                       extra_yaml={"user": "no-such-user-relayd"})
+        cp = subprocess.run([RELAYD_BIN, "-c", r.config], stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=30)
+        self.assertEqual(cp.returncode, 1)
+        self.assertIn("cannot run as user 'no-such-user-relayd': no such user", cp.stderr)
+        self.assertFalse(os.path.exists(r.data_dir))
+
     # ---- the init script -------------------------------------------------
 
     @unittest.skipUnless(IS_ROOT, "needs root (start-stop-daemon --chuid)")
