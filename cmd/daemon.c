@@ -126,6 +126,10 @@ int daemon_detach(char *err, size_t errlen)
 	int fds[2];
 	pid_t pid;
 
+	/* Descriptors inherited from whoever started relayd (a shell, an
+	 * init script's captures) would stay open for months; daemon(7) says
+	 * close them. Nothing of relayd's own is open yet. */
+	close_range(3, ~0U, 0);
 	if (pipe2(fds, O_CLOEXEC) < 0) {
 		snprintf(err, errlen, "cannot create a pipe: %s", strerror(errno));
 		return -1;

@@ -30,9 +30,10 @@ char *daemon_absolute_path(const char *dir, const char *path);
 int daemon_switch_user(const char *user, int allow_root, char *err, size_t errlen);
 
 /*
- * Detach from the terminal: fork, setsid, fork again (the daemon can never
- * reacquire a terminal), chdir("/"), a umask that masks at least group and
- * other write, standard streams on /dev/null. Only the daemon returns
+ * Detach from the terminal: close inherited descriptors above 2, fork,
+ * setsid, fork again (the daemon can never reacquire a terminal),
+ * chdir("/"), a umask that masks at least group and other write, standard
+ * streams on /dev/null. Only the daemon returns
  * (0); the original process stays behind to wait for it: it exits 0 once
  * the daemon calls daemon_ready(), or 1 after printing the daemon's
  * warnings and errors when the daemon exits first, so that an init script

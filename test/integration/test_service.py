@@ -149,11 +149,11 @@ class ServiceTest(unittest.TestCase):
 
     # ---- --daemon ----------------------------------------------------------
 
-    def run_daemon(self, config, pidfile, extra=()):
+    def run_daemon(self, config, pidfile, extra=(), pass_fds=()):
         root = ["--allow-root"] if IS_ROOT else []
         cp = subprocess.run([RELAYD_BIN, "--daemon", "--pidfile", pidfile, "-c", config] + root + list(extra),
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-                            timeout=30, env=sanitizer_env(self.tmp))
+                            timeout=30, env=sanitizer_env(self.tmp), pass_fds=pass_fds)
         if cp.returncode == 0:
             pid = read_pid(pidfile)
             self.addCleanup(kill_pid, pid)
@@ -168,7 +168,12 @@ class ServiceTest(unittest.TestCase):
         os.mkdir(rundir)
         pidfile = os.path.join(rundir, "relayd.pid")
 
-        cp = self.run_daemon(r.config, pidfile)
+        leak = os.path.join(self.tmp, "inherited")
+        fd = os.open(leak, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            cp = self.run_daemon(r.config, pidfile, pass_fds=(fd,))
+        finally:
+            os.close(fd)
         self.assertEqual(cp.returncode, 0, "relayd --daemon failed: %s" % cp.stderr)
         # The parent returned only once the daemon listens: no polling.
         pid = read_pid(pidfile)
@@ -179,6 +184,8 @@ class ServiceTest(unittest.TestCase):
         self.assertEqual(os.readlink("/proc/%d/cwd" % pid), "/")
         for fd in (0, 1, 2):
             self.assertEqual(os.readlink("/proc/%d/fd/%d" % (pid, fd)), "/dev/null", "fd %d" % fd)
+        open_fds = [os.readlink("/proc/%d/fd/%s" % (pid, f)) for f in os.listdir("/proc/%d/fd" % pid)]
+        self.assertNotIn(leak, open_fds, "a descriptor inherited from the caller stays open")
         self.assertNotEqual(os.getsid(pid), os.getsid(0), "a session of its own")
         self.assertNotEqual(os.getsid(pid), pid, "not a session leader (second fork)")
         with open("/proc/%d/stat" % pid) as f:
