@@ -9,9 +9,10 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-BUILD_DEPS := cmake make gcc pkg-config libuv1-dev liblmdb-dev libyaml-dev zlib1g-dev node-llhttp
+BUILD_DEPS := cmake make gcc pkg-config libuv1-dev liblmdb-dev libyaml-dev zlib1g-dev node-llhttp \
+              libsystemd-dev
 TEST_DEPS  := libcmocka-dev python3 clang libclang-rt-14-dev influxdb influxdb-client \
-              python3-influxdb curl lmdb-utils
+              python3-influxdb curl lmdb-utils dpkg-dev
 
 .PHONY: run check build deps test-deps test asan clean
 
@@ -31,21 +32,26 @@ deps:
 test-deps: deps
 	$(call apt_install,$(TEST_DEPS))
 
+# The install prefix is given every time, so that an older build directory
+# (configured when the default was /usr/local) packages the same .deb.
+PREFIX     ?= /usr
+
 build: deps
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=$(PREFIX)
 	cmake --build $(BUILD) -j $(JOBS)
 
+# As root (a fresh machine), say so: relayd refuses root without 'user:'.
 run: build
-	./$(BUILD)/bin/relayd -c config.example.yaml
+	./$(BUILD)/bin/relayd -c config.example.yaml $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 test: 
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRELAY_DEVELOPER=ON
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRELAY_DEVELOPER=ON -DCMAKE_INSTALL_PREFIX=$(PREFIX)
 	cmake --build $(BUILD) -j $(JOBS)
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 asan:
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
-		-DRELAY_DEVELOPER=ON -DRELAY_SANITIZE="address;undefined"
+		-DRELAY_DEVELOPER=ON -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DRELAY_SANITIZE="address;undefined"
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		ctest --output-on-failure -j $(JOBS) -L 'unit|fuzz-regress|integration'

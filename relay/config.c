@@ -224,6 +224,8 @@ static const struct key_spec keys[] = {
 	    "least severe message logged: debug, info, notice, warn or error"),
 	KEY("", "log_output", KT_LOG_OUTPUT, 0, log_output, "stderr", 0, 0,
 	    "where log lines go: stderr, syslog, or the absolute path of a file"),
+	KEY("", "user", KT_STRING, 0, user, NULL, 0, 0,
+	    "started as root, relayd runs as this user (and its groups) before it opens anything"),
 
 	SECTION("listen", "addresses relayd accepts connections on"),
 	{ .section = "listen", .name = "http", .type = KT_HOSTPORT, .off = CF(listen_http),
@@ -1405,6 +1407,66 @@ void config_release(struct relay_config *cfg)
 	release_fields(keys, RELAY_ARRAY_SIZE(keys), cfg);
 	free(cfg->path);
 	memset(cfg, 0, sizeof(*cfg));
+}
+
+/* Whether the values of every key of tab are the same in a and b. A URL or
+ * an address compares as written: its parsed parts follow from it. */
+static int fields_equal(const struct key_spec *tab, size_t n, const void *a, const void *b)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct key_spec *k = &tab[i];
+		const void *fa = (const char *)a + k->off, *fb = (const char *)b + k->off;
+		switch (k->type) {
+		case KT_STRING:
+		case KT_LOG_LEVEL:
+		case KT_LOG_OUTPUT:
+		case KT_HOSTPORT:
+		case KT_URL:
+		case KT_NAME: {
+			const char *sa = *(char *const *)fa, *sb = *(char *const *)fb;
+			if (!sa != !sb || (sa && strcmp(sa, sb) != 0))
+				return 0;
+			break;
+		}
+		case KT_SIZE:
+		case KT_DURATION:
+		case KT_SECONDS:
+			if (*(const uint64_t *)fa != *(const uint64_t *)fb)
+				return 0;
+			break;
+		case KT_UINT32:
+			if (*(const uint32_t *)fa != *(const uint32_t *)fb)
+				return 0;
+			break;
+		case KT_DB_POLICY:
+			if (*(const enum relay_db_policy *)fa != *(const enum relay_db_policy *)fb)
+				return 0;
+			break;
+		case KT_API:
+			if (*(const enum relay_api *)fa != *(const enum relay_api *)fb)
+				return 0;
+			break;
+		case KT_BOOL:
+		case KT_PRECISION:
+			if (*(const int *)fa != *(const int *)fb)
+				return 0;
+			break;
+		case KT_SECTION:
+		case KT_LIST:
+			break;
+		}
+	}
+	return 1;
+}
+
+int config_backend_equal(const struct relay_backend_config *a, const struct relay_backend_config *b)
+{
+	return fields_equal(backend_keys, RELAY_ARRAY_SIZE(backend_keys), a, b);
+}
+
+int config_udp_equal(const struct relay_udp_config *a, const struct relay_udp_config *b)
+{
+	return fields_equal(udp_keys, RELAY_ARRAY_SIZE(udp_keys), a, b);
 }
 
 uint64_t config_map_size(const struct relay_config *cfg)

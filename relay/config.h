@@ -83,6 +83,7 @@ struct relay_config {
 	char *data_dir; /* required */
 	char *log_level; /* "debug", "info" (default), "notice", "warn", "error" */
 	char *log_output; /* "stderr" (default), "syslog", or an absolute file path */
+	char *user;     /* started as root, run as this user; NULL = none */
 
 	/* listen: */
 	char *listen_http;      /* "127.0.0.1:9096" as written (default) */
@@ -132,6 +133,15 @@ int config_load_buffer(const char *name, const char *text, size_t len,
                        struct relay_config *cfg, char *err, size_t errlen);
 /* Free everything cfg owns; cfg may be loaded again afterwards. */
 void config_release(struct relay_config *cfg);
+
+/*
+ * Whether two backends (or two UDP listeners) have the same value for
+ * every key, as a reload decides whether a running one must be restarted
+ * with new settings. Driven by the key table, so a key added there is
+ * compared too.
+ */
+int config_backend_equal(const struct relay_backend_config *a, const struct relay_backend_config *b);
+int config_udp_equal(const struct relay_udp_config *a, const struct relay_udp_config *b);
 
 /* The LMDB map size for cfg: queue_map_bytes when set, otherwise twice the
  * sum of the backends' byte limits plus 64 MiB of room for the B-tree, the

@@ -16,7 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static enum relay_log_level min_level = RELAY_LOG_INFO;
+/* Read by every logging thread, changed by a reload on the loop thread:
+ * relaxed atomics, since a line logged at the old level is harmless. */
+static int min_level = RELAY_LOG_INFO;
 static const char *const names[] = { "debug", "info", "notice", "warn", "error" };
 static const int priorities[] = { LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERR };
 
@@ -27,6 +29,8 @@ static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 static int out_fd = STDERR_FILENO;
 static int out_syslog;
 static char *out_path;
+static int tee_fd = -1;
+static int tee_min = RELAY_LOG_ERROR;
 
 static int open_file(const char *path, char *err, size_t errlen)
 {
@@ -89,6 +93,14 @@ int relay_log_reopen(char *err, size_t errlen)
 	return fd < 0 ? -1 : 0;
 }
 
+void relay_log_tee(int fd, enum relay_log_level min)
+{
+	pthread_mutex_lock(&out_lock);
+	tee_fd = fd;
+	tee_min = (int)min;
+	pthread_mutex_unlock(&out_lock);
+}
+
 void relay_log_close(void)
 {
 	char err[8];
@@ -107,12 +119,12 @@ int relay_log_level_parse(const char *s, enum relay_log_level *out)
 
 void relay_log_set_level(enum relay_log_level lvl)
 {
-	min_level = lvl;
+	__atomic_store_n(&min_level, (int)lvl, __ATOMIC_RELAXED);
 }
 
 int relay_log_enabled(enum relay_log_level lvl)
 {
-	return lvl >= min_level;
+	return (int)lvl >= __atomic_load_n(&min_level, __ATOMIC_RELAXED);
 }
 
 __attribute__((format(printf, 3, 0)))
@@ -147,6 +159,11 @@ static void vlog(enum relay_log_level lvl, const char *suffix, const char *fmt, 
 		}
 	}
 	pthread_mutex_lock(&out_lock);
+	if (tee_fd >= 0 && (int)lvl >= tee_min) {
+		line[n] = '\n';
+		ssize_t t = write(tee_fd, line, n + 1);
+		(void)t; /* a parent that went away has nothing left to show */
+	}
 	if (out_syslog) {
 		/* syslog stamps the time itself: the message after our prefix. */
 		line[n] = '\0';
@@ -164,7 +181,7 @@ void relay_log(enum relay_log_level lvl, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (lvl < min_level)
+	if (!relay_log_enabled(lvl))
 		return;
 	va_start(ap, fmt);
 	vlog(lvl, NULL, fmt, ap);
@@ -178,7 +195,7 @@ void relay_log_limited(struct relay_ratelimit *r, enum relay_log_level lvl, cons
 	uint64_t suppressed;
 	va_list ap;
 
-	if (lvl < min_level)
+	if (!relay_log_enabled(lvl))
 		return;
 	if (!r->interval_ns)
 		r->interval_ns = 10000000000ULL;

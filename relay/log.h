@@ -21,6 +21,7 @@ enum relay_log_level {
 
 /* Parse "debug".."error"; returns 0 or -1. */
 int relay_log_level_parse(const char *s, enum relay_log_level *out);
+/* Any thread may log while another changes the level (a reload). */
 void relay_log_set_level(enum relay_log_level lvl);
 int relay_log_enabled(enum relay_log_level lvl);
 void relay_log(enum relay_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -41,6 +42,14 @@ int relay_log_open(const char *output, char *err, size_t errlen);
 int relay_log_reopen(char *err, size_t errlen);
 /* Close a file or syslog and go back to stderr. */
 void relay_log_close(void);
+/*
+ * Also write every line of at least level min to fd, as it would appear in
+ * a file, whatever the output is; fd -1 stops. relayd --daemon points this
+ * at the pipe its waiting parent reads until the daemon is ready, so that
+ * a failed start is reported on the terminal (or to the init script) even
+ * when the log goes to syslog or a file. fd stays the caller's to close.
+ */
+void relay_log_tee(int fd, enum relay_log_level min);
 
 /*
  * A rate limit for one kind of repeating message (redis logs one AOF error

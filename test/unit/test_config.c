@@ -712,6 +712,65 @@ static void test_example_file(void **state)
 	config_release(&ex);
 }
 
+/* user: off by default; any non-empty name is taken (relayd looks it up
+ * when it starts). */
+static void test_user(void **state)
+{
+	struct relay_config cfg;
+	char err[512];
+	(void)state;
+
+	load_ok(MINIMAL, &cfg);
+	assert_null(cfg.user);
+	config_release(&cfg);
+	load_ok(DD "user: relayd\n" BK, &cfg);
+	assert_string_equal(cfg.user, "relayd");
+	config_release(&cfg);
+	assert_int_equal(load(DD "user: ''\n" BK, &cfg, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "'user' must not be empty"));
+}
+
+/* A reload restarts a worker only when a backend's settings differ:
+ * every key counts, and two loads of the same text are equal. */
+static void test_backend_equal(void **state)
+{
+	static const char *const variants[] = {
+		"    timeout: 31s\n", "    connect_timeout: 1s\n", "    batch_max_size: 1MiB\n",
+		"    batch_max_lines: 7\n", "    retry_min: 1s\n", "    retry_max: 1m\n", "    parallel: 2\n",
+		"    on_database_not_found: create\n", "    gzip: true\n", "    max_size: 5MiB\n",
+		"    max_age: 1h\n", "    username: u\n    password: p\n", "    token: t\n",
+		"    type: v2\n", "    type: v2\n    org: o\n",
+	};
+	struct relay_config a, b;
+	char text[512];
+	(void)state;
+
+	load_ok(MINIMAL, &a);
+	load_ok(MINIMAL, &b);
+	assert_true(config_backend_equal(&a.backends[0], &b.backends[0]));
+	config_release(&b);
+	load_ok(DD "backends:\n  - name: a\n    url: http://127.0.0.1:8087\n", &b);
+	assert_false(config_backend_equal(&a.backends[0], &b.backends[0]));
+	config_release(&b);
+	for (size_t i = 0; i < sizeof(variants) / sizeof(variants[0]); i++) {
+		snprintf(text, sizeof(text), "%s%s", MINIMAL, variants[i]);
+		load_ok(text, &b);
+		if (config_backend_equal(&a.backends[0], &b.backends[0]))
+			fail_msg("backend with '%s' compares equal to the default", variants[i]);
+		config_release(&b);
+	}
+	config_release(&a);
+
+	load_ok(DD "listen:\n  udp:\n    - {address: 127.0.0.1:8089, db: x}\n" BK, &a);
+	load_ok(DD "listen:\n  udp:\n    - {address: 127.0.0.1:8089, db: x}\n" BK, &b);
+	assert_true(config_udp_equal(&a.udp[0], &b.udp[0]));
+	config_release(&b);
+	load_ok(DD "listen:\n  udp:\n    - {address: 127.0.0.1:8089, db: y}\n" BK, &b);
+	assert_false(config_udp_equal(&a.udp[0], &b.udp[0]));
+	config_release(&b);
+	config_release(&a);
+}
+
 static void write_file(const char *path, const char *text, size_t len)
 {
 	FILE *f = fopen(path, "wb");
@@ -789,6 +848,8 @@ int main(void)
 		cmocka_unit_test(test_error_buffer),
 		cmocka_unit_test(test_map_size),
 		cmocka_unit_test(test_example_file),
+		cmocka_unit_test(test_user),
+		cmocka_unit_test(test_backend_equal),
 		cmocka_unit_test(test_files),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
