@@ -1750,6 +1750,8 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 			        hdr.route & ~known);
 		if (hdr.body_len && ((const char *)v.mv_data)[body_off + hdr.body_len - 1] != '\n')
 			problem(p, "batch %" PRIu64 ": body does not end with a newline", seq);
+		if (hdr.precision > WALR_PRECISION_MAX)
+			problem(p, "batch %" PRIu64 ": precision code %u is not one of the format's", seq, hdr.precision);
 		for (int id = 0; id < WAL_MAX_BACKENDS; id++) {
 			if (!(hdr.route & known & (1ULL << id)) || seq < be[id].r.cursor)
 				continue;
@@ -1788,6 +1790,9 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 			        v.mv_size);
 			continue;
 		}
+		if (hdr.precision > WALR_PRECISION_MAX)
+			problem(p, "backend '%s': dead letter %" PRIu64 " has precision code %u, not one of the format's",
+			        be[id].name, seq, hdr.precision);
 		be[id].dead.batches++;
 		be[id].dead.bytes += hdr.body_len;
 	}

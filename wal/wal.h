@@ -340,7 +340,8 @@ struct wal_verify_stat {
 /*
  * Walk the whole store and check it: the format record and next_seq;
  * every batch decodes, has a non-empty route naming known backends, a
- * sequence below next_seq and a body ending in '\n'; every backend record
+ * sequence below next_seq, a known precision code and a body ending in
+ * '\n'; every backend record
  * decodes, ids are unique, every cursor is within [1, next_seq]; every
  * backend's pending counters equal a recount of the log from its cursor;
  * every dead letter decodes, belongs to a known backend, and the dead

@@ -1128,6 +1128,14 @@ static void test_verify(void **state)
 	unsigned char *buf = malloc(sz);
 	walr_batch_encode(&eb, buf);
 	raw_edit(f->dir, "batches", k9, 8, buf, sz);
+	/* a batch with a precision code the format does not have */
+	unsigned char k4[8];
+	walr_seq_encode(4, k4);
+	struct wal_batch pb = mk("x v=4 4\n", 1ULL << a, 4);
+	pb.precision = 9;
+	assert_int_equal(walr_batch_size(&pb), sz);
+	walr_batch_encode(&pb, buf);
+	raw_edit(f->dir, "batches", k4, 8, buf, sz);
 	free(buf);
 	/* a backend whose cursor is past the log and whose counters lie */
 	struct walr_backend r;
@@ -1151,6 +1159,7 @@ static void test_verify(void **state)
 	assert_int_equal(rc, s.n);
 	assert_non_null(strstr(s.text, "batch 5: record does not decode"));
 	assert_non_null(strstr(s.text, "batch 3: empty route"));
+	assert_non_null(strstr(s.text, "batch 4: precision code 9"));
 	assert_non_null(strstr(s.text, "backend 'b': cursor 99 is outside the log"));
 	assert_non_null(strstr(s.text, "backend 'b': counters say 7 batches"));
 	assert_non_null(strstr(s.text, "dead letter 4 does not decode"));
