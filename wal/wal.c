@@ -428,6 +428,14 @@ static int commit(struct wal *w, MDB_txn *txn)
 static int begin(struct wal *w, unsigned flags, MDB_txn **txn)
 {
 	int rc = mdb_txn_begin(w->env, NULL, flags, txn);
+	if (rc == MDB_READERS_FULL) {
+		/* Processes killed inside a read transaction (a relayctl killed
+		 * in a loop) can fill the reader table between two periodic
+		 * checks: free their slots and try once more. */
+		int dead;
+		mdb_reader_check(w->env, &dead);
+		rc = mdb_txn_begin(w->env, NULL, flags, txn);
+	}
 	if (rc == MDB_MAP_RESIZED) {
 		/* Another process (the daemon) grew the map: adopt its size. */
 		mdb_env_set_mapsize(w->env, 0);

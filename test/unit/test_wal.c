@@ -13,6 +13,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -707,6 +708,48 @@ static void test_reader_check(void **state)
 	assert_int_equal(cleared, 0);
 }
 
+static void *stat_in_new_thread(void *arg)
+{
+	struct fx *f = arg;
+	struct wal_backend_stat st;
+	return (void *)(intptr_t)wal_backend_stat(f->w, "a", &st);
+}
+
+/* So many processes died inside a read transaction that the reader table
+ * is full: a new reader (a thread without a slot yet) still gets in. */
+static void test_reader_table_full_of_dead_readers(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	int full = 0;
+	for (int i = 0; i < 140 && !full; i++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			MDB_env *env;
+			MDB_txn *txn;
+			if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, 8) ||
+			    mdb_env_open(env, f->dir, MDB_RDONLY, 0600))
+				_exit(1);
+			if (mdb_txn_begin(env, NULL, MDB_RDONLY, &txn))
+				_exit(3); /* the table is full */
+			kill(getpid(), SIGKILL);
+			_exit(2);
+		}
+		int status;
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		full = WIFEXITED(status) && WEXITSTATUS(status) == 3;
+	}
+	assert_true(full);
+	pthread_t th;
+	void *ret;
+	assert_int_equal(pthread_create(&th, NULL, stat_in_new_thread, f), 0);
+	assert_int_equal(pthread_join(th, &ret), 0);
+	assert_int_equal((int)(intptr_t)ret, 0);
+}
+
 /*---- operator actions ----*/
 
 static void test_pause_flag(void **state)
@@ -1228,6 +1271,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_shared_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readonly_map_resized, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reader_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reader_table_full_of_dead_readers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_flag, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_purge, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peek_and_get, setup, teardown),
