@@ -1389,17 +1389,31 @@ static int cmd_import(const struct ctl *c, const char *backend, const char *path
 	int bi = known_backend(c, backend);
 	if (bi < 0)
 		return 1;
+	/* The queue first: a missing queue is reported before a large file
+	 * is read. */
+	struct wal *w = NULL;
+	int id, rc = 1;
+	int opened = open_backend(c, backend, WAL_F_SHARED, &w, &id);
+	if (opened < 0)
+		return 1;
+	if (opened == 1) {
+		no_queue_yet(backend);
+		wal_close(w);
+		return 1;
+	}
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat fst;
 	if (fd < 0 || fstat(fd, &fst) < 0) {
 		fprintf(stderr, "relayctl: cannot open '%s': %s\n", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
+		wal_close(w);
 		return 1;
 	}
 	if (!S_ISREG(fst.st_mode)) {
 		fprintf(stderr, "relayctl: '%s' is not a regular file\n", path);
 		close(fd);
+		wal_close(w);
 		return 1;
 	}
 	size_t len = (size_t)fst.st_size;
@@ -1409,24 +1423,16 @@ static int cmd_import(const struct ctl *c, const char *backend, const char *path
 		if (data == MAP_FAILED) {
 			fprintf(stderr, "relayctl: cannot read '%s': %s\n", path, strerror(errno));
 			close(fd);
+			wal_close(w);
 			return 1;
 		}
 	}
 	close(fd);
 
-	struct wal *w = NULL;
-	int id, rc = 1;
 	struct rbuf valid = RBUF_INIT;
 	uint32_t points = 0;
 	struct wal_batch *group = NULL;
 	uint64_t first_seq = 0, last_seq = 0, queued_points = 0, nbatches = 0;
-	int opened = open_backend(c, backend, WAL_F_SHARED, &w, &id);
-	if (opened < 0)
-		goto out;
-	if (opened == 1) {
-		no_queue_yet(backend);
-		goto out;
-	}
 	/* Lines without a timestamp get the time of the import. */
 	int64_t now = now_realtime_ns();
 	if (import_validate(path, data, len, lp_ns_to_precision(now, prec), (size_t)c->cfg.http_max_line_bytes, &valid,
