@@ -1,59 +1,89 @@
 /*
- * relayctl: look into relayd's queue. Opens the queue read-only (a short
- * read transaction per query, as mdb_stat does beside a live writer), so it
- * works while relayd runs and while it is stopped, and never blocks the
- * daemon. Commands: status [--json], dump BACKEND.
+ * relayctl: see into relayd's queues and repair them, while relayd runs or
+ * not. Views open the queue read-only and use one short read transaction
+ * per query, copying out what they show before anything is printed or
+ * waited for. Changes (pause, resume, purge, dead-letter requeue and drop,
+ * import) are LMDB write transactions through wal/, beside relayd (a
+ * shared open: never relayd.lock, never creating anything); then relayd is
+ * nudged through its control socket so that they take effect at once. The
+ * daemon-only facts (delivery state, last error, rate) come from that
+ * socket too. docs/architecture.md explains the design; relayctl(8) the
+ * commands.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "relay/config.h"
+#include "relay/control.h"
 #include "relay/lineproto.h"
 #include "relay/util.h"
 #include "wal/wal.h"
 
+#define CONTROL_TIMEOUT_MS 2000
+#define PAGE_BATCHES 64              /* batches copied out per read transaction */
+#define PAGE_BYTES (16u << 20)       /* ... and at most about this many body bytes */
+#define IMPORT_BATCH_LINES 5000      /* lines per queued batch */
+#define IMPORT_BATCH_BYTES (4u << 20)
+#define IMPORT_COMMIT_BATCHES 32     /* batches per commit */
+#define IMPORT_MAX_ERRORS 20         /* bad lines listed */
+#define DLQ_ALL_STEP 256             /* dead letters per commit with --all */
+
+struct ctl {
+	struct relay_config cfg;
+	int json;
+	long count;         /* -n */
+	int yes, all, dlq;
+	const char *db, *rp, *precision;
+	double watch;       /* seconds; 0 = once */
+	char sock[108];
+	int sock_ok;
+};
+
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: relayctl -c FILE COMMAND [ARGS]\n"
+		"usage: relayctl -c FILE [--json] COMMAND [ARGS]\n"
 		"\n"
-		"commands:\n"
-		"  status [--json]   pending batches, points, bytes and age per backend\n"
-		"  dump BACKEND      pending batches of BACKEND as JSON lines, in queue order\n"
+		"views (relayd running or not):\n"
+		"  status [--watch SECONDS]           every backend: state, backlog, age, dead letters, delivery\n"
+		"  peek BACKEND [-n N]                the next N pending batches (default 10)\n"
+		"  show BACKEND SEQ                   the line protocol of a batch, pending or dead\n"
+		"  dlq list BACKEND                   the dead-letter queue, with the backend's errors\n"
+		"  dlq show BACKEND SEQ...            dead letters with their line protocol\n"
+		"  export BACKEND FILE [--dlq]        pending batches (or dead letters) as influx -import files\n"
+		"  verify                             check the whole store; exit 1 on damage\n"
+		"  dump BACKEND                       pending batches as JSON lines\n"
+		"changes (take effect at once when relayd runs, else at its next start):\n"
+		"  pause BACKEND | resume BACKEND     stop / restart delivery (the queue keeps filling)\n"
+		"  retry BACKEND                      ask relayd to skip the current backoff wait\n"
+		"  purge BACKEND --yes                drop every pending batch of BACKEND\n"
+		"  dlq requeue BACKEND SEQ...|--all   put dead letters back at the end of the queue\n"
+		"  dlq drop BACKEND SEQ...|--all      delete dead letters (--all needs --yes)\n"
+		"  import BACKEND FILE --db DB [--rp RP] [--precision P]\n"
+		"                                     validate a line-protocol file and queue it for BACKEND\n"
 		"\n"
-		"  -c, --config FILE   relayd's configuration (to find data_dir and the backends)\n");
+		"  -c, --config FILE   relayd's configuration (data_dir and backends)\n"
+		"  --json              machine-readable output\n");
 }
 
-static int open_queue(const struct relay_config *cfg, struct wal **w)
-{
-	struct wal_options o = { 0, WAL_F_RDONLY };
-	int rc = wal_open(cfg->data_dir, &o, w);
-	if (rc == -ENOENT) {
-		fprintf(stderr, "relayctl: data directory '%s' does not exist (has relayd run with this configuration?)\n",
-			cfg->data_dir);
-	} else if (rc == WAL_ENOTQUEUE) {
-		fprintf(stderr, "relayctl: '%s' holds no relayd queue (has relayd run with this configuration?)\n",
-			cfg->data_dir);
-	} else if (rc == WAL_EVERSION) {
-		fprintf(stderr, "relayctl: the queue in '%s' was written by an incompatible relayd version (this one reads format %d)\n",
-			cfg->data_dir, WAL_FORMAT_VERSION);
-	} else if (rc) {
-		fprintf(stderr, "relayctl: cannot open queue in '%s': %s\n", cfg->data_dir, wal_strerror(rc));
-	}
-	return rc;
-}
+/*---- small helpers ----*/
 
-static int64_t age_seconds(int64_t accept_ns, int64_t now)
+static const char *prec_name(unsigned p)
 {
-	if (!accept_ns)
-		return 0;
-	int64_t d = (now - accept_ns) / 1000000000LL;
-	return d < 0 ? 0 : d;
+	/* A damaged record must not abort relayctl: lp_precision_name does
+	 * for a code it does not know. */
+	return p <= LP_PRECISION_H ? lp_precision_name((enum lp_precision)p) : "invalid";
 }
 
 static void human_bytes(uint64_t b, char *out, size_t n)
@@ -70,135 +100,699 @@ static void human_bytes(uint64_t b, char *out, size_t n)
 
 static void human_age(int64_t s, char *out, size_t n)
 {
+	if (s < 0)
+		s = 0;
 	if (s < 120)
 		snprintf(out, n, "%" PRId64 "s", s);
 	else if (s < 7200)
 		snprintf(out, n, "%" PRId64 "m%02" PRId64 "s", s / 60, s % 60);
-	else
+	else if (s < 172800)
 		snprintf(out, n, "%" PRId64 "h%02" PRId64 "m", s / 3600, (s % 3600) / 60);
+	else
+		snprintf(out, n, "%" PRId64 "d%02" PRId64 "h", s / 86400, (s % 86400) / 3600);
 }
 
-static int cmd_status(const struct relay_config *cfg, int json)
+static int64_t age_seconds(int64_t ns, int64_t now)
 {
-	struct wal *w;
-	int rc = open_queue(cfg, &w);
-	if (rc)
-		return 1;
-	int64_t now = now_realtime_ns();
-	struct rbuf out = RBUF_INIT;
-	if (json)
-		rbuf_append(&out, "{\"backends\":[", 13);
-	else
-		rbuf_appendf(&out, "%-20s %10s %12s %12s %10s %8s\n", "BACKEND", "BATCHES", "POINTS", "BYTES", "OLDEST", "DEAD");
-	for (size_t i = 0; i < cfg->nbackends; i++) {
-		struct wal_backend_stat st;
-		rc = wal_backend_stat(w, cfg->backends[i].name, &st);
-		if (rc == WAL_ENOBACKEND) {
-			/* Configured but never opened by relayd: nothing queued. */
-			memset(&st, 0, sizeof(st));
-		} else if (rc) {
-			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", cfg->backends[i].name,
-				wal_strerror(rc));
-			wal_close(w);
-			rbuf_release(&out);
-			return 1;
-		}
-		int64_t age = age_seconds(st.oldest_accept_ns, now);
-		if (json) {
-			if (i)
-				rbuf_appendc(&out, ',');
-			rbuf_append(&out, "{\"name\":", 8);
-			json_append_string(&out, cfg->backends[i].name, strlen(cfg->backends[i].name));
-			rbuf_appendf(&out,
-				     ",\"pending_batches\":%" PRIu64 ",\"pending_points\":%" PRIu64 ",\"pending_bytes\":%" PRIu64
-				     ",\"oldest_age_seconds\":%" PRId64 ",\"dead_batches\":%" PRIu64 "}",
-				     st.pending_batches, st.pending_points, st.pending_bytes, age, st.dead_batches);
-		} else {
-			char b[32], a[32];
-			human_bytes(st.pending_bytes, b, sizeof(b));
-			if (st.pending_batches)
-				human_age(age, a, sizeof(a));
-			else
-				snprintf(a, sizeof(a), "-");
-			rbuf_appendf(&out, "%-20s %10" PRIu64 " %12" PRIu64 " %12s %10s %8" PRIu64 "\n", cfg->backends[i].name,
-				     st.pending_batches, st.pending_points, b, a, st.dead_batches);
-		}
+	if (!ns)
+		return 0;
+	int64_t d = (now - ns) / 1000000000LL;
+	return d < 0 ? 0 : d;
+}
+
+/* "2026-01-02T03:04:05Z", or "-" for 0. */
+static void fmt_time(int64_t ns, char *out, size_t n)
+{
+	if (!ns) {
+		snprintf(out, n, "-");
+		return;
 	}
-	if (json)
-		rbuf_append(&out, "]}\n", 3);
-	fwrite(out.data, 1, out.len, stdout);
-	rbuf_release(&out);
-	wal_close(w);
+	time_t t = (time_t)(ns / 1000000000LL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* s cut to at most max bytes for a table cell, control bytes as '?'. */
+static void cell(const char *s, size_t max, char *out, size_t n)
+{
+	size_t i = 0, len = strlen(s);
+	for (; i < len && i < max && i + 1 < n; i++)
+		out[i] = (unsigned char)s[i] < 0x20 ? '?' : s[i];
+	if (len > max && i >= 3)
+		memcpy(out + i - 3, "...", 3);
+	out[i] = '\0';
+}
+
+static void json_str(struct rbuf *b, const char *s)
+{
+	json_append_string(b, s ? s : "", s ? strlen(s) : 0);
+}
+
+static void flush_out(struct rbuf *b)
+{
+	if (b->len)
+		fwrite(b->data, 1, b->len, stdout);
+	b->len = 0;
+	fflush(stdout);
+}
+
+static int parse_seq(const char *s, uint64_t *out)
+{
+	char *end;
+	if (!*s || *s == '-' || *s == '+')
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || v == 0)
+		return -1;
+	*out = v;
 	return 0;
 }
 
-static int cmd_dump(const struct relay_config *cfg, const char *backend)
+/*---- progress (stderr, on a terminal only) ----*/
+
+struct progress {
+	int on;
+	const char *what;
+	uint64_t total;
+	uint64_t last_ms;
+};
+
+static void progress_init(struct progress *p, const char *what, uint64_t total)
 {
-	int known = 0;
-	for (size_t i = 0; i < cfg->nbackends; i++)
-		known |= strcmp(cfg->backends[i].name, backend) == 0;
-	if (!known) {
-		fprintf(stderr, "relayctl: unknown backend '%s' (not in %s)\n", backend, cfg->path);
+	p->on = isatty(STDERR_FILENO) && total > 0;
+	p->what = what;
+	p->total = total;
+	p->last_ms = 0;
+}
+
+static void progress_show(struct progress *p, uint64_t done, int force)
+{
+	if (!p->on)
+		return;
+	uint64_t now = now_mono_ns() / 1000000;
+	if (!force && now - p->last_ms < 100)
+		return;
+	p->last_ms = now;
+	if (done > p->total)
+		done = p->total;
+	int pct = (int)(done * 100 / p->total);
+	char bar[31];
+	int fill = pct * 30 / 100;
+	for (int i = 0; i < 30; i++)
+		bar[i] = i < fill ? '#' : '.';
+	bar[30] = '\0';
+	fprintf(stderr, "\r%s [%s] %3d%%", p->what, bar, pct);
+	fflush(stderr);
+}
+
+static void progress_done(struct progress *p)
+{
+	if (!p->on)
+		return;
+	progress_show(p, p->total, 1);
+	fputc('\n', stderr);
+}
+
+/*---- the queue and the daemon ----*/
+
+static int open_queue(const struct ctl *c, unsigned flags, struct wal **w)
+{
+	/* A shared (writing) open uses relayd's own map size, so that it never
+	 * writes past the end of relayd's map. */
+	struct wal_options o = { flags & WAL_F_SHARED ? config_map_size(&c->cfg) : 0, flags };
+	const char *dir = c->cfg.data_dir;
+	int rc = wal_open(dir, &o, w);
+	if (rc == -ENOENT)
+		fprintf(stderr, "relayctl: data directory '%s' does not exist (has relayd run with this configuration?)\n",
+			dir);
+	else if (rc == WAL_ENOTQUEUE)
+		fprintf(stderr, "relayctl: '%s' holds no relayd queue (has relayd run with this configuration?)\n", dir);
+	else if (rc == WAL_EVERSION)
+		fprintf(stderr,
+			"relayctl: the queue in '%s' was written by an incompatible relayd version (this one reads format %d)\n",
+			dir, WAL_FORMAT_VERSION);
+	else if (rc == -EACCES || rc == -EPERM)
+		fprintf(stderr, "relayctl: cannot open queue in '%s': %s (run as relayd's user)\n", dir, wal_strerror(rc));
+	else if (rc)
+		fprintf(stderr, "relayctl: cannot open queue in '%s': %s\n", dir, wal_strerror(rc));
+	return rc;
+}
+
+static int known_backend(const struct ctl *c, const char *name)
+{
+	for (size_t i = 0; i < c->cfg.nbackends; i++)
+		if (strcmp(c->cfg.backends[i].name, name) == 0)
+			return (int)i;
+	fprintf(stderr, "relayctl: unknown backend '%s' (not in %s)\n", name, c->cfg.path);
+	return -1;
+}
+
+/*
+ * Open the queue and find backend name. Returns 0, 1 when the backend has
+ * no queue yet (relayd never ran with it; *w is open, *id unset), or -1
+ * after printing why.
+ */
+static int open_backend(const struct ctl *c, const char *name, unsigned flags, struct wal **w, int *id)
+{
+	*w = NULL;
+	if (known_backend(c, name) < 0 || open_queue(c, flags, w))
+		return -1;
+	int rc = wal_backend_open(*w, name, id);
+	if (rc == WAL_ENOBACKEND)
+		return 1;
+	if (rc) {
+		fprintf(stderr, "relayctl: cannot open queue of backend '%s': %s\n", name, wal_strerror(rc));
+		wal_close(*w);
+		*w = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/* For commands that change a queue: a backend relayd never created. */
+static void no_queue_yet(const char *name)
+{
+	fprintf(stderr, "relayctl: backend '%s' has no queue yet (relayd has not run with it since it was configured)\n",
+		name);
+}
+
+/* One request to relayd. 0 ok, 1 not running, -1 it answered an error
+ * or not at all (*reply: what to tell; caller frees). */
+static int ask_relayd(const struct ctl *c, const char *line, char **reply)
+{
+	*reply = NULL;
+	if (!c->sock_ok)
+		return 1;
+	int rc = control_request(c->sock, line, CONTROL_TIMEOUT_MS, reply);
+	if (rc == 0)
+		return 0;
+	if (rc == -ENOENT || rc == -ECONNREFUSED)
+		return 1;
+	if (rc != CONTROL_EREPLY)
+		*reply = xstrdup(strerror(-rc));
+	return -1;
+}
+
+/* pid in data_dir/relayd.lock when that process is a live relayd, else 0.
+ * Only read: taking the lock, even for a moment, could make a starting
+ * relayd refuse to start. */
+static long relayd_pid(const struct ctl *c)
+{
+	char path[4200], buf[64];
+	snprintf(path, sizeof(path), "%s/relayd.lock", c->cfg.data_dir);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	long pid = fgets(buf, sizeof(buf), f) ? strtol(buf, NULL, 10) : 0;
+	fclose(f);
+	if (pid <= 0 || (kill((pid_t)pid, 0) < 0 && errno != EPERM))
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	int is = fgets(buf, sizeof(buf), f) && strncmp(buf, "relayd", 6) == 0;
+	fclose(f);
+	return is ? pid : 0;
+}
+
+/*
+ * Tell a running relayd that backend's queue changed. Prints what became
+ * of it (stdout; in JSON a "relayd" member is appended to out instead).
+ */
+static void nudge(const struct ctl *c, const char *backend, struct rbuf *out)
+{
+	char line[128], *reply;
+	snprintf(line, sizeof(line), "notify %s", backend);
+	int rc = ask_relayd(c, line, &reply);
+	const char *what;
+	char msg[400];
+	if (rc == 0) {
+		what = "notified";
+		snprintf(msg, sizeof(msg), "relayd took the change at once");
+	} else if (rc == 1 && !relayd_pid(c)) {
+		what = "stopped";
+		snprintf(msg, sizeof(msg), "relayd is not running: the change takes effect when it starts");
+	} else {
+		what = "not notified";
+		snprintf(msg, sizeof(msg),
+			 "relayd runs but did not take the change at once (%s): it takes effect at relayd's next start",
+			 reply ? reply : "no control socket");
+	}
+	if (c->json) {
+		rbuf_append(out, ",\"relayd\":", 10);
+		json_str(out, what);
+	} else {
+		rbuf_appendf(out, "%s\n", msg);
+	}
+	free(reply);
+}
+
+/* What relayd says of its backends: 1 with *st filled, 0 not running,
+ * -1 running but no usable answer (*why says why). */
+static int relayd_status(const struct ctl *c, struct control_status *st, char *why, size_t whylen)
+{
+	char *reply;
+	int rc = ask_relayd(c, "status", &reply);
+	if (rc == 1) {
+		if (!relayd_pid(c))
+			return 0;
+		snprintf(why, whylen, "relayd runs but does not answer on %s", c->sock);
+		return -1;
+	}
+	if (rc < 0) {
+		snprintf(why, whylen, "relayd did not answer 'status': %s", reply ? reply : "?");
+		free(reply);
+		return -1;
+	}
+	rc = control_status_parse(reply, st);
+	free(reply);
+	if (rc) {
+		snprintf(why, whylen, "relayd's status reply is not understood");
+		return -1;
+	}
+	return 1;
+}
+
+/*---- status ----*/
+
+struct rate_memo {
+	uint64_t points[RELAY_MAX_BACKENDS];
+	uint64_t at_ms;
+	int have;
+};
+
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *memo, struct rbuf *out)
+{
+	struct control_status *ds = xcalloc(1, sizeof(*ds));
+	char why[300] = "";
+	int running = relayd_status(c, ds, why, sizeof(why));
+	int64_t now = now_realtime_ns();
+	uint64_t now_ms = now_mono_ns() / 1000000;
+	struct wal_backend_stat *st = xcalloc(c->cfg.nbackends, sizeof(*st));
+	int rc = 0;
+
+	/* Every figure first (one short read transaction each), then the
+	 * output: nothing is printed while a transaction is open. */
+	for (size_t i = 0; i < c->cfg.nbackends; i++) {
+		rc = wal_backend_stat(w, c->cfg.backends[i].name, &st[i]);
+		if (rc == WAL_ENOBACKEND) {
+			memset(&st[i], 0, sizeof(st[i])); /* configured, never opened: nothing queued */
+			rc = 0;
+		} else if (rc) {
+			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", c->cfg.backends[i].name,
+				wal_strerror(rc));
+			goto out;
+		}
+	}
+	const char *rstate = running ? "running" : "stopped";
+	if (c->json) {
+		rbuf_append(out, "{\"relayd\":", 10);
+		json_str(out, rstate);
+		if (running == 1)
+			rbuf_appendf(out, ",\"pid\":%" PRId64, ds->pid);
+		if (running < 0) {
+			rbuf_append(out, ",\"relayd_error\":", 16);
+			json_str(out, why);
+		}
+		rbuf_append(out, ",\"backends\":[", 13);
+	} else {
+		if (running == 1)
+			rbuf_appendf(out, "relayd: running (pid %" PRId64 ", version %s)\n", ds->pid, ds->version);
+		else if (running == 0)
+			rbuf_appendf(out, "relayd: stopped\n");
+		else
+			rbuf_appendf(out, "relayd: %s\n", why);
+		rbuf_appendf(out, "%-16s %-9s %-6s %9s %11s %10s %8s %6s %20s %10s\n", "BACKEND", "STATE", "PAUSED",
+			     "BATCHES", "POINTS", "BYTES", "OLDEST", "DEAD", "LAST DELIVERY", "POINTS/S");
+	}
+	for (size_t i = 0; i < c->cfg.nbackends; i++) {
+		const char *name = c->cfg.backends[i].name;
+		const struct control_backend_status *d = running == 1 ? control_status_find(ds, name) : NULL;
+		const char *state = d ? d->state : running == 0 ? (st[i].paused ? "paused" : "stopped") : "-";
+		if (!*state)
+			state = "-";
+		/* The rate: relayd's own figure, or with --watch the change of
+		 * the delivered points since the last refresh. */
+		double rate = NAN;
+		if (d)
+			rate = d->points_per_second;
+		else if (memo && memo->have && now_ms > memo->at_ms)
+			rate = (double)(st[i].delivered_points - memo->points[i]) * 1000.0 / (double)(now_ms - memo->at_ms);
+		int64_t last = st[i].last_delivery_ns;
+		if (d && d->last_delivery_ns > last)
+			last = d->last_delivery_ns;
+		int64_t age = age_seconds(st[i].oldest_accept_ns, now);
+		if (c->json) {
+			rbuf_append(out, i ? ",{\"name\":" : "{\"name\":", i ? 9 : 8);
+			json_str(out, name);
+			rbuf_append(out, ",\"state\":", 9);
+			json_str(out, state);
+			rbuf_appendf(out,
+				     ",\"paused\":%s,\"pending_batches\":%" PRIu64 ",\"pending_points\":%" PRIu64
+				     ",\"pending_bytes\":%" PRIu64 ",\"oldest_age_seconds\":%" PRId64
+				     ",\"dead_batches\":%" PRIu64 ",\"dead_bytes\":%" PRIu64 ",\"delivered_batches\":%" PRIu64
+				     ",\"delivered_points\":%" PRIu64 ",\"last_delivery_ns\":%" PRId64,
+				     st[i].paused ? "true" : "false", st[i].pending_batches, st[i].pending_points,
+				     st[i].pending_bytes, age, st[i].dead_batches, st[i].dead_bytes,
+				     st[i].delivered_batches, st[i].delivered_points, last);
+			if (isfinite(rate))
+				rbuf_appendf(out, ",\"points_per_second\":%.1f", rate);
+			else
+				rbuf_append(out, ",\"points_per_second\":null", 25);
+			rbuf_append(out, ",\"last_error\":", 14);
+			json_str(out, d ? d->last_error : "");
+			rbuf_appendf(out, ",\"attempts\":%" PRIu32 ",\"next_attempt_ms\":%" PRId64 "}", d ? d->attempts : 0,
+				     d ? d->next_attempt_ms : -1);
+		} else {
+			char b[32], a[32], t[32], r[32], nm[17];
+			human_bytes(st[i].pending_bytes, b, sizeof(b));
+			if (st[i].pending_batches)
+				human_age(age, a, sizeof(a));
+			else
+				snprintf(a, sizeof(a), "-");
+			fmt_time(last, t, sizeof(t));
+			if (isfinite(rate))
+				snprintf(r, sizeof(r), "%.1f", rate);
+			else
+				snprintf(r, sizeof(r), "-");
+			cell(name, 16, nm, sizeof(nm));
+			rbuf_appendf(out, "%-16s %-9s %-6s %9" PRIu64 " %11" PRIu64 " %10s %8s %6" PRIu64 " %20s %10s\n", nm,
+				     state, st[i].paused ? "yes" : "no", st[i].pending_batches, st[i].pending_points, b, a,
+				     st[i].dead_batches, t, r);
+			if (d && d->last_error[0]) {
+				char e[200];
+				cell(d->last_error, 160, e, sizeof(e));
+				rbuf_appendf(out, "  %s: %s", name, e);
+				if (d->attempts)
+					rbuf_appendf(out, " (batch %" PRIu64 ", %" PRIu32 " attempt%s", d->head_seq, d->attempts,
+						     d->attempts == 1 ? "" : "s");
+				if (d->attempts && d->next_attempt_ms >= 0)
+					rbuf_appendf(out, ", next in %.1fs)", (double)d->next_attempt_ms / 1000.0);
+				else if (d->attempts)
+					rbuf_appendc(out, ')');
+				rbuf_appendc(out, '\n');
+			}
+		}
+		if (memo)
+			memo->points[i] = st[i].delivered_points;
+	}
+	if (c->json)
+		rbuf_append(out, "]}\n", 3);
+	if (memo) {
+		memo->at_ms = now_ms;
+		memo->have = 1;
+	}
+out:
+	free(st);
+	free(ds);
+	return rc ? 1 : 0;
+}
+
+static int cmd_status(const struct ctl *c)
+{
+	struct wal *w;
+	if (open_queue(c, WAL_F_RDONLY, &w))
+		return 1;
+	struct rbuf out = RBUF_INIT;
+	int rc;
+	if (c->watch <= 0) {
+		rc = status_once(c, w, NULL, &out);
+		flush_out(&out);
+	} else {
+		/* Refresh in place on a terminal; elsewhere one block per
+		 * refresh. No transaction is open while we sleep. */
+		struct rate_memo memo;
+		memset(&memo, 0, sizeof(memo));
+		int tty = isatty(STDOUT_FILENO) && !c->json;
+		signal(SIGINT, on_sigint);
+		signal(SIGTERM, on_sigint);
+		for (;;) {
+			if (tty)
+				rbuf_append(&out, "\033[H\033[J", 6);
+			rc = status_once(c, w, &memo, &out);
+			if (!c->json && !tty)
+				rbuf_appendc(&out, '\n');
+			flush_out(&out);
+			if (rc || interrupted)
+				break;
+			struct timespec ts = { (time_t)c->watch, (long)((c->watch - floor(c->watch)) * 1e9) };
+			while (nanosleep(&ts, &ts) < 0 && errno == EINTR && !interrupted)
+				;
+			if (interrupted)
+				break;
+		}
+	}
+	rbuf_release(&out);
+	wal_close(w);
+	return rc;
+}
+
+/*---- peek, show, dump ----*/
+
+static int cmd_peek(const struct ctl *c, const char *backend)
+{
+	struct wal *w;
+	int id;
+	int rc = open_backend(c, backend, WAL_F_RDONLY, &w, &id);
+	if (rc < 0)
+		return 1;
+	size_t max = c->count > 0 ? (size_t)c->count : 10;
+	if (max > 100000)
+		max = 100000;
+	struct wal_batch *b = xcalloc(max, sizeof(*b));
+	size_t n = 0;
+	if (rc == 0 && (rc = wal_peek(w, id, 0, max, b, &n))) {
+		fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", backend, wal_strerror(rc));
+		free(b);
+		wal_close(w);
 		return 1;
 	}
+	wal_close(w);
+	/* Attempts and the last error live in relayd's memory, for the batch
+	 * it is trying (the head of the queue). */
+	struct control_status *ds = xcalloc(1, sizeof(*ds));
+	char why[300];
+	const struct control_backend_status *d = NULL;
+	if (n && relayd_status(c, ds, why, sizeof(why)) == 1)
+		d = control_status_find(ds, backend);
+	int64_t now = now_realtime_ns();
+	struct rbuf out = RBUF_INIT;
+	if (c->json) {
+		rbuf_append(&out, "{\"backend\":", 11);
+		json_str(&out, backend);
+		rbuf_append(&out, ",\"batches\":[", 12);
+	} else if (n) {
+		rbuf_appendf(&out, "%-10s %-16s %-12s %-4s %8s %10s %8s %8s  %s\n", "SEQ", "DB", "RP", "PREC", "POINTS",
+			     "BYTES", "AGE", "ATTEMPTS", "LAST ERROR");
+	} else {
+		rbuf_appendf(&out, "backend '%s': nothing pending\n", backend);
+	}
+	for (size_t i = 0; i < n; i++) {
+		int head = d && d->head_seq == b[i].seq;
+		int64_t age = age_seconds(b[i].accept_ns, now);
+		if (c->json) {
+			rbuf_appendf(&out, "%s{\"seq\":%" PRIu64 ",\"db\":", i ? "," : "", b[i].seq);
+			json_str(&out, b[i].db);
+			rbuf_append(&out, ",\"rp\":", 6);
+			json_str(&out, b[i].rp);
+			rbuf_appendf(&out,
+				     ",\"precision\":\"%s\",\"points\":%" PRIu32 ",\"bytes\":%zu,\"accept_ns\":%" PRId64
+				     ",\"age_seconds\":%" PRId64,
+				     prec_name(b[i].precision), b[i].lines, b[i].body_len, b[i].accept_ns, age);
+			if (head) {
+				rbuf_appendf(&out, ",\"attempts\":%" PRIu32 ",\"last_error\":", d->attempts);
+				json_str(&out, d->last_error);
+			} else {
+				rbuf_append(&out, ",\"attempts\":null,\"last_error\":null", 34);
+			}
+			rbuf_appendc(&out, '}');
+		} else {
+			char db[17], rp[13], a[32], bytes[32], err[120], att[16];
+			cell(b[i].db, 16, db, sizeof(db));
+			cell(*b[i].rp ? b[i].rp : "(default)", 12, rp, sizeof(rp));
+			human_age(age, a, sizeof(a));
+			human_bytes(b[i].body_len, bytes, sizeof(bytes));
+			if (head) {
+				snprintf(att, sizeof(att), "%" PRIu32, d->attempts);
+				cell(d->last_error[0] ? d->last_error : "-", 100, err, sizeof(err));
+			} else {
+				snprintf(att, sizeof(att), "-");
+				snprintf(err, sizeof(err), "-");
+			}
+			rbuf_appendf(&out, "%-10" PRIu64 " %-16s %-12s %-4s %8" PRIu32 " %10s %8s %8s  %s\n", b[i].seq, db, rp,
+				     prec_name(b[i].precision), b[i].lines, bytes, a, att, err);
+		}
+		wal_batch_release(&b[i]);
+	}
+	if (c->json)
+		rbuf_append(&out, "]}\n", 3);
+	flush_out(&out);
+	rbuf_release(&out);
+	free(ds);
+	free(b);
+	return 0;
+}
+
+static void batch_json(struct rbuf *out, const struct wal_batch *b)
+{
+	rbuf_appendf(out, "\"seq\":%" PRIu64 ",\"db\":", b->seq);
+	json_str(out, b->db);
+	rbuf_append(out, ",\"rp\":", 6);
+	json_str(out, b->rp);
+	rbuf_appendf(out, ",\"precision\":\"%s\",\"points\":%" PRIu32 ",\"bytes\":%zu,\"accept_ns\":%" PRId64,
+		     prec_name(b->precision), b->lines, b->body_len, b->accept_ns);
+}
+
+static void dead_json(struct rbuf *out, const struct wal_dead *d)
+{
+	rbuf_appendc(out, '{');
+	batch_json(out, &d->batch);
+	rbuf_appendf(out, ",\"status\":%d,\"attempts\":%" PRIu32 ",\"dead_ns\":%" PRId64 ",\"message\":", d->status,
+		     d->attempts, d->dead_ns);
+	json_str(out, d->msg);
+	if (d->batch.body) {
+		rbuf_append(out, ",\"body\":", 8);
+		json_append_string(out, d->batch.body, d->batch.body_len);
+	}
+	rbuf_appendc(out, '}');
+}
+
+/* The header of a dead letter in "dlq show": comment lines, so that the
+ * output stays line protocol. */
+static void dead_header(struct rbuf *out, const char *backend, const struct wal_dead *d)
+{
+	char t[32], msg[600];
+	fmt_time(d->dead_ns, t, sizeof(t));
+	cell(d->msg, 500, msg, sizeof(msg));
+	rbuf_appendf(out, "# dead letter %" PRIu64 " of backend '%s': db '%s', rp '%s', precision %s, %" PRIu32
+		     " points, %zu bytes\n",
+		     d->batch.seq, backend, d->batch.db, d->batch.rp, prec_name(d->batch.precision), d->batch.lines,
+		     d->bytes);
+	rbuf_appendf(out, "# refused with status %d after %" PRIu32 " attempt%s at %s: %s\n", d->status, d->attempts,
+		     d->attempts == 1 ? "" : "s", t, msg);
+}
+
+static int cmd_show(const struct ctl *c, const char *backend, const char *seqs)
+{
+	uint64_t seq;
+	if (parse_seq(seqs, &seq)) {
+		fprintf(stderr, "relayctl: '%s' is not a batch sequence number\n", seqs);
+		return 2;
+	}
 	struct wal *w;
-	if (open_queue(cfg, &w))
+	int id;
+	int rc = open_backend(c, backend, WAL_F_RDONLY, &w, &id);
+	if (rc < 0)
 		return 1;
-	int id, rc = wal_backend_open(w, backend, &id);
-	if (rc == WAL_ENOBACKEND) {
+	struct wal_batch b;
+	struct wal_dead d;
+	int dead = 0;
+	memset(&b, 0, sizeof(b));
+	memset(&d, 0, sizeof(d));
+	if (rc == 1) {
+		rc = WAL_ENOTFOUND; /* no queue yet */
+	} else {
+		/* Pending first, then the dead letters. */
+		rc = wal_get(w, id, seq, &b);
+		if (rc == WAL_ENOTFOUND) {
+			rc = wal_dead_get(w, id, seq, &d);
+			dead = rc == 0;
+		}
+	}
+	wal_close(w);
+	if (rc == WAL_ENOTFOUND) {
+		fprintf(stderr, "relayctl: backend '%s' has no batch %" PRIu64 " (neither pending nor dead-lettered)\n",
+			backend, seq);
+		return 1;
+	}
+	if (rc) {
+		fprintf(stderr, "relayctl: cannot read batch %" PRIu64 " of backend '%s': %s\n", seq, backend,
+			wal_strerror(rc));
+		return 1;
+	}
+	struct rbuf out = RBUF_INIT;
+	const struct wal_batch *bb = dead ? &d.batch : &b;
+	if (c->json) {
+		if (dead) {
+			dead_json(&out, &d);
+			/* a "state" member before the closing brace */
+			out.len--;
+			rbuf_append(&out, ",\"state\":\"dead\"}\n", 17);
+		} else {
+			rbuf_appendc(&out, '{');
+			batch_json(&out, &b);
+			rbuf_append(&out, ",\"state\":\"pending\",\"body\":", 26);
+			json_append_string(&out, b.body, b.body_len);
+			rbuf_append(&out, "}\n", 2);
+		}
+	} else {
+		rbuf_append(&out, bb->body, bb->body_len);
+	}
+	flush_out(&out);
+	rbuf_release(&out);
+	wal_batch_release(&b);
+	wal_dead_release(&d);
+	return 0;
+}
+
+static int cmd_dump(const struct ctl *c, const char *backend)
+{
+	struct wal *w;
+	int id;
+	int rc = open_backend(c, backend, WAL_F_RDONLY, &w, &id);
+	if (rc < 0)
+		return 1;
+	if (rc == 1) {
 		wal_close(w);
 		return 0; /* never used: nothing queued */
 	}
-	if (rc) {
-		fprintf(stderr, "relayctl: cannot open queue of backend '%s': %s\n", backend, wal_strerror(rc));
-		wal_close(w);
-		return 1;
-	}
 	/* Read in slices, each its own short read transaction (never one
 	 * long one: it would pin pages while relayd writes), paging by
-	 * sequence number. */
-	struct wal_batch b[64];
+	 * sequence number; print each slice after its transaction ended. */
+	struct wal_batch b[PAGE_BATCHES];
 	size_t n;
 	uint64_t last = 0;
 	struct rbuf out = RBUF_INIT;
-	int first = 1;
 	for (;;) {
-		rc = wal_read(w, id, last + 1, 64, 16u << 20, b, &n);
+		rc = wal_read(w, id, last + 1, PAGE_BATCHES, PAGE_BYTES, b, &n);
 		if (rc) {
 			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", backend, wal_strerror(rc));
 			break;
 		}
-		size_t shown = 0;
 		for (size_t i = 0; i < n; i++) {
-			if (!first && b[i].seq <= last) {
-				wal_batch_release(&b[i]);
-				continue;
-			}
-			first = 0;
-			rbuf_reset(&out);
 			rbuf_appendf(&out, "{\"seq\":%" PRIu64 ",\"db\":", b[i].seq);
-			json_append_string(&out, b[i].db, strlen(b[i].db));
+			json_str(&out, b[i].db);
 			rbuf_append(&out, ",\"rp\":", 6);
-			json_append_string(&out, b[i].rp, strlen(b[i].rp));
+			json_str(&out, b[i].rp);
 			/* Who wrote it, never the secret: the user's name and
 			 * whether a password or token came with it. */
 			rbuf_append(&out, ",\"org\":", 7);
-			json_append_string(&out, b[i].org, strlen(b[i].org));
+			json_str(&out, b[i].org);
 			rbuf_append(&out, ",\"user\":", 8);
-			json_append_string(&out, b[i].user, strlen(b[i].user));
-			rbuf_appendf(&out, ",\"auth\":\"%s\"",
-			             *b[i].token ? "token" : *b[i].user ? "password" : "none");
-			rbuf_appendf(&out, ",\"precision\":\"%s\",\"lines\":%" PRIu32 ",\"bytes\":%zu,\"accept_ns\":%" PRId64 ",\"body\":",
-				     lp_precision_name((enum lp_precision)b[i].precision), b[i].lines, b[i].body_len,
-				     b[i].accept_ns);
+			json_str(&out, b[i].user);
+			rbuf_appendf(&out, ",\"auth\":\"%s\"", *b[i].token ? "token" : *b[i].user ? "password" : "none");
+			rbuf_appendf(&out,
+				     ",\"precision\":\"%s\",\"lines\":%" PRIu32 ",\"bytes\":%zu,\"accept_ns\":%" PRId64
+				     ",\"body\":",
+				     prec_name(b[i].precision), b[i].lines, b[i].body_len, b[i].accept_ns);
 			json_append_string(&out, b[i].body, b[i].body_len);
 			rbuf_append(&out, "}\n", 2);
-			fwrite(out.data, 1, out.len, stdout);
 			last = b[i].seq;
-			shown++;
 			wal_batch_release(&b[i]);
 		}
-		if (n == 0 || shown == 0)
+		flush_out(&out);
+		if (n == 0)
 			break;
 	}
 	rbuf_release(&out);
@@ -206,23 +800,857 @@ static int cmd_dump(const struct relay_config *cfg, const char *backend)
 	return rc ? 1 : 0;
 }
 
+/*---- pause, resume, retry, purge ----*/
+
+static int cmd_pause(const struct ctl *c, const char *backend, int paused)
+{
+	struct wal *w;
+	int id;
+	int rc = open_backend(c, backend, WAL_F_SHARED, &w, &id);
+	if (rc < 0)
+		return 1;
+	if (rc == 1) {
+		no_queue_yet(backend);
+		wal_close(w);
+		return 1;
+	}
+	rc = wal_backend_set_paused(w, id, paused);
+	wal_close(w);
+	if (rc) {
+		fprintf(stderr, "relayctl: cannot %s backend '%s': %s\n", paused ? "pause" : "resume", backend,
+			wal_strerror(rc));
+		return 1;
+	}
+	struct rbuf out = RBUF_INIT;
+	if (c->json) {
+		rbuf_append(&out, "{\"backend\":", 11);
+		json_str(&out, backend);
+		rbuf_appendf(&out, ",\"paused\":%s", paused ? "true" : "false");
+		nudge(c, backend, &out);
+		rbuf_append(&out, "}\n", 2);
+	} else {
+		if (paused)
+			rbuf_appendf(&out, "backend '%s' paused: its queue keeps filling; 'relayctl resume %s' restarts delivery\n",
+				     backend, backend);
+		else
+			rbuf_appendf(&out, "backend '%s' resumed\n", backend);
+		nudge(c, backend, &out);
+	}
+	flush_out(&out);
+	rbuf_release(&out);
+	return 0;
+}
+
+static int cmd_retry(const struct ctl *c, const char *backend)
+{
+	if (known_backend(c, backend) < 0)
+		return 1;
+	char line[128], *reply;
+	snprintf(line, sizeof(line), "retry %s", backend);
+	int rc = ask_relayd(c, line, &reply);
+	if (rc == 0) {
+		printf(c->json ? "{\"backend\":\"%s\",\"retry\":true}\n" : "relayd retries backend '%s' now\n", backend);
+	} else if (rc == 1 && !relayd_pid(c)) {
+		fprintf(stderr, "relayctl: relayd is not running: every backend is tried as soon as it starts\n");
+	} else {
+		fprintf(stderr, "relayctl: relayd did not retry backend '%s': %s\n", backend,
+			reply ? reply : "it does not answer on its control socket");
+	}
+	free(reply);
+	return rc == 0 ? 0 : 1;
+}
+
+static int cmd_purge(const struct ctl *c, const char *backend)
+{
+	struct wal *w;
+	int id;
+	int rc = open_backend(c, backend, c->yes ? WAL_F_SHARED : WAL_F_RDONLY, &w, &id);
+	if (rc < 0)
+		return 1;
+	if (rc == 1) {
+		no_queue_yet(backend);
+		wal_close(w);
+		return 1;
+	}
+	if (!c->yes) {
+		struct wal_backend_stat st;
+		memset(&st, 0, sizeof(st));
+		wal_backend_stat(w, backend, &st);
+		wal_close(w);
+		fprintf(stderr,
+			"relayctl: not purging without --yes: it would drop all %" PRIu64 " pending batches (%" PRIu64
+			" points) of backend '%s'\n",
+			st.pending_batches, st.pending_points, backend);
+		return 1;
+	}
+	struct wal_count n;
+	rc = wal_purge(w, id, &n);
+	wal_close(w);
+	if (rc) {
+		fprintf(stderr, "relayctl: cannot purge backend '%s': %s\n", backend, wal_strerror(rc));
+		return 1;
+	}
+	struct rbuf out = RBUF_INIT;
+	if (c->json) {
+		rbuf_append(&out, "{\"backend\":", 11);
+		json_str(&out, backend);
+		rbuf_appendf(&out, ",\"purged_batches\":%" PRIu64 ",\"purged_points\":%" PRIu64 ",\"purged_bytes\":%" PRIu64,
+			     n.batches, n.points, n.bytes);
+		nudge(c, backend, &out);
+		rbuf_append(&out, "}\n", 2);
+	} else {
+		char b[32];
+		human_bytes(n.bytes, b, sizeof(b));
+		rbuf_appendf(&out, "purged %" PRIu64 " batches (%" PRIu64 " points, %s) of backend '%s'\n", n.batches,
+			     n.points, b, backend);
+		nudge(c, backend, &out);
+	}
+	flush_out(&out);
+	rbuf_release(&out);
+	return 0;
+}
+
+/*---- dead letters ----*/
+
+static int dlq_list(const struct ctl *c, const char *backend)
+{
+	struct wal *w;
+	int id;
+	int rc = open_backend(c, backend, WAL_F_RDONLY, &w, &id);
+	if (rc < 0)
+		return 1;
+	struct rbuf out = RBUF_INIT;
+	struct wal_dead d[256];
+	size_t n = 0, total = 0;
+	uint64_t from = 0;
+	if (c->json) {
+		rbuf_append(&out, "{\"backend\":", 11);
+		json_str(&out, backend);
+		rbuf_append(&out, ",\"dead\":[", 9);
+	}
+	while (rc == 0) {
+		rc = wal_dead_list(w, id, from, RELAY_ARRAY_SIZE(d), 0, d, &n);
+		if (rc) {
+			fprintf(stderr, "relayctl: cannot read dead letters of backend '%s': %s\n", backend, wal_strerror(rc));
+			break;
+		}
+		if (n == 0)
+			break;
+		/* Printed after the read transaction ended. */
+		for (size_t i = 0; i < n; i++, total++) {
+			if (c->json) {
+				if (total)
+					rbuf_appendc(&out, ',');
+				dead_json(&out, &d[i]);
+			} else {
+				if (total == 0)
+					rbuf_appendf(&out, "%-10s %-16s %-12s %-4s %8s %10s %6s %8s %-20s  %s\n", "SEQ", "DB", "RP",
+						     "PREC", "POINTS", "BYTES", "STATUS", "ATTEMPTS", "DEAD SINCE", "MESSAGE");
+				char db[17], rp[13], bytes[32], t[32], msg[200];
+				cell(d[i].batch.db, 16, db, sizeof(db));
+				cell(*d[i].batch.rp ? d[i].batch.rp : "(default)", 12, rp, sizeof(rp));
+				human_bytes(d[i].bytes, bytes, sizeof(bytes));
+				fmt_time(d[i].dead_ns, t, sizeof(t));
+				cell(d[i].msg, 120, msg, sizeof(msg));
+				rbuf_appendf(&out, "%-10" PRIu64 " %-16s %-12s %-4s %8" PRIu32 " %10s %6d %8" PRIu32 " %-20s  %s\n",
+					     d[i].batch.seq, db, rp, prec_name(d[i].batch.precision), d[i].batch.lines, bytes,
+					     d[i].status, d[i].attempts, t, msg);
+			}
+			from = d[i].batch.seq + 1;
+			wal_dead_release(&d[i]);
+		}
+		if (!c->json)
+			flush_out(&out);
+	}
+	if (c->json)
+		rbuf_append(&out, "]}\n", 3);
+	else if (rc == 0 && total == 0)
+		rbuf_appendf(&out, "backend '%s': no dead letters\n", backend);
+	if (rc == 0)
+		flush_out(&out);
+	rbuf_release(&out);
+	wal_close(w);
+	return rc ? 1 : 0;
+}
+
+static int parse_seqs(char **args, int n, uint64_t **out)
+{
+	*out = xcalloc((size_t)n + 1, sizeof(**out));
+	for (int i = 0; i < n; i++)
+		if (parse_seq(args[i], &(*out)[i])) {
+			fprintf(stderr, "relayctl: '%s' is not a batch sequence number\n", args[i]);
+			free(*out);
+			*out = NULL;
+			return -1;
+		}
+	return 0;
+}
+
+static int dlq_show(const struct ctl *c, const char *backend, char **args, int nargs)
+{
+	uint64_t *seqs;
+	if (nargs == 0) {
+		fprintf(stderr, "relayctl: dlq show needs at least one SEQ (see 'dlq list')\n");
+		return 2;
+	}
+	if (parse_seqs(args, nargs, &seqs))
+		return 2;
+	struct wal *w;
+	int id, rc = open_backend(c, backend, WAL_F_RDONLY, &w, &id);
+	if (rc < 0) {
+		free(seqs);
+		return 1;
+	}
+	int no_queue = rc == 1;
+	struct rbuf out = RBUF_INIT;
+	if (c->json)
+		rbuf_append(&out, "[", 1);
+	for (int i = 0; i < nargs; i++) {
+		struct wal_dead d;
+		rc = no_queue ? WAL_ENOTFOUND : wal_dead_get(w, id, seqs[i], &d);
+		if (rc == WAL_ENOTFOUND) {
+			fprintf(stderr, "relayctl: backend '%s' has no dead letter %" PRIu64 "\n", backend, seqs[i]);
+			break;
+		} else if (rc) {
+			fprintf(stderr, "relayctl: cannot read dead letter %" PRIu64 " of backend '%s': %s\n", seqs[i],
+				backend, wal_strerror(rc));
+			break;
+		}
+		if (c->json) {
+			if (i)
+				rbuf_appendc(&out, ',');
+			dead_json(&out, &d);
+		} else {
+			dead_header(&out, backend, &d);
+			rbuf_append(&out, d.batch.body, d.batch.body_len);
+			flush_out(&out);
+		}
+		wal_dead_release(&d);
+	}
+	wal_close(w);
+	if (c->json && rc == 0) {
+		rbuf_append(&out, "]\n", 2);
+		flush_out(&out);
+	}
+	rbuf_release(&out);
+	free(seqs);
+	return rc ? 1 : 0;
+}
+
+/* requeue (1) or drop (0) the named dead letters, or all of them. */
+static int dlq_move(const struct ctl *c, const char *backend, char **args, int nargs, int requeue)
+{
+	const char *verb = requeue ? "requeue" : "drop";
+	uint64_t *seqs = NULL;
+	if ((nargs == 0) == !c->all) {
+		fprintf(stderr, "relayctl: dlq %s needs SEQ... or --all (not both)\n", verb);
+		return 2;
+	}
+	if (!requeue && c->all && !c->yes) {
+		fprintf(stderr, "relayctl: not dropping every dead letter of backend '%s' without --yes\n", backend);
+		return 1;
+	}
+	if (nargs && parse_seqs(args, nargs, &seqs))
+		return 2;
+	struct wal *w;
+	int id, rc = open_backend(c, backend, WAL_F_SHARED, &w, &id);
+	if (rc < 0) {
+		free(seqs);
+		return 1;
+	}
+	struct wal_count total = { 0, 0, 0 }, n;
+	uint64_t missing = 0;
+	if (rc == 1) {
+		rc = nargs ? WAL_ENOTFOUND : 0; /* no queue, so no dead letters */
+		if (nargs)
+			missing = seqs[0];
+	} else if (nargs) {
+		/* The named ones in one commit: all or none. */
+		rc = requeue ? wal_dead_requeue(w, id, seqs, (size_t)nargs, now_realtime_ns(), &total, &missing)
+			     : wal_dead_drop(w, id, seqs, (size_t)nargs, &total, &missing);
+	} else {
+		/* --all: in commits of a bounded size, oldest first. */
+		do {
+			rc = requeue ? wal_dead_requeue(w, id, NULL, DLQ_ALL_STEP, now_realtime_ns(), &n, NULL)
+				     : wal_dead_drop(w, id, NULL, DLQ_ALL_STEP, &n, NULL);
+			if (rc == 0) {
+				total.batches += n.batches;
+				total.points += n.points;
+				total.bytes += n.bytes;
+			}
+		} while (rc == 0 && n.batches);
+	}
+	wal_close(w);
+	free(seqs);
+	if (rc == WAL_ENOTFOUND) {
+		fprintf(stderr, "relayctl: backend '%s' has no dead letter %" PRIu64 ": nothing was %s\n", backend, missing,
+			requeue ? "requeued" : "dropped");
+		return 1;
+	}
+	if (rc) {
+		fprintf(stderr, "relayctl: cannot %s dead letters of backend '%s': %s%s\n", verb, backend, wal_strerror(rc),
+			total.batches ? " (some were, see 'dlq list')" : "");
+		return 1;
+	}
+	struct rbuf out = RBUF_INIT;
+	if (c->json) {
+		rbuf_append(&out, "{\"backend\":", 11);
+		json_str(&out, backend);
+		rbuf_appendf(&out, ",\"%s\":%" PRIu64 ",\"points\":%" PRIu64 ",\"bytes\":%" PRIu64,
+			     requeue ? "requeued" : "dropped", total.batches, total.points, total.bytes);
+		if (requeue && total.batches)
+			nudge(c, backend, &out);
+		rbuf_append(&out, "}\n", 2);
+	} else {
+		rbuf_appendf(&out, "%s %" PRIu64 " dead letter%s (%" PRIu64 " points) of backend '%s'%s\n",
+			     requeue ? "requeued" : "dropped", total.batches, total.batches == 1 ? "" : "s", total.points,
+			     backend, requeue && total.batches ? " at the end of its queue" : "");
+		if (requeue && total.batches)
+			nudge(c, backend, &out);
+	}
+	flush_out(&out);
+	rbuf_release(&out);
+	return 0;
+}
+
+static int cmd_dlq(const struct ctl *c, char **args, int nargs)
+{
+	if (nargs < 2) {
+		fprintf(stderr, "relayctl: usage: dlq list|show|requeue|drop BACKEND [SEQ...|--all]\n");
+		return 2;
+	}
+	const char *sub = args[0], *backend = args[1];
+	if (strcmp(sub, "list") == 0 && nargs == 2)
+		return dlq_list(c, backend);
+	if (strcmp(sub, "show") == 0)
+		return dlq_show(c, backend, args + 2, nargs - 2);
+	if (strcmp(sub, "requeue") == 0)
+		return dlq_move(c, backend, args + 2, nargs - 2, 1);
+	if (strcmp(sub, "drop") == 0)
+		return dlq_move(c, backend, args + 2, nargs - 2, 0);
+	fprintf(stderr, "relayctl: unknown dlq command or wrong arguments: '%s'\n", sub);
+	return 2;
+}
+
+/*---- export ----*/
+
+/* One output file: every batch of one db, rp and precision. */
+struct export_file {
+	char *db, *rp;
+	unsigned precision;
+	char *path;
+	FILE *f;
+	uint64_t batches, points;
+};
+
+/* name as a file-name component: [A-Za-z0-9_-] kept, the rest '_'. */
+static void path_part(struct rbuf *p, const char *name)
+{
+	for (const char *s = name; *s; s++) {
+		char ch = *s;
+		int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+			 ch == '-';
+		rbuf_appendc(p, ok ? ch : '_');
+	}
+}
+
+static struct export_file *export_file_for(struct export_file **files, size_t *n, const char *base,
+                                           const struct wal_batch *b, int *err)
+{
+	for (size_t i = 0; i < *n; i++)
+		if ((*files)[i].precision == b->precision && strcmp((*files)[i].db, b->db) == 0 &&
+		    strcmp((*files)[i].rp, b->rp) == 0)
+			return &(*files)[i];
+	/* BASE.DB.RP.PRECISION.lp ("default" for the database's default
+	 * retention policy); .2, .3... if two groups map to one name. */
+	struct rbuf p = RBUF_INIT;
+	int fd = -1;
+	for (int k = 1; fd < 0 && k < 100; k++) {
+		p.len = 0;
+		rbuf_appendf(&p, "%s.", base);
+		path_part(&p, b->db);
+		rbuf_appendc(&p, '.');
+		path_part(&p, *b->rp ? b->rp : "default");
+		rbuf_appendf(&p, ".%s", prec_name(b->precision));
+		if (k > 1)
+			rbuf_appendf(&p, ".%d", k);
+		rbuf_append(&p, ".lp", 3);
+		int taken = 0;
+		for (size_t i = 0; i < *n && !taken; i++)
+			taken = strcmp((*files)[i].path, rbuf_cstr(&p)) == 0;
+		if (taken)
+			continue;
+		/* Never overwrite: an earlier export may be all that is left of
+		 * data purged since. */
+		fd = open(rbuf_cstr(&p), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			*err = errno;
+			fprintf(stderr, "relayctl: cannot create '%s': %s\n", rbuf_cstr(&p), strerror(errno));
+			rbuf_release(&p);
+			return NULL;
+		}
+	}
+	if (fd < 0) {
+		*err = EEXIST;
+		rbuf_release(&p);
+		return NULL;
+	}
+	*files = xrealloc(*files, (*n + 1) * sizeof(**files));
+	struct export_file *e = &(*files)[(*n)++];
+	memset(e, 0, sizeof(*e));
+	e->db = xstrdup(b->db);
+	e->rp = xstrdup(b->rp);
+	e->precision = b->precision;
+	e->path = xstrdup(rbuf_cstr(&p));
+	rbuf_release(&p);
+	e->f = fdopen(fd, "w");
+	if (!e->f)
+		relay_fatal("fdopen: %s", strerror(errno));
+	/* influx -import's format: the DML section, then its context. */
+	fprintf(e->f, "# exported by relayctl: precision %s (influx -import -precision=%s)\n# DML\n",
+		prec_name(b->precision), prec_name(b->precision));
+	fprintf(e->f, "# CONTEXT-DATABASE: %s\n", b->db);
+	if (*b->rp)
+		fprintf(e->f, "# CONTEXT-RETENTION-POLICY: %s\n", b->rp);
+	return e;
+}
+
+static int cmd_export(const struct ctl *c, const char *backend, const char *base)
+{
+	struct wal *w;
+	int id;
+	int rc = open_backend(c, backend, WAL_F_RDONLY, &w, &id);
+	if (rc < 0)
+		return 1;
+	struct export_file *files = NULL;
+	size_t nfiles = 0;
+	int err = 0;
+	if (rc == 1) {
+		rc = 0; /* no queue yet: nothing to export */
+		goto done;
+	}
+	struct wal_backend_stat st;
+	memset(&st, 0, sizeof(st));
+	wal_backend_stat(w, backend, &st);
+	struct progress prog;
+	progress_init(&prog, "exporting", c->dlq ? st.dead_batches : st.pending_batches);
+	uint64_t last = 0, done = 0;
+	for (;;) {
+		/* A page per short read transaction, written after it ended. */
+		struct wal_batch bp[PAGE_BATCHES];
+		struct wal_dead dp[PAGE_BATCHES];
+		size_t n;
+		if (c->dlq)
+			rc = wal_dead_list(w, id, last + 1, PAGE_BATCHES, PAGE_BYTES, dp, &n);
+		else
+			rc = wal_read(w, id, last + 1, PAGE_BATCHES, PAGE_BYTES, bp, &n);
+		if (rc) {
+			fprintf(stderr, "relayctl: cannot read %s of backend '%s': %s\n", c->dlq ? "dead letters" : "queue",
+				backend, wal_strerror(rc));
+			break;
+		}
+		if (n == 0)
+			break;
+		for (size_t i = 0; i < n; i++) {
+			struct wal_batch *b = c->dlq ? &dp[i].batch : &bp[i];
+			struct export_file *e = err ? NULL : export_file_for(&files, &nfiles, base, b, &err);
+			if (e) {
+				fwrite(b->body, 1, b->body_len, e->f);
+				e->batches++;
+				e->points += b->lines;
+			}
+			last = b->seq;
+			if (c->dlq)
+				wal_dead_release(&dp[i]);
+			else
+				wal_batch_release(b);
+		}
+		done += n;
+		progress_show(&prog, done, 0);
+		if (err)
+			break;
+	}
+	if (rc == 0 && !err)
+		progress_done(&prog);
+	else if (prog.on)
+		fputc('\n', stderr);
+done:
+	wal_close(w);
+	for (size_t i = 0; i < nfiles; i++)
+		if (files[i].f && fclose(files[i].f) != 0 && !err) {
+			err = errno;
+			fprintf(stderr, "relayctl: cannot write '%s': %s\n", files[i].path, strerror(errno));
+		}
+	struct rbuf out = RBUF_INIT;
+	if (rc || err) {
+		/* A partial export is worse than none: remove what was written. */
+		for (size_t i = 0; i < nfiles; i++)
+			unlink(files[i].path);
+	} else if (c->json) {
+		rbuf_append(&out, "{\"backend\":", 11);
+		json_str(&out, backend);
+		rbuf_appendf(&out, ",\"source\":\"%s\",\"files\":[", c->dlq ? "dead" : "pending");
+		for (size_t i = 0; i < nfiles; i++) {
+			rbuf_append(&out, i ? ",{\"path\":" : "{\"path\":", i ? 9 : 8);
+			json_str(&out, files[i].path);
+			rbuf_append(&out, ",\"db\":", 6);
+			json_str(&out, files[i].db);
+			rbuf_append(&out, ",\"rp\":", 6);
+			json_str(&out, files[i].rp);
+			rbuf_appendf(&out, ",\"precision\":\"%s\",\"batches\":%" PRIu64 ",\"points\":%" PRIu64 "}",
+				     prec_name(files[i].precision), files[i].batches, files[i].points);
+		}
+		rbuf_append(&out, "]}\n", 3);
+	} else if (nfiles == 0) {
+		rbuf_appendf(&out, "backend '%s': nothing to export (no %s)\n", backend,
+			     c->dlq ? "dead letters" : "pending batches");
+	} else {
+		for (size_t i = 0; i < nfiles; i++)
+			rbuf_appendf(&out,
+				     "wrote %s: %" PRIu64 " points (db '%s', rp '%s', precision %s)\n"
+				     "  load with: influx -import -path='%s' -precision=%s\n",
+				     files[i].path, files[i].points, files[i].db, *files[i].rp ? files[i].rp : "(default)",
+				     prec_name(files[i].precision), files[i].path, prec_name(files[i].precision));
+	}
+	flush_out(&out);
+	rbuf_release(&out);
+	for (size_t i = 0; i < nfiles; i++) {
+		free(files[i].db);
+		free(files[i].rp);
+		free(files[i].path);
+	}
+	free(files);
+	return rc || err ? 1 : 0;
+}
+
+/*---- import ----*/
+
+/* The byte offset in buf[0..len) where physical line `line` (1-based)
+ * starts. */
+static size_t line_offset(const char *buf, size_t len, size_t line)
+{
+	size_t off = 0;
+	for (size_t l = 1; l < line && off < len; l++) {
+		const char *nl = memchr(buf + off, '\n', len - off);
+		if (!nl)
+			return len;
+		off = (size_t)(nl - buf) + 1;
+	}
+	return off;
+}
+
+/*
+ * Validate the whole file. On success *valid holds the queued form.
+ * Otherwise every bad line (up to IMPORT_MAX_ERRORS listed) is reported:
+ * after each one, validation goes on from the next line.
+ */
+static int import_validate(const char *path, const char *data, size_t len, int64_t stamp, size_t max_line,
+                           struct rbuf *valid, uint32_t *points)
+{
+	struct lp_result res;
+	struct lp_error err;
+	size_t off = 0, first_line = 1;
+	int bad = 0;
+	while (off < len) {
+		valid->len = 0;
+		if (lineproto_validate(data + off, len - off, stamp, max_line, valid, &res, &err) == 0) {
+			*points = res.lines;
+			break;
+		}
+		bad++;
+		if (bad <= IMPORT_MAX_ERRORS)
+			fprintf(stderr, "relayctl: %s:%zu: %s\n", path, first_line + err.line - 1, err.msg);
+		/* Go on after the bad line. */
+		size_t start = off + line_offset(data + off, len - off, err.line);
+		const char *nl = start < len ? memchr(data + start, '\n', len - start) : NULL;
+		if (!nl)
+			break;
+		first_line += err.line;
+		off = (size_t)(nl - data) + 1;
+	}
+	if (bad > IMPORT_MAX_ERRORS)
+		fprintf(stderr, "relayctl: %s: ... %d more bad lines\n", path, bad - IMPORT_MAX_ERRORS);
+	if (bad)
+		fprintf(stderr, "relayctl: %s: %d bad line%s: nothing was queued\n", path, bad, bad == 1 ? "" : "s");
+	return bad ? -1 : 0;
+}
+
+static int cmd_import(const struct ctl *c, const char *backend, const char *path)
+{
+	enum lp_precision prec;
+	if (!c->db || !*c->db) {
+		fprintf(stderr, "relayctl: import needs --db DB (the database the points go to)\n");
+		return 2;
+	}
+	if (lp_precision_parse(c->precision, &prec)) {
+		fprintf(stderr, "relayctl: bad --precision '%s' (ns, u, ms, s, m or h)\n", c->precision);
+		return 2;
+	}
+	int bi = known_backend(c, backend);
+	if (bi < 0)
+		return 1;
+	/* The queue first: a missing queue is reported before a large file
+	 * is read. */
+	struct wal *w = NULL;
+	int id, rc = 1;
+	int opened = open_backend(c, backend, WAL_F_SHARED, &w, &id);
+	if (opened < 0)
+		return 1;
+	if (opened == 1) {
+		no_queue_yet(backend);
+		wal_close(w);
+		return 1;
+	}
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat fst;
+	if (fd < 0 || fstat(fd, &fst) < 0) {
+		fprintf(stderr, "relayctl: cannot open '%s': %s\n", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		wal_close(w);
+		return 1;
+	}
+	if (!S_ISREG(fst.st_mode)) {
+		fprintf(stderr, "relayctl: '%s' is not a regular file\n", path);
+		close(fd);
+		wal_close(w);
+		return 1;
+	}
+	size_t len = (size_t)fst.st_size;
+	const char *data = "";
+	if (len) {
+		data = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (data == MAP_FAILED) {
+			fprintf(stderr, "relayctl: cannot read '%s': %s\n", path, strerror(errno));
+			close(fd);
+			wal_close(w);
+			return 1;
+		}
+	}
+	close(fd);
+
+	struct rbuf valid = RBUF_INIT;
+	uint32_t points = 0;
+	struct wal_batch *group = NULL;
+	uint64_t first_seq = 0, last_seq = 0, queued_points = 0, nbatches = 0;
+	/* Lines without a timestamp get the time of the import. */
+	int64_t now = now_realtime_ns();
+	if (import_validate(path, data, len, lp_ns_to_precision(now, prec), (size_t)c->cfg.http_max_line_bytes, &valid,
+			    &points))
+		goto out;
+	if (points == 0) {
+		printf("%s: no points to import\n", path);
+		rc = 0;
+		goto out;
+	}
+	/* The backend's byte limit holds for an import too (its age limit is
+	 * for live writers: a backfill is old by nature). */
+	wal_backend_set_limits(w, id, c->cfg.backends[bi].max_bytes, 0);
+
+	/* Batches of IMPORT_BATCH_LINES lines (at line ends of the validated
+	 * form: a quoted string may hold a newline), committed
+	 * IMPORT_COMMIT_BATCHES at a time. */
+	struct progress prog;
+	progress_init(&prog, "queueing", valid.len);
+	group = xcalloc(IMPORT_COMMIT_BATCHES, sizeof(*group));
+	const char *p = valid.data, *end = valid.data + valid.len;
+	rc = 0;
+	while (p < end && rc == 0) {
+		size_t ng = 0, gbytes = 0;
+		while (p < end && ng < IMPORT_COMMIT_BATCHES && gbytes < 32u << 20) {
+			const char *s = p;
+			uint32_t lines = 0;
+			while (p < end && lines < IMPORT_BATCH_LINES && (size_t)(p - s) < IMPORT_BATCH_BYTES) {
+				size_t kl;
+				p = lp_line_end(p, end, &kl);
+				lines++;
+			}
+			struct wal_batch *b = &group[ng++];
+			memset(b, 0, sizeof(*b));
+			b->route = 1ULL << id;
+			b->accept_ns = now;
+			b->lines = lines;
+			b->precision = (uint8_t)prec;
+			b->db = c->db;
+			b->rp = c->rp ? c->rp : "";
+			b->body = s;
+			b->body_len = (size_t)(p - s);
+			gbytes += b->body_len;
+		}
+		int arc = wal_append(w, group, ng, now_realtime_ns());
+		size_t stored = 0;
+		for (size_t i = 0; arc == 0 && i < ng; i++) {
+			if (group[i].result) {
+				arc = group[i].result;
+				break;
+			}
+			if (!first_seq)
+				first_seq = group[i].seq;
+			last_seq = group[i].seq;
+			queued_points += group[i].lines;
+			nbatches++;
+			stored++;
+		}
+		if (arc) {
+			/* A limit refused a batch of this commit: the ones before it
+			 * in the commit were stored (they were checked first). */
+			if (prog.on)
+				fputc('\n', stderr);
+			fprintf(stderr, "relayctl: cannot queue more of '%s' for backend '%s': %s\n", path, backend,
+				wal_strerror(arc));
+			if (nbatches)
+				fprintf(stderr,
+					"relayctl: %" PRIu64 " points in %" PRIu64 " batches (%" PRIu64 "..%" PRIu64
+					") were queued, the rest of the file was not\n",
+					queued_points, nbatches, first_seq, last_seq);
+			else
+				fprintf(stderr, "relayctl: nothing was queued\n");
+			rc = 1;
+			break;
+		}
+		progress_show(&prog, (uint64_t)(p - valid.data), 0);
+	}
+	if (rc == 0) {
+		progress_done(&prog);
+		struct rbuf out = RBUF_INIT;
+		if (c->json) {
+			rbuf_append(&out, "{\"backend\":", 11);
+			json_str(&out, backend);
+			rbuf_appendf(&out, ",\"points\":%" PRIu64 ",\"batches\":%" PRIu64 ",\"first_seq\":%" PRIu64
+				     ",\"last_seq\":%" PRIu64,
+				     queued_points, nbatches, first_seq, last_seq);
+			nudge(c, backend, &out);
+			rbuf_append(&out, "}\n", 2);
+		} else {
+			rbuf_appendf(&out,
+				     "queued %" PRIu64 " points of '%s' in %" PRIu64 " batches (%" PRIu64 "..%" PRIu64
+				     ") for backend '%s' (db '%s', rp '%s', precision %s)\n",
+				     queued_points, path, nbatches, first_seq, last_seq, backend, c->db,
+				     c->rp && *c->rp ? c->rp : "(default)", lp_precision_name(prec));
+			nudge(c, backend, &out);
+		}
+		flush_out(&out);
+		rbuf_release(&out);
+	} else if (nbatches) {
+		struct rbuf out = RBUF_INIT;
+		nudge(c, backend, &out); /* what was queued goes out */
+		rbuf_release(&out);
+	}
+out:
+	free(group);
+	rbuf_release(&valid);
+	if (w)
+		wal_close(w);
+	if (len)
+		munmap((void *)data, len);
+	return rc;
+}
+
+/*---- verify ----*/
+
+struct verify_out {
+	const struct ctl *c;
+	struct rbuf *out;
+	int n;
+};
+
+static void verify_problem(void *arg, const char *text)
+{
+	struct verify_out *v = arg;
+	if (v->c->json) {
+		if (v->n)
+			rbuf_appendc(v->out, ',');
+		json_str(v->out, text);
+	} else {
+		rbuf_appendf(v->out, "damaged: %s\n", text);
+	}
+	v->n++;
+}
+
+static int cmd_verify(const struct ctl *c)
+{
+	struct wal *w;
+	if (open_queue(c, WAL_F_RDONLY, &w))
+		return 1;
+	struct rbuf out = RBUF_INIT;
+	struct verify_out v = { c, &out, 0 };
+	struct wal_verify_stat st;
+	if (c->json)
+		rbuf_append(&out, "{\"problems\":[", 13);
+	int n = wal_verify(w, verify_problem, &v, &st);
+	wal_close(w);
+	if (n < 0) {
+		fprintf(stderr, "relayctl: cannot verify the queue in '%s': %s\n", c->cfg.data_dir, wal_strerror(n));
+		rbuf_release(&out);
+		return 1;
+	}
+	if (c->json)
+		rbuf_appendf(&out, "],\"ok\":%s,\"problem_count\":%d,\"batches\":%" PRIu64 ",\"backends\":%" PRIu64
+			     ",\"dead\":%" PRIu64 "}\n",
+			     n ? "false" : "true", n, st.batches, st.backends, st.dead);
+	else if (n)
+		rbuf_appendf(&out, "%d problem%s in the queue in '%s'\n", n, n == 1 ? "" : "s", c->cfg.data_dir);
+	else
+		rbuf_appendf(&out, "ok: %" PRIu64 " batches, %" PRIu64 " backends, %" PRIu64 " dead letters checked\n",
+			     st.batches, st.backends, st.dead);
+	flush_out(&out);
+	rbuf_release(&out);
+	return n ? 1 : 0;
+}
+
+/*---- main ----*/
+
 int main(int argc, char **argv)
 {
+	enum { O_JSON = 256, O_YES, O_ALL, O_DLQ, O_DB, O_RP, O_PREC, O_WATCH };
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
-		{ "json", no_argument, NULL, 'j' },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "count", required_argument, NULL, 'n' },
+		{ "yes", no_argument, NULL, O_YES },
+		{ "all", no_argument, NULL, O_ALL },
+		{ "dlq", no_argument, NULL, O_DLQ },
+		{ "db", required_argument, NULL, O_DB },
+		{ "rp", required_argument, NULL, O_RP },
+		{ "precision", required_argument, NULL, O_PREC },
+		{ "watch", required_argument, NULL, O_WATCH },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	struct ctl c;
 	const char *config_path = NULL;
-	int json = 0, ch;
-	char err[1024];
-	struct relay_config cfg;
+	char err[1024], *end;
+	int ch;
 
-	while ((ch = getopt_long(argc, argv, "+c:jh", opts, NULL)) != -1) {
+	memset(&c, 0, sizeof(c));
+	c.count = 10;
+	c.precision = "ns";
+	/* Options may come anywhere: relayctl -c F status --json. */
+	while ((ch = getopt_long(argc, argv, "c:n:jh", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': config_path = optarg; break;
-		case 'j': json = 1; break;
+		case 'j':
+		case O_JSON: c.json = 1; break;
+		case 'n':
+			c.count = strtol(optarg, &end, 10);
+			if (*end || c.count <= 0) {
+				fprintf(stderr, "relayctl: -n wants a positive number, not '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case O_YES: c.yes = 1; break;
+		case O_ALL: c.all = 1; break;
+		case O_DLQ: c.dlq = 1; break;
+		case O_DB: c.db = optarg; break;
+		case O_RP: c.rp = optarg; break;
+		case O_PREC: c.precision = optarg; break;
+		case O_WATCH:
+			c.watch = strtod(optarg, &end);
+			if (*end || !(c.watch > 0) || c.watch > 86400) {
+				fprintf(stderr, "relayctl: --watch wants a number of seconds, not '%s'\n", optarg);
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -231,29 +1659,45 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	const char *cmd = argv[optind++];
-	/* Options may also follow the command: relayctl -c F status --json */
-	for (int i = optind; i < argc; i++)
-		if (strcmp(argv[i], "--json") == 0) {
-			json = 1;
-			memmove(&argv[i], &argv[i + 1], sizeof(char *) * (size_t)(argc - i));
-			argc--;
-			i--;
-		}
-	if (config_load(config_path, &cfg, err, sizeof(err)) < 0) {
+	const char *cmd = argv[optind];
+	char **args = argv + optind + 1;
+	int nargs = argc - optind - 1;
+	if (config_load(config_path, &c.cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "relayctl: %s\n", err);
 		return 1;
 	}
+	c.sock_ok = control_socket_path(c.cfg.data_dir, c.sock, sizeof(c.sock)) == 0;
+
 	int rc;
-	if (strcmp(cmd, "status") == 0 && optind == argc) {
-		rc = cmd_status(&cfg, json);
-	} else if (strcmp(cmd, "dump") == 0 && optind + 1 == argc) {
-		rc = cmd_dump(&cfg, argv[optind]);
-	} else {
+	if (strcmp(cmd, "status") == 0 && nargs == 0)
+		rc = cmd_status(&c);
+	else if (strcmp(cmd, "peek") == 0 && nargs == 1)
+		rc = cmd_peek(&c, args[0]);
+	else if (strcmp(cmd, "show") == 0 && nargs == 2)
+		rc = cmd_show(&c, args[0], args[1]);
+	else if (strcmp(cmd, "dump") == 0 && nargs == 1)
+		rc = cmd_dump(&c, args[0]);
+	else if (strcmp(cmd, "pause") == 0 && nargs == 1)
+		rc = cmd_pause(&c, args[0], 1);
+	else if (strcmp(cmd, "resume") == 0 && nargs == 1)
+		rc = cmd_pause(&c, args[0], 0);
+	else if (strcmp(cmd, "retry") == 0 && nargs == 1)
+		rc = cmd_retry(&c, args[0]);
+	else if (strcmp(cmd, "purge") == 0 && nargs == 1)
+		rc = cmd_purge(&c, args[0]);
+	else if (strcmp(cmd, "dlq") == 0)
+		rc = cmd_dlq(&c, args, nargs);
+	else if (strcmp(cmd, "export") == 0 && nargs == 2)
+		rc = cmd_export(&c, args[0], args[1]);
+	else if (strcmp(cmd, "import") == 0 && nargs == 2)
+		rc = cmd_import(&c, args[0], args[1]);
+	else if (strcmp(cmd, "verify") == 0 && nargs == 0)
+		rc = cmd_verify(&c);
+	else {
 		fprintf(stderr, "relayctl: unknown command or wrong arguments: '%s'\n", cmd);
 		usage(stderr);
 		rc = 2;
 	}
-	config_release(&cfg);
+	config_release(&c.cfg);
 	return rc;
 }

@@ -10,8 +10,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +71,7 @@ const char *wal_strerror(int rc)
 	case WAL_ETOOMANY: return "too many backends";
 	case WAL_EINVAL: return "invalid argument";
 	case WAL_ENOTQUEUE: return "not a relayd queue";
+	case WAL_ENOTFOUND: return "no such batch";
 	}
 	if (rc <= MDB_KEYEXIST && rc >= MDB_LAST_ERRCODE)
 		return mdb_strerror(rc);
@@ -171,8 +174,17 @@ static int take_lock(struct wal *w)
 static int open_dbis(struct wal *w, int *created)
 {
 	MDB_txn *txn;
-	int rdonly = (w->flags & WAL_F_RDONLY) != 0;
+	/* Read-only and shared opens only find: they run beside relayd, and
+	 * must never initialise a queue relayd is about to initialise itself
+	 * (two format records, two sets of DBIs). Their DBIs are opened in a
+	 * read transaction, committed so that the handles stay valid. */
+	int rdonly = (w->flags & (WAL_F_RDONLY | WAL_F_SHARED)) != 0;
 	int rc = mdb_txn_begin(w->env, NULL, rdonly ? MDB_RDONLY : 0, &txn);
+	if (rc == MDB_MAP_RESIZED) {
+		/* A writer grew the map between our open and this transaction. */
+		mdb_env_set_mapsize(w->env, 0);
+		rc = mdb_txn_begin(w->env, NULL, rdonly ? MDB_RDONLY : 0, &txn);
+	}
 	if (rc)
 		return map_rc(rc);
 	*created = 0;
@@ -250,7 +262,9 @@ static int env_open(struct wal *w)
 		return map_rc(rc);
 	mdb_env_set_maxdbs(w->env, 8);
 	mdb_env_set_maxreaders(w->env, 126);
-	if (!(w->flags & WAL_F_RDONLY)) {
+	/* Read-only: the size the file records. Shared with no size given: the
+	 * same (LMDB takes the recorded size when none is set). */
+	if (!(w->flags & WAL_F_RDONLY) && w->map_size) {
 		if ((rc = mdb_env_set_mapsize(w->env, w->map_size)))
 			goto fail;
 	}
@@ -289,19 +303,28 @@ int wal_open(const char *dir, const struct wal_options *opt, struct wal **out)
 	w->dir = strdup(dir);
 	w->flags = opt ? opt->flags : 0;
 	w->map_size = opt && opt->map_size ? opt->map_size : DEFAULT_MAP_SIZE;
+	if ((w->flags & WAL_F_SHARED) && !(opt && opt->map_size))
+		w->map_size = 0; /* adopt the size the file records */
 	w->lock_fd = -1;
 	pthread_rwlock_init(&w->env_lock, NULL);
 	pthread_mutex_init(&w->mu, NULL);
 
-	if (w->flags & WAL_F_RDONLY) {
+	if ((w->flags & WAL_F_RDONLY) && (w->flags & WAL_F_SHARED)) {
+		rc = WAL_EINVAL;
+		goto fail;
+	}
+	if (w->flags & (WAL_F_RDONLY | WAL_F_SHARED)) {
 		struct stat st;
 		if (stat(dir, &st) < 0) {
 			rc = -errno;
 			goto fail;
 		}
+		/* An existing, non-empty data file only: LMDB would initialise a
+		 * missing or empty one (a relayd that crashed before its first
+		 * commit leaves an empty one), and that is relayd's job. */
 		char p[4096];
 		snprintf(p, sizeof(p), "%s/data.mdb", dir);
-		if (access(p, F_OK) < 0) {
+		if (stat(p, &st) < 0 || st.st_size == 0) {
 			rc = WAL_ENOTQUEUE;
 			goto fail;
 		}
@@ -405,6 +428,14 @@ static int commit(struct wal *w, MDB_txn *txn)
 static int begin(struct wal *w, unsigned flags, MDB_txn **txn)
 {
 	int rc = mdb_txn_begin(w->env, NULL, flags, txn);
+	if (rc == MDB_READERS_FULL) {
+		/* Processes killed inside a read transaction (a relayctl killed
+		 * in a loop) can fill the reader table between two periodic
+		 * checks: free their slots and try once more. */
+		int dead;
+		mdb_reader_check(w->env, &dead);
+		rc = mdb_txn_begin(w->env, NULL, flags, txn);
+	}
 	if (rc == MDB_MAP_RESIZED) {
 		/* Another process (the daemon) grew the map: adopt its size. */
 		mdb_env_set_mapsize(w->env, 0);
@@ -462,7 +493,9 @@ int wal_backend_open(struct wal *w, const char *name, int *id)
 	int rc = enter(w);
 	if (rc)
 		return rc;
-	int rdonly = (w->flags & WAL_F_RDONLY) != 0;
+	/* Read-only and shared handles only find: a backend's queue is
+	 * relayd's to create, with its limits and route. */
+	int rdonly = (w->flags & (WAL_F_RDONLY | WAL_F_SHARED)) != 0;
 	MDB_txn *txn;
 	struct walr_backend r;
 	if ((rc = begin(w, rdonly ? MDB_RDONLY : 0, &txn)))
@@ -730,40 +763,60 @@ int wal_append(struct wal *w, struct wal_batch *b, size_t n, int64_t now_ns)
 
 /*---- read and ack ----*/
 
-static int copy_batch(const MDB_val *k, const MDB_val *v, struct wal_batch *out)
+/*
+ * Copy the batch record rec[0..len) out into *out: one allocation holding
+ * the six strings (each NUL-terminated), then, with with_body, the body,
+ * then extra[0..extra_len) NUL-terminated (a dead letter's message;
+ * *extra_out points at it). Without with_body, body is NULL and body_len
+ * the stored size.
+ */
+static int copy_record(const void *rec, size_t len, uint64_t seq, int with_body, const char *extra,
+                       size_t extra_len, struct wal_batch *out, const char **extra_out)
 {
 	uint32_t off[WALR_NSTR];
-	uint16_t len[WALR_NSTR];
+	uint16_t slen[WALR_NSTR];
 	size_t body_off;
 	struct wal_batch b;
 	memset(&b, 0, sizeof(b));
-	int rc = walr_batch_decode(v->mv_data, v->mv_size, &b, off, len, &body_off);
+	int rc = walr_batch_decode(rec, len, &b, off, slen, &body_off);
 	if (rc)
 		return rc;
-	/* One allocation: the six strings (each NUL-terminated), then body. */
-	size_t total = b.body_len + 1;
+	size_t total = (with_body ? b.body_len + 1 : 0) + extra_len + 1;
 	for (int i = 0; i < WALR_NSTR; i++)
-		total += (size_t)len[i] + 1;
+		total += (size_t)slen[i] + 1;
 	char *mem = malloc(total);
 	if (!mem)
 		return -ENOMEM;
-	const char *src = v->mv_data;
+	const char *src = rec;
 	char *p = mem;
 	const char **dst[WALR_NSTR] = { &b.db, &b.rp, &b.user, &b.password, &b.org, &b.token };
 	for (int i = 0; i < WALR_NSTR; i++) {
-		memcpy(p, src + off[i], len[i]);
-		p[len[i]] = '\0';
+		memcpy(p, src + off[i], slen[i]);
+		p[slen[i]] = '\0';
 		*dst[i] = p;
-		p += len[i] + 1;
+		p += slen[i] + 1;
 	}
-	memcpy(p, src + body_off, b.body_len);
-	p[b.body_len] = '\0';
-	b.body = p;
-	b.seq = walr_seq_decode(k->mv_data);
+	if (with_body) {
+		memcpy(p, src + body_off, b.body_len);
+		p[b.body_len] = '\0';
+		b.body = p;
+		p += b.body_len + 1;
+	}
+	if (extra_len)
+		memcpy(p, extra, extra_len);
+	p[extra_len] = '\0';
+	if (extra_out)
+		*extra_out = p;
+	b.seq = seq;
 	b.priv_ = mem;
 	b.refused_by = -1;
 	*out = b;
 	return 0;
+}
+
+static int copy_batch(const MDB_val *k, const MDB_val *v, struct wal_batch *out)
+{
+	return copy_record(v->mv_data, v->mv_size, walr_seq_decode(k->mv_data), 1, NULL, 0, out, NULL);
 }
 
 void wal_batch_release(struct wal_batch *b)
@@ -783,8 +836,8 @@ static int name_of(struct wal *w, int id, char name[65])
 	return known ? 0 : WAL_ENOBACKEND;
 }
 
-int wal_read(struct wal *w, int id, uint64_t from_seq, size_t max, size_t max_bytes, struct wal_batch *out,
-             size_t *count)
+static int read_batches(struct wal *w, int id, uint64_t from_seq, size_t max, size_t max_bytes, int with_body,
+                        struct wal_batch *out, size_t *count)
 {
 	char name[65];
 	struct walr_backend r;
@@ -804,6 +857,8 @@ int wal_read(struct wal *w, int id, uint64_t from_seq, size_t max, size_t max_by
 		goto done;
 	unsigned char kb[8];
 	MDB_val k = { 8, kb }, v;
+	/* Never below the cursor: a caller's from_seq may be older than a
+	 * purge or a dead-letter that moved it. */
 	walr_seq_encode(from_seq > r.cursor ? from_seq : r.cursor, kb);
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && got < max && (got == 0 || bytes < max_bytes);
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
@@ -812,7 +867,8 @@ int wal_read(struct wal *w, int id, uint64_t from_seq, size_t max, size_t max_by
 			break;
 		if (!(hdr.route & (1ULL << id)))
 			continue;
-		if ((rc = copy_batch(&k, &v, &out[got])))
+		if ((rc = copy_record(v.mv_data, v.mv_size, walr_seq_decode(k.mv_data), with_body, NULL, 0, &out[got],
+		                      NULL)))
 			break;
 		bytes += out[got].body_len;
 		got++;
@@ -832,6 +888,17 @@ done:
 out:
 	leave(w);
 	return map_rc(rc);
+}
+
+int wal_read(struct wal *w, int id, uint64_t from_seq, size_t max, size_t max_bytes, struct wal_batch *out,
+             size_t *count)
+{
+	return read_batches(w, id, from_seq, max, max_bytes, 1, out, count);
+}
+
+int wal_peek(struct wal *w, int id, uint64_t from_seq, size_t max, struct wal_batch *out, size_t *count)
+{
+	return read_batches(w, id, from_seq, max, SIZE_MAX, 0, out, count);
 }
 
 /*
@@ -968,29 +1035,39 @@ int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_
 {
 	char name[65];
 	struct walr_backend r;
+	struct wal_batch b, old;
 	MDB_txn *txn;
 	unsigned char kb[9];
 	MDB_val k = { 8, kb }, v;
+	char *joined = NULL;
 	int rc;
 
+	memset(&b, 0, sizeof(b));
+	memset(&old, 0, sizeof(old));
 	if ((rc = name_of(w, id, name)))
 		return rc;
+	if (w->flags & WAL_F_RDONLY)
+		return WAL_EINVAL;
 	if ((rc = enter(w)))
 		return rc;
 	if ((rc = begin(w, 0, &txn)))
 		goto out;
 	if ((rc = get_backend(txn, w, name, &r)))
 		goto abort;
+	if (seq < r.cursor) {
+		/* Finished meanwhile (purged by relayctl while the worker was
+		 * sending it): nothing is pending to dead-letter. */
+		mdb_txn_abort(txn);
+		goto out;
+	}
 	walr_seq_encode(seq, kb);
 	if ((rc = mdb_get(txn, w->dbi_batches, &k, &v))) {
 		rc = rc == MDB_NOTFOUND ? WAL_EINVAL : rc;
 		goto abort;
 	}
-	struct wal_batch b;
 	if ((rc = copy_batch(&k, &v, &b)))
 		goto abort;
-	if (!(b.route & (1ULL << id)) || seq < r.cursor) {
-		wal_batch_release(&b);
+	if (!(b.route & (1ULL << id))) {
 		rc = WAL_EINVAL;
 		goto abort;
 	}
@@ -1002,18 +1079,43 @@ int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_
 		b.body_len = body_len;
 		b.lines = lines;
 	}
+	uint64_t dead_bytes = b.body_len;
+	dead_key(id, seq, kb);
+	MDB_val dk = { 9, kb }, dv;
+	/* A dead letter of this batch exists already (a 413 split isolated
+	 * another bad line of it): keep both, in one record, so that the key
+	 * (backend, sequence) stays unique and the counters stay exact. */
+	rc = mdb_get(txn, w->dbi_dead, &dk, &dv);
+	int merge = rc == 0;
+	if (rc && rc != MDB_NOTFOUND)
+		goto abort;
+	if (merge) {
+		struct walr_dead od;
+		size_t ml, boff;
+		if ((rc = walr_dead_decode(dv.mv_data, dv.mv_size, &od, &ml, &boff)) ||
+		    (rc = copy_record((const char *)dv.mv_data + boff, dv.mv_size - boff, seq, 1, NULL, 0, &old, NULL)))
+			goto abort;
+		joined = malloc(old.body_len + b.body_len + 1);
+		if (!joined) {
+			rc = -ENOMEM;
+			goto abort;
+		}
+		memcpy(joined, old.body, old.body_len);
+		memcpy(joined + old.body_len, b.body, b.body_len);
+		b.body = joined;
+		b.body_len += old.body_len;
+		b.lines += old.lines;
+	}
 	struct walr_dead d = { status, attempts, now_ns, msg ? msg : "" };
 	size_t size = walr_dead_size(&d, &b);
-	dead_key(id, seq, kb);
-	MDB_val dk = { 9, kb }, dv = { size, NULL };
+	dv.mv_size = size;
+	dv.mv_data = NULL;
 	rc = size ? mdb_put(txn, w->dbi_dead, &dk, &dv, MDB_RESERVE) : WAL_EINVAL;
-	if (rc == 0)
-		walr_dead_encode(&d, &b, dv.mv_data);
-	uint64_t dead_bytes = b.body_len;
-	wal_batch_release(&b);
 	if (rc)
 		goto abort;
-	r.dead_batches++;
+	walr_dead_encode(&d, &b, dv.mv_data);
+	if (!merge)
+		r.dead_batches++;
 	r.dead_bytes += dead_bytes;
 	if (finish) {
 		/* Everything before seq must be finished already: the replay
@@ -1028,6 +1130,9 @@ int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_
 abort:
 	mdb_txn_abort(txn);
 out:
+	wal_batch_release(&b);
+	wal_batch_release(&old);
+	free(joined);
 	leave(w);
 	return map_rc(rc);
 }
@@ -1050,6 +1155,10 @@ static void fill_stat(struct wal_backend_stat *st, const char *name, size_t nlen
 	st->delivered_batches = r->delivered_batches;
 	st->delivered_points = r->delivered_points;
 	st->last_delivery_ns = r->last_delivery_ns;
+	st->flags = r->flags;
+	st->paused = (r->flags & WAL_BACKEND_PAUSED) != 0;
+	st->dead_bytes = r->dead_bytes;
+	st->created_ns = r->created_ns;
 }
 
 int wal_backend_stat(struct wal *w, const char *name, struct wal_backend_stat *st)
@@ -1095,4 +1204,669 @@ int wal_stat(struct wal *w, struct wal_stat *st)
 out:
 	leave(w);
 	return map_rc(rc);
+}
+
+int wal_reader_check(struct wal *w, int *cleared)
+{
+	int dead = 0;
+	int rc = enter(w);
+	if (rc)
+		return rc;
+	rc = mdb_reader_check(w->env, &dead);
+	leave(w);
+	if (cleared)
+		*cleared = dead;
+	return map_rc(rc);
+}
+
+/*---- operator actions ----*/
+
+/*
+ * Begin a write transaction for an operator action on backend id: check
+ * the handle may write, enter, begin, and load the backend record. On
+ * success the caller owns txn and must leave(w) after ending it.
+ */
+static int begin_backend_write(struct wal *w, int id, char name[65], MDB_txn **txn, struct walr_backend *r)
+{
+	int rc;
+	if (w->flags & WAL_F_RDONLY)
+		return WAL_EINVAL;
+	if ((rc = name_of(w, id, name)))
+		return rc;
+	if ((rc = enter(w)))
+		return rc;
+	if ((rc = begin(w, 0, txn))) {
+		leave(w);
+		return rc;
+	}
+	if ((rc = get_backend(*txn, w, name, r))) {
+		mdb_txn_abort(*txn);
+		leave(w);
+		return rc;
+	}
+	return 0;
+}
+
+int wal_backend_set_paused(struct wal *w, int id, int paused)
+{
+	char name[65];
+	struct walr_backend r;
+	MDB_txn *txn;
+	int rc = begin_backend_write(w, id, name, &txn, &r);
+	if (rc)
+		return map_rc(rc);
+	uint32_t flags = paused ? r.flags | WAL_BACKEND_PAUSED : r.flags & ~(uint32_t)WAL_BACKEND_PAUSED;
+	if (flags == r.flags) {
+		mdb_txn_abort(txn); /* already so */
+	} else {
+		r.flags = flags;
+		if ((rc = put_backend(txn, w, name, &r)) == 0)
+			rc = commit(w, txn);
+		else
+			mdb_txn_abort(txn);
+	}
+	leave(w);
+	return map_rc(rc);
+}
+
+int wal_purge(struct wal *w, int id, struct wal_count *dropped)
+{
+	char name[65];
+	struct walr_backend r;
+	struct wal_count n = { 0, 0, 0 };
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	uint64_t next;
+	unsigned char kb[8];
+	MDB_val k = { 8, kb }, v;
+	int rc = begin_backend_write(w, id, name, &txn, &r);
+	if (rc)
+		return map_rc(rc);
+	if ((rc = get_next_seq(txn, w, &next)) || (rc = mdb_cursor_open(txn, w->dbi_batches, &cur)))
+		goto abort;
+	/* Recount what is dropped from the log itself rather than trusting the
+	 * counters: they are set to exactly 0 below either way. */
+	walr_seq_encode(r.cursor, kb);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct wal_batch hdr;
+		if ((rc = walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL)))
+			break;
+		if (!(hdr.route & (1ULL << id)))
+			continue;
+		n.batches++;
+		n.points += hdr.lines;
+		n.bytes += hdr.body_len;
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		goto abort;
+	if (r.cursor == next && !r.pending_batches && !r.pending_points && !r.pending_bytes) {
+		rc = 0; /* nothing pending: nothing to write */
+		mdb_txn_abort(txn);
+		goto out;
+	}
+	r.cursor = next;
+	r.pending_batches = r.pending_points = r.pending_bytes = 0;
+	if ((rc = put_backend(txn, w, name, &r)) || (rc = truncate_log(txn, w)))
+		goto abort;
+	/* Durable like an ack: the cursor and the deletions commit together. */
+	rc = commit(w, txn);
+	goto out;
+abort:
+	mdb_txn_abort(txn);
+out:
+	leave(w);
+	if (rc == 0 && dropped)
+		*dropped = n;
+	return map_rc(rc);
+}
+
+int wal_get(struct wal *w, int id, uint64_t seq, struct wal_batch *out)
+{
+	char name[65];
+	struct walr_backend r;
+	MDB_txn *txn;
+	unsigned char kb[8];
+	MDB_val k = { 8, kb }, v;
+	int rc;
+	memset(out, 0, sizeof(*out));
+	if ((rc = name_of(w, id, name)))
+		return rc;
+	if ((rc = enter(w)))
+		return rc;
+	if ((rc = begin(w, MDB_RDONLY, &txn)))
+		goto out;
+	if ((rc = get_backend(txn, w, name, &r)))
+		goto done;
+	walr_seq_encode(seq, kb);
+	if (seq < r.cursor || (rc = mdb_get(txn, w->dbi_batches, &k, &v))) {
+		rc = rc == 0 || rc == MDB_NOTFOUND ? WAL_ENOTFOUND : rc;
+		goto done;
+	}
+	struct wal_batch hdr;
+	if ((rc = walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL)))
+		goto done;
+	if (!(hdr.route & (1ULL << id))) {
+		rc = WAL_ENOTFOUND;
+		goto done;
+	}
+	rc = copy_batch(&k, &v, out);
+done:
+	mdb_txn_abort(txn); /* *out is a copy: nothing refers to the snapshot */
+out:
+	leave(w);
+	return map_rc(rc);
+}
+
+/* Copy dead record v (key seq) out into *d, with or without its body. */
+static int copy_dead(const MDB_val *v, uint64_t seq, int with_body, struct wal_dead *d)
+{
+	struct walr_dead hd;
+	size_t ml, boff;
+	memset(d, 0, sizeof(*d));
+	int rc = walr_dead_decode(v->mv_data, v->mv_size, &hd, &ml, &boff);
+	if (rc)
+		return rc;
+	rc = copy_record((const char *)v->mv_data + boff, v->mv_size - boff, seq, with_body, hd.msg, ml, &d->batch,
+	                 &d->msg);
+	if (rc)
+		return rc;
+	struct wal_batch hdr;
+	walr_batch_decode((const char *)v->mv_data + boff, v->mv_size - boff, &hdr, NULL, NULL, NULL);
+	d->bytes = hdr.body_len;
+	d->status = hd.status;
+	d->attempts = hd.attempts;
+	d->dead_ns = hd.dead_ns;
+	return 0;
+}
+
+void wal_dead_release(struct wal_dead *d)
+{
+	wal_batch_release(&d->batch);
+	memset(d, 0, sizeof(*d));
+}
+
+int wal_dead_list(struct wal *w, int id, uint64_t from_seq, size_t max, size_t max_bytes, struct wal_dead *out,
+                  size_t *count)
+{
+	char name[65];
+	MDB_txn *txn;
+	MDB_cursor *cur = NULL;
+	unsigned char kb[9];
+	MDB_val k = { 9, kb }, v;
+	size_t got = 0, bytes = 0;
+	int rc;
+
+	*count = 0;
+	if ((rc = name_of(w, id, name)))
+		return rc;
+	if ((rc = enter(w)))
+		return rc;
+	if ((rc = begin(w, MDB_RDONLY, &txn)))
+		goto out;
+	if ((rc = mdb_cursor_open(txn, w->dbi_dead, &cur)))
+		goto done;
+	dead_key(id, from_seq, kb);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	     rc == 0 && got < max && (got == 0 || !max_bytes || bytes < max_bytes);
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		const unsigned char *kp = k.mv_data;
+		if (k.mv_size != 9 || kp[0] != (unsigned char)id)
+			break; /* past this backend's keys */
+		if ((rc = copy_dead(&v, walr_seq_decode(kp + 1), max_bytes != 0, &out[got])))
+			break;
+		bytes += out[got].bytes;
+		got++;
+	}
+	if (rc == MDB_NOTFOUND)
+		rc = 0;
+done:
+	if (cur)
+		mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	if (rc) {
+		while (got)
+			wal_dead_release(&out[--got]);
+	}
+	*count = got;
+out:
+	leave(w);
+	return map_rc(rc);
+}
+
+int wal_dead_get(struct wal *w, int id, uint64_t seq, struct wal_dead *out)
+{
+	char name[65];
+	MDB_txn *txn;
+	unsigned char kb[9];
+	MDB_val k = { 9, kb }, v;
+	int rc;
+	memset(out, 0, sizeof(*out));
+	if ((rc = name_of(w, id, name)))
+		return rc;
+	if ((rc = enter(w)))
+		return rc;
+	if ((rc = begin(w, MDB_RDONLY, &txn)))
+		goto out;
+	dead_key(id, seq, kb);
+	rc = mdb_get(txn, w->dbi_dead, &k, &v);
+	if (rc == 0)
+		rc = copy_dead(&v, seq, 1, out);
+	else if (rc == MDB_NOTFOUND)
+		rc = WAL_ENOTFOUND;
+	mdb_txn_abort(txn);
+out:
+	leave(w);
+	return map_rc(rc);
+}
+
+/*
+ * The sequences a dead-letter action works on, inside txn: a copy of the
+ * n given ones (each must exist, else WAL_ENOTFOUND and *missing), or the
+ * first n (all when n == 0) of backend id. *out is malloc'd (NULL when
+ * there are none), *nout its length.
+ */
+static int dead_targets(MDB_txn *txn, struct wal *w, int id, const uint64_t *seqs, size_t n, uint64_t **out,
+                        size_t *nout, uint64_t *missing)
+{
+	unsigned char kb[9];
+	MDB_val k = { 9, kb }, v;
+	uint64_t *list = NULL;
+	size_t len = 0, cap = 0;
+	int rc = 0;
+
+	*out = NULL;
+	*nout = 0;
+	if (seqs) {
+		if (n == 0)
+			return 0;
+		if (!(list = malloc(n * sizeof(*list))))
+			return -ENOMEM;
+		for (size_t i = 0; i < n; i++) {
+			dead_key(id, seqs[i], kb);
+			if ((rc = mdb_get(txn, w->dbi_dead, &k, &v))) {
+				if (rc == MDB_NOTFOUND) {
+					rc = WAL_ENOTFOUND;
+					if (missing)
+						*missing = seqs[i];
+				}
+				free(list);
+				return rc;
+			}
+			/* A sequence named twice is acted on once. */
+			int dup = 0;
+			for (size_t j = 0; j < len && !dup; j++)
+				dup = list[j] == seqs[i];
+			if (!dup)
+				list[len++] = seqs[i];
+		}
+		*out = list;
+		*nout = len;
+		return 0;
+	}
+	MDB_cursor *cur;
+	if ((rc = mdb_cursor_open(txn, w->dbi_dead, &cur)))
+		return rc;
+	dead_key(id, 0, kb);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && (n == 0 || len < n);
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		const unsigned char *kp = k.mv_data;
+		if (k.mv_size != 9 || kp[0] != (unsigned char)id)
+			break;
+		if (len == cap) {
+			cap = cap ? 2 * cap : 64;
+			uint64_t *nl = realloc(list, cap * sizeof(*list));
+			if (!nl) {
+				rc = -ENOMEM;
+				break;
+			}
+			list = nl;
+		}
+		list[len++] = walr_seq_decode(kp + 1);
+	}
+	mdb_cursor_close(cur);
+	if (rc && rc != MDB_NOTFOUND) {
+		free(list);
+		return rc;
+	}
+	*out = list;
+	*nout = len;
+	return 0;
+}
+
+/* Drop or requeue (append at the end of the log for id only) the dead
+ * letters chosen by dead_targets, in one transaction. */
+static int dead_move(struct wal *w, int id, const uint64_t *seqs, size_t n, int requeue, int64_t now_ns,
+                     struct wal_count *done, uint64_t *missing)
+{
+	char name[65];
+	struct walr_backend r;
+	struct wal_count cnt = { 0, 0, 0 };
+	MDB_txn *txn;
+	uint64_t *list = NULL, next = 0;
+	size_t nlist = 0;
+	unsigned char *copy = NULL;
+	int rc = begin_backend_write(w, id, name, &txn, &r);
+	if (rc)
+		return map_rc(rc);
+	if ((rc = dead_targets(txn, w, id, seqs, n, &list, &nlist, missing)))
+		goto abort;
+	if (nlist == 0) {
+		mdb_txn_abort(txn);
+		goto out;
+	}
+	if (requeue && (rc = get_next_seq(txn, w, &next)))
+		goto abort;
+	for (size_t i = 0; i < nlist; i++) {
+		unsigned char kb[9];
+		MDB_val k = { 9, kb }, v;
+		struct walr_dead hd;
+		struct wal_batch hdr;
+		size_t ml, boff;
+		dead_key(id, list[i], kb);
+		if ((rc = mdb_get(txn, w->dbi_dead, &k, &v)))
+			goto abort;
+		if ((rc = walr_dead_decode(v.mv_data, v.mv_size, &hd, &ml, &boff)) ||
+		    (rc = walr_batch_decode((const char *)v.mv_data + boff, v.mv_size - boff, &hdr, NULL, NULL, NULL)))
+			goto abort;
+		cnt.batches++;
+		cnt.points += hdr.lines;
+		cnt.bytes += hdr.body_len;
+		if (requeue) {
+			/* The stored batch record is the queue's own format: copy it
+			 * out (v dies at the next write in this transaction), give it
+			 * this backend's route and the time of its new acceptance,
+			 * and append it under the next sequence. */
+			size_t len = v.mv_size - boff;
+			unsigned char *nc = realloc(copy, len);
+			if (!nc) {
+				rc = -ENOMEM;
+				goto abort;
+			}
+			copy = nc;
+			memcpy(copy, (const char *)v.mv_data + boff, len);
+			walr_put_u64(copy, 1ULL << id);
+			walr_put_u64(copy + 8, (uint64_t)now_ns);
+			unsigned char sk[8];
+			walr_seq_encode(next, sk);
+			MDB_val bk = { 8, sk }, bv = { len, copy };
+			if ((rc = mdb_put(txn, w->dbi_batches, &bk, &bv, MDB_APPEND)))
+				goto abort;
+			next++;
+			r.pending_batches++;
+			r.pending_points += hdr.lines;
+			r.pending_bytes += hdr.body_len;
+		}
+		if ((rc = mdb_del(txn, w->dbi_dead, &k, NULL)))
+			goto abort;
+		r.dead_batches = r.dead_batches ? r.dead_batches - 1 : 0;
+		r.dead_bytes = r.dead_bytes >= hdr.body_len ? r.dead_bytes - hdr.body_len : 0;
+	}
+	if ((rc = put_backend(txn, w, name, &r)) || (requeue && (rc = put_next_seq(txn, w, next))))
+		goto abort;
+	rc = commit(w, txn);
+	goto out;
+abort:
+	mdb_txn_abort(txn);
+	if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL)
+		rc = WAL_EFULL;
+out:
+	leave(w);
+	free(list);
+	free(copy);
+	if (rc == 0 && done)
+		*done = cnt;
+	return map_rc(rc);
+}
+
+int wal_dead_drop(struct wal *w, int id, const uint64_t *seqs, size_t n, struct wal_count *done, uint64_t *missing)
+{
+	return dead_move(w, id, seqs, n, 0, 0, done, missing);
+}
+
+int wal_dead_requeue(struct wal *w, int id, const uint64_t *seqs, size_t n, int64_t now_ns,
+                     struct wal_count *done, uint64_t *missing)
+{
+	return dead_move(w, id, seqs, n, 1, now_ns, done, missing);
+}
+
+/*---- verify ----*/
+
+#define VERIFY_MAX_TEXT 1000
+
+/* Problems found inside the read transaction, described after it ends. */
+struct problems {
+	char **text;
+	size_t n;     /* described (at most VERIFY_MAX_TEXT) */
+	size_t total; /* found */
+	int oom;
+};
+
+static void problem(struct problems *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(struct problems *p, const char *fmt, ...)
+{
+	p->total++;
+	if (p->n >= VERIFY_MAX_TEXT || p->oom)
+		return;
+	if (p->n % 64 == 0) {
+		char **nt = realloc(p->text, (p->n + 64) * sizeof(*nt));
+		if (!nt) {
+			p->oom = 1;
+			return;
+		}
+		p->text = nt;
+	}
+	va_list ap;
+	va_start(ap, fmt);
+	int rc = vasprintf(&p->text[p->n], fmt, ap);
+	va_end(ap);
+	if (rc < 0)
+		p->oom = 1;
+	else
+		p->n++;
+}
+
+struct verify_backend {
+	char name[65];
+	struct walr_backend r;
+	struct wal_count pending; /* recounted from the log */
+	struct wal_count dead;    /* recounted from the dead letters */
+};
+
+static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct wal_verify_stat *st)
+{
+	struct verify_backend *be = calloc(WAL_MAX_BACKENDS, sizeof(*be));
+	uint64_t known = 0, next = 0;
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	int rc;
+
+	if (!be)
+		return -ENOMEM;
+
+	/* meta */
+	MDB_val fk = { sizeof(KEY_FORMAT) - 1, (void *)KEY_FORMAT };
+	struct walr_format f;
+	if ((rc = mdb_get(txn, w->dbi_meta, &fk, &v)))
+		problem(p, "meta: no format record (%s)", mdb_strerror(rc));
+	else if (walr_format_decode(v.mv_data, v.mv_size, &f))
+		problem(p, "meta: the format record does not decode");
+	else if (f.version != WAL_FORMAT_VERSION)
+		problem(p, "meta: format version %u, expected %d", f.version, WAL_FORMAT_VERSION);
+	rc = get_next_seq(txn, w, &next);
+	if (rc) {
+		problem(p, "meta: next_seq is missing or not 8 bytes");
+		next = UINT64_MAX;
+	}
+
+	/* backends */
+	if ((rc = mdb_cursor_open(txn, w->dbi_backends, &cur)))
+		goto out;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		char name[65];
+		size_t nl = k.mv_size > 64 ? 64 : k.mv_size;
+		memcpy(name, k.mv_data, nl);
+		name[nl] = '\0';
+		st->backends++;
+		struct walr_backend r;
+		if (k.mv_size == 0 || k.mv_size > 64)
+			problem(p, "backend '%s': name of %zu bytes (1 to 64 allowed)", name, k.mv_size);
+		if (walr_backend_decode(v.mv_data, v.mv_size, &r)) {
+			problem(p, "backend '%s': record does not decode (%zu bytes)", name, v.mv_size);
+			continue;
+		}
+		if (known & (1ULL << r.id)) {
+			problem(p, "backend '%s': id %u is also used by backend '%s'", name, r.id, be[r.id].name);
+			continue;
+		}
+		known |= 1ULL << r.id;
+		memcpy(be[r.id].name, name, nl + 1);
+		be[r.id].r = r;
+		if (r.cursor == 0 || r.cursor > next)
+			problem(p, "backend '%s': cursor %" PRIu64 " is outside the log [1, %" PRIu64 "]", name, r.cursor,
+			        next);
+	}
+	mdb_cursor_close(cur);
+	cur = NULL;
+	if (rc != MDB_NOTFOUND)
+		goto out;
+
+	/* batches: decode each, recount what is pending per backend */
+	if ((rc = mdb_cursor_open(txn, w->dbi_batches, &cur)))
+		goto out;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		st->batches++;
+		if (k.mv_size != 8) {
+			problem(p, "batches: a key of %zu bytes (8 expected)", k.mv_size);
+			continue;
+		}
+		uint64_t seq = walr_seq_decode(k.mv_data);
+		struct wal_batch hdr;
+		uint32_t off[WALR_NSTR];
+		uint16_t sl[WALR_NSTR];
+		size_t body_off;
+		if (seq >= next)
+			problem(p, "batch %" PRIu64 ": at or past next_seq %" PRIu64, seq, next);
+		if (walr_batch_decode(v.mv_data, v.mv_size, &hdr, off, sl, &body_off)) {
+			problem(p, "batch %" PRIu64 ": record does not decode (%zu bytes)", seq, v.mv_size);
+			continue;
+		}
+		if (hdr.route == 0)
+			problem(p, "batch %" PRIu64 ": empty route (no backend needs it, yet it is kept)", seq);
+		if (hdr.route & ~known)
+			problem(p, "batch %" PRIu64 ": routed to unknown backend ids (mask %#" PRIx64 ")", seq,
+			        hdr.route & ~known);
+		if (hdr.body_len && ((const char *)v.mv_data)[body_off + hdr.body_len - 1] != '\n')
+			problem(p, "batch %" PRIu64 ": body does not end with a newline", seq);
+		if (hdr.precision > WALR_PRECISION_MAX)
+			problem(p, "batch %" PRIu64 ": precision code %u is not one of the format's", seq, hdr.precision);
+		for (int id = 0; id < WAL_MAX_BACKENDS; id++) {
+			if (!(hdr.route & known & (1ULL << id)) || seq < be[id].r.cursor)
+				continue;
+			be[id].pending.batches++;
+			be[id].pending.points += hdr.lines;
+			be[id].pending.bytes += hdr.body_len;
+		}
+	}
+	mdb_cursor_close(cur);
+	cur = NULL;
+	if (rc != MDB_NOTFOUND)
+		goto out;
+
+	/* dead letters */
+	if ((rc = mdb_cursor_open(txn, w->dbi_dead, &cur)))
+		goto out;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		st->dead++;
+		if (k.mv_size != 9) {
+			problem(p, "dead: a key of %zu bytes (9 expected)", k.mv_size);
+			continue;
+		}
+		const unsigned char *kp = k.mv_data;
+		int id = kp[0];
+		uint64_t seq = walr_seq_decode(kp + 1);
+		struct walr_dead hd;
+		struct wal_batch hdr;
+		size_t ml, boff;
+		if (id >= WAL_MAX_BACKENDS || !(known & (1ULL << id))) {
+			problem(p, "dead letter %d/%" PRIu64 ": belongs to no known backend (id %d)", id, seq, id);
+			continue;
+		}
+		if (walr_dead_decode(v.mv_data, v.mv_size, &hd, &ml, &boff) ||
+		    walr_batch_decode((const char *)v.mv_data + boff, v.mv_size - boff, &hdr, NULL, NULL, NULL)) {
+			problem(p, "backend '%s': dead letter %" PRIu64 " does not decode (%zu bytes)", be[id].name, seq,
+			        v.mv_size);
+			continue;
+		}
+		if (hdr.precision > WALR_PRECISION_MAX)
+			problem(p, "backend '%s': dead letter %" PRIu64 " has precision code %u, not one of the format's",
+			        be[id].name, seq, hdr.precision);
+		be[id].dead.batches++;
+		be[id].dead.bytes += hdr.body_len;
+	}
+	mdb_cursor_close(cur);
+	cur = NULL;
+	if (rc != MDB_NOTFOUND)
+		goto out;
+	rc = 0;
+
+	/* counters against the recounts */
+	for (int id = 0; id < WAL_MAX_BACKENDS; id++) {
+		if (!(known & (1ULL << id)))
+			continue;
+		const struct verify_backend *b = &be[id];
+		if (b->r.pending_batches != b->pending.batches || b->r.pending_points != b->pending.points ||
+		    b->r.pending_bytes != b->pending.bytes)
+			problem(p,
+			        "backend '%s': counters say %" PRIu64 " batches, %" PRIu64 " points, %" PRIu64
+			        " bytes pending; the log holds %" PRIu64 ", %" PRIu64 ", %" PRIu64 " from its cursor %" PRIu64,
+			        b->name, b->r.pending_batches, b->r.pending_points, b->r.pending_bytes, b->pending.batches,
+			        b->pending.points, b->pending.bytes, b->r.cursor);
+		if (b->r.dead_batches != b->dead.batches || b->r.dead_bytes != b->dead.bytes)
+			problem(p,
+			        "backend '%s': counters say %" PRIu64 " dead letters of %" PRIu64 " bytes; the dead-letter "
+			        "queue holds %" PRIu64 " of %" PRIu64 " bytes",
+			        b->name, b->r.dead_batches, b->r.dead_bytes, b->dead.batches, b->dead.bytes);
+	}
+out:
+	if (cur)
+		mdb_cursor_close(cur);
+	free(be);
+	return rc;
+}
+
+int wal_verify(struct wal *w, void (*cb)(void *arg, const char *text), void *arg, struct wal_verify_stat *st)
+{
+	struct problems p = { NULL, 0, 0, 0 };
+	struct wal_verify_stat dummy;
+	MDB_txn *txn;
+	int rc;
+	if (!st)
+		st = &dummy;
+	memset(st, 0, sizeof(*st));
+	if ((rc = enter(w)))
+		return rc;
+	if ((rc = begin(w, MDB_RDONLY, &txn)) == 0) {
+		rc = verify_walk(txn, w, &p, st);
+		mdb_txn_abort(txn);
+	}
+	leave(w);
+	/* Described only now: the caller may print or wait, and no read
+	 * transaction may be held meanwhile. */
+	for (size_t i = 0; i < p.n; i++) {
+		if (rc == 0 && cb)
+			cb(arg, p.text[i]);
+		free(p.text[i]);
+	}
+	free(p.text);
+	if (rc == 0 && p.oom)
+		rc = -ENOMEM;
+	if (rc == 0 && cb && p.total > p.n) {
+		char more[96];
+		snprintf(more, sizeof(more), "... and %zu more problems", p.total - p.n);
+		cb(arg, more);
+	}
+	if (rc)
+		return map_rc(rc);
+	return p.total > INT32_MAX ? INT32_MAX : (int)p.total;
 }

@@ -38,16 +38,26 @@
 #define WAL_ENOBACKEND (-20007) /* no such backend in this queue */
 #define WAL_ETOOMANY   (-20008) /* more than WAL_MAX_BACKENDS backends */
 #define WAL_EINVAL     (-20009) /* bad argument (name too long, sequence out of range...) */
-#define WAL_ENOTQUEUE  (-20010) /* the directory holds no relayd queue (read-only open) */
+#define WAL_ENOTQUEUE  (-20010) /* the directory holds no relayd queue (read-only or shared open) */
+#define WAL_ENOTFOUND  (-20011) /* no such batch (pending or dead) for this backend */
 
 /* Flags for wal_options.flags. */
 #define WAL_F_RDONLY 0x1 /* open read-only (relayctl beside a live relayd); never creates */
+#define WAL_F_SHARED 0x2 /* open read-write beside a live relayd (relayctl): no relayd.lock, never
+                          * creates or initialises a queue, never creates a backend */
+
+/* Backend flags, kept in the backend record (wal_backend_stat.flags). */
+#define WAL_BACKEND_PAUSED 0x1 /* delivery paused by the operator; the queue keeps filling */
 
 struct wal;
 
 struct wal_options {
 	/* LMDB map size in bytes: the most the queue file may grow to. 0 means
-	 * 64 MiB. Ignored (the file's own size is used) with WAL_F_RDONLY. */
+	 * 64 MiB (with WAL_F_SHARED: the size the file records, i.e. the
+	 * largest any writer used). Ignored (the file's own size is used) with
+	 * WAL_F_RDONLY. A WAL_F_SHARED opener beside relayd must pass relayd's
+	 * size (config_map_size): a larger one could let it write past the end
+	 * of relayd's map, which relayd would see as MDB_MAP_RESIZED. */
 	uint64_t map_size;
 	unsigned flags; /* WAL_F_* */
 };
@@ -87,6 +97,10 @@ struct wal_backend_stat {
 	uint64_t delivered_batches;
 	uint64_t delivered_points;
 	int64_t last_delivery_ns;  /* 0 = never */
+	uint32_t flags;            /* WAL_BACKEND_* */
+	int paused;                /* flags & WAL_BACKEND_PAUSED */
+	uint64_t dead_bytes;       /* body bytes of the dead letters */
+	int64_t created_ns;        /* when its queue was created */
 };
 
 /* Global figures. */
@@ -101,15 +115,24 @@ struct wal_stat {
 
 /*
  * Open (and when needed create) the queue in directory dir. Without
- * WAL_F_RDONLY the directory is created mode 0700 if missing, its files are
- * 0600 (batches carry credentials), an exclusive lock on dir/relayd.lock is
- * taken (a second writer gets WAL_ELOCKED), and a new queue is made durable
- * (first commit, then an fsync of the directory) before this returns. The
- * format version is checked before anything else is read or written.
+ * WAL_F_RDONLY or WAL_F_SHARED (relayd's own open) the directory is
+ * created mode 0700 if missing, its files are 0600 (batches carry
+ * credentials), an exclusive lock on dir/relayd.lock is taken (a second
+ * relayd gets WAL_ELOCKED), and a new queue is made durable (first commit,
+ * then an fsync of the directory) before this returns.
+ * WAL_F_RDONLY and WAL_F_SHARED open only an existing, initialised queue
+ * and never touch relayd.lock, so they work while relayd runs: LMDB
+ * serialises the writers. WAL_F_SHARED may write (every change is one
+ * LMDB write transaction, as relayd's are) but never creates the
+ * directory, the data file, the format record or a DBI: a queue that
+ * is missing or half-initialised is WAL_ENOTQUEUE or WAL_ECORRUPT, never
+ * initialised behind relayd's back.
+ * The format version is checked before anything else is read or written.
  * On success *out is a handle to release with wal_close; on failure *out is
  * NULL and nothing needs releasing. Errors: -errno (e.g. -ENOENT for a
- * missing directory with WAL_F_RDONLY), WAL_ELOCKED, WAL_EVERSION,
- * WAL_ENOTQUEUE, WAL_ECORRUPT, LMDB codes.
+ * missing directory with WAL_F_RDONLY or WAL_F_SHARED), WAL_ELOCKED,
+ * WAL_EVERSION, WAL_ENOTQUEUE, WAL_ECORRUPT, WAL_EINVAL (both flags),
+ * LMDB codes.
  */
 int wal_open(const char *dir, const struct wal_options *opt, struct wal **out);
 
@@ -120,7 +143,8 @@ void wal_close(struct wal *w);
  * Find backend name, creating its queue if it is new (a new queue starts
  * empty: it gets only batches appended from now on). *id receives its
  * stable id (0..WAL_MAX_BACKENDS-1), used in route masks. With
- * WAL_F_RDONLY only finds. Errors: WAL_ENOBACKEND (read-only, unknown),
+ * WAL_F_RDONLY or WAL_F_SHARED only finds (backends are relayd's to
+ * create). Errors: WAL_ENOBACKEND (read-only or shared, unknown),
  * WAL_ETOOMANY, WAL_EINVAL (name empty or over 64 bytes), LMDB codes.
  */
 int wal_backend_open(struct wal *w, const char *name, int *id);
@@ -147,10 +171,12 @@ int wal_append(struct wal *w, struct wal_batch *b, size_t n, int64_t now_ns);
 
 /*
  * Copy out up to max batches pending for backend id, starting at its
- * cursor or at from_seq if that is further (0 = the cursor), stopping early once max_bytes of body bytes have been copied
- * (at least one batch is returned when any is pending). The read
- * transaction ends before this returns. *count gets the number read into
- * out[0..]; release each with wal_batch_release.
+ * cursor or at from_seq if that is further (0 = the cursor), stopping
+ * early once max_bytes of body bytes have been copied (at least one batch
+ * is returned when any is pending). Never a batch below the cursor, even
+ * when from_seq is older (a worker's in-memory position after a purge).
+ * The read transaction ends before this returns. *count gets the number
+ * read into out[0..]; release each with wal_batch_release.
  */
 int wal_read(struct wal *w, int id, uint64_t from_seq, size_t max, size_t max_bytes, struct wal_batch *out,
              size_t *count);
@@ -163,7 +189,9 @@ void wal_batch_release(struct wal_batch *b);
  * (delivered), in one durable commit: the cursor moves past seq, the
  * pending counters drop, and batches every backend has passed are deleted
  * in the same transaction (so the file stops growing as data is
- * delivered). Errors: WAL_ENOBACKEND, WAL_EINVAL (seq beyond the log), LMDB.
+ * delivered). A seq below the cursor (already finished: delivered, dead,
+ * or purged meanwhile) is a no-op returning 0. Errors: WAL_ENOBACKEND,
+ * WAL_EINVAL (seq beyond the log), LMDB.
  */
 int wal_ack(struct wal *w, int id, uint64_t seq, int64_t now_ns);
 
@@ -174,8 +202,12 @@ int wal_ack(struct wal *w, int id, uint64_t seq, int64_t now_ns);
  * that body and line count (the lines that failed) instead of the batch's.
  * With finish, the batch is finished for id in the same commit: the cursor
  * moves past seq (every batch before it counts as delivered) and the
- * pending counters drop. Errors: WAL_EINVAL (no such pending batch for
- * id), WAL_ENOBACKEND, WAL_EFULL, LMDB codes.
+ * pending counters drop. A second dead letter of the same batch (another
+ * line isolated by a 413 split) is added to the first: the record holds
+ * both bodies, the latest status, message and attempts.
+ * A seq below the cursor (finished meanwhile, e.g. purged by relayctl) is
+ * a no-op returning 0. Errors: WAL_EINVAL (seq not in the log or not
+ * routed to id), WAL_ENOBACKEND, WAL_EFULL, LMDB codes.
  */
 int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_t body_len, uint32_t lines,
                     int status, const char *msg, uint32_t attempts, int64_t now_ns, int finish);
@@ -185,6 +217,146 @@ int wal_backend_stat(struct wal *w, const char *name, struct wal_backend_stat *s
 
 /* Global figures. */
 int wal_stat(struct wal *w, struct wal_stat *st);
+
+/*
+ * Free the reader slots of processes that died holding a read transaction
+ * (a relayctl killed with -9): each pins the pages of its snapshot, and the
+ * file grows by everything written meanwhile. relayd calls it on a timer;
+ * wal_open and wal_append call it too. *cleared (may be NULL) gets the
+ * number of slots freed. Errors: LMDB codes, -errno.
+ */
+int wal_reader_check(struct wal *w, int *cleared);
+
+/*---- operator actions (relayctl): each one LMDB transaction ----*/
+
+/* Batches, points and body bytes touched by an operator action. */
+struct wal_count {
+	uint64_t batches;
+	uint64_t points;
+	uint64_t bytes;
+};
+
+/*
+ * Set or clear WAL_BACKEND_PAUSED for backend id, in one durable commit.
+ * wal itself does not act on the flag (wal_append still queues, wal_read
+ * still reads): the replay worker reads it (wal_backend_stat) and stops
+ * sending while it is set; it survives restarts.
+ * Errors: WAL_ENOBACKEND, WAL_EINVAL (read-only handle), LMDB codes.
+ */
+int wal_backend_set_paused(struct wal *w, int id, int paused);
+
+/*
+ * Drop every pending batch of backend id, in one durable commit: its
+ * cursor moves to the end of the log, its pending counters become 0 (they
+ * are not counted as delivered), and batches no backend needs any more are
+ * deleted (the rule of wal_ack). *dropped (may be NULL) gets what was
+ * dropped, recounted from the log. A replay worker delivering meanwhile is
+ * safe: its later wal_ack, wal_dead_letter and wal_read of those batches
+ * are no-ops or start past the cursor.
+ * Errors: WAL_ENOBACKEND, WAL_EINVAL (read-only), WAL_EFULL, LMDB codes.
+ */
+int wal_purge(struct wal *w, int id, struct wal_count *dropped);
+
+/*
+ * Like wal_read, but without the bodies (the strings are copied; body is
+ * NULL, body_len is the stored size): the next max pending batches of
+ * backend id from max(from_seq, cursor), for a look at the queue.
+ * Release each with wal_batch_release. The stored batches hold no attempt
+ * count or error: those live in the replay worker's memory (relayd's
+ * control "status" command reports them for the batch it is trying).
+ */
+int wal_peek(struct wal *w, int id, uint64_t from_seq, size_t max, struct wal_batch *out, size_t *count);
+
+/*
+ * Copy out pending batch seq of backend id, with its body. Release with
+ * wal_batch_release. Errors: WAL_ENOTFOUND (not in the log, not routed to
+ * id, or below the cursor), WAL_ENOBACKEND, LMDB codes.
+ */
+int wal_get(struct wal *w, int id, uint64_t seq, struct wal_batch *out);
+
+/* A dead letter as read back. Every pointer points into one allocation
+ * owned by the struct: release it with wal_dead_release. */
+struct wal_dead {
+	struct wal_batch batch; /* batch.seq = the sequence it had in the log; route = this backend;
+	                         * body NULL when read without bodies */
+	size_t bytes;           /* body bytes stored */
+	int status;             /* the backend's HTTP status (or a negative transport failure) */
+	uint32_t attempts;
+	int64_t dead_ns;        /* when it was dead-lettered */
+	const char *msg;        /* the backend's message, NUL-terminated */
+};
+
+/*
+ * Copy out up to max dead letters of backend id with sequence >= from_seq,
+ * in sequence order. max_bytes == 0: without bodies; otherwise with them,
+ * stopping once max_bytes of body bytes were copied (at least one is
+ * returned when any is there). *count gets the number read into out[0..];
+ * release each with wal_dead_release. One short read transaction.
+ * Errors: WAL_ENOBACKEND, WAL_ECORRUPT, -ENOMEM, LMDB codes.
+ */
+int wal_dead_list(struct wal *w, int id, uint64_t from_seq, size_t max, size_t max_bytes, struct wal_dead *out,
+                  size_t *count);
+
+/* Dead letter seq of backend id, with its body. Release with
+ * wal_dead_release. Errors: WAL_ENOTFOUND, WAL_ENOBACKEND, LMDB codes. */
+int wal_dead_get(struct wal *w, int id, uint64_t seq, struct wal_dead *out);
+
+/* Free what wal_dead_list or wal_dead_get allocated for d. */
+void wal_dead_release(struct wal_dead *d);
+
+/*
+ * Delete dead letters of backend id, in one durable commit: the n
+ * sequences in seqs, or with seqs == NULL the first n of them (n == 0:
+ * all). The backend's dead counters drop. *done (may be NULL) gets what
+ * was deleted. When a named sequence is not in the dead-letter queue
+ * nothing is deleted: WAL_ENOTFOUND, and *missing (may be NULL) gets it.
+ * Errors: WAL_ENOTFOUND, WAL_ENOBACKEND, WAL_EINVAL (read-only), LMDB codes.
+ */
+int wal_dead_drop(struct wal *w, int id, const uint64_t *seqs, size_t n, struct wal_count *done,
+                  uint64_t *missing);
+
+/*
+ * Put dead letters of backend id back into its queue, in one durable
+ * commit (which sequences: as for wal_dead_drop): each is appended as a
+ * new batch at the END of the log, routed to backend id only, accepted at
+ * now_ns (a new sequence: it goes behind everything queued, so the
+ * backend's order of writes is the order they are requeued in), with its
+ * strings and body unchanged; the pending counters grow, the dead record
+ * is deleted and the dead counters drop. The backends' limits are not
+ * applied (the operator asked for it). *done and *missing as for
+ * wal_dead_drop. Errors: WAL_ENOTFOUND, WAL_ENOBACKEND, WAL_EINVAL,
+ * WAL_EFULL (nothing requeued), LMDB codes.
+ */
+int wal_dead_requeue(struct wal *w, int id, const uint64_t *seqs, size_t n, int64_t now_ns,
+                     struct wal_count *done, uint64_t *missing);
+
+/* What wal_verify walked. */
+struct wal_verify_stat {
+	uint64_t batches;
+	uint64_t backends;
+	uint64_t dead;
+};
+
+/*
+ * Walk the whole store and check it: the format record and next_seq;
+ * every batch decodes, has a non-empty route naming known backends, a
+ * sequence below next_seq, a known precision code and a body ending in
+ * '\n'; every backend record
+ * decodes, ids are unique, every cursor is within [1, next_seq]; every
+ * backend's pending counters equal a recount of the log from its cursor;
+ * every dead letter decodes, belongs to a known backend, and the dead
+ * counters equal a recount. Each problem is described in one line of text
+ * handed to problem(arg, text) (text valid during the call only) AFTER
+ * the read transaction ended; at most 1000 are described, all are
+ * counted. The walk uses ONE read transaction (the counts must come from
+ * one snapshot), which pins pages while relayd writes: keep it for when
+ * the store is small or quiet, or run it on a copy.
+ * Returns the number of problems (0 = healthy), or a negative code when
+ * the walk itself could not run (-ENOMEM, LMDB codes). *st (may be NULL)
+ * gets what was walked.
+ */
+int wal_verify(struct wal *w, void (*problem)(void *arg, const char *text), void *arg,
+               struct wal_verify_stat *st);
 
 /* A static description of any code this library returns. */
 const char *wal_strerror(int rc);

@@ -26,6 +26,8 @@ int walr_format_decode(const void *p, size_t len, struct walr_format *f);
 /* batches DBI value: a 48-byte header, then the six strings, then body. */
 #define WALR_BATCH_HDR 48
 #define WALR_NSTR 6 /* db rp user password org token */
+/* Precision codes of the format: 0 ns, 1 us, 2 ms, 3 s, 4 m, 5 h. */
+#define WALR_PRECISION_MAX 5
 /* Size of the encoded batch, or 0 if a string is longer than 65535 bytes
  * or the body longer than 4 GiB - 1. */
 size_t walr_batch_size(const struct wal_batch *b);

@@ -1,7 +1,8 @@
 /*
  * test_wal: the queue library on a fresh LMDB environment per test:
  * append and order, per-backend cursors, limits, reopen, format version,
- * locking, a full map, read-only access.
+ * locking, a full map, read-only and shared access, and the operator
+ * actions relayctl uses (pause, purge, peek, dead letters, verify).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,10 +13,13 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <lmdb.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "wal/wal.h"
@@ -537,8 +541,12 @@ static void test_dead_letter(void **state)
 	assert_int_equal(wal_backend_stat(f->w, "b", &st), 0);
 	assert_int_equal(st.pending_batches, 3);
 	assert_int_equal(st.dead_batches, 1);
-	/* not pending any more for a: refused */
-	assert_int_equal(wal_dead_letter(f->w, a, 1, NULL, 0, 0, 400, "x", 1, 5, 1), WAL_EINVAL);
+	/* not pending any more for a (finished meanwhile): a no-op */
+	assert_int_equal(wal_dead_letter(f->w, a, 1, NULL, 0, 0, 400, "x", 1, 5, 1), 0);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.dead_batches, 1);
+	assert_int_equal(st.cursor, 3);
+	/* not in the log at all: refused */
 	assert_int_equal(wal_dead_letter(f->w, a, 99, NULL, 0, 0, 400, "x", 1, 5, 1), WAL_EINVAL);
 	/* survives a reopen */
 	wal_close(f->w);
@@ -546,6 +554,660 @@ static void test_dead_letter(void **state)
 	open_default(f, 0);
 	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
 	assert_int_equal(st.dead_batches, 1);
+}
+
+/*---- shared and read-only opens beside relayd ----*/
+
+static int count_problems(struct wal *w);
+
+static void test_shared_open(void **state)
+{
+	struct fx *f = *state;
+	struct wal *s;
+	struct wal_options so = { 0, WAL_F_SHARED };
+	int a, b, sa;
+	/* nothing there: never created */
+	assert_int_equal(wal_open(f->dir, &so, &s), -ENOENT);
+	assert_int_equal(mkdir(f->dir, 0700), 0);
+	assert_int_equal(wal_open(f->dir, &so, &s), WAL_ENOTQUEUE);
+	/* an empty data file (relayd died before its first commit) is not
+	 * initialised behind relayd's back */
+	char p[300];
+	snprintf(p, sizeof(p), "%s/data.mdb", f->dir);
+	FILE *fp = fopen(p, "w");
+	assert_non_null(fp);
+	fclose(fp);
+	assert_int_equal(wal_open(f->dir, &so, &s), WAL_ENOTQUEUE);
+	struct stat st;
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	unlink(p);
+	struct wal_options both = { 0, WAL_F_SHARED | WAL_F_RDONLY };
+	assert_int_equal(wal_open(f->dir, &both, &s), WAL_EINVAL);
+
+	/* beside relayd (which holds relayd.lock): opens, writes */
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", &b), 0);
+	assert_int_equal(wal_open(f->dir, &so, &s), 0);
+	assert_int_equal(wal_backend_open(s, "a", &sa), 0);
+	assert_int_equal(sa, a);
+	/* backends are relayd's to create */
+	assert_int_equal(wal_backend_open(s, "new", &sa), WAL_ENOBACKEND);
+	/* an import: one batch for one backend only */
+	struct wal_batch in = mk("m v=1 1\nm v=2 2\n", 1ULL << a, 7);
+	assert_int_equal(wal_append(s, &in, 1, 7), 0);
+	assert_int_equal(in.result, 0);
+	struct wal_backend_stat sta, stb;
+	assert_int_equal(wal_backend_stat(f->w, "a", &sta), 0);
+	assert_int_equal(wal_backend_stat(f->w, "b", &stb), 0);
+	assert_int_equal(sta.pending_batches, 1);
+	assert_int_equal(sta.pending_points, 2);
+	assert_int_equal(stb.pending_batches, 0);
+	/* relayd goes on appending and delivering */
+	struct wal_batch more = mk("m v=3 3\n", (1ULL << a) | (1ULL << b), 8);
+	assert_int_equal(wal_append(f->w, &more, 1, 8), 0);
+	assert_int_equal(more.seq, 2);
+	assert_int_equal(wal_ack(f->w, a, 2, 9), 0);
+	assert_int_equal(wal_backend_stat(s, "a", &sta), 0);
+	assert_int_equal(sta.pending_batches, 0);
+	assert_int_equal(count_problems(s), 0);
+	wal_close(s);
+	/* the shared handle never took relayd.lock: a second relayd is still
+	 * refused because of the first one only */
+	wal_close(f->w);
+	f->w = NULL;
+	assert_int_equal(wal_open(f->dir, &so, &s), 0);
+	open_default(f, 0);
+	wal_close(s);
+}
+
+/* A reader whose map is smaller than the file another process grew gets
+ * MDB_MAP_RESIZED from LMDB; wal adopts the new size and goes on. */
+static void test_readonly_map_resized(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 1 << 20);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	struct wal_batch b = mk("m v=1 1\n", 1, 1);
+	assert_int_equal(wal_append(f->w, &b, 1, 1), 0);
+	wal_close(f->w);
+	f->w = NULL;
+	struct wal *r;
+	struct wal_options ro = { 0, WAL_F_RDONLY };
+	assert_int_equal(wal_open(f->dir, &ro, &r), 0); /* maps the 1 MiB the file records */
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* Another process (relayd with a larger map): 4 MiB more. */
+		struct wal *w2;
+		struct wal_options o = { 16 << 20, 0 };
+		int id;
+		if (wal_open(f->dir, &o, &w2) || wal_backend_open(w2, "a", &id))
+			_exit(1);
+		size_t len = 64 * 1024;
+		char *body = malloc(len + 1);
+		memset(body, 'x', len);
+		memcpy(body, "m v=1 ", 6);
+		body[len - 1] = '\n';
+		body[len] = '\0';
+		for (int i = 0; i < 64; i++) {
+			struct wal_batch bb = mk(body, 1, i);
+			if (wal_append(w2, &bb, 1, i))
+				_exit(2);
+		}
+		wal_close(w2);
+		free(body);
+		_exit(0);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(r, "a", &st), 0);
+	assert_int_equal(st.pending_batches, 65);
+	int id;
+	assert_int_equal(wal_backend_open(r, "a", &id), 0);
+	struct wal_batch out[4];
+	size_t n;
+	assert_int_equal(wal_read(r, id, 60, 4, 1 << 30, out, &n), 0);
+	assert_int_equal(n, 4);
+	assert_int_equal(out[3].seq, 63);
+	for (size_t i = 0; i < n; i++)
+		wal_batch_release(&out[i]);
+	wal_close(r);
+}
+
+/* A process killed inside a read transaction leaves its reader slot;
+ * wal_reader_check frees it. */
+static void test_reader_check(void **state)
+{
+	struct fx *f = *state;
+	int a, cleared = -1;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		MDB_env *env;
+		MDB_txn *txn;
+		if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, 8) || mdb_env_open(env, f->dir, MDB_RDONLY, 0600) ||
+		    mdb_txn_begin(env, NULL, MDB_RDONLY, &txn))
+			_exit(1);
+		kill(getpid(), SIGKILL); /* dies holding the read transaction */
+		_exit(2);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(wal_reader_check(f->w, &cleared), 0);
+	assert_int_equal(cleared, 1);
+	assert_int_equal(wal_reader_check(f->w, &cleared), 0);
+	assert_int_equal(cleared, 0);
+}
+
+static void *stat_in_new_thread(void *arg)
+{
+	struct fx *f = arg;
+	struct wal_backend_stat st;
+	return (void *)(intptr_t)wal_backend_stat(f->w, "a", &st);
+}
+
+/* So many processes died inside a read transaction that the reader table
+ * is full: a new reader (a thread without a slot yet) still gets in. */
+static void test_reader_table_full_of_dead_readers(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	int full = 0;
+	for (int i = 0; i < 140 && !full; i++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			MDB_env *env;
+			MDB_txn *txn;
+			if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, 8) ||
+			    mdb_env_open(env, f->dir, MDB_RDONLY, 0600))
+				_exit(1);
+			if (mdb_txn_begin(env, NULL, MDB_RDONLY, &txn))
+				_exit(3); /* the table is full */
+			kill(getpid(), SIGKILL);
+			_exit(2);
+		}
+		int status;
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		full = WIFEXITED(status) && WEXITSTATUS(status) == 3;
+	}
+	assert_true(full);
+	pthread_t th;
+	void *ret;
+	assert_int_equal(pthread_create(&th, NULL, stat_in_new_thread, f), 0);
+	assert_int_equal(pthread_join(th, &ret), 0);
+	assert_int_equal((int)(intptr_t)ret, 0);
+}
+
+/*---- operator actions ----*/
+
+static void test_pause_flag(void **state)
+{
+	struct fx *f = *state;
+	int a, b;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", &b), 0);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_false(st.paused);
+	assert_int_equal(wal_backend_set_paused(f->w, a, 1), 0);
+	assert_int_equal(wal_backend_set_paused(f->w, a, 1), 0); /* idempotent */
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_true(st.paused);
+	assert_int_equal(st.flags & WAL_BACKEND_PAUSED, WAL_BACKEND_PAUSED);
+	assert_int_equal(wal_backend_stat(f->w, "b", &st), 0);
+	assert_false(st.paused);
+	/* the queue keeps filling and acks keep the flag */
+	struct wal_batch in = mk("m v=1 1\n", (1ULL << a) | (1ULL << b), 1);
+	assert_int_equal(wal_append(f->w, &in, 1, 1), 0);
+	assert_int_equal(wal_ack(f->w, a, 1, 2), 0);
+	/* survives a restart */
+	wal_close(f->w);
+	f->w = NULL;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_true(st.paused);
+	assert_int_equal(st.delivered_batches, 1);
+	assert_int_equal(wal_backend_set_paused(f->w, a, 0), 0);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_false(st.paused);
+	/* read-only handles cannot change it */
+	struct wal *r;
+	struct wal_options ro = { 0, WAL_F_RDONLY };
+	assert_int_equal(wal_open(f->dir, &ro, &r), 0);
+	int ra;
+	assert_int_equal(wal_backend_open(r, "a", &ra), 0);
+	assert_int_equal(wal_backend_set_paused(r, ra, 1), WAL_EINVAL);
+	wal_close(r);
+}
+
+static void test_purge(void **state)
+{
+	struct fx *f = *state;
+	int a, b;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", &b), 0);
+	uint64_t both = (1ULL << a) | (1ULL << b);
+	struct wal_batch in[5] = { mk("x v=1 1\n", 1ULL << a, 1), mk("x v=2 2\nx v=3 3\n", both, 2),
+				   mk("x v=4 4\n", 1ULL << a, 3), mk("x v=5 5\n", 1ULL << b, 4),
+				   mk("x v=6 6\n", 1ULL << a, 5) };
+	assert_int_equal(wal_append(f->w, in, 5, 10), 0);
+	/* the worker delivered 1 and holds 2..5 in memory */
+	assert_int_equal(wal_ack(f->w, a, 1, 11), 0);
+	struct wal_batch held[8];
+	size_t n;
+	assert_int_equal(wal_read(f->w, a, 2, 8, 1 << 20, held, &n), 0);
+	assert_int_equal(n, 3);
+
+	struct wal_count c;
+	assert_int_equal(wal_purge(f->w, a, &c), 0);
+	assert_int_equal(c.batches, 3); /* 2, 3, 5 */
+	assert_int_equal(c.points, 4);
+	assert_int_equal(c.bytes, in[1].body_len + in[2].body_len + in[4].body_len);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.pending_batches, 0);
+	assert_int_equal(st.pending_points, 0);
+	assert_int_equal(st.pending_bytes, 0);
+	assert_int_equal(st.cursor, 6);
+	assert_int_equal(st.delivered_batches, 1); /* purged is not delivered */
+	assert_int_equal(st.oldest_accept_ns, 0);
+	/* b is untouched; the log keeps what b needs: 2 and 4 (and 3, between
+	 * them: the log stays a suffix) */
+	assert_int_equal(wal_backend_stat(f->w, "b", &st), 0);
+	assert_int_equal(st.pending_batches, 2);
+	struct wal_stat ws;
+	assert_int_equal(wal_stat(f->w, &ws), 0);
+	assert_int_equal(ws.batches, 4);
+
+	/* the worker's late operations on what it held are harmless */
+	assert_int_equal(wal_ack(f->w, a, 3, 12), 0);
+	assert_int_equal(wal_dead_letter(f->w, a, 5, NULL, 0, 0, 400, "bad", 1, 13, 1), 0);
+	assert_int_equal(wal_dead_letter(f->w, a, 2, "x v=2 2\n", 8, 1, 413, "big", 1, 13, 0), 0);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.pending_batches, 0);
+	assert_int_equal(st.dead_batches, 0);
+	assert_int_equal(st.delivered_batches, 1);
+	assert_int_equal(st.cursor, 6);
+	/* ... and its next read, from its old position, starts at the cursor */
+	for (size_t i = 0; i < n; i++)
+		wal_batch_release(&held[i]);
+	assert_int_equal(wal_read(f->w, a, 2, 8, 1 << 20, held, &n), 0);
+	assert_int_equal(n, 0);
+	struct wal_batch later = mk("x v=7 7\n", both, 6);
+	assert_int_equal(wal_append(f->w, &later, 1, 14), 0);
+	assert_int_equal(wal_read(f->w, a, 2, 8, 1 << 20, held, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(held[0].seq, 6);
+	wal_batch_release(&held[0]);
+
+	/* b purged too: everything is gone from the log */
+	assert_int_equal(wal_purge(f->w, b, &c), 0);
+	assert_int_equal(c.batches, 3);
+	assert_int_equal(wal_purge(f->w, a, &c), 0);
+	assert_int_equal(c.batches, 1);
+	assert_int_equal(wal_stat(f->w, &ws), 0);
+	assert_int_equal(ws.batches, 0);
+	/* nothing pending: a no-op */
+	assert_int_equal(wal_purge(f->w, a, &c), 0);
+	assert_int_equal(c.batches, 0);
+	assert_int_equal(count_problems(f->w), 0);
+}
+
+static void test_peek_and_get(void **state)
+{
+	struct fx *f = *state;
+	int a, b;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", &b), 0);
+	struct wal_batch in[3] = { mk("x v=1 1\n", 1ULL << a, 100), mk("x v=2 2\nx v=3 3\n", 1ULL << b, 200),
+				   mk("x v=4 4\n", 1ULL << a, 300) };
+	in[2].precision = 3;
+	in[2].rp = "";
+	assert_int_equal(wal_append(f->w, in, 3, 10), 0);
+	struct wal_batch out[4];
+	size_t n;
+	assert_int_equal(wal_peek(f->w, a, 0, 4, out, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(out[0].seq, 1);
+	assert_null(out[0].body);
+	assert_int_equal(out[0].body_len, in[0].body_len);
+	assert_int_equal(out[0].lines, 1);
+	assert_int_equal(out[0].accept_ns, 100);
+	assert_string_equal(out[0].db, "db0");
+	assert_int_equal(out[1].seq, 3);
+	assert_int_equal(out[1].precision, 3);
+	assert_string_equal(out[1].rp, "");
+	wal_batch_release(&out[0]);
+	wal_batch_release(&out[1]);
+	assert_int_equal(wal_peek(f->w, a, 0, 1, out, &n), 0);
+	assert_int_equal(n, 1);
+	wal_batch_release(&out[0]);
+
+	struct wal_batch g;
+	assert_int_equal(wal_get(f->w, a, 3, &g), 0);
+	assert_int_equal(g.seq, 3);
+	assert_string_equal(g.body, "x v=4 4\n");
+	assert_string_equal(g.password, "s3cret");
+	wal_batch_release(&g);
+	assert_int_equal(wal_get(f->w, a, 2, &g), WAL_ENOTFOUND); /* b's */
+	assert_int_equal(wal_get(f->w, a, 9, &g), WAL_ENOTFOUND);
+	assert_int_equal(wal_ack(f->w, a, 1, 11), 0);
+	assert_int_equal(wal_get(f->w, a, 1, &g), WAL_ENOTFOUND); /* delivered */
+	assert_int_equal(wal_get(f->w, b, 2, &g), 0);
+	assert_int_equal(g.lines, 2);
+	wal_batch_release(&g);
+}
+
+/* Three dead letters for a (seqs 1, 3, 4), one for b (seq 2). */
+static void make_dead(struct fx *f, int *a, int *b)
+{
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", b), 0);
+	uint64_t both = (1ULL << *a) | (1ULL << *b);
+	struct wal_batch in[5] = { mk("x v=1 1\n", 1ULL << *a, 1), mk("x v=2 2\n", 1ULL << *b, 2),
+				   mk("x v=3 3\nx v=33 33\n", both, 3), mk("x v=4 4\n", 1ULL << *a, 4),
+				   mk("x v=5 5\n", 1ULL << *a, 5) };
+	in[2].token = "tok";
+	assert_int_equal(wal_append(f->w, in, 5, 10), 0);
+	assert_int_equal(wal_dead_letter(f->w, *a, 1, NULL, 0, 0, 400, "unable to parse", 1, 1001, 1), 0);
+	assert_int_equal(wal_dead_letter(f->w, *b, 2, NULL, 0, 0, 400, "field type conflict", 2, 1002, 1), 0);
+	assert_int_equal(wal_dead_letter(f->w, *a, 3, NULL, 0, 0, 500, "retention policy not found: x", 3, 1003, 1), 0);
+	assert_int_equal(wal_dead_letter(f->w, *a, 4, NULL, 0, 0, 400, "partial write", 4, 1004, 1), 0);
+}
+
+static void test_dead_list_and_get(void **state)
+{
+	struct fx *f = *state;
+	int a, b;
+	make_dead(f, &a, &b);
+	struct wal_dead d[8];
+	size_t n;
+	assert_int_equal(wal_dead_list(f->w, a, 0, 8, 0, d, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(d[0].batch.seq, 1);
+	assert_int_equal(d[1].batch.seq, 3);
+	assert_int_equal(d[2].batch.seq, 4);
+	assert_null(d[1].batch.body);
+	assert_int_equal(d[1].bytes, strlen("x v=3 3\nx v=33 33\n"));
+	assert_int_equal(d[1].batch.lines, 2);
+	assert_int_equal(d[1].status, 500);
+	assert_int_equal(d[1].attempts, 3);
+	assert_int_equal(d[1].dead_ns, 1003);
+	assert_string_equal(d[1].msg, "retention policy not found: x");
+	assert_string_equal(d[1].batch.token, "tok");
+	assert_int_equal(d[1].batch.route, 1ULL << a);
+	for (size_t i = 0; i < n; i++)
+		wal_dead_release(&d[i]);
+	/* paging: from a sequence, a byte budget (at least one) */
+	assert_int_equal(wal_dead_list(f->w, a, 2, 8, 1, d, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(d[0].batch.seq, 3);
+	assert_string_equal(d[0].batch.body, "x v=3 3\nx v=33 33\n");
+	wal_dead_release(&d[0]);
+	assert_int_equal(wal_dead_list(f->w, b, 0, 8, 1 << 20, d, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(d[0].batch.seq, 2);
+	assert_string_equal(d[0].batch.body, "x v=2 2\n");
+	wal_dead_release(&d[0]);
+	struct wal_dead one;
+	assert_int_equal(wal_dead_get(f->w, a, 4, &one), 0);
+	assert_string_equal(one.batch.body, "x v=4 4\n");
+	assert_string_equal(one.msg, "partial write");
+	wal_dead_release(&one);
+	assert_int_equal(wal_dead_get(f->w, a, 2, &one), WAL_ENOTFOUND);
+	assert_int_equal(count_problems(f->w), 0);
+}
+
+static void test_dead_drop(void **state)
+{
+	struct fx *f = *state;
+	int a, b;
+	make_dead(f, &a, &b);
+	struct wal_count c;
+	uint64_t missing = 0;
+	uint64_t seqs[] = { 3, 7 };
+	/* one missing: nothing dropped */
+	assert_int_equal(wal_dead_drop(f->w, a, seqs, 2, &c, &missing), WAL_ENOTFOUND);
+	assert_int_equal(missing, 7);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.dead_batches, 3);
+	assert_int_equal(wal_dead_drop(f->w, a, seqs, 1, &c, &missing), 0);
+	assert_int_equal(c.batches, 1);
+	assert_int_equal(c.points, 2);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.dead_batches, 2);
+	assert_int_equal(st.dead_bytes, 16);
+	/* the first one, then all the rest */
+	assert_int_equal(wal_dead_drop(f->w, a, NULL, 1, &c, NULL), 0);
+	assert_int_equal(c.batches, 1);
+	struct wal_dead d;
+	assert_int_equal(wal_dead_get(f->w, a, 1, &d), WAL_ENOTFOUND);
+	assert_int_equal(wal_dead_drop(f->w, a, NULL, 0, &c, NULL), 0);
+	assert_int_equal(c.batches, 1);
+	assert_int_equal(wal_dead_drop(f->w, a, NULL, 0, &c, NULL), 0);
+	assert_int_equal(c.batches, 0);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.dead_batches, 0);
+	assert_int_equal(st.dead_bytes, 0);
+	/* b's stays */
+	assert_int_equal(wal_backend_stat(f->w, "b", &st), 0);
+	assert_int_equal(st.dead_batches, 1);
+	assert_int_equal(count_problems(f->w), 0);
+}
+
+static void test_dead_requeue(void **state)
+{
+	struct fx *f = *state;
+	int a, b;
+	make_dead(f, &a, &b);
+	struct wal_backend_stat st, stb0, stb;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.pending_batches, 1); /* 5 */
+	assert_int_equal(wal_backend_stat(f->w, "b", &stb0), 0);
+	struct wal_count c;
+	uint64_t seq3 = 3;
+	assert_int_equal(wal_dead_requeue(f->w, a, &seq3, 1, 5000, &c, NULL), 0);
+	assert_int_equal(c.batches, 1);
+	assert_int_equal(c.points, 2);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.pending_batches, 2);
+	assert_int_equal(st.pending_points, 3);
+	assert_int_equal(st.dead_batches, 2);
+	/* at the end of the log, for a only, accepted now, unchanged otherwise */
+	struct wal_batch out[4];
+	size_t n;
+	assert_int_equal(wal_read(f->w, a, 0, 4, 1 << 20, out, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(out[0].seq, 5);
+	assert_int_equal(out[1].seq, 6);
+	assert_int_equal(out[1].route, 1ULL << a);
+	assert_int_equal(out[1].accept_ns, 5000);
+	assert_string_equal(out[1].body, "x v=3 3\nx v=33 33\n");
+	assert_string_equal(out[1].token, "tok");
+	assert_string_equal(out[1].user, "alice");
+	wal_batch_release(&out[0]);
+	wal_batch_release(&out[1]);
+	assert_int_equal(wal_backend_stat(f->w, "b", &stb), 0);
+	assert_int_equal(stb.pending_batches, stb0.pending_batches);
+	struct wal_dead d;
+	assert_int_equal(wal_dead_get(f->w, a, 3, &d), WAL_ENOTFOUND);
+	/* all the rest, in sequence order */
+	assert_int_equal(wal_dead_requeue(f->w, a, NULL, 0, 6000, &c, NULL), 0);
+	assert_int_equal(c.batches, 2);
+	assert_int_equal(wal_read(f->w, a, 7, 4, 1 << 20, out, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(out[0].body, "x v=1 1\n");
+	assert_string_equal(out[1].body, "x v=4 4\n");
+	wal_batch_release(&out[0]);
+	wal_batch_release(&out[1]);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.dead_batches, 0);
+	assert_int_equal(st.pending_batches, 4);
+	struct wal_stat ws;
+	assert_int_equal(wal_stat(f->w, &ws), 0);
+	assert_int_equal(ws.next_seq, 9);
+	/* delivering them (and b its batch 3) empties the log */
+	assert_int_equal(wal_ack(f->w, a, 8, 7000), 0);
+	assert_int_equal(wal_stat(f->w, &ws), 0);
+	assert_int_equal(ws.batches, 6); /* 3 is still b's: the log stays a suffix */
+	assert_int_equal(wal_ack(f->w, b, 3, 7000), 0);
+	assert_int_equal(wal_stat(f->w, &ws), 0);
+	assert_int_equal(ws.batches, 0);
+	uint64_t none = 1, missing = 0;
+	assert_int_equal(wal_dead_requeue(f->w, a, &none, 1, 1, &c, &missing), WAL_ENOTFOUND);
+	assert_int_equal(missing, 1);
+	assert_int_equal(count_problems(f->w), 0);
+}
+
+/* Two bad lines of one batch isolated by 413 splits: one record, both
+ * lines, exact counters. */
+static void test_dead_letter_parts_merge(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	struct wal_batch in = mk("x v=1 1\nx v=2 2\nx v=3 3\n", 1, 1);
+	assert_int_equal(wal_append(f->w, &in, 1, 1), 0);
+	assert_int_equal(wal_dead_letter(f->w, a, 1, "x v=1 1\n", 8, 1, 413, "first", 1, 10, 0), 0);
+	assert_int_equal(wal_dead_letter(f->w, a, 1, "x v=3 3\n", 8, 1, 413, "second", 2, 20, 0), 0);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.dead_batches, 1);
+	assert_int_equal(st.dead_bytes, 16);
+	struct wal_dead d;
+	assert_int_equal(wal_dead_get(f->w, a, 1, &d), 0);
+	assert_string_equal(d.batch.body, "x v=1 1\nx v=3 3\n");
+	assert_int_equal(d.batch.lines, 2);
+	assert_string_equal(d.msg, "second");
+	assert_int_equal(d.attempts, 2);
+	wal_dead_release(&d);
+	assert_int_equal(count_problems(f->w), 0);
+}
+
+/*---- verify ----*/
+
+struct seen {
+	int n;
+	char text[4096];
+};
+
+static void note_problem(void *arg, const char *text)
+{
+	struct seen *s = arg;
+	s->n++;
+	size_t l = strlen(s->text);
+	snprintf(s->text + l, sizeof(s->text) - l, "%s\n", text);
+}
+
+static int count_problems(struct wal *w)
+{
+	struct seen s = { 0, "" };
+	int rc = wal_verify(w, note_problem, &s, NULL);
+	if (rc != s.n)
+		fprintf(stderr, "verify returned %d, described %d\n", rc, s.n);
+	if (rc)
+		fprintf(stderr, "verify: %s", s.text);
+	return rc;
+}
+
+/* Edit the store with LMDB directly, as damage would. */
+static void raw_edit(const char *dir, const char *dbname, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	assert_int_equal(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 8);
+	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, dbname, 0, &dbi), 0);
+	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
+	assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+static void test_verify(void **state)
+{
+	struct fx *f = *state;
+	int a, b;
+	make_dead(f, &a, &b);
+	struct wal_verify_stat vs;
+	struct seen s = { 0, "" };
+	assert_int_equal(wal_verify(f->w, note_problem, &s, &vs), 0);
+	assert_int_equal(s.n, 0);
+	assert_int_equal(vs.backends, 2);
+	assert_int_equal(vs.dead, 4);
+	assert_int_equal(vs.batches, 3); /* 3 (b's), 4 (behind it), 5 */
+	wal_close(f->w);
+	f->w = NULL;
+
+	/* a truncated batch record, a batch with an empty route */
+	unsigned char k5[8], k9[8];
+	walr_seq_encode(5, k5);
+	walr_seq_encode(3, k9);
+	raw_edit(f->dir, "batches", k5, 8, "garbage", 7);
+	struct wal_batch eb = mk("x v=9 9\n", 0, 1);
+	size_t sz = walr_batch_size(&eb);
+	unsigned char *buf = malloc(sz);
+	walr_batch_encode(&eb, buf);
+	raw_edit(f->dir, "batches", k9, 8, buf, sz);
+	/* a batch with a precision code the format does not have */
+	unsigned char k4[8];
+	walr_seq_encode(4, k4);
+	struct wal_batch pb = mk("x v=4 4\n", 1ULL << a, 4);
+	pb.precision = 9;
+	assert_int_equal(walr_batch_size(&pb), sz);
+	walr_batch_encode(&pb, buf);
+	raw_edit(f->dir, "batches", k4, 8, buf, sz);
+	free(buf);
+	/* a backend whose cursor is past the log and whose counters lie */
+	struct walr_backend r;
+	memset(&r, 0, sizeof(r));
+	r.id = (uint32_t)b;
+	r.cursor = 99;
+	r.pending_batches = 7;
+	r.dead_batches = 1;
+	r.dead_bytes = 8;
+	unsigned char rb[WALR_BACKEND_SIZE];
+	walr_backend_encode(&r, rb);
+	raw_edit(f->dir, "backends", "b", 1, rb, sizeof(rb));
+	/* a dead letter that does not decode */
+	unsigned char dk[9] = { (unsigned char)a, 0, 0, 0, 0, 0, 0, 0, 4 };
+	raw_edit(f->dir, "dead", dk, 9, "xx", 2);
+
+	struct wal_options ro = { 0, WAL_F_RDONLY };
+	assert_int_equal(wal_open(f->dir, &ro, &f->w), 0);
+	memset(&s, 0, sizeof(s));
+	int rc = wal_verify(f->w, note_problem, &s, &vs);
+	assert_int_equal(rc, s.n);
+	assert_non_null(strstr(s.text, "batch 5: record does not decode"));
+	assert_non_null(strstr(s.text, "batch 3: empty route"));
+	assert_non_null(strstr(s.text, "batch 4: precision code 9"));
+	assert_non_null(strstr(s.text, "backend 'b': cursor 99 is outside the log"));
+	assert_non_null(strstr(s.text, "backend 'b': counters say 7 batches"));
+	assert_non_null(strstr(s.text, "dead letter 4 does not decode"));
+	assert_non_null(strstr(s.text, "backend 'a': counters say 3 dead letters"));
+	assert_true(rc >= 6);
 }
 
 static void test_record_roundtrip(void **state)
@@ -606,6 +1268,18 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fsync_error_fails_commit_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_error_then_recovery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dead_letter, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shared_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readonly_map_resized, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reader_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reader_table_full_of_dead_readers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pause_flag, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_purge, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_peek_and_get, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dead_list_and_get, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dead_drop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dead_requeue, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dead_letter_parts_merge, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_verify, setup, teardown),
 		cmocka_unit_test(test_record_roundtrip),
 		cmocka_unit_test(test_strerror),
 	};

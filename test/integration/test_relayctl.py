@@ -1,0 +1,814 @@
+#!/usr/bin/env python3
+"""
+relayctl against real relayd and influxd processes (issue 5).
+
+What works through the queue alone is tested with relayd stopped, and the
+read-only views also while relayd ingests: status, peek, show, dump and
+verify while writes pour in; pause/resume persisted in the queue across
+relayd restarts; purge (refused without --yes); dead letters of a real
+influxd listed with its message, shown, requeued after the cause is fixed
+(the missing retention policy created) and then delivered, dropped;
+export then `influx -import` into a fresh influxd reproduces every point;
+import refuses a file with bad lines (listing them, queueing nothing) and
+queues a good one for one backend only, which relayd then delivers;
+verify passes on a healthy store and fails on damaged copies (made with
+lmdb-utils' mdb_dump/mdb_load); relayctl killed with -9 in a loop while
+relayd ingests does not make the data file grow.
+
+Tests of what needs relayd's side of the control channel (a pause taking
+effect at once, retry, the delivery state in status) run when relayd
+answers on data_dir/relayd.sock and are skipped, with a TODO, until it
+does.
+"""
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+import relaytest
+
+DB = "telemetry"
+RETRY = {"retry_min": "100ms", "retry_max": "1s"}
+BASE_S = 1_600_000_000
+UNIT_NS = {"ns": 1, "u": 1000, "ms": 10 ** 6, "s": 10 ** 9}
+INFLUX_BIN = shutil.which("influx")
+MDB_DUMP = shutil.which("mdb_dump")
+MDB_LOAD = shutil.which("mdb_load")
+MDB_STAT = shutil.which("mdb_stat")
+
+
+def backend(name, url, **opts):
+    b = {"name": name, "url": url}
+    b.update(RETRY)
+    b.update(opts)
+    return b
+
+
+def down_url():
+    return "http://127.0.0.1:%d" % relaytest.closed_port()
+
+
+LINE = re.compile(r"^([^, ]+)((?:,[^, =]+=[^, ]+)*) ([^ ]+)(?: (-?\d+))?$")
+
+
+def parse_points(body, precision):
+    """{(measurement, tags, field): (value text, time ns)} of simple
+    generated line protocol (no escapes, no spaces in strings)."""
+    out = {}
+    for line in body.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = LINE.match(line)
+        if not m:
+            raise AssertionError("unexpected line %r" % line)
+        meas, tags, fields, ts = m.groups()
+        for f in fields.split(","):
+            k, v = f.split("=", 1)
+            out[(meas, tags, k)] = (v, int(ts) * UNIT_NS[precision])
+    return out
+
+
+def read_text(path):
+    with open(path) as f:
+        return f.read()
+
+
+def lp_value(v):
+    """A field value of influxd's JSON as line protocol writes it."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return "%di" % v
+    if isinstance(v, float):
+        return repr(v)
+    return json.dumps(v)
+
+
+class ScriptedDaemon:
+    """A stand-in for relayd's side of the control socket: answers each
+    request line from a table, records what it was asked."""
+
+    def __init__(self, path, answers):
+        self.path = path
+        self.answers = answers
+        self.requests = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(8)
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with c:
+                buf = b""
+                while True:
+                    data = c.recv(4096)
+                    if not data:
+                        break
+                    buf += data
+                    while b"\n" in buf:
+                        line, buf = buf.split(b"\n", 1)
+                        req = line.decode()
+                        self.requests.append(req)
+                        c.sendall((self.answers.get(req, "error unknown command") + "\n").encode())
+
+    def close(self):
+        self.sock.close()
+        os.unlink(self.path)
+
+
+class RelayctlTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = relaytest.make_tmpdir(self.addCleanup)
+
+    # processes
+
+    def influxd(self, subdir="influxd", dbs=(DB,)):
+        i = relaytest.Influxd(self.addCleanup)
+        i.write_config(self.tmp, subdir=subdir)
+        i.start()
+        for db in dbs:
+            i.create_db(db)
+        return i
+
+    def relayd(self, backends, name="relayd", start=True, **kw):
+        r = relaytest.Relayd(self.addCleanup, name=name)
+        r.write_config(self.tmp, backends=backends, **kw)
+        if start:
+            r.start()
+            r.wait_ready()
+        return r
+
+    # relayctl
+
+    def ctl(self, r, *args, rc=0, timeout=120.0):
+        cp = r.relayctl(*args, timeout=timeout)
+        if rc is not None and cp.returncode != rc:
+            raise AssertionError("relayctl %s exited %d, not %d:\n%s%s"
+                                 % (" ".join(map(str, args)), cp.returncode, rc, cp.stdout, cp.stderr))
+        return cp
+
+    def ctl_json(self, r, *args, rc=0):
+        cp = self.ctl(r, *(args + ("--json",)), rc=rc)
+        try:
+            return json.loads(cp.stdout)
+        except ValueError as e:
+            raise AssertionError("relayctl %s --json printed no JSON (%s): %r"
+                                 % (" ".join(args), e, cp.stdout[:500]))
+
+    def relayd_answers(self, r):
+        """Whether relayd serves its control socket (its side of the
+        channel is wired)."""
+        doc = r.status_json()
+        return doc.get("relayd") == "running" and "relayd_error" not in doc
+
+    def write_batches(self, r, n, lines=5, measurement="m", db=DB, rp=None, precision="s",
+                      start=0, unstamped_every=0):
+        """n batches through relayd (each asserted 204); returns the bodies."""
+        bodies = []
+        for i in range(start, start + n):
+            ls = []
+            for j in range(lines):
+                t = (BASE_S + i * 100 + j) * 10 ** 9 // UNIT_NS[precision]
+                if unstamped_every and j % unstamped_every == 1:
+                    ls.append("%s,b=b%05d,l=l%03d v=%di" % (measurement, i, j, i * 1000 + j))
+                else:
+                    ls.append("%s,b=b%05d,l=l%03d v=%di %d" % (measurement, i, j, i * 1000 + j, t))
+            body = "\n".join(ls) + "\n"
+            status, _, resp = r.write(db, body, precision=precision, rp=rp)
+            self.assertEqual(status, 204, resp)
+            bodies.append(body)
+        return bodies
+
+    # 1
+
+    def test_views_while_relayd_ingests_and_after_it_stopped(self):
+        r = self.relayd([backend("down", down_url()), backend("also", down_url())])
+        errors = []
+
+        def writer():
+            try:
+                self.write_batches(r, 150)
+            except BaseException as e:  # reported by the main thread
+                errors.append(e)
+
+        t = threading.Thread(target=writer)
+        t.start()
+        seen = []
+        rounds = 0
+        while t.is_alive() or rounds < 2:
+            rounds += 1
+            st = r.backend_status("down")
+            seen.append(st["pending_batches"])
+            self.ctl(r, "status")
+            self.ctl(r, "peek", "down", "-n", "3")
+            if st["pending_batches"]:
+                self.ctl(r, "show", "down", "1")
+            self.ctl(r, "dump", "down")
+            self.assertIn("ok:", self.ctl(r, "verify").stdout)
+        t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(seen, sorted(seen), "pending batches went down while nothing is delivered")
+        self.assertGreater(rounds, 2)
+
+        doc = r.status_json()
+        self.assertEqual(doc["relayd"], "running")
+        st = r.backend_status("down")
+        self.assertEqual(st["pending_batches"], 150)
+        self.assertEqual(st["pending_points"], 750)
+        self.assertFalse(st["paused"])
+        peek = self.ctl_json(r, "peek", "down", "-n", "4")
+        self.assertEqual([b["seq"] for b in peek["batches"]], [1, 2, 3, 4])
+        b0 = peek["batches"][0]
+        self.assertEqual((b0["db"], b0["rp"], b0["precision"], b0["points"]), (DB, "", "s", 5))
+        self.assertIn("attempts", b0)
+        table = self.ctl(r, "peek", "down").stdout.splitlines()
+        self.assertTrue(table[0].startswith("SEQ"), table)
+        self.assertEqual(len(table), 11)
+
+        r.stop()
+        doc = r.status_json()
+        self.assertEqual(doc["relayd"], "stopped")
+        self.assertEqual([b["state"] for b in doc["backends"]], ["stopped", "stopped"])
+        # show: the stored line protocol, byte for byte
+        dump = r.dump("down")
+        self.assertEqual(self.ctl(r, "show", "down", "7").stdout, dump[6]["body"])
+        shown = self.ctl_json(r, "show", "down", "7")
+        self.assertEqual((shown["state"], shown["body"]), ("pending", dump[6]["body"]))
+        # errors a person can act on, and exit 1
+        cp = self.ctl(r, "peek", "nope", rc=1)
+        self.assertIn("unknown backend 'nope'", cp.stderr)
+        cp = self.ctl(r, "show", "down", "999", rc=1)
+        self.assertIn("no batch 999", cp.stderr)
+        self.ctl(r, "show", "down", "x", rc=2)
+        self.ctl(r, "frobnicate", rc=2)
+        self.assertIn("ok: 150 batches, 2 backends", self.ctl(r, "verify").stdout)
+
+    # 2
+
+    def test_missing_data_dir_empty_dir_and_incompatible_version(self):
+        r = self.relayd([backend("down", down_url())], start=False)
+        cp = self.ctl(r, "status", rc=1)
+        self.assertIn("does not exist", cp.stderr)
+        # a change never creates the queue
+        cp = self.ctl(r, "pause", "down", rc=1)
+        self.assertIn("does not exist", cp.stderr)
+        self.assertFalse(os.path.exists(r.data_dir))
+        os.mkdir(r.data_dir, 0o700)
+        for args in (("status",), ("pause", "down"), ("import", "down", "/dev/null", "--db", DB)):
+            cp = self.ctl(r, *args, rc=1)
+            self.assertIn("holds no relayd queue", cp.stderr)
+        self.assertEqual(os.listdir(r.data_dir), [])
+
+        os.rmdir(r.data_dir)
+        r.start()
+        r.wait_ready()
+        self.write_batches(r, 2)
+        r.stop()
+        self.ctl(r, "status")
+        # The format record as a newer relayd would write it.
+        entries = mdb_dump(r.data_dir, "meta")
+        fmt = bytearray(entries[b"format"])
+        fmt[8:12] = (99).to_bytes(4, "little")
+        entries[b"format"] = bytes(fmt)
+        mdb_load(r.data_dir, "meta", entries)
+        for args in (("status",), ("peek", "down"), ("pause", "down"), ("verify",)):
+            cp = self.ctl(r, *args, rc=1)
+            self.assertIn("incompatible relayd version", cp.stderr)
+
+    # 3
+
+    def test_pause_resume_persist_across_restarts(self):
+        influxd = self.influxd()
+        r = self.relayd([backend("b1", influxd.url), backend("b2", influxd.url)])
+        r.stop()
+        cp = self.ctl(r, "pause", "b1")
+        self.assertIn("paused", cp.stdout)
+        self.assertIn("relayd is not running", cp.stdout)
+        st = r.backend_status("b1")
+        self.assertEqual((st["paused"], st["state"]), (True, "paused"))
+        self.assertFalse(r.backend_status("b2")["paused"])
+        # relayd starts, appends and acks (rewriting the backend records):
+        # the flag stays
+        r.start()
+        r.wait_ready()
+        self.write_batches(r, 3)
+        r.wait_status("b2", pending_batches=0)
+        self.assertTrue(r.backend_status("b1")["paused"])
+        r.stop()
+        r.start()
+        r.wait_ready()
+        self.assertTrue(r.backend_status("b1")["paused"])
+        self.ctl(r, "resume", "b1")
+        self.assertFalse(r.backend_status("b1")["paused"])
+        doc = self.ctl_json(r, "pause", "b1")
+        self.assertEqual(doc["paused"], True)
+        self.assertIn(doc["relayd"], ("notified", "not notified"))
+        self.ctl(r, "resume", "b1")
+        self.ctl(r, "pause", "nope", rc=1)
+
+    def test_pause_holds_delivery_and_resume_delivers(self):
+        influxd = self.influxd()
+        r = self.relayd([backend("b1", influxd.url)])
+        if not self.relayd_answers(r):
+            # TODO(daemon side): relayd does not serve data_dir/relayd.sock
+            # yet, so its replay worker does not read the pause flag.
+            self.skipTest("TODO: relayd's control socket and the worker's pause are not wired yet")
+        self.ctl(r, "pause", "b1")
+        self.write_batches(r, 4)
+        time.sleep(1.5)
+        self.assertEqual(influxd.count_or_none(DB, "m", "v"), 0)
+        self.assertEqual(r.backend_status("b1")["pending_batches"], 4)
+        r.stop()
+        r.start()
+        r.wait_ready()
+        time.sleep(1.5)
+        self.assertEqual(r.backend_status("b1")["pending_batches"], 4, "a restart lifted the pause")
+        self.ctl(r, "resume", "b1")
+        influxd.wait_count(DB, "m", "v", 20)
+        r.wait_status("b1", pending_batches=0)
+
+    def test_stuck_backend_shows_its_error_and_retry(self):
+        r = self.relayd([backend("down", down_url(), retry_max="30s")])
+        self.write_batches(r, 1)
+        if not self.relayd_answers(r):
+            # TODO(daemon side): status/retry over the control socket.
+            cp = self.ctl(r, "retry", "down", rc=1)
+            self.assertIn("relayd did not retry backend 'down'", cp.stderr)
+            self.skipTest("TODO: relayd's control socket (status, retry) is not wired yet")
+        st = r.wait_status("down", state="down", timeout=20)
+        self.assertIn("connect", st["last_error"].lower())
+        self.assertIn("connect", self.ctl(r, "status").stdout.lower())
+        self.ctl(r, "retry", "down")
+
+    def test_relayctl_side_of_the_control_channel(self):
+        """relayctl against a scripted daemon on data_dir/relayd.sock: what
+        it asks, and how it shows the answers."""
+        r = self.relayd([backend("b1", down_url()), backend("b2", down_url())])
+        self.write_batches(r, 3)
+        r.stop()
+        status = {"pid": os.getpid(), "version": "9.9", "started_ns": 1, "backends": [
+            {"name": "b1", "state": "retrying", "last_error": "HTTP 503: overloaded", "head_seq": 1,
+             "attempts": 4, "next_attempt_ms": 1500, "last_delivery_ns": 0, "delivered_points": 0,
+             "points_per_second": 0.0},
+            {"name": "b2", "state": "up", "last_error": "", "head_seq": 0, "attempts": 0,
+             "next_attempt_ms": -1, "last_delivery_ns": 1700000000000000000, "delivered_points": 42,
+             "points_per_second": 12.5}]}
+        d = ScriptedDaemon(os.path.join(r.data_dir, "relayd.sock"), {
+            "status": "ok " + json.dumps(status), "notify b1": "ok", "retry b1": "ok",
+            "notify b2": "error backend 'b2' is busy"})
+        self.addCleanup(d.close)
+
+        doc = r.status_json()
+        self.assertEqual((doc["relayd"], doc["pid"]), ("running", os.getpid()))
+        b1, b2 = doc["backends"]
+        self.assertEqual((b1["state"], b1["last_error"], b1["attempts"], b1["next_attempt_ms"]),
+                         ("retrying", "HTTP 503: overloaded", 4, 1500))
+        self.assertEqual(b1["pending_batches"], 3)  # from the queue
+        self.assertEqual((b2["state"], b2["points_per_second"], b2["last_delivery_ns"]),
+                         ("up", 12.5, 1700000000000000000))
+        text = self.ctl(r, "status").stdout
+        self.assertIn("relayd: running (pid %d, version 9.9)" % os.getpid(), text)
+        self.assertRegex(text, r"b1: HTTP 503: overloaded \(batch 1, 4 attempts, next in 1\.5s\)")
+        self.assertIn("2023-11-14T22:13:20Z", text)
+        # peek: attempts and last error for the batch relayd is trying
+        batches = self.ctl_json(r, "peek", "b1")["batches"]
+        self.assertEqual((batches[0]["attempts"], batches[0]["last_error"]), (4, "HTTP 503: overloaded"))
+        self.assertEqual((batches[1]["attempts"], batches[1]["last_error"]), (None, None))
+        # a change, then the nudge
+        cp = self.ctl(r, "pause", "b1")
+        self.assertIn("relayd took the change at once", cp.stdout)
+        self.assertEqual(self.ctl_json(r, "resume", "b1")["relayd"], "notified")
+        cp = self.ctl(r, "pause", "b2")
+        self.assertIn("did not take the change at once (backend 'b2' is busy)", cp.stdout)
+        self.ctl(r, "resume", "b2")
+        self.assertIn("relayd retries backend 'b1' now", self.ctl(r, "retry", "b1").stdout)
+        cp = self.ctl(r, "retry", "b2", rc=1)
+        self.assertIn("unknown command", cp.stderr)
+        self.assertIn("notify b1", d.requests)
+        self.assertIn("retry b1", d.requests)
+        # a watch refreshes (not a terminal: one block per refresh)
+        p = subprocess.Popen([relaytest.RELAYCTL_BIN, "-c", r.config, "status", "--watch", "0.2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=10)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertGreaterEqual(out.count("relayd: running"), 3)
+
+    # 4
+
+    def test_purge_drops_one_backends_queue_only(self):
+        influxd = self.influxd()
+        r = self.relayd([backend("up", influxd.url), backend("down", down_url())])
+        self.write_batches(r, 5)
+        r.wait_status("up", pending_batches=0)
+        influxd.wait_count(DB, "m", "v", 25)
+        self.assertEqual(r.backend_status("down")["pending_batches"], 5)
+
+        cp = self.ctl(r, "purge", "down", rc=1)
+        self.assertIn("--yes", cp.stderr)
+        self.assertIn("5 pending batches", cp.stderr)
+        self.assertEqual(r.backend_status("down")["pending_batches"], 5)
+        # while relayd runs (and its worker retries the batches it holds)
+        doc = self.ctl_json(r, "purge", "down", "--yes")
+        self.assertEqual((doc["purged_batches"], doc["purged_points"]), (5, 25))
+        st = r.backend_status("down")
+        self.assertEqual((st["pending_batches"], st["pending_points"], st["pending_bytes"]), (0, 0, 0))
+        self.assertEqual(st["delivered_batches"], 0)
+        self.assertIn("ok:", self.ctl(r, "verify").stdout)
+        # the queue goes on
+        self.write_batches(r, 2, start=5)
+        influxd.wait_count(DB, "m", "v", 35)
+        r.wait_status("down", pending_batches=2)
+        r.stop()
+        cp = self.ctl(r, "purge", "down", "--yes")
+        self.assertRegex(cp.stdout, r"purged 2 batches \(10 points, .*\) of backend 'down'")
+        self.assertIn("relayd is not running", cp.stdout)
+        self.assertEqual(r.backend_status("down")["pending_batches"], 0)
+        self.assertEqual(r.backend_status("up")["pending_batches"], 0)
+        self.assertIn("ok: 0 batches", self.ctl(r, "verify").stdout)
+
+    # 5
+
+    def test_dead_letters_listed_requeued_after_the_fix_then_delivered(self):
+        influxd = self.influxd()
+        r = self.relayd([backend("b1", influxd.url)])
+        bodies = self.write_batches(r, 3, measurement="late", rp="later")
+        self.write_batches(r, 1, measurement="ok", start=10)
+        r.wait_status("b1", pending_batches=0, dead_batches=3, timeout=30)
+
+        doc = self.ctl_json(r, "dlq", "list", "b1")
+        dead = doc["dead"]
+        self.assertEqual(len(dead), 3)
+        for d in dead:
+            self.assertIn("retention policy not found", d["message"])
+            self.assertEqual((d["db"], d["rp"], d["points"]), (DB, "later", 5))
+            self.assertGreaterEqual(d["attempts"], 0)
+            self.assertNotIn("body", d)
+        seqs = [d["seq"] for d in dead]
+        table = self.ctl(r, "dlq", "list", "b1").stdout
+        self.assertIn("retention policy not found", table)
+        shown = self.ctl(r, "dlq", "show", "b1", str(seqs[1])).stdout
+        self.assertTrue(shown.startswith("# dead letter %d of backend 'b1'" % seqs[1]), shown)
+        self.assertIn("retention policy not found", shown.splitlines()[1])
+        self.assertTrue(shown.endswith(bodies[1]), shown)
+        self.assertEqual(self.ctl(r, "show", "b1", str(seqs[1])).stdout, bodies[1])
+        self.assertEqual(self.ctl_json(r, "show", "b1", str(seqs[1]))["state"], "dead")
+        cp = self.ctl(r, "dlq", "show", "b1", "9999", rc=1)
+        self.assertIn("no dead letter 9999", cp.stderr)
+
+        # Requeued before the cause is fixed (relayd running): it goes to
+        # the end of the queue, is refused again, and comes back dead under
+        # a new sequence.
+        cp = self.ctl(r, "dlq", "requeue", "b1", str(seqs[0]))
+        self.assertIn("requeued 1 dead letter (5 points) of backend 'b1' at the end of its queue", cp.stdout)
+        self.assertEqual(len(self.ctl_json(r, "dlq", "list", "b1")["dead"]), 2)
+        self.write_batches(r, 1, measurement="ok", start=11)  # wakes the worker
+        r.wait_status("b1", pending_batches=0, dead_batches=3, timeout=30)
+        seqs2 = [d["seq"] for d in self.ctl_json(r, "dlq", "list", "b1")["dead"]]
+        self.assertEqual(seqs2[:2], seqs[1:])
+        self.assertGreater(seqs2[2], max(seqs))
+        # a missing sequence: nothing requeued
+        cp = self.ctl(r, "dlq", "requeue", "b1", str(seqs2[0]), "9999", rc=1)
+        self.assertIn("no dead letter 9999: nothing was requeued", cp.stderr)
+        self.assertEqual(r.backend_status("b1")["dead_batches"], 3)
+
+        # The operator fixes the cause, then requeues everything.
+        influxd.query(DB, 'CREATE RETENTION POLICY "later" ON "%s" DURATION 0s REPLICATION 1' % DB)
+        doc = self.ctl_json(r, "dlq", "requeue", "b1", "--all")
+        self.assertEqual((doc["requeued"], doc["points"]), (3, 15))
+        self.assertEqual(self.ctl_json(r, "dlq", "list", "b1")["dead"], [])
+        if doc.get("relayd") != "notified":
+            self.write_batches(r, 1, measurement="ok", start=12)  # wakes the worker
+        r.wait_status("b1", pending_batches=0, dead_batches=0, timeout=30)
+        rows = influxd.rows(DB, 'SELECT * FROM "later"."late"')
+        self.assertEqual(len(rows), 15)
+        want = {}
+        for body in bodies:
+            want.update(parse_points(body, "s"))
+        got = {("late", ",b=%s,l=%s" % (row["b"], row["l"]), "v"): ("%di" % row["v"], row["time"])
+               for row in rows}
+        self.assertEqual(got, want)
+
+        # dropping
+        self.write_batches(r, 2, measurement="never", rp="nope")
+        r.wait_status("b1", pending_batches=0, dead_batches=2, timeout=30)
+        dead = [d["seq"] for d in self.ctl_json(r, "dlq", "list", "b1")["dead"]]
+        cp = self.ctl(r, "dlq", "drop", "b1", str(dead[0]))
+        self.assertIn("dropped 1 dead letter (5 points)", cp.stdout)
+        cp = self.ctl(r, "dlq", "drop", "b1", "--all", rc=1)
+        self.assertIn("--yes", cp.stderr)
+        self.ctl(r, "dlq", "drop", "b1", "--all", "--yes")
+        self.assertIn("no dead letters", self.ctl(r, "dlq", "list", "b1").stdout)
+        self.assertEqual(r.backend_status("b1")["dead_batches"], 0)
+        self.assertIn("ok:", self.ctl(r, "verify").stdout)
+
+    # 6
+
+    def test_export_then_influx_import_reproduces_the_points(self):
+        r = self.relayd([backend("down", down_url())])
+        self.write_batches(r, 4, measurement="cpu", precision="s", unstamped_every=3)
+        self.write_batches(r, 3, measurement="mem", db="other", rp="short", precision="ms", start=100)
+        self.write_batches(r, 2, measurement="cpu", precision="ns", start=200)
+        self.write_batches(r, 2, measurement="disk", precision="u", start=300)
+        dump = r.dump("down")
+        self.assertEqual(len(dump), 11)
+        r.stop()
+
+        base = os.path.join(self.tmp, "backlog")
+        doc = self.ctl_json(r, "export", "down", base)
+        files = {(f["db"], f["rp"], f["precision"]): f for f in doc["files"]}
+        self.assertEqual(set(files), {(DB, "", "s"), ("other", "short", "ms"), (DB, "", "ns"),
+                                      (DB, "", "u")})
+        self.assertEqual(files[(DB, "", "s")]["points"], 20)
+        self.assertEqual(files[(DB, "", "s")]["path"], base + ".telemetry.default.s.lp")
+        self.assertEqual(files[("other", "short", "ms")]["path"], base + ".other.short.ms.lp")
+        head = read_text(files[("other", "short", "ms")]["path"]).splitlines()[:4]
+        self.assertIn("# DML", head)
+        self.assertIn("# CONTEXT-DATABASE: other", head)
+        self.assertIn("# CONTEXT-RETENTION-POLICY: short", head)
+        # never overwritten
+        before = {f["path"]: read_text(f["path"]) for f in doc["files"]}
+        cp = self.ctl(r, "export", "down", base, rc=1)
+        self.assertIn("File exists", cp.stderr)
+        self.assertEqual({p: read_text(p) for p in before}, before)
+        # the queue is unchanged
+        self.assertEqual(r.backend_status("down")["pending_batches"], 11)
+
+        fresh = self.influxd(subdir="fresh", dbs=(DB, "other"))
+        fresh.query("other", 'CREATE RETENTION POLICY "short" ON "other" DURATION 0s REPLICATION 1')
+        for f in doc["files"]:
+            cp = subprocess.run([INFLUX_BIN, "-host", "127.0.0.1", "-port", str(fresh.port), "-import",
+                                 "-path", f["path"], "-precision", f["precision"]],
+                                capture_output=True, text=True, timeout=60)
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            self.assertIn("Failed 0 inserts", cp.stdout + cp.stderr)
+        want = {}
+        for d in dump:
+            for k, v in parse_points(d["body"], d["precision"]).items():
+                want[(d["db"], d["rp"]) + k] = v
+        got = {}
+        for db, rp, meas in ((DB, "autogen", "cpu"), (DB, "autogen", "disk"), ("other", "short", "mem")):
+            for row in fresh.rows(db, 'SELECT * FROM "%s"."%s"' % (rp, meas)):
+                got[(db, "" if rp == "autogen" else rp, meas, ",b=%s,l=%s" % (row["b"], row["l"]),
+                     "v")] = (lp_value(row["v"]), row["time"])
+        self.assertEqual(len(got), 55)
+        self.assertEqual(got, want)
+
+    def test_export_dead_letters(self):
+        influxd = self.influxd()
+        r = self.relayd([backend("b1", influxd.url)])
+        bodies = self.write_batches(r, 2, measurement="late", rp="later")
+        r.wait_status("b1", pending_batches=0, dead_batches=2, timeout=30)
+        base = os.path.join(self.tmp, "dead")
+        cp = self.ctl(r, "export", "b1", base, "--dlq")
+        path = base + ".telemetry.later.s.lp"
+        self.assertIn("wrote %s: 10 points" % path, cp.stdout)
+        self.assertIn("influx -import -path='%s' -precision=s" % path, cp.stdout)
+        text = read_text(path)
+        self.assertTrue(text.endswith("".join(bodies)), text)
+        self.assertEqual(r.backend_status("b1")["dead_batches"], 2)
+        cp = self.ctl(r, "export", "b1", os.path.join(self.tmp, "none"))
+        self.assertIn("nothing to export", cp.stdout)
+
+    # 7
+
+    def test_import_validates_then_queues_for_one_backend_and_relayd_delivers(self):
+        influxd = self.influxd()
+        r = self.relayd([backend("b1", influxd.url), backend("b2", down_url())], start=False)
+        good = os.path.join(self.tmp, "backfill.lp")
+        lines = ["# a backfill", ""]
+        for i in range(12000):
+            if i % 1000 == 7:
+                lines.append('imp,k=k%05d v=%di,s="a b c"' % (i, i))  # no timestamp
+            else:
+                lines.append("imp,k=k%05d v=%di %d" % (i, i, BASE_S + i))
+        with open(good, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        # relayd never ran: no queue to import into
+        cp = self.ctl(r, "import", "b1", good, "--db", DB, "--precision", "s", rc=1)
+        self.assertIn("does not exist", cp.stderr)
+        r.start()
+        r.wait_ready()
+        r.stop()
+
+        bad = os.path.join(self.tmp, "bad.lp")
+        with open(bad, "w") as f:
+            f.write("imp v=1i 1\nimp v= 2\nimp v=3i 3\n\nbad\nimp,t= v=1 5\nimp v=6i 6\n")
+        cp = self.ctl(r, "import", "b1", bad, "--db", DB, "--precision", "s", rc=1)
+        self.assertIn("%s:2:" % bad, cp.stderr)
+        self.assertIn("%s:5:" % bad, cp.stderr)
+        self.assertIn("%s:6:" % bad, cp.stderr)
+        self.assertNotIn("%s:1:" % bad, cp.stderr)
+        self.assertIn("3 bad lines: nothing was queued", cp.stderr)
+        self.assertEqual(r.backend_status("b1")["pending_batches"], 0)
+        self.ctl(r, "import", "b1", good, rc=2)  # no --db
+        self.ctl(r, "import", "b1", good, "--db", DB, "--precision", "x", rc=2)
+
+        t0 = time.time_ns()
+        doc = self.ctl_json(r, "import", "b1", good, "--db", DB, "--precision", "s")
+        t1 = time.time_ns()
+        self.assertEqual((doc["points"], doc["batches"]), (12000, 3))
+        peek = self.ctl_json(r, "peek", "b1")["batches"]
+        self.assertEqual([b["points"] for b in peek], [5000, 5000, 2000])
+        self.assertEqual({(b["db"], b["rp"], b["precision"]) for b in peek}, {(DB, "", "s")})
+        self.assertEqual(r.backend_status("b2")["pending_batches"], 0)  # for b1 only
+        self.assertIn("ok:", self.ctl(r, "verify").stdout)
+
+        r.start()
+        r.wait_ready()
+        influxd.wait_count(DB, "imp", "v", 12000, timeout=30)
+        r.wait_status("b1", pending_batches=0)
+        row = influxd.rows(DB, "SELECT * FROM imp WHERE k = 'k01007'")[0]
+        self.assertEqual((row["v"], row["s"]), (1007, "a b c"))
+        self.assertTrue(t0 // 10 ** 9 * 10 ** 9 <= row["time"] <= t1, row)  # stamped at import
+        row = influxd.rows(DB, "SELECT * FROM imp WHERE k = 'k00042'")[0]
+        self.assertEqual(row["time"], (BASE_S + 42) * 10 ** 9)
+
+    # 8
+
+    def test_verify_passes_on_a_healthy_store_and_fails_on_damaged_copies(self):
+        r = self.relayd([backend("down", down_url())])
+        self.write_batches(r, 10)
+        r.stop()
+        self.assertIn("ok: 10 batches, 1 backends, 0 dead letters", self.ctl(r, "verify").stdout)
+
+        def damaged_copy(name, dbname, damage):
+            d = os.path.join(self.tmp, name)
+            os.mkdir(d, 0o700)
+            shutil.copy(os.path.join(r.data_dir, "data.mdb"), d)
+            entries = mdb_dump(d, dbname)
+            damage(entries)
+            mdb_load(d, dbname, entries)
+            c = relaytest.Relayd(None, name=name)
+            c.write_config(self.tmp, backends=[backend("down", down_url())], data_dir=d)
+            return c
+
+        def counters(entries):
+            rec = bytearray(entries[b"down"])
+            rec[16:24] = (11).to_bytes(8, "little")  # pending_batches
+            entries[b"down"] = bytes(rec)
+
+        def truncated(entries):
+            key = (3).to_bytes(8, "big")
+            entries[key] = entries[key][:-5]
+
+        c1 = damaged_copy("copy1", "backends", counters)
+        cp = self.ctl(c1, "verify", rc=1)
+        self.assertIn("damaged: backend 'down': counters say 11 batches", cp.stdout)
+        self.assertIn("1 problem", cp.stdout)
+        c2 = damaged_copy("copy2", "batches", truncated)
+        doc = self.ctl_json(c2, "verify", rc=1)
+        self.assertFalse(doc["ok"])
+        self.assertTrue(any("batch 3: record does not decode" in p for p in doc["problems"]), doc)
+        # the original is untouched and healthy
+        self.assertIn("ok:", self.ctl(r, "verify").stdout)
+
+    # 9
+
+    def test_relayctl_killed_in_a_loop_while_relayd_ingests_does_not_grow_the_file(self):
+        influxd = self.influxd()
+        r = self.relayd([backend("b1", influxd.url)])
+        data = os.path.join(r.data_dir, "data.mdb")
+        # Dead letters (kept apart, never delivered) give relayctl's reads
+        # something to copy: export --dlq spends milliseconds inside each
+        # read transaction, where a kill -9 leaves a stale reader slot.
+        pad = "x" * 80
+        for i in range(40):
+            body = "".join("dead,b=b%03d,l=l%03d v=%di,pad=\"%s\" %d\n"
+                           % (i, j, j, pad, (BASE_S + j) * 10 ** 9) for j in range(1000))
+            status, _, resp = r.write(DB, body, rp="nope")
+            self.assertEqual(status, 204, resp)
+        r.wait_status("b1", pending_batches=0, dead_batches=40, timeout=60)
+        base_size = os.path.getsize(data)
+        stop = threading.Event()
+        written = [0]
+        errors = []
+
+        def writer():
+            # ~20 KiB batches, about 25 a second (~0.5 MiB/s) for as long as
+            # the test runs, delivered (and deleted) as they come.
+            i = 0
+            try:
+                while not stop.is_set():
+                    body = "".join("load,b=b%06d,l=l%03d v=%di,pad=\"%s\" %d\n"
+                                   % (i, j, j, pad[:60], (BASE_S + i) * 10 ** 9 + j) for j in range(200))
+                    status, _, resp = r.write(DB, body)
+                    if status != 204:
+                        raise AssertionError("write %d: %d %r" % (i, status, resp))
+                    written[0] += len(body)
+                    i += 1
+                    time.sleep(0.04)
+            except BaseException as e:
+                errors.append(e)
+
+        t = threading.Thread(target=writer)
+        t.start()
+        killed = 0
+        stale_seen = 0
+        rng = random.Random(5)
+        try:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                choice = rng.randrange(4)
+                if choice == 0:
+                    # reads its first page, then cannot create the file:
+                    # the transaction without the disk traffic
+                    args = ["export", "b1", os.path.join(self.tmp, "no", "such", "dir"), "--dlq"]
+                elif choice == 1:
+                    args = ["dump", "b1"]
+                elif choice == 2:
+                    args = ["verify"]
+                else:
+                    args = ["dlq", "list", "b1"]
+                p = subprocess.Popen([relaytest.RELAYCTL_BIN, "-c", r.config] + args,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL)
+                time.sleep(rng.uniform(0.0, 0.06))
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+                killed += 1
+                if killed % 10 == 0:
+                    stale_seen = max(stale_seen, stale_readers(r.data_dir))
+            # No relayctl opens the queue any more (each open also frees
+            # dead slots): relayd frees what is left, every 10 s of appends.
+            left = stale_readers(r.data_dir)
+            stale_seen = max(stale_seen, left)
+            wait_until_s = time.monotonic() + 25
+            while time.monotonic() < wait_until_s and left:
+                time.sleep(0.5)
+                left = stale_readers(r.data_dir)
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual(errors, [])
+        r.wait_status("b1", pending_batches=0, dead_batches=40, timeout=30)
+        size = os.path.getsize(data)
+        relaytest._log("relayctl killed %d times; up to %d stale reader slots seen; %d bytes "
+                       "written; data.mdb %d bytes (%d before)"
+                       % (killed, stale_seen, written[0], size, base_size))
+        self.assertGreater(killed, 50)
+        self.assertEqual(left, 0, "stale reader slots of killed relayctls were not freed")
+        # A snapshot pinned for good would keep everything written since:
+        # the file would grow by about what was written.
+        self.assertGreater(written[0], 4 << 20)
+        self.assertLess(size - base_size, written[0] // 2, "data.mdb grew with what was written")
+        self.assertIn("ok:", self.ctl(r, "verify").stdout)
+
+
+# ---- lmdb-utils ------------------------------------------------------------
+
+def mdb_dump(env_dir, dbname):
+    """{key bytes: value bytes} of named database dbname (mdb_dump -s)."""
+    cp = subprocess.run([MDB_DUMP, "-s", dbname, env_dir], capture_output=True, text=True, check=True)
+    lines = cp.stdout.splitlines()
+    body = lines[lines.index("HEADER=END") + 1:lines.index("DATA=END")]
+    return {bytes.fromhex(body[i].strip()): bytes.fromhex(body[i + 1].strip())
+            for i in range(0, len(body), 2)}
+
+
+def mdb_load(env_dir, dbname, entries):
+    """Write entries into dbname (mdb_load -s, overwriting existing keys)."""
+    text = ["VERSION=3", "format=bytevalue", "type=btree", "HEADER=END"]
+    for k, v in entries.items():
+        text.append(" " + k.hex())
+        text.append(" " + v.hex())
+    text.append("DATA=END")
+    subprocess.run([MDB_LOAD, "-s", dbname, env_dir], input="\n".join(text) + "\n", text=True,
+                   check=True, capture_output=True)
+
+
+def stale_readers(env_dir):
+    """Reader slots of processes that no longer exist (mdb_stat -r)."""
+    cp = subprocess.run([MDB_STAT, "-r", env_dir], capture_output=True, text=True)
+    n = 0
+    for line in cp.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0].isdigit():
+            try:
+                os.kill(int(parts[0]), 0)
+            except ProcessLookupError:
+                n += 1
+            except PermissionError:
+                pass
+    return n
+
+
+if __name__ == "__main__":
+    # influx (influxdb-client) and lmdb-utils come with make test-deps.
+    relaytest.main(require=("relayd", "relayctl", "influxd", "influx", "mdb_dump", "mdb_load",
+                            "mdb_stat"))
