@@ -387,6 +387,45 @@ class FaultTest(unittest.TestCase):
         self.assert_series_order(lines, sent)
 
 
+    def test_parallel_lanes_keep_tricky_lines_whole(self):
+        # Lines are cut apart by relayd to share them out: a newline inside
+        # a string field, escaped quotes and backslashes, and escaped
+        # spaces and commas in the series key must not cut a line or move
+        # it to another series' lane.
+        fake = self.fake()
+        r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4,
+                          "retry_min": "100ms", "retry_max": "1s"}])
+        shapes = ['tricky,k=s%d v=%di %d',
+                  'tricky,k=s%d msg="two\nlines",v=%di %d',
+                  'tricky,k=s%d msg="say \\"hi\\" \\\\",v=%di %d',
+                  'tricky\\ m,k=s%d\\ x\\,y v=%di %d',
+                  'tricky,k=s%d msg="a=\\"b\\"\nc d",n="",v=%di %d']
+        sent = [shapes[j % len(shapes)] % (j % 7, j, BASE_NS + j) for j in range(140)]
+        for i in range(0, len(sent), 35):
+            self.write(r, body_of(sent[i:i + 35]))
+        self.drained(r, "fake")
+        ok = fake.delivered()
+        # Cut every delivered body back into the lines that were sent.
+        got = []
+        for w in ok:
+            text, pos = w.text(), 0
+            while pos < len(text):
+                ln = next((c for c in sent if text.startswith(c + "\n", pos)), None)
+                self.assertIsNotNone(ln, "a write does not hold whole lines: %r" % text[pos:pos + 80])
+                got.append(ln)
+                pos += len(ln) + 1
+        self.assertEqual(sorted(got), sorted(sent), "every line exactly once")
+        # The series key is everything before the first unescaped space.
+        def key(ln):
+            i = 0
+            while ln[i] != " ":
+                i += 2 if ln[i] == "\\" else 1
+            return ln[:i]
+        for k in set(map(key, sent)):
+            self.assertEqual([ln for ln in got if key(ln) == k], [ln for ln in sent if key(ln) == k],
+                             "series %s out of order" % k)
+        self.assertGreater(len({w.conn_id for w in ok}), 1, "no write went in parallel: " + fake.describe())
+
     # rounds after rounds: the next one is read while this one is in flight
 
     def assert_acked_before_sent(self, fake, sent_lines):
