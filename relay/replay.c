@@ -216,32 +216,143 @@ static uint32_t fnv1a(const char *p, size_t n)
 	return h;
 }
 
+/* Rounds with at most this many series give them out largest first;
+ * with more, sorting costs more than it evens out, and in order of first
+ * appearance is close enough. */
+#define SPLIT_SORT_MAX 4096
+
+static int by_bytes_desc(const void *a, const void *b)
+{
+	const struct replay_series *x = a, *y = b;
+	if (x->bytes != y->bytes)
+		return x->bytes < y->bytes ? 1 : -1;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Room for n elements of size bytes in p (capacity *cap): returns p, or
+ * a new pointer (then p is dead). */
+static void *reserve(void *p, size_t *cap, size_t n, size_t size)
+{
+	if (n <= *cap)
+		return p;
+	size_t c = *cap ? *cap : 1024;
+	while (c < n)
+		c *= 2;
+	*cap = c;
+	return xrealloc(p, c * size);
+}
+
+/* An empty series table of at least n slots (a power of two). */
+static void table_reset(struct replay_split *sp, size_t n)
+{
+	size_t slots = 64;
+	while (slots < n)
+		slots *= 2;
+	if (slots > sp->slots) {
+		sp->slot_hash = xrealloc(sp->slot_hash, slots * sizeof(*sp->slot_hash));
+		sp->slot_ser = xrealloc(sp->slot_ser, slots * sizeof(*sp->slot_ser));
+	}
+	sp->slots = slots;
+	memset(sp->slot_ser, 0, slots * sizeof(*sp->slot_ser));
+}
+
+/* The series with key hash h (found or added): its index in sp->ser. */
+static uint32_t series_of(struct replay_split *sp, uint32_t h)
+{
+	size_t mask = sp->slots - 1, i = h & mask;
+	while (sp->slot_ser[i] && sp->slot_hash[i] != h)
+		i = (i + 1) & mask;
+	if (sp->slot_ser[i])
+		return sp->slot_ser[i] - 1;
+	if (2 * (sp->nser + 1) > sp->slots) {
+		/* Keep the table at most half full: rebuild it twice as large. */
+		table_reset(sp, 2 * sp->slots);
+		for (size_t k = 0; k < sp->nser; k++) {
+			size_t j = sp->ser[k].hash & (sp->slots - 1);
+			while (sp->slot_ser[j])
+				j = (j + 1) & (sp->slots - 1);
+			sp->slot_hash[j] = sp->ser[k].hash;
+			sp->slot_ser[j] = (uint32_t)k + 1;
+		}
+		return series_of(sp, h);
+	}
+	sp->ser = reserve(sp->ser, &sp->ser_cap, sp->nser + 1, sizeof(*sp->ser));
+	sp->ser[sp->nser] = (struct replay_series){ .bytes = 0, .idx = (uint32_t)sp->nser, .hash = h };
+	sp->slot_hash[i] = h;
+	sp->slot_ser[i] = (uint32_t)++sp->nser;
+	return (uint32_t)sp->nser - 1;
+}
+
 /*
- * Share the group's lines among the lanes by series: every line of a series goes
- * to the same lane, in order, so writes in flight at once never reorder
- * the points of one series (an overwritten point still ends with its
- * newest value). The lane of a series depends only on its key and on
- * nlanes, never on the round: so a series also keeps its lane, and its
- * order, from one round to the next. Returns the number of non-empty
- * shares.
+ * Share the group's lines among the lanes by series: all lines of a series
+ * go to one lane, in order, so writes in flight at once never reorder the
+ * points of one series (an overwritten point still ends with its newest
+ * value). Which lane a series gets is decided per round, to even out the
+ * bytes: InfluxDB answers a round when its largest share is written, and
+ * a lane that gets more than its part leaves the others idle meanwhile.
+ * Choosing anew each round is safe because rounds never overlap: a round
+ * is sent only once every share of the previous one got its 2xx, so the
+ * lines of a series in this round reach the backend after its earlier
+ * lines were stored, whichever lane carried those. Series are told apart
+ * by a 32-bit hash of their key; two that collide share a lane, which is
+ * still correct. Returns the number of non-empty shares.
  */
 static int split_lanes(const struct replay_worker *w, struct replay_round *r, int compress)
 {
-	int used = 0;
-	for (int i = 0; i < w->nlanes; i++)
-		rbuf_reset(&r->shares[i].body);
-	/* Straight from each batch's body: every batch ends with a whole
-	 * line, so no line spans two of them, and no coalesced copy is made. */
+	struct replay_split *sp = &r->split;
+	size_t nlines = 0, n = 0;
+	for (size_t b = 0; b < r->group_n; b++)
+		nlines += r->batches[b].lines;
+	sp->nser = 0;
+	table_reset(sp, 2 * nlines);
+	sp->line = reserve(sp->line, &sp->line_cap, nlines, sizeof(*sp->line));
+
+	/* First pass: every line's length and series, every series' bytes. */
 	for (size_t b = 0; b < r->group_n; b++) {
 		const char *p = r->batches[b].body, *e = p + r->batches[b].body_len;
 		while (p < e) {
 			size_t klen;
 			const char *next = line_end(p, e, &klen);
-			struct replay_share *sh = &r->shares[fnv1a(p, klen) % (uint32_t)w->nlanes];
-			rbuf_append(&sh->body, p, (size_t)(next - p));
+			uint32_t si = series_of(sp, fnv1a(p, klen));
+			sp->line = reserve(sp->line, &sp->line_cap, n + 1, sizeof(*sp->line));
+			sp->line[n].len = (uint32_t)(next - p);
+			sp->line[n].ser = si;
+			sp->ser[si].bytes += sp->line[n].len;
+			n++;
 			p = next;
 		}
 	}
+
+	/* Each series to the lane with the fewest bytes so far, the largest
+	 * series first. */
+	uint64_t load[REPLAY_MAX_LANES] = { 0 };
+	sp->lane_of = reserve(sp->lane_of, &sp->lane_cap, sp->nser, sizeof(*sp->lane_of));
+	if (sp->nser <= SPLIT_SORT_MAX)
+		qsort(sp->ser, sp->nser, sizeof(*sp->ser), by_bytes_desc);
+	for (size_t i = 0; i < sp->nser; i++) {
+		int best = 0;
+		for (int k = 1; k < w->nlanes; k++)
+			if (load[k] < load[best])
+				best = k;
+		load[best] += sp->ser[i].bytes;
+		sp->lane_of[sp->ser[i].idx] = (uint8_t)best;
+	}
+
+	/* Second pass: copy the lines out, in queue order, each to its lane.
+	 * Every batch ends with a whole line, so no line spans two of them. */
+	for (int i = 0; i < w->nlanes; i++) {
+		rbuf_reset(&r->shares[i].body);
+		rbuf_reserve(&r->shares[i].body, load[i]);
+	}
+	size_t li = 0;
+	for (size_t b = 0; b < r->group_n; b++) {
+		const char *p = r->batches[b].body, *e = p + r->batches[b].body_len;
+		for (; p < e; li++) {
+			rbuf_append(&r->shares[sp->lane_of[sp->line[li].ser]].body, p, sp->line[li].len);
+			p += sp->line[li].len;
+		}
+	}
+	int used = 0;
 	for (int i = 0; i < w->nlanes; i++) {
 		struct replay_share *sh = &r->shares[i];
 		sh->done = sh->body.len == 0;
@@ -1098,6 +1209,11 @@ static void finish_stop(struct replay_worker *w)
 			rbuf_release(&r->shares[i].body);
 			rbuf_release(&r->shares[i].gz);
 		}
+		free(r->split.line);
+		free(r->split.slot_hash);
+		free(r->split.slot_ser);
+		free(r->split.ser);
+		free(r->split.lane_of);
 	}
 	rbuf_release(&w->fail_body);
 	free(w->lanes);

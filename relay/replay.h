@@ -28,12 +28,29 @@
 
 struct replay_worker;
 
-/* One lane's part of a round: the lines of the series that hash to it. */
+/* One lane's part of a round: the lines of the series given to it. */
 struct replay_share {
 	struct rbuf body;
 	struct rbuf gz;     /* body gzipped, when gzipped is set */
 	int gzipped;
 	int done;           /* answered 2xx (or empty) */
+};
+
+/* Scratch of a round's split among the lanes, kept for the next round. */
+struct replay_series {
+	uint64_t bytes;     /* of its lines in the round */
+	uint32_t idx;       /* its index before sorting */
+	uint32_t hash;      /* of its key (measurement and tags) */
+};
+struct replay_split {
+	struct { uint32_t len, ser; } *line; /* every line: length, series */
+	size_t line_cap;
+	uint32_t *slot_hash, *slot_ser; /* open addressing: hash -> series + 1 (0 = free) */
+	size_t slots;
+	struct replay_series *ser;
+	size_t nser, ser_cap;
+	uint8_t *lane_of;   /* series index -> lane */
+	size_t lane_cap;
 };
 
 /*
@@ -53,6 +70,7 @@ struct replay_round {
 	struct rbuf gz;     /* the single write gzipped, when gzipped is set */
 	int gzipped;
 	struct replay_share shares[REPLAY_MAX_LANES];
+	struct replay_split split;
 };
 
 /* One of a backend's parallel connections. Lane i sends share i of the

@@ -387,6 +387,24 @@ class FaultTest(unittest.TestCase):
         self.assert_series_order(lines, sent)
 
 
+    def test_parallel_shares_are_even(self):
+        # Eight series of 30 points each, four lanes: every share of the
+        # round carries two series. (Six of these keys hash to the same
+        # lane under FNV-1a modulo 4, which is how lanes used to be chosen:
+        # that share was three times the others.)
+        fake = self.fake()
+        r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4,
+                          "retry_min": "100ms", "retry_max": "1s"}])
+        keys = ["even,series=h%03d" % i for i in (3, 7, 10, 14, 18, 21, 22, 23)]
+        sent = ["%s value=%03di %d" % (k, j, BASE_NS + j) for j in range(30) for k in keys]
+        self.write(r, body_of(sent))
+        self.drained(r, "fake")
+        ok = fake.delivered()
+        self.assertEqual(sorted(len(w.lines()) for w in ok), [60, 60, 60, 60], fake.describe())
+        lines = [ln for w in ok for ln in w.lines()]
+        self.assertEqual(sorted(lines), sorted(sent))
+        self.assert_series_order(lines, sent)
+
     def test_parallel_lanes_keep_tricky_lines_whole(self):
         # Lines are cut apart by relayd to share them out: a newline inside
         # a string field, escaped quotes and backslashes, and escaped
