@@ -631,12 +631,13 @@ int main(int argc, char **argv)
 	}
 	set_log_level(&d.cfg);
 
-	/* The thread pool runs the group commit and each backend's queue
-	 * reads and acks (each at most one at a time) besides name lookups:
-	 * size it so that none waits for another. Must be set before the
-	 * pool's first use; backends added by a reload share it. */
+	/* The thread pool runs the group commit and, per backend, a queue
+	 * read or dead-letter, an ack and a prefetch of the next round (each
+	 * at most one at a time) besides name lookups: size it so that none
+	 * waits for another. Must be set before the pool's first use; backends
+	 * added by a reload share it. */
 	char pool[16];
-	snprintf(pool, sizeof(pool), "%zu", d.cfg.nbackends + 4);
+	snprintf(pool, sizeof(pool), "%zu", 3 * d.cfg.nbackends + 4);
 	setenv("UV_THREADPOOL_SIZE", pool, 0);
 	d.loop = uv_default_loop();
 	if (open_queue(&d) < 0)

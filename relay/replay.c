@@ -6,13 +6,17 @@
  * shared out among the parallel lanes by series, so every series stays in
  * order and a live write never overtakes the backlog), never hold an LMDB
  * transaction across network I/O (batches are copied out on the thread pool
- * first), and never spin (every retry waits at least retry_min).
+ * first), and never spin (every retry waits at least retry_min). The next
+ * round is read and prepared while one is in flight (the prefetch), but it
+ * is sent only once the round before it is delivered.
  *
- *   IDLE --notify--> READ --batches--> SEND --2xx--> READ (past it) ...
- *                     |                 |          + ACK beside the next SEND
- *                     0 batches: IDLE   |--retry--> BACKOFF --> (PROBE) --> SEND
+ *   IDLE --notify--> READ --batches--> SEND --2xx--> SEND (the prefetched round)
+ *                     |                 | \         or READ (past it) ...
+ *                     0 batches: IDLE   |  \        + ACK beside the next SEND
+ *                                       |   PREFETCH (pool) beside the SEND
+ *                                       |--retry--> BACKOFF --> (PROBE) --> SEND
  *                                       |--hold---> BACKOFF --> SEND
- *                                       |--dead---> COMMIT(dead-letter)+READ
+ *                                       |--dead---> COMMIT(dead-letter) --> next
  *                                       |--413----> SEND (halves)
  */
 #include "relay/replay.h"
@@ -45,6 +49,8 @@ static void start_read(struct replay_worker *w, int kind);
 static void send_current(struct replay_worker *w);
 static void on_response(struct http_client *c, const struct http_response *r, void *arg);
 static void send_lanes(struct replay_worker *w);
+static void next_round(struct replay_worker *w);
+static void start_prefetch(struct replay_worker *w);
 
 const char *replay_health_name(enum replay_health h)
 {
@@ -120,20 +126,23 @@ static int same_target(const struct wal_batch *a, const struct wal_batch *b)
 	       strcmp(a->token, b->token) == 0 && strcmp(a->org, b->org) == 0;
 }
 
-static uint64_t group_last_seq(const struct replay_worker *w)
+static uint64_t group_last_seq(const struct replay_round *r)
 {
-	return w->batches[w->group_n - 1].seq;
+	return r->batches[r->group_n - 1].seq;
 }
 
+/* The body of the current single write: the front 413 piece, the
+ * coalesced group, or the one batch. */
 static void payload(const struct replay_worker *w, const char **p, size_t *len)
 {
-	const struct wal_batch *b0 = &w->batches[0];
+	const struct replay_round *r = w->cur;
+	const struct wal_batch *b0 = &r->batches[0];
 	if (w->nranges) {
 		*p = b0->body + w->ranges[0].off;
 		*len = w->ranges[0].len;
-	} else if (w->group_n > 1) {
-		*p = w->payload.data;
-		*len = w->payload.len;
+	} else if (r->group_n > 1) {
+		*p = r->payload.data;
+		*len = r->payload.len;
 	} else {
 		*p = b0->body;
 		*len = b0->body_len;
@@ -173,6 +182,13 @@ static const char *line_end(const char *p, const char *e, size_t *key_len)
 	while (p < e && *p != ' ' && *p != '\n')
 		p += (*p == '\\' && p + 1 < e) ? 2 : 1;
 	*key_len = (size_t)(p - s);
+	/* Most lines hold neither a quote nor a backslash after their key:
+	 * then the first newline ends them, and memchr finds it many bytes
+	 * at a time. This scan runs for every line delivered. */
+	const char *nl = memchr(p, '\n', (size_t)(e - p));
+	size_t n = nl ? (size_t)(nl - p) : (size_t)(e - p);
+	if (!memchr(p, '"', n) && !memchr(p, '\\', n))
+		return nl ? nl + 1 : e;
 	while (p < e) {
 		char c = *p;
 		if (c == '\\' && p + 1 < e) {
@@ -200,84 +216,229 @@ static uint32_t fnv1a(const char *p, size_t n)
 	return h;
 }
 
-/*
- * Share the group's lines among the lanes by series: every line of a series goes
- * to the same lane, in order, so writes in flight at once never reorder
- * the points of one series (an overwritten point still ends with its
- * newest value). Returns the number of non-empty lanes.
- */
-static int split_lanes(struct replay_worker *w, int compress)
+/* Rounds with at most this many series give them out largest first;
+ * with more, sorting costs more than it evens out, and in order of first
+ * appearance is close enough. */
+#define SPLIT_SORT_MAX 4096
+
+static int by_bytes_desc(const void *a, const void *b)
 {
-	int used = 0;
-	for (int i = 0; i < w->nlanes; i++)
-		rbuf_reset(&w->lanes[i].body);
-	/* Straight from each batch's body: every batch ends with a whole
-	 * line, so no line spans two of them, and no coalesced copy is made. */
-	for (size_t b = 0; b < w->group_n; b++) {
-		const char *p = w->batches[b].body, *e = p + w->batches[b].body_len;
+	const struct replay_series *x = a, *y = b;
+	if (x->bytes != y->bytes)
+		return x->bytes < y->bytes ? 1 : -1;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Room for n elements of size bytes in p (capacity *cap): returns p, or
+ * a new pointer (then p is dead). */
+static void *reserve(void *p, size_t *cap, size_t n, size_t size)
+{
+	if (n <= *cap)
+		return p;
+	size_t c = *cap ? *cap : 1024;
+	while (c < n)
+		c *= 2;
+	*cap = c;
+	return xrealloc(p, c * size);
+}
+
+/* An empty series table of at least n slots (a power of two). */
+static void table_reset(struct replay_split *sp, size_t n)
+{
+	size_t slots = 64;
+	while (slots < n)
+		slots *= 2;
+	if (slots > sp->slots) {
+		sp->slot_hash = xrealloc(sp->slot_hash, slots * sizeof(*sp->slot_hash));
+		sp->slot_ser = xrealloc(sp->slot_ser, slots * sizeof(*sp->slot_ser));
+	}
+	sp->slots = slots;
+	memset(sp->slot_ser, 0, slots * sizeof(*sp->slot_ser));
+}
+
+/* The series with key hash h (found or added): its index in sp->ser. */
+static uint32_t series_of(struct replay_split *sp, uint32_t h)
+{
+	size_t mask = sp->slots - 1, i = h & mask;
+	while (sp->slot_ser[i] && sp->slot_hash[i] != h)
+		i = (i + 1) & mask;
+	if (sp->slot_ser[i])
+		return sp->slot_ser[i] - 1;
+	if (2 * (sp->nser + 1) > sp->slots) {
+		/* Keep the table at most half full: rebuild it twice as large. */
+		table_reset(sp, 2 * sp->slots);
+		for (size_t k = 0; k < sp->nser; k++) {
+			size_t j = sp->ser[k].hash & (sp->slots - 1);
+			while (sp->slot_ser[j])
+				j = (j + 1) & (sp->slots - 1);
+			sp->slot_hash[j] = sp->ser[k].hash;
+			sp->slot_ser[j] = (uint32_t)k + 1;
+		}
+		return series_of(sp, h);
+	}
+	sp->ser = reserve(sp->ser, &sp->ser_cap, sp->nser + 1, sizeof(*sp->ser));
+	sp->ser[sp->nser] = (struct replay_series){ .bytes = 0, .idx = (uint32_t)sp->nser, .hash = h };
+	sp->slot_hash[i] = h;
+	sp->slot_ser[i] = (uint32_t)++sp->nser;
+	return (uint32_t)sp->nser - 1;
+}
+
+/*
+ * Share the group's lines among the lanes by series: all lines of a series
+ * go to one lane, in order, so writes in flight at once never reorder the
+ * points of one series (an overwritten point still ends with its newest
+ * value). Which lane a series gets is decided per round, to even out the
+ * bytes: InfluxDB answers a round when its largest share is written, and
+ * a lane that gets more than its part leaves the others idle meanwhile.
+ * Choosing anew each round is safe because rounds never overlap: a round
+ * is sent only once every share of the previous one got its 2xx, so the
+ * lines of a series in this round reach the backend after its earlier
+ * lines were stored, whichever lane carried those. Series are told apart
+ * by a 32-bit hash of their key; two that collide share a lane, which is
+ * still correct. Returns the number of non-empty shares.
+ */
+static int split_lanes(const struct replay_worker *w, struct replay_round *r, int compress)
+{
+	struct replay_split *sp = &r->split;
+	size_t nlines = 0, n = 0;
+	for (size_t b = 0; b < r->group_n; b++)
+		nlines += r->batches[b].lines;
+	sp->nser = 0;
+	table_reset(sp, 2 * nlines);
+	sp->line = reserve(sp->line, &sp->line_cap, nlines, sizeof(*sp->line));
+
+	/* First pass: every line's length and series, every series' bytes. */
+	for (size_t b = 0; b < r->group_n; b++) {
+		const char *p = r->batches[b].body, *e = p + r->batches[b].body_len;
 		while (p < e) {
 			size_t klen;
 			const char *next = line_end(p, e, &klen);
-			struct replay_lane *l = &w->lanes[fnv1a(p, klen) % (uint32_t)w->nlanes];
-			rbuf_append(&l->body, p, (size_t)(next - p));
+			uint32_t si = series_of(sp, fnv1a(p, klen));
+			sp->line = reserve(sp->line, &sp->line_cap, n + 1, sizeof(*sp->line));
+			sp->line[n].len = (uint32_t)(next - p);
+			sp->line[n].ser = si;
+			sp->ser[si].bytes += sp->line[n].len;
+			n++;
 			p = next;
 		}
 	}
+
+	/* Each series to the lane with the fewest bytes so far, the largest
+	 * series first. */
+	uint64_t load[REPLAY_MAX_LANES] = { 0 };
+	sp->lane_of = reserve(sp->lane_of, &sp->lane_cap, sp->nser, sizeof(*sp->lane_of));
+	if (sp->nser <= SPLIT_SORT_MAX)
+		qsort(sp->ser, sp->nser, sizeof(*sp->ser), by_bytes_desc);
+	for (size_t i = 0; i < sp->nser; i++) {
+		int best = 0;
+		for (int k = 1; k < w->nlanes; k++)
+			if (load[k] < load[best])
+				best = k;
+		load[best] += sp->ser[i].bytes;
+		sp->lane_of[sp->ser[i].idx] = (uint8_t)best;
+	}
+
+	/* Second pass: copy the lines out, in queue order, each to its lane.
+	 * Every batch ends with a whole line, so no line spans two of them. */
 	for (int i = 0; i < w->nlanes; i++) {
-		struct replay_lane *l = &w->lanes[i];
-		l->done = l->body.len == 0;
-		l->gzipped = !l->done && compress && w->cfg->gzip && gzip_into(&l->gz, l->body.data, l->body.len) == 0;
-		used += !l->done;
+		rbuf_reset(&r->shares[i].body);
+		rbuf_reserve(&r->shares[i].body, load[i]);
+	}
+	size_t li = 0;
+	for (size_t b = 0; b < r->group_n; b++) {
+		const char *p = r->batches[b].body, *e = p + r->batches[b].body_len;
+		for (; p < e; li++) {
+			rbuf_append(&r->shares[sp->lane_of[sp->line[li].ser]].body, p, sp->line[li].len);
+			p += sp->line[li].len;
+		}
+	}
+	int used = 0;
+	for (int i = 0; i < w->nlanes; i++) {
+		struct replay_share *sh = &r->shares[i];
+		sh->done = sh->body.len == 0;
+		sh->gzipped =
+		    !sh->done && compress && w->cfg->gzip && gzip_into(&sh->gz, sh->body.data, sh->body.len) == 0;
+		used += !sh->done;
 	}
 	return used;
 }
 
 /*
- * Coalesce: from batches[0], take consecutive batches for the same target
- * up to the configured lines and bytes. Larger writes cost InfluxDB less
- * CPU per point. Inside an isolation window (after a coalesced write was
- * refused) every batch goes alone, so that the bad one is found. With
- * compress (only on the thread pool: it costs CPU), the payload is also
+ * Make round r ready to send. Coalesce: from batches[0], take consecutive
+ * batches for the same target up to the configured lines and bytes.
+ * Larger writes cost InfluxDB less CPU per point. With isolate (inside an
+ * isolation window, after a coalesced write was refused) the first batch
+ * goes alone, so that the bad one is found. With compress (only on the
+ * thread pool: it costs CPU), the write is shared out among the lanes and
  * gzipped when the backend is configured for it.
+ *
+ * Touches only r and what never changes after replay_start (cfg, nlanes):
+ * a prefetch runs this on the pool while the loop thread works on the
+ * other round.
  */
-static void form_group(struct replay_worker *w, int compress)
+static void round_prepare(const struct replay_worker *w, struct replay_round *r, int isolate, int compress)
 {
 	const struct relay_backend_config *cfg = w->cfg;
-	size_t lines = w->batches[0].lines, bytes = w->batches[0].body_len;
-	if (w->isolate_upto && w->batches[0].seq > w->isolate_upto)
-		w->isolate_upto = 0;
-	w->group_n = 1;
-	while (!w->isolate_upto && w->group_n < w->nbatches) {
-		const struct wal_batch *b = &w->batches[w->group_n];
-		if (!same_target(&w->batches[0], b) || lines + b->lines > cfg->batch_max_lines ||
+	size_t lines = r->batches[0].lines, bytes = r->batches[0].body_len;
+	r->group_n = 1;
+	while (!isolate && r->group_n < r->nbatches) {
+		const struct wal_batch *b = &r->batches[r->group_n];
+		if (!same_target(&r->batches[0], b) || lines + b->lines > cfg->batch_max_lines ||
 		    bytes + b->body_len > cfg->batch_max_bytes)
 			break;
 		lines += b->lines;
 		bytes += b->body_len;
-		w->group_n++;
+		r->group_n++;
 	}
+	r->gzipped = 0;
+	r->lane_mode = 0;
+	/* Lanes only on the thread pool (splitting copies the lines) and
+	 * never while isolating a bad batch. */
+	if (compress && w->nlanes > 1 && !isolate && split_lanes(w, r, compress) > 1) {
+		r->lane_mode = 1;
+		return;
+	}
+	rbuf_reset(&r->payload);
+	if (r->group_n > 1) {
+		rbuf_reserve(&r->payload, bytes);
+		for (size_t i = 0; i < r->group_n; i++)
+			rbuf_append(&r->payload, r->batches[i].body, r->batches[i].body_len);
+	}
+	if (compress && w->cfg->gzip) {
+		const char *p = r->group_n > 1 ? r->payload.data : r->batches[0].body;
+		size_t len = r->group_n > 1 ? r->payload.len : r->batches[0].body_len;
+		r->gzipped = gzip_into(&r->gz, p, len) == 0;
+	}
+}
+
+/* Is batch seq inside the isolation window (send one batch at a time)? */
+static int isolating(const struct replay_worker *w, uint64_t seq)
+{
+	return w->isolate_upto && seq <= w->isolate_upto;
+}
+
+/*
+ * The loop thread's side of starting a round in cur: the per-write state
+ * (413 pieces, attempts) starts afresh, and an isolation window that cur
+ * has left is closed.
+ */
+static void begin_round(struct replay_worker *w)
+{
+	if (w->isolate_upto && !isolating(w, w->cur->batches[0].seq))
+		w->isolate_upto = 0;
 	w->nranges = 0;
 	w->split_fit = 0;
 	w->attempts = 0;
-	w->gzipped = 0;
-	w->lane_mode = 0;
-	/* Lanes only on the thread pool (splitting copies the lines) and
-	 * never while isolating a bad batch. */
-	if (compress && w->nlanes > 1 && !w->isolate_upto && split_lanes(w, compress) > 1) {
-		w->lane_mode = 1;
-		return;
-	}
-	rbuf_reset(&w->payload);
-	if (w->group_n > 1) {
-		rbuf_reserve(&w->payload, bytes);
-		for (size_t i = 0; i < w->group_n; i++)
-			rbuf_append(&w->payload, w->batches[i].body, w->batches[i].body_len);
-	}
-	const char *p;
-	size_t len;
-	payload(w, &p, &len);
-	if (compress && w->cfg->gzip)
-		w->gzipped = gzip_into(&w->gz, p, len) == 0;
+}
+
+/* Regroup cur on the loop thread, one batch at a time from batches[0]
+ * (isolation after a refused coalesced write). */
+static void regroup_isolated(struct replay_worker *w)
+{
+	round_prepare(w, w->cur, 1, 0);
+	w->nranges = 0;
+	w->split_fit = 0;
+	w->attempts = 0;
 }
 
 static uint32_t count_lines(const char *p, size_t len)
@@ -345,7 +506,7 @@ static void lane_response(struct http_client *c, const struct http_response *r, 
 	l->inflight = 0;
 	w->lanes_waiting--;
 	if (r->status >= 200 && r->status < 300) {
-		l->done = 1;
+		w->cur->shares[l - w->lanes].done = 1;
 	} else if (!w->fail_status) {
 		w->fail_status = r->status;
 		w->fail_retry_after = r->retry_after_s;
@@ -378,17 +539,21 @@ static void send_lanes(struct replay_worker *w)
 	w->lanes_waiting = 0;
 	for (int i = 0; i < w->nlanes; i++) {
 		struct replay_lane *l = &w->lanes[i];
-		if (l->done)
+		const struct replay_share *sh = &w->cur->shares[i];
+		if (sh->done)
 			continue;
 		w->headers.len = plain;
-		if (l->gzipped)
+		if (sh->gzipped)
 			rbuf_append(&w->headers, "Content-Encoding: gzip\r\n", 24);
 		l->inflight = 1;
 		w->lanes_waiting++;
 		w->stats.posts++;
+		/* The share's buffers belong to this request until
+		 * lane_response: cur is not refilled before every lane has
+		 * answered. */
 		int rc = http_client_request(&l->http, "POST", rbuf_cstr(&w->target), rbuf_cstr(&w->headers),
-					     l->gzipped ? l->gz.data : l->body.data, l->gzipped ? l->gz.len : l->body.len,
-					     lane_response, l);
+					     sh->gzipped ? sh->gz.data : sh->body.data,
+					     sh->gzipped ? sh->gz.len : sh->body.len, lane_response, l);
 		relay_assert(rc == 0);
 	}
 	w->headers.len = plain;
@@ -396,7 +561,7 @@ static void send_lanes(struct replay_worker *w)
 
 static void send_current(struct replay_worker *w)
 {
-	const struct wal_batch *b = &w->batches[0];
+	const struct wal_batch *b = &w->cur->batches[0];
 	const char *body;
 	size_t len;
 	if (w->stopping)
@@ -412,15 +577,15 @@ static void send_current(struct replay_worker *w)
 	build_auth(w, b);
 	rbuf_append(&w->headers, "Content-Type: text/plain; charset=utf-8\r\n", 41);
 	w->state = S_SEND;
-	if (w->lane_mode) {
+	if (w->cur->lane_mode) {
 		send_lanes(w); /* the lanes hold the lines; no coalesced payload */
 		return;
 	}
 	payload(w, &body, &len);
-	int gz = w->gzipped && !w->nranges && w->isolate_upto == 0;
+	int gz = w->cur->gzipped && !w->nranges && w->isolate_upto == 0;
 	if (gz) {
-		body = w->gz.data;
-		len = w->gz.len;
+		body = w->cur->gz.data;
+		len = w->cur->gz.len;
 	}
 	if (gz)
 		rbuf_append(&w->headers, "Content-Encoding: gzip\r\n", 24);
@@ -439,8 +604,8 @@ static void timer_cb(uv_timer_t *t)
 	struct replay_worker *w = t->data;
 	if (w->stopping)
 		return;
-	if (w->nbatches == 0) {
-		start_read(w, WK_READ);
+	if (w->cur->nbatches == 0) {
+		next_round(w); /* a failed queue update: read again */
 		return;
 	}
 	if (w->health == REPLAY_DOWN) {
@@ -515,25 +680,26 @@ static void probe_response(struct http_client *c, const struct http_response *r,
 
 /*---- work (thread pool) ----*/
 
-static void release_batches(struct replay_worker *w)
+static void round_release(struct replay_round *r)
 {
-	for (size_t i = 0; i < w->nbatches; i++)
-		wal_batch_release(&w->batches[i]);
-	w->nbatches = 0;
-	w->group_n = 0;
+	for (size_t i = 0; i < r->nbatches; i++)
+		wal_batch_release(&r->batches[i]);
+	r->nbatches = 0;
+	r->group_n = 0;
 }
 
 static void work_cb(uv_work_t *req)
 {
 	struct replay_worker *w = req->data;
+	struct replay_round *r = w->cur;
 	int64_t now = now_realtime_ns();
-	const struct wal_batch *b0 = w->nbatches ? &w->batches[0] : NULL;
+	const struct wal_batch *b0 = r->nbatches ? &r->batches[0] : NULL;
 	w->wk_rc = 0;
 	switch (w->wk_kind) {
 	case WK_DEAD:
 		w->wk_rc = wal_dead_letter(w->wal, w->id, w->wk_seq, NULL, 0, 0, w->wk_status, w->last_error,
 					   w->attempts, now, 1);
-		break;
+		return;
 	case WK_DEAD_PART:
 		w->wk_rc = wal_dead_letter(w->wal, w->id, b0->seq, b0->body + w->wk_off, w->wk_len, w->wk_lines,
 					   w->wk_status, w->last_error, w->attempts, now, 0);
@@ -541,24 +707,24 @@ static void work_cb(uv_work_t *req)
 	case WK_READ:
 		break;
 	}
-	if (w->wk_rc)
-		return;
-	release_batches(w);
-	/* Copy out about two payloads' worth: enough to coalesce, little
+	round_release(r);
+	/* Copy out about one payload's worth: enough to coalesce, little
 	 * enough to stay small in memory. */
 	size_t max_bytes = w->cfg->batch_max_bytes;
-	w->wk_rc = wal_read(w->wal, w->id, w->read_from, REPLAY_READ_MAX, max_bytes, w->batches, &w->nbatches);
-	/* Build (and compress) the payload here, off the loop thread. */
-	if (w->wk_rc == 0 && w->nbatches)
-		form_group(w, 1);
+	w->wk_rc = wal_read(w->wal, w->id, w->read_from, REPLAY_READ_MAX, max_bytes, r->batches, &r->nbatches);
+	/* Build (and compress) the payload here, off the loop thread. The
+	 * loop thread leaves isolate_upto alone while this runs: no write is
+	 * in flight. */
+	if (w->wk_rc == 0 && r->nbatches)
+		round_prepare(w, r, isolating(w, r->batches[0].seq), 1);
 }
 
 static void finish_stop(struct replay_worker *w);
 
 /*
  * Acks run beside the next write: once a write got its 2xx, the next
- * batches are read (past it) and sent while the commit that moves the
- * cursor runs on the pool. Acks are cumulative, so one in flight at a time
+ * round (prefetched, or read past it) is sent while the commit that moves
+ * the cursor runs on the pool. Acks are cumulative, so one in flight at a time
  * covers everything delivered so far. A crash before the ack commits sends
  * those batches again after the restart (at least once); order is kept,
  * since the next write still starts only after the previous one's 2xx.
@@ -603,6 +769,119 @@ static void start_ack(struct replay_worker *w)
 	relay_assert(rc == 0);
 }
 
+/*---- prefetch: the next round, prepared while this one is in flight ----*/
+
+/*
+ * Runs on the pool beside the writes of cur. Touches only pf (which the
+ * loop thread leaves alone while pf_busy) and fields that do not change
+ * while it runs (pf_from, cfg, nlanes). No LMDB transaction outlives
+ * wal_read: the batches are copies.
+ */
+static void pf_work_cb(uv_work_t *req)
+{
+	struct replay_worker *w = req->data;
+	struct replay_round *r = w->pf;
+	round_release(r);
+	w->pf_rc =
+	    wal_read(w->wal, w->id, w->pf_from, REPLAY_READ_MAX, w->cfg->batch_max_bytes, r->batches, &r->nbatches);
+	/* Never inside an isolation window: start_prefetch runs only for a
+	 * round that is not being isolated, and reads past its end. */
+	if (w->pf_rc == 0 && r->nbatches)
+		round_prepare(w, r, 0, 1);
+}
+
+static void pf_after_cb(uv_work_t *req, int status)
+{
+	struct replay_worker *w = req->data;
+	w->pf_busy = 0;
+	if (w->stopping) {
+		finish_stop(w);
+		return;
+	}
+	/* A failed prefetch is only a missed chance: the round is read again
+	 * the ordinary way, which reports and retries what fails. */
+	w->pf_ready = !status && !w->pf_rc;
+	if (!w->pf_ready)
+		round_release(w->pf);
+	if (w->pf_wanted) {
+		w->pf_wanted = 0;
+		next_round(w);
+	}
+}
+
+/*
+ * Read and prepare the round after cur while cur is in flight, so that
+ * the next round can start the moment cur is delivered instead of after a
+ * read, a split and maybe a gzip. Only for an ordinary round: while a bad
+ * batch is isolated or a 413 is split, writes go one at a time anyway and
+ * the next read depends on how they end.
+ */
+static void start_prefetch(struct replay_worker *w)
+{
+	const struct replay_round *c = w->cur;
+	if (w->stopping || w->pf_busy || !c->nbatches || w->isolate_upto || w->nranges)
+		return;
+	uint64_t from = group_last_seq(c) + 1;
+	if (w->pf_ready && w->pf_from == from && w->pf->nbatches)
+		return; /* already there */
+	w->pf_ready = 0;
+	w->pf_from = from;
+	w->pf_busy = 1;
+	w->pf_work.data = w;
+	int rc = uv_queue_work(w->loop, &w->pf_work, pf_work_cb, pf_after_cb);
+	relay_assert(rc == 0);
+}
+
+/*
+ * cur is finished (delivered or dead-lettered up to read_from - 1): start
+ * the next round. The prefetched round is used only if it begins exactly
+ * where cur ended (pf_from == read_from): everything before it is then
+ * delivered (2xx) or dead-lettered, so sending it now keeps queue order,
+ * and a live write still never overtakes the backlog. A prefetch from
+ * before a retry, hold or dead-letter of cur is still right as long as it
+ * starts there: a batch's content never changes while it is pending, and
+ * only this worker moves the cursor. A prefetch that starts before
+ * read_from (a coalesced group reached past it) is stale and dropped; one
+ * that starts after it (cur was cut into single batches, or 413 pieces)
+ * is kept for when read_from gets there. An empty prefetch is never
+ * trusted: new batches may have been committed since it read. Nor is one
+ * that begins inside an isolation window: it was coalesced, and the window
+ * sends one batch at a time.
+ */
+static void next_round(struct replay_worker *w)
+{
+	if (w->stopping)
+		return;
+	/* Only between rounds: no write in flight, no queue update running
+	 * on cur. */
+	relay_assert(!w->work_busy && !w->lanes_waiting);
+	if (w->pf_busy) {
+		/* Wait for it rather than read the same batches twice. */
+		w->pf_wanted = 1;
+		w->state = S_READ;
+		return;
+	}
+	if (w->pf_ready && (w->pf_from < w->read_from || !w->pf->nbatches || isolating(w, w->pf->batches[0].seq))) {
+		w->pf_ready = 0;
+		round_release(w->pf);
+	}
+	if (w->pf_ready && w->pf_from == w->read_from) {
+		struct replay_round *t = w->cur;
+		w->cur = w->pf;
+		w->pf = t;
+		w->pf_ready = 0;
+		begin_round(w);
+		send_current(w);
+		/* The old round's batches are freed on the pool by the next
+		 * prefetch; free them here if there is none. */
+		start_prefetch(w);
+		if (!w->pf_busy)
+			round_release(w->pf);
+		return;
+	}
+	start_read(w, WK_READ);
+}
+
 /* Batches up to seq are delivered: record it, and go on with the next. */
 static void delivered_upto(struct replay_worker *w, uint64_t seq)
 {
@@ -610,12 +889,13 @@ static void delivered_upto(struct replay_worker *w, uint64_t seq)
 		w->ack_want = seq;
 	w->read_from = seq + 1;
 	start_ack(w);
-	start_read(w, WK_READ);
+	next_round(w);
 }
 
 static void after_work_cb(uv_work_t *req, int status)
 {
 	struct replay_worker *w = req->data;
+	struct replay_round *r = w->cur;
 	int kind = w->wk_kind;
 	w->work_busy = 0;
 	if (w->stopping) {
@@ -628,7 +908,7 @@ static void after_work_cb(uv_work_t *req, int status)
 		 * lost; the batches are still pending. Start over later. */
 		relay_log(RELAY_LOG_ERROR, "backend '%s': cannot update the queue: %s; retrying", w->cfg->name,
 			  wal_strerror(rc));
-		release_batches(w);
+		round_release(r);
 		/* A dead-letter that did not commit must be tried again: read
 		 * from the first batch not known to be delivered. */
 		w->read_from = w->ack_want + 1;
@@ -643,12 +923,18 @@ static void after_work_cb(uv_work_t *req, int status)
 		if (w->nranges)
 			send_current(w);
 		else
-			delivered_upto(w, w->batches[0].seq);
+			delivered_upto(w, r->batches[0].seq);
 		return;
 	}
-	if (kind == WK_DEAD && w->wk_seq > w->ack_done)
-		w->ack_done = w->wk_seq; /* the dead-letter moved the cursor past it */
-	if (w->nbatches == 0) {
+	if (kind == WK_DEAD) {
+		if (w->wk_seq > w->ack_done)
+			w->ack_done = w->wk_seq; /* the dead-letter moved the cursor past it */
+		/* read_from is past the dead batch: go on from there, with the
+		 * prefetched round if it starts just there. */
+		next_round(w);
+		return;
+	}
+	if (r->nbatches == 0) {
 		w->state = S_IDLE;
 		if (w->wake) {
 			w->wake = 0;
@@ -657,7 +943,9 @@ static void after_work_cb(uv_work_t *req, int status)
 		return;
 	}
 	w->wake = 0;
+	begin_round(w);
 	send_current(w);
+	start_prefetch(w);
 }
 
 static void start_read(struct replay_worker *w, int kind)
@@ -681,13 +969,13 @@ static void dead_letter(struct replay_worker *w, const struct http_response *r)
 		 r->body);
 	reason[strcspn(reason, "\n")] = '\0';
 	snprintf(w->last_error, sizeof(w->last_error), "%s", reason);
-	if (w->group_n > 1 && !w->nranges) {
+	if (w->cur->group_n > 1 && !w->nranges) {
 		/* Which batch of the coalesced write is bad? Send them one by
 		 * one up to the end of this group; the good ones are delivered
 		 * (a partial write stored them already: resending overwrites
 		 * the same points), the bad one is dead-lettered alone. */
-		w->isolate_upto = group_last_seq(w);
-		form_group(w, 0);
+		w->isolate_upto = group_last_seq(w->cur);
+		regroup_isolated(w);
 		send_current(w);
 		return;
 	}
@@ -696,15 +984,18 @@ static void dead_letter(struct replay_worker *w, const struct http_response *r)
 	if (w->nranges) {
 		w->wk_off = w->ranges[0].off;
 		w->wk_len = w->ranges[0].len;
-		w->wk_lines = count_lines(w->batches[0].body + w->wk_off, w->wk_len);
-		relay_log(RELAY_LOG_WARN, "backend '%s': %u line(s) of batch %" PRIu64 " dead-lettered after %u attempt(s): %s",
-			  w->cfg->name, w->wk_lines, w->batches[0].seq, w->attempts + 1, reason);
+		w->wk_lines = count_lines(w->cur->batches[0].body + w->wk_off, w->wk_len);
+		relay_log(RELAY_LOG_WARN,
+			  "backend '%s': %u line(s) of batch %" PRIu64 " dead-lettered after %u attempt(s): %s",
+			  w->cfg->name, w->wk_lines, w->cur->batches[0].seq, w->attempts + 1, reason);
 		start_read(w, WK_DEAD_PART);
 		return;
 	}
-	relay_log(RELAY_LOG_WARN, "backend '%s': batch %" PRIu64 " (%u points, db '%s') dead-lettered after %u attempt(s): %s",
-		  w->cfg->name, w->batches[0].seq, w->batches[0].lines, w->batches[0].db, w->attempts + 1, reason);
-	w->wk_seq = w->batches[0].seq;
+	relay_log(RELAY_LOG_WARN,
+		  "backend '%s': batch %" PRIu64 " (%u points, db '%s') dead-lettered after %u attempt(s): %s",
+		  w->cfg->name, w->cur->batches[0].seq, w->cur->batches[0].lines, w->cur->batches[0].db,
+		  w->attempts + 1, reason);
+	w->wk_seq = w->cur->batches[0].seq;
 	w->read_from = w->wk_seq + 1;
 	start_read(w, WK_DEAD);
 }
@@ -716,7 +1007,7 @@ static void cut_front(struct replay_worker *w, size_t max)
 	size_t off = w->ranges[0].off, len = w->ranges[0].len;
 	if (!max || len <= max || w->nranges >= (int)RELAY_ARRAY_SIZE(w->ranges))
 		return;
-	const char *p = w->batches[0].body + off;
+	const char *p = w->cur->batches[0].body + off;
 	const char *nl = memrchr(p, '\n', max);
 	if (!nl)
 		return; /* a single line longer than max: send it as it is */
@@ -731,14 +1022,14 @@ static void cut_front(struct replay_worker *w, size_t max)
 /* 413: split the current payload in two at a line boundary. */
 static void split(struct replay_worker *w, const struct http_response *r)
 {
-	if (w->group_n > 1 && !w->nranges) {
-		w->isolate_upto = group_last_seq(w);
-		form_group(w, 0);
+	if (w->cur->group_n > 1 && !w->nranges) {
+		w->isolate_upto = group_last_seq(w->cur);
+		regroup_isolated(w);
 		send_current(w);
 		return;
 	}
-	const struct wal_batch *b = &w->batches[0];
-	w->lane_mode = 0; /* pieces go one at a time, in order */
+	const struct wal_batch *b = &w->cur->batches[0];
+	w->cur->lane_mode = 0; /* pieces go one at a time, in order */
 	if (!w->nranges) {
 		w->ranges[0].off = 0;
 		w->ranges[0].len = b->body_len;
@@ -775,7 +1066,7 @@ static void create_db_response(struct http_client *c, const struct http_response
 	/* /query answers 200 even when the statement failed; the error is in
 	 * the JSON. */
 	if (r->status >= 200 && r->status < 300 && !memmem(r->body, r->body_len, "\"error\"", 7)) {
-		relay_log(RELAY_LOG_NOTICE, "backend '%s': created database '%s'", w->cfg->name, w->batches[0].db);
+		relay_log(RELAY_LOG_NOTICE, "backend '%s': created database '%s'", w->cfg->name, w->cur->batches[0].db);
 		send_current(w);
 		return;
 	}
@@ -784,7 +1075,7 @@ static void create_db_response(struct http_client *c, const struct http_response
 
 static void create_database(struct replay_worker *w)
 {
-	const struct wal_batch *b = &w->batches[0];
+	const struct wal_batch *b = &w->cur->batches[0];
 	struct rbuf q = RBUF_INIT;
 	rbuf_appendf(&q, "CREATE DATABASE \"");
 	for (const char *s = b->db; *s; s++) {
@@ -825,14 +1116,14 @@ static void on_response(struct http_client *c, const struct http_response *r, vo
 				send_current(w);
 				return;
 			}
-			w->group_n = 1;
+			w->cur->group_n = 1;
 		}
-		for (size_t i = 0; i < w->group_n; i++) {
+		for (size_t i = 0; i < w->cur->group_n; i++) {
 			w->stats.delivered_batches++;
-			w->stats.delivered_points += w->batches[i].lines;
+			w->stats.delivered_points += w->cur->batches[i].lines;
 		}
 		w->last_delivery_ns = now_realtime_ns();
-		delivered_upto(w, group_last_seq(w));
+		delivered_upto(w, group_last_seq(w->cur));
 		return;
 	case OUTCOME_RETRY:
 		retry_later(w, r, r->status < 0 ? REPLAY_DOWN : REPLAY_RETRYING, 0);
@@ -870,6 +1161,8 @@ void replay_start(struct replay_worker *w, uv_loop_t *loop, struct wal *wal, con
 	w->wal = wal;
 	w->cfg = cfg;
 	w->id = id;
+	w->cur = &w->rounds[0];
+	w->pf = &w->rounds[1];
 	http_client_init(&w->http, loop, cfg->host, cfg->port, cfg->connect_timeout_ms, cfg->timeout_ms);
 	uv_timer_init(loop, &w->timer);
 	w->timer.data = w;
@@ -892,24 +1185,37 @@ void replay_notify(struct replay_worker *w)
 {
 	if (w->stopping)
 		return;
-	if (w->state == S_IDLE)
+	if (w->state == S_IDLE) {
 		start_read(w, WK_READ);
-	else
-		w->wake = 1;
+		return;
+	}
+	w->wake = 1;
+	/* A prefetch that found nothing while a round is in flight looks
+	 * again, now that there is something to find. */
+	if (w->state == S_SEND && w->pf_ready && !w->pf->nbatches)
+		start_prefetch(w);
 }
 
 static void finish_stop(struct replay_worker *w)
 {
-	if (w->handles || w->work_busy || w->ack_busy)
+	if (w->handles || w->work_busy || w->ack_busy || w->pf_busy)
 		return;
-	release_batches(w);
-	rbuf_release(&w->payload);
-	rbuf_release(&w->gz);
-	rbuf_release(&w->fail_body);
-	for (int i = 0; i < w->nlanes; i++) {
-		rbuf_release(&w->lanes[i].body);
-		rbuf_release(&w->lanes[i].gz);
+	for (size_t k = 0; k < RELAY_ARRAY_SIZE(w->rounds); k++) {
+		struct replay_round *r = &w->rounds[k];
+		round_release(r);
+		rbuf_release(&r->payload);
+		rbuf_release(&r->gz);
+		for (int i = 0; i < REPLAY_MAX_LANES; i++) {
+			rbuf_release(&r->shares[i].body);
+			rbuf_release(&r->shares[i].gz);
+		}
+		free(r->split.line);
+		free(r->split.slot_hash);
+		free(r->split.slot_ser);
+		free(r->split.ser);
+		free(r->split.lane_of);
 	}
+	rbuf_release(&w->fail_body);
 	free(w->lanes);
 	w->lanes = NULL;
 	rbuf_release(&w->target);

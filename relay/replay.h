@@ -8,7 +8,8 @@
  * while the backend is down), holds what needs an operator (401/403,
  * database not found), dead-letters what never will, and splits what is
  * too large. Queue reads, acks and dead-letters run on the thread pool:
- * they commit to disk.
+ * they commit to disk. So does the read of the next round, done while the
+ * current one is in flight.
  */
 #ifndef RELAY_REPLAY_H
 #define RELAY_REPLAY_H
@@ -27,15 +28,56 @@
 
 struct replay_worker;
 
-/* One of a backend's parallel connections, with its share of a write:
- * the lines of the series that hash to it. */
+/* One lane's part of a round: the lines of the series given to it. */
+struct replay_share {
+	struct rbuf body;
+	struct rbuf gz;     /* body gzipped, when gzipped is set */
+	int gzipped;
+	int done;           /* answered 2xx (or empty) */
+};
+
+/* Scratch of a round's split among the lanes, kept for the next round. */
+struct replay_series {
+	uint64_t bytes;     /* of its lines in the round */
+	uint32_t idx;       /* its index before sorting */
+	uint32_t hash;      /* of its key (measurement and tags) */
+};
+struct replay_split {
+	struct { uint32_t len, ser; } *line; /* every line: length, series */
+	size_t line_cap;
+	uint32_t *slot_hash, *slot_ser; /* open addressing: hash -> series + 1 (0 = free) */
+	size_t slots;
+	struct replay_series *ser;
+	size_t nser, ser_cap;
+	uint8_t *lane_of;   /* series index -> lane */
+	size_t lane_cap;
+};
+
+/*
+ * A round: batches copied out of the queue, the group of them that forms
+ * one write, and that write made ready to send (the coalesced payload, or
+ * one share per lane). A worker has two: the round being delivered and the
+ * next one, read and prepared on the thread pool while the first is in
+ * flight. Whoever fills a round owns it until the fill is over: the pool
+ * thread during a read, the loop thread otherwise.
+ */
+struct replay_round {
+	struct wal_batch batches[REPLAY_READ_MAX];
+	size_t nbatches;
+	size_t group_n;     /* batches[0..group_n) form the write */
+	int lane_mode;      /* the write is shared out among the lanes */
+	struct rbuf payload; /* the coalesced body, for a single write of group_n > 1 */
+	struct rbuf gz;     /* the single write gzipped, when gzipped is set */
+	int gzipped;
+	struct replay_share shares[REPLAY_MAX_LANES];
+	struct replay_split split;
+};
+
+/* One of a backend's parallel connections. Lane i sends share i of the
+ * round being delivered. */
 struct replay_lane {
 	struct http_client http;
 	struct replay_worker *w;
-	struct rbuf body;
-	struct rbuf gz;
-	int gzipped;
-	int done;      /* this share was answered 2xx (or is empty) */
 	int inflight;
 };
 
@@ -63,7 +105,6 @@ struct replay_worker {
 	struct http_client http; /* single writes, /ping probes, CREATE DATABASE */
 	struct replay_lane *lanes; /* cfg->parallel of them when > 1 */
 	int nlanes;
-	int lane_mode;           /* the current group is split across the lanes */
 	int lanes_waiting;
 	int fail_status;         /* first failure among the lanes of this round */
 	uint64_t fail_retry_after;
@@ -91,14 +132,17 @@ struct replay_worker {
 	uint64_t hold_logged_ns; /* monotonic time of the last "holding" line */
 	int64_t last_delivery_ns;
 
-	/* batches copied out of the queue, and the group being sent */
-	struct wal_batch batches[REPLAY_READ_MAX];
-	size_t nbatches;
-	size_t group_n;           /* batches[0..group_n) form the payload */
+	/* the round being delivered (cur), and the next one (pf): prefetched,
+	 * that is read and prepared on the pool while cur is in flight */
+	struct replay_round rounds[2];
+	struct replay_round *cur, *pf;
+	uv_work_t pf_work;
+	int pf_busy;             /* a prefetch is running on the pool */
+	int pf_ready;            /* pf holds what was pending from pf_from on */
+	int pf_wanted;           /* cur is over: start pf as soon as it is ready */
+	int pf_rc;
+	uint64_t pf_from;        /* the sequence the prefetch read from */
 	uint64_t isolate_upto;    /* send one batch at a time up to this seq */
-	struct rbuf payload;
-	struct rbuf gz;           /* the payload gzipped, when gzipped is set */
-	int gzipped;
 	struct rbuf target;
 	struct rbuf headers;
 	/* 413 on a single batch: byte ranges of its body still to send */

@@ -7,10 +7,11 @@ at an exact size).
 A small threaded HTTP/1.1 server on 127.0.0.1 (keep-alive, Content-Length
 and chunked request bodies). Each route ("/write", "/ping", "/query") has a
 queue of behaviours, used one per request in order, then a default. Every
-request is recorded (method, path, query, headers, body, arrival time and
-what the fake did with it) before it is answered. A body sent with
-Content-Encoding: gzip is recorded decompressed (body) and as received
-(wire_body); too_large_over() measures the latter, as influxd does.
+request is recorded (method, path, query, headers, body, arrival time,
+what the fake did with it and when it decided so) before it is answered.
+A body sent with Content-Encoding: gzip is recorded decompressed (body)
+and as received (wire_body); too_large_over() measures the latter, as
+influxd does.
 
 Behaviours:
   "ok"                          204 (the default of /write and /ping)
@@ -99,6 +100,7 @@ class Request:
         self.t = t              # time.monotonic() when the whole request was read
         self.conn_id = conn_id  # which connection (1, 2, ...)
         self.answer = None      # "204", "503", "hang", "reset", ...
+        self.answered_t = None  # time.monotonic() when the answer was decided (before it is sent)
 
     def text(self):
         return self.body.decode("utf-8", "replace")
@@ -314,6 +316,7 @@ class FakeInflux:
     def _record(self, req, answer):
         with self._changed:
             req.answer = answer
+            req.answered_t = time.monotonic()
             self._changed.notify_all()
 
     def _serve_connection(self, sock):

@@ -387,5 +387,187 @@ class FaultTest(unittest.TestCase):
         self.assert_series_order(lines, sent)
 
 
+    def test_parallel_shares_are_even(self):
+        # Eight series of 30 points each, four lanes: every share of the
+        # round carries two series. (Six of these keys hash to the same
+        # lane under FNV-1a modulo 4, which is how lanes used to be chosen:
+        # that share was three times the others.)
+        fake = self.fake()
+        r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4,
+                          "retry_min": "100ms", "retry_max": "1s"}])
+        keys = ["even,series=h%03d" % i for i in (3, 7, 10, 14, 18, 21, 22, 23)]
+        sent = ["%s value=%03di %d" % (k, j, BASE_NS + j) for j in range(30) for k in keys]
+        self.write(r, body_of(sent))
+        self.drained(r, "fake")
+        ok = fake.delivered()
+        self.assertEqual(sorted(len(w.lines()) for w in ok), [60, 60, 60, 60], fake.describe())
+        lines = [ln for w in ok for ln in w.lines()]
+        self.assertEqual(sorted(lines), sorted(sent))
+        self.assert_series_order(lines, sent)
+
+    def test_parallel_lanes_keep_tricky_lines_whole(self):
+        # Lines are cut apart by relayd to share them out: a newline inside
+        # a string field, escaped quotes and backslashes, and escaped
+        # spaces and commas in the series key must not cut a line or move
+        # it to another series' lane.
+        fake = self.fake()
+        r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4,
+                          "retry_min": "100ms", "retry_max": "1s"}])
+        shapes = ['tricky,k=s%d v=%di %d',
+                  'tricky,k=s%d msg="two\nlines",v=%di %d',
+                  'tricky,k=s%d msg="say \\"hi\\" \\\\",v=%di %d',
+                  'tricky\\ m,k=s%d\\ x\\,y v=%di %d',
+                  'tricky,k=s%d msg="a=\\"b\\"\nc d",n="",v=%di %d']
+        sent = [shapes[j % len(shapes)] % (j % 7, j, BASE_NS + j) for j in range(140)]
+        for i in range(0, len(sent), 35):
+            self.write(r, body_of(sent[i:i + 35]))
+        self.drained(r, "fake")
+        ok = fake.delivered()
+        # Cut every delivered body back into the lines that were sent.
+        got = []
+        for w in ok:
+            text, pos = w.text(), 0
+            while pos < len(text):
+                ln = next((c for c in sent if text.startswith(c + "\n", pos)), None)
+                self.assertIsNotNone(ln, "a write does not hold whole lines: %r" % text[pos:pos + 80])
+                got.append(ln)
+                pos += len(ln) + 1
+        self.assertEqual(sorted(got), sorted(sent), "every line exactly once")
+        # The series key is everything before the first unescaped space.
+        def key(ln):
+            i = 0
+            while ln[i] != " ":
+                i += 2 if ln[i] == "\\" else 1
+            return ln[:i]
+        for k in set(map(key, sent)):
+            self.assertEqual([ln for ln in got if key(ln) == k], [ln for ln in sent if key(ln) == k],
+                             "series %s out of order" % k)
+        self.assertGreater(len({w.conn_id for w in ok}), 1, "no write went in parallel: " + fake.describe())
+
+    # rounds after rounds: the next one is read while this one is in flight
+
+    def assert_acked_before_sent(self, fake, sent_lines):
+        """The ordering rule across rounds and lanes: a write carrying a line
+        of series S arrives only after every earlier line of S was answered
+        2xx in an earlier write (or travels in this same write)."""
+        prev, last = {}, {}
+        for ln in sent_lines:
+            key = ln.split(" ")[0]
+            if key in last:
+                prev[ln] = last[key]
+            last[key] = ln
+        ws = fake.writes()
+        acked = {}
+        for w in ws:
+            if w.ok:
+                for ln in w.lines():
+                    acked[ln] = min(acked.get(ln, w.answered_t), w.answered_t)
+        for w in ws:
+            mine = set(w.lines())
+            for ln in mine:
+                p = prev.get(ln)
+                while p is not None and p in mine:
+                    p = prev.get(p)
+                if p is None:
+                    continue
+                self.assertIn(p, acked, "%r was sent, the earlier %r never delivered:\n%s"
+                              % (ln, p, fake.describe()))
+                self.assertLess(acked[p], w.t, "%r went out before the earlier %r was answered 2xx:\n%s"
+                                % (ln, p, fake.describe()))
+
+    def backlog_behind_a_gate(self, fake, r, sent, per_batch):
+        """Hold the first write at the fake until every batch is queued, so
+        that the backlog is delivered in several rounds. Returns the gate."""
+        gate = threading.Event()
+        fake.set_default(fakeinflux.gated(gate))
+        for i in range(0, len(sent), per_batch):
+            self.write(r, body_of(sent[i:i + per_batch]))
+        self.posts_seen(fake, 1)
+        return gate
+
+    def test_rounds_keep_series_order_across_a_retry(self):
+        fake = self.fake()
+        r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4, "batch_max_lines": 96,
+                          "retry_min": "100ms", "retry_max": "1s"}])
+        sent = self.series_lines(24, 20)
+        gate = self.backlog_behind_a_gate(fake, r, sent, 48)
+        # The first share of the next round is refused once, while the
+        # round after it is already read and waiting.
+        fake.script(fakeinflux.influx_error(503, "busy"))
+        gate.set()
+        self.drained(r, "fake", timeout=20)
+        ws = fake.writes()
+        self.assertEqual(sum(1 for w in ws if w.answer == "503"), 1, fake.describe())
+        ok = [w for w in ws if w.ok]
+        lines = [ln for w in ok for ln in w.lines()]
+        self.assertEqual(sorted(lines), sorted(sent), "every line exactly once: " + fake.describe())
+        self.assert_series_order(lines, sent)
+        self.assert_acked_before_sent(fake, sent)
+        self.assertGreater(len(ok), 8, "not several rounds: " + fake.describe())
+
+    def isolate_across_rounds(self, parallel):
+        fake = self.fake()
+        fake.set_default(fakeinflux.influx_error(503, "down for maintenance"))
+        r = self.relayd([{"name": "fake", "url": fake.url, "parallel": parallel, "batch_max_lines": 8,
+                          "retry_min": "200ms", "retry_max": "1s"}])
+        # Four series with a point in each batch, so that their order
+        # across rounds and lanes shows.
+        batches = [['iso,series=s%d value=%di %d' % (j, 10 * i + j, BASE_NS + i) for j in range(4)]
+                   for i in range(8)]
+        # The second round (batches 2 and 3) holds a line the backend
+        # refuses for good, while the third is read ahead.
+        bad = batches[3][1] = 'iso,series=s1 value="oops" %d' % (BASE_NS + 3)
+        for b in batches:
+            self.write(r, body_of(b))
+        self.posts_seen(fake, 1)
+        fake.set_default(fakeinflux.if_body_contains(
+            "oops", fakeinflux.influx_error(
+                400, 'partial write: field type conflict: input field "value" on measurement '
+                '"iso" is type string, already exists as type integer dropped=1')))
+        self.drained(r, "fake", dead=1, timeout=20)
+        self.assertEqual(len(r.log_matches(r"dead-letter")), 1)
+        refused = [w for w in fake.writes() if w.answer == "400"]
+        self.assertEqual(refused[-1].text(), body_of(batches[3]),
+                         "the last refused write is not the bad batch alone")
+        delivered = [l for w in fake.delivered() for l in w.lines()]
+        self.assertNotIn(bad, delivered)
+        good = [l for i, b in enumerate(batches) if i != 3 for l in b]
+        return fake, batches, bad, good, delivered
+
+    def test_isolation_across_rounds(self):
+        fake, _, _, good, delivered = self.isolate_across_rounds(1)
+        self.assertEqual(delivered, good, "not every good line once, in queue order:\n" + fake.describe())
+
+    def test_isolation_across_rounds_parallel(self):
+        fake, batches, bad, good, delivered = self.isolate_across_rounds(4)
+        # Shares delivered before the refusal are sent again while the bad
+        # batch is looked for, and the shares of the bad batch that the
+        # backend took stay delivered: every good line at least once, and
+        # nothing else but lines of the bad batch.
+        self.assertEqual(set(good) - set(delivered), set(), fake.describe())
+        self.assertLessEqual(set(delivered) - set(good), set(batches[3]) - {bad}, fake.describe())
+        self.assert_acked_before_sent(fake, [l for b in batches for l in b if l != bad])
+
+    def test_413_across_rounds(self):
+        limit = 1500
+        fake = self.fake()
+        fake.set_default(fakeinflux.influx_error(503, "down for maintenance"))
+        r = self.relayd([{"name": "fake", "url": fake.url, "batch_max_lines": 30,
+                          "retry_min": "200ms", "retry_max": "1s"}])
+        # Batches of 10 lines fit alone; a round of three does not.
+        batches = [lines_for("s%d" % i, 10, pad=20) for i in range(9)]
+        for b in batches:
+            self.assertLess(len(body_of(b)), limit)
+            self.write(r, body_of(b))
+        self.posts_seen(fake, 1)
+        fake.set_default(fakeinflux.too_large_over(limit))
+        self.drained(r, "fake", timeout=20)
+        ws = fake.writes()
+        self.assertGreater(sum(1 for w in ws if w.answer == "413"), 1, fake.describe())
+        self.assertEqual([l for w in fake.delivered() for l in w.lines()], [l for b in batches for l in b],
+                         "not every line once, in queue order:\n" + fake.describe())
+        self.assertEqual(r.backend_status("fake")["dead_batches"], 0)
+
+
 if __name__ == "__main__":
     relaytest.main(require=("relayd", "relayctl", "influxd"))
