@@ -215,8 +215,19 @@ def _refused_test(name, make):
 
 for _name, _make in SMUGGLING:
     setattr(SmugglingTest, "test_smuggle_" + _name, _refused_test(_name, _make))
+class LenientFramingTest(unittest.TestCase):
+    """The SMUGGLING_LENIENT cases, each against a relayd of its own: while
+    they are accepted, the hidden request is parsed as a second one and
+    queued a moment later, which would disturb the next test."""
+
+    assert_refused = SmugglingTest.assert_refused
+
+    def setUp(self):
+        self.relayd = start_relayd(self, extra={"http": {"max_body_size": "64KiB"}})
+
+
 for _name, _make in SMUGGLING_LENIENT:
-    setattr(SmugglingTest, "test_smuggle_" + _name,
+    setattr(LenientFramingTest, "test_smuggle_" + _name,
             unittest.expectedFailure(_refused_test(_name, _make)))
 
 
