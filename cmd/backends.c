@@ -228,6 +228,14 @@ const struct replay_worker *backends_worker(const struct backends *bs, int id)
 	return &bs->slots[id]->w;
 }
 
+struct replay_worker *backends_worker_mut(struct backends *bs, int id)
+{
+	struct backend_slot *s;
+	if (id < 0 || id >= WAL_MAX_BACKENDS || !(s = bs->slots[id]) || s->stopping || s->stopped)
+		return NULL;
+	return &s->w;
+}
+
 void backends_notify(struct backends *bs)
 {
 	for (int id = 0; id < WAL_MAX_BACKENDS; id++) {

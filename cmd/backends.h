@@ -71,6 +71,9 @@ void backends_retire(struct backends *bs, struct relay_config *old);
  * NULL. Valid until the next loop iteration. */
 const struct replay_worker *backends_worker(const struct backends *bs, int id);
 
+/* The worker of queue id if it runs (not stopping, not about to
+ * restart), to act on: NULL otherwise. */
+struct replay_worker *backends_worker_mut(struct backends *bs, int id);
 /* Batches were committed: wake every running worker. */
 void backends_notify(struct backends *bs);
 

@@ -25,6 +25,7 @@
 #include "cmd/backends.h"
 #include "cmd/daemon.h"
 #include "relay/config.h"
+#include "relay/control.h"
 #include "relay/http_server.h"
 #include "relay/ingest.h"
 #include "relay/lineproto.h"
@@ -40,6 +41,8 @@
 #define SHUTDOWN_TIMEOUT_MS 30000
 /* How often systemd's STATUS= line is refreshed. */
 #define STATUS_INTERVAL_MS 10000
+/* How often stale LMDB reader slots are freed and delivery rates sampled. */
+#define MAINT_INTERVAL_MS 5000
 
 #define SWAP(a, b)                        \
 	do {                              \
@@ -68,7 +71,15 @@ struct relayd {
 	struct udp_server *udp;
 	struct backends backends;
 	uv_signal_t sigterm, sigint, sighup, sigusr1;
-	uv_timer_t shutdown_timer, status_timer, watchdog_timer;
+	uv_timer_t shutdown_timer, status_timer, watchdog_timer, maint_timer;
+	/* relayctl's channel (data_dir/relayd.sock) */
+	struct control_server control;
+	int control_on;
+	int64_t started_ns;
+	/* delivery rate per queue id, sampled by maint_cb */
+	uint64_t rate_points[WAL_MAX_BACKENDS];
+	uint64_t rate_t_ns[WAL_MAX_BACKENDS];
+	double rate[WAL_MAX_BACKENDS];
 	int stopping;
 	uint64_t reloads, reload_errors;
 };
@@ -144,6 +155,126 @@ static void watchdog_cb(uv_timer_t *t)
 	daemon_notify("WATCHDOG=1");
 }
 
+/*---- upkeep and relayctl's control channel ----*/
+
+static void maint_cb(uv_timer_t *t)
+{
+	struct relayd *d = t->data;
+	uint64_t now = now_mono_ns();
+	int cleared = 0;
+
+	/* A relayctl killed inside a read transaction leaves its reader slot
+	 * behind, and the slot pins the pages of its snapshot: freed here,
+	 * the file cannot grow by everything written after it. */
+	if (wal_reader_check(d->wal, &cleared) == 0 && cleared > 0)
+		relay_log(RELAY_LOG_INFO, "freed %d stale reader slot%s of the queue (a reader was killed)",
+		          cleared, cleared == 1 ? "" : "s");
+	for (size_t i = 0; i < d->cfg.nbackends; i++) {
+		int id = d->ids[i];
+		const struct replay_worker *w = backends_worker(&d->backends, id);
+		uint64_t pts = w ? w->stats.delivered_points : 0;
+		/* Smoothed over about half a minute; a restarted worker (its
+		 * counters start again) only restarts the sampling. */
+		if (d->rate_t_ns[id] && now > d->rate_t_ns[id] && pts >= d->rate_points[id]) {
+			double r = (double)(pts - d->rate_points[id]) * 1e9 / (double)(now - d->rate_t_ns[id]);
+			d->rate[id] = d->rate[id] * 0.8 + r * 0.2;
+		}
+		d->rate_points[id] = pts;
+		d->rate_t_ns[id] = now;
+	}
+}
+
+/* The index in cfg.backends of name, or -1 with a message in reply. */
+static int ctl_backend(struct relayd *d, const char *name, struct rbuf *reply)
+{
+	for (size_t i = 0; i < d->cfg.nbackends; i++)
+		if (strcmp(d->cfg.backends[i].name, name) == 0)
+			return (int)i;
+	rbuf_appendf(reply, "unknown backend '%.64s' (not in relayd's configuration)", name);
+	return -1;
+}
+
+static int ctl_status(void *data, const char *arg, struct rbuf *reply)
+{
+	struct relayd *d = data;
+	struct control_status *st = xcalloc(1, sizeof(*st));
+	(void)arg;
+
+	st->pid = d->pid;
+	snprintf(st->version, sizeof(st->version), "%s", RELAYD_VERSION);
+	st->started_ns = d->started_ns;
+	for (size_t i = 0; i < d->cfg.nbackends && i < CONTROL_MAX_BACKENDS; i++) {
+		struct control_backend_status *b = &st->backends[st->nbackends++];
+		const struct replay_worker *w = backends_worker(&d->backends, d->ids[i]);
+		snprintf(b->name, sizeof(b->name), "%s", d->cfg.backends[i].name);
+		b->next_attempt_ms = -1;
+		if (!w) {
+			snprintf(b->state, sizeof(b->state), "starting");
+			continue;
+		}
+		replay_status(w, &b->head_seq, &b->attempts, &b->next_attempt_ms);
+		snprintf(b->state, sizeof(b->state), "%s", replay_paused(w) ? "paused" : replay_health_name(w->health));
+		snprintf(b->last_error, sizeof(b->last_error), "%s", w->last_error);
+		b->last_delivery_ns = w->last_delivery_ns;
+		b->delivered_points = w->stats.delivered_points;
+		b->points_per_second = d->rate[d->ids[i]];
+	}
+	control_status_format(st, reply);
+	free(st);
+	return 0;
+}
+
+/* relayctl changed a backend's queue or its pause flag. */
+static int ctl_notify(void *data, const char *arg, struct rbuf *reply)
+{
+	struct relayd *d = data;
+	int i = ctl_backend(d, arg, reply);
+	if (i < 0)
+		return -1;
+	struct replay_worker *w = backends_worker_mut(&d->backends, d->ids[i]);
+	if (w)
+		replay_refresh(w);
+	return 0;
+}
+
+static int ctl_retry(void *data, const char *arg, struct rbuf *reply)
+{
+	struct relayd *d = data;
+	int i = ctl_backend(d, arg, reply);
+	if (i < 0)
+		return -1;
+	struct replay_worker *w = backends_worker_mut(&d->backends, d->ids[i]);
+	if (!w || replay_retry_now(w) != 0) {
+		rbuf_appendf(reply, "backend '%s' is not waiting to retry", arg);
+		return -1;
+	}
+	return 0;
+}
+
+static const struct control_command control_commands[] = {
+	{ "status", 0, ctl_status },
+	{ "notify", 1, ctl_notify },
+	{ "retry", 1, ctl_retry },
+};
+
+/* After the queue is open (its lock held: a second relayd was refused, so
+ * a live socket here is not another relayd's). */
+static int start_control(struct relayd *d)
+{
+	char path[128];
+	int rc = control_socket_path(d->cfg.data_dir, path, sizeof(path));
+	if (rc == 0)
+		rc = control_server_start(&d->control, d->loop, path, control_commands,
+		                          RELAY_ARRAY_SIZE(control_commands), d);
+	if (rc) {
+		relay_log(RELAY_LOG_ERROR, "cannot listen on the control socket '%s/%s': %s: refusing to start",
+		          d->cfg.data_dir, CONTROL_SOCKET_NAME, uv_strerror(rc));
+		return -1;
+	}
+	d->control_on = 1;
+	return 0;
+}
+
 /*---- shutdown ----*/
 
 static void exit_now(struct relayd *d, const char *why)
@@ -165,6 +296,7 @@ static void on_backends_closed(struct backends *bs)
 	uv_close((uv_handle_t *)&d->shutdown_timer, NULL);
 	uv_close((uv_handle_t *)&d->status_timer, NULL);
 	uv_close((uv_handle_t *)&d->watchdog_timer, NULL);
+	uv_close((uv_handle_t *)&d->maint_timer, NULL);
 }
 
 static void on_ingest_closed(struct ingest *ing)
@@ -215,6 +347,12 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 	d->stopping = 1;
 	relay_log(RELAY_LOG_NOTICE, "signal %d: shutting down", signum);
 	notify_status(d, "STOPPING=1\n");
+	/* relayctl finds nobody from now on, and says relayd is stopped:
+	 * what it changes takes effect at the next start. */
+	if (d->control_on) {
+		d->control_on = 0;
+		control_server_stop(&d->control, NULL);
+	}
 	uv_timer_start(&d->shutdown_timer, shutdown_timeout_cb, SHUTDOWN_TIMEOUT_MS, 0);
 	/* UDP first: stop receiving and hand the pending groups to ingest
 	 * now, before ingest closes (after the HTTP door), so that every
@@ -514,7 +652,7 @@ static int open_queue(struct relayd *d)
 static void init_handles(struct relayd *d)
 {
 	uv_signal_t *sigs[] = { &d->sigterm, &d->sigint, &d->sighup, &d->sigusr1 };
-	uv_timer_t *timers[] = { &d->shutdown_timer, &d->status_timer, &d->watchdog_timer };
+	uv_timer_t *timers[] = { &d->shutdown_timer, &d->status_timer, &d->watchdog_timer, &d->maint_timer };
 	for (size_t i = 0; i < RELAY_ARRAY_SIZE(sigs); i++) {
 		uv_signal_init(d->loop, sigs[i]);
 		sigs[i]->data = d;
@@ -529,6 +667,7 @@ static void init_handles(struct relayd *d)
 	uv_signal_start(&d->sigusr1, on_sigusr1, SIGUSR1);
 	if (daemon_notify_enabled())
 		uv_timer_start(&d->status_timer, status_cb, STATUS_INTERVAL_MS, STATUS_INTERVAL_MS);
+	uv_timer_start(&d->maint_timer, maint_cb, MAINT_INTERVAL_MS, MAINT_INTERVAL_MS);
 	uint64_t wd = daemon_watchdog_usec();
 	if (wd) {
 		/* Twice per interval, as sd_watchdog_enabled(3) advises. */
@@ -661,6 +800,9 @@ int main(int argc, char **argv)
 	d.ing.on_commit = on_commit;
 	d.ing.on_commit_arg = &d;
 	init_handles(&d);
+	d.started_ns = now_realtime_ns();
+	if (start_control(&d) < 0)
+		return 1;
 	/* After the data directory's lock is held: a second relayd on the
 	 * same directory has been refused by now, so this pidfile is ours. */
 	if (d.pidfile && daemon_pidfile_write(d.pidfile, d.pid, err, sizeof(err)) < 0) {

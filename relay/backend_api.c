@@ -184,3 +184,23 @@ int backend_api_scale_timestamps(const char *body, size_t len, int64_t factor, s
 	}
 	return 0;
 }
+
+void backend_api_create_database(const struct relay_backend_config *cfg, const struct wal_batch *b,
+                                 struct rbuf *target, struct rbuf *headers)
+{
+	struct rbuf q = RBUF_INIT;
+
+	/* An InfluxQL identifier in double quotes: " and \ escaped. */
+	rbuf_append(&q, "CREATE DATABASE \"", 17);
+	for (const char *s = b->db; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			rbuf_appendc(&q, '\\');
+		rbuf_appendc(&q, *s);
+	}
+	rbuf_appendc(&q, '"');
+	rbuf_append(target, cfg->path_prefix, strlen(cfg->path_prefix));
+	rbuf_append(target, "/query?q=", 9);
+	append_urlenc(target, rbuf_cstr(&q));
+	rbuf_release(&q);
+	auth(cfg, b, headers);
+}

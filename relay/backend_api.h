@@ -36,6 +36,14 @@ void backend_api_request(const struct relay_backend_config *cfg, const struct wa
                          struct rbuf *target, struct rbuf *headers);
 
 /*
+ * Append the request target and Authorization header of InfluxDB 1.x's
+ * "CREATE DATABASE" for b's database (POST, no body) for backend cfg
+ * (on_database_not_found: create; v1 backends only, as the config checks).
+ */
+void backend_api_create_database(const struct relay_backend_config *cfg, const struct wal_batch *b,
+                                 struct rbuf *target, struct rbuf *headers);
+
+/*
  * The factor by which the timestamps of a batch in precision prec (enum
  * lp_precision) must be multiplied for backend cfg, and the precision they
  * are then in: 1 and prec, unless a v2 backend gets minutes or hours

@@ -82,7 +82,6 @@ struct conn {
 	char *q_db, *q_rp, *q_u, *q_p, *q_token, *q_org;
 	uint64_t t_start;
 
-	char inbuf[READ_BUF_SIZE];
 };
 
 struct http_server {
@@ -99,6 +98,10 @@ struct http_server {
 	struct http_server_stats stats;
 	http_health_fn health_fn;
 	void *health_arg;
+	/* One read buffer for every connection: a read is parsed before the
+	 * next one starts (bytes of later requests are copied aside), so a
+	 * thousand idle connections do not each hold 64 KiB. */
+	char *inbuf;
 	struct relay_ratelimit refusal_log; /* 503s, one line per 10 s */
 	struct relay_ratelimit auth_log;    /* 401s and 403s, one line per 10 s */
 };
@@ -134,6 +137,7 @@ static const char *status_text(int status)
 	case 415: return "Unsupported Media Type";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
 	case 503: return "Service Unavailable";
 	}
 	return "Unknown";
@@ -303,6 +307,7 @@ static void maybe_free(struct conn *c)
 		if (s->closing && !s->conns && !s->listener_open) {
 			void (*done)(void *) = s->done;
 			void *arg = s->done_arg;
+			free(s->inbuf);
 			free(s);
 			if (done)
 				done(arg);
@@ -468,6 +473,18 @@ static void header_done(struct conn *c)
 	} else if (strcasecmp(name, "content-encoding") == 0) {
 		free(c->content_encoding);
 		c->content_encoding = xstrdup(val);
+	} else if (strcasecmp(name, "transfer-encoding") == 0) {
+		/* llhttp frames a body whose last coding is chunked; a coding
+		 * before it (gzip, chunked) would have to be undone, which we
+		 * do not: refuse it rather than take compressed bytes for line
+		 * protocol (RFC 9112 6.1). */
+		const char *last = strrchr(val, ',');
+		last = last ? last + 1 : val;
+		while (*last == ' ' || *last == '\t')
+			last++;
+		if (strncasecmp(last, "chunked", 7) == 0 && last != val)
+			set_error(c, 501, "Transfer-Encoding '%.60s' is not supported (only chunked; "
+			          "send compressed bodies with Content-Encoding: gzip)", val);
 	} else if (strcasecmp(name, "expect") == 0) {
 		if (strcasecmp(val, "100-continue") == 0)
 			c->expect_continue = 1;
@@ -549,6 +566,10 @@ static int on_headers_complete(llhttp_t *p)
 	} else if (c->content_encoding && *c->content_encoding && strcasecmp(c->content_encoding, "identity")) {
 		set_error(c, 415, "unsupported Content-Encoding '%.40s' (want gzip or identity)", c->content_encoding);
 	}
+	if (c->err_status == 501) {
+		c->fatal = 501; /* the body cannot be framed as we would read it */
+		return -1;
+	}
 	/* A client that asked "may I send the body?" gets the refusal now
 	 * rather than a 100 (RFC 9110 10.1.1), and the connection closes:
 	 * whether it still sends the body is its choice. */
@@ -613,6 +634,24 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 			set_error(c, 400, "malformed gzip body: %s", c->z.msg ? c->z.msg : "inflate failed");
 			return HPE_OK;
 		}
+	}
+	return HPE_OK;
+}
+
+/* Chunk extensions ("5;name=value") carry nothing we use, but their
+ * bytes arrive all the same: they count against max_body_size, so an
+ * endless extension cannot hold a connection's memory or time. */
+static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
+{
+	struct conn *c = conn_of(p);
+	const struct relay_config *cfg = c->srv->cfg;
+	(void)at;
+	c->body_received += len;
+	if (c->body_received > cfg->http_max_body_bytes) {
+		c->fatal = 413;
+		snprintf(c->err_msg, sizeof(c->err_msg), "request body exceeds the limit of %" PRIu64 " bytes",
+			 cfg->http_max_body_bytes);
+		return HPE_USER;
 	}
 	return HPE_OK;
 }
@@ -1120,8 +1159,8 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	struct conn *c = h->data;
 	(void)suggested;
-	buf->base = c->inbuf;
-	buf->len = sizeof(c->inbuf);
+	buf->base = c->srv->inbuf;
+	buf->len = READ_BUF_SIZE;
 }
 
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -1139,7 +1178,7 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 	}
 	if (c->lingering || c->close_after)
 		return; /* draining after our last response */
-	conn_process(c, c->inbuf, (size_t)nread);
+	conn_process(c, buf->base, (size_t)nread);
 }
 
 /* After an asynchronous answer: parse what was already read, then read
@@ -1241,6 +1280,8 @@ static void init_settings(void)
 	parser_settings.on_headers_complete = on_headers_complete;
 	parser_settings.on_body = on_body;
 	parser_settings.on_message_complete = on_message_complete;
+	parser_settings.on_chunk_extension_name = on_chunk_extension;
+	parser_settings.on_chunk_extension_value = on_chunk_extension;
 	done = 1;
 }
 
@@ -1264,6 +1305,7 @@ int http_server_start(uv_loop_t *loop, const struct relay_config *cfg, struct in
 	s->loop = loop;
 	s->cfg = cfg;
 	s->ing = ing;
+	s->inbuf = xmalloc(READ_BUF_SIZE);
 	uv_tcp_init(loop, &s->listener);
 	s->listener.data = s;
 	s->listener_open = 1;
@@ -1313,6 +1355,7 @@ static void listener_closed(uv_handle_t *h)
 	if (!s->conns) {
 		void (*done)(void *) = s->done;
 		void *arg = s->done_arg;
+		free(s->inbuf);
 		free(s);
 		if (done)
 			done(arg);

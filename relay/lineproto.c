@@ -62,6 +62,13 @@ const char *lp_line_end(const char *p, const char *e, size_t *key_len)
 	while (p < e && *p != ' ' && *p != '\n')
 		p += (*p == '\\' && p + 1 < e) ? 2 : 1;
 	*key_len = (size_t)(p - s);
+	/* Most lines hold neither a quote nor a backslash after their key:
+	 * then the first newline ends them, and memchr finds it many bytes
+	 * at a time. This scan runs for every line delivered. */
+	const char *nl = memchr(p, '\n', (size_t)(e - p));
+	size_t n = nl ? (size_t)(nl - p) : (size_t)(e - p);
+	if (!memchr(p, '"', n) && !memchr(p, '\\', n))
+		return nl ? nl + 1 : e;
 	while (p < e) {
 		char c = *p;
 		if (c == '\\' && p + 1 < e) {

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "relay/backend_api.h"
 #include "relay/backoff.h"
 #include "relay/lineproto.h"
 #include "relay/log.h"
@@ -169,44 +170,6 @@ static int gzip_into(struct rbuf *out, const char *src, size_t len)
 	return rc == Z_STREAM_END ? 0 : -1;
 }
 
-/*
- * The end of the line starting at p (after its '\n'), and in *key_len the
- * length of its series key (measurement and tags: up to the first
- * unescaped space). A quoted string field may hold a newline; it does not
- * end the line. The body was validated at the door.
- */
-static const char *line_end(const char *p, const char *e, size_t *key_len)
-{
-	const char *s = p;
-	int in_str = 0;
-	while (p < e && *p != ' ' && *p != '\n')
-		p += (*p == '\\' && p + 1 < e) ? 2 : 1;
-	*key_len = (size_t)(p - s);
-	/* Most lines hold neither a quote nor a backslash after their key:
-	 * then the first newline ends them, and memchr finds it many bytes
-	 * at a time. This scan runs for every line delivered. */
-	const char *nl = memchr(p, '\n', (size_t)(e - p));
-	size_t n = nl ? (size_t)(nl - p) : (size_t)(e - p);
-	if (!memchr(p, '"', n) && !memchr(p, '\\', n))
-		return nl ? nl + 1 : e;
-	while (p < e) {
-		char c = *p;
-		if (c == '\\' && p + 1 < e) {
-			p += 2;
-		} else if (in_str) {
-			in_str = c != '"';
-			p++;
-		} else if (c == '\n') {
-			return p + 1;
-		} else if (c == '=' && p + 1 < e && p[1] == '"') {
-			in_str = 1;
-			p += 2;
-		} else {
-			p++;
-		}
-	}
-	return e;
-}
 
 static uint32_t fnv1a(const char *p, size_t n)
 {
@@ -312,7 +275,7 @@ static int split_lanes(const struct replay_worker *w, struct replay_round *r, in
 		const char *p = r->batches[b].body, *e = p + r->batches[b].body_len;
 		while (p < e) {
 			size_t klen;
-			const char *next = line_end(p, e, &klen);
+			const char *next = lp_line_end(p, e, &klen);
 			uint32_t si = series_of(sp, fnv1a(p, klen));
 			sp->line = reserve(sp->line, &sp->line_cap, n + 1, sizeof(*sp->line));
 			sp->line[n].len = (uint32_t)(next - p);
@@ -449,50 +412,6 @@ static uint32_t count_lines(const char *p, size_t len)
 	return n;
 }
 
-static void append_urlenc(struct rbuf *b, const char *s)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-		    c == '.' || c == '~') {
-			rbuf_appendc(b, (char)c);
-		} else {
-			rbuf_appendc(b, '%');
-			rbuf_appendc(b, hex[c >> 4]);
-			rbuf_appendc(b, hex[c & 15]);
-		}
-	}
-}
-
-static void append_base64(struct rbuf *b, const unsigned char *s, size_t n)
-{
-	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	for (size_t i = 0; i < n; i += 3) {
-		unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) | (i + 2 < n ? s[i + 2] : 0);
-		rbuf_appendc(b, tbl[(v >> 18) & 63]);
-		rbuf_appendc(b, tbl[(v >> 12) & 63]);
-		rbuf_appendc(b, i + 1 < n ? tbl[(v >> 6) & 63] : '=');
-		rbuf_appendc(b, i + 2 < n ? tbl[v & 63] : '=');
-	}
-}
-
-/* Credentials travel in a header, never in the URL (URLs end up in logs). */
-static void build_auth(struct replay_worker *w, const struct wal_batch *b)
-{
-	rbuf_reset(&w->headers);
-	if (*b->user) {
-		struct rbuf up = RBUF_INIT;
-		rbuf_appendf(&up, "%s:%s", b->user, b->password);
-		rbuf_append(&w->headers, "Authorization: Basic ", 21);
-		append_base64(&w->headers, (const unsigned char *)up.data, up.len);
-		rbuf_append(&w->headers, "\r\n", 2);
-		rbuf_release(&up);
-	} else if (*b->token) {
-		rbuf_appendf(&w->headers, "Authorization: Token %s\r\n", b->token);
-	}
-}
-
 /*
  * A lane's answer. When every lane of this round has answered, the round
  * is judged as one write: delivered if every share is, otherwise by the
@@ -566,15 +485,10 @@ static void send_current(struct replay_worker *w)
 	size_t len;
 	if (w->stopping)
 		return;
+	/* The backend's API (v1 or v2) and credentials: backend_api.c. */
 	rbuf_reset(&w->target);
-	rbuf_appendf(&w->target, "%s/write?db=", w->cfg->path_prefix);
-	append_urlenc(&w->target, b->db);
-	if (*b->rp) {
-		rbuf_append(&w->target, "&rp=", 4);
-		append_urlenc(&w->target, b->rp);
-	}
-	rbuf_appendf(&w->target, "&precision=%s", lp_precision_name((enum lp_precision)b->precision));
-	build_auth(w, b);
+	rbuf_reset(&w->headers);
+	backend_api_request(w->cfg, b, &w->target, &w->headers);
 	rbuf_append(&w->headers, "Content-Type: text/plain; charset=utf-8\r\n", 41);
 	w->state = S_SEND;
 	if (w->cur->lane_mode) {
@@ -599,11 +513,17 @@ static void send_current(struct replay_worker *w)
 
 static void probe_response(struct http_client *c, const struct http_response *r, void *arg);
 
+static void go_idle(struct replay_worker *w);
+
 static void timer_cb(uv_timer_t *t)
 {
 	struct replay_worker *w = t->data;
 	if (w->stopping)
 		return;
+	if (w->paused) {
+		go_idle(w);
+		return;
+	}
 	if (w->cur->nbatches == 0) {
 		next_round(w); /* a failed queue update: read again */
 		return;
@@ -688,6 +608,48 @@ static void round_release(struct replay_round *r)
 	r->group_n = 0;
 }
 
+/*
+ * InfluxDB 2 takes no minutes or hours: a v2 backend gets such batches
+ * with their timestamps in seconds (and precision s, so that they may
+ * coalesce with batches in seconds). On the pool, right after the read;
+ * the queue keeps the batch as it was written.
+ */
+static void rescale_round(const struct replay_worker *w, struct replay_round *r)
+{
+	for (size_t i = 0; i < r->nbatches; i++) {
+		struct wal_batch *b = &r->batches[i];
+		int sent;
+		int64_t f = backend_api_rescale(w->cfg, b->precision, &sent);
+		if (f == 1)
+			continue;
+		struct rbuf out = RBUF_INIT;
+		/* Validated timestamps in minutes or hours cannot overflow in
+		 * seconds; a failure would mean a damaged batch: sent as is. */
+		if (backend_api_scale_timestamps(b->body, b->body_len, f, &out) == 0) {
+			const char *strs[6] = { b->db, b->rp, b->user, b->password, b->org, b->token };
+			size_t need = out.len + 1;
+			for (int k = 0; k < 6; k++)
+				need += strlen(strs[k] ? strs[k] : "") + 1;
+			char *mem = xmalloc(need), *p = mem;
+			const char **dst[6] = { &b->db, &b->rp, &b->user, &b->password, &b->org, &b->token };
+			for (int k = 0; k < 6; k++) {
+				size_t n = strlen(strs[k] ? strs[k] : "");
+				memcpy(p, strs[k] ? strs[k] : "", n + 1);
+				*dst[k] = p;
+				p += n + 1;
+			}
+			memcpy(p, out.data, out.len);
+			p[out.len] = '\0';
+			b->body = p;
+			b->body_len = out.len;
+			free(b->priv_);
+			b->priv_ = mem;
+			b->precision = (uint8_t)sent;
+		}
+		rbuf_release(&out);
+	}
+}
+
 static void work_cb(uv_work_t *req)
 {
 	struct replay_worker *w = req->data;
@@ -712,6 +674,8 @@ static void work_cb(uv_work_t *req)
 	 * enough to stay small in memory. */
 	size_t max_bytes = w->cfg->batch_max_bytes;
 	w->wk_rc = wal_read(w->wal, w->id, w->read_from, REPLAY_READ_MAX, max_bytes, r->batches, &r->nbatches);
+	if (w->wk_rc == 0)
+		rescale_round(w, r);
 	/* Build (and compress) the payload here, off the loop thread. The
 	 * loop thread leaves isolate_upto alone while this runs: no write is
 	 * in flight. */
@@ -784,6 +748,8 @@ static void pf_work_cb(uv_work_t *req)
 	round_release(r);
 	w->pf_rc =
 	    wal_read(w->wal, w->id, w->pf_from, REPLAY_READ_MAX, w->cfg->batch_max_bytes, r->batches, &r->nbatches);
+	if (w->pf_rc == 0)
+		rescale_round(w, r);
 	/* Never inside an isolation window: start_prefetch runs only for a
 	 * round that is not being isolated, and reads past its end. */
 	if (w->pf_rc == 0 && r->nbatches)
@@ -800,7 +766,10 @@ static void pf_after_cb(uv_work_t *req, int status)
 	}
 	/* A failed prefetch is only a missed chance: the round is read again
 	 * the ordinary way, which reports and retries what fails. */
-	w->pf_ready = !status && !w->pf_rc;
+	/* A prefetch that ran while relayctl changed the queue may hold
+	 * batches purged or dropped since: not trusted. */
+	w->pf_ready = !status && !w->pf_rc && !w->pf_stale;
+	w->pf_stale = 0;
 	if (!w->pf_ready)
 		round_release(w->pf);
 	if (w->pf_wanted) {
@@ -855,6 +824,12 @@ static void next_round(struct replay_worker *w)
 	/* Only between rounds: no write in flight, no queue update running
 	 * on cur. */
 	relay_assert(!w->work_busy && !w->lanes_waiting);
+	if (w->paused) {
+		/* Paused while the last write was out: it is answered and
+		 * recorded; nothing more goes until relayctl resume. */
+		go_idle(w);
+		return;
+	}
 	if (w->pf_busy) {
 		/* Wait for it rather than read the same batches twice. */
 		w->pf_wanted = 1;
@@ -932,6 +907,10 @@ static void after_work_cb(uv_work_t *req, int status)
 		/* read_from is past the dead batch: go on from there, with the
 		 * prefetched round if it starts just there. */
 		next_round(w);
+		return;
+	}
+	if (w->paused) {
+		go_idle(w);
 		return;
 	}
 	if (r->nbatches == 0) {
@@ -1075,20 +1054,9 @@ static void create_db_response(struct http_client *c, const struct http_response
 
 static void create_database(struct replay_worker *w)
 {
-	const struct wal_batch *b = &w->cur->batches[0];
-	struct rbuf q = RBUF_INIT;
-	rbuf_appendf(&q, "CREATE DATABASE \"");
-	for (const char *s = b->db; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			rbuf_appendc(&q, '\\');
-		rbuf_appendc(&q, *s);
-	}
-	rbuf_appendc(&q, '"');
 	rbuf_reset(&w->target);
-	rbuf_appendf(&w->target, "%s/query?q=", w->cfg->path_prefix);
-	append_urlenc(&w->target, rbuf_cstr(&q));
-	rbuf_release(&q);
-	build_auth(w, b);
+	rbuf_reset(&w->headers);
+	backend_api_create_database(w->cfg, &w->cur->batches[0], &w->target, &w->headers);
 	w->state = S_CREATE;
 	http_client_request(&w->http, "POST", rbuf_cstr(&w->target), rbuf_cstr(&w->headers), NULL, 0,
 			    create_db_response, w);
@@ -1178,12 +1146,20 @@ void replay_start(struct replay_worker *w, uv_loop_t *loop, struct wal *wal, con
 		w->handles += w->nlanes;
 	}
 	w->state = S_IDLE;
+	struct wal_backend_stat st;
+	if (wal_backend_stat(wal, cfg->name, &st) == 0 && st.paused) {
+		/* relayctl pause survives restarts: the flag is in the queue. */
+		w->paused = 1;
+		relay_log(RELAY_LOG_NOTICE, "backend '%s' is paused: %" PRIu64 " batches wait (relayctl resume %s)",
+			  cfg->name, st.pending_batches, cfg->name);
+		return;
+	}
 	start_read(w, WK_READ);
 }
 
 void replay_notify(struct replay_worker *w)
 {
-	if (w->stopping)
+	if (w->stopping || w->paused)
 		return;
 	if (w->state == S_IDLE) {
 		start_read(w, WK_READ);
@@ -1194,6 +1170,86 @@ void replay_notify(struct replay_worker *w)
 	 * again, now that there is something to find. */
 	if (w->state == S_SEND && w->pf_ready && !w->pf->nbatches)
 		start_prefetch(w);
+}
+
+/*
+ * Nothing in flight any more (or only a prefetch, marked stale): drop
+ * what the worker holds and wait. Used for a pause, and before a
+ * refresh reads the queue again.
+ */
+static void go_idle(struct replay_worker *w)
+{
+	uv_timer_stop(&w->timer);
+	round_release(w->cur);
+	if (w->pf_busy)
+		w->pf_stale = 1;
+	else
+		round_release(w->pf);
+	w->pf_ready = 0;
+	w->pf_wanted = 0;
+	w->isolate_upto = 0;
+	w->nranges = 0;
+	w->attempts = 0;
+	w->state = S_IDLE;
+}
+
+int replay_paused(const struct replay_worker *w)
+{
+	return w->paused;
+}
+
+void replay_refresh(struct replay_worker *w)
+{
+	struct wal_backend_stat st;
+	if (w->stopping || wal_backend_stat(w->wal, w->cfg->name, &st) != 0)
+		return;
+	if (st.paused != w->paused)
+		relay_log(RELAY_LOG_NOTICE, "backend '%s' %s by relayctl (%" PRIu64 " batches pending)", w->cfg->name,
+			  st.paused ? "paused" : "resumed", st.pending_batches);
+	w->paused = st.paused;
+	switch (w->state) {
+	case S_IDLE:
+	case S_BACKOFF:
+		/* Nothing in flight: what the worker holds may have been purged
+		 * or dropped; read the queue again from its cursor (wal_read
+		 * never returns a batch below it). */
+		go_idle(w);
+		if (!w->paused)
+			start_read(w, WK_READ);
+		return;
+	default:
+		/* A write, a probe or a queue update is in flight: it ends the
+		 * ordinary way, and the round after it is read afresh (or, when
+		 * paused, not at all). A late ack or dead-letter of a batch
+		 * purged meanwhile is a no-op in wal. */
+		w->wake = 1;
+		if (w->pf_busy)
+			w->pf_stale = 1;
+		else if (w->pf_ready) {
+			w->pf_ready = 0;
+			round_release(w->pf);
+		}
+		return;
+	}
+}
+
+int replay_retry_now(struct replay_worker *w)
+{
+	if (w->stopping || w->paused || w->state != S_BACKOFF || !uv_is_active((uv_handle_t *)&w->timer))
+		return -1;
+	uv_timer_stop(&w->timer);
+	relay_log(RELAY_LOG_NOTICE, "backend '%s': retrying now (relayctl retry)", w->cfg->name);
+	timer_cb(&w->timer);
+	return 0;
+}
+
+void replay_status(const struct replay_worker *w, uint64_t *head_seq, uint32_t *attempts, int64_t *next_ms)
+{
+	*head_seq = w->cur->nbatches ? w->cur->batches[0].seq : 0;
+	*attempts = w->attempts;
+	*next_ms = -1;
+	if (w->state == S_BACKOFF && uv_is_active((const uv_handle_t *)&w->timer))
+		*next_ms = (int64_t)uv_timer_get_due_in(&w->timer);
 }
 
 static void finish_stop(struct replay_worker *w)

@@ -141,6 +141,8 @@ struct replay_worker {
 	int pf_ready;            /* pf holds what was pending from pf_from on */
 	int pf_wanted;           /* cur is over: start pf as soon as it is ready */
 	int pf_rc;
+	int pf_stale;            /* the queue changed under a running prefetch: drop it */
+	int paused;              /* relayctl pause: nothing is sent (the flag is in the queue) */
 	uint64_t pf_from;        /* the sequence the prefetch read from */
 	uint64_t isolate_upto;    /* send one batch at a time up to this seq */
 	struct rbuf target;
@@ -172,6 +174,27 @@ void replay_notify(struct replay_worker *w);
  * are sent again later: delivery is at least once), a queue commit in
  * flight finishes. cb runs when every handle is closed. */
 void replay_stop(struct replay_worker *w, void (*cb)(struct replay_worker *w));
+
+/*
+ * relayctl changed this backend's queue (purge, dead letters requeued, an
+ * import) or its pause flag: read the flag again. Paused, nothing more is
+ * sent (a write in flight finishes; a backoff wait ends); resumed, or not
+ * paused, what the worker holds in memory is dropped and the queue read
+ * again from its cursor. On the loop thread.
+ */
+void replay_refresh(struct replay_worker *w);
+
+/* Whether the pause flag stops this worker. */
+int replay_paused(const struct replay_worker *w);
+
+/* Skip the current backoff (or probe) wait and try now. Returns 0, or -1
+ * when the worker is not waiting (delivering, idle, paused). */
+int replay_retry_now(struct replay_worker *w);
+
+/* What relayctl status shows of the write being tried: its first batch
+ * (0 = none), its failed attempts, and the milliseconds until the next
+ * attempt (-1 when not waiting). */
+void replay_status(const struct replay_worker *w, uint64_t *head_seq, uint32_t *attempts, int64_t *next_ms);
 
 /* "up", "retrying", "down", "holding". */
 const char *replay_health_name(enum replay_health h);

@@ -666,6 +666,16 @@ class Relayd:
             raise AssertionError('status --json has no "backends" list: %r' % (doc,))
         return doc
 
+    # What the queue holds per backend, without what relayd knows only
+    # in memory (state, attempts, time to the next attempt...), which
+    # changes by itself: for "nothing changed" comparisons.
+    QUEUE_KEYS = ("name", "pending_batches", "pending_points", "pending_bytes", "dead_batches",
+                  "dead_bytes", "paused", "delivered_batches", "delivered_points")
+
+    def queue_status(self):
+        """status --json reduced to what the queue holds, per backend."""
+        return [{k: b[k] for k in self.QUEUE_KEYS if k in b} for b in self.status_json()["backends"]]
+
     def backend_status(self, name):
         """The entry of backend name in status --json."""
         doc = self.status_json()

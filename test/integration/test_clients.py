@@ -191,13 +191,10 @@ class CurlTest(ClientsBase):
         rows = self.rows(db, "zipped", " WHERE i = '49999'")
         self.assertEqual([(r["value"], r["time"]) for r in rows], [(49999, BASE_NS + 49999000)])
 
-    @unittest.expectedFailure
     def test_curl_gzip_multi_member_arrives_as_it_would_directly(self):
-        # BUG (relay/http_server.c on_body): a gzip body of two members
-        # (`cat a.gz b.gz`, valid per RFC 1952; gzip -d and influxd read
-        # both) is answered 204 but only the first member is queued: the
-        # lines of the second are silently lost. Direct to influxd both
-        # arrive. Either queue every member or refuse the body (400).
+        # A gzip body of two members (`cat a.gz b.gz`, valid per RFC 1952;
+        # gzip -d and influxd read both): both arrive, as they do when
+        # sent to influxd directly.
         db, direct = "curl_gzmm", "curl_gzmm_direct"
         self.influxd.create_db(db)
         self.influxd.create_db(direct)

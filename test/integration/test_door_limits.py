@@ -95,6 +95,10 @@ SMUGGLING = [
     ("folded_te_after_identity", lambda d, s: post_head(d, "Transfer-Encoding: identity\r\n ,chunked")
      + b"e\r\n" + LINE + b"\r\n0\r\n\r\n" + smuggled(s)),
     # Transfer-Encoding values that are not exactly "chunked" last.
+    # A coding before chunked: relayd would have to gunzip the framed
+    # bytes; it answers 501 instead of storing them as line protocol.
+    ("te_gzip_then_chunked", lambda d, s: post_head(d, "Transfer-Encoding: gzip, chunked")
+     + b"e\r\n" + LINE + b"\r\n0\r\n\r\n" + smuggled(s)),
     ("te_chunked_identity", lambda d, s: post_head(d, "Transfer-Encoding: chunked, identity")
      + b"e\r\n" + LINE + b"\r\n0\r\n\r\n" + smuggled(s)),
     ("te_identity_with_cl", lambda d, s: post_head(d, "Transfer-Encoding: identity",
@@ -141,19 +145,22 @@ class SmugglingTest(unittest.TestCase):
     def assert_refused(self, name, make):
         r = self.relayd
         db, hidden = "s_" + name, "s_" + name + "_hidden"
-        before = r.status_json()
+        before = r.queue_status()
         c = r.raw()
         self.addCleanup(c.close)
         c.send(make(db, hidden))
         resp = c.read_response()
-        self.assertEqual(resp.status, 400, "%s: %r" % (name, resp))
+        # 400; 501 for a transfer coding relayd does not undo (a coding
+        # before chunked): refused and closed either way.
+        want = 501 if name in TE_CODINGS else 400
+        self.assertEqual(resp.status, want, "%s: %r" % (name, resp))
         relaytest.raw_json_error(resp)
         self.assertEqual(resp.headers.get("connection", "").lower(), "close", resp)
         self.assertTrue(c.wait_closed(3), "%s: connection still open after the 400" % name)
         self.assertEqual(c.buf, b"", "%s: a second response came: %r" % (name, c.buf[:200]))
         dump = r.dump("local")
         self.assertEqual([d for d in dump if d["db"] in (db, hidden)], [])
-        self.assertEqual(r.status_json(), before)
+        self.assertEqual(r.queue_status(), before)
         self.assertEqual(r.get("/ping")[0], 204)
 
     def test_connection_close_ends_the_connection(self):
@@ -206,6 +213,10 @@ class SmugglingTest(unittest.TestCase):
                 self.assertIn("x-influxdb-version", ping.headers)
 
 
+# Cases where a coding precedes chunked in Transfer-Encoding.
+TE_CODINGS = ("folded_te_after_identity", "te_gzip_then_chunked")
+
+
 def _refused_test(name, make):
     def test(self):
         self.assert_refused(name, make)
@@ -227,8 +238,7 @@ class LenientFramingTest(unittest.TestCase):
 
 
 for _name, _make in SMUGGLING_LENIENT:
-    setattr(LenientFramingTest, "test_smuggle_" + _name,
-            unittest.expectedFailure(_refused_test(_name, _make)))
+    setattr(LenientFramingTest, "test_smuggle_" + _name, _refused_test(_name, _make))
 
 
 class LimitTest(unittest.TestCase):
@@ -327,7 +337,6 @@ class GzipBodyEndTest(unittest.TestCase):
     def batches(self, db):
         return [d["body"] for d in self.relayd.dump("local") if d["db"] == db]
 
-    @unittest.expectedFailure
     def test_two_gzip_members_are_both_queued_or_refused(self):
         a, b = b"gz,m=a value=1 1\n", b"gz,m=b value=2 2\n"
         status, _, resp = self.relayd.write("gz_members", gzip.compress(a) + gzip.compress(b),
@@ -338,7 +347,6 @@ class GzipBodyEndTest(unittest.TestCase):
             self.assertEqual(status, 204, resp)
             self.assertEqual(self.batches("gz_members"), [(a + b).decode()])
 
-    @unittest.expectedFailure
     def test_garbage_after_the_gzip_stream_is_400(self):
         body = gzip.compress(b"gz value=1 1\n") + b"garbage"
         status, _, resp = self.relayd.write("gz_garbage", body, headers={"Content-Encoding": "gzip"})

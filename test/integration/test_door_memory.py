@@ -5,7 +5,7 @@ send a byte, half sent one /ping and stay keep-alive), then a slowloris
 run on top of them (200 connections trickling header bytes, 50 trickling
 body bytes) with every slot of max_connections taken. relayd's VmRSS and
 VmHWM (/proc/PID/status) are sampled before, during and after; the peak
-must stay within a bound (96 MiB over the start for 1250 connections, and
+must stay within a bound (16 MiB over the start for 1250 connections, and
 16 MiB for what the trickled bytes add; more under ASan, whose allocator
 keeps freed memory in quarantine). Meanwhile a normal client is
 still served (204, queued exactly), connections beyond max_connections get
@@ -45,12 +45,12 @@ def asan_build():
         return False
 
 
-# Each connection costs about 50 KiB of RSS today: struct conn embeds its
-# 64 KiB read buffer and calloc() clears it (1250 connections: ~62 MiB).
-# The bound on the whole run leaves room above that; the slowloris bytes
+# Each connection costs about 2 KiB of RSS: the read buffer is shared by
+# all connections (it was 50 KiB each while every connection had its own
+# 64 KiB buffer). The bound leaves room above that; the slowloris bytes
 # themselves must add little beyond the connections' fixed cost.
 ASAN = asan_build()
-BOUND = (256 if ASAN else 96) * MIB
+BOUND = (64 if ASAN else 16) * MIB
 SLOW_BOUND = (32 if ASAN else 16) * MIB
 
 
