@@ -503,16 +503,6 @@ static int jr_lit(struct jr *j, char c)
 	return 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 /* A string into out (cut to outlen - 1 bytes; out may be NULL to skip). */
 static int jr_string(struct jr *j, char *out, size_t outlen)
@@ -542,7 +532,7 @@ static int jr_string(struct jr *j, char *out, size_t outlen)
 			case 'u':
 				cp = 0;
 				for (int i = 0; i < 4; i++) {
-					int h = hexval(j->p[i]);
+					int h = hex_value(j->p[i]);
 					if (h < 0)
 						return -1;
 					cp = cp * 16 + (unsigned)h;

@@ -584,11 +584,11 @@ static int on_headers_complete(llhttp_t *p)
 	return HPE_OK;
 }
 
-static int on_body(llhttp_t *p, const char *at, size_t len)
+/* Count len more body bytes as sent (compressed, for a gzip body; chunk
+ * extensions too): HPE_USER with a 413 past max_body_size. */
+static int count_body_bytes(struct conn *c, size_t len)
 {
-	struct conn *c = conn_of(p);
 	const struct relay_config *cfg = c->srv->cfg;
-	/* The limit is on bytes received (compressed, for a gzip body). */
 	c->body_received += len;
 	if (c->body_received > cfg->http_max_body_bytes) {
 		c->fatal = 413;
@@ -596,6 +596,15 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 			 cfg->http_max_body_bytes);
 		return HPE_USER;
 	}
+	return HPE_OK;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+	struct conn *c = conn_of(p);
+	const struct relay_config *cfg = c->srv->cfg;
+	if (count_body_bytes(c, len))
+		return HPE_USER;
 	if (c->err_status)
 		return HPE_OK; /* read and dropped: the answer is already decided */
 	if (!c->gzip) {
@@ -643,17 +652,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
  * endless extension cannot hold a connection's memory or time. */
 static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
 {
-	struct conn *c = conn_of(p);
-	const struct relay_config *cfg = c->srv->cfg;
 	(void)at;
-	c->body_received += len;
-	if (c->body_received > cfg->http_max_body_bytes) {
-		c->fatal = 413;
-		snprintf(c->err_msg, sizeof(c->err_msg), "request body exceeds the limit of %" PRIu64 " bytes",
-			 cfg->http_max_body_bytes);
-		return HPE_USER;
-	}
-	return HPE_OK;
+	return count_body_bytes(conn_of(p), len);
 }
 
 static int on_message_complete(llhttp_t *p)

@@ -266,7 +266,7 @@ uint64_t now_mono_ns(void)
 
 /*---- encoding ----*/
 
-static int hexval(char c)
+int hex_value(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -285,7 +285,7 @@ char *url_decode(const char *src, size_t len)
 		char c = src[i];
 		if (c == '%') {
 			int hi, lo;
-			if (i + 2 >= len || (hi = hexval(src[i + 1])) < 0 || (lo = hexval(src[i + 2])) < 0) {
+			if (i + 2 >= len || (hi = hex_value(src[i + 1])) < 0 || (lo = hex_value(src[i + 2])) < 0) {
 				free(out);
 				return NULL;
 			}

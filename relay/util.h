@@ -70,6 +70,9 @@ int64_t now_realtime_ns(void);
 /* Monotonic clock in nanoseconds. */
 uint64_t now_mono_ns(void);
 
+/* The value of hex digit c (0-9, a-f, A-F), or -1. */
+int hex_value(char c);
+
 /* Percent-decode src[0..len) ('+' is a space) into a new NUL-terminated
  * string (caller frees). Returns NULL on a malformed escape. */
 char *url_decode(const char *src, size_t len);
