@@ -1285,7 +1285,10 @@ static int relayd_write_config(const struct child *p)
 /* (Re)start relayd with p's config file, rewritten first. Returns 0 or -1. */
 static int relayd_spawn(struct child *p, const char *path)
 {
-	char *const argv[] = { (char *)path, (char *)"-c", p->conf, NULL };
+	/* relayd refuses root without a user: to switch to; the benchmark
+	 * runs as whoever runs it, root included. */
+	char *const argv[] = { (char *)path, (char *)"-c", p->conf,
+	                       geteuid() == 0 ? (char *)"--allow-root" : NULL, NULL };
 	int err;
 	if ((err = relayd_write_config(p)) < 0) {
 		fprintf(stderr, "bench_ingest: cannot write '%s': %s\n", p->conf, strerror(-err));
