@@ -288,14 +288,16 @@ class DeliveryTest(unittest.TestCase):
         for i in range(20):
             sent.batch(r, self, "two", i, 50, every_unstamped=9)
         total = sent.count("two")
-        up.wait_count(DB, "two", "value", total, timeout=10)
+        # Generous for a loaded machine (an ASan build beside other work);
+        # a healthy backend held back by the down one would never finish.
+        up.wait_count(DB, "two", "value", total, timeout=30)
         took = time.monotonic() - t0
-        self.assert_drained(r, "up", timeout=5)
+        self.assert_drained(r, "up", timeout=10)
         st = r.backend_status("down")
         self.assertEqual((st["pending_batches"], st["pending_points"]), (20, total),
                          "the down backend's queue")
         sent.check(self, up, "two")
-        self.assertLess(took, 10)
+        self.assertLess(took, 25)  # the proof is above: all in up, all still pending for down
 
         down.start()
         down.wait_count(DB, "two", "value", total, timeout=20)
