@@ -254,12 +254,29 @@ static int known_backend(const struct ctl *c, const char *name)
  * no queue yet (relayd never ran with it; *w is open, *id unset), or -1
  * after printing why.
  */
+static int configured(const struct ctl *c, const char *name)
+{
+	for (size_t i = 0; i < c->cfg.nbackends; i++)
+		if (strcmp(c->cfg.backends[i].name, name) == 0)
+			return 1;
+	return 0;
+}
+
 static int open_backend(const struct ctl *c, const char *name, unsigned flags, struct wal **w, int *id)
 {
 	*w = NULL;
-	if (known_backend(c, name) < 0 || open_queue(c, flags, w))
+	if (open_queue(c, flags, w))
 		return -1;
 	int rc = wal_backend_open(*w, name, id);
+	if (rc == WAL_ENOBACKEND && !configured(c, name)) {
+		/* Neither configured nor an orphaned queue (a backend removed
+		 * from the configuration keeps its queue until purged, and
+		 * every command but retry and import works on it). */
+		known_backend(c, name);
+		wal_close(*w);
+		*w = NULL;
+		return -1;
+	}
 	if (rc == WAL_ENOBACKEND)
 		return 1;
 	if (rc) {
@@ -378,8 +395,11 @@ static int relayd_status(const struct ctl *c, struct control_status *st, char *w
 
 /*---- status ----*/
 
+/* Configured backends, then orphaned queues. */
+#define STATUS_MAX (RELAY_MAX_BACKENDS + WAL_MAX_BACKENDS)
+
 struct rate_memo {
-	uint64_t points[RELAY_MAX_BACKENDS];
+	uint64_t points[STATUS_MAX];
 	uint64_t at_ms;
 	int have;
 };
@@ -399,18 +419,39 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 	int running = relayd_status(c, ds, why, sizeof(why));
 	int64_t now = now_realtime_ns();
 	uint64_t now_ms = now_mono_ns() / 1000000;
-	struct wal_backend_stat *st = xcalloc(c->cfg.nbackends, sizeof(*st));
+	struct wal_backend_stat *st = xcalloc(STATUS_MAX, sizeof(*st));
+	char(*stored)[WAL_NAME_MAX + 1] = xcalloc(WAL_MAX_BACKENDS, sizeof(*stored));
+	const char *names[STATUS_MAX];
+	size_t nnames = 0, nstored = 0;
 	int rc = 0;
+
+	/* The configured backends, then the queues the store holds for
+	 * backends no longer configured ("orphaned": delivery stopped, the
+	 * queue kept until purged). */
+	for (size_t i = 0; i < c->cfg.nbackends; i++)
+		names[nnames++] = c->cfg.backends[i].name;
+	if ((rc = wal_backend_names(w, stored, WAL_MAX_BACKENDS, &nstored))) {
+		fprintf(stderr, "relayctl: cannot list the queues: %s\n", wal_strerror(rc));
+		goto out;
+	}
+	for (size_t i = 0; i < nstored && nnames < STATUS_MAX; i++)
+		if (!configured(c, stored[i]))
+			names[nnames++] = stored[i];
 
 	/* Every figure first (one short read transaction each), then the
 	 * output: nothing is printed while a transaction is open. */
-	for (size_t i = 0; i < c->cfg.nbackends; i++) {
-		rc = wal_backend_stat(w, c->cfg.backends[i].name, &st[i]);
+	for (size_t i = 0; i < nnames; i++) {
+		rc = wal_backend_stat(w, names[i], &st[i]);
+		if (rc == 0 && i >= c->cfg.nbackends && !st[i].pending_batches && !st[i].dead_batches) {
+			/* An orphaned queue with nothing left (purged): not shown. */
+			names[i--] = names[--nnames];
+			continue;
+		}
 		if (rc == WAL_ENOBACKEND) {
 			memset(&st[i], 0, sizeof(st[i])); /* configured, never opened: nothing queued */
 			rc = 0;
 		} else if (rc) {
-			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", c->cfg.backends[i].name,
+			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", names[i],
 				wal_strerror(rc));
 			goto out;
 		}
@@ -436,10 +477,11 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 		rbuf_appendf(out, "%-16s %-9s %-6s %9s %11s %10s %8s %6s %20s %10s\n", "BACKEND", "STATE", "PAUSED",
 			     "BATCHES", "POINTS", "BYTES", "OLDEST", "DEAD", "LAST DELIVERY", "POINTS/S");
 	}
-	for (size_t i = 0; i < c->cfg.nbackends; i++) {
-		const char *name = c->cfg.backends[i].name;
-		const struct control_backend_status *d = running == 1 ? control_status_find(ds, name) : NULL;
-		const char *state = d ? d->state : running == 0 ? (st[i].paused ? "paused" : "stopped") : "-";
+	for (size_t i = 0; i < nnames; i++) {
+		const char *name = names[i];
+		int orphaned = i >= c->cfg.nbackends;
+		const struct control_backend_status *d = running == 1 && !orphaned ? control_status_find(ds, name) : NULL;
+		const char *state = orphaned ? "orphaned" : d ? d->state : running == 0 ? (st[i].paused ? "paused" : "stopped") : "-";
 		if (!*state)
 			state = "-";
 		/* The rate: relayd's own figure, or with --watch the change of
@@ -514,6 +556,7 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 		memo->have = 1;
 	}
 out:
+	free(stored);
 	free(st);
 	free(ds);
 	return rc ? 1 : 0;

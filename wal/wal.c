@@ -1181,6 +1181,40 @@ out:
 	return map_rc(rc);
 }
 
+int wal_backend_names(struct wal *w, char (*names)[WAL_NAME_MAX + 1], size_t max, size_t *count)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	size_t n = 0;
+	int rc;
+	*count = 0;
+	if ((rc = enter(w)))
+		return rc;
+	if ((rc = begin(w, MDB_RDONLY, &txn)))
+		goto out;
+	if ((rc = mdb_cursor_open(txn, w->dbi_backends, &cur)) == 0) {
+		/* Keys are the names, in byte order; copied out before the
+		 * read transaction ends. */
+		for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && n < max;
+		     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+			size_t len = k.mv_size > WAL_NAME_MAX ? WAL_NAME_MAX : k.mv_size;
+			memcpy(names[n], k.mv_data, len);
+			names[n][len] = '\0';
+			n++;
+		}
+		if (rc == MDB_NOTFOUND || n == max)
+			rc = 0;
+		mdb_cursor_close(cur);
+	}
+	mdb_txn_abort(txn);
+	if (rc == 0)
+		*count = n;
+out:
+	leave(w);
+	return map_rc(rc);
+}
+
 int wal_stat(struct wal *w, struct wal_stat *st)
 {
 	MDB_txn *txn;

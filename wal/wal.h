@@ -28,6 +28,7 @@
 #define WAL_FORMAT_VERSION 1
 /* At most this many backends (one bit each in a batch's route mask). */
 #define WAL_MAX_BACKENDS 64
+#define WAL_NAME_MAX 64 /* bytes of a backend name */
 
 #define WAL_EFULL      (-20001) /* LMDB map full or disk full: nothing of the commit stored; retry later */
 #define WAL_ELIMIT     (-20002) /* (per batch) a backend's byte limit would be passed */
@@ -214,6 +215,14 @@ int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_
 
 /* Figures for backend name (works read-only). Errors: WAL_ENOBACKEND. */
 int wal_backend_stat(struct wal *w, const char *name, struct wal_backend_stat *st);
+
+/*
+ * The names of every backend queue in the store, configured or not (a
+ * backend removed from the configuration keeps its queue until purged),
+ * in byte order, at most max of them, into the caller's names. One short
+ * read transaction. Returns 0, or a wal error.
+ */
+int wal_backend_names(struct wal *w, char (*names)[WAL_NAME_MAX + 1], size_t max, size_t *count);
 
 /* Global figures. */
 int wal_stat(struct wal *w, struct wal_stat *st);

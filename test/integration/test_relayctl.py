@@ -437,6 +437,29 @@ class RelayctlTest(unittest.TestCase):
         self.assertEqual(r.backend_status("up")["pending_batches"], 0)
         self.assertIn("ok: 0 batches", self.ctl(r, "verify").stdout)
 
+    def test_a_removed_backend_is_shown_orphaned_until_purged(self):
+        influxd = self.influxd()
+        r = self.relayd([backend("up", influxd.url), backend("gone", down_url())])
+        self.write_batches(r, 3)
+        r.wait_status("up", pending_batches=0)
+        # "gone" leaves the configuration; SIGHUP takes it out of relayd
+        r.write_config(self.tmp, backends=[backend("up", influxd.url)])
+        r.proc.send_signal(signal.SIGHUP)
+        r.wait_log(r"backend 'gone' is no longer configured")
+        doc = self.ctl_json(r, "status")
+        byname = {b["name"]: b for b in doc["backends"]}
+        self.assertEqual(byname["gone"]["state"], "orphaned")
+        self.assertEqual(byname["gone"]["pending_batches"], 3)
+        self.assertEqual(byname["up"]["state"], "up")
+        self.assertRegex(self.ctl(r, "status").stdout, r"(?m)^gone +orphaned +no +3 ")
+        # its queue can still be read and exported, and purged
+        self.assertEqual(len(self.ctl_json(r, "peek", "gone")["batches"]), 3)
+        doc = self.ctl_json(r, "purge", "gone", "--yes")
+        self.assertEqual(doc["purged_batches"], 3)
+        self.assertNotIn("gone", [b["name"] for b in self.ctl_json(r, "status")["backends"]])
+        cp = self.ctl(r, "peek", "never", rc=1)
+        self.assertIn("unknown backend 'never'", cp.stderr)
+
     # 5
 
     def test_dead_letters_listed_requeued_after_the_fix_then_delivered(self):
