@@ -45,9 +45,7 @@ enum key_type {
 	KT_DURATION,  /* uint64_t milliseconds, parse_duration_ms */
 	KT_SECONDS,   /* uint64_t whole seconds, written as a duration */
 	KT_UINT32,    /* uint32_t, a plain decimal integer */
-	KT_DB_POLICY, /* enum relay_db_policy: hold, create or dead_letter */
-	KT_BOOL,      /* int, 0 or 1: true/false (also yes/no, on/off, as YAML 1.1) */
-	KT_API,       /* enum relay_api: v1 or v2 */
+	KT_ENUM,      /* int (or an int-sized enum): one of the words of .enm */
 	KT_PRECISION, /* int (enum lp_precision): ns, u, ms, s, m, h as on /write */
 };
 
@@ -59,6 +57,38 @@ enum key_type {
 
 struct loader;
 struct key_spec;
+
+/* The words a KT_ENUM key takes and the values they stand for. */
+struct enum_word {
+	const char *name;
+	int value;
+};
+struct enum_spec {
+	const struct enum_word *words;
+	size_t n;
+	const char *hint; /* for messages: "true or false" */
+};
+
+/* YAML 1.1's booleans, which is what libyaml users expect "yes" to mean. */
+static const struct enum_word bool_words[] = {
+	{ "true", 1 }, { "True", 1 }, { "TRUE", 1 }, { "yes", 1 }, { "Yes", 1 }, { "YES", 1 },
+	{ "on", 1 }, { "On", 1 }, { "ON", 1 },
+	{ "false", 0 }, { "False", 0 }, { "FALSE", 0 }, { "no", 0 }, { "No", 0 }, { "NO", 0 },
+	{ "off", 0 }, { "Off", 0 }, { "OFF", 0 },
+};
+static const struct enum_word db_policy_words[] = {
+	{ "hold", RELAY_DB_HOLD }, { "create", RELAY_DB_CREATE }, { "dead_letter", RELAY_DB_DEAD_LETTER },
+};
+static const struct enum_word api_words[] = {
+	{ "v1", RELAY_API_V1 }, { "v2", RELAY_API_V2 },
+};
+/* KT_ENUM stores through an int: the enums it fills must be int-sized. */
+_Static_assert(sizeof(enum relay_db_policy) == sizeof(int) && sizeof(enum relay_api) == sizeof(int),
+               "KT_ENUM fields are stored as int");
+static const struct enum_spec bool_enum = { bool_words, RELAY_ARRAY_SIZE(bool_words), "true or false" };
+static const struct enum_spec db_policy_enum = { db_policy_words, RELAY_ARRAY_SIZE(db_policy_words),
+	                                         "one of hold, create, dead_letter" };
+static const struct enum_spec api_enum = { api_words, RELAY_ARRAY_SIZE(api_words), "v1 or v2" };
 
 /* A sequence of mappings (backends, listen.udp, auth.users ...): an array
  * of elem_size items in struct relay_config, each filled from keys. */
@@ -84,6 +114,7 @@ struct key_spec {
 	size_t off_host, off_port, off_path; /* the parsed parts of KT_HOSTPORT, KT_URL */
 	size_t off_inherit;  /* KF_INHERIT: the struct relay_config field to copy */
 	const struct list_spec *list; /* KT_LIST */
+	const struct enum_spec *enm;  /* KT_ENUM */
 	const char *def;     /* default in the file's own notation; NULL = none */
 	uint64_t min, max;   /* bounds in the stored unit (bytes, ms, s, count) */
 	const char *desc;    /* what the key does (the man page says the same) */
@@ -132,12 +163,13 @@ static const struct key_spec backend_keys[] = {
 	     "longest retry delay; also caps a backend's Retry-After"),
 	BKEY("parallel", KT_UINT32, 0, parallel, "4", 1, 16,
 	     "writes in flight at once to this backend; lines are split between them by series, so each series stays in order"),
-	BKEY("on_database_not_found", KT_DB_POLICY, 0, on_database_not_found, "hold", 0, 0,
-	     "on a 404 \"database not found\": hold (keep, retry), create, or dead_letter"),
-	BKEY("gzip", KT_BOOL, 0, gzip, "false", 0, 0,
-	     "send writes compressed (Content-Encoding: gzip)"),
-	BKEY("type", KT_API, 0, type, "v1", 0, 0,
-	     "the backend's write API: v1 (/write) or v2 (/api/v2/write)"),
+	{ .section = "", .name = "on_database_not_found", .type = KT_ENUM, .enm = &db_policy_enum,
+	  .off = BF(on_database_not_found), .def = "hold",
+	  .desc = "on a 404 \"database not found\": hold (keep, retry), create, or dead_letter" },
+	{ .section = "", .name = "gzip", .type = KT_ENUM, .enm = &bool_enum, .off = BF(gzip), .def = "false",
+	  .desc = "send writes compressed (Content-Encoding: gzip)" },
+	{ .section = "", .name = "type", .type = KT_ENUM, .enm = &api_enum, .off = BF(type), .def = "v1",
+	  .desc = "the backend's write API: v1 (/write) or v2 (/api/v2/write)" },
 	BKEY("username", KT_STRING, 0, username, NULL, 0, 0,
 	     "v1: user sent instead of the writer's credentials (with password)"),
 	BKEY("password", KT_STRING, KF_SECRET, password, NULL, 0, 0,
@@ -266,8 +298,8 @@ static const struct key_spec keys[] = {
 	    "most requests made durable by one group commit"),
 
 	SECTION("auth", "who may write (off by default)"),
-	KEY("auth", "enabled", KT_BOOL, 0, auth_enabled, "false", 0, 0,
-	    "require a listed user or token on every write"),
+	{ .section = "auth", .name = "enabled", .type = KT_ENUM, .enm = &bool_enum, .off = CF(auth_enabled),
+	  .def = "false", .desc = "require a listed user or token on every write" },
 	{ .section = "auth", .name = "users", .type = KT_LIST, .list = &user_list,
 	  .desc = "users (name, password): v1 u/p parameters, Basic auth, or Token name:password" },
 	{ .section = "auth", .name = "tokens", .type = KT_LIST, .list = &token_list,
@@ -279,29 +311,6 @@ static const struct key_spec keys[] = {
 
 
 static const char *const log_levels[] = { "debug", "info", "notice", "warn", "error" };
-/* YAML 1.1's booleans, which is what libyaml users expect "yes" to mean. */
-static const struct {
-	const char *name;
-	int value;
-} bools[] = {
-	{ "true", 1 }, { "True", 1 }, { "TRUE", 1 }, { "yes", 1 }, { "Yes", 1 }, { "YES", 1 },
-	{ "on", 1 }, { "On", 1 }, { "ON", 1 },
-	{ "false", 0 }, { "False", 0 }, { "FALSE", 0 }, { "no", 0 }, { "No", 0 }, { "NO", 0 },
-	{ "off", 0 }, { "Off", 0 }, { "OFF", 0 },
-};
-static const struct {
-	const char *name;
-	enum relay_db_policy policy;
-} db_policies[] = {
-	{ "hold", RELAY_DB_HOLD }, { "create", RELAY_DB_CREATE }, { "dead_letter", RELAY_DB_DEAD_LETTER },
-};
-static const struct {
-	const char *name;
-	enum relay_api api;
-} apis[] = {
-	{ "v1", RELAY_API_V1 }, { "v2", RELAY_API_V2 },
-};
-
 /*---- messages ----*/
 
 struct loader {
@@ -782,34 +791,14 @@ static int set_value(struct loader *ld, const struct key_spec *k, void *base,
 		*(uint32_t *)field_at(base, k->off) = (uint32_t)v;
 		return 0;
 
-	case KT_DB_POLICY:
-		for (size_t i = 0; i < RELAY_ARRAY_SIZE(db_policies); i++) {
-			if (strcmp(text, db_policies[i].name) == 0) {
-				*(enum relay_db_policy *)field_at(base, k->off) = db_policies[i].policy;
+	case KT_ENUM:
+		for (size_t i = 0; i < k->enm->n; i++) {
+			if (strcmp(text, k->enm->words[i].name) == 0) {
+				*(int *)field_at(base, k->off) = k->enm->words[i].value;
 				return 0;
 			}
 		}
-		return fail(ld, at, "'%s' must be one of hold, create, dead_letter, not '%s'",
-		            path, show(shown, sizeof(shown), text));
-
-	case KT_BOOL:
-		for (size_t i = 0; i < RELAY_ARRAY_SIZE(bools); i++) {
-			if (strcmp(text, bools[i].name) == 0) {
-				*(int *)field_at(base, k->off) = bools[i].value;
-				return 0;
-			}
-		}
-		return fail(ld, at, "'%s' must be true or false, not '%s'",
-		            path, show(shown, sizeof(shown), text));
-
-	case KT_API:
-		for (size_t i = 0; i < RELAY_ARRAY_SIZE(apis); i++) {
-			if (strcmp(text, apis[i].name) == 0) {
-				*(enum relay_api *)field_at(base, k->off) = apis[i].api;
-				return 0;
-			}
-		}
-		return fail(ld, at, "'%s' must be v1 or v2, not '%s'", path, show(shown, sizeof(shown), text));
+		return fail(ld, at, "'%s' must be %s, not '%s'", path, k->enm->hint, show(shown, sizeof(shown), text));
 
 	case KT_PRECISION: {
 		enum lp_precision p;
@@ -1438,15 +1427,7 @@ static int fields_equal(const struct key_spec *tab, size_t n, const void *a, con
 			if (*(const uint32_t *)fa != *(const uint32_t *)fb)
 				return 0;
 			break;
-		case KT_DB_POLICY:
-			if (*(const enum relay_db_policy *)fa != *(const enum relay_db_policy *)fb)
-				return 0;
-			break;
-		case KT_API:
-			if (*(const enum relay_api *)fa != *(const enum relay_api *)fb)
-				return 0;
-			break;
-		case KT_BOOL:
+		case KT_ENUM:
 		case KT_PRECISION:
 			if (*(const int *)fa != *(const int *)fb)
 				return 0;
