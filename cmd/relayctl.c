@@ -398,8 +398,12 @@ static int relayd_status(const struct ctl *c, struct control_status *st, char *w
 /* Configured backends, then orphaned queues. */
 #define STATUS_MAX (RELAY_MAX_BACKENDS + WAL_MAX_BACKENDS)
 
+/* Delivered points per queue at the last refresh, by name: the set of
+ * queues may change between refreshes (an orphaned one purged). */
 struct rate_memo {
+	char names[STATUS_MAX][WAL_NAME_MAX + 1];
 	uint64_t points[STATUS_MAX];
+	size_t n;
 	uint64_t at_ms;
 	int have;
 };
@@ -421,6 +425,7 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 	uint64_t now_ms = now_mono_ns() / 1000000;
 	struct wal_backend_stat *st = xcalloc(STATUS_MAX, sizeof(*st));
 	char(*stored)[WAL_NAME_MAX + 1] = xcalloc(WAL_MAX_BACKENDS, sizeof(*stored));
+	struct rate_memo *next = memo ? xcalloc(1, sizeof(*next)) : NULL;
 	const char *names[STATUS_MAX];
 	size_t nnames = 0, nstored = 0;
 	int rc = 0;
@@ -489,8 +494,12 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 		double rate = NAN;
 		if (d)
 			rate = d->points_per_second;
-		else if (memo && memo->have && now_ms > memo->at_ms)
-			rate = (double)(st[i].delivered_points - memo->points[i]) * 1000.0 / (double)(now_ms - memo->at_ms);
+		else if (memo && memo->have && now_ms > memo->at_ms) {
+			for (size_t m = 0; m < memo->n; m++)
+				if (strcmp(memo->names[m], name) == 0 && st[i].delivered_points >= memo->points[m])
+					rate = (double)(st[i].delivered_points - memo->points[m]) * 1000.0 /
+					       (double)(now_ms - memo->at_ms);
+		}
 		int64_t last = st[i].last_delivery_ns;
 		if (d && d->last_delivery_ns > last)
 			last = d->last_delivery_ns;
@@ -546,16 +555,22 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 				rbuf_appendc(out, '\n');
 			}
 		}
-		if (memo)
-			memo->points[i] = st[i].delivered_points;
+		if (next) {
+			snprintf(next->names[i], sizeof(next->names[i]), "%s", name);
+			next->points[i] = st[i].delivered_points;
+		}
 	}
 	if (c->json)
 		rbuf_append(out, "]}\n", 3);
 	if (memo) {
-		memo->at_ms = now_ms;
-		memo->have = 1;
+		/* Replaced whole: the rates above read the old figures by name. */
+		next->n = nnames;
+		next->at_ms = now_ms;
+		next->have = 1;
+		*memo = *next;
 	}
 out:
+	free(next);
 	free(stored);
 	free(st);
 	free(ds);

@@ -53,8 +53,21 @@ static void basic(struct rbuf *h, const char *user, size_t ulen, const char *pas
 	rbuf_release(&up);
 }
 
+/* Bytes that would end a header line or smuggle one in. The door refuses
+ * credentials holding them; this keeps any that got into the queue (or the
+ * configuration) from reaching a backend's request raw. */
+static int unsafe(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return 1;
+	return 0;
+}
+
 static void token(struct rbuf *h, const char *t, size_t tlen, const char *more)
 {
+	if (unsafe(t, tlen) || (more && unsafe(more, strlen(more))))
+		return; /* sent without credentials: the backend answers 401, and the batch is held */
 	rbuf_append(h, "Authorization: Token ", 21);
 	rbuf_append(h, t, tlen);
 	if (more) {
@@ -109,22 +122,29 @@ int64_t backend_api_rescale(const struct relay_backend_config *cfg, int prec, in
 	return 1;
 }
 
+/* InfluxDB 2's names. A batch in minutes or hours reaches here only if
+ * its rescale to seconds failed: it is labelled as it is, so that the
+ * server refuses it (and it is dead-lettered) rather than taking the
+ * timestamps in the wrong unit. */
 static const char *v2_precision(int prec)
 {
 	switch (prec) {
 	case LP_PRECISION_NS: return "ns";
 	case LP_PRECISION_US: return "us";
 	case LP_PRECISION_MS: return "ms";
-	default: return "s";
+	case LP_PRECISION_S: return "s";
+	case LP_PRECISION_M: return "m";
+	default: return "h";
 	}
 }
 
 void backend_api_request(const struct relay_backend_config *cfg, const struct wal_batch *b,
                          struct rbuf *target, struct rbuf *headers)
 {
-	int prec;
+	/* The label is the batch's own precision: rescale_round (replay.c)
+	 * has already turned a v2 backend's minutes and hours into seconds. */
+	int prec = b->precision;
 
-	backend_api_rescale(cfg, b->precision, &prec);
 	rbuf_append(target, cfg->path_prefix, strlen(cfg->path_prefix));
 	if (cfg->type == RELAY_API_V2) {
 		const char *org = cfg->org ? cfg->org : b->org;
@@ -160,9 +180,10 @@ int backend_api_scale_timestamps(const char *body, size_t len, int64_t factor, s
 		const char *next = lp_line_end(p, e, &klen);
 		const char *end = next > p && next[-1] == '\n' ? next - 1 : next;
 		const char *ts = end;
-		/* The timestamp is the last field: after the line's last space
-		 * (string fields, which may hold spaces, all come before it). */
-		while (ts > p && ts[-1] != ' ')
+		/* The timestamp is the last field: after the line's last blank,
+		 * a space or a tab (string fields, which may hold blanks, all
+		 * come before it). */
+		while (ts > p && ts[-1] != ' ' && ts[-1] != '\t')
 			ts--;
 		const char *d = ts;
 		int neg = d < end && *d == '-';

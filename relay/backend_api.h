@@ -9,13 +9,15 @@
  *   v1 backend: /write?db=DB[&rp=RP]&precision=P
  *   v2 backend: /api/v2/write?bucket=DB[/RP][&org=ORG]&precision=P, where
  *               ORG is the backend's org, else the writer's; a batch in
- *               minutes or hours (v1-only precisions) is sent in seconds
- *               (backend_api_rescale).
+ *               minutes or hours (v1-only precisions) must first be
+ *               rescaled to seconds (backend_api_rescale and
+ *               backend_api_scale_timestamps; replay.c does it).
  *   credentials: the backend's own (username/password, or token) when
  *               configured, else the writer's. A writer's "Token u:p"
  *               (InfluxDB 1.8's form) goes to a v1 server as Basic u:p,
  *               and a writer's user/password to a v2 server as
- *               "Token u:p"; credentials never go in the URL.
+ *               "Token u:p"; credentials never go in the URL, and a token
+ *               holding control bytes is not sent at all.
  */
 #ifndef RELAY_BACKEND_API_H
 #define RELAY_BACKEND_API_H

@@ -800,6 +800,14 @@ static int user_ok(const struct relay_config *cfg, const char *name, size_t name
 	return 0;
 }
 
+static int has_control(const char *s)
+{
+	for (; s && *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return 1;
+	return 0;
+}
+
 /* A client's string made safe for one log line: printable ASCII, cut. */
 static const char *log_safe(char *buf, size_t size, const char *s)
 {
@@ -904,6 +912,10 @@ static void prepare_write(struct conn *c)
 	}
 	if (bad)
 		set_error(c, 400, "malformed percent-encoding in the query string");
+	else if (has_control(c->q_u) || has_control(c->q_p) || has_control(c->q_token))
+		/* They travel with the batch into backend requests' headers,
+		 * where a CR LF would start a header (or a request) of its own. */
+		set_error(c, 400, "credentials must not contain control characters");
 	else if ((!c->q_db || !*c->q_db) && v2)
 		set_error(c, 400, "bucket is required (\"db/rp\" or \"db\")");
 	else if (!c->q_db || !*c->q_db)

@@ -623,9 +623,16 @@ static void rescale_round(const struct replay_worker *w, struct replay_round *r)
 		if (f == 1)
 			continue;
 		struct rbuf out = RBUF_INIT;
-		/* Validated timestamps in minutes or hours cannot overflow in
-		 * seconds; a failure would mean a damaged batch: sent as is. */
-		if (backend_api_scale_timestamps(b->body, b->body_len, f, &out) == 0) {
+		/* A timestamp in minutes or hours so large that it does not fit
+		 * in seconds (InfluxDB refuses it in any unit) fails here: the
+		 * batch is then sent as it is, labelled in its own unit, and the
+		 * v2 server refuses it, so it is dead-lettered, never stored at
+		 * the wrong time. */
+		if (backend_api_scale_timestamps(b->body, b->body_len, f, &out) != 0) {
+			relay_log(RELAY_LOG_WARN, "backend '%s': batch %" PRIu64 " has a timestamp in %s that does not "
+			          "fit in seconds: sent unconverted, the backend will refuse it", w->cfg->name, b->seq,
+			          b->precision == LP_PRECISION_M ? "minutes" : "hours");
+		} else {
 			const char *strs[6] = { b->db, b->rp, b->user, b->password, b->org, b->token };
 			size_t need = out.len + 1;
 			for (int k = 0; k < 6; k++)
@@ -1250,7 +1257,9 @@ int replay_retry_now(struct replay_worker *w)
 
 void replay_status(const struct replay_worker *w, uint64_t *head_seq, uint32_t *attempts, int64_t *next_ms)
 {
-	*head_seq = w->cur->nbatches ? w->cur->batches[0].seq : 0;
+	/* While a queue read or update runs on the pool, cur is the pool's:
+	 * no batch to name then. */
+	*head_seq = !w->work_busy && w->cur->nbatches ? w->cur->batches[0].seq : 0;
 	*attempts = w->attempts;
 	*next_ms = -1;
 	if (w->state == S_BACKOFF && uv_is_active((const uv_handle_t *)&w->timer))

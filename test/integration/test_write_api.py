@@ -113,6 +113,19 @@ class V2Door(unittest.TestCase):
         self.assertEqual((got[1]["rp"], got[1]["org"], got[1]["precision"], got[1]["auth"]),
                          ("", "0123456789abcdef", "ns", "none"))
 
+    def test_credentials_with_control_bytes_are_refused(self):
+        # They travel with the batch into the backend's request headers,
+        # where a CR LF would smuggle a header or a whole request in.
+        for params, headers in (({"u": "a\r\nX-Evil: 1", "p": "p"}, None),
+                                ({"u": "a", "p": "p\r\n"}, None),
+                                ({}, {"Authorization": "Basic " + base64.b64encode(b"a\r\nb:c").decode()})):
+            st, _, body = self.r.write("ctl_bytes", "m v=1 1\n", headers=headers, **params)
+            self.assertEqual(st, 400, (params, body))
+            self.assertIn("control characters", json.loads(body)["error"])
+        st, _, body = self.r.post(v2path("ctl_bytes"), "m v=1 1\n", {"Authorization": "Token a\tb"})
+        self.assertEqual(st, 400, body)
+        self.assertEqual(self.batches("ctl_bytes"), [])
+
     def test_errors_are_in_v2_form(self):
         doc = v2_error(self, self.r.post(v2path(org="acme"), "m v=1\n"), 400)
         self.assertEqual(doc["code"], "invalid")
@@ -233,7 +246,7 @@ class Auth(unittest.TestCase):
         self.assertEqual(r.write("log", "m v=1\n", u="writer", p="wrong-Guess-4")[0], 403)
         self.assertEqual(r.write("log", "m v=1\n", headers={"Authorization": "Token wrong-Guess-4"})[0], 403)
         self.assertEqual(r.write("log", "m v=1\n", u="writer", p="pw-Secret-1")[0], 204)
-        self.assertEqual(r.write("log", "m v=1\n", u="evil\nfake line", p="x")[0], 403)
+        self.assertEqual(r.write("log", "m v=1\n", u="evil\nfake line", p="x")[0], 400)
         r.wait_log(r"refused \(403\): user 'writer' unknown or wrong password")
         r.stop()
         log = r.log()
