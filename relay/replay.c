@@ -521,7 +521,12 @@ static void timer_cb(uv_timer_t *t)
 	if (w->stopping)
 		return;
 	if (w->paused) {
-		go_idle(w);
+		/* Inside a 413 split the batch and its remaining pieces are
+		 * kept (held: no timer; relayctl resume goes on with them), so
+		 * that a piece already dead-lettered is not dead-lettered
+		 * again after a re-read. Otherwise drop what is held. */
+		if (!w->nranges)
+			go_idle(w);
 		return;
 	}
 	if (w->cur->nbatches == 0) {
@@ -907,7 +912,9 @@ static void after_work_cb(uv_work_t *req, int status)
 		/* The rest of the split batch goes on. */
 		w->nranges--;
 		memmove(&w->ranges[0], &w->ranges[1], sizeof(w->ranges[0]) * (size_t)w->nranges);
-		if (w->nranges)
+		if (w->nranges && w->paused)
+			w->state = S_BACKOFF; /* held until relayctl resume */
+		else if (w->nranges)
 			send_current(w);
 		else
 			delivered_upto(w, r->batches[0].seq);
@@ -1093,7 +1100,10 @@ static void on_response(struct http_client *c, const struct http_response *r, vo
 				/* Cut the next piece to what the backend accepted, rather
 				 * than offer it a size it already refused. */
 				cut_front(w, w->split_fit);
-				send_current(w);
+				if (w->paused)
+					w->state = S_BACKOFF; /* held until relayctl resume */
+				else
+					send_current(w);
 				return;
 			}
 			w->cur->group_n = 1;
@@ -1220,8 +1230,22 @@ void replay_refresh(struct replay_worker *w)
 			  st.paused ? "paused" : "resumed", st.pending_batches);
 	w->paused = st.paused;
 	switch (w->state) {
-	case S_IDLE:
 	case S_BACKOFF:
+		if (w->nranges) {
+			/* A 413 split is under way: keep the batch and its
+			 * remaining pieces (a piece already dead-lettered must not
+			 * be again). Paused: held, no timer; resumed from held: the
+			 * next piece goes now. */
+			if (w->paused)
+				uv_timer_stop(&w->timer);
+			else if (!uv_is_active((uv_handle_t *)&w->timer))
+				timer_cb(&w->timer);
+			else
+				w->wake = 1;
+			return;
+		}
+		/* fall through */
+	case S_IDLE:
 		/* Nothing in flight: what the worker holds may have been purged
 		 * or dropped; read the queue again from its cursor (wal_read
 		 * never returns a batch below it). */
