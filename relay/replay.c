@@ -932,6 +932,14 @@ static void after_work_cb(uv_work_t *req, int status)
 		go_idle(w);
 		return;
 	}
+	if (w->cur_stale) {
+		/* relayctl changed the queue while this read ran: what it
+		 * copied out may be purged or dropped since. Read again. */
+		w->cur_stale = 0;
+		round_release(r);
+		start_read(w, WK_READ);
+		return;
+	}
 	if (r->nbatches == 0) {
 		w->state = S_IDLE;
 		if (w->wake) {
@@ -1209,6 +1217,7 @@ static void go_idle(struct replay_worker *w)
 		round_release(w->pf);
 	w->pf_ready = 0;
 	w->pf_wanted = 0;
+	w->cur_stale = 0;
 	w->isolate_upto = 0;
 	w->nranges = 0;
 	w->attempts = 0;
@@ -1256,9 +1265,12 @@ void replay_refresh(struct replay_worker *w)
 	default:
 		/* A write, a probe or a queue update is in flight: it ends the
 		 * ordinary way, and the round after it is read afresh (or, when
-		 * paused, not at all). A late ack or dead-letter of a batch
-		 * purged meanwhile is a no-op in wal. */
+		 * paused, not at all); a queue read in flight is read again. A
+		 * late ack or dead-letter of a batch purged meanwhile is a no-op
+		 * in wal. */
 		w->wake = 1;
+		if (w->work_busy && w->wk_kind == WK_READ)
+			w->cur_stale = 1;
 		if (w->pf_busy)
 			w->pf_stale = 1;
 		else if (w->pf_ready) {

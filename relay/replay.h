@@ -142,6 +142,7 @@ struct replay_worker {
 	int pf_wanted;           /* cur is over: start pf as soon as it is ready */
 	int pf_rc;
 	int pf_stale;            /* the queue changed under a running prefetch: drop it */
+	int cur_stale;           /* ... under a running read of cur: read again */
 	int paused;              /* relayctl pause: nothing is sent (the flag is in the queue) */
 	uint64_t pf_from;        /* the sequence the prefetch read from */
 	uint64_t isolate_upto;    /* send one batch at a time up to this seq */
