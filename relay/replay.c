@@ -637,25 +637,7 @@ static void rescale_round(const struct replay_worker *w, struct replay_round *r)
 			relay_log(RELAY_LOG_WARN, "backend '%s': batch %" PRIu64 " has a timestamp in %s that does not "
 			          "fit in seconds: sent unconverted, the backend will refuse it", w->cfg->name, b->seq,
 			          b->precision == LP_PRECISION_M ? "minutes" : "hours");
-		} else {
-			const char *strs[6] = { b->db, b->rp, b->user, b->password, b->org, b->token };
-			size_t need = out.len + 1;
-			for (int k = 0; k < 6; k++)
-				need += strlen(strs[k] ? strs[k] : "") + 1;
-			char *mem = xmalloc(need), *p = mem;
-			const char **dst[6] = { &b->db, &b->rp, &b->user, &b->password, &b->org, &b->token };
-			for (int k = 0; k < 6; k++) {
-				size_t n = strlen(strs[k] ? strs[k] : "");
-				memcpy(p, strs[k] ? strs[k] : "", n + 1);
-				*dst[k] = p;
-				p += n + 1;
-			}
-			memcpy(p, out.data, out.len);
-			p[out.len] = '\0';
-			b->body = p;
-			b->body_len = out.len;
-			free(b->priv_);
-			b->priv_ = mem;
+		} else if (wal_batch_set_body(b, out.data, out.len) == 0) {
 			b->precision = (uint8_t)sent;
 		}
 		rbuf_release(&out);

@@ -770,48 +770,88 @@ int wal_append(struct wal *w, struct wal_batch *b, size_t n, int64_t now_ns)
  * *extra_out points at it). Without with_body, body is NULL and body_len
  * the stored size.
  */
-static int copy_record(const void *rec, size_t len, uint64_t seq, int with_body, const char *extra,
-                       size_t extra_len, struct wal_batch *out, const char **extra_out)
+/*
+ * Copy b's six strings (strs[i], lens[i] bytes each, not NUL-terminated),
+ * the body (unless NULL) and extra into one new allocation that b then
+ * owns (priv_), pointing b's fields into it; *extra_out (if asked) gets
+ * the copy of extra. Returns 0 or -ENOMEM (b unchanged).
+ */
+static int pack_batch(struct wal_batch *b, const char *const strs[WALR_NSTR], const size_t lens[WALR_NSTR],
+                      const char *body, size_t body_len, const char *extra, size_t extra_len,
+                      const char **extra_out)
 {
-	uint32_t off[WALR_NSTR];
-	uint16_t slen[WALR_NSTR];
-	size_t body_off;
-	struct wal_batch b;
-	memset(&b, 0, sizeof(b));
-	int rc = walr_batch_decode(rec, len, &b, off, slen, &body_off);
-	if (rc)
-		return rc;
-	size_t total = (with_body ? b.body_len + 1 : 0) + extra_len + 1;
+	size_t total = (body ? body_len + 1 : 0) + extra_len + 1;
 	for (int i = 0; i < WALR_NSTR; i++)
-		total += (size_t)slen[i] + 1;
+		total += lens[i] + 1;
 	char *mem = malloc(total);
 	if (!mem)
 		return -ENOMEM;
-	const char *src = rec;
 	char *p = mem;
-	const char **dst[WALR_NSTR] = { &b.db, &b.rp, &b.user, &b.password, &b.org, &b.token };
+	const char **dst[WALR_NSTR] = { &b->db, &b->rp, &b->user, &b->password, &b->org, &b->token };
 	for (int i = 0; i < WALR_NSTR; i++) {
-		memcpy(p, src + off[i], slen[i]);
-		p[slen[i]] = '\0';
+		memcpy(p, strs[i], lens[i]);
+		p[lens[i]] = '\0';
 		*dst[i] = p;
-		p += slen[i] + 1;
+		p += lens[i] + 1;
 	}
-	if (with_body) {
-		memcpy(p, src + body_off, b.body_len);
-		p[b.body_len] = '\0';
-		b.body = p;
-		p += b.body_len + 1;
+	if (body) {
+		memcpy(p, body, body_len);
+		p[body_len] = '\0';
+		b->body = p;
+		b->body_len = body_len;
+		p += body_len + 1;
 	}
 	if (extra_len)
 		memcpy(p, extra, extra_len);
 	p[extra_len] = '\0';
 	if (extra_out)
 		*extra_out = p;
+	b->priv_ = mem;
+	return 0;
+}
+
+static int copy_record(const void *rec, size_t len, uint64_t seq, int with_body, const char *extra,
+                       size_t extra_len, struct wal_batch *out, const char **extra_out)
+{
+	uint32_t off[WALR_NSTR];
+	uint16_t slen[WALR_NSTR];
+	const char *strs[WALR_NSTR];
+	size_t lens[WALR_NSTR];
+	size_t body_off;
+	struct wal_batch b;
+	memset(&b, 0, sizeof(b));
+	int rc = walr_batch_decode(rec, len, &b, off, slen, &body_off);
+	if (rc)
+		return rc;
+	const char *src = rec;
+	for (int i = 0; i < WALR_NSTR; i++) {
+		strs[i] = src + off[i];
+		lens[i] = slen[i];
+	}
+	if ((rc = pack_batch(&b, strs, lens, with_body ? src + body_off : NULL, b.body_len, extra, extra_len,
+	                     extra_out)))
+		return rc;
 	b.seq = seq;
-	b.priv_ = mem;
 	b.refused_by = -1;
 	*out = b;
 	return 0;
+}
+
+int wal_batch_set_body(struct wal_batch *b, const char *body, size_t len)
+{
+	const char *strs[WALR_NSTR] = { b->db, b->rp, b->user, b->password, b->org, b->token };
+	size_t lens[WALR_NSTR];
+	void *old = b->priv_;
+	for (int i = 0; i < WALR_NSTR; i++) {
+		if (!strs[i])
+			strs[i] = "";
+		lens[i] = strlen(strs[i]);
+	}
+	/* The strings may live in old: copied before it is freed. */
+	int rc = pack_batch(b, strs, lens, body, len, NULL, 0, NULL);
+	if (rc == 0)
+		free(old);
+	return rc;
 }
 
 static int copy_batch(const MDB_val *k, const MDB_val *v, struct wal_batch *out)

@@ -186,6 +186,15 @@ int wal_read(struct wal *w, int id, uint64_t from_seq, size_t max, size_t max_by
 void wal_batch_release(struct wal_batch *b);
 
 /*
+ * Give b (a batch read back by wal_read or wal_get, owning its memory) the
+ * body body[0..len) in place of its own, in memory only (the queue keeps
+ * what was written): b's strings and the new body are copied into one new
+ * allocation, which b owns; the old one is freed. body may point into b.
+ * Returns 0, or -ENOMEM with b unchanged.
+ */
+int wal_batch_set_body(struct wal_batch *b, const char *body, size_t len);
+
+/*
  * Mark every batch of backend id up to and including seq finished
  * (delivered), in one durable commit: the cursor moves past seq, the
  * pending counters drop, and batches every backend has passed are deleted

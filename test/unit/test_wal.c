@@ -173,6 +173,17 @@ static void test_append_order_and_read(void **state)
 	wal_batch_release(&out[1]);
 	assert_int_equal(wal_read(f->w, a, 0, 8, 1, out, &n), 0);
 	assert_int_equal(n, 1);
+	/* A new body in memory (a v2 backend's timestamps in seconds): the
+	 * strings survive the old allocation, the queue keeps its own. */
+	assert_int_equal(wal_batch_set_body(&out[0], out[0].body + 2, 5), 0);
+	assert_int_equal(out[0].body_len, 5);
+	assert_string_equal(out[0].body, "v=1 1");
+	assert_string_equal(out[0].db, "db0");
+	assert_string_equal(out[0].password, "s3cret");
+	assert_string_equal(out[0].org, "");
+	wal_batch_release(&out[0]);
+	assert_int_equal(wal_read(f->w, a, 0, 1, 1 << 20, out, &n), 0);
+	assert_string_equal(out[0].body, "m v=1 1\n");
 	wal_batch_release(&out[0]);
 }
 
