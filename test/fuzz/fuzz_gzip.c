@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_config_util.h"
 #include "relay/config.h"
 #include "relay/http_server.h"
 #include "relay/util.h"
@@ -30,16 +31,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct relay_config small, big;
 	static int ready;
 	if (!ready) {
-		char err[512];
 		static const char y1[] = "data_dir: /nonexistent\nhttp:\n  max_body_size: 300\n"
 					 "  max_decompressed_size: 1KiB\n  max_line_size: 64\n"
 					 "backends:\n  - name: a\n    url: http://127.0.0.1:9\n";
 		static const char y2[] = "data_dir: /nonexistent\nbackends:\n  - name: a\n    url: http://127.0.0.1:9\n";
-		if (config_load_buffer("small", y1, sizeof(y1) - 1, &small, err, sizeof(err)) ||
-		    config_load_buffer("big", y2, sizeof(y2) - 1, &big, err, sizeof(err))) {
-			fprintf(stderr, "fuzz config: %s\n", err);
-			abort();
-		}
+		fuzz_load_config("small", y1, &small);
+		fuzz_load_config("big", y2, &big);
 		ready = 1;
 	}
 	if (size == 0)
