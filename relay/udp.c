@@ -149,14 +149,6 @@ static void peer_name(const struct sockaddr *addr, char *out, size_t n)
 }
 
 /* " (K more since the last such line)" or "". */
-static const char *suppressed_note(char *buf, size_t n, uint64_t suppressed)
-{
-	buf[0] = '\0';
-	if (suppressed)
-		snprintf(buf, n, " (%" PRIu64 " more not logged)", suppressed);
-	return buf;
-}
-
 /*---- commits ----*/
 
 static struct udp_group *group_get(struct udp_listener *l)
@@ -184,15 +176,12 @@ static void group_put(struct udp_listener *l, struct udp_group *g)
 static void log_refused(struct udp_listener *l, struct udp_group *g, int rc)
 {
 	struct ingest *ing = l->srv->ing;
-	uint64_t suppressed;
-	char why[200], note[64];
+	char why[200];
 	int refused_by = g->req.batch.refused_by;
 	const char *backend = refused_by >= 0 && refused_by < WAL_MAX_BACKENDS && ing->names[refused_by]
 				      ? ing->names[refused_by]
 				      : "?";
 
-	if (!relay_ratelimit_allow(&l->refuse_log, now_mono_ns(), &suppressed))
-		return;
 	if (rc == 0 && g->req.batch.result == WAL_ELIMIT)
 		snprintf(why, sizeof(why), "the queue for backend '%s' is full", backend);
 	else if (rc == 0 && g->req.batch.result == WAL_EAGE)
@@ -201,8 +190,8 @@ static void log_refused(struct udp_listener *l, struct udp_group *g, int rc)
 		snprintf(why, sizeof(why), "queue storage is full (disk or LMDB map)");
 	else
 		snprintf(why, sizeof(why), "cannot commit to the queue: %s", wal_strerror(rc ? rc : g->req.batch.result));
-	relay_log(RELAY_LOG_WARN, "udp %s: %" PRIu64 " datagrams (%" PRIu32 " points) dropped: %s%s", l->cfg->address,
-		  g->datagrams, g->lines, why, suppressed_note(note, sizeof(note), suppressed));
+	relay_log_limited(&l->refuse_log, RELAY_LOG_WARN, "udp %s: %" PRIu64 " datagrams (%" PRIu32 " points) dropped: %s",
+			  l->cfg->address, g->datagrams, g->lines, why);
 }
 
 /* Called by ingest on the loop thread once the commit holding g returned. */
@@ -273,18 +262,15 @@ static void timer_cb(uv_timer_t *t)
 static void drop_bad(struct udp_listener *l, const struct sockaddr *addr, const char *peer, size_t len,
                      const char *what)
 {
-	uint64_t suppressed;
-	char who[80], note[64];
+	char who[80];
 
 	l->stats.datagrams_bad++;
-	if (!relay_ratelimit_allow(&l->bad_log, now_mono_ns(), &suppressed))
-		return;
 	if (!peer) {
 		peer_name(addr, who, sizeof(who));
 		peer = who;
 	}
-	relay_log(RELAY_LOG_WARN, "udp %s: bad datagram of %zu bytes from %s dropped: %s%s", l->cfg->address, len,
-		  peer, what, suppressed_note(note, sizeof(note), suppressed));
+	relay_log_limited(&l->bad_log, RELAY_LOG_WARN, "udp %s: bad datagram of %zu bytes from %s dropped: %s",
+			  l->cfg->address, len, peer, what);
 }
 
 static void receive(struct udp_listener *l, const char *data, size_t len, int truncated,
@@ -322,15 +308,12 @@ static void receive(struct udp_listener *l, const char *data, size_t len, int tr
 		flush(l);
 		g = l->cur;
 		if (g) {
-			uint64_t suppressed;
-			char note[64];
 			l->stats.datagrams_dropped++;
 			l->stats.points_dropped += res.lines;
-			if (relay_ratelimit_allow(&l->drop_log, now_mono_ns(), &suppressed))
-				relay_log(RELAY_LOG_WARN,
+			relay_log_limited(&l->drop_log, RELAY_LOG_WARN,
 					  "udp %s: datagram of %" PRIu32 " points dropped: the next group is full (%zu bytes) "
-					  "while the previous one still commits%s",
-					  uc->address, res.lines, g->body.len, suppressed_note(note, sizeof(note), suppressed));
+					  "while the previous one still commits",
+					  uc->address, res.lines, g->body.len);
 			return;
 		}
 	}
@@ -367,12 +350,9 @@ static void recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struc
 	struct udp_listener *l = h->data;
 	(void)buf;
 	if (nread < 0) {
-		uint64_t suppressed;
-		char note[64];
 		l->stats.recv_errors++;
-		if (relay_ratelimit_allow(&l->err_log, now_mono_ns(), &suppressed))
-			relay_log(RELAY_LOG_WARN, "udp %s: cannot receive: %s%s", l->cfg->address,
-				  uv_strerror((int)nread), suppressed_note(note, sizeof(note), suppressed));
+		relay_log_limited(&l->err_log, RELAY_LOG_WARN, "udp %s: cannot receive: %s", l->cfg->address,
+				  uv_strerror((int)nread));
 		return;
 	}
 	if (!addr)
