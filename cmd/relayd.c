@@ -559,12 +559,13 @@ static int health(struct http_server *s, struct rbuf *out, void *arg)
 		     "\"config\":{\"reloads\":%" PRIu64 ",\"reload_errors\":%" PRIu64 "},"
 		     "\"http\":{\"connections_open\":%" PRIu64 ",\"connections_accepted\":%" PRIu64
 		     ",\"requests\":%" PRIu64 ",\"writes_ok\":%" PRIu64 ",\"writes_rejected\":%" PRIu64
-		     ",\"writes_refused\":%" PRIu64 ",\"points_accepted\":%" PRIu64 "},"
+		     ",\"writes_refused\":%" PRIu64 ",\"points_accepted\":%" PRIu64 ",\"buffered_bytes\":%" PRIu64
+		     ",\"buffered_limit\":%" PRIu64 "},"
 		     "\"ingest\":{\"commits\":%" PRIu64 ",\"batches_committed\":%" PRIu64 ",\"batches_refused\":%" PRIu64
 		     ",\"commit_errors\":%" PRIu64 ",\"largest_group\":%" PRIu64 "},\"backends\":[",
 		     d->stopping ? "stopping" : "ok", RELAYD_VERSION, (long)d->pid, d->reloads, d->reload_errors,
 		     hs->connections_open, hs->connections_accepted, hs->requests, hs->writes_ok, hs->writes_rejected,
-		     hs->writes_refused, hs->points_accepted, is->commits, is->batches_committed, is->batches_refused,
+		     hs->writes_refused, hs->points_accepted, hs->buffered_bytes, d->cfg.http_max_buffered_bytes, is->commits, is->batches_committed, is->batches_refused,
 		     is->commit_errors, is->max_group);
 	for (size_t i = 0; i < d->cfg.nbackends; i++) {
 		const struct replay_worker *w = backends_worker(&d->backends, d->ids[i]);
@@ -723,8 +724,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
+	char exposed_why[PATH_MAX + 200];
+	int exposed = config_secrets_exposed(&d.cfg, exposed_why, sizeof(exposed_why));
 	if (check_only) {
-		printf("%s: ok (%zu backend%s)\n", config_path, d.cfg.nbackends, d.cfg.nbackends == 1 ? "" : "s");
+		if (exposed)
+			fprintf(stderr, "warning: %s\n", exposed_why);
+		uint64_t ceiling = (config_memory_ceiling(&d.cfg) + (1 << 20) - 1) >> 20;
+		printf("%s: ok (%zu backend%s)\nmemory ceiling: %" PRIu64 " MiB (systemd: MemoryMax=%" PRIu64 "M)\n",
+		       config_path, d.cfg.nbackends, d.cfg.nbackends == 1 ? "" : "s", ceiling, ceiling);
 		config_release(&d.cfg);
 		return 0;
 	}
@@ -769,6 +776,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	set_log_level(&d.cfg);
+	if (exposed)
+		relay_log(RELAY_LOG_WARN, "%s", exposed_why);
 
 	/* The thread pool runs the group commit and, per backend, a queue
 	 * read or dead-letter, an ack and a prefetch of the next round (each

@@ -18,6 +18,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <strings.h>
 #include <yaml.h>
@@ -284,6 +285,9 @@ static const struct key_spec keys[] = {
 	    "an idle keep-alive connection is closed after this"),
 	KEY("http", "max_connections", KT_UINT32, 0, http_max_connections, "1024", 1, UINT32_MAX,
 	    "most client connections open at once"),
+	KEY("http", "max_buffered_size", KT_SIZE, 0, http_max_buffered_bytes, "512MiB", MIB, UINT64_MAX,
+	    "request bodies held in memory across all connections (as received, inflated and stamped); "
+	    "a write beyond gets 503"),
 
 	SECTION("queue", "the durable queue and its limits"),
 	KEY("queue", "max_size", KT_SIZE, 0, queue_max_bytes, "1GiB", MIB, UINT64_MAX,
@@ -695,6 +699,12 @@ static int set_value(struct loader *ld, const struct key_spec *k, void *base,
 	case KT_STRING:
 		if (!*text)
 			return fail(ld, at, "'%s' must not be empty", path);
+		/* Names, credentials and paths all end up in HTTP headers, query
+		 * strings, queue records or log lines, where a control byte
+		 * starts a line of its own. */
+		for (const char *c = text; *c; c++)
+			if ((unsigned char)*c < 0x20 || *c == 0x7f)
+				return fail(ld, at, "'%s' must not contain control characters", path);
 		if (check_unique(ld, k, text, at) < 0)
 			return -1;
 		replace_str(base, k->off, xstrdup(text));
@@ -1271,6 +1281,14 @@ static int check_config(struct loader *ld)
 		yaml_mark_t m = key_mark(ld, "auth", "enabled");
 		return fail_at(ld, &m, "'auth.enabled' is true but neither 'auth.users' nor 'auth.tokens' lists anyone");
 	}
+	/* A body of max_body_size must fit in the door's memory budget, or
+	 * the largest writes could never be taken. */
+	if (cfg->http_max_buffered_bytes < cfg->http_max_body_bytes) {
+		yaml_mark_t m = key_mark(ld, "http", "max_buffered_size");
+		return fail_at(ld, &m, "'http.max_buffered_size' (%" PRIu64 " bytes) must be at least "
+		               "'http.max_body_size' (%" PRIu64 " bytes)",
+		               cfg->http_max_buffered_bytes, cfg->http_max_body_bytes);
+	}
 	return 0;
 }
 
@@ -1465,4 +1483,57 @@ uint64_t config_map_size(const struct relay_config *cfg)
 		total += 2 * b;
 	}
 	return total;
+}
+
+int config_secrets_exposed(const struct relay_config *cfg, char *why, size_t whylen)
+{
+	const char *what = NULL;
+	struct stat st;
+
+	if (cfg->nauth_users)
+		what = "auth.users passwords";
+	else if (cfg->nauth_tokens)
+		what = "auth.tokens";
+	for (size_t i = 0; !what && i < cfg->nbackends; i++)
+		if (cfg->backends[i].password || cfg->backends[i].token)
+			what = "backend credentials";
+	if (!what || !cfg->path || stat(cfg->path, &st) < 0 || !(st.st_mode & S_IROTH))
+		return 0;
+	snprintf(why, whylen, "%s holds %s and is readable by every user (mode %04o): chmod o-r %s",
+	         cfg->path, what, (unsigned)(st.st_mode & 07777), cfg->path);
+	return 1;
+}
+
+/* Saturating a + b: limits in the exabytes are legal to write. */
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+static uint64_t sat_mul(uint64_t a, uint64_t b)
+{
+	return b && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+
+uint64_t config_memory_ceiling(const struct relay_config *cfg)
+{
+	/* The fixed part: code, libraries, LMDB's reader table, the log and
+	 * the loop's own buffers, with room to spare. */
+	uint64_t total = 64 * MIB;
+
+	total = sat_add(total, cfg->http_max_buffered_bytes);
+	total = sat_add(total, sat_mul(cfg->http_max_connections, CONFIG_CONN_BYTES));
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		total = sat_add(total, sat_mul(cfg->backends[i].batch_max_bytes, CONFIG_ROUND_COPIES));
+	for (size_t i = 0; i < cfg->nudp; i++)
+		total = sat_add(total, sat_add(sat_mul(cfg->udp[i].batch_max_bytes, 2), 64 * 1024));
+	return total;
+}
+
+unsigned config_lp_flags(const struct relay_config *cfg)
+{
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		if (cfg->backends[i].type == RELAY_API_V1)
+			return LP_F_NO_UNSIGNED;
+	return 0;
 }

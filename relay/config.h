@@ -101,6 +101,7 @@ struct relay_config {
 	uint64_t http_body_timeout_ms;   /* whole body must arrive within; 408; default 60 s */
 	uint64_t http_idle_timeout_ms;   /* keep-alive connection idle; closed; default 120 s */
 	uint32_t http_max_connections;   /* default 1024 */
+	uint64_t http_max_buffered_bytes; /* bodies held across all connections; 503 beyond; default 512 MiB */
 
 	/* queue: */
 	uint64_t queue_max_bytes;     /* default per-backend byte limit; default 1 GiB */
@@ -147,5 +148,33 @@ int config_udp_equal(const struct relay_udp_config *a, const struct relay_udp_co
  * sum of the backends' byte limits plus 64 MiB of room for the B-tree, the
  * free list and the dead-letter queues. */
 uint64_t config_map_size(const struct relay_config *cfg);
+
+/*
+ * 1 when cfg's file holds a secret (auth users or tokens, a backend's
+ * password or token) and every user may read it; why gets a message that
+ * says which and how to fix it. 0 otherwise (also when the file cannot be
+ * stat'ed). relayd warns with it at start and in --check-config.
+ */
+int config_secrets_exposed(const struct relay_config *cfg, char *why, size_t whylen);
+
+/* What one open connection costs beyond the buffered bodies (the struct,
+ * the parser, the head being read), and how many copies of a delivery
+ * round a backend holds at most (the batches read, the coalesced payload,
+ * the lanes' shares, their gzip output; twice, with the prefetch). */
+#define CONFIG_CONN_BYTES 4096
+#define CONFIG_ROUND_COPIES 8
+
+/*
+ * The most memory relayd should need with cfg, in bytes (saturating): a
+ * fixed 64 MiB, http.max_buffered_size, CONFIG_CONN_BYTES per allowed
+ * connection, CONFIG_ROUND_COPIES x batch_max_size per backend and two
+ * UDP batches per listener. The systemd unit's MemoryMax= is sized from
+ * it (docs/operations.md); relayd --check-config prints it.
+ */
+uint64_t config_memory_ceiling(const struct relay_config *cfg);
+
+/* The lineproto LP_F_* flags for what every backend of cfg accepts:
+ * LP_F_NO_UNSIGNED when one has type v1 (InfluxDB 1.x refuses "1u"). */
+unsigned config_lp_flags(const struct relay_config *cfg);
 
 #endif

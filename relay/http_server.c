@@ -29,6 +29,14 @@
 #define READ_BUF_SIZE 65536
 #define LINGER_MS 2000
 #define MAX_HEADERS 100
+/* Answers queued on a connection beyond which its requests are no longer
+ * parsed (a client that pipelines without reading would otherwise make us
+ * hold every answer); parsing resumes once they are down to OUT_LOW. */
+#define OUT_HIGH (64 * 1024)
+#define OUT_LOW (16 * 1024)
+/* What zlib allocates for one inflate stream (its state and a 32 KiB
+ * window): counted in the buffer budget like a body. */
+#define ZSTREAM_BYTES (48 * 1024)
 
 enum timer_mode { T_NONE, T_HEADER, T_BODY, T_IDLE, T_LINGER };
 
@@ -50,12 +58,18 @@ struct conn {
 	unsigned waiting : 1;   /* a request is with ingest */
 	unsigned reading : 1;
 	unsigned fake : 1;      /* fuzz build: no socket */
+	unsigned out_blocked : 1; /* parsing stopped until out_queued drains to OUT_LOW */
+	unsigned keep_body : 1; /* the body is an accepted write's: buffer (and inflate) it */
+	size_t out_queued;      /* answer bytes handed to uv_write and not yet written */
+	uint64_t held;          /* bytes of the server's buffer budget this connection holds
+	                         * (conn_held() when last accounted) */
 	enum timer_mode tmode;
 	char peer[64];
 
 	/* the request being parsed */
 	struct rbuf url;
 	struct rbuf hname, hval;
+	struct rbuf te;      /* every Transfer-Encoding value, joined by ", " */
 	size_t header_bytes;
 	unsigned nheaders;
 	int in_value;
@@ -102,6 +116,11 @@ struct http_server {
 	 * next one starts (bytes of later requests are copied aside), so a
 	 * thousand idle connections do not each hold 64 KiB. */
 	char *inbuf;
+	/* Bytes of request bodies held across all connections: received,
+	 * inflated and stamped, with inflate states and pipelined input.
+	 * Always the sum of conn_held() over the connections; capped by
+	 * http.max_buffered_size (a write beyond gets 503). */
+	uint64_t buffered;
 	struct relay_ratelimit refusal_log; /* 503s, one line per 10 s */
 	struct relay_ratelimit auth_log;    /* 401s and 403s, one line per 10 s */
 };
@@ -117,6 +136,8 @@ static void conn_process(struct conn *c, const char *data, size_t len);
 static void conn_continue(struct conn *c);
 static void maybe_free(struct conn *c);
 static void gzip_end(struct conn *c);
+static void request_release(struct conn *c);
+static void set_error(struct conn *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /*---- responses ----*/
 
@@ -135,12 +156,15 @@ static const char *status_text(int status)
 	case 411: return "Length Required";
 	case 413: return "Request Entity Too Large";
 	case 415: return "Unsupported Media Type";
+	case 417: return "Expectation Failed";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
 	case 501: return "Not Implemented";
 	case 503: return "Service Unavailable";
 	}
-	return "Unknown";
+	/* Every status this file sends is listed above; a class name is the
+	 * honest answer for one that is not. */
+	return status >= 500 ? "Server Error" : status >= 400 ? "Client Error" : "Status";
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -172,18 +196,25 @@ struct write_req {
 	uv_write_t req;
 	struct conn *c;
 	char *buf;
+	size_t len;
 };
 
 static void write_cb(uv_write_t *req, int status)
 {
 	struct write_req *wr = (struct write_req *)req;
 	struct conn *c = wr->c;
+	c->out_queued -= wr->len;
 	free(wr->buf);
 	free(wr);
 	c->writes--;
 	if (status < 0 && !c->closing) {
 		conn_close(c);
 		return;
+	}
+	if (c->out_blocked && c->out_queued <= OUT_LOW && !c->closing) {
+		/* The client read its answers: parse the requests it sent. */
+		c->out_blocked = 0;
+		conn_continue(c);
 	}
 	if (c->close_after && c->writes == 0 && !c->closing && !c->lingering) {
 		if (c->srv->closing)
@@ -203,10 +234,13 @@ static void send_raw(struct conn *c, char *buf, size_t len)
 	struct write_req *wr = xmalloc(sizeof(*wr));
 	wr->c = c;
 	wr->buf = buf;
+	wr->len = len;
 	uv_buf_t b = uv_buf_init(buf, (unsigned)len);
 	c->writes++;
+	c->out_queued += len;
 	if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb) < 0) {
 		c->writes--;
+		c->out_queued -= len;
 		free(buf);
 		free(wr);
 		conn_close(c);
@@ -285,15 +319,12 @@ static void maybe_free(struct conn *c)
 		s->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	rbuf_release(&c->url);
-	rbuf_release(&c->hname);
-	rbuf_release(&c->hval);
-	rbuf_release(&c->body);
-	rbuf_release(&c->lp);
-	gzip_end(c);
+	free(c->pend);
+	c->pend = NULL;
+	c->pend_len = 0;
+	request_release(c); /* gives back the whole budget c held */
 	free(c->authorization);
 	free(c->content_encoding);
-	free(c->pend);
 	free(c->q_db);
 	free(c->q_rp);
 	free(c->q_u);
@@ -370,6 +401,69 @@ static void timer_cb(uv_timer_t *t)
 	}
 }
 
+/*---- the buffer budget ----*/
+
+/* What c holds of the server's budget right now. */
+static uint64_t conn_held(const struct conn *c)
+{
+	return (uint64_t)c->body.cap + c->lp.cap + c->pend_len + (c->gzip ? ZSTREAM_BYTES : 0);
+}
+
+/* Account for a change of c's buffers: keeps srv->buffered the sum of
+ * conn_held() over the connections. Called after every change. */
+static void budget_sync(struct conn *c)
+{
+	uint64_t now = conn_held(c);
+	if (c->srv) {
+		c->srv->buffered = c->srv->buffered - c->held + now;
+		c->srv->stats.buffered_bytes = c->srv->buffered;
+	}
+	c->held = now;
+}
+
+/*
+ * Whether c may hold want more bytes of the budget: 0, or the status to
+ * answer: 413 when the request alone needs more than the whole budget
+ * (waiting cannot help), 503 when other connections hold the rest.
+ */
+static int budget_check(const struct conn *c, uint64_t want)
+{
+	uint64_t max = c->srv->cfg->http_max_buffered_bytes;
+	uint64_t others = c->srv->buffered - c->held;
+	if (c->held > max || want > max - c->held)
+		return 413;
+	if (others > max - c->held - want)
+		return 503;
+	return 0;
+}
+
+/*
+ * Room in b (c->body) for extra more bytes, within the budget. Grows by
+ * doubling while the budget allows, else to exactly what is needed.
+ * Returns 0, or 413/503 as budget_check (b unchanged).
+ */
+static int budget_reserve(struct conn *c, struct rbuf *b, size_t extra)
+{
+	if (b->cap - b->len > extra)
+		return 0;
+	size_t need = b->len + extra + 1;
+	if (need < b->len)
+		return 413;
+	size_t cap = b->cap ? b->cap : 4096;
+	while (cap < need)
+		cap = cap * 2 > cap ? cap * 2 : need;
+	if (budget_check(c, cap - b->cap)) {
+		cap = need;
+		int st = budget_check(c, cap - b->cap);
+		if (st)
+			return st;
+	}
+	b->data = xrealloc(b->data, cap);
+	b->cap = cap;
+	budget_sync(c);
+	return 0;
+}
+
 /*---- request state ----*/
 
 static void gzip_end(struct conn *c)
@@ -379,21 +473,46 @@ static void gzip_end(struct conn *c)
 	c->gzip = 0;
 }
 
-static void request_reset(struct conn *c)
+/*
+ * The request is answered (its answer queued) or abandoned: give back
+ * everything it held, so that a connection between requests costs only
+ * its struct. Its strings stay until the next request begins (a write's
+ * batch points into q_db and the rest until its commit returns).
+ */
+static void request_release(struct conn *c)
 {
 	gzip_end(c);
+	c->keep_body = 0;
+	rbuf_release(&c->body);
+	rbuf_release(&c->lp);
+	rbuf_release(&c->url);
+	rbuf_release(&c->hname);
+	rbuf_release(&c->hval);
+	rbuf_release(&c->te);
+	budget_sync(c);
+}
+
+/* A write the budget cannot hold now: refuse it and drop its body. */
+static void budget_refuse(struct conn *c, int status)
+{
+	const struct relay_config *cfg = c->srv->cfg;
+	if (status == 413)
+		set_error(c, 413, "request needs more than the %" PRIu64 " bytes of http.max_buffered_size",
+		          cfg->http_max_buffered_bytes);
+	else
+		set_error(c, 503, "relay busy: %" PRIu64 " bytes of request bodies held (http.max_buffered_size): "
+		          "retry later", c->srv->buffered);
+	gzip_end(c);
+	c->keep_body = 0;
+	rbuf_release(&c->body);
+	rbuf_release(&c->lp);
+	budget_sync(c);
+}
+
+static void request_reset(struct conn *c)
+{
+	request_release(c);
 	c->body_received = 0;
-	rbuf_reset(&c->url);
-	rbuf_reset(&c->hname);
-	rbuf_reset(&c->hval);
-	/* Keep at most 1 MiB of body buffer between requests: big enough for
-	 * typical batches, small enough that idle connections cost little. */
-	if (c->body.cap > (1u << 20))
-		rbuf_release(&c->body);
-	rbuf_reset(&c->body);
-	if (c->lp.cap > (1u << 20))
-		rbuf_release(&c->lp);
-	rbuf_reset(&c->lp);
 	c->header_bytes = 0;
 	c->nheaders = 0;
 	c->in_value = 0;
@@ -474,17 +593,11 @@ static void header_done(struct conn *c)
 		free(c->content_encoding);
 		c->content_encoding = xstrdup(val);
 	} else if (strcasecmp(name, "transfer-encoding") == 0) {
-		/* llhttp frames a body whose last coding is chunked; a coding
-		 * before it (gzip, chunked) would have to be undone, which we
-		 * do not: refuse it rather than take compressed bytes for line
-		 * protocol (RFC 9112 6.1). */
-		const char *last = strrchr(val, ',');
-		last = last ? last + 1 : val;
-		while (*last == ' ' || *last == '\t')
-			last++;
-		if (strncasecmp(last, "chunked", 7) == 0 && last != val)
-			set_error(c, 501, "Transfer-Encoding '%.60s' is not supported (only chunked; "
-			          "send compressed bodies with Content-Encoding: gzip)", val);
+		/* Decided on all lines at once (check_transfer_encoding): the
+		 * codings of two lines are one list (RFC 9110 5.3). */
+		if (c->te.len)
+			rbuf_append(&c->te, ", ", 2);
+		rbuf_append(&c->te, val, strlen(val));
 	} else if (strcasecmp(name, "expect") == 0) {
 		if (strcasecmp(val, "100-continue") == 0)
 			c->expect_continue = 1;
@@ -493,6 +606,35 @@ static void header_done(struct conn *c)
 	}
 	rbuf_reset(&c->hname);
 	rbuf_reset(&c->hval);
+}
+
+/*
+ * Transfer-Encoding, from every line of it: llhttp frames a body whose last
+ * coding is chunked, but a coding before it (gzip, or chunked twice) would
+ * have to be undone, which we do not: refuse it (501) rather than take
+ * compressed bytes for line protocol (RFC 9112 6.1).
+ */
+static void check_transfer_encoding(struct conn *c)
+{
+	const char *v = rbuf_cstr(&c->te);
+	int codings = 0, last_chunked = 0;
+	while (*v) {
+		while (*v == ' ' || *v == '\t' || *v == ',')
+			v++;
+		if (!*v)
+			break;
+		size_t n = strcspn(v, ",");
+		size_t t = n;
+		while (t && (v[t - 1] == ' ' || v[t - 1] == '\t'))
+			t--;
+		codings++;
+		last_chunked = t == 7 && strncasecmp(v, "chunked", 7) == 0;
+		v += n;
+	}
+	/* A list that does not end in chunked is llhttp's to refuse (400). */
+	if (last_chunked && codings > 1)
+		set_error(c, 501, "Transfer-Encoding '%.60s' is not supported (only chunked; "
+		          "send compressed bodies with Content-Encoding: gzip)", rbuf_cstr(&c->te));
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
@@ -545,9 +687,15 @@ static int on_headers_complete(llhttp_t *p)
 		c->in_value = 0;
 	}
 	set_timer(c, T_BODY);
+	if (c->te.len)
+		check_transfer_encoding(c);
 	c->api = api_of(rbuf_cstr(&c->url));
 	if (c->api != API_NONE && llhttp_get_method(p) == HTTP_POST)
 		prepare_write(c);
+	/* Only an accepted write's body is kept: every other body (any other
+	 * URL, a refused write) is counted against max_body_size and dropped
+	 * as it arrives. */
+	c->keep_body = c->api != API_NONE && llhttp_get_method(p) == HTTP_POST && !c->err_status;
 	/* Refuse an announced oversized body before reading any of it. */
 	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->http_max_body_bytes) {
 		c->fatal = 413;
@@ -559,10 +707,16 @@ static int on_headers_complete(llhttp_t *p)
 		/* Inflate as the body arrives, so that the cap on the
 		 * decompressed size holds without buffering the compressed body
 		 * and a bomb is stopped at the first chunk past the cap. */
-		memset(&c->z, 0, sizeof(c->z));
-		if (inflateInit2(&c->z, 15 + 16) != Z_OK)
-			relay_fatal("out of memory initialising zlib");
-		c->gzip = 1;
+		int st = c->keep_body ? budget_check(c, ZSTREAM_BYTES) : 0;
+		if (st) {
+			budget_refuse(c, st);
+		} else if (c->keep_body) {
+			memset(&c->z, 0, sizeof(c->z));
+			if (inflateInit2(&c->z, 15 + 16) != Z_OK)
+				relay_fatal("out of memory initialising zlib");
+			c->gzip = 1;
+			budget_sync(c);
+		}
 	} else if (c->content_encoding && *c->content_encoding && strcasecmp(c->content_encoding, "identity")) {
 		set_error(c, 415, "unsupported Content-Encoding '%.40s' (want gzip or identity)", c->content_encoding);
 	}
@@ -605,9 +759,14 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 	const struct relay_config *cfg = c->srv->cfg;
 	if (count_body_bytes(c, len))
 		return HPE_USER;
-	if (c->err_status)
-		return HPE_OK; /* read and dropped: the answer is already decided */
+	if (c->err_status || !c->keep_body)
+		return HPE_OK; /* read and dropped: not a write, or its answer is decided */
 	if (!c->gzip) {
+		int st = budget_reserve(c, &c->body, len);
+		if (st) {
+			budget_refuse(c, st);
+			return HPE_OK;
+		}
 		rbuf_append(&c->body, at, len);
 		return HPE_OK;
 	}
@@ -624,7 +783,11 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 				relay_fatal("zlib: inflateReset failed");
 			c->gzip = 1;
 		}
-		rbuf_reserve(&c->body, 65536);
+		int st = budget_reserve(c, &c->body, 65536);
+		if (st) {
+			budget_refuse(c, st);
+			return HPE_OK;
+		}
 		size_t room = c->body.cap - c->body.len - 1;
 		c->z.next_out = (Bytef *)c->body.data + c->body.len;
 		c->z.avail_out = (uInt)(room > (1u << 30) ? (1u << 30) : room);
@@ -661,6 +824,8 @@ static int on_message_complete(llhttp_t *p)
 	struct conn *c = conn_of(p);
 	if (c->gzip == 1 && !c->err_status)
 		set_error(c, 400, "malformed gzip body: truncated");
+	gzip_end(c); /* the inflate state is not needed past the body */
+	budget_sync(c);
 	set_timer(c, T_NONE);
 	/* Stop here: the request is answered before the next one is parsed. */
 	return HPE_PAUSED;
@@ -668,8 +833,18 @@ static int on_message_complete(llhttp_t *p)
 
 /*---- routing ----*/
 
+/* The length v[0..vl) decodes to (each %XY is one byte; '+' is one). */
+static size_t decoded_len(const char *v, size_t vl)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < vl; i++, n++)
+		if (v[i] == '%')
+			i += 2;
+	return n;
+}
+
 /* Find query parameter name in q (q without '?'); returns a decoded copy,
- * NULL if absent; *bad is set for a malformed escape. */
+ * NULL if absent; *bad gets 1 for a malformed escape, 2 for a NUL byte. */
 static char *query_param(const char *q, const char *name, int *bad)
 {
 	size_t nl = strlen(name);
@@ -682,7 +857,9 @@ static char *query_param(const char *q, const char *name, int *bad)
 			size_t vl = seg == nl ? 0 : seg - nl - 1;
 			char *d = url_decode(v, vl);
 			if (!d)
-				*bad = 1;
+				*bad |= 1;
+			else if (strlen(d) != decoded_len(v, vl))
+				*bad |= 2; /* a %00 would cut the name short unseen */
 			return d;
 		}
 		p = amp ? amp + 1 : NULL;
@@ -721,6 +898,11 @@ static char *b64_decode(const char *s)
 		if (bits >= 8) {
 			bits -= 8;
 			out[o++] = (char)((acc >> bits) & 0xff);
+			if (out[o - 1] == '\0') {
+				/* would cut the user or password short unseen */
+				free(out);
+				return NULL;
+			}
 		}
 	}
 	out[o] = '\0';
@@ -763,6 +945,12 @@ int http_write_outcome(int rc, int result, const char *backend, uint64_t limit_b
 	msg[0] = '\0';
 	if (rc == 0 && result == 0)
 		return 204;
+	if (rc == 0 && result == WAL_ETOOBIG) {
+		/* The door checks the sizes first; this is the queue's own
+		 * refusal, for the one batch only. */
+		snprintf(msg, msglen, "request too large for the queue: %s", wal_strerror(result));
+		return 413;
+	}
 	*retry_after = retry_after_s;
 	if (rc == 0 && result == WAL_ELIMIT) {
 		snprintf(msg, msglen, "queue for backend '%s' is full (limit %" PRIu64 " bytes): write refused, retry later",
@@ -798,6 +986,11 @@ static int user_ok(const struct relay_config *cfg, const char *name, size_t name
 			return secret_equal(password, u->password);
 	}
 	return 0;
+}
+
+static int too_long(const char *s)
+{
+	return s && strlen(s) > WAL_MAX_STRING;
 }
 
 static int has_control(const char *s)
@@ -910,12 +1103,25 @@ static void prepare_write(struct conn *c)
 		free(c->q_rp);
 		c->q_rp = NULL;
 	}
-	if (bad)
+	if (bad & 1)
 		set_error(c, 400, "malformed percent-encoding in the query string");
+	else if (bad & 2)
+		set_error(c, 400, "names and credentials must not contain control characters (%%00)");
 	else if (has_control(c->q_u) || has_control(c->q_p) || has_control(c->q_token))
 		/* They travel with the batch into backend requests' headers,
 		 * where a CR LF would start a header (or a request) of its own. */
 		set_error(c, 400, "credentials must not contain control characters");
+	else if (has_control(c->q_db) || has_control(c->q_rp) || has_control(c->q_org))
+		/* Names reach query strings, export files (where a newline
+		 * would start a directive of influx -import's) and the
+		 * operator's terminal through relayctl. */
+		set_error(c, 400, "%s must not contain control characters",
+		          v2 ? "bucket and org" : "database and retention policy names");
+	else if (too_long(c->q_db) || too_long(c->q_rp) || too_long(c->q_org) || too_long(c->q_u) ||
+	         too_long(c->q_p) || too_long(c->q_token))
+		/* The queue record holds 65535 bytes of each; refused here, a
+		 * longer one would fail at commit. */
+		set_error(c, 400, "a name or credential is longer than %u bytes", WAL_MAX_STRING);
 	else if ((!c->q_db || !*c->q_db) && v2)
 		set_error(c, 400, "bucket is required (\"db/rp\" or \"db\")");
 	else if (!c->q_db || !*c->q_db)
@@ -950,26 +1156,67 @@ static void handle_write(struct conn *c)
 	enum lp_precision prec = c->prec;
 
 	if (c->err_status) {
-		s->stats.writes_rejected++;
-		respond_error(c, c->err_status, c->err_msg, NULL, 0);
+		if (c->err_status == 503) {
+			s->stats.writes_refused++;
+			relay_log_limited(&s->refusal_log, RELAY_LOG_WARN, "write from %s refused (503): %s", c->peer,
+			                  c->err_msg);
+			respond_error(c, 503, c->err_msg, "Retry-After: 1\r\n", 0);
+		} else {
+			s->stats.writes_rejected++;
+			respond_error(c, c->err_status, c->err_msg, NULL, 0);
+		}
 		return;
 	}
 
 	/* Validate every line before anything is queued, and stamp lines
 	 * without a timestamp with the acceptance time (a replay hours later
-	 * must not move them to the replay time). */
+	 * must not move them to the replay time). What every backend would
+	 * refuse is refused here, while the writer can still hear it. The
+	 * stamped copy grows within what is left of the buffer budget and
+	 * what a queue record holds. */
 	struct lp_result res;
 	struct lp_error lerr;
 	int64_t now = now_realtime_ns();
+	uint64_t max = cfg->http_max_buffered_bytes;
+	uint64_t room = s->buffered < max ? max - s->buffered : 0;
+	struct lp_limits lim = {
+		.max_line = cfg->http_max_line_bytes,
+		.max_out = room < WAL_MAX_BODY ? (size_t)room : WAL_MAX_BODY,
+		.precision = prec,
+		.flags = config_lp_flags(cfg),
+	};
+	int rc;
 	rbuf_reset(&c->lp);
-	if (lineproto_validate(c->body.data ? c->body.data : "", c->body.len, lp_ns_to_precision(now, prec),
-			       cfg->http_max_line_bytes, &c->lp, &res, &lerr) < 0) {
+	if (lim.max_out == 0)
+		lim.max_out = 1; /* 0 would mean unlimited */
+	rc = lineproto_validate_limits(c->body.data ? c->body.data : "", c->body.len, lp_ns_to_precision(now, prec),
+	                               &lim, &c->lp, &res, &lerr);
+	/* Down to what it holds: doubling left up to half of it unused. */
+	if (c->lp.cap > c->lp.len + 1) {
+		c->lp.data = xrealloc(c->lp.data, c->lp.len + 1);
+		c->lp.cap = c->lp.len + 1;
+	}
+	budget_sync(c);
+	if (rc < 0 && lerr.too_big) {
+		int st = lim.max_out == WAL_MAX_BODY || s->buffered == c->held ? 413 : 503;
+		if (st == 413 && lim.max_out == WAL_MAX_BODY)
+			set_error(c, 413, "request's queued form exceeds the %" PRIu64 " bytes a queue record holds",
+			          (uint64_t)WAL_MAX_BODY);
+		else
+			budget_refuse(c, st);
+		handle_write(c);
+		return;
+	}
+	if (rc < 0) {
 		char msg[300];
 		snprintf(msg, sizeof(msg), "line %zu: %s (nothing of this request was queued)", lerr.line, lerr.msg);
 		s->stats.writes_rejected++;
 		respond_error(c, 400, msg, NULL, 0);
 		return;
 	}
+	/* The compressed or raw body is not needed once stamped. */
+	rbuf_release(&c->body);
+	budget_sync(c);
 	if (res.lines == 0) {
 		/* Nothing to queue: an empty body or only comments. */
 		s->stats.writes_ok++;
@@ -1022,6 +1269,7 @@ static void write_done(struct ingest_request *req, int rc)
 	if (c->closing) {
 		/* The client left; the batch is committed (or not) all the same,
 		 * there is just nobody to tell. */
+		request_release(c);
 		maybe_free(c);
 		return;
 	}
@@ -1039,6 +1287,7 @@ static void write_done(struct ingest_request *req, int rc)
 		                  c->peer, msg);
 		respond_error(c, status, msg, extra, !llhttp_should_keep_alive(&c->parser));
 	}
+	request_release(c);
 	conn_continue(c);
 }
 
@@ -1106,6 +1355,9 @@ static int dispatch(struct conn *c)
 
 /*---- the read loop ----*/
 
+/* Keep data, read but not parsed yet, for later. At most one read's worth
+ * (READ_BUF_SIZE): reading stops while it is kept. Counted in the budget,
+ * though never refused: the bytes are already read. */
 static void save_pending(struct conn *c, const char *data, size_t len)
 {
 	char *p = xmalloc(len ? len : 1);
@@ -1113,6 +1365,15 @@ static void save_pending(struct conn *c, const char *data, size_t len)
 	free(c->pend);
 	c->pend = p;
 	c->pend_len = len;
+	budget_sync(c);
+}
+
+static void stop_reading(struct conn *c)
+{
+	if (!c->fake && c->reading) {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = 0;
+	}
 }
 
 static void fatal_error(struct conn *c, int status, const char *msg)
@@ -1121,6 +1382,7 @@ static void fatal_error(struct conn *c, int status, const char *msg)
 	c->fatal = 0;
 	set_timer(c, T_NONE);
 	respond_error(c, status, msg, NULL, 1);
+	request_release(c);
 }
 
 static void conn_process(struct conn *c, const char *data, size_t len)
@@ -1140,16 +1402,24 @@ static void conn_process(struct conn *c, const char *data, size_t len)
 				/* Wait for the commit; keep the rest for later. */
 				if (len)
 					save_pending(c, data, len);
-				if (!c->fake && c->reading) {
-					uv_read_stop((uv_stream_t *)&c->tcp);
-					c->reading = 0;
-				}
+				stop_reading(c);
 				return;
 			}
+			request_release(c);
 			if (c->close_after)
 				return;
-			llhttp_resume(&c->parser);
 			set_timer(c, T_IDLE);
+			if (c->out_queued > OUT_HIGH) {
+				/* The client sends requests but does not read the
+				 * answers: stop parsing until it does (write_cb goes
+				 * on); the idle timeout ends a client that never does. */
+				c->out_blocked = 1;
+				if (len)
+					save_pending(c, data, len);
+				stop_reading(c);
+				return;
+			}
+			llhttp_resume(&c->parser);
 			continue;
 		}
 		if (c->fatal) {
@@ -1206,10 +1476,11 @@ static void conn_continue(struct conn *c)
 		size_t n = c->pend_len;
 		c->pend = NULL;
 		c->pend_len = 0;
+		budget_sync(c);
 		conn_process(c, p, n);
 		free(p);
 	}
-	if (!c->closing && !c->close_after && !c->waiting && !c->reading && !c->fake) {
+	if (!c->closing && !c->close_after && !c->waiting && !c->out_blocked && !c->reading && !c->fake) {
 		if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
 			c->reading = 1;
 		else

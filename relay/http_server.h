@@ -23,9 +23,10 @@ struct http_server_stats {
 	uint64_t requests;
 	uint64_t writes_ok;        /* 204 */
 	uint64_t writes_rejected;  /* 4xx */
-	uint64_t writes_refused;   /* 503 */
+	uint64_t writes_refused;   /* 503: queue full, or the buffer budget taken */
 	uint64_t points_accepted;
 	uint64_t auth_failures;   /* 401 and 403 (auth.enabled) */
+	uint64_t buffered_bytes;  /* request bodies held now (http.max_buffered_size caps it) */
 };
 
 /*

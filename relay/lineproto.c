@@ -103,17 +103,22 @@ const char *lp_precision_name(enum lp_precision p)
 	relay_fatal("invalid precision %d", (int)p);
 }
 
-int64_t lp_ns_to_precision(int64_t ns, enum lp_precision p)
+int64_t lp_precision_ns(enum lp_precision p)
 {
 	switch (p) {
-	case LP_PRECISION_NS: return ns;
-	case LP_PRECISION_US: return ns / INT64_C(1000);
-	case LP_PRECISION_MS: return ns / INT64_C(1000000);
-	case LP_PRECISION_S: return ns / INT64_C(1000000000);
-	case LP_PRECISION_M: return ns / INT64_C(60000000000);
-	case LP_PRECISION_H: return ns / INT64_C(3600000000000);
+	case LP_PRECISION_NS: return 1;
+	case LP_PRECISION_US: return INT64_C(1000);
+	case LP_PRECISION_MS: return INT64_C(1000000);
+	case LP_PRECISION_S: return INT64_C(1000000000);
+	case LP_PRECISION_M: return INT64_C(60000000000);
+	case LP_PRECISION_H: return INT64_C(3600000000000);
 	}
 	relay_fatal("invalid precision %d", (int)p);
+}
+
+int64_t lp_ns_to_precision(int64_t ns, enum lp_precision p)
+{
+	return ns / lp_precision_ns(p);
 }
 
 /*---- scanning ----*/
@@ -189,7 +194,8 @@ static inline bool is_digit(char c)
  */
 static bool digits_within(const char *p, const char *e, uint64_t limit)
 {
-	if (e - p <= 18)
+	/* 18 digits are below 10^18: within any limit from there up. */
+	if (e - p <= 18 && limit >= UINT64_C(999999999999999999))
 		return true;
 	uint64_t v = 0;
 	for (; p < e; p++) {
@@ -303,7 +309,7 @@ static const char *check_float(const char *p, const char *e)
 }
 
 /* Check a field value that is not a string: a number or a boolean. */
-static const char *check_value(const char *p, const char *e)
+static const char *check_value(const char *p, const char *e, unsigned flags)
 {
 	size_t n = (size_t)(e - p);
 	char last = e[-1];
@@ -318,6 +324,9 @@ static const char *check_value(const char *p, const char *e)
 			if (q != e - 1 || q == d)
 				return "invalid number";
 			if (last == 'u') {
+				if (flags & LP_F_NO_UNSIGNED)
+					return "invalid number (unsigned integers are refused by a backend of "
+					       "type v1, InfluxDB 1.x)";
 				if (neg)
 					return "invalid number (unsigned value is negative)";
 				if (!digits_within(d, q, UINT64_MAX))
@@ -408,7 +417,16 @@ struct line {
 	const char *fields_end; /* one past the last field value */
 	const char *ts_end;     /* one past the timestamp, if has_ts */
 	bool has_ts;
+	/* from lp_limits: the largest |timestamp| whose nanoseconds InfluxDB
+	 * stores, and LP_F_* */
+	uint64_t ts_max;
+	unsigned flags;
+	const char *ts_why;     /* the message for a timestamp beyond ts_max */
 };
+
+/* parse_point's answer for a timestamp beyond ts_max: the message, with the
+ * range, is formatted only then. */
+static const char ts_range[] = "bad timestamp";
 
 /*
  * Parse the point in ln (start < lend, start not blank, not '#'). A quoted
@@ -531,7 +549,7 @@ static const char *parse_point(struct line *ln, const char *end, struct rbuf *ou
 			q = scan_escaped(p, le, CL_SP | CL_COMMA);
 			/* A backslash is never part of a valid number or boolean, so
 			 * scan_escaped skipping one does not change the verdict. */
-			why = check_value(p, q);
+			why = check_value(p, q, ln->flags);
 			if (why)
 				return why;
 			p = q;
@@ -558,9 +576,11 @@ static const char *parse_point(struct line *ln, const char *end, struct rbuf *ou
 		q++;
 	if (q == d)
 		return "bad timestamp";
-	/* InfluxDB keeps the two values at each end of int64 for itself. */
-	if (!digits_within(d, q, (uint64_t)INT64_MAX - 1))
-		return "bad timestamp (outside -9223372036854775806..9223372036854775806)";
+	/* InfluxDB keeps the two values at each end of int64 for itself, and
+	 * refuses a timestamp whose nanoseconds at the request's precision
+	 * fall outside the rest ("time outside range"). */
+	if (!digits_within(d, q, ln->ts_max))
+		return ln->ts_why;
 	ln->ts_end = q;
 	while (q < le && (*q == ' ' || *q == '\t'))
 		q++;
@@ -660,21 +680,37 @@ static void set_error(struct lp_error *err, const char *body, const char *line,
 int lineproto_validate(const char *body, size_t len, int64_t stamp, size_t max_line,
                        struct rbuf *out, struct lp_result *res, struct lp_error *err)
 {
+	struct lp_limits lim = { .max_line = max_line, .precision = LP_PRECISION_NS };
+	return lineproto_validate_limits(body, len, stamp, &lim, out, res, err);
+}
+
+int lineproto_validate_limits(const char *body, size_t len, int64_t stamp, const struct lp_limits *lim,
+                              struct rbuf *out, struct lp_result *res, struct lp_error *err)
+{
 	const size_t out_len = out->len;
+	const size_t max_line = lim ? lim->max_line : 0;
+	const size_t max_out = lim && lim->max_out ? lim->max_out : SIZE_MAX;
+
 	uint32_t lines = 0, stamped = 0;
 	char tail[24];
 	const char *why;
-	char whybuf[64];
+	char whybuf[96];
 	struct line ln;
 
 	if (res)
 		res->lines = res->stamped = 0;
 	if (err) {
 		err->line = 0;
+		err->too_big = 0;
 		err->msg[0] = '\0';
 	}
 	if (len == 0)
 		return 0;
+
+	enum lp_precision prec = lim ? lim->precision : LP_PRECISION_NS;
+	ln.flags = lim ? lim->flags : 0;
+	ln.ts_max = (uint64_t)(INT64_MAX - 1) / (uint64_t)lp_precision_ns(prec);
+	ln.ts_why = ts_range;
 
 	/* Formatted once: most bodies of a client without clocks get it on
 	 * every line. */
@@ -716,6 +752,13 @@ int lineproto_validate(const char *body, size_t len, int64_t stamp, size_t max_l
 		 * its timestamp or its last field. Blanks after a timestamp are
 		 * dropped too: InfluxDB 1.6 refuses a tab there. */
 		size_t n = (size_t)((ln.has_ts ? ln.ts_end : ln.fields_end) - ln.start);
+		size_t add = n + (ln.has_ts ? 1 : (size_t)tail_len);
+		if (add > max_out - (out->len - out_len)) {
+			why = "the queued form of the body is too large";
+			if (err)
+				err->too_big = 1;
+			goto fail;
+		}
 		rbuf_reserve(out, n + (size_t)tail_len);
 		char *w = out->data + out->len;
 		memcpy(w, ln.start, n);
@@ -741,6 +784,12 @@ too_long:
 	snprintf(whybuf, sizeof(whybuf), "line exceeds %zu bytes", max_line);
 	why = whybuf;
 fail:
+	if (why == ts_range) {
+		int ns = prec == LP_PRECISION_NS;
+		snprintf(whybuf, sizeof(whybuf), "bad timestamp (outside -%" PRIu64 "..%" PRIu64 "%s%s)", ln.ts_max,
+		         ln.ts_max, ns ? "" : " at precision ", ns ? "" : lp_precision_name(prec));
+		why = whybuf;
+	}
 	/* Nothing of a bad request may be queued, not even its good lines. */
 	out->len = out_len;
 	set_error(err, body, line, p, end, why);

@@ -45,7 +45,24 @@ const char *lp_line_end(const char *p, const char *e, size_t *key_len);
 struct lp_error {
 	size_t line;
 	char msg[200];
+	int too_big;      /* 1: the queued form would exceed lp_limits.max_out */
 };
+
+/* What the backends take, and what the caller can hold. */
+struct lp_limits {
+	size_t max_line;  /* most bytes of one line; 0 = unlimited */
+	size_t max_out;   /* most bytes the queued form (out) may grow by; 0 = unlimited */
+	/* Timestamps are in this precision: a line's timestamp times the
+	 * precision's length in ns must stay within what InfluxDB stores
+	 * (-9223372036854775806..9223372036854775806 ns), or it is refused
+	 * here rather than by every backend later (docs/architecture.md,
+	 * "What the door checks"). */
+	enum lp_precision precision;
+	unsigned flags;   /* LP_F_* */
+};
+/* Refuse unsigned integer fields ("1u"): InfluxDB 1.x answers "invalid
+ * number" for them; 2.x takes them. */
+#define LP_F_NO_UNSIGNED 0x1
 
 /* What was accepted. */
 struct lp_result {
@@ -80,5 +97,21 @@ struct lp_result {
  */
 int lineproto_validate(const char *body, size_t len, int64_t stamp, size_t max_line,
                        struct rbuf *out, struct lp_result *res, struct lp_error *err);
+
+/*
+ * lineproto_validate with every limit of lim (NULL = none; timestamps in
+ * ns). Beyond the checks above: a timestamp that overflows nanoseconds at
+ * lim->precision is invalid, and so is an unsigned field with
+ * LP_F_NO_UNSIGNED. When the queued form would grow out by more than
+ * lim->max_out bytes, returns -1 with err->too_big = 1 (and out restored):
+ * out never grows past its length on entry plus max_out plus one line's
+ * reserve, so a caller that reserved that room first sees no
+ * reallocation.
+ */
+int lineproto_validate_limits(const char *body, size_t len, int64_t stamp, const struct lp_limits *lim,
+                              struct rbuf *out, struct lp_result *res, struct lp_error *err);
+
+/* The most nanoseconds-per-unit of p (1 for ns, 3.6e12 for h). */
+int64_t lp_precision_ns(enum lp_precision p);
 
 #endif

@@ -292,8 +292,15 @@ static void receive(struct udp_listener *l, const char *data, size_t len, int tr
 	 * acceptance time: a late delivery must not move the points. */
 	int64_t now = now_realtime_ns();
 	rbuf_reset(&l->scratch);
-	if (lineproto_validate(data, len, lp_ns_to_precision(now, (enum lp_precision)uc->precision),
-			       l->srv->cfg->http_max_line_bytes, &l->scratch, &res, &lerr) < 0) {
+	/* What a backend would refuse is dropped here, counted and logged,
+	 * rather than dead-lettered later (as the HTTP door does). */
+	struct lp_limits lim = {
+		.max_line = l->srv->cfg->http_max_line_bytes,
+		.precision = (enum lp_precision)uc->precision,
+		.flags = config_lp_flags(l->srv->cfg),
+	};
+	if (lineproto_validate_limits(data, len, lp_ns_to_precision(now, (enum lp_precision)uc->precision), &lim,
+	                              &l->scratch, &res, &lerr) < 0) {
 		snprintf(what, sizeof(what), "line %zu: %s", lerr.line, lerr.msg);
 		drop_bad(l, addr, peer, len, what);
 		return;

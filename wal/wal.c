@@ -72,6 +72,7 @@ const char *wal_strerror(int rc)
 	case WAL_EINVAL: return "invalid argument";
 	case WAL_ENOTQUEUE: return "not a relayd queue";
 	case WAL_ENOTFOUND: return "no such batch";
+	case WAL_ETOOBIG: return "batch too large for a queue record (a string over 65535 bytes or a body over 4 GiB)";
 	}
 	if (rc <= MDB_KEYEXIST && rc >= MDB_LAST_ERRCODE)
 		return mdb_strerror(rc);
@@ -632,14 +633,23 @@ static int append_once(struct wal *w, struct wal_batch *b, size_t n, int64_t now
 		bt->result = 0;
 		bt->refused_by = -1;
 		bt->seq = 0;
+		/* A batch the record format cannot hold is refused alone: one
+		 * writer's oversized field must not fail the other writers of
+		 * this group commit. */
+		size_t size = walr_batch_size(bt);
+		if (size == 0) {
+			bt->result = WAL_ETOOBIG;
+			continue;
+		}
 		/* Check every routed backend's limits before storing anything of
 		 * this batch: a refused batch leaves no trace. */
 		for (int id = 0; id < WAL_MAX_BACKENDS && bt->result == 0; id++) {
 			if (!(bt->route & (1ULL << id)))
 				continue;
 			if (!mem[id].known) {
-				rc = WAL_ENOBACKEND;
-				goto abort;
+				bt->result = WAL_ENOBACKEND;
+				bt->refused_by = id;
+				break;
 			}
 			if (!(loaded & (1ULL << id))) {
 				if ((rc = get_backend(txn, w, mem[id].name, &rec[id])))
@@ -662,11 +672,6 @@ static int append_once(struct wal *w, struct wal_batch *b, size_t n, int64_t now
 		}
 		if (bt->result)
 			continue;
-		size_t size = walr_batch_size(bt);
-		if (size == 0) {
-			rc = WAL_EINVAL;
-			goto abort;
-		}
 		unsigned char kb[8];
 		walr_seq_encode(seq, kb);
 		MDB_val k = { 8, kb }, v = { size, NULL };

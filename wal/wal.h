@@ -41,6 +41,13 @@
 #define WAL_EINVAL     (-20009) /* bad argument (name too long, sequence out of range...) */
 #define WAL_ENOTQUEUE  (-20010) /* the directory holds no relayd queue (read-only or shared open) */
 #define WAL_ENOTFOUND  (-20011) /* no such batch (pending or dead) for this backend */
+#define WAL_ETOOBIG    (-20012) /* (per batch) a string or the body is larger than a record holds */
+
+/* The most a stored batch holds: each of its strings (db, rp, user,
+ * password, org, token) and its body. A larger batch is refused by
+ * wal_append (result WAL_ETOOBIG); callers check first to say why. */
+#define WAL_MAX_STRING 65535u
+#define WAL_MAX_BODY   UINT32_MAX
 
 /* Flags for wal_options.flags. */
 #define WAL_F_RDONLY 0x1 /* open read-only (relayctl beside a live relayd); never creates */
@@ -80,7 +87,8 @@ struct wal_batch {
 	const char *org, *token;     /* v2 organisation and token, when sent */
 	const char *body;     /* line protocol, every line ends with '\n' */
 	size_t body_len;
-	int result;           /* out of wal_append: 0 stored, WAL_ELIMIT or WAL_EAGE refused */
+	int result;           /* out of wal_append: 0 stored; WAL_ELIMIT, WAL_EAGE, WAL_ETOOBIG or
+	                       * WAL_ENOBACKEND refused */
 	int refused_by;       /* out: backend id whose limit refused it, or -1 */
 	void *priv_;          /* owned allocation of a batch read back */
 };
@@ -161,8 +169,11 @@ int wal_backend_set_limits(struct wal *w, int id, uint64_t max_bytes, int64_t ma
  * the group commit. Each batch is checked against the limits of every
  * backend in its route; a batch that would pass one is not stored
  * (b[i].result = WAL_ELIMIT or WAL_EAGE, b[i].refused_by = the backend id),
- * the others are (b[i].result = 0, b[i].seq set). now_ns is the time the
- * age limit is measured against.
+ * nor is one the record format cannot hold (WAL_ETOOBIG: a string over
+ * WAL_MAX_STRING or a body over WAL_MAX_BODY) or one routed to a backend
+ * this process did not open (WAL_ENOBACKEND): one batch's fault never fails
+ * the others, which are stored (b[i].result = 0, b[i].seq set). now_ns is
+ * the time the age limit is measured against.
  * Returns 0 when the commit succeeded (look at each result), or a negative
  * code when it failed and NOTHING was stored: WAL_EFULL (map or disk full),
  * -EIO and other -errno, LMDB codes. After MDB_PANIC the environment is

@@ -85,6 +85,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else
 		check(strstr(err3.msg, "line exceeds") != NULL);
 
+	/* Limits (a precision, no unsigned, a cap on the queued form) only
+	 * ever refuse more, and never change what an accepted body queues;
+	 * past the cap, out is left as it was. */
+	if (size) {
+		struct rbuf lim_out = RBUF_INIT;
+		struct lp_result res4;
+		struct lp_error err4;
+		struct lp_limits lim = {
+			.precision = (enum lp_precision)(data[0] % 6),
+			.flags = data[0] & 0x8 ? LP_F_NO_UNSIGNED : 0,
+			.max_out = data[0] & 0x10 ? size / 2 + 1 : 0,
+		};
+		int rc4 = lineproto_validate_limits(body, size, STAMP / lp_precision_ns(lim.precision), &lim, &lim_out,
+		                                    &res4, &err4);
+		check(rc4 == 0 || rc4 == -1);
+		if (rc != 0)
+			check(rc4 == -1);
+		if (rc4 == 0) {
+			check(!lim.max_out || lim_out.len <= lim.max_out);
+			check(res4.lines == res.lines);
+		} else {
+			check(lim_out.len == 0);
+			check(!err4.too_big || lim.max_out);
+		}
+		rbuf_release(&lim_out);
+	}
+
 	if (rc == 0) {
 		/* Idempotence: the queued form validates to itself, unstamped
 		 * (a different stamp would show if any line were stamped). */

@@ -124,6 +124,41 @@ def port_is_listening(port):
 
 # ---- temp dirs and processes ----------------------------------------------
 
+def asan_build():
+    """Whether relayd was built with AddressSanitizer (which keeps freed
+    memory in quarantine: memory bounds need more room)."""
+    try:
+        with open(RELAYD_BIN, "rb") as f:
+            return b"AddressSanitizer" in f.read()
+    except OSError:
+        return False
+
+
+def proc_mem(pid):
+    """VmRSS and VmHWM of pid (from /proc/PID/status), in bytes."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            key, _, val = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(val.split()[0]) * 1024
+    return out
+
+
+def read_head(sock, timeout=10.0):
+    """Read one response head from a blocking socket: (status, head), or
+    (None, what came) when the server closed first. Uses socket timeouts
+    (poll), not select(), so any fd number works."""
+    sock.settimeout(timeout)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None, buf
+        buf += chunk
+    return int(buf.split(b" ", 2)[1]), buf
+
+
 def make_tmpdir(guard, prefix="relaytest-"):
     """A fresh temp dir, removed by the guard (e.g. self.addCleanup)
     unless RELAYTEST_KEEP=1. Register it before the processes that use it,

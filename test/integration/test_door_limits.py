@@ -99,6 +99,13 @@ SMUGGLING = [
     # bytes; it answers 501 instead of storing them as line protocol.
     ("te_gzip_then_chunked", lambda d, s: post_head(d, "Transfer-Encoding: gzip, chunked")
      + b"e\r\n" + LINE + b"\r\n0\r\n\r\n" + smuggled(s)),
+    # The same on two header lines: one list (RFC 9110 5.3), decided whole.
+    ("te_gzip_line_then_chunked_line", lambda d, s: post_head(d, "Transfer-Encoding: gzip",
+                                                              "Transfer-Encoding: chunked")
+     + b"e\r\n" + LINE + b"\r\n0\r\n\r\n" + smuggled(s)),
+    ("te_identity_line_then_chunked_line", lambda d, s: post_head(d, "Transfer-Encoding: identity",
+                                                                  "Transfer-Encoding: chunked")
+     + b"e\r\n" + LINE + b"\r\n0\r\n\r\n" + smuggled(s)),
     ("te_chunked_identity", lambda d, s: post_head(d, "Transfer-Encoding: chunked, identity")
      + b"e\r\n" + LINE + b"\r\n0\r\n\r\n" + smuggled(s)),
     ("te_identity_with_cl", lambda d, s: post_head(d, "Transfer-Encoding: identity",
@@ -212,7 +219,8 @@ class SmugglingTest(unittest.TestCase):
 
 
 # Cases where a coding precedes chunked in Transfer-Encoding.
-TE_CODINGS = ("folded_te_after_identity", "te_gzip_then_chunked")
+TE_CODINGS = ("folded_te_after_identity", "te_gzip_then_chunked", "te_gzip_line_then_chunked_line",
+              "te_identity_line_then_chunked_line")
 
 
 def _refused_test(name, make):

@@ -37,19 +37,11 @@ MIB = 1024 * 1024
 FDS_NEEDED = HOSTILE + 200
 
 
-def asan_build():
-    try:
-        with open(relaytest.RELAYD_BIN, "rb") as f:
-            return b"AddressSanitizer" in f.read()
-    except OSError:
-        return False
-
-
 # Each connection costs about 2 KiB of RSS: the read buffer is shared by
 # all connections (it was 50 KiB each while every connection had its own
 # 64 KiB buffer). The bound leaves room above that; the slowloris bytes
 # themselves must add little beyond the connections' fixed cost.
-ASAN = asan_build()
+ASAN = relaytest.asan_build()
 BOUND = (64 if ASAN else 16) * MIB
 SLOW_BOUND = (32 if ASAN else 16) * MIB
 
@@ -66,17 +58,6 @@ def raise_nofile():
     return None
 
 
-def proc_mem(pid):
-    """VmRSS and VmHWM of pid, in bytes."""
-    out = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            key, _, val = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(val.split()[0]) * 1024
-    return out
-
-
 def connect(port):
     s = socket.create_connection((relaytest.LOOPBACK, port), timeout=5)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -91,13 +72,7 @@ def exchange(port, data, timeout=5.0):
     s.settimeout(timeout)
     try:
         s.sendall(data)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                return None, buf
-            buf += chunk
-        return int(buf.split(b" ", 2)[1]), buf
+        return relaytest.read_head(s, timeout)
     except (ConnectionResetError, BrokenPipeError):
         return None, b""
     finally:
@@ -220,7 +195,7 @@ class DoorMemoryTest(unittest.TestCase):
         self.normal = []  # bodies answered 204
 
     def sample(self, phase):
-        m = proc_mem(self.relayd.proc.pid)
+        m = relaytest.proc_mem(self.relayd.proc.pid)
         self.samples.append((phase, m["VmRSS"], m["VmHWM"]))
         return m
 

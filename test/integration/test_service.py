@@ -673,7 +673,28 @@ class ServiceTest(unittest.TestCase):
         for path in found:
             cp = relaytest.check_config(path)
             self.assertEqual(cp.returncode, 0, "%s: %s%s" % (path, cp.stdout, cp.stderr))
-            self.assertRegex(cp.stdout, r": ok \(\d+ backends?\)")
+            self.assertRegex(cp.stdout, r": ok \(\d+ backends?\)\nmemory ceiling: \d+ MiB "
+                                        r"\(systemd: MemoryMax=\d+M\)\n")
+            self.assertNotIn("warning", cp.stderr)
+
+    def test_check_config_warns_of_readable_secrets(self):
+        # A token in a file every user may read: --check-config and the
+        # start both say so, and how to fix it.
+        r = relaytest.Relayd(self.addCleanup)
+        r.write_config(self.tmp, backends=[("local", "http://127.0.0.1:%d" % relaytest.closed_port())],
+                       extra_yaml={"auth": {"enabled": True, "tokens": [{"name": "t", "token": "s3cret"}]}})
+        os.chmod(r.config, 0o644)
+        cp = relaytest.check_config(r.config)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn("holds auth.tokens and is readable by every user (mode 0644): chmod o-r", cp.stderr)
+        self.assertNotIn("s3cret", cp.stdout + cp.stderr)
+        r.start()
+        r.wait_ready()
+        self.assertTrue(r.log_matches(r"warn.*readable by every user"), r.log_since_start())
+        r.stop()
+        os.chmod(r.config, 0o600)
+        cp = relaytest.check_config(r.config)
+        self.assertNotIn("readable", cp.stderr)
 
 
 if __name__ == "__main__":

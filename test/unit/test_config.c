@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "relay/config.h"
@@ -627,6 +629,70 @@ static void test_error_buffer(void **state)
 	assert_int_equal(config_load_buffer("t.yaml", NULL, 0, &cfg, err, sizeof(err)), -1);
 }
 
+/* Control bytes in any string, a budget below one body, the ceiling. */
+static void test_door_budget_and_strings(void **state)
+{
+	struct relay_config cfg;
+	char err[512];
+	(void)state;
+
+	load_ok(MINIMAL, &cfg);
+	assert_int_equal(cfg.http_max_buffered_bytes, 512 * MIB);
+	/* 64 MiB + 512 MiB + 1024 x 4 KiB + 8 x 8 MiB */
+	assert_int_equal(config_memory_ceiling(&cfg), 64 * MIB + 512 * MIB + 4 * MIB + 64 * MIB);
+	config_release(&cfg);
+
+	assert_int_equal(load(DD BK "http: {max_buffered_size: 16MiB}\n", &cfg, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "'http.max_buffered_size' (16777216 bytes) must be at least 'http.max_body_size'"));
+	load_ok(DD BK "http: {max_buffered_size: 16MiB, max_body_size: 16MiB}\n", &cfg);
+	config_release(&cfg);
+
+	static const char *const bad[] = {
+		DD BK "listen:\n  udp:\n    - {address: '127.0.0.1:1', db: \"a\\nb\"}\n",
+		DD BK "listen:\n  udp:\n    - {address: '127.0.0.1:1', db: a, rp: \"r\\e[31m\"}\n",
+		DD "backends:\n  - {name: a, url: 'http://h', type: v2, org: \"o\\r\"}\n",
+		DD "backends:\n  - {name: a, url: 'http://h', username: u, password: \"p\\x7f\"}\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (load(bad[i], &cfg, err, sizeof(err)) != -1)
+			fail_msg("loaded: %s", bad[i]);
+		if (!strstr(err, "must not contain control characters"))
+			fail_msg("%s: %s", bad[i], err);
+	}
+}
+
+/* A file that holds secrets and is readable by others is reported. */
+static void test_secrets_exposed(void **state)
+{
+	struct relay_config cfg;
+	char err[512], why[600];
+	char path[] = "/tmp/test_config.XXXXXX";
+	(void)state;
+
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	const char *text = DD BK "auth: {enabled: true, tokens: [{name: t, token: secret}]}\n";
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	assert_int_equal(chmod(path, 0600), 0);
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), 0);
+	assert_int_equal(config_secrets_exposed(&cfg, why, sizeof(why)), 0);
+	assert_int_equal(chmod(path, 0644), 0);
+	assert_int_equal(config_secrets_exposed(&cfg, why, sizeof(why)), 1);
+	assert_non_null(strstr(why, "auth.tokens"));
+	assert_non_null(strstr(why, "chmod o-r"));
+	config_release(&cfg);
+
+	/* No secret: nothing to say, whatever the mode. */
+	fd = open(path, O_WRONLY | O_TRUNC);
+	assert_int_equal(write(fd, MINIMAL, strlen(MINIMAL)), (ssize_t)strlen(MINIMAL));
+	close(fd);
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), 0);
+	assert_int_equal(config_secrets_exposed(&cfg, why, sizeof(why)), 0);
+	config_release(&cfg);
+	unlink(path);
+}
+
 static void test_map_size(void **state)
 {
 	struct relay_config cfg;
@@ -847,6 +913,8 @@ int main(void)
 		cmocka_unit_test(test_deep_nesting),
 		cmocka_unit_test(test_error_buffer),
 		cmocka_unit_test(test_map_size),
+		cmocka_unit_test(test_door_budget_and_strings),
+		cmocka_unit_test(test_secrets_exposed),
 		cmocka_unit_test(test_example_file),
 		cmocka_unit_test(test_user),
 		cmocka_unit_test(test_backend_equal),

@@ -39,6 +39,8 @@ static void test_outcome_table(void **state)
 		{ WAL_EFULL, 0, 503, 1, "storage is full" },
 		{ -5 /* -EIO */, 0, 503, 1, "cannot commit" },
 		{ WAL_ECORRUPT, 0, 503, 1, "corrupt" },
+		/* the queue refused this batch alone: no retry will help */
+		{ 0, WAL_ETOOBIG, 413, 0, "too large" },
 	};
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 		char msg[400];

@@ -274,7 +274,7 @@ static void test_valid_table(void **state)
 		const struct ok_case *c = &ok_cases[i];
 		struct rbuf out = RBUF_INIT;
 		struct lp_result res = { 99, 99 };
-		struct lp_error err = { 0, "" };
+		struct lp_error err = { 0, "", 0 };
 
 		int rc = lineproto_validate(c->in, strlen(c->in), STAMP, 0, &out, &res, &err);
 		if (rc != 0)
@@ -762,6 +762,64 @@ static void test_ns_to_precision(void **state)
 	assert_int_equal(lp_ns_to_precision(INT64_MAX, LP_PRECISION_S), INT64_C(9223372036));
 }
 
+/* lp_limits: timestamps that overflow ns at their precision, unsigned
+ * integers for InfluxDB 1.x, and the cap on the queued form. */
+static void test_limits(void **state)
+{
+	(void)state;
+	struct rbuf out = RBUF_INIT;
+	struct lp_result res;
+	struct lp_error err;
+	static const struct {
+		enum lp_precision p;
+		const char *ts;
+		int ok;
+	} t[] = {
+		{ LP_PRECISION_H, "2562047", 1 },        { LP_PRECISION_H, "2562048", 0 },
+		{ LP_PRECISION_H, "-2562047", 1 },       { LP_PRECISION_H, "-2562048", 0 },
+		{ LP_PRECISION_H, "1700000000", 0 },     { LP_PRECISION_M, "153722867", 1 },
+		{ LP_PRECISION_M, "153722868", 0 },      { LP_PRECISION_S, "9223372036", 1 },
+		{ LP_PRECISION_S, "9223372037", 0 },     { LP_PRECISION_MS, "9223372036854", 1 },
+		{ LP_PRECISION_MS, "9223372036855", 0 }, { LP_PRECISION_US, "9223372036854775", 1 },
+		{ LP_PRECISION_US, "9223372036854776", 0 }, { LP_PRECISION_NS, "9223372036854775806", 1 },
+		{ LP_PRECISION_NS, "9223372036854775807", 0 }, { LP_PRECISION_H, "0000000000000000000001", 1 },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		char in[64];
+		snprintf(in, sizeof(in), "m v=1 1\nm v=2 %s\n", t[i].ts);
+		struct lp_limits lim = { .precision = t[i].p };
+		rbuf_reset(&out);
+		int rc = lineproto_validate_limits(in, strlen(in), 5, &lim, &out, &res, &err);
+		if ((rc == 0) != t[i].ok)
+			fail_msg("%s at %s: rc %d (%s)", t[i].ts, lp_precision_name(t[i].p), rc, err.msg);
+		if (!t[i].ok) {
+			assert_int_equal(err.line, 2);
+			assert_non_null(strstr(err.msg, "bad timestamp (outside"));
+			assert_int_equal(out.len, 0);
+		}
+	}
+
+	struct lp_limits v1 = { .flags = LP_F_NO_UNSIGNED };
+	rbuf_reset(&out);
+	assert_int_equal(lineproto_validate_limits("m a=1i\nm b=1u\n", 14, 5, &v1, &out, &res, &err), -1);
+	assert_int_equal(err.line, 2);
+	assert_non_null(strstr(err.msg, "unsigned integers are refused"));
+	assert_int_equal(lineproto_validate_limits("m b=1u\n", 7, 5, NULL, &out, &res, &err), 0);
+
+	/* max_out: "m v=1 5\n" is 8 bytes; three fit in 24, not in 23 */
+	struct lp_limits cap = { .max_out = 24 };
+	rbuf_reset(&out);
+	assert_int_equal(lineproto_validate_limits("m v=1\nm v=2\nm v=3\n", 18, 5, &cap, &out, &res, &err), 0);
+	assert_int_equal(out.len, 24);
+	cap.max_out = 23;
+	rbuf_reset(&out);
+	assert_int_equal(lineproto_validate_limits("m v=1\nm v=2\nm v=3\n", 18, 5, &cap, &out, &res, &err), -1);
+	assert_int_equal(err.too_big, 1);
+	assert_int_equal(err.line, 3);
+	assert_int_equal(out.len, 0);
+	rbuf_release(&out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -780,6 +838,7 @@ int main(void)
 		cmocka_unit_test(test_precision_parse),
 		cmocka_unit_test(test_precision_name),
 		cmocka_unit_test(test_ns_to_precision),
+		cmocka_unit_test(test_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

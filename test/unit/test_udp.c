@@ -85,9 +85,9 @@ static void release_all(struct wal_batch *b, size_t n)
 		wal_batch_release(&b[i]);
 }
 
-static int three_received_one_committed(struct fixture *f)
+static int five_received_one_committed(struct fixture *f)
 {
-	return st(f)->datagrams == 3 && st(f)->batches == 1;
+	return st(f)->datagrams == 5 && st(f)->batches == 1;
 }
 
 static int three_batches(struct fixture *f)
@@ -165,14 +165,18 @@ static void test_listener(void **state)
 	send_dgram(f, "cpu,h=a v=1 10\ncpu,h=a v=2 20");
 	send_dgram(f, "cpu,h=b v=1 10\ncpu,h=b\n");
 	send_dgram(f, "# comment\ncpu,h=c v=3i\n");
-	run_until(f, three_received_one_committed, "3 datagrams, 1 batch");
+	/* What the backend would refuse is bad here too: an unsigned field
+	 * for a v1 backend, a time that overflows ns at the precision (s). */
+	send_dgram(f, "cpu,h=d v=1u 10\n");
+	send_dgram(f, "cpu,h=e v=1 9300000000\n");
+	run_until(f, five_received_one_committed, "5 datagrams, 1 batch");
 	/* The flush interval (50 ms) ends the group, and the commit that its
 	 * timer asks for starts at once, not at the next unrelated wake-up. */
 	uint64_t took_ms = (now_mono_ns() - t0) / 1000000;
 	if (took_ms < 50 || took_ms > 800)
 		fail_msg("group committed after %" PRIu64 " ms, want 50 ms and a commit", took_ms);
 	int64_t after = now_realtime_ns() / 1000000000LL;
-	assert_int_equal(st(f)->datagrams_bad, 1);
+	assert_int_equal(st(f)->datagrams_bad, 3);
 	assert_int_equal(st(f)->datagrams_committed, 2);
 	assert_int_equal(st(f)->points_accepted, 3);
 	assert_int_equal(st(f)->points_dropped, 0);

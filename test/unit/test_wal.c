@@ -256,9 +256,11 @@ static void test_new_backend_starts_empty(void **state)
 	assert_int_equal(st.pending_batches, 0);
 	assert_int_equal(st.cursor, 2);
 	assert_int_equal(wal_backend_stat(f->w, "nope", &st), WAL_ENOBACKEND);
-	/* routing to a backend this process never opened is an error */
+	/* routing to a backend this process never opened refuses that batch */
 	struct wal_batch bad = mk("x v=1 1\n", 1ULL << 9, 1);
-	assert_int_equal(wal_append(f->w, &bad, 1, 1), WAL_ENOBACKEND);
+	assert_int_equal(wal_append(f->w, &bad, 1, 1), 0);
+	assert_int_equal(bad.result, WAL_ENOBACKEND);
+	assert_int_equal(bad.seq, 0);
 	assert_int_equal(wal_backend_open(f->w, "", &c), WAL_EINVAL);
 }
 
@@ -289,6 +291,45 @@ static void test_byte_limit(void **state)
 	assert_int_equal(wal_append(f->w, &again, 1, 12), 0);
 	assert_int_equal(again.result, 0);
 	assert_int_equal(again.seq, 3);
+}
+
+/* A batch the record format cannot hold (a string over 65535 bytes) is
+ * refused alone; the other batches of the same group commit are stored. */
+static void test_too_big_refused_alone(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	char *huge = malloc(WAL_MAX_STRING + 2);
+	memset(huge, 'd', WAL_MAX_STRING + 1);
+	huge[WAL_MAX_STRING + 1] = '\0';
+	struct wal_batch in[3] = { mk("x v=1 1\n", 1, 1), mk("x v=2 2\n", 1, 2), mk("x v=3 3\n", 1, 3) };
+	in[1].db = huge;
+	/* a batch routed to a backend the queue does not know: refused alone too */
+	struct wal_batch stray = mk("x v=4 4\n", 1ULL << 7, 4);
+	assert_int_equal(wal_append(f->w, in, 3, 10), 0);
+	assert_int_equal(wal_append(f->w, &stray, 1, 10), 0);
+	free(huge);
+	assert_int_equal(in[0].result, 0);
+	assert_int_equal(in[1].result, WAL_ETOOBIG);
+	assert_int_equal(in[1].seq, 0);
+	assert_int_equal(in[2].result, 0);
+	assert_int_equal(stray.result, WAL_ENOBACKEND);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.pending_batches, 2);
+	/* exactly 65535 bytes fit */
+	char *max = malloc(WAL_MAX_STRING + 1);
+	memset(max, 'r', WAL_MAX_STRING);
+	max[WAL_MAX_STRING] = '\0';
+	struct wal_batch edge = mk("x v=5 5\n", 1, 5);
+	edge.rp = max;
+	assert_int_equal(wal_append(f->w, &edge, 1, 10), 0);
+	free(max);
+	assert_int_equal(edge.result, 0);
+	assert_string_equal(wal_strerror(WAL_ETOOBIG),
+	                    "batch too large for a queue record (a string over 65535 bytes or a body over 4 GiB)");
 }
 
 static void test_age_limit(void **state)
@@ -1270,6 +1311,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_new_backend_starts_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_byte_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_age_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_too_big_refused_alone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen_keeps_everything, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_second_writer_locked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readonly, setup, teardown),

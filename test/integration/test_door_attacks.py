@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""
+Attacks on the door that pin memory or harm other clients (issue 10), each
+reproduced against a running relayd, then all of them at once:
+
+- bodies sent to any URL but /write (and to /write without credentials)
+  are dropped as they arrive, gzip included, and nothing of a request is
+  kept once its answer is queued;
+- one global budget (http.max_buffered_size) caps what request bodies
+  hold across all connections: a write beyond it gets 503 with
+  Retry-After (413 when it alone needs more than the budget);
+- a client that pipelines requests and reads no answers stops being
+  parsed once a little output is queued;
+- a name or credential the queue record cannot hold (over 65535 bytes) is
+  a 400 for that request only: the writers committed with it get 204;
+- control bytes in db, rp, org are refused; 417 has its reason phrase;
+  timestamps that overflow nanoseconds at their precision, and unsigned
+  integers with a backend of type v1, are refused with the line named.
+
+RSS is read from /proc/PID/status (VmRSS, VmHWM); the figures are printed
+for docs/performance.md.
+"""
+
+import gzip
+import json
+import socket
+import sys
+import threading
+import time
+import unittest
+import urllib.parse
+
+import relaytest
+
+MIB = 1024 * 1024
+
+
+ASAN = relaytest.asan_build()
+# Allocator slack: ASan keeps freed memory in quarantine.
+SLACK = (96 if ASAN else 24) * MIB
+
+
+def gzip_bomb(lines):
+    """A small gzip body that inflates to lines * 13 bytes of line protocol."""
+    return gzip.compress(b"m,t=a v=1i 1\n" * lines, 9)
+
+
+def head(method, path, extra=(), length=None):
+    h = ["%s %s HTTP/1.1" % (method, path), "Host: 127.0.0.1"] + list(extra)
+    if length is not None:
+        h.append("Content-Length: %d" % length)
+    return ("\r\n".join(h) + "\r\n\r\n").encode()
+
+
+def connect(port):
+    s = socket.create_connection((relaytest.LOOPBACK, port), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+class Base(unittest.TestCase):
+    extra = {}
+    backend_type = None
+
+    def setUp(self):
+        self.tmp = relaytest.make_tmpdir(self.addCleanup)
+        self.relayd = relaytest.Relayd(self.addCleanup)
+        backend = {"name": "local", "url": "http://127.0.0.1:%d" % relaytest.closed_port()}
+        if self.backend_type:
+            backend["type"] = self.backend_type
+        self.relayd.write_config(self.tmp, backends=[backend], extra_yaml=self.extra)
+        self.relayd.start()
+        self.relayd.wait_ready()
+        self.socks = []
+        self.addCleanup(self.close_socks)
+
+    def close_socks(self):
+        for s in self.socks:
+            s.close()
+
+    def open(self):
+        s = connect(self.relayd.port)
+        self.socks.append(s)
+        return s
+
+    def mem(self):
+        return relaytest.proc_mem(self.relayd.proc.pid)
+
+    def report(self, what, base, peak, bound):
+        sys.stderr.write("\n# %s (%s build): VmRSS %.1f MiB at start, peak %.1f MiB (+%.1f MiB, bound +%.0f MiB)\n"
+                         % (what, "ASan" if ASAN else "normal", base / MIB, peak / MIB, (peak - base) / MIB,
+                            bound / MIB))
+
+
+class BodiesNotKeptTest(Base):
+    """Bodies of anything but an accepted write cost nothing once read."""
+    extra = {"auth": {"enabled": True, "users": [{"name": "w", "password": "pw"}]},
+             "http": {"max_decompressed_size": "64MiB"}}
+
+    def test_gzip_to_ping_and_unauthenticated_writes_are_not_kept(self):
+        r = self.relayd
+        bomb = gzip_bomb(1500000)  # ~19 MiB inflated, ~40 KiB sent
+        base = self.mem()["VmRSS"]
+        for i in range(20):
+            s = self.open()
+            s.sendall(head("POST", "/ping", ["Content-Encoding: gzip"], len(bomb)) + bomb)
+            st, _ = relaytest.read_head(s)
+            self.assertEqual(st, 405)
+        for i in range(10):
+            s = self.open()
+            s.sendall(head("POST", "/write?db=x", ["Content-Encoding: gzip"], len(bomb)) + bomb)
+            st, _ = relaytest.read_head(s)
+            self.assertEqual(st, 401)
+        for i in range(10):
+            s = self.open()
+            s.sendall(head("POST", "/nowhere", ["Content-Encoding: gzip"], len(bomb)) + bomb)
+            st, _ = relaytest.read_head(s)
+            self.assertEqual(st, 404)
+        # The 40 connections stay open and idle.
+        peak = self.mem()["VmHWM"]
+        self.report("40 idle connections after gzip bodies to /ping, /nowhere and unauthenticated /write",
+                    base, peak, SLACK)
+        self.assertLess(peak - base, SLACK)
+        # An authenticated write on the same kind of connection is taken.
+        st, _, body = r.post("/write?db=ok&u=w&p=pw", gzip.compress(b"m v=1 1\n"),
+                             {"Content-Encoding": "gzip"})
+        self.assertEqual(st, 204, body)
+
+    def test_buffers_released_after_the_answer(self):
+        # 20 keep-alive connections each write ~4 MiB and stay idle: what
+        # they hold afterwards is their structs, not their bodies.
+        r = self.relayd
+        body = ("m,t=a v=1i\n" * 380000).encode()
+        gz = gzip.compress(body, 1)
+        conns = []
+        base = self.mem()["VmRSS"]
+        for i in range(20):
+            s = self.open()
+            s.sendall(head("POST", "/write?db=big&u=w&p=pw", ["Content-Encoding: gzip"], len(gz)) + gz)
+            st, h = relaytest.read_head(s, 30)
+            self.assertEqual(st, 204, h)
+            conns.append(s)
+        health = json.loads(r.get("/health")[2])
+        self.assertEqual(health["http"].get("buffered_bytes"), 0, health["http"])
+
+
+class BudgetTest(Base):
+    """http.max_buffered_size caps the bodies held across connections."""
+    extra = {"http": {"max_buffered_size": "4MiB", "max_body_size": "1MiB",
+                      "max_decompressed_size": "64MiB", "body_timeout": "20s"}}
+
+    def test_writes_beyond_the_budget_get_503_then_succeed(self):
+        r = self.relayd
+        # Six writers each announce 1 MiB and send 700 KiB of it: 4.2 MiB
+        # held (as doubling buffers), over the 4 MiB budget.
+        line = b"m,t=a v=1i 1\n"
+        chunk = line * (700 * 1024 // len(line))
+        holders, refused = [], []
+        for i in range(6):
+            s = self.open()
+            s.sendall(head("POST", "/write?db=held", [], len(line) * (MIB // len(line))) + chunk)
+            holders.append(s)
+        time.sleep(0.5)
+        # A writer arriving now finds the budget taken.
+        st, hdrs, body = r.post("/write?db=late", line * 50000)
+        self.assertEqual(st, 503, body)
+        self.assertEqual(hdrs.get("Retry-After"), "1")
+        self.assertIn("max_buffered_size", body.decode())
+        # Whichever holders were refused get 503 (their rest is dropped).
+        rest = line * (MIB // len(line))
+        for s in holders:
+            s.sendall(rest[len(chunk):])
+        statuses = [relaytest.read_head(s, 20)[0] for s in holders]
+        self.assertTrue(set(statuses) <= {204, 503}, statuses)
+        self.assertIn(204, statuses)
+        # Once answered, everything is given back: the late writer is in.
+        st, _, body = r.post("/write?db=late", line * 50000)
+        self.assertEqual(st, 204, body)
+        self.assertEqual(json.loads(r.get("/health")[2])["http"]["buffered_bytes"], 0)
+
+    def test_a_write_that_alone_needs_more_than_the_budget_is_413(self):
+        r = self.relayd
+        bomb = gzip_bomb(600000)  # ~7.4 MiB inflated: more than the 4 MiB budget
+        st, _, body = r.post("/write?db=bomb", bomb, {"Content-Encoding": "gzip"})
+        self.assertEqual(st, 413, body)
+        self.assertIn("max_buffered_size", body.decode())
+        st, _, body = r.post("/write?db=after", b"m v=1 1\n")
+        self.assertEqual(st, 204, body)
+        self.assertEqual([d["db"] for d in r.dump("local")], ["after"])
+
+
+class PipelineTest(Base):
+    """A client that sends requests and reads no answers."""
+
+    def test_unread_answers_stop_the_parsing(self):
+        r = self.relayd
+        req = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        data = req * ((8 * MIB) // len(req))
+        base = self.mem()["VmRSS"]
+        s = self.open()
+        s.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 4
+        while sent < len(data) and time.monotonic() < deadline:
+            try:
+                sent += s.send(data[sent:sent + 65536])
+            except BlockingIOError:
+                time.sleep(0.01)
+        time.sleep(0.5)
+        peak = self.mem()["VmHWM"]
+        self.report("one connection pipelining %d KiB of GET /health, reading nothing" % (sent // 1024),
+                    base, peak, SLACK)
+        self.assertLess(peak - base, SLACK)
+        # Other clients are served meanwhile.
+        self.assertEqual(r.get("/ping")[0], 204)
+
+    def test_pipelined_answers_all_come_once_read(self):
+        # Parsing stops and resumes many times: every request is
+        # answered, in order, none twice.
+        r = self.relayd
+        n = 20000
+        data = b"".join(b"GET /ping?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(n))
+        data += b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        s = self.open()
+        got = []
+
+        def reader():
+            s.settimeout(60)
+            try:
+                while True:
+                    chunk = s.recv(1 << 20)
+                    if not chunk:
+                        return
+                    got.append(chunk)
+            except OSError:
+                return
+        t = threading.Thread(target=reader)
+        t.start()
+        time.sleep(0.2)
+        s.sendall(data)
+        t.join(60)
+        out = b"".join(got)
+        self.assertEqual(out.count(b"HTTP/1.1 204 No Content\r\n"), n)
+        self.assertEqual(out.count(b"HTTP/1.1 200 OK\r\n"), 1)
+        self.assertTrue(out.rstrip().endswith(b"}"), out[-200:])
+
+
+class OnePartyTest(Base):
+    """One writer's oversized field never fails the group commit."""
+    extra = {"http": {"max_header_size": "200KiB"}}
+
+    def test_oversized_names_refused_alone(self):
+        r = self.relayd
+        port = r.port
+        stop = threading.Event()
+        results = []
+
+        def innocent(k):
+            i = 0
+            while not stop.is_set():
+                st, _, _ = relaytest.http_request(port, "POST", "/write?db=innocent",
+                                                  ("m,w=%d v=%di %d\n" % (k, i, i + 1)).encode())
+                results.append(st)
+                i += 1
+        threads = [threading.Thread(target=innocent, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            for i in range(40):
+                for name, q in (("db", "db=" + "d" * 70000), ("rp", "db=x&rp=" + "r" * 70000),
+                                ("u", "db=x&u=" + "u" * 70000 + "&p=x")):
+                    st, _, body = r.post("/write?" + q, b"m v=1 1\n")
+                    self.assertEqual(st, 400, body[:200])
+                    self.assertIn(b"65535", body)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        self.assertGreater(len(results), 20)
+        self.assertEqual([s for s in results if s != 204], [])
+        self.assertEqual({d["db"] for d in r.dump("local")}, {"innocent"})
+
+
+class NamesAndValuesTest(Base):
+    """What every backend would refuse is refused at the door."""
+
+    def test_control_bytes_in_names(self):
+        r = self.relayd
+        for path in ("/write?db=" + urllib.parse.quote("telegraf\n# CONTEXT-DATABASE: victim\n"),
+                     "/write?db=a&rp=" + urllib.parse.quote("r\x1b[31m"),
+                     "/write?db=" + urllib.parse.quote("a\rb"),
+                     "/api/v2/write?bucket=" + urllib.parse.quote("b\x00") + "&org=o",
+                     "/api/v2/write?bucket=b&org=" + urllib.parse.quote("o\x7f")):
+            st, _, body = r.post(path, b"m v=1 1\n")
+            self.assertEqual(st, 400, (path, body))
+            self.assertIn(b"control characters", body)
+        self.assertEqual(r.dump("local"), [])
+
+    def test_417_reason_phrase(self):
+        s = self.open()
+        s.sendall(head("POST", "/write?db=a", ["Expect: something-else"], 8) + b"m v=1 1\n")
+        st, h = relaytest.read_head(s)
+        self.assertEqual(st, 417)
+        self.assertTrue(h.startswith(b"HTTP/1.1 417 Expectation Failed\r\n"), h[:60])
+
+    def test_timestamps_that_overflow_at_their_precision(self):
+        r = self.relayd
+        for prec, ts in (("h", 9000000000000), ("m", 1700000000), ("h", 1700000000), ("s", 9300000000),
+                         ("ms", -9300000000000000)):
+            st, _, body = r.write("p", "m v=1 1\nm v=2 %d\n" % ts, precision=prec)
+            self.assertEqual(st, 400, (prec, ts, body))
+            self.assertIn(b"line 2", body)
+            self.assertIn(b"bad timestamp", body)
+        # The largest that fit are taken.
+        for prec, ts in (("h", 2562047), ("m", 153722867), ("s", 9223372036)):
+            st, _, body = r.write("p", "m v=1 %d\n" % ts, precision=prec)
+            self.assertEqual(st, 204, (prec, ts, body))
+
+    def test_unsigned_refused_for_a_v1_backend(self):
+        st, _, body = self.relayd.write("u", "m v=1i 1\nm u=1u 2\n")
+        self.assertEqual(st, 400, body)
+        self.assertIn(b"line 2", body)
+        self.assertIn(b"unsigned", body)
+
+
+class UnsignedV2Test(Base):
+    backend_type = "v2"
+
+    def test_unsigned_taken_when_every_backend_is_v2(self):
+        st, _, body = self.relayd.post("/api/v2/write?bucket=u&org=o", b"m u=1u 2\n")
+        self.assertEqual(st, 204, body)
+
+
+if __name__ == "__main__":
+    relaytest.main()
