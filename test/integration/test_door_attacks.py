@@ -23,6 +23,7 @@ for docs/performance.md.
 
 import gzip
 import json
+import os
 import socket
 import sys
 import threading
@@ -329,6 +330,173 @@ class UnsignedV2Test(Base):
     def test_unsigned_taken_when_every_backend_is_v2(self):
         st, _, body = self.relayd.post("/api/v2/write?bucket=u&org=o", b"m u=1u 2\n")
         self.assertEqual(st, 204, body)
+
+
+class AllAtOnceTest(Base):
+    """Every attack above at the same time, for DURATION seconds, while a
+    normal client writes: its writes all get 204, and relayd's peak RSS
+    stays within the configured budget plus the connections' cost."""
+    BUDGET = 64 * MIB
+    DURATION = 8
+    extra = {"auth": {"enabled": True, "users": [{"name": "w", "password": "pw"}]},
+             "http": {"max_buffered_size": "64MiB", "max_body_size": "8MiB",
+                      "max_decompressed_size": "16MiB", "max_header_size": "128KiB",
+                      "header_timeout": "4s", "body_timeout": "4s", "max_connections": 300}}
+
+    def test_every_attack_at_once(self):
+        r = self.relayd
+        port = r.port
+        stop = threading.Event()
+        counts = {}
+        errors = []
+        lock = threading.Lock()
+
+        def count(kind, what):
+            with lock:
+                counts.setdefault(kind, {}).setdefault(what, 0)
+                counts[kind][what] += 1
+
+        def attack(kind, fn):
+            def run():
+                while not stop.is_set():
+                    try:
+                        count(kind, fn())
+                    except OSError as e:
+                        count(kind, type(e).__name__)
+                    except Exception as e:  # a bug in the attack itself
+                        errors.append("%s: %r" % (kind, e))
+                        return
+            return threading.Thread(target=run, name=kind)
+
+        bomb = gzip_bomb(1500000)  # ~19 MiB inflated: over max_decompressed_size
+
+        def one(path, extra_headers, body, expect_close=True):
+            s = connect(port)
+            try:
+                s.sendall(head("POST", path, extra_headers, len(body)) + body)
+                return relaytest.read_head(s, 10)[0]
+            finally:
+                s.close()
+
+        def pipeline_unread():
+            # 8 MiB of GET /health on one connection, never reading.
+            s = connect(port)
+            s.setblocking(False)
+            data = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 4096
+            sent = 0
+            t0 = time.monotonic()
+            while not stop.is_set() and sent < 8 * MIB and time.monotonic() - t0 < self.DURATION:
+                try:
+                    sent += s.send(data)
+                except BlockingIOError:
+                    time.sleep(0.05)
+            s.close()
+            return "sent %d MiB" % (sent // MIB)
+
+        def slowloris():
+            socks = [connect(port) for _ in range(20)]
+            for s in socks:
+                s.sendall(b"POST /write?db=slow&u=w&p=pw HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\nm")
+            t0 = time.monotonic()
+            while not stop.is_set() and time.monotonic() - t0 < 6:
+                for s in socks:
+                    try:
+                        s.send(b"x" * 64)
+                    except OSError:
+                        pass
+                time.sleep(0.2)
+            for s in socks:
+                s.close()
+            return "round"
+
+        def flood():
+            socks = []
+            for _ in range(100):
+                try:
+                    socks.append(connect(port))
+                except OSError:
+                    break
+            time.sleep(0.5)
+            for s in socks:
+                s.close()
+            return "round"
+
+        def control_unread():
+            path = r.data_dir + "/relayd.sock"
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(path)
+            s.setblocking(False)
+            sent = 0
+            t0 = time.monotonic()
+            while not stop.is_set() and sent < 2 * MIB and time.monotonic() - t0 < self.DURATION:
+                try:
+                    sent += s.send(b"status\n" * 4096)
+                except BlockingIOError:
+                    time.sleep(0.05)
+                except OSError:
+                    break
+            s.close()
+            return "sent %d KiB" % (sent // 1024)
+
+        attacks = [
+            attack("gzip to /ping", lambda: one("/ping", ["Content-Encoding: gzip"], bomb)),
+            attack("gzip to /nowhere", lambda: one("/nowhere", ["Content-Encoding: gzip"], bomb)),
+            attack("gzip write without credentials", lambda: one("/write?db=x", ["Content-Encoding: gzip"], bomb)),
+            attack("gzip bomb with credentials", lambda: one("/write?db=x&u=w&p=pw",
+                                                              ["Content-Encoding: gzip"], bomb)),
+            attack("oversized db name", lambda: one("/write?u=w&p=pw&db=" + "d" * 70000, [], b"m v=1 1\n")),
+            attack("control bytes in db", lambda: one("/write?u=w&p=pw&db=a%0Ab", [], b"m v=1 1\n")),
+            attack("pipelined /health unread", pipeline_unread),
+            attack("pipelined /health unread 2", pipeline_unread),
+            attack("slowloris", slowloris),
+            attack("connection flood", flood),
+        ]
+        if os.path.exists(r.data_dir + "/relayd.sock"):
+            attacks.append(attack("control socket unread", control_unread))
+
+        base = self.mem()["VmRSS"]
+        samples = []
+        normal = []
+        t0 = time.monotonic()
+        for t in attacks:
+            t.start()
+        try:
+            i = 0
+            while time.monotonic() - t0 < self.DURATION:
+                body = "normal,k=%d v=%di %d\n" % (i % 7, i, i + 1)
+                st, _, resp = r.write("normal", body, u="w", p="pw")
+                self.assertEqual(st, 204, "normal write %d during the attacks: %r" % (i, resp[:300]))
+                normal.append(body)
+                samples.append(self.mem()["VmRSS"])
+                i += 1
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for t in attacks:
+                t.join(30)
+        peak = self.mem()["VmHWM"]
+        self.assertEqual(errors, [])
+        bound = self.BUDGET + SLACK + 300 * 4096
+        sys.stderr.write("\n# every attack at once for %d s (%s build): %d normal writes, all 204; "
+                         "VmRSS at start %.1f MiB, peak %.1f MiB (+%.1f MiB; budget %d MiB, bound +%.0f MiB)\n"
+                         % (self.DURATION, "ASan" if ASAN else "normal", len(normal), base / MIB, peak / MIB,
+                            (peak - base) / MIB, self.BUDGET // MIB, bound / MIB))
+        for kind in sorted(counts):
+            sys.stderr.write("#   %-32s %s\n" % (kind, counts[kind]))
+        self.assertLess(peak - base, bound)
+        self.assertGreater(len(normal), 20)
+        # Every attack was answered as it should be, and did happen.
+        self.assertEqual(set(counts["gzip to /ping"]) - {405, "ConnectionResetError", "BrokenPipeError"}, set())
+        self.assertIn(401, counts["gzip write without credentials"])
+        self.assertIn(413, counts["gzip bomb with credentials"])
+        self.assertEqual(set(counts["oversized db name"]), {400})
+        self.assertEqual(set(counts["control bytes in db"]), {400})
+        # Only the normal client's points were queued, all of them.
+        dump = r.dump("local")
+        self.assertEqual([d["body"] for d in dump if d["db"] == "normal"], normal)
+        self.assertEqual({d["db"] for d in dump}, {"normal"})
+        health = json.loads(r.get("/health")[2])
+        self.assertEqual(health["http"]["buffered_bytes"], 0)
 
 
 if __name__ == "__main__":
