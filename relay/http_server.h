@@ -1,8 +1,11 @@
 /*
  * http_server: the front door. A libuv TCP listener; per connection an
- * llhttp parser, limits (header bytes, body bytes), timeouts (header, body,
- * idle) and ordered responses for keep-alive and pipelined requests. Routes:
- * GET/HEAD /ping, POST /write (validated here, committed by ingest).
+ * llhttp parser, limits (header bytes, body bytes, one budget for the
+ * bodies of all connections), timeouts (header, body, idle) and ordered
+ * responses for keep-alive and pipelined requests. Routes: GET/HEAD /ping,
+ * /health, POST /write and /api/v2/write (validated here, committed by
+ * ingest). Implemented in http_server.c, http_request.c and http_write.c
+ * (relay/http_internal.h says which does what).
  */
 #ifndef RELAY_HTTP_SERVER_H
 #define RELAY_HTTP_SERVER_H
