@@ -636,7 +636,6 @@ void http_fuzz_feed(const struct relay_config *cfg, const uint8_t *data, size_t 
 	struct http_server s;
 	memset(&s, 0, sizeof(s));
 	s.cfg = cfg;
-	
 	struct conn *c = conn_new(&s);
 	c->fake = 1;
 	/* Feed in two pieces so that state carried between reads is
@@ -645,7 +644,12 @@ void http_fuzz_feed(const struct relay_config *cfg, const uint8_t *data, size_t 
 	conn_process(c, (const char *)data, half);
 	if (!c->closing && !c->close_after && !c->waiting)
 		conn_process(c, (const char *)data + half, len - half);
-	c->srv = NULL;
+	/* The budget's invariant: the server's count is what its one
+	 * connection holds, and nothing once it is freed. */
+	if (s.buffered != c->held)
+		relay_fatal("fuzz: budget %" PRIu64 " != held %" PRIu64, s.buffered, c->held);
 	c->handles = c->refs = c->writes = 0;
 	http_maybe_free(c);
+	if (s.buffered != 0)
+		relay_fatal("fuzz: %" PRIu64 " bytes of budget left after the connection", s.buffered);
 }

@@ -309,7 +309,10 @@ static const char *check_float(const char *p, const char *e)
 }
 
 /* Check a field value that is not a string: a number or a boolean. */
-static const char *check_value(const char *p, const char *e, unsigned flags)
+/* Field types, as InfluxDB keeps them per measurement. */
+enum ftype { FT_FLOAT = 1, FT_INT, FT_UINT, FT_STRING, FT_BOOL };
+
+static const char *check_value(const char *p, const char *e, unsigned flags, enum ftype *type)
 {
 	size_t n = (size_t)(e - p);
 	char last = e[-1];
@@ -323,6 +326,7 @@ static const char *check_value(const char *p, const char *e, unsigned flags)
 				q++;
 			if (q != e - 1 || q == d)
 				return "invalid number";
+			*type = last == 'u' ? FT_UINT : FT_INT;
 			if (last == 'u') {
 				if (flags & LP_F_NO_UNSIGNED)
 					return "invalid number (unsigned integers are refused by a backend of "
@@ -337,8 +341,10 @@ static const char *check_value(const char *p, const char *e, unsigned flags)
 			}
 			return NULL;
 		}
+		*type = FT_FLOAT;
 		return check_float(p, e);
 	}
+	*type = FT_BOOL;
 
 	switch (n) {
 	case 1:
@@ -409,6 +415,184 @@ static bool tags_have_duplicates(struct rbuf *out, const char *p, const char *le
 	return false;
 }
 
+/*---- field types of one request ----*/
+
+/*
+ * InfluxDB keeps a field's type per measurement and shard, and refuses
+ * points that give a field another type than the shard holds (400 "field
+ * type conflict"), those of the same request included. A request that
+ * does so within one shard is refused here, naming the line. Shard groups
+ * last whole hours (at least one) from the epoch, so two points in the
+ * same hour are in the same shard whatever the retention policy: the
+ * table is keyed by (measurement, field key, hour), as written, with the
+ * type each got first. Points in different hours may be in different
+ * shards and are left to the backend. Open addressing, on the stack
+ * first, doubling on the heap; keys point into the body.
+ */
+#define HOUR_NS INT64_C(3600000000000)
+
+struct ftype_slot {
+	uint64_t hash;          /* 0: empty */
+	const char *meas, *key;
+	uint32_t mlen, klen;
+	int64_t hour;
+	enum ftype type;
+};
+
+/* A field of the line being parsed, checked once its time is known. */
+struct ftype_field {
+	const char *key;
+	uint32_t klen;
+	enum ftype type;
+};
+
+#define FTYPES_STACK 64
+#define FIELDS_STACK 32
+
+/*
+ * The fast path: most lines repeat the shape of an earlier line of their
+ * measurement (the same field keys with the same types, in the same hour),
+ * which the table has already taken. A few recent shapes, one per
+ * measurement hash, are compared key by key, which costs a fraction of the
+ * lookups.
+ */
+#define SHAPES 16
+struct ftype_shape {
+	const char *meas;       /* NULL: empty */
+	uint32_t mlen, nfields;
+	int64_t hour;
+	struct ftype_field fields[FIELDS_STACK];
+};
+
+struct ftypes {
+	struct ftype_slot *slots;
+	size_t cap, used;       /* cap a power of two; used <= cap / 2 */
+	struct ftype_field *fields;
+	size_t nfields, fcap;
+	struct ftype_slot stack[FTYPES_STACK];
+	struct ftype_field fstack[FIELDS_STACK];
+	struct ftype_shape shapes[SHAPES];
+};
+
+static void ftypes_init(struct ftypes *t)
+{
+	for (int i = 0; i < SHAPES; i++)
+		t->shapes[i].meas = NULL;
+	memset(t->stack, 0, sizeof(t->stack));
+	t->slots = t->stack;
+	t->cap = FTYPES_STACK;
+	t->used = 0;
+	t->fields = t->fstack;
+	t->nfields = 0;
+	t->fcap = FIELDS_STACK;
+}
+
+static void ftypes_release(struct ftypes *t)
+{
+	if (t->slots != t->stack)
+		free(t->slots);
+	if (t->fields != t->fstack)
+		free(t->fields);
+}
+
+static void ftypes_add_field(struct ftypes *t, const char *key, size_t klen, enum ftype type)
+{
+	if (t->nfields == t->fcap) {
+		size_t cap = t->fcap * 2;
+		struct ftype_field *f = xmalloc(cap * sizeof(*f));
+		memcpy(f, t->fields, t->nfields * sizeof(*f));
+		if (t->fields != t->fstack)
+			free(t->fields);
+		t->fields = f;
+		t->fcap = cap;
+	}
+	t->fields[t->nfields++] = (struct ftype_field){ key, (uint32_t)klen, type };
+}
+
+/* FNV-1a: bytes of names are short, and any decent spread will do. */
+static uint64_t hash_bytes(uint64_t h, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)p[i];
+		h *= UINT64_C(0x100000001b3);
+	}
+	return h;
+}
+
+static struct ftype_slot *ftypes_find(struct ftypes *t, uint64_t h, const char *meas, size_t mlen, const char *key,
+                                      size_t klen, int64_t hour)
+{
+	for (size_t i = h & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+		struct ftype_slot *s = &t->slots[i];
+		if (s->hash == 0 || (s->hash == h && s->hour == hour && s->mlen == mlen && s->klen == klen &&
+		                     memcmp(s->meas, meas, mlen) == 0 && memcmp(s->key, key, klen) == 0))
+			return s;
+	}
+}
+
+/* Record that key of meas has type ty in hour; the slot that says
+ * otherwise, or NULL. */
+static const struct ftype_slot *ftypes_check(struct ftypes *t, uint64_t mhash, const char *meas, size_t mlen,
+                                             const struct ftype_field *f, int64_t hour)
+{
+	uint64_t h = hash_bytes(mhash ^ (uint64_t)hour, f->key, f->klen);
+	h |= 1; /* 0 marks an empty slot */
+	struct ftype_slot *s = ftypes_find(t, h, meas, mlen, f->key, f->klen, hour);
+	if (s->hash)
+		return s->type == f->type ? NULL : s;
+	if (t->used + 1 > t->cap / 2) {
+		struct ftype_slot *old = t->slots;
+		size_t ocap = t->cap;
+		t->cap *= 2;
+		t->slots = xcalloc(t->cap, sizeof(*t->slots));
+		for (size_t i = 0; i < ocap; i++) {
+			const struct ftype_slot *o = &old[i];
+			if (o->hash)
+				*ftypes_find(t, o->hash, o->meas, o->mlen, o->key, o->klen, o->hour) = *o;
+		}
+		if (old != t->stack)
+			free(old);
+		s = ftypes_find(t, h, meas, mlen, f->key, f->klen, hour);
+	}
+	*s = (struct ftype_slot){ h, meas, f->key, (uint32_t)mlen, f->klen, hour, f->type };
+	t->used++;
+	return NULL;
+}
+
+static const char *const ftype_names[] = { "", "float", "integer", "unsigned", "string", "boolean" };
+
+/* Whether p[0..n) is ASCII: eight bytes at a time. */
+static bool ascii_only(const char *p, size_t n)
+{
+	uint64_t acc = 0, w;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&w, p + i, 8);
+		acc |= w;
+	}
+	for (; i < n; i++)
+		acc |= (unsigned char)p[i];
+	return !(acc & UINT64_C(0x8080808080808080));
+}
+
+/* Whether p[0..n) is valid UTF-8 (InfluxDB refuses names that are not). */
+static size_t utf8_len(const unsigned char *s, size_t n);
+static bool utf8_valid(const char *p, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)p, *e = s + n;
+	while (s < e) {
+		if (*s < 0x80) {
+			s++;
+			continue;
+		}
+		size_t k = utf8_len(s, (size_t)(e - s));
+		if (!k)
+			return false;
+		s += k;
+	}
+	return true;
+}
+
 /* One point line as parse_point sees it. */
 struct line {
 	const char *start;      /* first byte after the leading blanks */
@@ -422,7 +606,90 @@ struct line {
 	uint64_t ts_max;
 	unsigned flags;
 	const char *ts_why;     /* the message for a timestamp beyond ts_max */
+	struct ftypes *types;   /* the field types seen so far in the request */
+	int64_t prec_ns;        /* ns per unit of the request's precision */
+	int64_t stamp_hour;     /* the hour of the acceptance time (lines without one) */
+	char *why;              /* room for a message naming a field (WHY_SIZE) */
 };
+
+#define WHY_SIZE 96
+
+/* The hour since the epoch that ns falls in (rounding down). */
+static int64_t hour_of(int64_t ns)
+{
+	return ns / HOUR_NS - (ns % HOUR_NS < 0);
+}
+
+/* The fields of the line just parsed against those of the request so
+ * far: NULL, or a "field type conflict" naming the field. */
+/* a[0..n) == b[0..n), for the short names of a line: word loads, no call. */
+static inline bool short_eq(const char *a, const char *b, size_t n)
+{
+	uint64_t x, y;
+	if (n >= 8) {
+		for (size_t i = 0; i + 8 <= n; i += 8) {
+			memcpy(&x, a + i, 8);
+			memcpy(&y, b + i, 8);
+			if (x != y)
+				return false;
+		}
+		memcpy(&x, a + n - 8, 8);
+		memcpy(&y, b + n - 8, 8);
+		return x == y;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (a[i] != b[i])
+			return false;
+	return true;
+}
+
+/* Whether the line's fields (in t) have the shape sh. */
+static bool same_shape(const struct ftypes *t, const struct ftype_shape *sh, const char *meas, size_t mlen,
+                       int64_t hour)
+{
+	if (!sh->meas || sh->mlen != mlen || sh->hour != hour || sh->nfields != t->nfields ||
+	    !short_eq(sh->meas, meas, mlen))
+		return false;
+	for (size_t i = 0; i < t->nfields; i++) {
+		const struct ftype_field *a = &t->fields[i], *b = &sh->fields[i];
+		if (a->klen != b->klen || a->type != b->type || !short_eq(a->key, b->key, a->klen))
+			return false;
+	}
+	return true;
+}
+
+static const char *check_types(struct line *ln, const char *meas, size_t mlen, uint64_t mhash, int64_t hour)
+{
+	struct ftypes *t = ln->types;
+	/* The high bits of a multiplicative mix: FNV's low bits follow the
+	 * last byte too closely to spread a few names. */
+	struct ftype_shape *sh = &t->shapes[((mhash ^ (uint64_t)hour) * UINT64_C(0x9e3779b97f4a7c15)) >> 60];
+	if (same_shape(t, sh, meas, mlen, hour))
+		return NULL;
+	for (size_t i = 0; i < t->nfields; i++) {
+		const struct ftype_slot *s = ftypes_check(t, mhash, meas, mlen, &t->fields[i], hour);
+		if (!s)
+			continue;
+		char name[25];
+		size_t n = t->fields[i].klen < sizeof(name) - 1 ? t->fields[i].klen : sizeof(name) - 1;
+		for (size_t j = 0; j < n; j++) {
+			char c = t->fields[i].key[j];
+			name[j] = c >= 0x20 && c < 0x7f ? c : '?';
+		}
+		name[n] = '\0';
+		snprintf(ln->why, WHY_SIZE, "field type conflict (\"%s\" is %s earlier in this request, %s here)", name,
+		         ftype_names[s->type], ftype_names[t->fields[i].type]);
+		return ln->why;
+	}
+	if (t->nfields <= FIELDS_STACK) {
+		sh->meas = meas;
+		sh->mlen = (uint32_t)mlen;
+		sh->hour = hour;
+		sh->nfields = (uint32_t)t->nfields;
+		memcpy(sh->fields, t->fields, t->nfields * sizeof(t->fields[0]));
+	}
+	return NULL;
+}
 
 /* parse_point's answer for a timestamp beyond ts_max: the message, with the
  * range, is formatted only then. */
@@ -442,12 +709,22 @@ static const char *parse_point(struct line *ln, const char *end, struct rbuf *ou
 	size_t ntags = 0;
 	bool sorted = true;
 
+	ln->types->nfields = 0;
 	/* Measurement, up to the first unescaped ',' or ' '. */
 	if (*p == ',')
 		return "missing measurement";
 	p = scan_key(p, le, CL_SP | CL_COMMA);
 	if (p == le)
 		return "missing fields";
+	const char *meas = ln->start;
+	size_t mlen = (size_t)(p - meas);
+	/* Names need a UTF-8 check only when the line has a byte past ASCII
+	 * (a string value that runs past the line's first '\n' clears this:
+	 * the names after it are checked one by one). */
+	bool ascii = ascii_only(ln->start, (size_t)(ln->lend - ln->start));
+	if (!ascii && !utf8_valid(meas, mlen))
+		return "invalid measurement (not UTF-8)";
+	uint64_t mhash = hash_bytes(UINT64_C(0xcbf29ce484222325), meas, mlen);
 
 	/* Tags: ",key=value" until the space before the fields. */
 	const char *tags = p;
@@ -517,6 +794,11 @@ static const char *parse_point(struct line *ln, const char *end, struct rbuf *ou
 		 * point left with no other field. */
 		if (q - p != 4 || memcmp(p, "time", 4) != 0)
 			only_time = false;
+		const char *fkey = p;
+		size_t fklen = (size_t)(q - p);
+		if (!ascii && !utf8_valid(fkey, fklen))
+			return "invalid field key (not UTF-8)";
+		enum ftype ftype;
 		p = q + 1;
 		if (p == le || *p == ',' || *p == ' ')
 			return "missing field value";
@@ -538,6 +820,7 @@ static const char *parse_point(struct line *ln, const char *end, struct rbuf *ou
 			p = s;
 			if (p > ln->nl) {
 				/* The string held a newline: the line goes on. */
+				ascii = false;
 				q = memchr(p, '\n', (size_t)(end - p));
 				ln->nl = q ? q : end;
 				ln->lend = ln->nl > p && ln->nl[-1] == '\r' ? ln->nl - 1 : ln->nl;
@@ -545,21 +828,24 @@ static const char *parse_point(struct line *ln, const char *end, struct rbuf *ou
 			}
 			if (p < le && *p != ',' && *p != ' ')
 				return "invalid field format (text after a string value)";
+			ftype = FT_STRING;
 		} else {
 			q = scan_escaped(p, le, CL_SP | CL_COMMA);
 			/* A backslash is never part of a valid number or boolean, so
 			 * scan_escaped skipping one does not change the verdict. */
-			why = check_value(p, q, ln->flags);
+			why = check_value(p, q, ln->flags, &ftype);
 			if (why)
 				return why;
 			p = q;
 		}
+		ftypes_add_field(ln->types, fkey, fklen, ftype);
 		if (p == le || *p == ' ')
 			break;
 		p++; /* ',' */
 	}
 	if (only_time)
 		return "invalid field name \"time\" (the only field)";
+
 	ln->fields_end = p;
 	ln->has_ts = false;
 
@@ -567,8 +853,9 @@ static const char *parse_point(struct line *ln, const char *end, struct rbuf *ou
 	while (p < le && (*p == ' ' || *p == '\t'))
 		p++;
 	if (p == le)
-		return NULL;
+		return check_types(ln, meas, mlen, mhash, ln->stamp_hour);
 	q = p;
+	bool neg = *q == '-';
 	if (*q == '-')
 		q++;
 	const char *d = q;
@@ -587,7 +874,11 @@ static const char *parse_point(struct line *ln, const char *end, struct rbuf *ou
 	if (q != le)
 		return "bad timestamp";
 	ln->has_ts = true;
-	return NULL;
+	/* Within ts_max: its nanoseconds fit in int64. */
+	int64_t ts = 0;
+	for (const char *c = d; c < ln->ts_end; c++)
+		ts = ts * 10 + (*c - '0');
+	return check_types(ln, meas, mlen, mhash, hour_of((neg ? -ts : ts) * ln->prec_ns));
 }
 
 /*---- errors ----*/
@@ -694,7 +985,7 @@ int lineproto_validate_limits(const char *body, size_t len, int64_t stamp, const
 	uint32_t lines = 0, stamped = 0;
 	char tail[24];
 	const char *why;
-	char whybuf[96];
+	char whybuf[WHY_SIZE];
 	struct line ln;
 
 	if (res)
@@ -711,6 +1002,13 @@ int lineproto_validate_limits(const char *body, size_t len, int64_t stamp, const
 	ln.flags = lim ? lim->flags : 0;
 	ln.ts_max = (uint64_t)(INT64_MAX - 1) / (uint64_t)lp_precision_ns(prec);
 	ln.ts_why = ts_range;
+	ln.why = whybuf;
+	ln.prec_ns = lp_precision_ns(prec);
+	int64_t stamp_ns;
+	ln.stamp_hour = __builtin_mul_overflow(stamp, ln.prec_ns, &stamp_ns) ? stamp : hour_of(stamp_ns);
+	struct ftypes types;
+	ftypes_init(&types);
+	ln.types = &types;
 
 	/* Formatted once: most bodies of a client without clocks get it on
 	 * every line. */
@@ -778,6 +1076,7 @@ int lineproto_validate_limits(const char *body, size_t len, int64_t stamp, const
 		res->lines = lines;
 		res->stamped = stamped;
 	}
+	ftypes_release(&types);
 	return 0;
 
 too_long:
@@ -791,6 +1090,7 @@ fail:
 		why = whybuf;
 	}
 	/* Nothing of a bad request may be queued, not even its good lines. */
+	ftypes_release(&types);
 	out->len = out_len;
 	set_error(err, body, line, p, end, why);
 	return -1;

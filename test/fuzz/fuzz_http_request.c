@@ -2,8 +2,10 @@
  * fuzz_http_request: raw bytes into a socket-less connection of the front
  * door (llhttp callbacks, limits, routing, query parsing, line-protocol
  * validation, v1 and v2 writes). The first byte picks small limits with
- * auth on, or the defaults with auth off, so that the limit and the auth
- * paths are reached too.
+ * auth on and a 1 MiB buffer budget (which a gzip body can pass), or the
+ * defaults with auth off and a v2 backend, so that the limit, budget and
+ * auth paths are reached too. After each input the budget must be back to
+ * zero (http_fuzz_feed checks).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -20,9 +22,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static int ready;
 	if (!ready) {
 		static const char y1[] = "data_dir: /nonexistent\nhttp:\n  max_body_size: 300\n  max_header_size: 200\n"
-					 "  max_line_size: 64\nauth:\n  enabled: true\n  users: [{name: u, password: p}]\n"
+					 "  max_line_size: 64\n  max_buffered_size: 1MiB\nauth:\n  enabled: true\n  users: [{name: u, password: p}]\n"
 					 "  tokens: [{name: t, token: tok}]\nbackends:\n  - name: a\n    url: http://127.0.0.1:9\n";
-		static const char y2[] = "data_dir: /nonexistent\nbackends:\n  - name: a\n    url: http://127.0.0.1:9\n";
+		static const char y2[] = "data_dir: /nonexistent\nbackends:\n  - name: a\n    url: http://127.0.0.1:9\n"
+					 "    type: v2\n";
 		fuzz_load_config("small", y1, &small);
 		fuzz_load_config("big", y2, &big);
 		ready = 1;

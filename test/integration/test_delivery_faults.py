@@ -239,8 +239,9 @@ class FaultTest(unittest.TestCase):
         r = self.relayd([{"name": "fake", "url": fake.url, "retry_min": "200ms",
                           "retry_max": "1s"}])
         batches = [lines_for("i%d" % i, 4) for i in range(6)]
-        # Valid line protocol that the backend refuses (a type conflict).
-        batches[3][2] = 'fault,batch=i3,line=bad value="oops" %d' % BASE_NS
+        # Valid line protocol that the backend refuses (a type conflict
+        # with what it holds: relayd refuses one within a request).
+        batches[3][2] = 'fault,batch=i3,line=bad value_s="oops" %d' % BASE_NS
         for b in batches:
             self.write(r, body_of(b))
         self.posts_seen(fake, 1)
@@ -516,7 +517,7 @@ class FaultTest(unittest.TestCase):
                    for i in range(8)]
         # The second round (batches 2 and 3) holds a line the backend
         # refuses for good, while the third is read ahead.
-        bad = batches[3][1] = 'iso,series=s1 value="oops" %d' % (BASE_NS + 3)
+        bad = batches[3][1] = 'iso,series=s1 value_s="oops" %d' % (BASE_NS + 3)
         for b in batches:
             self.write(r, body_of(b))
         self.posts_seen(fake, 1)

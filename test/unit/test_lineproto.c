@@ -667,7 +667,7 @@ static void test_many_lines(void **state)
 	(void)state;
 	for (int i = 0; i < 10000; i++) {
 		if (i % 2)
-			rbuf_appendf(&in, "cpu,host=h%d v=%di\n", i, i);
+			rbuf_appendf(&in, "cpu,host=h%d w=%di\n", i, i);
 		else
 			rbuf_appendf(&in, "cpu,host=h%d v=%d.5 %d\n", i, i, i);
 	}
@@ -820,6 +820,65 @@ static void test_limits(void **state)
 	rbuf_release(&out);
 }
 
+/* What InfluxDB refuses of a whole request: one field of a measurement
+ * with two types, and names that are not UTF-8. */
+static void test_types_and_names(void **state)
+{
+	(void)state;
+	struct rbuf out = RBUF_INIT;
+	struct lp_result res;
+	struct lp_error err;
+	static const struct {
+		const char *in;
+		size_t line;       /* 0: accepted */
+		const char *why;
+	} t[] = {
+		{ "m f=1,f=\"x\" 1\n", 1, "field type conflict (\"f\" is float earlier in this request, string here)" },
+		{ "m f=1 1\nm f=\"x\" 2\n", 2, "field type conflict" },
+		{ "m f=1i 1\nm f=1 2\n", 2, "is integer earlier" },
+		{ "m f=1u 1\nm f=1i 2\n", 2, "is unsigned earlier" },
+		{ "m f=t 1\nm,t=a f=1 2\n", 2, "is boolean earlier" },
+		/* the same field of another measurement, or the same type: fine */
+		{ "m f=1 1\nn f=\"x\" 2\nm f=2 3\nm,t=a f=3\n", 0, NULL },
+		{ "m f=1i,f=2i 1\n", 0, NULL },
+		/* shards last whole hours: another hour may be another shard */
+		{ "m f=1 1\nm f=\"x\" 7200000000000\n", 0, NULL },
+		{ "m f=1 3599999999999\nm f=\"x\" 3600000000000\n", 0, NULL },
+		{ "m f=1 -1\nm f=\"x\" 0\n", 0, NULL },
+		{ "m f=1 3600000000000\nm f=\"x\" 7199999999999\n", 2, "field type conflict" },
+		/* a line without a time is in the hour of the stamp (5 ns) */
+		{ "m f=1 1\nm f=2i\n", 2, "is float earlier" },
+		{ "m\xff f=1 1\n", 1, "invalid measurement (not UTF-8)" },
+		{ "m f\xc3\x28=1 1\n", 1, "invalid field key (not UTF-8)" },
+		{ "m\xed\xa0\x80 f=1 1\n", 1, "not UTF-8" }, /* a surrogate */
+		{ "\xc3\xa9t\xc3\xa9,t=\xff v\xc3\xa9=\"\xff\" 1\n", 0, NULL }, /* tags and strings may hold any byte */
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		rbuf_reset(&out);
+		int rc = lineproto_validate(t[i].in, strlen(t[i].in), 5, 0, &out, &res, &err);
+		if (t[i].line == 0) {
+			if (rc != 0)
+				fail_msg("case %zu refused: %s", i, err.msg);
+			continue;
+		}
+		if (rc != -1)
+			fail_msg("case %zu accepted", i);
+		assert_int_equal(err.line, t[i].line);
+		if (!strstr(err.msg, t[i].why))
+			fail_msg("case %zu: %s", i, err.msg);
+		assert_int_equal(out.len, 0);
+	}
+	/* Many fields: the table grows past its stack slots. */
+	struct rbuf in = RBUF_INIT;
+	for (int i = 0; i < 300; i++)
+		rbuf_appendf(&in, "m f%d=%di 1\n", i, i);
+	rbuf_appendf(&in, "m f7=7 2\n");
+	assert_int_equal(lineproto_validate(in.data, in.len, 5, 0, &out, &res, &err), -1);
+	assert_int_equal(err.line, 301);
+	rbuf_release(&in);
+	rbuf_release(&out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -839,6 +898,7 @@ int main(void)
 		cmocka_unit_test(test_precision_name),
 		cmocka_unit_test(test_ns_to_precision),
 		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_types_and_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
