@@ -44,6 +44,31 @@ MDB_LOAD = shutil.which("mdb_load")
 MDB_STAT = shutil.which("mdb_stat")
 
 
+MIB = 1 << 20
+
+
+def asan_build():
+    try:
+        with open(relaytest.RELAYD_BIN, "rb") as f:
+            return b"AddressSanitizer" in f.read()
+    except OSError:
+        return False
+
+
+ASAN = asan_build()
+
+
+def proc_mem(pid):
+    """VmRSS and VmHWM of pid, in bytes."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            key, _, val = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(val.split()[0]) * 1024
+    return out
+
+
 def backend(name, url, **opts):
     b = {"name": name, "url": url}
     b.update(RETRY)
@@ -809,6 +834,73 @@ class RelayctlTest(unittest.TestCase):
         self.assertGreater(written[0], 4 << 20)
 
         self.assertIn("ok:", self.ctl(r, "verify").stdout)
+
+    # 10 (issue 10): the control channel and relayctl's output against
+    # hostile clients and stored values
+
+    def test_a_control_client_that_never_reads_holds_little_memory(self):
+        """A client writes `status` requests on relayd.sock and never reads:
+        relayd stops reading from it once about 64 KiB of answers wait, so
+        the client cannot even send its 2 MiB, and relayd's RSS stays near
+        where it was (before: 4.5 MB -> 149 MB). relayctl is served
+        meanwhile; when the client reads at last it gets one whole status
+        per request it got in, and the connection goes on."""
+        r = self.relayd([backend("b1", down_url())])
+        self.write_batches(r, 2)
+        before = proc_mem(r.proc.pid)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        sock.connect(os.path.join(r.data_dir, "relayd.sock"))
+        sock.setblocking(False)
+        chunk = b"status\n" * 1024
+        total, sent = 2 << 20, 0
+        stuck_since = time.monotonic()
+        deadline = stuck_since + 20
+        while sent < total and time.monotonic() < deadline:
+            try:
+                n = sock.send(chunk[sent % len(chunk):][:total - sent])
+                sent += n
+                stuck_since = time.monotonic()
+            except BlockingIOError:
+                if time.monotonic() - stuck_since > 1.0:
+                    break  # relayd stopped reading
+                time.sleep(0.005)
+        during = proc_mem(r.proc.pid)
+        relaytest._log("control client that never reads: %d of %d bytes of requests got in; relayd VmRSS "
+                       "%.1f MiB before, %.1f MiB after (VmHWM %.1f MiB)"
+                       % (sent, total, before["VmRSS"] / MIB, during["VmRSS"] / MIB, during["VmHWM"] / MIB))
+        self.assertLess(sent, total, "relayd read every request of a client that never reads")
+        self.assertLess(during["VmHWM"] - before["VmRSS"], (48 if ASAN else 16) * MIB)
+        # relayd is not held up by it
+        self.assertEqual(self.ctl_json(r, "status")["relayd"], "running")
+        self.assertTrue(self.relayd_answers(r))
+        # now read: one whole status per whole request that got in
+        sock.setblocking(True)
+        sock.settimeout(10)
+        want, got, buf = sent // 7, 0, b""
+        while got < want:
+            data = sock.recv(1 << 16)
+            self.assertTrue(data, "relayd closed after %d of %d answers" % (got, want))
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                self.assertTrue(line.startswith(b"ok {"), line[:100])
+                doc = json.loads(line[3:])
+                self.assertEqual(doc["backends"][0]["name"], "b1")
+                got += 1
+        self.assertEqual((got, buf), (want, b""))
+        if sent % 7:
+            sock.sendall(b"status\n"[sent % 7:])  # the request cut in the middle
+            self.assertTrue(sock.recv(1 << 16).startswith(b"ok {"))
+        sock.sendall(b"ping\n")
+        self.assertEqual(sock.recv(100), b"ok relayd\n")
+        # an over-long request line: a clear error, then relayd hangs up
+        sock.sendall(b"x" * 5000)
+        self.assertEqual(sock.recv(100), b"error request line too long\n")
+        try:
+            self.assertEqual(sock.recv(100), b"")
+        except ConnectionResetError:
+            pass  # closed with the rest of the line unread
 
 
 # ---- lmdb-utils ------------------------------------------------------------
