@@ -112,25 +112,27 @@ static void human_age(int64_t s, char *out, size_t n)
 		snprintf(out, n, "%" PRId64 "d%02" PRId64 "h", s / 86400, (s % 86400) / 3600);
 }
 
+/*
+ * Whole seconds from ns to now: 0 for no time (0) or one in the future, and
+ * saturated rather than overflowing for a time before 1970 (the queue
+ * refuses such stored times, but relayd's answers are not the queue).
+ */
 static int64_t age_seconds(int64_t ns, int64_t now)
 {
-	if (!ns)
+	if (!ns || ns >= now)
 		return 0;
-	int64_t d = (now - ns) / 1000000000LL;
-	return d < 0 ? 0 : d;
+	if (ns < 0 && now > INT64_MAX + ns)
+		return INT64_MAX / 1000000000LL;
+	return (now - ns) / 1000000000LL; /* now > ns, and the difference fits */
 }
 
-/* "2026-01-02T03:04:05Z", or "-" for 0. */
+/* "2026-01-02T03:04:05Z", or "-" for 0 (or a time gmtime cannot show). */
 static void fmt_time(int64_t ns, char *out, size_t n)
 {
-	if (!ns) {
-		snprintf(out, n, "-");
-		return;
-	}
 	time_t t = (time_t)(ns / 1000000000LL);
 	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (!ns || !gmtime_r(&t, &tm) || !strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(out, n, "-");
 }
 
 /* s cut to at most max bytes for a table cell, control bytes as '?'. */
@@ -416,6 +418,8 @@ static void on_sigint(int sig)
 	interrupted = 1;
 }
 
+/* One refresh of status into out: 0, 1 on an error (nothing to show), 2
+ * when a queue is damaged (shown as such). */
 static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *memo, struct rbuf *out)
 {
 	struct control_status *ds = xcalloc(1, sizeof(*ds));
@@ -427,7 +431,8 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 	char(*stored)[WAL_NAME_MAX + 1] = xcalloc(WAL_MAX_BACKENDS, sizeof(*stored));
 	struct rate_memo *next = memo ? xcalloc(1, sizeof(*next)) : NULL;
 	const char *names[STATUS_MAX];
-	size_t nnames = 0, nstored = 0;
+	char damaged[STATUS_MAX] = { 0 };
+	size_t nnames = 0, nstored = 0, ndamaged = 0;
 	int rc = 0;
 
 	/* The configured backends, then the queues the store holds for
@@ -454,6 +459,15 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 		}
 		if (rc == WAL_ENOBACKEND) {
 			memset(&st[i], 0, sizeof(st[i])); /* configured, never opened: nothing queued */
+			rc = 0;
+		} else if (rc == WAL_ECORRUPT) {
+			/* One damaged record must not hide every other queue: this
+			 * one is shown as damaged, and the exit status says so. */
+			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s (see 'relayctl verify')\n",
+				names[i], wal_strerror(rc));
+			memset(&st[i], 0, sizeof(st[i]));
+			damaged[i] = 1;
+			ndamaged++;
 			rc = 0;
 		} else if (rc) {
 			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", names[i],
@@ -486,7 +500,15 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 		const char *name = names[i];
 		int orphaned = i >= c->cfg.nbackends;
 		const struct control_backend_status *d = running == 1 && !orphaned ? control_status_find(ds, name) : NULL;
-		const char *state = orphaned ? "orphaned" : d ? d->state : running == 0 ? (st[i].paused ? "paused" : "stopped") : "-";
+		const char *state = "-";
+		if (damaged[i])
+			state = "damaged";
+		else if (orphaned)
+			state = "orphaned";
+		else if (d)
+			state = d->state;
+		else if (running == 0)
+			state = st[i].paused ? "paused" : "stopped";
 		if (!*state)
 			state = "-";
 		/* The rate: relayd's own figure, or with --watch the change of
@@ -574,7 +596,7 @@ out:
 	free(stored);
 	free(st);
 	free(ds);
-	return rc ? 1 : 0;
+	return rc ? 1 : ndamaged ? 2 : 0;
 }
 
 static int cmd_status(const struct ctl *c)
@@ -602,8 +624,8 @@ static int cmd_status(const struct ctl *c)
 			if (!c->json && !tty)
 				rbuf_appendc(&out, '\n');
 			flush_out(&out);
-			if (rc || interrupted)
-				break;
+			if (rc == 1 || interrupted)
+				break; /* a damaged queue (2) is shown again at the next refresh */
 			struct timespec ts = { (time_t)c->watch, (long)((c->watch - floor(c->watch)) * 1e9) };
 			while (nanosleep(&ts, &ts) < 0 && errno == EINTR && !interrupted)
 				;
@@ -613,7 +635,7 @@ static int cmd_status(const struct ctl *c)
 	}
 	rbuf_release(&out);
 	wal_close(w);
-	return rc;
+	return rc ? 1 : 0;
 }
 
 /*---- peek, show, dump ----*/

@@ -27,6 +27,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -902,6 +903,46 @@ class RelayctlTest(unittest.TestCase):
         except ConnectionResetError:
             pass  # closed with the rest of the line unread
 
+    def test_an_absurd_stored_time_is_refused_not_computed_with(self):
+        """A batch whose stored acceptance time is INT64_MIN or INT64_MAX
+        (a damaged record): the queue's decoder refuses it as corrupt, so
+        status, peek and relayd's /health never compute "now - accept_ns"
+        with it (under UBSan that was a signed overflow that stopped the
+        program); verify names the time."""
+        r = self.relayd([backend("b1", down_url())])
+        self.write_batches(r, 3)
+        r.stop()
+        good = mdb_dump(r.data_dir, "batches")
+        for t in (-2 ** 63, 2 ** 63 - 1, -1):
+            entries = dict(good)
+            key = (1).to_bytes(8, "big")
+            rec = dict(parse_batch_record(entries[key]), accept_ns=t)
+            entries[key] = batch_record(**rec)
+            mdb_load(r.data_dir, "batches", entries)
+            cp = self.ctl(r, "verify", rc=1)
+            self.assertIn("damaged: batch 1: acceptance time %d ns is outside 1970..2200" % t, cp.stdout)
+            for args in (("status",), ("status", "--json"), ("peek", "b1"), ("dump", "b1"),
+                         ("export", "b1", os.path.join(self.tmp, "x"))):
+                cp = self.ctl(r, *args, rc=1)
+                self.assertIn("queue record is corrupt", cp.stderr)
+            # status still shows every queue, the damaged one as such
+            self.assertRegex(self.ctl(r, "status", rc=1).stdout, r"\nb1 +damaged ")
+            doc = json.loads(self.ctl(r, "status", "--json", rc=1).stdout)
+            self.assertEqual(doc["backends"][0]["state"], "damaged")
+            # relayd starts, answers /health, and reports the damage
+            r.start()
+            r.wait_ready()
+            status, _, body = r.get("/health")
+            self.assertEqual(status, 200)
+            doc = json.loads(body)
+            self.assertEqual(doc["backends"][0]["name"], "b1")
+            self.assertGreaterEqual(doc["backends"][0]["oldest_age_seconds"], 0)
+            cp = self.ctl(r, "status", rc=1)
+            self.assertIn("relayd: running", cp.stdout)
+            r.stop()
+        mdb_load(r.data_dir, "batches", good)
+        self.assertIn("ok: 3 batches", self.ctl(r, "verify").stdout)
+
 
 # ---- lmdb-utils ------------------------------------------------------------
 
@@ -923,6 +964,31 @@ def mdb_load(env_dir, dbname, entries):
     text.append("DATA=END")
     subprocess.run([MDB_LOAD, "-s", dbname, env_dir], input="\n".join(text) + "\n", text=True,
                    check=True, capture_output=True)
+
+
+# ---- batch records (docs/architecture.md, "On-disk format") ---------------
+
+BATCH_HDR = struct.Struct("<QqQIIBBH6H")  # 48 bytes
+STRS = ("db", "rp", "user", "password", "org", "token")
+
+
+def parse_batch_record(rec):
+    """The fields of a stored batch record, as batch_record takes them."""
+    route, accept_ns, _, lines, body_len, _, precision, _, *lens = BATCH_HDR.unpack_from(rec)
+    out = {"route": route, "accept_ns": accept_ns, "lines": lines, "precision": precision}
+    off = BATCH_HDR.size
+    for name, n in zip(STRS, lens):
+        out[name] = rec[off:off + n]
+        off += n
+    out["body"] = rec[off:off + body_len]
+    return out
+
+
+def batch_record(route, accept_ns, lines, precision, body, **strs):
+    """A stored batch record; strs are bytes (db, rp, user, password, org, token)."""
+    vals = [strs.get(k, b"") for k in STRS]
+    return (BATCH_HDR.pack(route, accept_ns, 0, lines, len(body), 1, precision, 0, *map(len, vals))
+            + b"".join(vals) + body)
 
 
 def stale_readers(env_dir):
