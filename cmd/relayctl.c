@@ -135,20 +135,173 @@ static void fmt_time(int64_t ns, char *out, size_t n)
 		snprintf(out, n, "-");
 }
 
-/* s cut to at most max bytes for a table cell, control bytes as '?'. */
+/*---- what reaches the operator's terminal ----*/
+
+/*
+ * Whatever relayctl prints that comes from the queue or from relayd
+ * (database and retention policy names, org, user, backend names, the
+ * backends' messages, line protocol) may hold any byte: the door refuses
+ * control bytes now, but older batches, imports and damaged records need
+ * not. None of it may reach the terminal raw, where an escape sequence
+ * could rewrite the screen or a CR hide what precedes it. Text output
+ * shows printable ASCII and well-formed UTF-8 as they are and every other
+ * byte as \xHH: C0 controls (tab and newline too, except the newline that
+ * ends a line of line protocol), DEL, C1 controls, bytes that are not
+ * UTF-8, and the characters that reorder or break lines (bidirectional
+ * controls, U+2028, U+2029). JSON output escapes the same characters as
+ * \uXXXX and shows a byte that is not UTF-8 as U+FFFD: JSON is UTF-8
+ * text. export's files are the only place where stored bytes come out
+ * exactly.
+ */
+
+/* Length (2..4) of the well-formed UTF-8 sequence at s[0..n) and its code
+ * point, or 0 when none starts there (ASCII included). */
+static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
+{
+	if (n == 0 || s[0] < 0xC2 || s[0] > 0xF4)
+		return 0;
+	size_t len = s[0] < 0xE0 ? 2 : s[0] < 0xF0 ? 3 : 4;
+	if (n < len)
+		return 0;
+	uint32_t c = s[0] & (0x3Fu >> (len - 1));
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		c = c << 6 | (s[i] & 0x3Fu);
+	}
+	/* overlong forms, UTF-16 surrogates, beyond Unicode */
+	if ((len == 3 && c < 0x800) || (len == 4 && c < 0x10000) || (c >= 0xD800 && c <= 0xDFFF) || c > 0x10FFFF)
+		return 0;
+	*cp = c;
+	return len;
+}
+
+/* C1 controls, and characters that reorder text or end a line. */
+static int unsafe_char(uint32_t cp)
+{
+	return cp < 0xA0 || cp == 0x061C || cp == 0x200E || cp == 0x200F || (cp >= 0x2028 && cp <= 0x202E) ||
+	       (cp >= 0x2066 && cp <= 0x2069);
+}
+
+/* One unit of s[0..n) (n > 0) as text output shows it, into u (at least
+ * 17 bytes, NUL-terminated); returns the bytes of s it stands for. */
+static size_t term_unit(const char *s, size_t n, char *u)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	uint32_t cp;
+	size_t k;
+	if (p[0] >= 0x20 && p[0] < 0x7F) {
+		u[0] = s[0];
+		u[1] = '\0';
+		return 1;
+	}
+	if ((k = utf8_seq(p, n, &cp)) && !unsafe_char(cp)) {
+		memcpy(u, s, k);
+		u[k] = '\0';
+		return k;
+	}
+	/* a whole unsafe character escaped byte by byte, or one stray byte */
+	k = k ? k : 1;
+	for (size_t i = 0; i < k; i++)
+		snprintf(u + 4 * i, 5, "\\x%02x", p[i]);
+	return k;
+}
+
+/* Append s[0..n) escaped for text output. */
+static void term_append(struct rbuf *b, const char *s, size_t n)
+{
+	char u[17];
+	for (size_t i = 0; i < n;) {
+		i += term_unit(s + i, n - i, u);
+		rbuf_append(b, u, strlen(u));
+	}
+}
+
+/*
+ * s escaped for text output into out (n bytes), cut to at most max bytes
+ * (max < n), ending in "..." when cut; never inside an escape or a UTF-8
+ * sequence. For table cells and names inside messages.
+ */
 static void cell(const char *s, size_t max, char *out, size_t n)
 {
-	size_t i = 0, len = strlen(s);
-	for (; i < len && i < max && i + 1 < n; i++)
-		out[i] = (unsigned char)s[i] < 0x20 ? '?' : s[i];
-	if (len > max && i >= 3)
-		memcpy(out + i - 3, "...", 3);
-	out[i] = '\0';
+	size_t len = strlen(s), o = 0, fit = 0;
+	char u[17];
+	if (max >= n)
+		max = n - 1;
+	for (size_t i = 0; i < len;) {
+		size_t used = term_unit(s + i, len - i, u), ul = strlen(u);
+		if (o + ul > max) {
+			/* cut: back to where "..." still fits */
+			o = fit;
+			if (o + 3 <= max) {
+				memcpy(out + o, "...", 3);
+				o += 3;
+			}
+			break;
+		}
+		memcpy(out + o, u, ul);
+		o += ul;
+		i += used;
+		if (o + 3 <= max)
+			fit = o;
+	}
+	out[o] = '\0';
+}
+
+/*
+ * s escaped for text output (and cut to about 1000 bytes), for a name in
+ * a message. The result lives until the fourth next call: a message may
+ * show a few names at once.
+ */
+static const char *shown(const char *s)
+{
+	static char bufs[4][1024];
+	static unsigned next;
+	char *b = bufs[next++ % 4];
+	cell(s ? s : "", sizeof(bufs[0]) - 1, b, sizeof(bufs[0]));
+	return b;
+}
+
+/* s[0..n) as a JSON string (see above). */
+static void json_text(struct rbuf *b, const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	rbuf_appendc(b, '"');
+	for (size_t i = 0; i < n;) {
+		unsigned char c = p[i];
+		uint32_t cp;
+		size_t k;
+		if (c == '"' || c == '\\') {
+			rbuf_appendc(b, '\\');
+			rbuf_appendc(b, (char)c);
+		} else if (c == '\n') {
+			rbuf_append(b, "\\n", 2);
+		} else if (c == '\r') {
+			rbuf_append(b, "\\r", 2);
+		} else if (c == '\t') {
+			rbuf_append(b, "\\t", 2);
+		} else if (c < 0x20 || c == 0x7F) {
+			rbuf_appendf(b, "\\u%04x", c);
+		} else if (c < 0x80) {
+			rbuf_appendc(b, (char)c);
+		} else if ((k = utf8_seq(p + i, n - i, &cp))) {
+			if (unsafe_char(cp))
+				rbuf_appendf(b, "\\u%04x", (unsigned)cp);
+			else
+				rbuf_append(b, s + i, k);
+			i += k;
+			continue;
+		} else {
+			rbuf_append(b, "\\ufffd", 6);
+		}
+		i++;
+	}
+	rbuf_appendc(b, '"');
 }
 
 static void json_str(struct rbuf *b, const char *s)
 {
-	json_append_string(b, s ? s : "", s ? strlen(s) : 0);
+	json_text(b, s ? s : "", s ? strlen(s) : 0);
 }
 
 static void flush_out(struct rbuf *b)
@@ -358,7 +511,7 @@ static void nudge(const struct ctl *c, const char *backend, struct rbuf *out)
 		what = "not notified";
 		snprintf(msg, sizeof(msg),
 			 "relayd runs but did not take the change at once (%s): it takes effect at relayd's next start",
-			 reply ? reply : "no control socket");
+			 reply ? shown(reply) : "no control socket");
 	}
 	if (c->json) {
 		rbuf_append(out, ",\"relayd\":", 10);
@@ -382,7 +535,7 @@ static int relayd_status(const struct ctl *c, struct control_status *st, char *w
 		return -1;
 	}
 	if (rc < 0) {
-		snprintf(why, whylen, "relayd did not answer 'status': %s", reply ? reply : "?");
+		snprintf(why, whylen, "relayd did not answer 'status': %s", reply ? shown(reply) : "?");
 		free(reply);
 		return -1;
 	}
@@ -464,13 +617,13 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 			/* One damaged record must not hide every other queue: this
 			 * one is shown as damaged, and the exit status says so. */
 			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s (see 'relayctl verify')\n",
-				names[i], wal_strerror(rc));
+				shown(names[i]), wal_strerror(rc));
 			memset(&st[i], 0, sizeof(st[i]));
 			damaged[i] = 1;
 			ndamaged++;
 			rc = 0;
 		} else if (rc) {
-			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", names[i],
+			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", shown(names[i]),
 				wal_strerror(rc));
 			goto out;
 		}
@@ -488,7 +641,7 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 		rbuf_append(out, ",\"backends\":[", 13);
 	} else {
 		if (running == 1)
-			rbuf_appendf(out, "relayd: running (pid %" PRId64 ", version %s)\n", ds->pid, ds->version);
+			rbuf_appendf(out, "relayd: running (pid %" PRId64 ", version %s)\n", ds->pid, shown(ds->version));
 		else if (running == 0)
 			rbuf_appendf(out, "relayd: stopped\n");
 		else
@@ -548,7 +701,7 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 			rbuf_appendf(out, ",\"attempts\":%" PRIu32 ",\"next_attempt_ms\":%" PRId64 "}", d ? d->attempts : 0,
 				     d ? d->next_attempt_ms : -1);
 		} else {
-			char b[32], a[32], t[32], r[32], nm[17];
+			char b[32], a[32], t[32], r[32], nm[17], sn[10];
 			human_bytes(st[i].pending_bytes, b, sizeof(b));
 			if (st[i].pending_batches)
 				human_age(age, a, sizeof(a));
@@ -560,13 +713,14 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 			else
 				snprintf(r, sizeof(r), "-");
 			cell(name, 16, nm, sizeof(nm));
+			cell(state, 9, sn, sizeof(sn)); /* relayd's word */
 			rbuf_appendf(out, "%-16s %-9s %-6s %9" PRIu64 " %11" PRIu64 " %10s %8s %6" PRIu64 " %20s %10s\n", nm,
-				     state, st[i].paused ? "yes" : "no", st[i].pending_batches, st[i].pending_points, b, a,
+				     sn, st[i].paused ? "yes" : "no", st[i].pending_batches, st[i].pending_points, b, a,
 				     st[i].dead_batches, t, r);
 			if (d && d->last_error[0]) {
 				char e[200];
 				cell(d->last_error, 160, e, sizeof(e));
-				rbuf_appendf(out, "  %s: %s", name, e);
+				rbuf_appendf(out, "  %s: %s", shown(name), e);
 				if (d->attempts)
 					rbuf_appendf(out, " (batch %" PRIu64 ", %" PRIu32 " attempt%s", d->head_seq, d->attempts,
 						     d->attempts == 1 ? "" : "s");
@@ -743,7 +897,7 @@ static void dead_json(struct rbuf *out, const struct wal_dead *d)
 	json_str(out, d->msg);
 	if (d->batch.body) {
 		rbuf_append(out, ",\"body\":", 8);
-		json_append_string(out, d->batch.body, d->batch.body_len);
+		json_text(out, d->batch.body, d->batch.body_len);
 	}
 	rbuf_appendc(out, '}');
 }
@@ -757,10 +911,27 @@ static void dead_header(struct rbuf *out, const char *backend, const struct wal_
 	cell(d->msg, 500, msg, sizeof(msg));
 	rbuf_appendf(out, "# dead letter %" PRIu64 " of backend '%s': db '%s', rp '%s', precision %s, %" PRIu32
 		     " points, %zu bytes\n",
-		     d->batch.seq, backend, d->batch.db, d->batch.rp, prec_name(d->batch.precision), d->batch.lines,
-		     d->bytes);
+		     d->batch.seq, shown(backend), shown(d->batch.db), shown(d->batch.rp), prec_name(d->batch.precision),
+		     d->batch.lines, d->bytes);
 	rbuf_appendf(out, "# refused with status %d after %" PRIu32 " attempt%s at %s: %s\n", d->status, d->attempts,
 		     d->attempts == 1 ? "" : "s", t, msg);
+}
+
+/*
+ * A body as text: one line of output per line of line protocol, each
+ * escaped (a newline inside a string field shows as \x0a, so that no
+ * line seems to be there that is not).
+ */
+static void body_text(struct rbuf *out, const char *body, size_t len)
+{
+	const char *p = body, *e = body + len;
+	while (p < e) {
+		size_t kl;
+		const char *l = lp_line_end(p, e, &kl);
+		term_append(out, p, (size_t)(l - p) - (l[-1] == '\n'));
+		rbuf_appendc(out, '\n');
+		p = l;
+	}
 }
 
 static int cmd_show(const struct ctl *c, const char *backend, const char *seqs)
@@ -813,11 +984,11 @@ static int cmd_show(const struct ctl *c, const char *backend, const char *seqs)
 			rbuf_appendc(&out, '{');
 			batch_json(&out, &b);
 			rbuf_append(&out, ",\"state\":\"pending\",\"body\":", 26);
-			json_append_string(&out, b.body, b.body_len);
+			json_text(&out, b.body, b.body_len);
 			rbuf_append(&out, "}\n", 2);
 		}
 	} else {
-		rbuf_append(&out, bb->body, bb->body_len);
+		body_text(&out, bb->body, bb->body_len);
 	}
 	flush_out(&out);
 	rbuf_release(&out);
@@ -866,7 +1037,7 @@ static int cmd_dump(const struct ctl *c, const char *backend)
 				     ",\"precision\":\"%s\",\"lines\":%" PRIu32 ",\"bytes\":%zu,\"accept_ns\":%" PRId64
 				     ",\"body\":",
 				     prec_name(b[i].precision), b[i].lines, b[i].body_len, b[i].accept_ns);
-			json_append_string(&out, b[i].body, b[i].body_len);
+			json_text(&out, b[i].body, b[i].body_len);
 			rbuf_append(&out, "}\n", 2);
 			last = b[i].seq;
 			wal_batch_release(&b[i]);
@@ -928,13 +1099,20 @@ static int cmd_retry(const struct ctl *c, const char *backend)
 	char line[128], *reply;
 	snprintf(line, sizeof(line), "retry %s", backend);
 	int rc = ask_relayd(c, line, &reply);
-	if (rc == 0) {
-		printf(c->json ? "{\"backend\":\"%s\",\"retry\":true}\n" : "relayd retries backend '%s' now\n", backend);
+	if (rc == 0 && c->json) {
+		struct rbuf out = RBUF_INIT;
+		rbuf_append(&out, "{\"backend\":", 11);
+		json_str(&out, backend);
+		rbuf_append(&out, ",\"retry\":true}\n", 15);
+		flush_out(&out);
+		rbuf_release(&out);
+	} else if (rc == 0) {
+		printf("relayd retries backend '%s' now\n", shown(backend));
 	} else if (rc == 1 && !relayd_pid(c)) {
 		fprintf(stderr, "relayctl: relayd is not running: every backend is tried as soon as it starts\n");
 	} else {
-		fprintf(stderr, "relayctl: relayd did not retry backend '%s': %s\n", backend,
-			reply ? reply : "it does not answer on its control socket");
+		fprintf(stderr, "relayctl: relayd did not retry backend '%s': %s\n", shown(backend),
+			reply ? shown(reply) : "it does not answer on its control socket");
 	}
 	free(reply);
 	return rc == 0 ? 0 : 1;
@@ -1102,7 +1280,7 @@ static int dlq_show(const struct ctl *c, const char *backend, char **args, int n
 			dead_json(&out, &d);
 		} else {
 			dead_header(&out, backend, &d);
-			rbuf_append(&out, d.batch.body, d.batch.body_len);
+			body_text(&out, d.batch.body, d.batch.body_len);
 			flush_out(&out);
 		}
 		wal_dead_release(&d);
@@ -1389,8 +1567,9 @@ done:
 			rbuf_appendf(&out,
 				     "wrote %s: %" PRIu64 " points (db '%s', rp '%s', precision %s)\n"
 				     "  load with: influx -import -path='%s' -precision=%s\n",
-				     files[i].path, files[i].points, files[i].db, *files[i].rp ? files[i].rp : "(default)",
-				     prec_name(files[i].precision), files[i].path, prec_name(files[i].precision));
+				     files[i].path, files[i].points, shown(files[i].db),
+				     *files[i].rp ? shown(files[i].rp) : "(default)", prec_name(files[i].precision),
+				     files[i].path, prec_name(files[i].precision));
 	}
 	flush_out(&out);
 	rbuf_release(&out);
@@ -1642,7 +1821,9 @@ static void verify_problem(void *arg, const char *text)
 			rbuf_appendc(v->out, ',');
 		json_str(v->out, text);
 	} else {
-		rbuf_appendf(v->out, "damaged: %s\n", text);
+		rbuf_append(v->out, "damaged: ", 9);
+		term_append(v->out, text, strlen(text)); /* it may name a stored backend */
+		rbuf_appendc(v->out, '\n');
 	}
 	v->n++;
 }

@@ -943,6 +943,116 @@ class RelayctlTest(unittest.TestCase):
         mdb_load(r.data_dir, "batches", good)
         self.assertIn("ok: 3 batches", self.ctl(r, "verify").stdout)
 
+    def rewrite_batches(self, r, changes):
+        """relayd stopped: rewrite stored batches in place (mdb_load), each
+        {seq: {field: value}} over the record's fields (bytes for the six
+        strings and the body)."""
+        entries = mdb_dump(r.data_dir, "batches")
+        for seq, fields in changes.items():
+            key = seq.to_bytes(8, "big")
+            rec = parse_batch_record(entries[key])
+            rec.update(fields)
+            if "body" in fields:
+                rec["lines"] = fields["body"].count(b"\n")
+            entries[key] = batch_record(**rec)
+        mdb_load(r.data_dir, "batches", entries)
+
+    def test_what_relayctl_prints_from_the_queue_or_relayd_is_escaped(self):
+        """Names, messages and bodies from the queue (db, rp, org, user, a
+        dead letter's message, an orphaned queue's name, line protocol) and
+        from relayd's answers (state, last error, version, an error reply)
+        may hold any byte. No text output lets a control byte through
+        (ESC, CR, BEL, DEL, C1, bytes that are not UTF-8): they show as
+        \\xHH; every JSON output is valid UTF-8 JSON that gives the stored
+        strings back exactly."""
+        r = self.relayd([backend("b1", down_url())])
+        self.write_batches(r, 2)
+        r.stop()
+        evil_db = b"db\x1b[31mRED\r\nX"
+        evil_rp = b"rp\x07\x7f"
+        evil_user = b"u\xc2\x9b2J"  # U+009B, the C1 CSI
+        body = b'm,t=a\x1b[2J s="x\x1b[H\ny" 1600000000\n'
+        self.rewrite_batches(r, {1: {"db": evil_db, "rp": evil_rp, "org": b"o\x1b]0;title\x07",
+                                     "user": evil_user, "body": body},
+                                 2: {"db": b"raw\x9b\xff"}})  # not UTF-8
+        msg = b"HTTP 400: \x1b]0;pwned\x07\r\nfake line \xe2\x80\xae"
+        dead = (struct.pack("<iIqH6x", 400, 3, BASE_S * 10 ** 9, len(msg)) + msg
+                + batch_record(route=1, accept_ns=BASE_S * 10 ** 9, lines=1, precision=3,
+                               body=b"m v=1i 1\n", db=evil_db))
+        mdb_load(r.data_dir, "dead", {bytes([0]) + (1000).to_bytes(8, "big"): dead})
+        rec = bytearray(mdb_dump(r.data_dir, "backends")[b"b1"])
+        rec[0:4] = (7).to_bytes(4, "little")  # an id of its own
+        rec[16:24] = (1).to_bytes(8, "little")  # "pending": listed as orphaned
+        mdb_load(r.data_dir, "backends", {b"gone\x1b[2J": bytes(rec)})
+
+        status = {"pid": os.getpid(), "version": "9\x1b[2J", "started_ns": 1, "backends": [
+            {"name": "b1", "state": "up\x1b[5m", "last_error": "HTTP 500: \x1b]0;pwned\x07\r\nfake \x9b",
+             "head_seq": 1, "attempts": 2, "next_attempt_ms": 100, "last_delivery_ns": 0,
+             "delivered_points": 0, "points_per_second": 1.0}]}
+        d = ScriptedDaemon(os.path.join(r.data_dir, "relayd.sock"), {
+            "status": "ok " + json.dumps(status), "notify b1": "error busy \x1b[2J\x07",
+            "retry b1": "error not now \x1b[2J"})
+        self.addCleanup(d.close)
+
+        def run(*args, rc=0):
+            cp = subprocess.run([relaytest.RELAYCTL_BIN, "-c", r.config] + list(args),
+                                stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+            err = cp.stderr.decode("utf-8", "replace")
+            self.assertIsNone(relaytest.sanitizer_report(err), err)
+            if rc is not None:
+                self.assertEqual(cp.returncode, rc, (args, cp.stdout[:2000], err))
+            return cp
+
+        bad = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+        def safe_text(args, data):
+            text = data.decode("utf-8")  # bytes that are not UTF-8 are escaped too
+            m = bad.search(text)
+            self.assertIsNone(m, "%s printed %r raw: %r" % (args, m and m.group(), text[:3000]))
+            return text
+
+        texts = {}
+        for args, rc in ((("status",), 0), (("peek", "b1"), 0), (("show", "b1", "1"), 0),
+                         (("show", "b1", "2"), 0), (("dlq", "list", "b1"), 0), (("dlq", "show", "b1", "1000"), 0),
+                         (("export", "b1", os.path.join(self.tmp, "e")), 0), (("verify",), 1),
+                         (("pause", "b1"), 0), (("retry", "b1"), 1), (("status", "--json"), 0)):
+            cp = run(*args, rc=rc)
+            texts[args] = safe_text(args, cp.stdout)
+            safe_text(args, cp.stderr)
+        self.assertIn("\\x1b[31mRED\\x0d\\x0aX", texts[("show", "b1", "1")] + texts[("dlq", "show", "b1", "1000")])
+        self.assertIn('m,t=a\\x1b[2J s="x\\x1b[H\\x0ay" 1600000000\n', texts[("show", "b1", "1")])
+        self.assertIn("gone\\x1b[2J", texts[("status",)])
+        self.assertIn("\\x1b]0;pwned\\x07\\x0d\\x0afake", texts[("status",)])
+        self.assertIn("9\\x1b[2J", texts[("status",)])
+        self.assertIn("\\x1b]0;pwned\\x07\\x0d\\x0afake line \\xe2\\x80\\xae", texts[("dlq", "list", "b1")])
+        self.assertIn("busy \\x1b[2J\\x07", texts[("pause", "b1")])
+
+        # JSON: valid, and the stored strings come back exactly
+        def j(*args, rc=0):
+            cp = run(*(args + ("--json",)), rc=rc)
+            return json.loads(safe_json(cp.stdout))
+
+        def safe_json(data):
+            text = data.decode("utf-8")
+            self.assertIsNone(bad.search(text), text[:2000])
+            return text
+
+        st = j("status")
+        self.assertEqual([b["name"] for b in st["backends"]], ["b1", "gone\x1b[2J"])
+        self.assertEqual(st["backends"][0]["last_error"], status["backends"][0]["last_error"])
+        self.assertEqual(st["backends"][0]["state"], "up\x1b[5m")
+        peek = j("peek", "b1")["batches"]
+        self.assertEqual((peek[0]["db"], peek[0]["rp"]), (evil_db.decode(), evil_rp.decode()))
+        self.assertEqual(peek[1]["db"], "raw\ufffd\ufffd")
+        self.assertEqual(j("show", "b1", "1")["body"], body.decode())
+        dl = j("dlq", "list", "b1")["dead"][0]
+        self.assertEqual((dl["db"], dl["message"]), (evil_db.decode(), msg.decode()))
+        self.assertEqual(j("dlq", "show", "b1", "1000")[0]["message"], msg.decode())
+        self.assertTrue(any("gone\x1b[2J" in p for p in j("verify", rc=1)["problems"]))
+        dump = [json.loads(line) for line in safe_json(run("dump", "b1").stdout).splitlines()]
+        self.assertEqual((dump[0]["db"], dump[0]["org"], dump[0]["user"]),
+                         (evil_db.decode(), "o\x1b]0;title\x07", evil_user.decode()))
+
 
 # ---- lmdb-utils ------------------------------------------------------------
 
