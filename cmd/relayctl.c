@@ -1634,6 +1634,28 @@ static int import_validate(const char *path, const char *data, size_t len, int64
 	return bad ? -1 : 0;
 }
 
+static const char *const batch_fields[6] = { "db", "rp", "org", "user", "password", "token" };
+
+/*
+ * The index in batch_fields of the first of b's six strings that holds a
+ * control byte (< 0x20 or DEL), or -1; *value gets that string, *at the
+ * byte's offset. relayd's door refuses them (they end up in URLs,
+ * headers, log lines and export files): an import must not queue what a
+ * writer could not.
+ */
+static int control_byte_field(const struct wal_batch *b, const char **value, size_t *at)
+{
+	const char *f[6] = { b->db, b->rp, b->org, b->user, b->password, b->token };
+	for (int i = 0; i < 6; i++)
+		for (size_t k = 0; f[i] && f[i][k]; k++)
+			if ((unsigned char)f[i][k] < 0x20 || f[i][k] == 0x7F) {
+				*value = f[i];
+				*at = k;
+				return i;
+			}
+	return -1;
+}
+
 static int cmd_import(const struct ctl *c, const char *backend, const char *path)
 {
 	enum lp_precision prec;
@@ -1716,7 +1738,9 @@ static int cmd_import(const struct ctl *c, const char *backend, const char *path
 	rc = 0;
 	while (p < end && rc == 0) {
 		size_t ng = 0, gbytes = 0;
-		while (p < end && ng < IMPORT_COMMIT_BATCHES && gbytes < 32u << 20) {
+		uint64_t first_point = queued_points + 1;
+		int refused = 0;
+		while (p < end && ng < IMPORT_COMMIT_BATCHES && gbytes < 32u << 20 && !refused) {
 			const char *s = p;
 			uint32_t lines = 0;
 			while (p < end && lines < IMPORT_BATCH_LINES && (size_t)(p - s) < IMPORT_BATCH_BYTES) {
@@ -1735,6 +1759,34 @@ static int cmd_import(const struct ctl *c, const char *backend, const char *path
 			b->body = s;
 			b->body_len = (size_t)(p - s);
 			gbytes += b->body_len;
+			const char *val;
+			size_t at;
+			int fi = control_byte_field(b, &val, &at);
+			if (fi >= 0) {
+				int secret = fi >= 4; /* a password or token is never shown */
+				if (prog.on)
+					fputc('\n', stderr);
+				fprintf(stderr,
+					"relayctl: %s: batch %" PRIu64 " (points %" PRIu64 "..%" PRIu64 "): its %s%s%s%s holds "
+					"a control byte (0x%02x at byte %zu), which relayd never queues: refused\n",
+					path, nbatches + ng, first_point, first_point + lines - 1, batch_fields[fi],
+					secret ? "" : " '", secret ? "" : shown(val), secret ? "" : "'", (unsigned char)val[at],
+					at);
+				refused = 1;
+			}
+			first_point += lines;
+		}
+		if (refused) {
+			/* Nothing of this group is queued: what went before stays. */
+			if (nbatches)
+				fprintf(stderr,
+					"relayctl: %" PRIu64 " points in %" PRIu64 " batches (%" PRIu64 "..%" PRIu64
+					") were queued, the rest of the file was not\n",
+					queued_points, nbatches, first_seq, last_seq);
+			else
+				fprintf(stderr, "relayctl: nothing was queued\n");
+			rc = 1;
+			break;
 		}
 		int arc = wal_append(w, group, ng, now_realtime_ns());
 		size_t stored = 0;

@@ -957,6 +957,27 @@ class RelayctlTest(unittest.TestCase):
             entries[key] = batch_record(**rec)
         mdb_load(r.data_dir, "batches", entries)
 
+    def test_import_refuses_control_bytes_in_names(self):
+        """import queues batches with the --db and --rp given: a control
+        byte there (ESC, CR, LF, DEL...) would be stored and shown, sent
+        and exported later; the door refuses them, and so does import,
+        naming the batch and the field, queueing nothing."""
+        r = self.relayd([backend("b1", down_url())])
+        r.stop()
+        good = os.path.join(self.tmp, "in.lp")
+        with open(good, "w") as f:
+            f.write("".join("imp v=%di %d\n" % (i, BASE_S + i) for i in range(7000)))
+        for db, rp, field in (("x\x1b[2Jy", None, "db"), ("x\ny", None, "db"), (DB, "r\r", "rp"),
+                              (DB, "r\x7f", "rp"), ("\x01", None, "db")):
+            args = ["import", "b1", good, "--db", db, "--precision", "s"] + (["--rp", rp] if rp else [])
+            cp = self.ctl(r, *args, rc=1)
+            self.assertRegex(cp.stderr, r"batch 1 \(points 1\.\.5000\): its %s .* holds a control byte" % field)
+            self.assertIn("nothing was queued", cp.stderr)
+            self.assertNotIn("\x1b", cp.stderr)
+            self.assertEqual(r.backend_status("b1")["pending_batches"], 0)
+        doc = self.ctl_json(r, "import", "b1", good, "--db", "ok db", "--rp", "r\u00e9", "--precision", "s")
+        self.assertEqual(doc["batches"], 2)
+
     def test_what_relayctl_prints_from_the_queue_or_relayd_is_escaped(self):
         """Names, messages and bodies from the queue (db, rp, org, user, a
         dead letter's message, an orphaned queue's name, line protocol) and
