@@ -1401,6 +1401,12 @@ struct export_file {
 	uint64_t batches, points;
 };
 
+/* A batch that cannot go into an export file as it is. */
+struct export_skip {
+	uint64_t seq;
+	const char *why;
+};
+
 /* name as a file-name component: [A-Za-z0-9_-] kept, the rest '_'. */
 static void path_part(struct rbuf *p, const char *name)
 {
@@ -1410,6 +1416,88 @@ static void path_part(struct rbuf *p, const char *name)
 			 ch == '-';
 		rbuf_appendc(p, ok ? ch : '_');
 	}
+}
+
+/* Go's unicode.IsSpace, which influx -import's TrimSpace uses, for the
+ * character at s (n > 0 bytes). */
+static int go_space_at(const char *s, size_t n)
+{
+	uint32_t cp;
+	unsigned char c = (unsigned char)s[0];
+	if (c == ' ' || (c >= '\t' && c <= '\r'))
+		return 1;
+	if (!utf8_seq((const unsigned char *)s, n, &cp))
+		return 0;
+	return cp == 0x85 || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 ||
+	       cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+/* Does a well-formed UTF-8 character (or any byte) end at s + n with white
+ * space? */
+static int go_space_before(const char *s, size_t n)
+{
+	for (size_t k = 1; k <= 4 && k <= n; k++)
+		if (go_space_at(s + n - k, k))
+			return 1;
+	return 0;
+}
+
+/*
+ * Why name (what, "database" or "retention policy") cannot be written on
+ * a "# CONTEXT-...: NAME" line of an influx -import file, or NULL. The
+ * importer reads the file line by line, takes what follows the first ':'
+ * up to the next ':' and trims white space: a newline would end the line
+ * (and the next one could switch database), a ':' would cut the name (the
+ * points going to the database named by its beginning), white space at
+ * either end would be lost. No escape exists in that format.
+ */
+static const char *context_refusal(const char *name, int is_db)
+{
+	size_t len = strlen(name);
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)name[i];
+		if (ch < 0x20 || ch == 0x7F)
+			return is_db ? "its database name holds a control byte (a newline could switch the database)"
+				     : "its retention policy holds a control byte (a newline could switch the database)";
+		if (ch == ':')
+			return is_db ? "its database name holds ':', where influx -import would cut it"
+				     : "its retention policy holds ':', where influx -import would cut it";
+	}
+	if (len && (go_space_at(name, len) || go_space_before(name, len)))
+		return is_db ? "its database name begins or ends with white space, which influx -import would drop"
+			     : "its retention policy begins or ends with white space, which influx -import would drop";
+	if (is_db && !len)
+		return "it has no database name";
+	return NULL;
+}
+
+/*
+ * Why batch b cannot be written into an export file as it is, or NULL.
+ * Besides its names: influx -import reads the body line by line too, so a
+ * string field holding a newline would be cut into lines of which any may
+ * be a point of its own or a context line; a line starting with '#' would
+ * be a context line or a comment (relayd drops comments, but a damaged or
+ * crafted record may hold one); and a body without its last newline would
+ * run into the next batch's first line.
+ */
+static const char *export_refusal(const struct wal_batch *b)
+{
+	const char *why;
+	if ((why = context_refusal(b->db, 1)) || (why = context_refusal(b->rp, 0)))
+		return why;
+	const char *p = b->body, *e = b->body + b->body_len;
+	if (b->body_len && e[-1] != '\n')
+		return "its body does not end with a newline";
+	while (p < e) {
+		size_t kl;
+		const char *l = lp_line_end(p, e, &kl);
+		if (*p == '#')
+			return "a line of its body starts with '#'";
+		if (memchr(p, '\n', (size_t)(l - p) - 1))
+			return "a string field in its body holds a newline";
+		p = l;
+	}
+	return NULL;
 }
 
 static struct export_file *export_file_for(struct export_file **files, size_t *n, const char *base,
@@ -1481,7 +1569,8 @@ static int cmd_export(const struct ctl *c, const char *backend, const char *base
 	if (rc < 0)
 		return 1;
 	struct export_file *files = NULL;
-	size_t nfiles = 0;
+	struct export_skip *skipped = NULL;
+	size_t nfiles = 0, nskipped = 0;
 	int err = 0;
 	if (rc == 1) {
 		rc = 0; /* no queue yet: nothing to export */
@@ -1511,7 +1600,14 @@ static int cmd_export(const struct ctl *c, const char *backend, const char *base
 			break;
 		for (size_t i = 0; i < n; i++) {
 			struct wal_batch *b = c->dlq ? &dp[i].batch : &bp[i];
-			struct export_file *e = err ? NULL : export_file_for(&files, &nfiles, base, b, &err);
+			const char *why = export_refusal(b);
+			if (why) {
+				/* Left out, never written changed: the others still go out,
+				 * and the exit status tells a script not to purge. */
+				skipped = xrealloc(skipped, (nskipped + 1) * sizeof(*skipped));
+				skipped[nskipped++] = (struct export_skip){ b->seq, why };
+			}
+			struct export_file *e = err || why ? NULL : export_file_for(&files, &nfiles, base, b, &err);
 			if (e) {
 				fwrite(b->body, 1, b->body_len, e->f);
 				e->batches++;
@@ -1540,6 +1636,15 @@ done:
 			fprintf(stderr, "relayctl: cannot write '%s': %s\n", files[i].path, strerror(errno));
 		}
 	struct rbuf out = RBUF_INIT;
+	if (!rc && !err) {
+		for (size_t i = 0; i < nskipped; i++)
+			fprintf(stderr, "relayctl: batch %" PRIu64 " not exported: %s (see 'relayctl %s %s %" PRIu64 "')\n",
+				skipped[i].seq, skipped[i].why, c->dlq ? "dlq show" : "show", shown(backend),
+				skipped[i].seq);
+		if (nskipped)
+			fprintf(stderr, "relayctl: %zu batch%s not exported; the files hold every other one\n", nskipped,
+				nskipped == 1 ? "" : "es");
+	}
 	if (rc || err) {
 		/* A partial export is worse than none: remove what was written. */
 		for (size_t i = 0; i < nfiles; i++)
@@ -1547,7 +1652,14 @@ done:
 	} else if (c->json) {
 		rbuf_append(&out, "{\"backend\":", 11);
 		json_str(&out, backend);
-		rbuf_appendf(&out, ",\"source\":\"%s\",\"files\":[", c->dlq ? "dead" : "pending");
+		rbuf_appendf(&out, ",\"source\":\"%s\",\"skipped_batches\":%zu,\"skipped\":[", c->dlq ? "dead" : "pending",
+			     nskipped);
+		for (size_t i = 0; i < nskipped; i++) {
+			rbuf_appendf(&out, "%s{\"seq\":%" PRIu64 ",\"reason\":", i ? "," : "", skipped[i].seq);
+			json_str(&out, skipped[i].why);
+			rbuf_appendc(&out, '}');
+		}
+		rbuf_append(&out, "],\"files\":[", 11);
 		for (size_t i = 0; i < nfiles; i++) {
 			rbuf_append(&out, i ? ",{\"path\":" : "{\"path\":", i ? 9 : 8);
 			json_str(&out, files[i].path);
@@ -1559,7 +1671,7 @@ done:
 				     prec_name(files[i].precision), files[i].batches, files[i].points);
 		}
 		rbuf_append(&out, "]}\n", 3);
-	} else if (nfiles == 0) {
+	} else if (nfiles == 0 && nskipped == 0) {
 		rbuf_appendf(&out, "backend '%s': nothing to export (no %s)\n", backend,
 			     c->dlq ? "dead letters" : "pending batches");
 	} else {
@@ -1579,7 +1691,8 @@ done:
 		free(files[i].path);
 	}
 	free(files);
-	return rc || err ? 1 : 0;
+	free(skipped);
+	return rc || err || nskipped ? 1 : 0;
 }
 
 /*---- import ----*/

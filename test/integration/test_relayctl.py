@@ -957,6 +957,54 @@ class RelayctlTest(unittest.TestCase):
             entries[key] = batch_record(**rec)
         mdb_load(r.data_dir, "batches", entries)
 
+    def test_export_files_cannot_be_restructured_by_stored_values(self):
+        """Stored values that would change what `influx -import` does with an
+        export file (a database name with a newline and a CONTEXT-DATABASE
+        line, one with a ':' or leading white space, which the importer cuts
+        and trims, a string field holding a newline and a context line, a
+        body line starting with '#', a body without its last newline) are
+        not exported: each such batch is named with the reason, counted,
+        and the exit status is 1; every other batch is exported. Loaded
+        into a real influxd, the files put nothing into the victim
+        database and every good point where it belongs."""
+        r = self.relayd([backend("down", down_url())])
+        self.write_batches(r, 3, measurement="good", precision="s")
+        self.write_batches(r, 7, measurement="bad", precision="s", start=10)
+        r.stop()
+        inj = b"vm v=1i %d\n" % (BASE_S + 1)
+        self.rewrite_batches(r, {
+            4: {"db": b"telemetry\n# CONTEXT-DATABASE: victim\n", "body": inj},
+            5: {"db": b"victim:x", "body": inj},
+            6: {"db": b" victim", "body": inj},
+            7: {"body": b'm s="a\n# CONTEXT-DATABASE: victim\nvm v=2i %d\n" %d\n' % (BASE_S + 2, BASE_S + 3)},
+            8: {"body": b"# CONTEXT-DATABASE: victim\n" + inj},
+            9: {"body": inj[:-1]},
+            10: {"rp": b"autogen\n# CONTEXT-DATABASE: victim"},
+        })
+        base = os.path.join(self.tmp, "out")
+        cp = self.ctl(r, "export", "down", base, rc=1)
+        for seq in range(4, 11):
+            self.assertRegex(cp.stderr, r"batch %d not exported: " % seq)
+        self.assertIn("7 batches not exported", cp.stderr)
+        for ch in "\x1b\r":
+            self.assertNotIn(ch, cp.stdout + cp.stderr)
+        os.unlink(base + ".telemetry.default.s.lp")
+        doc = self.ctl_json(r, "export", "down", base, rc=1)
+        self.assertEqual(doc["skipped_batches"], 7)
+        self.assertEqual([b["seq"] for b in doc["skipped"]], list(range(4, 11)))
+        self.assertEqual([(f["db"], f["batches"], f["points"]) for f in doc["files"]], [(DB, 3, 15)])
+        text = read_text(doc["files"][0]["path"])
+        self.assertNotIn("victim", text)
+
+        fresh = self.influxd(subdir="fresh", dbs=(DB, "victim"))
+        cp = subprocess.run([INFLUX_BIN, "-host", "127.0.0.1", "-port", str(fresh.port), "-import",
+                             "-path", doc["files"][0]["path"], "-precision", "s"],
+                            capture_output=True, text=True, timeout=60)
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertEqual(fresh.count(DB, "good", "v"), 15)
+        self.assertEqual(fresh.query("victim", "SHOW SERIES")["results"][0].get("series"), None)
+        self.assertEqual(fresh.count(DB, "vm", "v"), 0)
+
     def test_import_refuses_control_bytes_in_names(self):
         """import queues batches with the --db and --rp given: a control
         byte there (ESC, CR, LF, DEL...) would be stored and shown, sent
@@ -1035,7 +1083,7 @@ class RelayctlTest(unittest.TestCase):
         texts = {}
         for args, rc in ((("status",), 0), (("peek", "b1"), 0), (("show", "b1", "1"), 0),
                          (("show", "b1", "2"), 0), (("dlq", "list", "b1"), 0), (("dlq", "show", "b1", "1000"), 0),
-                         (("export", "b1", os.path.join(self.tmp, "e")), 0), (("verify",), 1),
+                         (("export", "b1", os.path.join(self.tmp, "e")), 1), (("verify",), 1),
                          (("pause", "b1"), 0), (("retry", "b1"), 1), (("status", "--json"), 0)):
             cp = run(*args, rc=rc)
             texts[args] = safe_text(args, cp.stdout)
