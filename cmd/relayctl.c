@@ -1407,14 +1407,33 @@ struct export_skip {
 	const char *why;
 };
 
-/* name as a file-name component: [A-Za-z0-9_-] kept, the rest '_'. */
+/*
+ * A database or retention policy name in a file name: at most
+ * EXPORT_PART_MAX bytes of [A-Za-z0-9_-] (the rest become '_'). A longer
+ * name is cut and ends with '-' and 8 hex digits of a hash of the whole
+ * name, so that two long names with the same beginning get two files
+ * and the file name fits NAME_MAX whatever the queue holds (a 60 000-byte
+ * database name made the whole export fail).
+ */
+#define EXPORT_PART_MAX 64
+/* What export adds to the name of FILE: ".DB.RP.PRECISION[.NN].lp". */
+#define EXPORT_SUFFIX_MAX (1 + EXPORT_PART_MAX + 1 + EXPORT_PART_MAX + 1 + 7 + 3 + 3)
+
 static void path_part(struct rbuf *p, const char *name)
 {
-	for (const char *s = name; *s; s++) {
-		char ch = *s;
+	size_t len = strlen(name);
+	size_t keep = len <= EXPORT_PART_MAX ? len : EXPORT_PART_MAX - 9;
+	for (size_t i = 0; i < keep; i++) {
+		char ch = name[i];
 		int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
 			 ch == '-';
 		rbuf_appendc(p, ok ? ch : '_');
+	}
+	if (keep < len) {
+		uint32_t h = 2166136261u; /* FNV-1a: short, and enough to tell names apart */
+		for (size_t i = 0; i < len; i++)
+			h = (h ^ (unsigned char)name[i]) * 16777619u;
+		rbuf_appendf(p, "-%08" PRIx32, h);
 	}
 }
 
@@ -1565,6 +1584,15 @@ static int cmd_export(const struct ctl *c, const char *backend, const char *base
 {
 	struct wal *w;
 	int id;
+	const char *slash = strrchr(base, '/');
+	const char *fname = slash ? slash + 1 : base;
+	if (!*fname || strlen(fname) + EXPORT_SUFFIX_MAX > 255) {
+		fprintf(stderr,
+			"relayctl: '%s': the file name is %s (at most %d bytes: each export file adds the database, "
+			"retention policy and precision to it)\n",
+			base, *fname ? "too long" : "empty", 255 - EXPORT_SUFFIX_MAX);
+		return 1;
+	}
 	int rc = open_backend(c, backend, WAL_F_RDONLY, &w, &id);
 	if (rc < 0)
 		return 1;

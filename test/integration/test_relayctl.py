@@ -1005,6 +1005,37 @@ class RelayctlTest(unittest.TestCase):
         self.assertEqual(fresh.query("victim", "SHOW SERIES")["results"][0].get("series"), None)
         self.assertEqual(fresh.count(DB, "vm", "v"), 0)
 
+    def test_export_file_names_always_fit(self):
+        """A 60 000-byte database name made the whole export fail with
+        ENAMETOOLONG (nothing written, and export is the step before a
+        purge): a long name becomes its first characters and a short hash
+        of the whole, so that two long names with the same start get two
+        files, and only safe characters are used. A FILE whose own name
+        leaves no room is refused before anything is read."""
+        r = self.relayd([backend("down", down_url())])
+        self.write_batches(r, 3, precision="s")
+        r.stop()
+        long1 = b"d" * 60000
+        long2 = b"d" * 59999 + b"e"
+        self.rewrite_batches(r, {1: {"db": long1}, 2: {"db": long2}, 3: {"rp": b"r/../" * 100}})
+        base = os.path.join(self.tmp, "out")
+        doc = self.ctl_json(r, "export", "down", base)
+        self.assertEqual(len(doc["files"]), 3)
+        names = [os.path.basename(f["path"]) for f in doc["files"]]
+        self.assertEqual(len(set(names)), 3)
+        for n in names:
+            self.assertLessEqual(len(n.encode()), 255, n)
+            self.assertRegex(n, r"^out\.[A-Za-z0-9_.-]+\.s\.lp$")
+            self.assertTrue(os.path.exists(os.path.join(self.tmp, n)))
+        self.assertTrue(names[0].startswith("out." + "d" * 40))
+        self.assertNotEqual(names[0], names[1])
+        self.assertEqual([f["db"] for f in doc["files"]], [long1.decode(), long2.decode(), DB])
+        with open(doc["files"][0]["path"]) as f:
+            self.assertIn("# CONTEXT-DATABASE: %s\n" % long1.decode(), f.read())
+        cp = self.ctl(r, "export", "down", os.path.join(self.tmp, "x" * 200), rc=1)
+        self.assertIn("too long", cp.stderr)
+        self.assertEqual(sorted(os.listdir(self.tmp)).count("x" * 200), 0)
+
     def test_import_refuses_control_bytes_in_names(self):
         """import queues batches with the --db and --rp given: a control
         byte there (ESC, CR, LF, DEL...) would be stored and shown, sent
