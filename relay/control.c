@@ -509,23 +509,30 @@ int control_request(const char *path, const char *line, int timeout_ms, char **r
 	close(fd);
 	if (rc == 0) {
 		*nl = '\0';
-		size_t n = (size_t)(nl - in.data);
-		if (n && in.data[n - 1] == '\r')
-			in.data[--n] = '\0';
-		const char *payload = NULL;
-		if (strncmp(in.data, "ok", 2) == 0 && (in.data[2] == '\0' || in.data[2] == ' ')) {
-			payload = in.data[2] ? in.data + 3 : "";
-		} else if (strncmp(in.data, "error", 5) == 0 && (in.data[5] == '\0' || in.data[5] == ' ')) {
-			payload = in.data[5] ? in.data + 6 : "";
-			rc = CONTROL_EREPLY;
-		} else {
-			rc = -EPROTO;
-		}
+		const char *payload;
+		rc = control_reply_parse(in.data, &payload);
 		if (payload)
 			*reply_out = xstrdup(payload);
 	}
 	rbuf_release(&in);
 	return rc;
+}
+
+int control_reply_parse(char *line, const char **payload)
+{
+	size_t n = strlen(line);
+	if (n && line[n - 1] == '\r')
+		line[--n] = '\0';
+	*payload = NULL;
+	if (strncmp(line, "ok", 2) == 0 && (line[2] == '\0' || line[2] == ' ')) {
+		*payload = line[2] ? line + 3 : "";
+		return 0;
+	}
+	if (strncmp(line, "error", 5) == 0 && (line[5] == '\0' || line[5] == ' ')) {
+		*payload = line[5] ? line + 6 : "";
+		return CONTROL_EREPLY;
+	}
+	return -EPROTO;
 }
 
 /*---- status payload ----*/

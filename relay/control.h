@@ -129,6 +129,14 @@ void control_server_stop(struct control_server *s, void (*cb)(struct control_ser
  */
 int control_request(const char *path, const char *line, int timeout_ms, char **reply);
 
+/*
+ * Split one reply line (NUL-terminated, its '\n' removed; a trailing '\r'
+ * is removed in place) as control_request does: 0 for "ok [PAYLOAD]",
+ * CONTROL_EREPLY for "error [MESSAGE]", with *payload pointing into line
+ * ("" when there is none); -EPROTO for anything else, *payload NULL.
+ */
+int control_reply_parse(char *line, const char **payload);
+
 /*---- the "status" payload ----*/
 
 /*

@@ -309,6 +309,39 @@ static void test_status_parse(void **state)
 	free(st);
 }
 
+/* What relayctl makes of a reply line (control_request uses it). */
+static void test_reply_parse(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *line;
+		int rc;
+		const char *payload;
+	} cases[] = {
+		{ "ok", 0, "" },
+		{ "ok relayd", 0, "relayd" },
+		{ "ok {\"pid\":1}\r", 0, "{\"pid\":1}" },
+		{ "ok ", 0, "" },
+		{ "error", CONTROL_EREPLY, "" },
+		{ "error no such backend", CONTROL_EREPLY, "no such backend" },
+		{ "okay", -EPROTO, NULL },
+		{ "errors x", -EPROTO, NULL },
+		{ "", -EPROTO, NULL },
+		{ "\r", -EPROTO, NULL },
+		{ "OK x", -EPROTO, NULL },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char line[64];
+		const char *payload = (const char *)1;
+		snprintf(line, sizeof(line), "%s", cases[i].line);
+		assert_int_equal(control_reply_parse(line, &payload), cases[i].rc);
+		if (cases[i].payload)
+			assert_string_equal(payload, cases[i].payload);
+		else
+			assert_null(payload);
+	}
+}
+
 /* Pipelined requests, a request split across writes, and many clients at
  * once: every request gets its reply, in order. */
 static void test_pipelining_and_many_clients(void **state)
@@ -570,6 +603,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_requests, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_status_roundtrip, setup, teardown),
 		cmocka_unit_test(test_status_parse),
+		cmocka_unit_test(test_reply_parse),
 		cmocka_unit_test_setup_teardown(test_pipelining_and_many_clients, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_that_never_reads, setup, teardown),
