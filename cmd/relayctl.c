@@ -112,41 +112,196 @@ static void human_age(int64_t s, char *out, size_t n)
 		snprintf(out, n, "%" PRId64 "d%02" PRId64 "h", s / 86400, (s % 86400) / 3600);
 }
 
+/*
+ * Whole seconds from ns to now: 0 for no time (0) or one in the future, and
+ * saturated rather than overflowing for a time before 1970 (the queue
+ * refuses such stored times, but relayd's answers are not the queue).
+ */
 static int64_t age_seconds(int64_t ns, int64_t now)
 {
-	if (!ns)
+	if (!ns || ns >= now)
 		return 0;
-	int64_t d = (now - ns) / 1000000000LL;
-	return d < 0 ? 0 : d;
+	if (ns < 0 && now > INT64_MAX + ns)
+		return INT64_MAX / 1000000000LL;
+	return (now - ns) / 1000000000LL; /* now > ns, and the difference fits */
 }
 
-/* "2026-01-02T03:04:05Z", or "-" for 0. */
+/* "2026-01-02T03:04:05Z", or "-" for 0 (or a time gmtime cannot show). */
 static void fmt_time(int64_t ns, char *out, size_t n)
 {
-	if (!ns) {
-		snprintf(out, n, "-");
-		return;
-	}
 	time_t t = (time_t)(ns / 1000000000LL);
 	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (!ns || !gmtime_r(&t, &tm) || !strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(out, n, "-");
 }
 
-/* s cut to at most max bytes for a table cell, control bytes as '?'. */
+/*---- what reaches the operator's terminal ----*/
+
+/*
+ * Whatever relayctl prints that comes from the queue or from relayd
+ * (database and retention policy names, org, user, backend names, the
+ * backends' messages, line protocol) may hold any byte: the door refuses
+ * control bytes now, but older batches, imports and damaged records need
+ * not. None of it may reach the terminal raw, where an escape sequence
+ * could rewrite the screen or a CR hide what precedes it. Text output
+ * shows printable ASCII and well-formed UTF-8 as they are and every other
+ * byte as \xHH: C0 controls (tab and newline too, except the newline that
+ * ends a line of line protocol), DEL, C1 controls, bytes that are not
+ * UTF-8, and the characters that reorder or break lines (bidirectional
+ * controls, U+2028, U+2029). JSON output escapes the same characters as
+ * \uXXXX and shows a byte that is not UTF-8 as U+FFFD: JSON is UTF-8
+ * text. export's files are the only place where stored bytes come out
+ * exactly.
+ */
+
+/* Length (2..4) of the well-formed UTF-8 sequence at s[0..n) and its code
+ * point, or 0 when none starts there (ASCII included). */
+static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
+{
+	if (n == 0 || s[0] < 0xC2 || s[0] > 0xF4)
+		return 0;
+	size_t len = s[0] < 0xE0 ? 2 : s[0] < 0xF0 ? 3 : 4;
+	if (n < len)
+		return 0;
+	uint32_t c = s[0] & (0x3Fu >> (len - 1));
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		c = c << 6 | (s[i] & 0x3Fu);
+	}
+	/* overlong forms, UTF-16 surrogates, beyond Unicode */
+	if ((len == 3 && c < 0x800) || (len == 4 && c < 0x10000) || (c >= 0xD800 && c <= 0xDFFF) || c > 0x10FFFF)
+		return 0;
+	*cp = c;
+	return len;
+}
+
+/* C1 controls, and characters that reorder text or end a line. */
+static int unsafe_char(uint32_t cp)
+{
+	return cp < 0xA0 || cp == 0x061C || cp == 0x200E || cp == 0x200F || (cp >= 0x2028 && cp <= 0x202E) ||
+	       (cp >= 0x2066 && cp <= 0x2069);
+}
+
+/* One unit of s[0..n) (n > 0) as text output shows it, into u (at least
+ * 17 bytes, NUL-terminated); returns the bytes of s it stands for. */
+static size_t term_unit(const char *s, size_t n, char *u)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	uint32_t cp;
+	size_t k;
+	if (p[0] >= 0x20 && p[0] < 0x7F) {
+		u[0] = s[0];
+		u[1] = '\0';
+		return 1;
+	}
+	if ((k = utf8_seq(p, n, &cp)) && !unsafe_char(cp)) {
+		memcpy(u, s, k);
+		u[k] = '\0';
+		return k;
+	}
+	/* a whole unsafe character escaped byte by byte, or one stray byte */
+	k = k ? k : 1;
+	for (size_t i = 0; i < k; i++)
+		snprintf(u + 4 * i, 5, "\\x%02x", p[i]);
+	return k;
+}
+
+/* Append s[0..n) escaped for text output. */
+static void term_append(struct rbuf *b, const char *s, size_t n)
+{
+	char u[17];
+	for (size_t i = 0; i < n;) {
+		i += term_unit(s + i, n - i, u);
+		rbuf_append(b, u, strlen(u));
+	}
+}
+
+/*
+ * s escaped for text output into out (n bytes), cut to at most max bytes
+ * (max < n), ending in "..." when cut; never inside an escape or a UTF-8
+ * sequence. For table cells and names inside messages.
+ */
 static void cell(const char *s, size_t max, char *out, size_t n)
 {
-	size_t i = 0, len = strlen(s);
-	for (; i < len && i < max && i + 1 < n; i++)
-		out[i] = (unsigned char)s[i] < 0x20 ? '?' : s[i];
-	if (len > max && i >= 3)
-		memcpy(out + i - 3, "...", 3);
-	out[i] = '\0';
+	size_t len = strlen(s), o = 0, fit = 0;
+	char u[17];
+	if (max >= n)
+		max = n - 1;
+	for (size_t i = 0; i < len;) {
+		size_t used = term_unit(s + i, len - i, u), ul = strlen(u);
+		if (o + ul > max) {
+			/* cut: back to where "..." still fits */
+			o = fit;
+			if (o + 3 <= max) {
+				memcpy(out + o, "...", 3);
+				o += 3;
+			}
+			break;
+		}
+		memcpy(out + o, u, ul);
+		o += ul;
+		i += used;
+		if (o + 3 <= max)
+			fit = o;
+	}
+	out[o] = '\0';
+}
+
+/*
+ * s escaped for text output (and cut to about 1000 bytes), for a name in
+ * a message. The result lives until the fourth next call: a message may
+ * show a few names at once.
+ */
+static const char *shown(const char *s)
+{
+	static char bufs[4][1024];
+	static unsigned next;
+	char *b = bufs[next++ % 4];
+	cell(s ? s : "", sizeof(bufs[0]) - 1, b, sizeof(bufs[0]));
+	return b;
+}
+
+/* s[0..n) as a JSON string (see above). */
+static void json_text(struct rbuf *b, const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	rbuf_appendc(b, '"');
+	for (size_t i = 0; i < n;) {
+		unsigned char c = p[i];
+		uint32_t cp;
+		size_t k;
+		if (c == '"' || c == '\\') {
+			rbuf_appendc(b, '\\');
+			rbuf_appendc(b, (char)c);
+		} else if (c == '\n') {
+			rbuf_append(b, "\\n", 2);
+		} else if (c == '\r') {
+			rbuf_append(b, "\\r", 2);
+		} else if (c == '\t') {
+			rbuf_append(b, "\\t", 2);
+		} else if (c < 0x20 || c == 0x7F) {
+			rbuf_appendf(b, "\\u%04x", c);
+		} else if (c < 0x80) {
+			rbuf_appendc(b, (char)c);
+		} else if ((k = utf8_seq(p + i, n - i, &cp))) {
+			if (unsafe_char(cp))
+				rbuf_appendf(b, "\\u%04x", (unsigned)cp);
+			else
+				rbuf_append(b, s + i, k);
+			i += k;
+			continue;
+		} else {
+			rbuf_append(b, "\\ufffd", 6);
+		}
+		i++;
+	}
+	rbuf_appendc(b, '"');
 }
 
 static void json_str(struct rbuf *b, const char *s)
 {
-	json_append_string(b, s ? s : "", s ? strlen(s) : 0);
+	json_text(b, s ? s : "", s ? strlen(s) : 0);
 }
 
 static void flush_out(struct rbuf *b)
@@ -356,7 +511,7 @@ static void nudge(const struct ctl *c, const char *backend, struct rbuf *out)
 		what = "not notified";
 		snprintf(msg, sizeof(msg),
 			 "relayd runs but did not take the change at once (%s): it takes effect at relayd's next start",
-			 reply ? reply : "no control socket");
+			 reply ? shown(reply) : "no control socket");
 	}
 	if (c->json) {
 		rbuf_append(out, ",\"relayd\":", 10);
@@ -380,7 +535,7 @@ static int relayd_status(const struct ctl *c, struct control_status *st, char *w
 		return -1;
 	}
 	if (rc < 0) {
-		snprintf(why, whylen, "relayd did not answer 'status': %s", reply ? reply : "?");
+		snprintf(why, whylen, "relayd did not answer 'status': %s", reply ? shown(reply) : "?");
 		free(reply);
 		return -1;
 	}
@@ -416,6 +571,8 @@ static void on_sigint(int sig)
 	interrupted = 1;
 }
 
+/* One refresh of status into out: 0, 1 on an error (nothing to show), 2
+ * when a queue is damaged (shown as such). */
 static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *memo, struct rbuf *out)
 {
 	struct control_status *ds = xcalloc(1, sizeof(*ds));
@@ -427,7 +584,8 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 	char(*stored)[WAL_NAME_MAX + 1] = xcalloc(WAL_MAX_BACKENDS, sizeof(*stored));
 	struct rate_memo *next = memo ? xcalloc(1, sizeof(*next)) : NULL;
 	const char *names[STATUS_MAX];
-	size_t nnames = 0, nstored = 0;
+	char damaged[STATUS_MAX] = { 0 };
+	size_t nnames = 0, nstored = 0, ndamaged = 0;
 	int rc = 0;
 
 	/* The configured backends, then the queues the store holds for
@@ -455,8 +613,17 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 		if (rc == WAL_ENOBACKEND) {
 			memset(&st[i], 0, sizeof(st[i])); /* configured, never opened: nothing queued */
 			rc = 0;
+		} else if (rc == WAL_ECORRUPT) {
+			/* One damaged record must not hide every other queue: this
+			 * one is shown as damaged, and the exit status says so. */
+			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s (see 'relayctl verify')\n",
+				shown(names[i]), wal_strerror(rc));
+			memset(&st[i], 0, sizeof(st[i]));
+			damaged[i] = 1;
+			ndamaged++;
+			rc = 0;
 		} else if (rc) {
-			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", names[i],
+			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", shown(names[i]),
 				wal_strerror(rc));
 			goto out;
 		}
@@ -474,7 +641,7 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 		rbuf_append(out, ",\"backends\":[", 13);
 	} else {
 		if (running == 1)
-			rbuf_appendf(out, "relayd: running (pid %" PRId64 ", version %s)\n", ds->pid, ds->version);
+			rbuf_appendf(out, "relayd: running (pid %" PRId64 ", version %s)\n", ds->pid, shown(ds->version));
 		else if (running == 0)
 			rbuf_appendf(out, "relayd: stopped\n");
 		else
@@ -486,7 +653,15 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 		const char *name = names[i];
 		int orphaned = i >= c->cfg.nbackends;
 		const struct control_backend_status *d = running == 1 && !orphaned ? control_status_find(ds, name) : NULL;
-		const char *state = orphaned ? "orphaned" : d ? d->state : running == 0 ? (st[i].paused ? "paused" : "stopped") : "-";
+		const char *state = "-";
+		if (damaged[i])
+			state = "damaged";
+		else if (orphaned)
+			state = "orphaned";
+		else if (d)
+			state = d->state;
+		else if (running == 0)
+			state = st[i].paused ? "paused" : "stopped";
 		if (!*state)
 			state = "-";
 		/* The rate: relayd's own figure, or with --watch the change of
@@ -526,7 +701,7 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 			rbuf_appendf(out, ",\"attempts\":%" PRIu32 ",\"next_attempt_ms\":%" PRId64 "}", d ? d->attempts : 0,
 				     d ? d->next_attempt_ms : -1);
 		} else {
-			char b[32], a[32], t[32], r[32], nm[17];
+			char b[32], a[32], t[32], r[32], nm[17], sn[10];
 			human_bytes(st[i].pending_bytes, b, sizeof(b));
 			if (st[i].pending_batches)
 				human_age(age, a, sizeof(a));
@@ -538,13 +713,14 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 			else
 				snprintf(r, sizeof(r), "-");
 			cell(name, 16, nm, sizeof(nm));
+			cell(state, 9, sn, sizeof(sn)); /* relayd's word */
 			rbuf_appendf(out, "%-16s %-9s %-6s %9" PRIu64 " %11" PRIu64 " %10s %8s %6" PRIu64 " %20s %10s\n", nm,
-				     state, st[i].paused ? "yes" : "no", st[i].pending_batches, st[i].pending_points, b, a,
+				     sn, st[i].paused ? "yes" : "no", st[i].pending_batches, st[i].pending_points, b, a,
 				     st[i].dead_batches, t, r);
 			if (d && d->last_error[0]) {
 				char e[200];
 				cell(d->last_error, 160, e, sizeof(e));
-				rbuf_appendf(out, "  %s: %s", name, e);
+				rbuf_appendf(out, "  %s: %s", shown(name), e);
 				if (d->attempts)
 					rbuf_appendf(out, " (batch %" PRIu64 ", %" PRIu32 " attempt%s", d->head_seq, d->attempts,
 						     d->attempts == 1 ? "" : "s");
@@ -574,7 +750,7 @@ out:
 	free(stored);
 	free(st);
 	free(ds);
-	return rc ? 1 : 0;
+	return rc ? 1 : ndamaged ? 2 : 0;
 }
 
 static int cmd_status(const struct ctl *c)
@@ -602,8 +778,8 @@ static int cmd_status(const struct ctl *c)
 			if (!c->json && !tty)
 				rbuf_appendc(&out, '\n');
 			flush_out(&out);
-			if (rc || interrupted)
-				break;
+			if (rc == 1 || interrupted)
+				break; /* a damaged queue (2) is shown again at the next refresh */
 			struct timespec ts = { (time_t)c->watch, (long)((c->watch - floor(c->watch)) * 1e9) };
 			while (nanosleep(&ts, &ts) < 0 && errno == EINTR && !interrupted)
 				;
@@ -613,7 +789,7 @@ static int cmd_status(const struct ctl *c)
 	}
 	rbuf_release(&out);
 	wal_close(w);
-	return rc;
+	return rc ? 1 : 0;
 }
 
 /*---- peek, show, dump ----*/
@@ -721,7 +897,7 @@ static void dead_json(struct rbuf *out, const struct wal_dead *d)
 	json_str(out, d->msg);
 	if (d->batch.body) {
 		rbuf_append(out, ",\"body\":", 8);
-		json_append_string(out, d->batch.body, d->batch.body_len);
+		json_text(out, d->batch.body, d->batch.body_len);
 	}
 	rbuf_appendc(out, '}');
 }
@@ -735,10 +911,27 @@ static void dead_header(struct rbuf *out, const char *backend, const struct wal_
 	cell(d->msg, 500, msg, sizeof(msg));
 	rbuf_appendf(out, "# dead letter %" PRIu64 " of backend '%s': db '%s', rp '%s', precision %s, %" PRIu32
 		     " points, %zu bytes\n",
-		     d->batch.seq, backend, d->batch.db, d->batch.rp, prec_name(d->batch.precision), d->batch.lines,
-		     d->bytes);
+		     d->batch.seq, shown(backend), shown(d->batch.db), shown(d->batch.rp), prec_name(d->batch.precision),
+		     d->batch.lines, d->bytes);
 	rbuf_appendf(out, "# refused with status %d after %" PRIu32 " attempt%s at %s: %s\n", d->status, d->attempts,
 		     d->attempts == 1 ? "" : "s", t, msg);
+}
+
+/*
+ * A body as text: one line of output per line of line protocol, each
+ * escaped (a newline inside a string field shows as \x0a, so that no
+ * line seems to be there that is not).
+ */
+static void body_text(struct rbuf *out, const char *body, size_t len)
+{
+	const char *p = body, *e = body + len;
+	while (p < e) {
+		size_t kl;
+		const char *l = lp_line_end(p, e, &kl);
+		term_append(out, p, (size_t)(l - p) - (l[-1] == '\n'));
+		rbuf_appendc(out, '\n');
+		p = l;
+	}
 }
 
 static int cmd_show(const struct ctl *c, const char *backend, const char *seqs)
@@ -791,11 +984,11 @@ static int cmd_show(const struct ctl *c, const char *backend, const char *seqs)
 			rbuf_appendc(&out, '{');
 			batch_json(&out, &b);
 			rbuf_append(&out, ",\"state\":\"pending\",\"body\":", 26);
-			json_append_string(&out, b.body, b.body_len);
+			json_text(&out, b.body, b.body_len);
 			rbuf_append(&out, "}\n", 2);
 		}
 	} else {
-		rbuf_append(&out, bb->body, bb->body_len);
+		body_text(&out, bb->body, bb->body_len);
 	}
 	flush_out(&out);
 	rbuf_release(&out);
@@ -844,7 +1037,7 @@ static int cmd_dump(const struct ctl *c, const char *backend)
 				     ",\"precision\":\"%s\",\"lines\":%" PRIu32 ",\"bytes\":%zu,\"accept_ns\":%" PRId64
 				     ",\"body\":",
 				     prec_name(b[i].precision), b[i].lines, b[i].body_len, b[i].accept_ns);
-			json_append_string(&out, b[i].body, b[i].body_len);
+			json_text(&out, b[i].body, b[i].body_len);
 			rbuf_append(&out, "}\n", 2);
 			last = b[i].seq;
 			wal_batch_release(&b[i]);
@@ -906,13 +1099,20 @@ static int cmd_retry(const struct ctl *c, const char *backend)
 	char line[128], *reply;
 	snprintf(line, sizeof(line), "retry %s", backend);
 	int rc = ask_relayd(c, line, &reply);
-	if (rc == 0) {
-		printf(c->json ? "{\"backend\":\"%s\",\"retry\":true}\n" : "relayd retries backend '%s' now\n", backend);
+	if (rc == 0 && c->json) {
+		struct rbuf out = RBUF_INIT;
+		rbuf_append(&out, "{\"backend\":", 11);
+		json_str(&out, backend);
+		rbuf_append(&out, ",\"retry\":true}\n", 15);
+		flush_out(&out);
+		rbuf_release(&out);
+	} else if (rc == 0) {
+		printf("relayd retries backend '%s' now\n", shown(backend));
 	} else if (rc == 1 && !relayd_pid(c)) {
 		fprintf(stderr, "relayctl: relayd is not running: every backend is tried as soon as it starts\n");
 	} else {
-		fprintf(stderr, "relayctl: relayd did not retry backend '%s': %s\n", backend,
-			reply ? reply : "it does not answer on its control socket");
+		fprintf(stderr, "relayctl: relayd did not retry backend '%s': %s\n", shown(backend),
+			reply ? shown(reply) : "it does not answer on its control socket");
 	}
 	free(reply);
 	return rc == 0 ? 0 : 1;
@@ -1080,7 +1280,7 @@ static int dlq_show(const struct ctl *c, const char *backend, char **args, int n
 			dead_json(&out, &d);
 		} else {
 			dead_header(&out, backend, &d);
-			rbuf_append(&out, d.batch.body, d.batch.body_len);
+			body_text(&out, d.batch.body, d.batch.body_len);
 			flush_out(&out);
 		}
 		wal_dead_release(&d);
@@ -1201,15 +1401,122 @@ struct export_file {
 	uint64_t batches, points;
 };
 
-/* name as a file-name component: [A-Za-z0-9_-] kept, the rest '_'. */
+/* A batch that cannot go into an export file as it is. */
+struct export_skip {
+	uint64_t seq;
+	const char *why;
+};
+
+/*
+ * A database or retention policy name in a file name: at most
+ * EXPORT_PART_MAX bytes of [A-Za-z0-9_-] (the rest become '_'). A longer
+ * name is cut and ends with '-' and 8 hex digits of a hash of the whole
+ * name, so that two long names with the same beginning get two files
+ * and the file name fits NAME_MAX whatever the queue holds (a 60 000-byte
+ * database name made the whole export fail).
+ */
+#define EXPORT_PART_MAX 64
+/* What export adds to the name of FILE: ".DB.RP.PRECISION[.NN].lp". */
+#define EXPORT_SUFFIX_MAX (1 + EXPORT_PART_MAX + 1 + EXPORT_PART_MAX + 1 + 7 + 3 + 3)
+
 static void path_part(struct rbuf *p, const char *name)
 {
-	for (const char *s = name; *s; s++) {
-		char ch = *s;
+	size_t len = strlen(name);
+	size_t keep = len <= EXPORT_PART_MAX ? len : EXPORT_PART_MAX - 9;
+	for (size_t i = 0; i < keep; i++) {
+		char ch = name[i];
 		int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
 			 ch == '-';
 		rbuf_appendc(p, ok ? ch : '_');
 	}
+	if (keep < len) {
+		uint32_t h = 2166136261u; /* FNV-1a: short, and enough to tell names apart */
+		for (size_t i = 0; i < len; i++)
+			h = (h ^ (unsigned char)name[i]) * 16777619u;
+		rbuf_appendf(p, "-%08" PRIx32, h);
+	}
+}
+
+/* Go's unicode.IsSpace, which influx -import's TrimSpace uses, for the
+ * character at s (n > 0 bytes). */
+static int go_space_at(const char *s, size_t n)
+{
+	uint32_t cp;
+	unsigned char c = (unsigned char)s[0];
+	if (c == ' ' || (c >= '\t' && c <= '\r'))
+		return 1;
+	if (!utf8_seq((const unsigned char *)s, n, &cp))
+		return 0;
+	return cp == 0x85 || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 ||
+	       cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+/* Does a well-formed UTF-8 character (or any byte) end at s + n with white
+ * space? */
+static int go_space_before(const char *s, size_t n)
+{
+	for (size_t k = 1; k <= 4 && k <= n; k++)
+		if (go_space_at(s + n - k, k))
+			return 1;
+	return 0;
+}
+
+/*
+ * Why name (what, "database" or "retention policy") cannot be written on
+ * a "# CONTEXT-...: NAME" line of an influx -import file, or NULL. The
+ * importer reads the file line by line, takes what follows the first ':'
+ * up to the next ':' and trims white space: a newline would end the line
+ * (and the next one could switch database), a ':' would cut the name (the
+ * points going to the database named by its beginning), white space at
+ * either end would be lost. No escape exists in that format.
+ */
+static const char *context_refusal(const char *name, int is_db)
+{
+	size_t len = strlen(name);
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)name[i];
+		if (ch < 0x20 || ch == 0x7F)
+			return is_db ? "its database name holds a control byte (a newline could switch the database)"
+				     : "its retention policy holds a control byte (a newline could switch the database)";
+		if (ch == ':')
+			return is_db ? "its database name holds ':', where influx -import would cut it"
+				     : "its retention policy holds ':', where influx -import would cut it";
+	}
+	if (len && (go_space_at(name, len) || go_space_before(name, len)))
+		return is_db ? "its database name begins or ends with white space, which influx -import would drop"
+			     : "its retention policy begins or ends with white space, which influx -import would drop";
+	if (is_db && !len)
+		return "it has no database name";
+	return NULL;
+}
+
+/*
+ * Why batch b cannot be written into an export file as it is, or NULL.
+ * Besides its names: influx -import reads the body line by line too, so a
+ * string field holding a newline would be cut into lines of which any may
+ * be a point of its own or a context line; a line starting with '#' would
+ * be a context line or a comment (relayd drops comments, but a damaged or
+ * crafted record may hold one); and a body without its last newline would
+ * run into the next batch's first line.
+ */
+static const char *export_refusal(const struct wal_batch *b)
+{
+	const char *why;
+	if ((why = context_refusal(b->db, 1)) || (why = context_refusal(b->rp, 0)))
+		return why;
+	const char *p = b->body, *e = b->body + b->body_len;
+	if (b->body_len && e[-1] != '\n')
+		return "its body does not end with a newline";
+	while (p < e) {
+		size_t kl;
+		const char *l = lp_line_end(p, e, &kl);
+		if (*p == '#')
+			return "a line of its body starts with '#'";
+		if (memchr(p, '\n', (size_t)(l - p) - 1))
+			return "a string field in its body holds a newline";
+		p = l;
+	}
+	return NULL;
 }
 
 static struct export_file *export_file_for(struct export_file **files, size_t *n, const char *base,
@@ -1277,11 +1584,21 @@ static int cmd_export(const struct ctl *c, const char *backend, const char *base
 {
 	struct wal *w;
 	int id;
+	const char *slash = strrchr(base, '/');
+	const char *fname = slash ? slash + 1 : base;
+	if (!*fname || strlen(fname) + EXPORT_SUFFIX_MAX > 255) {
+		fprintf(stderr,
+			"relayctl: '%s': the file name is %s (at most %d bytes: each export file adds the database, "
+			"retention policy and precision to it)\n",
+			base, *fname ? "too long" : "empty", 255 - EXPORT_SUFFIX_MAX);
+		return 1;
+	}
 	int rc = open_backend(c, backend, WAL_F_RDONLY, &w, &id);
 	if (rc < 0)
 		return 1;
 	struct export_file *files = NULL;
-	size_t nfiles = 0;
+	struct export_skip *skipped = NULL;
+	size_t nfiles = 0, nskipped = 0;
 	int err = 0;
 	if (rc == 1) {
 		rc = 0; /* no queue yet: nothing to export */
@@ -1311,7 +1628,14 @@ static int cmd_export(const struct ctl *c, const char *backend, const char *base
 			break;
 		for (size_t i = 0; i < n; i++) {
 			struct wal_batch *b = c->dlq ? &dp[i].batch : &bp[i];
-			struct export_file *e = err ? NULL : export_file_for(&files, &nfiles, base, b, &err);
+			const char *why = export_refusal(b);
+			if (why) {
+				/* Left out, never written changed: the others still go out,
+				 * and the exit status tells a script not to purge. */
+				skipped = xrealloc(skipped, (nskipped + 1) * sizeof(*skipped));
+				skipped[nskipped++] = (struct export_skip){ b->seq, why };
+			}
+			struct export_file *e = err || why ? NULL : export_file_for(&files, &nfiles, base, b, &err);
 			if (e) {
 				fwrite(b->body, 1, b->body_len, e->f);
 				e->batches++;
@@ -1340,6 +1664,15 @@ done:
 			fprintf(stderr, "relayctl: cannot write '%s': %s\n", files[i].path, strerror(errno));
 		}
 	struct rbuf out = RBUF_INIT;
+	if (!rc && !err) {
+		for (size_t i = 0; i < nskipped; i++)
+			fprintf(stderr, "relayctl: batch %" PRIu64 " not exported: %s (see 'relayctl %s %s %" PRIu64 "')\n",
+				skipped[i].seq, skipped[i].why, c->dlq ? "dlq show" : "show", shown(backend),
+				skipped[i].seq);
+		if (nskipped)
+			fprintf(stderr, "relayctl: %zu batch%s not exported; the files hold every other one\n", nskipped,
+				nskipped == 1 ? "" : "es");
+	}
 	if (rc || err) {
 		/* A partial export is worse than none: remove what was written. */
 		for (size_t i = 0; i < nfiles; i++)
@@ -1347,7 +1680,14 @@ done:
 	} else if (c->json) {
 		rbuf_append(&out, "{\"backend\":", 11);
 		json_str(&out, backend);
-		rbuf_appendf(&out, ",\"source\":\"%s\",\"files\":[", c->dlq ? "dead" : "pending");
+		rbuf_appendf(&out, ",\"source\":\"%s\",\"skipped_batches\":%zu,\"skipped\":[", c->dlq ? "dead" : "pending",
+			     nskipped);
+		for (size_t i = 0; i < nskipped; i++) {
+			rbuf_appendf(&out, "%s{\"seq\":%" PRIu64 ",\"reason\":", i ? "," : "", skipped[i].seq);
+			json_str(&out, skipped[i].why);
+			rbuf_appendc(&out, '}');
+		}
+		rbuf_append(&out, "],\"files\":[", 11);
 		for (size_t i = 0; i < nfiles; i++) {
 			rbuf_append(&out, i ? ",{\"path\":" : "{\"path\":", i ? 9 : 8);
 			json_str(&out, files[i].path);
@@ -1359,7 +1699,7 @@ done:
 				     prec_name(files[i].precision), files[i].batches, files[i].points);
 		}
 		rbuf_append(&out, "]}\n", 3);
-	} else if (nfiles == 0) {
+	} else if (nfiles == 0 && nskipped == 0) {
 		rbuf_appendf(&out, "backend '%s': nothing to export (no %s)\n", backend,
 			     c->dlq ? "dead letters" : "pending batches");
 	} else {
@@ -1367,8 +1707,9 @@ done:
 			rbuf_appendf(&out,
 				     "wrote %s: %" PRIu64 " points (db '%s', rp '%s', precision %s)\n"
 				     "  load with: influx -import -path='%s' -precision=%s\n",
-				     files[i].path, files[i].points, files[i].db, *files[i].rp ? files[i].rp : "(default)",
-				     prec_name(files[i].precision), files[i].path, prec_name(files[i].precision));
+				     files[i].path, files[i].points, shown(files[i].db),
+				     *files[i].rp ? shown(files[i].rp) : "(default)", prec_name(files[i].precision),
+				     files[i].path, prec_name(files[i].precision));
 	}
 	flush_out(&out);
 	rbuf_release(&out);
@@ -1378,7 +1719,8 @@ done:
 		free(files[i].path);
 	}
 	free(files);
-	return rc || err ? 1 : 0;
+	free(skipped);
+	return rc || err || nskipped ? 1 : 0;
 }
 
 /*---- import ----*/
@@ -1431,6 +1773,28 @@ static int import_validate(const char *path, const char *data, size_t len, int64
 	if (bad)
 		fprintf(stderr, "relayctl: %s: %d bad line%s: nothing was queued\n", path, bad, bad == 1 ? "" : "s");
 	return bad ? -1 : 0;
+}
+
+static const char *const batch_fields[6] = { "db", "rp", "org", "user", "password", "token" };
+
+/*
+ * The index in batch_fields of the first of b's six strings that holds a
+ * control byte (< 0x20 or DEL), or -1; *value gets that string, *at the
+ * byte's offset. relayd's door refuses them (they end up in URLs,
+ * headers, log lines and export files): an import must not queue what a
+ * writer could not.
+ */
+static int control_byte_field(const struct wal_batch *b, const char **value, size_t *at)
+{
+	const char *f[6] = { b->db, b->rp, b->org, b->user, b->password, b->token };
+	for (int i = 0; i < 6; i++)
+		for (size_t k = 0; f[i] && f[i][k]; k++)
+			if ((unsigned char)f[i][k] < 0x20 || f[i][k] == 0x7F) {
+				*value = f[i];
+				*at = k;
+				return i;
+			}
+	return -1;
 }
 
 static int cmd_import(const struct ctl *c, const char *backend, const char *path)
@@ -1515,7 +1879,9 @@ static int cmd_import(const struct ctl *c, const char *backend, const char *path
 	rc = 0;
 	while (p < end && rc == 0) {
 		size_t ng = 0, gbytes = 0;
-		while (p < end && ng < IMPORT_COMMIT_BATCHES && gbytes < 32u << 20) {
+		uint64_t first_point = queued_points + 1;
+		int refused = 0;
+		while (p < end && ng < IMPORT_COMMIT_BATCHES && gbytes < 32u << 20 && !refused) {
 			const char *s = p;
 			uint32_t lines = 0;
 			while (p < end && lines < IMPORT_BATCH_LINES && (size_t)(p - s) < IMPORT_BATCH_BYTES) {
@@ -1534,6 +1900,34 @@ static int cmd_import(const struct ctl *c, const char *backend, const char *path
 			b->body = s;
 			b->body_len = (size_t)(p - s);
 			gbytes += b->body_len;
+			const char *val;
+			size_t at;
+			int fi = control_byte_field(b, &val, &at);
+			if (fi >= 0) {
+				int secret = fi >= 4; /* a password or token is never shown */
+				if (prog.on)
+					fputc('\n', stderr);
+				fprintf(stderr,
+					"relayctl: %s: batch %" PRIu64 " (points %" PRIu64 "..%" PRIu64 "): its %s%s%s%s holds "
+					"a control byte (0x%02x at byte %zu), which relayd never queues: refused\n",
+					path, nbatches + ng, first_point, first_point + lines - 1, batch_fields[fi],
+					secret ? "" : " '", secret ? "" : shown(val), secret ? "" : "'", (unsigned char)val[at],
+					at);
+				refused = 1;
+			}
+			first_point += lines;
+		}
+		if (refused) {
+			/* Nothing of this group is queued: what went before stays. */
+			if (nbatches)
+				fprintf(stderr,
+					"relayctl: %" PRIu64 " points in %" PRIu64 " batches (%" PRIu64 "..%" PRIu64
+					") were queued, the rest of the file was not\n",
+					queued_points, nbatches, first_seq, last_seq);
+			else
+				fprintf(stderr, "relayctl: nothing was queued\n");
+			rc = 1;
+			break;
 		}
 		int arc = wal_append(w, group, ng, now_realtime_ns());
 		size_t stored = 0;
@@ -1620,7 +2014,9 @@ static void verify_problem(void *arg, const char *text)
 			rbuf_appendc(v->out, ',');
 		json_str(v->out, text);
 	} else {
-		rbuf_appendf(v->out, "damaged: %s\n", text);
+		rbuf_append(v->out, "damaged: ", 9);
+		term_append(v->out, text, strlen(text)); /* it may name a stored backend */
+		rbuf_appendc(v->out, '\n');
 	}
 	v->n++;
 }

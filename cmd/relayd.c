@@ -542,6 +542,18 @@ static void on_sigusr1(uv_signal_t *h, int signum)
 
 /*---- /health ----*/
 
+/* Whole seconds from t_ns to now_ns: 0 for no time (0) or one in the
+ * future, saturated for one before 1970, so that no stored time can make
+ * the subtraction overflow. */
+static int64_t health_age_seconds(int64_t now_ns, int64_t t_ns)
+{
+	if (!t_ns || t_ns >= now_ns)
+		return 0;
+	if (t_ns < 0 && now_ns > INT64_MAX + t_ns)
+		return INT64_MAX / 1000000000LL;
+	return (now_ns - t_ns) / 1000000000LL;
+}
+
 /*
  * GET /health: the relay's state, its front door and group commit
  * figures, and per backend its delivery state and backlog. The backlog
@@ -581,7 +593,7 @@ static int health(struct http_server *s, struct rbuf *out, void *arg)
 			     ",\"retries\":%" PRIu64 ",\"last_error\":",
 			     w ? replay_health_name(w->health) : "starting", st.pending_batches, st.pending_points,
 			     st.pending_bytes,
-			     st.oldest_accept_ns ? (int64_t)((now - st.oldest_accept_ns) / 1000000000LL) : (int64_t)0,
+			     health_age_seconds(now, st.oldest_accept_ns),
 			     st.dead_batches, w ? w->stats.posts : 0, w ? w->stats.delivered_batches : 0,
 			     w ? w->stats.delivered_points : 0, w ? w->stats.retries : 0);
 		json_append_string(out, w ? w->last_error : "", w ? strlen(w->last_error) : 0);

@@ -30,8 +30,11 @@ struct control_client {
 	uint64_t last_active;  /* uv_now of the last request */
 	size_t len;            /* bytes in buf */
 	int writes;            /* replies being written */
+	size_t queued;         /* their bytes: memory the client holds by not reading */
+	int reading;           /* uv_read_start in effect */
+	int eof;               /* the client sent all it will send */
+	int hangup;            /* an over-long line: answer it, then close */
 	int closing;
-	int close_after_write; /* an over-long line: answer, then close */
 	char buf[CONTROL_MAX_LINE];
 };
 
@@ -113,16 +116,26 @@ static void client_close(struct control_client *c)
 	uv_close((uv_handle_t *)&c->pipe, client_closed);
 }
 
+static void serve(struct control_client *c);
+
 static void write_done(uv_write_t *req, int status)
 {
 	struct write_req *wr = relay_container_of(req, struct write_req, req);
 	struct control_client *c = wr->c;
-	free(wr);
 	c->writes--;
+	c->queued -= wr->len;
+	free(wr);
 	/* After uv_close, pending writes end here with UV_ECANCELED before the
 	 * close callback frees c: c is still valid. */
-	if (status < 0 || (c->close_after_write && c->writes == 0))
+	if (status < 0) {
 		client_close(c);
+		return;
+	}
+	/* Serve again once the client has read half of what held it back
+	 * (not at once below the limit, which would stop and start reading
+	 * for every answer), or to close after the last answer. */
+	if (!c->closing && (c->writes == 0 || (!c->reading && c->queued <= CONTROL_MAX_QUEUED / 2)))
+		serve(c);
 }
 
 /* Send "ok PAYLOAD\n" or "error MESSAGE\n". */
@@ -149,6 +162,7 @@ static void reply(struct control_client *c, int ok, const char *payload, size_t 
 		return;
 	}
 	c->writes++;
+	c->queued += wr->len;
 	c->srv->requests++;
 }
 
@@ -212,32 +226,88 @@ static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	buf->len = sizeof(c->buf) - c->len;
 }
 
-static void client_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+static void client_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+static void read_stop(struct control_client *c)
 {
-	struct control_client *c = st->data;
-	(void)buf;
-	if (nread < 0) {
-		client_close(c); /* EOF or error: the client is done */
+	if (c->reading)
+		uv_read_stop((uv_stream_t *)&c->pipe);
+	c->reading = 0;
+}
+
+static void read_start(struct control_client *c)
+{
+	if (c->reading || c->closing)
+		return;
+	if (uv_read_start((uv_stream_t *)&c->pipe, client_alloc, client_read) < 0) {
+		client_close(c);
 		return;
 	}
-	c->len += (size_t)nread;
-	c->last_active = uv_now(c->srv->loop);
+	c->reading = 1;
+}
+
+/*
+ * Answer the whole lines waiting in c->buf, in order, while the answers
+ * queued for c stay within CONTROL_MAX_QUEUED; then read on. A client that
+ * sends requests without reading the answers would otherwise make relayd
+ * hold every answer in memory: past the limit, its requests are left
+ * unread (in c->buf and in the socket, where the kernel bounds them) until
+ * it reads, and write_done serves it again.
+ */
+static void serve(struct control_client *c)
+{
 	char *nl;
-	while (!c->closing && (nl = memchr(c->buf, '\n', c->len))) {
+	while (!c->closing && !c->hangup && c->queued <= CONTROL_MAX_QUEUED && (nl = memchr(c->buf, '\n', c->len))) {
 		*nl = '\0';
+		c->last_active = uv_now(c->srv->loop);
 		dispatch(c, c->buf);
 		size_t used = (size_t)(nl + 1 - c->buf);
 		memmove(c->buf, nl + 1, c->len - used);
 		c->len -= used;
 	}
-	if (c->len == sizeof(c->buf) && !c->closing) {
+	if (c->closing)
+		return;
+	if (c->queued > CONTROL_MAX_QUEUED && !c->hangup) {
+		read_stop(c);
+		return;
+	}
+	if (!c->hangup && !c->eof && c->len == sizeof(c->buf)) {
 		/* No '\n' within CONTROL_MAX_LINE: answer and hang up, rather
 		 * than buffer without bound. */
-		uv_read_stop(st);
+		read_stop(c);
 		c->len = 0;
-		c->close_after_write = 1;
+		c->hangup = 1;
 		reply_str(c, 0, "request line too long");
+		if (c->closing)
+			return;
 	}
+	if (c->hangup || c->eof) {
+		/* Nothing more will be read: close once the answers are out
+		 * (a half-closed client still gets them). */
+		read_stop(c);
+		if (c->writes == 0)
+			client_close(c);
+		return;
+	}
+	read_start(c);
+}
+
+static void client_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+	struct control_client *c = st->data;
+	(void)buf;
+	if (nread == UV_EOF) {
+		c->eof = 1; /* a last line without its '\n' asks nothing */
+		serve(c);
+		return;
+	}
+	if (nread < 0) {
+		client_close(c); /* an error: the client is gone */
+		return;
+	}
+	c->len += (size_t)nread;
+	c->last_active = uv_now(c->srv->loop);
+	serve(c);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -258,9 +328,10 @@ static void on_connection(uv_stream_t *server, int status)
 	s->clients = c;
 	s->nclients++;
 	c->last_active = uv_now(s->loop);
-	if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0 || s->nclients > CONTROL_MAX_CLIENTS ||
-	    uv_read_start((uv_stream_t *)&c->pipe, client_alloc, client_read) < 0)
+	if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0 || s->nclients > CONTROL_MAX_CLIENTS)
 		client_close(c);
+	else
+		read_start(c);
 }
 
 static void sweep(uv_timer_t *t)
@@ -438,23 +509,30 @@ int control_request(const char *path, const char *line, int timeout_ms, char **r
 	close(fd);
 	if (rc == 0) {
 		*nl = '\0';
-		size_t n = (size_t)(nl - in.data);
-		if (n && in.data[n - 1] == '\r')
-			in.data[--n] = '\0';
-		const char *payload = NULL;
-		if (strncmp(in.data, "ok", 2) == 0 && (in.data[2] == '\0' || in.data[2] == ' ')) {
-			payload = in.data[2] ? in.data + 3 : "";
-		} else if (strncmp(in.data, "error", 5) == 0 && (in.data[5] == '\0' || in.data[5] == ' ')) {
-			payload = in.data[5] ? in.data + 6 : "";
-			rc = CONTROL_EREPLY;
-		} else {
-			rc = -EPROTO;
-		}
+		const char *payload;
+		rc = control_reply_parse(in.data, &payload);
 		if (payload)
 			*reply_out = xstrdup(payload);
 	}
 	rbuf_release(&in);
 	return rc;
+}
+
+int control_reply_parse(char *line, const char **payload)
+{
+	size_t n = strlen(line);
+	if (n && line[n - 1] == '\r')
+		line[--n] = '\0';
+	*payload = NULL;
+	if (strncmp(line, "ok", 2) == 0 && (line[2] == '\0' || line[2] == ' ')) {
+		*payload = line[2] ? line + 3 : "";
+		return 0;
+	}
+	if (strncmp(line, "error", 5) == 0 && (line[5] == '\0' || line[5] == ' ')) {
+		*payload = line[5] ? line + 6 : "";
+		return CONTROL_EREPLY;
+	}
+	return -EPROTO;
 }
 
 /*---- status payload ----*/

@@ -24,7 +24,11 @@
  * An unknown command, a missing or extra argument and an over-long line
  * are answered with "error ..." (an over-long line also closes the
  * connection). Connections idle for CONTROL_IDLE_MS are closed; at most
- * CONTROL_MAX_CLIENTS are served at once (more are closed at once).
+ * CONTROL_MAX_CLIENTS are served at once (more are closed at once). A
+ * client that does not read its answers holds at most about
+ * CONTROL_MAX_QUEUED bytes of them in relayd: beyond that its requests are
+ * not read until it has read half of them. A client that closes its
+ * sending side still gets the answers to its whole lines, then is closed.
  *
  * Server side: libuv, loop thread only. Client side: control_request, a
  * small blocking function for relayctl (no libuv).
@@ -42,6 +46,7 @@
 #define CONTROL_SOCKET_NAME "relayd.sock" /* under data_dir */
 #define CONTROL_MAX_LINE 1024             /* request line, '\n' included */
 #define CONTROL_MAX_REPLY (1u << 20)      /* reply line, as control_request reads it */
+#define CONTROL_MAX_QUEUED (64u << 10)    /* answers waiting for one client before its requests wait */
 #define CONTROL_MAX_CLIENTS 64
 #define CONTROL_IDLE_MS 30000
 
@@ -123,6 +128,14 @@ void control_server_stop(struct control_server *s, void (*cb)(struct control_ser
  * -EMSGSIZE (line or reply too long), -ENAMETOOLONG, other -errno.
  */
 int control_request(const char *path, const char *line, int timeout_ms, char **reply);
+
+/*
+ * Split one reply line (NUL-terminated, its '\n' removed; a trailing '\r'
+ * is removed in place) as control_request does: 0 for "ok [PAYLOAD]",
+ * CONTROL_EREPLY for "error [MESSAGE]", with *payload pointing into line
+ * ("" when there is none); -EPROTO for anything else, *payload NULL.
+ */
+int control_reply_parse(char *line, const char **payload);
 
 /*---- the "status" payload ----*/
 

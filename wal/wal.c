@@ -1827,7 +1827,14 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 		if (seq >= next)
 			problem(p, "batch %" PRIu64 ": at or past next_seq %" PRIu64, seq, next);
 		if (walr_batch_decode(v.mv_data, v.mv_size, &hdr, off, sl, &body_off)) {
-			problem(p, "batch %" PRIu64 ": record does not decode (%zu bytes)", seq, v.mv_size);
+			/* Say why when it is the time: the rest of the record may
+			 * be fine, and the operator needs to know which it is. */
+			if (v.mv_size >= WALR_BATCH_HDR && ((const unsigned char *)v.mv_data)[32] == 1 &&
+			    !walr_time_ok(hdr.accept_ns))
+				problem(p, "batch %" PRIu64 ": acceptance time %" PRId64 " ns is outside 1970..2200", seq,
+				        hdr.accept_ns);
+			else
+				problem(p, "batch %" PRIu64 ": record does not decode (%zu bytes)", seq, v.mv_size);
 			continue;
 		}
 		if (hdr.route == 0)

@@ -92,6 +92,11 @@ int walr_format_decode(const void *p, size_t len, struct walr_format *f)
 	return 0;
 }
 
+int walr_time_ok(int64_t ns)
+{
+	return ns >= 0 && ns <= WALR_TIME_MAX_NS;
+}
+
 /*---- batch record ----*/
 
 static const char *batch_str(const struct wal_batch *b, int i)
@@ -155,6 +160,8 @@ int walr_batch_decode(const void *p, size_t len, struct wal_batch *b,
 	b->lines = walr_get_u32(c + 24);
 	b->body_len = walr_get_u32(c + 28);
 	b->precision = c[33];
+	if (!walr_time_ok(b->accept_ns))
+		return WAL_ECORRUPT;
 	size_t off = WALR_BATCH_HDR;
 	for (int i = 0; i < WALR_NSTR; i++) {
 		uint16_t l = walr_get_u16(c + 36 + 2 * i);
@@ -212,6 +219,8 @@ int walr_dead_decode(const void *p, size_t len, struct walr_dead *d, size_t *msg
 	d->status = (int32_t)walr_get_u32(c);
 	d->attempts = walr_get_u32(c + 4);
 	d->dead_ns = (int64_t)walr_get_u64(c + 8);
+	if (!walr_time_ok(d->dead_ns))
+		return WAL_ECORRUPT;
 	size_t ml = walr_get_u16(c + 16);
 	if (WALR_DEAD_HDR + ml > len)
 		return WAL_ECORRUPT;

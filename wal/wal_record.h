@@ -23,6 +23,17 @@ void walr_format_encode(const struct walr_format *f, unsigned char out[WALR_FORM
 /* Returns 0, WAL_ENOTQUEUE (bad magic or size). */
 int walr_format_decode(const void *p, size_t len, struct walr_format *f);
 
+/*
+ * Stored times (a batch's accept_ns, a dead letter's dead_ns) lie within
+ * [0, WALR_TIME_MAX_NS], 1970-01-01 to 2200-01-01 UTC: no clock of a
+ * running relayd wrote anything outside, so a record that holds such a
+ * time is corrupt and its decoder says so. Readers can then subtract a
+ * stored time from the current one without overflow.
+ */
+#define WALR_TIME_MAX_NS INT64_C(7258118400000000000)
+/* 1 when ns is a time a record may hold, else 0. */
+int walr_time_ok(int64_t ns);
+
 /* batches DBI value: a 48-byte header, then the six strings, then body. */
 #define WALR_BATCH_HDR 48
 #define WALR_NSTR 6 /* db rp user password org token */
@@ -37,7 +48,8 @@ void walr_batch_encode(const struct wal_batch *b, unsigned char *out);
  * Decode the header of p[0..len) into b: route, accept_ns, lines,
  * precision, body_len; with strings != NULL also the string offsets into
  * p (strings[i] = offset, lens[i] = length) and *body_off. Returns 0 or
- * WAL_ECORRUPT when sizes disagree.
+ * WAL_ECORRUPT when sizes disagree or accept_ns is not a time a record may
+ * hold (walr_time_ok); b's fields may then be partly set.
  */
 int walr_batch_decode(const void *p, size_t len, struct wal_batch *b,
                       uint32_t str_off[WALR_NSTR], uint16_t str_len[WALR_NSTR], size_t *body_off);
@@ -54,7 +66,8 @@ struct walr_dead {
 size_t walr_dead_size(const struct walr_dead *d, const struct wal_batch *b);
 void walr_dead_encode(const struct walr_dead *d, const struct wal_batch *b, unsigned char *out);
 /* Decode the header; d->msg and *msg_len point into p, *batch_off is where the
- * batch record starts. Returns 0 or WAL_ECORRUPT. */
+ * batch record starts. Returns 0 or WAL_ECORRUPT (too short, or dead_ns not
+ * a time a record may hold). */
 int walr_dead_decode(const void *p, size_t len, struct walr_dead *d, size_t *msg_len, size_t *batch_off);
 
 /* backends DBI value, keyed by name. */

@@ -27,6 +27,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -42,6 +43,31 @@ INFLUX_BIN = shutil.which("influx")
 MDB_DUMP = shutil.which("mdb_dump")
 MDB_LOAD = shutil.which("mdb_load")
 MDB_STAT = shutil.which("mdb_stat")
+
+
+MIB = 1 << 20
+
+
+def asan_build():
+    try:
+        with open(relaytest.RELAYD_BIN, "rb") as f:
+            return b"AddressSanitizer" in f.read()
+    except OSError:
+        return False
+
+
+ASAN = asan_build()
+
+
+def proc_mem(pid):
+    """VmRSS and VmHWM of pid, in bytes."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            key, _, val = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(val.split()[0]) * 1024
+    return out
 
 
 def backend(name, url, **opts):
@@ -810,6 +836,323 @@ class RelayctlTest(unittest.TestCase):
 
         self.assertIn("ok:", self.ctl(r, "verify").stdout)
 
+    # 10 (issue 10): the control channel and relayctl's output against
+    # hostile clients and stored values
+
+    def test_a_control_client_that_never_reads_holds_little_memory(self):
+        """A client writes `status` requests on relayd.sock and never reads:
+        relayd stops reading from it once about 64 KiB of answers wait, so
+        the client cannot even send its 2 MiB, and relayd's RSS stays near
+        where it was (before: 4.5 MB -> 149 MB). relayctl is served
+        meanwhile; when the client reads at last it gets one whole status
+        per request it got in, and the connection goes on."""
+        r = self.relayd([backend("b1", down_url())])
+        self.write_batches(r, 2)
+        before = proc_mem(r.proc.pid)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        sock.connect(os.path.join(r.data_dir, "relayd.sock"))
+        sock.setblocking(False)
+        chunk = b"status\n" * 1024
+        total, sent = 2 << 20, 0
+        stuck_since = time.monotonic()
+        deadline = stuck_since + 20
+        while sent < total and time.monotonic() < deadline:
+            try:
+                n = sock.send(chunk[sent % len(chunk):][:total - sent])
+                sent += n
+                stuck_since = time.monotonic()
+            except BlockingIOError:
+                if time.monotonic() - stuck_since > 1.0:
+                    break  # relayd stopped reading
+                time.sleep(0.005)
+        during = proc_mem(r.proc.pid)
+        relaytest._log("control client that never reads: %d of %d bytes of requests got in; relayd VmRSS "
+                       "%.1f MiB before, %.1f MiB after (VmHWM %.1f MiB)"
+                       % (sent, total, before["VmRSS"] / MIB, during["VmRSS"] / MIB, during["VmHWM"] / MIB))
+        self.assertLess(sent, total, "relayd read every request of a client that never reads")
+        self.assertLess(during["VmHWM"] - before["VmRSS"], (48 if ASAN else 16) * MIB)
+        # relayd is not held up by it
+        self.assertEqual(self.ctl_json(r, "status")["relayd"], "running")
+        self.assertTrue(self.relayd_answers(r))
+        # now read: one whole status per whole request that got in
+        sock.setblocking(True)
+        sock.settimeout(10)
+        want, got, buf = sent // 7, 0, b""
+        while got < want:
+            data = sock.recv(1 << 16)
+            self.assertTrue(data, "relayd closed after %d of %d answers" % (got, want))
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                self.assertTrue(line.startswith(b"ok {"), line[:100])
+                doc = json.loads(line[3:])
+                self.assertEqual(doc["backends"][0]["name"], "b1")
+                got += 1
+        self.assertEqual((got, buf), (want, b""))
+        if sent % 7:
+            sock.sendall(b"status\n"[sent % 7:])  # the request cut in the middle
+            self.assertTrue(sock.recv(1 << 16).startswith(b"ok {"))
+        sock.sendall(b"ping\n")
+        self.assertEqual(sock.recv(100), b"ok relayd\n")
+        # an over-long request line: a clear error, then relayd hangs up
+        sock.sendall(b"x" * 5000)
+        self.assertEqual(sock.recv(100), b"error request line too long\n")
+        try:
+            self.assertEqual(sock.recv(100), b"")
+        except ConnectionResetError:
+            pass  # closed with the rest of the line unread
+
+    def test_an_absurd_stored_time_is_refused_not_computed_with(self):
+        """A batch whose stored acceptance time is INT64_MIN or INT64_MAX
+        (a damaged record): the queue's decoder refuses it as corrupt, so
+        status, peek and relayd's /health never compute "now - accept_ns"
+        with it (under UBSan that was a signed overflow that stopped the
+        program); verify names the time."""
+        r = self.relayd([backend("b1", down_url())])
+        self.write_batches(r, 3)
+        r.stop()
+        good = mdb_dump(r.data_dir, "batches")
+        for t in (-2 ** 63, 2 ** 63 - 1, -1):
+            entries = dict(good)
+            key = (1).to_bytes(8, "big")
+            rec = dict(parse_batch_record(entries[key]), accept_ns=t)
+            entries[key] = batch_record(**rec)
+            mdb_load(r.data_dir, "batches", entries)
+            cp = self.ctl(r, "verify", rc=1)
+            self.assertIn("damaged: batch 1: acceptance time %d ns is outside 1970..2200" % t, cp.stdout)
+            for args in (("status",), ("status", "--json"), ("peek", "b1"), ("dump", "b1"),
+                         ("export", "b1", os.path.join(self.tmp, "x"))):
+                cp = self.ctl(r, *args, rc=1)
+                self.assertIn("queue record is corrupt", cp.stderr)
+            # status still shows every queue, the damaged one as such
+            self.assertRegex(self.ctl(r, "status", rc=1).stdout, r"\nb1 +damaged ")
+            doc = json.loads(self.ctl(r, "status", "--json", rc=1).stdout)
+            self.assertEqual(doc["backends"][0]["state"], "damaged")
+            # relayd starts, answers /health, and reports the damage
+            r.start()
+            r.wait_ready()
+            status, _, body = r.get("/health")
+            self.assertEqual(status, 200)
+            doc = json.loads(body)
+            self.assertEqual(doc["backends"][0]["name"], "b1")
+            self.assertGreaterEqual(doc["backends"][0]["oldest_age_seconds"], 0)
+            cp = self.ctl(r, "status", rc=1)
+            self.assertIn("relayd: running", cp.stdout)
+            r.stop()
+        mdb_load(r.data_dir, "batches", good)
+        self.assertIn("ok: 3 batches", self.ctl(r, "verify").stdout)
+
+    def rewrite_batches(self, r, changes):
+        """relayd stopped: rewrite stored batches in place (mdb_load), each
+        {seq: {field: value}} over the record's fields (bytes for the six
+        strings and the body)."""
+        entries = mdb_dump(r.data_dir, "batches")
+        for seq, fields in changes.items():
+            key = seq.to_bytes(8, "big")
+            rec = parse_batch_record(entries[key])
+            rec.update(fields)
+            if "body" in fields:
+                rec["lines"] = fields["body"].count(b"\n")
+            entries[key] = batch_record(**rec)
+        mdb_load(r.data_dir, "batches", entries)
+
+    def test_export_files_cannot_be_restructured_by_stored_values(self):
+        """Stored values that would change what `influx -import` does with an
+        export file (a database name with a newline and a CONTEXT-DATABASE
+        line, one with a ':' or leading white space, which the importer cuts
+        and trims, a string field holding a newline and a context line, a
+        body line starting with '#', a body without its last newline) are
+        not exported: each such batch is named with the reason, counted,
+        and the exit status is 1; every other batch is exported. Loaded
+        into a real influxd, the files put nothing into the victim
+        database and every good point where it belongs."""
+        r = self.relayd([backend("down", down_url())])
+        self.write_batches(r, 3, measurement="good", precision="s")
+        self.write_batches(r, 7, measurement="bad", precision="s", start=10)
+        r.stop()
+        inj = b"vm v=1i %d\n" % (BASE_S + 1)
+        self.rewrite_batches(r, {
+            4: {"db": b"telemetry\n# CONTEXT-DATABASE: victim\n", "body": inj},
+            5: {"db": b"victim:x", "body": inj},
+            6: {"db": b" victim", "body": inj},
+            7: {"body": b'm s="a\n# CONTEXT-DATABASE: victim\nvm v=2i %d\n" %d\n' % (BASE_S + 2, BASE_S + 3)},
+            8: {"body": b"# CONTEXT-DATABASE: victim\n" + inj},
+            9: {"body": inj[:-1]},
+            10: {"rp": b"autogen\n# CONTEXT-DATABASE: victim"},
+        })
+        base = os.path.join(self.tmp, "out")
+        cp = self.ctl(r, "export", "down", base, rc=1)
+        for seq in range(4, 11):
+            self.assertRegex(cp.stderr, r"batch %d not exported: " % seq)
+        self.assertIn("7 batches not exported", cp.stderr)
+        for ch in "\x1b\r":
+            self.assertNotIn(ch, cp.stdout + cp.stderr)
+        os.unlink(base + ".telemetry.default.s.lp")
+        doc = self.ctl_json(r, "export", "down", base, rc=1)
+        self.assertEqual(doc["skipped_batches"], 7)
+        self.assertEqual([b["seq"] for b in doc["skipped"]], list(range(4, 11)))
+        self.assertEqual([(f["db"], f["batches"], f["points"]) for f in doc["files"]], [(DB, 3, 15)])
+        text = read_text(doc["files"][0]["path"])
+        self.assertNotIn("victim", text)
+
+        fresh = self.influxd(subdir="fresh", dbs=(DB, "victim"))
+        cp = subprocess.run([INFLUX_BIN, "-host", "127.0.0.1", "-port", str(fresh.port), "-import",
+                             "-path", doc["files"][0]["path"], "-precision", "s"],
+                            capture_output=True, text=True, timeout=60)
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertEqual(fresh.count(DB, "good", "v"), 15)
+        self.assertEqual(fresh.query("victim", "SHOW SERIES")["results"][0].get("series"), None)
+        self.assertEqual(fresh.count(DB, "vm", "v"), 0)
+
+    def test_export_file_names_always_fit(self):
+        """A 60 000-byte database name made the whole export fail with
+        ENAMETOOLONG (nothing written, and export is the step before a
+        purge): a long name becomes its first characters and a short hash
+        of the whole, so that two long names with the same start get two
+        files, and only safe characters are used. A FILE whose own name
+        leaves no room is refused before anything is read."""
+        r = self.relayd([backend("down", down_url())])
+        self.write_batches(r, 3, precision="s")
+        r.stop()
+        long1 = b"d" * 60000
+        long2 = b"d" * 59999 + b"e"
+        self.rewrite_batches(r, {1: {"db": long1}, 2: {"db": long2}, 3: {"rp": b"r/../" * 100}})
+        base = os.path.join(self.tmp, "out")
+        doc = self.ctl_json(r, "export", "down", base)
+        self.assertEqual(len(doc["files"]), 3)
+        names = [os.path.basename(f["path"]) for f in doc["files"]]
+        self.assertEqual(len(set(names)), 3)
+        for n in names:
+            self.assertLessEqual(len(n.encode()), 255, n)
+            self.assertRegex(n, r"^out\.[A-Za-z0-9_.-]+\.s\.lp$")
+            self.assertTrue(os.path.exists(os.path.join(self.tmp, n)))
+        self.assertTrue(names[0].startswith("out." + "d" * 40))
+        self.assertNotEqual(names[0], names[1])
+        self.assertEqual([f["db"] for f in doc["files"]], [long1.decode(), long2.decode(), DB])
+        with open(doc["files"][0]["path"]) as f:
+            self.assertIn("# CONTEXT-DATABASE: %s\n" % long1.decode(), f.read())
+        cp = self.ctl(r, "export", "down", os.path.join(self.tmp, "x" * 200), rc=1)
+        self.assertIn("too long", cp.stderr)
+        self.assertEqual(sorted(os.listdir(self.tmp)).count("x" * 200), 0)
+
+    def test_import_refuses_control_bytes_in_names(self):
+        """import queues batches with the --db and --rp given: a control
+        byte there (ESC, CR, LF, DEL...) would be stored and shown, sent
+        and exported later; the door refuses them, and so does import,
+        naming the batch and the field, queueing nothing."""
+        r = self.relayd([backend("b1", down_url())])
+        r.stop()
+        good = os.path.join(self.tmp, "in.lp")
+        with open(good, "w") as f:
+            f.write("".join("imp v=%di %d\n" % (i, BASE_S + i) for i in range(7000)))
+        for db, rp, field in (("x\x1b[2Jy", None, "db"), ("x\ny", None, "db"), (DB, "r\r", "rp"),
+                              (DB, "r\x7f", "rp"), ("\x01", None, "db")):
+            args = ["import", "b1", good, "--db", db, "--precision", "s"] + (["--rp", rp] if rp else [])
+            cp = self.ctl(r, *args, rc=1)
+            self.assertRegex(cp.stderr, r"batch 1 \(points 1\.\.5000\): its %s .* holds a control byte" % field)
+            self.assertIn("nothing was queued", cp.stderr)
+            self.assertNotIn("\x1b", cp.stderr)
+            self.assertEqual(r.backend_status("b1")["pending_batches"], 0)
+        doc = self.ctl_json(r, "import", "b1", good, "--db", "ok db", "--rp", "r\u00e9", "--precision", "s")
+        self.assertEqual(doc["batches"], 2)
+
+    def test_what_relayctl_prints_from_the_queue_or_relayd_is_escaped(self):
+        """Names, messages and bodies from the queue (db, rp, org, user, a
+        dead letter's message, an orphaned queue's name, line protocol) and
+        from relayd's answers (state, last error, version, an error reply)
+        may hold any byte. No text output lets a control byte through
+        (ESC, CR, BEL, DEL, C1, bytes that are not UTF-8): they show as
+        \\xHH; every JSON output is valid UTF-8 JSON that gives the stored
+        strings back exactly."""
+        r = self.relayd([backend("b1", down_url())])
+        self.write_batches(r, 2)
+        r.stop()
+        evil_db = b"db\x1b[31mRED\r\nX"
+        evil_rp = b"rp\x07\x7f"
+        evil_user = b"u\xc2\x9b2J"  # U+009B, the C1 CSI
+        body = b'm,t=a\x1b[2J s="x\x1b[H\ny" 1600000000\n'
+        self.rewrite_batches(r, {1: {"db": evil_db, "rp": evil_rp, "org": b"o\x1b]0;title\x07",
+                                     "user": evil_user, "body": body},
+                                 2: {"db": b"raw\x9b\xff"}})  # not UTF-8
+        msg = b"HTTP 400: \x1b]0;pwned\x07\r\nfake line \xe2\x80\xae"
+        dead = (struct.pack("<iIqH6x", 400, 3, BASE_S * 10 ** 9, len(msg)) + msg
+                + batch_record(route=1, accept_ns=BASE_S * 10 ** 9, lines=1, precision=3,
+                               body=b"m v=1i 1\n", db=evil_db))
+        mdb_load(r.data_dir, "dead", {bytes([0]) + (1000).to_bytes(8, "big"): dead})
+        rec = bytearray(mdb_dump(r.data_dir, "backends")[b"b1"])
+        rec[0:4] = (7).to_bytes(4, "little")  # an id of its own
+        rec[16:24] = (1).to_bytes(8, "little")  # "pending": listed as orphaned
+        mdb_load(r.data_dir, "backends", {b"gone\x1b[2J": bytes(rec)})
+
+        status = {"pid": os.getpid(), "version": "9\x1b[2J", "started_ns": 1, "backends": [
+            {"name": "b1", "state": "up\x1b[5m", "last_error": "HTTP 500: \x1b]0;pwned\x07\r\nfake \x9b",
+             "head_seq": 1, "attempts": 2, "next_attempt_ms": 100, "last_delivery_ns": 0,
+             "delivered_points": 0, "points_per_second": 1.0}]}
+        d = ScriptedDaemon(os.path.join(r.data_dir, "relayd.sock"), {
+            "status": "ok " + json.dumps(status), "notify b1": "error busy \x1b[2J\x07",
+            "retry b1": "error not now \x1b[2J"})
+        self.addCleanup(d.close)
+
+        def run(*args, rc=0):
+            cp = subprocess.run([relaytest.RELAYCTL_BIN, "-c", r.config] + list(args),
+                                stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+            err = cp.stderr.decode("utf-8", "replace")
+            self.assertIsNone(relaytest.sanitizer_report(err), err)
+            if rc is not None:
+                self.assertEqual(cp.returncode, rc, (args, cp.stdout[:2000], err))
+            return cp
+
+        bad = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+        def safe_text(args, data):
+            text = data.decode("utf-8")  # bytes that are not UTF-8 are escaped too
+            m = bad.search(text)
+            self.assertIsNone(m, "%s printed %r raw: %r" % (args, m and m.group(), text[:3000]))
+            return text
+
+        texts = {}
+        for args, rc in ((("status",), 0), (("peek", "b1"), 0), (("show", "b1", "1"), 0),
+                         (("show", "b1", "2"), 0), (("dlq", "list", "b1"), 0), (("dlq", "show", "b1", "1000"), 0),
+                         (("export", "b1", os.path.join(self.tmp, "e")), 1), (("verify",), 1),
+                         (("pause", "b1"), 0), (("retry", "b1"), 1), (("status", "--json"), 0)):
+            cp = run(*args, rc=rc)
+            texts[args] = safe_text(args, cp.stdout)
+            safe_text(args, cp.stderr)
+        self.assertIn("\\x1b[31mRED\\x0d\\x0aX", texts[("show", "b1", "1")] + texts[("dlq", "show", "b1", "1000")])
+        self.assertIn('m,t=a\\x1b[2J s="x\\x1b[H\\x0ay" 1600000000\n', texts[("show", "b1", "1")])
+        self.assertIn("gone\\x1b[2J", texts[("status",)])
+        self.assertIn("\\x1b]0;pwned\\x07\\x0d\\x0afake", texts[("status",)])
+        self.assertIn("9\\x1b[2J", texts[("status",)])
+        self.assertIn("\\x1b]0;pwned\\x07\\x0d\\x0afake line \\xe2\\x80\\xae", texts[("dlq", "list", "b1")])
+        self.assertIn("busy \\x1b[2J\\x07", texts[("pause", "b1")])
+
+        # JSON: valid, and the stored strings come back exactly
+        def j(*args, rc=0):
+            cp = run(*(args + ("--json",)), rc=rc)
+            return json.loads(safe_json(cp.stdout))
+
+        def safe_json(data):
+            text = data.decode("utf-8")
+            self.assertIsNone(bad.search(text), text[:2000])
+            return text
+
+        st = j("status")
+        self.assertEqual([b["name"] for b in st["backends"]], ["b1", "gone\x1b[2J"])
+        self.assertEqual(st["backends"][0]["last_error"], status["backends"][0]["last_error"])
+        self.assertEqual(st["backends"][0]["state"], "up\x1b[5m")
+        peek = j("peek", "b1")["batches"]
+        self.assertEqual((peek[0]["db"], peek[0]["rp"]), (evil_db.decode(), evil_rp.decode()))
+        self.assertEqual(peek[1]["db"], "raw\ufffd\ufffd")
+        self.assertEqual(j("show", "b1", "1")["body"], body.decode())
+        dl = j("dlq", "list", "b1")["dead"][0]
+        self.assertEqual((dl["db"], dl["message"]), (evil_db.decode(), msg.decode()))
+        self.assertEqual(j("dlq", "show", "b1", "1000")[0]["message"], msg.decode())
+        self.assertTrue(any("gone\x1b[2J" in p for p in j("verify", rc=1)["problems"]))
+        dump = [json.loads(line) for line in safe_json(run("dump", "b1").stdout).splitlines()]
+        self.assertEqual((dump[0]["db"], dump[0]["org"], dump[0]["user"]),
+                         (evil_db.decode(), "o\x1b]0;title\x07", evil_user.decode()))
+
 
 # ---- lmdb-utils ------------------------------------------------------------
 
@@ -831,6 +1174,31 @@ def mdb_load(env_dir, dbname, entries):
     text.append("DATA=END")
     subprocess.run([MDB_LOAD, "-s", dbname, env_dir], input="\n".join(text) + "\n", text=True,
                    check=True, capture_output=True)
+
+
+# ---- batch records (docs/architecture.md, "On-disk format") ---------------
+
+BATCH_HDR = struct.Struct("<QqQIIBBH6H")  # 48 bytes
+STRS = ("db", "rp", "user", "password", "org", "token")
+
+
+def parse_batch_record(rec):
+    """The fields of a stored batch record, as batch_record takes them."""
+    route, accept_ns, _, lines, body_len, _, precision, _, *lens = BATCH_HDR.unpack_from(rec)
+    out = {"route": route, "accept_ns": accept_ns, "lines": lines, "precision": precision}
+    off = BATCH_HDR.size
+    for name, n in zip(STRS, lens):
+        out[name] = rec[off:off + n]
+        off += n
+    out["body"] = rec[off:off + body_len]
+    return out
+
+
+def batch_record(route, accept_ns, lines, precision, body, **strs):
+    """A stored batch record; strs are bytes (db, rp, user, password, org, token)."""
+    vals = [strs.get(k, b"") for k in STRS]
+    return (BATCH_HDR.pack(route, accept_ns, 0, lines, len(body), 1, precision, 0, *map(len, vals))
+            + b"".join(vals) + body)
 
 
 def stale_readers(env_dir):

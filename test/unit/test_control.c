@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "relay/control.h"
@@ -307,6 +309,39 @@ static void test_status_parse(void **state)
 	free(st);
 }
 
+/* What relayctl makes of a reply line (control_request uses it). */
+static void test_reply_parse(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *line;
+		int rc;
+		const char *payload;
+	} cases[] = {
+		{ "ok", 0, "" },
+		{ "ok relayd", 0, "relayd" },
+		{ "ok {\"pid\":1}\r", 0, "{\"pid\":1}" },
+		{ "ok ", 0, "" },
+		{ "error", CONTROL_EREPLY, "" },
+		{ "error no such backend", CONTROL_EREPLY, "no such backend" },
+		{ "okay", -EPROTO, NULL },
+		{ "errors x", -EPROTO, NULL },
+		{ "", -EPROTO, NULL },
+		{ "\r", -EPROTO, NULL },
+		{ "OK x", -EPROTO, NULL },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char line[64];
+		const char *payload = (const char *)1;
+		snprintf(line, sizeof(line), "%s", cases[i].line);
+		assert_int_equal(control_reply_parse(line, &payload), cases[i].rc);
+		if (cases[i].payload)
+			assert_string_equal(payload, cases[i].payload);
+		else
+			assert_null(payload);
+	}
+}
+
 /* Pipelined requests, a request split across writes, and many clients at
  * once: every request gets its reply, in order. */
 static void test_pipelining_and_many_clients(void **state)
@@ -369,6 +404,96 @@ static void test_long_line(void **state)
 	raw_send(fd, line);
 	got = raw_read_lines(fd, 1, &eof);
 	assert_string_equal(got, "ok relayd\n");
+	close(fd);
+}
+
+/* Issue 10: a client that sends requests and never reads its answers.
+ * The server must stop reading from it once about CONTROL_MAX_QUEUED bytes
+ * of answers wait, so the client soon cannot send more: what it got in
+ * stays within the socket buffers plus that limit, however long it keeps
+ * trying. When it reads at last, every request it got in is answered, in
+ * order, with a whole status. */
+static void test_client_that_never_reads(void **state)
+{
+	struct fx *f = *state;
+	start(f);
+	int fd = raw_connect(f->path);
+	int fl = fcntl(fd, F_GETFL);
+	assert_int_equal(fcntl(fd, F_SETFL, fl | O_NONBLOCK), 0);
+	static const char req[] = "status\nstatus\nstatus\nstatus\nstatus\nstatus\nstatus\nstatus\n";
+	size_t sent = 0, limit = 4u << 20;
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	double idle_since = 0;
+	for (;;) {
+		size_t at = sent % (sizeof(req) - 1); /* a short send goes on mid-request */
+		ssize_t n = send(fd, req + at, sizeof(req) - 1 - at, MSG_NOSIGNAL);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		double t = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
+		if (n > 0) {
+			sent += (size_t)n;
+			idle_since = t;
+		} else {
+			assert_true(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+			usleep(2000);
+		}
+		/* Stuck for half a second: the server stopped reading. */
+		if (sent >= limit || t - idle_since > 0.5 || t > 20)
+			break;
+	}
+	/* Without the limit the server read all of it and queued every
+	 * answer (about 60 times the bytes sent). */
+	print_message("the server stopped reading after %zu bytes of requests\n", sent);
+	assert_true(sent < (1u << 20));
+	/* Now read: every whole request sent is answered with a status. */
+	assert_int_equal(fcntl(fd, F_SETFL, fl), 0);
+	size_t want = sent / 7, got = 0;
+	struct rbuf in = RBUF_INIT;
+	struct control_status *st = malloc(sizeof(*st));
+	while (got < want) {
+		rbuf_reserve(&in, 65536);
+		ssize_t n = recv(fd, in.data + in.len, in.cap - in.len, 0);
+		assert_true(n > 0);
+		in.len += (size_t)n;
+		char *p = in.data, *nl;
+		while ((nl = memchr(p, '\n', in.len - (size_t)(p - in.data)))) {
+			*nl = '\0';
+			assert_true(strncmp(p, "ok {", 4) == 0);
+			assert_int_equal(control_status_parse(p + 3, st), 0);
+			assert_int_equal(st->pid, 4242);
+			assert_int_equal(st->nbackends, 2);
+			got++;
+			p = nl + 1;
+		}
+		size_t rest = in.len - (size_t)(p - in.data);
+		memmove(in.data, p, rest);
+		in.len = rest;
+	}
+	assert_int_equal(got, want);
+	assert_int_equal(in.len, 0);
+	free(st);
+	rbuf_release(&in);
+	/* and the connection goes on serving */
+	raw_send(fd, "ping\n");
+	int eof;
+	assert_string_equal(raw_read_lines(fd, 1, &eof), "ok relayd\n");
+	close(fd);
+}
+
+/* A client that shuts down its sending side after its requests still
+ * gets every answer, and then the server closes; a last line without its
+ * '\n' asks nothing. */
+static void test_half_closed_client(void **state)
+{
+	struct fx *f = *state;
+	int eof;
+	start(f);
+	int fd = raw_connect(f->path);
+	raw_send(fd, "ping\nretry x\nping");
+	assert_int_equal(shutdown(fd, SHUT_WR), 0);
+	char *got = raw_read_lines(fd, 3, &eof);
+	assert_string_equal(got, "ok relayd\nok retrying 'x'\n");
+	assert_true(eof);
 	close(fd);
 }
 
@@ -478,8 +603,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_requests, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_status_roundtrip, setup, teardown),
 		cmocka_unit_test(test_status_parse),
+		cmocka_unit_test(test_reply_parse),
 		cmocka_unit_test_setup_teardown(test_pipelining_and_many_clients, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_client_that_never_reads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_half_closed_client, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_and_live_socket, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_errors, setup, teardown),
 	};

@@ -12,6 +12,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1265,7 +1266,7 @@ static void test_verify(void **state)
 static void test_record_roundtrip(void **state)
 {
 	(void)state;
-	struct wal_batch b = mk("a b=1 2\n", 0x8000000000000001ULL, -5);
+	struct wal_batch b = mk("a b=1 2\n", 0x8000000000000001ULL, 5);
 	b.org = "org";
 	b.token = "tok";
 	b.precision = 3;
@@ -1278,7 +1279,7 @@ static void test_record_roundtrip(void **state)
 	size_t body_off;
 	assert_int_equal(walr_batch_decode(buf, n, &d, off, ln, &body_off), 0);
 	assert_int_equal(d.route, b.route);
-	assert_int_equal(d.accept_ns, -5);
+	assert_int_equal(d.accept_ns, 5);
 	assert_int_equal(d.precision, 3);
 	assert_int_equal(d.lines, 1);
 	assert_int_equal(ln[4], 3);
@@ -1291,6 +1292,108 @@ static void test_record_roundtrip(void **state)
 	assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL), WAL_ECORRUPT);
 	free(buf);
 	assert_int_equal(walr_seq_decode((const unsigned char[]){ 0, 0, 0, 0, 0, 0, 1, 2 }), 258);
+}
+
+/* Issue 10: a stored time outside 1970..2200 is corruption, refused by the
+ * decoders, so that nothing computes "now - t" with an absurd t (signed
+ * overflow for t near INT64_MIN). */
+static void test_record_time_bounds(void **state)
+{
+	(void)state;
+	static const struct {
+		int64_t t;
+		int ok;
+	} cases[] = {
+		{ 0, 1 }, { 1700000000000000000LL, 1 }, { WALR_TIME_MAX_NS, 1 }, { WALR_TIME_MAX_NS + 1, 0 },
+		{ INT64_MAX, 0 }, { -1, 0 }, { INT64_MIN, 0 }, { INT64_MIN + 1, 0 },
+	};
+	/* 2200-01-01T00:00:00Z */
+	assert_int_equal(WALR_TIME_MAX_NS, 7258118400LL * 1000000000LL);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct wal_batch b = mk("a b=1 2\n", 1, cases[i].t), d;
+		size_t n = walr_batch_size(&b);
+		unsigned char *buf = malloc(n);
+		walr_batch_encode(&b, buf);
+		memset(&d, 0, sizeof(d));
+		assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL), cases[i].ok ? 0 : WAL_ECORRUPT);
+		if (cases[i].ok)
+			assert_int_equal(d.accept_ns, cases[i].t);
+		free(buf);
+
+		/* a dead letter: its own time, and the batch's inside it */
+		struct walr_dead dd = { 400, 1, cases[i].t, "bad" }, dg;
+		struct wal_batch inner = mk("a b=1 2\n", 1, 5);
+		n = walr_dead_size(&dd, &inner);
+		buf = malloc(n);
+		walr_dead_encode(&dd, &inner, buf);
+		size_t ml, boff;
+		assert_int_equal(walr_dead_decode(buf, n, &dg, &ml, &boff), cases[i].ok ? 0 : WAL_ECORRUPT);
+		free(buf);
+	}
+}
+
+/* Rewrite the stored record of batch seq with acceptance time t. */
+static void set_stored_time(struct fx *f, uint64_t seq, const char *body, int64_t t)
+{
+	struct wal_batch b = mk(body, 1, t);
+	size_t n = walr_batch_size(&b);
+	unsigned char *buf = malloc(n), k[8];
+	walr_batch_encode(&b, buf);
+	walr_seq_encode(seq, k);
+	raw_edit(f->dir, "batches", k, 8, buf, n);
+	free(buf);
+}
+
+/* The same through the queue: a batch whose stored time is INT64_MIN (or
+ * far in the future) is reported as corrupt by every reader, and the age
+ * limit's "now - oldest" is never computed with it (under UBSan the old
+ * code stopped there with a signed overflow). */
+static void test_stored_time_out_of_range(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	struct wal_batch b1 = mk("x v=1 1\n", 1, 5000);
+	assert_int_equal(wal_append(f->w, &b1, 1, 5000), 0);
+	assert_int_equal(b1.result, 0);
+	wal_close(f->w);
+	f->w = NULL;
+
+	const int64_t bad[] = { INT64_MIN, -1, WALR_TIME_MAX_NS + 1, INT64_MAX };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		set_stored_time(f, b1.seq, "x v=1 1\n", bad[i]);
+		open_default(f, 0);
+		assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+		assert_int_equal(wal_backend_set_limits(f->w, a, 0, 1000), 0);
+		struct wal_batch b2 = mk("x v=2 2\n", 1, 6000);
+		assert_int_equal(wal_append(f->w, &b2, 1, 6000), WAL_ECORRUPT);
+		struct wal_backend_stat st;
+		assert_int_equal(wal_backend_stat(f->w, "a", &st), WAL_ECORRUPT);
+		struct wal_batch out[2];
+		size_t got = 9;
+		assert_int_equal(wal_read(f->w, a, 0, 2, SIZE_MAX, out, &got), WAL_ECORRUPT);
+		assert_int_equal(got, 0);
+		assert_int_equal(wal_peek(f->w, a, 0, 2, out, &got), WAL_ECORRUPT);
+		assert_int_equal(wal_get(f->w, a, b1.seq, out), WAL_ECORRUPT);
+		struct wal_verify_stat vs;
+		struct seen s = { 0, "" };
+		assert_true(wal_verify(f->w, note_problem, &s, &vs) > 0);
+		char want[160];
+		snprintf(want, sizeof(want), "batch %" PRIu64 ": acceptance time %" PRId64 " ns is outside", b1.seq,
+		         bad[i]);
+		assert_non_null(strstr(s.text, want));
+		wal_close(f->w);
+		f->w = NULL;
+	}
+	/* back in range: readable again, and the age limit works on it */
+	set_stored_time(f, b1.seq, "x v=1 1\n", 5000);
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_set_limits(f->w, a, 0, 1000), 0);
+	struct wal_batch b3 = mk("x v=3 3\n", 1, 6001);
+	assert_int_equal(wal_append(f->w, &b3, 1, 6001), 0);
+	assert_int_equal(b3.result, WAL_EAGE);
 }
 
 static void test_strerror(void **state)
@@ -1334,6 +1437,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dead_letter_parts_merge, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_verify, setup, teardown),
 		cmocka_unit_test(test_record_roundtrip),
+		cmocka_unit_test(test_record_time_bounds),
+		cmocka_unit_test_setup_teardown(test_stored_time_out_of_range, setup, teardown),
 		cmocka_unit_test(test_strerror),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
