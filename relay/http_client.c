@@ -79,16 +79,81 @@ static int on_message_begin(llhttp_t *p)
 	return 0;
 }
 
+/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar (m
+ * 1-12): the usual shift of the year to start in March, so that the leap
+ * day is the last of the year. */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	int64_t yoe = y - era * 400;
+	int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+/* n decimal digits at s, or -1 if any is not a digit. */
+static int digits(const char *s, int n)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+/* IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", exactly: seconds since
+ * the epoch, or -1. The day name is checked for form only. */
+static int64_t parse_imf_fixdate(const char *s, size_t len)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	if (len != 29 || s[3] != ',' || s[4] != ' ' || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' ||
+	    s[19] != ':' || s[22] != ':' || memcmp(s + 25, " GMT", 4) != 0)
+		return -1;
+	int mon = 0;
+	while (mon < 12 && memcmp(months + 3 * mon, s + 8, 3) != 0)
+		mon++;
+	int day = digits(s + 5, 2), year = digits(s + 12, 4);
+	int h = digits(s + 17, 2), mi = digits(s + 20, 2), sec = digits(s + 23, 2);
+	static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	int leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+	if (mon == 12 || day < 1 || day > mdays[mon] || (mon == 1 && day == 29 && !leap) || year < 0 || h < 0 ||
+	    h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 60)
+		return -1;
+	return days_from_civil(year, mon + 1, day) * 86400 + h * 3600 + mi * 60 + sec;
+}
+
+uint64_t http_parse_retry_after(const char *v, size_t len, int64_t now_s)
+{
+	while (len && (*v == ' ' || *v == '\t'))
+		v++, len--;
+	while (len && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+		len--;
+	if (!len)
+		return 0;
+	if (v[0] >= '0' && v[0] <= '9') {
+		uint64_t s = 0;
+		for (size_t i = 0; i < len; i++) {
+			if (v[i] < '0' || v[i] > '9')
+				return 0;
+			unsigned d = (unsigned)(v[i] - '0');
+			/* Saturate: 2^61 seconds must not come out as 0 ms later. */
+			s = s > (UINT64_MAX - d) / 10 ? UINT64_MAX : s * 10 + d;
+		}
+		return s;
+	}
+	int64_t at = parse_imf_fixdate(v, len);
+	return at > now_s ? (uint64_t)(at - now_s) : 0;
+}
+
 static void header_done(struct http_client *c)
 {
-	const char *n = rbuf_cstr(&c->hname), *v = rbuf_cstr(&c->hval);
-	if (strcasecmp(n, "retry-after") == 0) {
-		char *end;
-		unsigned long long s = strtoull(v, &end, 10);
-		/* An HTTP date instead of seconds is rare from InfluxDB; treat
-		 * it as absent and let the backoff decide. */
-		c->retry_after_s = (*v && !*end) ? s : 0;
-	}
+	const char *n = rbuf_cstr(&c->hname);
+	if (strcasecmp(n, "retry-after") == 0)
+		c->retry_after_s = http_parse_retry_after(rbuf_cstr(&c->hval), c->hval.len,
+		                                          now_realtime_ns() / 1000000000);
 	rbuf_reset(&c->hname);
 	rbuf_reset(&c->hval);
 }

@@ -22,8 +22,9 @@ struct http_client;
  * OUTCOME_STATUS_* (outcome.h) for a transport failure, with err saying
  * what happened ("connection refused", "response timeout after 30000 ms").
  * body holds at most the first 4 KiB of the response body (enough to
- * classify it), NUL-terminated; retry_after_s is the Retry-After header in seconds (0 if
- * absent or not a number). The pointers are valid during the callback.
+ * classify it), NUL-terminated; retry_after_s is the Retry-After header in seconds
+ * (http_parse_retry_after; 0 if absent, not understood or already past). The
+ * pointers are valid during the callback.
  */
 struct http_response {
 	int status;
@@ -70,6 +71,18 @@ struct http_client {
 	uint64_t retry_after_s;
 	char err[160];
 };
+
+/*
+ * A Retry-After value (RFC 9110 section 10.2.3): delay-seconds, or an
+ * HTTP-date in the IMF-fixdate form ("Sun, 06 Nov 1994 08:49:37 GMT"),
+ * taken relative to now_s (seconds since the epoch). Blanks around it are
+ * ignored. Seconds too large for 64 bits saturate at UINT64_MAX, never wrap:
+ * the value comes from a peer, and whoever multiplies it must saturate too.
+ * Returns the delay in seconds (0 for a date already past), or 0 when the
+ * value is neither form (a sign, a unit, the obsolete date forms): the
+ * caller's own backoff then decides.
+ */
+uint64_t http_parse_retry_after(const char *v, size_t len, int64_t now_s);
 
 /* Set up c for host:port (a name or a literal address) on loop. */
 void http_client_init(struct http_client *c, uv_loop_t *loop, const char *host, uint16_t port,

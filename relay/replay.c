@@ -558,10 +558,13 @@ static uint64_t next_delay(struct replay_worker *w, uint64_t floor_ms, uint64_t 
 	uint64_t max = cfg->retry_max_ms > min ? cfg->retry_max_ms : min;
 	uint64_t d = backoff_full_jitter(w->attempts ? w->attempts - 1 : 0, min, max, min, rnd64());
 	if (retry_after_s) {
-		/* Honour the server's Retry-After, capped so that a silly value
-		 * cannot park the queue for hours. */
-		uint64_t ra = retry_after_s * 1000;
-		d = ra > max ? max : ra;
+		/* Honour the server's Retry-After within [min, max]: capped so that
+		 * a silly value cannot park the queue for hours, and saturated, so
+		 * that a huge one (2^61 s is 0 ms once multiplied in 64 bits) means
+		 * the cap rather than no wait at all. Never below min: the hold
+		 * floor and retry_min keep a hostile backend from making us spin. */
+		uint64_t ra = retry_after_s > max / 1000 ? max : retry_after_s * 1000;
+		d = ra < min ? min : ra > max ? max : ra;
 	}
 	return d;
 }

@@ -161,6 +161,102 @@ class FaultTest(unittest.TestCase):
         self.assertTrue(0.09 <= gap <= 2.0,
                         "Retry-After: 3600 with retry_max 1s: retried after %.2f s" % gap)
 
+    def assert_spaced(self, ws, least, what):
+        """Every attempt in ws at least `least` seconds after the one
+        before it."""
+        for a, b in zip(ws, ws[1:]):
+            self.assertGreaterEqual(b.t - a.t, least, "%s: an attempt %.3f s after the one before"
+                                    % (what, b.t - a.t))
+
+    def test_retry_after_overflow_is_capped_not_wrapped(self):
+        # 2**61 s is 2**64 * 125 in ms: a product that wraps is 0 ms, and
+        # 2**64 + 1 does not fit in 64 bits at all. Each must wait the cap
+        # (retry_max), like any Retry-After beyond it.
+        for value in ("2305843009213693952", "18446744073709551617",
+                      "99999999999999999999999999999999"):
+            with self.subTest(retry_after=value):
+                self.tmp = relaytest.make_tmpdir(self.addCleanup)  # a relayd of its own
+                fake = self.fake()
+                fake.set_default(fakeinflux.influx_error(503, "overloaded", {"Retry-After": value}))
+                r = self.relayd([{"name": "fake", "url": fake.url, "retry_min": "100ms",
+                                  "retry_max": "1s"}])
+                self.write(r, body_of(lines_for("ra-wrap", 5)))
+                self.posts_seen(fake, 1)
+                time.sleep(3.0)
+                ws = fake.writes()
+                self.assertLessEqual(len(ws), 5, "Retry-After: %s: %d POSTs in about 3 s"
+                                     % (value, len(ws)))
+                self.assert_spaced(ws, 0.9, "Retry-After: %s with retry_max 1s" % value)
+                st = r.backend_status("fake")
+                self.assertEqual((st["state"], st["pending_batches"]), ("retrying", 1))
+                fake.set_default("ok")
+                self.drained(r, "fake")
+                r.stop()
+                fake.stop()
+
+    def test_retry_after_keeps_the_hold_floor(self):
+        # A hold (401) waits at least 1 s whatever the server says; a
+        # Retry-After that wraps to 0 ms must not undo that.
+        fake = self.fake()
+        fake.set_default(fakeinflux.influx_error(401, "authorization failed",
+                                                 {"Retry-After": "2305843009213693952"}))
+        r = self.relayd([{"name": "fake", "url": fake.url, "retry_min": "10ms",
+                          "retry_max": "1500ms"}])
+        self.write(r, body_of(lines_for("ra-hold", 5)))
+        self.posts_seen(fake, 1)
+        time.sleep(3.0)
+        ws = fake.writes()
+        self.assertLessEqual(len(ws), 4, "%d POSTs in about 3 s of a hold" % len(ws))
+        self.assert_spaced(ws, 0.95, "a hold with Retry-After: 2**61")
+        self.assertEqual(r.backend_status("fake")["state"], "holding")
+
+    def test_retry_after_small_values_keep_retry_min(self):
+        # "Retry-After: 1" with retry_min 1.5s: the configured floor wins.
+        fake = self.fake()
+        fake.script(fakeinflux.influx_error(503, "busy", {"Retry-After": "1"}))
+        r = self.relayd([{"name": "fake", "url": fake.url, "retry_min": "1500ms",
+                          "retry_max": "5s"}])
+        self.write(r, body_of(lines_for("ra-min", 5)))
+        fake.wait_delivered(1, timeout=10)
+        ws = fake.writes()
+        self.assertEqual([w.answer for w in ws], ["503", "204"], fake.describe())
+        self.assertGreaterEqual(ws[1].t - ws[0].t, 1.45)
+
+    def test_retry_after_http_date(self):
+        # The HTTP-date form (RFC 9110 section 10.2.3), about 3 s ahead: the
+        # next attempt comes 2 to 3 s later (the date has whole seconds),
+        # not after retry_min.
+        fake = self.fake()
+        when = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 3))
+        fake.script(fakeinflux.influx_error(503, "maintenance", {"Retry-After": when}))
+        r = self.relayd([{"name": "fake", "url": fake.url, "retry_min": "100ms",
+                          "retry_max": "10s"}])
+        self.write(r, body_of(lines_for("ra-date", 5)))
+        fake.wait_delivered(1, timeout=10)
+        ws = fake.writes()
+        self.assertEqual([w.answer for w in ws], ["503", "204"], fake.describe())
+        gap = ws[1].t - ws[0].t
+        self.assertTrue(1.7 <= gap <= 3.8, "Retry-After: %s: retried after %.2f s" % (when, gap))
+
+    def test_retry_after_garbage_is_ignored(self):
+        # Neither seconds nor a date: the ordinary backoff decides.
+        for value in ("-1", "+5", "5s", "1e3", "Tue, 99 Foo 2026 25:61:61 GMT", " 7 7"):
+            with self.subTest(retry_after=value):
+                self.tmp = relaytest.make_tmpdir(self.addCleanup)  # a relayd of its own
+                fake = self.fake()
+                fake.script(fakeinflux.influx_error(503, "busy", {"Retry-After": value}))
+                r = self.relayd([{"name": "fake", "url": fake.url, "retry_min": "100ms",
+                                  "retry_max": "600ms"}])
+                self.write(r, body_of(lines_for("ra-bad", 3)))
+                fake.wait_delivered(1, timeout=10)
+                ws = fake.writes()
+                self.assertEqual([w.answer for w in ws], ["503", "204"], fake.describe())
+                gap = ws[1].t - ws[0].t
+                self.assertTrue(0.09 <= gap <= 1.0, "Retry-After: %r: retried after %.2f s"
+                                % (value, gap))
+                r.stop()
+                fake.stop()
+
     # d
 
     def test_413_splits_until_each_piece_fits(self):
