@@ -392,6 +392,7 @@ static void begin_round(struct replay_worker *w)
 	w->nranges = 0;
 	w->split_fit = 0;
 	w->attempts = 0;
+	w->db_created = 0;
 }
 
 /* Regroup cur on the loop thread, one batch at a time from batches[0]
@@ -569,15 +570,21 @@ static uint64_t next_delay(struct replay_worker *w, uint64_t floor_ms, uint64_t 
 	return d;
 }
 
-static void retry_later(struct replay_worker *w, const struct http_response *r, enum replay_health h,
-                        uint64_t floor_ms)
+/* Back off after answer r (what) and try again; floor_ms is the least
+ * wait (the hold floor, or 0 for retry_min). why, when not NULL, leads
+ * the reason shown in the log and in relayctl status. */
+static void retry_later_why(struct replay_worker *w, const struct http_response *r, enum replay_health h,
+                            uint64_t floor_ms, const char *why)
 {
 	char reason[300];
+	int n = why ? snprintf(reason, sizeof(reason), "%s: ", why) : 0;
+	if (n < 0 || (size_t)n >= sizeof(reason))
+		n = 0;
 	if (r->status < 0)
-		snprintf(reason, sizeof(reason), "%s", r->err ? r->err : "transport error");
+		snprintf(reason + n, sizeof(reason) - (size_t)n, "%s", r->err ? r->err : "transport error");
 	else
-		snprintf(reason, sizeof(reason), "HTTP %d: %.*s", r->status, (int)(r->body_len > 200 ? 200 : r->body_len),
-			 r->body);
+		snprintf(reason + n, sizeof(reason) - (size_t)n, "HTTP %d: %.*s", r->status,
+			 (int)(r->body_len > 200 ? 200 : r->body_len), r->body);
 	/* Trim the newline InfluxDB ends its JSON with. */
 	reason[strcspn(reason, "\n")] = '\0';
 	/* A new kind of trouble starts its own backoff: after a long outage
@@ -591,6 +598,12 @@ static void retry_later(struct replay_worker *w, const struct http_response *r, 
 	relay_log(RELAY_LOG_DEBUG, "backend '%s': attempt %u failed (%s), next in %" PRIu64 " ms", w->cfg->name,
 		  w->attempts, reason, d);
 	schedule(w, d);
+}
+
+static void retry_later(struct replay_worker *w, const struct http_response *r, enum replay_health h,
+                        uint64_t floor_ms)
+{
+	retry_later_why(w, r, h, floor_ms, NULL);
 }
 
 static void probe_response(struct http_client *c, const struct http_response *r, void *arg)
@@ -1057,7 +1070,11 @@ static void create_db_response(struct http_client *c, const struct http_response
 	/* /query answers 200 even when the statement failed; the error is in
 	 * the JSON. */
 	if (r->status >= 200 && r->status < 300 && !memmem(r->body, r->body_len, "\"error\"", 7)) {
-		relay_log(RELAY_LOG_NOTICE, "backend '%s': created database '%s'", w->cfg->name, w->cur->batches[0].db);
+		/* Rate-limited: with a backend that keeps answering "not found"
+		 * after a CREATE, this comes once per hold backoff. */
+		relay_log_limited(&w->create_log, RELAY_LOG_NOTICE, "backend '%s': created database '%s'", w->cfg->name,
+				  w->cur->batches[0].db);
+		w->db_created = 1;
 		send_current(w);
 		return;
 	}
@@ -1083,6 +1100,7 @@ static void on_response(struct http_client *c, const struct http_response *r, vo
 	case OUTCOME_DELIVERED:
 		set_health(w, REPLAY_UP, NULL);
 		w->attempts = 0;
+		w->db_created = 0;
 		if (w->nranges) {
 			size_t sent = w->ranges[0].len;
 			if (sent > w->split_fit)
@@ -1115,8 +1133,18 @@ static void on_response(struct http_client *c, const struct http_response *r, vo
 		retry_later(w, r, REPLAY_HOLDING, HOLD_MIN_MS);
 		return;
 	case OUTCOME_NO_DATABASE:
-		if (w->cfg->on_database_not_found == RELAY_DB_CREATE) {
+		if (w->cfg->on_database_not_found == RELAY_DB_CREATE && !w->db_created) {
 			create_database(w);
+			return;
+		}
+		if (w->db_created) {
+			/* The CREATE answered 200 yet the write still finds no
+			 * database (a proxy that sends /query elsewhere, a
+			 * database dropped at once, a name the server reads
+			 * otherwise): a hold with its backoff, not a loop of
+			 * writes and CREATEs. The next attempt may create again. */
+			w->db_created = 0;
+			retry_later_why(w, r, REPLAY_HOLDING, HOLD_MIN_MS, "still not found after CREATE DATABASE");
 			return;
 		}
 		if (w->cfg->on_database_not_found == RELAY_DB_DEAD_LETTER) {

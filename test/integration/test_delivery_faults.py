@@ -257,6 +257,39 @@ class FaultTest(unittest.TestCase):
                 r.stop()
                 fake.stop()
 
+    # on_database_not_found: create, when the database stays missing
+
+    def test_create_database_that_stays_missing_holds(self):
+        fake = self.fake()
+        fake.set_default(fakeinflux.influx_error(404, 'database not found: "%s"' % DB))
+        r = self.relayd([{"name": "fake", "url": fake.url, "on_database_not_found": "create",
+                          "retry_min": "100ms", "retry_max": "2s"}])
+        self.write(r, body_of(lines_for("nodb", 5)))
+        self.posts_seen(fake, 1)
+        time.sleep(5.0)
+        writes = fake.writes()
+        creates = fake.requests("POST", "/query")
+        self.assertLessEqual(len(writes), 12, "%d writes in 5 s:\n%s" % (len(writes), fake.describe()[:3000]))
+        self.assertGreaterEqual(len(creates), 1)
+        self.assertLessEqual(len(creates), 6, "%d CREATE DATABASE in 5 s" % len(creates))
+        self.assertIn("CREATE DATABASE", creates[0].query.get("q", ""))
+        # A write answered "not found" after a CREATE waits (a hold, at
+        # least 1 s) before the next attempt.
+        reqs = [q for q in fake.requests() if q.method == "POST"]
+        for i, q in enumerate(reqs[:-1]):
+            if q.path == "/write" and i > 0 and reqs[i - 1].path == "/query":
+                self.assertGreaterEqual(reqs[i + 1].t - q.t, 0.95, fake.describe())
+        st = r.backend_status("fake")
+        self.assertEqual((st["state"], st["pending_batches"], st["dead_batches"]), ("holding", 1, 0), st)
+        self.assertIn("still not found after CREATE DATABASE", st["last_error"])
+        self.assertGreaterEqual(st["attempts"], 1)
+        self.assertLessEqual(len(r.log_matches(r"created database")), 2, r.log_since_start()[-3000:])
+        self.assertLessEqual(len(r.log_since_start().splitlines()), 30, r.log_since_start()[-3000:])
+        r.wait_log(r"backend 'fake' is HOLDING", timeout=1)
+        fake.set_default("ok")
+        self.drained(r, "fake", timeout=10)
+        r.wait_log(r"backend 'fake' is up again", timeout=2)
+
     # d
 
     def test_413_splits_until_each_piece_fits(self):
