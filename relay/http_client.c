@@ -15,6 +15,10 @@
 #include "relay/outcome.h"
 
 #define MAX_KEPT_BODY 4096
+/* Interim answers taken before one final answer. RFC 9110 sets no limit;
+ * this one only stops a backend from keeping a request busy with them (the
+ * response timeout bounds the time anyway). */
+#define MAX_INTERIM 16
 
 static void start_connect(struct http_client *c);
 static void send_request(struct http_client *c);
@@ -179,12 +183,40 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 	return 0;
 }
 
+/* Refuse the response from inside a callback: llhttp stops with an error,
+ * and read_cb reports err rather than llhttp's generic reason. */
+__attribute__((format(printf, 2, 3)))
+static int refuse(struct http_client *c, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(c->err, sizeof(c->err), fmt, ap);
+	va_end(ap);
+	c->refused = 1;
+	return -1;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
 	struct http_client *c = p->data;
+	int status = llhttp_get_status_code(p);
 	if (c->in_value || c->hname.len)
 		header_done(c);
 	c->in_value = 0;
+	if (status < 100 || status > 999)
+		return refuse(c, "malformed response: status %d is not three digits", status);
+	if (status == 101)
+		/* Whatever follows is another protocol: the write was not
+		 * taken, and the connection is of no use to us any more. */
+		return refuse(c, "the backend answered 101 Switching Protocols to a write");
+	if (status < 200) {
+		/* An interim answer (100 Continue, 103 Early Hints, ...): no
+		 * body, whatever its header says (RFC 9110 section 15.2); the
+		 * final answer follows on the same connection. */
+		if (++c->interim > MAX_INTERIM)
+			return refuse(c, "malformed response: more than %d interim (1xx) answers", MAX_INTERIM);
+		return 1; /* llhttp: no body */
+	}
 	return 0;
 }
 
@@ -201,7 +233,11 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 
 static int on_message_complete(llhttp_t *p)
 {
-	(void)p;
+	/* An interim answer is over: parse on, into the next one. on_message_begin
+	 * forgets its headers (a Retry-After of a 103 is not the final
+	 * answer's). */
+	if (llhttp_get_status_code(p) < 200)
+		return 0;
 	return HPE_PAUSED;
 }
 
@@ -257,6 +293,10 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 		c->keep_alive = llhttp_should_keep_alive(&c->parser);
 		llhttp_resume(&c->parser);
 		finish(c, status, NULL);
+	} else if (e != HPE_OK && c->refused) {
+		char why[sizeof(c->err)];
+		snprintf(why, sizeof(why), "%s", c->err); /* fail() writes err */
+		fail(c, OUTCOME_STATUS_PROTOCOL, "%s", why);
 	} else if (e != HPE_OK) {
 		fail(c, OUTCOME_STATUS_PROTOCOL, "malformed response: %s", llhttp_get_error_reason(&c->parser));
 	}
@@ -304,6 +344,8 @@ static void send_request(struct http_client *c)
 	if (c->body_len)
 		bufs[n++] = uv_buf_init((char *)c->body, (unsigned)c->body_len);
 	c->got_bytes = 0;
+	c->interim = 0;
+	c->refused = 0;
 	llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
 	c->parser.data = c;
 	uv_write_t *wr = xmalloc(sizeof(*wr));

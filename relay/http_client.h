@@ -2,8 +2,10 @@
  * http_client: one keep-alive HTTP/1.1 connection to one backend, on the
  * libuv loop, one request at a time. Responses are parsed with llhttp.
  * Connect and response timeouts; a reused connection the server had
- * closed is retried once on a fresh one. Nothing here decides what a
- * status means (see outcome.h).
+ * closed is retried once on a fresh one. Interim answers (1xx, RFC 9110
+ * section 15.2) are read and skipped; the callback gets the final one.
+ * 101 Switching Protocols is no answer to a request of ours: a protocol
+ * failure. Nothing here decides what a status means (see outcome.h).
  */
 #ifndef RELAY_HTTP_CLIENT_H
 #define RELAY_HTTP_CLIENT_H
@@ -68,6 +70,8 @@ struct http_client {
 	struct rbuf resp_body;
 	struct rbuf hname, hval;
 	int in_value;
+	int interim;            /* interim (1xx) answers skipped for this request */
+	int refused;            /* a callback refused the response; err says why */
 	uint64_t retry_after_s;
 	char err[160];
 };

@@ -257,6 +257,58 @@ class FaultTest(unittest.TestCase):
                 r.stop()
                 fake.stop()
 
+    # interim (1xx) answers before the final one
+
+    def test_interim_answers_are_skipped(self):
+        fake = self.fake()
+        fake.script(fakeinflux.interim(100),
+                    fakeinflux.interim((103, {"Link": "</x>; rel=preload"})),
+                    fakeinflux.interim(100, 103, 102, (103, {"Retry-After": "3600"}), pause=0.05),
+                    fakeinflux.interim(100, 103, then=fakeinflux.influx_error(503, "busy")),
+                    fakeinflux.interim(103, 103, 103, 103))
+        r = self.relayd([{"name": "fake", "url": fake.url, "retry_min": "200ms",
+                          "retry_max": "400ms"}])
+        bodies = [body_of(lines_for("interim%d" % i, 3)) for i in range(4)]
+        for b in bodies[:3]:
+            self.write(r, b)
+            fake.wait_delivered(len(fake.delivered()) + 1, timeout=5)
+        # A 503 after interim answers is still a 503 (and a Retry-After
+        # of an interim answer is not the final answer's): retried after
+        # the backoff, then delivered.
+        self.write(r, bodies[3])
+        self.drained(r, "fake")
+        ws = fake.writes()
+        self.assertEqual([w.answer for w in ws], ["204", "204", "204", "503", "204"], fake.describe())
+        self.assertEqual([w.interim for w in ws], [[100], [103], [100, 103, 102, 103], [100, 103],
+                                                   [103, 103, 103, 103]])
+        self.assertEqual([w.text() for w in ws], bodies[:3] + [bodies[3]] * 2)
+        self.assertTrue(0.19 <= ws[4].t - ws[3].t <= 1.5, fake.describe())
+        # Every answer was read whole: the connection stays in step.
+        self.assertEqual(len({w.conn_id for w in ws}), 1, fake.describe())
+        self.assertEqual(r.backend_status("fake")["dead_batches"], 0)
+
+    def test_101_is_a_failure(self):
+        # 101 Switching Protocols is no answer to a POST: a failure, and
+        # the connection (now speaking something else) is not used again.
+        fake = self.fake()
+        fake.script(fakeinflux.raw("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                                   "Upgrade: websocket\r\n\r\n", after="hold"),
+                    fakeinflux.interim(100, then=fakeinflux.raw(
+                        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                        "Upgrade: h2c\r\n\r\n", after="hold")))
+        r = self.relayd([{"name": "fake", "url": fake.url, "timeout": "3s", "retry_min": "100ms",
+                          "retry_max": "300ms"}])
+        body = body_of(lines_for("upgrade", 4))
+        self.write(r, body)
+        fake.wait_delivered(1, timeout=10)
+        self.drained(r, "fake")
+        ws = fake.writes()
+        self.assertEqual([w.answer for w in ws], ["101", "101", "204"], fake.describe())
+        self.assertEqual(len({w.conn_id for w in ws}), 3, "a connection reused after a 101")
+        for a, b in zip(ws, ws[1:]):
+            self.assertLess(b.t - a.t, 2.0, "waited for a timeout after a 101:\n" + fake.describe())
+        r.wait_log(r"backend 'fake' (is down|answers with errors).*101", timeout=2)
+
     # on_database_not_found: create, when the database stays missing
 
     def test_create_database_that_stays_missing_holds(self):
