@@ -43,7 +43,10 @@ static void finish(struct http_client *c, int status, const char *err)
 	struct http_response r;
 	uv_timer_stop(&c->timer);
 	c->in_request = 0;
-	if (status < 0 || !c->keep_alive)
+	/* An answer that came before the whole request was written (a 413
+	 * after the first bytes of a large body, say) leaves the rest of the
+	 * body on its way: the server would read it as the next request. */
+	if (status < 0 || !c->keep_alive || c->writing)
 		drop_connection(c);
 	r.status = status;
 	/* NUL-terminated, so that callers may treat it as a string. */
@@ -162,6 +165,13 @@ static void header_done(struct http_client *c)
 	rbuf_reset(&c->hval);
 }
 
+/* Append to b what fits of at/len within max bytes in all. */
+static void append_bounded(struct rbuf *b, const char *at, size_t len, size_t max)
+{
+	if (b->len < max)
+		rbuf_append(b, at, len < max - b->len ? len : max - b->len);
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
 	struct http_client *c = p->data;
@@ -169,8 +179,11 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 		header_done(c);
 		c->in_value = 0;
 	}
-	if (c->hname.len + len < 256)
-		rbuf_append(&c->hname, at, len);
+	/* Keep a prefix only (names that matter are short). Truncate rather
+	 * than skip a piece that does not fit: a name arrives in as many
+	 * pieces as the backend sends segments, and skipping one could make
+	 * "Retry-" + a long piece + "After" read as Retry-After. */
+	append_bounded(&c->hname, at, len, 255);
 	return 0;
 }
 
@@ -178,8 +191,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
 	struct http_client *c = p->data;
 	c->in_value = 1;
-	if (c->hval.len + len < 1024)
-		rbuf_append(&c->hval, at, len);
+	append_bounded(&c->hval, at, len, 1023);
 	return 0;
 }
 
@@ -233,11 +245,13 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 
 static int on_message_complete(llhttp_t *p)
 {
+	struct http_client *c = p->data;
 	/* An interim answer is over: parse on, into the next one. on_message_begin
 	 * forgets its headers (a Retry-After of a 103 is not the final
 	 * answer's). */
 	if (llhttp_get_status_code(p) < 200)
 		return 0;
+	c->complete = 1;
 	return HPE_PAUSED;
 }
 
@@ -271,6 +285,17 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 			start_connect(c);
 			return;
 		}
+		if (nread == UV_EOF && c->got_bytes && !c->refused) {
+			/* An answer with neither Content-Length nor chunked framing
+			 * ends where the connection does (RFC 9112 section 6.3):
+			 * llhttp completes it now, or says it was cut short. */
+			llhttp_finish(&c->parser);
+			if (c->complete) {
+				c->keep_alive = 0;
+				finish(c, llhttp_get_status_code(&c->parser), NULL);
+				return;
+			}
+		}
 		fail(c, OUTCOME_STATUS_RESET, "connection closed before the response was complete (%s)",
 		     nread == UV_EOF ? "end of stream" : uv_strerror((int)nread));
 		return;
@@ -287,10 +312,13 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 	}
 	c->got_bytes = 1;
 	llhttp_errno_t e = llhttp_execute(&c->parser, buf->base, (size_t)nread);
+	/* Bytes after the answer, in the same read: nobody asked for them,
+	 * so the connection is out of step and not used again. */
+	int trailing = e == HPE_PAUSED && llhttp_get_error_pos(&c->parser) != buf->base + nread;
 	free(buf->base);
-	if (e == HPE_PAUSED) {
+	if (e == HPE_PAUSED && c->complete) {
 		int status = llhttp_get_status_code(&c->parser);
-		c->keep_alive = llhttp_should_keep_alive(&c->parser);
+		c->keep_alive = llhttp_should_keep_alive(&c->parser) && !trailing;
 		llhttp_resume(&c->parser);
 		finish(c, status, NULL);
 	} else if (e != HPE_OK && c->refused) {
@@ -310,6 +338,7 @@ static void write_cb(uv_write_t *req, int status)
 	/* A write cancelled by an earlier close belongs to a dead connection. */
 	if (!c || (uv_tcp_t *)h != c->tcp)
 		return;
+	c->writing = 0;
 	if (status < 0 && c->in_request) {
 		if (c->reused && !c->got_bytes) {
 			drop_connection(c);
@@ -336,6 +365,18 @@ static void timer_cb(uv_timer_t *t)
 	fail(c, OUTCOME_STATUS_TIMEOUT, "%s", what);
 }
 
+/* A fresh parser and state for the answer to the request going out. */
+static void expect_response(struct http_client *c)
+{
+	c->got_bytes = 0;
+	c->interim = 0;
+	c->refused = 0;
+	c->complete = 0;
+	llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
+	c->parser.data = c;
+	uv_timer_start(&c->timer, timer_cb, c->response_timeout_ms, 0);
+}
+
 static void send_request(struct http_client *c)
 {
 	uv_buf_t bufs[2];
@@ -343,14 +384,10 @@ static void send_request(struct http_client *c)
 	bufs[0] = uv_buf_init(c->head.data, (unsigned)c->head.len);
 	if (c->body_len)
 		bufs[n++] = uv_buf_init((char *)c->body, (unsigned)c->body_len);
-	c->got_bytes = 0;
-	c->interim = 0;
-	c->refused = 0;
-	llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
-	c->parser.data = c;
+	expect_response(c);
 	uv_write_t *wr = xmalloc(sizeof(*wr));
 	wr->data = c;
-	uv_timer_start(&c->timer, timer_cb, c->response_timeout_ms, 0);
+	c->writing = 1;
 	int rc = uv_write(wr, (uv_stream_t *)c->tcp, bufs, (unsigned)n, write_cb);
 	if (rc < 0) {
 		free(wr);
@@ -463,17 +500,25 @@ void http_client_init(struct http_client *c, uv_loop_t *loop, const char *host, 
 	c->timer_open = 1;
 }
 
-int http_client_request(struct http_client *c, const char *method, const char *target, const char *headers,
-                        const char *body, size_t body_len, http_client_cb cb, void *arg)
+void http_client_build_head(struct rbuf *out, const char *method, const char *target, const char *host,
+                            uint16_t port, const char *headers, size_t body_len)
 {
-	if (c->in_request || c->closing)
-		return -EBUSY;
-	rbuf_reset(&c->head);
-	rbuf_appendf(&c->head, "%s %s HTTP/1.1\r\nHost: %s:%u\r\nUser-Agent: relayd/%s\r\nContent-Length: %zu\r\n",
-		     method, target, c->host, c->port, RELAYD_VERSION, body_len);
+	/* An IPv6 literal goes in brackets (RFC 9110 section 7.2), or its
+	 * colons would read as the port's. */
+	const char *lb = strchr(host, ':') ? "[" : "", *rb = *lb ? "]" : "";
+	rbuf_appendf(out, "%s %s HTTP/1.1\r\nHost: %s%s%s:%u\r\nUser-Agent: relayd/%s\r\nContent-Length: %zu\r\n",
+		     method, target, lb, host, rb, port, RELAYD_VERSION, body_len);
 	if (headers)
-		rbuf_append(&c->head, headers, strlen(headers));
-	rbuf_append(&c->head, "\r\n", 2);
+		rbuf_append(out, headers, strlen(headers));
+	rbuf_append(out, "\r\n", 2);
+}
+
+/* Take the request as c's current one (not sent yet). */
+static void take_request(struct http_client *c, const char *method, const char *target, const char *headers,
+                         const char *body, size_t body_len, http_client_cb cb, void *arg)
+{
+	rbuf_reset(&c->head);
+	http_client_build_head(&c->head, method, target, c->host, c->port, headers, body_len);
 	c->body = body;
 	c->body_len = body_len;
 	c->cb = cb;
@@ -482,6 +527,14 @@ int http_client_request(struct http_client *c, const char *method, const char *t
 	c->keep_alive = 1;
 	c->err[0] = '\0';
 	rbuf_reset(&c->resp_body);
+}
+
+int http_client_request(struct http_client *c, const char *method, const char *target, const char *headers,
+                        const char *body, size_t body_len, http_client_cb cb, void *arg)
+{
+	if (c->in_request || c->closing)
+		return -EBUSY;
+	take_request(c, method, target, headers, body, body_len, cb, arg);
 	if (c->connected) {
 		c->reused = 1;
 		send_request(c);
@@ -517,4 +570,38 @@ void http_client_close(struct http_client *c, void (*cb)(struct http_client *c))
 		uv_timer_stop(&c->timer);
 		uv_close((uv_handle_t *)&c->timer, timer_closed);
 	}
+}
+
+void http_client_feed_response(struct http_client *c, const char *data, size_t len, size_t piece, int flags,
+                               http_client_cb cb, void *arg)
+{
+	relay_assert(!c->in_request && !c->closing);
+	take_request(c, "POST", "/write?db=fed", NULL, NULL, 0, cb, arg);
+	drop_connection(c);
+	/* A handle never opened: read_cb only compares it, and closing it
+	 * is what dropping a real connection does. */
+	c->tcp = xmalloc(sizeof(*c->tcp));
+	uv_tcp_init(c->loop, c->tcp);
+	c->tcp->data = c;
+	c->connected = 1;
+	c->reused = 0;
+	expect_response(c);
+	c->writing = (flags & HTTP_FEED_WRITING) != 0;
+	size_t off = 0;
+	/* Read after read until the client drops the connection (an answer
+	 * with Connection: close, bytes nobody asked for, a failure). */
+	while (off < len && c->tcp) {
+		size_t n = piece && piece < len - off ? piece : len - off;
+		uv_buf_t b = uv_buf_init(xmalloc(n), (unsigned)n);
+		memcpy(b.base, data + off, n);
+		off += n;
+		read_cb((uv_stream_t *)c->tcp, (ssize_t)n, &b);
+	}
+	if (c->tcp) {
+		uv_buf_t b = uv_buf_init(xmalloc(64), 64);
+		read_cb((uv_stream_t *)c->tcp, UV_EOF, &b);
+	}
+	drop_connection(c);
+	c->writing = 0;
+	relay_assert(!c->in_request);
 }

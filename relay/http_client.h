@@ -53,7 +53,9 @@ struct http_client {
 	int connected;
 	int reused;             /* this request went out on a kept-alive connection */
 	int in_request;
+	int writing;            /* the request is not all written yet */
 	int got_bytes;          /* response bytes seen for this request */
+	int complete;           /* the final answer is parsed */
 	int keep_alive;
 	int closing;
 	int timer_open;
@@ -105,5 +107,32 @@ int http_client_request(struct http_client *c, const char *method, const char *t
 /* Abort any request (its callback is not called) and close; cb runs when
  * every handle is closed. */
 void http_client_close(struct http_client *c, void (*cb)(struct http_client *c));
+
+/*
+ * Append to out the head of a request as http_client_request sends it:
+ * the request line, Host (an IPv6 literal in brackets), User-Agent,
+ * Content-Length: body_len, then headers as given (lines ending in "\r\n";
+ * may be NULL) and the empty line. Checks nothing: what goes in target
+ * and headers must already be fit for a request head (backend_api.h).
+ */
+void http_client_build_head(struct rbuf *out, const char *method, const char *target, const char *host,
+                            uint16_t port, const char *headers, size_t body_len);
+
+/* http_client_feed_response: the request is still being written when the
+ * answer comes (an early answer, like a 413 before the whole body). */
+#define HTTP_FEED_WRITING 1
+
+/*
+ * For tests and fuzzing: the answer data to a request of c, handed to the
+ * read callback exactly as libuv hands over what it reads, in pieces of
+ * at most piece bytes (0: in one), then the end of the stream. c must be
+ * set up (http_client_init) and idle; nothing is connected or sent: the
+ * connection is a TCP handle that is never opened. cb runs exactly once,
+ * inside this call, as for http_client_request; in it, c->tcp is NULL if
+ * the connection would not be used again. flags: HTTP_FEED_*. Afterwards
+ * c is idle; the handle it closed is freed by the next run of the loop.
+ */
+void http_client_feed_response(struct http_client *c, const char *data, size_t len, size_t piece, int flags,
+                               http_client_cb cb, void *arg);
 
 #endif
