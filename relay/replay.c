@@ -479,17 +479,45 @@ static void send_lanes(struct replay_worker *w)
 	w->headers.len = plain;
 }
 
+static void retry_later(struct replay_worker *w, const struct http_response *r, enum replay_health h,
+                        uint64_t floor_ms);
+
+/*
+ * No request can be built for the write being tried (backend_api.h): a
+ * value stored with the batch can never be sent, so it goes the way of a
+ * batch the backend refuses for good (dead-lettered, after isolating it
+ * if it was coalesced); the backend's own credentials wait for the
+ * operator, as a 401 would. Never sent, so nothing is in flight.
+ */
+static void unsendable(struct replay_worker *w, int rc, const char *why)
+{
+	struct http_response r;
+	memset(&r, 0, sizeof(r));
+	r.status = OUTCOME_STATUS_UNSENDABLE;
+	r.body = "";
+	r.err = why;
+	if (rc == BACKEND_API_ECONFIG)
+		retry_later(w, &r, REPLAY_HOLDING, HOLD_MIN_MS);
+	else
+		on_response(NULL, &r, w);
+}
+
 static void send_current(struct replay_worker *w)
 {
 	const struct wal_batch *b = &w->cur->batches[0];
 	const char *body;
 	size_t len;
+	char why[160];
 	if (w->stopping)
 		return;
 	/* The backend's API (v1 or v2) and credentials: backend_api.c. */
 	rbuf_reset(&w->target);
 	rbuf_reset(&w->headers);
-	backend_api_request(w->cfg, b, &w->target, &w->headers);
+	int brc = backend_api_request(w->cfg, b, &w->target, &w->headers, why, sizeof(why));
+	if (brc) {
+		unsendable(w, brc, why);
+		return;
+	}
 	rbuf_append(&w->headers, "Content-Type: text/plain; charset=utf-8\r\n", 41);
 	w->state = S_SEND;
 	if (w->cur->lane_mode) {
@@ -969,8 +997,11 @@ static void start_read(struct replay_worker *w, int kind)
 static void dead_letter(struct replay_worker *w, const struct http_response *r)
 {
 	char reason[300];
-	snprintf(reason, sizeof(reason), "HTTP %d: %.*s", r->status, (int)(r->body_len > 250 ? 250 : r->body_len),
-		 r->body);
+	if (r->status < 0)
+		snprintf(reason, sizeof(reason), "%s", r->err ? r->err : "transport error");
+	else
+		snprintf(reason, sizeof(reason), "HTTP %d: %.*s", r->status,
+			 (int)(r->body_len > 250 ? 250 : r->body_len), r->body);
 	reason[strcspn(reason, "\n")] = '\0';
 	snprintf(w->last_error, sizeof(w->last_error), "%s", reason);
 	if (w->cur->group_n > 1 && !w->nranges) {
@@ -983,7 +1014,7 @@ static void dead_letter(struct replay_worker *w, const struct http_response *r)
 		send_current(w);
 		return;
 	}
-	w->wk_status = r->status;
+	w->wk_status = r->status < 0 ? 0 : r->status; /* 0: no answer, never sent */
 	w->stats.dead_batches++;
 	if (w->nranges) {
 		w->wk_off = w->ranges[0].off;
@@ -1083,9 +1114,14 @@ static void create_db_response(struct http_client *c, const struct http_response
 
 static void create_database(struct replay_worker *w)
 {
+	char why[160];
 	rbuf_reset(&w->target);
 	rbuf_reset(&w->headers);
-	backend_api_create_database(w->cfg, &w->cur->batches[0], &w->target, &w->headers);
+	int brc = backend_api_create_database(w->cfg, &w->cur->batches[0], &w->target, &w->headers, why, sizeof(why));
+	if (brc) {
+		unsendable(w, brc, why);
+		return;
+	}
 	w->state = S_CREATE;
 	http_client_request(&w->http, "POST", rbuf_cstr(&w->target), rbuf_cstr(&w->headers), NULL, 0,
 			    create_db_response, w);

@@ -11,6 +11,8 @@ beside it, to show that one backend's trouble does not hold back another.
 
 import base64
 import collections
+import shutil
+import subprocess
 import threading
 import time
 import unittest
@@ -31,6 +33,26 @@ def lines_for(tag, n, pad=0):
 
 def body_of(lines):
     return "\n".join(lines) + "\n"
+
+
+def mdb_dump(env_dir, dbname):
+    """{key: value} of the named LMDB database dbname (lmdb-utils)."""
+    cp = subprocess.run([shutil.which("mdb_dump"), "-s", dbname, env_dir], capture_output=True, text=True,
+                        check=True)
+    lines = cp.stdout.splitlines()
+    body = lines[lines.index("HEADER=END") + 1:lines.index("DATA=END")]
+    return {bytes.fromhex(body[i].strip()): bytes.fromhex(body[i + 1].strip())
+            for i in range(0, len(body), 2)}
+
+
+def mdb_load(env_dir, dbname, entries):
+    """Overwrite these keys of dbname."""
+    text = ["VERSION=3", "format=bytevalue", "type=btree", "HEADER=END"]
+    for k, v in entries.items():
+        text += [" " + k.hex(), " " + v.hex()]
+    text.append("DATA=END")
+    subprocess.run([shutil.which("mdb_load"), "-s", dbname, env_dir], input="\n".join(text) + "\n",
+                   text=True, check=True, capture_output=True)
 
 
 class FaultTest(unittest.TestCase):
@@ -341,6 +363,57 @@ class FaultTest(unittest.TestCase):
         fake.set_default("ok")
         self.drained(r, "fake", timeout=10)
         r.wait_log(r"backend 'fake' is up again", timeout=2)
+
+    # values no request can carry
+
+    def test_unsendable_batches_are_dead_lettered(self):
+        # Batches whose stored values no request can carry: an unknown
+        # precision code (a damaged record; relayd used to stop on it, at
+        # every start), and a writer's token with a CR LF that would start
+        # a header of its own (the door refuses both; a damaged queue is
+        # how they come). Each is dead-lettered with the reason, alone; the
+        # batches around them are delivered, and nothing is injected.
+        fake = self.fake()
+        r = self.relayd([{"name": "fake", "url": "http://127.0.0.1:%d" % relaytest.closed_port(),
+                          "retry_min": "100ms", "retry_max": "1s"}])
+        bodies = [body_of(lines_for("unsendable%d" % i, 3)) for i in range(5)]
+        evil = b"x\r\n\r\nPOST /write?db=evil HTTP/1.1"  # the token batch 3 will hold
+        self.write(r, bodies[0], headers={"Authorization": "Token goodtoken"})
+        self.write(r, bodies[1], headers={"Authorization": "Token goodtoken"})
+        self.write(r, bodies[2], headers={"Authorization": "Token goodtoken"})
+        self.write(r, bodies[3], headers={"Authorization": "Token " + "A" * len(evil)})
+        self.write(r, bodies[4], headers={"Authorization": "Token goodtoken"})
+        r.stop()
+        batches = mdb_dump(r.data_dir, "batches")
+        self.assertEqual(len(batches), 5)
+        keys = sorted(batches)
+        damaged = {}
+        rec = bytearray(batches[keys[1]])
+        self.assertEqual(rec[33], 0, "precision byte of a batch written in ns")
+        rec[33] = 9
+        damaged[keys[1]] = bytes(rec)
+        rec = batches[keys[3]]
+        self.assertIn(b"A" * len(evil), rec)
+        damaged[keys[3]] = rec.replace(b"A" * len(evil), evil)
+        mdb_load(r.data_dir, "batches", damaged)
+        r.write_config(self.tmp, backends=[{"name": "fake", "url": fake.url, "parallel": 1,
+                                            "retry_min": "100ms", "retry_max": "1s"}])
+        r.restart()
+        self.drained(r, "fake", dead=2)
+        self.assertTrue(r.alive(), "relayd stopped on a damaged batch")
+        ws = fake.writes()
+        self.assertEqual([w.text() for w in fake.delivered()], [bodies[0], bodies[2], bodies[4]],
+                         fake.describe())
+        self.assertEqual(len(ws), 3, "a batch no request can carry was sent:\n" + fake.describe())
+        for w in fake.requests():
+            self.assertNotIn("evil", w.target)
+            self.assertEqual(w.headers.get("authorization"), "Token goodtoken")
+        dl = r.relayctl("dlq", "list", "fake")
+        self.assertEqual(dl.returncode, 0, dl.stderr)
+        self.assertIn("precision code 9 is unknown", dl.stdout)
+        self.assertIn("the writer's token holds a control byte", dl.stdout)
+        self.assertNotIn("POST", dl.stdout, "the token is in the reason")
+        self.assertEqual(len(r.log_matches(r"dead-lettered.*not sent")), 2, r.log_since_start())
 
     # d
 
@@ -752,4 +825,5 @@ class FaultTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    relaytest.main(require=("relayd", "relayctl", "influxd"))
+    # mdb_dump and mdb_load (lmdb-utils) damage a queue on purpose.
+    relaytest.main(require=("relayd", "relayctl", "influxd", "mdb_dump", "mdb_load"))
