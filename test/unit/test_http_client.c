@@ -144,6 +144,12 @@ static void test_answers(void **state)
 	s = feed_both("HTTP/1.1 503 Service Unavailable\r\nRetry-After:  7 \r\nContent-Length: 0\r\n\r\n");
 	assert_int_equal(s.status, 503);
 	assert_int_equal(s.retry_after_s, 7);
+	/* An empty reason phrase is allowed (RFC 9112 section 4), and so is
+	 * none at all, which some servers send. */
+	s = feed_both("HTTP/1.1 204 \r\n\r\n");
+	assert_int_equal(s.status, 204);
+	s = feed_both("HTTP/1.1 204\r\n\r\n");
+	assert_int_equal(s.status, 204);
 	/* Not kept: HTTP/1.0, Connection: close. */
 	s = feed_both("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
 	assert_int_equal(s.status, 200);
