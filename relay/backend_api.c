@@ -6,6 +6,8 @@
 #include "relay/lineproto.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,10 +66,27 @@ static int unsafe(const char *s, size_t n)
 	return 0;
 }
 
-static void token(struct rbuf *h, const char *t, size_t tlen, const char *more)
+__attribute__((format(printf, 4, 5)))
+static int refuse(int code, char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	if (errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+/* "Authorization: Token T[:MORE]". A control byte refuses it (code, whose
+ * value the reason names): sent without it, the write would reach the
+ * backend unauthenticated or be held for good on its 401. */
+static int token(struct rbuf *h, const char *t, size_t tlen, const char *more, int code, const char *whose,
+                 char *err, size_t errlen)
 {
 	if (unsafe(t, tlen) || (more && unsafe(more, strlen(more))))
-		return; /* sent without credentials: the backend answers 401, and the batch is held */
+		return refuse(code, err, errlen, "not sent: %s holds a control byte, which cannot go into a header",
+			      whose);
 	rbuf_append(h, "Authorization: Token ", 21);
 	rbuf_append(h, t, tlen);
 	if (more) {
@@ -75,38 +94,51 @@ static void token(struct rbuf *h, const char *t, size_t tlen, const char *more)
 		rbuf_append(h, more, strlen(more));
 	}
 	rbuf_append(h, "\r\n", 2);
+	return 0;
 }
 
-/* Credentials travel in a header, never in the URL (URLs end up in logs). */
-static void auth(const struct relay_backend_config *cfg, const struct wal_batch *b, struct rbuf *h)
+/* Credentials travel in a header, never in the URL (URLs end up in logs).
+ * Basic needs no check: base64 holds no control byte. */
+static int auth(const struct relay_backend_config *cfg, const struct wal_batch *b, struct rbuf *h, char *err,
+                size_t errlen)
 {
 	int v2 = cfg->type == RELAY_API_V2;
 
 	/* The backend's own credentials replace the writer's. */
 	if (cfg->username) {
 		basic(h, cfg->username, strlen(cfg->username), cfg->password);
-		return;
+		return 0;
 	}
-	if (cfg->token) {
-		token(h, cfg->token, strlen(cfg->token), NULL);
-		return;
-	}
+	if (cfg->token)
+		return token(h, cfg->token, strlen(cfg->token), NULL, BACKEND_API_ECONFIG, "the backend's token", err,
+			     errlen);
 	if (b->user && *b->user) {
 		if (v2)
-			token(h, b->user, strlen(b->user), b->password ? b->password : "");
-		else
-			basic(h, b->user, strlen(b->user), b->password ? b->password : "");
-		return;
+			return token(h, b->user, strlen(b->user), b->password ? b->password : "", BACKEND_API_EBATCH,
+				     "the writer's user or password", err, errlen);
+		basic(h, b->user, strlen(b->user), b->password ? b->password : "");
+		return 0;
 	}
 	if (b->token && *b->token) {
 		const char *colon = strchr(b->token, ':');
 		/* "Token user:password" is InfluxDB 1.8's; a 1.x server before
 		 * 1.8 knows only Basic for the same thing. */
-		if (!v2 && colon)
+		if (!v2 && colon) {
 			basic(h, b->token, (size_t)(colon - b->token), colon + 1);
-		else
-			token(h, b->token, strlen(b->token), NULL);
+			return 0;
+		}
+		return token(h, b->token, strlen(b->token), NULL, BACKEND_API_EBATCH, "the writer's token", err,
+			     errlen);
 	}
+	return 0;
+}
+
+/* A precision code read from the queue is a byte: one relayd does not
+ * know (a damaged or future record) must not reach lp_precision_name,
+ * which stops relayd, nor be guessed. */
+static int known_precision(int prec)
+{
+	return prec >= LP_PRECISION_NS && prec <= LP_PRECISION_H;
 }
 
 int64_t backend_api_rescale(const struct relay_backend_config *cfg, int prec, int *sent_prec)
@@ -138,12 +170,16 @@ static const char *v2_precision(int prec)
 	}
 }
 
-void backend_api_request(const struct relay_backend_config *cfg, const struct wal_batch *b,
-                         struct rbuf *target, struct rbuf *headers)
+int backend_api_request(const struct relay_backend_config *cfg, const struct wal_batch *b, struct rbuf *target,
+                        struct rbuf *headers, char *err, size_t errlen)
 {
 	/* The label is the batch's own precision: rescale_round (replay.c)
 	 * has already turned a v2 backend's minutes and hours into seconds. */
 	int prec = b->precision;
+
+	if (!known_precision(prec))
+		return refuse(BACKEND_API_EBATCH, err, errlen, "not sent: the batch's precision code %d is unknown",
+			      prec);
 
 	rbuf_append(target, cfg->path_prefix, strlen(cfg->path_prefix));
 	if (cfg->type == RELAY_API_V2) {
@@ -168,7 +204,7 @@ void backend_api_request(const struct relay_backend_config *cfg, const struct wa
 		}
 		rbuf_appendf(target, "&precision=%s", lp_precision_name((enum lp_precision)prec));
 	}
-	auth(cfg, b, headers);
+	return auth(cfg, b, headers, err, errlen);
 }
 
 int backend_api_scale_timestamps(const char *body, size_t len, int64_t factor, struct rbuf *out)
@@ -206,8 +242,8 @@ int backend_api_scale_timestamps(const char *body, size_t len, int64_t factor, s
 	return 0;
 }
 
-void backend_api_create_database(const struct relay_backend_config *cfg, const struct wal_batch *b,
-                                 struct rbuf *target, struct rbuf *headers)
+int backend_api_create_database(const struct relay_backend_config *cfg, const struct wal_batch *b,
+                                struct rbuf *target, struct rbuf *headers, char *err, size_t errlen)
 {
 	struct rbuf q = RBUF_INIT;
 
@@ -223,5 +259,5 @@ void backend_api_create_database(const struct relay_backend_config *cfg, const s
 	rbuf_append(target, "/query?q=", 9);
 	append_urlenc(target, rbuf_cstr(&q));
 	rbuf_release(&q);
-	auth(cfg, b, headers);
+	return auth(cfg, b, headers, err, errlen);
 }

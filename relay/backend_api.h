@@ -16,8 +16,15 @@
  *               configured, else the writer's. A writer's "Token u:p"
  *               (InfluxDB 1.8's form) goes to a v1 server as Basic u:p,
  *               and a writer's user/password to a v2 server as
- *               "Token u:p"; credentials never go in the URL, and a token
- *               holding control bytes is not sent at all.
+ *               "Token u:p"; credentials never go in the URL.
+ *
+ * What cannot be put in a request is refused, never sent mangled: every
+ * query value is percent-encoded, Basic credentials are base64, and a
+ * value that would go into a header as it is (a token) may not hold a
+ * control byte, which could end the header line and start another header
+ * or a request of its own. The door refuses such values; these checks keep
+ * any that reach the queue another way (or the configuration) off the
+ * wire.
  */
 #ifndef RELAY_BACKEND_API_H
 #define RELAY_BACKEND_API_H
@@ -28,22 +35,33 @@
 #include "relay/util.h"
 #include "wal/wal.h"
 
+/* A value stored with the batch cannot go into a request (a precision code
+ * relayd does not know, writer's credentials holding a control byte): the
+ * batch can never be sent as it is; dead-letter it. */
+#define BACKEND_API_EBATCH (-1)
+/* The backend's own credentials (its configuration) cannot go into a
+ * request: nothing is sent until the operator fixes the configuration. */
+#define BACKEND_API_ECONFIG (-2)
+
 /*
  * Append to target the request target (path and query) for writing batch
  * b to backend cfg, and to headers the Authorization header line (with
  * its CRLF) when there are credentials to send. The caller owns both
- * buffers. Never fails.
+ * buffers. Returns 0, or BACKEND_API_EBATCH or BACKEND_API_ECONFIG with
+ * the reason in err (never a secret; errlen may be 0); the buffers then
+ * hold a partial request the caller discards.
  */
-void backend_api_request(const struct relay_backend_config *cfg, const struct wal_batch *b,
-                         struct rbuf *target, struct rbuf *headers);
+int backend_api_request(const struct relay_backend_config *cfg, const struct wal_batch *b, struct rbuf *target,
+                        struct rbuf *headers, char *err, size_t errlen);
 
 /*
  * Append the request target and Authorization header of InfluxDB 1.x's
  * "CREATE DATABASE" for b's database (POST, no body) for backend cfg
  * (on_database_not_found: create; v1 backends only, as the config checks).
+ * Returns and fails as backend_api_request.
  */
-void backend_api_create_database(const struct relay_backend_config *cfg, const struct wal_batch *b,
-                                 struct rbuf *target, struct rbuf *headers);
+int backend_api_create_database(const struct relay_backend_config *cfg, const struct wal_batch *b,
+                                struct rbuf *target, struct rbuf *headers, char *err, size_t errlen);
 
 /*
  * The factor by which the timestamps of a batch in precision prec (enum

@@ -15,6 +15,10 @@
 #include "relay/outcome.h"
 
 #define MAX_KEPT_BODY 4096
+/* Interim answers taken before one final answer. RFC 9110 sets no limit;
+ * this one only stops a backend from keeping a request busy with them (the
+ * response timeout bounds the time anyway). */
+#define MAX_INTERIM 16
 
 static void start_connect(struct http_client *c);
 static void send_request(struct http_client *c);
@@ -39,7 +43,10 @@ static void finish(struct http_client *c, int status, const char *err)
 	struct http_response r;
 	uv_timer_stop(&c->timer);
 	c->in_request = 0;
-	if (status < 0 || !c->keep_alive)
+	/* An answer that came before the whole request was written (a 413
+	 * after the first bytes of a large body, say) leaves the rest of the
+	 * body on its way: the server would read it as the next request. */
+	if (status < 0 || !c->keep_alive || c->writing)
 		drop_connection(c);
 	r.status = status;
 	/* NUL-terminated, so that callers may treat it as a string. */
@@ -79,18 +86,90 @@ static int on_message_begin(llhttp_t *p)
 	return 0;
 }
 
+/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar (m
+ * 1-12): the usual shift of the year to start in March, so that the leap
+ * day is the last of the year. */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	int64_t yoe = y - era * 400;
+	int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+/* n decimal digits at s, or -1 if any is not a digit. */
+static int digits(const char *s, int n)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+/* IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", exactly: seconds since
+ * the epoch, or -1. The day name is checked for form only. */
+static int64_t parse_imf_fixdate(const char *s, size_t len)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	if (len != 29 || s[3] != ',' || s[4] != ' ' || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' ||
+	    s[19] != ':' || s[22] != ':' || memcmp(s + 25, " GMT", 4) != 0)
+		return -1;
+	int mon = 0;
+	while (mon < 12 && memcmp(months + 3 * mon, s + 8, 3) != 0)
+		mon++;
+	int day = digits(s + 5, 2), year = digits(s + 12, 4);
+	int h = digits(s + 17, 2), mi = digits(s + 20, 2), sec = digits(s + 23, 2);
+	static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	int leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+	if (mon == 12 || day < 1 || day > mdays[mon] || (mon == 1 && day == 29 && !leap) || year < 0 || h < 0 ||
+	    h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 60)
+		return -1;
+	return days_from_civil(year, mon + 1, day) * 86400 + h * 3600 + mi * 60 + sec;
+}
+
+uint64_t http_parse_retry_after(const char *v, size_t len, int64_t now_s)
+{
+	while (len && (*v == ' ' || *v == '\t'))
+		v++, len--;
+	while (len && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+		len--;
+	if (!len)
+		return 0;
+	if (v[0] >= '0' && v[0] <= '9') {
+		uint64_t s = 0;
+		for (size_t i = 0; i < len; i++) {
+			if (v[i] < '0' || v[i] > '9')
+				return 0;
+			unsigned d = (unsigned)(v[i] - '0');
+			/* Saturate: 2^61 seconds must not come out as 0 ms later. */
+			s = s > (UINT64_MAX - d) / 10 ? UINT64_MAX : s * 10 + d;
+		}
+		return s;
+	}
+	int64_t at = parse_imf_fixdate(v, len);
+	return at > now_s ? (uint64_t)(at - now_s) : 0;
+}
+
 static void header_done(struct http_client *c)
 {
-	const char *n = rbuf_cstr(&c->hname), *v = rbuf_cstr(&c->hval);
-	if (strcasecmp(n, "retry-after") == 0) {
-		char *end;
-		unsigned long long s = strtoull(v, &end, 10);
-		/* An HTTP date instead of seconds is rare from InfluxDB; treat
-		 * it as absent and let the backoff decide. */
-		c->retry_after_s = (*v && !*end) ? s : 0;
-	}
+	const char *n = rbuf_cstr(&c->hname);
+	if (strcasecmp(n, "retry-after") == 0)
+		c->retry_after_s = http_parse_retry_after(rbuf_cstr(&c->hval), c->hval.len,
+		                                          now_realtime_ns() / 1000000000);
 	rbuf_reset(&c->hname);
 	rbuf_reset(&c->hval);
+}
+
+/* Append to b what fits of at/len within max bytes in all. */
+static void append_bounded(struct rbuf *b, const char *at, size_t len, size_t max)
+{
+	if (b->len < max)
+		rbuf_append(b, at, len < max - b->len ? len : max - b->len);
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
@@ -100,8 +179,11 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 		header_done(c);
 		c->in_value = 0;
 	}
-	if (c->hname.len + len < 256)
-		rbuf_append(&c->hname, at, len);
+	/* Keep a prefix only (names that matter are short). Truncate rather
+	 * than skip a piece that does not fit: a name arrives in as many
+	 * pieces as the backend sends segments, and skipping one could make
+	 * "Retry-" + a long piece + "After" read as Retry-After. */
+	append_bounded(&c->hname, at, len, 255);
 	return 0;
 }
 
@@ -109,17 +191,44 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
 	struct http_client *c = p->data;
 	c->in_value = 1;
-	if (c->hval.len + len < 1024)
-		rbuf_append(&c->hval, at, len);
+	append_bounded(&c->hval, at, len, 1023);
 	return 0;
+}
+
+/* Refuse the response from inside a callback: llhttp stops with an error,
+ * and read_cb reports err rather than llhttp's generic reason. */
+__attribute__((format(printf, 2, 3)))
+static int refuse(struct http_client *c, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(c->err, sizeof(c->err), fmt, ap);
+	va_end(ap);
+	c->refused = 1;
+	return -1;
 }
 
 static int on_headers_complete(llhttp_t *p)
 {
 	struct http_client *c = p->data;
+	int status = llhttp_get_status_code(p);
 	if (c->in_value || c->hname.len)
 		header_done(c);
 	c->in_value = 0;
+	if (status < 100 || status > 999)
+		return refuse(c, "malformed response: status %d is not three digits", status);
+	if (status == 101)
+		/* Whatever follows is another protocol: the write was not
+		 * taken, and the connection is of no use to us any more. */
+		return refuse(c, "the backend answered 101 Switching Protocols to a write");
+	if (status < 200) {
+		/* An interim answer (100 Continue, 103 Early Hints, ...): no
+		 * body, whatever its header says (RFC 9110 section 15.2); the
+		 * final answer follows on the same connection. */
+		if (++c->interim > MAX_INTERIM)
+			return refuse(c, "malformed response: more than %d interim (1xx) answers", MAX_INTERIM);
+		return 1; /* llhttp: no body */
+	}
 	return 0;
 }
 
@@ -136,7 +245,13 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 
 static int on_message_complete(llhttp_t *p)
 {
-	(void)p;
+	struct http_client *c = p->data;
+	/* An interim answer is over: parse on, into the next one. on_message_begin
+	 * forgets its headers (a Retry-After of a 103 is not the final
+	 * answer's). */
+	if (llhttp_get_status_code(p) < 200)
+		return 0;
+	c->complete = 1;
 	return HPE_PAUSED;
 }
 
@@ -170,6 +285,17 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 			start_connect(c);
 			return;
 		}
+		if (nread == UV_EOF && c->got_bytes && !c->refused) {
+			/* An answer with neither Content-Length nor chunked framing
+			 * ends where the connection does (RFC 9112 section 6.3):
+			 * llhttp completes it now, or says it was cut short. */
+			llhttp_finish(&c->parser);
+			if (c->complete) {
+				c->keep_alive = 0;
+				finish(c, llhttp_get_status_code(&c->parser), NULL);
+				return;
+			}
+		}
 		fail(c, OUTCOME_STATUS_RESET, "connection closed before the response was complete (%s)",
 		     nread == UV_EOF ? "end of stream" : uv_strerror((int)nread));
 		return;
@@ -186,12 +312,19 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 	}
 	c->got_bytes = 1;
 	llhttp_errno_t e = llhttp_execute(&c->parser, buf->base, (size_t)nread);
+	/* Bytes after the answer, in the same read: nobody asked for them,
+	 * so the connection is out of step and not used again. */
+	int trailing = e == HPE_PAUSED && llhttp_get_error_pos(&c->parser) != buf->base + nread;
 	free(buf->base);
-	if (e == HPE_PAUSED) {
+	if (e == HPE_PAUSED && c->complete) {
 		int status = llhttp_get_status_code(&c->parser);
-		c->keep_alive = llhttp_should_keep_alive(&c->parser);
+		c->keep_alive = llhttp_should_keep_alive(&c->parser) && !trailing;
 		llhttp_resume(&c->parser);
 		finish(c, status, NULL);
+	} else if (e != HPE_OK && c->refused) {
+		char why[sizeof(c->err)];
+		snprintf(why, sizeof(why), "%s", c->err); /* fail() writes err */
+		fail(c, OUTCOME_STATUS_PROTOCOL, "%s", why);
 	} else if (e != HPE_OK) {
 		fail(c, OUTCOME_STATUS_PROTOCOL, "malformed response: %s", llhttp_get_error_reason(&c->parser));
 	}
@@ -205,6 +338,7 @@ static void write_cb(uv_write_t *req, int status)
 	/* A write cancelled by an earlier close belongs to a dead connection. */
 	if (!c || (uv_tcp_t *)h != c->tcp)
 		return;
+	c->writing = 0;
 	if (status < 0 && c->in_request) {
 		if (c->reused && !c->got_bytes) {
 			drop_connection(c);
@@ -231,6 +365,18 @@ static void timer_cb(uv_timer_t *t)
 	fail(c, OUTCOME_STATUS_TIMEOUT, "%s", what);
 }
 
+/* A fresh parser and state for the answer to the request going out. */
+static void expect_response(struct http_client *c)
+{
+	c->got_bytes = 0;
+	c->interim = 0;
+	c->refused = 0;
+	c->complete = 0;
+	llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
+	c->parser.data = c;
+	uv_timer_start(&c->timer, timer_cb, c->response_timeout_ms, 0);
+}
+
 static void send_request(struct http_client *c)
 {
 	uv_buf_t bufs[2];
@@ -238,12 +384,10 @@ static void send_request(struct http_client *c)
 	bufs[0] = uv_buf_init(c->head.data, (unsigned)c->head.len);
 	if (c->body_len)
 		bufs[n++] = uv_buf_init((char *)c->body, (unsigned)c->body_len);
-	c->got_bytes = 0;
-	llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
-	c->parser.data = c;
+	expect_response(c);
 	uv_write_t *wr = xmalloc(sizeof(*wr));
 	wr->data = c;
-	uv_timer_start(&c->timer, timer_cb, c->response_timeout_ms, 0);
+	c->writing = 1;
 	int rc = uv_write(wr, (uv_stream_t *)c->tcp, bufs, (unsigned)n, write_cb);
 	if (rc < 0) {
 		free(wr);
@@ -356,17 +500,25 @@ void http_client_init(struct http_client *c, uv_loop_t *loop, const char *host, 
 	c->timer_open = 1;
 }
 
-int http_client_request(struct http_client *c, const char *method, const char *target, const char *headers,
-                        const char *body, size_t body_len, http_client_cb cb, void *arg)
+void http_client_build_head(struct rbuf *out, const char *method, const char *target, const char *host,
+                            uint16_t port, const char *headers, size_t body_len)
 {
-	if (c->in_request || c->closing)
-		return -EBUSY;
-	rbuf_reset(&c->head);
-	rbuf_appendf(&c->head, "%s %s HTTP/1.1\r\nHost: %s:%u\r\nUser-Agent: relayd/%s\r\nContent-Length: %zu\r\n",
-		     method, target, c->host, c->port, RELAYD_VERSION, body_len);
+	/* An IPv6 literal goes in brackets (RFC 9110 section 7.2), or its
+	 * colons would read as the port's. */
+	const char *lb = strchr(host, ':') ? "[" : "", *rb = *lb ? "]" : "";
+	rbuf_appendf(out, "%s %s HTTP/1.1\r\nHost: %s%s%s:%u\r\nUser-Agent: relayd/%s\r\nContent-Length: %zu\r\n",
+		     method, target, lb, host, rb, port, RELAYD_VERSION, body_len);
 	if (headers)
-		rbuf_append(&c->head, headers, strlen(headers));
-	rbuf_append(&c->head, "\r\n", 2);
+		rbuf_append(out, headers, strlen(headers));
+	rbuf_append(out, "\r\n", 2);
+}
+
+/* Take the request as c's current one (not sent yet). */
+static void take_request(struct http_client *c, const char *method, const char *target, const char *headers,
+                         const char *body, size_t body_len, http_client_cb cb, void *arg)
+{
+	rbuf_reset(&c->head);
+	http_client_build_head(&c->head, method, target, c->host, c->port, headers, body_len);
 	c->body = body;
 	c->body_len = body_len;
 	c->cb = cb;
@@ -375,6 +527,14 @@ int http_client_request(struct http_client *c, const char *method, const char *t
 	c->keep_alive = 1;
 	c->err[0] = '\0';
 	rbuf_reset(&c->resp_body);
+}
+
+int http_client_request(struct http_client *c, const char *method, const char *target, const char *headers,
+                        const char *body, size_t body_len, http_client_cb cb, void *arg)
+{
+	if (c->in_request || c->closing)
+		return -EBUSY;
+	take_request(c, method, target, headers, body, body_len, cb, arg);
 	if (c->connected) {
 		c->reused = 1;
 		send_request(c);
@@ -410,4 +570,38 @@ void http_client_close(struct http_client *c, void (*cb)(struct http_client *c))
 		uv_timer_stop(&c->timer);
 		uv_close((uv_handle_t *)&c->timer, timer_closed);
 	}
+}
+
+void http_client_feed_response(struct http_client *c, const char *data, size_t len, size_t piece, int flags,
+                               http_client_cb cb, void *arg)
+{
+	relay_assert(!c->in_request && !c->closing);
+	take_request(c, "POST", "/write?db=fed", NULL, NULL, 0, cb, arg);
+	drop_connection(c);
+	/* A handle never opened: read_cb only compares it, and closing it
+	 * is what dropping a real connection does. */
+	c->tcp = xmalloc(sizeof(*c->tcp));
+	uv_tcp_init(c->loop, c->tcp);
+	c->tcp->data = c;
+	c->connected = 1;
+	c->reused = 0;
+	expect_response(c);
+	c->writing = (flags & HTTP_FEED_WRITING) != 0;
+	size_t off = 0;
+	/* Read after read until the client drops the connection (an answer
+	 * with Connection: close, bytes nobody asked for, a failure). */
+	while (off < len && c->tcp) {
+		size_t n = piece && piece < len - off ? piece : len - off;
+		uv_buf_t b = uv_buf_init(xmalloc(n), (unsigned)n);
+		memcpy(b.base, data + off, n);
+		off += n;
+		read_cb((uv_stream_t *)c->tcp, (ssize_t)n, &b);
+	}
+	if (c->tcp) {
+		uv_buf_t b = uv_buf_init(xmalloc(64), 64);
+		read_cb((uv_stream_t *)c->tcp, UV_EOF, &b);
+	}
+	drop_connection(c);
+	c->writing = 0;
+	relay_assert(!c->in_request);
 }

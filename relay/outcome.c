@@ -44,6 +44,8 @@ static const char *const transient_texts[] = {
 
 enum outcome outcome_classify(int status, const char *body, size_t len)
 {
+	if (status == OUTCOME_STATUS_UNSENDABLE)
+		return OUTCOME_DEAD;
 	if (status < 0 || status == 408 || status == 429)
 		return OUTCOME_RETRY;
 	if (status >= 200 && status < 300)

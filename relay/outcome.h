@@ -23,12 +23,14 @@ enum outcome {
 #define OUTCOME_STATUS_TIMEOUT         (-2) /* connect or response timeout */
 #define OUTCOME_STATUS_RESET           (-3) /* connection reset or closed mid-response */
 #define OUTCOME_STATUS_PROTOCOL        (-4) /* unparseable response */
+#define OUTCOME_STATUS_UNSENDABLE      (-5) /* no request can carry the batch (backend_api.h): never sent */
 
 /*
  * Classify a response: status is the HTTP status (or one of the
  * OUTCOME_STATUS_* values), body its first bytes (may be NULL). The
  * rules, in order:
- *   transport failures, 408, 429 -> RETRY; 2xx -> DELIVERED;
+ *   OUTCOME_STATUS_UNSENDABLE -> DEAD (sending it again changes nothing);
+ *   other transport failures, 408, 429 -> RETRY; 2xx -> DELIVERED;
  *   body "cache-max-memory-size exceeded" or other overload text -> RETRY;
  *   body "partial write", "unable to parse", "field type conflict",
  *   "points beyond retention policy", "retention policy not found",

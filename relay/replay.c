@@ -392,6 +392,7 @@ static void begin_round(struct replay_worker *w)
 	w->nranges = 0;
 	w->split_fit = 0;
 	w->attempts = 0;
+	w->db_created = 0;
 }
 
 /* Regroup cur on the loop thread, one batch at a time from batches[0]
@@ -478,17 +479,45 @@ static void send_lanes(struct replay_worker *w)
 	w->headers.len = plain;
 }
 
+static void retry_later(struct replay_worker *w, const struct http_response *r, enum replay_health h,
+                        uint64_t floor_ms);
+
+/*
+ * No request can be built for the write being tried (backend_api.h): a
+ * value stored with the batch can never be sent, so it goes the way of a
+ * batch the backend refuses for good (dead-lettered, after isolating it
+ * if it was coalesced); the backend's own credentials wait for the
+ * operator, as a 401 would. Never sent, so nothing is in flight.
+ */
+static void unsendable(struct replay_worker *w, int rc, const char *why)
+{
+	struct http_response r;
+	memset(&r, 0, sizeof(r));
+	r.status = OUTCOME_STATUS_UNSENDABLE;
+	r.body = "";
+	r.err = why;
+	if (rc == BACKEND_API_ECONFIG)
+		retry_later(w, &r, REPLAY_HOLDING, HOLD_MIN_MS);
+	else
+		on_response(NULL, &r, w);
+}
+
 static void send_current(struct replay_worker *w)
 {
 	const struct wal_batch *b = &w->cur->batches[0];
 	const char *body;
 	size_t len;
+	char why[160];
 	if (w->stopping)
 		return;
 	/* The backend's API (v1 or v2) and credentials: backend_api.c. */
 	rbuf_reset(&w->target);
 	rbuf_reset(&w->headers);
-	backend_api_request(w->cfg, b, &w->target, &w->headers);
+	int brc = backend_api_request(w->cfg, b, &w->target, &w->headers, why, sizeof(why));
+	if (brc) {
+		unsendable(w, brc, why);
+		return;
+	}
 	rbuf_append(&w->headers, "Content-Type: text/plain; charset=utf-8\r\n", 41);
 	w->state = S_SEND;
 	if (w->cur->lane_mode) {
@@ -558,23 +587,32 @@ static uint64_t next_delay(struct replay_worker *w, uint64_t floor_ms, uint64_t 
 	uint64_t max = cfg->retry_max_ms > min ? cfg->retry_max_ms : min;
 	uint64_t d = backoff_full_jitter(w->attempts ? w->attempts - 1 : 0, min, max, min, rnd64());
 	if (retry_after_s) {
-		/* Honour the server's Retry-After, capped so that a silly value
-		 * cannot park the queue for hours. */
-		uint64_t ra = retry_after_s * 1000;
-		d = ra > max ? max : ra;
+		/* Honour the server's Retry-After within [min, max]: capped so that
+		 * a silly value cannot park the queue for hours, and saturated, so
+		 * that a huge one (2^61 s is 0 ms once multiplied in 64 bits) means
+		 * the cap rather than no wait at all. Never below min: the hold
+		 * floor and retry_min keep a hostile backend from making us spin. */
+		uint64_t ra = retry_after_s > max / 1000 ? max : retry_after_s * 1000;
+		d = ra < min ? min : ra > max ? max : ra;
 	}
 	return d;
 }
 
-static void retry_later(struct replay_worker *w, const struct http_response *r, enum replay_health h,
-                        uint64_t floor_ms)
+/* Back off after answer r (what) and try again; floor_ms is the least
+ * wait (the hold floor, or 0 for retry_min). why, when not NULL, leads
+ * the reason shown in the log and in relayctl status. */
+static void retry_later_why(struct replay_worker *w, const struct http_response *r, enum replay_health h,
+                            uint64_t floor_ms, const char *why)
 {
 	char reason[300];
+	int n = why ? snprintf(reason, sizeof(reason), "%s: ", why) : 0;
+	if (n < 0 || (size_t)n >= sizeof(reason))
+		n = 0;
 	if (r->status < 0)
-		snprintf(reason, sizeof(reason), "%s", r->err ? r->err : "transport error");
+		snprintf(reason + n, sizeof(reason) - (size_t)n, "%s", r->err ? r->err : "transport error");
 	else
-		snprintf(reason, sizeof(reason), "HTTP %d: %.*s", r->status, (int)(r->body_len > 200 ? 200 : r->body_len),
-			 r->body);
+		snprintf(reason + n, sizeof(reason) - (size_t)n, "HTTP %d: %.*s", r->status,
+			 (int)(r->body_len > 200 ? 200 : r->body_len), r->body);
 	/* Trim the newline InfluxDB ends its JSON with. */
 	reason[strcspn(reason, "\n")] = '\0';
 	/* A new kind of trouble starts its own backoff: after a long outage
@@ -588,6 +626,12 @@ static void retry_later(struct replay_worker *w, const struct http_response *r, 
 	relay_log(RELAY_LOG_DEBUG, "backend '%s': attempt %u failed (%s), next in %" PRIu64 " ms", w->cfg->name,
 		  w->attempts, reason, d);
 	schedule(w, d);
+}
+
+static void retry_later(struct replay_worker *w, const struct http_response *r, enum replay_health h,
+                        uint64_t floor_ms)
+{
+	retry_later_why(w, r, h, floor_ms, NULL);
 }
 
 static void probe_response(struct http_client *c, const struct http_response *r, void *arg)
@@ -953,8 +997,11 @@ static void start_read(struct replay_worker *w, int kind)
 static void dead_letter(struct replay_worker *w, const struct http_response *r)
 {
 	char reason[300];
-	snprintf(reason, sizeof(reason), "HTTP %d: %.*s", r->status, (int)(r->body_len > 250 ? 250 : r->body_len),
-		 r->body);
+	if (r->status < 0)
+		snprintf(reason, sizeof(reason), "%s", r->err ? r->err : "transport error");
+	else
+		snprintf(reason, sizeof(reason), "HTTP %d: %.*s", r->status,
+			 (int)(r->body_len > 250 ? 250 : r->body_len), r->body);
 	reason[strcspn(reason, "\n")] = '\0';
 	snprintf(w->last_error, sizeof(w->last_error), "%s", reason);
 	if (w->cur->group_n > 1 && !w->nranges) {
@@ -967,7 +1014,7 @@ static void dead_letter(struct replay_worker *w, const struct http_response *r)
 		send_current(w);
 		return;
 	}
-	w->wk_status = r->status;
+	w->wk_status = r->status < 0 ? 0 : r->status; /* 0: no answer, never sent */
 	w->stats.dead_batches++;
 	if (w->nranges) {
 		w->wk_off = w->ranges[0].off;
@@ -1054,7 +1101,11 @@ static void create_db_response(struct http_client *c, const struct http_response
 	/* /query answers 200 even when the statement failed; the error is in
 	 * the JSON. */
 	if (r->status >= 200 && r->status < 300 && !memmem(r->body, r->body_len, "\"error\"", 7)) {
-		relay_log(RELAY_LOG_NOTICE, "backend '%s': created database '%s'", w->cfg->name, w->cur->batches[0].db);
+		/* Rate-limited: with a backend that keeps answering "not found"
+		 * after a CREATE, this comes once per hold backoff. */
+		relay_log_limited(&w->create_log, RELAY_LOG_NOTICE, "backend '%s': created database '%s'", w->cfg->name,
+				  w->cur->batches[0].db);
+		w->db_created = 1;
 		send_current(w);
 		return;
 	}
@@ -1063,9 +1114,14 @@ static void create_db_response(struct http_client *c, const struct http_response
 
 static void create_database(struct replay_worker *w)
 {
+	char why[160];
 	rbuf_reset(&w->target);
 	rbuf_reset(&w->headers);
-	backend_api_create_database(w->cfg, &w->cur->batches[0], &w->target, &w->headers);
+	int brc = backend_api_create_database(w->cfg, &w->cur->batches[0], &w->target, &w->headers, why, sizeof(why));
+	if (brc) {
+		unsendable(w, brc, why);
+		return;
+	}
 	w->state = S_CREATE;
 	http_client_request(&w->http, "POST", rbuf_cstr(&w->target), rbuf_cstr(&w->headers), NULL, 0,
 			    create_db_response, w);
@@ -1080,6 +1136,7 @@ static void on_response(struct http_client *c, const struct http_response *r, vo
 	case OUTCOME_DELIVERED:
 		set_health(w, REPLAY_UP, NULL);
 		w->attempts = 0;
+		w->db_created = 0;
 		if (w->nranges) {
 			size_t sent = w->ranges[0].len;
 			if (sent > w->split_fit)
@@ -1112,8 +1169,18 @@ static void on_response(struct http_client *c, const struct http_response *r, vo
 		retry_later(w, r, REPLAY_HOLDING, HOLD_MIN_MS);
 		return;
 	case OUTCOME_NO_DATABASE:
-		if (w->cfg->on_database_not_found == RELAY_DB_CREATE) {
+		if (w->cfg->on_database_not_found == RELAY_DB_CREATE && !w->db_created) {
 			create_database(w);
+			return;
+		}
+		if (w->db_created) {
+			/* The CREATE answered 200 yet the write still finds no
+			 * database (a proxy that sends /query elsewhere, a
+			 * database dropped at once, a name the server reads
+			 * otherwise): a hold with its backoff, not a loop of
+			 * writes and CREATEs. The next attempt may create again. */
+			w->db_created = 0;
+			retry_later_why(w, r, REPLAY_HOLDING, HOLD_MIN_MS, "still not found after CREATE DATABASE");
 			return;
 		}
 		if (w->cfg->on_database_not_found == RELAY_DB_DEAD_LETTER) {

@@ -20,6 +20,7 @@
 
 #include "relay/config.h"
 #include "relay/http_client.h"
+#include "relay/log.h"
 #include "relay/util.h"
 #include "wal/wal.h"
 
@@ -130,6 +131,8 @@ struct replay_worker {
 	char last_error[300];
 	uint32_t attempts;      /* of the current payload */
 	uint64_t hold_logged_ns; /* monotonic time of the last "holding" line */
+	int db_created;          /* CREATE DATABASE succeeded for the write being tried */
+	struct relay_ratelimit create_log; /* "created database" lines */
 	int64_t last_delivery_ns;
 
 	/* the round being delivered (cur), and the next one (pf): prefetched,

@@ -27,6 +27,14 @@ Behaviours:
                                 stops), then do `then`
   if_body_contains(s, then, otherwise)
                                 `then` when the body contains s
+  interim(heads, then, pause)   interim (1xx) answers first, each head a
+                                status code or (code, headers), `pause`
+                                seconds apart (so that each may arrive in
+                                a read of its own), then `then`
+  raw(data, after)              these bytes as they are, then "close" the
+                                connection, "keep" reading requests on it,
+                                or "hold" it open without reading (a peer
+                                that switched protocols)
 
 Python 3 standard library only.
 """
@@ -70,6 +78,25 @@ def if_body_contains(needle, then, otherwise="ok"):
     return {"kind": "if_body", "needle": needle, "then": then, "else": otherwise}
 
 
+def interim(*heads, then="ok", pause=0.0):
+    """Send each interim (1xx) answer of heads, a status code or (code,
+    headers), then behave as `then`. The request is recorded with the final
+    answer; the interim codes are in Request.interim."""
+    hs = [(h, {}) if isinstance(h, int) else (int(h[0]), dict(h[1])) for h in heads]
+    return {"kind": "interim", "heads": hs, "then": then, "pause": float(pause)}
+
+
+def raw(data, after="close"):
+    """Send data (bytes or str) as the whole answer, then "close" the
+    connection, "keep" reading requests on it, or "hold" it open without
+    reading anything more. Recorded as the status code data starts with."""
+    if isinstance(data, str):
+        data = data.encode("latin-1")
+    if after not in ("close", "keep", "hold"):
+        raise ValueError("fakeinflux.raw: after must be close, keep or hold, not %r" % (after,))
+    return {"kind": "raw", "data": data, "after": after}
+
+
 def influx_error(code, message, headers=None):
     """status() with InfluxDB's JSON error body."""
     return status(code, json.dumps({"error": message}) + "\n",
@@ -101,6 +128,7 @@ class Request:
         self.conn_id = conn_id  # which connection (1, 2, ...)
         self.answer = None      # "204", "503", "hang", "reset", ...
         self.answered_t = None  # time.monotonic() when the answer was decided (before it is sent)
+        self.interim = []       # interim (1xx) codes sent before the answer
 
     def text(self):
         return self.body.decode("utf-8", "replace")
@@ -346,7 +374,8 @@ class FakeInflux:
                 pass
 
     def _send(self, sock, code, body=b"", headers=None):
-        reasons = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+        reasons = {100: "Continue", 101: "Switching Protocols", 102: "Processing",
+                   103: "Early Hints", 200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
                    403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
                    413: "Request Entity Too Large", 429: "Too Many Requests",
                    500: "Internal Server Error", 502: "Bad Gateway",
@@ -384,6 +413,30 @@ class FakeInflux:
                     self._record(req, "dropped")
                     return False
             b = b["then"]
+        if isinstance(b, dict) and b.get("kind") == "interim":
+            for code, headers in b["heads"]:
+                head = "HTTP/1.1 %d %s\r\n" % (code, {100: "Continue", 102: "Processing",
+                                                     103: "Early Hints"}.get(code, "Interim"))
+                head += "".join("%s: %s\r\n" % kv for kv in headers.items()) + "\r\n"
+                req.interim.append(code)
+                try:
+                    sock.sendall(head.encode("latin-1"))
+                except OSError:
+                    raise _Closed()
+                if b["pause"]:
+                    time.sleep(b["pause"])
+            b = b["then"]
+        if isinstance(b, dict) and b.get("kind") == "raw":
+            code = b["data"][9:12].decode("latin-1", "replace") if b["data"].startswith(b"HTTP/") else "raw"
+            self._record(req, code)
+            try:
+                sock.sendall(b["data"])
+            except OSError:
+                raise _Closed()
+            if b["after"] == "hold":
+                while not self._stop.wait(0.1):
+                    pass
+            return b["after"] == "keep"
         if b == "ok":
             self._record(req, "204")
             self._send(sock, 204)

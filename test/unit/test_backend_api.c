@@ -2,13 +2,16 @@
  * test_backend_api: a queued batch as a request to v1 and v2 backends:
  * targets, credentials (the backend's own replace the writer's; 1.8's
  * "Token u:p" to v1 as Basic; user/password to v2 as a token), precision
- * translation and timestamp scaling for minutes and hours.
+ * translation and timestamp scaling for minutes and hours; and what no
+ * request can carry (control bytes in a header value, an unknown
+ * precision code) refused with the error the worker acts on.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -25,18 +28,23 @@ static void load(const char *backend_yaml, struct relay_config *cfg)
 }
 
 struct req {
+	int rc;
 	char target[512];
 	char headers[512];
+	char err[200];
 };
 
 static void request(const struct relay_backend_config *bc, const struct wal_batch *b, struct req *r)
 {
 	struct rbuf t = RBUF_INIT, h = RBUF_INIT;
-	backend_api_request(bc, b, &t, &h);
+	r->err[0] = '\0';
+	r->rc = backend_api_request(bc, b, &t, &h, r->err, sizeof(r->err));
 	snprintf(r->target, sizeof(r->target), "%s", rbuf_cstr(&t));
 	snprintf(r->headers, sizeof(r->headers), "%s", h.len ? rbuf_cstr(&h) : "");
 	rbuf_release(&t);
 	rbuf_release(&h);
+	if (r->rc == 0)
+		assert_string_equal(r->err, "");
 }
 
 static struct wal_batch batch(const char *db, const char *rp, int prec, const char *user,
@@ -78,10 +86,6 @@ static void test_v1_targets_and_credentials(void **state)
 	assert_string_equal(r.target, "/pre/write?db=d&precision=u");
 	assert_string_equal(r.headers, "Authorization: Token abc\r\n");
 
-	/* control bytes never reach a request's headers */
-	b = batch("d", "", LP_PRECISION_NS, "", "", "a\r\nX-Evil 1", "");
-	request(bc, &b, &r);
-	assert_string_equal(r.headers, "");
 
 	/* 1.8's "Token user:password" reaches a v1 server as Basic. */
 	b = batch("d", "", LP_PRECISION_NS, "", "", "u:p", "");
@@ -151,6 +155,112 @@ static void test_v2_targets_and_credentials(void **state)
 	config_release(&cfg);
 }
 
+/* Nothing a batch holds gets into a request raw. */
+static void test_refused_values(void **state)
+{
+	struct relay_config cfg;
+	struct req r;
+	(void)state;
+
+	load("    url: http://h\n", &cfg);
+	const struct relay_backend_config *v1 = &cfg.backends[0];
+	/* A token goes into the header as it is: a CR LF in it would end the
+	 * header and start another (or a request). Refused, never sent
+	 * without it (a 401 would hold the queue for good, a backend without
+	 * auth would take a write its writer meant to authenticate). */
+	struct wal_batch b = batch("d", "", LP_PRECISION_NS, "", "", "a\r\n\r\nPOST /write?db=x HTTP/1.1", "");
+	request(v1, &b, &r);
+	assert_int_equal(r.rc, BACKEND_API_EBATCH);
+	assert_non_null(strstr(r.err, "the writer's token holds a control byte"));
+	assert_null(strstr(r.err, "POST")); /* the secret is never in the reason */
+	static const char *const evil[] = { "a\rb", "a\nb", "a\tb", "\x7f", "a\x01", "tok\r\n\r\nPOST /x HTTP/1.1" };
+	for (size_t i = 0; i < sizeof(evil) / sizeof(evil[0]); i++) {
+		b = batch("d", "", LP_PRECISION_NS, "", "", evil[i], "");
+		request(v1, &b, &r);
+		assert_int_equal(r.rc, BACKEND_API_EBATCH);
+	}
+	/* High bytes are obs-text, allowed in a header value. */
+	b = batch("d", "", LP_PRECISION_NS, "", "", "t\xc3\xa9", "");
+	request(v1, &b, &r);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.headers, "Authorization: Token t\xc3\xa9\r\n");
+	/* Basic is base64: whatever the user and password hold, one clean
+	 * line (the door refuses control bytes; these come another way). */
+	b = batch("d", "", LP_PRECISION_NS, "u\r\nX: 1", "p\n", "", "");
+	request(v1, &b, &r);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.headers, "Authorization: Basic dQ0KWDogMTpwCg==\r\n");
+	/* ... and as 1.8's "Token u:p" to v1, Basic too. */
+	b = batch("d", "", LP_PRECISION_NS, "", "", "u\r\n:p", "");
+	request(v1, &b, &r);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.headers, "Authorization: Basic dQ0KOnA=\r\n");
+	/* Query values are percent-encoded, whatever they hold. */
+	b = batch("a b\r\nHost: x&rp=y#z%", "r/\x01?", LP_PRECISION_MS, "", "", "", "");
+	request(v1, &b, &r);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.target, "/write?db=a%20b%0D%0AHost%3A%20x%26rp%3Dy%23z%25&rp=r%2F%01%3F&precision=ms");
+	/* A precision code relayd does not know: never guessed, never sent
+	 * (lp_precision_name would stop relayd). */
+	static const int precs[] = { LP_PRECISION_H + 1, 7, 200, 255 };
+	for (size_t i = 0; i < sizeof(precs) / sizeof(precs[0]); i++) {
+		b = batch("d", "", precs[i], "", "", "", "");
+		request(v1, &b, &r);
+		assert_int_equal(r.rc, BACKEND_API_EBATCH);
+		assert_non_null(strstr(r.err, "precision code"));
+	}
+	/* CREATE DATABASE: the name is escaped and encoded; the same
+	 * credentials rules. */
+	struct rbuf t = RBUF_INIT, h = RBUF_INIT;
+	char err[200] = "";
+	b = batch("x\" WITH ALL\\", "", LP_PRECISION_NS, "", "", "", "");
+	assert_int_equal(backend_api_create_database(v1, &b, &t, &h, err, sizeof(err)), 0);
+	assert_string_equal(rbuf_cstr(&t), "/query?q=CREATE%20DATABASE%20%22x%5C%22%20WITH%20ALL%5C%5C%22");
+	rbuf_reset(&t);
+	b = batch("d", "", LP_PRECISION_NS, "", "", "a\nb", "");
+	assert_int_equal(backend_api_create_database(v1, &b, &t, &h, err, sizeof(err)), BACKEND_API_EBATCH);
+	rbuf_release(&t);
+	rbuf_release(&h);
+	config_release(&cfg);
+
+	/* v2: a writer's user and password go in as a token. */
+	load("    url: http://h\n    type: v2\n", &cfg);
+	b = batch("d", "", LP_PRECISION_NS, "u", "p\r\nX: 1", "", "org\r\nX: 2");
+	request(&cfg.backends[0], &b, &r);
+	assert_int_equal(r.rc, BACKEND_API_EBATCH);
+	assert_non_null(strstr(r.err, "the writer's user or password"));
+	b = batch("d", "", LP_PRECISION_NS, "", "", "a\r\nX-Evil: 1", "");
+	request(&cfg.backends[0], &b, &r);
+	assert_int_equal(r.rc, BACKEND_API_EBATCH);
+	assert_null(strstr(r.err, "X-Evil"));
+	b = batch("d", "", 9, "", "", "", "");
+	request(&cfg.backends[0], &b, &r);
+	assert_int_equal(r.rc, BACKEND_API_EBATCH);
+	b = batch("d", "r", LP_PRECISION_S, "", "", "", "o r&g\n");
+	request(&cfg.backends[0], &b, &r);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.target, "/api/v2/write?bucket=d%2Fr&org=o%20r%26g%0A&precision=s");
+	config_release(&cfg);
+
+	/* The backend's own token: the configuration refuses control bytes,
+	 * but should one get there another way it is the operator's to fix
+	 * (the worker holds), whatever the batch holds. */
+	load("    url: http://h\n    token: svc\n", &cfg);
+	free(cfg.backends[0].token);
+	cfg.backends[0].token = xstrdup("svc\r\nX-Evil: 1");
+	b = batch("d", "", LP_PRECISION_NS, "", "", "", "");
+	request(&cfg.backends[0], &b, &r);
+	assert_int_equal(r.rc, BACKEND_API_ECONFIG);
+	assert_non_null(strstr(r.err, "the backend's token"));
+	assert_null(strstr(r.err, "svc"));
+	/* errlen 0: the code alone */
+	struct rbuf t2 = RBUF_INIT, h2 = RBUF_INIT;
+	assert_int_equal(backend_api_request(&cfg.backends[0], &b, &t2, &h2, NULL, 0), BACKEND_API_ECONFIG);
+	rbuf_release(&t2);
+	rbuf_release(&h2);
+	config_release(&cfg);
+}
+
 static void test_scale_timestamps(void **state)
 {
 	struct rbuf out = RBUF_INIT;
@@ -179,6 +289,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_v1_targets_and_credentials),
 		cmocka_unit_test(test_v2_targets_and_credentials),
+		cmocka_unit_test(test_refused_values),
 		cmocka_unit_test(test_scale_timestamps),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
