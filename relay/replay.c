@@ -179,6 +179,47 @@ static uint32_t fnv1a(const char *p, size_t n)
 	return h;
 }
 
+/* A 32-bit value spread over all bits (murmur3's finaliser). */
+static uint32_t mix32(uint32_t h)
+{
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	return h ^ (h >> 16);
+}
+
+/*
+ * The hash of a series key (measurement and tags, as written) that is the
+ * same whatever the order of its tags: InfluxDB sorts a point's tags, so
+ * "m,a=1,b=2" and "m,b=2,a=1" are one series, and must travel in one lane
+ * or a later point could be stored before an earlier one of the same
+ * series. The measurement's hash, then the sum (which does not depend on
+ * the order) of each tag's mixed hash. Escapes ("\," and "\\") are skipped
+ * over, never taken for a separator.
+ */
+static uint32_t series_hash(const char *p, size_t n)
+{
+	const char *e = p + n, *s = p;
+	uint32_t meas = 0, tags = 0;
+	int first = 1;
+	for (;;) {
+		const char *c = s;
+		while (c < e && *c != ',')
+			c += *c == '\\' && c + 1 < e ? 2 : 1;
+		uint32_t h = fnv1a(s, (size_t)(c - s));
+		if (first)
+			meas = h;
+		else
+			tags += mix32(h);
+		first = 0;
+		if (c >= e)
+			break;
+		s = c + 1;
+	}
+	return mix32(meas ^ mix32(tags + 0x9e3779b9u));
+}
+
 /* Rounds with at most this many series give them out largest first;
  * with more, sorting costs more than it evens out, and in order of first
  * appearance is close enough. */
@@ -257,8 +298,8 @@ static uint32_t series_of(struct replay_split *sp, uint32_t h)
  * is sent only once every share of the previous one got its 2xx, so the
  * lines of a series in this round reach the backend after its earlier
  * lines were stored, whichever lane carried those. Series are told apart
- * by a 32-bit hash of their key; two that collide share a lane, which is
- * still correct. Returns the number of non-empty shares.
+ * by a 32-bit hash of their key that ignores the order of its tags
+ * (series_hash); two that collide share a lane, which is still correct. Returns the number of non-empty shares.
  */
 static int split_lanes(const struct replay_worker *w, struct replay_round *r, int compress)
 {
@@ -276,7 +317,7 @@ static int split_lanes(const struct replay_worker *w, struct replay_round *r, in
 		while (p < e) {
 			size_t klen;
 			const char *next = lp_line_end(p, e, &klen);
-			uint32_t si = series_of(sp, fnv1a(p, klen));
+			uint32_t si = series_of(sp, series_hash(p, klen));
 			sp->line = reserve(sp->line, &sp->line_cap, n + 1, sizeof(*sp->line));
 			sp->line[n].len = (uint32_t)(next - p);
 			sp->line[n].ser = si;

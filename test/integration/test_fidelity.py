@@ -386,13 +386,8 @@ INTENDED_DIFFERENCES = {
 # Each is a relayd bug to fix; the fix removes the entry: the test fails
 # while an entry here matches influxd (except for those in RACY, whose
 # difference depends on timing and may not show in every run).
-KNOWN_MISMATCHES = {
-    "series_spellings_overwrite": ("delivery shares lines among parallel lanes by the series "
-                                   "key as written, so two spellings of one series (tags in "
-                                   "another order) travel in two writes at once and the older "
-                                   "point may land last"),
-}
-RACY = {"series_spellings_overwrite"}
+KNOWN_MISMATCHES = {}
+RACY = set()
 
 
 # ---- the test ---------------------------------------------------------------
