@@ -156,33 +156,6 @@ static void fmt_time(int64_t ns, char *out, size_t n)
 
 /* Length (2..4) of the well-formed UTF-8 sequence at s[0..n) and its code
  * point, or 0 when none starts there (ASCII included). */
-static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
-{
-	if (n == 0 || s[0] < 0xC2 || s[0] > 0xF4)
-		return 0;
-	size_t len = s[0] < 0xE0 ? 2 : s[0] < 0xF0 ? 3 : 4;
-	if (n < len)
-		return 0;
-	uint32_t c = s[0] & (0x3Fu >> (len - 1));
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-		c = c << 6 | (s[i] & 0x3Fu);
-	}
-	/* overlong forms, UTF-16 surrogates, beyond Unicode */
-	if ((len == 3 && c < 0x800) || (len == 4 && c < 0x10000) || (c >= 0xD800 && c <= 0xDFFF) || c > 0x10FFFF)
-		return 0;
-	*cp = c;
-	return len;
-}
-
-/* C1 controls, and characters that reorder text or end a line. */
-static int unsafe_char(uint32_t cp)
-{
-	return cp < 0xA0 || cp == 0x061C || cp == 0x200E || cp == 0x200F || (cp >= 0x2028 && cp <= 0x202E) ||
-	       (cp >= 0x2066 && cp <= 0x2069);
-}
-
 /* One unit of s[0..n) (n > 0) as text output shows it, into u (at least
  * 17 bytes, NUL-terminated); returns the bytes of s it stands for. */
 static size_t term_unit(const char *s, size_t n, char *u)
@@ -195,7 +168,7 @@ static size_t term_unit(const char *s, size_t n, char *u)
 		u[1] = '\0';
 		return 1;
 	}
-	if ((k = utf8_seq(p, n, &cp)) && !unsafe_char(cp)) {
+	if ((k = utf8_seq(p, n, &cp)) && !unicode_unsafe(cp)) {
 		memcpy(u, s, k);
 		u[k] = '\0';
 		return k;
@@ -262,46 +235,9 @@ static const char *shown(const char *s)
 	return b;
 }
 
-/* s[0..n) as a JSON string (see above). */
-static void json_text(struct rbuf *b, const char *s, size_t n)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	rbuf_appendc(b, '"');
-	for (size_t i = 0; i < n;) {
-		unsigned char c = p[i];
-		uint32_t cp;
-		size_t k;
-		if (c == '"' || c == '\\') {
-			rbuf_appendc(b, '\\');
-			rbuf_appendc(b, (char)c);
-		} else if (c == '\n') {
-			rbuf_append(b, "\\n", 2);
-		} else if (c == '\r') {
-			rbuf_append(b, "\\r", 2);
-		} else if (c == '\t') {
-			rbuf_append(b, "\\t", 2);
-		} else if (c < 0x20 || c == 0x7F) {
-			rbuf_appendf(b, "\\u%04x", c);
-		} else if (c < 0x80) {
-			rbuf_appendc(b, (char)c);
-		} else if ((k = utf8_seq(p + i, n - i, &cp))) {
-			if (unsafe_char(cp))
-				rbuf_appendf(b, "\\u%04x", (unsigned)cp);
-			else
-				rbuf_append(b, s + i, k);
-			i += k;
-			continue;
-		} else {
-			rbuf_append(b, "\\ufffd", 6);
-		}
-		i++;
-	}
-	rbuf_appendc(b, '"');
-}
-
 static void json_str(struct rbuf *b, const char *s)
 {
-	json_text(b, s ? s : "", s ? strlen(s) : 0);
+	json_append_string(b, s ? s : "", s ? strlen(s) : 0);
 }
 
 static void flush_out(struct rbuf *b)
@@ -897,7 +833,7 @@ static void dead_json(struct rbuf *out, const struct wal_dead *d)
 	json_str(out, d->msg);
 	if (d->batch.body) {
 		rbuf_append(out, ",\"body\":", 8);
-		json_text(out, d->batch.body, d->batch.body_len);
+		json_append_string(out, d->batch.body, d->batch.body_len);
 	}
 	rbuf_appendc(out, '}');
 }
@@ -984,7 +920,7 @@ static int cmd_show(const struct ctl *c, const char *backend, const char *seqs)
 			rbuf_appendc(&out, '{');
 			batch_json(&out, &b);
 			rbuf_append(&out, ",\"state\":\"pending\",\"body\":", 26);
-			json_text(&out, b.body, b.body_len);
+			json_append_string(&out, b.body, b.body_len);
 			rbuf_append(&out, "}\n", 2);
 		}
 	} else {
@@ -1037,7 +973,7 @@ static int cmd_dump(const struct ctl *c, const char *backend)
 				     ",\"precision\":\"%s\",\"lines\":%" PRIu32 ",\"bytes\":%zu,\"accept_ns\":%" PRId64
 				     ",\"body\":",
 				     prec_name(b[i].precision), b[i].lines, b[i].body_len, b[i].accept_ns);
-			json_text(&out, b[i].body, b[i].body_len);
+			json_append_string(&out, b[i].body, b[i].body_len);
 			rbuf_append(&out, "}\n", 2);
 			last = b[i].seq;
 			wal_batch_release(&b[i]);

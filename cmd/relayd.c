@@ -106,6 +106,18 @@ static void usage(FILE *f)
 
 /*---- the systemd status line ----*/
 
+/* Whole seconds from t_ns to now_ns: 0 for no time (0) or one in the
+ * future, saturated for one before 1970, so that no stored time can make
+ * the subtraction overflow. */
+static int64_t health_age_seconds(int64_t now_ns, int64_t t_ns)
+{
+	if (!t_ns || t_ns >= now_ns)
+		return 0;
+	if (t_ns < 0 && now_ns > INT64_MAX + t_ns)
+		return INT64_MAX / 1000000000LL;
+	return (now_ns - t_ns) / 1000000000LL;
+}
+
 /* One line for `systemctl status`: the backlog, and how many backends
  * deliver. A few short read transactions: cheap every 10 s. */
 static void status_line(struct relayd *d, char *buf, size_t len)
@@ -130,7 +142,7 @@ static void status_line(struct relayd *d, char *buf, size_t len)
 	snprintf(buf, len, "%s%" PRIu64 " points in %" PRIu64 " batches (%" PRIu64 " KiB) queued, oldest %" PRId64
 		 " s; %zu of %zu backends up",
 		 d->stopping ? "stopping; " : "", points, batches, (bytes + 1023) / 1024,
-		 oldest ? (int64_t)((now - oldest) / 1000000000LL) : (int64_t)0, up, d->cfg.nbackends);
+		 oldest ? health_age_seconds(now, oldest) : (int64_t)0, up, d->cfg.nbackends);
 }
 
 static void notify_status(struct relayd *d, const char *extra)
@@ -542,17 +554,6 @@ static void on_sigusr1(uv_signal_t *h, int signum)
 
 /*---- /health ----*/
 
-/* Whole seconds from t_ns to now_ns: 0 for no time (0) or one in the
- * future, saturated for one before 1970, so that no stored time can make
- * the subtraction overflow. */
-static int64_t health_age_seconds(int64_t now_ns, int64_t t_ns)
-{
-	if (!t_ns || t_ns >= now_ns)
-		return 0;
-	if (t_ns < 0 && now_ns > INT64_MAX + t_ns)
-		return INT64_MAX / 1000000000LL;
-	return (now_ns - t_ns) / 1000000000LL;
-}
 
 /*
  * GET /health: the relay's state, its front door and group commit

@@ -147,10 +147,16 @@ static void vlog(enum relay_log_level lvl, const char *suffix, const char *fmt, 
 	if (n > sizeof(line) - 2)
 		n = sizeof(line) - 2;
 	/* One event, one line: a client's bytes quoted in a message must not
-	 * start a forged line of their own. */
-	for (size_t i = prefix; i < n; i++)
-		if ((unsigned char)line[i] < 0x20 && line[i] != '\t')
+	 * start a forged line of their own, nor reach a terminal as a control
+	 * (DEL, or a C1 control in UTF-8: 0xC2 0x80..0x9F, CSI among them). */
+	for (size_t i = prefix; i < n; i++) {
+		unsigned char ch = (unsigned char)line[i];
+		if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
 			line[i] = '?';
+		else if (ch == 0xc2 && i + 1 < n && (unsigned char)line[i + 1] >= 0x80 &&
+		         (unsigned char)line[i + 1] < 0xa0)
+			line[i] = line[i + 1] = '?';
+	}
 	if (suffix) {
 		size_t sl = strlen(suffix);
 		if (n + sl <= sizeof(line) - 2) {

@@ -301,23 +301,65 @@ char *url_decode(const char *src, size_t len)
 	return out;
 }
 
-void json_append_string(struct rbuf *b, const char *s, size_t len)
+size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
 {
+	if (n == 0 || s[0] < 0xC2 || s[0] > 0xF4)
+		return 0;
+	size_t len = s[0] < 0xE0 ? 2 : s[0] < 0xF0 ? 3 : 4;
+	if (n < len)
+		return 0;
+	uint32_t c = s[0] & (0x3Fu >> (len - 1));
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		c = c << 6 | (s[i] & 0x3Fu);
+	}
+	/* overlong forms, UTF-16 surrogates, beyond Unicode */
+	if ((len == 3 && c < 0x800) || (len == 4 && c < 0x10000) || (c >= 0xD800 && c <= 0xDFFF) || c > 0x10FFFF)
+		return 0;
+	*cp = c;
+	return len;
+}
+
+int unicode_unsafe(uint32_t cp)
+{
+	return cp < 0x20 || (cp >= 0x7F && cp < 0xA0) || cp == 0x061C || cp == 0x200E || cp == 0x200F ||
+	       (cp >= 0x2028 && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+void json_append_string(struct rbuf *b, const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
 	rbuf_appendc(b, '"');
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-		switch (c) {
-		case '"': rbuf_append(b, "\\\"", 2); break;
-		case '\\': rbuf_append(b, "\\\\", 2); break;
-		case '\n': rbuf_append(b, "\\n", 2); break;
-		case '\r': rbuf_append(b, "\\r", 2); break;
-		case '\t': rbuf_append(b, "\\t", 2); break;
-		default:
-			if (c < 0x20 || c == 0x7f)
-				rbuf_appendf(b, "\\u%04x", c);
+	for (size_t i = 0; i < n;) {
+		unsigned char c = p[i];
+		uint32_t cp;
+		size_t k;
+		if (c == '"' || c == '\\') {
+			rbuf_appendc(b, '\\');
+			rbuf_appendc(b, (char)c);
+		} else if (c == '\n') {
+			rbuf_append(b, "\\n", 2);
+		} else if (c == '\r') {
+			rbuf_append(b, "\\r", 2);
+		} else if (c == '\t') {
+			rbuf_append(b, "\\t", 2);
+		} else if (c < 0x20 || c == 0x7F) {
+			rbuf_appendf(b, "\\u%04x", c);
+		} else if (c < 0x80) {
+			rbuf_appendc(b, (char)c);
+		} else if ((k = utf8_seq(p + i, n - i, &cp))) {
+			if (unicode_unsafe(cp))
+				rbuf_appendf(b, "\\u%04x", (unsigned)cp);
 			else
-				rbuf_appendc(b, (char)c);
+				rbuf_append(b, s + i, k);
+			i += k;
+			continue;
+		} else {
+			/* not UTF-8: JSON cannot carry the byte */
+			rbuf_append(b, "\\ufffd", 6);
 		}
+		i++;
 	}
 	rbuf_appendc(b, '"');
 }

@@ -77,7 +77,23 @@ int hex_value(char c);
  * string (caller frees). Returns NULL on a malformed escape. */
 char *url_decode(const char *src, size_t len);
 
-/* Append s as a JSON string literal (with quotes and escapes) to b. */
+/*
+ * Append s[0..len) as a JSON string literal to b: always valid UTF-8 JSON,
+ * whatever the bytes (they may come from a client or a stored batch). C0
+ * and C1 controls, DEL and characters that reorder text or end a line
+ * (unicode_unsafe) are \\u escapes, so the string reads back exactly; a
+ * byte that is not part of valid UTF-8 becomes U+FFFD.
+ */
 void json_append_string(struct rbuf *b, const char *s, size_t len);
+
+/* The length (2 to 4) of the valid UTF-8 sequence of a character above
+ * U+007F at s[0..n), with the character in *cp; 0 if there is none
+ * (ASCII, a stray byte, an overlong form, a surrogate, beyond U+10FFFF). */
+size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp);
+
+/* 1 for characters a terminal or a reader must not get raw: C0 and C1
+ * controls, DEL, and the bidirectional and line-separator controls that
+ * reorder or break text (U+061C, U+200E/F, U+2028..202E, U+2066..2069). */
+int unicode_unsafe(uint32_t cp);
 
 #endif

@@ -641,6 +641,12 @@ static int append_once(struct wal *w, struct wal_batch *b, size_t n, int64_t now
 			bt->result = WAL_ETOOBIG;
 			continue;
 		}
+		/* A time the decoder would refuse (a clock before 1970, or a
+		 * caller's value) is never stored: it would read back corrupt. */
+		if (!walr_time_ok(bt->accept_ns)) {
+			bt->result = WAL_EINVAL;
+			continue;
+		}
 		/* Check every routed backend's limits before storing anything of
 		 * this batch: a refused batch leaves no trace. */
 		for (int id = 0; id < WAL_MAX_BACKENDS && bt->result == 0; id++) {

@@ -170,8 +170,10 @@ int wal_backend_set_limits(struct wal *w, int id, uint64_t max_bytes, int64_t ma
  * backend in its route; a batch that would pass one is not stored
  * (b[i].result = WAL_ELIMIT or WAL_EAGE, b[i].refused_by = the backend id),
  * nor is one the record format cannot hold (WAL_ETOOBIG: a string over
- * WAL_MAX_STRING or a body over WAL_MAX_BODY) or one routed to a backend
- * this process did not open (WAL_ENOBACKEND): one batch's fault never fails
+ * WAL_MAX_STRING or a body over WAL_MAX_BODY), one with an accept_ns the
+ * format does not hold (WAL_EINVAL: before 1970 or after 2200) or one
+ * routed to a backend this process did not open (WAL_ENOBACKEND): one
+ * batch's fault never fails
  * the others, which are stored (b[i].result = 0, b[i].seq set). now_ns is
  * the time the age limit is measured against.
  * Returns 0 when the commit succeeded (look at each result), or a negative

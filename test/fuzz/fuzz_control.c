@@ -94,11 +94,18 @@ static void client_side(const uint8_t *data, size_t size)
 			check(memchr(f1.data, '\n', f1.len) == NULL, "formatted status holds a newline");
 			check(control_status_parse(rbuf_cstr(&f1), st2) == 0, "own status output does not parse");
 			strings_terminated(st2);
-			same_status(st1, st2);
+			/* A byte that is not UTF-8 is formatted as U+FFFD (JSON
+			 * cannot carry it): from the first output on, the round
+			 * trip is exact. */
 			control_status_format(st2, &f2);
-			check(f1.len == f2.len && memcmp(f1.data, f2.data, f1.len) == 0, "status format not stable");
+			check(control_status_parse(rbuf_cstr(&f2), st1) == 0, "own status output does not parse");
+			same_status(st1, st2);
+			struct rbuf f3 = RBUF_INIT;
+			control_status_format(st1, &f3);
+			check(f2.len == f3.len && memcmp(f2.data, f3.data, f2.len) == 0, "status format not stable");
 			rbuf_release(&f1);
 			rbuf_release(&f2);
+			rbuf_release(&f3);
 		}
 		free(st1);
 		free(st2);

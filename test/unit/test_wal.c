@@ -317,6 +317,10 @@ static void test_too_big_refused_alone(void **state)
 	assert_int_equal(in[1].seq, 0);
 	assert_int_equal(in[2].result, 0);
 	assert_int_equal(stray.result, WAL_ENOBACKEND);
+	/* a time the format does not hold is refused alone too */
+	struct wal_batch early = mk("x v=6 6\n", 1, -1);
+	assert_int_equal(wal_append(f->w, &early, 1, 10), 0);
+	assert_int_equal(early.result, WAL_EINVAL);
 	struct wal_backend_stat st;
 	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
 	assert_int_equal(st.pending_batches, 2);
