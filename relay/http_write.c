@@ -295,6 +295,11 @@ void http_prepare_write(struct conn *c)
 		/* They travel with the batch into backend requests' headers,
 		 * where a CR LF would start a header (or a request) of its own. */
 		http_set_error(c, 400, "credentials must not contain control characters");
+	else if (c->q_u && strchr(c->q_u, ':') && !c->q_token)
+		/* Forwarded as Basic "user:password", where the first ':' ends
+		 * the user: a backend would read another user and hold the
+		 * queue on its 401. */
+		http_set_error(c, 400, "a user name must not contain ':'");
 	else if (has_control(c->q_db) || has_control(c->q_rp) || has_control(c->q_org))
 		/* Names reach query strings, export files (where a newline
 		 * would start a directive of influx -import's) and the

@@ -297,6 +297,12 @@ class NamesAndValuesTest(Base):
             self.assertIn(b"control characters", body)
         self.assertEqual(r.dump("local"), [])
 
+    def test_user_with_a_colon(self):
+        # It would travel to a backend as Basic "a:b:pw", read as user a.
+        st, _, body = self.relayd.write("c", "m v=1 1\n", u="a:b", p="pw")
+        self.assertEqual(st, 400, body)
+        self.assertIn(b"must not contain ':'", body)
+
     def test_417_reason_phrase(self):
         s = self.open()
         s.sendall(head("POST", "/write?db=a", ["Expect: something-else"], 8) + b"m v=1 1\n")
