@@ -586,6 +586,7 @@ static int jr_lit(struct jr *j, char c)
 static int jr_string(struct jr *j, char *out, size_t outlen)
 {
 	size_t n = 0;
+	int cut = 0;
 	if (jr_lit(j, '"'))
 		return -1;
 	for (;;) {
@@ -635,9 +636,29 @@ static int jr_string(struct jr *j, char *out, size_t outlen)
 				return -1;
 			}
 		}
-		for (size_t i = 0; i < tl; i++)
-			if (out && n + 1 < outlen)
-				out[n++] = tmp[i];
+		/* A character is kept whole or not at all. */
+		if (out && n + tl < outlen) {
+			memcpy(out + n, tmp, tl);
+			n += tl;
+		} else {
+			cut = 1;
+		}
+	}
+	if (cut && n) {
+		/* Raw bytes come one at a time: do not end on part of a
+		 * UTF-8 sequence, which the next format would turn into
+		 * U+FFFD (and change the string again). */
+		size_t k = n, cont = 0;
+		while (cont < 3 && k > 0 && ((unsigned char)out[k - 1] & 0xC0) == 0x80) {
+			k--;
+			cont++;
+		}
+		if (k > 0) {
+			unsigned char lead = (unsigned char)out[k - 1];
+			size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+			if (need > 1 && n - (k - 1) < need)
+				n = k - 1;
+		}
 	}
 	if (out && outlen)
 		out[n] = '\0';
