@@ -455,28 +455,12 @@ static uint32_t count_lines(const char *p, size_t len)
 }
 
 /*
- * A lane's answer. When every lane of this round has answered, the round
- * is judged as one write: delivered if every share is, otherwise by the
- * first failure; a retry resends only the shares not yet delivered.
+ * Every lane of this round has answered: the round is judged as one
+ * write, delivered if every share is, otherwise by the first failure; a
+ * retry resends only the shares not yet delivered.
  */
-static void lane_response(struct http_client *c, const struct http_response *r, void *arg)
+static void lanes_answered(struct replay_worker *w)
 {
-	struct replay_lane *l = arg;
-	struct replay_worker *w = l->w;
-	(void)c;
-	l->inflight = 0;
-	w->lanes_waiting--;
-	if (r->status >= 200 && r->status < 300) {
-		w->cur->shares[l - w->lanes].done = 1;
-	} else if (!w->fail_status) {
-		w->fail_status = r->status;
-		w->fail_retry_after = r->retry_after_s;
-		rbuf_reset(&w->fail_body);
-		rbuf_append(&w->fail_body, r->body, r->body_len);
-		snprintf(w->fail_err, sizeof(w->fail_err), "%s", r->err ? r->err : "");
-	}
-	if (w->lanes_waiting)
-		return;
 	struct http_response all;
 	memset(&all, 0, sizeof(all));
 	if (w->fail_status) {
@@ -493,11 +477,36 @@ static void lane_response(struct http_client *c, const struct http_response *r, 
 	on_response(NULL, &all, w);
 }
 
+/* A lane's answer. */
+static void lane_response(struct http_client *c, const struct http_response *r, void *arg)
+{
+	struct replay_lane *l = arg;
+	struct replay_worker *w = l->w;
+	(void)c;
+	l->inflight = 0;
+	if (r->status >= 200 && r->status < 300) {
+		w->cur->shares[l - w->lanes].done = 1;
+	} else if (!w->fail_status) {
+		w->fail_status = r->status;
+		w->fail_retry_after = r->retry_after_s;
+		rbuf_reset(&w->fail_body);
+		rbuf_append(&w->fail_body, r->body, r->body_len);
+		snprintf(w->fail_err, sizeof(w->fail_err), "%s", r->err ? r->err : "");
+	}
+	if (--w->lanes_waiting)
+		return;
+	lanes_answered(w);
+}
+
 static void send_lanes(struct replay_worker *w)
 {
 	size_t plain = w->headers.len;
 	w->fail_status = 0;
-	w->lanes_waiting = 0;
+	/* One count for this loop itself: a lane whose connection fails at
+	 * once answers inside http_client_request, and the round must not be
+	 * judged (and maybe retried on lanes still busy) before every lane
+	 * was sent. */
+	w->lanes_waiting = 1;
 	for (int i = 0; i < w->nlanes; i++) {
 		struct replay_lane *l = &w->lanes[i];
 		const struct replay_share *sh = &w->cur->shares[i];
@@ -518,6 +527,8 @@ static void send_lanes(struct replay_worker *w)
 		relay_assert(rc == 0);
 	}
 	w->headers.len = plain;
+	if (--w->lanes_waiting == 0)
+		lanes_answered(w);
 }
 
 static void retry_later(struct replay_worker *w, const struct http_response *r, enum replay_health h,
