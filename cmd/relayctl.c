@@ -657,9 +657,13 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 				char e[200];
 				cell(d->last_error, 160, e, sizeof(e));
 				rbuf_appendf(out, "  %s: %s", shown(name), e);
-				if (d->attempts)
+				/* No batch to name for a queue read that fails before it
+				 * knows where it reads from (state storage). */
+				if (d->attempts && d->head_seq)
 					rbuf_appendf(out, " (batch %" PRIu64 ", %" PRIu32 " attempt%s", d->head_seq, d->attempts,
 						     d->attempts == 1 ? "" : "s");
+				else if (d->attempts)
+					rbuf_appendf(out, " (%" PRIu32 " attempt%s", d->attempts, d->attempts == 1 ? "" : "s");
 				if (d->attempts && d->next_attempt_ms >= 0)
 					rbuf_appendf(out, ", next in %.1fs)", (double)d->next_attempt_ms / 1000.0);
 				else if (d->attempts)

@@ -18,6 +18,15 @@
  *                                       |--hold---> BACKOFF --> SEND
  *                                       |--dead---> COMMIT(dead-letter) --> next
  *                                       |--413----> SEND (halves)
+ *
+ * A queue operation that fails is never left behind (issue 11: a failed
+ * ack used to be forgotten, the worker went idle showing "up", and only
+ * the next write woke it). A READ or COMMIT that fails waits in BACKOFF
+ * and is done again (`redo`); an ACK that fails is tried again on its own
+ * timer, and until one commits no new round starts (ACKWAIT): what is
+ * sent meanwhile could not be recorded either. Either shows as
+ * REPLAY_STORAGE with its error. will_wake() names what may wake a
+ * worker; every entry point checks it before returning to the loop.
  */
 #include "relay/replay.h"
 
@@ -35,7 +44,7 @@
 
 #include <zlib.h>
 
-enum state { S_IDLE, S_READ, S_SEND, S_BACKOFF, S_PROBE, S_CREATE, S_COMMIT, S_STOPPED };
+enum state { S_IDLE, S_READ, S_SEND, S_BACKOFF, S_PROBE, S_CREATE, S_COMMIT, S_ACKWAIT, S_STOPPED };
 
 enum work_kind {
 	WK_READ = 0,   /* read only (from read_from) */
@@ -49,9 +58,12 @@ enum work_kind {
 static void start_read(struct replay_worker *w, int kind);
 static void send_current(struct replay_worker *w);
 static void on_response(struct http_client *c, const struct http_response *r, void *arg);
+static void write_answered(struct http_client *c, const struct http_response *r, void *arg);
 static void send_lanes(struct replay_worker *w);
 static void next_round(struct replay_worker *w);
 static void start_prefetch(struct replay_worker *w);
+static void check_awake(struct replay_worker *w);
+static void work_ok(struct replay_worker *w);
 
 const char *replay_health_name(enum replay_health h)
 {
@@ -60,27 +72,24 @@ const char *replay_health_name(enum replay_health h)
 	case REPLAY_RETRYING: return "retrying";
 	case REPLAY_DOWN: return "down";
 	case REPLAY_HOLDING: return "holding";
+	case REPLAY_STORAGE: return "storage";
 	}
 	return "?";
 }
 
-/* Log each change of a backend's state once, not every retry. */
-static void set_health(struct replay_worker *w, enum replay_health h, const char *reason)
+/*
+ * What status and /health show: a failing queue operation first (nothing
+ * new is sent meanwhile, whatever the backend says), else the backend's
+ * state. Logs each change once, not every retry.
+ */
+static void publish(struct replay_worker *w)
 {
-	if (reason)
-		snprintf(w->last_error, sizeof(w->last_error), "%s", reason);
-	if (h == w->health) {
-		/* Holding needs a person: remind them every few minutes, not
-		 * only once (a single line scrolls away). */
-		uint64_t now = now_mono_ns();
-		if (h == REPLAY_HOLDING && now - w->hold_logged_ns >= HOLD_REMIND_NS) {
-			w->hold_logged_ns = now;
-			relay_log(RELAY_LOG_ERROR, "backend '%s' is still HOLDING its queue (attempt %u): %s",
-				  w->cfg->name, w->attempts, w->last_error);
-		}
+	enum replay_health h = w->redo || w->ack_failing ? REPLAY_STORAGE : w->link;
+	snprintf(w->last_error, sizeof(w->last_error), "%s",
+		 w->redo ? w->redo_error : w->ack_failing ? w->ack_error : w->link_error);
+	if (h == w->health)
 		return;
-	}
-	if (h == REPLAY_HOLDING)
+	if (h == REPLAY_HOLDING || h == REPLAY_STORAGE)
 		w->hold_logged_ns = now_mono_ns();
 	enum replay_health old = w->health;
 	w->health = h;
@@ -88,7 +97,6 @@ static void set_health(struct replay_worker *w, enum replay_health h, const char
 	case REPLAY_UP:
 		relay_log(RELAY_LOG_NOTICE, "backend '%s' is up again (was %s): delivering", w->cfg->name,
 			  replay_health_name(old));
-		w->last_error[0] = '\0';
 		break;
 	case REPLAY_RETRYING:
 		relay_log(RELAY_LOG_WARN, "backend '%s' answers with errors, retrying with backoff: %s", w->cfg->name,
@@ -103,7 +111,43 @@ static void set_health(struct replay_worker *w, enum replay_health h, const char
 			  "backend '%s' is HOLDING its queue until this is fixed (data is kept, retrying): %s",
 			  w->cfg->name, w->last_error);
 		break;
+	case REPLAY_STORAGE:
+		relay_log(RELAY_LOG_ERROR,
+			  "backend '%s': %s; delivery waits until the queue works again (data is kept, retrying with "
+			  "backoff)", w->cfg->name, w->last_error);
+		break;
 	}
+}
+
+/* Holding and a failing queue need a person: remind them every few
+ * minutes, not only once (a single line scrolls away). */
+static void remind(struct replay_worker *w, uint32_t attempts)
+{
+	uint64_t now = now_mono_ns();
+	if (now - w->hold_logged_ns < HOLD_REMIND_NS)
+		return;
+	w->hold_logged_ns = now;
+	if (w->health == REPLAY_HOLDING)
+		relay_log(RELAY_LOG_ERROR, "backend '%s' is still HOLDING its queue (attempt %u): %s", w->cfg->name,
+			  attempts, w->last_error);
+	else if (w->health == REPLAY_STORAGE)
+		relay_log(RELAY_LOG_ERROR, "backend '%s': still %s (attempt %u)", w->cfg->name, w->last_error,
+			  attempts);
+}
+
+/* The backend's state, from its answers (reason: why, or NULL to keep
+ * the last one). */
+static void set_health(struct replay_worker *w, enum replay_health h, const char *reason)
+{
+	if (reason)
+		snprintf(w->link_error, sizeof(w->link_error), "%s", reason);
+	if (h == REPLAY_UP && w->link != REPLAY_UP)
+		w->link_error[0] = '\0';
+	int same = h == w->link;
+	w->link = h;
+	publish(w);
+	if (same && h == REPLAY_HOLDING && w->health == REPLAY_HOLDING)
+		remind(w, w->attempts);
 }
 
 static uint64_t rnd64(void)
@@ -496,6 +540,7 @@ static void lane_response(struct http_client *c, const struct http_response *r, 
 	if (--w->lanes_waiting)
 		return;
 	lanes_answered(w);
+	check_awake(w);
 }
 
 static void send_lanes(struct replay_worker *w)
@@ -586,7 +631,7 @@ static void send_current(struct replay_worker *w)
 		rbuf_append(&w->headers, "Content-Encoding: gzip\r\n", 24);
 	w->stats.posts++;
 	int rc = http_client_request(&w->http, "POST", rbuf_cstr(&w->target), rbuf_cstr(&w->headers), body, len,
-				     on_response, w);
+				     write_answered, w);
 	relay_assert(rc == 0);
 }
 
@@ -596,9 +641,11 @@ static void probe_response(struct http_client *c, const struct http_response *r,
 
 static void go_idle(struct replay_worker *w);
 
-static void timer_cb(uv_timer_t *t)
+static void redo_work(struct replay_worker *w);
+
+/* What the backoff timer does when it fires (and relayctl retry). */
+static void timer_fired(struct replay_worker *w)
 {
-	struct replay_worker *w = t->data;
 	if (w->stopping)
 		return;
 	if (w->paused) {
@@ -610,20 +657,32 @@ static void timer_cb(uv_timer_t *t)
 			go_idle(w);
 		return;
 	}
-	if (w->cur->nbatches == 0) {
-		next_round(w); /* a failed queue update: read again */
+	if (w->redo) {
+		redo_work(w); /* a failed queue read or dead-letter */
 		return;
 	}
-	if (w->health == REPLAY_DOWN) {
+	if (w->cur->nbatches == 0) {
+		next_round(w); /* nothing held: read */
+		return;
+	}
+	if (w->link == REPLAY_DOWN) {
 		/* Probe before resending a possibly large payload to a server
 		 * that was unreachable. */
 		w->state = S_PROBE;
 		rbuf_reset(&w->target);
 		rbuf_appendf(&w->target, "%s/ping", w->cfg->path_prefix);
-		http_client_request(&w->http, "GET", rbuf_cstr(&w->target), NULL, NULL, 0, probe_response, w);
+		int rc = http_client_request(&w->http, "GET", rbuf_cstr(&w->target), NULL, NULL, 0, probe_response, w);
+		relay_assert(rc == 0);
 		return;
 	}
 	send_current(w);
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+	struct replay_worker *w = t->data;
+	timer_fired(w);
+	check_awake(w);
 }
 
 static void schedule(struct replay_worker *w, uint64_t delay_ms)
@@ -632,12 +691,13 @@ static void schedule(struct replay_worker *w, uint64_t delay_ms)
 	uv_timer_start(&w->timer, timer_cb, delay_ms, 0);
 }
 
-static uint64_t next_delay(struct replay_worker *w, uint64_t floor_ms, uint64_t retry_after_s)
+static uint64_t delay_after(const struct replay_worker *w, uint32_t attempts, uint64_t floor_ms,
+                            uint64_t retry_after_s)
 {
 	const struct relay_backend_config *cfg = w->cfg;
 	uint64_t min = cfg->retry_min_ms > floor_ms ? cfg->retry_min_ms : floor_ms;
 	uint64_t max = cfg->retry_max_ms > min ? cfg->retry_max_ms : min;
-	uint64_t d = backoff_full_jitter(w->attempts ? w->attempts - 1 : 0, min, max, min, rnd64());
+	uint64_t d = backoff_full_jitter(attempts ? attempts - 1 : 0, min, max, min, rnd64());
 	if (retry_after_s) {
 		/* Honour the server's Retry-After within [min, max]: capped so that
 		 * a silly value cannot park the queue for hours, and saturated, so
@@ -648,6 +708,11 @@ static uint64_t next_delay(struct replay_worker *w, uint64_t floor_ms, uint64_t 
 		d = ra < min ? min : ra > max ? max : ra;
 	}
 	return d;
+}
+
+static uint64_t next_delay(const struct replay_worker *w, uint64_t floor_ms, uint64_t retry_after_s)
+{
+	return delay_after(w, w->attempts, floor_ms, retry_after_s);
 }
 
 /* Back off after answer r (what) and try again; floor_ms is the least
@@ -669,7 +734,7 @@ static void retry_later_why(struct replay_worker *w, const struct http_response 
 	reason[strcspn(reason, "\n")] = '\0';
 	/* A new kind of trouble starts its own backoff: after a long outage
 	 * the first answer of a returning server must not wait the cap. */
-	if (h != w->health)
+	if (h != w->link)
 		w->attempts = 0;
 	w->attempts++;
 	w->stats.retries++;
@@ -694,9 +759,10 @@ static void probe_response(struct http_client *c, const struct http_response *r,
 		/* Reachable again: resend now; the state is "up" once the write
 		 * itself succeeds. */
 		send_current(w);
-		return;
+	} else {
+		retry_later(w, r, REPLAY_DOWN, 0);
 	}
-	retry_later(w, r, REPLAY_DOWN, 0);
+	check_awake(w);
 }
 
 /*---- work (thread pool) ----*/
@@ -749,7 +815,7 @@ static void work_cb(uv_work_t *req)
 	w->wk_rc = 0;
 	switch (w->wk_kind) {
 	case WK_DEAD:
-		w->wk_rc = wal_dead_letter(w->wal, w->id, w->wk_seq, NULL, 0, 0, w->wk_status, w->last_error,
+		w->wk_rc = wal_dead_letter(w->wal, w->id, w->wk_seq, NULL, 0, 0, w->wk_status, w->dead_msg,
 					   w->attempts, now, 1);
 		return;
 	case WK_DEAD_PART:
@@ -759,7 +825,7 @@ static void work_cb(uv_work_t *req)
 		 * precision. Only a 413-split single line of such a batch gets
 		 * here; relayctl shows the record as it is. */
 		w->wk_rc = wal_dead_letter(w->wal, w->id, b0->seq, b0->body + w->wk_off, w->wk_len, w->wk_lines,
-					   w->wk_status, w->last_error, w->attempts, now, 0);
+					   w->wk_status, w->dead_msg, w->attempts, now, 0);
 		return;
 	case WK_READ:
 		break;
@@ -796,16 +862,63 @@ static void ack_work_cb(uv_work_t *req)
 
 static void start_ack(struct replay_worker *w);
 
+/* Delivered batches are all recorded (or their ack is being committed). */
+static int ack_settled(const struct replay_worker *w)
+{
+	return w->ack_done >= w->ack_want;
+}
+
+/* An ack committed, or a dead-letter moved the cursor past every
+ * delivered batch: an ack failure is over. */
+static void ack_recovered(struct replay_worker *w)
+{
+	if (!w->ack_failing)
+		return;
+	w->ack_failing = 0;
+	w->ack_attempts = 0;
+	uv_timer_stop(&w->ack_timer);
+	publish(w);
+}
+
+static void ack_timer_cb(uv_timer_t *t)
+{
+	struct replay_worker *w = t->data;
+	if (!w->stopping) {
+		if (ack_settled(w) && !w->ack_busy)
+			ack_recovered(w); /* a dead-letter recorded it meanwhile */
+		else
+			start_ack(w);
+		if (w->state == S_ACKWAIT && !w->ack_failing)
+			next_round(w);
+	}
+	check_awake(w);
+}
+
 static void ack_after_cb(uv_work_t *req, int status)
 {
 	struct replay_worker *w = req->data;
 	int rc = status ? status : w->ack_rc;
 	w->ack_busy = 0;
 	if (rc) {
-		/* Not fatal: the batches were delivered; the next ack (or a
-		 * restart, which resends them) settles it. */
-		relay_log(RELAY_LOG_ERROR, "backend '%s': cannot record delivery up to batch %" PRIu64 ": %s",
-			  w->cfg->name, w->ack_inflight, wal_strerror(rc));
+		/* The batches were delivered; they stay pending until an ack
+		 * commits (a restart meanwhile sends them again). Nothing new
+		 * is sent until then (next_round waits in ACKWAIT), and the ack
+		 * is tried again on its own timer, paused or not: it sends
+		 * nothing. */
+		if (!w->ack_failing)
+			w->ack_attempts = 0;
+		w->ack_failing = 1;
+		w->ack_attempts++;
+		snprintf(w->ack_error, sizeof(w->ack_error), "cannot record delivery up to batch %" PRIu64 ": %s",
+			 w->ack_inflight, wal_strerror(rc));
+		publish(w);
+		remind(w, w->ack_attempts);
+		if (!w->stopping) {
+			uint64_t d = delay_after(w, w->ack_attempts, HOLD_MIN_MS, 0);
+			relay_log(RELAY_LOG_DEBUG, "backend '%s': %s (attempt %u), next in %" PRIu64 " ms", w->cfg->name,
+				  w->ack_error, w->ack_attempts, d);
+			uv_timer_start(&w->ack_timer, ack_timer_cb, d, 0);
+		}
 	} else if (w->ack_inflight > w->ack_done) {
 		w->ack_done = w->ack_inflight;
 	}
@@ -813,14 +926,21 @@ static void ack_after_cb(uv_work_t *req, int status)
 		finish_stop(w);
 		return;
 	}
-	if (rc == 0 && w->ack_want > w->ack_done)
-		start_ack(w);
+	if (rc == 0) {
+		ack_recovered(w);
+		if (!ack_settled(w))
+			start_ack(w); /* what was delivered meanwhile */
+		if (w->state == S_ACKWAIT)
+			next_round(w);
+	}
+	check_awake(w);
 }
 
 static void start_ack(struct replay_worker *w)
 {
-	if (w->ack_busy || w->ack_want <= w->ack_done)
+	if (w->ack_busy || ack_settled(w))
 		return;
+	uv_timer_stop(&w->ack_timer); /* a failed one is tried now */
 	w->ack_busy = 1;
 	w->ack_inflight = w->ack_want;
 	w->ack_work.data = w;
@@ -871,6 +991,7 @@ static void pf_after_cb(uv_work_t *req, int status)
 		w->pf_wanted = 0;
 		next_round(w);
 	}
+	check_awake(w);
 }
 
 /*
@@ -925,6 +1046,13 @@ static void next_round(struct replay_worker *w)
 		go_idle(w);
 		return;
 	}
+	if (w->ack_failing) {
+		/* What was delivered cannot be recorded: sending more would
+		 * only add to what a restart sends again. The ack's timer
+		 * (or its commit in flight) goes on from here. */
+		w->state = S_ACKWAIT;
+		return;
+	}
 	if (w->pf_busy) {
 		/* Wait for it rather than read the same batches twice. */
 		w->pf_wanted = 1;
@@ -940,6 +1068,7 @@ static void next_round(struct replay_worker *w)
 		w->cur = w->pf;
 		w->pf = t;
 		w->pf_ready = 0;
+		work_ok(w); /* the next round is read: a failed read is over */
 		begin_round(w);
 		send_current(w);
 		/* The old round's batches are freed on the pool by the next
@@ -962,9 +1091,91 @@ static void delivered_upto(struct replay_worker *w, uint64_t seq)
 	next_round(w);
 }
 
-static void after_work_cb(uv_work_t *req, int status)
+/* Read the queue on from read_from, unless no delivery can be recorded
+ * (then the ack, once it commits, goes on: ACKWAIT). */
+static void read_again(struct replay_worker *w)
 {
-	struct replay_worker *w = req->data;
+	if (w->ack_failing)
+		w->state = S_ACKWAIT;
+	else
+		start_read(w, WK_READ);
+}
+
+/* A queue operation of the worker succeeded: one that failed is over. */
+static void work_ok(struct replay_worker *w)
+{
+	if (!w->redo)
+		return;
+	w->redo = 0;
+	w->redo_attempts = 0;
+	publish(w);
+}
+
+/*
+ * A queue read or dead-letter failed (disk full, I/O error, a record that
+ * cannot be decoded): nothing was lost, the batches are still pending.
+ * Show it and do it again after a backoff (timer_fired: redo_work), with
+ * everything it needs kept: a dead-letter keeps cur (and the 413 pieces);
+ * read_from stays where a read from scratch (a pause, a refresh) must
+ * start, so that a batch whose dead-letter did not commit is never
+ * skipped.
+ */
+static void work_failed(struct replay_worker *w, int kind, int rc)
+{
+	struct replay_round *r = w->cur;
+	const char *err = wal_strerror(rc);
+	switch (kind) {
+	case WK_READ:
+		round_release(r);
+		w->cur_stale = 0; /* it is read again anyway */
+		if (w->read_from)
+			snprintf(w->redo_error, sizeof(w->redo_error), "cannot read the queue from batch %" PRIu64 ": %s",
+				 w->read_from, err);
+		else
+			snprintf(w->redo_error, sizeof(w->redo_error), "cannot read the queue: %s", err);
+		break;
+	case WK_DEAD:
+		w->read_from = w->wk_seq;
+		snprintf(w->redo_error, sizeof(w->redo_error), "cannot dead-letter batch %" PRIu64 ": %s", w->wk_seq,
+			 err);
+		break;
+	case WK_DEAD_PART:
+		snprintf(w->redo_error, sizeof(w->redo_error), "cannot dead-letter %u line(s) of batch %" PRIu64 ": %s",
+			 w->wk_lines, r->batches[0].seq, err);
+		break;
+	}
+	if (!w->redo)
+		w->redo_attempts = 0;
+	w->redo = kind + 1;
+	w->redo_attempts++;
+	publish(w);
+	remind(w, w->redo_attempts);
+	uint64_t d = delay_after(w, w->redo_attempts, HOLD_MIN_MS, 0);
+	relay_log(RELAY_LOG_DEBUG, "backend '%s': %s (attempt %u), next in %" PRIu64 " ms", w->cfg->name,
+		  w->redo_error, w->redo_attempts, d);
+	schedule(w, d);
+}
+
+/* The backoff after work_failed is over: do that operation again. */
+static void redo_work(struct replay_worker *w)
+{
+	switch (w->redo - 1) {
+	case WK_READ:
+		next_round(w); /* the prefetch, if it starts there, or a read */
+		return;
+	case WK_DEAD:
+		w->read_from = w->wk_seq + 1;
+		start_read(w, WK_DEAD);
+		return;
+	case WK_DEAD_PART:
+		start_read(w, WK_DEAD_PART);
+		return;
+	}
+	relay_assert(!"unknown queue operation to redo");
+}
+
+static void after_work(struct replay_worker *w, int status)
+{
 	struct replay_round *r = w->cur;
 	int kind = w->wk_kind;
 	w->work_busy = 0;
@@ -974,18 +1185,10 @@ static void after_work_cb(uv_work_t *req, int status)
 	}
 	int rc = status ? status : w->wk_rc;
 	if (rc) {
-		/* The queue could not commit (disk full, I/O error): nothing was
-		 * lost; the batches are still pending. Start over later. */
-		relay_log(RELAY_LOG_ERROR, "backend '%s': cannot update the queue: %s; retrying", w->cfg->name,
-			  wal_strerror(rc));
-		round_release(r);
-		/* A dead-letter that did not commit must be tried again: read
-		 * from the first batch not known to be delivered. */
-		w->read_from = w->ack_want + 1;
-		w->attempts++;
-		schedule(w, next_delay(w, HOLD_MIN_MS, 0));
+		work_failed(w, kind, rc);
 		return;
 	}
+	work_ok(w);
 	if (kind == WK_DEAD_PART) {
 		/* The rest of the split batch goes on. */
 		w->nranges--;
@@ -1001,6 +1204,8 @@ static void after_work_cb(uv_work_t *req, int status)
 	if (kind == WK_DEAD) {
 		if (w->wk_seq > w->ack_done)
 			w->ack_done = w->wk_seq; /* the dead-letter moved the cursor past it */
+		if (ack_settled(w) && !w->ack_busy)
+			ack_recovered(w); /* ... and past every delivered batch */
 		/* read_from is past the dead batch: go on from there, with the
 		 * prefetched round if it starts just there. */
 		next_round(w);
@@ -1022,7 +1227,7 @@ static void after_work_cb(uv_work_t *req, int status)
 		w->state = S_IDLE;
 		if (w->wake) {
 			w->wake = 0;
-			start_read(w, WK_READ);
+			read_again(w);
 		}
 		return;
 	}
@@ -1030,6 +1235,13 @@ static void after_work_cb(uv_work_t *req, int status)
 	begin_round(w);
 	send_current(w);
 	start_prefetch(w);
+}
+
+static void after_work_cb(uv_work_t *req, int status)
+{
+	struct replay_worker *w = req->data;
+	after_work(w, status);
+	check_awake(w);
 }
 
 static void start_read(struct replay_worker *w, int kind)
@@ -1055,7 +1267,11 @@ static void dead_letter(struct replay_worker *w, const struct http_response *r)
 		snprintf(reason, sizeof(reason), "HTTP %d: %.*s", r->status,
 			 (int)(r->body_len > 250 ? 250 : r->body_len), r->body);
 	reason[strcspn(reason, "\n")] = '\0';
-	snprintf(w->last_error, sizeof(w->last_error), "%s", reason);
+	/* Shown as the last error (the state stays what it was), and stored
+	 * with the dead letter: a copy of its own, read on the pool. */
+	snprintf(w->link_error, sizeof(w->link_error), "%s", reason);
+	snprintf(w->dead_msg, sizeof(w->dead_msg), "%s", reason);
+	publish(w);
 	if (w->cur->group_n > 1 && !w->nranges) {
 		/* Which batch of the coalesced write is bad? Send them one by
 		 * one up to the end of this group; the good ones are delivered
@@ -1159,9 +1375,10 @@ static void create_db_response(struct http_client *c, const struct http_response
 				  w->cur->batches[0].db);
 		w->db_created = 1;
 		send_current(w);
-		return;
+	} else {
+		retry_later(w, r, REPLAY_HOLDING, HOLD_MIN_MS);
 	}
-	retry_later(w, r, REPLAY_HOLDING, HOLD_MIN_MS);
+	check_awake(w);
 }
 
 static void create_database(struct replay_worker *w)
@@ -1175,8 +1392,9 @@ static void create_database(struct replay_worker *w)
 		return;
 	}
 	w->state = S_CREATE;
-	http_client_request(&w->http, "POST", rbuf_cstr(&w->target), rbuf_cstr(&w->headers), NULL, 0,
-			    create_db_response, w);
+	int rc = http_client_request(&w->http, "POST", rbuf_cstr(&w->target), rbuf_cstr(&w->headers), NULL, 0,
+				     create_db_response, w);
+	relay_assert(rc == 0);
 }
 
 static void on_response(struct http_client *c, const struct http_response *r, void *arg)
@@ -1250,6 +1468,14 @@ static void on_response(struct http_client *c, const struct http_response *r, vo
 	}
 }
 
+/* The answer to a single write (not shared among lanes). */
+static void write_answered(struct http_client *c, const struct http_response *r, void *arg)
+{
+	struct replay_worker *w = arg;
+	on_response(c, r, w);
+	check_awake(w);
+}
+
 /*---- lifecycle ----*/
 
 void replay_start(struct replay_worker *w, uv_loop_t *loop, struct wal *wal, const struct relay_backend_config *cfg,
@@ -1265,7 +1491,9 @@ void replay_start(struct replay_worker *w, uv_loop_t *loop, struct wal *wal, con
 	http_client_init(&w->http, loop, cfg->host, cfg->port, cfg->connect_timeout_ms, cfg->timeout_ms);
 	uv_timer_init(loop, &w->timer);
 	w->timer.data = w;
-	w->handles = 2;
+	uv_timer_init(loop, &w->ack_timer);
+	w->ack_timer.data = w;
+	w->handles = 3;
 	w->nlanes = cfg->parallel > 1 ? (int)(cfg->parallel > REPLAY_MAX_LANES ? REPLAY_MAX_LANES : cfg->parallel) : 0;
 	if (w->nlanes) {
 		w->lanes = xcalloc((size_t)w->nlanes, sizeof(*w->lanes));
@@ -1283,9 +1511,12 @@ void replay_start(struct replay_worker *w, uv_loop_t *loop, struct wal *wal, con
 		w->paused = 1;
 		relay_log(RELAY_LOG_NOTICE, "backend '%s' is paused: %" PRIu64 " batches wait (relayctl resume %s)",
 			  cfg->name, st.pending_batches, cfg->name);
-		return;
+	} else {
+		/* (A stat that fails, on a record it cannot decode say, leaves
+		 * the read to fail the same way: shown and retried.) */
+		start_read(w, WK_READ);
 	}
-	start_read(w, WK_READ);
+	check_awake(w);
 }
 
 void replay_notify(struct replay_worker *w)
@@ -1293,14 +1524,15 @@ void replay_notify(struct replay_worker *w)
 	if (w->stopping || w->paused)
 		return;
 	if (w->state == S_IDLE) {
-		start_read(w, WK_READ);
-		return;
+		read_again(w);
+	} else {
+		w->wake = 1;
+		/* A prefetch that found nothing while a round is in flight
+		 * looks again, now that there is something to find. */
+		if (w->state == S_SEND && w->pf_ready && !w->pf->nbatches)
+			start_prefetch(w);
 	}
-	w->wake = 1;
-	/* A prefetch that found nothing while a round is in flight looks
-	 * again, now that there is something to find. */
-	if (w->state == S_SEND && w->pf_ready && !w->pf->nbatches)
-		start_prefetch(w);
+	check_awake(w);
 }
 
 /*
@@ -1322,7 +1554,81 @@ static void go_idle(struct replay_worker *w)
 	w->isolate_upto = 0;
 	w->nranges = 0;
 	w->attempts = 0;
+	/* A failed read or dead-letter is dropped with the rest: read_from
+	 * is where the read from scratch starts, the batch of a dead-letter
+	 * that did not commit included. */
+	w->redo = 0;
+	w->redo_attempts = 0;
 	w->state = S_IDLE;
+	publish(w);
+}
+
+static const char *state_name(int state)
+{
+	static const char *const names[] = { "idle", "read", "send", "backoff", "probe", "create", "commit",
+		                             "ackwait", "stopped" };
+	return state >= 0 && state < (int)RELAY_ARRAY_SIZE(names) ? names[state] : "?";
+}
+
+/*
+ * Whether something is bound to wake the worker: a job on the thread
+ * pool, a request in flight (each has its timeout), a timer, the next
+ * commit (idle: what was pending is read, every delivery is recorded or
+ * being recorded), or relayctl resume (paused). A worker for which none
+ * of these holds waits for ever, showing whatever it showed last.
+ */
+static int will_wake(const struct replay_worker *w)
+{
+	if (w->stopping || w->state == S_STOPPED)
+		return 1;
+	/* A delivery not recorded: its commit runs, or its timer does. */
+	if (!ack_settled(w) && !w->ack_busy && !uv_is_active((const uv_handle_t *)&w->ack_timer))
+		return 0;
+	switch (w->state) {
+	case S_IDLE:
+		return !w->redo;
+	case S_READ:
+		return w->work_busy || (w->pf_busy && w->pf_wanted);
+	case S_COMMIT:
+		return w->work_busy;
+	case S_SEND:
+		return w->lanes_waiting > 0 || w->http.in_request;
+	case S_PROBE:
+	case S_CREATE:
+		return w->http.in_request;
+	case S_BACKOFF:
+		/* paused: a 413 split held until relayctl resume */
+		return uv_is_active((const uv_handle_t *)&w->timer) || w->paused;
+	case S_ACKWAIT:
+		return w->ack_failing && (w->ack_busy || uv_is_active((const uv_handle_t *)&w->ack_timer));
+	}
+	return 0;
+}
+
+/*
+ * Called where the worker returns to the loop (every callback and entry
+ * point). Developer builds stop on a worker nothing will wake; a release
+ * build says so and reads the queue again after a while instead of
+ * leaving delivery silently stopped.
+ */
+static void check_awake(struct replay_worker *w)
+{
+	if (will_wake(w))
+		return;
+	relay_log(RELAY_LOG_ERROR,
+		  "backend '%s': BUG: delivery has nothing to wake it (state %s, %" PRIu64 " delivered, %" PRIu64
+		  " recorded): starting again in 1 s", w->cfg->name, state_name(w->state), w->ack_want, w->ack_done);
+#ifndef NDEBUG
+	relay_fatal("backend '%s': replay worker in state %s with nothing to wake it", w->cfg->name,
+		    state_name(w->state));
+#endif
+	if (!ack_settled(w) && !w->ack_busy && !uv_is_active((uv_handle_t *)&w->ack_timer))
+		uv_timer_start(&w->ack_timer, ack_timer_cb, HOLD_MIN_MS, 0);
+	if (!will_wake(w)) {
+		go_idle(w);
+		if (!w->paused)
+			schedule(w, HOLD_MIN_MS);
+	}
 }
 
 int replay_paused(const struct replay_worker *w)
@@ -1333,36 +1639,46 @@ int replay_paused(const struct replay_worker *w)
 void replay_refresh(struct replay_worker *w)
 {
 	struct wal_backend_stat st;
-	if (w->stopping || wal_backend_stat(w->wal, w->cfg->name, &st) != 0)
+	if (w->stopping)
 		return;
-	if (st.paused != w->paused)
-		relay_log(RELAY_LOG_NOTICE, "backend '%s' %s by relayctl (%" PRIu64 " batches pending)", w->cfg->name,
-			  st.paused ? "paused" : "resumed", st.pending_batches);
-	w->paused = st.paused;
+	int rc = wal_backend_stat(w->wal, w->cfg->name, &st);
+	if (rc) {
+		/* The queue changed all the same: read it again below, with
+		 * the pause flag as it was. */
+		relay_log(RELAY_LOG_WARN, "backend '%s': cannot read its queue's figures (%s): pause flag unchanged",
+			  w->cfg->name, wal_strerror(rc));
+	} else {
+		if (st.paused != w->paused)
+			relay_log(RELAY_LOG_NOTICE, "backend '%s' %s by relayctl (%" PRIu64 " batches pending)",
+				  w->cfg->name, st.paused ? "paused" : "resumed", st.pending_batches);
+		w->paused = st.paused;
+	}
 	switch (w->state) {
 	case S_BACKOFF:
 		if (w->nranges) {
 			/* A 413 split is under way: keep the batch and its
 			 * remaining pieces (a piece already dead-lettered must not
 			 * be again). Paused: held, no timer; resumed from held: the
-			 * next piece goes now. */
+			 * next piece goes now (or its dead-letter, when that is
+			 * what failed). */
 			if (w->paused)
 				uv_timer_stop(&w->timer);
 			else if (!uv_is_active((uv_handle_t *)&w->timer))
-				timer_cb(&w->timer);
+				timer_fired(w);
 			else
 				w->wake = 1;
-			return;
+			break;
 		}
 		/* fall through */
 	case S_IDLE:
+	case S_ACKWAIT:
 		/* Nothing in flight: what the worker holds may have been purged
 		 * or dropped; read the queue again from its cursor (wal_read
 		 * never returns a batch below it). */
 		go_idle(w);
 		if (!w->paused)
-			start_read(w, WK_READ);
-		return;
+			read_again(w);
+		break;
 	default:
 		/* A write, a probe or a queue update is in flight: it ends the
 		 * ordinary way, and the round after it is read afresh (or, when
@@ -1378,29 +1694,53 @@ void replay_refresh(struct replay_worker *w)
 			w->pf_ready = 0;
 			round_release(w->pf);
 		}
-		return;
+		break;
 	}
+	check_awake(w);
 }
 
 int replay_retry_now(struct replay_worker *w)
 {
-	if (w->stopping || w->paused || w->state != S_BACKOFF || !uv_is_active((uv_handle_t *)&w->timer))
+	int done = -1;
+	if (w->stopping)
 		return -1;
-	uv_timer_stop(&w->timer);
-	relay_log(RELAY_LOG_NOTICE, "backend '%s': retrying now (relayctl retry)", w->cfg->name);
-	timer_cb(&w->timer);
-	return 0;
+	if (uv_is_active((uv_handle_t *)&w->ack_timer)) {
+		/* Recording a delivery sends nothing: paused or not. */
+		relay_log(RELAY_LOG_NOTICE, "backend '%s': recording its deliveries again now (relayctl retry)",
+			  w->cfg->name);
+		start_ack(w);
+		done = 0;
+	}
+	if (!w->paused && w->state == S_BACKOFF && uv_is_active((uv_handle_t *)&w->timer)) {
+		uv_timer_stop(&w->timer);
+		relay_log(RELAY_LOG_NOTICE, "backend '%s': retrying now (relayctl retry)", w->cfg->name);
+		timer_fired(w);
+		done = 0;
+	}
+	check_awake(w);
+	return done;
 }
 
 void replay_status(const struct replay_worker *w, uint64_t *head_seq, uint32_t *attempts, int64_t *next_ms)
 {
+	const uv_timer_t *t = &w->timer;
 	/* While a queue read or update runs on the pool, cur is the pool's:
 	 * no batch to name then. */
 	*head_seq = !w->work_busy && w->cur->nbatches ? w->cur->batches[0].seq : 0;
 	*attempts = w->attempts;
+	if (w->redo) {
+		/* A failed read has no batch but where it reads from. */
+		if (!*head_seq && w->redo - 1 == WK_READ)
+			*head_seq = w->read_from;
+		*attempts = w->redo_attempts;
+	} else if (w->ack_failing) {
+		*head_seq = w->ack_inflight;
+		*attempts = w->ack_attempts;
+		t = &w->ack_timer;
+	}
 	*next_ms = -1;
-	if (w->state == S_BACKOFF && uv_is_active((const uv_handle_t *)&w->timer))
-		*next_ms = (int64_t)uv_timer_get_due_in(&w->timer);
+	if (uv_is_active((const uv_handle_t *)t) && (t == &w->ack_timer || w->state == S_BACKOFF))
+		*next_ms = (int64_t)uv_timer_get_due_in(t);
 }
 
 static void finish_stop(struct replay_worker *w)
@@ -1459,6 +1799,8 @@ void replay_stop(struct replay_worker *w, void (*cb)(struct replay_worker *w))
 	w->stopped_cb = cb;
 	uv_timer_stop(&w->timer);
 	uv_close((uv_handle_t *)&w->timer, timer_closed);
+	uv_timer_stop(&w->ack_timer);
+	uv_close((uv_handle_t *)&w->ack_timer, timer_closed);
 	http_client_close(&w->http, http_closed);
 	for (int i = 0; i < w->nlanes; i++)
 		http_client_close(&w->lanes[i].http, lane_closed);

@@ -9,7 +9,10 @@
  * database not found), dead-letters what never will, and splits what is
  * too large. Queue reads, acks and dead-letters run on the thread pool:
  * they commit to disk. So does the read of the next round, done while the
- * current one is in flight.
+ * current one is in flight. A queue operation that fails (a full disk, an
+ * I/O error, a record that cannot be decoded) is shown (REPLAY_STORAGE)
+ * and tried again on a timer until it works: the worker never waits for
+ * something that is not bound to come.
  */
 #ifndef RELAY_REPLAY_H
 #define RELAY_REPLAY_H
@@ -87,6 +90,8 @@ enum replay_health {
 	REPLAY_RETRYING, /* transient errors (5xx, overload): backing off */
 	REPLAY_DOWN,     /* unreachable: probing /ping before resending */
 	REPLAY_HOLDING,  /* needs an operator (credentials, database): retrying slowly */
+	REPLAY_STORAGE,  /* a queue operation failed (disk full, I/O error, a record that
+	                  * cannot be read): nothing new is sent, retrying it with backoff */
 };
 
 struct replay_stats {
@@ -111,14 +116,19 @@ struct replay_worker {
 	uint64_t fail_retry_after;
 	struct rbuf fail_body;
 	char fail_err[160];
-	uv_timer_t timer;
+	uv_timer_t timer;       /* backoff of a write, a probe, or a failed queue read or dead-letter */
 	uv_work_t work;         /* queue reads and dead-letters */
 	uv_work_t ack_work;     /* acks, beside the next write */
+	uv_timer_t ack_timer;   /* the next try of an ack that failed */
 	int ack_busy;
 	int ack_rc;
+	int ack_failing;        /* the last ack did not commit: nothing new is sent until one does */
+	uint32_t ack_attempts;  /* failed acks in a row */
 	uint64_t ack_want;      /* delivered up to here (cumulative) */
 	uint64_t ack_inflight;  /* the ack being committed */
 	uint64_t ack_done;      /* committed up to here */
+	int redo;               /* 1 + the work kind (replay.c) that failed and is tried again; 0 = none */
+	uint32_t redo_attempts; /* its failures in a row */
 	uint64_t read_from;     /* next read starts here (0 = the cursor) */
 	int state;              /* internal state machine (replay.c) */
 	int work_busy;
@@ -127,10 +137,18 @@ struct replay_worker {
 	int handles;
 	void (*stopped_cb)(struct replay_worker *w);
 
+	/* What status and /health show: REPLAY_STORAGE while a queue
+	 * operation fails (its error), else what the backend's answers say
+	 * (link, link_error). */
 	enum replay_health health;
 	char last_error[300];
+	enum replay_health link;
+	char link_error[300];
+	char ack_error[300];     /* why the last ack failed */
+	char redo_error[300];    /* why the queue operation being tried again failed */
+	char dead_msg[300];      /* the message a dead letter is stored with (read on the pool) */
 	uint32_t attempts;      /* of the current payload */
-	uint64_t hold_logged_ns; /* monotonic time of the last "holding" line */
+	uint64_t hold_logged_ns; /* monotonic time of the last "holding" or "storage" line */
 	int db_created;          /* CREATE DATABASE succeeded for the write being tried */
 	struct relay_ratelimit create_log; /* "created database" lines */
 	int64_t last_delivery_ns;
@@ -191,16 +209,20 @@ void replay_refresh(struct replay_worker *w);
 /* Whether the pause flag stops this worker. */
 int replay_paused(const struct replay_worker *w);
 
-/* Skip the current backoff (or probe) wait and try now. Returns 0, or -1
- * when the worker is not waiting (delivering, idle, paused). */
+/* Skip the current wait and try now: a backoff (or probe) wait, a failed
+ * queue operation's, or a failed ack's (this one even while paused: it
+ * sends nothing). Returns 0, or -1 when the worker is not waiting
+ * (delivering, idle, paused). */
 int replay_retry_now(struct replay_worker *w);
 
 /* What relayctl status shows of the write being tried: its first batch
  * (0 = none), its failed attempts, and the milliseconds until the next
- * attempt (-1 when not waiting). */
+ * attempt (-1 when not waiting). In REPLAY_STORAGE, the same of the queue
+ * operation that fails: the batch it is about (0 = not known), its failed
+ * attempts, the time to its next try. */
 void replay_status(const struct replay_worker *w, uint64_t *head_seq, uint32_t *attempts, int64_t *next_ms);
 
-/* "up", "retrying", "down", "holding". */
+/* "up", "retrying", "down", "holding", "storage". */
 const char *replay_health_name(enum replay_health h);
 
 #endif
