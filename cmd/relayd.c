@@ -598,7 +598,13 @@ static int health(struct http_server *s, struct rbuf *out, void *arg)
 			     st.dead_batches, w ? w->stats.posts : 0, w ? w->stats.delivered_batches : 0,
 			     w ? w->stats.delivered_points : 0, w ? w->stats.retries : 0);
 		json_append_string(out, w ? w->last_error : "", w ? strlen(w->last_error) : 0);
-		rbuf_appendc(out, '}');
+		/* What is being retried, and when the next try comes. */
+		uint64_t head = 0;
+		uint32_t attempts = 0;
+		int64_t next_ms = -1;
+		if (w)
+			replay_status(w, &head, &attempts, &next_ms);
+		rbuf_appendf(out, ",\"attempts\":%" PRIu32 ",\"next_attempt_ms\":%" PRId64 "}", attempts, next_ms);
 	}
 	rbuf_append(out, "],\"udp\":[", 9);
 	for (size_t i = 0; d->udp && i < udp_count(d->udp); i++) {

@@ -93,6 +93,8 @@ class StallChecks:
         h = self.health()
         self.assertEqual(h["state"], "storage", h)
         self.assertRegex(h["last_error"], error_rx)
+        self.assertGreaterEqual(h["attempts"], 1, h)
+        self.assertTrue(0 <= h["next_attempt_ms"] <= 1000, h)
         # relayctl status names the error and the next attempt.
         text = r.relayctl("status").stdout
         self.assertRegex(text, r"\n%s +storage " % BACKEND, text)
@@ -196,8 +198,8 @@ class StallTest(FullDiskCase):
         os.unlink(self.filler)
         st = r.wait_status(BACKEND, timeout=30, pending_batches=0, pending_points=0, state="up")
         self.assertEqual(st["last_error"], "", st)
-        self.assertEqual(self.health()["state"], "up")
-        self.assertEqual(self.health()["last_error"], "")
+        h = self.health()
+        self.assertEqual((h["state"], h["last_error"], h["attempts"], h["next_attempt_ms"]), ("up", "", 0, -1), h)
         r.wait_log(r"backend '%s' is up again \(was storage\)" % BACKEND, timeout=2)
         # Every accepted point reached the backend (some twice: at least once).
         got = set()
@@ -357,6 +359,7 @@ class CorruptRecordTest(StallChecks, unittest.TestCase):
         h = self.health()
         self.assertEqual(h["state"], "storage")
         self.assertIn("queue record is corrupt", h["last_error"])
+        self.assertTrue(0 <= h["next_attempt_ms"] <= 1000, h)
         cp = r.relayctl("retry", BACKEND)
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         # Backoff, not a loop: over 3 s, a handful of attempts at most.
