@@ -1,8 +1,8 @@
 /*
  * outcome: the status-and-body -> fate table. Kept in one place so that
- * every rule is visible together and tested together (LESSONS: Fluent Bit
- * treated every status as success; Telegraf retried 500 "points beyond
- * retention policy" forever).
+ * every rule is visible together and tested together (docs/influxdb.md:
+ * peers that took every status as success, or retried a 500 "points
+ * beyond retention policy" for ever, lost data or stalled).
  */
 #include "relay/outcome.h"
 

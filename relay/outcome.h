@@ -1,6 +1,6 @@
 /*
  * outcome: what a backend's answer to a write means for the batch, decided
- * from the status AND the body (shared/INFLUXDB.md: InfluxDB 1.x answers
+ * from the status AND the body (docs/influxdb.md: InfluxDB 1.x answers
  * some permanent errors with 5xx and some transient ones with 500). One
  * function, one table, tested row by row. No I/O.
  */

@@ -56,7 +56,7 @@ class InfluxdHarnessTest(unittest.TestCase):
         self.assertEqual(self.influxd.count("harness", "cpu", "value"), 4)
 
     def test_unknown_database_is_404(self):
-        # What the relay's delivery classification relies on (INFLUXDB.md).
+        # What the relay's delivery classification relies on (docs/influxdb.md).
         status, _, body = self.influxd.write("no_such_db", "cpu value=1 1\n")
         self.assertEqual(status, 404, body)
         self.assertIn(b"database not found", body)

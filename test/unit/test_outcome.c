@@ -1,6 +1,6 @@
 /*
  * test_outcome: the backend answer -> fate table, row by row, with the
- * answers InfluxDB 1.6.7 really gives (shared/INFLUXDB.md), and the
+ * answers InfluxDB 1.6.7 really gives (docs/influxdb.md), and the
  * backoff function's bounds.
  */
 #include <stdarg.h>
