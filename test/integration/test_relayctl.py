@@ -455,6 +455,9 @@ class RelayctlTest(unittest.TestCase):
         self.write_batches(r, 2, start=5)
         influxd.wait_count(DB, "m", "v", 35)
         r.wait_status("down", pending_batches=2)
+        # influxd has the points before relayd records the delivery: wait
+        # for the ack too, or the stop may leave it for the next start.
+        r.wait_status("up", pending_batches=0)
         r.stop()
         cp = self.ctl(r, "purge", "down", "--yes")
         self.assertRegex(cp.stdout, r"purged 2 batches \(10 points, .*\) of backend 'down'")
