@@ -81,11 +81,16 @@ def need_tmpfs():
 
 def asan_env():
     """With a preload library (fiu-run), an ASan relayd must not insist on
-    coming first in the list of libraries."""
-    if relaytest.asan_build():
-        opts = os.environ.get("ASAN_OPTIONS", "")
-        return {"ASAN_OPTIONS": (opts + ":" if opts else "") + "verify_asan_link_order=0"}
-    return {}
+    coming first in the list of libraries, and LeakSanitizer must not
+    blame relayd for what libfiu keeps (lsan-fiu.supp)."""
+    if not relaytest.asan_build():
+        return {}
+    env = {}
+    for var, opt in (("ASAN_OPTIONS", "verify_asan_link_order=0"),
+                     ("LSAN_OPTIONS", "suppressions=" + os.path.join(tl.HERE, "lsan-fiu.supp"))):
+        opts = os.environ.get(var, "")
+        env[var] = (opts + ":" if opts else "") + opt
+    return env
 
 
 def start_world(tc, tmp, backends, relayd=None, data_dir=None, extra=None):
@@ -228,45 +233,59 @@ class FaultsTest(unittest.TestCase):
                              seed=OPTS.seed).start()
         time.sleep(0.5)
         windows = []
+
+        def close_window(label, pid, point, t_on, rnd_no):
+            """The window opened at t_on ends now: every write answered
+            inside it got 503, and the next ones get 204 again."""
+            t_off = time.monotonic()
+            self.fiu(relayd, prefix, "disable name=%s" % point)
+            t_off_done = time.monotonic()
+            inside = [b for b in ledger.all()
+                      if b.t_sent is not None and b.t_sent > t_on and b.t_done is not None
+                      and b.t_done < t_off]
+            fates = collections.Counter(b.fate for b in inside)
+            self.assertTrue(inside, "%s: no write answered inside the window" % label)
+            wrong = [(b.id, b.fate, b.status, b.error) for b in inside if b.status != 503]
+            self.assertFalse(wrong, "%s: writes answered inside the window with other than 503: %r"
+                             % (label, wrong[:5]))
+            # relayd recovers by itself: the next writes get 204.
+            first = relaytest.wait_until(
+                lambda: min((b.t_done for b in ledger.by_fate(tl.ACKED) if b.t_sent > t_off_done),
+                            default=None),
+                10.0, 0.05, what="%s: a 204 after the window" % label,
+                detail=lambda: relaytest._tail(relayd.log_since_start(), 20))
+            self.assertEqual(relayd.proc.pid, pid)
+            self.assertTrue(relayd.alive(), "relayd exited in window %s" % label)
+            windows.append({"window": label, "round": rnd_no, "answered_inside": len(inside),
+                            "fates": dict(fates), "recovered_s": round(first - t_off_done, 3)})
+            tl.log("window %-28s %3d answered inside, all 503; 204 again after %.3f s"
+                   % (label, len(inside), first - t_off_done))
+
         for rnd_no in range(rounds):
             for label, point, errno in WINDOWS:
                 pid = relayd.proc.pid
                 self.fiu(relayd, prefix, "enable name=%s,failinfo=%d" % (point, errno))
                 t_on = time.monotonic()
                 time.sleep(window)
-                t_off = time.monotonic()
-                self.fiu(relayd, prefix, "disable name=%s" % point)
-                t_off_done = time.monotonic()
-                inside = [b for b in ledger.all()
-                          if b.t_sent is not None and b.t_sent > t_on and b.t_done is not None
-                          and b.t_done < t_off]
-                fates = collections.Counter(b.fate for b in inside)
-                self.assertTrue(inside, "%s: no write answered inside the window" % label)
-                wrong = [(b.id, b.fate, b.status, b.error) for b in inside if b.status != 503]
-                self.assertFalse(wrong, "%s: writes answered inside the window with other than 503: %r"
-                                 % (label, wrong[:5]))
-                # relayd recovers by itself: the next writes get 204.
-                first = relaytest.wait_until(
-                    lambda: min((b.t_done for b in ledger.by_fate(tl.ACKED) if b.t_sent > t_off_done),
-                                default=None),
-                    10.0, 0.05, what="%s: a 204 after the window" % label,
-                    detail=lambda: relaytest._tail(relayd.log_since_start(), 20))
-                self.assertEqual(relayd.proc.pid, pid)
-                self.assertTrue(relayd.alive(), "relayd exited in window %s" % label)
-                windows.append({"window": label, "round": rnd_no, "answered_inside": len(inside),
-                                "fates": dict(fates), "recovered_s": round(first - t_off_done, 3)})
-                tl.log("window %-20s %3d answered inside, all 503; 204 again after %.3f s"
-                       % (label, len(inside), first - t_off_done))
+                close_window(label, pid, point, t_on, rnd_no)
                 time.sleep(0.3)
             # Random failures (some commits pass, some fail), then kill -9
             # inside the window: a 204 must still mean durable.
             self.fiu(relayd, prefix, "enable_random name=posix/io/rw/pwrite,probability=0.3,failinfo=%d" % EIO)
             time.sleep(rnd.uniform(0.5, window))
             where = tl.kill_relayd(relayd, aim=True, within=0.3)
-            relayd.restart()
             windows.append({"window": "pwrite EIO p=0.3 then kill -9", "round": rnd_no, "kill_in": where})
-            time.sleep(0.5)
-        writers.stop()  # the last restart left no failure point enabled
+            # ... and a restart into a window: relayd starts on a queue it
+            # cannot commit to, answers 503, and recovers once it can.
+            wrapper = relayd.wrapper
+            relayd.wrapper = wrapper + ["-c", "enable name=posix/io/sync/*,failinfo=%d" % EIO]
+            relayd.restart()
+            t_on = time.monotonic()
+            relayd.wrapper = wrapper
+            time.sleep(window / 2)
+            close_window("fsync+fdatasync EIO at start", relayd.proc.pid, "posix/io/sync/*", t_on, rnd_no)
+            time.sleep(0.3)
+        writers.stop()
         tl.wait_drained(relayd, ["fake"], timeout=60)
         figures = tl.check_ledger(ledger, fake=fake)
         figures.update(ledger.summary())
@@ -275,6 +294,45 @@ class FaultsTest(unittest.TestCase):
         tl.report("faults", figures, OPTS.report)
         self.assertEqual(figures["other_status"], 0, "answers other than 204/503")
         tl.assert_no_loss(self, figures, "fault windows")
+
+    # EXPECTED FAILURE on main as of this commit, the same defect as
+    # StallTest.test_2: a failed ack commit (relay/replay.c, ack_after_cb)
+    # is logged and never retried; only the ack of a later delivery, which
+    # needs a new write, moves the cursor. Remove this decorator with the
+    # fix: an unexpected success fails the run.
+    @unittest.expectedFailure
+    def test_failed_acks_are_retried(self):
+        try:
+            self.check_failed_acks_are_retried()
+        except AssertionError as e:
+            tl.log("failed acks: %s" % e)  # shown even as an expected failure
+            raise
+
+    def check_failed_acks_are_retried(self):
+        """A backlog delivered while the commits fail: the backend has it
+        all, the acks fail. With no new write, once the window ends the
+        queue must drain by itself."""
+        tmp = relaytest.make_tmpdir(self.addCleanup, "torture-acks-")
+        prefix = os.path.join(tmp, "fiu")
+        fake = fakeinflux.FakeInflux(guard=self.addCleanup).start()
+        relayd = tl.TortureRelayd(self.addCleanup, wrapper=["fiu-run", "-x", "-f", prefix], env=asan_env())
+        start_world(self, tmp, [("fake", fake.url)], relayd=relayd)
+        ledger = tl.Ledger()
+        for label, point, errno in WINDOWS[:3]:
+            fake.set_default(fakeinflux.influx_error(503, "not yet"))
+            sent = [tl.send_batch(relayd.port, ledger.new(0, 20)) for _ in range(50)]
+            self.assertEqual({b.fate for b in sent}, {tl.ACKED})
+            self.fiu(relayd, prefix, "enable name=%s,failinfo=%d" % (point, errno))
+            fake.set_default("ok")
+            want = {line for b in sent for line in b.lines}
+            relaytest.wait_until(lambda: want <= set(tl.fake_line_counts(fake)), 10.0, 0.1,
+                                 what="%s: the backlog delivered inside the window" % label)
+            time.sleep(0.5)  # the acks of those deliveries fail
+            self.fiu(relayd, prefix, "disable name=%s" % point)
+            tl.wait_drained(relayd, ["fake"], timeout=15)
+            tl.log("%s: acks failed inside the window, queue drained after it" % label)
+        figures = tl.check_ledger(ledger, fake=fake)
+        tl.assert_no_loss(self, figures, "failed acks")
 
 
 # ---------------------------------------------------------------------------
@@ -549,6 +607,10 @@ def main():
                     "Class[.method] (default: all)")
     global OPTS
     OPTS = ap.parse_args()
+    # relaytest starts relayd with the test's temp dir as its working
+    # directory, where a relative RELAYD_BIN would not be found.
+    relaytest.RELAYD_BIN = os.path.abspath(relaytest.RELAYD_BIN)
+    relaytest.RELAYCTL_BIN = os.path.abspath(relaytest.RELAYCTL_BIN)
     missing = relaytest._missing(("relayd", "relayctl"))
     if missing:
         print("SKIP: required program missing: %s" % ", ".join(missing))
