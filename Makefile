@@ -12,7 +12,7 @@ SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_DEPS := cmake make gcc pkg-config libuv1-dev liblmdb-dev libyaml-dev zlib1g-dev node-llhttp \
               libsystemd-dev
 TEST_DEPS  := libcmocka-dev python3 clang libclang-rt-14-dev influxdb influxdb-client \
-              python3-influxdb curl lmdb-utils dpkg-dev
+              python3-influxdb curl lmdb-utils dpkg-dev fiu-utils
 
 .PHONY: run check build deps test-deps test asan clean
 
@@ -57,7 +57,7 @@ asan:
 		-DRELAY_DEVELOPER=ON -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DRELAY_SANITIZE="address;undefined"
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		ctest --output-on-failure -j $(JOBS) -L 'unit|fuzz-regress|integration'
+		ctest --output-on-failure -j $(JOBS) -L 'unit|fuzz-regress|integration|torture'
 
 check: test-deps
 	$(MAKE) test
