@@ -43,7 +43,9 @@ LOOPBACK = "127.0.0.1"
 def _default_bin(env, name):
     path = os.environ.get(env)
     if path:
-        return path
+        # Absolute: relayd is started with the test's temporary directory
+        # as its working directory.
+        return os.path.abspath(path)
     return os.path.normpath(os.path.join(HERE, "..", "..", "build", "bin", name))
 
 

@@ -295,12 +295,9 @@ class FaultsTest(unittest.TestCase):
         self.assertEqual(figures["other_status"], 0, "answers other than 204/503")
         tl.assert_no_loss(self, figures, "fault windows")
 
-    # EXPECTED FAILURE on main as of this commit, the same defect as
-    # StallTest.test_2: a failed ack commit (relay/replay.c, ack_after_cb)
-    # is logged and never retried; only the ack of a later delivery, which
-    # needs a new write, moves the cursor. Remove this decorator with the
-    # fix: an unexpected success fails the run.
-    @unittest.expectedFailure
+    # A failed ack commit (fdatasync EIO) is shown and retried on the
+    # worker's own timer until it works: the delivered batches leave the
+    # queue without a new write (it used to be logged and forgotten).
     def test_failed_acks_are_retried(self):
         try:
             self.check_failed_acks_are_retried()
@@ -325,11 +322,15 @@ class FaultsTest(unittest.TestCase):
             self.fiu(relayd, prefix, "enable name=%s,failinfo=%d" % (point, errno))
             fake.set_default("ok")
             want = {line for b in sent for line in b.lines}
-            relaytest.wait_until(lambda: want <= set(tl.fake_line_counts(fake)), 10.0, 0.1,
-                                 what="%s: the backlog delivered inside the window" % label)
+            # A delivery inside the window, whose ack then fails: the
+            # worker shows it and sends nothing more until an ack commits
+            # (what it sent meanwhile could not be recorded either).
+            relaytest.wait_until(lambda: want & set(tl.fake_line_counts(fake)), 10.0, 0.1,
+                                 what="%s: a delivery inside the window" % label)
             time.sleep(0.5)  # the acks of those deliveries fail
             self.fiu(relayd, prefix, "disable name=%s" % point)
             tl.wait_drained(relayd, ["fake"], timeout=15)
+            self.assertTrue(want <= set(tl.fake_line_counts(fake)), "%s: not all delivered" % label)
             tl.log("%s: acks failed inside the window, queue drained after it" % label)
         figures = tl.check_ledger(ledger, fake=fake)
         tl.assert_no_loss(self, figures, "failed acks")
@@ -462,11 +463,8 @@ class StallTest(unittest.TestCase):
         self.assertGreater(self.full["acked"], 0)
         self.assertGreater(self.full["refused_503"], 0)
 
-    # EXPECTED FAILURE on main as of this commit: relayd does not resume
-    # delivery by itself once space frees after a restart on a full disk
-    # (the fix, in relay/replay.c, is being made on its own branch). Remove
-    # this decorator when it is merged: an unexpected success fails the run.
-    @unittest.expectedFailure
+    # Delivery resumes by itself once space frees after a restart on a
+    # full disk (it used to wait for a new write).
     def test_2_delivery_resumes_by_itself(self):
         try:
             self.check_delivery_resumes()
