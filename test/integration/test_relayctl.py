@@ -543,6 +543,11 @@ class RelayctlTest(unittest.TestCase):
         if doc.get("relayd") != "notified":
             self.write_batches(r, 1, measurement="ok", start=12)  # wakes the worker
         r.wait_status("b1", pending_batches=0, dead_batches=0, timeout=30)
+        # Written by several lanes at once into the retention policy's
+        # first shard: influxd may show them a moment after its 204s.
+        relaytest.wait_until(lambda: len(influxd.rows(DB, 'SELECT * FROM "later"."late"')) == 15, 10,
+                             what="15 points in later.late",
+                             detail=lambda: "%d rows" % len(influxd.rows(DB, 'SELECT * FROM "later"."late"')))
         rows = influxd.rows(DB, 'SELECT * FROM "later"."late"')
         self.assertEqual(len(rows), 15)
         want = {}
