@@ -308,14 +308,33 @@ static void progress_done(struct progress *p)
 
 /*---- the queue and the daemon ----*/
 
+/* What the operator can do about a damaged queue file: said once, the
+ * same way by every command. */
+#define MOVE_ASIDE_HINT                                                                                         \
+	"nothing was read or changed. Stop relayd, move the file aside (mv '%s/data.mdb' '%s/data.mdb.damaged') " \
+	"and keep it for inspection: relayd then starts with an empty queue, and the batches in the file are not " \
+	"delivered"
+
 static int open_queue(const struct ctl *c, unsigned flags, struct wal **w)
 {
 	/* A shared (writing) open uses relayd's own map size, so that it never
 	 * writes past the end of relayd's map. */
 	struct wal_options o = { flags & WAL_F_SHARED ? config_map_size(&c->cfg) : 0, flags };
 	const char *dir = c->cfg.data_dir;
-	int rc = wal_open(dir, &o, w);
-	if (rc == -ENOENT)
+	char why[300];
+	int rc = wal_open_why(dir, &o, w, why, sizeof(why));
+	if (rc == WAL_EDAMAGED)
+		fprintf(stderr, "relayctl: the queue file '%s/data.mdb' is damaged: %s; " MOVE_ASIDE_HINT "\n", dir,
+			shown(why), dir, dir);
+	else if (rc == WAL_EVERSION && *why)
+		fprintf(stderr, "relayctl: the queue file '%s/data.mdb' cannot be read: %s; " MOVE_ASIDE_HINT "\n", dir,
+			shown(why), dir, dir);
+	else if (rc == WAL_ECORRUPT)
+		fprintf(stderr,
+			"relayctl: the queue in '%s/data.mdb' is damaged: %s (its format record, next sequence or "
+			"databases); " MOVE_ASIDE_HINT "\n",
+			dir, wal_strerror(rc), dir, dir);
+	else if (rc == -ENOENT)
 		fprintf(stderr, "relayctl: data directory '%s' does not exist (has relayd run with this configuration?)\n",
 			dir);
 	else if (rc == WAL_ENOTQUEUE)
@@ -370,6 +389,15 @@ static int open_backend(const struct ctl *c, const char *name, unsigned flags, s
 	}
 	if (rc == WAL_ENOBACKEND)
 		return 1;
+	if (rc == WAL_ECORRUPT) {
+		fprintf(stderr,
+			"relayctl: the record of backend '%s' in '%s/data.mdb' is corrupt (its cursor and counters cannot be "
+			"read): see 'relayctl verify'; 'relayctl purge' cannot help, move the file aside to start over\n",
+			shown(name), c->cfg.data_dir);
+		wal_close(*w);
+		*w = NULL;
+		return -1;
+	}
 	if (rc) {
 		fprintf(stderr, "relayctl: cannot open queue of backend '%s': %s\n", name, wal_strerror(rc));
 		wal_close(*w);
@@ -377,6 +405,77 @@ static int open_backend(const struct ctl *c, const char *name, unsigned flags, s
 		return -1;
 	}
 	return 0;
+}
+
+/*---- corrupt records ----*/
+
+/* Records a view skipped because they do not decode. */
+struct skipped_corrupt {
+	uint64_t n; /* all of them */
+	size_t kept;
+	struct {
+		uint64_t seq;
+		char why[200];
+	} at[64];
+};
+
+/*
+ * Read (with bodies) or peek up to max pending batches of backend id from
+ * from_seq, passing over every record that does not decode: each is
+ * added to sk (wal_find_corrupt says which and why) and the read goes on
+ * after it. Returns 0 or a wal error. Short read transactions only.
+ */
+static int read_past_corrupt(struct wal *w, int id, uint64_t from, size_t max, size_t max_bytes, int with_body,
+                             struct wal_batch *out, size_t *count, struct skipped_corrupt *sk)
+{
+	int retries = 0;
+	*count = 0;
+	for (;;) {
+		int rc = with_body ? wal_read(w, id, from, max, max_bytes, out, count) : wal_peek(w, id, from, max, out, count);
+		if (rc != WAL_ECORRUPT)
+			return rc;
+		uint64_t seq;
+		char why[200];
+		rc = wal_find_corrupt(w, id, from, &seq, why, sizeof(why));
+		if (rc == WAL_ENOTFOUND && retries++ < 3)
+			continue; /* quarantined by relayd meanwhile: read again */
+		if (rc)
+			return rc == WAL_ENOTFOUND ? WAL_ECORRUPT : rc;
+		if (sk->kept < RELAY_ARRAY_SIZE(sk->at)) {
+			sk->at[sk->kept].seq = seq;
+			snprintf(sk->at[sk->kept].why, sizeof(sk->at[0].why), "%s", why);
+			sk->kept++;
+		}
+		sk->n++;
+		from = seq + 1;
+		retries = 0;
+	}
+}
+
+/* Tell about the skipped records on stderr; 1 when there were any. */
+static int report_corrupt(const struct skipped_corrupt *sk, const char *backend)
+{
+	for (size_t i = 0; i < sk->kept; i++)
+		fprintf(stderr,
+			"relayctl: batch %" PRIu64 " of backend '%s' is corrupt and was skipped: %s (relayd moves it to the "
+			"dead-letter queue when it reaches it; see 'relayctl verify')\n",
+			sk->at[i].seq, shown(backend), shown(sk->at[i].why));
+	if (sk->n > sk->kept)
+		fprintf(stderr, "relayctl: ... and %" PRIu64 " more corrupt batches of backend '%s' skipped\n",
+			sk->n - sk->kept, shown(backend));
+	return sk->n != 0;
+}
+
+/* The skipped records as a JSON member: ,"corrupt":[{"seq":..,"why":..}] */
+static void corrupt_json(struct rbuf *out, const struct skipped_corrupt *sk)
+{
+	rbuf_append(out, ",\"corrupt\":[", 12);
+	for (size_t i = 0; i < sk->kept; i++) {
+		rbuf_appendf(out, "%s{\"seq\":%" PRIu64 ",\"why\":", i ? "," : "", sk->at[i].seq);
+		json_str(out, sk->at[i].why);
+		rbuf_appendc(out, '}');
+	}
+	rbuf_appendc(out, ']');
 }
 
 /* For commands that change a queue: a backend relayd never created. */
@@ -552,12 +651,28 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 		} else if (rc == WAL_ECORRUPT) {
 			/* One damaged record must not hide every other queue: this
 			 * one is shown as damaged, and the exit status says so. */
-			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s (see 'relayctl verify')\n",
-				shown(names[i]), wal_strerror(rc));
+			fprintf(stderr,
+				"relayctl: the record of backend '%s' is corrupt: its figures cannot be read (see 'relayctl "
+				"verify')\n",
+				shown(names[i]));
 			memset(&st[i], 0, sizeof(st[i]));
 			damaged[i] = 1;
 			ndamaged++;
 			rc = 0;
+		} else if (rc == 0 && st[i].corrupt_seq) {
+			/* A batch that does not decode at the head of the queue: the
+			 * figures are there, delivery waits for its quarantine. */
+			int id;
+			uint64_t seq = st[i].corrupt_seq;
+			char cwhy[200] = "";
+			if (wal_backend_open(w, names[i], &id) == 0)
+				wal_find_corrupt(w, id, seq, &seq, cwhy, sizeof(cwhy));
+			fprintf(stderr,
+				"relayctl: batch %" PRIu64 " of backend '%s' is corrupt%s%s (relayd moves it to the dead-letter "
+				"queue when it reaches it; see 'relayctl verify')\n",
+				seq, shown(names[i]), *cwhy ? ": " : "", shown(cwhy));
+			damaged[i] = 1;
+			ndamaged++;
 		} else if (rc) {
 			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", shown(names[i]),
 				wal_strerror(rc));
@@ -745,14 +860,30 @@ static int cmd_peek(const struct ctl *c, const char *backend)
 	if (max > 100000)
 		max = 100000;
 	struct wal_batch *b = xcalloc(max, sizeof(*b));
+	struct skipped_corrupt *sk = xcalloc(1, sizeof(*sk));
 	size_t n = 0;
-	if (rc == 0 && (rc = wal_peek(w, id, 0, max, b, &n))) {
+	/* Up to max batches, in pages that stop at a corrupt record: each
+	 * such record is passed over and reported, never the end of the view. */
+	uint64_t from = 0;
+	while (rc == 0 && n < max) {
+		size_t got;
+		rc = read_past_corrupt(w, id, from, max - n, SIZE_MAX, 0, b + n, &got, sk);
+		if (rc || got == 0)
+			break;
+		n += got;
+		from = b[n - 1].seq + 1;
+	}
+	if (rc && rc != 1) {
 		fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", backend, wal_strerror(rc));
+		while (n)
+			wal_batch_release(&b[--n]);
 		free(b);
+		free(sk);
 		wal_close(w);
 		return 1;
 	}
 	wal_close(w);
+	int skipped = report_corrupt(sk, backend);
 	/* Attempts and the last error live in relayd's memory, for the batch
 	 * it is trying (the head of the queue). */
 	struct control_status *ds = xcalloc(1, sizeof(*ds));
@@ -769,7 +900,7 @@ static int cmd_peek(const struct ctl *c, const char *backend)
 	} else if (n) {
 		rbuf_appendf(&out, "%-10s %-16s %-12s %-4s %8s %10s %8s %8s  %s\n", "SEQ", "DB", "RP", "PREC", "POINTS",
 			     "BYTES", "AGE", "ATTEMPTS", "LAST ERROR");
-	} else {
+	} else if (!skipped) {
 		rbuf_appendf(&out, "backend '%s': nothing pending\n", backend);
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -809,13 +940,17 @@ static int cmd_peek(const struct ctl *c, const char *backend)
 		}
 		wal_batch_release(&b[i]);
 	}
-	if (c->json)
-		rbuf_append(&out, "]}\n", 3);
+	if (c->json) {
+		rbuf_appendc(&out, ']');
+		corrupt_json(&out, sk);
+		rbuf_append(&out, "}\n", 2);
+	}
 	flush_out(&out);
 	rbuf_release(&out);
 	free(ds);
 	free(b);
-	return 0;
+	free(sk);
+	return skipped;
 }
 
 static void batch_json(struct rbuf *out, const struct wal_batch *b)
@@ -832,8 +967,8 @@ static void dead_json(struct rbuf *out, const struct wal_dead *d)
 {
 	rbuf_appendc(out, '{');
 	batch_json(out, &d->batch);
-	rbuf_appendf(out, ",\"status\":%d,\"attempts\":%" PRIu32 ",\"dead_ns\":%" PRId64 ",\"message\":", d->status,
-		     d->attempts, d->dead_ns);
+	rbuf_appendf(out, ",\"corrupt\":%s,\"status\":%d,\"attempts\":%" PRIu32 ",\"dead_ns\":%" PRId64 ",\"message\":",
+		     d->corrupt ? "true" : "false", d->status, d->attempts, d->dead_ns);
 	json_str(out, d->msg);
 	if (d->batch.body) {
 		rbuf_append(out, ",\"body\":", 8);
@@ -849,6 +984,13 @@ static void dead_header(struct rbuf *out, const char *backend, const struct wal_
 	char t[32], msg[600];
 	fmt_time(d->dead_ns, t, sizeof(t));
 	cell(d->msg, 500, msg, sizeof(msg));
+	if (d->corrupt) {
+		rbuf_appendf(out,
+			     "# dead letter %" PRIu64 " of backend '%s': CORRUPT, not a batch relayd can send (%zu bytes): %s\n"
+			     "# its bytes follow as they are stored, escaped; 'relayctl dlq drop' removes it\n",
+			     d->batch.seq, shown(backend), d->bytes, msg);
+		return;
+	}
 	rbuf_appendf(out, "# dead letter %" PRIu64 " of backend '%s': db '%s', rp '%s', precision %s, %" PRIu32
 		     " points, %zu bytes\n",
 		     d->batch.seq, shown(backend), shown(d->batch.db), shown(d->batch.rp), prec_name(d->batch.precision),
@@ -888,6 +1030,7 @@ static int cmd_show(const struct ctl *c, const char *backend, const char *seqs)
 		return 1;
 	struct wal_batch b;
 	struct wal_dead d;
+	char corrupt_why[200] = "";
 	int dead = 0;
 	memset(&b, 0, sizeof(b));
 	memset(&d, 0, sizeof(d));
@@ -900,11 +1043,21 @@ static int cmd_show(const struct ctl *c, const char *backend, const char *seqs)
 			rc = wal_dead_get(w, id, seq, &d);
 			dead = rc == 0;
 		}
+		uint64_t at;
+		if (rc == WAL_ECORRUPT && (wal_find_corrupt(w, id, seq, &at, corrupt_why, sizeof(corrupt_why)) || at != seq))
+			corrupt_why[0] = '\0';
 	}
 	wal_close(w);
 	if (rc == WAL_ENOTFOUND) {
 		fprintf(stderr, "relayctl: backend '%s' has no batch %" PRIu64 " (neither pending nor dead-lettered)\n",
 			backend, seq);
+		return 1;
+	}
+	if (rc == WAL_ECORRUPT) {
+		fprintf(stderr,
+			"relayctl: batch %" PRIu64 " of backend '%s' is corrupt%s%s (relayd moves it to the dead-letter queue "
+			"when it reaches it, then 'relayctl dlq show' shows its bytes; see 'relayctl verify')\n",
+			seq, backend, *corrupt_why ? ": " : "", shown(corrupt_why));
 		return 1;
 	}
 	if (rc) {
@@ -914,6 +1067,15 @@ static int cmd_show(const struct ctl *c, const char *backend, const char *seqs)
 	}
 	struct rbuf out = RBUF_INIT;
 	const struct wal_batch *bb = dead ? &d.batch : &b;
+	if (dead && d.corrupt && !c->json) {
+		/* Its raw bytes, escaped, after a comment line saying what it is. */
+		dead_header(&out, backend, &d);
+		body_text(&out, d.batch.body, d.batch.body_len);
+		flush_out(&out);
+		rbuf_release(&out);
+		wal_dead_release(&d);
+		return 0;
+	}
 	if (c->json) {
 		if (dead) {
 			dead_json(&out, &d);
@@ -952,11 +1114,15 @@ static int cmd_dump(const struct ctl *c, const char *backend)
 	 * long one: it would pin pages while relayd writes), paging by
 	 * sequence number; print each slice after its transaction ended. */
 	struct wal_batch b[PAGE_BATCHES];
+	struct skipped_corrupt *sk = xcalloc(1, sizeof(*sk));
 	size_t n;
 	uint64_t last = 0;
 	struct rbuf out = RBUF_INIT;
 	for (;;) {
-		rc = wal_read(w, id, last + 1, PAGE_BATCHES, PAGE_BYTES, b, &n);
+		uint64_t before = sk->n;
+		rc = read_past_corrupt(w, id, last + 1, PAGE_BATCHES, PAGE_BYTES, 1, b, &n, sk);
+		if (sk->n > before && sk->kept)
+			last = sk->at[sk->kept - 1].seq > last ? sk->at[sk->kept - 1].seq : last;
 		if (rc) {
 			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", backend, wal_strerror(rc));
 			break;
@@ -988,7 +1154,9 @@ static int cmd_dump(const struct ctl *c, const char *backend)
 	}
 	rbuf_release(&out);
 	wal_close(w);
-	return rc ? 1 : 0;
+	int skipped = report_corrupt(sk, backend);
+	free(sk);
+	return rc || skipped ? 1 : 0;
 }
 
 /*---- pause, resume, retry, purge ----*/
@@ -1092,15 +1260,21 @@ static int cmd_purge(const struct ctl *c, const char *backend)
 	if (c->json) {
 		rbuf_append(&out, "{\"backend\":", 11);
 		json_str(&out, backend);
-		rbuf_appendf(&out, ",\"purged_batches\":%" PRIu64 ",\"purged_points\":%" PRIu64 ",\"purged_bytes\":%" PRIu64,
-			     n.batches, n.points, n.bytes);
+		rbuf_appendf(&out,
+			     ",\"purged_batches\":%" PRIu64 ",\"purged_points\":%" PRIu64 ",\"purged_bytes\":%" PRIu64
+			     ",\"purged_corrupt\":%" PRIu64,
+			     n.batches, n.points, n.bytes, n.corrupt);
 		nudge(c, backend, &out);
 		rbuf_append(&out, "}\n", 2);
 	} else {
 		char b[32];
 		human_bytes(n.bytes, b, sizeof(b));
-		rbuf_appendf(&out, "purged %" PRIu64 " batches (%" PRIu64 " points, %s) of backend '%s'\n", n.batches,
+		rbuf_appendf(&out, "purged %" PRIu64 " batches (%" PRIu64 " points, %s) of backend '%s'", n.batches,
 			     n.points, b, backend);
+		if (n.corrupt)
+			rbuf_appendf(&out, ", and %" PRIu64 " corrupt record%s that did not decode", n.corrupt,
+				     n.corrupt == 1 ? "" : "s");
+		rbuf_appendc(&out, '\n');
 		nudge(c, backend, &out);
 	}
 	flush_out(&out);
@@ -1149,6 +1323,16 @@ static int dlq_list(const struct ctl *c, const char *backend)
 				cell(*d[i].batch.rp ? d[i].batch.rp : "(default)", 12, rp, sizeof(rp));
 				human_bytes(d[i].bytes, bytes, sizeof(bytes));
 				fmt_time(d[i].dead_ns, t, sizeof(t));
+				if (d[i].corrupt) {
+					char m[140];
+					snprintf(m, sizeof(m), "CORRUPT: %s", d[i].msg);
+					cell(m, 120, msg, sizeof(msg));
+					rbuf_appendf(&out, "%-10" PRIu64 " %-16s %-12s %-4s %8s %10s %6s %8s %-20s  %s\n",
+						     d[i].batch.seq, "-", "-", "-", "-", bytes, "-", "-", t, msg);
+					from = d[i].batch.seq + 1;
+					wal_dead_release(&d[i]);
+					continue;
+				}
 				cell(d[i].msg, 120, msg, sizeof(msg));
 				rbuf_appendf(&out, "%-10" PRIu64 " %-16s %-12s %-4s %8" PRIu32 " %10s %6d %8" PRIu32 " %-20s  %s\n",
 					     d[i].batch.seq, db, rp, prec_name(d[i].batch.precision), d[i].batch.lines, bytes,
@@ -1256,7 +1440,7 @@ static int dlq_move(const struct ctl *c, const char *backend, char **args, int n
 		free(seqs);
 		return 1;
 	}
-	struct wal_count total = { 0, 0, 0 }, n;
+	struct wal_count total = { 0, 0, 0, 0 }, n;
 	uint64_t missing = 0;
 	if (rc == 1) {
 		rc = nargs ? WAL_ENOTFOUND : 0; /* no queue, so no dead letters */
@@ -1275,14 +1459,22 @@ static int dlq_move(const struct ctl *c, const char *backend, char **args, int n
 				total.batches += n.batches;
 				total.points += n.points;
 				total.bytes += n.bytes;
+				total.corrupt += n.corrupt;
 			}
-		} while (rc == 0 && n.batches);
+		} while (rc == 0 && (n.batches || n.corrupt));
 	}
 	wal_close(w);
 	free(seqs);
 	if (rc == WAL_ENOTFOUND) {
 		fprintf(stderr, "relayctl: backend '%s' has no dead letter %" PRIu64 ": nothing was %s\n", backend, missing,
 			requeue ? "requeued" : "dropped");
+		return 1;
+	}
+	if (rc == WAL_ECORRUPT && requeue && nargs) {
+		fprintf(stderr,
+			"relayctl: dead letter %" PRIu64 " of backend '%s' is a corrupt record, not a batch that can be sent: "
+			"nothing was requeued ('relayctl dlq show' shows its bytes, 'relayctl dlq drop' removes it)\n",
+			missing, backend);
 		return 1;
 	}
 	if (rc) {
@@ -1294,15 +1486,18 @@ static int dlq_move(const struct ctl *c, const char *backend, char **args, int n
 	if (c->json) {
 		rbuf_append(&out, "{\"backend\":", 11);
 		json_str(&out, backend);
-		rbuf_appendf(&out, ",\"%s\":%" PRIu64 ",\"points\":%" PRIu64 ",\"bytes\":%" PRIu64,
-			     requeue ? "requeued" : "dropped", total.batches, total.points, total.bytes);
+		rbuf_appendf(&out, ",\"%s\":%" PRIu64 ",\"points\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"corrupt\":%" PRIu64,
+			     requeue ? "requeued" : "dropped", total.batches, total.points, total.bytes, total.corrupt);
 		if (requeue && total.batches)
 			nudge(c, backend, &out);
 		rbuf_append(&out, "}\n", 2);
 	} else {
-		rbuf_appendf(&out, "%s %" PRIu64 " dead letter%s (%" PRIu64 " points) of backend '%s'%s\n",
+		rbuf_appendf(&out, "%s %" PRIu64 " dead letter%s (%" PRIu64 " points) of backend '%s'%s",
 			     requeue ? "requeued" : "dropped", total.batches, total.batches == 1 ? "" : "s", total.points,
 			     backend, requeue && total.batches ? " at the end of its queue" : "");
+		if (total.corrupt)
+			rbuf_appendf(&out, ", and %" PRIu64 " corrupt record%s", total.corrupt, total.corrupt == 1 ? "" : "s");
+		rbuf_appendc(&out, '\n');
 		if (requeue && total.batches)
 			nudge(c, backend, &out);
 	}
@@ -1345,6 +1540,7 @@ struct export_file {
 struct export_skip {
 	uint64_t seq;
 	const char *why;
+	char *owned; /* why, when it was made for this batch */
 };
 
 /*
@@ -1444,6 +1640,8 @@ static const char *export_refusal(const struct wal_batch *b)
 	const char *why;
 	if ((why = context_refusal(b->db, 1)) || (why = context_refusal(b->rp, 0)))
 		return why;
+	if (b->precision > LP_PRECISION_H)
+		return "its precision code is not one of the format's (a damaged record)";
 	const char *p = b->body, *e = b->body + b->body_len;
 	if (b->body_len && e[-1] != '\n')
 		return "its body does not end with a newline";
@@ -1538,6 +1736,7 @@ static int cmd_export(const struct ctl *c, const char *backend, const char *base
 		return 1;
 	struct export_file *files = NULL;
 	struct export_skip *skipped = NULL;
+	struct skipped_corrupt *sk = NULL;
 	size_t nfiles = 0, nskipped = 0;
 	int err = 0;
 	if (rc == 1) {
@@ -1547,6 +1746,7 @@ static int cmd_export(const struct ctl *c, const char *backend, const char *base
 	struct wal_backend_stat st;
 	memset(&st, 0, sizeof(st));
 	wal_backend_stat(w, backend, &st);
+	sk = xcalloc(1, sizeof(*sk));
 	struct progress prog;
 	progress_init(&prog, "exporting", c->dlq ? st.dead_batches : st.pending_batches);
 	uint64_t last = 0, done = 0;
@@ -1557,8 +1757,22 @@ static int cmd_export(const struct ctl *c, const char *backend, const char *base
 		size_t n;
 		if (c->dlq)
 			rc = wal_dead_list(w, id, last + 1, PAGE_BATCHES, PAGE_BYTES, dp, &n);
-		else
-			rc = wal_read(w, id, last + 1, PAGE_BATCHES, PAGE_BYTES, bp, &n);
+		else {
+			uint64_t before = sk->kept;
+			rc = read_past_corrupt(w, id, last + 1, PAGE_BATCHES, PAGE_BYTES, 1, bp, &n, sk);
+			/* Each corrupt record passed over is left out like a batch
+			 * that cannot go into a file, and named the same way. */
+			for (size_t i = before; i < sk->kept; i++) {
+				char why[240];
+				snprintf(why, sizeof(why), "corrupt, %s", sk->at[i].why);
+				skipped = xrealloc(skipped, (nskipped + 1) * sizeof(*skipped));
+				skipped[nskipped] = (struct export_skip){ sk->at[i].seq, NULL, xstrdup(why) };
+				skipped[nskipped].why = skipped[nskipped].owned;
+				nskipped++;
+				if (sk->at[i].seq > last)
+					last = sk->at[i].seq;
+			}
+		}
 		if (rc) {
 			fprintf(stderr, "relayctl: cannot read %s of backend '%s': %s\n", c->dlq ? "dead letters" : "queue",
 				backend, wal_strerror(rc));
@@ -1568,12 +1782,12 @@ static int cmd_export(const struct ctl *c, const char *backend, const char *base
 			break;
 		for (size_t i = 0; i < n; i++) {
 			struct wal_batch *b = c->dlq ? &dp[i].batch : &bp[i];
-			const char *why = export_refusal(b);
+			const char *why = c->dlq && dp[i].corrupt ? "a corrupt record, not a batch" : export_refusal(b);
 			if (why) {
 				/* Left out, never written changed: the others still go out,
 				 * and the exit status tells a script not to purge. */
 				skipped = xrealloc(skipped, (nskipped + 1) * sizeof(*skipped));
-				skipped[nskipped++] = (struct export_skip){ b->seq, why };
+				skipped[nskipped++] = (struct export_skip){ b->seq, why, NULL };
 			}
 			struct export_file *e = err || why ? NULL : export_file_for(&files, &nfiles, base, b, &err);
 			if (e) {
@@ -1659,7 +1873,10 @@ done:
 		free(files[i].path);
 	}
 	free(files);
+	for (size_t i = 0; i < nskipped; i++)
+		free(skipped[i].owned);
 	free(skipped);
+	free(sk);
 	return rc || err || nskipped ? 1 : 0;
 }
 

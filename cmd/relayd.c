@@ -634,7 +634,27 @@ static int open_queue(struct relayd *d)
 	char err[512];
 	struct wal_options o = { .map_size = config_map_size(&d->cfg), .flags = 0 };
 	d->map_size = o.map_size;
-	int rc = wal_open(d->cfg.data_dir, &o, &d->wal);
+	char why[300];
+	int rc = wal_open_why(d->cfg.data_dir, &o, &d->wal, why, sizeof(why));
+	if (rc == WAL_EDAMAGED || (rc == WAL_EVERSION && *why) || rc == WAL_ECORRUPT) {
+		/* Refused before LMDB touched a page (a file cut short would be
+		 * SIGBUS there): say which file, what is wrong and what to do. */
+		relay_log(RELAY_LOG_ERROR,
+		          "the queue file '%s/data.mdb' %s: %s; refusing to start. 'relayctl verify' tells more when it "
+		          "can open the file; to start with an empty queue, move the file aside (mv '%s/data.mdb' "
+		          "'%s/data.mdb.damaged') and keep it for inspection: the batches in it are then not delivered",
+		          d->cfg.data_dir, rc == WAL_EVERSION ? "cannot be read" : "is damaged",
+		          rc == WAL_ECORRUPT ? "its format record, next sequence or databases do not decode" : why,
+		          d->cfg.data_dir, d->cfg.data_dir);
+		return -1;
+	}
+	if (rc == WAL_EVERSION) {
+		relay_log(RELAY_LOG_ERROR,
+		          "the queue in '%s' was written by an incompatible relayd version (this one reads format %d): "
+		          "refusing to start",
+		          d->cfg.data_dir, WAL_FORMAT_VERSION);
+		return -1;
+	}
 	if (rc == WAL_ELOCKED) {
 		char path[4096], pid[32] = "";
 		snprintf(path, sizeof(path), "%s/relayd.lock", d->cfg.data_dir);

@@ -6,6 +6,7 @@
  * acknowledged data on power loss, WRITEMAP turns a full disk into SIGBUS).
  */
 #include "wal/wal.h"
+#include "wal/wal_file.h"
 #include "wal/wal_record.h"
 
 #include <errno.h>
@@ -38,6 +39,8 @@ struct wal {
 	unsigned flags;
 	uint64_t map_size;
 	int lock_fd;
+	char *why; /* the caller's, during wal_open only */
+	size_t whylen;
 	MDB_env *env;
 	MDB_dbi dbi_meta, dbi_batches, dbi_backends, dbi_dead;
 	/*
@@ -73,8 +76,11 @@ const char *wal_strerror(int rc)
 	case WAL_ENOTQUEUE: return "not a relayd queue";
 	case WAL_ENOTFOUND: return "no such batch";
 	case WAL_ETOOBIG: return "batch too large for a queue record (a string over 65535 bytes or a body over 4 GiB)";
+	case WAL_EDAMAGED: return "the queue file is damaged";
 	}
-	if (rc <= MDB_KEYEXIST && rc >= MDB_LAST_ERRCODE)
+	/* LMDB's own codes run from MDB_KEYEXIST (-30799) up to
+	 * MDB_LAST_ERRCODE; MDB_INVALID ("not an LMDB file") among them. */
+	if (rc >= MDB_KEYEXIST && rc <= MDB_LAST_ERRCODE)
 		return mdb_strerror(rc);
 	if (rc < 0 && rc > -4096)
 		return strerror(-rc);
@@ -256,9 +262,32 @@ fail:
 	return map_rc(rc);
 }
 
+/*
+ * Check data.mdb before LMDB maps it (wal_file.h): LMDB follows whatever
+ * the file says, so a file cut short or a scribbled page would be SIGBUS
+ * or SIGSEGV inside LMDB. Relayd's own open takes a missing or empty
+ * file as a new queue; the others never initialise one.
+ */
+static int check_file(struct wal *w)
+{
+	char path[4096], why[300];
+	struct walf_info info;
+	snprintf(path, sizeof(path), "%s/data.mdb", w->dir);
+	int rdonly = (w->flags & (WAL_F_RDONLY | WAL_F_SHARED)) != 0;
+	int rc = walf_check(path, &info, why, sizeof(why));
+	if (rc == -ENOENT || (rc == 0 && info.empty))
+		return rdonly ? WAL_ENOTQUEUE : 0;
+	if ((rc == WAL_EDAMAGED || rc == WAL_EVERSION) && w->why && w->whylen)
+		snprintf(w->why, w->whylen, "%s", why);
+	return rc;
+}
+
 static int env_open(struct wal *w)
 {
-	int rc = mdb_env_create(&w->env);
+	int rc = check_file(w);
+	if (rc)
+		return rc;
+	rc = mdb_env_create(&w->env);
 	if (rc)
 		return map_rc(rc);
 	mdb_env_set_maxdbs(w->env, 8);
@@ -292,6 +321,13 @@ fail:
 
 int wal_open(const char *dir, const struct wal_options *opt, struct wal **out)
 {
+	return wal_open_why(dir, opt, out, NULL, 0);
+}
+
+int wal_open_why(const char *dir, const struct wal_options *opt, struct wal **out, char *why, size_t whylen)
+{
+	if (why && whylen)
+		why[0] = '\0';
 	struct wal *w;
 	int rc;
 
@@ -314,21 +350,20 @@ int wal_open(const char *dir, const struct wal_options *opt, struct wal **out)
 		rc = WAL_EINVAL;
 		goto fail;
 	}
+	w->why = why;
+	w->whylen = whylen;
+	if (w->why && w->whylen)
+		w->why[0] = '\0';
 	if (w->flags & (WAL_F_RDONLY | WAL_F_SHARED)) {
 		struct stat st;
 		if (stat(dir, &st) < 0) {
 			rc = -errno;
 			goto fail;
 		}
-		/* An existing, non-empty data file only: LMDB would initialise a
-		 * missing or empty one (a relayd that crashed before its first
-		 * commit leaves an empty one), and that is relayd's job. */
-		char p[4096];
-		snprintf(p, sizeof(p), "%s/data.mdb", dir);
-		if (stat(p, &st) < 0 || st.st_size == 0) {
-			rc = WAL_ENOTQUEUE;
-			goto fail;
-		}
+		/* An existing, non-empty data file only (check_file): LMDB
+		 * would initialise a missing or empty one (a relayd that crashed
+		 * before its first commit leaves an empty one), and that is
+		 * relayd's job. */
 	} else {
 		/* 0700: queued batches can carry credentials. */
 		if ((rc = mkdir_p(dir, 0700)))
@@ -338,6 +373,8 @@ int wal_open(const char *dir, const struct wal_options *opt, struct wal **out)
 	}
 	if ((rc = env_open(w)))
 		goto fail;
+	w->why = NULL; /* the caller's buffer is theirs again */
+	w->whylen = 0;
 	*out = w;
 	return 0;
 fail:
@@ -486,6 +523,88 @@ static int put_next_seq(MDB_txn *txn, struct wal *w, uint64_t seq)
 	return mdb_put(txn, w->dbi_meta, &k, &v, 0);
 }
 
+/* The sequence of a batches key; -1 for a key of another size, which no
+ * reader returns (it is junk: every key this code writes has 8 bytes). */
+static int seq_of(const MDB_val *k, uint64_t *seq)
+{
+	if (k->mv_size != 8)
+		return -1;
+	*seq = walr_seq_decode(k->mv_data);
+	return 0;
+}
+
+/* Decode a batch record's header (with every check of walr_batch_decode). */
+static int decode_hdr(const MDB_val *v, struct wal_batch *hdr)
+{
+	return walr_batch_decode(v->mv_data, v->mv_size, hdr, NULL, NULL, NULL, NULL, 0);
+}
+
+/* The cursors of every backend in the store, by id (UINT64_MAX = no such
+ * backend). A backend record that does not decode has no cursor here. */
+static int load_cursors(MDB_txn *txn, struct wal *w, uint64_t cursors[WAL_MAX_BACKENDS], uint64_t *known)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+	for (int i = 0; i < WAL_MAX_BACKENDS; i++)
+		cursors[i] = UINT64_MAX;
+	if (known)
+		*known = 0;
+	if ((rc = mdb_cursor_open(txn, w->dbi_backends, &cur)))
+		return rc;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct walr_backend o;
+		if (walr_backend_decode(v.mv_data, v.mv_size, &o) == 0) {
+			cursors[o.id] = o.cursor;
+			if (known)
+				*known |= 1ULL << o.id;
+		}
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/*
+ * Recount the pending counters of the backends in mask from the log, each
+ * from its own cursor (recs[id] holds the record, cursor included). A
+ * record that does not decode counts for none: it is quarantined, or
+ * will be, and its counts cannot be trusted.
+ */
+static int recount_pending(MDB_txn *txn, struct wal *w, uint64_t mask, struct walr_backend *recs[WAL_MAX_BACKENDS])
+{
+	uint64_t from = UINT64_MAX;
+	for (int id = 0; id < WAL_MAX_BACKENDS; id++)
+		if (mask & (1ULL << id)) {
+			recs[id]->pending_batches = recs[id]->pending_points = recs[id]->pending_bytes = 0;
+			if (recs[id]->cursor < from)
+				from = recs[id]->cursor;
+		}
+	if (from == UINT64_MAX)
+		return 0;
+	MDB_cursor *cur;
+	unsigned char kb[8];
+	MDB_val k = { 8, kb }, v;
+	int rc = mdb_cursor_open(txn, w->dbi_batches, &cur);
+	if (rc)
+		return rc;
+	walr_seq_encode(from, kb);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		uint64_t s;
+		struct wal_batch hdr;
+		if (seq_of(&k, &s) || decode_hdr(&v, &hdr))
+			continue;
+		for (int id = 0; id < WAL_MAX_BACKENDS; id++) {
+			if (!(mask & hdr.route & (1ULL << id)) || s < recs[id]->cursor)
+				continue;
+			recs[id]->pending_batches++;
+			recs[id]->pending_points += hdr.lines;
+			recs[id]->pending_bytes += hdr.body_len;
+		}
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 int wal_backend_open(struct wal *w, const char *name, int *id)
 {
 	size_t len = name ? strlen(name) : 0;
@@ -573,22 +692,37 @@ int wal_backend_set_limits(struct wal *w, int id, uint64_t max_bytes, int64_t ma
 	return known ? 0 : WAL_ENOBACKEND;
 }
 
-/* Acceptance time of the first batch at or after cursor routed to id. */
-static int oldest_pending(MDB_txn *txn, struct wal *w, int id, uint64_t cursor, int64_t *accept_ns)
+/*
+ * Acceptance time of the first batch at or after cursor routed to id.
+ * A record that does not decode is passed over (its time cannot be
+ * trusted, and one damaged record must not stop the appends that check
+ * an age limit); *corrupt_seq (may be NULL) gets the first one met before
+ * that batch, or 0.
+ */
+static int oldest_pending(MDB_txn *txn, struct wal *w, int id, uint64_t cursor, int64_t *accept_ns,
+                          uint64_t *corrupt_seq)
 {
 	MDB_cursor *cur;
 	unsigned char kb[8];
 	MDB_val k = { 8, kb }, v;
 	int rc;
 	*accept_ns = 0;
+	if (corrupt_seq)
+		*corrupt_seq = 0;
 	walr_seq_encode(cursor, kb);
 	if ((rc = mdb_cursor_open(txn, w->dbi_batches, &cur)))
 		return rc;
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		struct wal_batch b;
-		if ((rc = walr_batch_decode(v.mv_data, v.mv_size, &b, NULL, NULL, NULL)))
-			break;
+		uint64_t s;
+		if (seq_of(&k, &s))
+			continue;
+		if (decode_hdr(&v, &b)) {
+			if (corrupt_seq && !*corrupt_seq)
+				*corrupt_seq = s;
+			continue;
+		}
 		if (b.route & (1ULL << id)) {
 			*accept_ns = b.accept_ns;
 			break;
@@ -668,7 +802,7 @@ static int append_once(struct wal *w, struct wal_batch *b, size_t n, int64_t now
 				bt->refused_by = id;
 			} else if (mem[id].max_age_ns && rec[id].pending_batches) {
 				if (oldest[id] < 0 &&
-				    (rc = oldest_pending(txn, w, id, rec[id].cursor, &oldest[id])))
+				    (rc = oldest_pending(txn, w, id, rec[id].cursor, &oldest[id], NULL)))
 					goto abort;
 				if (oldest[id] && now_ns - oldest[id] > mem[id].max_age_ns) {
 					bt->result = WAL_EAGE;
@@ -721,7 +855,7 @@ abort:
 		*map_full = 1;
 		rc = WAL_EFULL;
 	}
-	else if (rc > 0 || (rc <= MDB_KEYEXIST && rc >= MDB_LAST_ERRCODE))
+	else if (rc > 0 || (rc >= MDB_KEYEXIST && rc <= MDB_LAST_ERRCODE))
 		note_failure(w, rc);
 out:
 	if (rc) {
@@ -831,7 +965,7 @@ static int copy_record(const void *rec, size_t len, uint64_t seq, int with_body,
 	size_t body_off;
 	struct wal_batch b;
 	memset(&b, 0, sizeof(b));
-	int rc = walr_batch_decode(rec, len, &b, off, slen, &body_off);
+	int rc = walr_batch_decode(rec, len, &b, off, slen, &body_off, NULL, 0);
 	if (rc)
 		return rc;
 	const char *src = rec;
@@ -914,17 +1048,25 @@ static int read_batches(struct wal *w, int id, uint64_t from_seq, size_t max, si
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && got < max && (got == 0 || bytes < max_bytes);
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		struct wal_batch hdr;
-		if ((rc = walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL)))
+		uint64_t s;
+		if (seq_of(&k, &s))
+			continue;
+		if ((rc = decode_hdr(&v, &hdr))) {
+			/* A record that does not decode ends the read: what came
+			 * before it is returned; alone, it is the caller's to
+			 * quarantine (wal_quarantine) or to skip (wal_find_corrupt). */
+			if (got)
+				rc = 0;
 			break;
+		}
 		if (!(hdr.route & (1ULL << id)))
 			continue;
-		if ((rc = copy_record(v.mv_data, v.mv_size, walr_seq_decode(k.mv_data), with_body, NULL, 0, &out[got],
-		                      NULL)))
+		if ((rc = copy_record(v.mv_data, v.mv_size, s, with_body, NULL, 0, &out[got], NULL)))
 			break;
 		bytes += out[got].body_len;
 		got++;
 	}
-	if (rc == MDB_NOTFOUND || (rc == 0))
+	if (rc == MDB_NOTFOUND)
 		rc = 0;
 done:
 	if (cur)
@@ -965,19 +1107,28 @@ static int advance_cursor(MDB_txn *txn, struct wal *w, int id, struct walr_backe
 	int rc = mdb_cursor_open(txn, w->dbi_batches, &cur);
 	if (rc)
 		return rc;
+	int recount = 0;
 	walr_seq_encode(r->cursor, kb);
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		uint64_t s = walr_seq_decode(k.mv_data);
+		uint64_t s;
+		struct wal_batch hdr;
+		if (seq_of(&k, &s))
+			continue;
 		if (s > seq)
 			break;
-		struct wal_batch hdr;
-		if ((rc = walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL)))
-			break;
+		if (decode_hdr(&v, &hdr)) {
+			/* Damaged after the caller read it (it acks only what it
+			 * read): finished all the same; its counts cannot be
+			 * trusted, so the counters are recounted below. */
+			recount = 1;
+			continue;
+		}
 		if (!(hdr.route & (1ULL << id)))
 			continue;
-		r->pending_batches--;
-		r->pending_points -= hdr.lines;
-		r->pending_bytes -= hdr.body_len;
+		/* Saturating: a counter damaged on disk must not wrap. */
+		r->pending_batches -= r->pending_batches ? 1 : 0;
+		r->pending_points -= r->pending_points >= hdr.lines ? hdr.lines : r->pending_points;
+		r->pending_bytes -= r->pending_bytes >= hdr.body_len ? hdr.body_len : r->pending_bytes;
 		if (dead_last && s == seq)
 			continue;
 		r->delivered_batches++;
@@ -987,6 +1138,11 @@ static int advance_cursor(MDB_txn *txn, struct wal *w, int id, struct walr_backe
 	if (rc && rc != MDB_NOTFOUND)
 		return rc;
 	r->cursor = seq + 1;
+	if (recount) {
+		struct walr_backend *recs[WAL_MAX_BACKENDS] = { 0 };
+		recs[id] = r;
+		return recount_pending(txn, w, 1ULL << id, recs);
+	}
 	return 0;
 }
 
@@ -1002,27 +1158,27 @@ static int truncate_log(MDB_txn *txn, struct wal *w)
 	MDB_cursor *cur;
 	MDB_val k, v;
 	int rc;
-	for (int i = 0; i < WAL_MAX_BACKENDS; i++)
-		cursors[i] = UINT64_MAX;
-	if ((rc = mdb_cursor_open(txn, w->dbi_backends, &cur)))
+	if ((rc = load_cursors(txn, w, cursors, NULL)))
 		return rc;
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		struct walr_backend o;
-		if (walr_backend_decode(v.mv_data, v.mv_size, &o) == 0)
-			cursors[o.id] = o.cursor;
-	}
-	mdb_cursor_close(cur);
 	if ((rc = mdb_cursor_open(txn, w->dbi_batches, &cur)))
 		return rc;
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		uint64_t s = walr_seq_decode(k.mv_data);
+		uint64_t s;
 		struct wal_batch hdr;
-		if (walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL))
-			break;
 		int done = 1;
-		for (int i = 0; i < WAL_MAX_BACKENDS && done; i++)
-			if ((hdr.route & (1ULL << i)) && cursors[i] <= s)
-				done = 0;
+		if (seq_of(&k, &s)) {
+			/* A key no code of ours wrote: junk, never read. */
+		} else if (decode_hdr(&v, &hdr)) {
+			/* Its route cannot be trusted: it goes once every
+			 * backend's cursor has passed it. */
+			for (int i = 0; i < WAL_MAX_BACKENDS && done; i++)
+				if (cursors[i] != UINT64_MAX && cursors[i] <= s)
+					done = 0;
+		} else {
+			for (int i = 0; i < WAL_MAX_BACKENDS && done; i++)
+				if ((hdr.route & (1ULL << i)) && cursors[i] <= s)
+					done = 0;
+		}
 		if (!done)
 			break;
 		if ((rc = mdb_cursor_del(cur, 0)))
@@ -1079,6 +1235,20 @@ static void dead_key(int id, uint64_t seq, unsigned char kb[9])
 {
 	kb[0] = (unsigned char)id;
 	walr_seq_encode(seq, kb + 1);
+}
+
+/* Where a cursor over the dead DBI stands for backend id: 0 at one of its
+ * dead letters (*seq), 1 at a key of another size among its keys (junk:
+ * skipped), -1 past its keys. */
+static int dead_key_at(const MDB_val *k, int id, uint64_t *seq)
+{
+	const unsigned char *kp = k->mv_data;
+	if (k->mv_size == 0 || kp[0] != (unsigned char)id)
+		return -1;
+	if (k->mv_size != 9)
+		return 1;
+	*seq = walr_seq_decode(kp + 1);
+	return 0;
 }
 
 int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_t body_len, uint32_t lines,
@@ -1143,9 +1313,12 @@ int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_
 	if (merge) {
 		struct walr_dead od;
 		size_t ml, boff;
-		if ((rc = walr_dead_decode(dv.mv_data, dv.mv_size, &od, &ml, &boff)) ||
-		    (rc = copy_record((const char *)dv.mv_data + boff, dv.mv_size - boff, seq, 1, NULL, 0, &old, NULL)))
+		if ((rc = walr_dead_decode(dv.mv_data, dv.mv_size, &od, &ml, &boff, NULL, 0)) ||
+		    (od.flags & WALR_DEAD_RAW) ||
+		    (rc = copy_record((const char *)dv.mv_data + boff, dv.mv_size - boff, seq, 1, NULL, 0, &old, NULL))) {
+			rc = rc ? rc : WAL_ECORRUPT;
 			goto abort;
+		}
 		joined = malloc(old.body_len + b.body_len + 1);
 		if (!joined) {
 			rc = -ENOMEM;
@@ -1157,7 +1330,7 @@ int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_
 		b.body_len += old.body_len;
 		b.lines += old.lines;
 	}
-	struct walr_dead d = { status, attempts, now_ns, msg ? msg : "" };
+	struct walr_dead d = { status, attempts, now_ns, msg ? msg : "", 0 };
 	size_t size = walr_dead_size(&d, &b);
 	dv.mv_size = size;
 	dv.mv_data = NULL;
@@ -1224,7 +1397,7 @@ int wal_backend_stat(struct wal *w, const char *name, struct wal_backend_stat *s
 	if ((rc = get_backend(txn, w, name, &r)) == 0) {
 		fill_stat(st, name, strlen(name), &r);
 		if (r.pending_batches)
-			rc = oldest_pending(txn, w, (int)r.id, r.cursor, &st->oldest_accept_ns);
+			rc = oldest_pending(txn, w, (int)r.id, r.cursor, &st->oldest_accept_ns, &st->corrupt_seq);
 	}
 	mdb_txn_abort(txn);
 out:
@@ -1358,7 +1531,7 @@ int wal_purge(struct wal *w, int id, struct wal_count *dropped)
 {
 	char name[65];
 	struct walr_backend r;
-	struct wal_count n = { 0, 0, 0 };
+	struct wal_count n = { 0, 0, 0, 0 };
 	MDB_txn *txn;
 	MDB_cursor *cur;
 	uint64_t next;
@@ -1374,8 +1547,15 @@ int wal_purge(struct wal *w, int id, struct wal_count *dropped)
 	walr_seq_encode(r.cursor, kb);
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		struct wal_batch hdr;
-		if ((rc = walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL)))
-			break;
+		uint64_t s;
+		if (seq_of(&k, &s))
+			continue;
+		if (decode_hdr(&v, &hdr)) {
+			/* Dropped all the same: the cursor moves past it, and it
+			 * leaves the log once no backend's cursor is before it. */
+			n.corrupt++;
+			continue;
+		}
 		if (!(hdr.route & (1ULL << id)))
 			continue;
 		n.batches++;
@@ -1385,7 +1565,7 @@ int wal_purge(struct wal *w, int id, struct wal_count *dropped)
 	mdb_cursor_close(cur);
 	if (rc != MDB_NOTFOUND)
 		goto abort;
-	if (r.cursor == next && !r.pending_batches && !r.pending_points && !r.pending_bytes) {
+	if (r.cursor >= next && !r.pending_batches && !r.pending_points && !r.pending_bytes) {
 		rc = 0; /* nothing pending: nothing to write */
 		mdb_txn_abort(txn);
 		goto out;
@@ -1429,7 +1609,7 @@ int wal_get(struct wal *w, int id, uint64_t seq, struct wal_batch *out)
 		goto done;
 	}
 	struct wal_batch hdr;
-	if ((rc = walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL)))
+	if ((rc = decode_hdr(&v, &hdr)))
 		goto done;
 	if (!(hdr.route & (1ULL << id))) {
 		rc = WAL_ENOTFOUND;
@@ -1443,21 +1623,85 @@ out:
 	return map_rc(rc);
 }
 
-/* Copy dead record v (key seq) out into *d, with or without its body. */
+/*
+ * What a dead-letter record is: 0 a dead batch (*hdr its header), 1 a
+ * record wal_quarantine moved there (raw bytes from *raw_off), 2 a record
+ * that does not decode itself. why (may be NULL) says what is wrong for
+ * 1 and 2; *hd is set for 0 and 1.
+ */
+static int dead_kind(const MDB_val *v, struct walr_dead *hd, size_t *ml, size_t *raw_off, struct wal_batch *hdr,
+                     char *why, size_t whylen)
+{
+	char tmp[200];
+	if (walr_dead_decode(v->mv_data, v->mv_size, hd, ml, raw_off, tmp, sizeof(tmp))) {
+		if (why && whylen)
+			snprintf(why, whylen, "the dead-letter record does not decode: %s", tmp);
+		return 2;
+	}
+	if (hd->flags & WALR_DEAD_RAW) {
+		if (why && whylen)
+			snprintf(why, whylen, "%.*s", (int)*ml, hd->msg);
+		return 1;
+	}
+	if (walr_batch_decode((const char *)v->mv_data + *raw_off, v->mv_size - *raw_off, hdr, NULL, NULL, NULL, tmp,
+	                      sizeof(tmp))) {
+		if (why && whylen)
+			snprintf(why, whylen, "the dead letter's batch does not decode: %s", tmp);
+		return 2;
+	}
+	return 0;
+}
+
+/* The body bytes a dead-letter record counts for in the dead counters:
+ * its batch's body; a quarantined record's raw bytes; 0 for one that
+ * does not decode. */
+static uint64_t dead_bytes_of(const MDB_val *v)
+{
+	struct walr_dead hd;
+	struct wal_batch hdr;
+	size_t ml, off;
+	switch (dead_kind(v, &hd, &ml, &off, &hdr, NULL, 0)) {
+	case 0: return hdr.body_len;
+	case 1: return v->mv_size - off;
+	default: return 0;
+	}
+}
+
+/* Copy dead record v (key seq) out into *d, with or without its body. A
+ * corrupt one is copied as such (d->corrupt): never an error. */
 static int copy_dead(const MDB_val *v, uint64_t seq, int with_body, struct wal_dead *d)
 {
 	struct walr_dead hd;
-	size_t ml, boff;
-	memset(d, 0, sizeof(*d));
-	int rc = walr_dead_decode(v->mv_data, v->mv_size, &hd, &ml, &boff);
-	if (rc)
-		return rc;
-	rc = copy_record((const char *)v->mv_data + boff, v->mv_size - boff, seq, with_body, hd.msg, ml, &d->batch,
-	                 &d->msg);
-	if (rc)
-		return rc;
 	struct wal_batch hdr;
-	walr_batch_decode((const char *)v->mv_data + boff, v->mv_size - boff, &hdr, NULL, NULL, NULL);
+	size_t ml, boff;
+	char why[300];
+	memset(d, 0, sizeof(*d));
+	int kind = dead_kind(v, &hd, &ml, &boff, &hdr, why, sizeof(why));
+	if (kind) {
+		static const char *const none[WALR_NSTR] = { "", "", "", "", "", "" };
+		static const size_t zero[WALR_NSTR] = { 0 };
+		size_t raw_len = kind == 1 ? v->mv_size - boff : v->mv_size;
+		const char *raw = kind == 1 ? (const char *)v->mv_data + boff : v->mv_data;
+		int rc = pack_batch(&d->batch, none, zero, with_body ? raw : NULL, raw_len, why, strlen(why), &d->msg);
+		if (rc)
+			return rc;
+		if (!with_body)
+			d->batch.body_len = raw_len;
+		d->batch.seq = seq;
+		d->batch.refused_by = -1;
+		d->bytes = raw_len;
+		d->corrupt = 1;
+		if (kind == 1) {
+			d->status = hd.status;
+			d->attempts = hd.attempts;
+			d->dead_ns = hd.dead_ns;
+		}
+		return 0;
+	}
+	int rc = copy_record((const char *)v->mv_data + boff, v->mv_size - boff, seq, with_body, hd.msg, ml, &d->batch,
+	                     &d->msg);
+	if (rc)
+		return rc;
 	d->bytes = hdr.body_len;
 	d->status = hd.status;
 	d->attempts = hd.attempts;
@@ -1495,10 +1739,13 @@ int wal_dead_list(struct wal *w, int id, uint64_t from_seq, size_t max, size_t m
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
 	     rc == 0 && got < max && (got == 0 || !max_bytes || bytes < max_bytes);
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		const unsigned char *kp = k.mv_data;
-		if (k.mv_size != 9 || kp[0] != (unsigned char)id)
+		uint64_t s;
+		int at = dead_key_at(&k, id, &s);
+		if (at < 0)
 			break; /* past this backend's keys */
-		if ((rc = copy_dead(&v, walr_seq_decode(kp + 1), max_bytes != 0, &out[got])))
+		if (at > 0)
+			continue;
+		if ((rc = copy_dead(&v, s, max_bytes != 0, &out[got])))
 			break;
 		bytes += out[got].bytes;
 		got++;
@@ -1545,14 +1792,48 @@ out:
 	return map_rc(rc);
 }
 
+/* 1 when dead-letter record v holds no batch relayd can send. */
+static int is_corrupt_dead(const MDB_val *v)
+{
+	struct walr_dead hd;
+	struct wal_batch hdr;
+	size_t ml, off;
+	return dead_kind(v, &hd, &ml, &off, &hdr, NULL, 0) != 0;
+}
+
+/* Recount backend id's dead counters from its dead-letter queue. */
+static int recount_dead(MDB_txn *txn, struct wal *w, int id, struct walr_backend *r)
+{
+	MDB_cursor *cur;
+	unsigned char kb[9];
+	MDB_val k = { 9, kb }, v;
+	int rc = mdb_cursor_open(txn, w->dbi_dead, &cur);
+	if (rc)
+		return rc;
+	r->dead_batches = r->dead_bytes = 0;
+	dead_key(id, 0, kb);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		uint64_t s;
+		int at = dead_key_at(&k, id, &s);
+		if (at < 0)
+			break;
+		if (at > 0)
+			continue;
+		r->dead_batches++;
+		r->dead_bytes += dead_bytes_of(&v);
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 /*
  * The sequences a dead-letter action works on, inside txn: a copy of the
  * n given ones (each must exist, else WAL_ENOTFOUND and *missing), or the
  * first n (all when n == 0) of backend id. *out is malloc'd (NULL when
  * there are none), *nout its length.
  */
-static int dead_targets(MDB_txn *txn, struct wal *w, int id, const uint64_t *seqs, size_t n, uint64_t **out,
-                        size_t *nout, uint64_t *missing)
+static int dead_targets(MDB_txn *txn, struct wal *w, int id, const uint64_t *seqs, size_t n, int sendable,
+                        uint64_t **out, size_t *nout, uint64_t *missing)
 {
 	unsigned char kb[9];
 	MDB_val k = { 9, kb }, v;
@@ -1578,6 +1859,12 @@ static int dead_targets(MDB_txn *txn, struct wal *w, int id, const uint64_t *seq
 				free(list);
 				return rc;
 			}
+			if (sendable && is_corrupt_dead(&v)) {
+				if (missing)
+					*missing = seqs[i];
+				free(list);
+				return WAL_ECORRUPT;
+			}
 			/* A sequence named twice is acted on once. */
 			int dup = 0;
 			for (size_t j = 0; j < len && !dup; j++)
@@ -1595,9 +1882,14 @@ static int dead_targets(MDB_txn *txn, struct wal *w, int id, const uint64_t *seq
 	dead_key(id, 0, kb);
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && (n == 0 || len < n);
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		const unsigned char *kp = k.mv_data;
-		if (k.mv_size != 9 || kp[0] != (unsigned char)id)
+		uint64_t s;
+		int at = dead_key_at(&k, id, &s);
+		if (at < 0)
 			break;
+		if (at > 0)
+			continue;
+		if (sendable && is_corrupt_dead(&v))
+			continue; /* nothing to send: left for dlq drop */
 		if (len == cap) {
 			cap = cap ? 2 * cap : 64;
 			uint64_t *nl = realloc(list, cap * sizeof(*list));
@@ -1607,7 +1899,7 @@ static int dead_targets(MDB_txn *txn, struct wal *w, int id, const uint64_t *seq
 			}
 			list = nl;
 		}
-		list[len++] = walr_seq_decode(kp + 1);
+		list[len++] = s;
 	}
 	mdb_cursor_close(cur);
 	if (rc && rc != MDB_NOTFOUND) {
@@ -1626,15 +1918,16 @@ static int dead_move(struct wal *w, int id, const uint64_t *seqs, size_t n, int 
 {
 	char name[65];
 	struct walr_backend r;
-	struct wal_count cnt = { 0, 0, 0 };
+	struct wal_count cnt = { 0, 0, 0, 0 };
 	MDB_txn *txn;
 	uint64_t *list = NULL, next = 0;
 	size_t nlist = 0;
 	unsigned char *copy = NULL;
+	int recount = 0;
 	int rc = begin_backend_write(w, id, name, &txn, &r);
 	if (rc)
 		return map_rc(rc);
-	if ((rc = dead_targets(txn, w, id, seqs, n, &list, &nlist, missing)))
+	if ((rc = dead_targets(txn, w, id, seqs, n, requeue, &list, &nlist, missing)))
 		goto abort;
 	if (nlist == 0) {
 		mdb_txn_abort(txn);
@@ -1651,9 +1944,16 @@ static int dead_move(struct wal *w, int id, const uint64_t *seqs, size_t n, int 
 		dead_key(id, list[i], kb);
 		if ((rc = mdb_get(txn, w->dbi_dead, &k, &v)))
 			goto abort;
-		if ((rc = walr_dead_decode(v.mv_data, v.mv_size, &hd, &ml, &boff)) ||
-		    (rc = walr_batch_decode((const char *)v.mv_data + boff, v.mv_size - boff, &hdr, NULL, NULL, NULL)))
-			goto abort;
+		if (dead_kind(&v, &hd, &ml, &boff, &hdr, NULL, 0)) {
+			/* A drop removes what it cannot decode (a requeue never
+			 * picks one, dead_targets): the dead counters are then
+			 * recounted, its own sizes cannot be trusted. */
+			if ((rc = mdb_del(txn, w->dbi_dead, &k, NULL)))
+				goto abort;
+			cnt.corrupt++;
+			recount = 1;
+			continue;
+		}
 		cnt.batches++;
 		cnt.points += hdr.lines;
 		cnt.bytes += hdr.body_len;
@@ -1687,6 +1987,8 @@ static int dead_move(struct wal *w, int id, const uint64_t *seqs, size_t n, int 
 		r.dead_batches = r.dead_batches ? r.dead_batches - 1 : 0;
 		r.dead_bytes = r.dead_bytes >= hdr.body_len ? r.dead_bytes - hdr.body_len : 0;
 	}
+	if (recount && (rc = recount_dead(txn, w, id, &r)))
+		goto abort;
 	if ((rc = put_backend(txn, w, name, &r)) || (requeue && (rc = put_next_seq(txn, w, next))))
 		goto abort;
 	rc = commit(w, txn);
@@ -1713,6 +2015,170 @@ int wal_dead_requeue(struct wal *w, int id, const uint64_t *seqs, size_t n, int6
                      struct wal_count *done, uint64_t *missing)
 {
 	return dead_move(w, id, seqs, n, 1, now_ns, done, missing);
+}
+
+/*---- quarantine ----*/
+
+/*
+ * Inside txn: the record at or after max(from, cursor) at which wal_read
+ * of backend id would stop, or the first it would return. 0 when it does
+ * not decode (*seq, *val: the record, valid until the next write in txn;
+ * why), WAL_ENOTFOUND when it decodes or there is none, or an LMDB code.
+ */
+static int find_corrupt(MDB_txn *txn, struct wal *w, int id, uint64_t from, uint64_t cursor, uint64_t *seq,
+                        MDB_val *val, char *why, size_t whylen)
+{
+	MDB_cursor *cur;
+	unsigned char kb[8];
+	MDB_val k = { 8, kb }, v;
+	int rc = mdb_cursor_open(txn, w->dbi_batches, &cur);
+	if (rc)
+		return rc;
+	walr_seq_encode(from > cursor ? from : cursor, kb);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		uint64_t s;
+		struct wal_batch hdr;
+		if (seq_of(&k, &s))
+			continue;
+		if (walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL, why, whylen)) {
+			*seq = s;
+			*val = v;
+			break;
+		}
+		if (hdr.route & (1ULL << id)) {
+			rc = WAL_ENOTFOUND;
+			break;
+		}
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? WAL_ENOTFOUND : rc;
+}
+
+int wal_find_corrupt(struct wal *w, int id, uint64_t from, uint64_t *seq, char *why, size_t whylen)
+{
+	char name[65], tmp[300];
+	struct walr_backend r;
+	MDB_txn *txn;
+	MDB_val v;
+	int rc;
+	if ((rc = name_of(w, id, name)))
+		return rc;
+	if ((rc = enter(w)))
+		return rc;
+	if ((rc = begin(w, MDB_RDONLY, &txn)) == 0) {
+		if ((rc = get_backend(txn, w, name, &r)) == 0)
+			rc = find_corrupt(txn, w, id, from, r.cursor, seq, &v, tmp, sizeof(tmp));
+		mdb_txn_abort(txn);
+	}
+	leave(w);
+	if (rc == 0 && why && whylen)
+		snprintf(why, whylen, "%s", tmp);
+	return map_rc(rc);
+}
+
+int wal_quarantine(struct wal *w, int id, uint64_t from, uint64_t *seq, char *why, size_t whylen)
+{
+	char name[65], tmp[300];
+	char names[WAL_MAX_BACKENDS][65];
+	struct walr_backend r, recs[WAL_MAX_BACKENDS];
+	struct walr_backend *rp[WAL_MAX_BACKENDS] = { 0 };
+	uint64_t affected = 0, redead = 0, s = 0;
+	unsigned char *raw = NULL;
+	size_t raw_len;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = begin_backend_write(w, id, name, &txn, &r);
+	if (rc)
+		return map_rc(rc);
+	if ((rc = find_corrupt(txn, w, id, from, r.cursor, &s, &v, tmp, sizeof(tmp))))
+		goto abort;
+	/* Copied out: v dies at the first write of this transaction. */
+	raw_len = v.mv_size;
+	if (!(raw = malloc(raw_len ? raw_len : 1))) {
+		rc = -ENOMEM;
+		goto abort;
+	}
+	memcpy(raw, v.mv_data, raw_len);
+	/* Every backend whose cursor has not passed it: its route cannot be
+	 * trusted, so as far as anyone can tell it was pending for each. */
+	if ((rc = mdb_cursor_open(txn, w->dbi_backends, &cur)))
+		goto abort;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct walr_backend o;
+		if (k.mv_size == 0 || k.mv_size > 64 || walr_backend_decode(v.mv_data, v.mv_size, &o) || o.cursor > s ||
+		    (affected & (1ULL << o.id)))
+			continue;
+		affected |= 1ULL << o.id;
+		memcpy(names[o.id], k.mv_data, k.mv_size);
+		names[o.id][k.mv_size] = '\0';
+		recs[o.id] = o;
+		rp[o.id] = &recs[o.id];
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		goto abort;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct walr_dead d = { 0, 0, (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec, tmp, 0 };
+	for (int i = 0; i < WAL_MAX_BACKENDS; i++) {
+		if (!(affected & (1ULL << i)))
+			continue;
+		unsigned char kb[9];
+		dead_key(i, s, kb);
+		MDB_val dk = { 9, kb }, dv;
+		/* A dead letter of this sequence already there (a line of it
+		 * isolated by a 413 split before the record was damaged) is
+		 * replaced; the dead counters are then recounted. */
+		rc = mdb_get(txn, w->dbi_dead, &dk, &dv);
+		if (rc == 0)
+			redead |= 1ULL << i;
+		else if (rc != MDB_NOTFOUND)
+			goto abort;
+		dv.mv_size = walr_dead_raw_size(&d, raw_len);
+		dv.mv_data = NULL;
+		if ((rc = mdb_put(txn, w->dbi_dead, &dk, &dv, MDB_RESERVE)))
+			goto abort;
+		walr_dead_raw_encode(&d, raw, raw_len, dv.mv_data);
+		if (!(redead & (1ULL << i))) {
+			recs[i].dead_batches++;
+			recs[i].dead_bytes += raw_len;
+		}
+	}
+	/* Out of the log: every cursor is past it now, none moved over a good
+	 * batch (a worker may hold those in memory, unacknowledged). */
+	unsigned char sk[8];
+	walr_seq_encode(s, sk);
+	MDB_val bk = { 8, sk };
+	if ((rc = mdb_del(txn, w->dbi_batches, &bk, NULL)))
+		goto abort;
+	if ((rc = recount_pending(txn, w, affected, rp)))
+		goto abort;
+	for (int i = 0; i < WAL_MAX_BACKENDS; i++) {
+		if (!(affected & (1ULL << i)))
+			continue;
+		if ((redead & (1ULL << i)) && (rc = recount_dead(txn, w, i, &recs[i])))
+			goto abort;
+		if ((rc = put_backend(txn, w, names[i], &recs[i])))
+			goto abort;
+	}
+	if ((rc = truncate_log(txn, w)))
+		goto abort;
+	rc = commit(w, txn);
+	if (rc == 0) {
+		*seq = s;
+		if (why && whylen)
+			snprintf(why, whylen, "%s", tmp);
+	}
+	goto out;
+abort:
+	mdb_txn_abort(txn);
+	if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL)
+		rc = WAL_EFULL;
+out:
+	free(raw);
+	leave(w);
+	return map_rc(rc);
 }
 
 /*---- verify ----*/
@@ -1755,6 +2221,7 @@ struct verify_backend {
 	char name[65];
 	struct walr_backend r;
 	struct wal_count pending; /* recounted from the log */
+	uint64_t corrupt;         /* records from its cursor on that do not decode */
 	struct wal_count dead;    /* recounted from the dead letters */
 };
 
@@ -1827,20 +2294,21 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 		}
 		uint64_t seq = walr_seq_decode(k.mv_data);
 		struct wal_batch hdr;
-		uint32_t off[WALR_NSTR];
-		uint16_t sl[WALR_NSTR];
-		size_t body_off;
+		char why[200];
 		if (seq >= next)
 			problem(p, "batch %" PRIu64 ": at or past next_seq %" PRIu64, seq, next);
-		if (walr_batch_decode(v.mv_data, v.mv_size, &hdr, off, sl, &body_off)) {
-			/* Say why when it is the time: the rest of the record may
-			 * be fine, and the operator needs to know which it is. */
-			if (v.mv_size >= WALR_BATCH_HDR && ((const unsigned char *)v.mv_data)[32] == 1 &&
-			    !walr_time_ok(hdr.accept_ns))
-				problem(p, "batch %" PRIu64 ": acceptance time %" PRId64 " ns is outside 1970..2200", seq,
-				        hdr.accept_ns);
-			else
-				problem(p, "batch %" PRIu64 ": record does not decode (%zu bytes)", seq, v.mv_size);
+		if (walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL, why, sizeof(why))) {
+			/* Named with why: every damaged batch, not only the first,
+			 * and what is wrong with it. */
+			st->corrupt_batches++;
+			/* Its counts cannot be known: the backends it stops cannot
+			 * have their counters checked (they are recounted when it is
+			 * quarantined). */
+			for (int id = 0; id < WAL_MAX_BACKENDS; id++)
+				if ((known & (1ULL << id)) && seq >= be[id].r.cursor)
+					be[id].corrupt++;
+			problem(p, "batch %" PRIu64 ": corrupt, %s (%zu bytes; relayd quarantines it into the dead-letter "
+			        "queue when it reaches it)", seq, why, v.mv_size);
 			continue;
 		}
 		if (hdr.route == 0)
@@ -1848,10 +2316,9 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 		if (hdr.route & ~known)
 			problem(p, "batch %" PRIu64 ": routed to unknown backend ids (mask %#" PRIx64 ")", seq,
 			        hdr.route & ~known);
-		if (hdr.body_len && ((const char *)v.mv_data)[body_off + hdr.body_len - 1] != '\n')
-			problem(p, "batch %" PRIu64 ": body does not end with a newline", seq);
 		if (hdr.precision > WALR_PRECISION_MAX)
-			problem(p, "batch %" PRIu64 ": precision code %u is not one of the format's", seq, hdr.precision);
+			problem(p, "batch %" PRIu64 ": precision code %u is not one of the format's (0 to %d; relayd "
+			        "dead-letters it when it gets there)", seq, hdr.precision, WALR_PRECISION_MAX);
 		for (int id = 0; id < WAL_MAX_BACKENDS; id++) {
 			if (!(hdr.route & known & (1ULL << id)) || seq < be[id].r.cursor)
 				continue;
@@ -1880,21 +2347,26 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 		struct walr_dead hd;
 		struct wal_batch hdr;
 		size_t ml, boff;
+		char why[300];
 		if (id >= WAL_MAX_BACKENDS || !(known & (1ULL << id))) {
 			problem(p, "dead letter %d/%" PRIu64 ": belongs to no known backend (id %d)", id, seq, id);
 			continue;
 		}
-		if (walr_dead_decode(v.mv_data, v.mv_size, &hd, &ml, &boff) ||
-		    walr_batch_decode((const char *)v.mv_data + boff, v.mv_size - boff, &hdr, NULL, NULL, NULL)) {
-			problem(p, "backend '%s': dead letter %" PRIu64 " does not decode (%zu bytes)", be[id].name, seq,
-			        v.mv_size);
-			continue;
-		}
-		if (hdr.precision > WALR_PRECISION_MAX)
+		int kind = dead_kind(&v, &hd, &ml, &boff, &hdr, why, sizeof(why));
+		if (kind)
+			st->corrupt_dead++;
+		else if (hdr.precision > WALR_PRECISION_MAX)
 			problem(p, "backend '%s': dead letter %" PRIu64 " has precision code %u, not one of the format's",
 			        be[id].name, seq, hdr.precision);
+		if (kind == 1)
+			problem(p, "backend '%s': dead letter %" PRIu64 " is a quarantined batch that did not decode (%s): "
+			        "its points are lost ('relayctl dlq show' shows its bytes, 'relayctl dlq drop' removes it)",
+			        be[id].name, seq, why);
+		else if (kind == 2)
+			problem(p, "backend '%s': dead letter %" PRIu64 " is corrupt: %s (%zu bytes; 'relayctl dlq drop' "
+			        "removes it)", be[id].name, seq, why, v.mv_size);
 		be[id].dead.batches++;
-		be[id].dead.bytes += hdr.body_len;
+		be[id].dead.bytes += dead_bytes_of(&v);
 	}
 	mdb_cursor_close(cur);
 	cur = NULL;
@@ -1907,8 +2379,8 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 		if (!(known & (1ULL << id)))
 			continue;
 		const struct verify_backend *b = &be[id];
-		if (b->r.pending_batches != b->pending.batches || b->r.pending_points != b->pending.points ||
-		    b->r.pending_bytes != b->pending.bytes)
+		if (!b->corrupt && (b->r.pending_batches != b->pending.batches || b->r.pending_points != b->pending.points ||
+		                    b->r.pending_bytes != b->pending.bytes))
 			problem(p,
 			        "backend '%s': counters say %" PRIu64 " batches, %" PRIu64 " points, %" PRIu64
 			        " bytes pending; the log holds %" PRIu64 ", %" PRIu64 ", %" PRIu64 " from its cursor %" PRIu64,

@@ -42,6 +42,8 @@
 #define WAL_ENOTQUEUE  (-20010) /* the directory holds no relayd queue (read-only or shared open) */
 #define WAL_ENOTFOUND  (-20011) /* no such batch (pending or dead) for this backend */
 #define WAL_ETOOBIG    (-20012) /* (per batch) a string or the body is larger than a record holds */
+#define WAL_EDAMAGED   (-20013) /* data.mdb itself is damaged (cut short, a meta page or a tree page
+                                 * scribbled, not an LMDB file): refused before LMDB maps it */
 
 /* The most a stored batch holds: each of its strings (db, rp, user,
  * password, org, token) and its body. A larger batch is refused by
@@ -110,6 +112,8 @@ struct wal_backend_stat {
 	int paused;                /* flags & WAL_BACKEND_PAUSED */
 	uint64_t dead_bytes;       /* body bytes of the dead letters */
 	int64_t created_ns;        /* when its queue was created */
+	uint64_t corrupt_seq;      /* a record that does not decode, met before the first good pending
+	                            * batch (it stops delivery until quarantined); 0 = none */
 };
 
 /* Global figures. */
@@ -136,14 +140,26 @@ struct wal_stat {
  * directory, the data file, the format record or a DBI: a queue that
  * is missing or half-initialised is WAL_ENOTQUEUE or WAL_ECORRUPT, never
  * initialised behind relayd's back.
+ * Before LMDB maps data.mdb, the file is checked with pread alone
+ * (wal_file.h): LMDB's two meta pages, the file's size against the pages
+ * they say are in use (a file cut short is SIGBUS for LMDB), and every
+ * tree page LMDB could follow; a damaged file is WAL_EDAMAGED, an LMDB
+ * file of another data version WAL_EVERSION (wal_open_why says why). An
+ * empty data.mdb is a new queue for relayd's open, WAL_ENOTQUEUE for the
+ * others.
  * The format version is checked before anything else is read or written.
  * On success *out is a handle to release with wal_close; on failure *out is
  * NULL and nothing needs releasing. Errors: -errno (e.g. -ENOENT for a
  * missing directory with WAL_F_RDONLY or WAL_F_SHARED), WAL_ELOCKED,
- * WAL_EVERSION, WAL_ENOTQUEUE, WAL_ECORRUPT, WAL_EINVAL (both flags),
- * LMDB codes.
+ * WAL_EDAMAGED, WAL_EVERSION, WAL_ENOTQUEUE, WAL_ECORRUPT, WAL_EINVAL (both
+ * flags), LMDB codes.
  */
 int wal_open(const char *dir, const struct wal_options *opt, struct wal **out);
+
+/* wal_open, and when it fails with WAL_EDAMAGED or WAL_EVERSION, what is
+ * wrong with data.mdb in words (no file name) in why[0..whylen); "" for
+ * any other result. */
+int wal_open_why(const char *dir, const struct wal_options *opt, struct wal **out, char *why, size_t whylen);
 
 /* Close the environment and release the lock. No call may be in progress. */
 void wal_close(struct wal *w);
@@ -191,9 +207,47 @@ int wal_append(struct wal *w, struct wal_batch *b, size_t n, int64_t now_ns);
  * when from_seq is older (a worker's in-memory position after a purge).
  * The read transaction ends before this returns. *count gets the number
  * read into out[0..]; release each with wal_batch_release.
+ * A record that does not decode (see wal_quarantine) ends the read: the
+ * good batches before it are returned (0); when it is the very first
+ * record the read would return, the result is WAL_ECORRUPT with *count
+ * 0. A record that does not decode is taken as routed to every backend
+ * (its route cannot be trusted): it stops each backend whose cursor has
+ * not passed it, until each has quarantined it.
  */
 int wal_read(struct wal *w, int id, uint64_t from_seq, size_t max, size_t max_bytes, struct wal_batch *out,
              size_t *count);
+
+/*
+ * Quarantine the record that stops wal_read. In ONE durable write
+ * transaction: find the first record at or after max(from, cursor) of
+ * backend id that wal_read would return or stop at. If it decodes (or
+ * nothing is pending), nothing changes: WAL_ENOTFOUND (read again). If
+ * it does not decode: its raw bytes go to the dead-letter queue, marked
+ * corrupt (wal_dead.corrupt, msg = why, status 0, attempts 0, dead_ns
+ * the current time), of id and of every other backend whose cursor had
+ * not passed it (its route cannot be trusted, so it was pending for each
+ * of them as far as anyone can tell); the record is deleted from the log,
+ * so that every cursor is past it without moving over any good batch
+ * (batches between the cursor and it, in a worker's hands, stay
+ * pending); those backends' pending counters are recounted from the log
+ * (its own counts cannot be trusted: this reads their whole backlog) and
+ * their dead counters count it (1 batch, its raw size in bytes). *seq
+ * gets its sequence, why[0..whylen) (may be NULL) what is wrong.
+ * Returns 0; WAL_ENOTFOUND; WAL_ENOBACKEND, WAL_EINVAL (read-only
+ * handle), WAL_EFULL, LMDB codes. A worker that got WAL_ECORRUPT from
+ * wal_read calls this with the from_seq it read from, then reads again
+ * (also after WAL_ENOTFOUND: another backend's worker quarantined it).
+ */
+int wal_quarantine(struct wal *w, int id, uint64_t from, uint64_t *seq, char *why, size_t whylen);
+
+/*
+ * The read-only twin of wal_quarantine, for views: the sequence (*seq)
+ * and the reason (why) of the record at or after max(from, cursor) of
+ * backend id at which wal_read would stop. Returns 0; WAL_ENOTFOUND when
+ * that record decodes (or nothing is pending); WAL_ENOBACKEND, LMDB
+ * codes. One short read transaction.
+ */
+int wal_find_corrupt(struct wal *w, int id, uint64_t from, uint64_t *seq, char *why, size_t whylen);
 
 /* Free what wal_read allocated for b. */
 void wal_batch_release(struct wal_batch *b);
@@ -265,6 +319,7 @@ struct wal_count {
 	uint64_t batches;
 	uint64_t points;
 	uint64_t bytes;
+	uint64_t corrupt; /* records that did not decode, removed all the same (not in the three above) */
 };
 
 /*
@@ -281,7 +336,8 @@ int wal_backend_set_paused(struct wal *w, int id, int paused);
  * cursor moves to the end of the log, its pending counters become 0 (they
  * are not counted as delivered), and batches no backend needs any more are
  * deleted (the rule of wal_ack). *dropped (may be NULL) gets what was
- * dropped, recounted from the log. A replay worker delivering meanwhile is
+ * dropped, recounted from the log; a record that does not decode is
+ * dropped all the same (counted in dropped->corrupt). A replay worker delivering meanwhile is
  * safe: its later wal_ack, wal_dead_letter and wal_read of those batches
  * are no-ops or start past the cursor.
  * Errors: WAL_ENOBACKEND, WAL_EINVAL (read-only), WAL_EFULL, LMDB codes.
@@ -314,7 +370,10 @@ struct wal_dead {
 	int status;             /* the backend's HTTP status (or a negative transport failure) */
 	uint32_t attempts;
 	int64_t dead_ns;        /* when it was dead-lettered */
-	const char *msg;        /* the backend's message, NUL-terminated */
+	const char *msg;        /* the backend's message, NUL-terminated; for a corrupt one, what is wrong */
+	int corrupt;            /* 1: not a batch relayd can send. Either a record wal_quarantine moved
+	                         * here (its raw bytes are batch.body when read with bodies), or a dead
+	                         * letter that itself does not decode; its strings are "", lines 0 */
 };
 
 /*
@@ -322,8 +381,9 @@ struct wal_dead {
  * in sequence order. max_bytes == 0: without bodies; otherwise with them,
  * stopping once max_bytes of body bytes were copied (at least one is
  * returned when any is there). *count gets the number read into out[0..];
- * release each with wal_dead_release. One short read transaction.
- * Errors: WAL_ENOBACKEND, WAL_ECORRUPT, -ENOMEM, LMDB codes.
+ * release each with wal_dead_release. One short read transaction. A dead
+ * letter that does not decode is listed with corrupt set, never an error.
+ * Errors: WAL_ENOBACKEND, -ENOMEM, LMDB codes.
  */
 int wal_dead_list(struct wal *w, int id, uint64_t from_seq, size_t max, size_t max_bytes, struct wal_dead *out,
                   size_t *count);
@@ -339,7 +399,7 @@ void wal_dead_release(struct wal_dead *d);
  * Delete dead letters of backend id, in one durable commit: the n
  * sequences in seqs, or with seqs == NULL the first n of them (n == 0:
  * all). The backend's dead counters drop. *done (may be NULL) gets what
- * was deleted. When a named sequence is not in the dead-letter queue
+ * was deleted (a corrupt one in done->corrupt: it is always deleted). When a named sequence is not in the dead-letter queue
  * nothing is deleted: WAL_ENOTFOUND, and *missing (may be NULL) gets it.
  * Errors: WAL_ENOTFOUND, WAL_ENOBACKEND, WAL_EINVAL (read-only), LMDB codes.
  */
@@ -355,7 +415,10 @@ int wal_dead_drop(struct wal *w, int id, const uint64_t *seqs, size_t n, struct 
  * strings and body unchanged; the pending counters grow, the dead record
  * is deleted and the dead counters drop. The backends' limits are not
  * applied (the operator asked for it). *done and *missing as for
- * wal_dead_drop. Errors: WAL_ENOTFOUND, WAL_ENOBACKEND, WAL_EINVAL,
+ * wal_dead_drop. A corrupt dead letter cannot be requeued: without seqs
+ * it is left where it is; named, the call is WAL_ECORRUPT (*missing
+ * gets it) and nothing is requeued.
+ * Errors: WAL_ENOTFOUND, WAL_ECORRUPT, WAL_ENOBACKEND, WAL_EINVAL,
  * WAL_EFULL (nothing requeued), LMDB codes.
  */
 int wal_dead_requeue(struct wal *w, int id, const uint64_t *seqs, size_t n, int64_t now_ns,
@@ -366,17 +429,21 @@ struct wal_verify_stat {
 	uint64_t batches;
 	uint64_t backends;
 	uint64_t dead;
+	uint64_t corrupt_batches; /* batch records that do not decode */
+	uint64_t corrupt_dead;    /* dead letters that are corrupt (quarantined, or not decoding) */
 };
 
 /*
  * Walk the whole store and check it: the format record and next_seq;
- * every batch decodes, has a non-empty route naming known backends, a
- * sequence below next_seq, a known precision code and a body ending in
- * '\n'; every backend record
+ * every batch decodes (every field as walr_batch_decode checks it: each
+ * batch that does not is named with its sequence and why), has a
+ * non-empty route naming known backends and a sequence below next_seq;
+ * every backend record
  * decodes, ids are unique, every cursor is within [1, next_seq]; every
  * backend's pending counters equal a recount of the log from its cursor;
  * every dead letter decodes, belongs to a known backend, and the dead
- * counters equal a recount. Each problem is described in one line of text
+ * counters equal a recount. A quarantined record in a dead-letter queue
+ * is reported too (a batch was lost to damage there). Each problem is described in one line of text
  * handed to problem(arg, text) (text valid during the call only) AFTER
  * the read transaction ended; at most 1000 are described, all are
  * counted. The walk uses ONE read transaction (the counts must come from

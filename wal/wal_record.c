@@ -5,6 +5,8 @@
  */
 #include "wal/wal_record.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 _Static_assert(WALR_BATCH_HDR == 8 + 8 + 8 + 4 + 4 + 4 + 12, "batch header layout");
@@ -134,7 +136,7 @@ void walr_batch_encode(const struct wal_batch *b, unsigned char *out)
 	walr_put_u64(out + 16, 0);
 	walr_put_u32(out + 24, b->lines);
 	walr_put_u32(out + 28, (uint32_t)b->body_len);
-	out[32] = 1; /* record version, for in-place evolution */
+	out[32] = WALR_BATCH_VERSION; /* record version, for in-place evolution */
 	out[33] = b->precision;
 	out[34] = out[35] = 0;
 	unsigned char *p = out + WALR_BATCH_HDR;
@@ -149,19 +151,60 @@ void walr_batch_encode(const struct wal_batch *b, unsigned char *out)
 		memcpy(p, b->body, b->body_len);
 }
 
-int walr_batch_decode(const void *p, size_t len, struct wal_batch *b,
-                      uint32_t str_off[WALR_NSTR], uint16_t str_len[WALR_NSTR], size_t *body_off)
+/* The number of '\n' in p[0..len). */
+static size_t count_newlines(const unsigned char *p, size_t len)
+{
+	size_t n = 0;
+	const unsigned char *e = p + len;
+	while (p < e) {
+		const unsigned char *nl = memchr(p, '\n', (size_t)(e - p));
+		if (!nl)
+			break;
+		n++;
+		p = nl + 1;
+	}
+	return n;
+}
+
+#define WHY(...) ((why && whylen) ? (void)snprintf(why, whylen, __VA_ARGS__) : (void)0)
+
+/*
+ * Every field is checked against what the format and the record's own
+ * bytes allow before anything is trusted: a length never reaches past
+ * the record, and a count never exceeds what the body holds (a `lines`
+ * of 0xffffffff once made a reader size an allocation from it).
+ */
+int walr_batch_decode(const void *p, size_t len, struct wal_batch *b, uint32_t str_off[WALR_NSTR],
+                      uint16_t str_len[WALR_NSTR], size_t *body_off, char *why, size_t whylen)
 {
 	const unsigned char *c = p;
-	if (len < WALR_BATCH_HDR || c[32] != 1)
+	if (why && whylen)
+		why[0] = '\0';
+	if (len < WALR_BATCH_HDR) {
+		WHY("record of %zu bytes is shorter than its %d-byte header", len, WALR_BATCH_HDR);
 		return WAL_ECORRUPT;
+	}
 	b->route = walr_get_u64(c);
 	b->accept_ns = (int64_t)walr_get_u64(c + 8);
 	b->lines = walr_get_u32(c + 24);
 	b->body_len = walr_get_u32(c + 28);
 	b->precision = c[33];
-	if (!walr_time_ok(b->accept_ns))
+	if (c[32] != WALR_BATCH_VERSION) {
+		WHY("record version %u (this binary reads %d)", c[32], WALR_BATCH_VERSION);
 		return WAL_ECORRUPT;
+	}
+	if (walr_get_u64(c + 16) != 0 || c[34] != 0 || c[35] != 0) {
+		WHY("reserved header bytes are not zero");
+		return WAL_ECORRUPT;
+	}
+	/* The precision code is not checked here: a batch whose code is not
+	 * one of the format's is otherwise whole, and the delivery side
+	 * dead-letters it with its strings and body intact (backend_api
+	 * refuses to build a request for it); verify and relayctl name it. */
+	if (!walr_time_ok(b->accept_ns)) {
+		WHY("acceptance time %" PRId64 " ns is outside 1970..2200", b->accept_ns);
+		return WAL_ECORRUPT;
+	}
 	size_t off = WALR_BATCH_HDR;
 	for (int i = 0; i < WALR_NSTR; i++) {
 		uint16_t l = walr_get_u16(c + 36 + 2 * i);
@@ -171,8 +214,23 @@ int walr_batch_decode(const void *p, size_t len, struct wal_batch *b,
 		}
 		off += l;
 	}
-	if (off + b->body_len != len)
+	/* off is at most 48 + 6 * 65535 and body_len below 2^32: no overflow. */
+	if (off + b->body_len != len) {
+		WHY("string and body lengths add up to %zu bytes, the record holds %zu", off + b->body_len, len);
 		return WAL_ECORRUPT;
+	}
+	const unsigned char *body = c + off;
+	if (b->body_len && body[b->body_len - 1] != '\n') {
+		WHY("body does not end with a newline");
+		return WAL_ECORRUPT;
+	}
+	/* A line may hold a newline inside a quoted string field, so a batch
+	 * has at most as many points as its body has newlines. */
+	size_t nl = count_newlines(body, b->body_len);
+	if (b->lines > nl) {
+		WHY("header says %" PRIu32 " points, the body holds %zu lines", b->lines, nl);
+		return WAL_ECORRUPT;
+	}
 	if (body_off)
 		*body_off = off;
 	return 0;
@@ -211,19 +269,53 @@ void walr_dead_encode(const struct walr_dead *d, const struct wal_batch *b, unsi
 	walr_batch_encode(b, out + WALR_DEAD_HDR + ml);
 }
 
-int walr_dead_decode(const void *p, size_t len, struct walr_dead *d, size_t *msg_len, size_t *batch_off)
+size_t walr_dead_raw_size(const struct walr_dead *d, size_t raw_len)
+{
+	return WALR_DEAD_HDR + dead_msg_len(d) + raw_len;
+}
+
+void walr_dead_raw_encode(const struct walr_dead *d, const void *raw, size_t raw_len, unsigned char *out)
+{
+	size_t ml = dead_msg_len(d);
+	walr_put_u32(out, (uint32_t)d->status);
+	walr_put_u32(out + 4, d->attempts);
+	walr_put_u64(out + 8, (uint64_t)d->dead_ns);
+	walr_put_u16(out + 16, (uint16_t)ml);
+	memset(out + 18, 0, 6);
+	out[18] = WALR_DEAD_RAW;
+	memcpy(out + WALR_DEAD_HDR, d->msg, ml);
+	if (raw_len)
+		memcpy(out + WALR_DEAD_HDR + ml, raw, raw_len);
+}
+
+int walr_dead_decode(const void *p, size_t len, struct walr_dead *d, size_t *msg_len, size_t *batch_off, char *why,
+                     size_t whylen)
 {
 	const unsigned char *c = p;
-	if (len < WALR_DEAD_HDR)
+	if (why && whylen)
+		why[0] = '\0';
+	if (len < WALR_DEAD_HDR) {
+		WHY("dead-letter record of %zu bytes is shorter than its %d-byte header", len, WALR_DEAD_HDR);
 		return WAL_ECORRUPT;
+	}
 	d->status = (int32_t)walr_get_u32(c);
 	d->attempts = walr_get_u32(c + 4);
 	d->dead_ns = (int64_t)walr_get_u64(c + 8);
-	if (!walr_time_ok(d->dead_ns))
+	d->flags = c[18];
+	d->msg = NULL;
+	if (!walr_time_ok(d->dead_ns)) {
+		WHY("dead-letter time %" PRId64 " ns is outside 1970..2200", d->dead_ns);
 		return WAL_ECORRUPT;
+	}
+	if ((d->flags & ~WALR_DEAD_RAW) || c[19] || c[20] || c[21] || c[22] || c[23]) {
+		WHY("reserved dead-letter header bytes are not zero");
+		return WAL_ECORRUPT;
+	}
 	size_t ml = walr_get_u16(c + 16);
-	if (WALR_DEAD_HDR + ml > len)
+	if (WALR_DEAD_HDR + ml > len) {
+		WHY("message of %zu bytes does not fit in a record of %zu", ml, len);
 		return WAL_ECORRUPT;
+	}
 	d->msg = (const char *)c + WALR_DEAD_HDR;
 	*msg_len = ml;
 	*batch_off = WALR_DEAD_HDR + ml;

@@ -44,31 +44,55 @@ int walr_time_ok(int64_t ns);
 size_t walr_batch_size(const struct wal_batch *b);
 /* Encode b into out (walr_batch_size(b) bytes). */
 void walr_batch_encode(const struct wal_batch *b, unsigned char *out);
+/* The record version of a batch record (header byte 32). */
+#define WALR_BATCH_VERSION 1
 /*
- * Decode the header of p[0..len) into b: route, accept_ns, lines,
- * precision, body_len; with strings != NULL also the string offsets into
- * p (strings[i] = offset, lens[i] = length) and *body_off. Returns 0 or
- * WAL_ECORRUPT when sizes disagree or accept_ns is not a time a record may
- * hold (walr_time_ok); b's fields may then be partly set.
+ * Decode and check the batch record p[0..len) into b: route, accept_ns,
+ * lines, precision, body_len; with str_off != NULL also the string
+ * offsets into p (str_off[i] = offset, str_len[i] = length) and
+ * *body_off. Nothing outside p[0..len) is ever read. Every field is
+ * checked against what the format and the record allow: the length
+ * (at least the header, and exactly the header, strings and body), the
+ * record version, the reserved bytes (zero), accept_ns (walr_time_ok), a
+ * body ending in '\n' when not empty, and
+ * `lines` at most the body's number of '\n' (a line may hold a quoted
+ * newline, never fewer newlines than points). Not the precision code: a
+ * batch with a code above WALR_PRECISION_MAX is whole otherwise, and the
+ * delivery side dead-letters it with a reason (its body kept).
+ * Returns 0, or WAL_ECORRUPT with why[0..whylen) (may be NULL) saying
+ * in words what is wrong; b's fields may then be partly set and must
+ * not be trusted.
  */
-int walr_batch_decode(const void *p, size_t len, struct wal_batch *b,
-                      uint32_t str_off[WALR_NSTR], uint16_t str_len[WALR_NSTR], size_t *body_off);
+int walr_batch_decode(const void *p, size_t len, struct wal_batch *b, uint32_t str_off[WALR_NSTR],
+                      uint16_t str_len[WALR_NSTR], size_t *body_off, char *why, size_t whylen);
 
 /* dead DBI value: a 24-byte header, the backend's message, then a batch
  * record exactly as in the batches DBI. */
 #define WALR_DEAD_HDR 24
+/* dead header byte 18: flags. WALR_DEAD_RAW: what follows the message is
+ * the raw bytes of a batch record that could not be decoded (moved there
+ * by wal_quarantine), not a batch record; msg says what was wrong. */
+#define WALR_DEAD_RAW 0x01
 struct walr_dead {
-	int32_t status;    /* HTTP status, or a negative transport failure */
+	int32_t status;    /* HTTP status, or a negative transport failure; 0 for a quarantined record */
 	uint32_t attempts;
 	int64_t dead_ns;
-	const char *msg;   /* NUL-terminated; at most 65535 bytes kept */
+	const char *msg;   /* on encode NUL-terminated, at most 65535 bytes kept; on decode msg_len bytes */
+	uint8_t flags;     /* out of decode: WALR_DEAD_* */
 };
 size_t walr_dead_size(const struct walr_dead *d, const struct wal_batch *b);
 void walr_dead_encode(const struct walr_dead *d, const struct wal_batch *b, unsigned char *out);
+/* A dead-letter record holding the raw bytes raw[0..raw_len) of a record
+ * that does not decode (flag WALR_DEAD_RAW): its size, and its encoding. */
+size_t walr_dead_raw_size(const struct walr_dead *d, size_t raw_len);
+void walr_dead_raw_encode(const struct walr_dead *d, const void *raw, size_t raw_len, unsigned char *out);
 /* Decode the header; d->msg and *msg_len point into p, *batch_off is where the
- * batch record starts. Returns 0 or WAL_ECORRUPT (too short, or dead_ns not
- * a time a record may hold). */
-int walr_dead_decode(const void *p, size_t len, struct walr_dead *d, size_t *msg_len, size_t *batch_off);
+ * batch record (or, with WALR_DEAD_RAW in d->flags, the raw bytes) starts.
+ * Returns 0 or WAL_ECORRUPT with why (too short, dead_ns not a time a
+ * record may hold, unknown flags or reserved bytes, a message longer than
+ * the record). */
+int walr_dead_decode(const void *p, size_t len, struct walr_dead *d, size_t *msg_len, size_t *batch_off, char *why,
+                     size_t whylen);
 
 /* backends DBI value, keyed by name. */
 #define WALR_BACKEND_SIZE 96

@@ -727,7 +727,8 @@ class RelayctlTest(unittest.TestCase):
         c2 = damaged_copy("copy2", "batches", truncated)
         doc = self.ctl_json(c2, "verify", rc=1)
         self.assertFalse(doc["ok"])
-        self.assertTrue(any("batch 3: record does not decode" in p for p in doc["problems"]), doc)
+        self.assertTrue(any("batch 3: corrupt, string and body lengths add up to" in p for p in doc["problems"]),
+                        doc)
         # the original is untouched and healthy
         self.assertIn("ok:", self.ctl(r, "verify").stdout)
 
@@ -919,6 +920,10 @@ class RelayctlTest(unittest.TestCase):
         program); verify names the time."""
         r = self.relayd([backend("b1", down_url())])
         self.write_batches(r, 3)
+        # Paused: relayd then never reads the queue, so the damaged record
+        # stays where it is (a worker would quarantine it) for the next
+        # round of this test.
+        self.ctl(r, "pause", "b1")
         r.stop()
         good = mdb_dump(r.data_dir, "batches")
         for t in (-2 ** 63, 2 ** 63 - 1, -1):
@@ -928,11 +933,11 @@ class RelayctlTest(unittest.TestCase):
             entries[key] = batch_record(**rec)
             mdb_load(r.data_dir, "batches", entries)
             cp = self.ctl(r, "verify", rc=1)
-            self.assertIn("damaged: batch 1: acceptance time %d ns is outside 1970..2200" % t, cp.stdout)
+            self.assertIn("damaged: batch 1: corrupt, acceptance time %d ns is outside 1970..2200" % t, cp.stdout)
             for args in (("status",), ("status", "--json"), ("peek", "b1"), ("dump", "b1"),
-                         ("export", "b1", os.path.join(self.tmp, "x"))):
+                         ("export", "b1", os.path.join(self.tmp, "x" + str(t).replace("-", "m")))):
                 cp = self.ctl(r, *args, rc=1)
-                self.assertIn("queue record is corrupt", cp.stderr)
+                self.assertRegex(cp.stderr, r"batch 1 (of backend 'b1' is corrupt|not exported: corrupt)")
             # status still shows every queue, the damaged one as such
             self.assertRegex(self.ctl(r, "status", rc=1).stdout, r"\nb1 +damaged ")
             doc = json.loads(self.ctl(r, "status", "--json", rc=1).stdout)

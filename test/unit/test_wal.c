@@ -12,6 +12,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <lmdb.h>
 #include <pthread.h>
@@ -1257,12 +1258,12 @@ static void test_verify(void **state)
 	memset(&s, 0, sizeof(s));
 	int rc = wal_verify(f->w, note_problem, &s, &vs);
 	assert_int_equal(rc, s.n);
-	assert_non_null(strstr(s.text, "batch 5: record does not decode"));
+	assert_non_null(strstr(s.text, "batch 5: corrupt, record of 7 bytes is shorter than its 48-byte header"));
 	assert_non_null(strstr(s.text, "batch 3: empty route"));
-	assert_non_null(strstr(s.text, "batch 4: precision code 9"));
+	assert_non_null(strstr(s.text, "batch 4: precision code 9 is not one of the format's"));
 	assert_non_null(strstr(s.text, "backend 'b': cursor 99 is outside the log"));
 	assert_non_null(strstr(s.text, "backend 'b': counters say 7 batches"));
-	assert_non_null(strstr(s.text, "dead letter 4 does not decode"));
+	assert_non_null(strstr(s.text, "dead letter 4 is corrupt: the dead-letter record does not decode"));
 	assert_non_null(strstr(s.text, "backend 'a': counters say 3 dead letters"));
 	assert_true(rc >= 6);
 }
@@ -1281,7 +1282,7 @@ static void test_record_roundtrip(void **state)
 	uint32_t off[WALR_NSTR];
 	uint16_t ln[WALR_NSTR];
 	size_t body_off;
-	assert_int_equal(walr_batch_decode(buf, n, &d, off, ln, &body_off), 0);
+	assert_int_equal(walr_batch_decode(buf, n, &d, off, ln, &body_off, NULL, 0), 0);
 	assert_int_equal(d.route, b.route);
 	assert_int_equal(d.accept_ns, 5);
 	assert_int_equal(d.precision, 3);
@@ -1290,10 +1291,10 @@ static void test_record_roundtrip(void **state)
 	assert_memory_equal(buf + off[5], "tok", 3);
 	assert_memory_equal(buf + body_off, "a b=1 2\n", 8);
 	/* a truncated or inflated record is corrupt, never read past */
-	assert_int_equal(walr_batch_decode(buf, n - 1, &d, off, ln, &body_off), WAL_ECORRUPT);
-	assert_int_equal(walr_batch_decode(buf, 10, &d, NULL, NULL, NULL), WAL_ECORRUPT);
+	assert_int_equal(walr_batch_decode(buf, n - 1, &d, off, ln, &body_off, NULL, 0), WAL_ECORRUPT);
+	assert_int_equal(walr_batch_decode(buf, 10, &d, NULL, NULL, NULL, NULL, 0), WAL_ECORRUPT);
 	buf[32] = 9;
-	assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL), WAL_ECORRUPT);
+	assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL, NULL, 0), WAL_ECORRUPT);
 	free(buf);
 	assert_int_equal(walr_seq_decode((const unsigned char[]){ 0, 0, 0, 0, 0, 0, 1, 2 }), 258);
 }
@@ -1319,19 +1320,19 @@ static void test_record_time_bounds(void **state)
 		unsigned char *buf = malloc(n);
 		walr_batch_encode(&b, buf);
 		memset(&d, 0, sizeof(d));
-		assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL), cases[i].ok ? 0 : WAL_ECORRUPT);
+		assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL, NULL, 0), cases[i].ok ? 0 : WAL_ECORRUPT);
 		if (cases[i].ok)
 			assert_int_equal(d.accept_ns, cases[i].t);
 		free(buf);
 
 		/* a dead letter: its own time, and the batch's inside it */
-		struct walr_dead dd = { 400, 1, cases[i].t, "bad" }, dg;
+		struct walr_dead dd = { 400, 1, cases[i].t, "bad", 0 }, dg;
 		struct wal_batch inner = mk("a b=1 2\n", 1, 5);
 		n = walr_dead_size(&dd, &inner);
 		buf = malloc(n);
 		walr_dead_encode(&dd, &inner, buf);
 		size_t ml, boff;
-		assert_int_equal(walr_dead_decode(buf, n, &dg, &ml, &boff), cases[i].ok ? 0 : WAL_ECORRUPT);
+		assert_int_equal(walr_dead_decode(buf, n, &dg, &ml, &boff, NULL, 0), cases[i].ok ? 0 : WAL_ECORRUPT);
 		free(buf);
 	}
 }
@@ -1370,10 +1371,15 @@ static void test_stored_time_out_of_range(void **state)
 		open_default(f, 0);
 		assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
 		assert_int_equal(wal_backend_set_limits(f->w, a, 0, 1000), 0);
+		/* The age limit passes over the damaged record (one record must
+		 * not stop every append): the new batch is stored. */
 		struct wal_batch b2 = mk("x v=2 2\n", 1, 6000);
-		assert_int_equal(wal_append(f->w, &b2, 1, 6000), WAL_ECORRUPT);
+		assert_int_equal(wal_append(f->w, &b2, 1, 6000), 0);
+		assert_int_equal(b2.result, 0);
 		struct wal_backend_stat st;
-		assert_int_equal(wal_backend_stat(f->w, "a", &st), WAL_ECORRUPT);
+		assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+		assert_int_equal(st.corrupt_seq, b1.seq);
+		assert_int_equal(st.oldest_accept_ns, 6000);
 		struct wal_batch out[2];
 		size_t got = 9;
 		assert_int_equal(wal_read(f->w, a, 0, 2, SIZE_MAX, out, &got), WAL_ECORRUPT);
@@ -1384,7 +1390,7 @@ static void test_stored_time_out_of_range(void **state)
 		struct seen s = { 0, "" };
 		assert_true(wal_verify(f->w, note_problem, &s, &vs) > 0);
 		char want[160];
-		snprintf(want, sizeof(want), "batch %" PRIu64 ": acceptance time %" PRId64 " ns is outside", b1.seq,
+		snprintf(want, sizeof(want), "batch %" PRIu64 ": corrupt, acceptance time %" PRId64 " ns is outside", b1.seq,
 		         bad[i]);
 		assert_non_null(strstr(s.text, want));
 		wal_close(f->w);
@@ -1400,6 +1406,409 @@ static void test_stored_time_out_of_range(void **state)
 	assert_int_equal(b3.result, WAL_EAGE);
 }
 
+
+/* Store raw bytes as batch seq's record. */
+static void set_stored_raw(struct fx *f, uint64_t seq, const void *rec, size_t len)
+{
+	unsigned char k[8];
+	walr_seq_encode(seq, k);
+	raw_edit(f->dir, "batches", k, 8, rec, len);
+}
+
+/* Issue 11: every field of a batch record is checked against what the
+ * format and the record's own body allow, with a reason, and nothing
+ * outside the record is ever read. */
+static void test_record_checks(void **state)
+{
+	(void)state;
+	struct wal_batch b = mk("m f=1 1\nm f=\"a\nb\" 2\n", 1, 5); /* 2 points, 3 newlines: a quoted one */
+	b.lines = 2;
+	size_t n = walr_batch_size(&b);
+	unsigned char *good = malloc(n), *buf = malloc(n);
+	walr_batch_encode(&b, good);
+	struct wal_batch d;
+	char why[200];
+	assert_int_equal(walr_batch_decode(good, n, &d, NULL, NULL, NULL, why, sizeof(why)), 0);
+	assert_string_equal(why, "");
+	/* a precision code outside the format decodes (the delivery side
+	 * dead-letters such a batch with its body; verify names it) */
+	memcpy(buf, good, n);
+	buf[33] = 9;
+	assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL, why, sizeof(why)), 0);
+	assert_int_equal(d.precision, 9);
+	static const struct {
+		size_t at;
+		uint8_t byte;
+		const char *why;
+	} cases[] = {
+		{ 32, 2, "record version 2 (this binary reads 1)" },
+		{ 16, 1, "reserved header bytes are not zero" },
+		{ 35, 1, "reserved header bytes are not zero" },
+		{ 24, 4, "header says 4 points, the body holds 3 lines" },
+		{ 28, 0xff, "string and body lengths add up to" },
+		{ 36, 0xff, "string and body lengths add up to" },
+		{ 15, 0x80, "acceptance time" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memcpy(buf, good, n);
+		buf[cases[i].at] = cases[i].byte;
+		assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL, why, sizeof(why)), WAL_ECORRUPT);
+		assert_non_null(strstr(why, cases[i].why));
+	}
+	/* lines = 0xffffffff: never trusted as a size */
+	memcpy(buf, good, n);
+	walr_put_u32(buf + 24, UINT32_MAX);
+	assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL, why, sizeof(why)), WAL_ECORRUPT);
+	assert_string_equal(why, "header says 4294967295 points, the body holds 3 lines");
+	/* a body without its last newline */
+	memcpy(buf, good, n);
+	buf[n - 1] = 'x';
+	assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL, why, sizeof(why)), WAL_ECORRUPT);
+	assert_string_equal(why, "body does not end with a newline");
+	/* every length short of the whole record, from a buffer of exactly
+	 * that length (ASan would see a read past it) */
+	for (size_t len = 0; len < n; len++) {
+		unsigned char *exact = malloc(len ? len : 1);
+		memcpy(exact, good, len);
+		assert_int_equal(walr_batch_decode(exact, len, &d, NULL, NULL, NULL, why, sizeof(why)), WAL_ECORRUPT);
+		assert_true(why[0] != '\0');
+		free(exact);
+	}
+	/* a dead-letter header with unknown flags, or a message past its end */
+	struct walr_dead dd = { 400, 1, 5, "msg", 0 }, dg;
+	size_t dn = walr_dead_size(&dd, &b), ml, boff;
+	unsigned char *db = malloc(dn);
+	walr_dead_encode(&dd, &b, db);
+	assert_int_equal(walr_dead_decode(db, dn, &dg, &ml, &boff, why, sizeof(why)), 0);
+	db[18] = 0x80;
+	assert_int_equal(walr_dead_decode(db, dn, &dg, &ml, &boff, why, sizeof(why)), WAL_ECORRUPT);
+	db[18] = 0;
+	walr_put_u16(db + 16, 60000);
+	assert_int_equal(walr_dead_decode(db, dn, &dg, &ml, &boff, why, sizeof(why)), WAL_ECORRUPT);
+	assert_non_null(strstr(why, "message of 60000 bytes"));
+	free(db);
+	free(buf);
+	free(good);
+}
+
+/* A record of batch seq of route mask `route` with `lines` points stored
+ * in place of the original (a corrupt header, the body unchanged). */
+static void corrupt_lines(struct fx *f, uint64_t seq, const char *body, uint64_t route, uint32_t lines)
+{
+	struct wal_batch b = mk(body, route, 5000);
+	size_t n = walr_batch_size(&b);
+	unsigned char *buf = malloc(n);
+	walr_batch_encode(&b, buf);
+	walr_put_u32(buf + 24, lines);
+	set_stored_raw(f, seq, buf, n);
+	free(buf);
+}
+
+/* Issue 11: one corrupt record never stops a queue. wal_read returns the
+ * good batches before it, then WAL_ECORRUPT; wal_quarantine moves its
+ * raw bytes to the dead-letter queue of every backend that had not
+ * passed it, marked corrupt, and takes it out of the log without moving
+ * any cursor over a good batch. */
+static void test_quarantine(void **state)
+{
+	struct fx *f = *state;
+	int a, b;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", &b), 0);
+	const char *bodies[5] = { "m v=1 1\n", "m v=2 2\n", "m v=3 3\n", "m v=4 4\n", "m v=5 5\n" };
+	for (int i = 0; i < 5; i++) {
+		struct wal_batch x = mk(bodies[i], (1ULL << a) | (1ULL << b), 5000);
+		assert_int_equal(wal_append(f->w, &x, 1, 5000), 0);
+	}
+	wal_close(f->w);
+	f->w = NULL;
+	corrupt_lines(f, 3, bodies[2], (1ULL << a) | (1ULL << b), UINT32_MAX);
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", &b), 0);
+
+	struct wal_batch out[8];
+	size_t got;
+	/* the good batches before it, rc 0; then WAL_ECORRUPT, alone */
+	assert_int_equal(wal_read(f->w, a, 0, 8, SIZE_MAX, out, &got), 0);
+	assert_int_equal(got, 2);
+	assert_int_equal(out[1].seq, 2);
+	for (size_t i = 0; i < got; i++)
+		wal_batch_release(&out[i]);
+	assert_int_equal(wal_read(f->w, a, 3, 8, SIZE_MAX, out, &got), WAL_ECORRUPT);
+	assert_int_equal(got, 0);
+	uint64_t seq = 0;
+	char why[200];
+	/* from 0 (the cursor) the first record read is batch 1, which decodes:
+	 * nothing to find there, nothing to quarantine */
+	assert_int_equal(wal_find_corrupt(f->w, a, 0, &seq, why, sizeof(why)), WAL_ENOTFOUND);
+	assert_int_equal(wal_quarantine(f->w, a, 1, &seq, why, sizeof(why)), WAL_ENOTFOUND);
+	assert_int_equal(wal_find_corrupt(f->w, a, 3, &seq, why, sizeof(why)), 0);
+	assert_int_equal(seq, 3);
+	assert_string_equal(why, "header says 4294967295 points, the body holds 1 lines");
+	/* read-only handles cannot quarantine (one environment per process
+	 * at a time: LMDB's locks are the process's) */
+	wal_close(f->w);
+	f->w = NULL;
+	struct wal *ro;
+	struct wal_options roo = { 0, WAL_F_RDONLY };
+	assert_int_equal(wal_open(f->dir, &roo, &ro), 0);
+	int ra;
+	assert_int_equal(wal_backend_open(ro, "a", &ra), 0);
+	assert_int_equal(wal_quarantine(ro, ra, 3, &seq, why, sizeof(why)), WAL_EINVAL);
+	wal_close(ro);
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", &b), 0);
+	/* from = 3, as a worker whose read stopped there */
+	seq = 0;
+	assert_int_equal(wal_quarantine(f->w, a, 3, &seq, why, sizeof(why)), 0);
+	assert_int_equal(seq, 3);
+	assert_non_null(strstr(why, "4294967295 points"));
+	/* the worker of b comes second: already done */
+	assert_int_equal(wal_quarantine(f->w, b, 3, &seq, why, sizeof(why)), WAL_ENOTFOUND);
+	assert_int_equal(wal_quarantine(f->w, a, 0, &seq, why, sizeof(why)), WAL_ENOTFOUND);
+
+	/* cursors did not move over 1 and 2; the counters are exact */
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.cursor, 1);
+	assert_int_equal(st.pending_batches, 4);
+	assert_int_equal(st.pending_points, 4);
+	assert_int_equal(st.dead_batches, 1);
+	assert_int_equal(st.corrupt_seq, 0);
+	assert_int_equal(wal_read(f->w, b, 0, 8, SIZE_MAX, out, &got), 0);
+	assert_int_equal(got, 4);
+	assert_int_equal(out[2].seq, 4);
+	for (size_t i = 0; i < got; i++)
+		wal_batch_release(&out[i]);
+
+	/* each backend's dead-letter queue shows it, corrupt, with why and
+	 * its raw bytes */
+	int ids[2] = { a, b };
+	for (int i = 0; i < 2; i++) {
+		struct wal_dead d[4];
+		assert_int_equal(wal_dead_list(f->w, ids[i], 0, 4, 1 << 20, d, &got), 0);
+		assert_int_equal(got, 1);
+		assert_int_equal(d[0].batch.seq, 3);
+		assert_true(d[0].corrupt);
+		assert_non_null(strstr(d[0].msg, "4294967295 points"));
+		assert_int_equal(d[0].batch.body_len, WALR_BATCH_HDR + strlen("db0autogenalices3cret") + 8);
+		wal_dead_release(&d[0]);
+	}
+	/* a corrupt dead letter is never requeued; dropped, it is counted */
+	struct wal_count c;
+	uint64_t missing = 0, three = 3;
+	assert_int_equal(wal_dead_requeue(f->w, a, &three, 1, 6000, &c, &missing), WAL_ECORRUPT);
+	assert_int_equal(missing, 3);
+	assert_int_equal(wal_dead_requeue(f->w, a, NULL, 0, 6000, &c, NULL), 0);
+	assert_int_equal(c.batches, 0);
+	struct wal_verify_stat vs;
+	struct seen sn = { 0, "" };
+	assert_int_equal(wal_verify(f->w, note_problem, &sn, &vs), 2);
+	assert_non_null(strstr(sn.text, "backend 'a': dead letter 3 is a quarantined batch that did not decode"));
+	assert_int_equal(vs.corrupt_dead, 2);
+	assert_int_equal(wal_dead_drop(f->w, a, NULL, 0, &c, NULL), 0);
+	assert_int_equal(c.corrupt, 1);
+	assert_int_equal(wal_dead_drop(f->w, b, &three, 1, &c, NULL), 0);
+	assert_int_equal(c.corrupt, 1);
+	assert_int_equal(count_problems(f->w), 0);
+	assert_int_equal(wal_backend_stat(f->w, "b", &st), 0);
+	assert_int_equal(st.dead_batches, 0);
+	assert_int_equal(st.dead_bytes, 0);
+	/* delivery goes on to the end, and the log empties */
+	assert_int_equal(wal_ack(f->w, a, 5, 7000), 0);
+	assert_int_equal(wal_ack(f->w, b, 5, 7000), 0);
+	struct wal_stat ws;
+	assert_int_equal(wal_stat(f->w, &ws), 0);
+	assert_int_equal(ws.batches, 0);
+}
+
+/* Issue 11: purge removes what it cannot decode; the log empties. */
+static void test_purge_corrupt(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	for (int i = 0; i < 3; i++) {
+		struct wal_batch x = mk("m v=1 1\n", 1ULL << a, 5000);
+		assert_int_equal(wal_append(f->w, &x, 1, 5000), 0);
+	}
+	wal_close(f->w);
+	f->w = NULL;
+	set_stored_raw(f, 1, "short", 5);
+	set_stored_raw(f, 2, "", 0);
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	struct wal_count c;
+	assert_int_equal(wal_purge(f->w, a, &c), 0);
+	assert_int_equal(c.batches, 1);
+	assert_int_equal(c.corrupt, 2);
+	struct wal_stat ws;
+	assert_int_equal(wal_stat(f->w, &ws), 0);
+	assert_int_equal(ws.batches, 0);
+	assert_int_equal(count_problems(f->w), 0);
+}
+
+/* Copy file src to dst, then let edit change it. */
+static void copy_file(const char *src, const char *dst)
+{
+	char cmd[1400];
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && cp '%s/data.mdb' '%s/data.mdb' && rm -f '%s/lock.mdb'", dst, src, dst,
+	         dst);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* Open dir read-only; if that works, read everything a view would. The
+ * point is that it returns at all: no SIGBUS, no SIGSEGV, no ASan report. */
+static int open_and_walk(const char *dir, char *why, size_t whylen)
+{
+	struct wal *w;
+	struct wal_options ro = { 0, WAL_F_RDONLY };
+	int rc = wal_open_why(dir, &ro, &w, why, whylen);
+	if (rc)
+		return rc;
+	char names[WAL_MAX_BACKENDS][WAL_NAME_MAX + 1];
+	size_t nn = 0;
+	wal_backend_names(w, names, WAL_MAX_BACKENDS, &nn);
+	for (size_t i = 0; i < nn; i++) {
+		int id;
+		struct wal_backend_stat st;
+		wal_backend_stat(w, names[i], &st);
+		if (wal_backend_open(w, names[i], &id))
+			continue;
+		struct wal_batch out[16];
+		size_t got;
+		uint64_t from = 0;
+		for (int guard = 0; guard < 1000; guard++) {
+			int r = wal_read(w, id, from, 16, SIZE_MAX, out, &got);
+			uint64_t s;
+			if (r == WAL_ECORRUPT && wal_find_corrupt(w, id, from, &s, NULL, 0) == 0) {
+				from = s + 1;
+				continue;
+			}
+			if (r || got == 0)
+				break;
+			from = out[got - 1].seq + 1;
+			for (size_t j = 0; j < got; j++)
+				wal_batch_release(&out[j]);
+		}
+		struct wal_dead d[16];
+		if (wal_dead_list(w, id, 0, 16, 1 << 20, d, &got) == 0)
+			for (size_t j = 0; j < got; j++)
+				wal_dead_release(&d[j]);
+	}
+	wal_verify(w, NULL, NULL, NULL);
+	wal_close(w);
+	return 0;
+}
+
+/* Issue 11: a damaged data.mdb is refused with a reason before LMDB maps
+ * it: cut short at any length, meta pages zeroed, a newer LMDB data
+ * version, not LMDB at all; and 64 scribbles of 16 bytes over its pages,
+ * 300 times, never make a reader crash (refused, or read with its
+ * damaged records reported). */
+static void test_damaged_files(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	static char body[3000];
+	for (size_t i = 0; i + 8 < sizeof(body); i += 8)
+		memcpy(body + i, "m v=1 1\n", 8);
+	for (int i = 0; i < 50; i++) {
+		struct wal_batch x = mk(i % 2 ? body : "m v=1 1\n", 1ULL << a, 5000);
+		assert_int_equal(wal_append(f->w, &x, 1, 5000), 0);
+	}
+	assert_int_equal(wal_dead_letter(f->w, a, 1, NULL, 0, 0, 400, "bad", 1, 5000, 1), 0);
+	wal_close(f->w);
+	f->w = NULL;
+	char src[300], dst[300], path[400], why[300];
+	snprintf(src, sizeof(src), "%s", f->dir);
+	snprintf(dst, sizeof(dst), "%s.d", f->dir);
+	snprintf(path, sizeof(path), "%s/data.mdb", dst);
+	struct stat st;
+	assert_int_equal(stat(strcat(strcpy(why, src), "/data.mdb"), &st), 0);
+	off_t size = st.st_size;
+	assert_int_equal(size % 4096, 0);
+
+	/* healthy: opens, nothing to say */
+	copy_file(src, dst);
+	assert_int_equal(open_and_walk(dst, why, sizeof(why)), 0);
+
+	/* cut short at every page boundary and a few bytes around them */
+	for (off_t len = 1; len < size; len += len < 9000 ? 1361 : 4096) {
+		copy_file(src, dst);
+		assert_int_equal(truncate(path, len), 0);
+		int rc = open_and_walk(dst, why, sizeof(why));
+		assert_int_equal(rc, WAL_EDAMAGED);
+		assert_true(why[0] != '\0');
+	}
+	copy_file(src, dst);
+	assert_int_equal(truncate(path, 8192), 0);
+	assert_int_equal(open_and_walk(dst, why, sizeof(why)), WAL_EDAMAGED);
+	assert_non_null(strstr(why, "the file was cut short"));
+
+	/* meta pages zeroed: one, then both; a newer LMDB data version */
+	static const unsigned char zero[4096];
+	for (int m = 0; m < 3; m++) {
+		copy_file(src, dst);
+		int fd = open(path, O_WRONLY);
+		if (m != 1)
+			assert_int_equal(pwrite(fd, zero, 4096, 0), 4096);
+		if (m != 0)
+			assert_int_equal(pwrite(fd, zero, 4096, 4096), 4096);
+		close(fd);
+		assert_int_equal(open_and_walk(dst, why, sizeof(why)), WAL_EDAMAGED);
+		assert_non_null(strstr(why, "is all zeroes"));
+	}
+	copy_file(src, dst);
+	int fd = open(path, O_WRONLY);
+	unsigned char v2[4] = { 2, 0, 0, 0 };
+	assert_int_equal(pwrite(fd, v2, 4, 16 + 4), 4);
+	close(fd);
+	assert_int_equal(open_and_walk(dst, why, sizeof(why)), WAL_EVERSION);
+	assert_non_null(strstr(why, "LMDB file of data version 2"));
+
+	/* not an LMDB file at all */
+	copy_file(src, dst);
+	FILE *fp = fopen(path, "w");
+	for (int i = 0; i < 3000; i++)
+		fputs("this is not a queue\n", fp);
+	fclose(fp);
+	assert_int_equal(open_and_walk(dst, why, sizeof(why)), WAL_EDAMAGED);
+	assert_non_null(strstr(why, "not an LMDB meta page"));
+
+	/* scribbles over the pages after the meta pages */
+	unsigned seed = 11;
+	int refused = 0, opened = 0;
+	for (int round = 0; round < 300; round++) {
+		copy_file(src, dst);
+		fd = open(path, O_WRONLY);
+		for (int i = 0; i < 64; i++) {
+			unsigned char junk[16];
+			for (int j = 0; j < 16; j++)
+				junk[j] = (unsigned char)(rand_r(&seed) >> 7);
+			off_t at = 8192 + (off_t)(rand_r(&seed) % (unsigned)(size - 8192 - 16));
+			assert_int_equal(pwrite(fd, junk, 16, at), 16);
+		}
+		close(fd);
+		int rc = open_and_walk(dst, why, sizeof(why));
+		if (rc)
+			refused++;
+		else
+			opened++;
+	}
+	fprintf(stderr, "scribbled stores: %d refused, %d opened\n", refused, opened);
+	assert_int_equal(refused + opened, 300);
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dst);
+	assert_int_equal(system(cmd), 0);
+}
+
 static void test_strerror(void **state)
 {
 	(void)state;
@@ -1407,6 +1816,9 @@ static void test_strerror(void **state)
 	assert_non_null(strstr(wal_strerror(WAL_ELOCKED), "locked"));
 	assert_non_null(strstr(wal_strerror(-ENOSPC), "space"));
 	assert_non_null(wal_strerror(MDB_PANIC));
+	/* LMDB's own codes by name, never "unknown error" */
+	assert_non_null(strstr(wal_strerror(MDB_INVALID), "not an LMDB file"));
+	assert_non_null(strstr(wal_strerror(WAL_EDAMAGED), "damaged"));
 }
 
 int main(void)
@@ -1443,6 +1855,10 @@ int main(void)
 		cmocka_unit_test(test_record_roundtrip),
 		cmocka_unit_test(test_record_time_bounds),
 		cmocka_unit_test_setup_teardown(test_stored_time_out_of_range, setup, teardown),
+		cmocka_unit_test(test_record_checks),
+		cmocka_unit_test_setup_teardown(test_quarantine, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_purge_corrupt, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_damaged_files, setup, teardown),
 		cmocka_unit_test(test_strerror),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
