@@ -834,7 +834,26 @@ static void work_cb(uv_work_t *req)
 	/* Copy out about one payload's worth: enough to coalesce, little
 	 * enough to stay small in memory. */
 	size_t max_bytes = w->cfg->batch_max_bytes;
+	w->wk_quarantined = 0;
 	w->wk_rc = wal_read(w->wal, w->id, w->read_from, REPLAY_READ_MAX, max_bytes, r->batches, &r->nbatches);
+	/* A record that does not decode never stops the queue: it is moved
+	 * to the dead-letter queue, marked corrupt, and the read goes on
+	 * (a bounded number of times per read: a store damaged all over is
+	 * shown as a failing read and retried with backoff). WAL_ENOTFOUND:
+	 * another backend's worker moved it first. */
+	for (int i = 0; w->wk_rc == WAL_ECORRUPT && i < REPLAY_QUARANTINE_MAX; i++) {
+		uint64_t seq = 0;
+		int qrc = wal_quarantine(w->wal, w->id, w->read_from, &seq, w->wk_qwhy, sizeof(w->wk_qwhy));
+		if (qrc && qrc != WAL_ENOTFOUND) {
+			w->wk_rc = qrc;
+			break;
+		}
+		if (qrc == 0) {
+			w->wk_quarantined++;
+			w->wk_qseq = seq;
+		}
+		w->wk_rc = wal_read(w->wal, w->id, w->read_from, REPLAY_READ_MAX, max_bytes, r->batches, &r->nbatches);
+	}
 	if (w->wk_rc == 0)
 		rescale_round(w, r);
 	/* Build (and compress) the payload here, off the loop thread. The
@@ -1184,6 +1203,16 @@ static void after_work(struct replay_worker *w, int status)
 		return;
 	}
 	int rc = status ? status : w->wk_rc;
+	if (kind == WK_READ && w->wk_quarantined) {
+		/* Loud: a batch that was accepted will never be delivered as
+		 * it was; relayctl dlq shows its raw bytes. */
+		w->stats.dead_batches += w->wk_quarantined;
+		relay_log(RELAY_LOG_ERROR,
+		          "backend '%s': %u corrupt queue record(s) moved to the dead-letter queue, the last batch %" PRIu64
+		          " (%s); the queue goes on (relayctl verify, relayctl dlq list %s)",
+		          w->cfg->name, w->wk_quarantined, w->wk_qseq, w->wk_qwhy, w->cfg->name);
+		w->wk_quarantined = 0;
+	}
 	if (rc) {
 		work_failed(w, kind, rc);
 		return;
@@ -1741,6 +1770,8 @@ void replay_status(const struct replay_worker *w, uint64_t *head_seq, uint32_t *
 	*next_ms = -1;
 	if (uv_is_active((const uv_handle_t *)t) && (t == &w->ack_timer || w->state == S_BACKOFF))
 		*next_ms = (int64_t)uv_timer_get_due_in(t);
+	else if ((w->ack_failing && w->ack_busy) || (w->redo && w->work_busy))
+		*next_ms = 0; /* the failed operation is being tried again right now */
 }
 
 static void finish_stop(struct replay_worker *w)

@@ -28,6 +28,7 @@
 #include "wal/wal.h"
 
 #define REPLAY_READ_MAX 512 /* batches copied out per read */
+#define REPLAY_QUARANTINE_MAX 64 /* corrupt records moved aside in one read, at most */
 #define REPLAY_MAX_LANES 16 /* parallel writes per backend, at most */
 
 struct replay_worker;
@@ -181,6 +182,11 @@ struct replay_worker {
 	int wk_status;
 	uint32_t wk_lines;
 	size_t wk_off, wk_len;
+	/* records a read found undecodable and moved aside (wal_quarantine):
+	 * how many, the last one's sequence and why, for the loop to log */
+	unsigned wk_quarantined;
+	uint64_t wk_qseq;
+	char wk_qwhy[200];
 
 	struct replay_stats stats;
 };

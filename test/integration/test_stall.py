@@ -325,12 +325,12 @@ def with_accept_ns(rec, t):
 
 
 class CorruptRecordTest(StallChecks, unittest.TestCase):
-    def test_unreadable_first_batch_is_visible_retried_and_resumes(self):
+    def test_unreadable_first_batch_is_moved_aside_and_the_queue_goes_on(self):
         """The first pending record cannot be decoded (an acceptance time
-        of -1, which the queue refuses as corrupt): the read fails. The
-        worker shows it and tries again with backoff, never in a loop;
-        once the record is repaired (here with mdb_load while relayd
-        runs) it delivers everything without being woken."""
+        of -1, which the queue refuses as corrupt). It used to stop the
+        queue (a read retried for ever); now the worker moves it to the
+        dead-letter queue, marked corrupt with its raw bytes, says so
+        loudly, and delivers the rest without being woken."""
         tmp = relaytest.make_tmpdir(self.addCleanup)
         fake = fakeinflux.FakeInflux(guard=self.addCleanup).start()
         fake.set_default(fakeinflux.status(503, "down for now\n"))
@@ -346,37 +346,22 @@ class CorruptRecordTest(StallChecks, unittest.TestCase):
         key = (1).to_bytes(8, "big")
         mdb_load(r.data_dir, "batches", {key: with_accept_ns(good[key], -1)})
         fake.set_default("ok")
-        n0 = len(fake.writes())
         r.start()
         r.wait_ready()
 
-        # relayctl finds the record damaged too, and says so; relayd's
-        # state is in the error, the attempts and the next one.
-        self.wait_storage_state(r"^cannot read the queue: queue record is corrupt$", state="damaged")
-        text = r.relayctl("status").stdout
-        self.assertRegex(text, r"  %s: cannot read the queue: queue record is corrupt "
-                         r"\(\d+ attempts?, next in [0-9.]+s\)" % BACKEND, text)
-        h = self.health()
-        self.assertEqual(h["state"], "storage")
-        self.assertIn("queue record is corrupt", h["last_error"])
-        self.assertTrue(0 <= h["next_attempt_ms"] <= 1000, h)
-        cp = r.relayctl("retry", BACKEND)
-        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
-        # Backoff, not a loop: over 3 s, a handful of attempts at most.
-        a0 = self.status()["attempts"]
-        time.sleep(3)
-        a1 = self.status()["attempts"]
-        self.assertLessEqual(a1 - a0, 4, "%d attempts in 3 s" % (a1 - a0))
-        self.assertGreaterEqual(a1 - a0, 1, "no attempt in 3 s")
-        self.assertEqual(len(fake.writes()), n0, "a write went out past the unreadable batch")
-        self.assertLessEqual(len(r.log_matches(r"queue record is corrupt")), 2, r.log_since_start())
-
-        # Repaired underneath relayd: it resumes on its own timer.
-        mdb_load(r.data_dir, "batches", {key: good[key]})
-        st = r.wait_status(BACKEND, timeout=10, pending_batches=0, state="up")
+        st = r.wait_status(BACKEND, timeout=20, pending_batches=0, dead_batches=1, state="up")
         self.assertEqual(st["last_error"], "")
         got = [l for q in fake.delivered() for l in q.lines()]
-        self.assertEqual(got, [l for i in range(3) for l in batch(i, "corrupt").splitlines()])
+        self.assertEqual(got, [l for i in (1, 2) for l in batch(i, "corrupt").splitlines()])
+        self.assertEqual(len(r.log_matches(r"corrupt queue record\(s\) moved to the dead-letter queue")), 1,
+                         r.log_since_start())
+        cp = r.relayctl("--json", "dlq", "list", BACKEND)
+        dead = json.loads(cp.stdout)["dead"]
+        self.assertEqual(len(dead), 1, cp.stdout)
+        self.assertEqual(dead[0]["seq"], 1)
+        self.assertTrue(dead[0].get("corrupt"), dead[0])
+        # verify names it until the operator drops it
+        self.assertIn("dead letter 1 is a quarantined batch that did not decode", r.relayctl("verify").stdout)
 
 
 def probe():
