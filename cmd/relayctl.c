@@ -63,6 +63,8 @@ static void usage(FILE *f)
 		"  dlq show BACKEND SEQ...            dead letters with their line protocol\n"
 		"  export BACKEND FILE [--dlq]        pending batches (or dead letters) as influx -import files\n"
 		"  verify                             check the whole store; exit 1 on damage\n"
+		"  salvage DEST                       copy every readable pending batch of a damaged store into a new\n"
+		"                                     store in DEST (relayd stopped)\n"
 		"  dump BACKEND                       pending batches as JSON lines\n"
 		"changes (take effect at once when relayd runs, else at its next start):\n"
 		"  pause BACKEND | resume BACKEND     stop / restart delivery (the queue keeps filling)\n"
@@ -311,9 +313,9 @@ static void progress_done(struct progress *p)
 /* What the operator can do about a damaged queue file: said once, the
  * same way by every command. */
 #define MOVE_ASIDE_HINT                                                                                         \
-	"nothing was read or changed. Stop relayd, move the file aside (mv '%s/data.mdb' '%s/data.mdb.damaged') " \
-	"and keep it for inspection: relayd then starts with an empty queue, and the batches in the file are not " \
-	"delivered"
+	"nothing was read or changed. 'relayctl salvage DEST' copies every batch still readable into a new store; " \
+	"then stop relayd, move the file aside (mv '%s/data.mdb' '%s/data.mdb.damaged') and put the salvaged one " \
+	"in its place, or start relayd without it for an empty queue"
 
 static int open_queue(const struct ctl *c, unsigned flags, struct wal **w)
 {
@@ -326,9 +328,14 @@ static int open_queue(const struct ctl *c, unsigned flags, struct wal **w)
 	if (rc == WAL_EDAMAGED)
 		fprintf(stderr, "relayctl: the queue file '%s/data.mdb' is damaged: %s; " MOVE_ASIDE_HINT "\n", dir,
 			shown(why), dir, dir);
-	else if (rc == WAL_EVERSION && *why)
+	else if (rc == WAL_EVERSION && strncmp(why, "it is an LMDB file", 18) == 0)
 		fprintf(stderr, "relayctl: the queue file '%s/data.mdb' cannot be read: %s; " MOVE_ASIDE_HINT "\n", dir,
 			shown(why), dir, dir);
+	else if (rc == WAL_EVERSION && strstr(why, "older relayd"))
+		fprintf(stderr,
+			"relayctl: the queue in '%s/data.mdb' is in an older format (%s): start relayd once, it upgrades "
+			"the queue in place; nothing was read or changed\n",
+			dir, shown(why));
 	else if (rc == WAL_ECORRUPT)
 		fprintf(stderr,
 			"relayctl: the queue in '%s/data.mdb' is damaged: %s (its format record, next sequence or "
@@ -2178,6 +2185,69 @@ static void verify_problem(void *arg, const char *text)
 	v->n++;
 }
 
+/*---- salvage ----*/
+
+static int cmd_salvage(const struct ctl *c, const char *dest)
+{
+	const char *dir = c->cfg.data_dir;
+	char why[600];
+	struct wal_salvage_stat st;
+	if (strcmp(dest, dir) == 0) {
+		fprintf(stderr, "relayctl: salvage writes a new store: DEST must be another directory than '%s'\n", dir);
+		return 2;
+	}
+	const char *names[WAL_MAX_BACKENDS];
+	size_t nnames = 0;
+	for (size_t i = 0; i < c->cfg.nbackends && nnames < WAL_MAX_BACKENDS; i++)
+		names[nnames++] = c->cfg.backends[i].name;
+	int rc = wal_salvage(dir, dest, names, nnames, &st, why, sizeof(why));
+	if (rc == -ENOENT) {
+		fprintf(stderr, "relayctl: '%s/data.mdb' does not exist: nothing to salvage\n", dir);
+		return 1;
+	}
+	if (rc) {
+		fprintf(stderr, "relayctl: cannot salvage '%s/data.mdb' into '%s': %s\n", dir, dest,
+			*why ? shown(why) : wal_strerror(rc));
+		return 1;
+	}
+	struct rbuf out = RBUF_INIT;
+	if (c->json) {
+		rbuf_append(&out, "{\"source\":", 10);
+		json_str(&out, dir);
+		rbuf_append(&out, ",\"dest\":", 8);
+		json_str(&out, dest);
+		rbuf_appendf(&out,
+			     ",\"pages\":%" PRIu64 ",\"backends\":%" PRIu64 ",\"backends_assumed\":%" PRIu64
+			     ",\"batches_found\":%" PRIu64
+			     ",\"batches\":%" PRIu64 ",\"points\":%" PRIu64 ",\"delivered\":%" PRIu64 ",\"orphaned\":%" PRIu64
+			     ",\"corrupt\":%" PRIu64 ",\"dead_letters_not_copied\":%" PRIu64 "}\n",
+			     st.pages, st.backends, st.backends_assumed, st.batches_found, st.batches_copied, st.points_copied,
+			     st.batches_delivered, st.batches_orphaned, st.records_corrupt, st.dead_found);
+	} else {
+		rbuf_appendf(&out,
+			     "salvaged %" PRIu64 " batches (%" PRIu64 " points) for %" PRIu64 " backends from '%s/data.mdb' "
+			     "into '%s/data.mdb'\n",
+			     st.batches_copied, st.points_copied, st.backends + st.backends_assumed, shown(dir), shown(dest));
+		if (st.backends_assumed)
+			rbuf_appendf(&out,
+				     "%" PRIu64 " backend record%s not found: taken from the configuration's order, with every "
+				     "batch routed to %s copied (some may have been delivered already)\n",
+				     st.backends_assumed, st.backends_assumed == 1 ? " was" : "s were",
+				     st.backends_assumed == 1 ? "it" : "them");
+		rbuf_appendf(&out,
+			     "left out: %" PRIu64 " delivered already, %" PRIu64 " of backends whose record was not found, "
+			     "%" PRIu64 " batch records that did not decode; %" PRIu64 " dead letters not copied\n",
+			     st.batches_delivered, st.batches_orphaned, st.records_corrupt, st.dead_found);
+		rbuf_appendf(&out,
+			     "to use it: stop relayd, mv '%s/data.mdb' '%s/data.mdb.damaged', mv '%s/data.mdb' '%s/data.mdb', "
+			     "start relayd\n",
+			     shown(dir), shown(dir), shown(dest), shown(dir));
+	}
+	flush_out(&out);
+	rbuf_release(&out);
+	return 0;
+}
+
 static int cmd_verify(const struct ctl *c)
 {
 	struct wal *w;
@@ -2304,6 +2374,8 @@ int main(int argc, char **argv)
 		rc = cmd_import(&c, args[0], args[1]);
 	else if (strcmp(cmd, "verify") == 0 && nargs == 0)
 		rc = cmd_verify(&c);
+	else if (strcmp(cmd, "salvage") == 0 && nargs == 1)
+		rc = cmd_salvage(&c, args[0]);
 	else {
 		fprintf(stderr, "relayctl: unknown command or wrong arguments: '%s'\n", cmd);
 		usage(stderr);

@@ -636,13 +636,17 @@ static int open_queue(struct relayd *d)
 	d->map_size = o.map_size;
 	char why[300];
 	int rc = wal_open_why(d->cfg.data_dir, &o, &d->wal, why, sizeof(why));
-	if (rc == WAL_EDAMAGED || (rc == WAL_EVERSION && *why) || rc == WAL_ECORRUPT) {
+	/* Which version: LMDB's data format (wal_open_why says "an LMDB file
+	 * of data version N") or relayd's own format record. */
+	int lmdb_version = rc == WAL_EVERSION && strncmp(why, "it is an LMDB file", 18) == 0;
+	if (rc == WAL_EDAMAGED || lmdb_version || rc == WAL_ECORRUPT) {
 		/* Refused before LMDB touched a page (a file cut short would be
 		 * SIGBUS there): say which file, what is wrong and what to do. */
 		relay_log(RELAY_LOG_ERROR,
-		          "the queue file '%s/data.mdb' %s: %s; refusing to start. 'relayctl verify' tells more when it "
-		          "can open the file; to start with an empty queue, move the file aside (mv '%s/data.mdb' "
-		          "'%s/data.mdb.damaged') and keep it for inspection: the batches in it are then not delivered",
+		          "the queue file '%s/data.mdb' %s: %s; refusing to start. 'relayctl salvage DEST' copies every "
+		          "batch still readable into a new store; then move the file aside (mv '%s/data.mdb' "
+		          "'%s/data.mdb.damaged') and put the salvaged one in its place, or start without it for an empty "
+		          "queue",
 		          d->cfg.data_dir, rc == WAL_EVERSION ? "cannot be read" : "is damaged",
 		          rc == WAL_ECORRUPT ? "its format record, next sequence or databases do not decode" : why,
 		          d->cfg.data_dir, d->cfg.data_dir);
@@ -650,9 +654,9 @@ static int open_queue(struct relayd *d)
 	}
 	if (rc == WAL_EVERSION) {
 		relay_log(RELAY_LOG_ERROR,
-		          "the queue in '%s' was written by an incompatible relayd version (this one reads format %d): "
+		          "the queue in '%s' was written by an incompatible relayd version (this one reads format %d%s%s): "
 		          "refusing to start",
-		          d->cfg.data_dir, WAL_FORMAT_VERSION);
+		          d->cfg.data_dir, WAL_FORMAT_VERSION, *why ? "; " : "", why);
 		return -1;
 	}
 	if (rc == WAL_ELOCKED) {
@@ -673,6 +677,12 @@ static int open_queue(struct relayd *d)
 		relay_log(RELAY_LOG_ERROR, "cannot open queue in '%s': %s", d->cfg.data_dir, wal_strerror(rc));
 		return -1;
 	}
+	uint64_t upgraded;
+	unsigned from = wal_upgraded_from(d->wal, &upgraded);
+	if (from)
+		relay_log(RELAY_LOG_NOTICE, "upgraded the queue in '%s' from format %u to %d: %" PRIu64 " records rewritten "
+		          "with checksums (relayctl and relayd of format %u cannot read it any more)",
+		          d->cfg.data_dir, from, WAL_FORMAT_VERSION, upgraded, from);
 	if ((rc = backends_init(&d->backends, d->loop, d->wal)) != 0) {
 		relay_log(RELAY_LOG_ERROR, "cannot start delivery: %s", uv_strerror(rc));
 		return -1;

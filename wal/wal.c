@@ -51,6 +51,8 @@ struct wal {
 	pthread_rwlock_t env_lock;
 	pthread_mutex_t mu; /* guards be[], need_reopen, last_reader_check */
 	int need_reopen;
+	unsigned upgraded_from; /* the format wal_open upgraded the store from; 0 = none */
+	uint64_t upgraded;      /* records it rewrote */
 	int64_t last_reader_check;
 	struct wal_backend_mem be[WAL_MAX_BACKENDS];
 };
@@ -176,10 +178,90 @@ static int take_lock(struct wal *w)
 	return 0;
 }
 
+/*
+ * Upgrade a store of format version 1 inside txn (relayd's own open): every
+ * batch record, and the batch record inside every dead letter, is written
+ * again as version 2 with its checksum, in place (same size). A record
+ * that does not decode as version 1 is left as it is: it reads as corrupt
+ * and is quarantined like any other. *n gets the records upgraded.
+ */
+static int migrate_v1(MDB_txn *txn, struct wal *w, uint64_t *n)
+{
+	MDB_dbi dbis[2] = { w->dbi_batches, w->dbi_dead };
+	unsigned char *buf = NULL, (*keys)[9] = NULL;
+	size_t cap = 0, nkeys = 0, kcap = 0;
+	int rc = 0;
+	*n = 0;
+	for (int d = 0; d < 2 && rc == 0; d++) {
+		/* The keys first, then each record rewritten by its key: no
+		 * write while a cursor walks the tree (a value in an overflow run
+		 * rewritten through the walking cursor moved other keys). */
+		MDB_cursor *cur;
+		MDB_val k, v;
+		size_t klen = d ? 9 : 8;
+		nkeys = 0;
+		if ((rc = mdb_cursor_open(txn, dbis[d], &cur)))
+			break;
+		for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+			if (k.mv_size != klen)
+				continue;
+			if (nkeys == kcap) {
+				size_t nc = kcap ? 2 * kcap : 1024;
+				unsigned char(*nk)[9] = realloc(keys, nc * sizeof(*keys));
+				if (!nk) {
+					rc = -ENOMEM;
+					break;
+				}
+				keys = nk;
+				kcap = nc;
+			}
+			memcpy(keys[nkeys++], k.mv_data, klen);
+		}
+		mdb_cursor_close(cur);
+		if (rc != MDB_NOTFOUND)
+			break;
+		rc = 0;
+		for (size_t i = 0; i < nkeys && rc == 0; i++) {
+			MDB_val key = { klen, keys[i] };
+			size_t off = 0, ml;
+			struct walr_dead hd;
+			struct wal_batch hdr;
+			if ((rc = mdb_get(txn, dbis[d], &key, &v)))
+				break;
+			if (d == 1 && (walr_dead_decode(v.mv_data, v.mv_size, &hd, &ml, &off, NULL, 0) ||
+			               (hd.flags & WALR_DEAD_RAW)))
+				continue;
+			if (walr_batch_decode_v1((const char *)v.mv_data + off, v.mv_size - off, &hdr, NULL, 0))
+				continue;
+			if (v.mv_size > cap) {
+				unsigned char *nb = realloc(buf, v.mv_size);
+				if (!nb) {
+					rc = -ENOMEM;
+					break;
+				}
+				buf = nb;
+				cap = v.mv_size;
+			}
+			memcpy(buf, v.mv_data, v.mv_size);
+			buf[off + 32] = WALR_BATCH_VERSION;
+			walr_batch_seal(buf + off, v.mv_size - off);
+			MDB_val nv = { v.mv_size, buf };
+			if ((rc = mdb_put(txn, dbis[d], &key, &nv, 0)))
+				break;
+			(*n)++;
+		}
+	}
+	free(keys);
+	free(buf);
+	return rc;
+}
+
 /* Open the DBIs and check (or, for a new queue, write) the format record.
  * The format is checked before anything else is created or written. */
 static int open_dbis(struct wal *w, int *created)
 {
+	int migrate = 0;
+	struct walr_format f;
 	MDB_txn *txn;
 	/* Read-only and shared opens only find: they run beside relayd, and
 	 * must never initialise a queue relayd is about to initialise itself
@@ -213,7 +295,7 @@ static int open_dbis(struct wal *w, int *created)
 		if ((rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &w->dbi_meta)))
 			goto fail;
 		unsigned char buf[WALR_FORMAT_SIZE];
-		struct walr_format f = { WAL_FORMAT_VERSION, 0 };
+		f.version = WAL_FORMAT_VERSION;
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		f.created_ns = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
@@ -233,14 +315,24 @@ static int open_dbis(struct wal *w, int *created)
 		goto fail;
 	} else {
 		MDB_val k = { sizeof(KEY_FORMAT) - 1, (void *)KEY_FORMAT }, v;
-		struct walr_format f;
 		if ((rc = mdb_get(txn, w->dbi_meta, &k, &v))) {
 			rc = rc == MDB_NOTFOUND ? WAL_ENOTQUEUE : rc;
 			goto fail;
 		}
 		if ((rc = walr_format_decode(v.mv_data, v.mv_size, &f)))
 			goto fail;
-		if (f.version != WAL_FORMAT_VERSION) {
+		/* Format 1 (no checksums) is upgraded by relayd's own open, in
+		 * this transaction; readers beside it wait for that. */
+		if (f.version == 1 && !rdonly) {
+			migrate = 1;
+		} else if (f.version != WAL_FORMAT_VERSION) {
+			if (w->why && w->whylen)
+				snprintf(w->why, w->whylen,
+				         f.version < WAL_FORMAT_VERSION
+				                 ? "the queue is in format version %u, of an older relayd: relayd upgrades it "
+				                   "when it next starts"
+				                 : "the queue is in format version %u, of a newer relayd (this one reads %d)",
+				         f.version, WAL_FORMAT_VERSION);
 			rc = WAL_EVERSION;
 			goto fail;
 		}
@@ -252,6 +344,19 @@ static int open_dbis(struct wal *w, int *created)
 		if (rc == MDB_NOTFOUND)
 			rc = WAL_ECORRUPT;
 		goto fail;
+	}
+	if (migrate) {
+		/* One transaction: the records and the format record change
+		 * together, or (a crash, a full map) not at all. */
+		uint64_t n;
+		unsigned char buf[WALR_FORMAT_SIZE];
+		f.version = WAL_FORMAT_VERSION;
+		walr_format_encode(&f, buf);
+		MDB_val k = { sizeof(KEY_FORMAT) - 1, (void *)KEY_FORMAT }, v = { sizeof(buf), buf };
+		if ((rc = migrate_v1(txn, w, &n)) || (rc = mdb_put(txn, w->dbi_meta, &k, &v, 0)))
+			goto fail;
+		w->upgraded_from = 1;
+		w->upgraded = n;
 	}
 	/* The first commit of a new queue is a durable one (LMDB syncs it);
 	 * the caller then fsyncs the directory so the files' entries are too. */
@@ -385,6 +490,13 @@ fail:
 	free(w->dir);
 	free(w);
 	return rc;
+}
+
+unsigned wal_upgraded_from(const struct wal *w, uint64_t *records)
+{
+	if (records)
+		*records = w->upgraded;
+	return w->upgraded_from;
 }
 
 void wal_close(struct wal *w)
@@ -1972,6 +2084,7 @@ static int dead_move(struct wal *w, int id, const uint64_t *seqs, size_t n, int 
 			memcpy(copy, (const char *)v.mv_data + boff, len);
 			walr_put_u64(copy, 1ULL << id);
 			walr_put_u64(copy + 8, (uint64_t)now_ns);
+			walr_batch_seal(copy, len);
 			unsigned char sk[8];
 			walr_seq_encode(next, sk);
 			MDB_val bk = { 8, sk }, bv = { len, copy };

@@ -24,8 +24,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The on-disk format this code reads and writes. */
-#define WAL_FORMAT_VERSION 1
+/* The on-disk format this code reads and writes: 2 (a CRC32C in every batch
+ * record). A store of format 1 is upgraded by relayd's own wal_open; the
+ * read-only and shared opens refuse it (WAL_EVERSION) until then. */
+#define WAL_FORMAT_VERSION 2
 /* At most this many backends (one bit each in a batch's route mask). */
 #define WAL_MAX_BACKENDS 64
 #define WAL_NAME_MAX 64 /* bytes of a backend name */
@@ -160,6 +162,12 @@ int wal_open(const char *dir, const struct wal_options *opt, struct wal **out);
  * wrong with data.mdb in words (no file name) in why[0..whylen); "" for
  * any other result. */
 int wal_open_why(const char *dir, const struct wal_options *opt, struct wal **out, char *why, size_t whylen);
+
+/* The format version wal_open upgraded the store from (relayd's own open
+ * of a store of format 1: every record rewritten with its checksum and the
+ * format record changed, in one transaction), 0 when it did not; *records
+ * (may be NULL) gets how many records were rewritten. */
+unsigned wal_upgraded_from(const struct wal *w, uint64_t *records);
 
 /* Close the environment and release the lock. No call may be in progress. */
 void wal_close(struct wal *w);
@@ -455,6 +463,44 @@ struct wal_verify_stat {
  */
 int wal_verify(struct wal *w, void (*problem)(void *arg, const char *text), void *arg,
                struct wal_verify_stat *st);
+
+/* What wal_salvage found and copied. */
+struct wal_salvage_stat {
+	uint64_t pages, leaves;     /* pages of the damaged file; those that read as leaf pages */
+	uint64_t backends;          /* backend records found (the latest of each) */
+	uint64_t backends_assumed;  /* ... and taken from names[] for records not found */
+	uint64_t batches_found;     /* distinct batch records that decode (checksum and every field) */
+	uint64_t batches_copied;    /* ... appended to the new store */
+	uint64_t points_copied;
+	uint64_t batches_delivered; /* found, but every backend it was routed to had passed it */
+	uint64_t batches_orphaned;  /* routed only to backends whose record was not found */
+	uint64_t records_corrupt;   /* batch records that did not decode */
+	uint64_t dead_found;        /* dead letters found: not copied */
+};
+
+/*
+ * Copy every readable pending batch of the store in src_dir, damaged or
+ * not, into a new store in dst_dir (created mode 0700; refused when it
+ * holds a queue already: WAL_EINVAL with why). src_dir's data.mdb is never
+ * opened with LMDB: every page is read on its own (wal_file.h), each value
+ * judged by its content: a batch record whose checksum and fields check
+ * out, a backend record (the one with the furthest cursor of each name).
+ * A batch is copied for each backend whose cursor had not passed it (its
+ * route rewritten to the new store's ids), in sequence order, as a new
+ * batch (new sequence numbers, the same acceptance time, strings and
+ * body); one no backend needed any more is left out. Dead letters are
+ * not copied (counted). names[0..nnames) (relayd's configured backends, in
+ * order) stand in for backend records that were not found: relayd gives
+ * ids in configuration order, so id i is taken to be names[i] (unless
+ * that name was found under another id), with an unknown cursor: every
+ * batch routed to it is copied (delivery is at least once anyway).
+ * relayd must not run on dst_dir meanwhile; it may
+ * on src_dir (a file being written reads as partly old, partly new).
+ * Returns 0 (*st filled), or -errno, WAL_EINVAL, wal_open's and
+ * wal_append's errors.
+ */
+int wal_salvage(const char *src_dir, const char *dst_dir, const char *const *names, size_t nnames,
+                struct wal_salvage_stat *st, char *why, size_t whylen);
 
 /* A static description of any code this library returns. */
 const char *wal_strerror(int rc);

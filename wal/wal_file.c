@@ -454,3 +454,126 @@ int walf_check(const char *path, struct walf_info *info, char *why, size_t whyle
 	close(fd);
 	return rc;
 }
+
+/*---- salvage's scan ----*/
+
+/* The page size: page 0's when it is a meta page, else page 1's found at
+ * each size it could be, else 4096. */
+static uint32_t guess_page_size(int fd)
+{
+	unsigned char pg[PAGE_HDR + META_SIZE];
+	if (pread(fd, pg, sizeof(pg), 0) == (ssize_t)sizeof(pg) && u32(pg + PAGE_HDR + M_MAGIC) == LMDB_MAGIC) {
+		uint32_t ps = u32(pg + PAGE_HDR + M_DBS + DB_PAD);
+		if (ps >= MIN_PAGE && ps <= MAX_PAGE && !(ps & (ps - 1)))
+			return ps;
+	}
+	for (uint32_t ps = MIN_PAGE; ps <= MAX_PAGE; ps *= 2)
+		if (pread(fd, pg, sizeof(pg), ps) == (ssize_t)sizeof(pg) && u32(pg + PAGE_HDR + M_MAGIC) == LMDB_MAGIC &&
+		    u64(pg + PG_PGNO) == 1 && u32(pg + PAGE_HDR + M_DBS + DB_PAD) == ps)
+			return ps;
+	return 4096;
+}
+
+int walf_read_value(int fd, struct walf_value where, void *buf)
+{
+	size_t got = 0;
+	while (got < where.len) {
+		ssize_t n = pread(fd, (char *)buf + got, where.len - got, (off_t)(where.off + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+int walf_scan(const char *path,
+              int (*cb)(void *arg, const unsigned char *key, size_t klen, const unsigned char *val, size_t vlen,
+                        struct walf_value where),
+              void *arg, struct walf_scan_stat *st)
+{
+	struct stat sb;
+	int rc = 0;
+	memset(st, 0, sizeof(*st));
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &sb) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	uint32_t psize = guess_page_size(fd);
+	uint64_t npages = (uint64_t)sb.st_size / psize;
+	unsigned char *p = malloc(psize), *big = NULL;
+	if (!p) {
+		close(fd);
+		return -ENOMEM;
+	}
+	st->page_size = psize;
+	st->pages = npages;
+	for (uint64_t pgno = 2; pgno < npages && rc == 0; pgno++) {
+		struct walf_value page = { pgno * psize, psize };
+		if (walf_read_value(fd, page, p) || u64(p + PG_PGNO) != pgno || (u16(p + PG_FLAGS) & P_KIND) != P_LEAF)
+			continue;
+		unsigned lower = u16(p + PG_LOWER), upper = u16(p + PG_UPPER);
+		if (lower < PAGE_HDR || (lower - PAGE_HDR) % 2 || lower > upper || upper > psize)
+			continue;
+		st->leaves++;
+		for (unsigned i = 0; i < (lower - PAGE_HDR) / 2 && rc == 0; i++) {
+			unsigned off = u16(p + PAGE_HDR + 2 * i);
+			if (off < upper || off + NODE_HDR > psize) {
+				st->unreadable++;
+				continue;
+			}
+			const unsigned char *n = p + off;
+			uint64_t dsize = (uint64_t)u16(n) | (uint64_t)u16(n + 2) << 16;
+			unsigned nflags = u16(n + 4), ksize = u16(n + 6);
+			size_t kend = off + NODE_HDR + ksize;
+			if (kend > psize || (nflags & (F_SUBDATA | F_DUPDATA))) {
+				st->unreadable += kend > psize;
+				continue;
+			}
+			struct walf_value where;
+			const unsigned char *val;
+			if (nflags & F_BIGDATA) {
+				unsigned char hdr[PAGE_HDR];
+				uint64_t ov = kend + 8 <= psize ? u64(p + kend) : 0;
+				struct walf_value h = { ov * psize, PAGE_HDR };
+				if (ov < 2 || ov >= npages || walf_read_value(fd, h, hdr) || u64(hdr + PG_PGNO) != ov ||
+				    (u16(hdr + PG_FLAGS) & P_KIND) != P_OVERFLOW || u32(hdr + PG_PAGES) == 0 ||
+				    u32(hdr + PG_PAGES) > npages - ov || PAGE_HDR + dsize > (uint64_t)u32(hdr + PG_PAGES) * psize) {
+					st->unreadable++;
+					continue;
+				}
+				where.off = ov * psize + PAGE_HDR;
+				where.len = dsize;
+				free(big);
+				if (!(big = malloc(dsize ? dsize : 1))) {
+					rc = -ENOMEM;
+					break;
+				}
+				if (walf_read_value(fd, where, big)) {
+					st->unreadable++;
+					continue;
+				}
+				val = big;
+			} else {
+				if (kend + dsize > psize) {
+					st->unreadable++;
+					continue;
+				}
+				where.off = pgno * psize + kend;
+				where.len = dsize;
+				val = p + kend;
+			}
+			st->values++;
+			rc = cb(arg, n + NODE_HDR, ksize, val, (size_t)dsize, where);
+		}
+	}
+	free(big);
+	free(p);
+	close(fd);
+	return rc;
+}

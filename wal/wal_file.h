@@ -41,4 +41,40 @@ struct walf_info {
  */
 int walf_check(const char *path, struct walf_info *info, char *why, size_t whylen);
 
+/* Where a value lies in the file: len bytes from offset off. */
+struct walf_value {
+	uint64_t off;
+	uint64_t len;
+};
+
+/* What walf_scan went through. */
+struct walf_scan_stat {
+	uint32_t page_size;
+	uint64_t pages;      /* pages in the file */
+	uint64_t leaves;     /* pages that read as leaf pages */
+	uint64_t values;     /* leaf values handed to the callback */
+	uint64_t unreadable; /* leaf values whose bounds or overflow run did not hold */
+};
+
+/*
+ * Salvage's reader: every page of the file, whatever the meta pages and
+ * trees say, taken alone. Each page that reads as a leaf page (its own
+ * page number, the leaf kind, sane bounds) has each of its nodes checked
+ * against the page (and an overflow run against the file) and handed to
+ * cb(arg, key, klen, val, vlen, where): val is valid during the call only;
+ * walf_read_value reads it again later. Pages that are free or stale
+ * (earlier versions of a tree page) are read too: the caller tells live
+ * values from old ones by their content. cb returns 0 to go on, or an
+ * error that ends the scan and is returned. Returns 0, -errno, or what cb
+ * returned. Reads with pread only.
+ */
+int walf_scan(const char *path,
+              int (*cb)(void *arg, const unsigned char *key, size_t klen, const unsigned char *val, size_t vlen,
+                        struct walf_value where),
+              void *arg, struct walf_scan_stat *st);
+
+/* Read the value at where from path's open descriptor fd into buf
+ * (where.len bytes). Returns 0 or -errno (-EIO for a short read). */
+int walf_read_value(int fd, struct walf_value where, void *buf);
+
 #endif

@@ -44,8 +44,10 @@ int walr_time_ok(int64_t ns);
 size_t walr_batch_size(const struct wal_batch *b);
 /* Encode b into out (walr_batch_size(b) bytes). */
 void walr_batch_encode(const struct wal_batch *b, unsigned char *out);
-/* The record version of a batch record (header byte 32). */
-#define WALR_BATCH_VERSION 1
+/* The record version of a batch record (header byte 32): 2, with a CRC32C
+ * of the whole record in bytes 16..19 (format version 2); 1 had none
+ * (format version 1, read only to upgrade a store, walr_batch_decode_v1). */
+#define WALR_BATCH_VERSION 2
 /*
  * Decode and check the batch record p[0..len) into b: route, accept_ns,
  * lines, precision, body_len; with str_off != NULL also the string
@@ -53,7 +55,9 @@ void walr_batch_encode(const struct wal_batch *b, unsigned char *out);
  * *body_off. Nothing outside p[0..len) is ever read. Every field is
  * checked against what the format and the record allow: the length
  * (at least the header, and exactly the header, strings and body), the
- * record version, the reserved bytes (zero), accept_ns (walr_time_ok), a
+ * record version, the checksum (CRC32C over the whole record, its own four
+ * bytes taken as zero: checked before any length is believed), the
+ * reserved bytes (zero), accept_ns (walr_time_ok), a
  * body ending in '\n' when not empty, and
  * `lines` at most the body's number of '\n' (a line may hold a quoted
  * newline, never fewer newlines than points). Not the precision code: a
@@ -65,6 +69,17 @@ void walr_batch_encode(const struct wal_batch *b, unsigned char *out);
  */
 int walr_batch_decode(const void *p, size_t len, struct wal_batch *b, uint32_t str_off[WALR_NSTR],
                       uint16_t str_len[WALR_NSTR], size_t *body_off, char *why, size_t whylen);
+/* The same checks for a record of version 1 (no checksum): to upgrade a
+ * store of format version 1 (wal_open). */
+int walr_batch_decode_v1(const void *p, size_t len, struct wal_batch *b, char *why, size_t whylen);
+/* Write the checksum of batch record rec[0..len) (version 2) after a field
+ * of it was changed in place. */
+void walr_batch_seal(unsigned char *rec, size_t len);
+/* CRC32C of p[0..n), continuing crc (0 to start): the processor's crc32
+ * instruction where there is one (x86-64 with SSE4.2), else the table.
+ * walr_crc32c_sw is the table alone (the tests compare the two). */
+uint32_t walr_crc32c(uint32_t crc, const void *p, size_t n);
+uint32_t walr_crc32c_sw(uint32_t crc, const void *p, size_t n);
 
 /* dead DBI value: a 24-byte header, the backend's message, then a batch
  * record exactly as in the batches DBI. */

@@ -1,13 +1,16 @@
 /*
  * fuzz_wal_record: the queue's record decoders on any bytes, as a damaged
- * or hostile data.mdb would hand them over. The first byte picks the
- * decoder: even, a batch record (walr_batch_decode); odd, a dead-letter
+ * or hostile data.mdb would hand them over. The first byte picks how:
+ * bit 0 clear, a batch record (walr_batch_decode); set, a dead-letter
  * record (walr_dead_decode, then the batch record inside it unless it is
- * a quarantined one). The rest is the record, in a buffer of exactly its
- * size, so that ASan sees any read past it.
+ * a quarantined one). Bit 1 set: the batch record's checksum is written
+ * first (walr_batch_seal), as a hostile file or a bug would have it, so
+ * that mutations reach the checks of every field behind the checksum.
+ * The rest is the record, in a buffer of exactly its size, so that ASan
+ * sees any read past it.
  *
  * Checks: a refused record always says why; an accepted batch record
- * holds only what the format allows (a stored time,
+ * holds only what the format allows (a good checksum, a stored time,
  * a body ending in '\n', no more points than the body has newlines,
  * strings and body exactly filling the record), and encoding what was
  * decoded gives back the same bytes, so nothing in an accepted record
@@ -22,8 +25,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void check_batch(const unsigned char *p, size_t len)
+static void check_batch(unsigned char *p, size_t len, int seal)
 {
+	if (seal && len >= WALR_BATCH_HDR)
+		walr_batch_seal(p, len);
 	struct wal_batch b;
 	uint32_t off[WALR_NSTR];
 	uint16_t sl[WALR_NSTR];
@@ -85,7 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	unsigned char *p = malloc(len ? len : 1);
 	memcpy(p, data + 1, len);
 	if (!(data[0] & 1)) {
-		check_batch(p, len);
+		check_batch(p, len, data[0] & 2);
 	} else {
 		struct walr_dead d;
 		size_t ml, boff;
@@ -100,7 +105,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				/* The batch record inside, in a buffer of its own size. */
 				unsigned char *inner = malloc(len - boff ? len - boff : 1);
 				memcpy(inner, p + boff, len - boff);
-				check_batch(inner, len - boff);
+				check_batch(inner, len - boff, data[0] & 2);
 				free(inner);
 			}
 		}

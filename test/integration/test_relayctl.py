@@ -727,8 +727,7 @@ class RelayctlTest(unittest.TestCase):
         c2 = damaged_copy("copy2", "batches", truncated)
         doc = self.ctl_json(c2, "verify", rc=1)
         self.assertFalse(doc["ok"])
-        self.assertTrue(any("batch 3: corrupt, string and body lengths add up to" in p for p in doc["problems"]),
-                        doc)
+        self.assertTrue(any("batch 3: corrupt, checksum" in p for p in doc["problems"]), doc)
         # the original is untouched and healthy
         self.assertIn("ok:", self.ctl(r, "verify").stdout)
 
@@ -1207,11 +1206,40 @@ def parse_batch_record(rec):
     return out
 
 
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+CRC32C = _crc32c_table()
+
+
+def crc32c(data, crc=0):
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc = CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def seal(rec):
+    """A batch record (format 2) with its checksum written: CRC32C of the
+    record, its own four bytes (16..19) taken as zero."""
+    rec = bytearray(rec)
+    rec[16:20] = b"\0\0\0\0"
+    rec[16:20] = struct.pack("<I", crc32c(bytes(rec)))
+    return bytes(rec)
+
+
 def batch_record(route, accept_ns, lines, precision, body, **strs):
-    """A stored batch record; strs are bytes (db, rp, user, password, org, token)."""
+    """A stored batch record (format 2, sealed); strs are bytes (db, rp, user, password, org, token)."""
     vals = [strs.get(k, b"") for k in STRS]
-    return (BATCH_HDR.pack(route, accept_ns, 0, lines, len(body), 1, precision, 0, *map(len, vals))
-            + b"".join(vals) + body)
+    return seal(BATCH_HDR.pack(route, accept_ns, 0, lines, len(body), 2, precision, 0, *map(len, vals))
+                + b"".join(vals) + body)
 
 
 def stale_readers(env_dir):

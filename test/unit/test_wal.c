@@ -1434,15 +1434,40 @@ static void test_record_checks(void **state)
 	 * dead-letters such a batch with its body; verify names it) */
 	memcpy(buf, good, n);
 	buf[33] = 9;
+	walr_batch_seal(buf, n);
 	assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL, why, sizeof(why)), 0);
 	assert_int_equal(d.precision, 9);
+	/* any byte changed without a new checksum: found by the checksum,
+	 * before any length in the record is believed */
+	for (size_t at = 0; at < n; at++) {
+		memcpy(buf, good, n);
+		buf[at] ^= 0x20;
+		assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL, why, sizeof(why)), WAL_ECORRUPT);
+		if (at != 32)
+			assert_non_null(strstr(why, "checksum"));
+	}
+	/* CRC32C's check value, by both ways of computing it, at every
+	 * length and alignment, in one go or in pieces */
+	assert_int_equal(walr_crc32c(0, "123456789", 9), 0xe3069283);
+	assert_int_equal(walr_crc32c_sw(0, "123456789", 9), 0xe3069283);
+	unsigned char junk[300];
+	for (size_t j = 0; j < sizeof(junk); j++)
+		junk[j] = (unsigned char)(j * 131 + 7);
+	for (size_t at = 0; at < 9; at++)
+		for (size_t len = 0; len + at <= sizeof(junk); len += 7) {
+			uint32_t a = walr_crc32c(0, junk + at, len), sw = walr_crc32c_sw(0, junk + at, len);
+			assert_int_equal(a, sw);
+			assert_int_equal(walr_crc32c(walr_crc32c(0, junk + at, len / 3), junk + at + len / 3, len - len / 3), a);
+		}
+	/* the fields of a record whose checksum is right all the same (a
+	 * hostile file): each still checked */
 	static const struct {
 		size_t at;
 		uint8_t byte;
 		const char *why;
 	} cases[] = {
-		{ 32, 2, "record version 2 (this binary reads 1)" },
-		{ 16, 1, "reserved header bytes are not zero" },
+		{ 32, 1, "record version 1 (this binary reads 2)" },
+		{ 20, 1, "reserved header bytes are not zero" },
 		{ 35, 1, "reserved header bytes are not zero" },
 		{ 24, 4, "header says 4 points, the body holds 3 lines" },
 		{ 28, 0xff, "string and body lengths add up to" },
@@ -1452,17 +1477,20 @@ static void test_record_checks(void **state)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		memcpy(buf, good, n);
 		buf[cases[i].at] = cases[i].byte;
+		walr_batch_seal(buf, n);
 		assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL, why, sizeof(why)), WAL_ECORRUPT);
 		assert_non_null(strstr(why, cases[i].why));
 	}
 	/* lines = 0xffffffff: never trusted as a size */
 	memcpy(buf, good, n);
 	walr_put_u32(buf + 24, UINT32_MAX);
+	walr_batch_seal(buf, n);
 	assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL, why, sizeof(why)), WAL_ECORRUPT);
 	assert_string_equal(why, "header says 4294967295 points, the body holds 3 lines");
 	/* a body without its last newline */
 	memcpy(buf, good, n);
 	buf[n - 1] = 'x';
+	walr_batch_seal(buf, n);
 	assert_int_equal(walr_batch_decode(buf, n, &d, NULL, NULL, NULL, why, sizeof(why)), WAL_ECORRUPT);
 	assert_string_equal(why, "body does not end with a newline");
 	/* every length short of the whole record, from a buffer of exactly
@@ -1500,6 +1528,7 @@ static void corrupt_lines(struct fx *f, uint64_t seq, const char *body, uint64_t
 	unsigned char *buf = malloc(n);
 	walr_batch_encode(&b, buf);
 	walr_put_u32(buf + 24, lines);
+	walr_batch_seal(buf, n); /* a hostile record: its checksum right, its count not */
 	set_stored_raw(f, seq, buf, n);
 	free(buf);
 }
@@ -1623,6 +1652,131 @@ static void test_quarantine(void **state)
 	struct wal_stat ws;
 	assert_int_equal(wal_stat(f->w, &ws), 0);
 	assert_int_equal(ws.batches, 0);
+}
+
+/* Rewrite every record of the store in dir as format 1 wrote it (the old
+ * encoder: record version 1, no checksum) and its format record as 1. */
+static void make_v1(const char *dir)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	const char *dbs[2] = { "batches", "dead" };
+	assert_int_equal(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 8);
+	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	for (int d = 0; d < 2; d++) {
+		/* every record copied out first, then put back changed by key */
+		unsigned char keys[64][9], *vals[64];
+		size_t lens[64], n = 0;
+		assert_int_equal(mdb_dbi_open(txn, dbs[d], 0, &dbi), 0);
+		assert_int_equal(mdb_cursor_open(txn, dbi, &cur), 0);
+		for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+			assert_true(n < 64);
+			memcpy(keys[n], k.mv_data, k.mv_size);
+			vals[n] = malloc(v.mv_size);
+			memcpy(vals[n], v.mv_data, v.mv_size);
+			lens[n++] = v.mv_size;
+		}
+		mdb_cursor_close(cur);
+		for (size_t i = 0; i < n; i++) {
+			unsigned char *c = vals[i];
+			size_t off = d ? WALR_DEAD_HDR + walr_get_u16(c + 16) : 0;
+			c[off + 32] = 1;
+			walr_put_u32(c + off + 16, 0);
+			MDB_val kk = { d ? 9u : 8u, keys[i] }, nv = { lens[i], c };
+			assert_int_equal(mdb_put(txn, dbi, &kk, &nv, 0), 0);
+			free(c);
+		}
+	}
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	set_format_version(dir, 1);
+}
+
+/* Issue 11 §3: a store of format 1 (no checksums) is upgraded by relayd's
+ * own open, in one transaction: every record rewritten with its checksum,
+ * nothing else changed; the views refuse it until then, naming what to
+ * do. */
+static void test_upgrade_from_format_1(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	static char big[6001]; /* a value in an overflow run */
+	for (size_t j = 0; j + 8 <= 6000; j += 8)
+		memcpy(big + j, "m v=9 9\n", 8);
+	for (int i = 0; i < 20; i++) {
+		struct wal_batch x = mk(i % 5 == 0 ? big : i % 2 ? "m v=1 1\n" : "m v=2 2\nm v=3 3\n", 1ULL << a, 5000 + i);
+		assert_int_equal(wal_append(f->w, &x, 1, 5000), 0);
+	}
+	assert_int_equal(wal_dead_letter(f->w, a, 1, NULL, 0, 0, 400, "bad", 1, 6000, 1), 0);
+	struct wal_batch before[32];
+	size_t nb;
+	assert_int_equal(wal_read(f->w, a, 0, 32, SIZE_MAX, before, &nb), 0);
+	assert_int_equal(nb, 19);
+	wal_close(f->w);
+	f->w = NULL;
+	make_v1(f->dir);
+	/* a record that was already damaged stays so (corrupt after the upgrade) */
+	set_stored_raw(f, 7, "junk", 4);
+
+	struct wal *ro;
+	struct wal_options roo = { 0, WAL_F_RDONLY };
+	char why[300];
+	assert_int_equal(wal_open_why(f->dir, &roo, &ro, why, sizeof(why)), WAL_EVERSION);
+	assert_non_null(strstr(why, "format version 1, of an older relayd"));
+	open_default(f, 0);
+	uint64_t n = 0;
+	assert_int_equal(wal_upgraded_from(f->w, &n), 1);
+	assert_int_equal(n, 18 + 1); /* batches 2..20 but the junk 7, and 1 dead letter */
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	struct wal_batch after[32];
+	size_t na, i = 0;
+	uint64_t from = 0, seq;
+	/* the same batches, the junk one quarantined */
+	for (;;) {
+		int rc = wal_read(f->w, a, from, 32, SIZE_MAX, after + i, &na);
+		if (rc == WAL_ECORRUPT) {
+			assert_int_equal(wal_quarantine(f->w, a, from, &seq, why, sizeof(why)), 0);
+			assert_int_equal(seq, 7);
+			continue;
+		}
+		assert_int_equal(rc, 0);
+		if (!na)
+			break;
+		i += na;
+		from = after[i - 1].seq + 1;
+	}
+	assert_int_equal(i, 18);
+	for (size_t j = 0, k = 0; j < nb; j++) {
+		if (before[j].seq == 7)
+			continue;
+		assert_int_equal(after[k].seq, before[j].seq);
+		assert_int_equal(after[k].body_len, before[j].body_len);
+		assert_memory_equal(after[k].body, before[j].body, before[j].body_len);
+		assert_string_equal(after[k].password, before[j].password);
+		wal_batch_release(&after[k++]);
+	}
+	for (size_t j = 0; j < nb; j++)
+		wal_batch_release(&before[j]);
+	struct wal_dead d;
+	assert_int_equal(wal_dead_get(f->w, a, 1, &d), 0);
+	assert_false(d.corrupt);
+	assert_string_equal(d.msg, "bad");
+	wal_dead_release(&d);
+	/* reopened: nothing more to upgrade; verify is content */
+	wal_close(f->w);
+	f->w = NULL;
+	open_default(f, 0);
+	assert_int_equal(wal_upgraded_from(f->w, NULL), 0);
+	struct seen sn = { 0, "" };
+	assert_int_equal(wal_verify(f->w, note_problem, &sn, NULL), 1);
+	assert_non_null(strstr(sn.text, "dead letter 7 is a quarantined batch"));
 }
 
 /* Issue 11: purge removes what it cannot decode; the log empties. */
@@ -1858,6 +2012,7 @@ int main(void)
 		cmocka_unit_test(test_record_checks),
 		cmocka_unit_test_setup_teardown(test_quarantine, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_purge_corrupt, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade_from_format_1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_files, setup, teardown),
 		cmocka_unit_test(test_strerror),
 	};
