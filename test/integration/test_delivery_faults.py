@@ -24,6 +24,26 @@ DB = "telemetry"
 BASE_NS = 1_600_000_000 * 10 ** 9
 
 
+
+def crc32c(data):
+    """CRC32C (Castagnoli, reflected), as the queue record's checksum."""
+    c = 0xFFFFFFFF
+    for b in data:
+        c ^= b
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+    return c ^ 0xFFFFFFFF
+
+
+def reseal(record):
+    """A batch record changed on purpose, with its checksum (bytes 16..19,
+    computed with them zero) made right again: the record decodes, and
+    what is wrong with it is what the test wants delivery to meet."""
+    rec = bytearray(record)
+    rec[16:20] = bytes(4)
+    rec[16:20] = crc32c(bytes(rec)).to_bytes(4, "little")
+    return bytes(rec)
+
 def lines_for(tag, n, pad=0):
     """n distinct lines with timestamps (stored byte for byte as sent)."""
     return ['fault,batch=%s,line=l%04d value=%di%s %d'
@@ -398,6 +418,8 @@ class FaultTest(unittest.TestCase):
         rec = batches[keys[3]]
         self.assertIn(b"A" * len(evil), rec)
         damaged[keys[3]] = rec.replace(b"A" * len(evil), evil)
+        for k in damaged:
+            damaged[k] = reseal(damaged[k])
         mdb_load(r.data_dir, "batches", damaged)
         r.write_config(self.tmp, backends=[{"name": "fake", "url": fake.url, "parallel": 1,
                                             "retry_min": "100ms", "retry_max": "1s"}])
