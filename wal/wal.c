@@ -2,8 +2,9 @@
  * wal: the durable queue on LMDB. Every transaction begins and ends inside
  * one function here; nothing here logs, touches the network or knows about
  * HTTP. Durability comes from LMDB's default flags only: no MDB_NOSYNC,
- * MDB_NOMETASYNC or MDB_WRITEMAP (see shared/LESSONS.md: NOSYNC loses
- * acknowledged data on power loss, WRITEMAP turns a full disk into SIGBUS).
+ * MDB_NOMETASYNC or MDB_WRITEMAP (docs/architecture.md, "Durability rules":
+ * NOSYNC loses acknowledged data on power loss, WRITEMAP turns a full disk
+ * into SIGBUS).
  */
 #include "wal/wal.h"
 #include "wal/wal_file.h"
@@ -929,8 +930,9 @@ static int append_once(struct wal *w, struct wal_batch *b, size_t n, int64_t now
 		MDB_val k = { 8, kb }, v = { size, NULL };
 		/* MDB_APPEND: keys only grow, so LMDB can skip the search and fill
 		 * pages completely. MDB_RESERVE: encode straight into the page,
-		 * one copy of the body inside the commit (LESSONS: a body must be
-		 * copied into the queue, never referenced). */
+		 * one copy of the body inside the commit (a body must be copied
+		 * into the queue, never referenced: a relay that kept a pointer
+		 * into a reused request buffer delivered another request's lines). */
 		if ((rc = mdb_put(txn, w->dbi_batches, &k, &v, MDB_APPEND | MDB_RESERVE)))
 			goto abort;
 		walr_batch_encode(bt, v.mv_data);
@@ -1259,8 +1261,8 @@ static int advance_cursor(MDB_txn *txn, struct wal *w, int id, struct walr_backe
 }
 
 /*
- * Truncate as we deliver, in the same transaction as the cursor (LESSONS:
- * Telegraf's buffer never shrank). Delete from the front of the log every
+ * Truncate as we deliver, in the same transaction as the cursor (a disk
+ * buffer that is never truncated only grows). Delete from the front of the log every
  * batch whose routed backends have all passed it; stop at the first one
  * still pending somewhere, so that the log stays a suffix of the sequence.
  */
