@@ -259,7 +259,9 @@ class DeadLetterFullDiskTest(FullDiskCase):
         st = self.status()
         self.assertEqual(st["pending_batches"], len(accepted), st)
         os.unlink(self.filler)
-        st = r.wait_status(BACKEND, timeout=60, pending_batches=0, dead_batches=len(accepted))
+        # One dead-letter commit per batch: ASan's build is a few times slower.
+        st = r.wait_status(BACKEND, timeout=240 if relaytest.asan_build() else 60, pending_batches=0,
+                           dead_batches=len(accepted))
         self.assertEqual(fake.delivered(), [])
 
 
@@ -344,22 +346,27 @@ class CorruptRecordTest(StallChecks, unittest.TestCase):
         r.stop()
         good = mdb_dump(r.data_dir, "batches")
         key = (1).to_bytes(8, "big")
-        mdb_load(r.data_dir, "batches", {key: with_accept_ns(good[key], -1)})
+        # And one changed byte in the body of the third: only its
+        # checksum tells (it decodes otherwise).
+        key3 = (3).to_bytes(8, "big")
+        rec3 = bytearray(good[key3])
+        rec3[-5] ^= 0x01
+        mdb_load(r.data_dir, "batches", {key: with_accept_ns(good[key], -1), key3: bytes(rec3)})
         fake.set_default("ok")
         r.start()
         r.wait_ready()
 
-        st = r.wait_status(BACKEND, timeout=20, pending_batches=0, dead_batches=1, state="up")
+        st = r.wait_status(BACKEND, timeout=20, pending_batches=0, dead_batches=2, state="up")
         self.assertEqual(st["last_error"], "")
         got = [l for q in fake.delivered() for l in q.lines()]
-        self.assertEqual(got, [l for i in (1, 2) for l in batch(i, "corrupt").splitlines()])
-        self.assertEqual(len(r.log_matches(r"corrupt queue record\(s\) moved to the dead-letter queue")), 1,
-                         r.log_since_start())
+        self.assertEqual(got, batch(1, "corrupt").splitlines())
+        self.assertGreaterEqual(len(r.log_matches(r"corrupt queue record\(s\) moved to the dead-letter queue")), 1,
+                                r.log_since_start())
         cp = r.relayctl("--json", "dlq", "list", BACKEND)
         dead = json.loads(cp.stdout)["dead"]
-        self.assertEqual(len(dead), 1, cp.stdout)
-        self.assertEqual(dead[0]["seq"], 1)
-        self.assertTrue(dead[0].get("corrupt"), dead[0])
+        self.assertEqual([d["seq"] for d in dead], [1, 3], cp.stdout)
+        self.assertTrue(all(d.get("corrupt") for d in dead), dead)
+        self.assertIn("checksum", dead[1].get("message", "") + json.dumps(dead[1]), dead[1])
         # verify names it until the operator drops it
         self.assertIn("dead letter 1 is a quarantined batch that did not decode", r.relayctl("verify").stdout)
 
