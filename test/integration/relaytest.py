@@ -161,6 +161,63 @@ def read_head(sock, timeout=10.0):
     return int(buf.split(b" ", 2)[1]), buf
 
 
+# ---- the queue file, through lmdb-utils (mdb_dump, mdb_load) ---------------
+
+MDB_DUMP = shutil.which("mdb_dump")
+MDB_LOAD = shutil.which("mdb_load")
+
+
+def mdb_dump(env_dir, dbname):
+    """{key bytes: value bytes} of named database dbname (mdb_dump -s)."""
+    cp = subprocess.run([MDB_DUMP, "-s", dbname, env_dir], capture_output=True, text=True, check=True)
+    lines = cp.stdout.splitlines()
+    body = lines[lines.index("HEADER=END") + 1:lines.index("DATA=END")]
+    return {bytes.fromhex(body[i].strip()): bytes.fromhex(body[i + 1].strip())
+            for i in range(0, len(body), 2)}
+
+
+def mdb_load(env_dir, dbname, entries):
+    """Write entries into dbname (mdb_load -s, overwriting existing keys)."""
+    text = ["VERSION=3", "format=bytevalue", "type=btree", "HEADER=END"]
+    for k, v in entries.items():
+        text += [" " + k.hex(), " " + v.hex()]
+    text.append("DATA=END")
+    subprocess.run([MDB_LOAD, "-s", dbname, env_dir], input="\n".join(text) + "\n", text=True,
+                   check=True, capture_output=True)
+
+
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data, crc=0):
+    """CRC32C (Castagnoli, reflected), the queue record's checksum."""
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc = _CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def seal_record(rec):
+    """A batch record (format 2) with its checksum made right: the CRC32C
+    of the record with its own four bytes (16..19) taken as zero. For a
+    record a test changes on purpose, so that it still decodes and what
+    is wrong with it is what the test means."""
+    rec = bytearray(rec)
+    rec[16:20] = bytes(4)
+    rec[16:20] = crc32c(bytes(rec)).to_bytes(4, "little")
+    return bytes(rec)
+
+
 def make_tmpdir(guard, prefix="relaytest-"):
     """A fresh temp dir, removed by the guard (e.g. self.addCleanup)
     unless RELAYTEST_KEEP=1. Register it before the processes that use it,

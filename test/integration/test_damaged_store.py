@@ -35,12 +35,12 @@ import subprocess
 import unittest
 
 import relaytest
+from relaytest import MDB_DUMP, MDB_LOAD, mdb_dump, mdb_load  # noqa: E402 (the queue file's tools)
+from relaytest import seal_record as seal  # noqa: E402
 
 DB = "telemetry"
 BATCHES = 50
 LINES = 20
-MDB_DUMP = shutil.which("mdb_dump")
-MDB_LOAD = shutil.which("mdb_load")
 PAGE = 4096
 
 BATCH_HDR = struct.Struct("<QqQIIBBH6H")  # 48 bytes: docs/architecture.md, "On-disk format"
@@ -50,24 +50,8 @@ def down_url():
     return "http://127.0.0.1:%d" % relaytest.closed_port()
 
 
-def mdb_dump(env_dir, dbname):
-    """{key bytes: value bytes} of named database dbname (mdb_dump -s)."""
-    cp = subprocess.run([MDB_DUMP, "-s", dbname, env_dir], capture_output=True, text=True, check=True)
-    lines = cp.stdout.splitlines()
-    body = lines[lines.index("HEADER=END") + 1:lines.index("DATA=END")]
-    return {bytes.fromhex(body[i].strip()): bytes.fromhex(body[i + 1].strip())
-            for i in range(0, len(body), 2)}
 
 
-def mdb_load(env_dir, dbname, entries):
-    """Write entries into dbname (mdb_load -s, overwriting existing keys)."""
-    text = ["VERSION=3", "format=bytevalue", "type=btree", "HEADER=END"]
-    for k, v in entries.items():
-        text.append(" " + k.hex())
-        text.append(" " + v.hex())
-    text.append("DATA=END")
-    subprocess.run([MDB_LOAD, "-s", dbname, env_dir], input="\n".join(text) + "\n", text=True,
-                   check=True, capture_output=True)
 
 
 def file_hash(path):
@@ -75,33 +59,12 @@ def file_hash(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def _crc32c_table():
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    return t
 
 
-CRC32C = _crc32c_table()
 
 
-def crc32c(data, crc=0):
-    crc ^= 0xFFFFFFFF
-    for b in data:
-        crc = CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
 
 
-def seal(rec):
-    """A batch record (format 2) with its checksum written: CRC32C of the
-    record, its own four bytes (16..19) taken as zero."""
-    rec = bytearray(rec)
-    rec[16:20] = b"\0\0\0\0"
-    rec[16:20] = struct.pack("<I", crc32c(bytes(rec)))
-    return bytes(rec)
 
 
 # ---- damage to the file ----------------------------------------------------

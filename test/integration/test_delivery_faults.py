@@ -11,38 +11,20 @@ beside it, to show that one backend's trouble does not hold back another.
 
 import base64
 import collections
-import shutil
-import subprocess
 import threading
 import time
 import unittest
 
 import fakeinflux
 import relaytest
+from relaytest import MDB_DUMP, MDB_LOAD, mdb_dump, mdb_load  # noqa: E402 (the queue file's tools)
 
 DB = "telemetry"
 BASE_NS = 1_600_000_000 * 10 ** 9
 
 
 
-def crc32c(data):
-    """CRC32C (Castagnoli, reflected), as the queue record's checksum."""
-    c = 0xFFFFFFFF
-    for b in data:
-        c ^= b
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-    return c ^ 0xFFFFFFFF
 
-
-def reseal(record):
-    """A batch record changed on purpose, with its checksum (bytes 16..19,
-    computed with them zero) made right again: the record decodes, and
-    what is wrong with it is what the test wants delivery to meet."""
-    rec = bytearray(record)
-    rec[16:20] = bytes(4)
-    rec[16:20] = crc32c(bytes(rec)).to_bytes(4, "little")
-    return bytes(rec)
 
 def lines_for(tag, n, pad=0):
     """n distinct lines with timestamps (stored byte for byte as sent)."""
@@ -55,24 +37,8 @@ def body_of(lines):
     return "\n".join(lines) + "\n"
 
 
-def mdb_dump(env_dir, dbname):
-    """{key: value} of the named LMDB database dbname (lmdb-utils)."""
-    cp = subprocess.run([shutil.which("mdb_dump"), "-s", dbname, env_dir], capture_output=True, text=True,
-                        check=True)
-    lines = cp.stdout.splitlines()
-    body = lines[lines.index("HEADER=END") + 1:lines.index("DATA=END")]
-    return {bytes.fromhex(body[i].strip()): bytes.fromhex(body[i + 1].strip())
-            for i in range(0, len(body), 2)}
 
 
-def mdb_load(env_dir, dbname, entries):
-    """Overwrite these keys of dbname."""
-    text = ["VERSION=3", "format=bytevalue", "type=btree", "HEADER=END"]
-    for k, v in entries.items():
-        text += [" " + k.hex(), " " + v.hex()]
-    text.append("DATA=END")
-    subprocess.run([shutil.which("mdb_load"), "-s", dbname, env_dir], input="\n".join(text) + "\n",
-                   text=True, check=True, capture_output=True)
 
 
 class FaultTest(unittest.TestCase):
@@ -419,7 +385,7 @@ class FaultTest(unittest.TestCase):
         self.assertIn(b"A" * len(evil), rec)
         damaged[keys[3]] = rec.replace(b"A" * len(evil), evil)
         for k in damaged:
-            damaged[k] = reseal(damaged[k])
+            damaged[k] = relaytest.seal_record(damaged[k])
         mdb_load(r.data_dir, "batches", damaged)
         r.write_config(self.tmp, backends=[{"name": "fake", "url": fake.url, "parallel": 1,
                                             "retry_min": "100ms", "retry_max": "1s"}])

@@ -34,14 +34,13 @@ import time
 import unittest
 
 import relaytest
+from relaytest import MDB_DUMP, MDB_LOAD, mdb_dump, mdb_load  # noqa: E402 (the queue file's tools)
 
 DB = "telemetry"
 RETRY = {"retry_min": "100ms", "retry_max": "1s"}
 BASE_S = 1_600_000_000
 UNIT_NS = {"ns": 1, "u": 1000, "ms": 10 ** 6, "s": 10 ** 9}
 INFLUX_BIN = shutil.which("influx")
-MDB_DUMP = shutil.which("mdb_dump")
-MDB_LOAD = shutil.which("mdb_load")
 MDB_STAT = shutil.which("mdb_stat")
 
 
@@ -1168,24 +1167,8 @@ class RelayctlTest(unittest.TestCase):
 
 # ---- lmdb-utils ------------------------------------------------------------
 
-def mdb_dump(env_dir, dbname):
-    """{key bytes: value bytes} of named database dbname (mdb_dump -s)."""
-    cp = subprocess.run([MDB_DUMP, "-s", dbname, env_dir], capture_output=True, text=True, check=True)
-    lines = cp.stdout.splitlines()
-    body = lines[lines.index("HEADER=END") + 1:lines.index("DATA=END")]
-    return {bytes.fromhex(body[i].strip()): bytes.fromhex(body[i + 1].strip())
-            for i in range(0, len(body), 2)}
 
 
-def mdb_load(env_dir, dbname, entries):
-    """Write entries into dbname (mdb_load -s, overwriting existing keys)."""
-    text = ["VERSION=3", "format=bytevalue", "type=btree", "HEADER=END"]
-    for k, v in entries.items():
-        text.append(" " + k.hex())
-        text.append(" " + v.hex())
-    text.append("DATA=END")
-    subprocess.run([MDB_LOAD, "-s", dbname, env_dir], input="\n".join(text) + "\n", text=True,
-                   check=True, capture_output=True)
 
 
 # ---- batch records (docs/architecture.md, "On-disk format") ---------------

@@ -18,14 +18,13 @@ record is written with lmdb-utils' mdb_load.
 import json
 import os
 import re
-import shutil
 import struct
-import subprocess
 import time
 import unittest
 
 import fakeinflux
 import relaytest
+from relaytest import MDB_DUMP, MDB_LOAD, mdb_dump, mdb_load  # noqa: E402 (the queue file's tools)
 from test_disk_full import mount_tmpfs, probe_mount, umount
 
 LINES = 200
@@ -297,26 +296,11 @@ class DeadLetterPartFullDiskTest(FullDiskCase):
 
 # ---- a record the queue cannot decode --------------------------------------
 
-MDB_DUMP = shutil.which("mdb_dump")
-MDB_LOAD = shutil.which("mdb_load")
 BATCH_HDR = struct.Struct("<QqQIIBBH6H")  # see docs/architecture.md, "On-disk format"
 
 
-def mdb_dump(env_dir, dbname):
-    cp = subprocess.run([MDB_DUMP, "-s", dbname, env_dir], capture_output=True, text=True, check=True)
-    lines = cp.stdout.splitlines()
-    body = lines[lines.index("HEADER=END") + 1:lines.index("DATA=END")]
-    return {bytes.fromhex(body[i].strip()): bytes.fromhex(body[i + 1].strip())
-            for i in range(0, len(body), 2)}
 
 
-def mdb_load(env_dir, dbname, entries):
-    text = ["VERSION=3", "format=bytevalue", "type=btree", "HEADER=END"]
-    for k, v in entries.items():
-        text += [" " + k.hex(), " " + v.hex()]
-    text.append("DATA=END")
-    subprocess.run([MDB_LOAD, "-s", dbname, env_dir], input="\n".join(text) + "\n", text=True,
-                   check=True, capture_output=True)
 
 
 def with_accept_ns(rec, t):
