@@ -35,6 +35,7 @@ import unittest
 
 import relaytest
 from relaytest import MDB_DUMP, MDB_LOAD, mdb_dump, mdb_load  # noqa: E402 (the queue file's tools)
+from relaytest import seal_record as seal  # noqa: E402
 
 DB = "telemetry"
 RETRY = {"retry_min": "100ms", "retry_max": "1s"}
@@ -1189,33 +1190,12 @@ def parse_batch_record(rec):
     return out
 
 
-def _crc32c_table():
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    return t
 
 
-CRC32C = _crc32c_table()
 
 
-def crc32c(data, crc=0):
-    crc ^= 0xFFFFFFFF
-    for b in data:
-        crc = CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
 
 
-def seal(rec):
-    """A batch record (format 2) with its checksum written: CRC32C of the
-    record, its own four bytes (16..19) taken as zero."""
-    rec = bytearray(rec)
-    rec[16:20] = b"\0\0\0\0"
-    rec[16:20] = struct.pack("<I", crc32c(bytes(rec)))
-    return bytes(rec)
 
 
 def batch_record(route, accept_ns, lines, precision, body, **strs):
