@@ -1961,6 +1961,19 @@ static int control_byte_field(const struct wal_batch *b, const char **value, siz
 	return -1;
 }
 
+/* How much of an import stopped part way is in the queue: what went
+ * before stays queued, the rest of the file is not. */
+static void import_say_queued(uint64_t points, uint64_t nbatches, uint64_t first_seq, uint64_t last_seq)
+{
+	if (nbatches)
+		fprintf(stderr,
+			"relayctl: %" PRIu64 " points in %" PRIu64 " batches (%" PRIu64 "..%" PRIu64
+			") were queued, the rest of the file was not\n",
+			points, nbatches, first_seq, last_seq);
+	else
+		fprintf(stderr, "relayctl: nothing was queued\n");
+}
+
 static int cmd_import(const struct ctl *c, const char *backend, const char *path)
 {
 	enum lp_precision prec;
@@ -2083,13 +2096,7 @@ static int cmd_import(const struct ctl *c, const char *backend, const char *path
 		}
 		if (refused) {
 			/* Nothing of this group is queued: what went before stays. */
-			if (nbatches)
-				fprintf(stderr,
-					"relayctl: %" PRIu64 " points in %" PRIu64 " batches (%" PRIu64 "..%" PRIu64
-					") were queued, the rest of the file was not\n",
-					queued_points, nbatches, first_seq, last_seq);
-			else
-				fprintf(stderr, "relayctl: nothing was queued\n");
+			import_say_queued(queued_points, nbatches, first_seq, last_seq);
 			rc = 1;
 			break;
 		}
@@ -2114,13 +2121,7 @@ static int cmd_import(const struct ctl *c, const char *backend, const char *path
 				fputc('\n', stderr);
 			fprintf(stderr, "relayctl: cannot queue more of '%s' for backend '%s': %s\n", path, backend,
 				wal_strerror(arc));
-			if (nbatches)
-				fprintf(stderr,
-					"relayctl: %" PRIu64 " points in %" PRIu64 " batches (%" PRIu64 "..%" PRIu64
-					") were queued, the rest of the file was not\n",
-					queued_points, nbatches, first_seq, last_seq);
-			else
-				fprintf(stderr, "relayctl: nothing was queued\n");
+			import_say_queued(queued_points, nbatches, first_seq, last_seq);
 			rc = 1;
 			break;
 		}

@@ -48,26 +48,7 @@ MDB_STAT = shutil.which("mdb_stat")
 MIB = 1 << 20
 
 
-def asan_build():
-    try:
-        with open(relaytest.RELAYD_BIN, "rb") as f:
-            return b"AddressSanitizer" in f.read()
-    except OSError:
-        return False
-
-
-ASAN = asan_build()
-
-
-def proc_mem(pid):
-    """VmRSS and VmHWM of pid, in bytes."""
-    out = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            key, _, val = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(val.split()[0]) * 1024
-    return out
+ASAN = relaytest.asan_build()
 
 
 def backend(name, url, **opts):
@@ -856,7 +837,7 @@ class RelayctlTest(unittest.TestCase):
         per request it got in, and the connection goes on."""
         r = self.relayd([backend("b1", down_url())])
         self.write_batches(r, 2)
-        before = proc_mem(r.proc.pid)
+        before = relaytest.proc_mem(r.proc.pid)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.addCleanup(sock.close)
         sock.connect(os.path.join(r.data_dir, "relayd.sock"))
@@ -874,7 +855,7 @@ class RelayctlTest(unittest.TestCase):
                 if time.monotonic() - stuck_since > 1.0:
                     break  # relayd stopped reading
                 time.sleep(0.005)
-        during = proc_mem(r.proc.pid)
+        during = relaytest.proc_mem(r.proc.pid)
         relaytest._log("control client that never reads: %d of %d bytes of requests got in; relayd VmRSS "
                        "%.1f MiB before, %.1f MiB after (VmHWM %.1f MiB)"
                        % (sent, total, before["VmRSS"] / MIB, during["VmRSS"] / MIB, during["VmHWM"] / MIB))
@@ -1169,9 +1150,6 @@ class RelayctlTest(unittest.TestCase):
 # ---- lmdb-utils ------------------------------------------------------------
 
 
-
-
-
 # ---- batch records (docs/architecture.md, "On-disk format") ---------------
 
 BATCH_HDR = struct.Struct("<QqQIIBBH6H")  # 48 bytes
@@ -1188,14 +1166,6 @@ def parse_batch_record(rec):
         off += n
     out["body"] = rec[off:off + body_len]
     return out
-
-
-
-
-
-
-
-
 
 
 def batch_record(route, accept_ns, lines, precision, body, **strs):
