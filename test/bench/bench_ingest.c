@@ -79,7 +79,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "relay/util.h"
+#include "relay/base/util.h"
 
 extern char **environ;
 

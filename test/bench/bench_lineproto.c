@@ -14,8 +14,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "relay/lineproto.h"
-#include "relay/util.h"
+#include "relay/base/lineproto.h"
+#include "relay/base/util.h"
 
 static double now_s(void)
 {

@@ -26,9 +26,9 @@
 #include <string.h>
 
 #include "fuzz_config_util.h"
-#include "relay/backend_api.h"
-#include "relay/http_client.h"
-#include "relay/lineproto.h"
+#include "relay/delivery/backend_api.h"
+#include "relay/delivery/http_client.h"
+#include "relay/base/lineproto.h"
 
 #define NCFG 8
 

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "relay/config.h"
-#include "relay/util.h"
+#include "relay/base/config.h"
+#include "relay/base/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

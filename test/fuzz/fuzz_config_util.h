@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "relay/config.h"
+#include "relay/base/config.h"
 
 static inline void fuzz_load_config(const char *name, const char *yaml, struct relay_config *cfg)
 {

@@ -32,7 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "relay/control.h"
+#include "relay/control/control.h"
 
 #define BIG_REPLY 6000
 

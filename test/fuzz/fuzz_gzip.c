@@ -18,9 +18,9 @@
 #include <string.h>
 
 #include "fuzz_config_util.h"
-#include "relay/config.h"
-#include "relay/http_server.h"
-#include "relay/util.h"
+#include "relay/base/config.h"
+#include "relay/door/http_server.h"
+#include "relay/base/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -13,8 +13,8 @@
 #include <string.h>
 
 #include "fuzz_config_util.h"
-#include "relay/config.h"
-#include "relay/http_server.h"
+#include "relay/base/config.h"
+#include "relay/door/http_server.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "relay/http_client.h"
-#include "relay/outcome.h"
+#include "relay/delivery/http_client.h"
+#include "relay/base/outcome.h"
 
 struct seen {
 	int calls;

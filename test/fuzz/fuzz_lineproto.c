@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "relay/lineproto.h"
+#include "relay/base/lineproto.h"
 
 #define STAMP INT64_C(1700000000000000000)
 #define MAX_LINE 64

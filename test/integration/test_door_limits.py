@@ -326,7 +326,7 @@ class GzipBodyEndTest(unittest.TestCase):
 
     A body of several gzip members (`cat a.gz b.gz`, valid per RFC 1952;
     gzip -d and influxd read every member) is inflated member by member
-    (relay/http_server.c, on_body: inflateReset() at each member's end),
+    (relay/door/http_request.c, on_body: inflateReset() at each member's end),
     and every member's lines are queued as one batch; nothing is dropped
     after a 204. Bytes after the stream that are not a gzip member are a
     400, as influxd answers, and nothing of the request is queued."""

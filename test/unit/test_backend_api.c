@@ -15,9 +15,9 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "relay/backend_api.h"
-#include "relay/config.h"
-#include "relay/lineproto.h"
+#include "relay/delivery/backend_api.h"
+#include "relay/base/config.h"
+#include "relay/base/lineproto.h"
 
 static void load(const char *backend_yaml, struct relay_config *cfg)
 {

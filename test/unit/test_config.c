@@ -17,8 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "relay/config.h"
-#include "relay/util.h"
+#include "relay/base/config.h"
+#include "relay/base/util.h"
 
 #define MIB (1024ULL * 1024)
 #define GIB (1024ULL * MIB)

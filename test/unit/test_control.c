@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "relay/control.h"
+#include "relay/control/control.h"
 
 struct fx {
 	char dir[128];

@@ -20,9 +20,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "relay/config.h"
-#include "relay/http_server.h"
-#include "relay/ingest.h"
+#include "relay/base/config.h"
+#include "relay/door/http_server.h"
+#include "relay/door/ingest.h"
 #include "wal/wal.h"
 
 static void test_outcome_table(void **state)

@@ -15,8 +15,8 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "relay/http_client.h"
-#include "relay/outcome.h"
+#include "relay/delivery/http_client.h"
+#include "relay/base/outcome.h"
 
 static uint64_t ra(const char *v, int64_t now_s)
 {

@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "relay/lineproto.h"
+#include "relay/base/lineproto.h"
 
 #define STAMP INT64_C(1700000000000000000)
 #define S " 1700000000000000000\n"

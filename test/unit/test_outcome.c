@@ -11,8 +11,8 @@
 
 #include <string.h>
 
-#include "relay/backoff.h"
-#include "relay/outcome.h"
+#include "relay/base/backoff.h"
+#include "relay/base/outcome.h"
 
 static void test_table(void **state)
 {

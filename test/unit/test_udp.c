@@ -20,10 +20,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "relay/config.h"
-#include "relay/ingest.h"
-#include "relay/udp.h"
-#include "relay/util.h"
+#include "relay/base/config.h"
+#include "relay/door/ingest.h"
+#include "relay/door/udp.h"
+#include "relay/base/util.h"
 #include "wal/wal.h"
 
 struct fixture {

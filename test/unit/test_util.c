@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "relay/log.h"
-#include "relay/util.h"
+#include "relay/base/log.h"
+#include "relay/base/util.h"
 
 static void test_sizes(void **state)
 {

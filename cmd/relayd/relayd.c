@@ -1,0 +1,892 @@
+/*
+ * relayd: the daemon. A thin main: arguments, configuration, the user
+ * switch and detaching (cmd/daemon.c), the queue, the doors (HTTP, UDP),
+ * the delivery workers (cmd/backends.c), signals, then the loop.
+ *
+ * Shutdown order (SIGTERM/SIGINT): UDP listeners stop and hand what they
+ * received to ingest; stop accepting, let writes waiting for a commit get
+ * it and their answer, close connections, commit what is still queued,
+ * stop the workers, close the queue. A timer bounds it; a second signal or
+ * the timer exits at once, which is still safe: nothing acknowledged is
+ * lost, since acknowledgement follows the commit.
+ * SIGHUP reloads the configuration, SIGUSR1 reopens the log file.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "relay/delivery/backends.h"
+#include "cmd/relayd/daemon.h"
+#include "relay/base/config.h"
+#include "relay/control/control.h"
+#include "relay/door/http_server.h"
+#include "relay/door/ingest.h"
+#include "relay/base/lineproto.h"
+#include "relay/base/log.h"
+#include "relay/delivery/replay.h"
+#include "relay/door/udp.h"
+#include "relay/base/util.h"
+#include "wal/wal.h"
+
+/* A clean shutdown that takes longer than this (a commit stuck on a dying
+ * disk, say) is cut short: what was acknowledged is on disk already. The
+ * systemd unit and the init script wait longer before their SIGKILL. */
+#define SHUTDOWN_TIMEOUT_MS 30000
+/* How often systemd's STATUS= line is refreshed. */
+#define STATUS_INTERVAL_MS 10000
+/* How often stale LMDB reader slots are freed and delivery rates sampled. */
+#define MAINT_INTERVAL_MS 5000
+
+#define SWAP(a, b)                        \
+	do {                              \
+		__typeof__(a) swap_t_ = (a); \
+		(a) = (b);                \
+		(b) = swap_t_;            \
+	} while (0)
+
+struct relayd {
+	uv_loop_t *loop;
+	/*
+	 * The configuration in force. http_server keeps its address and
+	 * reads its fields on the loop thread only, when it needs them, so a
+	 * reload swaps new contents into this very struct (see reload()).
+	 */
+	struct relay_config cfg;
+	int ids[RELAY_MAX_BACKENDS]; /* queue id of cfg.backends[i] */
+	char *start_dir;   /* where relayd was started: relative paths mean this */
+	char *config_path; /* absolute: reloads read it after chdir("/") */
+	char *pidfile;     /* absolute, or NULL */
+	uint64_t map_size; /* the queue's LMDB map, fixed until a restart */
+	pid_t pid;
+	struct wal *wal;
+	struct ingest ing;
+	struct http_server *http;
+	struct udp_server *udp;
+	struct backends backends;
+	uv_signal_t sigterm, sigint, sighup, sigusr1;
+	uv_timer_t shutdown_timer, status_timer, watchdog_timer, maint_timer;
+	/* relayctl's channel (data_dir/relayd.sock) */
+	struct control_server control;
+	int control_on;
+	int64_t started_ns;
+	/* delivery rate per queue id, sampled by maint_cb */
+	uint64_t rate_points[WAL_MAX_BACKENDS];
+	uint64_t rate_t_ns[WAL_MAX_BACKENDS];
+	double rate[WAL_MAX_BACKENDS];
+	int stopping;
+	uint64_t reloads, reload_errors;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: relayd -c FILE [--daemon] [--pidfile FILE] [--allow-root]\n"
+		"       relayd -c FILE --check-config\n"
+		"\n"
+		"  -c, --config FILE   configuration file (YAML); see relayd.yaml(5)\n"
+		"  -t, --check-config  check the configuration and exit\n"
+		"  -d, --daemon        detach; return once listening (0) or failed (1)\n"
+		"  -p, --pidfile FILE  write the pid to FILE (removed on exit)\n"
+		"      --allow-root    run as root when the configuration sets no 'user'\n"
+		"  -V, --version       print the version and exit\n"
+		"  -h, --help          this help\n"
+		"\n"
+		"relayd accepts InfluxDB writes, commits them to a durable queue in\n"
+		"data_dir before answering 204, and forwards them to every backend.\n"
+		"Signals: TERM/INT stop cleanly, HUP reloads the configuration,\n"
+		"USR1 reopens the log file.\n");
+}
+
+/*---- the systemd status line ----*/
+
+/* Whole seconds from t_ns to now_ns: 0 for no time (0) or one in the
+ * future, saturated for one before 1970, so that no stored time can make
+ * the subtraction overflow. */
+static int64_t health_age_seconds(int64_t now_ns, int64_t t_ns)
+{
+	if (!t_ns || t_ns >= now_ns)
+		return 0;
+	if (t_ns < 0 && now_ns > INT64_MAX + t_ns)
+		return INT64_MAX / 1000000000LL;
+	return (now_ns - t_ns) / 1000000000LL;
+}
+
+/* One line for `systemctl status`: the backlog, and how many backends
+ * deliver. A few short read transactions: cheap every 10 s. */
+static void status_line(struct relayd *d, char *buf, size_t len)
+{
+	uint64_t batches = 0, points = 0, bytes = 0;
+	int64_t oldest = 0, now = now_realtime_ns();
+	size_t up = 0;
+
+	for (size_t i = 0; i < d->cfg.nbackends; i++) {
+		struct wal_backend_stat st;
+		const struct replay_worker *w = backends_worker(&d->backends, d->ids[i]);
+		if (w && w->health == REPLAY_UP)
+			up++;
+		if (wal_backend_stat(d->wal, d->cfg.backends[i].name, &st) != 0)
+			continue;
+		batches += st.pending_batches;
+		points += st.pending_points;
+		bytes += st.pending_bytes;
+		if (st.oldest_accept_ns && (!oldest || st.oldest_accept_ns < oldest))
+			oldest = st.oldest_accept_ns;
+	}
+	snprintf(buf, len, "%s%" PRIu64 " points in %" PRIu64 " batches (%" PRIu64 " KiB) queued, oldest %" PRId64
+		 " s; %zu of %zu backends up",
+		 d->stopping ? "stopping; " : "", points, batches, (bytes + 1023) / 1024,
+		 oldest ? health_age_seconds(now, oldest) : (int64_t)0, up, d->cfg.nbackends);
+}
+
+static void notify_status(struct relayd *d, const char *extra)
+{
+	char line[256];
+	if (!daemon_notify_enabled())
+		return;
+	status_line(d, line, sizeof(line));
+	daemon_notify("%sSTATUS=%s", extra ? extra : "", line);
+}
+
+static void status_cb(uv_timer_t *t)
+{
+	notify_status(t->data, NULL);
+}
+
+static void watchdog_cb(uv_timer_t *t)
+{
+	(void)t;
+	/* Pinged from the loop thread: a loop that stops turning stops the
+	 * pings, and systemd restarts relayd. */
+	daemon_notify("WATCHDOG=1");
+}
+
+/*---- upkeep and relayctl's control channel ----*/
+
+static void maint_cb(uv_timer_t *t)
+{
+	struct relayd *d = t->data;
+	uint64_t now = now_mono_ns();
+	int cleared = 0;
+
+	/* A relayctl killed inside a read transaction leaves its reader slot
+	 * behind, and the slot pins the pages of its snapshot: freed here,
+	 * the file cannot grow by everything written after it. */
+	if (wal_reader_check(d->wal, &cleared) == 0 && cleared > 0)
+		relay_log(RELAY_LOG_INFO, "freed %d stale reader slot%s of the queue (a reader was killed)",
+		          cleared, cleared == 1 ? "" : "s");
+	for (size_t i = 0; i < d->cfg.nbackends; i++) {
+		int id = d->ids[i];
+		const struct replay_worker *w = backends_worker(&d->backends, id);
+		uint64_t pts = w ? w->stats.delivered_points : 0;
+		/* Smoothed over about half a minute; a restarted worker (its
+		 * counters start again) only restarts the sampling. */
+		if (d->rate_t_ns[id] && now > d->rate_t_ns[id] && pts >= d->rate_points[id]) {
+			double r = (double)(pts - d->rate_points[id]) * 1e9 / (double)(now - d->rate_t_ns[id]);
+			d->rate[id] = d->rate[id] * 0.8 + r * 0.2;
+		}
+		d->rate_points[id] = pts;
+		d->rate_t_ns[id] = now;
+	}
+}
+
+/* The index in cfg.backends of name, or -1 with a message in reply. */
+static int ctl_backend(struct relayd *d, const char *name, struct rbuf *reply)
+{
+	for (size_t i = 0; i < d->cfg.nbackends; i++)
+		if (strcmp(d->cfg.backends[i].name, name) == 0)
+			return (int)i;
+	rbuf_appendf(reply, "unknown backend '%.64s' (not in relayd's configuration)", name);
+	return -1;
+}
+
+static int ctl_status(void *data, const char *arg, struct rbuf *reply)
+{
+	struct relayd *d = data;
+	struct control_status *st = xcalloc(1, sizeof(*st));
+	(void)arg;
+
+	st->pid = d->pid;
+	snprintf(st->version, sizeof(st->version), "%s", RELAYD_VERSION);
+	st->started_ns = d->started_ns;
+	for (size_t i = 0; i < d->cfg.nbackends && i < CONTROL_MAX_BACKENDS; i++) {
+		struct control_backend_status *b = &st->backends[st->nbackends++];
+		const struct replay_worker *w = backends_worker(&d->backends, d->ids[i]);
+		snprintf(b->name, sizeof(b->name), "%s", d->cfg.backends[i].name);
+		b->next_attempt_ms = -1;
+		if (!w) {
+			snprintf(b->state, sizeof(b->state), "starting");
+			continue;
+		}
+		replay_status(w, &b->head_seq, &b->attempts, &b->next_attempt_ms);
+		snprintf(b->state, sizeof(b->state), "%s", replay_paused(w) ? "paused" : replay_health_name(w->health));
+		snprintf(b->last_error, sizeof(b->last_error), "%s", w->last_error);
+		b->last_delivery_ns = w->last_delivery_ns;
+		b->delivered_points = w->stats.delivered_points;
+		b->points_per_second = d->rate[d->ids[i]];
+	}
+	control_status_format(st, reply);
+	free(st);
+	return 0;
+}
+
+/* relayctl changed a backend's queue or its pause flag. */
+static int ctl_notify(void *data, const char *arg, struct rbuf *reply)
+{
+	struct relayd *d = data;
+	int i = ctl_backend(d, arg, reply);
+	if (i < 0)
+		return -1;
+	struct replay_worker *w = backends_worker_mut(&d->backends, d->ids[i]);
+	if (w)
+		replay_refresh(w);
+	return 0;
+}
+
+static int ctl_retry(void *data, const char *arg, struct rbuf *reply)
+{
+	struct relayd *d = data;
+	int i = ctl_backend(d, arg, reply);
+	if (i < 0)
+		return -1;
+	struct replay_worker *w = backends_worker_mut(&d->backends, d->ids[i]);
+	if (!w || replay_retry_now(w) != 0) {
+		rbuf_appendf(reply, "backend '%s' is not waiting to retry", arg);
+		return -1;
+	}
+	return 0;
+}
+
+static const struct control_command control_commands[] = {
+	{ "status", 0, ctl_status },
+	{ "notify", 1, ctl_notify },
+	{ "retry", 1, ctl_retry },
+};
+
+/* After the queue is open (its lock held: a second relayd was refused, so
+ * a live socket here is not another relayd's). */
+static int start_control(struct relayd *d)
+{
+	char path[128];
+	int rc = control_socket_path(d->cfg.data_dir, path, sizeof(path));
+	if (rc == 0)
+		rc = control_server_start(&d->control, d->loop, path, control_commands,
+		                          RELAY_ARRAY_SIZE(control_commands), d);
+	if (rc) {
+		relay_log(RELAY_LOG_ERROR, "cannot listen on the control socket '%s/%s': %s: refusing to start",
+		          d->cfg.data_dir, CONTROL_SOCKET_NAME, uv_strerror(rc));
+		return -1;
+	}
+	d->control_on = 1;
+	return 0;
+}
+
+/*---- shutdown ----*/
+
+static void exit_now(struct relayd *d, const char *why)
+{
+	relay_log(RELAY_LOG_WARN, "%s: exiting now (acknowledged writes are on disk)", why);
+	if (d->pidfile)
+		daemon_pidfile_remove(d->pidfile, d->pid);
+	_exit(1);
+}
+
+static void on_backends_closed(struct backends *bs)
+{
+	struct relayd *d = relay_container_of(bs, struct relayd, backends);
+	/* Everything is stopped: closing the last handles ends the loop. */
+	uv_close((uv_handle_t *)&d->sigterm, NULL);
+	uv_close((uv_handle_t *)&d->sigint, NULL);
+	uv_close((uv_handle_t *)&d->sighup, NULL);
+	uv_close((uv_handle_t *)&d->sigusr1, NULL);
+	uv_close((uv_handle_t *)&d->shutdown_timer, NULL);
+	uv_close((uv_handle_t *)&d->status_timer, NULL);
+	uv_close((uv_handle_t *)&d->watchdog_timer, NULL);
+	uv_close((uv_handle_t *)&d->maint_timer, NULL);
+}
+
+static void on_ingest_closed(struct ingest *ing)
+{
+	struct relayd *d = relay_container_of(ing, struct relayd, ing);
+	/* Writers are answered; now stop delivering. A POST in flight is
+	 * abandoned: its batches stay queued and go again after a restart. */
+	backends_close(&d->backends, on_backends_closed);
+}
+
+static void on_commit(struct ingest *ing, void *arg)
+{
+	struct relayd *d = arg;
+	(void)ing;
+	backends_notify(&d->backends);
+}
+
+static void on_http_closed(void *arg)
+{
+	struct relayd *d = arg;
+	d->http = NULL;
+	/* Every connection is gone; commits already handed to the pool
+	 * finish before ingest closes. */
+	ingest_close(&d->ing, on_ingest_closed);
+}
+
+static void on_udp_closed(void *arg)
+{
+	struct relayd *d = arg;
+	d->udp = NULL;
+}
+
+static void shutdown_timeout_cb(uv_timer_t *t)
+{
+	char why[64];
+	snprintf(why, sizeof(why), "shutdown did not finish within %d s", SHUTDOWN_TIMEOUT_MS / 1000);
+	exit_now(t->data, why);
+}
+
+static void on_stop_signal(uv_signal_t *h, int signum)
+{
+	struct relayd *d = h->data;
+	if (d->stopping) {
+		char why[64];
+		snprintf(why, sizeof(why), "second signal %d", signum);
+		exit_now(d, why);
+	}
+	d->stopping = 1;
+	relay_log(RELAY_LOG_NOTICE, "signal %d: shutting down", signum);
+	notify_status(d, "STOPPING=1\n");
+	/* relayctl finds nobody from now on, and says relayd is stopped:
+	 * what it changes takes effect at the next start. */
+	if (d->control_on) {
+		d->control_on = 0;
+		control_server_stop(&d->control, NULL);
+	}
+	uv_timer_start(&d->shutdown_timer, shutdown_timeout_cb, SHUTDOWN_TIMEOUT_MS, 0);
+	/* UDP first: stop receiving and hand the pending groups to ingest
+	 * now, before ingest closes (after the HTTP door), so that every
+	 * datagram received is committed. */
+	if (d->udp)
+		udp_close(d->udp, on_udp_closed, d);
+	if (d->http)
+		http_server_close(d->http, on_http_closed, d);
+	else
+		on_http_closed(d);
+}
+
+/*---- reload ----*/
+
+static void set_log_level(const struct relay_config *cfg)
+{
+	enum relay_log_level lvl;
+	if (relay_log_level_parse(cfg->log_level, &lvl) == 0)
+		relay_log_set_level(lvl);
+}
+
+/* Tell ingest which backends a new batch goes to, and their names and
+ * limits for its messages. Loop thread: ingest reads these there. */
+static void update_ingest(struct relayd *d)
+{
+	uint64_t route = 0;
+	for (int id = 0; id < WAL_MAX_BACKENDS; id++)
+		d->ing.names[id] = d->backends.names[id];
+	for (size_t i = 0; i < d->cfg.nbackends; i++) {
+		route |= 1ULL << d->ids[i];
+		d->ing.limits[d->ids[i]] = d->cfg.backends[i].max_bytes;
+	}
+	d->ing.route = route;
+}
+
+static int str_differs(const char *a, const char *b)
+{
+	return !a != !b || (a && strcmp(a, b) != 0);
+}
+
+static void needs_restart(const char *key, const char *now, const char *wanted)
+{
+	relay_log(RELAY_LOG_WARN, "reload: '%s' changed from '%s' to '%s': this needs a restart; "
+		  "'%s' stays in force until then", key, now, wanted, now);
+}
+
+/*
+ * What cannot change while relayd runs (the queue's directory and map,
+ * the sockets it listens on, the user it became, the commit group size
+ * ingest allocated for) is put back from the configuration in force into
+ * next, with a warning for each one that differs. Afterwards next holds
+ * only what may change, and every allocation still has one owner.
+ */
+static void keep_restart_only(struct relayd *d, struct relay_config *next)
+{
+	struct relay_config *cur = &d->cfg;
+	char a[32], b[32];
+
+	if (str_differs(cur->data_dir, next->data_dir))
+		needs_restart("data_dir", cur->data_dir, next->data_dir);
+	SWAP(cur->data_dir, next->data_dir);
+
+	if (strcmp(cur->listen_http_host, next->listen_http_host) || cur->listen_http_port != next->listen_http_port)
+		needs_restart("listen.http", cur->listen_http, next->listen_http);
+	SWAP(cur->listen_http, next->listen_http);
+	SWAP(cur->listen_http_host, next->listen_http_host);
+	SWAP(cur->listen_http_port, next->listen_http_port);
+
+	/* UDP listeners keep pointers to their entries. */
+	int udp_same = cur->nudp == next->nudp;
+	for (size_t i = 0; udp_same && i < cur->nudp; i++)
+		udp_same = config_udp_equal(&cur->udp[i], &next->udp[i]);
+	if (!udp_same) {
+		snprintf(a, sizeof(a), "%zu listeners", cur->nudp);
+		snprintf(b, sizeof(b), "%zu listeners", next->nudp);
+		needs_restart("listen.udp", a, b);
+	}
+	SWAP(cur->udp, next->udp);
+	SWAP(cur->nudp, next->nudp);
+
+	if (str_differs(cur->user, next->user))
+		needs_restart("user", cur->user ? cur->user : "(none)", next->user ? next->user : "(none)");
+	SWAP(cur->user, next->user);
+
+	if (cur->queue_max_commit_batches != next->queue_max_commit_batches) {
+		snprintf(a, sizeof(a), "%" PRIu32, cur->queue_max_commit_batches);
+		snprintf(b, sizeof(b), "%" PRIu32, next->queue_max_commit_batches);
+		needs_restart("queue.max_commit_batches", a, b);
+	}
+	SWAP(cur->queue_max_commit_batches, next->queue_max_commit_batches);
+
+	/* The map is sized once, at open; derived from the limits, it may
+	 * want to change with them (a backend added, a max_size raised). */
+	uint64_t want = config_map_size(next);
+	if (want != d->map_size) {
+		snprintf(a, sizeof(a), "%" PRIu64 " MiB", d->map_size >> 20);
+		snprintf(b, sizeof(b), "%" PRIu64 " MiB", want >> 20);
+		needs_restart("queue.map_size", a, b);
+	}
+	SWAP(cur->queue_map_bytes, next->queue_map_bytes);
+}
+
+static void reload_refused(struct relayd *d, struct relay_config *next, const char *why)
+{
+	d->reload_errors++;
+	relay_log(RELAY_LOG_ERROR, "reload refused: %s; the configuration in force stays", why);
+	config_release(next);
+	free(next);
+	notify_status(d, "READY=1\n");
+}
+
+/*
+ * SIGHUP: read the configuration file again. Everything that can fail is
+ * done first (parse, open the queues of new backends, open a new log
+ * file); any failure leaves the configuration in force as it was. Then,
+ * with nothing left to fail, the new contents are swapped into d->cfg
+ * (http_server sees the new limits, timeouts and credentials from its
+ * next callback on), and the workers follow (cmd/backends.c).
+ */
+static void reload(struct relayd *d)
+{
+	struct relay_config *next = xcalloc(1, sizeof(*next));
+	int ids[RELAY_MAX_BACKENDS];
+	char err[1024];
+
+	daemon_notify("RELOADING=1\nMONOTONIC_USEC=%" PRIu64, now_mono_ns() / 1000);
+	relay_log(RELAY_LOG_INFO, "reloading the configuration from '%s'", d->config_path);
+	if (config_load(d->config_path, next, err, sizeof(err)) < 0) {
+		reload_refused(d, next, err);
+		return;
+	}
+	char *dd = daemon_absolute_path(d->start_dir, next->data_dir);
+	free(next->data_dir);
+	next->data_dir = dd;
+	if (backends_open(&d->backends, next, ids, err, sizeof(err)) != 0) {
+		reload_refused(d, next, err);
+		return;
+	}
+	if (strcmp(next->log_output, d->cfg.log_output) != 0 && relay_log_open(next->log_output, err, sizeof(err)) < 0) {
+		reload_refused(d, next, err);
+		return;
+	}
+
+	/* From here on nothing fails. */
+	keep_restart_only(d, next);
+	SWAP(d->cfg, *next);
+	memcpy(d->ids, ids, sizeof(ids));
+	set_log_level(&d->cfg);
+	backends_apply(&d->backends, &d->cfg, d->ids);
+	update_ingest(d);
+	/* next now holds the old contents; workers that keep running with
+	 * unchanged settings still point into its backends. */
+	backends_retire(&d->backends, next);
+	d->reloads++;
+	relay_log(RELAY_LOG_NOTICE, "configuration reloaded from '%s' (%zu backend%s)", d->config_path,
+		  d->cfg.nbackends, d->cfg.nbackends == 1 ? "" : "s");
+	notify_status(d, "READY=1\n");
+}
+
+static void on_sighup(uv_signal_t *h, int signum)
+{
+	struct relayd *d = h->data;
+	(void)signum;
+	if (d->stopping) {
+		relay_log(RELAY_LOG_NOTICE, "SIGHUP while shutting down: not reloading");
+		return;
+	}
+	reload(d);
+}
+
+static void on_sigusr1(uv_signal_t *h, int signum)
+{
+	struct relayd *d = h->data;
+	char err[512];
+	(void)signum;
+	if (d->cfg.log_output[0] != '/') {
+		relay_log(RELAY_LOG_DEBUG, "SIGUSR1: the log goes to %s, no file to reopen", d->cfg.log_output);
+		return;
+	}
+	/* logrotate moved the file away: lines go on into the moved file
+	 * until this reopens the name. */
+	if (relay_log_reopen(err, sizeof(err)) < 0)
+		relay_log(RELAY_LOG_ERROR, "%s; logging on into the old file", err);
+	else
+		relay_log(RELAY_LOG_NOTICE, "log file '%s' reopened", d->cfg.log_output);
+}
+
+/*---- /health ----*/
+
+
+/*
+ * GET /health: the relay's state, its front door and group commit
+ * figures, and per backend its delivery state and backlog. The backlog
+ * comes from a short read transaction (cheap: a few B-tree lookups).
+ */
+static int health(struct http_server *s, struct rbuf *out, void *arg)
+{
+	struct relayd *d = arg;
+	const struct http_server_stats *hs = http_server_stats(s);
+	const struct ingest_stats *is = &d->ing.stats;
+	int64_t now = now_realtime_ns();
+	int ok = !d->stopping;
+	rbuf_appendf(out,
+		     "{\"status\":\"%s\",\"version\":\"%s\",\"pid\":%ld,"
+		     "\"config\":{\"reloads\":%" PRIu64 ",\"reload_errors\":%" PRIu64 "},"
+		     "\"http\":{\"connections_open\":%" PRIu64 ",\"connections_accepted\":%" PRIu64
+		     ",\"requests\":%" PRIu64 ",\"writes_ok\":%" PRIu64 ",\"writes_rejected\":%" PRIu64
+		     ",\"writes_refused\":%" PRIu64 ",\"points_accepted\":%" PRIu64 ",\"buffered_bytes\":%" PRIu64
+		     ",\"buffered_limit\":%" PRIu64 "},"
+		     "\"ingest\":{\"commits\":%" PRIu64 ",\"batches_committed\":%" PRIu64 ",\"batches_refused\":%" PRIu64
+		     ",\"commit_errors\":%" PRIu64 ",\"largest_group\":%" PRIu64 "},\"backends\":[",
+		     d->stopping ? "stopping" : "ok", RELAYD_VERSION, (long)d->pid, d->reloads, d->reload_errors,
+		     hs->connections_open, hs->connections_accepted, hs->requests, hs->writes_ok, hs->writes_rejected,
+		     hs->writes_refused, hs->points_accepted, hs->buffered_bytes, d->cfg.http_max_buffered_bytes, is->commits, is->batches_committed, is->batches_refused,
+		     is->commit_errors, is->max_group);
+	for (size_t i = 0; i < d->cfg.nbackends; i++) {
+		const struct replay_worker *w = backends_worker(&d->backends, d->ids[i]);
+		struct wal_backend_stat st;
+		memset(&st, 0, sizeof(st));
+		wal_backend_stat(d->wal, d->cfg.backends[i].name, &st);
+		rbuf_appendf(out, "%s{\"name\":", i ? "," : "");
+		json_append_string(out, d->cfg.backends[i].name, strlen(d->cfg.backends[i].name));
+		rbuf_appendf(out,
+			     ",\"state\":\"%s\",\"pending_batches\":%" PRIu64 ",\"pending_points\":%" PRIu64
+			     ",\"pending_bytes\":%" PRIu64 ",\"oldest_age_seconds\":%" PRId64 ",\"dead_batches\":%" PRIu64
+			     ",\"posts\":%" PRIu64 ",\"delivered_batches\":%" PRIu64 ",\"delivered_points\":%" PRIu64
+			     ",\"retries\":%" PRIu64 ",\"last_error\":",
+			     w ? replay_health_name(w->health) : "starting", st.pending_batches, st.pending_points,
+			     st.pending_bytes,
+			     health_age_seconds(now, st.oldest_accept_ns),
+			     st.dead_batches, w ? w->stats.posts : 0, w ? w->stats.delivered_batches : 0,
+			     w ? w->stats.delivered_points : 0, w ? w->stats.retries : 0);
+		json_append_string(out, w ? w->last_error : "", w ? strlen(w->last_error) : 0);
+		/* What is being retried, and when the next try comes. */
+		uint64_t head = 0;
+		uint32_t attempts = 0;
+		int64_t next_ms = -1;
+		if (w)
+			replay_status(w, &head, &attempts, &next_ms);
+		rbuf_appendf(out, ",\"attempts\":%" PRIu32 ",\"next_attempt_ms\":%" PRId64 "}", attempts, next_ms);
+	}
+	rbuf_append(out, "],\"udp\":[", 9);
+	for (size_t i = 0; d->udp && i < udp_count(d->udp); i++) {
+		const struct relay_udp_config *uc = &d->cfg.udp[i];
+		const struct udp_stats *us = udp_stats(d->udp, i);
+		rbuf_appendf(out, "%s{\"address\":", i ? "," : "");
+		json_append_string(out, uc->address, strlen(uc->address));
+		rbuf_append(out, ",\"db\":", 6);
+		json_append_string(out, uc->db, strlen(uc->db));
+		rbuf_appendf(out,
+			     ",\"datagrams\":%" PRIu64 ",\"datagrams_committed\":%" PRIu64 ",\"datagrams_bad\":%" PRIu64
+			     ",\"datagrams_dropped\":%" PRIu64 ",\"points_accepted\":%" PRIu64 ",\"points_dropped\":%" PRIu64
+			     ",\"bytes\":%" PRIu64 ",\"batches\":%" PRIu64 ",\"recv_errors\":%" PRIu64
+			     ",\"receive_buffer\":%" PRIu64 "}",
+			     us->datagrams, us->datagrams_committed, us->datagrams_bad, us->datagrams_dropped,
+			     us->points_accepted, us->points_dropped, us->bytes, us->batches, us->recv_errors,
+			     us->receive_buffer);
+	}
+	rbuf_append(out, "]}", 2);
+	return ok ? 200 : 503;
+}
+
+/*---- startup ----*/
+
+static int open_queue(struct relayd *d)
+{
+	char err[512];
+	struct wal_options o = { .map_size = config_map_size(&d->cfg), .flags = 0 };
+	d->map_size = o.map_size;
+	char why[300];
+	int rc = wal_open_why(d->cfg.data_dir, &o, &d->wal, why, sizeof(why));
+	/* Which version: LMDB's data format (wal_open_why says "an LMDB file
+	 * of data version N") or relayd's own format record. */
+	int lmdb_version = rc == WAL_EVERSION && strncmp(why, "it is an LMDB file", 18) == 0;
+	if (rc == WAL_EDAMAGED || lmdb_version || rc == WAL_ECORRUPT) {
+		/* Refused before LMDB touched a page (a file cut short would be
+		 * SIGBUS there): say which file, what is wrong and what to do. */
+		relay_log(RELAY_LOG_ERROR,
+		          "the queue file '%s/data.mdb' %s: %s; refusing to start. 'relayctl salvage DEST' copies every "
+		          "batch still readable into a new store; then move the file aside (mv '%s/data.mdb' "
+		          "'%s/data.mdb.damaged') and put the salvaged one in its place, or start without it for an empty "
+		          "queue",
+		          d->cfg.data_dir, rc == WAL_EVERSION ? "cannot be read" : "is damaged",
+		          rc == WAL_ECORRUPT ? "its format record, next sequence or databases do not decode" : why,
+		          d->cfg.data_dir, d->cfg.data_dir);
+		return -1;
+	}
+	if (rc == WAL_EVERSION) {
+		relay_log(RELAY_LOG_ERROR,
+		          "the queue in '%s' was written by an incompatible relayd version (this one reads format %d%s%s): "
+		          "refusing to start",
+		          d->cfg.data_dir, WAL_FORMAT_VERSION, *why ? "; " : "", why);
+		return -1;
+	}
+	if (rc == WAL_ELOCKED) {
+		char path[4096], pid[32] = "";
+		snprintf(path, sizeof(path), "%s/relayd.lock", d->cfg.data_dir);
+		FILE *f = fopen(path, "r");
+		if (f) {
+			if (!fgets(pid, sizeof(pid), f))
+				pid[0] = '\0';
+			fclose(f);
+			pid[strcspn(pid, "\n")] = '\0';
+		}
+		relay_log(RELAY_LOG_ERROR, "data directory '%s' is locked by another relayd%s%s%s: refusing to start",
+			  d->cfg.data_dir, *pid ? " (pid " : "", pid, *pid ? ")" : "");
+		return -1;
+	}
+	if (rc) {
+		relay_log(RELAY_LOG_ERROR, "cannot open queue in '%s': %s", d->cfg.data_dir, wal_strerror(rc));
+		return -1;
+	}
+	uint64_t upgraded;
+	unsigned from = wal_upgraded_from(d->wal, &upgraded);
+	if (from)
+		relay_log(RELAY_LOG_NOTICE, "upgraded the queue in '%s' from format %u to %d: %" PRIu64 " records rewritten "
+		          "with checksums (relayctl and relayd of format %u cannot read it any more)",
+		          d->cfg.data_dir, from, WAL_FORMAT_VERSION, upgraded, from);
+	if ((rc = backends_init(&d->backends, d->loop, d->wal)) != 0) {
+		relay_log(RELAY_LOG_ERROR, "cannot start delivery: %s", uv_strerror(rc));
+		return -1;
+	}
+	if (backends_open(&d->backends, &d->cfg, d->ids, err, sizeof(err)) != 0) {
+		relay_log(RELAY_LOG_ERROR, "%s", err);
+		return -1;
+	}
+	if ((rc = ingest_init(&d->ing, d->loop, d->wal, 0, d->cfg.queue_max_commit_batches))) {
+		relay_log(RELAY_LOG_ERROR, "cannot start ingest: %s", uv_strerror(rc));
+		return -1;
+	}
+	update_ingest(d);
+	return 0;
+}
+
+static void init_handles(struct relayd *d)
+{
+	uv_signal_t *sigs[] = { &d->sigterm, &d->sigint, &d->sighup, &d->sigusr1 };
+	uv_timer_t *timers[] = { &d->shutdown_timer, &d->status_timer, &d->watchdog_timer, &d->maint_timer };
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(sigs); i++) {
+		uv_signal_init(d->loop, sigs[i]);
+		sigs[i]->data = d;
+	}
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(timers); i++) {
+		uv_timer_init(d->loop, timers[i]);
+		timers[i]->data = d;
+	}
+	uv_signal_start(&d->sigterm, on_stop_signal, SIGTERM);
+	uv_signal_start(&d->sigint, on_stop_signal, SIGINT);
+	uv_signal_start(&d->sighup, on_sighup, SIGHUP);
+	uv_signal_start(&d->sigusr1, on_sigusr1, SIGUSR1);
+	if (daemon_notify_enabled())
+		uv_timer_start(&d->status_timer, status_cb, STATUS_INTERVAL_MS, STATUS_INTERVAL_MS);
+	uv_timer_start(&d->maint_timer, maint_cb, MAINT_INTERVAL_MS, MAINT_INTERVAL_MS);
+	uint64_t wd = daemon_watchdog_usec();
+	if (wd) {
+		/* Twice per interval, as sd_watchdog_enabled(3) advises. */
+		uint64_t ms = wd / 2000 ? wd / 2000 : 1;
+		uv_timer_start(&d->watchdog_timer, watchdog_cb, 0, ms);
+	}
+}
+
+static void release(struct relayd *d)
+{
+	config_release(&d->cfg);
+	free(d->start_dir);
+	free(d->config_path);
+	free(d->pidfile);
+}
+
+enum { OPT_ALLOW_ROOT = 0x100 };
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", no_argument, NULL, 't' },
+		{ "daemon", no_argument, NULL, 'd' },
+		{ "pidfile", required_argument, NULL, 'p' },
+		{ "allow-root", no_argument, NULL, OPT_ALLOW_ROOT },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config_path = NULL, *pidfile = NULL;
+	int check_only = 0, detach = 0, allow_root = 0, ch;
+	char err[1024], cwd[PATH_MAX];
+	static struct relayd d;
+
+	while ((ch = getopt_long(argc, argv, "c:tdp:Vh", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': config_path = optarg; break;
+		case 't': check_only = 1; break;
+		case 'd': detach = 1; break;
+		case 'p': pidfile = optarg; break;
+		case OPT_ALLOW_ROOT: allow_root = 1; break;
+		case 'V': printf("relayd %s\n", RELAYD_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!config_path || optind != argc || (pidfile && !*pidfile)) {
+		usage(stderr);
+		return 2;
+	}
+	if (config_load(config_path, &d.cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	char exposed_why[PATH_MAX + 200];
+	int exposed = config_secrets_exposed(&d.cfg, exposed_why, sizeof(exposed_why));
+	if (check_only) {
+		if (exposed)
+			fprintf(stderr, "warning: %s\n", exposed_why);
+		uint64_t ceiling = (config_memory_ceiling(&d.cfg) + (1 << 20) - 1) >> 20;
+		printf("%s: ok (%zu backend%s)\nmemory ceiling: %" PRIu64 " MiB (systemd: MemoryMax=%" PRIu64 "M)\n",
+		       config_path, d.cfg.nbackends, d.cfg.nbackends == 1 ? "" : "s", ceiling, ceiling);
+		config_release(&d.cfg);
+		return 0;
+	}
+	/* Every path is made absolute now: the daemon leaves for "/", and a
+	 * reload reads the file again from wherever relayd then is. */
+	d.start_dir = xstrdup(getcwd(cwd, sizeof(cwd)) ? cwd : "/");
+	d.config_path = daemon_absolute_path(d.start_dir, config_path);
+	d.pidfile = pidfile ? daemon_absolute_path(d.start_dir, pidfile) : NULL;
+	char *dd = daemon_absolute_path(d.start_dir, d.cfg.data_dir);
+	free(d.cfg.data_dir);
+	d.cfg.data_dir = dd;
+	signal(SIGPIPE, SIG_IGN);
+	/* A reload or a logrotate signal that arrives while relayd starts
+	 * must not kill it (their default action); the loop's handlers take
+	 * over once it runs. */
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGUSR1, SIG_IGN);
+
+	/* Before anything is opened, so that the queue, the log file and the
+	 * pidfile belong to the user relayd runs as. */
+	if (daemon_switch_user(d.cfg.user, allow_root, err, sizeof(err)) < 0) {
+		relay_log(RELAY_LOG_ERROR, "%s", err);
+		release(&d);
+		return 1;
+	}
+	if (detach) {
+		if (strcmp(d.cfg.log_output, "stderr") == 0)
+			relay_log(RELAY_LOG_WARN, "log_output is stderr, which --daemon points at /dev/null: "
+				  "set log_output to syslog or a file to keep the log");
+		/* Before the loop and its thread pool exist: fork copies only
+		 * the calling thread. */
+		if (daemon_detach(err, sizeof(err)) < 0) {
+			relay_log(RELAY_LOG_ERROR, "%s", err);
+			release(&d);
+			return 1;
+		}
+	}
+	d.pid = getpid();
+	if (relay_log_open(d.cfg.log_output, err, sizeof(err)) < 0) {
+		relay_log(RELAY_LOG_ERROR, "%s", err);
+		release(&d);
+		return 1;
+	}
+	set_log_level(&d.cfg);
+	if (exposed)
+		relay_log(RELAY_LOG_WARN, "%s", exposed_why);
+
+	/* The thread pool runs the group commit and, per backend, a queue
+	 * read or dead-letter, an ack and a prefetch of the next round (each
+	 * at most one at a time) besides name lookups: size it so that none
+	 * waits for another. Must be set before the pool's first use; backends
+	 * added by a reload share it. */
+	char pool[16];
+	snprintf(pool, sizeof(pool), "%zu", 3 * d.cfg.nbackends + 4);
+	setenv("UV_THREADPOOL_SIZE", pool, 0);
+	d.loop = uv_default_loop();
+	if (open_queue(&d) < 0)
+		return 1;
+	/* Listeners after the queue: a datagram can be committed as soon as
+	 * it is read. A port that cannot be bound stops the start. */
+	int rc = udp_start(d.loop, &d.cfg, &d.ing, &d.udp, err, sizeof(err));
+	if (rc) {
+		relay_log(RELAY_LOG_ERROR, "%s: refusing to start", err);
+		wal_close(d.wal);
+		return 1;
+	}
+	rc = http_server_start(d.loop, &d.cfg, &d.ing, &d.http, err, sizeof(err));
+	if (rc) {
+		relay_log(RELAY_LOG_ERROR, "%s", err);
+		wal_close(d.wal);
+		return 1;
+	}
+	http_server_set_health(d.http, health, &d);
+	backends_apply(&d.backends, &d.cfg, d.ids);
+	d.ing.on_commit = on_commit;
+	d.ing.on_commit_arg = &d;
+	init_handles(&d);
+	d.started_ns = now_realtime_ns();
+	if (start_control(&d) < 0)
+		return 1;
+	/* After the data directory's lock is held: a second relayd on the
+	 * same directory has been refused by now, so this pidfile is ours. */
+	if (d.pidfile && daemon_pidfile_write(d.pidfile, d.pid, err, sizeof(err)) < 0) {
+		relay_log(RELAY_LOG_ERROR, "%s", err);
+		return 1;
+	}
+	relay_log(RELAY_LOG_NOTICE, "relayd %s listening on http://%s (queue in '%s', %zu backend%s)",
+		  RELAYD_VERSION, d.cfg.listen_http, d.cfg.data_dir, d.cfg.nbackends, d.cfg.nbackends == 1 ? "" : "s");
+	for (size_t i = 0; i < d.cfg.nudp; i++)
+		relay_log(RELAY_LOG_NOTICE, "listening on udp://%s for database '%s'%s%s%s (precision %s)",
+			  d.cfg.udp[i].address, d.cfg.udp[i].db, d.cfg.udp[i].rp ? ", retention policy '" : "",
+			  d.cfg.udp[i].rp ? d.cfg.udp[i].rp : "", d.cfg.udp[i].rp ? "'" : "",
+			  lp_precision_name((enum lp_precision)d.cfg.udp[i].precision));
+	daemon_ready();
+	notify_status(&d, "READY=1\n");
+
+	uv_run(d.loop, UV_RUN_DEFAULT);
+
+	const struct ingest_stats *is = &d.ing.stats;
+	relay_log(RELAY_LOG_NOTICE, "stopped: %" PRIu64 " batches committed in %" PRIu64 " commits (largest group %" PRIu64 ")",
+		  is->batches_committed, is->commits, is->max_group);
+	uv_loop_close(d.loop);
+	wal_close(d.wal);
+	if (d.pidfile)
+		daemon_pidfile_remove(d.pidfile, d.pid);
+	release(&d);
+	relay_log_close();
+	return 0;
+}

@@ -1,0 +1,230 @@
+/*
+ * log: formatted, leveled lines. One write(2) per event so lines from
+ * several threads never interleave (O_APPEND makes each write land whole
+ * at the end of a file, even with logrotate's copytruncate).
+ */
+#include "relay/base/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Read by every logging thread, changed by a reload on the loop thread:
+ * relaxed atomics, since a line logged at the old level is harmless. */
+static int min_level = RELAY_LOG_INFO;
+static const char *const names[] = { "debug", "info", "notice", "warn", "error" };
+static const int priorities[] = { LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERR };
+
+/* The output. out_fd is read by every logging thread and swapped only by
+ * relay_log_open/reopen; the lock keeps a line from being written to a
+ * descriptor that is being closed. */
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+static int out_fd = STDERR_FILENO;
+static int out_syslog;
+static char *out_path;
+static int tee_fd = -1;
+static int tee_min = RELAY_LOG_ERROR;
+
+static int open_file(const char *path, char *err, size_t errlen)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+	if (fd < 0)
+		snprintf(err, errlen, "cannot open log file '%s': %s", path, strerror(errno));
+	return fd;
+}
+
+int relay_log_open(const char *output, char *err, size_t errlen)
+{
+	int fd = -1, sys = 0;
+	char *path = NULL;
+
+	if (!output || strcmp(output, "stderr") == 0) {
+		fd = STDERR_FILENO;
+	} else if (strcmp(output, "syslog") == 0) {
+		sys = 1;
+	} else {
+		fd = open_file(output, err, errlen);
+		if (fd < 0)
+			return -1;
+		path = strdup(output);
+		if (!path) {
+			close(fd);
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+	}
+	pthread_mutex_lock(&out_lock);
+	if (out_fd > STDERR_FILENO)
+		close(out_fd);
+	if (out_syslog && !sys)
+		closelog();
+	if (sys && !out_syslog)
+		openlog("relayd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	free(out_path);
+	out_fd = fd;
+	out_syslog = sys;
+	out_path = path;
+	pthread_mutex_unlock(&out_lock);
+	return 0;
+}
+
+int relay_log_reopen(char *err, size_t errlen)
+{
+	int fd;
+
+	pthread_mutex_lock(&out_lock);
+	if (!out_path) {
+		pthread_mutex_unlock(&out_lock);
+		return 0;
+	}
+	fd = open_file(out_path, err, errlen);
+	if (fd >= 0) {
+		close(out_fd);
+		out_fd = fd;
+	}
+	pthread_mutex_unlock(&out_lock);
+	return fd < 0 ? -1 : 0;
+}
+
+void relay_log_tee(int fd, enum relay_log_level min)
+{
+	pthread_mutex_lock(&out_lock);
+	tee_fd = fd;
+	tee_min = (int)min;
+	pthread_mutex_unlock(&out_lock);
+}
+
+void relay_log_close(void)
+{
+	char err[8];
+	relay_log_open("stderr", err, sizeof(err));
+}
+
+int relay_log_level_parse(const char *s, enum relay_log_level *out)
+{
+	for (int i = 0; i <= RELAY_LOG_ERROR; i++)
+		if (s && strcmp(s, names[i]) == 0) {
+			*out = (enum relay_log_level)i;
+			return 0;
+		}
+	return -1;
+}
+
+void relay_log_set_level(enum relay_log_level lvl)
+{
+	__atomic_store_n(&min_level, (int)lvl, __ATOMIC_RELAXED);
+}
+
+int relay_log_enabled(enum relay_log_level lvl)
+{
+	return (int)lvl >= __atomic_load_n(&min_level, __ATOMIC_RELAXED);
+}
+
+__attribute__((format(printf, 3, 0)))
+static void vlog(enum relay_log_level lvl, const char *suffix, const char *fmt, va_list ap)
+{
+	char line[2048];
+	struct timespec ts;
+	struct tm tm;
+	size_t n, prefix;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+	n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ %s ", ts.tv_nsec / 1000000L, names[lvl]);
+	prefix = n;
+	int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
+	if (m < 0)
+		m = 0;
+	n += (size_t)m;
+	if (n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	/* One event, one line: a client's bytes quoted in a message must not
+	 * start a forged line of their own, nor reach a terminal as a control
+	 * (DEL, or a C1 control in UTF-8: 0xC2 0x80..0x9F, CSI among them). */
+	for (size_t i = prefix; i < n; i++) {
+		unsigned char ch = (unsigned char)line[i];
+		if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+			line[i] = '?';
+		else if (ch == 0xc2 && i + 1 < n && (unsigned char)line[i + 1] >= 0x80 &&
+		         (unsigned char)line[i + 1] < 0xa0)
+			line[i] = line[i + 1] = '?';
+	}
+	if (suffix) {
+		size_t sl = strlen(suffix);
+		if (n + sl <= sizeof(line) - 2) {
+			memcpy(line + n, suffix, sl);
+			n += sl;
+		}
+	}
+	pthread_mutex_lock(&out_lock);
+	if (tee_fd >= 0 && (int)lvl >= tee_min) {
+		line[n] = '\n';
+		ssize_t t = write(tee_fd, line, n + 1);
+		(void)t; /* a parent that went away has nothing left to show */
+	}
+	if (out_syslog) {
+		/* syslog stamps the time itself: the message after our prefix. */
+		line[n] = '\0';
+		syslog(priorities[lvl], "%s", line + prefix);
+		pthread_mutex_unlock(&out_lock);
+		return;
+	}
+	line[n++] = '\n';
+	ssize_t w = write(out_fd, line, n);
+	(void)w; /* nowhere to report a failed log write */
+	pthread_mutex_unlock(&out_lock);
+}
+
+void relay_log(enum relay_log_level lvl, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!relay_log_enabled(lvl))
+		return;
+	va_start(ap, fmt);
+	vlog(lvl, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void relay_log_limited(struct relay_ratelimit *r, enum relay_log_level lvl, const char *fmt, ...)
+{
+	struct timespec ts;
+	char suffix[48] = "";
+	uint64_t suppressed;
+	va_list ap;
+
+	if (!relay_log_enabled(lvl))
+		return;
+	if (!r->interval_ns)
+		r->interval_ns = 10000000000ULL;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	if (!relay_ratelimit_allow(r, (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec, &suppressed))
+		return;
+	if (suppressed)
+		snprintf(suffix, sizeof(suffix), " (%llu more suppressed)", (unsigned long long)suppressed);
+	va_start(ap, fmt);
+	vlog(lvl, suffix, fmt, ap);
+	va_end(ap);
+}
+
+int relay_ratelimit_allow(struct relay_ratelimit *r, uint64_t now_ns, uint64_t *suppressed)
+{
+	if (r->last_ns && now_ns - r->last_ns < r->interval_ns) {
+		r->suppressed++;
+		return 0;
+	}
+	*suppressed = r->suppressed;
+	r->suppressed = 0;
+	/* 0 means "never": a clock that reads 0 still lets the next line be
+	 * limited. */
+	r->last_ns = now_ns ? now_ns : 1;
+	return 1;
+}

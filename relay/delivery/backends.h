@@ -1,0 +1,86 @@
+/*
+ * backends: relayd's delivery side as a set a reload can change. One
+ * replay worker per configured backend, found by the backend's queue id;
+ * the configurations the workers were started with, kept alive while a
+ * worker runs on one of their entries; and the steps that take the
+ * running set to a new configuration: start, restart with new settings,
+ * stop. All on the loop thread.
+ *
+ * Why restart rather than hand a worker its new settings: replay.c reads
+ * its `const struct relay_backend_config *` on thread-pool threads too
+ * (work_cb sizes its reads and forms the payload there), and copies the
+ * address, timeouts and lane count into its connections when it starts.
+ * A pointer swapped under it would race, and would not reach the
+ * connections anyway.
+ */
+#ifndef RELAYD_BACKENDS_H
+#define RELAYD_BACKENDS_H
+
+#include <uv.h>
+
+#include "relay/base/config.h"
+#include "relay/delivery/replay.h"
+#include "wal/wal.h"
+
+struct backend_slot;
+struct retired_config;
+
+struct backends {
+	uv_loop_t *loop;
+	struct wal *wal;
+	struct backend_slot *slots[WAL_MAX_BACKENDS]; /* by queue id; NULL = no worker */
+	/* The name of every queue id opened so far, for the group commit's
+	 * messages (ingest keeps these pointers): owned, freed on close. */
+	char *names[WAL_MAX_BACKENDS];
+	struct retired_config *retired; /* configurations a worker may still run on */
+	uv_timer_t defer;   /* restarts and frees, outside replay's own callbacks */
+	int closing;
+	void (*closed_cb)(struct backends *bs);
+};
+
+/* Set up bs on loop for the queue wal. Returns 0 or a uv error. */
+int backends_init(struct backends *bs, uv_loop_t *loop, struct wal *wal);
+
+/*
+ * Open the queue of every backend of cfg, creating those that are new (a
+ * new queue starts empty: it gets what is accepted from now on), and put
+ * the id of cfg->backends[i] in ids[i]. Nothing starts or stops. Returns
+ * 0, or a wal error (WAL_ETOOMANY, a failed commit) with the backend named
+ * in err; queues created before the failure stay, empty and unused.
+ * Blocks the loop for the commit that creates a queue (a reload is rare).
+ */
+int backends_open(struct backends *bs, const struct relay_config *cfg, int *ids, char *err, size_t errlen);
+
+/*
+ * Take the running workers to cfg (ids from backends_open): a worker for
+ * each backend without one; a restart for each whose delivery settings
+ * changed (once the old worker has stopped: a write it had in flight is
+ * sent again, at least once as always); a stop for each that cfg no
+ * longer lists (its queue stays on disk until purged). The queue limits
+ * of every listed backend are set (no restart for a limit). Logs each
+ * change. Workers point into cfg->backends: cfg must stay alive until it
+ * is handed to backends_retire and released there.
+ */
+void backends_apply(struct backends *bs, const struct relay_config *cfg, const int *ids);
+
+/* Take old (heap-allocated with malloc, no longer in force): it is
+ * released and freed once no worker runs on one of its backends. */
+void backends_retire(struct backends *bs, struct relay_config *old);
+
+/* The worker of queue id (running, stopping or about to restart), or
+ * NULL. Valid until the next loop iteration. */
+const struct replay_worker *backends_worker(const struct backends *bs, int id);
+
+/* The worker of queue id if it runs (not stopping, not about to
+ * restart), to act on: NULL otherwise. */
+struct replay_worker *backends_worker_mut(struct backends *bs, int id);
+/* Batches were committed: wake every running worker. */
+void backends_notify(struct backends *bs);
+
+/* Stop every worker (a write in flight is abandoned: sent again after a
+ * restart; a queue commit in flight finishes). cb runs once all are
+ * stopped and bs's handles are closed; retired configurations and names
+ * are freed by then. */
+void backends_close(struct backends *bs, void (*cb)(struct backends *bs));
+
+#endif

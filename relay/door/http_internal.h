@@ -1,0 +1,178 @@
+/*
+ * http_internal: what the three files of the front door share, and nothing
+ * outside them includes. The door is
+ *   http_server.c   the listener, connections, the read loop, timers,
+ *                   answers and routing: a connection's life;
+ *   http_request.c  one request's life: llhttp's callbacks, the buffers a
+ *                   request holds and the server-wide budget they count in;
+ *   http_write.c    the write endpoints: parameters, credentials, line
+ *                   validation, the commit and its answer.
+ * docs/architecture.md ("The ack path") draws how a request goes through.
+ */
+#ifndef RELAY_HTTP_INTERNAL_H
+#define RELAY_HTTP_INTERNAL_H
+
+#include <llhttp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+#include <zlib.h>
+
+#include "relay/door/http_server.h"
+#include "relay/base/lineproto.h"
+#include "relay/base/log.h"
+#include "relay/base/util.h"
+
+#define READ_BUF_SIZE 65536
+#define LINGER_MS 2000
+#define MAX_HEADERS 100
+/* Answers queued on a connection beyond which its requests are no longer
+ * parsed (a client that pipelines without reading would otherwise make us
+ * hold every answer); parsing resumes once they are down to OUT_LOW. */
+#define OUT_HIGH (64 * 1024)
+#define OUT_LOW (16 * 1024)
+/* What zlib allocates for one inflate stream (its state and a 32 KiB
+ * window): counted in the buffer budget like a body. */
+#define ZSTREAM_BYTES (48 * 1024)
+
+enum timer_mode { T_NONE, T_HEADER, T_BODY, T_IDLE, T_LINGER };
+
+struct http_server;
+
+struct conn {
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	uv_shutdown_t shutdown_req;
+	llhttp_t parser;
+	struct http_server *srv;
+	struct conn *prev, *next;
+	int handles;          /* open libuv handles; free when 0 and refs == 0 */
+	int refs;             /* held by ingest while a write commits */
+	int writes;           /* uv_write requests in flight */
+	unsigned closing : 1;   /* handles being closed */
+	unsigned close_after : 1; /* close once the queued writes are done */
+	unsigned lingering : 1;
+	unsigned waiting : 1;   /* a request is with ingest */
+	unsigned reading : 1;
+	unsigned fake : 1;      /* fuzz build: no socket */
+	unsigned out_blocked : 1; /* parsing stopped until out_queued drains to OUT_LOW */
+	unsigned keep_body : 1; /* the body is an accepted write's: buffer (and inflate) it */
+	size_t out_queued;      /* answer bytes handed to uv_write and not yet written */
+	uint64_t held;          /* bytes of the server's buffer budget this connection holds
+	                         * (conn_held() when last accounted) */
+	enum timer_mode tmode;
+	char peer[64];
+
+	/* the request being parsed */
+	struct rbuf url;
+	struct rbuf hname, hval;
+	struct rbuf te;      /* every Transfer-Encoding value, joined by ", " */
+	size_t header_bytes;
+	unsigned nheaders;
+	int in_value;
+	struct rbuf body;
+	char *authorization;
+	char *content_encoding;
+	int expect_continue;
+	z_stream z;          /* gzip request body being inflated */
+	int gzip;            /* 1: z is initialised; 2: its stream ended */
+	uint64_t body_received; /* body bytes as sent (before inflating) */
+	int err_status;      /* decided while parsing: answered at completion */
+	char err_msg[300];
+	int fatal;           /* error answered at once, then close */
+
+	/* unparsed bytes of later requests, kept while one is being answered */
+	char *pend;
+	size_t pend_len;
+
+	/* a write waiting for its commit */
+	struct ingest_request ireq;
+	struct rbuf lp;
+	int api;             /* API_*: the endpoint, set once the headers are in */
+	enum lp_precision prec;
+	char *q_db, *q_rp, *q_u, *q_p, *q_token, *q_org;
+	uint64_t t_start;
+
+};
+
+struct http_server {
+	uv_loop_t *loop;
+	uv_tcp_t listener;
+	const struct relay_config *cfg;
+	struct ingest *ing;
+	struct conn *conns;
+	int port;
+	int closing;
+	int listener_open;
+	void (*done)(void *);
+	void *done_arg;
+	struct http_server_stats stats;
+	http_health_fn health_fn;
+	void *health_arg;
+	/* One read buffer for every connection: a read is parsed before the
+	 * next one starts (bytes of later requests are copied aside), so a
+	 * thousand idle connections do not each hold 64 KiB. */
+	char *inbuf;
+	/* Bytes of request bodies held across all connections: received,
+	 * inflated and stamped, with inflate states and pipelined input.
+	 * Always the sum of conn_held() over the connections; capped by
+	 * http.max_buffered_size (a write beyond gets 503). */
+	uint64_t buffered;
+	struct relay_ratelimit refusal_log; /* 503s, one line per 10 s */
+	struct relay_ratelimit auth_log;    /* 401s and 403s, one line per 10 s */
+};
+
+/* The endpoint of a request. Errors on /api/v2/write are answered in
+ * InfluxDB 2's form ({"code","message"}) so v2 clients show the message. */
+enum { API_NONE = 0, API_V1, API_V2 };
+
+/*---- http_server.c ----*/
+
+/* Queue buf[0..len) (a whole answer, which the write then owns) on c. */
+void http_send_raw(struct conn *c, char *buf, size_t len);
+/* Queue an answer. body may be NULL. extra is extra header lines, each
+ * ending in "\r\n". With close, the connection ends after it. head_only:
+ * a HEAD request's answer (headers only). */
+void http_respond(struct conn *c, int status, const char *extra, const char *body, size_t body_len, int close,
+                  int head_only);
+/* An error answer as JSON, in the endpoint's API form (v1 or v2). */
+void http_respond_error(struct conn *c, int status, const char *msg, const char *extra, int close);
+/* Free c once nothing holds it (handles, a commit, writes in flight). */
+void http_maybe_free(struct conn *c);
+void http_set_timer(struct conn *c, enum timer_mode m);
+/* After an asynchronous answer, or when queued answers drained: parse
+ * what was already read, then read more. */
+void http_conn_continue(struct conn *c);
+
+/*---- http_request.c ----*/
+
+/* llhttp's callbacks for a request, set up once. */
+const llhttp_settings_t *http_parser_settings(void);
+/* Decide an error that is answered once the request is complete (the body
+ * is read and dropped, so the connection stays usable). The first wins. */
+void http_set_error(struct conn *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Account for a change of c's buffers in the server's budget. */
+void http_budget_sync(struct conn *c);
+/* Refuse the write for the budget (413 or 503) and drop its body. */
+void http_budget_refuse(struct conn *c, int status);
+/* Give back everything the request held, once its answer is queued. */
+void http_request_release(struct conn *c);
+/* Free the request's strings (credentials, parameters, some headers): at
+ * the next request, since a write's batch points into them until its
+ * commit returns, and when the connection is freed. */
+void http_request_free_strings(struct conn *c);
+
+/*---- http_write.c ----*/
+
+/* Read a write's parameters and credentials once its headers are in, and
+ * decide whether it may write at all (http_set_error if not). */
+void http_prepare_write(struct conn *c);
+/* The write is complete: answer it, or validate it and hand it to ingest
+ * (c->waiting until its commit returns). */
+void http_handle_write(struct conn *c);
+/* Find query parameter name in q (q without '?'); returns a decoded copy
+ * (the caller frees it), NULL if absent; *bad gets 1 for a malformed
+ * escape, 2 for a NUL byte. */
+char *http_query_param(const char *q, const char *name, int *bad);
+
+#endif

@@ -1,0 +1,467 @@
+/*
+ * http_request: one request's life at the door. llhttp's callbacks collect
+ * the request line and headers (within max_header_size and 100 fields),
+ * decide the framing (Transfer-Encoding) and the endpoint, and keep the
+ * body only for a write that passed its checks (inflating gzip as it
+ * arrives, within max_decompressed_size). Every buffer a request holds
+ * counts in the server's budget (http.max_buffered_size) and is given
+ * back once its answer is queued.
+ */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "relay/door/http_internal.h"
+
+static llhttp_settings_t parser_settings;
+
+/*---- the buffer budget ----*/
+
+/* What c holds of the server's budget right now. */
+static uint64_t conn_held(const struct conn *c)
+{
+	return (uint64_t)c->body.cap + c->lp.cap + c->pend_len + (c->gzip ? ZSTREAM_BYTES : 0);
+}
+
+/* Account for a change of c's buffers: keeps srv->buffered the sum of
+ * conn_held() over the connections. Called after every change. */
+void http_budget_sync(struct conn *c)
+{
+	uint64_t now = conn_held(c);
+	if (c->srv) {
+		c->srv->buffered = c->srv->buffered - c->held + now;
+		c->srv->stats.buffered_bytes = c->srv->buffered;
+	}
+	c->held = now;
+}
+
+/*
+ * Whether c may hold want more bytes of the budget: 0, or the status to
+ * answer: 413 when the request alone needs more than the whole budget
+ * (waiting cannot help), 503 when other connections hold the rest.
+ */
+static int budget_check(const struct conn *c, uint64_t want)
+{
+	uint64_t max = c->srv->cfg->http_max_buffered_bytes;
+	uint64_t others = c->srv->buffered - c->held;
+	if (c->held > max || want > max - c->held)
+		return 413;
+	if (others > max - c->held - want)
+		return 503;
+	return 0;
+}
+
+/*
+ * Room in b (c->body) for extra more bytes, within the budget. Grows by
+ * doubling while the budget allows, else to exactly what is needed.
+ * Returns 0, or 413/503 as budget_check (b unchanged).
+ */
+static int budget_reserve(struct conn *c, struct rbuf *b, size_t extra)
+{
+	if (b->cap - b->len > extra)
+		return 0;
+	size_t need = b->len + extra + 1;
+	if (need < b->len)
+		return 413;
+	size_t cap = b->cap ? b->cap : 4096;
+	while (cap < need)
+		cap = cap * 2 > cap ? cap * 2 : need;
+	if (budget_check(c, cap - b->cap)) {
+		cap = need;
+		int st = budget_check(c, cap - b->cap);
+		if (st)
+			return st;
+	}
+	b->data = xrealloc(b->data, cap);
+	b->cap = cap;
+	http_budget_sync(c);
+	return 0;
+}
+
+/*---- request state ----*/
+
+static void gzip_end(struct conn *c)
+{
+	if (c->gzip)
+		inflateEnd(&c->z);
+	c->gzip = 0;
+}
+
+/*
+ * The request is answered (its answer queued) or abandoned: give back
+ * everything it held, so that a connection between requests costs only
+ * its struct. Its strings stay until the next request begins (a write's
+ * batch points into q_db and the rest until its commit returns).
+ */
+void http_request_release(struct conn *c)
+{
+	gzip_end(c);
+	c->keep_body = 0;
+	rbuf_release(&c->body);
+	rbuf_release(&c->lp);
+	rbuf_release(&c->url);
+	rbuf_release(&c->hname);
+	rbuf_release(&c->hval);
+	rbuf_release(&c->te);
+	http_budget_sync(c);
+}
+
+/* A write the budget cannot hold now: refuse it and drop its body. */
+void http_budget_refuse(struct conn *c, int status)
+{
+	const struct relay_config *cfg = c->srv->cfg;
+	if (status == 413)
+		http_set_error(c, 413, "request needs more than the %" PRIu64 " bytes of http.max_buffered_size",
+		          cfg->http_max_buffered_bytes);
+	else
+		http_set_error(c, 503, "relay busy: %" PRIu64 " bytes of request bodies held (http.max_buffered_size): "
+		          "retry later", c->srv->buffered);
+	gzip_end(c);
+	c->keep_body = 0;
+	rbuf_release(&c->body);
+	rbuf_release(&c->lp);
+	http_budget_sync(c);
+}
+
+void http_request_free_strings(struct conn *c)
+{
+	char **strs[] = { &c->authorization, &c->content_encoding, &c->q_db, &c->q_rp,
+	                  &c->q_u, &c->q_p, &c->q_token, &c->q_org };
+	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+		free(*strs[i]);
+		*strs[i] = NULL;
+	}
+}
+
+static void request_reset(struct conn *c)
+{
+	http_request_release(c);
+	c->body_received = 0;
+	c->header_bytes = 0;
+	c->nheaders = 0;
+	c->in_value = 0;
+	http_request_free_strings(c);
+	c->expect_continue = 0;
+	c->err_status = 0;
+	c->err_msg[0] = '\0';
+	c->api = API_NONE;
+	c->prec = LP_PRECISION_NS;
+}
+
+static struct conn *conn_of(llhttp_t *p)
+{
+	return p->data;
+}
+
+/* Decide an error that is answered once the request is complete (the body
+ * is read and dropped, so the connection stays usable). */
+void http_set_error(struct conn *c, int status, const char *fmt, ...)
+{
+	if (c->err_status)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(c->err_msg, sizeof(c->err_msg), fmt, ap);
+	va_end(ap);
+	c->err_status = status;
+}
+
+static int count_header_bytes(struct conn *c, size_t n)
+{
+	c->header_bytes += n;
+	if (c->header_bytes > c->srv->cfg->http_max_header_bytes) {
+		c->fatal = 431;
+		snprintf(c->err_msg, sizeof(c->err_msg), "request line and headers exceed %" PRIu64 " bytes",
+			 c->srv->cfg->http_max_header_bytes);
+		return HPE_USER;
+	}
+	return HPE_OK;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+	struct conn *c = conn_of(p);
+	request_reset(c);
+	c->t_start = now_mono_ns();
+	http_set_timer(c, T_HEADER);
+	return HPE_OK;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+	struct conn *c = conn_of(p);
+	if (count_header_bytes(c, len))
+		return HPE_USER;
+	rbuf_append(&c->url, at, len);
+	return HPE_OK;
+}
+
+static void header_done(struct conn *c)
+{
+	const char *name = rbuf_cstr(&c->hname);
+	const char *val = rbuf_cstr(&c->hval);
+	if (strcasecmp(name, "authorization") == 0) {
+		free(c->authorization);
+		c->authorization = xstrdup(val);
+	} else if (strcasecmp(name, "content-encoding") == 0) {
+		free(c->content_encoding);
+		c->content_encoding = xstrdup(val);
+	} else if (strcasecmp(name, "transfer-encoding") == 0) {
+		/* Decided on all lines at once (check_transfer_encoding): the
+		 * codings of two lines are one list (RFC 9110 5.3). */
+		if (c->te.len)
+			rbuf_append(&c->te, ", ", 2);
+		rbuf_append(&c->te, val, strlen(val));
+	} else if (strcasecmp(name, "expect") == 0) {
+		if (strcasecmp(val, "100-continue") == 0)
+			c->expect_continue = 1;
+		else
+			http_set_error(c, 417, "unsupported Expect header '%.60s'", val);
+	}
+	rbuf_reset(&c->hname);
+	rbuf_reset(&c->hval);
+}
+
+/*
+ * Transfer-Encoding, from every line of it: llhttp frames a body whose last
+ * coding is chunked, but a coding before it (gzip, or chunked twice) would
+ * have to be undone, which we do not: refuse it (501) rather than take
+ * compressed bytes for line protocol (RFC 9112 6.1).
+ */
+static void check_transfer_encoding(struct conn *c)
+{
+	const char *v = rbuf_cstr(&c->te);
+	int codings = 0, last_chunked = 0;
+	while (*v) {
+		while (*v == ' ' || *v == '\t' || *v == ',')
+			v++;
+		if (!*v)
+			break;
+		size_t n = strcspn(v, ",");
+		size_t t = n;
+		while (t && (v[t - 1] == ' ' || v[t - 1] == '\t'))
+			t--;
+		codings++;
+		last_chunked = t == 7 && strncasecmp(v, "chunked", 7) == 0;
+		v += n;
+	}
+	/* A list that does not end in chunked is llhttp's to refuse (400). */
+	if (last_chunked && codings > 1)
+		http_set_error(c, 501, "Transfer-Encoding '%.60s' is not supported (only chunked; "
+		          "send compressed bodies with Content-Encoding: gzip)", rbuf_cstr(&c->te));
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+	struct conn *c = conn_of(p);
+	if (count_header_bytes(c, len))
+		return HPE_USER;
+	if (c->in_value) {
+		header_done(c);
+		c->in_value = 0;
+	}
+	if (c->hname.len == 0 && ++c->nheaders > MAX_HEADERS) {
+		c->fatal = 431;
+		snprintf(c->err_msg, sizeof(c->err_msg), "more than %d header fields", MAX_HEADERS);
+		return HPE_USER;
+	}
+	rbuf_append(&c->hname, at, len);
+	return HPE_OK;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+	struct conn *c = conn_of(p);
+	if (count_header_bytes(c, len))
+		return HPE_USER;
+	c->in_value = 1;
+	rbuf_append(&c->hval, at, len);
+	return HPE_OK;
+}
+
+
+/* The endpoint of url (path only; the query is ignored). */
+static int api_of(const char *url)
+{
+	size_t plen = strcspn(url, "?");
+	if (plen == 6 && memcmp(url, "/write", 6) == 0)
+		return API_V1;
+	if (plen == 13 && memcmp(url, "/api/v2/write", 13) == 0)
+		return API_V2;
+	return API_NONE;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+	struct conn *c = conn_of(p);
+	const struct relay_config *cfg = c->srv->cfg;
+	if (c->in_value || c->hname.len) {
+		header_done(c);
+		c->in_value = 0;
+	}
+	http_set_timer(c, T_BODY);
+	if (c->te.len)
+		check_transfer_encoding(c);
+	c->api = api_of(rbuf_cstr(&c->url));
+	if (c->api != API_NONE && llhttp_get_method(p) == HTTP_POST)
+		http_prepare_write(c);
+	/* Only an accepted write's body is kept: every other body (any other
+	 * URL, a refused write) is counted against max_body_size and dropped
+	 * as it arrives. */
+	c->keep_body = c->api != API_NONE && llhttp_get_method(p) == HTTP_POST && !c->err_status;
+	/* Refuse an announced oversized body before reading any of it. */
+	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->http_max_body_bytes) {
+		c->fatal = 413;
+		snprintf(c->err_msg, sizeof(c->err_msg), "request body of %" PRIu64 " bytes exceeds the limit of %" PRIu64 " bytes",
+			 (uint64_t)p->content_length, cfg->http_max_body_bytes);
+		return -1; /* on_headers_complete's error value; c->fatal says why */
+	}
+	if (c->content_encoding && strcasecmp(c->content_encoding, "gzip") == 0) {
+		/* Inflate as the body arrives, so that the cap on the
+		 * decompressed size holds without buffering the compressed body
+		 * and a bomb is stopped at the first chunk past the cap. */
+		int st = c->keep_body ? budget_check(c, ZSTREAM_BYTES) : 0;
+		if (st) {
+			http_budget_refuse(c, st);
+		} else if (c->keep_body) {
+			memset(&c->z, 0, sizeof(c->z));
+			if (inflateInit2(&c->z, 15 + 16) != Z_OK)
+				relay_fatal("out of memory initialising zlib");
+			c->gzip = 1;
+			http_budget_sync(c);
+		}
+	} else if (c->content_encoding && *c->content_encoding && strcasecmp(c->content_encoding, "identity")) {
+		http_set_error(c, 415, "unsupported Content-Encoding '%.40s' (want gzip or identity)", c->content_encoding);
+	}
+	if (c->err_status == 501) {
+		c->fatal = 501; /* the body cannot be framed as we would read it */
+		return -1;
+	}
+	/* A client that asked "may I send the body?" gets the refusal now
+	 * rather than a 100 (RFC 9110 10.1.1), and the connection closes:
+	 * whether it still sends the body is its choice. */
+	if (c->expect_continue && c->err_status) {
+		c->fatal = c->err_status;
+		return -1;
+	}
+	if (c->expect_continue && !c->fake) {
+		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+		http_send_raw(c, xstrdup(cont), sizeof(cont) - 1);
+	}
+	return HPE_OK;
+}
+
+/* Count len more body bytes as sent (compressed, for a gzip body; chunk
+ * extensions too): HPE_USER with a 413 past max_body_size. */
+static int count_body_bytes(struct conn *c, size_t len)
+{
+	const struct relay_config *cfg = c->srv->cfg;
+	c->body_received += len;
+	if (c->body_received > cfg->http_max_body_bytes) {
+		c->fatal = 413;
+		snprintf(c->err_msg, sizeof(c->err_msg), "request body exceeds the limit of %" PRIu64 " bytes",
+			 cfg->http_max_body_bytes);
+		return HPE_USER;
+	}
+	return HPE_OK;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+	struct conn *c = conn_of(p);
+	const struct relay_config *cfg = c->srv->cfg;
+	if (count_body_bytes(c, len))
+		return HPE_USER;
+	if (c->err_status || !c->keep_body)
+		return HPE_OK; /* read and dropped: not a write, or its answer is decided */
+	if (!c->gzip) {
+		int st = budget_reserve(c, &c->body, len);
+		if (st) {
+			http_budget_refuse(c, st);
+			return HPE_OK;
+		}
+		rbuf_append(&c->body, at, len);
+		return HPE_OK;
+	}
+	uint64_t cap = cfg->http_max_decompressed_bytes;
+	c->z.next_in = (Bytef *)(uintptr_t)at;
+	c->z.avail_in = (uInt)len;
+	while (c->z.avail_in) {
+		/* A gzip file may hold several members one after the other
+		 * (gzip a b > c; Go's and Python's readers write and read them
+		 * so): bytes after a member's end start the next one. Anything
+		 * else there fails to inflate and gets 400, never dropped. */
+		if (c->gzip == 2) {
+			if (inflateReset(&c->z) != Z_OK)
+				relay_fatal("zlib: inflateReset failed");
+			c->gzip = 1;
+		}
+		int st = budget_reserve(c, &c->body, 65536);
+		if (st) {
+			http_budget_refuse(c, st);
+			return HPE_OK;
+		}
+		size_t room = c->body.cap - c->body.len - 1;
+		c->z.next_out = (Bytef *)c->body.data + c->body.len;
+		c->z.avail_out = (uInt)(room > (1u << 30) ? (1u << 30) : room);
+		uInt before = c->z.avail_out;
+		int zrc = inflate(&c->z, Z_NO_FLUSH);
+		c->body.len += before - c->z.avail_out;
+		if (c->body.len > cap) {
+			c->fatal = 413;
+			snprintf(c->err_msg, sizeof(c->err_msg),
+				 "decompressed request body exceeds the limit of %" PRIu64 " bytes", cap);
+			return HPE_USER;
+		}
+		if (zrc == Z_STREAM_END) {
+			c->gzip = 2;
+		} else if (zrc != Z_OK && zrc != Z_BUF_ERROR) {
+			http_set_error(c, 400, "malformed gzip body: %s", c->z.msg ? c->z.msg : "inflate failed");
+			return HPE_OK;
+		}
+	}
+	return HPE_OK;
+}
+
+/* Chunk extensions ("5;name=value") carry nothing we use, but their
+ * bytes arrive all the same: they count against max_body_size, so an
+ * endless extension cannot hold a connection's memory or time. */
+static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
+{
+	(void)at;
+	return count_body_bytes(conn_of(p), len);
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+	struct conn *c = conn_of(p);
+	if (c->gzip == 1 && !c->err_status)
+		http_set_error(c, 400, "malformed gzip body: truncated");
+	gzip_end(c); /* the inflate state is not needed past the body */
+	http_budget_sync(c);
+	http_set_timer(c, T_NONE);
+	/* Stop here: the request is answered before the next one is parsed. */
+	return HPE_PAUSED;
+}
+
+const llhttp_settings_t *http_parser_settings(void)
+{
+	static int done;
+	if (done)
+		return &parser_settings;
+	llhttp_settings_init(&parser_settings);
+	parser_settings.on_message_begin = on_message_begin;
+	parser_settings.on_url = on_url;
+	parser_settings.on_header_field = on_header_field;
+	parser_settings.on_header_value = on_header_value;
+	parser_settings.on_headers_complete = on_headers_complete;
+	parser_settings.on_body = on_body;
+	parser_settings.on_message_complete = on_message_complete;
+	parser_settings.on_chunk_extension_name = on_chunk_extension;
+	parser_settings.on_chunk_extension_value = on_chunk_extension;
+	done = 1;
+	return &parser_settings;
+}

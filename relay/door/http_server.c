@@ -1,0 +1,655 @@
+/*
+ * http_server: the libuv listener and connections, the read loop, limits
+ * on connections, timeouts, routing and answers (requests are parsed in
+ * http_request.c, writes handled in http_write.c). Must never block the
+ * loop (no fsync, no DNS, no sleeping here).
+ *
+ * One request per connection is processed at a time: when a request is
+ * complete the parser is paused (HPE_PAUSED from on_message_complete) and
+ * reading stops until its response is queued. Bytes already read for the
+ * next (pipelined) requests wait in conn->pend. Responses therefore leave
+ * in request order, and a client that pipelines cannot make us buffer more
+ * than one request's body; one that does not read its answers is not read
+ * either while more than OUT_HIGH bytes of them wait.
+ */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "relay/door/http_internal.h"
+
+static void conn_close(struct conn *c);
+static void conn_process(struct conn *c, const char *data, size_t len);
+
+/*---- responses ----*/
+
+static const char *status_text(int status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 200: return "OK";
+	case 204: return "No Content";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 411: return "Length Required";
+	case 413: return "Request Entity Too Large";
+	case 415: return "Unsupported Media Type";
+	case 417: return "Expectation Failed";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 503: return "Service Unavailable";
+	}
+	/* Every status this file sends is listed above; a class name is the
+	 * honest answer for one that is not. */
+	return status >= 500 ? "Server Error" : status >= 400 ? "Client Error" : "Status";
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+/*
+ * Our last response is out: half-close and drain for a moment rather than
+ * close(). Closing with unread input makes the kernel send RST, and the
+ * client could lose the response we just wrote (a 413, say).
+ */
+static void start_linger(struct conn *c)
+{
+	http_set_timer(c, T_LINGER);
+	c->lingering = 1; /* after set_timer: no later timer replaces this one */
+	if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, NULL) < 0) {
+		conn_close(c);
+		return;
+	}
+	if (!c->reading) {
+		if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
+			c->reading = 1;
+		else
+			conn_close(c);
+	}
+}
+
+struct write_req {
+	uv_write_t req;
+	struct conn *c;
+	char *buf;
+	size_t len;
+};
+
+static void write_cb(uv_write_t *req, int status)
+{
+	struct write_req *wr = (struct write_req *)req;
+	struct conn *c = wr->c;
+	c->out_queued -= wr->len;
+	free(wr->buf);
+	free(wr);
+	c->writes--;
+	if (status < 0 && !c->closing) {
+		conn_close(c);
+		return;
+	}
+	if (c->out_blocked && c->out_queued <= OUT_LOW && !c->closing) {
+		/* The client read its answers: parse the requests it sent. */
+		c->out_blocked = 0;
+		http_conn_continue(c);
+	}
+	if (c->close_after && c->writes == 0 && !c->closing && !c->lingering) {
+		if (c->srv->closing)
+			conn_close(c); /* shutting down: no time to linger */
+		else
+			start_linger(c);
+	}
+	http_maybe_free(c);
+}
+
+void http_send_raw(struct conn *c, char *buf, size_t len)
+{
+	if (c->fake || c->closing) {
+		free(buf);
+		return;
+	}
+	struct write_req *wr = xmalloc(sizeof(*wr));
+	wr->c = c;
+	wr->buf = buf;
+	wr->len = len;
+	uv_buf_t b = uv_buf_init(buf, (unsigned)len);
+	c->writes++;
+	c->out_queued += len;
+	if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb) < 0) {
+		c->writes--;
+		c->out_queued -= len;
+		free(buf);
+		free(wr);
+		conn_close(c);
+	}
+}
+
+/*
+ * Queue a response. body may be NULL. extra is extra header lines, each
+ * ending in "\r\n". With close, the connection ends after this response.
+ */
+void http_respond(struct conn *c, int status, const char *extra, const char *body, size_t body_len,
+                    int close, int head_only)
+{
+	struct rbuf r = RBUF_INIT;
+	rbuf_appendf(&r, "HTTP/1.1 %d %s\r\n", status, status_text(status));
+	if (body_len)
+		rbuf_append(&r, "Content-Type: application/json\r\n", 32);
+	rbuf_appendf(&r, "X-Influxdb-Version: relayd-%s\r\nX-Influxdb-Build: relayd\r\n", RELAYD_VERSION);
+	if (extra)
+		rbuf_append(&r, extra, strlen(extra));
+	if (status != 204)
+		rbuf_appendf(&r, "Content-Length: %zu\r\n", body_len);
+	if (close)
+		rbuf_append(&r, "Connection: close\r\n", 19);
+	rbuf_append(&r, "\r\n", 2);
+	if (body_len && !head_only)
+		rbuf_append(&r, body, body_len);
+	if (close)
+		c->close_after = 1;
+	http_send_raw(c, r.data, r.len);
+}
+
+/* InfluxDB 2's error codes, by status. */
+static const char *v2_code(int status)
+{
+	switch (status) {
+	case 400: return "invalid";
+	case 401: return "unauthorized";
+	case 403: return "forbidden";
+	case 404: return "not found";
+	case 405: return "method not allowed";
+	case 413: return "request too large";
+	case 415: return "unsupported media type";
+	case 503: return "unavailable";
+	}
+	return status >= 500 ? "internal error" : "invalid";
+}
+
+void http_respond_error(struct conn *c, int status, const char *msg, const char *extra, int close)
+{
+	struct rbuf b = RBUF_INIT;
+	if (c->api == API_V2) {
+		const char *code = v2_code(status);
+		rbuf_append(&b, "{\"code\":", 8);
+		json_append_string(&b, code, strlen(code));
+		rbuf_append(&b, ",\"message\":", 11);
+	} else {
+		rbuf_append(&b, "{\"error\":", 9);
+	}
+	json_append_string(&b, msg, strlen(msg));
+	rbuf_append(&b, "}\n", 2);
+	http_respond(c, status, extra, b.data, b.len, close, 0);
+	rbuf_release(&b);
+}
+
+/*---- connection lifetime ----*/
+
+
+void http_maybe_free(struct conn *c)
+{
+	if (c->handles || c->refs || c->writes)
+		return;
+	struct http_server *s = c->srv;
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (s && s->conns == c)
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	free(c->pend);
+	c->pend = NULL;
+	c->pend_len = 0;
+	http_request_release(c); /* gives back the whole budget c held */
+	http_request_free_strings(c);
+	int was_fake = c->fake;
+	free(c);
+	if (!was_fake && s) {
+		s->stats.connections_open--;
+		if (s->closing && !s->conns && !s->listener_open) {
+			void (*done)(void *) = s->done;
+			void *arg = s->done_arg;
+			free(s->inbuf);
+			free(s);
+			if (done)
+				done(arg);
+		}
+	}
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+	struct conn *c = h->data;
+	c->handles--;
+	http_maybe_free(c);
+}
+
+static void conn_close(struct conn *c)
+{
+	if (c->closing)
+		return;
+	c->closing = 1;
+	if (c->fake)
+		return;
+	uv_close((uv_handle_t *)&c->timer, handle_closed);
+	uv_close((uv_handle_t *)&c->tcp, handle_closed);
+}
+
+static void timer_cb(uv_timer_t *t);
+
+void http_set_timer(struct conn *c, enum timer_mode m)
+{
+	const struct relay_config *cfg = c->srv->cfg;
+	uint64_t ms = 0;
+	if (c->fake || c->closing || c->lingering)
+		return;
+	c->tmode = m;
+	switch (m) {
+	case T_HEADER: ms = cfg->http_header_timeout_ms; break;
+	case T_BODY: ms = cfg->http_body_timeout_ms; break;
+	case T_IDLE: ms = cfg->http_idle_timeout_ms; break;
+	case T_LINGER: ms = LINGER_MS; break;
+	case T_NONE: uv_timer_stop(&c->timer); return;
+	}
+	uv_timer_start(&c->timer, timer_cb, ms, 0);
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+	struct conn *c = t->data;
+	switch (c->tmode) {
+	case T_HEADER:
+		http_respond_error(c, 408, "request headers not received in time", NULL, 1);
+		break;
+	case T_BODY:
+		http_respond_error(c, 408, "request body not received in time", NULL, 1);
+		break;
+	case T_IDLE:
+	case T_LINGER:
+	case T_NONE:
+		conn_close(c);
+		break;
+	}
+}
+
+/*---- routing ----*/
+
+/* Answer the request just completed. Returns 1 if answered synchronously,
+ * 0 if the answer comes later (a write waiting for its commit). */
+static int dispatch(struct conn *c)
+{
+	struct http_server *s = c->srv;
+	const char *url = rbuf_cstr(&c->url);
+	const char *q = strchr(url, '?');
+	size_t plen = q ? (size_t)(q - url) : strlen(url);
+	int method = llhttp_get_method(&c->parser);
+	int keep = llhttp_should_keep_alive(&c->parser);
+
+	s->stats.requests++;
+	if (c->err_status && c->api == API_NONE) {
+		http_respond_error(c, c->err_status, c->err_msg, NULL, !keep);
+		return 1;
+	}
+	if (plen == 5 && memcmp(url, "/ping", 5) == 0) {
+		if (method != HTTP_GET && method != HTTP_HEAD) {
+			http_respond_error(c, 405, "method not allowed: /ping takes GET or HEAD", "Allow: GET, HEAD\r\n", !keep);
+			return 1;
+		}
+		int bad = 0;
+		char *verbose = q ? http_query_param(q + 1, "verbose", &bad) : NULL;
+		if (verbose && strcmp(verbose, "true") == 0) {
+			char body[96];
+			int n = snprintf(body, sizeof(body), "{\"version\":\"relayd-%s\"}\n", RELAYD_VERSION);
+			http_respond(c, 200, NULL, body, (size_t)n, !keep, method == HTTP_HEAD);
+		} else {
+			http_respond(c, 204, NULL, NULL, 0, !keep, 0);
+		}
+		free(verbose);
+		return 1;
+	}
+	if (c->api != API_NONE) {
+		if (method != HTTP_POST) {
+			http_respond_error(c, 405, c->api == API_V2 ? "method not allowed: /api/v2/write takes POST" :
+			              "method not allowed: /write takes POST", "Allow: POST\r\n", !keep);
+			return 1;
+		}
+		http_handle_write(c);
+		return !c->waiting;
+	}
+	if (c->err_status) {
+		http_respond_error(c, c->err_status, c->err_msg, NULL, !keep);
+		return 1;
+	}
+	if (plen == 7 && memcmp(url, "/health", 7) == 0 && s->health_fn) {
+		if (method != HTTP_GET && method != HTTP_HEAD) {
+			http_respond_error(c, 405, "method not allowed: /health takes GET or HEAD", "Allow: GET, HEAD\r\n", !keep);
+			return 1;
+		}
+		struct rbuf out = RBUF_INIT;
+		int status = s->health_fn(s, &out, s->health_arg);
+		rbuf_appendc(&out, '\n');
+		http_respond(c, status, "Cache-Control: no-store\r\n", out.data, out.len, !keep, method == HTTP_HEAD);
+		rbuf_release(&out);
+		return 1;
+	}
+	http_respond_error(c, 404, "not found", NULL, !keep);
+	return 1;
+}
+/*---- the read loop ----*/
+
+/* Keep data, read but not parsed yet, for later. At most one read's worth
+ * (READ_BUF_SIZE): reading stops while it is kept. Counted in the budget,
+ * though never refused: the bytes are already read. */
+static void save_pending(struct conn *c, const char *data, size_t len)
+{
+	char *p = xmalloc(len ? len : 1);
+	memcpy(p, data, len);
+	free(c->pend);
+	c->pend = p;
+	c->pend_len = len;
+	http_budget_sync(c);
+}
+
+static void stop_reading(struct conn *c)
+{
+	if (!c->fake && c->reading) {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = 0;
+	}
+}
+
+static void fatal_error(struct conn *c, int status, const char *msg)
+{
+	/* Reading goes on: read_cb drops input once close_after is set. */
+	c->fatal = 0;
+	http_set_timer(c, T_NONE);
+	http_respond_error(c, status, msg, NULL, 1);
+	http_request_release(c);
+}
+
+static void conn_process(struct conn *c, const char *data, size_t len)
+{
+	while (!c->closing && !c->close_after) {
+		llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+		if (err == HPE_OK)
+			return;
+		if (err == HPE_PAUSED) {
+			const char *pos = llhttp_get_error_pos(&c->parser);
+			size_t used = pos ? (size_t)(pos - data) : len;
+			if (used > len)
+				used = len;
+			data += used;
+			len -= used;
+			if (!dispatch(c)) {
+				/* Wait for the commit; keep the rest for later. */
+				if (len)
+					save_pending(c, data, len);
+				stop_reading(c);
+				return;
+			}
+			http_request_release(c);
+			if (c->close_after)
+				return;
+			http_set_timer(c, T_IDLE);
+			if (c->out_queued > OUT_HIGH) {
+				/* The client sends requests but does not read the
+				 * answers: stop parsing until it does (write_cb goes
+				 * on); the idle timeout ends a client that never does. */
+				c->out_blocked = 1;
+				if (len)
+					save_pending(c, data, len);
+				stop_reading(c);
+				return;
+			}
+			llhttp_resume(&c->parser);
+			continue;
+		}
+		if (c->fatal) {
+			char msg[sizeof(c->err_msg)];
+			memcpy(msg, c->err_msg, sizeof(msg));
+			fatal_error(c, c->fatal, msg);
+			return;
+		}
+		/* Malformed HTTP, smuggling attempts (Content-Length with
+		 * Transfer-Encoding, bad chunk sizes...): 400 and close. */
+		char msg[200];
+		snprintf(msg, sizeof(msg), "malformed HTTP request: %s", llhttp_get_error_reason(&c->parser));
+		fatal_error(c, 400, msg);
+		return;
+	}
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct conn *c = h->data;
+	(void)suggested;
+	buf->base = c->srv->inbuf;
+	buf->len = READ_BUF_SIZE;
+}
+
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+	struct conn *c = st->data;
+	(void)buf;
+	if (nread == 0)
+		return;
+	if (nread < 0) {
+		/* EOF or error. A request in flight still commits, but there is
+		 * nobody to answer. */
+		c->reading = 0;
+		conn_close(c);
+		return;
+	}
+	if (c->lingering || c->close_after)
+		return; /* draining after our last response */
+	conn_process(c, buf->base, (size_t)nread);
+}
+
+/* After an asynchronous answer: parse what was already read, then read
+ * more. */
+void http_conn_continue(struct conn *c)
+{
+	if (c->closing || c->close_after)
+		return;
+	llhttp_resume(&c->parser);
+	http_set_timer(c, T_IDLE);
+	if (c->pend) {
+		char *p = c->pend;
+		size_t n = c->pend_len;
+		c->pend = NULL;
+		c->pend_len = 0;
+		http_budget_sync(c);
+		conn_process(c, p, n);
+		free(p);
+	}
+	if (!c->closing && !c->close_after && !c->waiting && !c->out_blocked && !c->reading && !c->fake) {
+		if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
+			c->reading = 1;
+		else
+			conn_close(c);
+	}
+}
+/*---- listener ----*/
+
+static struct conn *conn_new(struct http_server *s)
+{
+	struct conn *c = xcalloc(1, sizeof(*c));
+	c->srv = s;
+	llhttp_init(&c->parser, HTTP_REQUEST, http_parser_settings());
+	c->parser.data = c;
+	return c;
+}
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+	struct http_server *s = ls->data;
+	if (status < 0 || s->closing)
+		return;
+	struct conn *c = conn_new(s);
+	uv_tcp_init(s->loop, &c->tcp);
+	uv_timer_init(s->loop, &c->timer);
+	c->tcp.data = c;
+	c->timer.data = c;
+	c->handles = 2;
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	s->stats.connections_open++;
+	if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
+		conn_close(c);
+		return;
+	}
+	struct sockaddr_storage ss;
+	int sl = sizeof(ss);
+	c->peer[0] = '\0';
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+		char ip[INET6_ADDRSTRLEN] = "?";
+		int port = 0;
+		if (ss.ss_family == AF_INET) {
+			uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
+			port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		} else if (ss.ss_family == AF_INET6) {
+			uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
+			port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+		}
+		snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	s->stats.connections_accepted++;
+	if (s->stats.connections_open > s->cfg->http_max_connections) {
+		/* Over the limit: say so and close; never evict anything. */
+		s->stats.connections_refused++;
+		http_respond_error(c, 503, "too many connections", "Retry-After: 1\r\n", 1);
+		return;
+	}
+	if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) < 0) {
+		conn_close(c);
+		return;
+	}
+	c->reading = 1;
+	http_set_timer(c, T_HEADER);
+}
+
+int http_server_start(uv_loop_t *loop, const struct relay_config *cfg, struct ingest *ing,
+                      struct http_server **out, char *err, size_t errlen)
+{
+	struct sockaddr_storage addr;
+	int rc;
+
+	
+	*out = NULL;
+	if (strchr(cfg->listen_http_host, ':'))
+		rc = uv_ip6_addr(cfg->listen_http_host, cfg->listen_http_port, (struct sockaddr_in6 *)&addr);
+	else
+		rc = uv_ip4_addr(cfg->listen_http_host, cfg->listen_http_port, (struct sockaddr_in *)&addr);
+	if (rc) {
+		snprintf(err, errlen, "cannot use listen address '%s': %s", cfg->listen_http, uv_strerror(rc));
+		return rc;
+	}
+	struct http_server *s = xcalloc(1, sizeof(*s));
+	s->loop = loop;
+	s->cfg = cfg;
+	s->ing = ing;
+	s->inbuf = xmalloc(READ_BUF_SIZE);
+	uv_tcp_init(loop, &s->listener);
+	s->listener.data = s;
+	s->listener_open = 1;
+	/* No SO_REUSEPORT: a second relayd (or anything else) on the port
+	 * must make this fail, not share the port. libuv sets SO_REUSEADDR,
+	 * which only allows rebinding over TIME_WAIT. */
+	rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
+	if (rc == 0)
+		rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
+	if (rc) {
+		snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen_http, uv_strerror(rc));
+		s->closing = 1;
+		uv_close((uv_handle_t *)&s->listener, NULL);
+		/* The caller runs the loop once to finish the close; the struct
+		 * is leaked deliberately as the process is about to exit. */
+		return rc;
+	}
+	struct sockaddr_storage bound;
+	int blen = sizeof(bound);
+	uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
+	s->port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+					      : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+	*out = s;
+	return 0;
+}
+
+void http_server_set_health(struct http_server *s, http_health_fn fn, void *arg)
+{
+	s->health_fn = fn;
+	s->health_arg = arg;
+}
+
+int http_server_port(const struct http_server *s)
+{
+	return s->port;
+}
+
+const struct http_server_stats *http_server_stats(const struct http_server *s)
+{
+	return &s->stats;
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+	struct http_server *s = h->data;
+	s->listener_open = 0;
+	if (!s->conns) {
+		void (*done)(void *) = s->done;
+		void *arg = s->done_arg;
+		free(s->inbuf);
+		free(s);
+		if (done)
+			done(arg);
+	}
+}
+
+void http_server_close(struct http_server *s, void (*done)(void *arg), void *arg)
+{
+	s->closing = 1;
+	s->done = done;
+	s->done_arg = arg;
+	/* Connections waiting for a commit get their answer first (ingest
+	 * finishes its commits before it closes); the others close now. */
+	for (struct conn *c = s->conns; c; c = c->next) {
+		if (c->waiting)
+			c->close_after = 1;
+		else
+			conn_close(c);
+	}
+	uv_close((uv_handle_t *)&s->listener, listener_closed);
+}
+
+void http_fuzz_feed(const struct relay_config *cfg, const uint8_t *data, size_t len)
+{
+	struct http_server s;
+	memset(&s, 0, sizeof(s));
+	s.cfg = cfg;
+	struct conn *c = conn_new(&s);
+	c->fake = 1;
+	/* Feed in two pieces so that state carried between reads is
+	 * exercised too. */
+	size_t half = len / 2;
+	conn_process(c, (const char *)data, half);
+	if (!c->closing && !c->close_after && !c->waiting)
+		conn_process(c, (const char *)data + half, len - half);
+	/* The budget's invariant: the server's count is what its one
+	 * connection holds, and nothing once it is freed. */
+	if (s.buffered != c->held)
+		relay_fatal("fuzz: budget %" PRIu64 " != held %" PRIu64, s.buffered, c->held);
+	c->handles = c->refs = c->writes = 0;
+	http_maybe_free(c);
+	if (s.buffered != 0)
+		relay_fatal("fuzz: %" PRIu64 " bytes of budget left after the connection", s.buffered);
+}
