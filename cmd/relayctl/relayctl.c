@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "relay/base/json.h"
 #include "relay/base/config.h"
 #include "relay/control/control.h"
 #include "relay/base/lineproto.h"
@@ -239,7 +240,7 @@ static const char *shown(const char *s)
 
 static void json_str(struct rbuf *b, const char *s)
 {
-	json_append_string(b, s ? s : "", s ? strlen(s) : 0);
+	rjson_append_string(b, s ? s : "", s ? strlen(s) : 0);
 }
 
 static void flush_out(struct rbuf *b)
@@ -979,7 +980,7 @@ static void dead_json(struct rbuf *out, const struct wal_dead *d)
 	json_str(out, d->msg);
 	if (d->batch.body) {
 		rbuf_append(out, ",\"body\":", 8);
-		json_append_string(out, d->batch.body, d->batch.body_len);
+		rjson_append_string(out, d->batch.body, d->batch.body_len);
 	}
 	rbuf_appendc(out, '}');
 }
@@ -1093,7 +1094,7 @@ static int cmd_show(const struct ctl *c, const char *backend, const char *seqs)
 			rbuf_appendc(&out, '{');
 			batch_json(&out, &b);
 			rbuf_append(&out, ",\"state\":\"pending\",\"body\":", 26);
-			json_append_string(&out, b.body, b.body_len);
+			rjson_append_string(&out, b.body, b.body_len);
 			rbuf_append(&out, "}\n", 2);
 		}
 	} else {
@@ -1150,7 +1151,7 @@ static int cmd_dump(const struct ctl *c, const char *backend)
 				     ",\"precision\":\"%s\",\"lines\":%" PRIu32 ",\"bytes\":%zu,\"accept_ns\":%" PRId64
 				     ",\"body\":",
 				     prec_name(b[i].precision), b[i].lines, b[i].body_len, b[i].accept_ns);
-			json_append_string(&out, b[i].body, b[i].body_len);
+			rjson_append_string(&out, b[i].body, b[i].body_len);
 			rbuf_append(&out, "}\n", 2);
 			last = b[i].seq;
 			wal_batch_release(&b[i]);

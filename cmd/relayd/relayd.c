@@ -24,6 +24,7 @@
 
 #include "relay/delivery/backends.h"
 #include "cmd/relayd/daemon.h"
+#include "relay/base/json.h"
 #include "relay/base/config.h"
 #include "relay/control/control.h"
 #include "relay/door/http_server.h"
@@ -586,7 +587,7 @@ static int health(struct http_server *s, struct rbuf *out, void *arg)
 		memset(&st, 0, sizeof(st));
 		wal_backend_stat(d->wal, d->cfg.backends[i].name, &st);
 		rbuf_appendf(out, "%s{\"name\":", i ? "," : "");
-		json_append_string(out, d->cfg.backends[i].name, strlen(d->cfg.backends[i].name));
+		rjson_append_string(out, d->cfg.backends[i].name, strlen(d->cfg.backends[i].name));
 		rbuf_appendf(out,
 			     ",\"state\":\"%s\",\"pending_batches\":%" PRIu64 ",\"pending_points\":%" PRIu64
 			     ",\"pending_bytes\":%" PRIu64 ",\"oldest_age_seconds\":%" PRId64 ",\"dead_batches\":%" PRIu64
@@ -597,7 +598,7 @@ static int health(struct http_server *s, struct rbuf *out, void *arg)
 			     health_age_seconds(now, st.oldest_accept_ns),
 			     st.dead_batches, w ? w->stats.posts : 0, w ? w->stats.delivered_batches : 0,
 			     w ? w->stats.delivered_points : 0, w ? w->stats.retries : 0);
-		json_append_string(out, w ? w->last_error : "", w ? strlen(w->last_error) : 0);
+		rjson_append_string(out, w ? w->last_error : "", w ? strlen(w->last_error) : 0);
 		/* What is being retried, and when the next try comes. */
 		uint64_t head = 0;
 		uint32_t attempts = 0;
@@ -611,9 +612,9 @@ static int health(struct http_server *s, struct rbuf *out, void *arg)
 		const struct relay_udp_config *uc = &d->cfg.udp[i];
 		const struct udp_stats *us = udp_stats(d->udp, i);
 		rbuf_appendf(out, "%s{\"address\":", i ? "," : "");
-		json_append_string(out, uc->address, strlen(uc->address));
+		rjson_append_string(out, uc->address, strlen(uc->address));
 		rbuf_append(out, ",\"db\":", 6);
-		json_append_string(out, uc->db, strlen(uc->db));
+		rjson_append_string(out, uc->db, strlen(uc->db));
 		rbuf_appendf(out,
 			     ",\"datagrams\":%" PRIu64 ",\"datagrams_committed\":%" PRIu64 ",\"datagrams_bad\":%" PRIu64
 			     ",\"datagrams_dropped\":%" PRIu64 ",\"points_accepted\":%" PRIu64 ",\"points_dropped\":%" PRIu64

@@ -327,39 +327,3 @@ int unicode_unsafe(uint32_t cp)
 	       (cp >= 0x2028 && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
 }
 
-void json_append_string(struct rbuf *b, const char *s, size_t n)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	rbuf_appendc(b, '"');
-	for (size_t i = 0; i < n;) {
-		unsigned char c = p[i];
-		uint32_t cp;
-		size_t k;
-		if (c == '"' || c == '\\') {
-			rbuf_appendc(b, '\\');
-			rbuf_appendc(b, (char)c);
-		} else if (c == '\n') {
-			rbuf_append(b, "\\n", 2);
-		} else if (c == '\r') {
-			rbuf_append(b, "\\r", 2);
-		} else if (c == '\t') {
-			rbuf_append(b, "\\t", 2);
-		} else if (c < 0x20 || c == 0x7F) {
-			rbuf_appendf(b, "\\u%04x", c);
-		} else if (c < 0x80) {
-			rbuf_appendc(b, (char)c);
-		} else if ((k = utf8_seq(p + i, n - i, &cp))) {
-			if (unicode_unsafe(cp))
-				rbuf_appendf(b, "\\u%04x", (unsigned)cp);
-			else
-				rbuf_append(b, s + i, k);
-			i += k;
-			continue;
-		} else {
-			/* not UTF-8: JSON cannot carry the byte */
-			rbuf_append(b, "\\ufffd", 6);
-		}
-		i++;
-	}
-	rbuf_appendc(b, '"');
-}

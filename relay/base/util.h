@@ -77,15 +77,6 @@ int hex_value(char c);
  * string (caller frees). Returns NULL on a malformed escape. */
 char *url_decode(const char *src, size_t len);
 
-/*
- * Append s[0..len) as a JSON string literal to b: always valid UTF-8 JSON,
- * whatever the bytes (they may come from a client or a stored batch). C0
- * and C1 controls, DEL and characters that reorder text or end a line
- * (unicode_unsafe) are \\u escapes, so the string reads back exactly; a
- * byte that is not part of valid UTF-8 becomes U+FFFD.
- */
-void json_append_string(struct rbuf *b, const char *s, size_t len);
-
 /* The length (2 to 4) of the valid UTF-8 sequence of a character above
  * U+007F at s[0..n), with the character in *cp; 0 if there is none
  * (ASCII, a stray byte, an overlong form, a surrogate, beyond U+10FFFF). */

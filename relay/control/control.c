@@ -7,6 +7,7 @@
  * blocking function with a deadline, for relayctl.
  */
 #include "relay/control/control.h"
+#include "relay/base/json.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -539,312 +540,128 @@ int control_reply_parse(char *line, const char **payload)
 
 void control_status_format(const struct control_status *st, struct rbuf *out)
 {
-	rbuf_appendf(out, "{\"pid\":%" PRId64 ",\"version\":", st->pid);
-	json_append_string(out, st->version, strlen(st->version));
-	rbuf_appendf(out, ",\"started_ns\":%" PRId64 ",\"backends\":[", st->started_ns);
+	json_t *o = json_object(), *arr = json_array();
+	json_object_set_new(o, "pid", json_integer(st->pid));
+	json_object_set_new(o, "version", rjson_cstr(st->version));
+	json_object_set_new(o, "started_ns", json_integer(st->started_ns));
 	for (size_t i = 0; i < st->nbackends && i < CONTROL_MAX_BACKENDS; i++) {
 		const struct control_backend_status *b = &st->backends[i];
-		rbuf_append(out, i ? ",{\"name\":" : "{\"name\":", i ? 9 : 8);
-		json_append_string(out, b->name, strlen(b->name));
-		rbuf_append(out, ",\"state\":", 9);
-		json_append_string(out, b->state, strlen(b->state));
-		rbuf_append(out, ",\"last_error\":", 14);
-		json_append_string(out, b->last_error, strlen(b->last_error));
-		double rate = isfinite(b->points_per_second) ? b->points_per_second : 0.0;
-		rbuf_appendf(out,
-		             ",\"head_seq\":%" PRIu64 ",\"attempts\":%" PRIu32 ",\"next_attempt_ms\":%" PRId64
-		             ",\"last_delivery_ns\":%" PRId64 ",\"delivered_points\":%" PRIu64 ",\"points_per_second\":%.3f}",
-		             b->head_seq, b->attempts, b->next_attempt_ms, b->last_delivery_ns, b->delivered_points, rate);
+		json_t *e = json_object();
+		json_object_set_new(e, "name", rjson_cstr(b->name));
+		json_object_set_new(e, "state", rjson_cstr(b->state));
+		json_object_set_new(e, "last_error", rjson_cstr(b->last_error));
+		json_object_set_new(e, "head_seq", json_integer((json_int_t)b->head_seq));
+		json_object_set_new(e, "attempts", json_integer(b->attempts));
+		json_object_set_new(e, "next_attempt_ms", json_integer(b->next_attempt_ms));
+		json_object_set_new(e, "last_delivery_ns", json_integer(b->last_delivery_ns));
+		json_object_set_new(e, "delivered_points", json_integer((json_int_t)b->delivered_points));
+		/* a rate is shown to the millipoint; JSON has no NaN */
+		double rate = isfinite(b->points_per_second) ? round(b->points_per_second * 1000) / 1000 : 0.0;
+		json_object_set_new(e, "points_per_second", json_real(rate));
+		json_array_append_new(arr, e);
 	}
-	rbuf_append(out, "]}", 2);
+	json_object_set_new(o, "backends", arr);
+	rjson_append_new(out, o);
 }
 
-/* A small JSON reader: just enough for the status payload, skipping what
- * it does not know. p always points at the next unread byte. */
-struct jr {
-	const char *p;
-	int depth;
-};
-
-static void jr_ws(struct jr *j)
+/* Copy a string into out[0..outlen), cut to outlen - 1 bytes at a
+ * character's start: a cut inside a UTF-8 sequence would turn into U+FFFD
+ * at the next format and change the string again. */
+static void copy_cut(char *out, size_t outlen, const char *s)
 {
-	while (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')
-		j->p++;
+	size_t n = strlen(s);
+	if (n >= outlen) {
+		n = outlen - 1;
+		while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+			n--;
+	}
+	memcpy(out, s, n);
+	out[n] = '\0';
 }
 
-static int jr_lit(struct jr *j, char c)
+/* obj[key] into *out when present. A key that is present with another type
+ * makes the payload invalid (-1); a missing key leaves *out alone. */
+static int get_str(const json_t *obj, const char *key, char *out, size_t outlen)
 {
-	jr_ws(j);
-	if (*j->p != c)
+	const json_t *v = json_object_get(obj, key);
+	if (!v)
+		return 0;
+	if (!json_is_string(v))
 		return -1;
-	j->p++;
+	copy_cut(out, outlen, json_string_value(v));
 	return 0;
 }
 
-
-/* A string into out (cut to outlen - 1 bytes; out may be NULL to skip). */
-static int jr_string(struct jr *j, char *out, size_t outlen)
+/* Integers exactly (a double would round 64-bit values): a number with a
+ * fraction or exponent is refused, and so is a negative unsigned one. */
+static int get_int(const json_t *obj, const char *key, int is_signed, int64_t *out)
 {
-	size_t n = 0;
-	int cut = 0;
-	if (jr_lit(j, '"'))
+	const json_t *v = json_object_get(obj, key);
+	if (!v)
+		return 0;
+	if (!json_is_integer(v) || (!is_signed && json_integer_value(v) < 0))
 		return -1;
-	for (;;) {
-		unsigned char c = (unsigned char)*j->p++;
-		unsigned cp;
-		if (c == '\0' || c < 0x20)
-			return -1;
-		if (c == '"')
-			break;
-		char tmp[4];
-		size_t tl = 1;
-		tmp[0] = (char)c;
-		if (c == '\\') {
-			c = (unsigned char)*j->p++;
-			switch (c) {
-			case '"': case '\\': case '/': tmp[0] = (char)c; break;
-			case 'b': tmp[0] = '\b'; break;
-			case 'f': tmp[0] = '\f'; break;
-			case 'n': tmp[0] = '\n'; break;
-			case 'r': tmp[0] = '\r'; break;
-			case 't': tmp[0] = '\t'; break;
-			case 'u':
-				cp = 0;
-				for (int i = 0; i < 4; i++) {
-					int h = hex_value(j->p[i]);
-					if (h < 0)
-						return -1;
-					cp = cp * 16 + (unsigned)h;
-				}
-				j->p += 4;
-				/* Our own writer escapes only control bytes; anything
-				 * else (surrogates included) becomes UTF-8 as is. */
-				if (cp < 0x80) {
-					tmp[0] = (char)cp;
-				} else if (cp < 0x800) {
-					tmp[0] = (char)(0xC0 | (cp >> 6));
-					tmp[1] = (char)(0x80 | (cp & 0x3F));
-					tl = 2;
-				} else {
-					tmp[0] = (char)(0xE0 | (cp >> 12));
-					tmp[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-					tmp[2] = (char)(0x80 | (cp & 0x3F));
-					tl = 3;
-				}
-				break;
-			default:
-				return -1;
-			}
-		}
-		/* A character is kept whole or not at all. */
-		if (out && n + tl < outlen) {
-			memcpy(out + n, tmp, tl);
-			n += tl;
-		} else {
-			cut = 1;
-		}
-	}
-	if (cut && n) {
-		/* Raw bytes come one at a time: do not end on part of a
-		 * UTF-8 sequence, which the next format would turn into
-		 * U+FFFD (and change the string again). */
-		size_t k = n, cont = 0;
-		while (cont < 3 && k > 0 && ((unsigned char)out[k - 1] & 0xC0) == 0x80) {
-			k--;
-			cont++;
-		}
-		if (k > 0) {
-			unsigned char lead = (unsigned char)out[k - 1];
-			size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
-			if (need > 1 && n - (k - 1) < need)
-				n = k - 1;
-		}
-	}
-	if (out && outlen)
-		out[n] = '\0';
+	*out = (int64_t)json_integer_value(v);
 	return 0;
 }
 
-static int jr_number(struct jr *j, double *out)
+static int get_real(const json_t *obj, const char *key, double *out)
 {
-	jr_ws(j);
-	char *end;
-	double v = strtod(j->p, &end);
-	if (end == j->p)
+	const json_t *v = json_object_get(obj, key);
+	if (!v)
+		return 0;
+	if (!json_is_number(v))
 		return -1;
-	j->p = end;
-	*out = v;
+	*out = json_number_value(v);
 	return 0;
 }
 
-static int jr_skip(struct jr *j)
+static int parse_backend(const json_t *e, struct control_backend_status *b)
 {
-	jr_ws(j);
-	if (++j->depth > 16)
-		return -1;
-	int rc = 0;
-	char c = *j->p;
-	if (c == '"') {
-		rc = jr_string(j, NULL, 0);
-	} else if (c == '{' || c == '[') {
-		char close = c == '{' ? '}' : ']';
-		j->p++;
-		if (jr_lit(j, close) == 0)
-			goto out;
-		for (;;) {
-			if (c == '{' && (jr_string(j, NULL, 0) || jr_lit(j, ':'))) {
-				rc = -1;
-				break;
-			}
-			if ((rc = jr_skip(j)))
-				break;
-			if (jr_lit(j, ',') == 0)
-				continue;
-			rc = jr_lit(j, close);
-			break;
-		}
-	} else if (strncmp(j->p, "true", 4) == 0) {
-		j->p += 4;
-	} else if (strncmp(j->p, "false", 5) == 0) {
-		j->p += 5;
-	} else if (strncmp(j->p, "null", 4) == 0) {
-		j->p += 4;
-	} else {
-		double d;
-		rc = jr_number(j, &d);
-	}
-out:
-	j->depth--;
-	return rc;
-}
-
-/* An integer, exactly (a double would round 64-bit values); a number
- * with a fraction or exponent is refused. */
-static int jr_int(struct jr *j, int is_signed, uint64_t *u, int64_t *i)
-{
-	jr_ws(j);
-	const char *q = j->p;
-	if (*q == '-')
-		q++;
-	while (*q >= '0' && *q <= '9')
-		q++;
-	if (q == j->p || *q == '.' || *q == 'e' || *q == 'E')
-		return -1;
-	char *end;
-	errno = 0;
-	if (is_signed)
-		*i = strtoll(j->p, &end, 10);
-	else if (*j->p == '-')
-		return -1;
-	else
-		*u = strtoull(j->p, &end, 10);
-	if (errno || end != q)
-		return -1;
-	j->p = end;
-	return 0;
-}
-
-static int jr_u64(struct jr *j, uint64_t *out)
-{
-	return jr_int(j, 0, out, NULL);
-}
-
-static int jr_i64(struct jr *j, int64_t *out)
-{
-	return jr_int(j, 1, NULL, out);
-}
-
-static int parse_backend(struct jr *j, struct control_backend_status *b)
-{
-	char key[32];
+	int64_t head = 0, attempts = 0, delivered = 0;
 	memset(b, 0, sizeof(*b));
 	b->next_attempt_ms = -1;
-	if (jr_lit(j, '{'))
+	if (!json_is_object(e))
 		return -1;
-	if (jr_lit(j, '}') == 0)
-		return 0;
-	for (;;) {
-		int rc;
-		uint64_t u;
-		if (jr_string(j, key, sizeof(key)) || jr_lit(j, ':'))
-			return -1;
-		if (strcmp(key, "name") == 0)
-			rc = jr_string(j, b->name, sizeof(b->name));
-		else if (strcmp(key, "state") == 0)
-			rc = jr_string(j, b->state, sizeof(b->state));
-		else if (strcmp(key, "last_error") == 0)
-			rc = jr_string(j, b->last_error, sizeof(b->last_error));
-		else if (strcmp(key, "head_seq") == 0)
-			rc = jr_u64(j, &b->head_seq);
-		else if (strcmp(key, "attempts") == 0) {
-			rc = jr_u64(j, &u);
-			b->attempts = u > UINT32_MAX ? UINT32_MAX : (uint32_t)u;
-		} else if (strcmp(key, "next_attempt_ms") == 0)
-			rc = jr_i64(j, &b->next_attempt_ms);
-		else if (strcmp(key, "last_delivery_ns") == 0)
-			rc = jr_i64(j, &b->last_delivery_ns);
-		else if (strcmp(key, "delivered_points") == 0)
-			rc = jr_u64(j, &b->delivered_points);
-		else if (strcmp(key, "points_per_second") == 0)
-			rc = jr_number(j, &b->points_per_second);
-		else
-			rc = jr_skip(j);
-		if (rc)
-			return -1;
-		if (jr_lit(j, ',') == 0)
-			continue;
-		return jr_lit(j, '}');
-	}
+	if (get_str(e, "name", b->name, sizeof(b->name)) || get_str(e, "state", b->state, sizeof(b->state)) ||
+	    get_str(e, "last_error", b->last_error, sizeof(b->last_error)) || get_int(e, "head_seq", 0, &head) ||
+	    get_int(e, "attempts", 0, &attempts) || get_int(e, "next_attempt_ms", 1, &b->next_attempt_ms) ||
+	    get_int(e, "last_delivery_ns", 1, &b->last_delivery_ns) ||
+	    get_int(e, "delivered_points", 0, &delivered) || get_real(e, "points_per_second", &b->points_per_second))
+		return -1;
+	b->head_seq = (uint64_t)head;
+	b->attempts = attempts > UINT32_MAX ? UINT32_MAX : (uint32_t)attempts;
+	b->delivered_points = (uint64_t)delivered;
+	return 0;
 }
 
-int control_status_parse(const char *json, struct control_status *st)
+int control_status_parse(const char *text, struct control_status *st)
 {
-	struct jr j = { json, 0 };
-	char key[32];
 	memset(st, 0, sizeof(*st));
-	if (jr_lit(&j, '{'))
-		return -1;
-	if (jr_lit(&j, '}') == 0)
-		return 0;
-	for (;;) {
-		int rc;
-		if (jr_string(&j, key, sizeof(key)) || jr_lit(&j, ':'))
-			return -1;
-		if (strcmp(key, "pid") == 0) {
-			rc = jr_i64(&j, &st->pid);
-		} else if (strcmp(key, "version") == 0) {
-			rc = jr_string(&j, st->version, sizeof(st->version));
-		} else if (strcmp(key, "started_ns") == 0) {
-			rc = jr_i64(&j, &st->started_ns);
-		} else if (strcmp(key, "backends") == 0) {
-			rc = jr_lit(&j, '[');
-			if (rc == 0 && jr_lit(&j, ']') != 0) {
-				for (;;) {
-					struct control_backend_status tmp;
-					struct control_backend_status *b =
-						st->nbackends < CONTROL_MAX_BACKENDS ? &st->backends[st->nbackends] : &tmp;
-					if ((rc = parse_backend(&j, b)))
-						break;
-					if (b != &tmp)
-						st->nbackends++;
-					if (jr_lit(&j, ',') == 0)
-						continue;
-					rc = jr_lit(&j, ']');
-					break;
-				}
-			}
-		} else {
-			rc = jr_skip(&j);
-		}
-		if (rc)
-			return -1;
-		if (jr_lit(&j, ',') == 0)
-			continue;
-		if (jr_lit(&j, '}'))
-			return -1;
-		jr_ws(&j);
-		return *j.p ? -1 : 0;
+	json_t *o = rjson_parse(text, strlen(text), NULL, 0);
+	int rc = -1;
+	if (!json_is_object(o))
+		goto out;
+	if (get_int(o, "pid", 1, &st->pid) || get_str(o, "version", st->version, sizeof(st->version)) ||
+	    get_int(o, "started_ns", 1, &st->started_ns))
+		goto out;
+	const json_t *arr = json_object_get(o, "backends");
+	if (arr && !json_is_array(arr))
+		goto out;
+	size_t i;
+	const json_t *e;
+	json_array_foreach(arr, i, e) {
+		struct control_backend_status tmp;
+		struct control_backend_status *b = st->nbackends < CONTROL_MAX_BACKENDS ? &st->backends[st->nbackends] : &tmp;
+		if (parse_backend(e, b))
+			goto out;
+		if (b != &tmp)
+			st->nbackends++;
 	}
+	rc = 0;
+out:
+	json_decref(o);
+	return rc;
 }
 
 const struct control_backend_status *control_status_find(const struct control_status *st, const char *name)

@@ -176,8 +176,10 @@ void control_status_format(const struct control_status *st, struct rbuf *out);
 
 /*
  * Parse a status payload (NUL-terminated JSON) into *st (zeroed first;
- * unknown keys are skipped, strings too long for a field are cut).
- * Returns 0, or -1 when it is not such a JSON object.
+ * unknown keys are skipped, strings too long for a field are cut at a
+ * character's start). Returns 0, or -1 when it is not such a JSON object
+ * (not JSON, a known key of the wrong type, a fraction where an integer
+ * belongs).
  */
 int control_status_parse(const char *json, struct control_status *st);
 

@@ -20,6 +20,7 @@
 
 #include "relay/door/http_server.h"
 #include "relay/base/lineproto.h"
+#include "relay/base/json.h"
 #include "relay/base/log.h"
 #include "relay/base/util.h"
 

@@ -179,12 +179,12 @@ void http_respond_error(struct conn *c, int status, const char *msg, const char 
 	if (c->api == API_V2) {
 		const char *code = v2_code(status);
 		rbuf_append(&b, "{\"code\":", 8);
-		json_append_string(&b, code, strlen(code));
+		rjson_append_string(&b, code, strlen(code));
 		rbuf_append(&b, ",\"message\":", 11);
 	} else {
 		rbuf_append(&b, "{\"error\":", 9);
 	}
-	json_append_string(&b, msg, strlen(msg));
+	rjson_append_string(&b, msg, strlen(msg));
 	rbuf_append(&b, "}\n", 2);
 	http_respond(c, status, extra, b.data, b.len, close, 0);
 	rbuf_release(&b);
