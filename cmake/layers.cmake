@@ -14,10 +14,10 @@ set(THIRD_PARTY uv.h lmdb.h yaml.h llhttp.h zlib.h jansson.h systemd/ openssl/)
 
 set(LAYERS wal relay/base relay/door relay/delivery relay/control cmd/relayd cmd/relayctl)
 set(ALLOW_wal             "wal/" "lmdb.h")
-set(ALLOW_relay/base      "relay/base/" "yaml.h" "zlib.h" "jansson.h")
+set(ALLOW_relay/base      "relay/base/" "wal/" "yaml.h" "zlib.h" "jansson.h")
 set(ALLOW_relay/door      "relay/door/" "relay/base/" "wal/" "uv.h" "llhttp.h" "zlib.h")
 set(ALLOW_relay/delivery  "relay/delivery/" "relay/base/" "wal/" "uv.h" "llhttp.h" "zlib.h" "openssl/")
-set(ALLOW_relay/control   "relay/control/" "relay/base/" "uv.h")
+set(ALLOW_relay/control   "relay/control/" "relay/base/" "wal/" "uv.h")
 set(ALLOW_cmd/relayd      "cmd/relayd/" "relay/" "wal/" "uv.h" "systemd/")
 set(ALLOW_cmd/relayctl    "cmd/relayctl/" "relay/base/" "relay/control/" "wal/")
 
