@@ -4,7 +4,9 @@
 #   cmake -DSRC=<source dir> -DSTAMP=<file> -P cmake/layers.cmake
 #
 # The dependencies point one way:
-#   cmd/relayd, cmd/relayctl -> relay/{door,delivery,control} -> relay/base, wal
+#   cmd/relayd, cmd/relayctl -> relay/{door,delivery,control} -> relay/base -> wal
+# (relay/base and relay/control may include wal/ for its limits: the
+# backend count and name length are the queue's, defined once there)
 # relay/base is the leaves (no libuv, no I/O loop); wal/ is the queue and
 # knows nothing of HTTP, libuv, YAML or logging.
 
