@@ -72,8 +72,10 @@ struct control_command {
 
 struct control_client;
 
-/* The listener. Embed it in the daemon's struct; all fields are private. */
+/* The listener. Embed it in the daemon's struct. */
 struct control_server {
+	uint64_t requests;    /* answered, for tests and /health */
+	/* private: control.c's own */
 	uv_loop_t *loop;
 	uv_pipe_t listener;
 	uv_timer_t sweep;     /* closes idle clients */
@@ -88,7 +90,6 @@ struct control_server {
 	int handles;          /* open among listener and sweep */
 	int stopping;
 	void (*stopped_cb)(struct control_server *s);
-	uint64_t requests;    /* answered, for tests and /health */
 };
 
 /*
