@@ -251,36 +251,38 @@ static inline bool replay_timer_waiting(const struct replay_worker *w)
 	return uv_is_active((const uv_handle_t *)&w->timer);
 }
 
-/*---- shared between replay*.c ----*/
+/*---- shared between replay*.c (all on the loop thread; none fails) ----*/
 
 /* replay.c */
-void replay_set_state(struct replay_worker *w, enum replay_state s);
-const char *replay_state_name(enum replay_state s);
-void replay_publish(struct replay_worker *w);
-void replay_remind(struct replay_worker *w, uint32_t attempts);
-void replay_set_link(struct replay_worker *w, enum replay_health h, const char *reason);
+void replay_set_state(struct replay_worker *w, enum replay_state s); /* the one writer of w->state */
+const char *replay_state_name(enum replay_state s);                  /* "idle", "read", ... */
+void replay_publish(struct replay_worker *w);       /* recompute health.shown and last_error; log a change */
+void replay_remind(struct replay_worker *w, uint32_t attempts); /* re-log holding/storage every few minutes */
+void replay_set_link(struct replay_worker *w, enum replay_health h, const char *reason); /* the backend's state */
+/* The backoff after attempts failures: at least floor_ms and retry_min,
+ * at most retry_max, Retry-After (seconds, 0 = none) honoured within. */
 uint64_t replay_delay_after(const struct replay_worker *w, uint32_t attempts, uint64_t floor_ms,
                             uint64_t retry_after_s);
-void replay_schedule(struct replay_worker *w, uint64_t delay_ms);
-void replay_next_round(struct replay_worker *w);
-void replay_begin_round(struct replay_worker *w);
-void replay_delivered_upto(struct replay_worker *w, uint64_t seq);
-void replay_read_again(struct replay_worker *w);
-void replay_go_idle(struct replay_worker *w);
-void replay_check_awake(struct replay_worker *w);
-void replay_finish_stop(struct replay_worker *w);
+void replay_schedule(struct replay_worker *w, uint64_t delay_ms); /* BACKOFF, the timer started */
+void replay_next_round(struct replay_worker *w);    /* cur is finished: the prefetch, or a read */
+void replay_begin_round(struct replay_worker *w);   /* per-write state afresh for a new cur */
+void replay_delivered_upto(struct replay_worker *w, uint64_t seq); /* ack up to seq, then the next round */
+void replay_read_again(struct replay_worker *w);    /* a read, or ACKWAIT while acks fail */
+void replay_go_idle(struct replay_worker *w);       /* drop what is held: IDLE */
+void replay_check_awake(struct replay_worker *w);   /* at every return to the loop: something will wake w */
+void replay_finish_stop(struct replay_worker *w);   /* free and call back once nothing is left running */
 
 /* replay_send.c */
-void replay_send_current(struct replay_worker *w);
-void replay_probe(struct replay_worker *w);
+void replay_send_current(struct replay_worker *w);  /* SEND cur's write (or shares); no-op when stopping */
+void replay_probe(struct replay_worker *w);         /* PROBE: GET /ping */
 
 /* replay_queue.c */
-void replay_start_job(struct replay_worker *w, enum replay_job_kind kind);
-void replay_job_ok(struct replay_worker *w);
-void replay_redo_job(struct replay_worker *w);
-void replay_start_ack(struct replay_worker *w);
-void replay_ack_timer_cb(uv_timer_t *t);
-void replay_ack_recovered(struct replay_worker *w);
-void replay_start_prefetch(struct replay_worker *w);
+void replay_start_job(struct replay_worker *w, enum replay_job_kind kind); /* READ or COMMIT on the pool */
+void replay_job_ok(struct replay_worker *w);        /* a queue operation worked: a failing one is over */
+void replay_redo_job(struct replay_worker *w);      /* the failed job again, after its backoff */
+void replay_start_ack(struct replay_worker *w);     /* commit the cursor up to ack.want, unless one runs */
+void replay_ack_timer_cb(uv_timer_t *t);            /* ack.timer: a failed ack again */
+void replay_ack_recovered(struct replay_worker *w); /* an ack failure is over */
+void replay_start_prefetch(struct replay_worker *w); /* read the round after cur, if it can be used */
 
 #endif
