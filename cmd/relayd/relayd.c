@@ -130,7 +130,10 @@ static void status_line(struct relayd *d, char *buf, size_t len)
 	for (size_t i = 0; i < d->cfg.nbackends; i++) {
 		struct wal_backend_stat st;
 		const struct replay_worker *w = backends_worker(&d->backends, d->ids[i]);
-		if (w && w->health == REPLAY_UP)
+		struct replay_view v;
+		if (w)
+			replay_worker_view(w, &v);
+		if (w && v.health == REPLAY_UP)
 			up++;
 		if (wal_backend_stat(d->wal, d->cfg.backends[i].name, &st) != 0)
 			continue;
@@ -185,7 +188,10 @@ static void maint_cb(uv_timer_t *t)
 	for (size_t i = 0; i < d->cfg.nbackends; i++) {
 		int id = d->ids[i];
 		const struct replay_worker *w = backends_worker(&d->backends, id);
-		uint64_t pts = w ? w->stats.delivered_points : 0;
+		struct replay_view v;
+		if (w)
+			replay_worker_view(w, &v);
+		uint64_t pts = w ? v.stats.delivered_points : 0;
 		/* Smoothed over about half a minute; a restarted worker (its
 		 * counters start again) only restarts the sampling. */
 		if (d->rate_t_ns[id] && now > d->rate_t_ns[id] && pts >= d->rate_points[id]) {
@@ -225,11 +231,13 @@ static int ctl_status(void *data, const char *arg, struct rbuf *reply)
 			snprintf(b->state, sizeof(b->state), "starting");
 			continue;
 		}
+		struct replay_view v;
+		replay_worker_view(w, &v);
 		replay_status(w, &b->head_seq, &b->attempts, &b->next_attempt_ms);
-		snprintf(b->state, sizeof(b->state), "%s", replay_paused(w) ? "paused" : replay_health_name(w->health));
-		snprintf(b->last_error, sizeof(b->last_error), "%s", w->last_error);
-		b->last_delivery_ns = w->last_delivery_ns;
-		b->delivered_points = w->stats.delivered_points;
+		snprintf(b->state, sizeof(b->state), "%s", replay_paused(w) ? "paused" : replay_health_name(v.health));
+		snprintf(b->last_error, sizeof(b->last_error), "%s", v.last_error);
+		b->last_delivery_ns = v.last_delivery_ns;
+		b->delivered_points = v.stats.delivered_points;
 		b->points_per_second = d->rate[d->ids[i]];
 	}
 	control_status_format(st, reply);
@@ -583,6 +591,9 @@ static int health(struct http_server *s, struct rbuf *out, void *arg)
 		     is->commit_errors, is->max_group);
 	for (size_t i = 0; i < d->cfg.nbackends; i++) {
 		const struct replay_worker *w = backends_worker(&d->backends, d->ids[i]);
+		struct replay_view v;
+		if (w)
+			replay_worker_view(w, &v);
 		struct wal_backend_stat st;
 		memset(&st, 0, sizeof(st));
 		wal_backend_stat(d->wal, d->cfg.backends[i].name, &st);
@@ -593,12 +604,12 @@ static int health(struct http_server *s, struct rbuf *out, void *arg)
 			     ",\"pending_bytes\":%" PRIu64 ",\"oldest_age_seconds\":%" PRId64 ",\"dead_batches\":%" PRIu64
 			     ",\"posts\":%" PRIu64 ",\"delivered_batches\":%" PRIu64 ",\"delivered_points\":%" PRIu64
 			     ",\"retries\":%" PRIu64 ",\"last_error\":",
-			     w ? replay_health_name(w->health) : "starting", st.pending_batches, st.pending_points,
+			     w ? replay_health_name(v.health) : "starting", st.pending_batches, st.pending_points,
 			     st.pending_bytes,
 			     health_age_seconds(now, st.oldest_accept_ns),
-			     st.dead_batches, w ? w->stats.posts : 0, w ? w->stats.delivered_batches : 0,
-			     w ? w->stats.delivered_points : 0, w ? w->stats.retries : 0);
-		rjson_append_string(out, w ? w->last_error : "", w ? strlen(w->last_error) : 0);
+			     st.dead_batches, w ? v.stats.posts : 0, w ? v.stats.delivered_batches : 0,
+			     w ? v.stats.delivered_points : 0, w ? v.stats.retries : 0);
+		rjson_append_string(out, w ? v.last_error : "", w ? strlen(v.last_error) : 0);
 		/* What is being retried, and when the next try comes. */
 		uint64_t head = 0;
 		uint32_t attempts = 0;

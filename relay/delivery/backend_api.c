@@ -173,7 +173,7 @@ static const char *v2_precision(int prec)
 int backend_api_request(const struct relay_backend_config *cfg, const struct wal_batch *b, struct rbuf *target,
                         struct rbuf *headers, char *err, size_t errlen)
 {
-	/* The label is the batch's own precision: rescale_round (replay.c)
+	/* The label is the batch's own precision: replay_round_rescale
 	 * has already turned a v2 backend's minutes and hours into seconds. */
 	int prec = b->precision;
 

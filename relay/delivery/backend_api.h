@@ -11,7 +11,7 @@
  *               ORG is the backend's org, else the writer's; a batch in
  *               minutes or hours (v1-only precisions) must first be
  *               rescaled to seconds (backend_api_rescale and
- *               backend_api_scale_timestamps; replay.c does it).
+ *               backend_api_scale_timestamps; replay_round.c does it).
  *   credentials: the backend's own (username/password, or token) when
  *               configured, else the writer's. A writer's "Token u:p"
  *               (InfluxDB 1.8's form) goes to a v1 server as Basic u:p,

@@ -14,8 +14,11 @@
 #include "relay/base/log.h"
 #include "relay/base/util.h"
 
+/* A worker is allocated by replay_start and stays opaque here: a slot
+ * keeps the pointer, and frees the worker (replay_free) only from the
+ * deferred timer, once its stop callback has run. */
 struct backend_slot {
-	struct replay_worker w;
+	struct replay_worker *w; /* NULL before the first start */
 	struct backends *bs;
 	int id;
 	const struct relay_backend_config *bc;   /* what w runs, or ran while it stops */
@@ -100,9 +103,10 @@ void backends_retire(struct backends *bs, struct relay_config *old)
 
 static void defer_cb(uv_timer_t *t);
 
-static void worker_stopped(struct replay_worker *w)
+static void worker_stopped(struct replay_worker *w, void *arg)
 {
-	struct backend_slot *s = relay_container_of(w, struct backend_slot, w);
+	struct backend_slot *s = arg;
+	(void)w;
 	s->stopping = 0;
 	s->stopped = 1;
 	uv_timer_start(&s->bs->defer, defer_cb, 0, 0);
@@ -113,14 +117,17 @@ static void stop_slot(struct backend_slot *s)
 	if (s->stopping || s->stopped)
 		return;
 	s->stopping = 1;
-	replay_stop(&s->w, worker_stopped);
+	replay_stop(s->w, worker_stopped, s);
 }
 
 static void start_slot(struct backends *bs, struct backend_slot *s)
 {
 	s->stopped = 0;
 	s->stopping = 0;
-	replay_start(&s->w, bs->loop, bs->wal, s->bc, s->id);
+	/* A restart: the old worker has stopped, and this runs from the
+	 * deferred timer, outside its callbacks. */
+	replay_free(s->w);
+	s->w = replay_start(bs->loop, bs->wal, s->bc, s->id);
 }
 
 static void defer_closed(uv_handle_t *h)
@@ -150,6 +157,7 @@ static void defer_cb(uv_timer_t *t)
 			relay_log(RELAY_LOG_NOTICE, "backend '%s': delivering with its new settings", s->bc->name);
 		} else if (s->stopped) {
 			bs->slots[id] = NULL;
+			replay_free(s->w);
 			free(s);
 			continue;
 		}
@@ -225,7 +233,7 @@ const struct replay_worker *backends_worker(const struct backends *bs, int id)
 {
 	if (id < 0 || id >= WAL_MAX_BACKENDS || !bs->slots[id])
 		return NULL;
-	return &bs->slots[id]->w;
+	return bs->slots[id]->w;
 }
 
 struct replay_worker *backends_worker_mut(struct backends *bs, int id)
@@ -233,7 +241,7 @@ struct replay_worker *backends_worker_mut(struct backends *bs, int id)
 	struct backend_slot *s;
 	if (id < 0 || id >= WAL_MAX_BACKENDS || !(s = bs->slots[id]) || s->stopping || s->stopped)
 		return NULL;
-	return &s->w;
+	return s->w;
 }
 
 void backends_notify(struct backends *bs)
@@ -241,7 +249,7 @@ void backends_notify(struct backends *bs)
 	for (int id = 0; id < WAL_MAX_BACKENDS; id++) {
 		struct backend_slot *s = bs->slots[id];
 		if (s && !s->stopping && !s->stopped)
-			replay_notify(&s->w);
+			replay_notify(s->w);
 	}
 }
 

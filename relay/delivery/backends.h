@@ -8,7 +8,7 @@
  *
  * Why restart rather than hand a worker its new settings: replay.c reads
  * its `const struct relay_backend_config *` on thread-pool threads too
- * (work_cb sizes its reads and forms the payload there), and copies the
+ * (its queue jobs size their reads and form the payload there), and copies the
  * address, timeouts and lane count into its connections when it starts.
  * A pointer swapped under it would race, and would not reach the
  * connections anyway.

@@ -1,0 +1,426 @@
+/*
+ * replay_send: the worker's requests to its backend, and what their
+ * answers mean. A write (single, or one share per lane), the /ping probe
+ * of a backend that was down, CREATE DATABASE; then, by outcome_classify():
+ * delivered (the cursor moves), retry or hold (backoff), dead (dead-letter,
+ * after isolating the bad batch of a coalesced write), too large (413
+ * pieces). State in replay_internal.h; the diagram in replay.c.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "relay/base/log.h"
+#include "relay/base/outcome.h"
+#include "relay/delivery/backend_api.h"
+#include "relay/delivery/replay_internal.h"
+
+static void on_response(struct http_client *c, const struct http_response *r, void *arg);
+static void write_answered(struct http_client *c, const struct http_response *r, void *arg);
+
+/* The body of the current single write: the front 413 piece, the
+ * coalesced group, or the one batch. */
+static void payload(const struct replay_worker *w, const char **p, size_t *len)
+{
+	const struct replay_round *r = w->cur;
+	const struct wal_batch *b0 = &r->batches[0];
+	if (replay_splitting(w)) {
+		*p = b0->body + w->pieces.range[0].off;
+		*len = w->pieces.range[0].len;
+	} else if (r->group_n > 1) {
+		*p = r->payload.data;
+		*len = r->payload.len;
+	} else {
+		*p = b0->body;
+		*len = b0->body_len;
+	}
+}
+
+/* Regroup cur on the loop thread, one batch at a time from batches[0], up
+ * to the end of the refused group: which batch of the coalesced write is
+ * bad? The good ones are delivered (a partial write stored them already:
+ * resending overwrites the same points), the bad one is dead-lettered
+ * alone. */
+static void isolate_group(struct replay_worker *w)
+{
+	w->isolate.upto = replay_round_last_seq(w->cur);
+	replay_round_prepare(w->cur, w->cfg, w->nlanes, 1, 0);
+	w->pieces.n = 0;
+	w->pieces.fit = 0;
+	w->send.attempts = 0;
+	replay_send_current(w);
+}
+
+/*---- lanes ----*/
+
+/*
+ * Every lane of this round has answered: the round is judged as one
+ * write, delivered if every share is, otherwise by the first failure; a
+ * retry resends only the shares not yet delivered.
+ */
+static void lanes_answered(struct replay_worker *w)
+{
+	struct http_response all;
+	memset(&all, 0, sizeof(all));
+	if (w->send.fail_status) {
+		all.status = w->send.fail_status;
+		all.body = rbuf_cstr(&w->send.fail_body);
+		all.body_len = w->send.fail_body.len;
+		all.retry_after_s = w->send.fail_retry_after;
+		all.err = w->send.fail_err;
+	} else {
+		all.status = 204;
+		all.body = "";
+	}
+	w->send.fail_status = 0;
+	on_response(NULL, &all, w);
+}
+
+/* A lane's answer. */
+static void lane_response(struct http_client *c, const struct http_response *r, void *arg)
+{
+	struct replay_lane *l = arg;
+	struct replay_worker *w = l->w;
+	(void)c;
+	l->inflight = 0;
+	if (r->status >= 200 && r->status < 300) {
+		w->cur->shares[l - w->lanes].done = 1;
+	} else if (!w->send.fail_status) {
+		w->send.fail_status = r->status;
+		w->send.fail_retry_after = r->retry_after_s;
+		rbuf_reset(&w->send.fail_body);
+		rbuf_append(&w->send.fail_body, r->body, r->body_len);
+		snprintf(w->send.fail_err, sizeof(w->send.fail_err), "%s", r->err ? r->err : "");
+	}
+	if (--w->send.lanes_waiting)
+		return;
+	lanes_answered(w);
+	replay_check_awake(w);
+}
+
+static void send_lanes(struct replay_worker *w)
+{
+	size_t plain = w->send.headers.len;
+	w->send.fail_status = 0;
+	/* One count for this loop itself: a lane whose connection fails at
+	 * once answers inside http_client_request, and the round must not be
+	 * judged (and maybe retried on lanes still busy) before every lane
+	 * was sent. */
+	w->send.lanes_waiting = 1;
+	for (int i = 0; i < w->nlanes; i++) {
+		struct replay_lane *l = &w->lanes[i];
+		const struct replay_share *sh = &w->cur->shares[i];
+		if (sh->done)
+			continue;
+		w->send.headers.len = plain;
+		if (sh->gzipped)
+			rbuf_append(&w->send.headers, "Content-Encoding: gzip\r\n", 24);
+		l->inflight = 1;
+		w->send.lanes_waiting++;
+		w->stats.posts++;
+		/* The share's buffers belong to this request until
+		 * lane_response: cur is not refilled before every lane has
+		 * answered. */
+		int rc = http_client_request(&l->http, "POST", rbuf_cstr(&w->send.target), rbuf_cstr(&w->send.headers),
+					     sh->gzipped ? sh->gz.data : sh->body.data,
+					     sh->gzipped ? sh->gz.len : sh->body.len, lane_response, l);
+		relay_assert(rc == 0);
+	}
+	w->send.headers.len = plain;
+	if (--w->send.lanes_waiting == 0)
+		lanes_answered(w);
+}
+
+/*---- backoff ----*/
+
+/* Back off after answer r (what) and try again; floor_ms is the least
+ * wait (the hold floor, or 0 for retry_min). why, when not NULL, leads
+ * the reason shown in the log and in relayctl status. */
+static void retry_later_why(struct replay_worker *w, const struct http_response *r, enum replay_health h,
+                            uint64_t floor_ms, const char *why)
+{
+	char reason[300];
+	int n = why ? snprintf(reason, sizeof(reason), "%s: ", why) : 0;
+	if (n < 0 || (size_t)n >= sizeof(reason))
+		n = 0;
+	if (r->status < 0)
+		snprintf(reason + n, sizeof(reason) - (size_t)n, "%s", r->err ? r->err : "transport error");
+	else
+		snprintf(reason + n, sizeof(reason) - (size_t)n, "HTTP %d: %.*s", r->status,
+			 (int)(r->body_len > 200 ? 200 : r->body_len), r->body);
+	/* Trim the newline InfluxDB ends its JSON with. */
+	reason[strcspn(reason, "\n")] = '\0';
+	/* A new kind of trouble starts its own backoff: after a long outage
+	 * the first answer of a returning server must not wait the cap. */
+	if (h != w->health.link)
+		w->send.attempts = 0;
+	w->send.attempts++;
+	w->stats.retries++;
+	replay_set_link(w, h, reason);
+	uint64_t d = replay_delay_after(w, w->send.attempts, floor_ms, r->retry_after_s);
+	relay_log(RELAY_LOG_DEBUG, "backend '%s': attempt %u failed (%s), next in %" PRIu64 " ms", w->cfg->name,
+		  w->send.attempts, reason, d);
+	replay_schedule(w, d);
+}
+
+static void retry_later(struct replay_worker *w, const struct http_response *r, enum replay_health h,
+                        uint64_t floor_ms)
+{
+	retry_later_why(w, r, h, floor_ms, NULL);
+}
+
+/*
+ * No request can be built for the write being tried (backend_api.h): a
+ * value stored with the batch can never be sent, so it goes the way of a
+ * batch the backend refuses for good (dead-lettered, after isolating it
+ * if it was coalesced); the backend's own credentials wait for the
+ * operator, as a 401 would. Never sent, so nothing is in flight.
+ */
+static void unsendable(struct replay_worker *w, int rc, const char *why)
+{
+	struct http_response r;
+	memset(&r, 0, sizeof(r));
+	r.status = OUTCOME_STATUS_UNSENDABLE;
+	r.body = "";
+	r.err = why;
+	if (rc == BACKEND_API_ECONFIG)
+		retry_later(w, &r, REPLAY_HOLDING, REPLAY_HOLD_MIN_MS);
+	else
+		on_response(NULL, &r, w);
+}
+
+/*---- requests ----*/
+
+void replay_send_current(struct replay_worker *w)
+{
+	const struct wal_batch *b = &w->cur->batches[0];
+	const char *body;
+	size_t len;
+	char why[160];
+	if (w->stopping)
+		return;
+	/* The backend's API (v1 or v2) and credentials: backend_api.c. */
+	rbuf_reset(&w->send.target);
+	rbuf_reset(&w->send.headers);
+	int brc = backend_api_request(w->cfg, b, &w->send.target, &w->send.headers, why, sizeof(why));
+	if (brc) {
+		unsendable(w, brc, why);
+		return;
+	}
+	rbuf_append(&w->send.headers, "Content-Type: text/plain; charset=utf-8\r\n", 41);
+	replay_set_state(w, S_SEND);
+	if (w->cur->lane_mode) {
+		send_lanes(w); /* the lanes hold the lines; no coalesced payload */
+		return;
+	}
+	payload(w, &body, &len);
+	int gz = w->cur->gzipped && !replay_splitting(w) && w->isolate.upto == 0;
+	if (gz) {
+		body = w->cur->gz.data;
+		len = w->cur->gz.len;
+	}
+	if (gz)
+		rbuf_append(&w->send.headers, "Content-Encoding: gzip\r\n", 24);
+	w->stats.posts++;
+	int rc = http_client_request(&w->send.http, "POST", rbuf_cstr(&w->send.target), rbuf_cstr(&w->send.headers),
+				     body, len, write_answered, w);
+	relay_assert(rc == 0);
+}
+
+static void probe_response(struct http_client *c, const struct http_response *r, void *arg)
+{
+	struct replay_worker *w = arg;
+	(void)c;
+	if (r->status >= 200 && r->status < 300) {
+		/* Reachable again: resend now; the state is "up" once the write
+		 * itself succeeds. */
+		replay_send_current(w);
+	} else {
+		retry_later(w, r, REPLAY_DOWN, 0);
+	}
+	replay_check_awake(w);
+}
+
+/* Probe before resending a possibly large payload to a server that was
+ * unreachable. */
+void replay_probe(struct replay_worker *w)
+{
+	replay_set_state(w, S_PROBE);
+	rbuf_reset(&w->send.target);
+	rbuf_appendf(&w->send.target, "%s/ping", w->cfg->path_prefix);
+	int rc = http_client_request(&w->send.http, "GET", rbuf_cstr(&w->send.target), NULL, NULL, 0, probe_response, w);
+	relay_assert(rc == 0);
+}
+
+static void create_db_response(struct http_client *c, const struct http_response *r, void *arg)
+{
+	struct replay_worker *w = arg;
+	(void)c;
+	/* /query answers 200 even when the statement failed; the error is in
+	 * the JSON. */
+	if (r->status >= 200 && r->status < 300 && !memmem(r->body, r->body_len, "\"error\"", 7)) {
+		/* Rate-limited: with a backend that keeps answering "not found"
+		 * after a CREATE, this comes once per hold backoff. */
+		relay_log_limited(&w->health.create_log, RELAY_LOG_NOTICE, "backend '%s': created database '%s'",
+				  w->cfg->name, w->cur->batches[0].db);
+		w->send.db_created = 1;
+		replay_send_current(w);
+	} else {
+		retry_later(w, r, REPLAY_HOLDING, REPLAY_HOLD_MIN_MS);
+	}
+	replay_check_awake(w);
+}
+
+static void create_database(struct replay_worker *w)
+{
+	char why[160];
+	rbuf_reset(&w->send.target);
+	rbuf_reset(&w->send.headers);
+	int brc = backend_api_create_database(w->cfg, &w->cur->batches[0], &w->send.target, &w->send.headers, why,
+					      sizeof(why));
+	if (brc) {
+		unsendable(w, brc, why);
+		return;
+	}
+	replay_set_state(w, S_CREATE);
+	int rc = http_client_request(&w->send.http, "POST", rbuf_cstr(&w->send.target), rbuf_cstr(&w->send.headers),
+				     NULL, 0, create_db_response, w);
+	relay_assert(rc == 0);
+}
+
+/*---- outcomes ----*/
+
+static void dead_letter(struct replay_worker *w, const struct http_response *r)
+{
+	char reason[300];
+	if (r->status < 0)
+		snprintf(reason, sizeof(reason), "%s", r->err ? r->err : "transport error");
+	else
+		snprintf(reason, sizeof(reason), "HTTP %d: %.*s", r->status,
+			 (int)(r->body_len > 250 ? 250 : r->body_len), r->body);
+	reason[strcspn(reason, "\n")] = '\0';
+	/* Shown as the last error (the state stays what it was), and stored
+	 * with the dead letter: a copy of its own, read on the pool. */
+	snprintf(w->health.link_error, sizeof(w->health.link_error), "%s", reason);
+	snprintf(w->job.dead_msg, sizeof(w->job.dead_msg), "%s", reason);
+	replay_publish(w);
+	if (w->cur->group_n > 1 && !replay_splitting(w)) {
+		isolate_group(w);
+		return;
+	}
+	w->job.status = r->status < 0 ? 0 : r->status; /* 0: no answer, never sent */
+	w->stats.dead_batches++;
+	if (replay_splitting(w)) {
+		w->job.off = w->pieces.range[0].off;
+		w->job.len = w->pieces.range[0].len;
+		w->job.lines = replay_count_lines(w->cur->batches[0].body + w->job.off, w->job.len);
+		relay_log(RELAY_LOG_WARN,
+			  "backend '%s': %u line(s) of batch %" PRIu64 " dead-lettered after %u attempt(s): %s",
+			  w->cfg->name, w->job.lines, w->cur->batches[0].seq, w->send.attempts + 1, reason);
+		replay_start_job(w, WK_DEAD_PART);
+		return;
+	}
+	relay_log(RELAY_LOG_WARN,
+		  "backend '%s': batch %" PRIu64 " (%u points, db '%s') dead-lettered after %u attempt(s): %s",
+		  w->cfg->name, w->cur->batches[0].seq, w->cur->batches[0].lines, w->cur->batches[0].db,
+		  w->send.attempts + 1, reason);
+	w->job.seq = w->cur->batches[0].seq;
+	w->read.from = w->job.seq + 1;
+	replay_start_job(w, WK_DEAD);
+}
+
+/* 413: split the current payload in two at a line boundary. */
+static void too_large(struct replay_worker *w, const struct http_response *r)
+{
+	if (w->cur->group_n > 1 && !replay_splitting(w)) {
+		isolate_group(w);
+		return;
+	}
+	const struct wal_batch *b = &w->cur->batches[0];
+	w->cur->lane_mode = 0; /* pieces go one at a time, in order */
+	if (replay_pieces_halve(&w->pieces, b->body, b->body_len) != 0) {
+		/* One line that the backend still finds too large. */
+		dead_letter(w, r);
+		return;
+	}
+	w->stats.splits++;
+	relay_log(RELAY_LOG_INFO, "backend '%s': batch %" PRIu64 " too large for the backend (413), splitting",
+		  w->cfg->name, b->seq);
+	replay_send_current(w);
+}
+
+static void delivered(struct replay_worker *w)
+{
+	replay_set_link(w, REPLAY_UP, NULL);
+	w->send.attempts = 0;
+	w->send.db_created = 0;
+	if (replay_splitting(w)) {
+		if (replay_pieces_delivered(&w->pieces, w->cur->batches[0].body)) {
+			if (w->paused)
+				replay_set_state(w, S_BACKOFF); /* held until relayctl resume */
+			else
+				replay_send_current(w);
+			return;
+		}
+		w->cur->group_n = 1;
+	}
+	for (size_t i = 0; i < w->cur->group_n; i++) {
+		w->stats.delivered_batches++;
+		w->stats.delivered_points += w->cur->batches[i].lines;
+	}
+	w->health.last_delivery_ns = now_realtime_ns();
+	replay_delivered_upto(w, replay_round_last_seq(w->cur));
+}
+
+static void on_response(struct http_client *c, const struct http_response *r, void *arg)
+{
+	struct replay_worker *w = arg;
+	(void)c;
+	enum outcome o = outcome_classify(r->status, r->body, r->body_len);
+	switch (o) {
+	case OUTCOME_DELIVERED:
+		delivered(w);
+		return;
+	case OUTCOME_RETRY:
+		retry_later(w, r, r->status < 0 ? REPLAY_DOWN : REPLAY_RETRYING, 0);
+		return;
+	case OUTCOME_HOLD:
+		retry_later(w, r, REPLAY_HOLDING, REPLAY_HOLD_MIN_MS);
+		return;
+	case OUTCOME_NO_DATABASE:
+		if (w->cfg->on_database_not_found == RELAY_DB_CREATE && !w->send.db_created) {
+			create_database(w);
+			return;
+		}
+		if (w->send.db_created) {
+			/* The CREATE answered 200 yet the write still finds no
+			 * database (a proxy that sends /query elsewhere, a
+			 * database dropped at once, a name the server reads
+			 * otherwise): a hold with its backoff, not a loop of
+			 * writes and CREATEs. The next attempt may create again. */
+			w->send.db_created = 0;
+			retry_later_why(w, r, REPLAY_HOLDING, REPLAY_HOLD_MIN_MS, "still not found after CREATE DATABASE");
+			return;
+		}
+		if (w->cfg->on_database_not_found == RELAY_DB_DEAD_LETTER) {
+			dead_letter(w, r);
+			return;
+		}
+		retry_later(w, r, REPLAY_HOLDING, REPLAY_HOLD_MIN_MS);
+		return;
+	case OUTCOME_SPLIT:
+		too_large(w, r);
+		return;
+	case OUTCOME_DEAD:
+		dead_letter(w, r);
+		return;
+	}
+}
+
+/* The answer to a single write (not shared among lanes). */
+static void write_answered(struct http_client *c, const struct http_response *r, void *arg)
+{
+	struct replay_worker *w = arg;
+	on_response(c, r, w);
+	replay_check_awake(w);
+}

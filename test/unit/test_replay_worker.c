@@ -1,0 +1,497 @@
+/*
+ * test_replay_worker: one replay worker on a private libuv loop, a real
+ * queue (wal) in a temporary directory, and a scripted backend: a small
+ * HTTP server in this program on a free 127.0.0.1 port that answers each
+ * write with the next status of its script (204 once the script is
+ * spent) and records what it was sent. Each case asserts what reached the
+ * backend (the bodies, in order) and what the queue holds afterwards
+ * (pending and dead-lettered batches):
+ *
+ *   204               one coalesced write; the queue is empty
+ *   500, 204          the same write again after a backoff
+ *   400 (coalesced)   each batch alone; the refused one dead-lettered
+ *   413               the batch in halves at a line boundary
+ *   404 db not found  held (the batch stays, nothing dead-lettered) until
+ *                     relayctl retry finds the database there
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <uv.h>
+
+#include "relay/base/lineproto.h"
+#include "relay/base/log.h"
+#include "relay/base/util.h"
+#include "relay/delivery/replay.h"
+#include "wal/wal.h"
+
+/*---- the scripted backend ----*/
+
+#define MAX_REQS 32
+#define MAX_CONNS 8
+
+struct request {
+	char method[8];
+	char target[256];
+	char body[4096];
+	size_t len;
+};
+
+struct backend;
+
+struct conn {
+	uv_tcp_t tcp;
+	struct backend *be;
+	struct rbuf in;
+	int open;
+};
+
+struct backend {
+	uv_tcp_t server;
+	int port;
+	/* the script: status and body of each answer to a write, in turn */
+	int status[16];
+	const char *answer[16];
+	int nscript, next;
+	struct request reqs[MAX_REQS];
+	int nreqs;
+	struct conn conns[MAX_CONNS];
+};
+
+static void conn_closed(uv_handle_t *h)
+{
+	struct conn *c = h->data;
+	rbuf_release(&c->in);
+	c->open = 0;
+}
+
+static void written(uv_write_t *req, int status)
+{
+	(void)status;
+	free(req->data);
+	free(req);
+}
+
+static void answer(struct conn *c, int status, const char *body)
+{
+	struct rbuf out = RBUF_INIT;
+	rbuf_appendf(&out, "HTTP/1.1 %d Scripted\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+		     status, strlen(body), body);
+	uv_write_t *req = xcalloc(1, sizeof(*req));
+	req->data = out.data;
+	uv_buf_t buf = uv_buf_init(out.data, (unsigned)out.len);
+	assert_int_equal(uv_write(req, (uv_stream_t *)&c->tcp, &buf, 1, written), 0);
+}
+
+/* Take every whole request in c->in: record it and answer it. */
+static void serve(struct conn *c)
+{
+	struct backend *be = c->be;
+	for (;;) {
+		const char *data = rbuf_cstr(&c->in);
+		const char *end = strstr(data, "\r\n\r\n");
+		if (!end)
+			return;
+		size_t head = (size_t)(end - data) + 4, clen = 0;
+		const char *cl = strstr(data, "Content-Length: ");
+		if (cl && cl < end)
+			clen = strtoul(cl + 16, NULL, 10);
+		if (c->in.len < head + clen)
+			return;
+		struct request *r = &be->reqs[be->nreqs < MAX_REQS ? be->nreqs : MAX_REQS - 1];
+		if (be->nreqs < MAX_REQS)
+			be->nreqs++;
+		sscanf(data, "%7s %255s", r->method, r->target);
+		assert_true(clen < sizeof(r->body));
+		memcpy(r->body, data + head, clen);
+		r->body[clen] = '\0';
+		r->len = clen;
+		if (strcmp(r->method, "GET") == 0) {
+			answer(c, 204, ""); /* /ping: reachable */
+		} else if (be->next < be->nscript) {
+			answer(c, be->status[be->next], be->answer[be->next]);
+			be->next++;
+		} else {
+			answer(c, 204, "");
+		}
+		memmove(c->in.data, c->in.data + head + clen, c->in.len - head - clen);
+		c->in.len -= head + clen;
+	}
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	(void)h;
+	buf->base = xmalloc(suggested);
+	buf->len = suggested;
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct conn *c = s->data;
+	if (n > 0) {
+		rbuf_append(&c->in, buf->base, (size_t)n);
+		serve(c);
+	} else if (n < 0 && !uv_is_closing((uv_handle_t *)s)) {
+		uv_close((uv_handle_t *)s, conn_closed);
+	}
+	free(buf->base);
+}
+
+static void accept_cb(uv_stream_t *server, int status)
+{
+	struct backend *be = server->data;
+	assert_int_equal(status, 0);
+	struct conn *c = NULL;
+	for (int i = 0; i < MAX_CONNS && !c; i++)
+		if (!be->conns[i].open)
+			c = &be->conns[i];
+	assert_non_null(c);
+	memset(c, 0, sizeof(*c));
+	c->be = be;
+	c->open = 1;
+	uv_tcp_init(server->loop, &c->tcp);
+	c->tcp.data = c;
+	assert_int_equal(uv_accept(server, (uv_stream_t *)&c->tcp), 0);
+	assert_int_equal(uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb), 0);
+}
+
+static void backend_start(struct backend *be, uv_loop_t *loop)
+{
+	struct sockaddr_in addr;
+	struct sockaddr_storage got;
+	int len = sizeof(got);
+	memset(be, 0, sizeof(*be));
+	assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0); /* a free port */
+	assert_int_equal(uv_tcp_init(loop, &be->server), 0);
+	be->server.data = be;
+	assert_int_equal(uv_tcp_bind(&be->server, (const struct sockaddr *)&addr, 0), 0);
+	assert_int_equal(uv_listen((uv_stream_t *)&be->server, 8, accept_cb), 0);
+	assert_int_equal(uv_tcp_getsockname(&be->server, (struct sockaddr *)&got, &len), 0);
+	be->port = ntohs(((struct sockaddr_in *)&got)->sin_port);
+}
+
+static void backend_close(struct backend *be)
+{
+	for (int i = 0; i < MAX_CONNS; i++)
+		if (be->conns[i].open && !uv_is_closing((uv_handle_t *)&be->conns[i].tcp))
+			uv_close((uv_handle_t *)&be->conns[i].tcp, conn_closed);
+	uv_close((uv_handle_t *)&be->server, NULL);
+}
+
+static void script(struct backend *be, int status, const char *body)
+{
+	be->status[be->nscript] = status;
+	be->answer[be->nscript] = body;
+	be->nscript++;
+}
+
+/* The bodies of the writes (POSTs) the backend got, in order. */
+static int writes(const struct backend *be, const char **bodies, int max)
+{
+	int n = 0;
+	for (int i = 0; i < be->nreqs && n < max; i++)
+		if (strcmp(be->reqs[i].method, "POST") == 0)
+			bodies[n++] = be->reqs[i].body;
+	return n;
+}
+
+/*---- the fixture: loop, queue, worker ----*/
+
+struct fixture {
+	uv_loop_t loop;
+	uv_timer_t tick; /* wakes the loop: run_until checks its condition */
+	char dir[64];
+	struct wal *wal;
+	int id;
+	struct relay_backend_config cfg;
+	struct backend be;
+	struct replay_worker *w;
+	int stopped;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = xcalloc(1, sizeof(*f));
+	assert_int_equal(uv_loop_init(&f->loop), 0);
+	uv_timer_init(&f->loop, &f->tick);
+	snprintf(f->dir, sizeof(f->dir), "/tmp/test_replay_worker.XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	struct wal_options opt;
+	memset(&opt, 0, sizeof(opt));
+	assert_int_equal(wal_open(f->dir, &opt, &f->wal), 0);
+	assert_int_equal(wal_backend_open(f->wal, "b", &f->id), 0);
+	backend_start(&f->be, &f->loop);
+	struct relay_backend_config *c = &f->cfg;
+	c->name = (char *)"b";
+	c->url = (char *)"http://127.0.0.1";
+	c->host = (char *)"127.0.0.1";
+	c->port = (uint16_t)f->be.port;
+	c->path_prefix = (char *)"";
+	c->timeout_ms = 5000;
+	c->connect_timeout_ms = 1000;
+	c->batch_max_bytes = 1 << 20;
+	c->batch_max_lines = 10000;
+	c->retry_min_ms = 10; /* a retry comes quickly */
+	c->retry_max_ms = 50;
+	c->on_database_not_found = RELAY_DB_HOLD;
+	c->parallel = 1; /* one connection: the order of the writes is the order sent */
+	c->type = RELAY_API_V1;
+	*state = f;
+	return 0;
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+	(void)t;
+}
+
+static void worker_stopped(struct replay_worker *w, void *arg)
+{
+	(void)w;
+	*(int *)arg = 1;
+}
+
+/* Run the loop until done(f) holds, for at most ms. */
+static int run_until(struct fixture *f, int (*done)(struct fixture *f), uint64_t ms)
+{
+	uint64_t end = uv_hrtime() + ms * 1000000ULL;
+	uv_timer_start(&f->tick, tick_cb, 5, 5);
+	while (!done(f) && uv_hrtime() < end)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	uv_timer_stop(&f->tick);
+	return done(f);
+}
+
+static int is_stopped(struct fixture *f)
+{
+	return f->stopped;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	if (f->w) {
+		replay_stop(f->w, worker_stopped, &f->stopped);
+		assert_true(run_until(f, is_stopped, 5000));
+		replay_free(f->w);
+	}
+	backend_close(&f->be);
+	uv_close((uv_handle_t *)&f->tick, NULL);
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&f->loop), 0);
+	wal_close(f->wal);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	assert_int_equal(system(cmd), 0);
+	free(f);
+	return 0;
+}
+
+/* Queue one batch of body for backend "b" (db "db", precision ns): its
+ * sequence. */
+static uint64_t append(struct fixture *f, const char *body)
+{
+	struct wal_batch b;
+	memset(&b, 0, sizeof(b));
+	b.route = 1ULL << f->id;
+	b.accept_ns = now_realtime_ns();
+	b.precision = LP_PRECISION_NS;
+	b.db = "db";
+	b.rp = b.user = b.password = b.org = b.token = "";
+	b.body = body;
+	b.body_len = strlen(body);
+	for (const char *p = body; (p = strchr(p, '\n')); p++)
+		b.lines++;
+	assert_int_equal(wal_append(f->wal, &b, 1, b.accept_ns), 0);
+	assert_int_equal(b.result, 0);
+	return b.seq;
+}
+
+static struct wal_backend_stat queue(struct fixture *f)
+{
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->wal, "b", &st), 0);
+	return st;
+}
+
+/* Everything is finished: nothing pending, every delivery recorded. */
+static int drained(struct fixture *f)
+{
+	return queue(f).pending_batches == 0;
+}
+
+static void start(struct fixture *f)
+{
+	f->w = replay_start(&f->loop, f->wal, &f->cfg, f->id);
+	assert_non_null(f->w);
+}
+
+static void test_delivered(void **state)
+{
+	struct fixture *f = *state;
+	append(f, "cpu,host=a v=1 1\n");
+	append(f, "cpu,host=a v=2 2\n");
+	append(f, "cpu,host=b v=3 3\n");
+	start(f);
+	assert_true(run_until(f, drained, 5000));
+	const char *w[8];
+	/* One coalesced write, the batches in queue order. */
+	assert_int_equal(writes(&f->be, w, 8), 1);
+	assert_string_equal(w[0], "cpu,host=a v=1 1\ncpu,host=a v=2 2\ncpu,host=b v=3 3\n");
+	assert_non_null(strstr(f->be.reqs[0].target, "/write?db=db"));
+	struct replay_view v;
+	replay_worker_view(f->w, &v);
+	assert_int_equal(v.health, REPLAY_UP);
+	assert_int_equal(v.stats.posts, 1);
+	assert_int_equal(v.stats.delivered_batches, 3);
+	assert_int_equal(v.stats.delivered_points, 3);
+	assert_true(v.last_delivery_ns > 0);
+	assert_int_equal(queue(f).dead_batches, 0);
+
+	/* A batch committed later: replay_notify sends it. */
+	append(f, "cpu,host=a v=4 4\n");
+	replay_notify(f->w);
+	assert_true(run_until(f, drained, 5000));
+	assert_int_equal(writes(&f->be, w, 8), 2);
+	assert_string_equal(w[1], "cpu,host=a v=4 4\n");
+}
+
+static void test_retry_then_delivered(void **state)
+{
+	struct fixture *f = *state;
+	script(&f->be, 500, "{\"error\":\"engine: something went wrong\"}");
+	append(f, "cpu,host=a v=1 1\n");
+	start(f);
+	assert_true(run_until(f, drained, 5000));
+	const char *w[8];
+	assert_int_equal(writes(&f->be, w, 8), 2);
+	assert_string_equal(w[0], "cpu,host=a v=1 1\n");
+	assert_string_equal(w[1], w[0]);
+	struct replay_view v;
+	replay_worker_view(f->w, &v);
+	assert_int_equal(v.health, REPLAY_UP);
+	assert_int_equal(v.stats.retries, 1);
+	assert_int_equal(v.stats.delivered_batches, 1);
+	assert_int_equal(queue(f).dead_batches, 0);
+}
+
+static int dead_one(struct fixture *f)
+{
+	struct wal_backend_stat st = queue(f);
+	return st.pending_batches == 0 && st.dead_batches == 1;
+}
+
+static void test_dead_letter_isolated(void **state)
+{
+	struct fixture *f = *state;
+	/* The coalesced write is refused; sent batch by batch, the first is
+	 * taken and the second refused again: only that one is dead. */
+	script(&f->be, 400, "{\"error\":\"unable to parse 'cpu v=x': invalid number\"}");
+	script(&f->be, 204, "");
+	script(&f->be, 400, "{\"error\":\"unable to parse 'cpu v=x': invalid number\"}");
+	append(f, "cpu,host=a v=1 1\n");
+	uint64_t bad = append(f, "cpu,host=a v=2 2\n");
+	append(f, "cpu,host=a v=3 3\n");
+	start(f);
+	assert_true(run_until(f, dead_one, 5000));
+	const char *w[8];
+	int n = writes(&f->be, w, 8);
+	assert_int_equal(n, 4);
+	assert_string_equal(w[0], "cpu,host=a v=1 1\ncpu,host=a v=2 2\ncpu,host=a v=3 3\n");
+	assert_string_equal(w[1], "cpu,host=a v=1 1\n");
+	assert_string_equal(w[2], "cpu,host=a v=2 2\n");
+	assert_string_equal(w[3], "cpu,host=a v=3 3\n"); /* the batch after the dead one goes on */
+	struct replay_view v;
+	replay_worker_view(f->w, &v);
+	assert_int_equal(v.stats.dead_batches, 1);
+	assert_int_equal(v.stats.delivered_batches, 2);
+	assert_non_null(strstr(v.last_error, "HTTP 400"));
+	/* The dead letter is the refused batch, with the backend's answer. */
+	struct wal_dead dead[4];
+	size_t ndead = 0;
+	assert_int_equal(wal_dead_list(f->wal, f->id, 0, 4, 1 << 20, dead, &ndead), 0);
+	assert_int_equal(ndead, 1);
+	assert_int_equal(dead[0].batch.seq, bad);
+	assert_int_equal(dead[0].status, 400);
+	assert_false(dead[0].corrupt);
+	assert_memory_equal(dead[0].batch.body, "cpu,host=a v=2 2\n", dead[0].batch.body_len);
+	assert_non_null(strstr(dead[0].msg, "unable to parse"));
+	wal_dead_release(&dead[0]);
+}
+
+static void test_too_large_split(void **state)
+{
+	struct fixture *f = *state;
+	script(&f->be, 413, "{\"error\":\"Request Entity Too Large\"}");
+	append(f, "cpu,host=a v=1 1\ncpu,host=a v=2 2\ncpu,host=a v=3 3\ncpu,host=a v=4 4\n");
+	start(f);
+	assert_true(run_until(f, drained, 5000));
+	const char *w[8];
+	assert_int_equal(writes(&f->be, w, 8), 3);
+	assert_string_equal(w[0], "cpu,host=a v=1 1\ncpu,host=a v=2 2\ncpu,host=a v=3 3\ncpu,host=a v=4 4\n");
+	/* Halves at a line boundary, in order, together the batch. */
+	assert_string_equal(w[1], "cpu,host=a v=1 1\ncpu,host=a v=2 2\ncpu,host=a v=3 3\n");
+	assert_string_equal(w[2], "cpu,host=a v=4 4\n");
+	struct replay_view v;
+	replay_worker_view(f->w, &v);
+	assert_int_equal(v.stats.splits, 1);
+	assert_int_equal(v.stats.delivered_batches, 1);
+	assert_int_equal(queue(f).dead_batches, 0);
+}
+
+static int holding(struct fixture *f)
+{
+	struct replay_view v;
+	replay_worker_view(f->w, &v);
+	return v.health == REPLAY_HOLDING;
+}
+
+static void test_database_not_found_holds(void **state)
+{
+	struct fixture *f = *state;
+	script(&f->be, 404, "{\"error\":\"database not found: \\\"db\\\"\"}");
+	append(f, "cpu,host=a v=1 1\n");
+	start(f);
+	assert_true(run_until(f, holding, 5000));
+	/* Held: the batch stays queued, nothing is dead-lettered, and the
+	 * next try waits at least the hold floor (1 s). */
+	struct wal_backend_stat st = queue(f);
+	assert_int_equal(st.pending_batches, 1);
+	assert_int_equal(st.dead_batches, 0);
+	struct replay_view v;
+	replay_worker_view(f->w, &v);
+	assert_non_null(strstr(v.last_error, "database not found"));
+	assert_int_equal(v.attempts, 1);
+	assert_true(v.next_attempt_ms > 0);
+	const char *w[8];
+	assert_int_equal(writes(&f->be, w, 8), 1);
+	/* The database exists now; relayctl retry skips the wait. */
+	assert_int_equal(replay_retry_now(f->w), 0);
+	assert_true(run_until(f, drained, 5000));
+	assert_int_equal(writes(&f->be, w, 8), 2);
+	assert_string_equal(w[1], "cpu,host=a v=1 1\n");
+	replay_worker_view(f->w, &v);
+	assert_int_equal(v.health, REPLAY_UP);
+	assert_int_equal(queue(f).dead_batches, 0);
+}
+
+int main(void)
+{
+	/* What the worker logs (retries, holds, dead letters) is expected
+	 * here: only errors are shown. */
+	relay_log_set_level(RELAY_LOG_ERROR);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_delivered, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_retry_then_delivered, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dead_letter_isolated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_too_large_split, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_database_not_found_holds, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
