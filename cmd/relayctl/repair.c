@@ -1,0 +1,149 @@
+/*
+ * relayctl's repairs of one backend's delivery: pause and resume (kept in
+ * the queue), retry (relayd skips its backoff wait), purge (every pending
+ * batch dropped). Each change is nudged to a running relayd.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/relayctl/relayctl.h"
+
+static int set_paused(const struct ctl *c, const char *backend, int paused)
+{
+	struct wal *w;
+	int id;
+	int rc = open_backend(c, backend, c->cmd->queue, &w, &id);
+	if (rc < 0)
+		return 1;
+	if (rc == 1) {
+		no_queue_yet(backend);
+		wal_close(w);
+		return 1;
+	}
+	rc = wal_backend_set_paused(w, id, paused);
+	wal_close(w);
+	if (rc) {
+		fprintf(stderr, "relayctl: cannot %s backend '%s': %s\n", paused ? "pause" : "resume", backend,
+			wal_strerror(rc));
+		return 1;
+	}
+	struct rbuf out = RBUF_INIT;
+	if (c->json) {
+		rbuf_append(&out, "{\"backend\":", 11);
+		json_str(&out, backend);
+		rbuf_appendf(&out, ",\"paused\":%s", paused ? "true" : "false");
+		nudge(c, backend, &out);
+		rbuf_append(&out, "}\n", 2);
+	} else {
+		if (paused)
+			rbuf_appendf(&out, "backend '%s' paused: its queue keeps filling; 'relayctl resume %s' restarts delivery\n",
+				     backend, backend);
+		else
+			rbuf_appendf(&out, "backend '%s' resumed\n", backend);
+		nudge(c, backend, &out);
+	}
+	flush_out(&out);
+	rbuf_release(&out);
+	return 0;
+}
+
+int cmd_pause(const struct ctl *c, char **args, int nargs)
+{
+	(void)nargs;
+	return set_paused(c, args[0], 1);
+}
+
+int cmd_resume(const struct ctl *c, char **args, int nargs)
+{
+	(void)nargs;
+	return set_paused(c, args[0], 0);
+}
+
+int cmd_retry(const struct ctl *c, char **args, int nargs)
+{
+	const char *backend = args[0];
+	(void)nargs;
+	if (known_backend(c, backend) < 0)
+		return 1;
+	char line[128], *reply;
+	snprintf(line, sizeof(line), "retry %s", backend);
+	int rc = ask_relayd(c, line, &reply);
+	if (rc == 0 && c->json) {
+		struct rbuf out = RBUF_INIT;
+		rbuf_append(&out, "{\"backend\":", 11);
+		json_str(&out, backend);
+		rbuf_append(&out, ",\"retry\":true}\n", 15);
+		flush_out(&out);
+		rbuf_release(&out);
+	} else if (rc == 0) {
+		printf("relayd retries backend '%s' now\n", shown(backend));
+	} else if (rc == 1 && !relayd_pid(c)) {
+		fprintf(stderr, "relayctl: relayd is not running: every backend is tried as soon as it starts\n");
+	} else {
+		fprintf(stderr, "relayctl: relayd did not retry backend '%s': %s\n", shown(backend),
+			reply ? shown(reply) : "it does not answer on its control socket");
+	}
+	free(reply);
+	return rc == 0 ? 0 : 1;
+}
+
+int cmd_purge(const struct ctl *c, char **args, int nargs)
+{
+	const char *backend = args[0];
+	(void)nargs;
+	struct wal *w;
+	int id;
+	int rc = open_backend(c, backend, c->yes ? c->cmd->queue : WAL_F_RDONLY, &w, &id);
+	if (rc < 0)
+		return 1;
+	if (rc == 1) {
+		no_queue_yet(backend);
+		wal_close(w);
+		return 1;
+	}
+	if (!c->yes) {
+		struct wal_backend_stat st;
+		memset(&st, 0, sizeof(st));
+		wal_backend_stat(w, backend, &st);
+		wal_close(w);
+		fprintf(stderr,
+			"relayctl: not purging without --yes: it would drop all %" PRIu64 " pending batches (%" PRIu64
+			" points) of backend '%s'\n",
+			st.pending_batches, st.pending_points, backend);
+		return 1;
+	}
+	struct wal_count n;
+	rc = wal_purge(w, id, &n);
+	wal_close(w);
+	if (rc) {
+		fprintf(stderr, "relayctl: cannot purge backend '%s': %s\n", backend, wal_strerror(rc));
+		return 1;
+	}
+	struct rbuf out = RBUF_INIT;
+	if (c->json) {
+		rbuf_append(&out, "{\"backend\":", 11);
+		json_str(&out, backend);
+		rbuf_appendf(&out,
+			     ",\"purged_batches\":%" PRIu64 ",\"purged_points\":%" PRIu64 ",\"purged_bytes\":%" PRIu64
+			     ",\"purged_corrupt\":%" PRIu64,
+			     n.batches, n.points, n.bytes, n.corrupt);
+		nudge(c, backend, &out);
+		rbuf_append(&out, "}\n", 2);
+	} else {
+		char b[32];
+		human_bytes(n.bytes, b, sizeof(b));
+		rbuf_appendf(&out, "purged %" PRIu64 " batches (%" PRIu64 " points, %s) of backend '%s'", n.batches,
+			     n.points, b, backend);
+		if (n.corrupt)
+			rbuf_appendf(&out, ", and %" PRIu64 " corrupt record%s that did not decode", n.corrupt,
+				     n.corrupt == 1 ? "" : "s");
+		rbuf_appendc(&out, '\n');
+		nudge(c, backend, &out);
+	}
+	flush_out(&out);
+	rbuf_release(&out);
+	return 0;
+}
+

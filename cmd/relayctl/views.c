@@ -1,0 +1,265 @@
+/*
+ * relayctl's views of one queue: peek (the next pending batches, with
+ * what relayd says of the one it tries), show (one batch's line protocol,
+ * pending or dead) and dump (every pending batch as JSON lines).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/relayctl/relayctl.h"
+
+int cmd_peek(const struct ctl *c, char **args, int nargs)
+{
+	const char *backend = args[0];
+	(void)nargs;
+	struct wal *w;
+	int id;
+	int rc = open_backend(c, backend, c->cmd->queue, &w, &id);
+	if (rc < 0)
+		return 1;
+	size_t max = c->count > 0 ? (size_t)c->count : 10;
+	if (max > 100000)
+		max = 100000;
+	struct wal_batch *b = xcalloc(max, sizeof(*b));
+	struct skipped_corrupt *sk = xcalloc(1, sizeof(*sk));
+	size_t n = 0;
+	/* Up to max batches, in pages that stop at a corrupt record: each
+	 * such record is passed over and reported, never the end of the view. */
+	uint64_t from = 0;
+	while (rc == 0 && n < max) {
+		size_t got;
+		rc = read_past_corrupt(w, id, from, max - n, SIZE_MAX, 0, b + n, &got, sk);
+		if (rc || got == 0)
+			break;
+		n += got;
+		from = b[n - 1].seq + 1;
+	}
+	if (rc && rc != 1) {
+		fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", backend, wal_strerror(rc));
+		while (n)
+			wal_batch_release(&b[--n]);
+		free(b);
+		free(sk);
+		wal_close(w);
+		return 1;
+	}
+	wal_close(w);
+	int skipped = report_corrupt(sk, backend);
+	/* Attempts and the last error live in relayd's memory, for the batch
+	 * it is trying (the head of the queue). */
+	struct control_status *ds = xcalloc(1, sizeof(*ds));
+	char why[300];
+	const struct control_backend_status *d = NULL;
+	if (n && relayd_status(c, ds, why, sizeof(why)) == 1)
+		d = control_status_find(ds, backend);
+	int64_t now = now_realtime_ns();
+	struct rbuf out = RBUF_INIT;
+	if (c->json) {
+		rbuf_append(&out, "{\"backend\":", 11);
+		json_str(&out, backend);
+		rbuf_append(&out, ",\"batches\":[", 12);
+	} else if (n) {
+		rbuf_appendf(&out, "%-10s %-16s %-12s %-4s %8s %10s %8s %8s  %s\n", "SEQ", "DB", "RP", "PREC", "POINTS",
+			     "BYTES", "AGE", "ATTEMPTS", "LAST ERROR");
+	} else if (!skipped) {
+		rbuf_appendf(&out, "backend '%s': nothing pending\n", backend);
+	}
+	for (size_t i = 0; i < n; i++) {
+		int head = d && d->head_seq == b[i].seq;
+		int64_t age = age_seconds(b[i].accept_ns, now);
+		if (c->json) {
+			rbuf_appendf(&out, "%s{\"seq\":%" PRIu64 ",\"db\":", i ? "," : "", b[i].seq);
+			json_str(&out, b[i].db);
+			rbuf_append(&out, ",\"rp\":", 6);
+			json_str(&out, b[i].rp);
+			rbuf_appendf(&out,
+				     ",\"precision\":\"%s\",\"points\":%" PRIu32 ",\"bytes\":%zu,\"accept_ns\":%" PRId64
+				     ",\"age_seconds\":%" PRId64,
+				     prec_name(b[i].precision), b[i].lines, b[i].body_len, b[i].accept_ns, age);
+			if (head) {
+				rbuf_appendf(&out, ",\"attempts\":%" PRIu32 ",\"last_error\":", d->attempts);
+				json_str(&out, d->last_error);
+			} else {
+				rbuf_append(&out, ",\"attempts\":null,\"last_error\":null", 34);
+			}
+			rbuf_appendc(&out, '}');
+		} else {
+			char db[17], rp[13], a[32], bytes[32], err[120], att[16];
+			cell(b[i].db, 16, db, sizeof(db));
+			cell(*b[i].rp ? b[i].rp : "(default)", 12, rp, sizeof(rp));
+			human_age(age, a, sizeof(a));
+			human_bytes(b[i].body_len, bytes, sizeof(bytes));
+			if (head) {
+				snprintf(att, sizeof(att), "%" PRIu32, d->attempts);
+				cell(d->last_error[0] ? d->last_error : "-", 100, err, sizeof(err));
+			} else {
+				snprintf(att, sizeof(att), "-");
+				snprintf(err, sizeof(err), "-");
+			}
+			rbuf_appendf(&out, "%-10" PRIu64 " %-16s %-12s %-4s %8" PRIu32 " %10s %8s %8s  %s\n", b[i].seq, db, rp,
+				     prec_name(b[i].precision), b[i].lines, bytes, a, att, err);
+		}
+		wal_batch_release(&b[i]);
+	}
+	if (c->json) {
+		rbuf_appendc(&out, ']');
+		corrupt_json(&out, sk);
+		rbuf_append(&out, "}\n", 2);
+	}
+	flush_out(&out);
+	rbuf_release(&out);
+	free(ds);
+	free(b);
+	free(sk);
+	return skipped;
+}
+
+int cmd_show(const struct ctl *c, char **args, int nargs)
+{
+	const char *backend = args[0], *seqs = args[1];
+	(void)nargs;
+	uint64_t seq;
+	if (parse_seq(seqs, &seq)) {
+		fprintf(stderr, "relayctl: '%s' is not a batch sequence number\n", seqs);
+		return 2;
+	}
+	struct wal *w;
+	int id;
+	int rc = open_backend(c, backend, c->cmd->queue, &w, &id);
+	if (rc < 0)
+		return 1;
+	struct wal_batch b;
+	struct wal_dead d;
+	char corrupt_why[200] = "";
+	int dead = 0;
+	memset(&b, 0, sizeof(b));
+	memset(&d, 0, sizeof(d));
+	if (rc == 1) {
+		rc = WAL_ENOTFOUND; /* no queue yet */
+	} else {
+		/* Pending first, then the dead letters. */
+		rc = wal_get(w, id, seq, &b);
+		if (rc == WAL_ENOTFOUND) {
+			rc = wal_dead_get(w, id, seq, &d);
+			dead = rc == 0;
+		}
+		uint64_t at;
+		if (rc == WAL_ECORRUPT && (wal_find_corrupt(w, id, seq, &at, corrupt_why, sizeof(corrupt_why)) || at != seq))
+			corrupt_why[0] = '\0';
+	}
+	wal_close(w);
+	if (rc == WAL_ENOTFOUND) {
+		fprintf(stderr, "relayctl: backend '%s' has no batch %" PRIu64 " (neither pending nor dead-lettered)\n",
+			backend, seq);
+		return 1;
+	}
+	if (rc == WAL_ECORRUPT) {
+		fprintf(stderr,
+			"relayctl: batch %" PRIu64 " of backend '%s' is corrupt%s%s (relayd moves it to the dead-letter queue "
+			"when it reaches it, then 'relayctl dlq show' shows its bytes; see 'relayctl verify')\n",
+			seq, backend, *corrupt_why ? ": " : "", shown(corrupt_why));
+		return 1;
+	}
+	if (rc) {
+		fprintf(stderr, "relayctl: cannot read batch %" PRIu64 " of backend '%s': %s\n", seq, backend,
+			wal_strerror(rc));
+		return 1;
+	}
+	struct rbuf out = RBUF_INIT;
+	const struct wal_batch *bb = dead ? &d.batch : &b;
+	if (dead && d.corrupt && !c->json) {
+		/* Its raw bytes, escaped, after a comment line saying what it is. */
+		dead_header(&out, backend, &d);
+		body_text(&out, d.batch.body, d.batch.body_len);
+		flush_out(&out);
+		rbuf_release(&out);
+		wal_dead_release(&d);
+		return 0;
+	}
+	if (c->json) {
+		if (dead) {
+			dead_json(&out, &d);
+			/* a "state" member before the closing brace */
+			out.len--;
+			rbuf_append(&out, ",\"state\":\"dead\"}\n", 17);
+		} else {
+			rbuf_appendc(&out, '{');
+			batch_json(&out, &b);
+			rbuf_append(&out, ",\"state\":\"pending\",\"body\":", 26);
+			rjson_append_string(&out, b.body, b.body_len);
+			rbuf_append(&out, "}\n", 2);
+		}
+	} else {
+		body_text(&out, bb->body, bb->body_len);
+	}
+	flush_out(&out);
+	rbuf_release(&out);
+	wal_batch_release(&b);
+	wal_dead_release(&d);
+	return 0;
+}
+
+int cmd_dump(const struct ctl *c, char **args, int nargs)
+{
+	const char *backend = args[0];
+	(void)nargs;
+	struct wal *w;
+	int id;
+	int rc = open_backend(c, backend, c->cmd->queue, &w, &id);
+	if (rc < 0)
+		return 1;
+	if (rc == 1) {
+		wal_close(w);
+		return 0; /* never used: nothing queued */
+	}
+	/* Read in slices, each its own short read transaction (never one
+	 * long one: it would pin pages while relayd writes), paging by
+	 * sequence number; print each slice after its transaction ended. */
+	struct wal_batch b[PAGE_BATCHES];
+	struct skipped_corrupt *sk = xcalloc(1, sizeof(*sk));
+	size_t n;
+	uint64_t last = 0;
+	struct rbuf out = RBUF_INIT;
+	for (;;) {
+		uint64_t before = sk->n;
+		rc = read_past_corrupt(w, id, last + 1, PAGE_BATCHES, PAGE_BYTES, 1, b, &n, sk);
+		if (sk->n > before && sk->kept)
+			last = sk->at[sk->kept - 1].seq > last ? sk->at[sk->kept - 1].seq : last;
+		if (rc) {
+			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", backend, wal_strerror(rc));
+			break;
+		}
+		for (size_t i = 0; i < n; i++) {
+			rbuf_appendf(&out, "{\"seq\":%" PRIu64 ",\"db\":", b[i].seq);
+			json_str(&out, b[i].db);
+			rbuf_append(&out, ",\"rp\":", 6);
+			json_str(&out, b[i].rp);
+			/* Who wrote it, never the secret: the user's name and
+			 * whether a password or token came with it. */
+			rbuf_append(&out, ",\"org\":", 7);
+			json_str(&out, b[i].org);
+			rbuf_append(&out, ",\"user\":", 8);
+			json_str(&out, b[i].user);
+			rbuf_appendf(&out, ",\"auth\":\"%s\"", *b[i].token ? "token" : *b[i].user ? "password" : "none");
+			rbuf_appendf(&out,
+				     ",\"precision\":\"%s\",\"lines\":%" PRIu32 ",\"bytes\":%zu,\"accept_ns\":%" PRId64
+				     ",\"body\":",
+				     prec_name(b[i].precision), b[i].lines, b[i].body_len, b[i].accept_ns);
+			rjson_append_string(&out, b[i].body, b[i].body_len);
+			rbuf_append(&out, "}\n", 2);
+			last = b[i].seq;
+			wal_batch_release(&b[i]);
+		}
+		flush_out(&out);
+		if (n == 0)
+			break;
+	}
+	rbuf_release(&out);
+	wal_close(w);
+	int skipped = report_corrupt(sk, backend);
+	free(sk);
+	return rc || skipped ? 1 : 0;
+}
+
