@@ -171,11 +171,6 @@ const char *shown(const char *s)
 	return b;
 }
 
-void json_str(struct rbuf *b, const char *s)
-{
-	rjson_append_string(b, s ? s : "", s ? strlen(s) : 0);
-}
-
 void flush_out(struct rbuf *b)
 {
 	if (b->len)
@@ -390,16 +385,17 @@ int report_corrupt(const struct skipped_corrupt *sk, const char *backend)
 	return sk->n != 0;
 }
 
-/* The skipped records as a JSON member: ,"corrupt":[{"seq":..,"why":..}] */
-void corrupt_json(struct rbuf *out, const struct skipped_corrupt *sk)
+/* The skipped records as JSON: [{"seq":..,"why":..},...] */
+json_t *corrupt_json(const struct skipped_corrupt *sk)
 {
-	rbuf_append(out, ",\"corrupt\":[", 12);
+	json_t *a = json_array();
 	for (size_t i = 0; i < sk->kept; i++) {
-		rbuf_appendf(out, "%s{\"seq\":%" PRIu64 ",\"why\":", i ? "," : "", sk->at[i].seq);
-		json_str(out, sk->at[i].why);
-		rbuf_appendc(out, '}');
+		json_t *o = json_object();
+		json_object_set_new(o, "seq", u64_json(sk->at[i].seq));
+		json_object_set_new(o, "why", rjson_cstr(sk->at[i].why));
+		json_array_append_new(a, o);
 	}
-	rbuf_appendc(out, ']');
+	return a;
 }
 
 /* For commands that change a queue: a backend relayd never created. */
@@ -450,10 +446,11 @@ long relayd_pid(const struct ctl *c)
 }
 
 /*
- * Tell a running relayd that backend's queue changed. Prints what became
- * of it (stdout; in JSON a "relayd" member is appended to out instead).
+ * Tell a running relayd that backend's queue changed. What became of it
+ * goes to doc as its "relayd" member when doc is given (JSON), else as a
+ * line to out when out is given.
  */
-void nudge(const struct ctl *c, const char *backend, struct rbuf *out)
+void nudge(const struct ctl *c, const char *backend, struct rbuf *out, json_t *doc)
 {
 	char line[128], *reply;
 	snprintf(line, sizeof(line), "notify %s", backend);
@@ -472,12 +469,10 @@ void nudge(const struct ctl *c, const char *backend, struct rbuf *out)
 			 "relayd runs but did not take the change at once (%s): it takes effect at relayd's next start",
 			 reply ? shown(reply) : "no control socket");
 	}
-	if (c->json) {
-		rbuf_append(out, ",\"relayd\":", 10);
-		json_str(out, what);
-	} else {
+	if (doc)
+		json_object_set_new(doc, "relayd", rjson_cstr(what));
+	else if (out)
 		rbuf_appendf(out, "%s\n", msg);
-	}
 	free(reply);
 }
 
@@ -505,30 +500,6 @@ int relayd_status(const struct ctl *c, struct control_status *st, char *why, siz
 		return -1;
 	}
 	return 1;
-}
-
-void batch_json(struct rbuf *out, const struct wal_batch *b)
-{
-	rbuf_appendf(out, "\"seq\":%" PRIu64 ",\"db\":", b->seq);
-	json_str(out, b->db);
-	rbuf_append(out, ",\"rp\":", 6);
-	json_str(out, b->rp);
-	rbuf_appendf(out, ",\"precision\":\"%s\",\"points\":%" PRIu32 ",\"bytes\":%zu,\"accept_ns\":%" PRId64,
-		     prec_name(b->precision), b->lines, b->body_len, b->accept_ns);
-}
-
-void dead_json(struct rbuf *out, const struct wal_dead *d)
-{
-	rbuf_appendc(out, '{');
-	batch_json(out, &d->batch);
-	rbuf_appendf(out, ",\"corrupt\":%s,\"status\":%d,\"attempts\":%" PRIu32 ",\"dead_ns\":%" PRId64 ",\"message\":",
-		     d->corrupt ? "true" : "false", d->status, d->attempts, d->dead_ns);
-	json_str(out, d->msg);
-	if (d->batch.body) {
-		rbuf_append(out, ",\"body\":", 8);
-		rjson_append_string(out, d->batch.body, d->batch.body_len);
-	}
-	rbuf_appendc(out, '}');
 }
 
 /* The header of a dead letter in "dlq show": comment lines, so that the
@@ -568,4 +539,60 @@ void body_text(struct rbuf *out, const char *body, size_t len)
 		rbuf_appendc(out, '\n');
 		p = l;
 	}
+}
+
+/*---- JSON: values built through relay/base/json.h, never text by hand ----*/
+
+/*
+ * A count or sequence number as a JSON integer. jansson's integers are
+ * signed 64-bit: a value past INT64_MAX (no queue holds one) is written as
+ * a real rather than wrapped negative.
+ */
+json_t *u64_json(uint64_t v)
+{
+	return v <= INT64_MAX ? json_integer((json_int_t)v) : json_real((double)v);
+}
+
+/* doc as one line of out; takes the caller's reference to doc. */
+void put_json_line(struct rbuf *out, json_t *doc)
+{
+	rjson_append_new(out, doc);
+	rbuf_appendc(out, '\n');
+}
+
+/* A command's answer about one backend: {"backend":NAME}, members to
+ * follow. */
+json_t *backend_doc(const char *backend)
+{
+	json_t *doc = json_object();
+	json_object_set_new(doc, "backend", rjson_cstr(backend));
+	return doc;
+}
+
+/* A batch's members every view shows the same way, in this order. */
+json_t *batch_json(const struct wal_batch *b)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "seq", u64_json(b->seq));
+	json_object_set_new(o, "db", rjson_cstr(b->db));
+	json_object_set_new(o, "rp", rjson_cstr(b->rp));
+	json_object_set_new(o, "precision", rjson_cstr(prec_name(b->precision)));
+	json_object_set_new(o, "points", json_integer(b->lines));
+	json_object_set_new(o, "bytes", u64_json(b->body_len));
+	json_object_set_new(o, "accept_ns", json_integer(b->accept_ns));
+	return o;
+}
+
+/* A dead letter: the batch, why and when it died, and its body when read. */
+json_t *dead_json(const struct wal_dead *d)
+{
+	json_t *o = batch_json(&d->batch);
+	json_object_set_new(o, "corrupt", json_boolean(d->corrupt));
+	json_object_set_new(o, "status", json_integer(d->status));
+	json_object_set_new(o, "attempts", json_integer(d->attempts));
+	json_object_set_new(o, "dead_ns", json_integer(d->dead_ns));
+	json_object_set_new(o, "message", rjson_cstr(d->msg));
+	if (d->batch.body)
+		json_object_set_new(o, "body", rjson_string(d->batch.body, d->batch.body_len));
+	return o;
 }

@@ -24,10 +24,11 @@ int cmd_dlq_list(const struct ctl *c, char **args, int nargs)
 	struct wal_dead d[256];
 	size_t n = 0, total = 0;
 	uint64_t from = 0;
+	json_t *doc = NULL, *dead = NULL;
 	if (c->json) {
-		rbuf_append(&out, "{\"backend\":", 11);
-		json_str(&out, backend);
-		rbuf_append(&out, ",\"dead\":[", 9);
+		doc = backend_doc(backend);
+		dead = json_array();
+		json_object_set_new(doc, "dead", dead);
 	}
 	while (rc == 0) {
 		rc = wal_dead_list(w, id, from, RELAY_ARRAY_SIZE(d), 0, d, &n);
@@ -40,9 +41,7 @@ int cmd_dlq_list(const struct ctl *c, char **args, int nargs)
 		/* Printed after the read transaction ended. */
 		for (size_t i = 0; i < n; i++, total++) {
 			if (c->json) {
-				if (total)
-					rbuf_appendc(&out, ',');
-				dead_json(&out, &d[i]);
+				json_array_append_new(dead, dead_json(&d[i]));
 			} else {
 				if (total == 0)
 					rbuf_appendf(&out, "%-10s %-16s %-12s %-4s %8s %10s %6s %8s %-20s  %s\n", "SEQ", "DB", "RP",
@@ -73,8 +72,10 @@ int cmd_dlq_list(const struct ctl *c, char **args, int nargs)
 		if (!c->json)
 			flush_out(&out);
 	}
-	if (c->json)
-		rbuf_append(&out, "]}\n", 3);
+	if (c->json && rc == 0)
+		put_json_line(&out, doc);
+	else if (c->json)
+		json_decref(doc); /* nothing is printed after a failed read */
 	else if (rc == 0 && total == 0)
 		rbuf_appendf(&out, "backend '%s': no dead letters\n", backend);
 	if (rc == 0)
@@ -117,8 +118,7 @@ int cmd_dlq_show(const struct ctl *c, char **args, int nargs)
 	}
 	int no_queue = rc == 1;
 	struct rbuf out = RBUF_INIT;
-	if (c->json)
-		rbuf_append(&out, "[", 1);
+	json_t *all = c->json ? json_array() : NULL;
 	for (int i = 0; i < nargs; i++) {
 		struct wal_dead d;
 		rc = no_queue ? WAL_ENOTFOUND : wal_dead_get(w, id, seqs[i], &d);
@@ -131,9 +131,7 @@ int cmd_dlq_show(const struct ctl *c, char **args, int nargs)
 			break;
 		}
 		if (c->json) {
-			if (i)
-				rbuf_appendc(&out, ',');
-			dead_json(&out, &d);
+			json_array_append_new(all, dead_json(&d));
 		} else {
 			dead_header(&out, backend, &d);
 			body_text(&out, d.batch.body, d.batch.body_len);
@@ -143,8 +141,10 @@ int cmd_dlq_show(const struct ctl *c, char **args, int nargs)
 	}
 	wal_close(w);
 	if (c->json && rc == 0) {
-		rbuf_append(&out, "]\n", 2);
+		put_json_line(&out, all);
 		flush_out(&out);
+	} else {
+		json_decref(all); /* in JSON, all of them or nothing */
 	}
 	rbuf_release(&out);
 	free(seqs);
@@ -216,13 +216,14 @@ static int dlq_move(const struct ctl *c, const char *backend, char **args, int n
 	}
 	struct rbuf out = RBUF_INIT;
 	if (c->json) {
-		rbuf_append(&out, "{\"backend\":", 11);
-		json_str(&out, backend);
-		rbuf_appendf(&out, ",\"%s\":%" PRIu64 ",\"points\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"corrupt\":%" PRIu64,
-			     requeue ? "requeued" : "dropped", total.batches, total.points, total.bytes, total.corrupt);
+		json_t *doc = backend_doc(backend);
+		json_object_set_new(doc, requeue ? "requeued" : "dropped", u64_json(total.batches));
+		json_object_set_new(doc, "points", u64_json(total.points));
+		json_object_set_new(doc, "bytes", u64_json(total.bytes));
+		json_object_set_new(doc, "corrupt", u64_json(total.corrupt));
 		if (requeue && total.batches)
-			nudge(c, backend, &out);
-		rbuf_append(&out, "}\n", 2);
+			nudge(c, backend, NULL, doc);
+		put_json_line(&out, doc);
 	} else {
 		rbuf_appendf(&out, "%s %" PRIu64 " dead letter%s (%" PRIu64 " points) of backend '%s'%s",
 			     requeue ? "requeued" : "dropped", total.batches, total.batches == 1 ? "" : "s", total.points,
@@ -231,7 +232,7 @@ static int dlq_move(const struct ctl *c, const char *backend, char **args, int n
 			rbuf_appendf(&out, ", and %" PRIu64 " corrupt record%s", total.corrupt, total.corrupt == 1 ? "" : "s");
 		rbuf_appendc(&out, '\n');
 		if (requeue && total.batches)
-			nudge(c, backend, &out);
+			nudge(c, backend, &out, NULL);
 	}
 	flush_out(&out);
 	rbuf_release(&out);

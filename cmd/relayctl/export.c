@@ -206,6 +206,34 @@ static struct export_file *export_file_for(struct export_file **files, size_t *n
 	return e;
 }
 
+/* What export wrote and left out, for --json. */
+static json_t *export_json(const struct ctl *c, const char *backend, const struct export_skip *skipped,
+                           size_t nskipped, const struct export_file *files, size_t nfiles)
+{
+	json_t *doc = backend_doc(backend), *a;
+	json_object_set_new(doc, "source", rjson_cstr(c->dlq ? "dead" : "pending"));
+	json_object_set_new(doc, "skipped_batches", u64_json(nskipped));
+	json_object_set_new(doc, "skipped", a = json_array());
+	for (size_t i = 0; i < nskipped; i++) {
+		json_t *o = json_object();
+		json_object_set_new(o, "seq", u64_json(skipped[i].seq));
+		json_object_set_new(o, "reason", rjson_cstr(skipped[i].why));
+		json_array_append_new(a, o);
+	}
+	json_object_set_new(doc, "files", a = json_array());
+	for (size_t i = 0; i < nfiles; i++) {
+		json_t *o = json_object();
+		json_object_set_new(o, "path", rjson_cstr(files[i].path));
+		json_object_set_new(o, "db", rjson_cstr(files[i].db));
+		json_object_set_new(o, "rp", rjson_cstr(files[i].rp));
+		json_object_set_new(o, "precision", rjson_cstr(prec_name(files[i].precision)));
+		json_object_set_new(o, "batches", u64_json(files[i].batches));
+		json_object_set_new(o, "points", u64_json(files[i].points));
+		json_array_append_new(a, o);
+	}
+	return doc;
+}
+
 int cmd_export(const struct ctl *c, char **args, int nargs)
 {
 	const char *backend = args[0], *base = args[1];
@@ -322,27 +350,7 @@ done:
 		for (size_t i = 0; i < nfiles; i++)
 			unlink(files[i].path);
 	} else if (c->json) {
-		rbuf_append(&out, "{\"backend\":", 11);
-		json_str(&out, backend);
-		rbuf_appendf(&out, ",\"source\":\"%s\",\"skipped_batches\":%zu,\"skipped\":[", c->dlq ? "dead" : "pending",
-			     nskipped);
-		for (size_t i = 0; i < nskipped; i++) {
-			rbuf_appendf(&out, "%s{\"seq\":%" PRIu64 ",\"reason\":", i ? "," : "", skipped[i].seq);
-			json_str(&out, skipped[i].why);
-			rbuf_appendc(&out, '}');
-		}
-		rbuf_append(&out, "],\"files\":[", 11);
-		for (size_t i = 0; i < nfiles; i++) {
-			rbuf_append(&out, i ? ",{\"path\":" : "{\"path\":", i ? 9 : 8);
-			json_str(&out, files[i].path);
-			rbuf_append(&out, ",\"db\":", 6);
-			json_str(&out, files[i].db);
-			rbuf_append(&out, ",\"rp\":", 6);
-			json_str(&out, files[i].rp);
-			rbuf_appendf(&out, ",\"precision\":\"%s\",\"batches\":%" PRIu64 ",\"points\":%" PRIu64 "}",
-				     prec_name(files[i].precision), files[i].batches, files[i].points);
-		}
-		rbuf_append(&out, "]}\n", 3);
+		put_json_line(&out, export_json(c, backend, skipped, nskipped, files, nfiles));
 	} else if (nfiles == 0 && nskipped == 0) {
 		rbuf_appendf(&out, "backend '%s': nothing to export (no %s)\n", backend,
 			     c->dlq ? "dead letters" : "pending batches");

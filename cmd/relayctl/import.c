@@ -265,27 +265,25 @@ int cmd_import(const struct ctl *c, char **args, int nargs)
 		progress_done(&prog);
 		struct rbuf out = RBUF_INIT;
 		if (c->json) {
-			rbuf_append(&out, "{\"backend\":", 11);
-			json_str(&out, backend);
-			rbuf_appendf(&out, ",\"points\":%" PRIu64 ",\"batches\":%" PRIu64 ",\"first_seq\":%" PRIu64
-				     ",\"last_seq\":%" PRIu64,
-				     queued_points, nbatches, first_seq, last_seq);
-			nudge(c, backend, &out);
-			rbuf_append(&out, "}\n", 2);
+			json_t *doc = backend_doc(backend);
+			json_object_set_new(doc, "points", u64_json(queued_points));
+			json_object_set_new(doc, "batches", u64_json(nbatches));
+			json_object_set_new(doc, "first_seq", u64_json(first_seq));
+			json_object_set_new(doc, "last_seq", u64_json(last_seq));
+			nudge(c, backend, NULL, doc);
+			put_json_line(&out, doc);
 		} else {
 			rbuf_appendf(&out,
 				     "queued %" PRIu64 " points of '%s' in %" PRIu64 " batches (%" PRIu64 "..%" PRIu64
 				     ") for backend '%s' (db '%s', rp '%s', precision %s)\n",
 				     queued_points, path, nbatches, first_seq, last_seq, backend, c->db,
 				     c->rp && *c->rp ? c->rp : "(default)", lp_precision_name(prec));
-			nudge(c, backend, &out);
+			nudge(c, backend, &out, NULL);
 		}
 		flush_out(&out);
 		rbuf_release(&out);
 	} else if (nbatches) {
-		struct rbuf out = RBUF_INIT;
-		nudge(c, backend, &out); /* what was queued goes out */
-		rbuf_release(&out);
+		nudge(c, backend, NULL, NULL); /* what was queued goes out; the failure was told */
 	}
 out:
 	free(group);

@@ -109,11 +109,18 @@ void body_text(struct rbuf *out, const char *body, size_t len);
 /* The comment lines before a dead letter's body in "dlq show". */
 void dead_header(struct rbuf *out, const char *backend, const struct wal_dead *d);
 
-/*---- common.c: JSON ----*/
+/*---- common.c: JSON, built as jansson values (relay/base/json.h) ----*/
 
-void json_str(struct rbuf *b, const char *s);
-void batch_json(struct rbuf *out, const struct wal_batch *b);
-void dead_json(struct rbuf *out, const struct wal_dead *d);
+/* Each returns a new value (the caller owns one reference). */
+json_t *u64_json(uint64_t v); /* an integer (a real past INT64_MAX) */
+/* seq, db, rp, precision, points, bytes, accept_ns */
+json_t *batch_json(const struct wal_batch *b);
+/* batch_json's, then corrupt, status, attempts, dead_ns, message, body */
+json_t *dead_json(const struct wal_dead *d);
+/* {"backend":backend}: a command's answer about one backend. */
+json_t *backend_doc(const char *backend);
+/* Append doc and a newline to out (compact, ASCII-only); takes doc. */
+void put_json_line(struct rbuf *out, json_t *doc);
 
 /*---- common.c: progress on stderr, on a terminal only ----*/
 
@@ -160,8 +167,8 @@ int read_past_corrupt(struct wal *w, int id, uint64_t from, size_t max, size_t m
                       struct wal_batch *out, size_t *count, struct skipped_corrupt *sk);
 /* The skipped records on stderr; 1 when there were any. */
 int report_corrupt(const struct skipped_corrupt *sk, const char *backend);
-/* The skipped records as a JSON member: ,"corrupt":[...] */
-void corrupt_json(struct rbuf *out, const struct skipped_corrupt *sk);
+/* The skipped records as a JSON array of {"seq","why"}. */
+json_t *corrupt_json(const struct skipped_corrupt *sk);
 
 /*---- common.c: the daemon ----*/
 
@@ -170,9 +177,10 @@ void corrupt_json(struct rbuf *out, const struct skipped_corrupt *sk);
 int ask_relayd(const struct ctl *c, const char *line, char **reply);
 /* The pid of a live relayd owning data_dir, else 0. */
 long relayd_pid(const struct ctl *c);
-/* Tell a running relayd that backend's queue changed, and print what
- * became of it (a "relayd" member in JSON). */
-void nudge(const struct ctl *c, const char *backend, struct rbuf *out);
+/* Tell a running relayd that backend's queue changed, and say what
+ * became of it: a "relayd" member of doc when given, else a line of out
+ * when given. */
+void nudge(const struct ctl *c, const char *backend, struct rbuf *out, json_t *doc);
 /* What relayd says of its backends: 1 with *st filled, 0 not running,
  * -1 running but no usable answer (*why says why). */
 int relayd_status(const struct ctl *c, struct control_status *st, char *why, size_t whylen);

@@ -31,18 +31,17 @@ static int set_paused(const struct ctl *c, const char *backend, int paused)
 	}
 	struct rbuf out = RBUF_INIT;
 	if (c->json) {
-		rbuf_append(&out, "{\"backend\":", 11);
-		json_str(&out, backend);
-		rbuf_appendf(&out, ",\"paused\":%s", paused ? "true" : "false");
-		nudge(c, backend, &out);
-		rbuf_append(&out, "}\n", 2);
+		json_t *doc = backend_doc(backend);
+		json_object_set_new(doc, "paused", json_boolean(paused));
+		nudge(c, backend, NULL, doc);
+		put_json_line(&out, doc);
 	} else {
 		if (paused)
 			rbuf_appendf(&out, "backend '%s' paused: its queue keeps filling; 'relayctl resume %s' restarts delivery\n",
 				     backend, backend);
 		else
 			rbuf_appendf(&out, "backend '%s' resumed\n", backend);
-		nudge(c, backend, &out);
+		nudge(c, backend, &out, NULL);
 	}
 	flush_out(&out);
 	rbuf_release(&out);
@@ -72,9 +71,9 @@ int cmd_retry(const struct ctl *c, char **args, int nargs)
 	int rc = ask_relayd(c, line, &reply);
 	if (rc == 0 && c->json) {
 		struct rbuf out = RBUF_INIT;
-		rbuf_append(&out, "{\"backend\":", 11);
-		json_str(&out, backend);
-		rbuf_append(&out, ",\"retry\":true}\n", 15);
+		json_t *doc = backend_doc(backend);
+		json_object_set_new(doc, "retry", json_true());
+		put_json_line(&out, doc);
 		flush_out(&out);
 		rbuf_release(&out);
 	} else if (rc == 0) {
@@ -123,14 +122,13 @@ int cmd_purge(const struct ctl *c, char **args, int nargs)
 	}
 	struct rbuf out = RBUF_INIT;
 	if (c->json) {
-		rbuf_append(&out, "{\"backend\":", 11);
-		json_str(&out, backend);
-		rbuf_appendf(&out,
-			     ",\"purged_batches\":%" PRIu64 ",\"purged_points\":%" PRIu64 ",\"purged_bytes\":%" PRIu64
-			     ",\"purged_corrupt\":%" PRIu64,
-			     n.batches, n.points, n.bytes, n.corrupt);
-		nudge(c, backend, &out);
-		rbuf_append(&out, "}\n", 2);
+		json_t *doc = backend_doc(backend);
+		json_object_set_new(doc, "purged_batches", u64_json(n.batches));
+		json_object_set_new(doc, "purged_points", u64_json(n.points));
+		json_object_set_new(doc, "purged_bytes", u64_json(n.bytes));
+		json_object_set_new(doc, "purged_corrupt", u64_json(n.corrupt));
+		nudge(c, backend, NULL, doc);
+		put_json_line(&out, doc);
 	} else {
 		char b[32];
 		human_bytes(n.bytes, b, sizeof(b));
@@ -140,7 +138,7 @@ int cmd_purge(const struct ctl *c, char **args, int nargs)
 			rbuf_appendf(&out, ", and %" PRIu64 " corrupt record%s that did not decode", n.corrupt,
 				     n.corrupt == 1 ? "" : "s");
 		rbuf_appendc(&out, '\n');
-		nudge(c, backend, &out);
+		nudge(c, backend, &out, NULL);
 	}
 	flush_out(&out);
 	rbuf_release(&out);

@@ -35,6 +35,42 @@ static void on_sigint(int sig)
 	interrupted = 1;
 }
 
+/* A rate with one decimal, as the text view shows it (and as status
+ * --json always wrote it); null when there is none. */
+static json_t *rate_json(double rate)
+{
+	char r[400]; /* "%.1f" of the largest double fits */
+	if (!isfinite(rate))
+		return json_null();
+	snprintf(r, sizeof(r), "%.1f", rate);
+	return json_real(strtod(r, NULL));
+}
+
+/* One backend in status --json: the queue's figures, then relayd's
+ * (d, NULL when relayd does not run or does not deliver to it). */
+static json_t *backend_json(const char *name, const char *state, const struct wal_backend_stat *st, int64_t age,
+                            int64_t last, double rate, const struct control_backend_status *d)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "name", rjson_cstr(name));
+	json_object_set_new(o, "state", rjson_cstr(state));
+	json_object_set_new(o, "paused", json_boolean(st->paused));
+	json_object_set_new(o, "pending_batches", u64_json(st->pending_batches));
+	json_object_set_new(o, "pending_points", u64_json(st->pending_points));
+	json_object_set_new(o, "pending_bytes", u64_json(st->pending_bytes));
+	json_object_set_new(o, "oldest_age_seconds", json_integer(age));
+	json_object_set_new(o, "dead_batches", u64_json(st->dead_batches));
+	json_object_set_new(o, "dead_bytes", u64_json(st->dead_bytes));
+	json_object_set_new(o, "delivered_batches", u64_json(st->delivered_batches));
+	json_object_set_new(o, "delivered_points", u64_json(st->delivered_points));
+	json_object_set_new(o, "last_delivery_ns", json_integer(last));
+	json_object_set_new(o, "points_per_second", rate_json(rate));
+	json_object_set_new(o, "last_error", rjson_cstr(d ? d->last_error : ""));
+	json_object_set_new(o, "attempts", json_integer(d ? d->attempts : 0));
+	json_object_set_new(o, "next_attempt_ms", json_integer(d ? d->next_attempt_ms : -1));
+	return o;
+}
+
 /* One refresh of status into out: 0, 1 on an error (nothing to show), 2
  * when a queue is damaged (shown as such). */
 static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *memo, struct rbuf *out)
@@ -108,17 +144,16 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 			goto out;
 		}
 	}
-	const char *rstate = running ? "running" : "stopped";
+	json_t *doc = NULL, *backends = NULL;
 	if (c->json) {
-		rbuf_append(out, "{\"relayd\":", 10);
-		json_str(out, rstate);
+		doc = json_object();
+		json_object_set_new(doc, "relayd", rjson_cstr(running ? "running" : "stopped"));
 		if (running == 1)
-			rbuf_appendf(out, ",\"pid\":%" PRId64, ds->pid);
-		if (running < 0) {
-			rbuf_append(out, ",\"relayd_error\":", 16);
-			json_str(out, why);
-		}
-		rbuf_append(out, ",\"backends\":[", 13);
+			json_object_set_new(doc, "pid", json_integer(ds->pid));
+		if (running < 0)
+			json_object_set_new(doc, "relayd_error", rjson_cstr(why));
+		backends = json_array();
+		json_object_set_new(doc, "backends", backends);
 	} else {
 		if (running == 1)
 			rbuf_appendf(out, "relayd: running (pid %" PRId64 ", version %s)\n", ds->pid, shown(ds->version));
@@ -160,26 +195,7 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 			last = d->last_delivery_ns;
 		int64_t age = age_seconds(st[i].oldest_accept_ns, now);
 		if (c->json) {
-			rbuf_append(out, i ? ",{\"name\":" : "{\"name\":", i ? 9 : 8);
-			json_str(out, name);
-			rbuf_append(out, ",\"state\":", 9);
-			json_str(out, state);
-			rbuf_appendf(out,
-				     ",\"paused\":%s,\"pending_batches\":%" PRIu64 ",\"pending_points\":%" PRIu64
-				     ",\"pending_bytes\":%" PRIu64 ",\"oldest_age_seconds\":%" PRId64
-				     ",\"dead_batches\":%" PRIu64 ",\"dead_bytes\":%" PRIu64 ",\"delivered_batches\":%" PRIu64
-				     ",\"delivered_points\":%" PRIu64 ",\"last_delivery_ns\":%" PRId64,
-				     st[i].paused ? "true" : "false", st[i].pending_batches, st[i].pending_points,
-				     st[i].pending_bytes, age, st[i].dead_batches, st[i].dead_bytes,
-				     st[i].delivered_batches, st[i].delivered_points, last);
-			if (isfinite(rate))
-				rbuf_appendf(out, ",\"points_per_second\":%.1f", rate);
-			else
-				rbuf_append(out, ",\"points_per_second\":null", 25);
-			rbuf_append(out, ",\"last_error\":", 14);
-			json_str(out, d ? d->last_error : "");
-			rbuf_appendf(out, ",\"attempts\":%" PRIu32 ",\"next_attempt_ms\":%" PRId64 "}", d ? d->attempts : 0,
-				     d ? d->next_attempt_ms : -1);
+			json_array_append_new(backends, backend_json(name, state, &st[i], age, last, rate, d));
 		} else {
 			char b[32], a[32], t[32], r[32], nm[17], sn[10];
 			human_bytes(st[i].pending_bytes, b, sizeof(b));
@@ -221,7 +237,7 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 		}
 	}
 	if (c->json)
-		rbuf_append(out, "]}\n", 3);
+		put_json_line(out, doc);
 	if (memo) {
 		/* Replaced whole: the rates above read the old figures by name. */
 		next->n = nnames;

@@ -10,8 +10,9 @@
 
 #include "cmd/relayctl/relayctl.h"
 
+/* Where verify's problems go: the JSON array when given, else text. */
 struct verify_out {
-	const struct ctl *c;
+	json_t *problems;
 	struct rbuf *out;
 	int n;
 };
@@ -19,10 +20,8 @@ struct verify_out {
 static void verify_problem(void *arg, const char *text)
 {
 	struct verify_out *v = arg;
-	if (v->c->json) {
-		if (v->n)
-			rbuf_appendc(v->out, ',');
-		json_str(v->out, text);
+	if (v->problems) {
+		json_array_append_new(v->problems, rjson_cstr(text));
 	} else {
 		rbuf_append(v->out, "damaged: ", 9);
 		term_append(v->out, text, strlen(text)); /* it may name a stored backend */
@@ -58,17 +57,20 @@ int cmd_salvage(const struct ctl *c, char **args, int nargs)
 	}
 	struct rbuf out = RBUF_INIT;
 	if (c->json) {
-		rbuf_append(&out, "{\"source\":", 10);
-		json_str(&out, dir);
-		rbuf_append(&out, ",\"dest\":", 8);
-		json_str(&out, dest);
-		rbuf_appendf(&out,
-			     ",\"pages\":%" PRIu64 ",\"backends\":%" PRIu64 ",\"backends_assumed\":%" PRIu64
-			     ",\"batches_found\":%" PRIu64
-			     ",\"batches\":%" PRIu64 ",\"points\":%" PRIu64 ",\"delivered\":%" PRIu64 ",\"orphaned\":%" PRIu64
-			     ",\"corrupt\":%" PRIu64 ",\"dead_letters_not_copied\":%" PRIu64 "}\n",
-			     st.pages, st.backends, st.backends_assumed, st.batches_found, st.batches_copied, st.points_copied,
-			     st.batches_delivered, st.batches_orphaned, st.records_corrupt, st.dead_found);
+		json_t *doc = json_object();
+		json_object_set_new(doc, "source", rjson_cstr(dir));
+		json_object_set_new(doc, "dest", rjson_cstr(dest));
+		json_object_set_new(doc, "pages", u64_json(st.pages));
+		json_object_set_new(doc, "backends", u64_json(st.backends));
+		json_object_set_new(doc, "backends_assumed", u64_json(st.backends_assumed));
+		json_object_set_new(doc, "batches_found", u64_json(st.batches_found));
+		json_object_set_new(doc, "batches", u64_json(st.batches_copied));
+		json_object_set_new(doc, "points", u64_json(st.points_copied));
+		json_object_set_new(doc, "delivered", u64_json(st.batches_delivered));
+		json_object_set_new(doc, "orphaned", u64_json(st.batches_orphaned));
+		json_object_set_new(doc, "corrupt", u64_json(st.records_corrupt));
+		json_object_set_new(doc, "dead_letters_not_copied", u64_json(st.dead_found));
+		put_json_line(&out, doc);
 	} else {
 		rbuf_appendf(&out,
 			     "salvaged %" PRIu64 " batches (%" PRIu64 " points) for %" PRIu64 " backends from '%s/data.mdb' "
@@ -102,22 +104,30 @@ int cmd_verify(const struct ctl *c, char **args, int nargs)
 	if (open_queue(c, c->cmd->queue, &w))
 		return 1;
 	struct rbuf out = RBUF_INIT;
-	struct verify_out v = { c, &out, 0 };
+	json_t *doc = NULL;
+	struct verify_out v = { NULL, &out, 0 };
 	struct wal_verify_stat st;
-	if (c->json)
-		rbuf_append(&out, "{\"problems\":[", 13);
+	if (c->json) {
+		doc = json_object();
+		v.problems = json_array();
+		json_object_set_new(doc, "problems", v.problems);
+	}
 	int n = wal_verify(w, verify_problem, &v, &st);
 	wal_close(w);
 	if (n < 0) {
 		fprintf(stderr, "relayctl: cannot verify the queue in '%s': %s\n", c->cfg.data_dir, wal_strerror(n));
+		json_decref(doc);
 		rbuf_release(&out);
 		return 1;
 	}
-	if (c->json)
-		rbuf_appendf(&out, "],\"ok\":%s,\"problem_count\":%d,\"batches\":%" PRIu64 ",\"backends\":%" PRIu64
-			     ",\"dead\":%" PRIu64 "}\n",
-			     n ? "false" : "true", n, st.batches, st.backends, st.dead);
-	else if (n)
+	if (c->json) {
+		json_object_set_new(doc, "ok", json_boolean(!n));
+		json_object_set_new(doc, "problem_count", json_integer(n));
+		json_object_set_new(doc, "batches", u64_json(st.batches));
+		json_object_set_new(doc, "backends", u64_json(st.backends));
+		json_object_set_new(doc, "dead", u64_json(st.dead));
+		put_json_line(&out, doc);
+	} else if (n)
 		rbuf_appendf(&out, "%d problem%s in the queue in '%s'\n", n, n == 1 ? "" : "s", c->cfg.data_dir);
 	else
 		rbuf_appendf(&out, "ok: %" PRIu64 " batches, %" PRIu64 " backends, %" PRIu64 " dead letters checked\n",

@@ -56,10 +56,11 @@ int cmd_peek(const struct ctl *c, char **args, int nargs)
 		d = control_status_find(ds, backend);
 	int64_t now = now_realtime_ns();
 	struct rbuf out = RBUF_INIT;
+	json_t *doc = NULL, *batches = NULL;
 	if (c->json) {
-		rbuf_append(&out, "{\"backend\":", 11);
-		json_str(&out, backend);
-		rbuf_append(&out, ",\"batches\":[", 12);
+		doc = backend_doc(backend);
+		batches = json_array();
+		json_object_set_new(doc, "batches", batches);
 	} else if (n) {
 		rbuf_appendf(&out, "%-10s %-16s %-12s %-4s %8s %10s %8s %8s  %s\n", "SEQ", "DB", "RP", "PREC", "POINTS",
 			     "BYTES", "AGE", "ATTEMPTS", "LAST ERROR");
@@ -70,21 +71,12 @@ int cmd_peek(const struct ctl *c, char **args, int nargs)
 		int head = d && d->head_seq == b[i].seq;
 		int64_t age = age_seconds(b[i].accept_ns, now);
 		if (c->json) {
-			rbuf_appendf(&out, "%s{\"seq\":%" PRIu64 ",\"db\":", i ? "," : "", b[i].seq);
-			json_str(&out, b[i].db);
-			rbuf_append(&out, ",\"rp\":", 6);
-			json_str(&out, b[i].rp);
-			rbuf_appendf(&out,
-				     ",\"precision\":\"%s\",\"points\":%" PRIu32 ",\"bytes\":%zu,\"accept_ns\":%" PRId64
-				     ",\"age_seconds\":%" PRId64,
-				     prec_name(b[i].precision), b[i].lines, b[i].body_len, b[i].accept_ns, age);
-			if (head) {
-				rbuf_appendf(&out, ",\"attempts\":%" PRIu32 ",\"last_error\":", d->attempts);
-				json_str(&out, d->last_error);
-			} else {
-				rbuf_append(&out, ",\"attempts\":null,\"last_error\":null", 34);
-			}
-			rbuf_appendc(&out, '}');
+			/* attempts and last_error are null but for the batch relayd tries */
+			json_t *o = batch_json(&b[i]);
+			json_object_set_new(o, "age_seconds", json_integer(age));
+			json_object_set_new(o, "attempts", head ? json_integer(d->attempts) : json_null());
+			json_object_set_new(o, "last_error", head ? rjson_cstr(d->last_error) : json_null());
+			json_array_append_new(batches, o);
 		} else {
 			char db[17], rp[13], a[32], bytes[32], err[120], att[16];
 			cell(b[i].db, 16, db, sizeof(db));
@@ -104,9 +96,8 @@ int cmd_peek(const struct ctl *c, char **args, int nargs)
 		wal_batch_release(&b[i]);
 	}
 	if (c->json) {
-		rbuf_appendc(&out, ']');
-		corrupt_json(&out, sk);
-		rbuf_append(&out, "}\n", 2);
+		json_object_set_new(doc, "corrupt", corrupt_json(sk));
+		put_json_line(&out, doc);
 	}
 	flush_out(&out);
 	rbuf_release(&out);
@@ -179,18 +170,16 @@ int cmd_show(const struct ctl *c, char **args, int nargs)
 		return 0;
 	}
 	if (c->json) {
+		json_t *o;
 		if (dead) {
-			dead_json(&out, &d);
-			/* a "state" member before the closing brace */
-			out.len--;
-			rbuf_append(&out, ",\"state\":\"dead\"}\n", 17);
+			o = dead_json(&d);
+			json_object_set_new(o, "state", rjson_cstr("dead"));
 		} else {
-			rbuf_appendc(&out, '{');
-			batch_json(&out, &b);
-			rbuf_append(&out, ",\"state\":\"pending\",\"body\":", 26);
-			rjson_append_string(&out, b.body, b.body_len);
-			rbuf_append(&out, "}\n", 2);
+			o = batch_json(&b);
+			json_object_set_new(o, "state", rjson_cstr("pending"));
+			json_object_set_new(o, "body", rjson_string(b.body, b.body_len));
 		}
+		put_json_line(&out, o);
 	} else {
 		body_text(&out, bb->body, bb->body_len);
 	}
@@ -199,6 +188,25 @@ int cmd_show(const struct ctl *c, char **args, int nargs)
 	wal_batch_release(&b);
 	wal_dead_release(&d);
 	return 0;
+}
+
+/* One line of dump: the batch with who wrote it, never the secret (the
+ * user's name and whether a password or token came with it). */
+static json_t *dump_json(const struct wal_batch *b)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "seq", u64_json(b->seq));
+	json_object_set_new(o, "db", rjson_cstr(b->db));
+	json_object_set_new(o, "rp", rjson_cstr(b->rp));
+	json_object_set_new(o, "org", rjson_cstr(b->org));
+	json_object_set_new(o, "user", rjson_cstr(b->user));
+	json_object_set_new(o, "auth", rjson_cstr(*b->token ? "token" : *b->user ? "password" : "none"));
+	json_object_set_new(o, "precision", rjson_cstr(prec_name(b->precision)));
+	json_object_set_new(o, "lines", json_integer(b->lines));
+	json_object_set_new(o, "bytes", u64_json(b->body_len));
+	json_object_set_new(o, "accept_ns", json_integer(b->accept_ns));
+	json_object_set_new(o, "body", rjson_string(b->body, b->body_len));
+	return o;
 }
 
 int cmd_dump(const struct ctl *c, char **args, int nargs)
@@ -232,23 +240,7 @@ int cmd_dump(const struct ctl *c, char **args, int nargs)
 			break;
 		}
 		for (size_t i = 0; i < n; i++) {
-			rbuf_appendf(&out, "{\"seq\":%" PRIu64 ",\"db\":", b[i].seq);
-			json_str(&out, b[i].db);
-			rbuf_append(&out, ",\"rp\":", 6);
-			json_str(&out, b[i].rp);
-			/* Who wrote it, never the secret: the user's name and
-			 * whether a password or token came with it. */
-			rbuf_append(&out, ",\"org\":", 7);
-			json_str(&out, b[i].org);
-			rbuf_append(&out, ",\"user\":", 8);
-			json_str(&out, b[i].user);
-			rbuf_appendf(&out, ",\"auth\":\"%s\"", *b[i].token ? "token" : *b[i].user ? "password" : "none");
-			rbuf_appendf(&out,
-				     ",\"precision\":\"%s\",\"lines\":%" PRIu32 ",\"bytes\":%zu,\"accept_ns\":%" PRId64
-				     ",\"body\":",
-				     prec_name(b[i].precision), b[i].lines, b[i].body_len, b[i].accept_ns);
-			rjson_append_string(&out, b[i].body, b[i].body_len);
-			rbuf_append(&out, "}\n", 2);
+			put_json_line(&out, dump_json(&b[i]));
 			last = b[i].seq;
 			wal_batch_release(&b[i]);
 		}
