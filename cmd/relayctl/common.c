@@ -296,41 +296,53 @@ int configured(const struct ctl *c, const char *name)
 	return 0;
 }
 
-/*
- * Open the queue and find backend name. Returns 0, 1 when the backend has
- * no queue yet (relayd never ran with it; *w is open, *id unset), or -1
- * after printing why.
- */
-int open_backend(const struct ctl *c, const char *name, unsigned flags, struct wal **w, int *id)
+/* For commands that change a queue: a backend relayd never created. */
+static void no_queue_yet(const char *name)
 {
-	*w = NULL;
-	if (open_queue(c, flags, w))
+	fprintf(stderr, "relayctl: backend '%s' has no queue yet (relayd has not run with it since it was configured)\n",
+		name);
+}
+
+int open_backend(const struct ctl *c, const char *name, unsigned flags, struct backend_queue *q)
+{
+	memset(q, 0, sizeof(*q));
+	q->name = name;
+	if (open_queue(c, flags, &q->w))
 		return -1;
-	int rc = wal_backend_open(*w, name, id);
-	if (rc == WAL_ENOBACKEND && !configured(c, name)) {
+	int rc = wal_backend_open(q->w, name, &q->id);
+	if (rc == WAL_ENOBACKEND && configured(c, name)) {
+		q->fresh = 1;
+		return 0;
+	}
+	if (rc == WAL_ENOBACKEND) {
 		/* Neither configured nor an orphaned queue (a backend removed
 		 * from the configuration keeps its queue until purged, and
 		 * every command but retry and import works on it). */
 		known_backend(c, name);
-		wal_close(*w);
-		*w = NULL;
-		return -1;
-	}
-	if (rc == WAL_ENOBACKEND)
-		return 1;
-	if (rc == WAL_ECORRUPT) {
+	} else if (rc == WAL_ECORRUPT) {
 		fprintf(stderr,
 			"relayctl: the record of backend '%s' in '%s/data.mdb' is corrupt (its cursor and counters cannot be "
 			"read): see 'relayctl verify'; 'relayctl purge' cannot help, move the file aside to start over\n",
 			shown(name), c->cfg.data_dir);
-		wal_close(*w);
-		*w = NULL;
-		return -1;
+	} else if (rc) {
+		fprintf(stderr, "relayctl: cannot open queue of backend '%s': %s\n", name, wal_strerror(rc));
 	}
 	if (rc) {
-		fprintf(stderr, "relayctl: cannot open queue of backend '%s': %s\n", name, wal_strerror(rc));
-		wal_close(*w);
-		*w = NULL;
+		wal_close(q->w);
+		q->w = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+int open_backend_to_change(const struct ctl *c, const char *name, unsigned flags, struct backend_queue *q)
+{
+	if (open_backend(c, name, flags, q))
+		return -1;
+	if (q->fresh) {
+		no_queue_yet(name);
+		wal_close(q->w);
+		q->w = NULL;
 		return -1;
 	}
 	return 0;
@@ -396,13 +408,6 @@ json_t *corrupt_json(const struct skipped_corrupt *sk)
 		json_array_append_new(a, o);
 	}
 	return a;
-}
-
-/* For commands that change a queue: a backend relayd never created. */
-void no_queue_yet(const char *name)
-{
-	fprintf(stderr, "relayctl: backend '%s' has no queue yet (relayd has not run with it since it was configured)\n",
-		name);
 }
 
 /* One request to relayd. 0 ok, 1 not running, -1 it answered an error

@@ -11,29 +11,26 @@
 
 #define DLQ_ALL_STEP 256 /* dead letters per commit with --all */
 
-int cmd_dlq_list(const struct ctl *c, char **args, int nargs)
+int cmd_dlq_list(const struct ctl *c)
 {
-	const char *backend = args[0];
-	(void)nargs;
-	struct wal *w;
-	int id;
-	int rc = open_backend(c, backend, c->cmd->queue, &w, &id);
-	if (rc < 0)
+	struct backend_queue q;
+	if (open_backend(c, c->args[0], c->cmd->queue, &q))
 		return 1;
+	int rc = q.fresh; /* no queue yet: nothing said, exit 1 (as always) */
 	struct rbuf out = RBUF_INIT;
 	struct wal_dead d[256];
 	size_t n = 0, total = 0;
 	uint64_t from = 0;
 	json_t *doc = NULL, *dead = NULL;
 	if (c->json) {
-		doc = backend_doc(backend);
+		doc = backend_doc(q.name);
 		dead = json_array();
 		json_object_set_new(doc, "dead", dead);
 	}
 	while (rc == 0) {
-		rc = wal_dead_list(w, id, from, RELAY_ARRAY_SIZE(d), 0, d, &n);
+		rc = wal_dead_list(q.w, q.id, from, RELAY_ARRAY_SIZE(d), 0, d, &n);
 		if (rc) {
-			fprintf(stderr, "relayctl: cannot read dead letters of backend '%s': %s\n", backend, wal_strerror(rc));
+			fprintf(stderr, "relayctl: cannot read dead letters of backend '%s': %s\n", q.name, wal_strerror(rc));
 			break;
 		}
 		if (n == 0)
@@ -77,11 +74,11 @@ int cmd_dlq_list(const struct ctl *c, char **args, int nargs)
 	else if (c->json)
 		json_decref(doc); /* nothing is printed after a failed read */
 	else if (rc == 0 && total == 0)
-		rbuf_appendf(&out, "backend '%s': no dead letters\n", backend);
+		rbuf_appendf(&out, "backend '%s': no dead letters\n", q.name);
 	if (rc == 0)
 		flush_out(&out);
 	rbuf_release(&out);
-	wal_close(w);
+	wal_close(q.w);
 	return rc ? 1 : 0;
 }
 
@@ -98,30 +95,42 @@ static int parse_seqs(char **args, int n, uint64_t **out)
 	return 0;
 }
 
-int cmd_dlq_show(const struct ctl *c, char **args, int nargs)
+/*
+ * The SEQs a dlq command names after its BACKEND (*seqs NULL when none),
+ * then that backend's queue opened: 0, or the exit code after saying what
+ * is wrong (2 a SEQ that is not one, 1 the queue).
+ */
+static int seqs_and_queue(const struct ctl *c, uint64_t **seqs, struct backend_queue *q)
 {
-	const char *backend = args[0];
-	args++;
-	nargs--;
+	*seqs = NULL;
+	if (c->nargs > 1 && parse_seqs(c->args + 1, c->nargs - 1, seqs))
+		return 2;
+	if (open_backend(c, c->args[0], c->cmd->queue, q)) {
+		free(*seqs);
+		return 1;
+	}
+	return 0;
+}
+
+int cmd_dlq_show(const struct ctl *c)
+{
+	const char *backend = c->args[0];
+	int nargs = c->nargs - 1;
 	uint64_t *seqs;
+	struct backend_queue q;
 	if (nargs == 0) {
 		fprintf(stderr, "relayctl: dlq show needs at least one SEQ (see 'dlq list')\n");
 		return 2;
 	}
-	if (parse_seqs(args, nargs, &seqs))
-		return 2;
-	struct wal *w;
-	int id, rc = open_backend(c, backend, c->cmd->queue, &w, &id);
-	if (rc < 0) {
-		free(seqs);
-		return 1;
-	}
-	int no_queue = rc == 1;
+	int rc = seqs_and_queue(c, &seqs, &q);
+	if (rc)
+		return rc;
+	int no_queue = q.fresh;
 	struct rbuf out = RBUF_INIT;
 	json_t *all = c->json ? json_array() : NULL;
 	for (int i = 0; i < nargs; i++) {
 		struct wal_dead d;
-		rc = no_queue ? WAL_ENOTFOUND : wal_dead_get(w, id, seqs[i], &d);
+		rc = no_queue ? WAL_ENOTFOUND : wal_dead_get(q.w, q.id, seqs[i], &d);
 		if (rc == WAL_ENOTFOUND) {
 			fprintf(stderr, "relayctl: backend '%s' has no dead letter %" PRIu64 "\n", backend, seqs[i]);
 			break;
@@ -139,7 +148,7 @@ int cmd_dlq_show(const struct ctl *c, char **args, int nargs)
 		}
 		wal_dead_release(&d);
 	}
-	wal_close(w);
+	wal_close(q.w);
 	if (c->json && rc == 0) {
 		put_json_line(&out, all);
 		flush_out(&out);
@@ -151,11 +160,14 @@ int cmd_dlq_show(const struct ctl *c, char **args, int nargs)
 	return rc ? 1 : 0;
 }
 
-/* requeue (1) or drop (0) the named dead letters, or all of them. */
-static int dlq_move(const struct ctl *c, const char *backend, char **args, int nargs, int requeue)
+/* dlq requeue and dlq drop: the named dead letters, or all of them. */
+int cmd_dlq_move(const struct ctl *c)
 {
-	const char *verb = requeue ? "requeue" : "drop";
-	uint64_t *seqs = NULL;
+	int requeue = strcmp(c->cmd->sub, "requeue") == 0;
+	const char *verb = requeue ? "requeue" : "drop", *backend = c->args[0];
+	int nargs = c->nargs - 1;
+	uint64_t *seqs;
+	struct backend_queue q;
 	if ((nargs == 0) == !c->all) {
 		fprintf(stderr, "relayctl: dlq %s needs SEQ... or --all (not both)\n", verb);
 		return 2;
@@ -164,29 +176,24 @@ static int dlq_move(const struct ctl *c, const char *backend, char **args, int n
 		fprintf(stderr, "relayctl: not dropping every dead letter of backend '%s' without --yes\n", backend);
 		return 1;
 	}
-	if (nargs && parse_seqs(args, nargs, &seqs))
-		return 2;
-	struct wal *w;
-	int id, rc = open_backend(c, backend, c->cmd->queue, &w, &id);
-	if (rc < 0) {
-		free(seqs);
-		return 1;
-	}
+	int rc = seqs_and_queue(c, &seqs, &q);
+	if (rc)
+		return rc;
 	struct wal_count total = { 0, 0, 0, 0 }, n;
 	uint64_t missing = 0;
-	if (rc == 1) {
+	if (q.fresh) {
 		rc = nargs ? WAL_ENOTFOUND : 0; /* no queue, so no dead letters */
 		if (nargs)
 			missing = seqs[0];
 	} else if (nargs) {
 		/* The named ones in one commit: all or none. */
-		rc = requeue ? wal_dead_requeue(w, id, seqs, (size_t)nargs, now_realtime_ns(), &total, &missing)
-			     : wal_dead_drop(w, id, seqs, (size_t)nargs, &total, &missing);
+		rc = requeue ? wal_dead_requeue(q.w, q.id, seqs, (size_t)nargs, now_realtime_ns(), &total, &missing)
+			     : wal_dead_drop(q.w, q.id, seqs, (size_t)nargs, &total, &missing);
 	} else {
 		/* --all: in commits of a bounded size, oldest first. */
 		do {
-			rc = requeue ? wal_dead_requeue(w, id, NULL, DLQ_ALL_STEP, now_realtime_ns(), &n, NULL)
-				     : wal_dead_drop(w, id, NULL, DLQ_ALL_STEP, &n, NULL);
+			rc = requeue ? wal_dead_requeue(q.w, q.id, NULL, DLQ_ALL_STEP, now_realtime_ns(), &n, NULL)
+				     : wal_dead_drop(q.w, q.id, NULL, DLQ_ALL_STEP, &n, NULL);
 			if (rc == 0) {
 				total.batches += n.batches;
 				total.points += n.points;
@@ -195,7 +202,7 @@ static int dlq_move(const struct ctl *c, const char *backend, char **args, int n
 			}
 		} while (rc == 0 && (n.batches || n.corrupt));
 	}
-	wal_close(w);
+	wal_close(q.w);
 	free(seqs);
 	if (rc == WAL_ENOTFOUND) {
 		fprintf(stderr, "relayctl: backend '%s' has no dead letter %" PRIu64 ": nothing was %s\n", backend, missing,
@@ -237,14 +244,4 @@ static int dlq_move(const struct ctl *c, const char *backend, char **args, int n
 	flush_out(&out);
 	rbuf_release(&out);
 	return 0;
-}
-
-int cmd_dlq_requeue(const struct ctl *c, char **args, int nargs)
-{
-	return dlq_move(c, args[0], args + 1, nargs - 1, 1);
-}
-
-int cmd_dlq_drop(const struct ctl *c, char **args, int nargs)
-{
-	return dlq_move(c, args[0], args + 1, nargs - 1, 0);
 }

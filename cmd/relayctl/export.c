@@ -234,12 +234,10 @@ static json_t *export_json(const struct ctl *c, const char *backend, const struc
 	return doc;
 }
 
-int cmd_export(const struct ctl *c, char **args, int nargs)
+int cmd_export(const struct ctl *c)
 {
-	const char *backend = args[0], *base = args[1];
-	(void)nargs;
-	struct wal *w;
-	int id;
+	const char *backend = c->args[0], *base = c->args[1];
+	struct backend_queue q;
 	const char *slash = strrchr(base, '/');
 	const char *fname = slash ? slash + 1 : base;
 	if (!*fname || strlen(fname) + EXPORT_SUFFIX_MAX > 255) {
@@ -249,21 +247,19 @@ int cmd_export(const struct ctl *c, char **args, int nargs)
 			base, *fname ? "too long" : "empty", 255 - EXPORT_SUFFIX_MAX);
 		return 1;
 	}
-	int rc = open_backend(c, backend, c->cmd->queue, &w, &id);
-	if (rc < 0)
+	if (open_backend(c, backend, c->cmd->queue, &q))
 		return 1;
+	int rc = 0;
 	struct export_file *files = NULL;
 	struct export_skip *skipped = NULL;
 	struct skipped_corrupt *sk = NULL;
 	size_t nfiles = 0, nskipped = 0;
 	int err = 0;
-	if (rc == 1) {
-		rc = 0; /* no queue yet: nothing to export */
-		goto done;
-	}
+	if (q.fresh)
+		goto done; /* no queue yet: nothing to export */
 	struct wal_backend_stat st;
 	memset(&st, 0, sizeof(st));
-	wal_backend_stat(w, backend, &st);
+	wal_backend_stat(q.w, backend, &st);
 	sk = xcalloc(1, sizeof(*sk));
 	struct progress prog;
 	progress_init(&prog, "exporting", c->dlq ? st.dead_batches : st.pending_batches);
@@ -274,10 +270,10 @@ int cmd_export(const struct ctl *c, char **args, int nargs)
 		struct wal_dead dp[PAGE_BATCHES];
 		size_t n;
 		if (c->dlq)
-			rc = wal_dead_list(w, id, last + 1, PAGE_BATCHES, PAGE_BYTES, dp, &n);
+			rc = wal_dead_list(q.w, q.id, last + 1, PAGE_BATCHES, PAGE_BYTES, dp, &n);
 		else {
 			uint64_t before = sk->kept;
-			rc = read_past_corrupt(w, id, last + 1, PAGE_BATCHES, PAGE_BYTES, 1, bp, &n, sk);
+			rc = read_past_corrupt(q.w, q.id, last + 1, PAGE_BATCHES, PAGE_BYTES, 1, bp, &n, sk);
 			/* Each corrupt record passed over is left out like a batch
 			 * that cannot go into a file, and named the same way. */
 			for (size_t i = before; i < sk->kept; i++) {
@@ -329,7 +325,7 @@ int cmd_export(const struct ctl *c, char **args, int nargs)
 	else if (prog.on)
 		fputc('\n', stderr);
 done:
-	wal_close(w);
+	wal_close(q.w);
 	for (size_t i = 0; i < nfiles; i++)
 		if (files[i].f && fclose(files[i].f) != 0 && !err) {
 			err = errno;

@@ -106,10 +106,9 @@ static void import_say_queued(uint64_t points, uint64_t nbatches, uint64_t first
 		fprintf(stderr, "relayctl: nothing was queued\n");
 }
 
-int cmd_import(const struct ctl *c, char **args, int nargs)
+int cmd_import(const struct ctl *c)
 {
-	const char *backend = args[0], *path = args[1];
-	(void)nargs;
+	const char *backend = c->args[0], *path = c->args[1];
 	enum lp_precision prec;
 	if (!c->db || !*c->db) {
 		fprintf(stderr, "relayctl: import needs --db DB (the database the points go to)\n");
@@ -124,29 +123,23 @@ int cmd_import(const struct ctl *c, char **args, int nargs)
 		return 1;
 	/* The queue first: a missing queue is reported before a large file
 	 * is read. */
-	struct wal *w = NULL;
-	int id, rc = 1;
-	int opened = open_backend(c, backend, c->cmd->queue, &w, &id);
-	if (opened < 0)
+	struct backend_queue q;
+	int rc = 1;
+	if (open_backend_to_change(c, backend, c->cmd->queue, &q))
 		return 1;
-	if (opened == 1) {
-		no_queue_yet(backend);
-		wal_close(w);
-		return 1;
-	}
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat fst;
 	if (fd < 0 || fstat(fd, &fst) < 0) {
 		fprintf(stderr, "relayctl: cannot open '%s': %s\n", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
-		wal_close(w);
+		wal_close(q.w);
 		return 1;
 	}
 	if (!S_ISREG(fst.st_mode)) {
 		fprintf(stderr, "relayctl: '%s' is not a regular file\n", path);
 		close(fd);
-		wal_close(w);
+		wal_close(q.w);
 		return 1;
 	}
 	size_t len = (size_t)fst.st_size;
@@ -156,7 +149,7 @@ int cmd_import(const struct ctl *c, char **args, int nargs)
 		if (data == MAP_FAILED) {
 			fprintf(stderr, "relayctl: cannot read '%s': %s\n", path, strerror(errno));
 			close(fd);
-			wal_close(w);
+			wal_close(q.w);
 			return 1;
 		}
 	}
@@ -178,7 +171,7 @@ int cmd_import(const struct ctl *c, char **args, int nargs)
 	}
 	/* The backend's byte limit holds for an import too (its age limit is
 	 * for live writers: a backfill is old by nature). */
-	wal_backend_set_limits(w, id, c->cfg.backends[bi].max_bytes, 0);
+	wal_backend_set_limits(q.w, q.id, c->cfg.backends[bi].max_bytes, 0);
 
 	/* Batches of IMPORT_BATCH_LINES lines (at line ends of the validated
 	 * form: a quoted string may hold a newline), committed
@@ -202,7 +195,7 @@ int cmd_import(const struct ctl *c, char **args, int nargs)
 			}
 			struct wal_batch *b = &group[ng++];
 			memset(b, 0, sizeof(*b));
-			b->route = 1ULL << id;
+			b->route = 1ULL << q.id;
 			b->accept_ns = now;
 			b->lines = lines;
 			b->precision = (uint8_t)prec;
@@ -234,7 +227,7 @@ int cmd_import(const struct ctl *c, char **args, int nargs)
 			rc = 1;
 			break;
 		}
-		int arc = wal_append(w, group, ng, now_realtime_ns());
+		int arc = wal_append(q.w, group, ng, now_realtime_ns());
 		size_t stored = 0;
 		for (size_t i = 0; arc == 0 && i < ng; i++) {
 			if (group[i].result) {
@@ -288,8 +281,8 @@ int cmd_import(const struct ctl *c, char **args, int nargs)
 out:
 	free(group);
 	rbuf_release(&valid);
-	if (w)
-		wal_close(w);
+	if (q.w)
+		wal_close(q.w);
 	if (len)
 		munmap((void *)data, len);
 	return rc;

@@ -19,10 +19,12 @@ static const struct cmd commands[] = {
 	  "every backend: state, backlog, age, dead letters, delivery" },
 	{ "peek", NULL, cmd_peek, 1, 1, WAL_F_RDONLY, CMD_DAEMON, "BACKEND [-n N]",
 	  "the next N pending batches (default 10)" },
-	{ "show", NULL, cmd_show, 2, 2, WAL_F_RDONLY, 0, "BACKEND SEQ", "the line protocol of a batch, pending or dead" },
+	{ "show", NULL, cmd_show, 2, 2, WAL_F_RDONLY, 0, "BACKEND SEQ",
+	  "the line protocol of a batch, pending or dead" },
 	{ "dlq", "list", cmd_dlq_list, 1, 1, WAL_F_RDONLY, 0, "BACKEND",
 	  "the dead-letter queue, with the backend's errors" },
-	{ "dlq", "show", cmd_dlq_show, 1, -1, WAL_F_RDONLY, 0, "BACKEND SEQ...", "dead letters with their line protocol" },
+	{ "dlq", "show", cmd_dlq_show, 1, -1, WAL_F_RDONLY, 0, "BACKEND SEQ...",
+	  "dead letters with their line protocol" },
 	{ "export", NULL, cmd_export, 2, 2, WAL_F_RDONLY, 0, "BACKEND FILE [--dlq]",
 	  "pending batches (or dead letters) as influx -import files" },
 	{ "verify", NULL, cmd_verify, 0, 0, WAL_F_RDONLY, 0, "", "check the whole store; exit 1 on damage" },
@@ -30,17 +32,17 @@ static const struct cmd commands[] = {
 	{ "salvage", NULL, cmd_salvage, 1, 1, 0, 0, "DEST",
 	  "copy every readable pending batch of a damaged store into a new\nstore in DEST (relayd stopped)" },
 	{ "dump", NULL, cmd_dump, 1, 1, WAL_F_RDONLY, 0, "BACKEND", "pending batches as JSON lines" },
-	{ "pause", NULL, cmd_pause, 1, 1, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON, "BACKEND", NULL },
-	{ "resume", NULL, cmd_resume, 1, 1, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON, "BACKEND",
+	{ "pause", NULL, cmd_pause_resume, 1, 1, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON, "BACKEND", NULL },
+	{ "resume", NULL, cmd_pause_resume, 1, 1, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON, "BACKEND",
 	  "stop / restart delivery (the queue keeps filling)" },
 	{ "retry", NULL, cmd_retry, 1, 1, 0, CMD_CHANGES | CMD_DAEMON, "BACKEND",
 	  "ask relayd to skip the current backoff wait" },
 	/* read-only without --yes: it only says what it would drop */
 	{ "purge", NULL, cmd_purge, 1, 1, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON, "BACKEND --yes",
 	  "drop every pending batch of BACKEND" },
-	{ "dlq", "requeue", cmd_dlq_requeue, 1, -1, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON, "BACKEND SEQ...|--all",
+	{ "dlq", "requeue", cmd_dlq_move, 1, -1, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON, "BACKEND SEQ...|--all",
 	  "put dead letters back at the end of the queue" },
-	{ "dlq", "drop", cmd_dlq_drop, 1, -1, WAL_F_SHARED, CMD_CHANGES, "BACKEND SEQ...|--all",
+	{ "dlq", "drop", cmd_dlq_move, 1, -1, WAL_F_SHARED, CMD_CHANGES, "BACKEND SEQ...|--all",
 	  "delete dead letters (--all needs --yes)" },
 	{ "import", NULL, cmd_import, 2, 2, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON,
 	  "BACKEND FILE --db DB [--rp RP] [--precision P]", "validate a line-protocol file and queue it for BACKEND" },
@@ -207,7 +209,9 @@ int main(int argc, char **argv)
 	if (c.cmd) {
 		if (c.cmd->flags & CMD_DAEMON)
 			c.sock_ok = control_socket_path(c.cfg.data_dir, c.sock, sizeof(c.sock)) == 0;
-		rc = c.cmd->run(&c, args, nargs);
+		c.args = args;
+		c.nargs = nargs;
+		rc = c.cmd->run(&c);
 	}
 	config_release(&c.cfg);
 	return rc;

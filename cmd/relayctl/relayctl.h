@@ -12,7 +12,7 @@
  *
  * This header is private to relayctl: the state every command shares
  * (struct ctl), the command table's entry (main.c holds the table), the
- * helpers of common.c and one handler per command, each in its family's
+ * helpers of common.c and the commands' handlers, each in its family's
  * file (status.c, views.c, repair.c, dlq.c, export.c, import.c, verify.c).
  */
 #ifndef RELAYCTL_H
@@ -38,7 +38,7 @@ struct ctl;
 struct cmd {
 	const char *name;  /* "status", "dlq" */
 	const char *sub;   /* "list" for "dlq list"; NULL for a command of one word */
-	int (*run)(const struct ctl *c, char **args, int nargs); /* the arguments after name (and sub) */
+	int (*run)(const struct ctl *c); /* the arguments (after name and sub) in c->args */
 	int min_args, max_args; /* how many arguments run takes; max -1: any number */
 	unsigned queue;    /* how run opens the queue: WAL_F_RDONLY, WAL_F_SHARED, or 0 (not through wal_open) */
 	unsigned flags;    /* CMD_* */
@@ -52,6 +52,8 @@ struct cmd {
 struct ctl {
 	struct relay_config cfg;
 	const struct cmd *cmd; /* the command running */
+	char **args;           /* its arguments (NULL-terminated): as many as its entry allows */
+	int nargs;
 	int json;
 	long count;         /* -n */
 	int yes, all, dlq;
@@ -63,22 +65,20 @@ struct ctl {
 
 /*---- the handlers: 0 done, 1 failed (told on stderr), 2 wrong use ----*/
 
-int cmd_status(const struct ctl *c, char **args, int nargs);   /* status.c */
-int cmd_peek(const struct ctl *c, char **args, int nargs);     /* views.c */
-int cmd_show(const struct ctl *c, char **args, int nargs);
-int cmd_dump(const struct ctl *c, char **args, int nargs);
-int cmd_pause(const struct ctl *c, char **args, int nargs);    /* repair.c */
-int cmd_resume(const struct ctl *c, char **args, int nargs);
-int cmd_retry(const struct ctl *c, char **args, int nargs);
-int cmd_purge(const struct ctl *c, char **args, int nargs);
-int cmd_dlq_list(const struct ctl *c, char **args, int nargs); /* dlq.c */
-int cmd_dlq_show(const struct ctl *c, char **args, int nargs);
-int cmd_dlq_requeue(const struct ctl *c, char **args, int nargs);
-int cmd_dlq_drop(const struct ctl *c, char **args, int nargs);
-int cmd_export(const struct ctl *c, char **args, int nargs);   /* export.c */
-int cmd_import(const struct ctl *c, char **args, int nargs);   /* import.c */
-int cmd_verify(const struct ctl *c, char **args, int nargs);   /* verify.c */
-int cmd_salvage(const struct ctl *c, char **args, int nargs);
+int cmd_status(const struct ctl *c);       /* status.c */
+int cmd_peek(const struct ctl *c);         /* views.c */
+int cmd_show(const struct ctl *c);
+int cmd_dump(const struct ctl *c);
+int cmd_pause_resume(const struct ctl *c); /* repair.c */
+int cmd_retry(const struct ctl *c);
+int cmd_purge(const struct ctl *c);
+int cmd_dlq_list(const struct ctl *c);     /* dlq.c */
+int cmd_dlq_show(const struct ctl *c);
+int cmd_dlq_move(const struct ctl *c);     /* requeue and drop */
+int cmd_export(const struct ctl *c);       /* export.c */
+int cmd_import(const struct ctl *c);       /* import.c */
+int cmd_verify(const struct ctl *c);       /* verify.c */
+int cmd_salvage(const struct ctl *c);
 
 /*---- common.c: formatting ----*/
 
@@ -145,11 +145,21 @@ int open_queue(const struct ctl *c, unsigned flags, struct wal **w);
 int known_backend(const struct ctl *c, const char *name);
 /* 1 when name is a configured backend, else 0 (silent). */
 int configured(const struct ctl *c, const char *name);
-/* Open the queue and find backend name: 0, 1 when the backend has no
- * queue yet (*w open, *id unset), or -1 after printing why. */
-int open_backend(const struct ctl *c, const char *name, unsigned flags, struct wal **w, int *id);
-/* For commands that change a queue: a backend relayd never created. */
-void no_queue_yet(const char *name);
+/* One backend's queue, as a command opened it. */
+struct backend_queue {
+	const char *name;
+	struct wal *w;
+	int id;    /* unset when fresh */
+	int fresh; /* the backend has no queue yet: relayd never ran with it */
+};
+
+/* Open the queue (flags: WAL_F_RDONLY or WAL_F_SHARED) and find backend
+ * name in it: 0 (q->fresh when it has no queue yet), or -1 after printing
+ * why (nothing left open). */
+int open_backend(const struct ctl *c, const char *name, unsigned flags, struct backend_queue *q);
+/* open_backend for a command that changes the queue: a backend without
+ * one yet is an error too (told). */
+int open_backend_to_change(const struct ctl *c, const char *name, unsigned flags, struct backend_queue *q);
 
 /* Records a view skipped because they do not decode. */
 struct skipped_corrupt {

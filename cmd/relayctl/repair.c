@@ -10,20 +10,16 @@
 
 #include "cmd/relayctl/relayctl.h"
 
-static int set_paused(const struct ctl *c, const char *backend, int paused)
+/* pause and resume: which one, the command's name says. */
+int cmd_pause_resume(const struct ctl *c)
 {
-	struct wal *w;
-	int id;
-	int rc = open_backend(c, backend, c->cmd->queue, &w, &id);
-	if (rc < 0)
+	int paused = strcmp(c->cmd->name, "pause") == 0;
+	const char *backend = c->args[0];
+	struct backend_queue q;
+	if (open_backend_to_change(c, backend, c->cmd->queue, &q))
 		return 1;
-	if (rc == 1) {
-		no_queue_yet(backend);
-		wal_close(w);
-		return 1;
-	}
-	rc = wal_backend_set_paused(w, id, paused);
-	wal_close(w);
+	int rc = wal_backend_set_paused(q.w, q.id, paused);
+	wal_close(q.w);
 	if (rc) {
 		fprintf(stderr, "relayctl: cannot %s backend '%s': %s\n", paused ? "pause" : "resume", backend,
 			wal_strerror(rc));
@@ -48,22 +44,9 @@ static int set_paused(const struct ctl *c, const char *backend, int paused)
 	return 0;
 }
 
-int cmd_pause(const struct ctl *c, char **args, int nargs)
+int cmd_retry(const struct ctl *c)
 {
-	(void)nargs;
-	return set_paused(c, args[0], 1);
-}
-
-int cmd_resume(const struct ctl *c, char **args, int nargs)
-{
-	(void)nargs;
-	return set_paused(c, args[0], 0);
-}
-
-int cmd_retry(const struct ctl *c, char **args, int nargs)
-{
-	const char *backend = args[0];
-	(void)nargs;
+	const char *backend = c->args[0];
 	if (known_backend(c, backend) < 0)
 		return 1;
 	char line[128], *reply;
@@ -88,25 +71,18 @@ int cmd_retry(const struct ctl *c, char **args, int nargs)
 	return rc == 0 ? 0 : 1;
 }
 
-int cmd_purge(const struct ctl *c, char **args, int nargs)
+int cmd_purge(const struct ctl *c)
 {
-	const char *backend = args[0];
-	(void)nargs;
-	struct wal *w;
-	int id;
-	int rc = open_backend(c, backend, c->yes ? c->cmd->queue : WAL_F_RDONLY, &w, &id);
-	if (rc < 0)
+	const char *backend = c->args[0];
+	struct backend_queue q;
+	/* without --yes only to say what it would drop */
+	if (open_backend_to_change(c, backend, c->yes ? c->cmd->queue : WAL_F_RDONLY, &q))
 		return 1;
-	if (rc == 1) {
-		no_queue_yet(backend);
-		wal_close(w);
-		return 1;
-	}
 	if (!c->yes) {
 		struct wal_backend_stat st;
 		memset(&st, 0, sizeof(st));
-		wal_backend_stat(w, backend, &st);
-		wal_close(w);
+		wal_backend_stat(q.w, backend, &st);
+		wal_close(q.w);
 		fprintf(stderr,
 			"relayctl: not purging without --yes: it would drop all %" PRIu64 " pending batches (%" PRIu64
 			" points) of backend '%s'\n",
@@ -114,8 +90,8 @@ int cmd_purge(const struct ctl *c, char **args, int nargs)
 		return 1;
 	}
 	struct wal_count n;
-	rc = wal_purge(w, id, &n);
-	wal_close(w);
+	int rc = wal_purge(q.w, q.id, &n);
+	wal_close(q.w);
 	if (rc) {
 		fprintf(stderr, "relayctl: cannot purge backend '%s': %s\n", backend, wal_strerror(rc));
 		return 1;

@@ -253,10 +253,8 @@ out:
 	return rc ? 1 : ndamaged ? 2 : 0;
 }
 
-int cmd_status(const struct ctl *c, char **args, int nargs)
+int cmd_status(const struct ctl *c)
 {
-	(void)args;
-	(void)nargs;
 	struct wal *w;
 	if (open_queue(c, c->cmd->queue, &w))
 		return 1;

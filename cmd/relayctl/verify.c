@@ -30,10 +30,9 @@ static void verify_problem(void *arg, const char *text)
 	v->n++;
 }
 
-int cmd_salvage(const struct ctl *c, char **args, int nargs)
+int cmd_salvage(const struct ctl *c)
 {
-	const char *dest = args[0];
-	(void)nargs;
+	const char *dest = c->args[0];
 	const char *dir = c->cfg.data_dir;
 	char why[600];
 	struct wal_salvage_stat st;
@@ -96,17 +95,15 @@ int cmd_salvage(const struct ctl *c, char **args, int nargs)
 	return 0;
 }
 
-int cmd_verify(const struct ctl *c, char **args, int nargs)
+int cmd_verify(const struct ctl *c)
 {
-	(void)args;
-	(void)nargs;
 	struct wal *w;
 	if (open_queue(c, c->cmd->queue, &w))
 		return 1;
-	struct rbuf out = RBUF_INIT;
-	json_t *doc = NULL;
-	struct verify_out v = { NULL, &out, 0 };
 	struct wal_verify_stat st;
+	json_t *doc = NULL;
+	struct rbuf out = RBUF_INIT;
+	struct verify_out v = { NULL, &out, 0 };
 	if (c->json) {
 		doc = json_object();
 		v.problems = json_array();

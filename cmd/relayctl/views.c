@@ -10,15 +10,12 @@
 
 #include "cmd/relayctl/relayctl.h"
 
-int cmd_peek(const struct ctl *c, char **args, int nargs)
+int cmd_peek(const struct ctl *c)
 {
-	const char *backend = args[0];
-	(void)nargs;
-	struct wal *w;
-	int id;
-	int rc = open_backend(c, backend, c->cmd->queue, &w, &id);
-	if (rc < 0)
+	struct backend_queue q;
+	if (open_backend(c, c->args[0], c->cmd->queue, &q))
 		return 1;
+	int rc = 0;
 	size_t max = c->count > 0 ? (size_t)c->count : 10;
 	if (max > 100000)
 		max = 100000;
@@ -28,44 +25,44 @@ int cmd_peek(const struct ctl *c, char **args, int nargs)
 	/* Up to max batches, in pages that stop at a corrupt record: each
 	 * such record is passed over and reported, never the end of the view. */
 	uint64_t from = 0;
-	while (rc == 0 && n < max) {
+	while (!q.fresh && rc == 0 && n < max) {
 		size_t got;
-		rc = read_past_corrupt(w, id, from, max - n, SIZE_MAX, 0, b + n, &got, sk);
+		rc = read_past_corrupt(q.w, q.id, from, max - n, SIZE_MAX, 0, b + n, &got, sk);
 		if (rc || got == 0)
 			break;
 		n += got;
 		from = b[n - 1].seq + 1;
 	}
-	if (rc && rc != 1) {
-		fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", backend, wal_strerror(rc));
+	if (rc) {
+		fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", q.name, wal_strerror(rc));
 		while (n)
 			wal_batch_release(&b[--n]);
 		free(b);
 		free(sk);
-		wal_close(w);
+		wal_close(q.w);
 		return 1;
 	}
-	wal_close(w);
-	int skipped = report_corrupt(sk, backend);
+	wal_close(q.w);
+	int skipped = report_corrupt(sk, q.name);
 	/* Attempts and the last error live in relayd's memory, for the batch
 	 * it is trying (the head of the queue). */
 	struct control_status *ds = xcalloc(1, sizeof(*ds));
 	char why[300];
 	const struct control_backend_status *d = NULL;
 	if (n && relayd_status(c, ds, why, sizeof(why)) == 1)
-		d = control_status_find(ds, backend);
+		d = control_status_find(ds, q.name);
 	int64_t now = now_realtime_ns();
 	struct rbuf out = RBUF_INIT;
 	json_t *doc = NULL, *batches = NULL;
 	if (c->json) {
-		doc = backend_doc(backend);
+		doc = backend_doc(q.name);
 		batches = json_array();
 		json_object_set_new(doc, "batches", batches);
 	} else if (n) {
 		rbuf_appendf(&out, "%-10s %-16s %-12s %-4s %8s %10s %8s %8s  %s\n", "SEQ", "DB", "RP", "PREC", "POINTS",
 			     "BYTES", "AGE", "ATTEMPTS", "LAST ERROR");
 	} else if (!skipped) {
-		rbuf_appendf(&out, "backend '%s': nothing pending\n", backend);
+		rbuf_appendf(&out, "backend '%s': nothing pending\n", q.name);
 	}
 	for (size_t i = 0; i < n; i++) {
 		int head = d && d->head_seq == b[i].seq;
@@ -107,40 +104,38 @@ int cmd_peek(const struct ctl *c, char **args, int nargs)
 	return skipped;
 }
 
-int cmd_show(const struct ctl *c, char **args, int nargs)
+int cmd_show(const struct ctl *c)
 {
-	const char *backend = args[0], *seqs = args[1];
-	(void)nargs;
+	const char *backend = c->args[0], *seqs = c->args[1];
 	uint64_t seq;
 	if (parse_seq(seqs, &seq)) {
 		fprintf(stderr, "relayctl: '%s' is not a batch sequence number\n", seqs);
 		return 2;
 	}
-	struct wal *w;
-	int id;
-	int rc = open_backend(c, backend, c->cmd->queue, &w, &id);
-	if (rc < 0)
+	struct backend_queue q;
+	if (open_backend(c, backend, c->cmd->queue, &q))
 		return 1;
+	int rc;
 	struct wal_batch b;
 	struct wal_dead d;
 	char corrupt_why[200] = "";
 	int dead = 0;
 	memset(&b, 0, sizeof(b));
 	memset(&d, 0, sizeof(d));
-	if (rc == 1) {
+	if (q.fresh) {
 		rc = WAL_ENOTFOUND; /* no queue yet */
 	} else {
 		/* Pending first, then the dead letters. */
-		rc = wal_get(w, id, seq, &b);
+		rc = wal_get(q.w, q.id, seq, &b);
 		if (rc == WAL_ENOTFOUND) {
-			rc = wal_dead_get(w, id, seq, &d);
+			rc = wal_dead_get(q.w, q.id, seq, &d);
 			dead = rc == 0;
 		}
 		uint64_t at;
-		if (rc == WAL_ECORRUPT && (wal_find_corrupt(w, id, seq, &at, corrupt_why, sizeof(corrupt_why)) || at != seq))
+		if (rc == WAL_ECORRUPT && (wal_find_corrupt(q.w, q.id, seq, &at, corrupt_why, sizeof(corrupt_why)) || at != seq))
 			corrupt_why[0] = '\0';
 	}
-	wal_close(w);
+	wal_close(q.w);
 	if (rc == WAL_ENOTFOUND) {
 		fprintf(stderr, "relayctl: backend '%s' has no batch %" PRIu64 " (neither pending nor dead-lettered)\n",
 			backend, seq);
@@ -209,17 +204,13 @@ static json_t *dump_json(const struct wal_batch *b)
 	return o;
 }
 
-int cmd_dump(const struct ctl *c, char **args, int nargs)
+int cmd_dump(const struct ctl *c)
 {
-	const char *backend = args[0];
-	(void)nargs;
-	struct wal *w;
-	int id;
-	int rc = open_backend(c, backend, c->cmd->queue, &w, &id);
-	if (rc < 0)
+	struct backend_queue q;
+	if (open_backend(c, c->args[0], c->cmd->queue, &q))
 		return 1;
-	if (rc == 1) {
-		wal_close(w);
+	if (q.fresh) {
+		wal_close(q.w);
 		return 0; /* never used: nothing queued */
 	}
 	/* Read in slices, each its own short read transaction (never one
@@ -230,13 +221,14 @@ int cmd_dump(const struct ctl *c, char **args, int nargs)
 	size_t n;
 	uint64_t last = 0;
 	struct rbuf out = RBUF_INIT;
+	int rc;
 	for (;;) {
 		uint64_t before = sk->n;
-		rc = read_past_corrupt(w, id, last + 1, PAGE_BATCHES, PAGE_BYTES, 1, b, &n, sk);
+		rc = read_past_corrupt(q.w, q.id, last + 1, PAGE_BATCHES, PAGE_BYTES, 1, b, &n, sk);
 		if (sk->n > before && sk->kept)
 			last = sk->at[sk->kept - 1].seq > last ? sk->at[sk->kept - 1].seq : last;
 		if (rc) {
-			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", backend, wal_strerror(rc));
+			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", q.name, wal_strerror(rc));
 			break;
 		}
 		for (size_t i = 0; i < n; i++) {
@@ -249,8 +241,8 @@ int cmd_dump(const struct ctl *c, char **args, int nargs)
 			break;
 	}
 	rbuf_release(&out);
-	wal_close(w);
-	int skipped = report_corrupt(sk, backend);
+	wal_close(q.w);
+	int skipped = report_corrupt(sk, q.name);
 	free(sk);
 	return rc || skipped ? 1 : 0;
 }
