@@ -1,0 +1,218 @@
+/*
+ * relayctl's entry: the options, the command table and the dispatch. One
+ * entry per command says which handler runs it, how many arguments it
+ * takes, how it opens the queue, whether it asks relayd, and what the
+ * usage text says of it: the usage text is made from the table, so that
+ * the two cannot disagree. A command of two words ("dlq list") is an
+ * entry with a sub; its first word names the family.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/relayctl/relayctl.h"
+
+/* Views first, then changes, each in the order the usage text lists them. */
+static const struct cmd commands[] = {
+	{ "status", NULL, cmd_status, 0, 0, WAL_F_RDONLY, CMD_DAEMON, "[--watch SECONDS]",
+	  "every backend: state, backlog, age, dead letters, delivery" },
+	{ "peek", NULL, cmd_peek, 1, 1, WAL_F_RDONLY, CMD_DAEMON, "BACKEND [-n N]",
+	  "the next N pending batches (default 10)" },
+	{ "show", NULL, cmd_show, 2, 2, WAL_F_RDONLY, 0, "BACKEND SEQ",
+	  "the line protocol of a batch, pending or dead" },
+	{ "dlq", "list", cmd_dlq_list, 1, 1, WAL_F_RDONLY, 0, "BACKEND",
+	  "the dead-letter queue, with the backend's errors" },
+	{ "dlq", "show", cmd_dlq_show, 1, -1, WAL_F_RDONLY, 0, "BACKEND SEQ...",
+	  "dead letters with their line protocol" },
+	{ "export", NULL, cmd_export, 2, 2, WAL_F_RDONLY, 0, "BACKEND FILE [--dlq]",
+	  "pending batches (or dead letters) as influx -import files" },
+	{ "verify", NULL, cmd_verify, 0, 0, WAL_F_RDONLY, 0, "", "check the whole store; exit 1 on damage" },
+	/* wal_salvage reads the damaged file itself, never through wal_open */
+	{ "salvage", NULL, cmd_salvage, 1, 1, 0, 0, "DEST",
+	  "copy every readable pending batch of a damaged store into a new\nstore in DEST (relayd stopped)" },
+	{ "dump", NULL, cmd_dump, 1, 1, WAL_F_RDONLY, 0, "BACKEND", "pending batches as JSON lines" },
+	{ "pause", NULL, cmd_pause_resume, 1, 1, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON, "BACKEND", NULL },
+	{ "resume", NULL, cmd_pause_resume, 1, 1, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON, "BACKEND",
+	  "stop / restart delivery (the queue keeps filling)" },
+	{ "retry", NULL, cmd_retry, 1, 1, 0, CMD_CHANGES | CMD_DAEMON, "BACKEND",
+	  "ask relayd to skip the current backoff wait" },
+	/* read-only without --yes: it only says what it would drop */
+	{ "purge", NULL, cmd_purge, 1, 1, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON, "BACKEND --yes",
+	  "drop every pending batch of BACKEND" },
+	{ "dlq", "requeue", cmd_dlq_move, 1, -1, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON, "BACKEND SEQ...|--all",
+	  "put dead letters back at the end of the queue" },
+	{ "dlq", "drop", cmd_dlq_move, 1, -1, WAL_F_SHARED, CMD_CHANGES, "BACKEND SEQ...|--all",
+	  "delete dead letters (--all needs --yes)" },
+	{ "import", NULL, cmd_import, 2, 2, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON,
+	  "BACKEND FILE --db DB [--rp RP] [--precision P]", "validate a line-protocol file and queue it for BACKEND" },
+};
+
+/* Where a command's description starts in the usage text. */
+#define USAGE_COLUMN 37
+
+/* The usage text's lines for the commands of one section. */
+static void usage_section(struct rbuf *b, unsigned changes)
+{
+	struct rbuf syn = RBUF_INIT;
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(commands); i++) {
+		const struct cmd *e = &commands[i];
+		if ((e->flags & CMD_CHANGES) != changes)
+			continue;
+		/* "pause BACKEND | resume BACKEND": an entry without help
+		 * shares the next one's line. */
+		if (syn.len)
+			rbuf_append(&syn, " | ", 3);
+		rbuf_appendf(&syn, "%s%s%s%s%s", e->name, e->sub ? " " : "", e->sub ? e->sub : "", *e->args ? " " : "",
+			     e->args);
+		if (!e->help)
+			continue;
+		if (syn.len < USAGE_COLUMN - 2)
+			rbuf_appendf(b, "  %-*s", USAGE_COLUMN - 2, rbuf_cstr(&syn));
+		else
+			rbuf_appendf(b, "  %s\n%*s", rbuf_cstr(&syn), USAGE_COLUMN, "");
+		for (const char *h = e->help; *h; h++) {
+			rbuf_appendc(b, *h);
+			if (*h == '\n')
+				rbuf_appendf(b, "%*s", USAGE_COLUMN, "");
+		}
+		rbuf_appendc(b, '\n');
+		syn.len = 0;
+	}
+	rbuf_release(&syn);
+}
+
+static void usage(FILE *f)
+{
+	struct rbuf b = RBUF_INIT;
+	rbuf_appendf(&b, "usage: relayctl -c FILE [--json] COMMAND [ARGS]\n\nviews (relayd running or not):\n");
+	usage_section(&b, 0);
+	rbuf_appendf(&b, "changes (take effect at once when relayd runs, else at its next start):\n");
+	usage_section(&b, CMD_CHANGES);
+	rbuf_appendf(&b, "\n"
+			 "  -c, --config FILE   relayd's configuration (data_dir and backends)\n"
+			 "  --json              machine-readable output\n");
+	fwrite(b.data, 1, b.len, f);
+	rbuf_release(&b);
+}
+
+/*
+ * The entry for cmd with nargs arguments, or NULL after saying why (2 to
+ * return). A family ("dlq") takes its sub as the first argument, then at
+ * least a BACKEND.
+ */
+static const struct cmd *find_command(const char *cmd, char ***args, int *nargs)
+{
+	int family = 0;
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(commands); i++)
+		family |= commands[i].sub && strcmp(commands[i].name, cmd) == 0;
+	if (family && *nargs < 2) {
+		struct rbuf subs = RBUF_INIT;
+		for (size_t i = 0; i < RELAY_ARRAY_SIZE(commands); i++)
+			if (commands[i].sub && strcmp(commands[i].name, cmd) == 0)
+				rbuf_appendf(&subs, "%s%s", subs.len ? "|" : "", commands[i].sub);
+		fprintf(stderr, "relayctl: usage: %s %s BACKEND [SEQ...|--all]\n", cmd, rbuf_cstr(&subs));
+		rbuf_release(&subs);
+		return NULL;
+	}
+	const char *sub = family ? (*args)[0] : NULL;
+	int n = *nargs - family;
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(commands); i++) {
+		const struct cmd *e = &commands[i];
+		if (strcmp(e->name, cmd) != 0 || (family && (!e->sub || strcmp(e->sub, sub) != 0)))
+			continue;
+		if (n < e->min_args || (e->max_args >= 0 && n > e->max_args))
+			continue;
+		*args += family;
+		*nargs = n;
+		return e;
+	}
+	if (family) {
+		fprintf(stderr, "relayctl: unknown %s command or wrong arguments: '%s'\n", cmd, sub);
+	} else {
+		fprintf(stderr, "relayctl: unknown command or wrong arguments: '%s'\n", cmd);
+		usage(stderr);
+	}
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_JSON = 256, O_YES, O_ALL, O_DLQ, O_DB, O_RP, O_PREC, O_WATCH };
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "count", required_argument, NULL, 'n' },
+		{ "yes", no_argument, NULL, O_YES },
+		{ "all", no_argument, NULL, O_ALL },
+		{ "dlq", no_argument, NULL, O_DLQ },
+		{ "db", required_argument, NULL, O_DB },
+		{ "rp", required_argument, NULL, O_RP },
+		{ "precision", required_argument, NULL, O_PREC },
+		{ "watch", required_argument, NULL, O_WATCH },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ctl c;
+	const char *config_path = NULL;
+	char err[1024], *end;
+	int ch;
+
+	memset(&c, 0, sizeof(c));
+	c.count = 10;
+	c.precision = "ns";
+	/* Options may come anywhere: relayctl -c F status --json. */
+	while ((ch = getopt_long(argc, argv, "c:n:jh", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': config_path = optarg; break;
+		case 'j':
+		case O_JSON: c.json = 1; break;
+		case 'n':
+			c.count = strtol(optarg, &end, 10);
+			if (*end || c.count <= 0) {
+				fprintf(stderr, "relayctl: -n wants a positive number, not '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case O_YES: c.yes = 1; break;
+		case O_ALL: c.all = 1; break;
+		case O_DLQ: c.dlq = 1; break;
+		case O_DB: c.db = optarg; break;
+		case O_RP: c.rp = optarg; break;
+		case O_PREC: c.precision = optarg; break;
+		case O_WATCH:
+			c.watch = strtod(optarg, &end);
+			if (*end || !(c.watch > 0) || c.watch > 86400) {
+				fprintf(stderr, "relayctl: --watch wants a number of seconds, not '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!config_path || optind >= argc) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[optind];
+	char **args = argv + optind + 1;
+	int nargs = argc - optind - 1;
+	/* The configuration first: a command is looked up only in a
+	 * configuration that loads. */
+	if (config_load(config_path, &c.cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "relayctl: %s\n", err);
+		return 1;
+	}
+	int rc = 2;
+	c.cmd = find_command(cmd, &args, &nargs);
+	if (c.cmd) {
+		if (c.cmd->flags & CMD_DAEMON)
+			c.sock_ok = control_socket_path(c.cfg.data_dir, c.sock, sizeof(c.sock)) == 0;
+		c.args = args;
+		c.nargs = nargs;
+		rc = c.cmd->run(&c);
+	}
+	config_release(&c.cfg);
+	return rc;
+}

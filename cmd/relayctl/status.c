@@ -1,0 +1,293 @@
+/*
+ * relayctl status: every queue's figures from the store, the delivery
+ * state relayd alone knows from its control socket, once or refreshed
+ * with --watch.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cmd/relayctl/relayctl.h"
+
+/* Configured backends, then orphaned queues. */
+#define STATUS_MAX (RELAY_MAX_BACKENDS + WAL_MAX_BACKENDS)
+
+/* Delivered points per queue at the last refresh, by name: the set of
+ * queues may change between refreshes (an orphaned one purged). */
+struct rate_memo {
+	char names[STATUS_MAX][WAL_NAME_MAX + 1];
+	uint64_t points[STATUS_MAX];
+	size_t n;
+	uint64_t at_ms;
+	int have;
+};
+
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+/* A rate with one decimal, as the text view shows it (and as status
+ * --json always wrote it); null when there is none. */
+static json_t *rate_json(double rate)
+{
+	char r[400]; /* "%.1f" of the largest double fits */
+	if (!isfinite(rate))
+		return json_null();
+	snprintf(r, sizeof(r), "%.1f", rate);
+	return json_real(strtod(r, NULL));
+}
+
+/* One backend in status --json: the queue's figures, then relayd's
+ * (d, NULL when relayd does not run or does not deliver to it). */
+static json_t *backend_json(const char *name, const char *state, const struct wal_backend_stat *st, int64_t age,
+                            int64_t last, double rate, const struct control_backend_status *d)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "name", rjson_cstr(name));
+	json_object_set_new(o, "state", rjson_cstr(state));
+	json_object_set_new(o, "paused", json_boolean(st->paused));
+	json_object_set_new(o, "pending_batches", u64_json(st->pending_batches));
+	json_object_set_new(o, "pending_points", u64_json(st->pending_points));
+	json_object_set_new(o, "pending_bytes", u64_json(st->pending_bytes));
+	json_object_set_new(o, "oldest_age_seconds", json_integer(age));
+	json_object_set_new(o, "dead_batches", u64_json(st->dead_batches));
+	json_object_set_new(o, "dead_bytes", u64_json(st->dead_bytes));
+	json_object_set_new(o, "delivered_batches", u64_json(st->delivered_batches));
+	json_object_set_new(o, "delivered_points", u64_json(st->delivered_points));
+	json_object_set_new(o, "last_delivery_ns", json_integer(last));
+	json_object_set_new(o, "points_per_second", rate_json(rate));
+	json_object_set_new(o, "last_error", rjson_cstr(d ? d->last_error : ""));
+	json_object_set_new(o, "attempts", json_integer(d ? d->attempts : 0));
+	json_object_set_new(o, "next_attempt_ms", json_integer(d ? d->next_attempt_ms : -1));
+	return o;
+}
+
+/* One refresh of status into out: 0, 1 on an error (nothing to show), 2
+ * when a queue is damaged (shown as such). */
+static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *memo, struct rbuf *out)
+{
+	struct control_status *ds = xcalloc(1, sizeof(*ds));
+	char why[300] = "";
+	int running = relayd_status(c, ds, why, sizeof(why));
+	int64_t now = now_realtime_ns();
+	uint64_t now_ms = now_mono_ns() / 1000000;
+	struct wal_backend_stat *st = xcalloc(STATUS_MAX, sizeof(*st));
+	char(*stored)[WAL_NAME_MAX + 1] = xcalloc(WAL_MAX_BACKENDS, sizeof(*stored));
+	struct rate_memo *next = memo ? xcalloc(1, sizeof(*next)) : NULL;
+	const char *names[STATUS_MAX];
+	char damaged[STATUS_MAX] = { 0 };
+	size_t nnames = 0, nstored = 0, ndamaged = 0;
+	int rc = 0;
+
+	/* The configured backends, then the queues the store holds for
+	 * backends no longer configured ("orphaned": delivery stopped, the
+	 * queue kept until purged). */
+	for (size_t i = 0; i < c->cfg.nbackends; i++)
+		names[nnames++] = c->cfg.backends[i].name;
+	if ((rc = wal_backend_names(w, stored, WAL_MAX_BACKENDS, &nstored))) {
+		fprintf(stderr, "relayctl: cannot list the queues: %s\n", wal_strerror(rc));
+		goto out;
+	}
+	for (size_t i = 0; i < nstored && nnames < STATUS_MAX; i++)
+		if (!configured(c, stored[i]))
+			names[nnames++] = stored[i];
+
+	/* Every figure first (one short read transaction each), then the
+	 * output: nothing is printed while a transaction is open. */
+	for (size_t i = 0; i < nnames; i++) {
+		rc = wal_backend_stat(w, names[i], &st[i]);
+		if (rc == 0 && i >= c->cfg.nbackends && !st[i].pending_batches && !st[i].dead_batches) {
+			/* An orphaned queue with nothing left (purged): not shown. */
+			names[i--] = names[--nnames];
+			continue;
+		}
+		if (rc == WAL_ENOBACKEND) {
+			memset(&st[i], 0, sizeof(st[i])); /* configured, never opened: nothing queued */
+			rc = 0;
+		} else if (rc == WAL_ECORRUPT) {
+			/* One damaged record must not hide every other queue: this
+			 * one is shown as damaged, and the exit status says so. */
+			fprintf(stderr,
+				"relayctl: the record of backend '%s' is corrupt: its figures cannot be read (see 'relayctl "
+				"verify')\n",
+				shown(names[i]));
+			memset(&st[i], 0, sizeof(st[i]));
+			damaged[i] = 1;
+			ndamaged++;
+			rc = 0;
+		} else if (rc == 0 && st[i].corrupt_seq) {
+			/* A batch that does not decode at the head of the queue: the
+			 * figures are there, delivery waits for its quarantine. */
+			int id;
+			uint64_t seq = st[i].corrupt_seq;
+			char cwhy[200] = "";
+			if (wal_backend_open(w, names[i], &id) == 0)
+				wal_find_corrupt(w, id, seq, &seq, cwhy, sizeof(cwhy));
+			fprintf(stderr,
+				"relayctl: batch %" PRIu64 " of backend '%s' is corrupt%s%s (relayd moves it to the dead-letter "
+				"queue when it reaches it; see 'relayctl verify')\n",
+				seq, shown(names[i]), *cwhy ? ": " : "", shown(cwhy));
+			damaged[i] = 1;
+			ndamaged++;
+		} else if (rc) {
+			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", shown(names[i]),
+				wal_strerror(rc));
+			goto out;
+		}
+	}
+	json_t *doc = NULL, *backends = NULL;
+	if (c->json) {
+		doc = json_object();
+		json_object_set_new(doc, "relayd", rjson_cstr(running ? "running" : "stopped"));
+		if (running == 1)
+			json_object_set_new(doc, "pid", json_integer(ds->pid));
+		if (running < 0)
+			json_object_set_new(doc, "relayd_error", rjson_cstr(why));
+		backends = json_array();
+		json_object_set_new(doc, "backends", backends);
+	} else {
+		if (running == 1)
+			rbuf_appendf(out, "relayd: running (pid %" PRId64 ", version %s)\n", ds->pid, shown(ds->version));
+		else if (running == 0)
+			rbuf_appendf(out, "relayd: stopped\n");
+		else
+			rbuf_appendf(out, "relayd: %s\n", why);
+		rbuf_appendf(out, "%-16s %-9s %-6s %9s %11s %10s %8s %6s %20s %10s\n", "BACKEND", "STATE", "PAUSED",
+			     "BATCHES", "POINTS", "BYTES", "OLDEST", "DEAD", "LAST DELIVERY", "POINTS/S");
+	}
+	for (size_t i = 0; i < nnames; i++) {
+		const char *name = names[i];
+		int orphaned = i >= c->cfg.nbackends;
+		const struct control_backend_status *d = running == 1 && !orphaned ? control_status_find(ds, name) : NULL;
+		const char *state = "-";
+		if (damaged[i])
+			state = "damaged";
+		else if (orphaned)
+			state = "orphaned";
+		else if (d)
+			state = d->state;
+		else if (running == 0)
+			state = st[i].paused ? "paused" : "stopped";
+		if (!*state)
+			state = "-";
+		/* The rate: relayd's own figure, or with --watch the change of
+		 * the delivered points since the last refresh. */
+		double rate = NAN;
+		if (d)
+			rate = d->points_per_second;
+		else if (memo && memo->have && now_ms > memo->at_ms) {
+			for (size_t m = 0; m < memo->n; m++)
+				if (strcmp(memo->names[m], name) == 0 && st[i].delivered_points >= memo->points[m])
+					rate = (double)(st[i].delivered_points - memo->points[m]) * 1000.0 /
+					       (double)(now_ms - memo->at_ms);
+		}
+		int64_t last = st[i].last_delivery_ns;
+		if (d && d->last_delivery_ns > last)
+			last = d->last_delivery_ns;
+		int64_t age = age_seconds(st[i].oldest_accept_ns, now);
+		if (c->json) {
+			json_array_append_new(backends, backend_json(name, state, &st[i], age, last, rate, d));
+		} else {
+			char b[32], a[32], t[32], r[32], nm[17], sn[10];
+			human_bytes(st[i].pending_bytes, b, sizeof(b));
+			if (st[i].pending_batches)
+				human_age(age, a, sizeof(a));
+			else
+				snprintf(a, sizeof(a), "-");
+			fmt_time(last, t, sizeof(t));
+			if (isfinite(rate))
+				snprintf(r, sizeof(r), "%.1f", rate);
+			else
+				snprintf(r, sizeof(r), "-");
+			cell(name, 16, nm, sizeof(nm));
+			cell(state, 9, sn, sizeof(sn)); /* relayd's word */
+			rbuf_appendf(out, "%-16s %-9s %-6s %9" PRIu64 " %11" PRIu64 " %10s %8s %6" PRIu64 " %20s %10s\n", nm,
+				     sn, st[i].paused ? "yes" : "no", st[i].pending_batches, st[i].pending_points, b, a,
+				     st[i].dead_batches, t, r);
+			if (d && d->last_error[0]) {
+				char e[200];
+				cell(d->last_error, 160, e, sizeof(e));
+				rbuf_appendf(out, "  %s: %s", shown(name), e);
+				/* No batch to name for a queue read that fails before it
+				 * knows where it reads from (state storage). */
+				if (d->attempts && d->head_seq)
+					rbuf_appendf(out, " (batch %" PRIu64 ", %" PRIu32 " attempt%s", d->head_seq, d->attempts,
+						     d->attempts == 1 ? "" : "s");
+				else if (d->attempts)
+					rbuf_appendf(out, " (%" PRIu32 " attempt%s", d->attempts, d->attempts == 1 ? "" : "s");
+				if (d->attempts && d->next_attempt_ms >= 0)
+					rbuf_appendf(out, ", next in %.1fs)", (double)d->next_attempt_ms / 1000.0);
+				else if (d->attempts)
+					rbuf_appendc(out, ')');
+				rbuf_appendc(out, '\n');
+			}
+		}
+		if (next) {
+			snprintf(next->names[i], sizeof(next->names[i]), "%s", name);
+			next->points[i] = st[i].delivered_points;
+		}
+	}
+	if (c->json)
+		put_json_line(out, doc);
+	if (memo) {
+		/* Replaced whole: the rates above read the old figures by name. */
+		next->n = nnames;
+		next->at_ms = now_ms;
+		next->have = 1;
+		*memo = *next;
+	}
+out:
+	free(next);
+	free(stored);
+	free(st);
+	free(ds);
+	return rc ? 1 : ndamaged ? 2 : 0;
+}
+
+int cmd_status(const struct ctl *c)
+{
+	struct wal *w;
+	if (open_queue(c, c->cmd->queue, &w))
+		return 1;
+	struct rbuf out = RBUF_INIT;
+	int rc;
+	if (c->watch <= 0) {
+		rc = status_once(c, w, NULL, &out);
+		flush_out(&out);
+	} else {
+		/* Refresh in place on a terminal; elsewhere one block per
+		 * refresh. No transaction is open while we sleep. */
+		struct rate_memo memo;
+		memset(&memo, 0, sizeof(memo));
+		int tty = isatty(STDOUT_FILENO) && !c->json;
+		signal(SIGINT, on_sigint);
+		signal(SIGTERM, on_sigint);
+		for (;;) {
+			if (tty)
+				rbuf_append(&out, "\033[H\033[J", 6);
+			rc = status_once(c, w, &memo, &out);
+			if (!c->json && !tty)
+				rbuf_appendc(&out, '\n');
+			flush_out(&out);
+			if (rc == 1 || interrupted)
+				break; /* a damaged queue (2) is shown again at the next refresh */
+			struct timespec ts = { (time_t)c->watch, (long)((c->watch - floor(c->watch)) * 1e9) };
+			while (nanosleep(&ts, &ts) < 0 && errno == EINTR && !interrupted)
+				;
+			if (interrupted)
+				break;
+		}
+	}
+	rbuf_release(&out);
+	wal_close(w);
+	return rc ? 1 : 0;
+}
