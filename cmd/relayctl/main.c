@@ -91,7 +91,8 @@ static void usage(FILE *f)
 	usage_section(&b, CMD_CHANGES);
 	rbuf_appendf(&b, "\n"
 			 "  -c, --config FILE   relayd's configuration (data_dir and backends)\n"
-			 "  --json              machine-readable output\n");
+			 "  --json              machine-readable output\n"
+			 "  --version           print relayctl's version and exit\n");
 	fwrite(b.data, 1, b.len, f);
 	rbuf_release(&b);
 }
@@ -138,7 +139,7 @@ static const struct cmd *find_command(const char *cmd, char ***args, int *nargs)
 
 int main(int argc, char **argv)
 {
-	enum { O_JSON = 256, O_YES, O_ALL, O_DLQ, O_DB, O_RP, O_PREC, O_WATCH };
+	enum { O_JSON = 256, O_YES, O_ALL, O_DLQ, O_DB, O_RP, O_PREC, O_WATCH, O_VERSION };
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, O_JSON },
@@ -151,6 +152,7 @@ int main(int argc, char **argv)
 		{ "precision", required_argument, NULL, O_PREC },
 		{ "watch", required_argument, NULL, O_WATCH },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ctl c;
@@ -188,6 +190,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'h': usage(stdout); return 0;
+		case O_VERSION: printf("relayctl %s\n", RELAYD_VERSION); return 0;
 		default: usage(stderr); return 2;
 		}
 	}

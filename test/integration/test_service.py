@@ -641,6 +641,16 @@ class ServiceTest(unittest.TestCase):
 
     # ---- example configurations --------------------------------------------
 
+    def test_version(self):
+        # Both programs name the same version, the one the build was made
+        # from (CMakeLists.txt's project version), and exit 0.
+        with open(os.path.join(SOURCE_DIR, "CMakeLists.txt")) as f:
+            want = re.search(r"project\(relayd VERSION ([0-9.]+)", f.read()).group(1)
+        for prog, name in ((relaytest.RELAYD_BIN, "relayd"), (relaytest.RELAYCTL_BIN, "relayctl")):
+            r = subprocess.run([prog, "--version"], capture_output=True, text=True, timeout=10)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(r.stdout, "%s %s\n" % (name, want))
+
     def test_check_config_examples(self):
         found = []
         skip = {".git", "corpus"}
