@@ -569,74 +569,104 @@ static void on_sigusr1(uv_signal_t *h, int signum)
  * figures, and per backend its delivery state and backlog. The backlog
  * comes from a short read transaction (cheap: a few B-tree lookups).
  */
+/* One counter into an object. Counters are unsigned; jansson's integers
+ * are signed 64-bit, far beyond any counter relayd can reach. */
+static void put_u64(json_t *o, const char *key, uint64_t v)
+{
+	json_object_set_new(o, key, json_integer((json_int_t)v));
+}
+
 static int health(struct http_server *s, struct rbuf *out, void *arg)
 {
 	struct relayd *d = arg;
 	const struct http_server_stats *hs = http_server_stats(s);
 	const struct ingest_stats *is = &d->ing.stats;
 	int64_t now = now_realtime_ns();
-	int ok = !d->stopping;
-	rbuf_appendf(out,
-		     "{\"status\":\"%s\",\"version\":\"%s\",\"pid\":%ld,"
-		     "\"config\":{\"reloads\":%" PRIu64 ",\"reload_errors\":%" PRIu64 "},"
-		     "\"http\":{\"connections_open\":%" PRIu64 ",\"connections_accepted\":%" PRIu64
-		     ",\"requests\":%" PRIu64 ",\"writes_ok\":%" PRIu64 ",\"writes_rejected\":%" PRIu64
-		     ",\"writes_refused\":%" PRIu64 ",\"points_accepted\":%" PRIu64 ",\"buffered_bytes\":%" PRIu64
-		     ",\"buffered_limit\":%" PRIu64 "},"
-		     "\"ingest\":{\"commits\":%" PRIu64 ",\"batches_committed\":%" PRIu64 ",\"batches_refused\":%" PRIu64
-		     ",\"commit_errors\":%" PRIu64 ",\"largest_group\":%" PRIu64 "},\"backends\":[",
-		     d->stopping ? "stopping" : "ok", RELAYD_VERSION, (long)d->pid, d->reloads, d->reload_errors,
-		     hs->connections_open, hs->connections_accepted, hs->requests, hs->writes_ok, hs->writes_rejected,
-		     hs->writes_refused, hs->points_accepted, hs->buffered_bytes, d->cfg.http_max_buffered_bytes, is->commits, is->batches_committed, is->batches_refused,
-		     is->commit_errors, is->max_group);
+	json_t *o = json_object(), *sub, *arr;
+
+	json_object_set_new(o, "status", rjson_cstr(d->stopping ? "stopping" : "ok"));
+	json_object_set_new(o, "version", rjson_cstr(RELAYD_VERSION));
+	json_object_set_new(o, "pid", json_integer(d->pid));
+	sub = json_object();
+	put_u64(sub, "reloads", d->reloads);
+	put_u64(sub, "reload_errors", d->reload_errors);
+	json_object_set_new(o, "config", sub);
+	sub = json_object();
+	put_u64(sub, "connections_open", hs->connections_open);
+	put_u64(sub, "connections_accepted", hs->connections_accepted);
+	put_u64(sub, "requests", hs->requests);
+	put_u64(sub, "writes_ok", hs->writes_ok);
+	put_u64(sub, "writes_rejected", hs->writes_rejected);
+	put_u64(sub, "writes_refused", hs->writes_refused);
+	put_u64(sub, "points_accepted", hs->points_accepted);
+	put_u64(sub, "buffered_bytes", hs->buffered_bytes);
+	put_u64(sub, "buffered_limit", d->cfg.http_max_buffered_bytes);
+	json_object_set_new(o, "http", sub);
+	sub = json_object();
+	put_u64(sub, "commits", is->commits);
+	put_u64(sub, "batches_committed", is->batches_committed);
+	put_u64(sub, "batches_refused", is->batches_refused);
+	put_u64(sub, "commit_errors", is->commit_errors);
+	put_u64(sub, "largest_group", is->max_group);
+	json_object_set_new(o, "ingest", sub);
+
+	arr = json_array();
 	for (size_t i = 0; i < d->cfg.nbackends; i++) {
 		const struct replay_worker *w = backends_worker(&d->backends, d->ids[i]);
 		struct replay_view v;
+		memset(&v, 0, sizeof(v));
 		if (w)
 			replay_worker_view(w, &v);
 		struct wal_backend_stat st;
 		memset(&st, 0, sizeof(st));
 		wal_backend_stat(d->wal, d->cfg.backends[i].name, &st);
-		rbuf_appendf(out, "%s{\"name\":", i ? "," : "");
-		rjson_append_string(out, d->cfg.backends[i].name, strlen(d->cfg.backends[i].name));
-		rbuf_appendf(out,
-			     ",\"state\":\"%s\",\"pending_batches\":%" PRIu64 ",\"pending_points\":%" PRIu64
-			     ",\"pending_bytes\":%" PRIu64 ",\"oldest_age_seconds\":%" PRId64 ",\"dead_batches\":%" PRIu64
-			     ",\"posts\":%" PRIu64 ",\"delivered_batches\":%" PRIu64 ",\"delivered_points\":%" PRIu64
-			     ",\"retries\":%" PRIu64 ",\"last_error\":",
-			     w ? replay_health_name(v.health) : "starting", st.pending_batches, st.pending_points,
-			     st.pending_bytes,
-			     health_age_seconds(now, st.oldest_accept_ns),
-			     st.dead_batches, w ? v.stats.posts : 0, w ? v.stats.delivered_batches : 0,
-			     w ? v.stats.delivered_points : 0, w ? v.stats.retries : 0);
-		rjson_append_string(out, w ? v.last_error : "", w ? strlen(v.last_error) : 0);
 		/* What is being retried, and when the next try comes. */
 		uint64_t head = 0;
 		uint32_t attempts = 0;
 		int64_t next_ms = -1;
 		if (w)
 			replay_status(w, &head, &attempts, &next_ms);
-		rbuf_appendf(out, ",\"attempts\":%" PRIu32 ",\"next_attempt_ms\":%" PRId64 "}", attempts, next_ms);
+		sub = json_object();
+		json_object_set_new(sub, "name", rjson_cstr(d->cfg.backends[i].name));
+		json_object_set_new(sub, "state", rjson_cstr(w ? replay_health_name(v.health) : "starting"));
+		put_u64(sub, "pending_batches", st.pending_batches);
+		put_u64(sub, "pending_points", st.pending_points);
+		put_u64(sub, "pending_bytes", st.pending_bytes);
+		json_object_set_new(sub, "oldest_age_seconds", json_integer(health_age_seconds(now, st.oldest_accept_ns)));
+		put_u64(sub, "dead_batches", st.dead_batches);
+		put_u64(sub, "posts", v.stats.posts);
+		put_u64(sub, "delivered_batches", v.stats.delivered_batches);
+		put_u64(sub, "delivered_points", v.stats.delivered_points);
+		put_u64(sub, "retries", v.stats.retries);
+		json_object_set_new(sub, "last_error", rjson_cstr(w ? v.last_error : ""));
+		json_object_set_new(sub, "attempts", json_integer(attempts));
+		json_object_set_new(sub, "next_attempt_ms", json_integer(next_ms));
+		json_array_append_new(arr, sub);
 	}
-	rbuf_append(out, "],\"udp\":[", 9);
+	json_object_set_new(o, "backends", arr);
+
+	arr = json_array();
 	for (size_t i = 0; d->udp && i < udp_count(d->udp); i++) {
 		const struct relay_udp_config *uc = &d->cfg.udp[i];
 		const struct udp_stats *us = udp_stats(d->udp, i);
-		rbuf_appendf(out, "%s{\"address\":", i ? "," : "");
-		rjson_append_string(out, uc->address, strlen(uc->address));
-		rbuf_append(out, ",\"db\":", 6);
-		rjson_append_string(out, uc->db, strlen(uc->db));
-		rbuf_appendf(out,
-			     ",\"datagrams\":%" PRIu64 ",\"datagrams_committed\":%" PRIu64 ",\"datagrams_bad\":%" PRIu64
-			     ",\"datagrams_dropped\":%" PRIu64 ",\"points_accepted\":%" PRIu64 ",\"points_dropped\":%" PRIu64
-			     ",\"bytes\":%" PRIu64 ",\"batches\":%" PRIu64 ",\"recv_errors\":%" PRIu64
-			     ",\"receive_buffer\":%" PRIu64 "}",
-			     us->datagrams, us->datagrams_committed, us->datagrams_bad, us->datagrams_dropped,
-			     us->points_accepted, us->points_dropped, us->bytes, us->batches, us->recv_errors,
-			     us->receive_buffer);
+		sub = json_object();
+		json_object_set_new(sub, "address", rjson_cstr(uc->address));
+		json_object_set_new(sub, "db", rjson_cstr(uc->db));
+		put_u64(sub, "datagrams", us->datagrams);
+		put_u64(sub, "datagrams_committed", us->datagrams_committed);
+		put_u64(sub, "datagrams_bad", us->datagrams_bad);
+		put_u64(sub, "datagrams_dropped", us->datagrams_dropped);
+		put_u64(sub, "points_accepted", us->points_accepted);
+		put_u64(sub, "points_dropped", us->points_dropped);
+		put_u64(sub, "bytes", us->bytes);
+		put_u64(sub, "batches", us->batches);
+		put_u64(sub, "recv_errors", us->recv_errors);
+		put_u64(sub, "receive_buffer", us->receive_buffer);
+		json_array_append_new(arr, sub);
 	}
-	rbuf_append(out, "]}", 2);
-	return ok ? 200 : 503;
+	json_object_set_new(o, "udp", arr);
+	rjson_append_new(out, o);
+	return d->stopping ? 503 : 200;
 }
 
 /*---- startup ----*/
