@@ -598,6 +598,54 @@ int wali_decode_hdr(const MDB_val *v, struct wal_batch *hdr)
 	return walr_batch_decode(v->mv_data, v->mv_size, hdr, NULL, NULL, NULL, NULL, 0);
 }
 
+/*---- range scans ----*/
+
+int wali_scan_open(struct wali_scan *s, MDB_txn *txn, MDB_dbi dbi, int prefix, uint64_t from)
+{
+	memset(s, 0, sizeof(*s));
+	s->prefix = prefix;
+	s->k.mv_data = s->kb;
+	if (prefix >= 0) {
+		/* dead DBI: backend id (1 byte) then the sequence (BE). */
+		s->kb[0] = (unsigned char)prefix;
+		walr_seq_encode(from, s->kb + 1);
+		s->k.mv_size = 9;
+	} else {
+		walr_seq_encode(from, s->kb);
+		s->k.mv_size = 8;
+	}
+	return mdb_cursor_open(txn, dbi, &s->cur);
+}
+
+int wali_scan_next(struct wali_scan *s)
+{
+	for (;;) {
+		int rc = mdb_cursor_get(s->cur, &s->k, &s->v, s->started ? MDB_NEXT : MDB_SET_RANGE);
+		s->started = 1;
+		if (rc)
+			return rc;
+		const unsigned char *kp = s->k.mv_data;
+		if (s->prefix < 0) {
+			if (wali_seq_of(&s->k, &s->seq))
+				continue;
+			return 0;
+		}
+		if (s->k.mv_size == 0 || kp[0] != (unsigned char)s->prefix)
+			return MDB_NOTFOUND; /* past the prefix's keys */
+		if (s->k.mv_size != 9)
+			continue; /* junk among them: skipped */
+		s->seq = walr_seq_decode(kp + 1);
+		return 0;
+	}
+}
+
+void wali_scan_close(struct wali_scan *s)
+{
+	if (s->cur)
+		mdb_cursor_close(s->cur);
+	s->cur = NULL;
+}
+
 int wali_name_of(struct wal *w, int id, char name[65])
 {
 	if (id < 0 || id >= WAL_MAX_BACKENDS)

@@ -21,20 +21,6 @@ static void dead_key(int id, uint64_t seq, unsigned char kb[9])
 	walr_seq_encode(seq, kb + 1);
 }
 
-/* Where a cursor over the dead DBI stands for backend id: 0 at one of its
- * dead letters (*seq), 1 at a key of another size among its keys (junk:
- * skipped), -1 past its keys. */
-static int dead_key_at(const MDB_val *k, int id, uint64_t *seq)
-{
-	const unsigned char *kp = k->mv_data;
-	if (k->mv_size == 0 || kp[0] != (unsigned char)id)
-		return -1;
-	if (k->mv_size != 9)
-		return 1;
-	*seq = walr_seq_decode(kp + 1);
-	return 0;
-}
-
 int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_t body_len, uint32_t lines,
                     int status, const char *msg, uint32_t attempts, int64_t now_ns, int finish)
 {
@@ -244,9 +230,7 @@ int wal_dead_list(struct wal *w, int id, uint64_t from_seq, size_t max, size_t m
 {
 	char name[65];
 	MDB_txn *txn;
-	MDB_cursor *cur = NULL;
-	unsigned char kb[9];
-	MDB_val k = { 9, kb }, v;
+	struct wali_scan sc;
 	size_t got = 0, bytes = 0;
 	int rc;
 
@@ -257,19 +241,11 @@ int wal_dead_list(struct wal *w, int id, uint64_t from_seq, size_t max, size_t m
 		return rc;
 	if ((rc = wali_begin(w, MDB_RDONLY, &txn)))
 		goto out;
-	if ((rc = mdb_cursor_open(txn, w->dbi_dead, &cur)))
+	/* Ends past this backend's keys. */
+	if ((rc = wali_scan_open(&sc, txn, w->dbi_dead, id, from_seq)))
 		goto done;
-	dead_key(id, from_seq, kb);
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-	     rc == 0 && got < max && (got == 0 || !max_bytes || bytes < max_bytes);
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		uint64_t s;
-		int at = dead_key_at(&k, id, &s);
-		if (at < 0)
-			break; /* past this backend's keys */
-		if (at > 0)
-			continue;
-		if ((rc = copy_dead(&v, s, max_bytes != 0, &out[got])))
+	while (got < max && (got == 0 || !max_bytes || bytes < max_bytes) && (rc = wali_scan_next(&sc)) == 0) {
+		if ((rc = copy_dead(&sc.v, sc.seq, max_bytes != 0, &out[got])))
 			break;
 		bytes += out[got].bytes;
 		got++;
@@ -277,8 +253,7 @@ int wal_dead_list(struct wal *w, int id, uint64_t from_seq, size_t max, size_t m
 	if (rc == MDB_NOTFOUND)
 		rc = 0;
 done:
-	if (cur)
-		mdb_cursor_close(cur);
+	wali_scan_close(&sc);
 	mdb_txn_abort(txn);
 	if (rc) {
 		while (got)
@@ -328,25 +303,16 @@ static int is_corrupt_dead(const MDB_val *v)
 /* Recount backend id's dead counters from its dead-letter queue. */
 static int recount_dead(MDB_txn *txn, struct wal *w, int id, struct walr_backend *r)
 {
-	MDB_cursor *cur;
-	unsigned char kb[9];
-	MDB_val k = { 9, kb }, v;
-	int rc = mdb_cursor_open(txn, w->dbi_dead, &cur);
+	struct wali_scan sc;
+	int rc = wali_scan_open(&sc, txn, w->dbi_dead, id, 0);
 	if (rc)
 		return rc;
 	r->dead_batches = r->dead_bytes = 0;
-	dead_key(id, 0, kb);
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		uint64_t s;
-		int at = dead_key_at(&k, id, &s);
-		if (at < 0)
-			break;
-		if (at > 0)
-			continue;
+	while ((rc = wali_scan_next(&sc)) == 0) {
 		r->dead_batches++;
-		r->dead_bytes += wali_dead_bytes_of(&v);
+		r->dead_bytes += wali_dead_bytes_of(&sc.v);
 	}
-	mdb_cursor_close(cur);
+	wali_scan_close(&sc);
 	return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
@@ -400,19 +366,11 @@ static int dead_targets(MDB_txn *txn, struct wal *w, int id, const uint64_t *seq
 		*nout = len;
 		return 0;
 	}
-	MDB_cursor *cur;
-	if ((rc = mdb_cursor_open(txn, w->dbi_dead, &cur)))
+	struct wali_scan sc;
+	if ((rc = wali_scan_open(&sc, txn, w->dbi_dead, id, 0)))
 		return rc;
-	dead_key(id, 0, kb);
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && (n == 0 || len < n);
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		uint64_t s;
-		int at = dead_key_at(&k, id, &s);
-		if (at < 0)
-			break;
-		if (at > 0)
-			continue;
-		if (sendable && is_corrupt_dead(&v))
+	while ((n == 0 || len < n) && (rc = wali_scan_next(&sc)) == 0) {
+		if (sendable && is_corrupt_dead(&sc.v))
 			continue; /* nothing to send: left for dlq drop */
 		if (len == cap) {
 			cap = cap ? 2 * cap : 64;
@@ -423,9 +381,9 @@ static int dead_targets(MDB_txn *txn, struct wal *w, int id, const uint64_t *seq
 			}
 			list = nl;
 		}
-		list[len++] = s;
+		list[len++] = sc.seq;
 	}
-	mdb_cursor_close(cur);
+	wali_scan_close(&sc);
 	if (rc && rc != MDB_NOTFOUND) {
 		free(list);
 		return rc;
@@ -553,21 +511,15 @@ int wal_dead_requeue(struct wal *w, int id, const uint64_t *seqs, size_t n, int6
 static int find_corrupt(MDB_txn *txn, struct wal *w, int id, uint64_t from, uint64_t cursor, uint64_t *seq,
                         MDB_val *val, char *why, size_t whylen)
 {
-	MDB_cursor *cur;
-	unsigned char kb[8];
-	MDB_val k = { 8, kb }, v;
-	int rc = mdb_cursor_open(txn, w->dbi_batches, &cur);
+	struct wali_scan sc;
+	int rc = wali_scan_open(&sc, txn, w->dbi_batches, -1, from > cursor ? from : cursor);
 	if (rc)
 		return rc;
-	walr_seq_encode(from > cursor ? from : cursor, kb);
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		uint64_t s;
+	while ((rc = wali_scan_next(&sc)) == 0) {
 		struct wal_batch hdr;
-		if (wali_seq_of(&k, &s))
-			continue;
-		if (walr_batch_decode(v.mv_data, v.mv_size, &hdr, NULL, NULL, NULL, why, whylen)) {
-			*seq = s;
-			*val = v;
+		if (walr_batch_decode(sc.v.mv_data, sc.v.mv_size, &hdr, NULL, NULL, NULL, why, whylen)) {
+			*seq = sc.seq;
+			*val = sc.v;
 			break;
 		}
 		if (hdr.route & (1ULL << id)) {
@@ -575,7 +527,7 @@ static int find_corrupt(MDB_txn *txn, struct wal *w, int id, uint64_t from, uint
 			break;
 		}
 	}
-	mdb_cursor_close(cur);
+	wali_scan_close(&sc);
 	return rc == MDB_NOTFOUND ? WAL_ENOTFOUND : rc;
 }
 

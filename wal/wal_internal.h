@@ -82,6 +82,37 @@ int wali_put_next_seq(MDB_txn *txn, struct wal *w, uint64_t seq);
 int wali_seq_of(const MDB_val *k, uint64_t *seq);
 /* A batch record's header, with every check of walr_batch_decode. */
 int wali_decode_hdr(const MDB_val *v, struct wal_batch *hdr);
+/*
+ * A walk in key order over the records of one DBI whose keys are a prefix
+ * (none: the batches DBI; one byte, a backend id: the dead DBI) then a
+ * big-endian sequence: from the key prefix+from on, for as long as the
+ * keys begin with the prefix. A key of another size among them is junk
+ * (no code of ours writes one) and passed over. Every scan of a backend's
+ * pending batches or dead letters goes through it:
+ *
+ *	struct wali_scan sc;
+ *	if ((rc = wali_scan_open(&sc, txn, w->dbi_batches, -1, from)))
+ *		return rc;
+ *	while ((rc = wali_scan_next(&sc)) == 0)
+ *		... sc.seq, sc.v ...
+ *	wali_scan_close(&sc);
+ *	return rc == MDB_NOTFOUND ? 0 : rc;
+ */
+struct wali_scan {
+	MDB_cursor *cur;
+	MDB_val k, v;  /* the record it stands at: v is valid until the next write in the txn */
+	uint64_t seq;  /* its sequence */
+	int prefix;    /* the keys' first byte, or -1 for none */
+	int started;
+	unsigned char kb[9];
+};
+/* Open a scan inside txn (nothing is read yet). Returns 0 or an LMDB
+ * code; on success wali_scan_close must follow. */
+int wali_scan_open(struct wali_scan *s, MDB_txn *txn, MDB_dbi dbi, int prefix, uint64_t from);
+/* Step to the next record: 0 (s->seq, s->k, s->v set), MDB_NOTFOUND
+ * past the last one, or an LMDB code. */
+int wali_scan_next(struct wali_scan *s);
+void wali_scan_close(struct wali_scan *s);
 /* The name of backend id as this process opened it; WAL_ENOBACKEND. */
 int wali_name_of(struct wal *w, int id, char name[65]);
 /* Enter and begin a write transaction on backend id, its record loaded

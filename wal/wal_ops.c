@@ -154,24 +154,18 @@ int wal_purge(struct wal *w, int id, struct wal_count *dropped)
 	struct walr_backend r;
 	struct wal_count n = { 0, 0, 0, 0 };
 	MDB_txn *txn;
-	MDB_cursor *cur;
+	struct wali_scan sc;
 	uint64_t next;
-	unsigned char kb[8];
-	MDB_val k = { 8, kb }, v;
 	int rc = wali_begin_backend_write(w, id, name, &txn, &r);
 	if (rc)
 		return wali_map_rc(rc);
-	if ((rc = wali_get_next_seq(txn, w, &next)) || (rc = mdb_cursor_open(txn, w->dbi_batches, &cur)))
-		goto abort;
 	/* Recount what is dropped from the log itself rather than trusting the
 	 * counters: they are set to exactly 0 below either way. */
-	walr_seq_encode(r.cursor, kb);
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+	if ((rc = wali_get_next_seq(txn, w, &next)) || (rc = wali_scan_open(&sc, txn, w->dbi_batches, -1, r.cursor)))
+		goto abort;
+	while ((rc = wali_scan_next(&sc)) == 0) {
 		struct wal_batch hdr;
-		uint64_t s;
-		if (wali_seq_of(&k, &s))
-			continue;
-		if (wali_decode_hdr(&v, &hdr)) {
+		if (wali_decode_hdr(&sc.v, &hdr)) {
 			/* Dropped all the same: the cursor moves past it, and it
 			 * leaves the log once no backend's cursor is before it. */
 			n.corrupt++;
@@ -183,7 +177,7 @@ int wal_purge(struct wal *w, int id, struct wal_count *dropped)
 		n.points += hdr.lines;
 		n.bytes += hdr.body_len;
 	}
-	mdb_cursor_close(cur);
+	wali_scan_close(&sc);
 	if (rc != MDB_NOTFOUND)
 		goto abort;
 	if (r.cursor >= next && !r.pending_batches && !r.pending_points && !r.pending_bytes) {

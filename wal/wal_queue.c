@@ -73,27 +73,23 @@ int wali_recount_pending(MDB_txn *txn, struct wal *w, uint64_t mask, struct walr
 		}
 	if (from == UINT64_MAX)
 		return 0;
-	MDB_cursor *cur;
-	unsigned char kb[8];
-	MDB_val k = { 8, kb }, v;
-	int rc = mdb_cursor_open(txn, w->dbi_batches, &cur);
+	struct wali_scan sc;
+	int rc = wali_scan_open(&sc, txn, w->dbi_batches, -1, from);
 	if (rc)
 		return rc;
-	walr_seq_encode(from, kb);
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		uint64_t s;
+	while ((rc = wali_scan_next(&sc)) == 0) {
 		struct wal_batch hdr;
-		if (wali_seq_of(&k, &s) || wali_decode_hdr(&v, &hdr))
+		if (wali_decode_hdr(&sc.v, &hdr))
 			continue;
 		for (int id = 0; id < WAL_MAX_BACKENDS; id++) {
-			if (!(mask & hdr.route & (1ULL << id)) || s < recs[id]->cursor)
+			if (!(mask & hdr.route & (1ULL << id)) || sc.seq < recs[id]->cursor)
 				continue;
 			recs[id]->pending_batches++;
 			recs[id]->pending_points += hdr.lines;
 			recs[id]->pending_bytes += hdr.body_len;
 		}
 	}
-	mdb_cursor_close(cur);
+	wali_scan_close(&sc);
 	return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
@@ -196,25 +192,18 @@ int wal_backend_set_limits(struct wal *w, int id, uint64_t max_bytes, int64_t ma
 int wali_oldest_pending(MDB_txn *txn, struct wal *w, int id, uint64_t cursor, int64_t *accept_ns,
                         uint64_t *corrupt_seq)
 {
-	MDB_cursor *cur;
-	unsigned char kb[8];
-	MDB_val k = { 8, kb }, v;
+	struct wali_scan sc;
 	int rc;
 	*accept_ns = 0;
 	if (corrupt_seq)
 		*corrupt_seq = 0;
-	walr_seq_encode(cursor, kb);
-	if ((rc = mdb_cursor_open(txn, w->dbi_batches, &cur)))
+	if ((rc = wali_scan_open(&sc, txn, w->dbi_batches, -1, cursor)))
 		return rc;
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+	while ((rc = wali_scan_next(&sc)) == 0) {
 		struct wal_batch b;
-		uint64_t s;
-		if (wali_seq_of(&k, &s))
-			continue;
-		if (wali_decode_hdr(&v, &b)) {
+		if (wali_decode_hdr(&sc.v, &b)) {
 			if (corrupt_seq && !*corrupt_seq)
-				*corrupt_seq = s;
+				*corrupt_seq = sc.seq;
 			continue;
 		}
 		if (b.route & (1ULL << id)) {
@@ -222,7 +211,7 @@ int wali_oldest_pending(MDB_txn *txn, struct wal *w, int id, uint64_t cursor, in
 			break;
 		}
 	}
-	mdb_cursor_close(cur);
+	wali_scan_close(&sc);
 	return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
@@ -512,7 +501,7 @@ static int read_batches(struct wal *w, int id, uint64_t from_seq, size_t max, si
 	char name[65];
 	struct walr_backend r;
 	MDB_txn *txn;
-	MDB_cursor *cur = NULL;
+	struct wali_scan sc = { .cur = NULL };
 	size_t got = 0, bytes = 0;
 	int rc;
 
@@ -523,20 +512,14 @@ static int read_batches(struct wal *w, int id, uint64_t from_seq, size_t max, si
 		return rc;
 	if ((rc = wali_begin(w, MDB_RDONLY, &txn)))
 		goto out;
-	if ((rc = wali_get_backend(txn, w, name, &r)) || (rc = mdb_cursor_open(txn, w->dbi_batches, &cur)))
-		goto done;
-	unsigned char kb[8];
-	MDB_val k = { 8, kb }, v;
 	/* Never below the cursor: a caller's from_seq may be older than a
 	 * purge or a dead-letter that moved it. */
-	walr_seq_encode(from_seq > r.cursor ? from_seq : r.cursor, kb);
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && got < max && (got == 0 || bytes < max_bytes);
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+	if ((rc = wali_get_backend(txn, w, name, &r)) ||
+	    (rc = wali_scan_open(&sc, txn, w->dbi_batches, -1, from_seq > r.cursor ? from_seq : r.cursor)))
+		goto done;
+	while (got < max && (got == 0 || bytes < max_bytes) && (rc = wali_scan_next(&sc)) == 0) {
 		struct wal_batch hdr;
-		uint64_t s;
-		if (wali_seq_of(&k, &s))
-			continue;
-		if ((rc = wali_decode_hdr(&v, &hdr))) {
+		if ((rc = wali_decode_hdr(&sc.v, &hdr))) {
 			/* A record that does not decode ends the read: what came
 			 * before it is returned; alone, it is the caller's to
 			 * quarantine (wal_quarantine) or to skip (wal_find_corrupt). */
@@ -546,7 +529,7 @@ static int read_batches(struct wal *w, int id, uint64_t from_seq, size_t max, si
 		}
 		if (!(hdr.route & (1ULL << id)))
 			continue;
-		if ((rc = wali_copy_record(v.mv_data, v.mv_size, s, with_body, NULL, 0, &out[got], NULL)))
+		if ((rc = wali_copy_record(sc.v.mv_data, sc.v.mv_size, sc.seq, with_body, NULL, 0, &out[got], NULL)))
 			break;
 		bytes += out[got].body_len;
 		got++;
@@ -554,8 +537,7 @@ static int read_batches(struct wal *w, int id, uint64_t from_seq, size_t max, si
 	if (rc == MDB_NOTFOUND)
 		rc = 0;
 done:
-	if (cur)
-		mdb_cursor_close(cur);
+	wali_scan_close(&sc);
 	/* The read transaction ends here: nothing handed out refers to it. */
 	mdb_txn_abort(txn);
 	if (rc) {
@@ -586,22 +568,16 @@ int wal_peek(struct wal *w, int id, uint64_t from_seq, size_t max, struct wal_ba
  */
 int wali_advance_cursor(MDB_txn *txn, struct wal *w, int id, struct walr_backend *r, uint64_t seq, int dead_last)
 {
-	MDB_cursor *cur;
-	unsigned char kb[8];
-	MDB_val k = { 8, kb }, v;
-	int rc = mdb_cursor_open(txn, w->dbi_batches, &cur);
+	struct wali_scan sc;
+	int rc = wali_scan_open(&sc, txn, w->dbi_batches, -1, r->cursor);
 	if (rc)
 		return rc;
 	int recount = 0;
-	walr_seq_encode(r->cursor, kb);
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		uint64_t s;
+	while ((rc = wali_scan_next(&sc)) == 0) {
 		struct wal_batch hdr;
-		if (wali_seq_of(&k, &s))
-			continue;
-		if (s > seq)
+		if (sc.seq > seq)
 			break;
-		if (wali_decode_hdr(&v, &hdr)) {
+		if (wali_decode_hdr(&sc.v, &hdr)) {
 			/* Damaged after the caller read it (it acks only what it
 			 * read): finished all the same; its counts cannot be
 			 * trusted, so the counters are recounted below. */
@@ -614,12 +590,12 @@ int wali_advance_cursor(MDB_txn *txn, struct wal *w, int id, struct walr_backend
 		r->pending_batches -= r->pending_batches ? 1 : 0;
 		r->pending_points -= r->pending_points >= hdr.lines ? hdr.lines : r->pending_points;
 		r->pending_bytes -= r->pending_bytes >= hdr.body_len ? hdr.body_len : r->pending_bytes;
-		if (dead_last && s == seq)
+		if (dead_last && sc.seq == seq)
 			continue;
 		r->delivered_batches++;
 		r->delivered_points += hdr.lines;
 	}
-	mdb_cursor_close(cur);
+	wali_scan_close(&sc);
 	if (rc && rc != MDB_NOTFOUND)
 		return rc;
 	r->cursor = seq + 1;
