@@ -646,13 +646,13 @@ void wali_scan_close(struct wali_scan *s)
 	s->cur = NULL;
 }
 
-int wali_name_of(struct wal *w, int id, char name[65])
+int wali_name_of(struct wal *w, int id, char name[WAL_NAME_MAX + 1])
 {
 	if (id < 0 || id >= WAL_MAX_BACKENDS)
 		return WAL_EINVAL;
 	pthread_mutex_lock(&w->mu);
 	int known = w->be[id].known;
-	memcpy(name, w->be[id].name, 65);
+	memcpy(name, w->be[id].name, WAL_NAME_MAX + 1);
 	pthread_mutex_unlock(&w->mu);
 	return known ? 0 : WAL_ENOBACKEND;
 }
@@ -662,7 +662,7 @@ int wali_name_of(struct wal *w, int id, char name[65])
  * the handle may write, enter, begin, and load the backend record. On
  * success the caller owns txn and must wali_leave(w) after ending it.
  */
-int wali_begin_backend_write(struct wal *w, int id, char name[65], MDB_txn **txn, struct walr_backend *r)
+int wali_begin_backend_write(struct wal *w, int id, char name[WAL_NAME_MAX + 1], MDB_txn **txn, struct walr_backend *r)
 {
 	int rc;
 	if (w->flags & WAL_F_RDONLY)

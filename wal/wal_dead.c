@@ -24,7 +24,7 @@ static void dead_key(int id, uint64_t seq, unsigned char kb[9])
 int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_t body_len, uint32_t lines,
                     int status, const char *msg, uint32_t attempts, int64_t now_ns, int finish)
 {
-	char name[65];
+	char name[WAL_NAME_MAX + 1];
 	struct walr_backend r;
 	struct wal_batch b, old;
 	MDB_txn *txn;
@@ -228,7 +228,7 @@ void wal_dead_release(struct wal_dead *d)
 int wal_dead_list(struct wal *w, int id, uint64_t from_seq, size_t max, size_t max_bytes, struct wal_dead *out,
                   size_t *count)
 {
-	char name[65];
+	char name[WAL_NAME_MAX + 1];
 	MDB_txn *txn;
 	struct wali_scan sc;
 	size_t got = 0, bytes = 0;
@@ -267,7 +267,7 @@ out:
 
 int wal_dead_get(struct wal *w, int id, uint64_t seq, struct wal_dead *out)
 {
-	char name[65];
+	char name[WAL_NAME_MAX + 1];
 	MDB_txn *txn;
 	unsigned char kb[9];
 	MDB_val k = { 9, kb }, v;
@@ -398,7 +398,7 @@ static int dead_targets(MDB_txn *txn, struct wal *w, int id, const uint64_t *seq
 static int dead_move(struct wal *w, int id, const uint64_t *seqs, size_t n, int requeue, int64_t now_ns,
                      struct wal_count *done, uint64_t *missing)
 {
-	char name[65];
+	char name[WAL_NAME_MAX + 1];
 	struct walr_backend r;
 	struct wal_count cnt = { 0, 0, 0, 0 };
 	MDB_txn *txn;
@@ -533,7 +533,7 @@ static int find_corrupt(MDB_txn *txn, struct wal *w, int id, uint64_t from, uint
 
 int wal_find_corrupt(struct wal *w, int id, uint64_t from, uint64_t *seq, char *why, size_t whylen)
 {
-	char name[65], tmp[300];
+	char name[WAL_NAME_MAX + 1], tmp[300];
 	struct walr_backend r;
 	MDB_txn *txn;
 	MDB_val v;
@@ -555,8 +555,8 @@ int wal_find_corrupt(struct wal *w, int id, uint64_t from, uint64_t *seq, char *
 
 int wal_quarantine(struct wal *w, int id, uint64_t from, uint64_t *seq, char *why, size_t whylen)
 {
-	char name[65], tmp[300];
-	char names[WAL_MAX_BACKENDS][65];
+	char name[WAL_NAME_MAX + 1], tmp[300];
+	char names[WAL_MAX_BACKENDS][WAL_NAME_MAX + 1];
 	struct walr_backend r, recs[WAL_MAX_BACKENDS];
 	struct walr_backend *rp[WAL_MAX_BACKENDS] = { 0 };
 	uint64_t affected = 0, redead = 0, s = 0;
@@ -583,8 +583,8 @@ int wal_quarantine(struct wal *w, int id, uint64_t from, uint64_t *seq, char *wh
 		goto abort;
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		struct walr_backend o;
-		if (k.mv_size == 0 || k.mv_size > 64 || walr_backend_decode(v.mv_data, v.mv_size, &o) || o.cursor > s ||
-		    (affected & (1ULL << o.id)))
+		if (k.mv_size == 0 || k.mv_size > WAL_NAME_MAX || walr_backend_decode(v.mv_data, v.mv_size, &o) ||
+		    o.cursor > s || (affected & (1ULL << o.id)))
 			continue;
 		affected |= 1ULL << o.id;
 		memcpy(names[o.id], k.mv_data, k.mv_size);

@@ -24,7 +24,7 @@
 
 /* What this process knows of a backend it opened (memory only). */
 struct wal_backend_mem {
-	char name[65];
+	char name[WAL_NAME_MAX + 1];
 	int known;           /* opened by this process */
 	uint64_t max_bytes;  /* 0 = no limit */
 	int64_t max_age_ns;  /* 0 = no limit */
@@ -114,10 +114,10 @@ int wali_scan_open(struct wali_scan *s, MDB_txn *txn, MDB_dbi dbi, int prefix, u
 int wali_scan_next(struct wali_scan *s);
 void wali_scan_close(struct wali_scan *s);
 /* The name of backend id as this process opened it; WAL_ENOBACKEND. */
-int wali_name_of(struct wal *w, int id, char name[65]);
+int wali_name_of(struct wal *w, int id, char name[WAL_NAME_MAX + 1]);
 /* Enter and begin a write transaction on backend id, its record loaded
  * into *r; on success the caller ends txn, then calls wali_leave. */
-int wali_begin_backend_write(struct wal *w, int id, char name[65], MDB_txn **txn, struct walr_backend *r);
+int wali_begin_backend_write(struct wal *w, int id, char name[WAL_NAME_MAX + 1], MDB_txn **txn, struct walr_backend *r);
 
 /*---- wal_queue.c: the log ----*/
 

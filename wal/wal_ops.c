@@ -13,8 +13,8 @@
 static void fill_stat(struct wal_backend_stat *st, const char *name, size_t nlen, const struct walr_backend *r)
 {
 	memset(st, 0, sizeof(*st));
-	if (nlen > 64)
-		nlen = 64;
+	if (nlen > WAL_NAME_MAX)
+		nlen = WAL_NAME_MAX;
 	memcpy(st->name, name, nlen);
 	st->name[nlen] = '\0';
 	st->id = (int)r->id;
@@ -128,7 +128,7 @@ int wal_reader_check(struct wal *w, int *cleared)
 
 int wal_backend_set_paused(struct wal *w, int id, int paused)
 {
-	char name[65];
+	char name[WAL_NAME_MAX + 1];
 	struct walr_backend r;
 	MDB_txn *txn;
 	int rc = wali_begin_backend_write(w, id, name, &txn, &r);
@@ -150,7 +150,7 @@ int wal_backend_set_paused(struct wal *w, int id, int paused)
 
 int wal_purge(struct wal *w, int id, struct wal_count *dropped)
 {
-	char name[65];
+	char name[WAL_NAME_MAX + 1];
 	struct walr_backend r;
 	struct wal_count n = { 0, 0, 0, 0 };
 	MDB_txn *txn;
@@ -203,7 +203,7 @@ out:
 
 int wal_get(struct wal *w, int id, uint64_t seq, struct wal_batch *out)
 {
-	char name[65];
+	char name[WAL_NAME_MAX + 1];
 	struct walr_backend r;
 	MDB_txn *txn;
 	unsigned char kb[8];

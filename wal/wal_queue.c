@@ -98,7 +98,7 @@ int wali_recount_pending(MDB_txn *txn, struct wal *w, uint64_t mask, struct walr
 int wal_backend_open(struct wal *w, const char *name, int *id)
 {
 	size_t len = name ? strlen(name) : 0;
-	if (len == 0 || len > 64)
+	if (len == 0 || len > WAL_NAME_MAX)
 		return WAL_EINVAL;
 	int rc = wali_enter(w);
 	if (rc)
@@ -498,7 +498,7 @@ void wal_batch_release(struct wal_batch *b)
 static int read_batches(struct wal *w, int id, uint64_t from_seq, size_t max, size_t max_bytes, int with_body,
                         struct wal_batch *out, size_t *count)
 {
-	char name[65];
+	char name[WAL_NAME_MAX + 1];
 	struct walr_backend r;
 	MDB_txn *txn;
 	struct wali_scan sc = { .cur = NULL };
@@ -651,7 +651,7 @@ int wali_truncate_log(MDB_txn *txn, struct wal *w)
 
 int wal_ack(struct wal *w, int id, uint64_t seq, int64_t now_ns)
 {
-	char name[65];
+	char name[WAL_NAME_MAX + 1];
 	struct walr_backend r;
 	MDB_txn *txn;
 	uint64_t next;

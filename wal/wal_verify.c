@@ -48,7 +48,7 @@ static void problem(struct problems *p, const char *fmt, ...)
 }
 
 struct verify_backend {
-	char name[65];
+	char name[WAL_NAME_MAX + 1];
 	struct walr_backend r;
 	struct wal_count pending; /* recounted from the log */
 	uint64_t corrupt;         /* records from its cursor on that do not decode */
@@ -85,14 +85,14 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 	if ((rc = mdb_cursor_open(txn, w->dbi_backends, &cur)))
 		goto out;
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		char name[65];
-		size_t nl = k.mv_size > 64 ? 64 : k.mv_size;
+		char name[WAL_NAME_MAX + 1];
+		size_t nl = k.mv_size > WAL_NAME_MAX ? WAL_NAME_MAX : k.mv_size;
 		memcpy(name, k.mv_data, nl);
 		name[nl] = '\0';
 		st->backends++;
 		struct walr_backend r;
-		if (k.mv_size == 0 || k.mv_size > 64)
-			problem(p, "backend '%s': name of %zu bytes (1 to 64 allowed)", name, k.mv_size);
+		if (k.mv_size == 0 || k.mv_size > WAL_NAME_MAX)
+			problem(p, "backend '%s': name of %zu bytes (1 to %d allowed)", name, k.mv_size, WAL_NAME_MAX);
 		if (walr_backend_decode(v.mv_data, v.mv_size, &r)) {
 			problem(p, "backend '%s': record does not decode (%zu bytes)", name, v.mv_size);
 			continue;
@@ -146,9 +146,9 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 		if (hdr.route & ~known)
 			problem(p, "batch %" PRIu64 ": routed to unknown backend ids (mask %#" PRIx64 ")", seq,
 			        hdr.route & ~known);
-		if (hdr.precision > WALR_PRECISION_MAX)
+		if (hdr.precision > WAL_PRECISION_MAX)
 			problem(p, "batch %" PRIu64 ": precision code %u is not one of the format's (0 to %d; relayd "
-			        "dead-letters it when it gets there)", seq, hdr.precision, WALR_PRECISION_MAX);
+			        "dead-letters it when it gets there)", seq, hdr.precision, WAL_PRECISION_MAX);
 		for (int id = 0; id < WAL_MAX_BACKENDS; id++) {
 			if (!(hdr.route & known & (1ULL << id)) || seq < be[id].r.cursor)
 				continue;
@@ -185,7 +185,7 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 		int kind = wali_dead_kind(&v, &hd, &ml, &boff, &hdr, why, sizeof(why));
 		if (kind)
 			st->corrupt_dead++;
-		else if (hdr.precision > WALR_PRECISION_MAX)
+		else if (hdr.precision > WAL_PRECISION_MAX)
 			problem(p, "backend '%s': dead letter %" PRIu64 " has precision code %u, not one of the format's",
 			        be[id].name, seq, hdr.precision);
 		if (kind == 1)
