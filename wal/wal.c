@@ -512,6 +512,14 @@ void wali_note_failure(struct wal *w, int mdb_rc)
 	pthread_mutex_unlock(&w->mu);
 }
 
+/* Abort a write transaction that failed with rc: a full map or a
+ * transaction too large for it is WAL_EFULL (nothing of it stored). */
+int wali_abort_full(MDB_txn *txn, int rc)
+{
+	mdb_txn_abort(txn);
+	return rc == MDB_MAP_FULL || rc == MDB_TXN_FULL ? WAL_EFULL : rc;
+}
+
 /* Commit a write transaction; a failure marks the environment for a
  * reopen (see note_failure). */
 int wali_commit(struct wal *w, MDB_txn *txn)
@@ -658,27 +666,36 @@ int wali_name_of(struct wal *w, int id, char name[WAL_NAME_MAX + 1])
 }
 
 /*
- * Begin a write transaction for an operator action on backend id: check
- * the handle may write, enter, begin, and load the backend record. On
- * success the caller owns txn and must wali_leave(w) after ending it.
+ * Begin an operation on backend id: its name, enter, begin a transaction
+ * (flags: MDB_RDONLY or 0) and, when r is not NULL, load the backend
+ * record. On success the caller owns txn and must wali_leave(w) after
+ * ending it; on failure nothing is held.
  */
-int wali_begin_backend_write(struct wal *w, int id, char name[WAL_NAME_MAX + 1], MDB_txn **txn, struct walr_backend *r)
+int wali_begin_backend(struct wal *w, int id, unsigned flags, char name[WAL_NAME_MAX + 1], MDB_txn **txn,
+                       struct walr_backend *r)
 {
 	int rc;
-	if (w->flags & WAL_F_RDONLY)
-		return WAL_EINVAL;
 	if ((rc = wali_name_of(w, id, name)))
 		return rc;
 	if ((rc = wali_enter(w)))
 		return rc;
-	if ((rc = wali_begin(w, 0, txn))) {
+	if ((rc = wali_begin(w, flags, txn))) {
 		wali_leave(w);
 		return rc;
 	}
-	if ((rc = wali_get_backend(*txn, w, name, r))) {
+	if (r && (rc = wali_get_backend(*txn, w, name, r))) {
 		mdb_txn_abort(*txn);
 		wali_leave(w);
 		return rc;
 	}
 	return 0;
+}
+
+/* wali_begin_backend of a write transaction for an operator action, once
+ * the handle is known to be one that may write. */
+int wali_begin_backend_write(struct wal *w, int id, char name[WAL_NAME_MAX + 1], MDB_txn **txn, struct walr_backend *r)
+{
+	if (w->flags & WAL_F_RDONLY)
+		return WAL_EINVAL;
+	return wali_begin_backend(w, id, 0, name, txn, r);
 }

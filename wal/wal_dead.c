@@ -118,9 +118,7 @@ int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_
 		if ((rc = wali_advance_cursor(txn, w, id, &r, seq, 1)))
 			goto abort;
 	}
-	if ((rc = wali_put_backend(txn, w, name, &r)) || (finish && (rc = wali_truncate_log(txn, w))))
-		goto abort;
-	rc = wali_commit(w, txn);
+	rc = wali_commit_backend(txn, w, name, &r, finish);
 	goto out;
 abort:
 	mdb_txn_abort(txn);
@@ -235,12 +233,8 @@ int wal_dead_list(struct wal *w, int id, uint64_t from_seq, size_t max, size_t m
 	int rc;
 
 	*count = 0;
-	if ((rc = wali_name_of(w, id, name)))
-		return rc;
-	if ((rc = wali_enter(w)))
-		return rc;
-	if ((rc = wali_begin(w, MDB_RDONLY, &txn)))
-		goto out;
+	if ((rc = wali_begin_backend(w, id, MDB_RDONLY, name, &txn, NULL)))
+		return wali_map_rc(rc);
 	/* Ends past this backend's keys. */
 	if ((rc = wali_scan_open(&sc, txn, w->dbi_dead, id, from_seq)))
 		goto done;
@@ -260,7 +254,6 @@ done:
 			wal_dead_release(&out[--got]);
 	}
 	*count = got;
-out:
 	wali_leave(w);
 	return wali_map_rc(rc);
 }
@@ -273,12 +266,8 @@ int wal_dead_get(struct wal *w, int id, uint64_t seq, struct wal_dead *out)
 	MDB_val k = { 9, kb }, v;
 	int rc;
 	memset(out, 0, sizeof(*out));
-	if ((rc = wali_name_of(w, id, name)))
-		return rc;
-	if ((rc = wali_enter(w)))
-		return rc;
-	if ((rc = wali_begin(w, MDB_RDONLY, &txn)))
-		goto out;
+	if ((rc = wali_begin_backend(w, id, MDB_RDONLY, name, &txn, NULL)))
+		return wali_map_rc(rc);
 	dead_key(id, seq, kb);
 	rc = mdb_get(txn, w->dbi_dead, &k, &v);
 	if (rc == 0)
@@ -286,7 +275,6 @@ int wal_dead_get(struct wal *w, int id, uint64_t seq, struct wal_dead *out)
 	else if (rc == MDB_NOTFOUND)
 		rc = WAL_ENOTFOUND;
 	mdb_txn_abort(txn);
-out:
 	wali_leave(w);
 	return wali_map_rc(rc);
 }
@@ -477,9 +465,7 @@ static int dead_move(struct wal *w, int id, const uint64_t *seqs, size_t n, int 
 	rc = wali_commit(w, txn);
 	goto out;
 abort:
-	mdb_txn_abort(txn);
-	if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL)
-		rc = WAL_EFULL;
+	rc = wali_abort_full(txn, rc);
 out:
 	wali_leave(w);
 	free(list);
@@ -538,16 +524,11 @@ int wal_find_corrupt(struct wal *w, int id, uint64_t from, uint64_t *seq, char *
 	MDB_txn *txn;
 	MDB_val v;
 	int rc;
-	if ((rc = wali_name_of(w, id, name)))
-		return rc;
-	if ((rc = wali_enter(w)))
-		return rc;
-	if ((rc = wali_begin(w, MDB_RDONLY, &txn)) == 0) {
-		if ((rc = wali_get_backend(txn, w, name, &r)) == 0)
-			rc = find_corrupt(txn, w, id, from, r.cursor, seq, &v, tmp, sizeof(tmp));
+	if ((rc = wali_begin_backend(w, id, MDB_RDONLY, name, &txn, &r)) == 0) {
+		rc = find_corrupt(txn, w, id, from, r.cursor, seq, &v, tmp, sizeof(tmp));
 		mdb_txn_abort(txn);
+		wali_leave(w);
 	}
-	wali_leave(w);
 	if (rc == 0 && why && whylen)
 		snprintf(why, whylen, "%s", tmp);
 	return wali_map_rc(rc);
@@ -649,9 +630,7 @@ int wal_quarantine(struct wal *w, int id, uint64_t from, uint64_t *seq, char *wh
 	}
 	goto out;
 abort:
-	mdb_txn_abort(txn);
-	if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL)
-		rc = WAL_EFULL;
+	rc = wali_abort_full(txn, rc);
 out:
 	free(raw);
 	wali_leave(w);

@@ -67,6 +67,9 @@ int wali_enter(struct wal *w);
 void wali_leave(struct wal *w);
 /* Mark the environment for a reopen after a failed write commit. */
 void wali_note_failure(struct wal *w, int mdb_rc);
+/* Abort a write transaction that failed with rc; returns rc, or WAL_EFULL
+ * for a full map or transaction. */
+int wali_abort_full(MDB_txn *txn, int rc);
 /* Commit a write transaction (a failure marks the environment). */
 int wali_commit(struct wal *w, MDB_txn *txn);
 /* Begin a transaction, freeing dead readers' slots or adopting a grown
@@ -115,8 +118,13 @@ int wali_scan_next(struct wali_scan *s);
 void wali_scan_close(struct wali_scan *s);
 /* The name of backend id as this process opened it; WAL_ENOBACKEND. */
 int wali_name_of(struct wal *w, int id, char name[WAL_NAME_MAX + 1]);
-/* Enter and begin a write transaction on backend id, its record loaded
- * into *r; on success the caller ends txn, then calls wali_leave. */
+/* Enter and begin a transaction (flags: MDB_RDONLY or 0) on backend id,
+ * its record loaded into *r unless r is NULL; on success the caller ends
+ * txn, then calls wali_leave; on failure nothing is held. */
+int wali_begin_backend(struct wal *w, int id, unsigned flags, char name[WAL_NAME_MAX + 1], MDB_txn **txn,
+                       struct walr_backend *r);
+/* The same for a write transaction, refused (WAL_EINVAL) on a read-only
+ * handle. */
 int wali_begin_backend_write(struct wal *w, int id, char name[WAL_NAME_MAX + 1], MDB_txn **txn, struct walr_backend *r);
 
 /*---- wal_queue.c: the log ----*/
@@ -130,6 +138,9 @@ int wali_oldest_pending(MDB_txn *txn, struct wal *w, int id, uint64_t cursor, in
 int wali_advance_cursor(MDB_txn *txn, struct wal *w, int id, struct walr_backend *r, uint64_t seq, int dead_last);
 /* Delete the front of the log every backend has passed. */
 int wali_truncate_log(MDB_txn *txn, struct wal *w);
+/* Write backend record r, with truncate wali_truncate_log, and commit
+ * durably; txn is ended either way. */
+int wali_commit_backend(MDB_txn *txn, struct wal *w, const char *name, const struct walr_backend *r, int truncate);
 /* Copy strings, body and extra into one allocation b then owns. */
 int wali_pack_batch(struct wal_batch *b, const char *const strs[WALR_NSTR], const size_t lens[WALR_NSTR],
                     const char *body, size_t body_len, const char *extra, size_t extra_len, const char **extra_out);

@@ -139,10 +139,7 @@ int wal_backend_set_paused(struct wal *w, int id, int paused)
 		mdb_txn_abort(txn); /* already so */
 	} else {
 		r.flags = flags;
-		if ((rc = wali_put_backend(txn, w, name, &r)) == 0)
-			rc = wali_commit(w, txn);
-		else
-			mdb_txn_abort(txn);
+		rc = wali_commit_backend(txn, w, name, &r, 0);
 	}
 	wali_leave(w);
 	return wali_map_rc(rc);
@@ -187,10 +184,8 @@ int wal_purge(struct wal *w, int id, struct wal_count *dropped)
 	}
 	r.cursor = next;
 	r.pending_batches = r.pending_points = r.pending_bytes = 0;
-	if ((rc = wali_put_backend(txn, w, name, &r)) || (rc = wali_truncate_log(txn, w)))
-		goto abort;
 	/* Durable like an ack: the cursor and the deletions commit together. */
-	rc = wali_commit(w, txn);
+	rc = wali_commit_backend(txn, w, name, &r, 1);
 	goto out;
 abort:
 	mdb_txn_abort(txn);
@@ -210,14 +205,8 @@ int wal_get(struct wal *w, int id, uint64_t seq, struct wal_batch *out)
 	MDB_val k = { 8, kb }, v;
 	int rc;
 	memset(out, 0, sizeof(*out));
-	if ((rc = wali_name_of(w, id, name)))
-		return rc;
-	if ((rc = wali_enter(w)))
-		return rc;
-	if ((rc = wali_begin(w, MDB_RDONLY, &txn)))
-		goto out;
-	if ((rc = wali_get_backend(txn, w, name, &r)))
-		goto done;
+	if ((rc = wali_begin_backend(w, id, MDB_RDONLY, name, &txn, &r)))
+		return wali_map_rc(rc);
 	walr_seq_encode(seq, kb);
 	if (seq < r.cursor || (rc = mdb_get(txn, w->dbi_batches, &k, &v))) {
 		rc = rc == 0 || rc == MDB_NOTFOUND ? WAL_ENOTFOUND : rc;
@@ -233,7 +222,6 @@ int wal_get(struct wal *w, int id, uint64_t seq, struct wal_batch *out)
 	rc = wali_copy_batch(&k, &v, out);
 done:
 	mdb_txn_abort(txn); /* *out is a copy: nothing refers to the snapshot */
-out:
 	wali_leave(w);
 	return wali_map_rc(rc);
 }

@@ -501,21 +501,16 @@ static int read_batches(struct wal *w, int id, uint64_t from_seq, size_t max, si
 	char name[WAL_NAME_MAX + 1];
 	struct walr_backend r;
 	MDB_txn *txn;
-	struct wali_scan sc = { .cur = NULL };
+	struct wali_scan sc;
 	size_t got = 0, bytes = 0;
 	int rc;
 
 	*count = 0;
-	if ((rc = wali_name_of(w, id, name)))
-		return rc;
-	if ((rc = wali_enter(w)))
-		return rc;
-	if ((rc = wali_begin(w, MDB_RDONLY, &txn)))
-		goto out;
+	if ((rc = wali_begin_backend(w, id, MDB_RDONLY, name, &txn, &r)))
+		return wali_map_rc(rc);
 	/* Never below the cursor: a caller's from_seq may be older than a
 	 * purge or a dead-letter that moved it. */
-	if ((rc = wali_get_backend(txn, w, name, &r)) ||
-	    (rc = wali_scan_open(&sc, txn, w->dbi_batches, -1, from_seq > r.cursor ? from_seq : r.cursor)))
+	if ((rc = wali_scan_open(&sc, txn, w->dbi_batches, -1, from_seq > r.cursor ? from_seq : r.cursor)))
 		goto done;
 	while (got < max && (got == 0 || bytes < max_bytes) && (rc = wali_scan_next(&sc)) == 0) {
 		struct wal_batch hdr;
@@ -545,7 +540,6 @@ done:
 			wal_batch_release(&out[--got]);
 	}
 	*count = got;
-out:
 	wali_leave(w);
 	return wali_map_rc(rc);
 }
@@ -649,6 +643,22 @@ int wali_truncate_log(MDB_txn *txn, struct wal *w)
 	return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+/*
+ * End a write transaction on one backend: its record r written and, with
+ * truncate, the front of the log every backend has passed deleted, then
+ * the durable commit, so that the cursor and the deletions commit
+ * together. txn is ended either way (aborted when a write failed).
+ */
+int wali_commit_backend(MDB_txn *txn, struct wal *w, const char *name, const struct walr_backend *r, int truncate)
+{
+	int rc;
+	if ((rc = wali_put_backend(txn, w, name, r)) || (truncate && (rc = wali_truncate_log(txn, w)))) {
+		mdb_txn_abort(txn);
+		return rc;
+	}
+	return wali_commit(w, txn);
+}
+
 int wal_ack(struct wal *w, int id, uint64_t seq, int64_t now_ns)
 {
 	char name[WAL_NAME_MAX + 1];
@@ -657,13 +667,9 @@ int wal_ack(struct wal *w, int id, uint64_t seq, int64_t now_ns)
 	uint64_t next;
 	int rc;
 
-	if ((rc = wali_name_of(w, id, name)))
-		return rc;
-	if ((rc = wali_enter(w)))
-		return rc;
-	if ((rc = wali_begin(w, 0, &txn)))
-		goto out;
-	if ((rc = wali_get_backend(txn, w, name, &r)) || (rc = wali_get_next_seq(txn, w, &next)))
+	if ((rc = wali_begin_backend(w, id, 0, name, &txn, &r)))
+		return wali_map_rc(rc);
+	if ((rc = wali_get_next_seq(txn, w, &next)))
 		goto abort;
 	if (seq >= next) {
 		rc = WAL_EINVAL;
@@ -676,11 +682,9 @@ int wal_ack(struct wal *w, int id, uint64_t seq, int64_t now_ns)
 	if ((rc = wali_advance_cursor(txn, w, id, &r, seq, 0)))
 		goto abort;
 	r.last_delivery_ns = now_ns;
-	if ((rc = wali_put_backend(txn, w, name, &r)) || (rc = wali_truncate_log(txn, w)))
-		goto abort;
 	/* Durable: the cursor and the deletion commit together, so a
 	 * delivered batch is never sent again after a crash, and never lost. */
-	rc = wali_commit(w, txn);
+	rc = wali_commit_backend(txn, w, name, &r, 1);
 	goto out;
 abort:
 	mdb_txn_abort(txn);
