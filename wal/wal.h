@@ -31,6 +31,16 @@
 /* At most this many backends (one bit each in a batch's route mask). */
 #define WAL_MAX_BACKENDS 64
 #define WAL_NAME_MAX 64 /* bytes of a backend name */
+/* The timestamp precision codes of the format (wal_batch.precision).
+ * relay's enum lp_precision is these codes, in this order: lineproto.c
+ * checks it when it compiles. */
+#define WAL_PRECISION_NS 0
+#define WAL_PRECISION_US 1
+#define WAL_PRECISION_MS 2
+#define WAL_PRECISION_S  3
+#define WAL_PRECISION_M  4
+#define WAL_PRECISION_H  5
+#define WAL_PRECISION_MAX WAL_PRECISION_H
 
 #define WAL_EFULL      (-20001) /* LMDB map full or disk full: nothing of the commit stored; retry later */
 #define WAL_ELIMIT     (-20002) /* (per batch) a backend's byte limit would be passed */
@@ -85,7 +95,7 @@ struct wal_batch {
 	uint64_t route;       /* bit i set = routed to backend id i */
 	int64_t accept_ns;    /* acceptance time, ns since the epoch */
 	uint32_t lines;       /* points in body */
-	uint8_t precision;    /* the request's timestamp precision (relay's enum) */
+	uint8_t precision;    /* the request's timestamp precision (WAL_PRECISION_*) */
 	const char *db, *rp;  /* target database and retention policy */
 	const char *user, *password; /* credentials the client sent */
 	const char *org, *token;     /* v2 organisation and token, when sent */
@@ -99,7 +109,7 @@ struct wal_batch {
 
 /* What is pending for one backend. */
 struct wal_backend_stat {
-	char name[65];
+	char name[WAL_NAME_MAX + 1];
 	int id;
 	uint64_t cursor;           /* first sequence not yet finished */
 	uint64_t pending_batches;
@@ -178,7 +188,8 @@ void wal_close(struct wal *w);
  * stable id (0..WAL_MAX_BACKENDS-1), used in route masks. With
  * WAL_F_RDONLY or WAL_F_SHARED only finds (backends are relayd's to
  * create). Errors: WAL_ENOBACKEND (read-only or shared, unknown),
- * WAL_ETOOMANY, WAL_EINVAL (name empty or over 64 bytes), LMDB codes.
+ * WAL_ETOOMANY, WAL_EINVAL (name empty or over WAL_NAME_MAX bytes),
+ * LMDB codes.
  */
 int wal_backend_open(struct wal *w, const char *name, int *id);
 

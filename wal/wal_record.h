@@ -37,8 +37,6 @@ int walr_time_ok(int64_t ns);
 /* batches DBI value: a 48-byte header, then the six strings, then body. */
 #define WALR_BATCH_HDR 48
 #define WALR_NSTR 6 /* db rp user password org token */
-/* Precision codes of the format: 0 ns, 1 us, 2 ms, 3 s, 4 m, 5 h. */
-#define WALR_PRECISION_MAX 5
 /* Size of the encoded batch, or 0 if a string is longer than 65535 bytes
  * or the body longer than 4 GiB - 1. */
 size_t walr_batch_size(const struct wal_batch *b);
@@ -61,7 +59,7 @@ void walr_batch_encode(const struct wal_batch *b, unsigned char *out);
  * body ending in '\n' when not empty, and
  * `lines` at most the body's number of '\n' (a line may hold a quoted
  * newline, never fewer newlines than points). Not the precision code: a
- * batch with a code above WALR_PRECISION_MAX is whole otherwise, and the
+ * batch with a code above WAL_PRECISION_MAX is whole otherwise, and the
  * delivery side dead-letters it with a reason (its body kept).
  * Returns 0, or WAL_ECORRUPT with why[0..whylen) (may be NULL) saying
  * in words what is wrong; b's fields may then be partly set and must

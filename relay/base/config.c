@@ -27,7 +27,7 @@
 /* A configuration is a few kilobytes; anything this big is the wrong file
  * (a log, a database) and reading it all would only delay the error. */
 #define CONFIG_MAX_FILE_BYTES ((size_t)1 << 20)
-#define BACKEND_NAME_MAX 64
+#define BACKEND_NAME_MAX WAL_NAME_MAX /* the queue's limit */
 /* The deepest valid file is four levels (top, auth, users, one user). */
 #define CONFIG_MAX_DEPTH 16
 
@@ -758,8 +758,8 @@ static int set_value(struct loader *ld, const struct key_spec *k, void *base,
 
 	case KT_NAME:
 		if (!valid_backend_name(text))
-			return fail(ld, at, "'%s' must be 1-64 characters of A-Z a-z 0-9 _ . -, not '%s'",
-			            path, show(shown, sizeof(shown), text));
+			return fail(ld, at, "'%s' must be 1-%d characters of A-Z a-z 0-9 _ . -, not '%s'",
+			            path, BACKEND_NAME_MAX, show(shown, sizeof(shown), text));
 		if (check_unique(ld, k, text, at) < 0)
 			return -1;
 		replace_str(base, k->off, xstrdup(text));

@@ -11,7 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RELAY_MAX_BACKENDS 64
+#include "wal/wal.h"
+
+#define RELAY_MAX_BACKENDS WAL_MAX_BACKENDS /* the queue's limit: one bit each in a route mask */
 
 /* What a backend's queue does when the backend answers 404 "database
  * not found". */

@@ -8,6 +8,7 @@
  * the fuzzer.
  */
 #include "relay/base/lineproto.h"
+#include "wal/wal.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -23,6 +24,16 @@
 #define FIELD_KEY_SEP_LEN 4
 
 /*---- precision ----*/
+
+/* A batch's precision is queued as its enum lp_precision: the enum must be
+ * the queue format's codes (wal.h), each of them. */
+_Static_assert(LP_PRECISION_NS == WAL_PRECISION_NS, "enum lp_precision: ns is not the queue's code");
+_Static_assert(LP_PRECISION_US == WAL_PRECISION_US, "enum lp_precision: us is not the queue's code");
+_Static_assert(LP_PRECISION_MS == WAL_PRECISION_MS, "enum lp_precision: ms is not the queue's code");
+_Static_assert(LP_PRECISION_S == WAL_PRECISION_S, "enum lp_precision: s is not the queue's code");
+_Static_assert(LP_PRECISION_M == WAL_PRECISION_M, "enum lp_precision: m is not the queue's code");
+_Static_assert(LP_PRECISION_H == WAL_PRECISION_H && LP_PRECISION_H == WAL_PRECISION_MAX,
+               "enum lp_precision: h is not the queue's last code");
 
 int lp_precision_parse(const char *s, enum lp_precision *out)
 {

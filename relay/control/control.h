@@ -42,6 +42,7 @@
 #include <uv.h>
 
 #include "relay/base/util.h"
+#include "wal/wal.h"
 
 #define CONTROL_SOCKET_NAME "relayd.sock" /* under data_dir */
 #define CONTROL_MAX_LINE 1024             /* request line, '\n' included */
@@ -147,7 +148,7 @@ int control_reply_parse(char *line, const char **payload);
  * (next_attempt_ms at -1).
  */
 struct control_backend_status {
-	char name[65];
+	char name[WAL_NAME_MAX + 1];
 	char state[16];            /* "up", "retrying", "down", "holding", "storage", "paused" */
 	char last_error[300];      /* the last failure, "" when none since it was last up */
 	uint64_t head_seq;         /* the batch being sent or retried; 0 = none */
@@ -158,7 +159,7 @@ struct control_backend_status {
 	double points_per_second;  /* delivery rate, e.g. over the last minute */
 };
 
-#define CONTROL_MAX_BACKENDS 64
+#define CONTROL_MAX_BACKENDS WAL_MAX_BACKENDS /* the queue's limit */
 
 struct control_status {
 	int64_t pid;
