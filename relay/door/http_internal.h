@@ -147,8 +147,9 @@ void http_conn_continue(struct conn *c);
 
 /*---- http_request.c ----*/
 
-/* llhttp's callbacks for a request, set up once. */
-const llhttp_settings_t *http_parser_settings(void);
+/* Set up c->parser for requests, with this file's callbacks and c as the
+ * parser's data. Allocates nothing; cannot fail. */
+void http_parser_init(struct conn *c);
 /* Decide an error that is answered once the request is complete (the body
  * is read and dropped, so the connection stays usable). The first wins. */
 void http_set_error(struct conn *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -16,8 +16,6 @@
 
 #include "relay/door/http_internal.h"
 
-static llhttp_settings_t parser_settings;
-
 /*---- the buffer budget ----*/
 
 /* What c holds of the server's budget right now. */
@@ -447,21 +445,22 @@ static int on_message_complete(llhttp_t *p)
 	return HPE_PAUSED;
 }
 
-const llhttp_settings_t *http_parser_settings(void)
+/* Filled in at compile time: what llhttp_settings_init() would leave
+ * unset is zero here too, and nothing can change it at run time. */
+static const llhttp_settings_t parser_settings = {
+	.on_message_begin = on_message_begin,
+	.on_url = on_url,
+	.on_header_field = on_header_field,
+	.on_header_value = on_header_value,
+	.on_headers_complete = on_headers_complete,
+	.on_body = on_body,
+	.on_message_complete = on_message_complete,
+	.on_chunk_extension_name = on_chunk_extension,
+	.on_chunk_extension_value = on_chunk_extension,
+};
+
+void http_parser_init(struct conn *c)
 {
-	static int done;
-	if (done)
-		return &parser_settings;
-	llhttp_settings_init(&parser_settings);
-	parser_settings.on_message_begin = on_message_begin;
-	parser_settings.on_url = on_url;
-	parser_settings.on_header_field = on_header_field;
-	parser_settings.on_header_value = on_header_value;
-	parser_settings.on_headers_complete = on_headers_complete;
-	parser_settings.on_body = on_body;
-	parser_settings.on_message_complete = on_message_complete;
-	parser_settings.on_chunk_extension_name = on_chunk_extension;
-	parser_settings.on_chunk_extension_value = on_chunk_extension;
-	done = 1;
-	return &parser_settings;
+	llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
+	c->parser.data = c;
 }

@@ -482,8 +482,7 @@ static struct conn *conn_new(struct http_server *s)
 {
 	struct conn *c = xcalloc(1, sizeof(*c));
 	c->srv = s;
-	llhttp_init(&c->parser, HTTP_REQUEST, http_parser_settings());
-	c->parser.data = c;
+	http_parser_init(c);
 	return c;
 }
 
