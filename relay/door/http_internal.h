@@ -40,6 +40,51 @@ enum timer_mode { T_NONE, T_HEADER, T_BODY, T_IDLE, T_LINGER };
 
 struct http_server;
 
+/*
+ * One request: what llhttp delivered of it, what the door kept of its body
+ * and what it decided. A connection parses and answers one request at a
+ * time, so it embeds the one it is on (as h2o's HTTP/1 connection embeds its
+ * h2o_req_t). Every field is freed by http_request_release(), and only
+ * there, which also leaves the struct zeroed (API_NONE, LP_PRECISION_NS)
+ * for the next request. Buffers given back before the answer (a refused
+ * body, the inflate state past the body, the raw body once stamped) are
+ * returned to the budget where they are dropped, but the struct is only
+ * ever emptied in that one place.
+ */
+struct request {
+	/* request line and headers */
+	struct rbuf url;
+	struct rbuf hname, hval; /* the header field being read */
+	struct rbuf te;          /* every Transfer-Encoding value, joined by ", " */
+	size_t header_bytes;
+	unsigned nheaders;
+	int in_value;
+	char *authorization;
+	char *content_encoding;
+	int expect_continue;
+	int api;                 /* API_*: the endpoint, set once the headers are in */
+
+	/* the body */
+	int keep_body;           /* an accepted write's: buffer (and inflate) it */
+	struct rbuf body;
+	z_stream z;              /* gzip body being inflated */
+	int gzip;                /* 1: z is initialised; 2: its stream ended */
+	uint64_t body_received;  /* body bytes as sent (before inflating) */
+
+	/* the answer, when decided while parsing */
+	int err_status;          /* answered at completion */
+	char err_msg[300];
+	int fatal;               /* answered at once, then close */
+
+	/* a write: its parameters and credentials (the batch points into
+	 * them until its commit returns), its stamped lines, its commit */
+	enum lp_precision prec;
+	char *db, *rp, *org;
+	char *user, *password, *token;
+	struct rbuf lp;
+	struct ingest_request ireq;
+};
+
 struct conn {
 	uv_tcp_t tcp;
 	uv_timer_t timer;
@@ -57,43 +102,17 @@ struct conn {
 	unsigned reading : 1;
 	unsigned fake : 1;      /* fuzz build: no socket */
 	unsigned out_blocked : 1; /* parsing stopped until out_queued drains to OUT_LOW */
-	unsigned keep_body : 1; /* the body is an accepted write's: buffer (and inflate) it */
 	size_t out_queued;      /* answer bytes handed to uv_write and not yet written */
 	uint64_t held;          /* bytes of the server's buffer budget this connection holds
 	                         * (conn_held() when last accounted) */
 	enum timer_mode tmode;
 	char peer[64];
 
-	/* the request being parsed */
-	struct rbuf url;
-	struct rbuf hname, hval;
-	struct rbuf te;      /* every Transfer-Encoding value, joined by ", " */
-	size_t header_bytes;
-	unsigned nheaders;
-	int in_value;
-	struct rbuf body;
-	char *authorization;
-	char *content_encoding;
-	int expect_continue;
-	z_stream z;          /* gzip request body being inflated */
-	int gzip;            /* 1: z is initialised; 2: its stream ended */
-	uint64_t body_received; /* body bytes as sent (before inflating) */
-	int err_status;      /* decided while parsing: answered at completion */
-	char err_msg[300];
-	int fatal;           /* error answered at once, then close */
+	struct request req;     /* the request being parsed, answered or committed */
 
 	/* unparsed bytes of later requests, kept while one is being answered */
 	char *pend;
 	size_t pend_len;
-
-	/* a write waiting for its commit */
-	struct ingest_request ireq;
-	struct rbuf lp;
-	int api;             /* API_*: the endpoint, set once the headers are in */
-	enum lp_precision prec;
-	char *q_db, *q_rp, *q_u, *q_p, *q_token, *q_org;
-	uint64_t t_start;
-
 };
 
 struct http_server {
@@ -157,12 +176,11 @@ void http_set_error(struct conn *c, int status, const char *fmt, ...) __attribut
 void http_budget_sync(struct conn *c);
 /* Refuse the write for the budget (413 or 503) and drop its body. */
 void http_budget_refuse(struct conn *c, int status);
-/* Give back everything the request held, once its answer is queued. */
+/* Free everything c->req holds and zero it, giving its share of the budget
+ * back (http_budget_sync). Called once the request's answer is queued (for
+ * a write, once its commit returned: the batch points into c->req), when a
+ * request begins, and when c is freed; never while c->waiting. Idempotent. */
 void http_request_release(struct conn *c);
-/* Free the request's strings (credentials, parameters, some headers): at
- * the next request, since a write's batch points into them until its
- * commit returns, and when the connection is freed. */
-void http_request_free_strings(struct conn *c);
 
 /*---- http_write.c ----*/
 

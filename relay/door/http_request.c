@@ -21,7 +21,7 @@
 /* What c holds of the server's budget right now. */
 static uint64_t conn_held(const struct conn *c)
 {
-	return (uint64_t)c->body.cap + c->lp.cap + c->pend_len + (c->gzip ? ZSTREAM_BYTES : 0);
+	return (uint64_t)c->req.body.cap + c->req.lp.cap + c->pend_len + (c->req.gzip ? ZSTREAM_BYTES : 0);
 }
 
 /* Account for a change of c's buffers: keeps srv->buffered the sum of
@@ -53,7 +53,7 @@ static int budget_check(const struct conn *c, uint64_t want)
 }
 
 /*
- * Room in b (c->body) for extra more bytes, within the budget. Grows by
+ * Room in b (c->req.body) for extra more bytes, within the budget. Grows by
  * doubling while the budget allows, else to exactly what is needed.
  * Returns 0, or 413/503 as budget_check (b unchanged).
  */
@@ -81,33 +81,43 @@ static int budget_reserve(struct conn *c, struct rbuf *b, size_t extra)
 
 /*---- request state ----*/
 
-static void gzip_end(struct conn *c)
+static void gzip_end(struct request *r)
 {
-	if (c->gzip)
-		inflateEnd(&c->z);
-	c->gzip = 0;
+	if (r->gzip)
+		inflateEnd(&r->z);
+	r->gzip = 0;
 }
 
 /*
- * The request is answered (its answer queued) or abandoned: give back
- * everything it held, so that a connection between requests costs only
- * its struct. Its strings stay until the next request begins (a write's
- * batch points into q_db and the rest until its commit returns).
+ * The request is answered (its answer queued), its commit returned, or the
+ * connection is going: give back everything it held, so that a connection
+ * between requests costs only its struct, and start the next request from
+ * zero. The one place a request's fields are freed.
  */
 void http_request_release(struct conn *c)
 {
-	gzip_end(c);
-	c->keep_body = 0;
-	rbuf_release(&c->body);
-	rbuf_release(&c->lp);
-	rbuf_release(&c->url);
-	rbuf_release(&c->hname);
-	rbuf_release(&c->hval);
-	rbuf_release(&c->te);
+	struct request *r = &c->req;
+	gzip_end(r);
+	rbuf_release(&r->url);
+	rbuf_release(&r->hname);
+	rbuf_release(&r->hval);
+	rbuf_release(&r->te);
+	rbuf_release(&r->body);
+	rbuf_release(&r->lp);
+	free(r->authorization);
+	free(r->content_encoding);
+	free(r->db);
+	free(r->rp);
+	free(r->org);
+	free(r->user);
+	free(r->password);
+	free(r->token);
+	memset(r, 0, sizeof(*r));
 	http_budget_sync(c);
 }
 
-/* A write the budget cannot hold now: refuse it and drop its body. */
+/* A write the budget cannot hold now: refuse it and drop its body, giving
+ * the budget back at once rather than when the refusal is answered. */
 void http_budget_refuse(struct conn *c, int status)
 {
 	const struct relay_config *cfg = c->srv->cfg;
@@ -117,36 +127,11 @@ void http_budget_refuse(struct conn *c, int status)
 	else
 		http_set_error(c, 503, "relay busy: %" PRIu64 " bytes of request bodies held (http.max_buffered_size): "
 		          "retry later", c->srv->buffered);
-	gzip_end(c);
-	c->keep_body = 0;
-	rbuf_release(&c->body);
-	rbuf_release(&c->lp);
+	gzip_end(&c->req);
+	c->req.keep_body = 0;
+	rbuf_release(&c->req.body);
+	rbuf_release(&c->req.lp);
 	http_budget_sync(c);
-}
-
-void http_request_free_strings(struct conn *c)
-{
-	char **strs[] = { &c->authorization, &c->content_encoding, &c->q_db, &c->q_rp,
-	                  &c->q_u, &c->q_p, &c->q_token, &c->q_org };
-	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
-		free(*strs[i]);
-		*strs[i] = NULL;
-	}
-}
-
-static void request_reset(struct conn *c)
-{
-	http_request_release(c);
-	c->body_received = 0;
-	c->header_bytes = 0;
-	c->nheaders = 0;
-	c->in_value = 0;
-	http_request_free_strings(c);
-	c->expect_continue = 0;
-	c->err_status = 0;
-	c->err_msg[0] = '\0';
-	c->api = API_NONE;
-	c->prec = LP_PRECISION_NS;
 }
 
 static struct conn *conn_of(llhttp_t *p)
@@ -158,21 +143,21 @@ static struct conn *conn_of(llhttp_t *p)
  * is read and dropped, so the connection stays usable). */
 void http_set_error(struct conn *c, int status, const char *fmt, ...)
 {
-	if (c->err_status)
+	if (c->req.err_status)
 		return;
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(c->err_msg, sizeof(c->err_msg), fmt, ap);
+	vsnprintf(c->req.err_msg, sizeof(c->req.err_msg), fmt, ap);
 	va_end(ap);
-	c->err_status = status;
+	c->req.err_status = status;
 }
 
 static int count_header_bytes(struct conn *c, size_t n)
 {
-	c->header_bytes += n;
-	if (c->header_bytes > c->srv->cfg->http_max_header_bytes) {
-		c->fatal = 431;
-		snprintf(c->err_msg, sizeof(c->err_msg), "request line and headers exceed %" PRIu64 " bytes",
+	c->req.header_bytes += n;
+	if (c->req.header_bytes > c->srv->cfg->http_max_header_bytes) {
+		c->req.fatal = 431;
+		snprintf(c->req.err_msg, sizeof(c->req.err_msg), "request line and headers exceed %" PRIu64 " bytes",
 			 c->srv->cfg->http_max_header_bytes);
 		return HPE_USER;
 	}
@@ -182,8 +167,9 @@ static int count_header_bytes(struct conn *c, size_t n)
 static int on_message_begin(llhttp_t *p)
 {
 	struct conn *c = conn_of(p);
-	request_reset(c);
-	c->t_start = now_mono_ns();
+	/* Whatever ended the last request released it already; this makes
+	 * sure a request never starts with another's state. */
+	http_request_release(c);
 	http_set_timer(c, T_HEADER);
 	return HPE_OK;
 }
@@ -193,34 +179,34 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 	struct conn *c = conn_of(p);
 	if (count_header_bytes(c, len))
 		return HPE_USER;
-	rbuf_append(&c->url, at, len);
+	rbuf_append(&c->req.url, at, len);
 	return HPE_OK;
 }
 
 static void header_done(struct conn *c)
 {
-	const char *name = rbuf_cstr(&c->hname);
-	const char *val = rbuf_cstr(&c->hval);
+	const char *name = rbuf_cstr(&c->req.hname);
+	const char *val = rbuf_cstr(&c->req.hval);
 	if (strcasecmp(name, "authorization") == 0) {
-		free(c->authorization);
-		c->authorization = xstrdup(val);
+		free(c->req.authorization);
+		c->req.authorization = xstrdup(val);
 	} else if (strcasecmp(name, "content-encoding") == 0) {
-		free(c->content_encoding);
-		c->content_encoding = xstrdup(val);
+		free(c->req.content_encoding);
+		c->req.content_encoding = xstrdup(val);
 	} else if (strcasecmp(name, "transfer-encoding") == 0) {
 		/* Decided on all lines at once (check_transfer_encoding): the
 		 * codings of two lines are one list (RFC 9110 5.3). */
-		if (c->te.len)
-			rbuf_append(&c->te, ", ", 2);
-		rbuf_append(&c->te, val, strlen(val));
+		if (c->req.te.len)
+			rbuf_append(&c->req.te, ", ", 2);
+		rbuf_append(&c->req.te, val, strlen(val));
 	} else if (strcasecmp(name, "expect") == 0) {
 		if (strcasecmp(val, "100-continue") == 0)
-			c->expect_continue = 1;
+			c->req.expect_continue = 1;
 		else
 			http_set_error(c, 417, "unsupported Expect header '%.60s'", val);
 	}
-	rbuf_reset(&c->hname);
-	rbuf_reset(&c->hval);
+	rbuf_reset(&c->req.hname);
+	rbuf_reset(&c->req.hval);
 }
 
 /*
@@ -231,7 +217,7 @@ static void header_done(struct conn *c)
  */
 static void check_transfer_encoding(struct conn *c)
 {
-	const char *v = rbuf_cstr(&c->te);
+	const char *v = rbuf_cstr(&c->req.te);
 	int codings = 0, last_chunked = 0;
 	while (*v) {
 		while (*v == ' ' || *v == '\t' || *v == ',')
@@ -249,7 +235,7 @@ static void check_transfer_encoding(struct conn *c)
 	/* A list that does not end in chunked is llhttp's to refuse (400). */
 	if (last_chunked && codings > 1)
 		http_set_error(c, 501, "Transfer-Encoding '%.60s' is not supported (only chunked; "
-		          "send compressed bodies with Content-Encoding: gzip)", rbuf_cstr(&c->te));
+		          "send compressed bodies with Content-Encoding: gzip)", rbuf_cstr(&c->req.te));
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
@@ -257,16 +243,16 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 	struct conn *c = conn_of(p);
 	if (count_header_bytes(c, len))
 		return HPE_USER;
-	if (c->in_value) {
+	if (c->req.in_value) {
 		header_done(c);
-		c->in_value = 0;
+		c->req.in_value = 0;
 	}
-	if (c->hname.len == 0 && ++c->nheaders > MAX_HEADERS) {
-		c->fatal = 431;
-		snprintf(c->err_msg, sizeof(c->err_msg), "more than %d header fields", MAX_HEADERS);
+	if (c->req.hname.len == 0 && ++c->req.nheaders > MAX_HEADERS) {
+		c->req.fatal = 431;
+		snprintf(c->req.err_msg, sizeof(c->req.err_msg), "more than %d header fields", MAX_HEADERS);
 		return HPE_USER;
 	}
-	rbuf_append(&c->hname, at, len);
+	rbuf_append(&c->req.hname, at, len);
 	return HPE_OK;
 }
 
@@ -275,8 +261,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 	struct conn *c = conn_of(p);
 	if (count_header_bytes(c, len))
 		return HPE_USER;
-	c->in_value = 1;
-	rbuf_append(&c->hval, at, len);
+	c->req.in_value = 1;
+	rbuf_append(&c->req.hval, at, len);
 	return HPE_OK;
 }
 
@@ -296,56 +282,56 @@ static int on_headers_complete(llhttp_t *p)
 {
 	struct conn *c = conn_of(p);
 	const struct relay_config *cfg = c->srv->cfg;
-	if (c->in_value || c->hname.len) {
+	if (c->req.in_value || c->req.hname.len) {
 		header_done(c);
-		c->in_value = 0;
+		c->req.in_value = 0;
 	}
 	http_set_timer(c, T_BODY);
-	if (c->te.len)
+	if (c->req.te.len)
 		check_transfer_encoding(c);
-	c->api = api_of(rbuf_cstr(&c->url));
-	if (c->api != API_NONE && llhttp_get_method(p) == HTTP_POST)
+	c->req.api = api_of(rbuf_cstr(&c->req.url));
+	if (c->req.api != API_NONE && llhttp_get_method(p) == HTTP_POST)
 		http_prepare_write(c);
 	/* Only an accepted write's body is kept: every other body (any other
 	 * URL, a refused write) is counted against max_body_size and dropped
 	 * as it arrives. */
-	c->keep_body = c->api != API_NONE && llhttp_get_method(p) == HTTP_POST && !c->err_status;
+	c->req.keep_body = c->req.api != API_NONE && llhttp_get_method(p) == HTTP_POST && !c->req.err_status;
 	/* Refuse an announced oversized body before reading any of it. */
 	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->http_max_body_bytes) {
-		c->fatal = 413;
-		snprintf(c->err_msg, sizeof(c->err_msg), "request body of %" PRIu64 " bytes exceeds the limit of %" PRIu64 " bytes",
+		c->req.fatal = 413;
+		snprintf(c->req.err_msg, sizeof(c->req.err_msg), "request body of %" PRIu64 " bytes exceeds the limit of %" PRIu64 " bytes",
 			 (uint64_t)p->content_length, cfg->http_max_body_bytes);
-		return -1; /* on_headers_complete's error value; c->fatal says why */
+		return -1; /* on_headers_complete's error value; c->req.fatal says why */
 	}
-	if (c->content_encoding && strcasecmp(c->content_encoding, "gzip") == 0) {
+	if (c->req.content_encoding && strcasecmp(c->req.content_encoding, "gzip") == 0) {
 		/* Inflate as the body arrives, so that the cap on the
 		 * decompressed size holds without buffering the compressed body
 		 * and a bomb is stopped at the first chunk past the cap. */
-		int st = c->keep_body ? budget_check(c, ZSTREAM_BYTES) : 0;
+		int st = c->req.keep_body ? budget_check(c, ZSTREAM_BYTES) : 0;
 		if (st) {
 			http_budget_refuse(c, st);
-		} else if (c->keep_body) {
-			memset(&c->z, 0, sizeof(c->z));
-			if (inflateInit2(&c->z, 15 + 16) != Z_OK)
+		} else if (c->req.keep_body) {
+			memset(&c->req.z, 0, sizeof(c->req.z));
+			if (inflateInit2(&c->req.z, 15 + 16) != Z_OK)
 				relay_fatal("out of memory initialising zlib");
-			c->gzip = 1;
+			c->req.gzip = 1;
 			http_budget_sync(c);
 		}
-	} else if (c->content_encoding && *c->content_encoding && strcasecmp(c->content_encoding, "identity")) {
-		http_set_error(c, 415, "unsupported Content-Encoding '%.40s' (want gzip or identity)", c->content_encoding);
+	} else if (c->req.content_encoding && *c->req.content_encoding && strcasecmp(c->req.content_encoding, "identity")) {
+		http_set_error(c, 415, "unsupported Content-Encoding '%.40s' (want gzip or identity)", c->req.content_encoding);
 	}
-	if (c->err_status == 501) {
-		c->fatal = 501; /* the body cannot be framed as we would read it */
+	if (c->req.err_status == 501) {
+		c->req.fatal = 501; /* the body cannot be framed as we would read it */
 		return -1;
 	}
 	/* A client that asked "may I send the body?" gets the refusal now
 	 * rather than a 100 (RFC 9110 10.1.1), and the connection closes:
 	 * whether it still sends the body is its choice. */
-	if (c->expect_continue && c->err_status) {
-		c->fatal = c->err_status;
+	if (c->req.expect_continue && c->req.err_status) {
+		c->req.fatal = c->req.err_status;
 		return -1;
 	}
-	if (c->expect_continue && !c->fake) {
+	if (c->req.expect_continue && !c->fake) {
 		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 		http_send_raw(c, xstrdup(cont), sizeof(cont) - 1);
 	}
@@ -357,10 +343,10 @@ static int on_headers_complete(llhttp_t *p)
 static int count_body_bytes(struct conn *c, size_t len)
 {
 	const struct relay_config *cfg = c->srv->cfg;
-	c->body_received += len;
-	if (c->body_received > cfg->http_max_body_bytes) {
-		c->fatal = 413;
-		snprintf(c->err_msg, sizeof(c->err_msg), "request body exceeds the limit of %" PRIu64 " bytes",
+	c->req.body_received += len;
+	if (c->req.body_received > cfg->http_max_body_bytes) {
+		c->req.fatal = 413;
+		snprintf(c->req.err_msg, sizeof(c->req.err_msg), "request body exceeds the limit of %" PRIu64 " bytes",
 			 cfg->http_max_body_bytes);
 		return HPE_USER;
 	}
@@ -373,51 +359,51 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 	const struct relay_config *cfg = c->srv->cfg;
 	if (count_body_bytes(c, len))
 		return HPE_USER;
-	if (c->err_status || !c->keep_body)
+	if (c->req.err_status || !c->req.keep_body)
 		return HPE_OK; /* read and dropped: not a write, or its answer is decided */
-	if (!c->gzip) {
-		int st = budget_reserve(c, &c->body, len);
+	if (!c->req.gzip) {
+		int st = budget_reserve(c, &c->req.body, len);
 		if (st) {
 			http_budget_refuse(c, st);
 			return HPE_OK;
 		}
-		rbuf_append(&c->body, at, len);
+		rbuf_append(&c->req.body, at, len);
 		return HPE_OK;
 	}
 	uint64_t cap = cfg->http_max_decompressed_bytes;
-	c->z.next_in = (Bytef *)(uintptr_t)at;
-	c->z.avail_in = (uInt)len;
-	while (c->z.avail_in) {
+	c->req.z.next_in = (Bytef *)(uintptr_t)at;
+	c->req.z.avail_in = (uInt)len;
+	while (c->req.z.avail_in) {
 		/* A gzip file may hold several members one after the other
 		 * (gzip a b > c; Go's and Python's readers write and read them
 		 * so): bytes after a member's end start the next one. Anything
 		 * else there fails to inflate and gets 400, never dropped. */
-		if (c->gzip == 2) {
-			if (inflateReset(&c->z) != Z_OK)
+		if (c->req.gzip == 2) {
+			if (inflateReset(&c->req.z) != Z_OK)
 				relay_fatal("zlib: inflateReset failed");
-			c->gzip = 1;
+			c->req.gzip = 1;
 		}
-		int st = budget_reserve(c, &c->body, 65536);
+		int st = budget_reserve(c, &c->req.body, 65536);
 		if (st) {
 			http_budget_refuse(c, st);
 			return HPE_OK;
 		}
-		size_t room = c->body.cap - c->body.len - 1;
-		c->z.next_out = (Bytef *)c->body.data + c->body.len;
-		c->z.avail_out = (uInt)(room > (1u << 30) ? (1u << 30) : room);
-		uInt before = c->z.avail_out;
-		int zrc = inflate(&c->z, Z_NO_FLUSH);
-		c->body.len += before - c->z.avail_out;
-		if (c->body.len > cap) {
-			c->fatal = 413;
-			snprintf(c->err_msg, sizeof(c->err_msg),
+		size_t room = c->req.body.cap - c->req.body.len - 1;
+		c->req.z.next_out = (Bytef *)c->req.body.data + c->req.body.len;
+		c->req.z.avail_out = (uInt)(room > (1u << 30) ? (1u << 30) : room);
+		uInt before = c->req.z.avail_out;
+		int zrc = inflate(&c->req.z, Z_NO_FLUSH);
+		c->req.body.len += before - c->req.z.avail_out;
+		if (c->req.body.len > cap) {
+			c->req.fatal = 413;
+			snprintf(c->req.err_msg, sizeof(c->req.err_msg),
 				 "decompressed request body exceeds the limit of %" PRIu64 " bytes", cap);
 			return HPE_USER;
 		}
 		if (zrc == Z_STREAM_END) {
-			c->gzip = 2;
+			c->req.gzip = 2;
 		} else if (zrc != Z_OK && zrc != Z_BUF_ERROR) {
-			http_set_error(c, 400, "malformed gzip body: %s", c->z.msg ? c->z.msg : "inflate failed");
+			http_set_error(c, 400, "malformed gzip body: %s", c->req.z.msg ? c->req.z.msg : "inflate failed");
 			return HPE_OK;
 		}
 	}
@@ -436,9 +422,9 @@ static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
 static int on_message_complete(llhttp_t *p)
 {
 	struct conn *c = conn_of(p);
-	if (c->gzip == 1 && !c->err_status)
+	if (c->req.gzip == 1 && !c->req.err_status)
 		http_set_error(c, 400, "malformed gzip body: truncated");
-	gzip_end(c); /* the inflate state is not needed past the body */
+	gzip_end(&c->req); /* the inflate state is not needed past the body */
 	http_budget_sync(c);
 	http_set_timer(c, T_NONE);
 	/* Stop here: the request is answered before the next one is parsed. */

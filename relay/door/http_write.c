@@ -95,7 +95,7 @@ static char *b64_decode(const char *s)
 
 static void parse_authorization(struct conn *c)
 {
-	const char *a = c->authorization;
+	const char *a = c->req.authorization;
 	if (!a)
 		return;
 	if (strncasecmp(a, "Basic ", 6) == 0) {
@@ -106,16 +106,16 @@ static void parse_authorization(struct conn *c)
 			http_set_error(c, 400, "malformed Basic authorization header");
 			return;
 		}
-		if (!c->q_u) {
-			c->q_u = xstrndup(dec, (size_t)(colon - dec));
-			free(c->q_p);
-			c->q_p = xstrdup(colon + 1);
+		if (!c->req.user) {
+			c->req.user = xstrndup(dec, (size_t)(colon - dec));
+			free(c->req.password);
+			c->req.password = xstrdup(colon + 1);
 		}
 		free(dec);
 	} else if (strncasecmp(a, "Token ", 6) == 0) {
-		c->q_token = xstrdup(a + 6);
+		c->req.token = xstrdup(a + 6);
 	} else if (strncasecmp(a, "Bearer ", 7) == 0) {
-		c->q_token = xstrdup(a + 7);
+		c->req.token = xstrdup(a + 7);
 	}
 }
 
@@ -207,23 +207,23 @@ static int authenticate(struct conn *c)
 	const struct relay_config *cfg = s->cfg;
 	char who[80];
 
-	if (c->q_token) {
-		const char *colon = strchr(c->q_token, ':');
+	if (c->req.token) {
+		const char *colon = strchr(c->req.token, ':');
 		for (size_t i = 0; i < cfg->nauth_tokens; i++)
-			if (secret_equal(c->q_token, cfg->auth_tokens[i].token))
+			if (secret_equal(c->req.token, cfg->auth_tokens[i].token))
 				return 0;
-		if (colon && user_ok(cfg, c->q_token, (size_t)(colon - c->q_token), colon + 1))
+		if (colon && user_ok(cfg, c->req.token, (size_t)(colon - c->req.token), colon + 1))
 			return 0;
 		relay_log_limited(&s->auth_log, RELAY_LOG_WARN,
 		                  "write from %s refused (403): token not accepted", c->peer);
 		return 403;
 	}
-	if (c->q_u) {
-		if (user_ok(cfg, c->q_u, strlen(c->q_u), c->q_p ? c->q_p : ""))
+	if (c->req.user) {
+		if (user_ok(cfg, c->req.user, strlen(c->req.user), c->req.password ? c->req.password : ""))
 			return 0;
 		relay_log_limited(&s->auth_log, RELAY_LOG_WARN,
 		                  "write from %s refused (403): user '%s' unknown or wrong password",
-		                  c->peer, log_safe(who, sizeof(who), c->q_u));
+		                  c->peer, log_safe(who, sizeof(who), c->req.user));
 		return 403;
 	}
 	relay_log_limited(&s->auth_log, RELAY_LOG_WARN,
@@ -245,80 +245,80 @@ static int authenticate(struct conn *c)
 void http_prepare_write(struct conn *c)
 {
 	struct http_server *s = c->srv;
-	const char *url = rbuf_cstr(&c->url);
+	const char *url = rbuf_cstr(&c->req.url);
 	const char *q = strchr(url, '?');
 	const char *query = q ? q + 1 : "";
 	char *consistency = NULL;
-	int bad = 0, v2 = c->api == API_V2;
+	int bad = 0, v2 = c->req.api == API_V2;
 	char *precision = http_query_param(query, "precision", &bad);
 
 	if (v2) {
 		char *bucket = http_query_param(query, "bucket", &bad);
-		c->q_org = http_query_param(query, "org", &bad);
-		if (!c->q_org || !*c->q_org) {
-			free(c->q_org);
-			c->q_org = http_query_param(query, "orgID", &bad);
+		c->req.org = http_query_param(query, "org", &bad);
+		if (!c->req.org || !*c->req.org) {
+			free(c->req.org);
+			c->req.org = http_query_param(query, "orgID", &bad);
 		}
 		if (bucket) {
 			/* "db/rp": the first '/' splits; "db/" is the default rp. */
 			char *slash = strchr(bucket, '/');
 			if (slash) {
 				if (slash[1])
-					c->q_rp = xstrdup(slash + 1);
+					c->req.rp = xstrdup(slash + 1);
 				*slash = '\0';
 			}
-			c->q_db = bucket;
+			c->req.db = bucket;
 		}
 	} else {
-		c->q_db = http_query_param(query, "db", &bad);
-		c->q_rp = http_query_param(query, "rp", &bad);
+		c->req.db = http_query_param(query, "db", &bad);
+		c->req.rp = http_query_param(query, "rp", &bad);
 		consistency = http_query_param(query, "consistency", &bad);
 		char *u = http_query_param(query, "u", &bad);
 		char *pw = http_query_param(query, "p", &bad);
 		if (u) {
-			c->q_u = u;
-			c->q_p = pw ? pw : xstrdup("");
+			c->req.user = u;
+			c->req.password = pw ? pw : xstrdup("");
 		} else {
 			free(pw);
 		}
 	}
 	parse_authorization(c);
-	if (c->q_rp && !*c->q_rp) {
-		free(c->q_rp);
-		c->q_rp = NULL;
+	if (c->req.rp && !*c->req.rp) {
+		free(c->req.rp);
+		c->req.rp = NULL;
 	}
 	if (bad & 1)
 		http_set_error(c, 400, "malformed percent-encoding in the query string");
 	else if (bad & 2)
 		http_set_error(c, 400, "names and credentials must not contain control characters (%%00)");
-	else if (has_control(c->q_u) || has_control(c->q_p) || has_control(c->q_token))
+	else if (has_control(c->req.user) || has_control(c->req.password) || has_control(c->req.token))
 		/* They travel with the batch into backend requests' headers,
 		 * where a CR LF would start a header (or a request) of its own. */
 		http_set_error(c, 400, "credentials must not contain control characters");
-	else if (c->q_u && strchr(c->q_u, ':') && !c->q_token)
+	else if (c->req.user && strchr(c->req.user, ':') && !c->req.token)
 		/* Forwarded as Basic "user:password", where the first ':' ends
 		 * the user: a backend would read another user and hold the
 		 * queue on its 401. */
 		http_set_error(c, 400, "a user name must not contain ':'");
-	else if (has_control(c->q_db) || has_control(c->q_rp) || has_control(c->q_org))
+	else if (has_control(c->req.db) || has_control(c->req.rp) || has_control(c->req.org))
 		/* Names reach query strings, export files (where a newline
 		 * would start a directive of influx -import's) and the
 		 * operator's terminal through relayctl. */
 		http_set_error(c, 400, "%s must not contain control characters",
 		          v2 ? "bucket and org" : "database and retention policy names");
-	else if (too_long(c->q_db) || too_long(c->q_rp) || too_long(c->q_org) || too_long(c->q_u) ||
-	         too_long(c->q_p) || too_long(c->q_token))
+	else if (too_long(c->req.db) || too_long(c->req.rp) || too_long(c->req.org) || too_long(c->req.user) ||
+	         too_long(c->req.password) || too_long(c->req.token))
 		/* The queue record holds 65535 bytes of each; refused here, a
 		 * longer one would fail at commit. */
 		http_set_error(c, 400, "a name or credential is longer than %u bytes", WAL_MAX_STRING);
-	else if ((!c->q_db || !*c->q_db) && v2)
+	else if ((!c->req.db || !*c->req.db) && v2)
 		http_set_error(c, 400, "bucket is required (\"db/rp\" or \"db\")");
-	else if (!c->q_db || !*c->q_db)
+	else if (!c->req.db || !*c->req.db)
 		http_set_error(c, 400, "database is required");
 	else if (v2 && precision && *precision && strcmp(precision, "ns") && strcmp(precision, "us") &&
 	         strcmp(precision, "ms") && strcmp(precision, "s"))
 		http_set_error(c, 400, "invalid precision '%.40s' (want ns, us, ms or s)", precision);
-	else if (lp_precision_parse(precision, &c->prec) < 0)
+	else if (lp_precision_parse(precision, &c->req.prec) < 0)
 		http_set_error(c, 400, "invalid precision '%.40s' (want n, ns, u, us, µ, ms, s, m or h)", precision);
 	else if (consistency && *consistency && strcmp(consistency, "any") && strcmp(consistency, "one") &&
 		 strcmp(consistency, "quorum") && strcmp(consistency, "all"))
@@ -327,7 +327,7 @@ void http_prepare_write(struct conn *c)
 	free(consistency);
 	/* Credentials are checked last so a 400 says what is wrong with
 	 * the request whoever sends it; a 401 tells nothing about the rest. */
-	if (!c->err_status && s->cfg->auth_enabled) {
+	if (!c->req.err_status && s->cfg->auth_enabled) {
 		int st = authenticate(c);
 		if (st == 401)
 			http_set_error(c, 401, "authentication required: send a user (u and p, or Basic) or a token (Authorization: Token)");
@@ -342,17 +342,17 @@ void http_handle_write(struct conn *c)
 {
 	struct http_server *s = c->srv;
 	const struct relay_config *cfg = s->cfg;
-	enum lp_precision prec = c->prec;
+	enum lp_precision prec = c->req.prec;
 
-	if (c->err_status) {
-		if (c->err_status == 503) {
+	if (c->req.err_status) {
+		if (c->req.err_status == 503) {
 			s->stats.writes_refused++;
 			relay_log_limited(&s->refusal_log, RELAY_LOG_WARN, "write from %s refused (503): %s", c->peer,
-			                  c->err_msg);
-			http_respond_error(c, 503, c->err_msg, "Retry-After: 1\r\n", 0);
+			                  c->req.err_msg);
+			http_respond_error(c, 503, c->req.err_msg, "Retry-After: 1\r\n", 0);
 		} else {
 			s->stats.writes_rejected++;
-			http_respond_error(c, c->err_status, c->err_msg, NULL, 0);
+			http_respond_error(c, c->req.err_status, c->req.err_msg, NULL, 0);
 		}
 		return;
 	}
@@ -375,15 +375,15 @@ void http_handle_write(struct conn *c)
 		.flags = config_lp_flags(cfg),
 	};
 	int rc;
-	rbuf_reset(&c->lp);
+	rbuf_reset(&c->req.lp);
 	if (lim.max_out == 0)
 		lim.max_out = 1; /* 0 would mean unlimited */
-	rc = lineproto_validate_limits(c->body.data ? c->body.data : "", c->body.len, lp_ns_to_precision(now, prec),
-	                               &lim, &c->lp, &res, &lerr);
+	rc = lineproto_validate_limits(c->req.body.data ? c->req.body.data : "", c->req.body.len, lp_ns_to_precision(now, prec),
+	                               &lim, &c->req.lp, &res, &lerr);
 	/* Down to what it holds: doubling left up to half of it unused. */
-	if (c->lp.cap > c->lp.len + 1) {
-		c->lp.data = xrealloc(c->lp.data, c->lp.len + 1);
-		c->lp.cap = c->lp.len + 1;
+	if (c->req.lp.cap > c->req.lp.len + 1) {
+		c->req.lp.data = xrealloc(c->req.lp.data, c->req.lp.len + 1);
+		c->req.lp.cap = c->req.lp.len + 1;
 	}
 	http_budget_sync(c);
 	if (rc < 0 && lerr.too_big) {
@@ -404,7 +404,7 @@ void http_handle_write(struct conn *c)
 		return;
 	}
 	/* The compressed or raw body is not needed once stamped. */
-	rbuf_release(&c->body);
+	rbuf_release(&c->req.body);
 	http_budget_sync(c);
 	if (res.lines == 0) {
 		/* Nothing to queue: an empty body or only comments. */
@@ -416,24 +416,24 @@ void http_handle_write(struct conn *c)
 		http_respond(c, 204, NULL, NULL, 0, 0, 0);
 		return;
 	}
-	struct wal_batch *b = &c->ireq.batch;
+	struct wal_batch *b = &c->req.ireq.batch;
 	memset(b, 0, sizeof(*b));
 	b->accept_ns = now;
 	b->lines = res.lines;
 	b->precision = (uint8_t)prec;
-	b->db = c->q_db;
-	b->rp = c->q_rp;
-	b->user = c->q_u;
-	b->password = c->q_p;
-	b->token = c->q_token;
-	b->org = c->q_org;
-	b->body = c->lp.data;
-	b->body_len = c->lp.len;
-	c->ireq.done = write_done;
-	c->ireq.data = c;
+	b->db = c->req.db;
+	b->rp = c->req.rp;
+	b->user = c->req.user;
+	b->password = c->req.password;
+	b->token = c->req.token;
+	b->org = c->req.org;
+	b->body = c->req.lp.data;
+	b->body_len = c->req.lp.len;
+	c->req.ireq.done = write_done;
+	c->req.ireq.data = c;
 	c->waiting = 1;
 	c->refs++;
-	ingest_submit(s->ing, &c->ireq);
+	ingest_submit(s->ing, &c->req.ireq);
 }
 
 static void write_done(struct ingest_request *req, int rc)
