@@ -79,6 +79,50 @@ static int budget_reserve(struct conn *c, struct rbuf *b, size_t extra)
 	return 0;
 }
 
+/*---- strings a request carries ----*/
+
+/* The length v[0..vl) decodes to (each %XY is one byte; '+' is one). */
+static size_t decoded_len(const char *v, size_t vl)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < vl; i++, n++)
+		if (v[i] == '%')
+			i += 2;
+	return n;
+}
+
+/* Find query parameter name in q (q without '?'); returns a decoded copy,
+ * NULL if absent; *bad gets 1 for a malformed escape, 2 for a NUL byte. */
+char *http_query_param(const char *q, const char *name, int *bad)
+{
+	size_t nl = strlen(name);
+	const char *p = q;
+	while (p && *p) {
+		const char *amp = strchr(p, '&');
+		size_t seg = amp ? (size_t)(amp - p) : strlen(p);
+		if (seg >= nl && memcmp(p, name, nl) == 0 && (seg == nl || p[nl] == '=')) {
+			const char *v = seg == nl ? p + nl : p + nl + 1;
+			size_t vl = seg == nl ? 0 : seg - nl - 1;
+			char *d = url_decode(v, vl);
+			if (!d)
+				*bad |= 1;
+			else if (strlen(d) != decoded_len(v, vl))
+				*bad |= 2; /* a %00 would cut the name short unseen */
+			return d;
+		}
+		p = amp ? amp + 1 : NULL;
+	}
+	return NULL;
+}
+
+int http_has_control(const char *s)
+{
+	for (; s && *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return 1;
+	return 0;
+}
+
 /*---- request state ----*/
 
 static void gzip_end(struct request *r)
@@ -109,9 +153,7 @@ void http_request_release(struct conn *c)
 	free(r->db);
 	free(r->rp);
 	free(r->org);
-	free(r->user);
-	free(r->password);
-	free(r->token);
+	http_credentials_free(&r->cred);
 	memset(r, 0, sizeof(*r));
 	http_budget_sync(c);
 }

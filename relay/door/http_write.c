@@ -15,110 +15,6 @@
 
 #include "relay/door/http_internal.h"
 
-/*---- parameters and credentials ----*/
-
-/* The length v[0..vl) decodes to (each %XY is one byte; '+' is one). */
-static size_t decoded_len(const char *v, size_t vl)
-{
-	size_t n = 0;
-	for (size_t i = 0; i < vl; i++, n++)
-		if (v[i] == '%')
-			i += 2;
-	return n;
-}
-
-/* Find query parameter name in q (q without '?'); returns a decoded copy,
- * NULL if absent; *bad gets 1 for a malformed escape, 2 for a NUL byte. */
-char *http_query_param(const char *q, const char *name, int *bad)
-{
-	size_t nl = strlen(name);
-	const char *p = q;
-	while (p && *p) {
-		const char *amp = strchr(p, '&');
-		size_t seg = amp ? (size_t)(amp - p) : strlen(p);
-		if (seg >= nl && memcmp(p, name, nl) == 0 && (seg == nl || p[nl] == '=')) {
-			const char *v = seg == nl ? p + nl : p + nl + 1;
-			size_t vl = seg == nl ? 0 : seg - nl - 1;
-			char *d = url_decode(v, vl);
-			if (!d)
-				*bad |= 1;
-			else if (strlen(d) != decoded_len(v, vl))
-				*bad |= 2; /* a %00 would cut the name short unseen */
-			return d;
-		}
-		p = amp ? amp + 1 : NULL;
-	}
-	return NULL;
-}
-
-static int b64val(int ch)
-{
-	if (ch >= 'A' && ch <= 'Z') return ch - 'A';
-	if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9') return ch - '0' + 52;
-	if (ch == '+') return 62;
-	if (ch == '/') return 63;
-	return -1;
-}
-
-/* Decode base64 s into a new string (NULL if malformed). */
-static char *b64_decode(const char *s)
-{
-	size_t n = strlen(s);
-	char *out = xmalloc(n + 1);
-	size_t o = 0;
-	unsigned acc = 0;
-	int bits = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '=')
-			break;
-		int v = b64val((unsigned char)s[i]);
-		if (v < 0) {
-			free(out);
-			return NULL;
-		}
-		acc = (acc << 6) | (unsigned)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[o++] = (char)((acc >> bits) & 0xff);
-			if (out[o - 1] == '\0') {
-				/* would cut the user or password short unseen */
-				free(out);
-				return NULL;
-			}
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
-
-static void parse_authorization(struct conn *c)
-{
-	const char *a = c->req.authorization;
-	if (!a)
-		return;
-	if (strncasecmp(a, "Basic ", 6) == 0) {
-		char *dec = b64_decode(a + 6);
-		char *colon = dec ? strchr(dec, ':') : NULL;
-		if (!colon) {
-			free(dec);
-			http_set_error(c, 400, "malformed Basic authorization header");
-			return;
-		}
-		if (!c->req.user) {
-			c->req.user = xstrndup(dec, (size_t)(colon - dec));
-			free(c->req.password);
-			c->req.password = xstrdup(colon + 1);
-		}
-		free(dec);
-	} else if (strncasecmp(a, "Token ", 6) == 0) {
-		c->req.token = xstrdup(a + 6);
-	} else if (strncasecmp(a, "Bearer ", 7) == 0) {
-		c->req.token = xstrdup(a + 7);
-	}
-}
-
 static void write_done(struct ingest_request *req, int rc);
 
 /* The commit outcome as an HTTP answer: one table, in one place. */
@@ -151,84 +47,9 @@ int http_write_outcome(int rc, int result, const char *backend, uint64_t limit_b
 	return 503;
 }
 
-/* a == b for secrets: the time taken depends on the length of a (what
- * the client sent) only, never on how much of a secret it guessed. */
-static int secret_equal(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	unsigned char d = la != lb;
-	for (size_t i = 0; i < la; i++)
-		d |= (unsigned char)(a[i] ^ b[lb ? i % lb : 0]);
-	return d == 0;
-}
-
-static int user_ok(const struct relay_config *cfg, const char *name, size_t name_len, const char *password)
-{
-	for (size_t i = 0; i < cfg->nauth_users; i++) {
-		const struct relay_user_config *u = &cfg->auth_users[i];
-		if (strlen(u->name) == name_len && memcmp(u->name, name, name_len) == 0)
-			return secret_equal(password, u->password);
-	}
-	return 0;
-}
-
 static int too_long(const char *s)
 {
 	return s && strlen(s) > WAL_MAX_STRING;
-}
-
-static int has_control(const char *s)
-{
-	for (; s && *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			return 1;
-	return 0;
-}
-
-/* A client's string made safe for one log line: printable ASCII, cut. */
-static const char *log_safe(char *buf, size_t size, const char *s)
-{
-	size_t n = 0;
-	for (; *s && n + 1 < size; s++)
-		buf[n++] = (*s >= 0x20 && *s < 0x7f) ? *s : '?';
-	buf[n] = '\0';
-	return buf;
-}
-
-/*
- * With auth on: 0 when the request carries a listed user's name and
- * password (u/p or Basic) or a listed token (Token or Bearer; also
- * InfluxDB 1.8's "Token name:password"), else 401 without credentials
- * or 403 with wrong ones, logged (rate-limited) without the secret.
- */
-static int authenticate(struct conn *c)
-{
-	struct http_server *s = c->srv;
-	const struct relay_config *cfg = s->cfg;
-	char who[80];
-
-	if (c->req.token) {
-		const char *colon = strchr(c->req.token, ':');
-		for (size_t i = 0; i < cfg->nauth_tokens; i++)
-			if (secret_equal(c->req.token, cfg->auth_tokens[i].token))
-				return 0;
-		if (colon && user_ok(cfg, c->req.token, (size_t)(colon - c->req.token), colon + 1))
-			return 0;
-		relay_log_limited(&s->auth_log, RELAY_LOG_WARN,
-		                  "write from %s refused (403): token not accepted", c->peer);
-		return 403;
-	}
-	if (c->req.user) {
-		if (user_ok(cfg, c->req.user, strlen(c->req.user), c->req.password ? c->req.password : ""))
-			return 0;
-		relay_log_limited(&s->auth_log, RELAY_LOG_WARN,
-		                  "write from %s refused (403): user '%s' unknown or wrong password",
-		                  c->peer, log_safe(who, sizeof(who), c->req.user));
-		return 403;
-	}
-	relay_log_limited(&s->auth_log, RELAY_LOG_WARN,
-	                  "write from %s refused (401): no credentials", c->peer);
-	return 401;
 }
 
 /*
@@ -245,80 +66,69 @@ static int authenticate(struct conn *c)
 void http_prepare_write(struct conn *c)
 {
 	struct http_server *s = c->srv;
-	const char *url = rbuf_cstr(&c->req.url);
+	struct request *r = &c->req;
+	const char *url = rbuf_cstr(&r->url);
 	const char *q = strchr(url, '?');
 	const char *query = q ? q + 1 : "";
+	const char *invalid;
 	char *consistency = NULL;
-	int bad = 0, v2 = c->req.api == API_V2;
+	int bad = 0, v2 = r->api == API_V2;
 	char *precision = http_query_param(query, "precision", &bad);
 
 	if (v2) {
 		char *bucket = http_query_param(query, "bucket", &bad);
-		c->req.org = http_query_param(query, "org", &bad);
-		if (!c->req.org || !*c->req.org) {
-			free(c->req.org);
-			c->req.org = http_query_param(query, "orgID", &bad);
+		r->org = http_query_param(query, "org", &bad);
+		if (!r->org || !*r->org) {
+			free(r->org);
+			r->org = http_query_param(query, "orgID", &bad);
 		}
 		if (bucket) {
 			/* "db/rp": the first '/' splits; "db/" is the default rp. */
 			char *slash = strchr(bucket, '/');
 			if (slash) {
 				if (slash[1])
-					c->req.rp = xstrdup(slash + 1);
+					r->rp = xstrdup(slash + 1);
 				*slash = '\0';
 			}
-			c->req.db = bucket;
+			r->db = bucket;
 		}
 	} else {
-		c->req.db = http_query_param(query, "db", &bad);
-		c->req.rp = http_query_param(query, "rp", &bad);
+		r->db = http_query_param(query, "db", &bad);
+		r->rp = http_query_param(query, "rp", &bad);
 		consistency = http_query_param(query, "consistency", &bad);
-		char *u = http_query_param(query, "u", &bad);
-		char *pw = http_query_param(query, "p", &bad);
-		if (u) {
-			c->req.user = u;
-			c->req.password = pw ? pw : xstrdup("");
-		} else {
-			free(pw);
-		}
+		http_credentials_from_query(&r->cred, query, &bad);
 	}
-	parse_authorization(c);
-	if (c->req.rp && !*c->req.rp) {
-		free(c->req.rp);
-		c->req.rp = NULL;
+	if (http_credentials_from_header(&r->cred, r->authorization) < 0)
+		http_set_error(c, 400, "malformed Basic authorization header");
+	if (r->rp && !*r->rp) {
+		free(r->rp);
+		r->rp = NULL;
 	}
 	if (bad & 1)
 		http_set_error(c, 400, "malformed percent-encoding in the query string");
 	else if (bad & 2)
 		http_set_error(c, 400, "names and credentials must not contain control characters (%%00)");
-	else if (has_control(c->req.user) || has_control(c->req.password) || has_control(c->req.token))
-		/* They travel with the batch into backend requests' headers,
-		 * where a CR LF would start a header (or a request) of its own. */
-		http_set_error(c, 400, "credentials must not contain control characters");
-	else if (c->req.user && strchr(c->req.user, ':') && !c->req.token)
-		/* Forwarded as Basic "user:password", where the first ':' ends
-		 * the user: a backend would read another user and hold the
-		 * queue on its 401. */
-		http_set_error(c, 400, "a user name must not contain ':'");
-	else if (has_control(c->req.db) || has_control(c->req.rp) || has_control(c->req.org))
+	else if ((invalid = http_credentials_invalid(&r->cred)))
+		http_set_error(c, 400, "%s", invalid);
+	else if (http_has_control(r->db) || http_has_control(r->rp) || http_has_control(r->org))
 		/* Names reach query strings, export files (where a newline
 		 * would start a directive of influx -import's) and the
 		 * operator's terminal through relayctl. */
 		http_set_error(c, 400, "%s must not contain control characters",
 		          v2 ? "bucket and org" : "database and retention policy names");
-	else if (too_long(c->req.db) || too_long(c->req.rp) || too_long(c->req.org) || too_long(c->req.user) ||
-	         too_long(c->req.password) || too_long(c->req.token))
+	else if (too_long(r->db) || too_long(r->rp) || too_long(r->org) || too_long(r->cred.user) ||
+	         too_long(r->cred.password) || too_long(r->cred.token))
 		/* The queue record holds 65535 bytes of each; refused here, a
 		 * longer one would fail at commit. */
 		http_set_error(c, 400, "a name or credential is longer than %u bytes", WAL_MAX_STRING);
-	else if ((!c->req.db || !*c->req.db) && v2)
+	else if ((!r->db || !*r->db) && v2)
 		http_set_error(c, 400, "bucket is required (\"db/rp\" or \"db\")");
-	else if (!c->req.db || !*c->req.db)
+	else if (!r->db || !*r->db)
 		http_set_error(c, 400, "database is required");
 	else if (v2 && precision && *precision && strcmp(precision, "ns") && strcmp(precision, "us") &&
 	         strcmp(precision, "ms") && strcmp(precision, "s"))
 		http_set_error(c, 400, "invalid precision '%.40s' (want ns, us, ms or s)", precision);
-	else if (lp_precision_parse(precision, &c->req.prec) < 0)
+	else if (lp_precision_parse(precision, &r->prec) < 0)
 		http_set_error(c, 400, "invalid precision '%.40s' (want n, ns, u, us, µ, ms, s, m or h)", precision);
 	else if (consistency && *consistency && strcmp(consistency, "any") && strcmp(consistency, "one") &&
 		 strcmp(consistency, "quorum") && strcmp(consistency, "all"))
@@ -327,14 +137,18 @@ void http_prepare_write(struct conn *c)
 	free(consistency);
 	/* Credentials are checked last so a 400 says what is wrong with
 	 * the request whoever sends it; a 401 tells nothing about the rest. */
-	if (!c->req.err_status && s->cfg->auth_enabled) {
-		int st = authenticate(c);
+	if (!r->err_status && s->cfg->auth_enabled) {
+		char why[160];
+		int st = http_auth_check(s->cfg, &r->cred, why, sizeof(why));
+		if (st) {
+			/* Rate-limited, and without the secret. */
+			relay_log_limited(&s->auth_log, RELAY_LOG_WARN, "write from %s refused (%d): %s", c->peer, st, why);
+			s->stats.auth_failures++;
+		}
 		if (st == 401)
 			http_set_error(c, 401, "authentication required: send a user (u and p, or Basic) or a token (Authorization: Token)");
 		else if (st == 403)
 			http_set_error(c, 403, "authorization failed");
-		if (st)
-			s->stats.auth_failures++;
 	}
 }
 
@@ -423,9 +237,9 @@ void http_handle_write(struct conn *c)
 	b->precision = (uint8_t)prec;
 	b->db = c->req.db;
 	b->rp = c->req.rp;
-	b->user = c->req.user;
-	b->password = c->req.password;
-	b->token = c->req.token;
+	b->user = c->req.cred.user;
+	b->password = c->req.cred.password;
+	b->token = c->req.cred.token;
 	b->org = c->req.org;
 	b->body = c->req.lp.data;
 	b->body_len = c->req.lp.len;
