@@ -21,7 +21,8 @@
 /* What c holds of the server's budget right now. */
 static uint64_t conn_held(const struct conn *c)
 {
-	return (uint64_t)c->req.body.cap + c->req.lp.cap + c->pend_len + (c->req.gzip ? ZSTREAM_BYTES : 0);
+	const struct request *r = &c->req;
+	return (uint64_t)r->body.cap + r->lp.cap + c->pend_len + (r->gzip ? ZSTREAM_BYTES : 0);
 }
 
 /* Account for a change of c's buffers: keeps srv->buffered the sum of
@@ -162,6 +163,7 @@ void http_request_release(struct conn *c)
  * the budget back at once rather than when the refusal is answered. */
 void http_budget_refuse(struct conn *c, int status)
 {
+	struct request *r = &c->req;
 	const struct relay_config *cfg = c->srv->cfg;
 	if (status == 413)
 		http_set_error(c, 413, "request needs more than the %" PRIu64 " bytes of http.max_buffered_size",
@@ -169,10 +171,10 @@ void http_budget_refuse(struct conn *c, int status)
 	else
 		http_set_error(c, 503, "relay busy: %" PRIu64 " bytes of request bodies held (http.max_buffered_size): "
 		          "retry later", c->srv->buffered);
-	gzip_end(&c->req);
-	c->req.keep_body = 0;
-	rbuf_release(&c->req.body);
-	rbuf_release(&c->req.lp);
+	gzip_end(r);
+	r->keep_body = 0;
+	rbuf_release(&r->body);
+	rbuf_release(&r->lp);
 	http_budget_sync(c);
 }
 
@@ -185,21 +187,23 @@ static struct conn *conn_of(llhttp_t *p)
  * is read and dropped, so the connection stays usable). */
 void http_set_error(struct conn *c, int status, const char *fmt, ...)
 {
-	if (c->req.err_status)
+	struct request *r = &c->req;
+	if (r->err_status)
 		return;
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(c->req.err_msg, sizeof(c->req.err_msg), fmt, ap);
+	vsnprintf(r->err_msg, sizeof(r->err_msg), fmt, ap);
 	va_end(ap);
-	c->req.err_status = status;
+	r->err_status = status;
 }
 
 static int count_header_bytes(struct conn *c, size_t n)
 {
-	c->req.header_bytes += n;
-	if (c->req.header_bytes > c->srv->cfg->http_max_header_bytes) {
-		c->req.fatal = 431;
-		snprintf(c->req.err_msg, sizeof(c->req.err_msg), "request line and headers exceed %" PRIu64 " bytes",
+	struct request *r = &c->req;
+	r->header_bytes += n;
+	if (r->header_bytes > c->srv->cfg->http_max_header_bytes) {
+		r->fatal = 431;
+		snprintf(r->err_msg, sizeof(r->err_msg), "request line and headers exceed %" PRIu64 " bytes",
 			 c->srv->cfg->http_max_header_bytes);
 		return HPE_USER;
 	}
@@ -227,28 +231,29 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 
 static void header_done(struct conn *c)
 {
-	const char *name = rbuf_cstr(&c->req.hname);
-	const char *val = rbuf_cstr(&c->req.hval);
+	struct request *r = &c->req;
+	const char *name = rbuf_cstr(&r->hname);
+	const char *val = rbuf_cstr(&r->hval);
 	if (strcasecmp(name, "authorization") == 0) {
-		free(c->req.authorization);
-		c->req.authorization = xstrdup(val);
+		free(r->authorization);
+		r->authorization = xstrdup(val);
 	} else if (strcasecmp(name, "content-encoding") == 0) {
-		free(c->req.content_encoding);
-		c->req.content_encoding = xstrdup(val);
+		free(r->content_encoding);
+		r->content_encoding = xstrdup(val);
 	} else if (strcasecmp(name, "transfer-encoding") == 0) {
 		/* Decided on all lines at once (check_transfer_encoding): the
 		 * codings of two lines are one list (RFC 9110 5.3). */
-		if (c->req.te.len)
-			rbuf_append(&c->req.te, ", ", 2);
-		rbuf_append(&c->req.te, val, strlen(val));
+		if (r->te.len)
+			rbuf_append(&r->te, ", ", 2);
+		rbuf_append(&r->te, val, strlen(val));
 	} else if (strcasecmp(name, "expect") == 0) {
 		if (strcasecmp(val, "100-continue") == 0)
-			c->req.expect_continue = 1;
+			r->expect_continue = 1;
 		else
 			http_set_error(c, 417, "unsupported Expect header '%.60s'", val);
 	}
-	rbuf_reset(&c->req.hname);
-	rbuf_reset(&c->req.hval);
+	rbuf_reset(&r->hname);
+	rbuf_reset(&r->hval);
 }
 
 /*
@@ -283,18 +288,19 @@ static void check_transfer_encoding(struct conn *c)
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
 	struct conn *c = conn_of(p);
+	struct request *r = &c->req;
 	if (count_header_bytes(c, len))
 		return HPE_USER;
-	if (c->req.in_value) {
+	if (r->in_value) {
 		header_done(c);
-		c->req.in_value = 0;
+		r->in_value = 0;
 	}
-	if (c->req.hname.len == 0 && ++c->req.nheaders > MAX_HEADERS) {
-		c->req.fatal = 431;
-		snprintf(c->req.err_msg, sizeof(c->req.err_msg), "more than %d header fields", MAX_HEADERS);
+	if (r->hname.len == 0 && ++r->nheaders > MAX_HEADERS) {
+		r->fatal = 431;
+		snprintf(r->err_msg, sizeof(r->err_msg), "more than %d header fields", MAX_HEADERS);
 		return HPE_USER;
 	}
-	rbuf_append(&c->req.hname, at, len);
+	rbuf_append(&r->hname, at, len);
 	return HPE_OK;
 }
 
@@ -323,57 +329,58 @@ static int api_of(const char *url)
 static int on_headers_complete(llhttp_t *p)
 {
 	struct conn *c = conn_of(p);
+	struct request *r = &c->req;
 	const struct relay_config *cfg = c->srv->cfg;
-	if (c->req.in_value || c->req.hname.len) {
+	if (r->in_value || r->hname.len) {
 		header_done(c);
-		c->req.in_value = 0;
+		r->in_value = 0;
 	}
 	http_set_timer(c, T_BODY);
-	if (c->req.te.len)
+	if (r->te.len)
 		check_transfer_encoding(c);
-	c->req.api = api_of(rbuf_cstr(&c->req.url));
-	if (c->req.api != API_NONE && llhttp_get_method(p) == HTTP_POST)
+	r->api = api_of(rbuf_cstr(&r->url));
+	if (r->api != API_NONE && llhttp_get_method(p) == HTTP_POST)
 		http_prepare_write(c);
 	/* Only an accepted write's body is kept: every other body (any other
 	 * URL, a refused write) is counted against max_body_size and dropped
 	 * as it arrives. */
-	c->req.keep_body = c->req.api != API_NONE && llhttp_get_method(p) == HTTP_POST && !c->req.err_status;
+	r->keep_body = r->api != API_NONE && llhttp_get_method(p) == HTTP_POST && !r->err_status;
 	/* Refuse an announced oversized body before reading any of it. */
 	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->http_max_body_bytes) {
-		c->req.fatal = 413;
-		snprintf(c->req.err_msg, sizeof(c->req.err_msg), "request body of %" PRIu64 " bytes exceeds the limit of %" PRIu64 " bytes",
+		r->fatal = 413;
+		snprintf(r->err_msg, sizeof(r->err_msg), "request body of %" PRIu64 " bytes exceeds the limit of %" PRIu64 " bytes",
 			 (uint64_t)p->content_length, cfg->http_max_body_bytes);
-		return -1; /* on_headers_complete's error value; c->req.fatal says why */
+		return -1; /* on_headers_complete's error value; r->fatal says why */
 	}
-	if (c->req.content_encoding && strcasecmp(c->req.content_encoding, "gzip") == 0) {
+	if (r->content_encoding && strcasecmp(r->content_encoding, "gzip") == 0) {
 		/* Inflate as the body arrives, so that the cap on the
 		 * decompressed size holds without buffering the compressed body
 		 * and a bomb is stopped at the first chunk past the cap. */
-		int st = c->req.keep_body ? budget_check(c, ZSTREAM_BYTES) : 0;
+		int st = r->keep_body ? budget_check(c, ZSTREAM_BYTES) : 0;
 		if (st) {
 			http_budget_refuse(c, st);
-		} else if (c->req.keep_body) {
-			memset(&c->req.z, 0, sizeof(c->req.z));
-			if (inflateInit2(&c->req.z, 15 + 16) != Z_OK)
+		} else if (r->keep_body) {
+			memset(&r->z, 0, sizeof(r->z));
+			if (inflateInit2(&r->z, 15 + 16) != Z_OK)
 				relay_fatal("out of memory initialising zlib");
-			c->req.gzip = 1;
+			r->gzip = 1;
 			http_budget_sync(c);
 		}
-	} else if (c->req.content_encoding && *c->req.content_encoding && strcasecmp(c->req.content_encoding, "identity")) {
-		http_set_error(c, 415, "unsupported Content-Encoding '%.40s' (want gzip or identity)", c->req.content_encoding);
+	} else if (r->content_encoding && *r->content_encoding && strcasecmp(r->content_encoding, "identity")) {
+		http_set_error(c, 415, "unsupported Content-Encoding '%.40s' (want gzip or identity)", r->content_encoding);
 	}
-	if (c->req.err_status == 501) {
-		c->req.fatal = 501; /* the body cannot be framed as we would read it */
+	if (r->err_status == 501) {
+		r->fatal = 501; /* the body cannot be framed as we would read it */
 		return -1;
 	}
 	/* A client that asked "may I send the body?" gets the refusal now
 	 * rather than a 100 (RFC 9110 10.1.1), and the connection closes:
 	 * whether it still sends the body is its choice. */
-	if (c->req.expect_continue && c->req.err_status) {
-		c->req.fatal = c->req.err_status;
+	if (r->expect_continue && r->err_status) {
+		r->fatal = r->err_status;
 		return -1;
 	}
-	if (c->req.expect_continue && !c->fake) {
+	if (r->expect_continue && !c->fake) {
 		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 		http_send_raw(c, xstrdup(cont), sizeof(cont) - 1);
 	}
@@ -384,11 +391,12 @@ static int on_headers_complete(llhttp_t *p)
  * extensions too): HPE_USER with a 413 past max_body_size. */
 static int count_body_bytes(struct conn *c, size_t len)
 {
+	struct request *r = &c->req;
 	const struct relay_config *cfg = c->srv->cfg;
-	c->req.body_received += len;
-	if (c->req.body_received > cfg->http_max_body_bytes) {
-		c->req.fatal = 413;
-		snprintf(c->req.err_msg, sizeof(c->req.err_msg), "request body exceeds the limit of %" PRIu64 " bytes",
+	r->body_received += len;
+	if (r->body_received > cfg->http_max_body_bytes) {
+		r->fatal = 413;
+		snprintf(r->err_msg, sizeof(r->err_msg), "request body exceeds the limit of %" PRIu64 " bytes",
 			 cfg->http_max_body_bytes);
 		return HPE_USER;
 	}
@@ -398,54 +406,55 @@ static int count_body_bytes(struct conn *c, size_t len)
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct conn *c = conn_of(p);
+	struct request *r = &c->req;
 	const struct relay_config *cfg = c->srv->cfg;
 	if (count_body_bytes(c, len))
 		return HPE_USER;
-	if (c->req.err_status || !c->req.keep_body)
+	if (r->err_status || !r->keep_body)
 		return HPE_OK; /* read and dropped: not a write, or its answer is decided */
-	if (!c->req.gzip) {
-		int st = budget_reserve(c, &c->req.body, len);
+	if (!r->gzip) {
+		int st = budget_reserve(c, &r->body, len);
 		if (st) {
 			http_budget_refuse(c, st);
 			return HPE_OK;
 		}
-		rbuf_append(&c->req.body, at, len);
+		rbuf_append(&r->body, at, len);
 		return HPE_OK;
 	}
 	uint64_t cap = cfg->http_max_decompressed_bytes;
-	c->req.z.next_in = (Bytef *)(uintptr_t)at;
-	c->req.z.avail_in = (uInt)len;
-	while (c->req.z.avail_in) {
+	r->z.next_in = (Bytef *)(uintptr_t)at;
+	r->z.avail_in = (uInt)len;
+	while (r->z.avail_in) {
 		/* A gzip file may hold several members one after the other
 		 * (gzip a b > c; Go's and Python's readers write and read them
 		 * so): bytes after a member's end start the next one. Anything
 		 * else there fails to inflate and gets 400, never dropped. */
-		if (c->req.gzip == 2) {
-			if (inflateReset(&c->req.z) != Z_OK)
+		if (r->gzip == 2) {
+			if (inflateReset(&r->z) != Z_OK)
 				relay_fatal("zlib: inflateReset failed");
-			c->req.gzip = 1;
+			r->gzip = 1;
 		}
-		int st = budget_reserve(c, &c->req.body, 65536);
+		int st = budget_reserve(c, &r->body, 65536);
 		if (st) {
 			http_budget_refuse(c, st);
 			return HPE_OK;
 		}
-		size_t room = c->req.body.cap - c->req.body.len - 1;
-		c->req.z.next_out = (Bytef *)c->req.body.data + c->req.body.len;
-		c->req.z.avail_out = (uInt)(room > (1u << 30) ? (1u << 30) : room);
-		uInt before = c->req.z.avail_out;
-		int zrc = inflate(&c->req.z, Z_NO_FLUSH);
-		c->req.body.len += before - c->req.z.avail_out;
-		if (c->req.body.len > cap) {
-			c->req.fatal = 413;
-			snprintf(c->req.err_msg, sizeof(c->req.err_msg),
+		size_t room = r->body.cap - r->body.len - 1;
+		r->z.next_out = (Bytef *)r->body.data + r->body.len;
+		r->z.avail_out = (uInt)(room > (1u << 30) ? (1u << 30) : room);
+		uInt before = r->z.avail_out;
+		int zrc = inflate(&r->z, Z_NO_FLUSH);
+		r->body.len += before - r->z.avail_out;
+		if (r->body.len > cap) {
+			r->fatal = 413;
+			snprintf(r->err_msg, sizeof(r->err_msg),
 				 "decompressed request body exceeds the limit of %" PRIu64 " bytes", cap);
 			return HPE_USER;
 		}
 		if (zrc == Z_STREAM_END) {
-			c->req.gzip = 2;
+			r->gzip = 2;
 		} else if (zrc != Z_OK && zrc != Z_BUF_ERROR) {
-			http_set_error(c, 400, "malformed gzip body: %s", c->req.z.msg ? c->req.z.msg : "inflate failed");
+			http_set_error(c, 400, "malformed gzip body: %s", r->z.msg ? r->z.msg : "inflate failed");
 			return HPE_OK;
 		}
 	}

@@ -315,8 +315,10 @@ static int dispatch(struct conn *c)
 	}
 	if (c->req.api != API_NONE) {
 		if (method != HTTP_POST) {
-			http_respond_error(c, 405, c->req.api == API_V2 ? "method not allowed: /api/v2/write takes POST" :
-			              "method not allowed: /write takes POST", "Allow: POST\r\n", !keep);
+			http_respond_error(c, 405,
+			                   c->req.api == API_V2 ? "method not allowed: /api/v2/write takes POST" :
+			                                          "method not allowed: /write takes POST",
+			                   "Allow: POST\r\n", !keep);
 			return 1;
 		}
 		http_handle_write(c);

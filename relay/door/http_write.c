@@ -142,7 +142,8 @@ void http_prepare_write(struct conn *c)
 		int st = http_auth_check(s->cfg, &r->cred, why, sizeof(why));
 		if (st) {
 			/* Rate-limited, and without the secret. */
-			relay_log_limited(&s->auth_log, RELAY_LOG_WARN, "write from %s refused (%d): %s", c->peer, st, why);
+			relay_log_limited(&s->auth_log, RELAY_LOG_WARN, "write from %s refused (%d): %s",
+			                  c->peer, st, why);
 			s->stats.auth_failures++;
 		}
 		if (st == 401)
@@ -154,19 +155,20 @@ void http_prepare_write(struct conn *c)
 
 void http_handle_write(struct conn *c)
 {
+	struct request *r = &c->req;
 	struct http_server *s = c->srv;
 	const struct relay_config *cfg = s->cfg;
-	enum lp_precision prec = c->req.prec;
+	enum lp_precision prec = r->prec;
 
-	if (c->req.err_status) {
-		if (c->req.err_status == 503) {
+	if (r->err_status) {
+		if (r->err_status == 503) {
 			s->stats.writes_refused++;
 			relay_log_limited(&s->refusal_log, RELAY_LOG_WARN, "write from %s refused (503): %s", c->peer,
-			                  c->req.err_msg);
-			http_respond_error(c, 503, c->req.err_msg, "Retry-After: 1\r\n", 0);
+			                  r->err_msg);
+			http_respond_error(c, 503, r->err_msg, "Retry-After: 1\r\n", 0);
 		} else {
 			s->stats.writes_rejected++;
-			http_respond_error(c, c->req.err_status, c->req.err_msg, NULL, 0);
+			http_respond_error(c, r->err_status, r->err_msg, NULL, 0);
 		}
 		return;
 	}
@@ -189,15 +191,15 @@ void http_handle_write(struct conn *c)
 		.flags = config_lp_flags(cfg),
 	};
 	int rc;
-	rbuf_reset(&c->req.lp);
+	rbuf_reset(&r->lp);
 	if (lim.max_out == 0)
 		lim.max_out = 1; /* 0 would mean unlimited */
-	rc = lineproto_validate_limits(c->req.body.data ? c->req.body.data : "", c->req.body.len, lp_ns_to_precision(now, prec),
-	                               &lim, &c->req.lp, &res, &lerr);
+	rc = lineproto_validate_limits(r->body.data ? r->body.data : "", r->body.len, lp_ns_to_precision(now, prec),
+	                               &lim, &r->lp, &res, &lerr);
 	/* Down to what it holds: doubling left up to half of it unused. */
-	if (c->req.lp.cap > c->req.lp.len + 1) {
-		c->req.lp.data = xrealloc(c->req.lp.data, c->req.lp.len + 1);
-		c->req.lp.cap = c->req.lp.len + 1;
+	if (r->lp.cap > r->lp.len + 1) {
+		r->lp.data = xrealloc(r->lp.data, r->lp.len + 1);
+		r->lp.cap = r->lp.len + 1;
 	}
 	http_budget_sync(c);
 	if (rc < 0 && lerr.too_big) {
@@ -218,7 +220,7 @@ void http_handle_write(struct conn *c)
 		return;
 	}
 	/* The compressed or raw body is not needed once stamped. */
-	rbuf_release(&c->req.body);
+	rbuf_release(&r->body);
 	http_budget_sync(c);
 	if (res.lines == 0) {
 		/* Nothing to queue: an empty body or only comments. */
@@ -230,24 +232,24 @@ void http_handle_write(struct conn *c)
 		http_respond(c, 204, NULL, NULL, 0, 0, 0);
 		return;
 	}
-	struct wal_batch *b = &c->req.ireq.batch;
+	struct wal_batch *b = &r->ireq.batch;
 	memset(b, 0, sizeof(*b));
 	b->accept_ns = now;
 	b->lines = res.lines;
 	b->precision = (uint8_t)prec;
-	b->db = c->req.db;
-	b->rp = c->req.rp;
-	b->user = c->req.cred.user;
-	b->password = c->req.cred.password;
-	b->token = c->req.cred.token;
-	b->org = c->req.org;
-	b->body = c->req.lp.data;
-	b->body_len = c->req.lp.len;
-	c->req.ireq.done = write_done;
-	c->req.ireq.data = c;
+	b->db = r->db;
+	b->rp = r->rp;
+	b->user = r->cred.user;
+	b->password = r->cred.password;
+	b->token = r->cred.token;
+	b->org = r->org;
+	b->body = r->lp.data;
+	b->body_len = r->lp.len;
+	r->ireq.done = write_done;
+	r->ireq.data = c;
 	c->waiting = 1;
 	c->refs++;
-	ingest_submit(s->ing, &c->req.ireq);
+	ingest_submit(s->ing, &r->ireq);
 }
 
 static void write_done(struct ingest_request *req, int rc)
