@@ -1,13 +1,18 @@
 /*
- * http_internal: what the three files of the front door share, and nothing
+ * http_internal: what the files of the HTTP door share, and nothing
  * outside them includes. The door is
  *   http_server.c   the listener, connections, the read loop, timers,
  *                   answers and routing: a connection's life;
  *   http_request.c  one request's life: llhttp's callbacks, the buffers a
- *                   request holds and the server-wide budget they count in;
- *   http_write.c    the write endpoints: parameters, credentials, line
- *                   validation, the commit and its answer.
+ *                   request holds and the server-wide budget they count in,
+ *                   its release;
+ *   http_write.c    the write endpoints: parameters, line validation, the
+ *                   commit and its answer;
+ *   http_auth.c     inbound credentials (http_auth.h): reading them and
+ *                   checking them against the configured users and tokens.
  * docs/architecture.md ("The ack path") draws how a request goes through.
+ * Functions here abort on allocation failure (xmalloc) and return no
+ * errors unless they say so: a request's problems become its answer.
  */
 #ifndef RELAY_HTTP_INTERNAL_H
 #define RELAY_HTTP_INTERNAL_H
@@ -18,6 +23,7 @@
 #include <uv.h>
 #include <zlib.h>
 
+#include "relay/door/http_auth.h"
 #include "relay/door/http_server.h"
 #include "relay/base/lineproto.h"
 #include "relay/base/json.h"
@@ -40,6 +46,51 @@ enum timer_mode { T_NONE, T_HEADER, T_BODY, T_IDLE, T_LINGER };
 
 struct http_server;
 
+/*
+ * One request: what llhttp delivered of it, what the door kept of its body
+ * and what it decided. A connection parses and answers one request at a
+ * time, so it embeds the one it is on (as h2o's HTTP/1 connection embeds its
+ * h2o_req_t). Every field is freed by http_request_release(), and only
+ * there, which also leaves the struct zeroed (API_NONE, LP_PRECISION_NS)
+ * for the next request. Buffers given back before the answer (a refused
+ * body, the inflate state past the body, the raw body once stamped) are
+ * returned to the budget where they are dropped, but the struct is only
+ * ever emptied in that one place.
+ */
+struct request {
+	/* request line and headers */
+	struct rbuf url;
+	struct rbuf hname, hval; /* the header field being read */
+	struct rbuf te;          /* every Transfer-Encoding value, joined by ", " */
+	size_t header_bytes;
+	unsigned nheaders;
+	int in_value;
+	char *authorization;
+	char *content_encoding;
+	int expect_continue;
+	int api;                 /* API_*: the endpoint, set once the headers are in */
+
+	/* the body */
+	int keep_body;           /* an accepted write's: buffer (and inflate) it */
+	struct rbuf body;
+	z_stream z;              /* gzip body being inflated */
+	int gzip;                /* 1: z is initialised; 2: its stream ended */
+	uint64_t body_received;  /* body bytes as sent (before inflating) */
+
+	/* the answer, when decided while parsing */
+	int err_status;          /* answered at completion */
+	char err_msg[300];
+	int fatal;               /* answered at once, then close */
+
+	/* a write: its parameters and credentials (the batch points into
+	 * them until its commit returns), its stamped lines, its commit */
+	enum lp_precision prec;
+	char *db, *rp, *org;
+	struct http_credentials cred;
+	struct rbuf lp;
+	struct ingest_request ireq;
+};
+
 struct conn {
 	uv_tcp_t tcp;
 	uv_timer_t timer;
@@ -57,43 +108,17 @@ struct conn {
 	unsigned reading : 1;
 	unsigned fake : 1;      /* fuzz build: no socket */
 	unsigned out_blocked : 1; /* parsing stopped until out_queued drains to OUT_LOW */
-	unsigned keep_body : 1; /* the body is an accepted write's: buffer (and inflate) it */
 	size_t out_queued;      /* answer bytes handed to uv_write and not yet written */
 	uint64_t held;          /* bytes of the server's buffer budget this connection holds
 	                         * (conn_held() when last accounted) */
 	enum timer_mode tmode;
 	char peer[64];
 
-	/* the request being parsed */
-	struct rbuf url;
-	struct rbuf hname, hval;
-	struct rbuf te;      /* every Transfer-Encoding value, joined by ", " */
-	size_t header_bytes;
-	unsigned nheaders;
-	int in_value;
-	struct rbuf body;
-	char *authorization;
-	char *content_encoding;
-	int expect_continue;
-	z_stream z;          /* gzip request body being inflated */
-	int gzip;            /* 1: z is initialised; 2: its stream ended */
-	uint64_t body_received; /* body bytes as sent (before inflating) */
-	int err_status;      /* decided while parsing: answered at completion */
-	char err_msg[300];
-	int fatal;           /* error answered at once, then close */
+	struct request req;     /* the request being parsed, answered or committed */
 
 	/* unparsed bytes of later requests, kept while one is being answered */
 	char *pend;
 	size_t pend_len;
-
-	/* a write waiting for its commit */
-	struct ingest_request ireq;
-	struct rbuf lp;
-	int api;             /* API_*: the endpoint, set once the headers are in */
-	enum lp_precision prec;
-	char *q_db, *q_rp, *q_u, *q_p, *q_token, *q_org;
-	uint64_t t_start;
-
 };
 
 struct http_server {
@@ -129,51 +154,72 @@ enum { API_NONE = 0, API_V1, API_V2 };
 
 /*---- http_server.c ----*/
 
-/* Queue buf[0..len) (a whole answer, which the write then owns) on c. */
+/* Queue buf[0..len), a whole answer, on c. Takes buf (malloc'd) in every
+ * case: freed once written, or at once when c has no socket or is closing.
+ * A failed write closes c. */
 void http_send_raw(struct conn *c, char *buf, size_t len);
-/* Queue an answer. body may be NULL. extra is extra header lines, each
- * ending in "\r\n". With close, the connection ends after it. head_only:
+/* Queue an answer with status, copying body[0..body_len) (body may be NULL
+ * when body_len is 0). extra is extra header lines, each ending in "\r\n",
+ * or NULL. With close, the connection ends once it is written. head_only:
  * a HEAD request's answer (headers only). */
 void http_respond(struct conn *c, int status, const char *extra, const char *body, size_t body_len, int close,
                   int head_only);
-/* An error answer as JSON, in the endpoint's API form (v1 or v2). */
+/* An error answer: msg as JSON in the endpoint's API form (v1 or v2, from
+ * c->req.api), then as http_respond(). msg and extra are copied. */
 void http_respond_error(struct conn *c, int status, const char *msg, const char *extra, int close);
-/* Free c once nothing holds it (handles, a commit, writes in flight). */
+/* Free c once nothing holds it (open handles, a commit, writes in flight),
+ * releasing its request and read-ahead bytes; the server too when it is
+ * closing, its listener is closed and c was its last connection (then its
+ * done callback runs). Otherwise does nothing: the last holder calls it
+ * again. */
 void http_maybe_free(struct conn *c);
+/* Run c's one timer for mode m with its configured timeout (T_NONE stops
+ * it). Ignored on a socket-less, closing or lingering connection. */
 void http_set_timer(struct conn *c, enum timer_mode m);
 /* After an asynchronous answer, or when queued answers drained: parse
- * what was already read, then read more. */
+ * what was already read, then read more. Does nothing once c is closing or
+ * is to close after its queued answers. */
 void http_conn_continue(struct conn *c);
 
 /*---- http_request.c ----*/
 
-/* llhttp's callbacks for a request, set up once. */
-const llhttp_settings_t *http_parser_settings(void);
+/* Set up c->parser for requests, with this file's callbacks and c as the
+ * parser's data. Allocates nothing; cannot fail. */
+void http_parser_init(struct conn *c);
 /* Decide an error that is answered once the request is complete (the body
- * is read and dropped, so the connection stays usable). The first wins. */
+ * is read and dropped, so the connection stays usable). The first wins;
+ * the message is cut to fit c->req.err_msg. */
 void http_set_error(struct conn *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* Account for a change of c's buffers in the server's budget. */
+/* Account for a change of c's buffers in the server's budget, so that
+ * srv->buffered stays the sum of what every connection holds. Call after
+ * every change of a buffer the budget counts. */
 void http_budget_sync(struct conn *c);
-/* Refuse the write for the budget (413 or 503) and drop its body. */
+/* Refuse the write for the budget (status 413 or 503, through
+ * http_set_error) and drop its body, giving the budget back now. */
 void http_budget_refuse(struct conn *c, int status);
-/* Give back everything the request held, once its answer is queued. */
+/* Free everything c->req holds and zero it, giving its share of the budget
+ * back (http_budget_sync). Called once the request's answer is queued (for
+ * a write, once its commit returned: the batch points into c->req), when a
+ * request begins, and when c is freed; never while c->waiting. Idempotent. */
 void http_request_release(struct conn *c);
-/* Free the request's strings (credentials, parameters, some headers): at
- * the next request, since a write's batch points into them until its
- * commit returns, and when the connection is freed. */
-void http_request_free_strings(struct conn *c);
+/* Find query parameter name in q (q without '?'); returns a decoded copy
+ * (the caller frees it), NULL if absent. *bad gets 1 ORed in for a
+ * malformed escape (and NULL is returned), 2 for a NUL byte (the copy is
+ * returned, cut at it). */
+char *http_query_param(const char *q, const char *name, int *bad);
+/* 1 if s holds a control character (below 0x20, or DEL), else 0 (also for
+ * NULL): such a string must not reach a header, a query or a terminal. */
+int http_has_control(const char *s);
 
 /*---- http_write.c ----*/
 
 /* Read a write's parameters and credentials once its headers are in, and
- * decide whether it may write at all (http_set_error if not). */
+ * decide whether it may write at all (http_set_error if not; auth failures
+ * are logged and counted). The strings go to c->req, which owns them. */
 void http_prepare_write(struct conn *c);
 /* The write is complete: answer it, or validate it and hand it to ingest
- * (c->waiting until its commit returns). */
+ * (c->waiting, and a reference on c, until its commit returns; the answer
+ * is queued then). */
 void http_handle_write(struct conn *c);
-/* Find query parameter name in q (q without '?'); returns a decoded copy
- * (the caller frees it), NULL if absent; *bad gets 1 for a malformed
- * escape, 2 for a NUL byte. */
-char *http_query_param(const char *q, const char *name, int *bad);
 
 #endif

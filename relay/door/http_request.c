@@ -16,14 +16,13 @@
 
 #include "relay/door/http_internal.h"
 
-static llhttp_settings_t parser_settings;
-
 /*---- the buffer budget ----*/
 
 /* What c holds of the server's budget right now. */
 static uint64_t conn_held(const struct conn *c)
 {
-	return (uint64_t)c->body.cap + c->lp.cap + c->pend_len + (c->gzip ? ZSTREAM_BYTES : 0);
+	const struct request *r = &c->req;
+	return (uint64_t)r->body.cap + r->lp.cap + c->pend_len + (r->gzip ? ZSTREAM_BYTES : 0);
 }
 
 /* Account for a change of c's buffers: keeps srv->buffered the sum of
@@ -55,7 +54,7 @@ static int budget_check(const struct conn *c, uint64_t want)
 }
 
 /*
- * Room in b (c->body) for extra more bytes, within the budget. Grows by
+ * Room in b (c->req.body) for extra more bytes, within the budget. Grows by
  * doubling while the budget allows, else to exactly what is needed.
  * Returns 0, or 413/503 as budget_check (b unchanged).
  */
@@ -81,37 +80,90 @@ static int budget_reserve(struct conn *c, struct rbuf *b, size_t extra)
 	return 0;
 }
 
+/*---- strings a request carries ----*/
+
+/* The length v[0..vl) decodes to (each %XY is one byte; '+' is one). */
+static size_t decoded_len(const char *v, size_t vl)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < vl; i++, n++)
+		if (v[i] == '%')
+			i += 2;
+	return n;
+}
+
+/* Find query parameter name in q (q without '?'); returns a decoded copy,
+ * NULL if absent; *bad gets 1 for a malformed escape, 2 for a NUL byte. */
+char *http_query_param(const char *q, const char *name, int *bad)
+{
+	size_t nl = strlen(name);
+	const char *p = q;
+	while (p && *p) {
+		const char *amp = strchr(p, '&');
+		size_t seg = amp ? (size_t)(amp - p) : strlen(p);
+		if (seg >= nl && memcmp(p, name, nl) == 0 && (seg == nl || p[nl] == '=')) {
+			const char *v = seg == nl ? p + nl : p + nl + 1;
+			size_t vl = seg == nl ? 0 : seg - nl - 1;
+			char *d = url_decode(v, vl);
+			if (!d)
+				*bad |= 1;
+			else if (strlen(d) != decoded_len(v, vl))
+				*bad |= 2; /* a %00 would cut the name short unseen */
+			return d;
+		}
+		p = amp ? amp + 1 : NULL;
+	}
+	return NULL;
+}
+
+int http_has_control(const char *s)
+{
+	for (; s && *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return 1;
+	return 0;
+}
+
 /*---- request state ----*/
 
-static void gzip_end(struct conn *c)
+static void gzip_end(struct request *r)
 {
-	if (c->gzip)
-		inflateEnd(&c->z);
-	c->gzip = 0;
+	if (r->gzip)
+		inflateEnd(&r->z);
+	r->gzip = 0;
 }
 
 /*
- * The request is answered (its answer queued) or abandoned: give back
- * everything it held, so that a connection between requests costs only
- * its struct. Its strings stay until the next request begins (a write's
- * batch points into q_db and the rest until its commit returns).
+ * The request is answered (its answer queued), its commit returned, or the
+ * connection is going: give back everything it held, so that a connection
+ * between requests costs only its struct, and start the next request from
+ * zero. The one place a request's fields are freed.
  */
 void http_request_release(struct conn *c)
 {
-	gzip_end(c);
-	c->keep_body = 0;
-	rbuf_release(&c->body);
-	rbuf_release(&c->lp);
-	rbuf_release(&c->url);
-	rbuf_release(&c->hname);
-	rbuf_release(&c->hval);
-	rbuf_release(&c->te);
+	struct request *r = &c->req;
+	gzip_end(r);
+	rbuf_release(&r->url);
+	rbuf_release(&r->hname);
+	rbuf_release(&r->hval);
+	rbuf_release(&r->te);
+	rbuf_release(&r->body);
+	rbuf_release(&r->lp);
+	free(r->authorization);
+	free(r->content_encoding);
+	free(r->db);
+	free(r->rp);
+	free(r->org);
+	http_credentials_free(&r->cred);
+	memset(r, 0, sizeof(*r));
 	http_budget_sync(c);
 }
 
-/* A write the budget cannot hold now: refuse it and drop its body. */
+/* A write the budget cannot hold now: refuse it and drop its body, giving
+ * the budget back at once rather than when the refusal is answered. */
 void http_budget_refuse(struct conn *c, int status)
 {
+	struct request *r = &c->req;
 	const struct relay_config *cfg = c->srv->cfg;
 	if (status == 413)
 		http_set_error(c, 413, "request needs more than the %" PRIu64 " bytes of http.max_buffered_size",
@@ -119,36 +171,11 @@ void http_budget_refuse(struct conn *c, int status)
 	else
 		http_set_error(c, 503, "relay busy: %" PRIu64 " bytes of request bodies held (http.max_buffered_size): "
 		          "retry later", c->srv->buffered);
-	gzip_end(c);
-	c->keep_body = 0;
-	rbuf_release(&c->body);
-	rbuf_release(&c->lp);
+	gzip_end(r);
+	r->keep_body = 0;
+	rbuf_release(&r->body);
+	rbuf_release(&r->lp);
 	http_budget_sync(c);
-}
-
-void http_request_free_strings(struct conn *c)
-{
-	char **strs[] = { &c->authorization, &c->content_encoding, &c->q_db, &c->q_rp,
-	                  &c->q_u, &c->q_p, &c->q_token, &c->q_org };
-	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
-		free(*strs[i]);
-		*strs[i] = NULL;
-	}
-}
-
-static void request_reset(struct conn *c)
-{
-	http_request_release(c);
-	c->body_received = 0;
-	c->header_bytes = 0;
-	c->nheaders = 0;
-	c->in_value = 0;
-	http_request_free_strings(c);
-	c->expect_continue = 0;
-	c->err_status = 0;
-	c->err_msg[0] = '\0';
-	c->api = API_NONE;
-	c->prec = LP_PRECISION_NS;
 }
 
 static struct conn *conn_of(llhttp_t *p)
@@ -160,21 +187,23 @@ static struct conn *conn_of(llhttp_t *p)
  * is read and dropped, so the connection stays usable). */
 void http_set_error(struct conn *c, int status, const char *fmt, ...)
 {
-	if (c->err_status)
+	struct request *r = &c->req;
+	if (r->err_status)
 		return;
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(c->err_msg, sizeof(c->err_msg), fmt, ap);
+	vsnprintf(r->err_msg, sizeof(r->err_msg), fmt, ap);
 	va_end(ap);
-	c->err_status = status;
+	r->err_status = status;
 }
 
 static int count_header_bytes(struct conn *c, size_t n)
 {
-	c->header_bytes += n;
-	if (c->header_bytes > c->srv->cfg->http_max_header_bytes) {
-		c->fatal = 431;
-		snprintf(c->err_msg, sizeof(c->err_msg), "request line and headers exceed %" PRIu64 " bytes",
+	struct request *r = &c->req;
+	r->header_bytes += n;
+	if (r->header_bytes > c->srv->cfg->http_max_header_bytes) {
+		r->fatal = 431;
+		snprintf(r->err_msg, sizeof(r->err_msg), "request line and headers exceed %" PRIu64 " bytes",
 			 c->srv->cfg->http_max_header_bytes);
 		return HPE_USER;
 	}
@@ -184,8 +213,9 @@ static int count_header_bytes(struct conn *c, size_t n)
 static int on_message_begin(llhttp_t *p)
 {
 	struct conn *c = conn_of(p);
-	request_reset(c);
-	c->t_start = now_mono_ns();
+	/* Whatever ended the last request released it already; this makes
+	 * sure a request never starts with another's state. */
+	http_request_release(c);
 	http_set_timer(c, T_HEADER);
 	return HPE_OK;
 }
@@ -195,34 +225,35 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 	struct conn *c = conn_of(p);
 	if (count_header_bytes(c, len))
 		return HPE_USER;
-	rbuf_append(&c->url, at, len);
+	rbuf_append(&c->req.url, at, len);
 	return HPE_OK;
 }
 
 static void header_done(struct conn *c)
 {
-	const char *name = rbuf_cstr(&c->hname);
-	const char *val = rbuf_cstr(&c->hval);
+	struct request *r = &c->req;
+	const char *name = rbuf_cstr(&r->hname);
+	const char *val = rbuf_cstr(&r->hval);
 	if (strcasecmp(name, "authorization") == 0) {
-		free(c->authorization);
-		c->authorization = xstrdup(val);
+		free(r->authorization);
+		r->authorization = xstrdup(val);
 	} else if (strcasecmp(name, "content-encoding") == 0) {
-		free(c->content_encoding);
-		c->content_encoding = xstrdup(val);
+		free(r->content_encoding);
+		r->content_encoding = xstrdup(val);
 	} else if (strcasecmp(name, "transfer-encoding") == 0) {
 		/* Decided on all lines at once (check_transfer_encoding): the
 		 * codings of two lines are one list (RFC 9110 5.3). */
-		if (c->te.len)
-			rbuf_append(&c->te, ", ", 2);
-		rbuf_append(&c->te, val, strlen(val));
+		if (r->te.len)
+			rbuf_append(&r->te, ", ", 2);
+		rbuf_append(&r->te, val, strlen(val));
 	} else if (strcasecmp(name, "expect") == 0) {
 		if (strcasecmp(val, "100-continue") == 0)
-			c->expect_continue = 1;
+			r->expect_continue = 1;
 		else
 			http_set_error(c, 417, "unsupported Expect header '%.60s'", val);
 	}
-	rbuf_reset(&c->hname);
-	rbuf_reset(&c->hval);
+	rbuf_reset(&r->hname);
+	rbuf_reset(&r->hval);
 }
 
 /*
@@ -233,7 +264,7 @@ static void header_done(struct conn *c)
  */
 static void check_transfer_encoding(struct conn *c)
 {
-	const char *v = rbuf_cstr(&c->te);
+	const char *v = rbuf_cstr(&c->req.te);
 	int codings = 0, last_chunked = 0;
 	while (*v) {
 		while (*v == ' ' || *v == '\t' || *v == ',')
@@ -251,24 +282,25 @@ static void check_transfer_encoding(struct conn *c)
 	/* A list that does not end in chunked is llhttp's to refuse (400). */
 	if (last_chunked && codings > 1)
 		http_set_error(c, 501, "Transfer-Encoding '%.60s' is not supported (only chunked; "
-		          "send compressed bodies with Content-Encoding: gzip)", rbuf_cstr(&c->te));
+		          "send compressed bodies with Content-Encoding: gzip)", rbuf_cstr(&c->req.te));
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
 	struct conn *c = conn_of(p);
+	struct request *r = &c->req;
 	if (count_header_bytes(c, len))
 		return HPE_USER;
-	if (c->in_value) {
+	if (r->in_value) {
 		header_done(c);
-		c->in_value = 0;
+		r->in_value = 0;
 	}
-	if (c->hname.len == 0 && ++c->nheaders > MAX_HEADERS) {
-		c->fatal = 431;
-		snprintf(c->err_msg, sizeof(c->err_msg), "more than %d header fields", MAX_HEADERS);
+	if (r->hname.len == 0 && ++r->nheaders > MAX_HEADERS) {
+		r->fatal = 431;
+		snprintf(r->err_msg, sizeof(r->err_msg), "more than %d header fields", MAX_HEADERS);
 		return HPE_USER;
 	}
-	rbuf_append(&c->hname, at, len);
+	rbuf_append(&r->hname, at, len);
 	return HPE_OK;
 }
 
@@ -277,8 +309,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 	struct conn *c = conn_of(p);
 	if (count_header_bytes(c, len))
 		return HPE_USER;
-	c->in_value = 1;
-	rbuf_append(&c->hval, at, len);
+	c->req.in_value = 1;
+	rbuf_append(&c->req.hval, at, len);
 	return HPE_OK;
 }
 
@@ -297,57 +329,58 @@ static int api_of(const char *url)
 static int on_headers_complete(llhttp_t *p)
 {
 	struct conn *c = conn_of(p);
+	struct request *r = &c->req;
 	const struct relay_config *cfg = c->srv->cfg;
-	if (c->in_value || c->hname.len) {
+	if (r->in_value || r->hname.len) {
 		header_done(c);
-		c->in_value = 0;
+		r->in_value = 0;
 	}
 	http_set_timer(c, T_BODY);
-	if (c->te.len)
+	if (r->te.len)
 		check_transfer_encoding(c);
-	c->api = api_of(rbuf_cstr(&c->url));
-	if (c->api != API_NONE && llhttp_get_method(p) == HTTP_POST)
+	r->api = api_of(rbuf_cstr(&r->url));
+	if (r->api != API_NONE && llhttp_get_method(p) == HTTP_POST)
 		http_prepare_write(c);
 	/* Only an accepted write's body is kept: every other body (any other
 	 * URL, a refused write) is counted against max_body_size and dropped
 	 * as it arrives. */
-	c->keep_body = c->api != API_NONE && llhttp_get_method(p) == HTTP_POST && !c->err_status;
+	r->keep_body = r->api != API_NONE && llhttp_get_method(p) == HTTP_POST && !r->err_status;
 	/* Refuse an announced oversized body before reading any of it. */
 	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->http_max_body_bytes) {
-		c->fatal = 413;
-		snprintf(c->err_msg, sizeof(c->err_msg), "request body of %" PRIu64 " bytes exceeds the limit of %" PRIu64 " bytes",
+		r->fatal = 413;
+		snprintf(r->err_msg, sizeof(r->err_msg), "request body of %" PRIu64 " bytes exceeds the limit of %" PRIu64 " bytes",
 			 (uint64_t)p->content_length, cfg->http_max_body_bytes);
-		return -1; /* on_headers_complete's error value; c->fatal says why */
+		return -1; /* on_headers_complete's error value; r->fatal says why */
 	}
-	if (c->content_encoding && strcasecmp(c->content_encoding, "gzip") == 0) {
+	if (r->content_encoding && strcasecmp(r->content_encoding, "gzip") == 0) {
 		/* Inflate as the body arrives, so that the cap on the
 		 * decompressed size holds without buffering the compressed body
 		 * and a bomb is stopped at the first chunk past the cap. */
-		int st = c->keep_body ? budget_check(c, ZSTREAM_BYTES) : 0;
+		int st = r->keep_body ? budget_check(c, ZSTREAM_BYTES) : 0;
 		if (st) {
 			http_budget_refuse(c, st);
-		} else if (c->keep_body) {
-			memset(&c->z, 0, sizeof(c->z));
-			if (inflateInit2(&c->z, 15 + 16) != Z_OK)
+		} else if (r->keep_body) {
+			memset(&r->z, 0, sizeof(r->z));
+			if (inflateInit2(&r->z, 15 + 16) != Z_OK)
 				relay_fatal("out of memory initialising zlib");
-			c->gzip = 1;
+			r->gzip = 1;
 			http_budget_sync(c);
 		}
-	} else if (c->content_encoding && *c->content_encoding && strcasecmp(c->content_encoding, "identity")) {
-		http_set_error(c, 415, "unsupported Content-Encoding '%.40s' (want gzip or identity)", c->content_encoding);
+	} else if (r->content_encoding && *r->content_encoding && strcasecmp(r->content_encoding, "identity")) {
+		http_set_error(c, 415, "unsupported Content-Encoding '%.40s' (want gzip or identity)", r->content_encoding);
 	}
-	if (c->err_status == 501) {
-		c->fatal = 501; /* the body cannot be framed as we would read it */
+	if (r->err_status == 501) {
+		r->fatal = 501; /* the body cannot be framed as we would read it */
 		return -1;
 	}
 	/* A client that asked "may I send the body?" gets the refusal now
 	 * rather than a 100 (RFC 9110 10.1.1), and the connection closes:
 	 * whether it still sends the body is its choice. */
-	if (c->expect_continue && c->err_status) {
-		c->fatal = c->err_status;
+	if (r->expect_continue && r->err_status) {
+		r->fatal = r->err_status;
 		return -1;
 	}
-	if (c->expect_continue && !c->fake) {
+	if (r->expect_continue && !c->fake) {
 		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 		http_send_raw(c, xstrdup(cont), sizeof(cont) - 1);
 	}
@@ -358,11 +391,12 @@ static int on_headers_complete(llhttp_t *p)
  * extensions too): HPE_USER with a 413 past max_body_size. */
 static int count_body_bytes(struct conn *c, size_t len)
 {
+	struct request *r = &c->req;
 	const struct relay_config *cfg = c->srv->cfg;
-	c->body_received += len;
-	if (c->body_received > cfg->http_max_body_bytes) {
-		c->fatal = 413;
-		snprintf(c->err_msg, sizeof(c->err_msg), "request body exceeds the limit of %" PRIu64 " bytes",
+	r->body_received += len;
+	if (r->body_received > cfg->http_max_body_bytes) {
+		r->fatal = 413;
+		snprintf(r->err_msg, sizeof(r->err_msg), "request body exceeds the limit of %" PRIu64 " bytes",
 			 cfg->http_max_body_bytes);
 		return HPE_USER;
 	}
@@ -372,54 +406,55 @@ static int count_body_bytes(struct conn *c, size_t len)
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct conn *c = conn_of(p);
+	struct request *r = &c->req;
 	const struct relay_config *cfg = c->srv->cfg;
 	if (count_body_bytes(c, len))
 		return HPE_USER;
-	if (c->err_status || !c->keep_body)
+	if (r->err_status || !r->keep_body)
 		return HPE_OK; /* read and dropped: not a write, or its answer is decided */
-	if (!c->gzip) {
-		int st = budget_reserve(c, &c->body, len);
+	if (!r->gzip) {
+		int st = budget_reserve(c, &r->body, len);
 		if (st) {
 			http_budget_refuse(c, st);
 			return HPE_OK;
 		}
-		rbuf_append(&c->body, at, len);
+		rbuf_append(&r->body, at, len);
 		return HPE_OK;
 	}
 	uint64_t cap = cfg->http_max_decompressed_bytes;
-	c->z.next_in = (Bytef *)(uintptr_t)at;
-	c->z.avail_in = (uInt)len;
-	while (c->z.avail_in) {
+	r->z.next_in = (Bytef *)(uintptr_t)at;
+	r->z.avail_in = (uInt)len;
+	while (r->z.avail_in) {
 		/* A gzip file may hold several members one after the other
 		 * (gzip a b > c; Go's and Python's readers write and read them
 		 * so): bytes after a member's end start the next one. Anything
 		 * else there fails to inflate and gets 400, never dropped. */
-		if (c->gzip == 2) {
-			if (inflateReset(&c->z) != Z_OK)
+		if (r->gzip == 2) {
+			if (inflateReset(&r->z) != Z_OK)
 				relay_fatal("zlib: inflateReset failed");
-			c->gzip = 1;
+			r->gzip = 1;
 		}
-		int st = budget_reserve(c, &c->body, 65536);
+		int st = budget_reserve(c, &r->body, 65536);
 		if (st) {
 			http_budget_refuse(c, st);
 			return HPE_OK;
 		}
-		size_t room = c->body.cap - c->body.len - 1;
-		c->z.next_out = (Bytef *)c->body.data + c->body.len;
-		c->z.avail_out = (uInt)(room > (1u << 30) ? (1u << 30) : room);
-		uInt before = c->z.avail_out;
-		int zrc = inflate(&c->z, Z_NO_FLUSH);
-		c->body.len += before - c->z.avail_out;
-		if (c->body.len > cap) {
-			c->fatal = 413;
-			snprintf(c->err_msg, sizeof(c->err_msg),
+		size_t room = r->body.cap - r->body.len - 1;
+		r->z.next_out = (Bytef *)r->body.data + r->body.len;
+		r->z.avail_out = (uInt)(room > (1u << 30) ? (1u << 30) : room);
+		uInt before = r->z.avail_out;
+		int zrc = inflate(&r->z, Z_NO_FLUSH);
+		r->body.len += before - r->z.avail_out;
+		if (r->body.len > cap) {
+			r->fatal = 413;
+			snprintf(r->err_msg, sizeof(r->err_msg),
 				 "decompressed request body exceeds the limit of %" PRIu64 " bytes", cap);
 			return HPE_USER;
 		}
 		if (zrc == Z_STREAM_END) {
-			c->gzip = 2;
+			r->gzip = 2;
 		} else if (zrc != Z_OK && zrc != Z_BUF_ERROR) {
-			http_set_error(c, 400, "malformed gzip body: %s", c->z.msg ? c->z.msg : "inflate failed");
+			http_set_error(c, 400, "malformed gzip body: %s", r->z.msg ? r->z.msg : "inflate failed");
 			return HPE_OK;
 		}
 	}
@@ -438,30 +473,31 @@ static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
 static int on_message_complete(llhttp_t *p)
 {
 	struct conn *c = conn_of(p);
-	if (c->gzip == 1 && !c->err_status)
+	if (c->req.gzip == 1 && !c->req.err_status)
 		http_set_error(c, 400, "malformed gzip body: truncated");
-	gzip_end(c); /* the inflate state is not needed past the body */
+	gzip_end(&c->req); /* the inflate state is not needed past the body */
 	http_budget_sync(c);
 	http_set_timer(c, T_NONE);
 	/* Stop here: the request is answered before the next one is parsed. */
 	return HPE_PAUSED;
 }
 
-const llhttp_settings_t *http_parser_settings(void)
+/* Filled in at compile time: what llhttp_settings_init() would leave
+ * unset is zero here too, and nothing can change it at run time. */
+static const llhttp_settings_t parser_settings = {
+	.on_message_begin = on_message_begin,
+	.on_url = on_url,
+	.on_header_field = on_header_field,
+	.on_header_value = on_header_value,
+	.on_headers_complete = on_headers_complete,
+	.on_body = on_body,
+	.on_message_complete = on_message_complete,
+	.on_chunk_extension_name = on_chunk_extension,
+	.on_chunk_extension_value = on_chunk_extension,
+};
+
+void http_parser_init(struct conn *c)
 {
-	static int done;
-	if (done)
-		return &parser_settings;
-	llhttp_settings_init(&parser_settings);
-	parser_settings.on_message_begin = on_message_begin;
-	parser_settings.on_url = on_url;
-	parser_settings.on_header_field = on_header_field;
-	parser_settings.on_header_value = on_header_value;
-	parser_settings.on_headers_complete = on_headers_complete;
-	parser_settings.on_body = on_body;
-	parser_settings.on_message_complete = on_message_complete;
-	parser_settings.on_chunk_extension_name = on_chunk_extension;
-	parser_settings.on_chunk_extension_value = on_chunk_extension;
-	done = 1;
-	return &parser_settings;
+	llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
+	c->parser.data = c;
 }

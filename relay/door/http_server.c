@@ -176,7 +176,7 @@ static const char *v2_code(int status)
 void http_respond_error(struct conn *c, int status, const char *msg, const char *extra, int close)
 {
 	struct rbuf b = RBUF_INIT;
-	if (c->api == API_V2) {
+	if (c->req.api == API_V2) {
 		const char *code = v2_code(status);
 		rbuf_append(&b, "{\"code\":", 8);
 		rjson_append_string(&b, code, strlen(code));
@@ -208,7 +208,6 @@ void http_maybe_free(struct conn *c)
 	c->pend = NULL;
 	c->pend_len = 0;
 	http_request_release(c); /* gives back the whole budget c held */
-	http_request_free_strings(c);
 	int was_fake = c->fake;
 	free(c);
 	if (!was_fake && s) {
@@ -286,15 +285,15 @@ static void timer_cb(uv_timer_t *t)
 static int dispatch(struct conn *c)
 {
 	struct http_server *s = c->srv;
-	const char *url = rbuf_cstr(&c->url);
+	const char *url = rbuf_cstr(&c->req.url);
 	const char *q = strchr(url, '?');
 	size_t plen = q ? (size_t)(q - url) : strlen(url);
 	int method = llhttp_get_method(&c->parser);
 	int keep = llhttp_should_keep_alive(&c->parser);
 
 	s->stats.requests++;
-	if (c->err_status && c->api == API_NONE) {
-		http_respond_error(c, c->err_status, c->err_msg, NULL, !keep);
+	if (c->req.err_status && c->req.api == API_NONE) {
+		http_respond_error(c, c->req.err_status, c->req.err_msg, NULL, !keep);
 		return 1;
 	}
 	if (plen == 5 && memcmp(url, "/ping", 5) == 0) {
@@ -314,17 +313,19 @@ static int dispatch(struct conn *c)
 		free(verbose);
 		return 1;
 	}
-	if (c->api != API_NONE) {
+	if (c->req.api != API_NONE) {
 		if (method != HTTP_POST) {
-			http_respond_error(c, 405, c->api == API_V2 ? "method not allowed: /api/v2/write takes POST" :
-			              "method not allowed: /write takes POST", "Allow: POST\r\n", !keep);
+			http_respond_error(c, 405,
+			                   c->req.api == API_V2 ? "method not allowed: /api/v2/write takes POST" :
+			                                          "method not allowed: /write takes POST",
+			                   "Allow: POST\r\n", !keep);
 			return 1;
 		}
 		http_handle_write(c);
 		return !c->waiting;
 	}
-	if (c->err_status) {
-		http_respond_error(c, c->err_status, c->err_msg, NULL, !keep);
+	if (c->req.err_status) {
+		http_respond_error(c, c->req.err_status, c->req.err_msg, NULL, !keep);
 		return 1;
 	}
 	if (plen == 7 && memcmp(url, "/health", 7) == 0 && s->health_fn) {
@@ -368,7 +369,6 @@ static void stop_reading(struct conn *c)
 static void fatal_error(struct conn *c, int status, const char *msg)
 {
 	/* Reading goes on: read_cb drops input once close_after is set. */
-	c->fatal = 0;
 	http_set_timer(c, T_NONE);
 	http_respond_error(c, status, msg, NULL, 1);
 	http_request_release(c);
@@ -411,10 +411,10 @@ static void conn_process(struct conn *c, const char *data, size_t len)
 			llhttp_resume(&c->parser);
 			continue;
 		}
-		if (c->fatal) {
-			char msg[sizeof(c->err_msg)];
-			memcpy(msg, c->err_msg, sizeof(msg));
-			fatal_error(c, c->fatal, msg);
+		if (c->req.fatal) {
+			char msg[sizeof(c->req.err_msg)];
+			memcpy(msg, c->req.err_msg, sizeof(msg));
+			fatal_error(c, c->req.fatal, msg);
 			return;
 		}
 		/* Malformed HTTP, smuggling attempts (Content-Length with
@@ -482,8 +482,7 @@ static struct conn *conn_new(struct http_server *s)
 {
 	struct conn *c = xcalloc(1, sizeof(*c));
 	c->srv = s;
-	llhttp_init(&c->parser, HTTP_REQUEST, http_parser_settings());
-	c->parser.data = c;
+	http_parser_init(c);
 	return c;
 }
 

@@ -4,8 +4,8 @@
  * bodies of all connections), timeouts (header, body, idle) and ordered
  * responses for keep-alive and pipelined requests. Routes: GET/HEAD /ping,
  * /health, POST /write and /api/v2/write (validated here, committed by
- * ingest). Implemented in http_server.c, http_request.c and http_write.c
- * (relay/http_internal.h says which does what).
+ * ingest). Implemented in http_server.c, http_request.c, http_write.c and
+ * http_auth.c (relay/door/http_internal.h says which does what).
  */
 #ifndef RELAY_HTTP_SERVER_H
 #define RELAY_HTTP_SERVER_H
@@ -48,11 +48,14 @@ int http_server_start(uv_loop_t *loop, const struct relay_config *cfg, struct in
  * not). Without a handler /health is a 404.
  */
 typedef int (*http_health_fn)(struct http_server *s, struct rbuf *out, void *arg);
+/* Set /health's handler; fn and arg are kept (not copied) while s runs. */
 void http_server_set_health(struct http_server *s, http_health_fn fn, void *arg);
 
 /* The port actually bound (useful with port 0). */
 int http_server_port(const struct http_server *s);
 
+/* The server's counters, owned by s: valid until http_server_close's done
+ * runs, and updated in place as the loop runs. */
 const struct http_server_stats *http_server_stats(const struct http_server *s);
 
 /*

@@ -15,110 +15,6 @@
 
 #include "relay/door/http_internal.h"
 
-/*---- parameters and credentials ----*/
-
-/* The length v[0..vl) decodes to (each %XY is one byte; '+' is one). */
-static size_t decoded_len(const char *v, size_t vl)
-{
-	size_t n = 0;
-	for (size_t i = 0; i < vl; i++, n++)
-		if (v[i] == '%')
-			i += 2;
-	return n;
-}
-
-/* Find query parameter name in q (q without '?'); returns a decoded copy,
- * NULL if absent; *bad gets 1 for a malformed escape, 2 for a NUL byte. */
-char *http_query_param(const char *q, const char *name, int *bad)
-{
-	size_t nl = strlen(name);
-	const char *p = q;
-	while (p && *p) {
-		const char *amp = strchr(p, '&');
-		size_t seg = amp ? (size_t)(amp - p) : strlen(p);
-		if (seg >= nl && memcmp(p, name, nl) == 0 && (seg == nl || p[nl] == '=')) {
-			const char *v = seg == nl ? p + nl : p + nl + 1;
-			size_t vl = seg == nl ? 0 : seg - nl - 1;
-			char *d = url_decode(v, vl);
-			if (!d)
-				*bad |= 1;
-			else if (strlen(d) != decoded_len(v, vl))
-				*bad |= 2; /* a %00 would cut the name short unseen */
-			return d;
-		}
-		p = amp ? amp + 1 : NULL;
-	}
-	return NULL;
-}
-
-static int b64val(int ch)
-{
-	if (ch >= 'A' && ch <= 'Z') return ch - 'A';
-	if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9') return ch - '0' + 52;
-	if (ch == '+') return 62;
-	if (ch == '/') return 63;
-	return -1;
-}
-
-/* Decode base64 s into a new string (NULL if malformed). */
-static char *b64_decode(const char *s)
-{
-	size_t n = strlen(s);
-	char *out = xmalloc(n + 1);
-	size_t o = 0;
-	unsigned acc = 0;
-	int bits = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '=')
-			break;
-		int v = b64val((unsigned char)s[i]);
-		if (v < 0) {
-			free(out);
-			return NULL;
-		}
-		acc = (acc << 6) | (unsigned)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[o++] = (char)((acc >> bits) & 0xff);
-			if (out[o - 1] == '\0') {
-				/* would cut the user or password short unseen */
-				free(out);
-				return NULL;
-			}
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
-
-static void parse_authorization(struct conn *c)
-{
-	const char *a = c->authorization;
-	if (!a)
-		return;
-	if (strncasecmp(a, "Basic ", 6) == 0) {
-		char *dec = b64_decode(a + 6);
-		char *colon = dec ? strchr(dec, ':') : NULL;
-		if (!colon) {
-			free(dec);
-			http_set_error(c, 400, "malformed Basic authorization header");
-			return;
-		}
-		if (!c->q_u) {
-			c->q_u = xstrndup(dec, (size_t)(colon - dec));
-			free(c->q_p);
-			c->q_p = xstrdup(colon + 1);
-		}
-		free(dec);
-	} else if (strncasecmp(a, "Token ", 6) == 0) {
-		c->q_token = xstrdup(a + 6);
-	} else if (strncasecmp(a, "Bearer ", 7) == 0) {
-		c->q_token = xstrdup(a + 7);
-	}
-}
-
 static void write_done(struct ingest_request *req, int rc);
 
 /* The commit outcome as an HTTP answer: one table, in one place. */
@@ -151,84 +47,9 @@ int http_write_outcome(int rc, int result, const char *backend, uint64_t limit_b
 	return 503;
 }
 
-/* a == b for secrets: the time taken depends on the length of a (what
- * the client sent) only, never on how much of a secret it guessed. */
-static int secret_equal(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	unsigned char d = la != lb;
-	for (size_t i = 0; i < la; i++)
-		d |= (unsigned char)(a[i] ^ b[lb ? i % lb : 0]);
-	return d == 0;
-}
-
-static int user_ok(const struct relay_config *cfg, const char *name, size_t name_len, const char *password)
-{
-	for (size_t i = 0; i < cfg->nauth_users; i++) {
-		const struct relay_user_config *u = &cfg->auth_users[i];
-		if (strlen(u->name) == name_len && memcmp(u->name, name, name_len) == 0)
-			return secret_equal(password, u->password);
-	}
-	return 0;
-}
-
 static int too_long(const char *s)
 {
 	return s && strlen(s) > WAL_MAX_STRING;
-}
-
-static int has_control(const char *s)
-{
-	for (; s && *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			return 1;
-	return 0;
-}
-
-/* A client's string made safe for one log line: printable ASCII, cut. */
-static const char *log_safe(char *buf, size_t size, const char *s)
-{
-	size_t n = 0;
-	for (; *s && n + 1 < size; s++)
-		buf[n++] = (*s >= 0x20 && *s < 0x7f) ? *s : '?';
-	buf[n] = '\0';
-	return buf;
-}
-
-/*
- * With auth on: 0 when the request carries a listed user's name and
- * password (u/p or Basic) or a listed token (Token or Bearer; also
- * InfluxDB 1.8's "Token name:password"), else 401 without credentials
- * or 403 with wrong ones, logged (rate-limited) without the secret.
- */
-static int authenticate(struct conn *c)
-{
-	struct http_server *s = c->srv;
-	const struct relay_config *cfg = s->cfg;
-	char who[80];
-
-	if (c->q_token) {
-		const char *colon = strchr(c->q_token, ':');
-		for (size_t i = 0; i < cfg->nauth_tokens; i++)
-			if (secret_equal(c->q_token, cfg->auth_tokens[i].token))
-				return 0;
-		if (colon && user_ok(cfg, c->q_token, (size_t)(colon - c->q_token), colon + 1))
-			return 0;
-		relay_log_limited(&s->auth_log, RELAY_LOG_WARN,
-		                  "write from %s refused (403): token not accepted", c->peer);
-		return 403;
-	}
-	if (c->q_u) {
-		if (user_ok(cfg, c->q_u, strlen(c->q_u), c->q_p ? c->q_p : ""))
-			return 0;
-		relay_log_limited(&s->auth_log, RELAY_LOG_WARN,
-		                  "write from %s refused (403): user '%s' unknown or wrong password",
-		                  c->peer, log_safe(who, sizeof(who), c->q_u));
-		return 403;
-	}
-	relay_log_limited(&s->auth_log, RELAY_LOG_WARN,
-	                  "write from %s refused (401): no credentials", c->peer);
-	return 401;
 }
 
 /*
@@ -245,80 +66,69 @@ static int authenticate(struct conn *c)
 void http_prepare_write(struct conn *c)
 {
 	struct http_server *s = c->srv;
-	const char *url = rbuf_cstr(&c->url);
+	struct request *r = &c->req;
+	const char *url = rbuf_cstr(&r->url);
 	const char *q = strchr(url, '?');
 	const char *query = q ? q + 1 : "";
+	const char *invalid;
 	char *consistency = NULL;
-	int bad = 0, v2 = c->api == API_V2;
+	int bad = 0, v2 = r->api == API_V2;
 	char *precision = http_query_param(query, "precision", &bad);
 
 	if (v2) {
 		char *bucket = http_query_param(query, "bucket", &bad);
-		c->q_org = http_query_param(query, "org", &bad);
-		if (!c->q_org || !*c->q_org) {
-			free(c->q_org);
-			c->q_org = http_query_param(query, "orgID", &bad);
+		r->org = http_query_param(query, "org", &bad);
+		if (!r->org || !*r->org) {
+			free(r->org);
+			r->org = http_query_param(query, "orgID", &bad);
 		}
 		if (bucket) {
 			/* "db/rp": the first '/' splits; "db/" is the default rp. */
 			char *slash = strchr(bucket, '/');
 			if (slash) {
 				if (slash[1])
-					c->q_rp = xstrdup(slash + 1);
+					r->rp = xstrdup(slash + 1);
 				*slash = '\0';
 			}
-			c->q_db = bucket;
+			r->db = bucket;
 		}
 	} else {
-		c->q_db = http_query_param(query, "db", &bad);
-		c->q_rp = http_query_param(query, "rp", &bad);
+		r->db = http_query_param(query, "db", &bad);
+		r->rp = http_query_param(query, "rp", &bad);
 		consistency = http_query_param(query, "consistency", &bad);
-		char *u = http_query_param(query, "u", &bad);
-		char *pw = http_query_param(query, "p", &bad);
-		if (u) {
-			c->q_u = u;
-			c->q_p = pw ? pw : xstrdup("");
-		} else {
-			free(pw);
-		}
+		http_credentials_from_query(&r->cred, query, &bad);
 	}
-	parse_authorization(c);
-	if (c->q_rp && !*c->q_rp) {
-		free(c->q_rp);
-		c->q_rp = NULL;
+	if (http_credentials_from_header(&r->cred, r->authorization) < 0)
+		http_set_error(c, 400, "malformed Basic authorization header");
+	if (r->rp && !*r->rp) {
+		free(r->rp);
+		r->rp = NULL;
 	}
 	if (bad & 1)
 		http_set_error(c, 400, "malformed percent-encoding in the query string");
 	else if (bad & 2)
 		http_set_error(c, 400, "names and credentials must not contain control characters (%%00)");
-	else if (has_control(c->q_u) || has_control(c->q_p) || has_control(c->q_token))
-		/* They travel with the batch into backend requests' headers,
-		 * where a CR LF would start a header (or a request) of its own. */
-		http_set_error(c, 400, "credentials must not contain control characters");
-	else if (c->q_u && strchr(c->q_u, ':') && !c->q_token)
-		/* Forwarded as Basic "user:password", where the first ':' ends
-		 * the user: a backend would read another user and hold the
-		 * queue on its 401. */
-		http_set_error(c, 400, "a user name must not contain ':'");
-	else if (has_control(c->q_db) || has_control(c->q_rp) || has_control(c->q_org))
+	else if ((invalid = http_credentials_invalid(&r->cred)))
+		http_set_error(c, 400, "%s", invalid);
+	else if (http_has_control(r->db) || http_has_control(r->rp) || http_has_control(r->org))
 		/* Names reach query strings, export files (where a newline
 		 * would start a directive of influx -import's) and the
 		 * operator's terminal through relayctl. */
 		http_set_error(c, 400, "%s must not contain control characters",
 		          v2 ? "bucket and org" : "database and retention policy names");
-	else if (too_long(c->q_db) || too_long(c->q_rp) || too_long(c->q_org) || too_long(c->q_u) ||
-	         too_long(c->q_p) || too_long(c->q_token))
+	else if (too_long(r->db) || too_long(r->rp) || too_long(r->org) || too_long(r->cred.user) ||
+	         too_long(r->cred.password) || too_long(r->cred.token))
 		/* The queue record holds 65535 bytes of each; refused here, a
 		 * longer one would fail at commit. */
 		http_set_error(c, 400, "a name or credential is longer than %u bytes", WAL_MAX_STRING);
-	else if ((!c->q_db || !*c->q_db) && v2)
+	else if ((!r->db || !*r->db) && v2)
 		http_set_error(c, 400, "bucket is required (\"db/rp\" or \"db\")");
-	else if (!c->q_db || !*c->q_db)
+	else if (!r->db || !*r->db)
 		http_set_error(c, 400, "database is required");
 	else if (v2 && precision && *precision && strcmp(precision, "ns") && strcmp(precision, "us") &&
 	         strcmp(precision, "ms") && strcmp(precision, "s"))
 		http_set_error(c, 400, "invalid precision '%.40s' (want ns, us, ms or s)", precision);
-	else if (lp_precision_parse(precision, &c->prec) < 0)
+	else if (lp_precision_parse(precision, &r->prec) < 0)
 		http_set_error(c, 400, "invalid precision '%.40s' (want n, ns, u, us, µ, ms, s, m or h)", precision);
 	else if (consistency && *consistency && strcmp(consistency, "any") && strcmp(consistency, "one") &&
 		 strcmp(consistency, "quorum") && strcmp(consistency, "all"))
@@ -327,32 +137,38 @@ void http_prepare_write(struct conn *c)
 	free(consistency);
 	/* Credentials are checked last so a 400 says what is wrong with
 	 * the request whoever sends it; a 401 tells nothing about the rest. */
-	if (!c->err_status && s->cfg->auth_enabled) {
-		int st = authenticate(c);
+	if (!r->err_status && s->cfg->auth_enabled) {
+		char why[160];
+		int st = http_auth_check(s->cfg, &r->cred, why, sizeof(why));
+		if (st) {
+			/* Rate-limited, and without the secret. */
+			relay_log_limited(&s->auth_log, RELAY_LOG_WARN, "write from %s refused (%d): %s",
+			                  c->peer, st, why);
+			s->stats.auth_failures++;
+		}
 		if (st == 401)
 			http_set_error(c, 401, "authentication required: send a user (u and p, or Basic) or a token (Authorization: Token)");
 		else if (st == 403)
 			http_set_error(c, 403, "authorization failed");
-		if (st)
-			s->stats.auth_failures++;
 	}
 }
 
 void http_handle_write(struct conn *c)
 {
+	struct request *r = &c->req;
 	struct http_server *s = c->srv;
 	const struct relay_config *cfg = s->cfg;
-	enum lp_precision prec = c->prec;
+	enum lp_precision prec = r->prec;
 
-	if (c->err_status) {
-		if (c->err_status == 503) {
+	if (r->err_status) {
+		if (r->err_status == 503) {
 			s->stats.writes_refused++;
 			relay_log_limited(&s->refusal_log, RELAY_LOG_WARN, "write from %s refused (503): %s", c->peer,
-			                  c->err_msg);
-			http_respond_error(c, 503, c->err_msg, "Retry-After: 1\r\n", 0);
+			                  r->err_msg);
+			http_respond_error(c, 503, r->err_msg, "Retry-After: 1\r\n", 0);
 		} else {
 			s->stats.writes_rejected++;
-			http_respond_error(c, c->err_status, c->err_msg, NULL, 0);
+			http_respond_error(c, r->err_status, r->err_msg, NULL, 0);
 		}
 		return;
 	}
@@ -375,15 +191,15 @@ void http_handle_write(struct conn *c)
 		.flags = config_lp_flags(cfg),
 	};
 	int rc;
-	rbuf_reset(&c->lp);
+	rbuf_reset(&r->lp);
 	if (lim.max_out == 0)
 		lim.max_out = 1; /* 0 would mean unlimited */
-	rc = lineproto_validate_limits(c->body.data ? c->body.data : "", c->body.len, lp_ns_to_precision(now, prec),
-	                               &lim, &c->lp, &res, &lerr);
+	rc = lineproto_validate_limits(r->body.data ? r->body.data : "", r->body.len, lp_ns_to_precision(now, prec),
+	                               &lim, &r->lp, &res, &lerr);
 	/* Down to what it holds: doubling left up to half of it unused. */
-	if (c->lp.cap > c->lp.len + 1) {
-		c->lp.data = xrealloc(c->lp.data, c->lp.len + 1);
-		c->lp.cap = c->lp.len + 1;
+	if (r->lp.cap > r->lp.len + 1) {
+		r->lp.data = xrealloc(r->lp.data, r->lp.len + 1);
+		r->lp.cap = r->lp.len + 1;
 	}
 	http_budget_sync(c);
 	if (rc < 0 && lerr.too_big) {
@@ -404,7 +220,7 @@ void http_handle_write(struct conn *c)
 		return;
 	}
 	/* The compressed or raw body is not needed once stamped. */
-	rbuf_release(&c->body);
+	rbuf_release(&r->body);
 	http_budget_sync(c);
 	if (res.lines == 0) {
 		/* Nothing to queue: an empty body or only comments. */
@@ -416,24 +232,24 @@ void http_handle_write(struct conn *c)
 		http_respond(c, 204, NULL, NULL, 0, 0, 0);
 		return;
 	}
-	struct wal_batch *b = &c->ireq.batch;
+	struct wal_batch *b = &r->ireq.batch;
 	memset(b, 0, sizeof(*b));
 	b->accept_ns = now;
 	b->lines = res.lines;
 	b->precision = (uint8_t)prec;
-	b->db = c->q_db;
-	b->rp = c->q_rp;
-	b->user = c->q_u;
-	b->password = c->q_p;
-	b->token = c->q_token;
-	b->org = c->q_org;
-	b->body = c->lp.data;
-	b->body_len = c->lp.len;
-	c->ireq.done = write_done;
-	c->ireq.data = c;
+	b->db = r->db;
+	b->rp = r->rp;
+	b->user = r->cred.user;
+	b->password = r->cred.password;
+	b->token = r->cred.token;
+	b->org = r->org;
+	b->body = r->lp.data;
+	b->body_len = r->lp.len;
+	r->ireq.done = write_done;
+	r->ireq.data = c;
 	c->waiting = 1;
 	c->refs++;
-	ingest_submit(s->ing, &c->ireq);
+	ingest_submit(s->ing, &r->ireq);
 }
 
 static void write_done(struct ingest_request *req, int rc)
