@@ -176,16 +176,16 @@ static const char *v2_code(int status)
 void http_respond_error(struct conn *c, int status, const char *msg, const char *extra, int close)
 {
 	struct rbuf b = RBUF_INIT;
+	json_t *o = json_object();
+	/* v2 clients read {"code","message"}, v1 clients {"error"} */
 	if (c->req.api == API_V2) {
-		const char *code = v2_code(status);
-		rbuf_append(&b, "{\"code\":", 8);
-		rjson_append_string(&b, code, strlen(code));
-		rbuf_append(&b, ",\"message\":", 11);
+		json_object_set_new(o, "code", rjson_cstr(v2_code(status)));
+		json_object_set_new(o, "message", rjson_cstr(msg));
 	} else {
-		rbuf_append(&b, "{\"error\":", 9);
+		json_object_set_new(o, "error", rjson_cstr(msg));
 	}
-	rjson_append_string(&b, msg, strlen(msg));
-	rbuf_append(&b, "}\n", 2);
+	rjson_append_new(&b, o);
+	rbuf_appendc(&b, '\n');
 	http_respond(c, status, extra, b.data, b.len, close, 0);
 	rbuf_release(&b);
 }
@@ -304,9 +304,13 @@ static int dispatch(struct conn *c)
 		int bad = 0;
 		char *verbose = q ? http_query_param(q + 1, "verbose", &bad) : NULL;
 		if (verbose && strcmp(verbose, "true") == 0) {
-			char body[96];
-			int n = snprintf(body, sizeof(body), "{\"version\":\"relayd-%s\"}\n", RELAYD_VERSION);
-			http_respond(c, 200, NULL, body, (size_t)n, !keep, method == HTTP_HEAD);
+			struct rbuf body = RBUF_INIT;
+			json_t *o = json_object();
+			json_object_set_new(o, "version", rjson_cstr("relayd-" RELAYD_VERSION));
+			rjson_append_new(&body, o);
+			rbuf_appendc(&body, '\n');
+			http_respond(c, 200, NULL, body.data, body.len, !keep, method == HTTP_HEAD);
+			rbuf_release(&body);
 		} else {
 			http_respond(c, 204, NULL, NULL, 0, !keep, 0);
 		}
