@@ -193,6 +193,18 @@ void http_respond_error(struct conn *c, int status, const char *msg, const char 
 /*---- connection lifetime ----*/
 
 
+/* The last handle of a closing server is gone: free it, then tell the
+ * owner (after, so that the owner may free what held the server). */
+static void server_free(struct http_server *s)
+{
+	void (*done)(void *) = s->done;
+	void *arg = s->done_arg;
+	free(s->inbuf);
+	free(s);
+	if (done)
+		done(arg);
+}
+
 void http_maybe_free(struct conn *c)
 {
 	if (c->handles || c->refs || c->writes)
@@ -212,14 +224,8 @@ void http_maybe_free(struct conn *c)
 	free(c);
 	if (!was_fake && s) {
 		s->stats.connections_open--;
-		if (s->closing && !s->conns && !s->listener_open) {
-			void (*done)(void *) = s->done;
-			void *arg = s->done_arg;
-			free(s->inbuf);
-			free(s);
-			if (done)
-				done(arg);
-		}
+		if (s->closing && !s->conns && !s->listener_open)
+			server_free(s);
 	}
 }
 
@@ -608,14 +614,8 @@ static void listener_closed(uv_handle_t *h)
 {
 	struct http_server *s = h->data;
 	s->listener_open = 0;
-	if (!s->conns) {
-		void (*done)(void *) = s->done;
-		void *arg = s->done_arg;
-		free(s->inbuf);
-		free(s);
-		if (done)
-			done(arg);
-	}
+	if (!s->conns)
+		server_free(s);
 }
 
 void http_server_close(struct http_server *s, void (*done)(void *arg), void *arg)
