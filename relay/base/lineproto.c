@@ -8,6 +8,7 @@
  * the fuzzer.
  */
 #include "relay/base/lineproto.h"
+#include "relay/base/lineproto_types.h"
 #include "wal/wal.h"
 
 #include <inttypes.h>
@@ -320,9 +321,6 @@ static const char *check_float(const char *p, const char *e)
 }
 
 /* Check a field value that is not a string: a number or a boolean. */
-/* Field types, as InfluxDB keeps them per measurement. */
-enum ftype { FT_FLOAT = 1, FT_INT, FT_UINT, FT_STRING, FT_BOOL };
-
 static const char *check_value(const char *p, const char *e, unsigned flags, enum ftype *type)
 {
 	size_t n = (size_t)(e - p);
@@ -426,152 +424,6 @@ static bool tags_have_duplicates(struct rbuf *out, const char *p, const char *le
 	return false;
 }
 
-/*---- field types of one request ----*/
-
-/*
- * InfluxDB keeps a field's type per measurement and shard, and refuses
- * points that give a field another type than the shard holds (400 "field
- * type conflict"), those of the same request included. A request that
- * does so within one shard is refused here, naming the line. Shard groups
- * last whole hours (at least one) from the epoch, so two points in the
- * same hour are in the same shard whatever the retention policy: the
- * table is keyed by (measurement, field key, hour), as written, with the
- * type each got first. Points in different hours may be in different
- * shards and are left to the backend. Open addressing, on the stack
- * first, doubling on the heap; keys point into the body.
- */
-#define HOUR_NS INT64_C(3600000000000)
-
-struct ftype_slot {
-	uint64_t hash;          /* 0: empty */
-	const char *meas, *key;
-	uint32_t mlen, klen;
-	int64_t hour;
-	enum ftype type;
-};
-
-/* A field of the line being parsed, checked once its time is known. */
-struct ftype_field {
-	const char *key;
-	uint32_t klen;
-	enum ftype type;
-};
-
-#define FTYPES_STACK 64
-#define FIELDS_STACK 32
-
-/*
- * The fast path: most lines repeat the shape of an earlier line of their
- * measurement (the same field keys with the same types, in the same hour),
- * which the table has already taken. A few recent shapes, one per
- * measurement hash, are compared key by key, which costs a fraction of the
- * lookups.
- */
-#define SHAPES 16
-struct ftype_shape {
-	const char *meas;       /* NULL: empty */
-	uint32_t mlen, nfields;
-	int64_t hour;
-	struct ftype_field fields[FIELDS_STACK];
-};
-
-struct ftypes {
-	struct ftype_slot *slots;
-	size_t cap, used;       /* cap a power of two; used <= cap / 2 */
-	struct ftype_field *fields;
-	size_t nfields, fcap;
-	struct ftype_slot stack[FTYPES_STACK];
-	struct ftype_field fstack[FIELDS_STACK];
-	struct ftype_shape shapes[SHAPES];
-};
-
-static void ftypes_init(struct ftypes *t)
-{
-	for (int i = 0; i < SHAPES; i++)
-		t->shapes[i].meas = NULL;
-	memset(t->stack, 0, sizeof(t->stack));
-	t->slots = t->stack;
-	t->cap = FTYPES_STACK;
-	t->used = 0;
-	t->fields = t->fstack;
-	t->nfields = 0;
-	t->fcap = FIELDS_STACK;
-}
-
-static void ftypes_release(struct ftypes *t)
-{
-	if (t->slots != t->stack)
-		free(t->slots);
-	if (t->fields != t->fstack)
-		free(t->fields);
-}
-
-static void ftypes_add_field(struct ftypes *t, const char *key, size_t klen, enum ftype type)
-{
-	if (t->nfields == t->fcap) {
-		size_t cap = t->fcap * 2;
-		struct ftype_field *f = xmalloc(cap * sizeof(*f));
-		memcpy(f, t->fields, t->nfields * sizeof(*f));
-		if (t->fields != t->fstack)
-			free(t->fields);
-		t->fields = f;
-		t->fcap = cap;
-	}
-	t->fields[t->nfields++] = (struct ftype_field){ key, (uint32_t)klen, type };
-}
-
-/* FNV-1a: bytes of names are short, and any decent spread will do. */
-static uint64_t hash_bytes(uint64_t h, const char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)p[i];
-		h *= UINT64_C(0x100000001b3);
-	}
-	return h;
-}
-
-static struct ftype_slot *ftypes_find(struct ftypes *t, uint64_t h, const char *meas, size_t mlen, const char *key,
-                                      size_t klen, int64_t hour)
-{
-	for (size_t i = h & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
-		struct ftype_slot *s = &t->slots[i];
-		if (s->hash == 0 || (s->hash == h && s->hour == hour && s->mlen == mlen && s->klen == klen &&
-		                     memcmp(s->meas, meas, mlen) == 0 && memcmp(s->key, key, klen) == 0))
-			return s;
-	}
-}
-
-/* Record that key of meas has type ty in hour; the slot that says
- * otherwise, or NULL. */
-static const struct ftype_slot *ftypes_check(struct ftypes *t, uint64_t mhash, const char *meas, size_t mlen,
-                                             const struct ftype_field *f, int64_t hour)
-{
-	uint64_t h = hash_bytes(mhash ^ (uint64_t)hour, f->key, f->klen);
-	h |= 1; /* 0 marks an empty slot */
-	struct ftype_slot *s = ftypes_find(t, h, meas, mlen, f->key, f->klen, hour);
-	if (s->hash)
-		return s->type == f->type ? NULL : s;
-	if (t->used + 1 > t->cap / 2) {
-		struct ftype_slot *old = t->slots;
-		size_t ocap = t->cap;
-		t->cap *= 2;
-		t->slots = xcalloc(t->cap, sizeof(*t->slots));
-		for (size_t i = 0; i < ocap; i++) {
-			const struct ftype_slot *o = &old[i];
-			if (o->hash)
-				*ftypes_find(t, o->hash, o->meas, o->mlen, o->key, o->klen, o->hour) = *o;
-		}
-		if (old != t->stack)
-			free(old);
-		s = ftypes_find(t, h, meas, mlen, f->key, f->klen, hour);
-	}
-	*s = (struct ftype_slot){ h, meas, f->key, (uint32_t)mlen, f->klen, hour, f->type };
-	t->used++;
-	return NULL;
-}
-
-static const char *const ftype_names[] = { "", "float", "integer", "unsigned", "string", "boolean" };
-
 /* Whether p[0..n) is ASCII: eight bytes at a time. */
 static bool ascii_only(const char *p, size_t n)
 {
@@ -625,81 +477,15 @@ struct line {
 
 #define WHY_SIZE 96
 
-/* The hour since the epoch that ns falls in (rounding down). */
-static int64_t hour_of(int64_t ns)
-{
-	return ns / HOUR_NS - (ns % HOUR_NS < 0);
-}
-
 /* The fields of the line just parsed against those of the request so
  * far: NULL, or a "field type conflict" naming the field. */
-/* a[0..n) == b[0..n), for the short names of a line: word loads, no call. */
-static inline bool short_eq(const char *a, const char *b, size_t n)
-{
-	uint64_t x, y;
-	if (n >= 8) {
-		for (size_t i = 0; i + 8 <= n; i += 8) {
-			memcpy(&x, a + i, 8);
-			memcpy(&y, b + i, 8);
-			if (x != y)
-				return false;
-		}
-		memcpy(&x, a + n - 8, 8);
-		memcpy(&y, b + n - 8, 8);
-		return x == y;
-	}
-	for (size_t i = 0; i < n; i++)
-		if (a[i] != b[i])
-			return false;
-	return true;
-}
-
-/* Whether the line's fields (in t) have the shape sh. */
-static bool same_shape(const struct ftypes *t, const struct ftype_shape *sh, const char *meas, size_t mlen,
-                       int64_t hour)
-{
-	if (!sh->meas || sh->mlen != mlen || sh->hour != hour || sh->nfields != t->nfields ||
-	    !short_eq(sh->meas, meas, mlen))
-		return false;
-	for (size_t i = 0; i < t->nfields; i++) {
-		const struct ftype_field *a = &t->fields[i], *b = &sh->fields[i];
-		if (a->klen != b->klen || a->type != b->type || !short_eq(a->key, b->key, a->klen))
-			return false;
-	}
-	return true;
-}
-
 static const char *check_types(struct line *ln, const char *meas, size_t mlen, uint64_t mhash, int64_t hour)
 {
 	struct ftypes *t = ln->types;
-	/* The high bits of a multiplicative mix: FNV's low bits follow the
-	 * last byte too closely to spread a few names. */
-	struct ftype_shape *sh = &t->shapes[((mhash ^ (uint64_t)hour) * UINT64_C(0x9e3779b97f4a7c15)) >> 60];
+	struct ftype_shape *sh = ftypes_shape(t, mhash, hour);
 	if (same_shape(t, sh, meas, mlen, hour))
 		return NULL;
-	for (size_t i = 0; i < t->nfields; i++) {
-		const struct ftype_slot *s = ftypes_check(t, mhash, meas, mlen, &t->fields[i], hour);
-		if (!s)
-			continue;
-		char name[25];
-		size_t n = t->fields[i].klen < sizeof(name) - 1 ? t->fields[i].klen : sizeof(name) - 1;
-		for (size_t j = 0; j < n; j++) {
-			char c = t->fields[i].key[j];
-			name[j] = c >= 0x20 && c < 0x7f ? c : '?';
-		}
-		name[n] = '\0';
-		snprintf(ln->why, WHY_SIZE, "field type conflict (\"%s\" is %s earlier in this request, %s here)", name,
-		         ftype_names[s->type], ftype_names[t->fields[i].type]);
-		return ln->why;
-	}
-	if (t->nfields <= FIELDS_STACK) {
-		sh->meas = meas;
-		sh->mlen = (uint32_t)mlen;
-		sh->hour = hour;
-		sh->nfields = (uint32_t)t->nfields;
-		memcpy(sh->fields, t->fields, t->nfields * sizeof(t->fields[0]));
-	}
-	return NULL;
+	return lp_ftypes_record(t, sh, meas, mlen, mhash, hour, ln->why, WHY_SIZE);
 }
 
 /* parse_point's answer for a timestamp beyond ts_max: the message, with the
@@ -1018,7 +804,7 @@ int lineproto_validate_limits(const char *body, size_t len, int64_t stamp, const
 	int64_t stamp_ns;
 	ln.stamp_hour = __builtin_mul_overflow(stamp, ln.prec_ns, &stamp_ns) ? stamp : hour_of(stamp_ns);
 	struct ftypes types;
-	ftypes_init(&types);
+	lp_ftypes_init(&types);
 	ln.types = &types;
 
 	/* Formatted once: most bodies of a client without clocks get it on
@@ -1087,7 +873,7 @@ int lineproto_validate_limits(const char *body, size_t len, int64_t stamp, const
 		res->lines = lines;
 		res->stamped = stamped;
 	}
-	ftypes_release(&types);
+	lp_ftypes_release(&types);
 	return 0;
 
 too_long:
@@ -1101,7 +887,7 @@ fail:
 		why = whybuf;
 	}
 	/* Nothing of a bad request may be queued, not even its good lines. */
-	ftypes_release(&types);
+	lp_ftypes_release(&types);
 	out->len = out_len;
 	set_error(err, body, line, p, end, why);
 	return -1;

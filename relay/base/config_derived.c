@@ -1,0 +1,134 @@
+/*
+ * config_derived: what follows from a loaded configuration: whether two
+ * backends or UDP listeners are configured alike (a reload keeps those
+ * running), the LMDB map size, the memory ceiling, the line-protocol
+ * flags, and whether the file exposes secrets to every user.
+ */
+#include "relay/base/config_internal.h"
+#include "relay/base/lineproto.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Whether the values of every key of tab are the same in a and b. A URL or
+ * an address compares as written: its parsed parts follow from it. */
+static int fields_equal(const struct key_spec *tab, size_t n, const void *a, const void *b)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct key_spec *k = &tab[i];
+		const void *fa = (const char *)a + k->off, *fb = (const char *)b + k->off;
+		switch (k->type) {
+		case KT_STRING:
+		case KT_LOG_LEVEL:
+		case KT_LOG_OUTPUT:
+		case KT_HOSTPORT:
+		case KT_URL:
+		case KT_NAME: {
+			const char *sa = *(char *const *)fa, *sb = *(char *const *)fb;
+			if (!sa != !sb || (sa && strcmp(sa, sb) != 0))
+				return 0;
+			break;
+		}
+		case KT_SIZE:
+		case KT_DURATION:
+		case KT_SECONDS:
+			if (*(const uint64_t *)fa != *(const uint64_t *)fb)
+				return 0;
+			break;
+		case KT_UINT32:
+			if (*(const uint32_t *)fa != *(const uint32_t *)fb)
+				return 0;
+			break;
+		case KT_ENUM:
+		case KT_PRECISION:
+			if (*(const int *)fa != *(const int *)fb)
+				return 0;
+			break;
+		case KT_SECTION:
+		case KT_LIST:
+			break;
+		}
+	}
+	return 1;
+}
+
+int config_backend_equal(const struct relay_backend_config *a, const struct relay_backend_config *b)
+{
+	return fields_equal(cfg_backend_keys, cfg_nbackend_keys, a, b);
+}
+
+int config_udp_equal(const struct relay_udp_config *a, const struct relay_udp_config *b)
+{
+	return fields_equal(cfg_udp_keys, cfg_nudp_keys, a, b);
+}
+
+uint64_t config_map_size(const struct relay_config *cfg)
+{
+	uint64_t total = 64 * MIB;
+
+	if (cfg->queue_map_bytes)
+		return cfg->queue_map_bytes;
+	/* Saturate: limits in the exabytes are legal to write, and a wrapped
+	 * sum would hand LMDB a tiny map. */
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		uint64_t b = cfg->backends[i].max_bytes;
+		if (b > UINT64_MAX / 2 || 2 * b > UINT64_MAX - total)
+			return UINT64_MAX;
+		total += 2 * b;
+	}
+	return total;
+}
+
+int config_secrets_exposed(const struct relay_config *cfg, char *why, size_t whylen)
+{
+	const char *what = NULL;
+	struct stat st;
+
+	if (cfg->nauth_users)
+		what = "auth.users passwords";
+	else if (cfg->nauth_tokens)
+		what = "auth.tokens";
+	for (size_t i = 0; !what && i < cfg->nbackends; i++)
+		if (cfg->backends[i].password || cfg->backends[i].token)
+			what = "backend credentials";
+	if (!what || !cfg->path || stat(cfg->path, &st) < 0 || !(st.st_mode & S_IROTH))
+		return 0;
+	snprintf(why, whylen, "%s holds %s and is readable by every user (mode %04o): chmod o-r %s",
+	         cfg->path, what, (unsigned)(st.st_mode & 07777), cfg->path);
+	return 1;
+}
+
+/* Saturating a + b: limits in the exabytes are legal to write. */
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+static uint64_t sat_mul(uint64_t a, uint64_t b)
+{
+	return b && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+
+uint64_t config_memory_ceiling(const struct relay_config *cfg)
+{
+	/* The fixed part: code, libraries, LMDB's reader table, the log and
+	 * the loop's own buffers, with room to spare. */
+	uint64_t total = 64 * MIB;
+
+	total = sat_add(total, cfg->http_max_buffered_bytes);
+	total = sat_add(total, sat_mul(cfg->http_max_connections, CONFIG_CONN_BYTES));
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		total = sat_add(total, sat_mul(cfg->backends[i].batch_max_bytes, CONFIG_ROUND_COPIES));
+	for (size_t i = 0; i < cfg->nudp; i++)
+		total = sat_add(total, sat_add(sat_mul(cfg->udp[i].batch_max_bytes, 2), 64 * 1024));
+	return total;
+}
+
+unsigned config_lp_flags(const struct relay_config *cfg)
+{
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		if (cfg->backends[i].type == RELAY_API_V1)
+			return LP_F_NO_UNSIGNED;
+	return 0;
+}
