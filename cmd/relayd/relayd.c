@@ -233,8 +233,10 @@ static int ctl_status(void *data, const char *arg, struct rbuf *reply)
 		}
 		struct replay_view v;
 		replay_worker_view(w, &v);
-		replay_status(w, &b->head_seq, &b->attempts, &b->next_attempt_ms);
-		snprintf(b->state, sizeof(b->state), "%s", replay_paused(w) ? "paused" : replay_health_name(v.health));
+		b->head_seq = v.head_seq;
+		b->attempts = v.attempts;
+		b->next_attempt_ms = v.next_attempt_ms;
+		snprintf(b->state, sizeof(b->state), "%s", v.paused ? "paused" : replay_health_name(v.health));
 		snprintf(b->last_error, sizeof(b->last_error), "%s", v.last_error);
 		b->last_delivery_ns = v.last_delivery_ns;
 		b->delivered_points = v.stats.delivered_points;
@@ -620,12 +622,6 @@ static int health(struct http_server *s, struct rbuf *out, void *arg)
 		struct wal_backend_stat st;
 		memset(&st, 0, sizeof(st));
 		wal_backend_stat(d->wal, d->cfg.backends[i].name, &st);
-		/* What is being retried, and when the next try comes. */
-		uint64_t head = 0;
-		uint32_t attempts = 0;
-		int64_t next_ms = -1;
-		if (w)
-			replay_status(w, &head, &attempts, &next_ms);
 		sub = json_object();
 		json_object_set_new(sub, "name", rjson_cstr(d->cfg.backends[i].name));
 		json_object_set_new(sub, "state", rjson_cstr(w ? replay_health_name(v.health) : "starting"));
@@ -639,8 +635,9 @@ static int health(struct http_server *s, struct rbuf *out, void *arg)
 		put_u64(sub, "delivered_points", v.stats.delivered_points);
 		put_u64(sub, "retries", v.stats.retries);
 		json_object_set_new(sub, "last_error", rjson_cstr(w ? v.last_error : ""));
-		json_object_set_new(sub, "attempts", json_integer(attempts));
-		json_object_set_new(sub, "next_attempt_ms", json_integer(next_ms));
+		/* What is being retried, and when the next try comes. */
+		json_object_set_new(sub, "attempts", json_integer(v.attempts));
+		json_object_set_new(sub, "next_attempt_ms", json_integer(w ? v.next_attempt_ms : -1));
 		json_array_append_new(arr, sub);
 	}
 	json_object_set_new(o, "backends", arr);

@@ -537,11 +537,6 @@ void replay_notify(struct replay_worker *w)
 	replay_check_awake(w);
 }
 
-int replay_paused(const struct replay_worker *w)
-{
-	return w->paused;
-}
-
 void replay_refresh(struct replay_worker *w)
 {
 	struct wal_backend_stat st;
@@ -627,7 +622,8 @@ int replay_retry_now(struct replay_worker *w)
 	return done;
 }
 
-void replay_status(const struct replay_worker *w, uint64_t *head_seq, uint32_t *attempts, int64_t *next_ms)
+/* The head_seq, attempts and next_attempt_ms of a view (replay.h). */
+static void replay_status(const struct replay_worker *w, uint64_t *head_seq, uint32_t *attempts, int64_t *next_ms)
 {
 	const uv_timer_t *t = &w->timer;
 	/* While a queue read or update runs on the pool, cur is the pool's:

@@ -17,7 +17,7 @@
  * The worker is opaque: its state lives in relay/delivery/replay_internal.h,
  * read and written only by replay*.c on the loop thread (and, for the
  * round being read, by one thread-pool job at a time). Callers see it
- * through replay_worker_view() and replay_status().
+ * through replay_worker_view(), one snapshot of everything they show.
  */
 #ifndef RELAY_REPLAY_H
 #define RELAY_REPLAY_H
@@ -57,7 +57,11 @@ struct replay_view {
 	struct replay_stats stats;
 	char last_error[300];      /* why it is not up ("" when up and no error since) */
 	int64_t last_delivery_ns;  /* wall clock of the last 2xx; 0 = none yet */
-	uint64_t head_seq;         /* as replay_status */
+	/* The write being tried: its first batch (0 = none), its failed
+	 * attempts, the milliseconds until the next attempt (-1 when not
+	 * waiting, 0 while it is being tried again). In REPLAY_STORAGE, the
+	 * same of the queue operation that fails (head_seq 0 = not known). */
+	uint64_t head_seq;
 	uint32_t attempts;
 	int64_t next_attempt_ms;
 };
@@ -96,21 +100,11 @@ void replay_free(struct replay_worker *w);
  */
 void replay_refresh(struct replay_worker *w);
 
-/* Whether the pause flag stops this worker. */
-int replay_paused(const struct replay_worker *w);
-
 /* Skip the current wait and try now: a backoff (or probe) wait, a failed
  * queue operation's, or a failed ack's (this one even while paused: it
  * sends nothing). Returns 0, or -1 when the worker is not waiting
  * (delivering, idle, paused). */
 int replay_retry_now(struct replay_worker *w);
-
-/* What relayctl status shows of the write being tried: its first batch
- * (0 = none), its failed attempts, and the milliseconds until the next
- * attempt (-1 when not waiting). In REPLAY_STORAGE, the same of the queue
- * operation that fails: the batch it is about (0 = not known), its failed
- * attempts, the time to its next try. */
-void replay_status(const struct replay_worker *w, uint64_t *head_seq, uint32_t *attempts, int64_t *next_ms);
 
 /* Copy what w shows (health, pause, counters, last error, the write being
  * tried) into *v. On the loop thread; never fails. */
