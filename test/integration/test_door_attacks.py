@@ -474,7 +474,14 @@ class AllAtOnceTest(Base):
             t.start()
         try:
             i = 0
-            while time.monotonic() - t0 < self.DURATION:
+            # The attacks run until the normal writer has had DURATION
+            # seconds and more than 20 writes: what is asserted is that
+            # writes go on beside every attack, not how fast (an ASan build
+            # on a loaded machine is several times slower). Starved writes
+            # fail on their own timeout; the cap ends a loop that crawls.
+            while time.monotonic() - t0 < self.DURATION or len(normal) <= 20:
+                if time.monotonic() - t0 > 10 * self.DURATION:
+                    break
                 body = "normal,k=%d v=%di %d\n" % (i % 7, i, i + 1)
                 st, _, resp = r.write("normal", body, u="w", p="pw")
                 self.assertEqual(st, 204, "normal write %d during the attacks: %r" % (i, resp[:300]))
@@ -486,12 +493,13 @@ class AllAtOnceTest(Base):
             stop.set()
             for t in attacks:
                 t.join(30)
+        elapsed = time.monotonic() - t0
         peak = self.mem()["VmHWM"]
         self.assertEqual(errors, [])
         bound = self.BUDGET + SLACK + 300 * 4096
-        sys.stderr.write("\n# every attack at once for %d s (%s build): %d normal writes, all 204; "
+        sys.stderr.write("\n# every attack at once for %.1f s (%s build): %d normal writes, all 204; "
                          "VmRSS at start %.1f MiB, peak %.1f MiB (+%.1f MiB; budget %d MiB, bound +%.0f MiB)\n"
-                         % (self.DURATION, "ASan" if ASAN else "normal", len(normal), base / MIB, peak / MIB,
+                         % (elapsed, "ASan" if ASAN else "normal", len(normal), base / MIB, peak / MIB,
                             (peak - base) / MIB, self.BUDGET // MIB, bound / MIB))
         for kind in sorted(counts):
             sys.stderr.write("#   %-32s %s\n" % (kind, counts[kind]))
