@@ -41,6 +41,13 @@
 #define WAL_PRECISION_M  4
 #define WAL_PRECISION_H  5
 #define WAL_PRECISION_MAX WAL_PRECISION_H
+/* What a batch holds (wal_batch.kind). A statement is InfluxQL that changes
+ * state (CREATE DATABASE, CREATE RETENTION POLICY, ...), sent through
+ * /query and delivered to every backend in order with the writes: its body
+ * is the query text ending in '\n', its lines 0, db and rp the query's
+ * db and rp parameters (may be ""). */
+#define WAL_KIND_LINES     0
+#define WAL_KIND_STATEMENT 1
 
 #define WAL_EFULL      (-20001) /* LMDB map full or disk full: nothing of the commit stored; retry later */
 #define WAL_ELIMIT     (-20002) /* (per batch) a backend's byte limit would be passed */
@@ -96,6 +103,7 @@ struct wal_batch {
 	int64_t accept_ns;    /* acceptance time, ns since the epoch */
 	uint32_t lines;       /* points in body */
 	uint8_t precision;    /* the request's timestamp precision (WAL_PRECISION_*) */
+	uint8_t kind;         /* WAL_KIND_LINES or WAL_KIND_STATEMENT */
 	const char *db, *rp;  /* target database and retention policy */
 	const char *user, *password; /* credentials the client sent */
 	const char *org, *token;     /* v2 organisation and token, when sent */
