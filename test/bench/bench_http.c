@@ -80,13 +80,15 @@ int send_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-/* Receive more bytes into c->buf. Returns the count, 0 at EOF, or -errno. */
+/* Receive more bytes into c->buf. Returns the count, 0 at EOF, or -errno (-ETIMEDOUT past c->deadline_ns). */
 static ssize_t conn_fill(struct http_conn *c)
 {
 	if (c->cap - c->len < 4096) {
 		c->cap = c->cap ? c->cap * 2 : 16384;
 		c->buf = xrealloc(c->buf, c->cap);
 	}
+	if (c->deadline_ns && now_mono_ns() >= c->deadline_ns)
+		return -ETIMEDOUT;
 	for (;;) {
 		ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
 		if (r >= 0) {

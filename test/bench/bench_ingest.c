@@ -527,13 +527,6 @@ out:
 
 /*---- load: C client threads ----*/
 
-/* Start gate: clients wait until main says go (1) or abort (-1). */
-struct gate {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int state;
-};
-
 /* Request numbers over the whole run: each makes its own timestamps. */
 static atomic_uint_fast64_t g_next_request;
 
@@ -561,24 +554,6 @@ struct client {
 	char first_bad_body[ERR_BODY_MAX + 1];
 	char failure[256];      /* transport error that stopped this client, or "" */
 };
-
-static int gate_wait(struct gate *g)
-{
-	pthread_mutex_lock(&g->mu);
-	while (g->state == 0)
-		pthread_cond_wait(&g->cv, &g->mu);
-	int s = g->state;
-	pthread_mutex_unlock(&g->mu);
-	return s;
-}
-
-static void gate_open(struct gate *g, int state)
-{
-	pthread_mutex_lock(&g->mu);
-	g->state = state;
-	pthread_cond_broadcast(&g->cv);
-	pthread_mutex_unlock(&g->mu);
-}
 
 static void client_record(struct client *cl, const struct http_resp *r)
 {
@@ -708,7 +683,7 @@ static int run_clients(const struct load_spec *spec, struct load_result *res, st
 	struct rbuf body = RBUF_INIT, req = RBUF_INIT;
 	struct load_case lc = { .port = spec->port, .duration_ns = spec->duration_ns, .lines = spec->lines,
 	                        .max_requests = spec->max_requests,
-	                        .gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 } };
+	                        .gate = GATE_INIT };
 	struct client *cls = xcalloc(spec->conns, sizeof(*cls));
 	size_t *ts_off = NULL;
 	unsigned started = 0;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -268,6 +269,26 @@ int make_tmpdir(char *out, size_t len)
 		return -1;
 	}
 	return 0;
+}
+
+/*---- start gate ----*/
+
+int gate_wait(struct gate *g)
+{
+	pthread_mutex_lock(&g->mu);
+	while (g->state == 0)
+		pthread_cond_wait(&g->cv, &g->mu);
+	int s = g->state;
+	pthread_mutex_unlock(&g->mu);
+	return s;
+}
+
+void gate_open(struct gate *g, int state)
+{
+	pthread_mutex_lock(&g->mu);
+	g->state = state;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
 }
 
 /*---- clocks ----*/

@@ -17,6 +17,7 @@
 #define RELAY_BENCHKIT_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -99,6 +100,22 @@ const char *fmt_count(double v, char *out, size_t len);
 /* v with prec decimals in out, returned; a negative v gives the static "–". */
 const char *fmt_fixed(double v, int prec, char *out, size_t len);
 
+/*---- start gate (benchkit.c) ----*/
+
+/* Threads wait at a gate until it opens; initialise with GATE_INIT. Thread safe. */
+struct gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int state; /* 0 closed; 1 go; -1 abort */
+};
+#define GATE_INIT { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 }
+
+/* Block until g is opened; returns the state it was opened with (1 go, -1 abort). */
+int gate_wait(struct gate *g);
+
+/* Open g with state (1 go, -1 abort) and wake every waiter. */
+void gate_open(struct gate *g, int state);
+
 /*---- clocks (benchkit.c) ----*/
 
 /* Sleep ns nanoseconds (resumed after a signal). */
@@ -117,6 +134,7 @@ struct http_conn {
 	int fd;
 	char *buf;
 	size_t len, cap;
+	uint64_t deadline_ns; /* monotonic; past it, reads fail with ETIMEDOUT; 0 = none */
 };
 
 /* The head of a response and the first bytes of its body. */
