@@ -77,7 +77,6 @@ char *find_on_path(const char *name)
 	return found;
 }
 
-
 /*---- latencies ----*/
 
 void lat_push(struct lat_vec *l, uint64_t ns)
@@ -138,6 +137,21 @@ void remove_tree(const char *dir)
 {
 	if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT)
 		bench_err("cannot walk '%s': %s\n", dir, strerror(errno));
+}
+
+int make_tmpdir(char *out, size_t len)
+{
+	const char *base = getenv("TMPDIR");
+	int n = snprintf(out, len, "%s/%s.XXXXXX", base && *base ? base : "/tmp", bench_name);
+	if (n < 0 || (size_t)n >= len - 64) {
+		bench_err("TMPDIR too long\n");
+		return -1;
+	}
+	if (!mkdtemp(out)) {
+		bench_err("cannot create a directory like '%s': %s\n", out, strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 const char *fs_name(const char *path)
@@ -254,21 +268,6 @@ const char *fmt_fixed(double v, int prec, char *out, size_t len)
 		return "–";
 	snprintf(out, len, "%.*f", prec, v);
 	return out;
-}
-
-int make_tmpdir(char *out, size_t len)
-{
-	const char *base = getenv("TMPDIR");
-	int n = snprintf(out, len, "%s/%s.XXXXXX", base && *base ? base : "/tmp", bench_name);
-	if (n < 0 || (size_t)n >= len - 64) {
-		bench_err("TMPDIR too long\n");
-		return -1;
-	}
-	if (!mkdtemp(out)) {
-		bench_err("cannot create a directory like '%s': %s\n", out, strerror(errno));
-		return -1;
-	}
-	return 0;
 }
 
 /*---- start gate ----*/
