@@ -37,10 +37,10 @@ void bench_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /*---- options (benchkit.c) ----*/
 
-/* Parse a decimal in [min, max] into *out. Returns 0, or -1 (out untouched) if malformed or out of range. */
+/* Parse a decimal in [min, max] into *out; 0, or -1 (out untouched) if malformed or out of range. */
 int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
 
-/* Parse a comma-separated list of 1..max_n numbers in [min, max] into out[], *n their count. Returns 0 or -1. */
+/* Parse a comma-separated list of 1..max_n numbers in [min, max] into out[], *n their count; 0 or -1. */
 int parse_uint_list(const char *s, unsigned min, unsigned max, unsigned *out, size_t max_n, size_t *n);
 
 /* The first executable NAME in $PATH, malloc'd (the caller frees it), or NULL when there is none. */
@@ -80,7 +80,7 @@ int make_tmpdir(char *out, size_t len);
 /* A static name for the file system under path ("ext2/3/4", "tmpfs (...)", "other", "unknown"). */
 const char *fs_name(const char *path);
 
-/* Median time of a 4 KiB pwrite + fdatasync in dir, in ms (at most FSYNC_PROBES samples or ~2 s); -1 on error. */
+/* Median ms of a 4 KiB pwrite + fdatasync in dir (up to FSYNC_PROBES samples or ~2 s); -1 on error. */
 double fdatasync_probe_ms(const char *dir);
 
 /* Write the three load averages of /proc/loadavg (or "unknown") into out; returns out. */
@@ -124,7 +124,7 @@ void sleep_ns(uint64_t ns);
 /* CPU seconds (user + system) this process has used so far, or -1. */
 double self_cpu_s(void);
 
-/* 100 * (after - before) / span: % of one core; -1 when a sample is missing (negative) or span_ns is 0. */
+/* 100 * (after - before) / span: % of one core; -1 when a sample is negative (missing) or span_ns is 0. */
 double cpu_pct(double before, double after, uint64_t span_ns);
 
 /*---- HTTP/1.1 client (bench_http.c) ----*/
@@ -146,7 +146,7 @@ struct http_resp {
 	char body[ERR_BODY_MAX + 1]; /* the first bytes of the body, NUL-terminated */
 };
 
-/* Connect a TCP socket to 127.0.0.1:port with TCP_NODELAY and 30 s send/receive timeouts into *out. Returns 0 or -errno. */
+/* A socket connected to 127.0.0.1:port (TCP_NODELAY, 30 s send/recv timeouts) into *out; 0 or -errno. */
 int tcp_connect(uint16_t port, int *out);
 
 /* Connect c (whose buffer may be kept from before) to 127.0.0.1:port. Returns 0 or -errno. */
@@ -161,38 +161,23 @@ void http_conn_release(struct http_conn *c);
 /* Send all n bytes of p on fd. Returns 0, or -errno (-ETIMEDOUT after the socket's timeout). */
 int send_all(int fd, const char *p, size_t n);
 
-/*
- * Read one whole response from c (the body by Content-Length, or to EOF
- * without one; at most 64 MiB; chunked is refused) and consume it; the whole
- * body also goes to full (reset first) when full is not NULL. Returns 0, or
- * -1 with the reason in err (c is then unusable: close it).
- */
+/* Read and consume one response (<= 64 MiB, not chunked; whole body to caller's full if not NULL); 0, or -1 + err. */
 int http_read_response(struct http_conn *c, struct http_resp *r, struct rbuf *full, char *err, size_t errlen);
 
-/* Send req[0..len) on c and read the response as http_read_response (full = NULL). Returns 0 or -1 with err. */
+/* Send req[0..len) on c and read the answer as http_read_response (full = NULL); 0, or -1 with err. */
 int http_roundtrip(struct http_conn *c, const char *req, size_t len, struct http_resp *r, char *err,
                    size_t errlen);
 
-/*
- * Read one response from c of any length, by Content-Length, chunked or to
- * EOF, counting the (decoded) body without keeping it: r gets the head, the
- * body's length and its first ERR_BODY_MAX bytes; *wire (if not NULL) gets
- * the bytes received for the body, chunk framing included. Returns 0, or -1
- * with the reason in err (c is then unusable).
- */
+/* Read one response of any size (length, chunked, EOF), counted not kept; *wire: bytes on the wire; 0, or -1 + err. */
 int http_read_stream(struct http_conn *c, struct http_resp *r, uint64_t *wire, char *err, size_t errlen);
 
 /* GET /ping on a fresh connection to 127.0.0.1:port. Returns the status, or -1 when none came. */
 int http_ping(uint16_t port);
 
-/*
- * METHOD target as HTTP/1.0 without a body on a fresh connection (so that no
- * server answers chunked); body (caller's, reset first) gets the whole
- * response body, NUL-terminated. Returns the status, or -1 when none came.
- */
+/* METHOD target as HTTP/1.0 (never chunked), whole body to caller's body (NUL-terminated); the status, or -1. */
 int http_control(uint16_t port, const char *method, const char *target, struct rbuf *body);
 
-/* The unsigned number after "key": at or after from in a JSON text (from may be NULL). Returns 0, or -1 if none. */
+/* The unsigned number after "key": at or after from (may be NULL) into *out; 0, or -1 if none. */
 int json_u64(const char *from, const char *key, uint64_t *out);
 
 /*---- child processes (bench_proc.c) ----*/
@@ -216,10 +201,10 @@ struct child {
 /* 1 when nothing listens at 127.0.0.1:port (a connection is refused), else 0. */
 int port_closed(uint16_t port);
 
-/* A free loopback port into *port, unlike the n ports in avoid and refused if someone listens there. Returns 0 or -1 after a message. */
+/* A free loopback port into *port, none of avoid[0..n), nobody listening; 0, or -1 after a message. */
 int pick_port(uint16_t *port, const uint16_t *avoid, size_t n);
 
-/* Start argv[0] (argv NULL-terminated) with stdin /dev/null and stdout, stderr appended to c->log. Returns 0 or an errno. */
+/* Spawn argv[0] (argv NULL-terminated), stdin /dev/null, stdout and stderr appended to c->log; 0 or an errno. */
 int child_spawn(struct child *c, char *const argv[]);
 
 /* Reap c if it has exited (c->wstatus, c->pid = 0). Returns 1 while it runs, else 0. */
@@ -231,11 +216,7 @@ void describe_exit(int wstatus, char *out, size_t len);
 /* Print the last 4 KiB of c's log to stderr, once per spawn; nothing if there is no log. */
 void child_print_log_tail(struct child *c);
 
-/*
- * SIGTERM c by its pid, wait up to 10 s, then SIGKILL. Returns 0 when it
- * exited with status 0 or was not started, -1 otherwise (with lenient, 0:
- * an unclean exit is only reported, with the log's tail).
- */
+/* SIGTERM c by pid, SIGKILL after 10 s; 0 if it exited 0 or was not started, else -1 (0 if lenient) + log tail. */
 int child_stop(struct child *c, int lenient);
 
 /* CPU seconds (user + system) c has used so far, from /proc; -1 when not running or unreadable. */
@@ -244,7 +225,7 @@ double child_cpu_s(const struct child *c);
 /* c's peak resident memory (VmHWM of /proc/PID/status) in KiB; -1 when not running or unreadable. */
 long child_peak_rss_kib(const struct child *c);
 
-/* Poll GET /ping until 204, for at most 10 s. Returns 0, or -1 (c died or never answered) after a message and the log's tail. */
+/* Poll GET /ping until 204, at most 10 s; 0, or -1 (c died or never answered) after a message and the log's tail. */
 int child_wait_ready(struct child *c);
 
 /*---- relayd (bench_proc.c) ----*/
@@ -252,12 +233,7 @@ int child_wait_ready(struct child *c);
 /* (Re)start relayd (binary path) with p's config file, rewritten first from p. Returns 0, or -1 after a message. */
 int relayd_spawn(struct child *p, const char *path);
 
-/*
- * Start relayd (binary path) with its queue in tmp/NAME (config tmp/NAME.yaml,
- * log tmp/NAME.log) on a free port, its one backend at backend_port (a
- * closed port when 0), with "parallel" when not 0; wait until it answers
- * /ping. Returns 0 or -1 after a message; on either, call child_stop later.
- */
+/* Start relayd in tmp/NAME, backend at backend_port (0: closed), parallel (0: default), until /ping; 0/-1; child_stop. */
 int relayd_start(struct child *p, const char *path, const char *tmp, const char *name, uint16_t backend_port,
                  unsigned parallel);
 
@@ -270,11 +246,7 @@ struct relayd_health {
 /* Read relayd's GET /health at port into *h. Returns 0, or -1 (no 200 or a field missing). */
 int relayd_health_read(uint16_t port, struct relayd_health *h);
 
-/*
- * Poll relayd's /health every 20 ms until its backend has nothing pending, for
- * at most 120 s; *done gets the time just after that answer, *h the answer.
- * Returns 0, or -1 after a message.
- */
+/* Poll /health every 20 ms (<= 120 s) until nothing is pending: *done its time, *h it; 0, or -1 after a message. */
 int relayd_wait_drained(struct child *p, uint64_t *done, struct relayd_health *h);
 
 /* Copy the last line of p's log with "batches committed in" into out ("" when none). */
@@ -282,12 +254,7 @@ void relayd_commit_summary(const struct child *p, char *out, size_t len);
 
 /*---- influxd (bench_proc.c) ----*/
 
-/*
- * Start a private influxd (binary path) in tmp/NAME, created here, on free
- * loopback ports (reporting, monitor store, continuous queries, subscriber
- * and HTTP log off), wait for its /ping and create the database "bench".
- * Returns 0 or -1 after a message; on either, call influxd_finish later.
- */
+/* Start a private influxd in tmp/NAME on free ports, ready, database "bench" made; 0/-1; influxd_finish after. */
 int influxd_start(struct child *c, const char *path, const char *tmp, const char *name);
 
 /* influxd's httpd pointsWrittenOK from /debug/vars into *out. Returns 0, or -1 after a message. */
