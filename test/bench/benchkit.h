@@ -233,7 +233,7 @@ int child_wait_ready(struct child *c);
 /* (Re)start relayd (binary path) with p's config file, rewritten first from p. Returns 0, or -1 after a message. */
 int relayd_spawn(struct child *p, const char *path);
 
-/* Start relayd in tmp/NAME, backend at backend_port (0: closed), parallel (0: default), until /ping; 0/-1; child_stop. */
+/* Start relayd in tmp/NAME, backend at backend_port (0: closed), parallel (0: default), ready; 0/-1; child_stop. */
 int relayd_start(struct child *p, const char *path, const char *tmp, const char *name, uint16_t backend_port,
                  unsigned parallel);
 
