@@ -24,10 +24,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The on-disk format this code reads and writes: 2 (a CRC32C in every batch
- * record). A store of format 1 is upgraded by relayd's own wal_open; the
- * read-only and shared opens refuse it (WAL_EVERSION) until then. */
-#define WAL_FORMAT_VERSION 2
+/* The on-disk format this code reads and writes: 3 (a CRC32C in every batch
+ * record, since 2; a batch's kind in header byte 34, since 3). A store of
+ * format 1 or 2 is upgraded by relayd's own wal_open; the read-only and
+ * shared opens refuse it (WAL_EVERSION) until then. */
+#define WAL_FORMAT_VERSION 3
 /* At most this many backends (one bit each in a batch's route mask). */
 #define WAL_MAX_BACKENDS 64
 #define WAL_NAME_MAX 64 /* bytes of a backend name */
@@ -182,9 +183,10 @@ int wal_open(const char *dir, const struct wal_options *opt, struct wal **out);
 int wal_open_why(const char *dir, const struct wal_options *opt, struct wal **out, char *why, size_t whylen);
 
 /* The format version wal_open upgraded the store from (relayd's own open
- * of a store of format 1: every record rewritten with its checksum and the
- * format record changed, in one transaction), 0 when it did not; *records
- * (may be NULL) gets how many records were rewritten. */
+ * of a store of format 1: every record rewritten with its checksum; of
+ * format 1 or 2: the format record changed; in one transaction), 0 when it
+ * did not; *records (may be NULL) gets how many records were rewritten
+ * (0 from format 2: its records are format-3 records of kind 0). */
 unsigned wal_upgraded_from(const struct wal *w, uint64_t *records);
 
 /* Close the environment and release the lock. No call may be in progress. */

@@ -3,8 +3,9 @@
  * one. The damaged file is never opened with LMDB (its trees cannot be
  * trusted): walf_scan reads every leaf page on its own, and each value is
  * judged by its content alone. A batch record carries its own checksum
- * (format 2), so a value that decodes is a batch as relayd wrote it; the
- * backend records say which of them were still pending.
+ * (format 2 on), so a value that decodes is a batch as relayd wrote it,
+ * its kind (byte 34, format 3: lines or a statement) checked and copied
+ * with it; the backend records say which of them were still pending.
  */
 #include "wal/wal.h"
 #include "wal/wal_file.h"

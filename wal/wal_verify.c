@@ -149,6 +149,11 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 		if (hdr.precision > WAL_PRECISION_MAX)
 			problem(p, "batch %" PRIu64 ": precision code %u is not one of the format's (0 to %d; relayd "
 			        "dead-letters it when it gets there)", seq, hdr.precision, WAL_PRECISION_MAX);
+		/* A statement carries one InfluxQL text and no points: a count of
+		 * points or an empty text is not what any writer of ours stores. */
+		if (hdr.kind == WAL_KIND_STATEMENT && (hdr.lines != 0 || hdr.body_len == 0))
+			problem(p, "batch %" PRIu64 ": a statement with %" PRIu32 " points and %zu bytes of text (a statement "
+			        "has no points and a text)", seq, hdr.lines, hdr.body_len);
 		for (int id = 0; id < WAL_MAX_BACKENDS; id++) {
 			if (!(hdr.route & known & (1ULL << id)) || seq < be[id].r.cursor)
 				continue;

@@ -126,6 +126,12 @@ static const char *context_refusal(const char *name, int is_db)
 static const char *export_refusal(const struct wal_batch *b)
 {
 	const char *why;
+	/* A statement is InfluxQL, not a point: an influx -import file of
+	 * points cannot carry it, and relayctl import reads line protocol
+	 * only. Left out and named like any batch a file cannot carry. */
+	if (b->kind == WAL_KIND_STATEMENT)
+		return "it is a statement (InfluxQL, not line protocol: run it with influx -execute; "
+		       "'relayctl show' prints it)";
 	if ((why = context_refusal(b->db, 1)) || (why = context_refusal(b->rp, 0)))
 		return why;
 	if (b->precision > LP_PRECISION_H)
