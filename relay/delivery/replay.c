@@ -671,6 +671,7 @@ void replay_finish_stop(struct replay_worker *w)
 	w->lanes = NULL;
 	rbuf_release(&w->send.target);
 	rbuf_release(&w->send.headers);
+	rbuf_release(&w->send.form);
 	replay_set_state(w, S_STOPPED);
 	/* Last: the callback may hand w to whoever frees it. */
 	if (w->stopped_cb)

@@ -146,6 +146,7 @@ struct replay_worker {
 		struct http_client http; /* single writes, /ping probes, CREATE DATABASE */
 		struct rbuf target;
 		struct rbuf headers;
+		struct rbuf form;        /* a statement's body (q=..&db=..&rp=..) */
 		uint32_t attempts;       /* failed attempts of this write */
 		int db_created;          /* CREATE DATABASE succeeded for it */
 		int lanes_waiting;       /* shares not yet answered (+1 while sending) */

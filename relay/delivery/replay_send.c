@@ -1,7 +1,9 @@
 /*
  * replay_send: the worker's requests to its backend, and what their
- * answers mean. A write (single, or one share per lane), the /ping probe
- * of a backend that was down, CREATE DATABASE; then, by outcome_classify():
+ * answers mean. A write (single, or one share per lane), a queued
+ * statement (POST /query, alone in its round), the /ping probe of a
+ * backend that was down, CREATE DATABASE; then, by outcome_classify()
+ * (a statement's answer by backend_api_statement_outcome()):
  * delivered (the cursor moves), retry or hold (backoff), dead (dead-letter,
  * after isolating the bad batch of a coalesced write), too large (413
  * pieces). State in replay_internal.h; the diagram in replay.c.
@@ -17,6 +19,7 @@
 
 static void on_response(struct http_client *c, const struct http_response *r, void *arg);
 static void write_answered(struct http_client *c, const struct http_response *r, void *arg);
+static void statement_answered(struct http_client *c, const struct http_response *r, void *arg);
 
 /* The body of the current single write: the front 413 piece, the
  * coalesced group, or the one batch. */
@@ -202,6 +205,25 @@ void replay_send_current(struct replay_worker *w)
 	/* The backend's API (v1 or v2) and credentials: backend_api.c. */
 	rbuf_reset(&w->send.target);
 	rbuf_reset(&w->send.headers);
+	if (b->kind == WAL_KIND_STATEMENT) {
+		/* Alone in its round (replay_round_prepare): the writes before
+		 * it are delivered, those after it wait for it. */
+		rbuf_reset(&w->send.form);
+		int src = backend_api_statement(w->cfg, b, &w->send.target, &w->send.headers, &w->send.form, why,
+						sizeof(why));
+		if (src) {
+			unsendable(w, src, why);
+			return;
+		}
+		rbuf_append(&w->send.headers, "Content-Type: application/x-www-form-urlencoded\r\n", 49);
+		replay_set_state(w, S_SEND);
+		w->stats.posts++;
+		int rc = http_client_request(&w->send.http, "POST", rbuf_cstr(&w->send.target),
+					     rbuf_cstr(&w->send.headers), w->send.form.data, w->send.form.len,
+					     statement_answered, w);
+		relay_assert(rc == 0);
+		return;
+	}
 	int brc = backend_api_request(w->cfg, b, &w->send.target, &w->send.headers, why, sizeof(why));
 	if (brc) {
 		unsendable(w, brc, why);
@@ -258,7 +280,8 @@ static void create_db_response(struct http_client *c, const struct http_response
 	(void)c;
 	/* /query answers 200 even when the statement failed; the error is in
 	 * the JSON. */
-	if (r->status >= 200 && r->status < 300 && !memmem(r->body, r->body_len, "\"error\"", 7)) {
+	char err[200];
+	if (backend_api_statement_outcome(r->status, r->body, r->body_len, err, sizeof(err)) == OUTCOME_DELIVERED) {
 		/* Rate-limited: with a backend that keeps answering "not found"
 		 * after a CREATE, this comes once per hold backoff. */
 		relay_log_limited(&w->health.create_log, RELAY_LOG_NOTICE, "backend '%s': created database '%s'",
@@ -369,14 +392,23 @@ static void delivered(struct replay_worker *w)
 		w->stats.delivered_points += w->cur->batches[i].lines;
 	}
 	w->health.last_delivery_ns = now_realtime_ns();
+	const struct wal_batch *b0 = &w->cur->batches[0];
+	char created[WAL_NAME_MAX * 4];
+	/* The text is not logged: a statement may carry a password (CREATE
+	 * USER ... WITH PASSWORD). */
+	if (b0->kind == WAL_KIND_STATEMENT) {
+		if (backend_api_created_database(b0->body, b0->body_len, created, sizeof(created)))
+			relay_log(RELAY_LOG_NOTICE, "backend '%s': statement %" PRIu64 " delivered: database '%s' created",
+				  w->cfg->name, b0->seq, created);
+		else
+			relay_log(RELAY_LOG_INFO, "backend '%s': statement %" PRIu64 " delivered", w->cfg->name, b0->seq);
+	}
 	replay_delivered_upto(w, replay_round_last_seq(w->cur));
 }
 
-static void on_response(struct http_client *c, const struct http_response *r, void *arg)
+/* What answer r, of outcome o, means for the write (or statement) tried. */
+static void judge(struct replay_worker *w, enum outcome o, const struct http_response *r)
 {
-	struct replay_worker *w = arg;
-	(void)c;
-	enum outcome o = outcome_classify(r->status, r->body, r->body_len);
 	switch (o) {
 	case OUTCOME_DELIVERED:
 		delivered(w);
@@ -388,7 +420,10 @@ static void on_response(struct http_client *c, const struct http_response *r, vo
 		retry_later(w, r, REPLAY_HOLDING, REPLAY_HOLD_MIN_MS);
 		return;
 	case OUTCOME_NO_DATABASE:
-		if (w->cfg->on_database_not_found == RELAY_DB_CREATE && !w->send.db_created) {
+		/* A statement names its database in its text: only one sent
+		 * with a db parameter can have it created for it. */
+		if (w->cfg->on_database_not_found == RELAY_DB_CREATE && !w->send.db_created &&
+		    *w->cur->batches[0].db) {
 			create_database(w);
 			return;
 		}
@@ -415,6 +450,30 @@ static void on_response(struct http_client *c, const struct http_response *r, vo
 		dead_letter(w, r);
 		return;
 	}
+}
+
+static void on_response(struct http_client *c, const struct http_response *r, void *arg)
+{
+	struct replay_worker *w = arg;
+	(void)c;
+	judge(w, outcome_classify(r->status, r->body, r->body_len), r);
+}
+
+/* The answer to a statement: a 2xx may carry its error (shown and stored
+ * with a dead letter in place of the whole JSON). */
+static void statement_answered(struct http_client *c, const struct http_response *r, void *arg)
+{
+	struct replay_worker *w = arg;
+	char err[300];
+	(void)c;
+	enum outcome o = backend_api_statement_outcome(r->status, r->body, r->body_len, err, sizeof(err));
+	struct http_response a = *r;
+	if (*err && r->status >= 200 && r->status < 300) {
+		a.body = err;
+		a.body_len = strlen(err);
+	}
+	judge(w, o, &a);
+	replay_check_awake(w);
 }
 
 /* The answer to a single write (not shared among lanes). */

@@ -13,6 +13,10 @@
  *   413               the batch in halves at a line boundary
  *   404 db not found  held (the batch stays, nothing dead-lettered) until
  *                     relayctl retry finds the database there
+ *   a statement       a barrier: the writes before it go in one round, it
+ *                     alone to /query as a form, the writes after it next;
+ *                     its answer: ok, an error in the 200 (dead-lettered
+ *                     with the error), 5xx (again), database not found (held)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -313,6 +317,25 @@ static uint64_t append(struct fixture *f, const char *body)
 	return b.seq;
 }
 
+/* Queue one statement (kind WAL_KIND_STATEMENT, db "", credentials u/p)
+ * for backend "b": its sequence. */
+static uint64_t append_statement(struct fixture *f, const char *text)
+{
+	struct wal_batch b;
+	memset(&b, 0, sizeof(b));
+	b.route = 1ULL << f->id;
+	b.accept_ns = now_realtime_ns();
+	b.kind = WAL_KIND_STATEMENT;
+	b.db = b.rp = b.org = b.token = "";
+	b.user = "u";
+	b.password = "p";
+	b.body = text;
+	b.body_len = strlen(text);
+	assert_int_equal(wal_append(f->wal, &b, 1, b.accept_ns), 0);
+	assert_int_equal(b.result, 0);
+	return b.seq;
+}
+
 static struct wal_backend_stat queue(struct fixture *f)
 {
 	struct wal_backend_stat st;
@@ -481,6 +504,85 @@ static void test_database_not_found_holds(void **state)
 	assert_int_equal(queue(f).dead_batches, 0);
 }
 
+/* Issue 13: a statement is a barrier in the writes' order: the writes
+ * before it are delivered (coalesced among themselves), then it alone,
+ * as a form to /query with the writer's credentials, then the writes
+ * after it. */
+static void test_statement_barrier(void **state)
+{
+	struct fixture *f = *state;
+	append(f, "cpu,host=a v=1 1\n");
+	append(f, "cpu,host=a v=2 2\n");
+	append_statement(f, "CREATE DATABASE x\n");
+	append(f, "cpu,host=a v=3 3\n");
+	append(f, "cpu,host=a v=4 4\n");
+	start(f);
+	assert_true(run_until(f, drained, 5000));
+	assert_int_equal(f->be.nreqs, 3);
+	assert_non_null(strstr(f->be.reqs[0].target, "/write?db=db"));
+	assert_string_equal(f->be.reqs[0].body, "cpu,host=a v=1 1\ncpu,host=a v=2 2\n");
+	assert_string_equal(f->be.reqs[1].target, "/query");
+	assert_string_equal(f->be.reqs[1].body, "q=CREATE%20DATABASE%20x");
+	assert_non_null(strstr(f->be.reqs[2].target, "/write?db=db"));
+	assert_string_equal(f->be.reqs[2].body, "cpu,host=a v=3 3\ncpu,host=a v=4 4\n");
+	struct replay_view v;
+	replay_worker_view(f->w, &v);
+	assert_int_equal(v.stats.delivered_batches, 5);
+	assert_int_equal(v.stats.delivered_points, 4);
+	assert_int_equal(queue(f).dead_batches, 0);
+}
+
+/* Issue 13: an error in the 200 of a statement is for good: dead-lettered
+ * with the error text, and what follows it goes on; a 5xx is tried again. */
+static void test_statement_outcomes(void **state)
+{
+	struct fixture *f = *state;
+	script(&f->be, 200, "{\"results\":[{\"statement_id\":0,\"error\":\"error parsing query: found EOF\"}]}");
+	script(&f->be, 204, "");
+	script(&f->be, 503, "{\"error\":\"busy\"}");
+	script(&f->be, 200, "{\"results\":[{\"statement_id\":0}]}");
+	uint64_t bad = append_statement(f, "CREATE DATABSE\n");
+	append(f, "cpu,host=a v=1 1\n");
+	append_statement(f, "CREATE DATABASE y\n");
+	start(f);
+	assert_true(run_until(f, dead_one, 5000));
+	assert_int_equal(f->be.nreqs, 4);
+	assert_string_equal(f->be.reqs[0].target, "/query");
+	assert_string_equal(f->be.reqs[1].body, "cpu,host=a v=1 1\n");
+	assert_string_equal(f->be.reqs[2].body, "q=CREATE%20DATABASE%20y");
+	assert_string_equal(f->be.reqs[3].body, f->be.reqs[2].body); /* the 503, then again */
+	struct wal_dead dead[2];
+	size_t ndead = 0;
+	assert_int_equal(wal_dead_list(f->wal, f->id, 0, 2, 1 << 20, dead, &ndead), 0);
+	assert_int_equal(ndead, 1);
+	assert_int_equal(dead[0].batch.seq, bad);
+	assert_int_equal(dead[0].batch.kind, WAL_KIND_STATEMENT);
+	assert_int_equal(dead[0].status, 200);
+	assert_string_equal(dead[0].msg, "HTTP 200: error parsing query: found EOF");
+	wal_dead_release(&dead[0]);
+	struct replay_view v;
+	replay_worker_view(f->w, &v);
+	assert_int_equal(v.stats.retries, 1);
+	assert_int_equal(v.health, REPLAY_UP);
+}
+
+/* Issue 13: "database not found" in a statement's result is a write's
+ * database not found: with on_database_not_found: hold, it waits. */
+static void test_statement_database_not_found(void **state)
+{
+	struct fixture *f = *state;
+	script(&f->be, 200, "{\"results\":[{\"statement_id\":0,\"error\":\"database not found: x\"}]}");
+	append_statement(f, "CREATE RETENTION POLICY r ON x DURATION 1h REPLICATION 1\n");
+	start(f);
+	assert_true(run_until(f, holding, 5000));
+	assert_int_equal(queue(f).pending_batches, 1);
+	assert_int_equal(queue(f).dead_batches, 0);
+	assert_int_equal(replay_retry_now(f->w), 0);
+	assert_true(run_until(f, drained, 5000));
+	assert_int_equal(f->be.nreqs, 2);
+	assert_int_equal(queue(f).dead_batches, 0);
+}
+
 int main(void)
 {
 	/* What the worker logs (retries, holds, dead letters) is expected
@@ -492,6 +594,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dead_letter_isolated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_large_split, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_database_not_found_holds, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_statement_barrier, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_statement_outcomes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_statement_database_not_found, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
