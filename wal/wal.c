@@ -295,6 +295,13 @@ static int open_dbis(struct wal *w, int *created)
 			rc = WAL_ECORRUPT;
 		goto fail;
 	}
+	/* Held databases (format 3): created by relayd's own open; a view of
+	 * a store that has none yet finds nothing held. */
+	rc = mdb_dbi_open(txn, "held", cflag, &w->dbi_held);
+	if (rc && !(rc == MDB_NOTFOUND && rdonly))
+		goto fail;
+	w->have_held = rc == 0;
+	rc = 0;
 	if (migrate) {
 		/* One transaction: the records and the format record change
 		 * together, or (a crash, a full map) not at all. */

@@ -76,6 +76,15 @@ static int on_value(void *arg, const unsigned char *key, size_t klen, const unsi
 			return 0;
 		}
 	}
+	/* A held batch (a backend's, of a database it does not have): not
+	 * copied, counted. Free pages keep copies of held batches delivered
+	 * since, and nothing tells those apart (the log's cursors do for its
+	 * batches): copied, an old one could overwrite a newer point. */
+	if (klen == 17 && key[0] < WAL_MAX_BACKENDS && vlen >= WALR_BATCH_HDR &&
+	    walr_batch_decode(val, vlen, &hdr, NULL, NULL, NULL, NULL, 0) == 0) {
+		sc->st->held_found++;
+		return 0;
+	}
 	if (klen == 9 && vlen >= WALR_DEAD_HDR) {
 		struct walr_dead d;
 		size_t ml, off;

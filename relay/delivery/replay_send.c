@@ -19,7 +19,6 @@
 
 static void on_response(struct http_client *c, const struct http_response *r, void *arg);
 static void write_answered(struct http_client *c, const struct http_response *r, void *arg);
-static void statement_answered(struct http_client *c, const struct http_response *r, void *arg);
 
 /* The body of the current single write: the front 413 piece, the
  * coalesced group, or the one batch. */
@@ -192,6 +191,17 @@ static void unsendable(struct replay_worker *w, int rc, const char *why)
 		on_response(NULL, &r, w);
 }
 
+/* Move cur's write to the held store (its database does not exist on
+ * the backend), then the next round. */
+static void hold_round(struct replay_worker *w, int fresh)
+{
+	w->job.hold_new = replay_held_add(w, w->cur->batches[0].db) || fresh;
+	w->send.attempts = 0;
+	w->send.db_created = 0;
+	w->read.from = replay_round_last_seq(w->cur) + 1;
+	replay_start_job(w, WK_HOLD);
+}
+
 /*---- requests ----*/
 
 void replay_send_current(struct replay_worker *w)
@@ -202,6 +212,12 @@ void replay_send_current(struct replay_worker *w)
 	char why[160];
 	if (w->stopping)
 		return;
+	/* A database waiting to exist holds only itself: its batches join
+	 * its held ones, in order, and the rounds go on. */
+	if (!replay_splitting(w) && replay_held_has(w, b->db)) {
+		hold_round(w, 0);
+		return;
+	}
 	/* The backend's API (v1 or v2) and credentials: backend_api.c. */
 	rbuf_reset(&w->send.target);
 	rbuf_reset(&w->send.headers);
@@ -220,7 +236,7 @@ void replay_send_current(struct replay_worker *w)
 		w->stats.posts++;
 		int rc = http_client_request(&w->send.http, "POST", rbuf_cstr(&w->send.target),
 					     rbuf_cstr(&w->send.headers), w->send.form.data, w->send.form.len,
-					     statement_answered, w);
+					     write_answered, w);
 		relay_assert(rc == 0);
 		return;
 	}
@@ -397,9 +413,12 @@ static void delivered(struct replay_worker *w)
 	/* The text is not logged: a statement may carry a password (CREATE
 	 * USER ... WITH PASSWORD). */
 	if (b0->kind == WAL_KIND_STATEMENT) {
-		if (backend_api_created_database(b0->body, b0->body_len, created, sizeof(created)))
+		if (backend_api_created_database(b0->body, b0->body_len, created, sizeof(created))) {
 			relay_log(RELAY_LOG_NOTICE, "backend '%s': statement %" PRIu64 " delivered: database '%s' created",
 				  w->cfg->name, b0->seq, created);
+			/* Its held batches go now, not after the backoff. */
+			replay_held_wake(w, created);
+		}
 		else
 			relay_log(RELAY_LOG_INFO, "backend '%s': statement %" PRIu64 " delivered", w->cfg->name, b0->seq);
 	}
@@ -441,6 +460,13 @@ static void judge(struct replay_worker *w, enum outcome o, const struct http_res
 			dead_letter(w, r);
 			return;
 		}
+		/* Only this database waits (replay_held.c). A statement sent
+		 * without a db parameter names its database in its text: it
+		 * holds the backend as a whole, as before. */
+		if (*w->cur->batches[0].db && !replay_splitting(w)) {
+			hold_round(w, 0);
+			return;
+		}
 		retry_later(w, r, REPLAY_HOLDING, REPLAY_HOLD_MIN_MS);
 		return;
 	case OUTCOME_SPLIT:
@@ -452,28 +478,30 @@ static void judge(struct replay_worker *w, enum outcome o, const struct http_res
 	}
 }
 
+enum outcome replay_classify(const struct wal_batch *b, const struct http_response *r, struct http_response *a,
+                             char *err, size_t errlen)
+{
+	*a = *r;
+	if (b->kind != WAL_KIND_STATEMENT)
+		return outcome_classify(r->status, r->body, r->body_len);
+	/* A statement's 2xx may carry its error: shown and stored with a
+	 * dead letter in place of the whole JSON. */
+	enum outcome o = backend_api_statement_outcome(r->status, r->body, r->body_len, err, errlen);
+	if (*err && r->status >= 200 && r->status < 300) {
+		a->body = err;
+		a->body_len = strlen(err);
+	}
+	return o;
+}
+
 static void on_response(struct http_client *c, const struct http_response *r, void *arg)
 {
 	struct replay_worker *w = arg;
-	(void)c;
-	judge(w, outcome_classify(r->status, r->body, r->body_len), r);
-}
-
-/* The answer to a statement: a 2xx may carry its error (shown and stored
- * with a dead letter in place of the whole JSON). */
-static void statement_answered(struct http_client *c, const struct http_response *r, void *arg)
-{
-	struct replay_worker *w = arg;
+	struct http_response a;
 	char err[300];
 	(void)c;
-	enum outcome o = backend_api_statement_outcome(r->status, r->body, r->body_len, err, sizeof(err));
-	struct http_response a = *r;
-	if (*err && r->status >= 200 && r->status < 300) {
-		a.body = err;
-		a.body_len = strlen(err);
-	}
+	enum outcome o = replay_classify(&w->cur->batches[0], r, &a, err, sizeof(err));
 	judge(w, o, &a);
-	replay_check_awake(w);
 }
 
 /* The answer to a single write (not shared among lanes). */

@@ -11,8 +11,9 @@
  *   500, 204          the same write again after a backoff
  *   400 (coalesced)   each batch alone; the refused one dead-lettered
  *   413               the batch in halves at a line boundary
- *   404 db not found  held (the batch stays, nothing dead-lettered) until
- *                     relayctl retry finds the database there
+ *   404 db not found  that database's batches held (moved out of the log,
+ *                     in order) while another database's flow, until
+ *                     relayctl retry or a CREATE DATABASE through the queue
  *   a statement       a barrier: the writes before it go in one round, it
  *                     alone to /query as a form, the writes after it next;
  *                     its answer: ok, an error in the 200 (dead-lettered
@@ -62,6 +63,7 @@ struct backend {
 	int status[16];
 	const char *answer[16];
 	int nscript, next;
+	const char *missing; /* a database it does not have: its writes get 404 */
 	struct request reqs[MAX_REQS];
 	int nreqs;
 	struct conn conns[MAX_CONNS];
@@ -115,8 +117,12 @@ static void serve(struct conn *c)
 		memcpy(r->body, data + head, clen);
 		r->body[clen] = '\0';
 		r->len = clen;
+		char dbq[80];
+		snprintf(dbq, sizeof(dbq), "db=%s&", be->missing ? be->missing : "");
 		if (strcmp(r->method, "GET") == 0) {
 			answer(c, 204, ""); /* /ping: reachable */
+		} else if (be->missing && strstr(r->target, "/write?") && strstr(r->target, dbq)) {
+			answer(c, 404, "{\"error\":\"database not found: \\\"x\\\"\"}");
 		} else if (be->next < be->nscript) {
 			answer(c, be->status[be->next], be->answer[be->next]);
 			be->next++;
@@ -297,16 +303,23 @@ static int teardown(void **state)
 	return 0;
 }
 
+static uint64_t append_to(struct fixture *f, const char *db, const char *body);
+
 /* Queue one batch of body for backend "b" (db "db", precision ns): its
  * sequence. */
 static uint64_t append(struct fixture *f, const char *body)
+{
+	return append_to(f, "db", body);
+}
+
+static uint64_t append_to(struct fixture *f, const char *db, const char *body)
 {
 	struct wal_batch b;
 	memset(&b, 0, sizeof(b));
 	b.route = 1ULL << f->id;
 	b.accept_ns = now_realtime_ns();
 	b.precision = LP_PRECISION_NS;
-	b.db = "db";
+	b.db = db;
 	b.rp = b.user = b.password = b.org = b.token = "";
 	b.body = body;
 	b.body_len = strlen(body);
@@ -475,33 +488,87 @@ static int holding(struct fixture *f)
 	return v.health == REPLAY_HOLDING;
 }
 
-static void test_database_not_found_holds(void **state)
+static int held_two_and_db_delivered(struct fixture *f)
+{
+	struct wal_backend_stat st = queue(f);
+	return st.held_batches == 2 && st.pending_batches == 0;
+}
+
+static int nothing_held(struct fixture *f)
+{
+	struct wal_backend_stat st = queue(f);
+	return st.held_batches == 0 && st.pending_batches == 0;
+}
+
+/* Issue 13: a database the backend does not have holds only itself: its
+ * batches leave the log for the held store, in order, while the other
+ * database's go at once; relayctl retry sends them, coalesced, once it
+ * exists. */
+static void test_database_not_found_holds_only_itself(void **state)
 {
 	struct fixture *f = *state;
-	script(&f->be, 404, "{\"error\":\"database not found: \\\"db\\\"\"}");
-	append(f, "cpu,host=a v=1 1\n");
+	f->cfg.retry_min_ms = f->cfg.retry_max_ms = 60000; /* only retry brings them */
+	f->be.missing = "x";
+	append_to(f, "x", "cpu,host=a v=1 1\n");
+	append(f, "cpu,host=b v=1 1\n");
+	append_to(f, "x", "cpu,host=a v=2 2\n");
+	append(f, "cpu,host=b v=2 2\n");
 	start(f);
-	assert_true(run_until(f, holding, 5000));
-	/* Held: the batch stays queued, nothing is dead-lettered, and the
-	 * next try waits at least the hold floor (1 s). */
-	struct wal_backend_stat st = queue(f);
-	assert_int_equal(st.pending_batches, 1);
-	assert_int_equal(st.dead_batches, 0);
+	assert_true(run_until(f, held_two_and_db_delivered, 5000));
+	const char *w[8];
+	int n = writes(&f->be, w, 8);
+	/* x's first write (404), then db's two; x's second never sent */
+	assert_int_equal(n, 3);
+	assert_non_null(strstr(f->be.reqs[0].target, "db=x&"));
+	assert_string_equal(w[1], "cpu,host=b v=1 1\n");
+	assert_string_equal(w[2], "cpu,host=b v=2 2\n");
 	struct replay_view v;
 	replay_worker_view(f->w, &v);
-	assert_non_null(strstr(v.last_error, "database not found"));
-	assert_int_equal(v.attempts, 1);
-	assert_true(v.next_attempt_ms > 0);
-	const char *w[8];
-	assert_int_equal(writes(&f->be, w, 8), 1);
-	/* The database exists now; relayctl retry skips the wait. */
+	assert_int_equal(v.health, REPLAY_UP); /* the backend is not held */
+	struct wal_backend_stat st = queue(f);
+	assert_int_equal(st.dead_batches, 0);
+	assert_int_equal(st.held_points, 2);
+	/* x exists now; relayctl retry skips the wait */
+	f->be.missing = NULL;
 	assert_int_equal(replay_retry_now(f->w), 0);
+	assert_true(run_until(f, nothing_held, 5000));
+	n = writes(&f->be, w, 8);
+	assert_int_equal(n, 4);
+	assert_non_null(strstr(f->be.reqs[3].target, "db=x&"));
+	assert_string_equal(w[3], "cpu,host=a v=1 1\ncpu,host=a v=2 2\n");
+	/* released: x's next write goes straight through */
+	append_to(f, "x", "cpu,host=a v=3 3\n");
+	replay_notify(f->w);
 	assert_true(run_until(f, drained, 5000));
-	assert_int_equal(writes(&f->be, w, 8), 2);
-	assert_string_equal(w[1], "cpu,host=a v=1 1\n");
-	replay_worker_view(f->w, &v);
-	assert_int_equal(v.health, REPLAY_UP);
-	assert_int_equal(queue(f).dead_batches, 0);
+	assert_int_equal(writes(&f->be, w, 8), 5);
+	assert_string_equal(w[4], "cpu,host=a v=3 3\n");
+	st = queue(f);
+	assert_int_equal(st.delivered_batches, 5);
+	assert_int_equal(st.dead_batches, 0);
+}
+
+/* Issue 13: a CREATE DATABASE of a held database that goes through the
+ * backend's queue releases it at once (not after the backoff). */
+static void test_create_database_statement_releases(void **state)
+{
+	struct fixture *f = *state;
+	f->cfg.retry_min_ms = f->cfg.retry_max_ms = 60000;
+	f->be.missing = "x";
+	append_to(f, "x", "cpu,host=a v=1 1\n");
+	append_to(f, "x", "cpu,host=a v=2 2\n");
+	f->cfg.batch_max_lines = 1; /* two rounds: the second joins the first in the store */
+	start(f);
+	assert_true(run_until(f, held_two_and_db_delivered, 5000));
+	f->be.missing = NULL;
+	append_statement(f, "CREATE DATABASE x\n");
+	replay_notify(f->w);
+	assert_true(run_until(f, nothing_held, 5000));
+	const char *w[8];
+	int n = writes(&f->be, w, 8);
+	assert_int_equal(n, 4);
+	assert_string_equal(f->be.reqs[1].body, "q=CREATE%20DATABASE%20x");
+	assert_string_equal(w[2], "cpu,host=a v=1 1\n");
+	assert_string_equal(w[3], "cpu,host=a v=2 2\n");
 }
 
 /* Issue 13: a statement is a barrier in the writes' order: the writes
@@ -593,7 +660,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_retry_then_delivered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dead_letter_isolated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_large_split, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_database_not_found_holds, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_database_not_found_holds_only_itself, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_database_statement_releases, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_barrier, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_outcomes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_database_not_found, setup, teardown),

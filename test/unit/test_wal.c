@@ -1933,6 +1933,112 @@ static void test_upgrade_from_format_2(void **state)
 	wal_close(ro);
 }
 
+/* Issue 13: a held database's batches leave the log for that backend
+ * (its cursor moves on), are kept in order under their database, count
+ * toward the byte limit, survive a reopen, and go when delivered, dead or
+ * purged; the totals stay exact all along. */
+static void test_held(void **state)
+{
+	struct fx *f = *state;
+	int a, b;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", &b), 0);
+	const char *dbs[6] = { "x", "live", "x", "live", "x", "y" };
+	for (int i = 0; i < 6; i++) {
+		struct wal_batch x = mk(i == 4 ? "m v=5 5\nm v=6 6\n" : "m v=1 1\n", (1ULL << a) | (1ULL << b), 5000 + i);
+		x.db = dbs[i];
+		assert_int_equal(wal_append(f->w, &x, 1, 5000), 0);
+	}
+	/* a delivered 2, holds x's 1 and 3 (as a worker would: one round each) */
+	uint64_t s1 = 1, s3 = 3;
+	assert_int_equal(wal_hold(f->w, a, &s1, 1), 0);
+	assert_int_equal(wal_hold(f->w, a, &s3, 1), 0);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.cursor, 4);
+	assert_int_equal(st.pending_batches, 3);
+	assert_int_equal(st.delivered_batches, 1); /* batch 2 */
+	assert_int_equal(st.held_batches, 2);
+	assert_int_equal(st.held_points, 2);
+	assert_int_equal(st.held_bytes, 16);
+	assert_int_equal(st.oldest_accept_ns, 5003); /* the log's oldest, not the held one's */
+	/* b is untouched, and the log keeps what b still needs */
+	assert_int_equal(wal_backend_stat(f->w, "b", &st), 0);
+	assert_int_equal(st.pending_batches, 6);
+	assert_int_equal(st.held_batches, 0);
+	uint64_t s5 = 5;
+	assert_int_equal(wal_hold(f->w, a, &s5, 1), 0);
+	/* held bytes count toward the limit: 16 + 16 held + 8 pending (6) */
+	assert_int_equal(wal_backend_set_limits(f->w, a, 45, 0), 0);
+	struct wal_batch over = mk("m v=9 9\n", 1ULL << a, 6000);
+	assert_int_equal(wal_append(f->w, &over, 1, 6000), 0);
+	assert_int_equal(over.result, WAL_ELIMIT);
+	assert_int_equal(wal_backend_set_limits(f->w, a, 0, 0), 0);
+	/* survives a reopen */
+	wal_close(f->w);
+	f->w = NULL;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", &b), 0);
+	struct wal_held *h;
+	size_t nh;
+	assert_int_equal(wal_held_list(f->w, a, &h, &nh), 0);
+	assert_int_equal(nh, 1);
+	assert_string_equal(h[0].db, "x");
+	assert_int_equal(h[0].batches, 3);
+	assert_int_equal(h[0].points, 4);
+	assert_int_equal(h[0].bytes, 32);
+	assert_int_equal(h[0].oldest_accept_ns, 5000);
+	wal_held_free(h, nh);
+	/* read in order, by database */
+	struct wal_batch r[4];
+	size_t n;
+	assert_int_equal(wal_held_read(f->w, a, "x", 4, SIZE_MAX, r, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(r[0].seq, 1);
+	assert_int_equal(r[1].seq, 3);
+	assert_int_equal(r[2].seq, 5);
+	assert_string_equal(r[2].body, "m v=5 5\nm v=6 6\n");
+	for (size_t i = 0; i < n; i++)
+		wal_batch_release(&r[i]);
+	assert_int_equal(wal_held_read(f->w, a, "y", 4, SIZE_MAX, r, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(wal_held_read(f->w, a, "x", 4, 1, r, &n), 0);
+	assert_int_equal(n, 1); /* at least one, then the byte bound */
+	wal_batch_release(&r[0]);
+	struct seen sn = { 0, "" };
+	assert_int_equal(wal_verify(f->w, note_problem, &sn, NULL), 0);
+	/* 1 and 3 delivered; 5 refused for good */
+	assert_int_equal(wal_held_done(f->w, a, "x", 3, 7000), 0);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.held_batches, 1);
+	assert_int_equal(st.held_points, 2);
+	assert_int_equal(st.delivered_batches, 4); /* 2 and 4 from the log, 1 and 3 held */
+	assert_int_equal(wal_held_dead(f->w, a, "x", 5, 400, "unable to parse", 1, 7000), 0);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.held_batches, 0);
+	assert_int_equal(st.held_bytes, 0);
+	assert_int_equal(st.dead_batches, 1);
+	struct wal_dead d;
+	assert_int_equal(wal_dead_get(f->w, a, 5, &d), 0);
+	assert_string_equal(d.batch.db, "x");
+	assert_int_equal(d.batch.lines, 2);
+	wal_dead_release(&d);
+	assert_int_equal(wal_held_dead(f->w, a, "x", 5, 400, "again", 1, 7000), WAL_ENOTFOUND);
+	/* purge drops held batches with the pending ones */
+	uint64_t s6 = 6;
+	assert_int_equal(wal_hold(f->w, a, &s6, 1), 0);
+	struct wal_count dropped;
+	assert_int_equal(wal_purge(f->w, a, &dropped), 0);
+	assert_int_equal(dropped.batches, 1);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.held_batches + st.pending_batches, 0);
+	sn.n = 0;
+	sn.text[0] = '\0';
+	assert_int_equal(wal_verify(f->w, note_problem, &sn, NULL), 0);
+}
+
 /* Issue 11: purge removes what it cannot decode; the log empties. */
 static void test_purge_corrupt(void **state)
 {
@@ -2170,6 +2276,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_upgrade_from_format_2, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kind_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kind_unknown_is_corrupt, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_files, setup, teardown),
 		cmocka_unit_test(test_strerror),
 	};
