@@ -376,14 +376,14 @@ struct wal_held {
 int wal_hold(struct wal *w, int id, const uint64_t *seqs, size_t n);
 
 /*
- * Copy out up to max held batches of database db of backend id, oldest
- * first, stopping once max_bytes of body bytes were copied (at least one
+ * Copy out up to max held batches of database db of backend id with a
+ * sequence of at least from_seq (0: all), oldest first, stopping once max_bytes of body bytes were copied (at least one
  * is returned when any is held). Release each with wal_batch_release. A
  * held record that does not decode is passed over (verify names it,
  * purge drops it). Errors: WAL_ENOBACKEND, LMDB codes.
  */
-int wal_held_read(struct wal *w, int id, const char *db, size_t max, size_t max_bytes, struct wal_batch *out,
-                  size_t *count);
+int wal_held_read(struct wal *w, int id, const char *db, uint64_t from_seq, size_t max, size_t max_bytes,
+                  struct wal_batch *out, size_t *count);
 
 /*
  * Held batches of database db of backend id up to sequence upto were

@@ -201,6 +201,7 @@ static int record_db_is(const MDB_val *v, const char *db)
 
 struct read_arg {
 	const char *db;
+	uint64_t from;
 	size_t max, max_bytes, n, bytes;
 	struct wal_batch *out;
 };
@@ -211,7 +212,7 @@ static int read_one(void *arg, MDB_cursor *cur, const MDB_val *k, const MDB_val 
 	struct read_arg *a = arg;
 	(void)cur;
 	(void)k;
-	if (!hdr || !record_db_is(v, a->db))
+	if (!hdr || !record_db_is(v, a->db) || seq < a->from)
 		return 0; /* another name of the same hash; a damaged record stays for verify and purge */
 	if (a->n >= a->max || (a->n && a->bytes >= a->max_bytes))
 		return MDB_NOTFOUND;
@@ -223,12 +224,12 @@ static int read_one(void *arg, MDB_cursor *cur, const MDB_val *k, const MDB_val 
 	return 0;
 }
 
-int wal_held_read(struct wal *w, int id, const char *db, size_t max, size_t max_bytes, struct wal_batch *out,
-                  size_t *count)
+int wal_held_read(struct wal *w, int id, const char *db, uint64_t from_seq, size_t max, size_t max_bytes,
+                  struct wal_batch *out, size_t *count)
 {
 	char name[WAL_NAME_MAX + 1];
 	MDB_txn *txn;
-	struct read_arg a = { db, max, max_bytes, 0, 0, out };
+	struct read_arg a = { db, from_seq, max, max_bytes, 0, 0, out };
 	*count = 0;
 	int rc = wali_begin_backend(w, id, MDB_RDONLY, name, &txn, NULL);
 	if (rc)

@@ -28,7 +28,13 @@
  *               |               |--retry--> BACKOFF --> (PROBE /ping while
  *               |               |           down) --> SEND
  *               |               |--hold---> BACKOFF (>= 1 s) --> SEND
- *               |               |   (404 database: CREATE --> SEND)
+ *               |               |--404 database (hold)--> COMMIT [pool:
+ *               |               |           wal_hold: to the held store,
+ *               |               |           the cursor past it] --> next
+ *               |               |           round; a held database's write
+ *               |               |           goes there unsent (replay_held.c
+ *               |               |           tries it beside the rounds)
+ *               |               |   (404 database, create: CREATE --> SEND)
  *               |               |--dead---> coalesced? SEND batch by batch
  *               |               |           (isolate.upto); else COMMIT
  *               |               |           [pool: dead-letter] --> next round

@@ -123,8 +123,8 @@ static void held_job(uv_work_t *req)
 		return;
 	}
 	replay_round_release(r);
-	w->held.rc = wal_held_read(w->wal, w->id, w->held.db, REPLAY_READ_MAX, w->cfg->batch_max_bytes, r->batches,
-				   &r->nbatches);
+	w->held.rc = wal_held_read(w->wal, w->id, w->held.db, 0, REPLAY_READ_MAX, w->cfg->batch_max_bytes,
+				   r->batches, &r->nbatches);
 	if (w->held.rc == 0 && r->nbatches) {
 		replay_round_rescale(r, w->cfg);
 		replay_round_prepare(r, w->cfg, 0, 0, 1);

@@ -17,6 +17,7 @@ backend.
 """
 
 import json
+import os
 import time
 import unittest
 
@@ -94,6 +95,14 @@ class DbHoldTest(unittest.TestCase):
         self.assertIn("held", text)
         self.assertIn(MISSING, text)
         r.wait_log(r'database "%s" does not exist on .*holding its \d+ batch' % MISSING)
+        # export carries the held batches too (purge would drop them)
+        out = os.path.join(self.tmp, "exp")
+        cp = r.relayctl("export", "b", out)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        files = [f for f in os.listdir(self.tmp) if f.startswith("exp.%s." % MISSING)]
+        self.assertEqual(len(files), 1, os.listdir(self.tmp))
+        with open(os.path.join(self.tmp, files[0])) as f:
+            self.assertEqual(sum(1 for line in f if line.startswith("m,i=")), 11)
         self.assertNotIn(MISSING, self.influx.databases())
         # still flowing while held
         self.write(r, LIVE, 10)

@@ -117,6 +117,9 @@ static void serve(struct conn *c)
 		memcpy(r->body, data + head, clen);
 		r->body[clen] = '\0';
 		r->len = clen;
+		/* a CREATE DATABASE makes the missing database exist */
+		if (be->missing && strncmp(r->target, "/query", 6) == 0 && strstr(r->target, "CREATE"))
+			be->missing = NULL;
 		char dbq[80];
 		snprintf(dbq, sizeof(dbq), "db=%s&", be->missing ? be->missing : "");
 		if (strcmp(r->method, "GET") == 0) {
@@ -571,6 +574,60 @@ static void test_create_database_statement_releases(void **state)
 	assert_string_equal(w[3], "cpu,host=a v=2 2\n");
 }
 
+/* Held batches of a database already in the store when the worker starts
+ * (a restart), under the policy now in force. */
+static void hold_two(struct fixture *f)
+{
+	uint64_t s[2] = { append_to(f, "x", "cpu,host=a v=1 1\n"), append_to(f, "x", "cpu,host=a v=2 2\n") };
+	assert_int_equal(wal_hold(f->wal, f->id, s, 2), 0);
+	assert_int_equal(queue(f).held_batches, 2);
+}
+
+static int two_dead(struct fixture *f)
+{
+	struct wal_backend_stat st = queue(f);
+	return st.held_batches == 0 && st.dead_batches == 2;
+}
+
+/* Issue 13: a reload to on_database_not_found: dead_letter applies to what
+ * is held: dead-lettered (one at a time: the coalesced write was refused)
+ * at the first try. */
+static void test_held_then_dead_letter_policy(void **state)
+{
+	struct fixture *f = *state;
+	hold_two(f);
+	f->be.missing = "x";
+	f->cfg.on_database_not_found = RELAY_DB_DEAD_LETTER;
+	start(f);
+	assert_true(run_until(f, two_dead, 5000));
+	struct wal_dead d[2];
+	size_t n;
+	assert_int_equal(wal_dead_list(f->wal, f->id, 0, 2, 1 << 20, d, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(d[0].status, 404);
+	assert_non_null(strstr(d[0].msg, "database not found"));
+	wal_dead_release(&d[0]);
+	wal_dead_release(&d[1]);
+}
+
+/* Issue 13: ... and on_database_not_found: create creates the database,
+ * then sends what was held. */
+static void test_held_then_create_policy(void **state)
+{
+	struct fixture *f = *state;
+	hold_two(f);
+	f->be.missing = "x";
+	f->cfg.on_database_not_found = RELAY_DB_CREATE;
+	start(f);
+	assert_true(run_until(f, nothing_held, 5000));
+	const char *w[8];
+	int n = writes(&f->be, w, 8);
+	assert_int_equal(n, 3); /* the 404, the CREATE, the write */
+	assert_non_null(strstr(f->be.reqs[1].target, "/query?q=CREATE%20DATABASE%20%22x%22"));
+	assert_string_equal(w[2], "cpu,host=a v=1 1\ncpu,host=a v=2 2\n");
+	assert_int_equal(queue(f).dead_batches, 0);
+}
+
 /* Issue 13: a statement is a barrier in the writes' order: the writes
  * before it are delivered (coalesced among themselves), then it alone,
  * as a form to /query with the writer's credentials, then the writes
@@ -662,6 +719,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_too_large_split, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_database_not_found_holds_only_itself, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_database_statement_releases, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_then_dead_letter_policy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_then_create_policy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_barrier, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_outcomes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_database_not_found, setup, teardown),

@@ -1994,7 +1994,7 @@ static void test_held(void **state)
 	/* read in order, by database */
 	struct wal_batch r[4];
 	size_t n;
-	assert_int_equal(wal_held_read(f->w, a, "x", 4, SIZE_MAX, r, &n), 0);
+	assert_int_equal(wal_held_read(f->w, a, "x", 0, 4, SIZE_MAX, r, &n), 0);
 	assert_int_equal(n, 3);
 	assert_int_equal(r[0].seq, 1);
 	assert_int_equal(r[1].seq, 3);
@@ -2002,11 +2002,16 @@ static void test_held(void **state)
 	assert_string_equal(r[2].body, "m v=5 5\nm v=6 6\n");
 	for (size_t i = 0; i < n; i++)
 		wal_batch_release(&r[i]);
-	assert_int_equal(wal_held_read(f->w, a, "y", 4, SIZE_MAX, r, &n), 0);
+	assert_int_equal(wal_held_read(f->w, a, "y", 0, 4, SIZE_MAX, r, &n), 0);
 	assert_int_equal(n, 0);
-	assert_int_equal(wal_held_read(f->w, a, "x", 4, 1, r, &n), 0);
+	assert_int_equal(wal_held_read(f->w, a, "x", 0, 4, 1, r, &n), 0);
 	assert_int_equal(n, 1); /* at least one, then the byte bound */
 	wal_batch_release(&r[0]);
+	assert_int_equal(wal_held_read(f->w, a, "x", 2, 4, SIZE_MAX, r, &n), 0);
+	assert_int_equal(n, 2); /* from a sequence on: a page after another */
+	assert_int_equal(r[0].seq, 3);
+	wal_batch_release(&r[0]);
+	wal_batch_release(&r[1]);
 	struct seen sn = { 0, "" };
 	assert_int_equal(wal_verify(f->w, note_problem, &sn, NULL), 0);
 	/* 1 and 3 delivered; 5 refused for good */
