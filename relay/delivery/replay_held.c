@@ -82,7 +82,7 @@ static void drop(struct replay_worker *w, const char *db)
  * changed the queue): each due at once, since the backend may have got
  * it meanwhile. A short read transaction on the loop thread, as the
  * pause flag's. */
-static void load(struct replay_worker *w)
+static void load(struct replay_worker *w, int at_start)
 {
 	struct wal_held *h = NULL;
 	size_t n = 0;
@@ -98,10 +98,11 @@ static void load(struct replay_worker *w)
 	for (size_t i = 0; i < n; i++) {
 		replay_held_add(w, h[i].db);
 		w->held.dbs[w->held.n - 1].due = 0;
-		relay_log(RELAY_LOG_NOTICE,
-		          "backend \"%s\": database \"%s\" is held: %" PRIu64 " batches (%" PRIu64 " points) wait for it "
-		          "to exist while other databases flow",
-		          w->cfg->name, h[i].db, h[i].batches, h[i].points);
+		if (at_start)
+			relay_log(RELAY_LOG_NOTICE,
+			          "backend \"%s\": database \"%s\" is held: %" PRIu64 " batches (%" PRIu64 " points) wait "
+			          "for it to exist while other databases flow",
+			          w->cfg->name, h[i].db, h[i].batches, h[i].points);
 	}
 	wal_held_free(h, n);
 }
@@ -396,7 +397,7 @@ static void kick(struct replay_worker *w)
 	 * ahead of it (the end of that job kicks again). */
 	if (w->held.refresh && !(w->job.busy && w->job.kind == WK_HOLD)) {
 		w->held.refresh = 0;
-		load(w);
+		load(w, 0);
 	}
 	uv_timer_stop(&w->held.timer);
 	if (w->paused || !w->held.n)
@@ -470,9 +471,7 @@ void replay_held_init(struct replay_worker *w)
 	w->held.timer.data = w;
 	w->handles += 2;
 	w->held.round = xcalloc(1, sizeof(*w->held.round));
-	load(w);
-	for (size_t i = 0; i < w->held.n; i++)
-		w->held.dbs[i].due = 0;
+	load(w, 1);
 }
 
 void replay_held_stop(struct replay_worker *w)

@@ -193,9 +193,9 @@ static void unsendable(struct replay_worker *w, int rc, const char *why)
 
 /* Move cur's write to the held store (its database does not exist on
  * the backend), then the next round. */
-static void hold_round(struct replay_worker *w, int fresh)
+static void hold_round(struct replay_worker *w)
 {
-	w->job.hold_new = replay_held_add(w, w->cur->batches[0].db) || fresh;
+	w->job.hold_new = replay_held_add(w, w->cur->batches[0].db);
 	w->send.attempts = 0;
 	w->send.db_created = 0;
 	w->read.from = replay_round_last_seq(w->cur) + 1;
@@ -215,7 +215,7 @@ void replay_send_current(struct replay_worker *w)
 	/* A database waiting to exist holds only itself: its batches join
 	 * its held ones, in order, and the rounds go on. */
 	if (!replay_splitting(w) && replay_held_has(w, b->db)) {
-		hold_round(w, 0);
+		hold_round(w);
 		return;
 	}
 	/* The backend's API (v1 or v2) and credentials: backend_api.c. */
@@ -464,7 +464,7 @@ static void judge(struct replay_worker *w, enum outcome o, const struct http_res
 		 * without a db parameter names its database in its text: it
 		 * holds the backend as a whole, as before. */
 		if (*w->cur->batches[0].db && !replay_splitting(w)) {
-			hold_round(w, 0);
+			hold_round(w);
 			return;
 		}
 		retry_later(w, r, REPLAY_HOLDING, REPLAY_HOLD_MIN_MS);
