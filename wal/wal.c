@@ -268,10 +268,13 @@ static int open_dbis(struct wal *w, int *created)
 		}
 		if ((rc = walr_format_decode(v.mv_data, v.mv_size, &f)))
 			goto fail;
-		/* Format 1 (no checksums) is upgraded by relayd's own open, in
-		 * this transaction; readers beside it wait for that. */
-		if (f.version == 1 && !rdonly) {
-			migrate = 1;
+		/* Formats 1 (no checksums) and 2 (no kind) are upgraded by
+		 * relayd's own open, in this transaction; readers beside it wait
+		 * for that. A format-2 record is a valid format-3 record of kind
+		 * 0 (byte 34 was reserved-zero): only the format record changes,
+		 * and older binaries then refuse the store as newer. */
+		if ((f.version == 1 || f.version == 2) && !rdonly) {
+			migrate = (int)f.version;
 		} else if (f.version != WAL_FORMAT_VERSION) {
 			if (w->why && w->whylen)
 				snprintf(w->why, w->whylen,
@@ -292,17 +295,24 @@ static int open_dbis(struct wal *w, int *created)
 			rc = WAL_ECORRUPT;
 		goto fail;
 	}
+	/* Held databases (format 3): created by relayd's own open; a view of
+	 * a store that has none yet finds nothing held. */
+	rc = mdb_dbi_open(txn, "held", cflag, &w->dbi_held);
+	if (rc && !(rc == MDB_NOTFOUND && rdonly))
+		goto fail;
+	w->have_held = rc == 0;
+	rc = 0;
 	if (migrate) {
 		/* One transaction: the records and the format record change
 		 * together, or (a crash, a full map) not at all. */
-		uint64_t n;
+		uint64_t n = 0;
 		unsigned char buf[WALR_FORMAT_SIZE];
 		f.version = WAL_FORMAT_VERSION;
 		walr_format_encode(&f, buf);
 		MDB_val k = { sizeof(KEY_FORMAT) - 1, (void *)KEY_FORMAT }, v = { sizeof(buf), buf };
-		if ((rc = migrate_v1(txn, w, &n)) || (rc = mdb_put(txn, w->dbi_meta, &k, &v, 0)))
+		if ((migrate == 1 && (rc = migrate_v1(txn, w, &n))) || (rc = mdb_put(txn, w->dbi_meta, &k, &v, 0)))
 			goto fail;
-		w->upgraded_from = 1;
+		w->upgraded_from = (unsigned)migrate;
 		w->upgraded = n;
 	}
 	/* The first commit of a new queue is a durable one (LMDB syncs it);

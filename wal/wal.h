@@ -24,10 +24,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The on-disk format this code reads and writes: 2 (a CRC32C in every batch
- * record). A store of format 1 is upgraded by relayd's own wal_open; the
- * read-only and shared opens refuse it (WAL_EVERSION) until then. */
-#define WAL_FORMAT_VERSION 2
+/* The on-disk format this code reads and writes: 3 (a CRC32C in every batch
+ * record, since 2; a batch's kind in header byte 34, since 3). A store of
+ * format 1 or 2 is upgraded by relayd's own wal_open; the read-only and
+ * shared opens refuse it (WAL_EVERSION) until then. */
+#define WAL_FORMAT_VERSION 3
 /* At most this many backends (one bit each in a batch's route mask). */
 #define WAL_MAX_BACKENDS 64
 #define WAL_NAME_MAX 64 /* bytes of a backend name */
@@ -134,6 +135,12 @@ struct wal_backend_stat {
 	int64_t created_ns;        /* when its queue was created */
 	uint64_t corrupt_seq;      /* a record that does not decode, met before the first good pending
 	                            * batch (it stops delivery until quarantined); 0 = none */
+	/* Held: batches of databases the backend does not have, moved out of
+	 * the log (wal_hold). Not in pending_* nor oldest_accept_ns, which are
+	 * the log's; counted toward the backend's byte limit. */
+	uint64_t held_batches;
+	uint64_t held_points;
+	uint64_t held_bytes;       /* body bytes */
 };
 
 /* Global figures. */
@@ -182,9 +189,10 @@ int wal_open(const char *dir, const struct wal_options *opt, struct wal **out);
 int wal_open_why(const char *dir, const struct wal_options *opt, struct wal **out, char *why, size_t whylen);
 
 /* The format version wal_open upgraded the store from (relayd's own open
- * of a store of format 1: every record rewritten with its checksum and the
- * format record changed, in one transaction), 0 when it did not; *records
- * (may be NULL) gets how many records were rewritten. */
+ * of a store of format 1: every record rewritten with its checksum; of
+ * format 1 or 2: the format record changed; in one transaction), 0 when it
+ * did not; *records (may be NULL) gets how many records were rewritten
+ * (0 from format 2: its records are format-3 records of kind 0). */
 unsigned wal_upgraded_from(const struct wal *w, uint64_t *records);
 
 /* Close the environment and release the lock. No call may be in progress. */
@@ -339,6 +347,67 @@ int wal_stat(struct wal *w, struct wal_stat *st);
  */
 int wal_reader_check(struct wal *w, int *cleared);
 
+/*---- held databases ----*/
+
+/*
+ * A database a backend said it does not have holds only its own batches
+ * (docs/architecture.md, "Held databases"): they are moved out of the log
+ * for that backend into its held store, the cursor moves on, and every
+ * other database flows. Each function is one transaction.
+ */
+
+/* One held database of a backend. */
+struct wal_held {
+	char *db;                 /* owned by the array: wal_held_free */
+	uint64_t batches, points, bytes;
+	int64_t oldest_accept_ns; /* of its oldest held batch */
+};
+
+/*
+ * Move batches seqs[0..n) (pending for backend id, in sequence order,
+ * each routed to it) out of the log into id's held store, in ONE durable
+ * commit: each is kept under its database, in sequence order; id's cursor
+ * moves past the last of them as past a dead letter (every batch before
+ * it not held counts as delivered), its pending counters drop, its held
+ * totals grow. A seq below the cursor (finished meanwhile) is passed
+ * over. Errors: WAL_EINVAL (a seq not in the log or not routed to id; a
+ * read-only handle), WAL_ENOBACKEND, WAL_EFULL, LMDB codes.
+ */
+int wal_hold(struct wal *w, int id, const uint64_t *seqs, size_t n);
+
+/*
+ * Copy out up to max held batches of database db of backend id with a
+ * sequence of at least from_seq (0: all), oldest first, stopping once max_bytes of body bytes were copied (at least one
+ * is returned when any is held). Release each with wal_batch_release. A
+ * held record that does not decode is passed over (verify names it,
+ * purge drops it). Errors: WAL_ENOBACKEND, LMDB codes.
+ */
+int wal_held_read(struct wal *w, int id, const char *db, uint64_t from_seq, size_t max, size_t max_bytes,
+                  struct wal_batch *out, size_t *count);
+
+/*
+ * Held batches of database db of backend id up to sequence upto were
+ * delivered: deleted in one durable commit, counted delivered (and
+ * last_delivery_ns = now_ns), the held totals drop. Errors as wal_hold.
+ */
+int wal_held_done(struct wal *w, int id, const char *db, uint64_t upto, int64_t now_ns);
+
+/*
+ * Held batch seq of database db of backend id was refused for good: moved
+ * to id's dead-letter queue with status, msg and attempts, in one durable
+ * commit. Errors: WAL_ENOTFOUND, WAL_ENOBACKEND, WAL_EFULL, LMDB codes.
+ */
+int wal_held_dead(struct wal *w, int id, const char *db, uint64_t seq, int status, const char *msg,
+                  uint32_t attempts, int64_t now_ns);
+
+/*
+ * The databases backend id holds, in no particular order, with their
+ * figures: *out (free with wal_held_free) gets *n of them. One short read
+ * transaction. Errors: WAL_ENOBACKEND, -ENOMEM, LMDB codes.
+ */
+int wal_held_list(struct wal *w, int id, struct wal_held **out, size_t *n);
+void wal_held_free(struct wal_held *h, size_t n);
+
 /*---- operator actions (relayctl): each one LMDB transaction ----*/
 
 /* Batches, points and body bytes touched by an operator action. */
@@ -359,7 +428,8 @@ struct wal_count {
 int wal_backend_set_paused(struct wal *w, int id, int paused);
 
 /*
- * Drop every pending batch of backend id, in one durable commit: its
+ * Drop every pending batch of backend id (and every held one: wal_hold),
+ * in one durable commit: its
  * cursor moves to the end of the log, its pending counters become 0 (they
  * are not counted as delivered), and batches no backend needs any more are
  * deleted (the rule of wal_ack). *dropped (may be NULL) gets what was
@@ -495,6 +565,7 @@ struct wal_salvage_stat {
 	uint64_t batches_orphaned;  /* routed only to backends whose record was not found */
 	uint64_t records_corrupt;   /* batch records that did not decode */
 	uint64_t dead_found;        /* dead letters found: not copied */
+	uint64_t held_found;        /* held batch records found (of pages in use or free): not copied */
 };
 
 /*

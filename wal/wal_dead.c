@@ -21,6 +21,23 @@ static void dead_key(int id, uint64_t seq, unsigned char kb[9])
 	walr_seq_encode(seq, kb + 1);
 }
 
+int wali_get_routed(MDB_txn *txn, struct wal *w, int id, uint64_t seq, struct wal_batch *b)
+{
+	unsigned char kb[8];
+	MDB_val k = { 8, kb }, v;
+	walr_seq_encode(seq, kb);
+	int rc = mdb_get(txn, w->dbi_batches, &k, &v);
+	if (rc)
+		return rc == MDB_NOTFOUND ? WAL_EINVAL : rc;
+	if ((rc = wali_copy_batch(&k, &v, b)))
+		return rc;
+	if (!(b->route & (1ULL << id))) {
+		wal_batch_release(b);
+		return WAL_EINVAL;
+	}
+	return 0;
+}
+
 int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_t body_len, uint32_t lines,
                     int status, const char *msg, uint32_t attempts, int64_t now_ns, int finish)
 {
@@ -29,7 +46,6 @@ int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_
 	struct wal_batch b, old;
 	MDB_txn *txn;
 	unsigned char kb[9];
-	MDB_val k = { 8, kb }, v;
 	char *joined = NULL;
 	int rc;
 
@@ -51,17 +67,8 @@ int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_
 		mdb_txn_abort(txn);
 		goto out;
 	}
-	walr_seq_encode(seq, kb);
-	if ((rc = mdb_get(txn, w->dbi_batches, &k, &v))) {
-		rc = rc == MDB_NOTFOUND ? WAL_EINVAL : rc;
+	if ((rc = wali_get_routed(txn, w, id, seq, &b)))
 		goto abort;
-	}
-	if ((rc = wali_copy_batch(&k, &v, &b)))
-		goto abort;
-	if (!(b.route & (1ULL << id))) {
-		rc = WAL_EINVAL;
-		goto abort;
-	}
 	/* The copy is routed to this backend only, and may hold just the
 	 * lines that failed. */
 	b.route = 1ULL << id;

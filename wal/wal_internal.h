@@ -38,7 +38,9 @@ struct wal {
 	char *why; /* the caller's, during wal_open only */
 	size_t whylen;
 	MDB_env *env;
-	MDB_dbi dbi_meta, dbi_batches, dbi_backends, dbi_dead;
+	MDB_dbi dbi_meta, dbi_batches, dbi_backends, dbi_dead, dbi_held;
+	int have_held; /* the held DBI exists (a read-only open of a store relayd has not opened since format 3
+	                * got it has none: nothing is held there) */
 	/*
 	 * env_lock: every operation holds it shared; reopening the environment
 	 * after MDB_PANIC holds it exclusive, because mdb_env_close must not
@@ -150,7 +152,21 @@ int wali_copy_record(const void *rec, size_t len, uint64_t seq, int with_body, c
 /* wali_copy_record of the batch under key k, with its body. */
 int wali_copy_batch(const MDB_val *k, const MDB_val *v, struct wal_batch *out);
 
+/*---- wal_held.c: held databases ----*/
+
+/* Backend id's held totals (batches, points, body bytes; zero when none). */
+int wali_held_totals(MDB_txn *txn, struct wal *w, int id, struct wal_count *t);
+/* Backend id's held databases inside txn (wal_held_list); *corrupt (may
+ * be NULL) gets the held records that do not decode. */
+int wali_held_list(MDB_txn *txn, struct wal *w, int id, struct wal_held **out, size_t *n, uint64_t *corrupt);
+/* Delete every held batch of backend id (counted into *n) and its totals. */
+int wali_held_purge(MDB_txn *txn, struct wal *w, int id, struct wal_count *n);
+
 /*---- wal_dead.c: the dead-letter queue ----*/
+
+/* Copy out pending batch seq (with its body) and check it is routed to
+ * id: WAL_EINVAL when it is not in the log or not routed to id. */
+int wali_get_routed(MDB_txn *txn, struct wal *w, int id, uint64_t seq, struct wal_batch *b);
 
 /* What a dead-letter record is: 0 a dead batch, 1 a quarantined record,
  * 2 one that does not decode itself. */

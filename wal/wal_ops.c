@@ -42,9 +42,15 @@ int wal_backend_stat(struct wal *w, const char *name, struct wal_backend_stat *s
 	if ((rc = wali_begin(w, MDB_RDONLY, &txn)))
 		goto out;
 	if ((rc = wali_get_backend(txn, w, name, &r)) == 0) {
+		struct wal_count h;
 		fill_stat(st, name, strlen(name), &r);
 		if (r.pending_batches)
 			rc = wali_oldest_pending(txn, w, (int)r.id, r.cursor, &st->oldest_accept_ns, &st->corrupt_seq);
+		if (rc == 0 && (rc = wali_held_totals(txn, w, (int)r.id, &h)) == 0) {
+			st->held_batches = h.batches;
+			st->held_points = h.points;
+			st->held_bytes = h.bytes;
+		}
 	}
 	mdb_txn_abort(txn);
 out:
@@ -177,7 +183,16 @@ int wal_purge(struct wal *w, int id, struct wal_count *dropped)
 	wali_scan_close(&sc);
 	if (rc != MDB_NOTFOUND)
 		goto abort;
-	if (r.cursor >= next && !r.pending_batches && !r.pending_points && !r.pending_bytes) {
+	/* The held batches are pending for this backend too. */
+	struct wal_count held = { 0, 0, 0, 0 };
+	if ((rc = wali_held_purge(txn, w, id, &held)))
+		goto abort;
+	n.batches += held.batches;
+	n.points += held.points;
+	n.bytes += held.bytes;
+	n.corrupt += held.corrupt;
+	if (r.cursor >= next && !r.pending_batches && !r.pending_points && !r.pending_bytes && !held.batches &&
+	    !held.corrupt) {
 		rc = 0; /* nothing pending: nothing to write */
 		mdb_txn_abort(txn);
 		goto out;

@@ -223,6 +223,7 @@ static int append_once(struct wal *w, struct wal_batch *b, size_t n, int64_t now
 	struct wal_backend_mem mem[WAL_MAX_BACKENDS];
 	uint64_t loaded = 0, dirty = 0;
 	int64_t oldest[WAL_MAX_BACKENDS];
+	struct wal_count held[WAL_MAX_BACKENDS];
 	uint64_t seq;
 	size_t commit_bytes = 0;
 	MDB_txn *txn;
@@ -275,12 +276,16 @@ static int append_once(struct wal *w, struct wal_batch *b, size_t n, int64_t now
 				break;
 			}
 			if (!(loaded & (1ULL << id))) {
-				if ((rc = wali_get_backend(txn, w, mem[id].name, &rec[id])))
+				if ((rc = wali_get_backend(txn, w, mem[id].name, &rec[id])) ||
+				    (rc = wali_held_totals(txn, w, id, &held[id])))
 					goto abort;
 				oldest[id] = -1; /* not looked up yet */
 				loaded |= 1ULL << id;
 			}
-			if (mem[id].max_bytes && rec[id].pending_bytes + bt->body_len > mem[id].max_bytes) {
+			/* Held batches count toward the limit: they are this
+			 * backend's, only waiting for their database. */
+			if (mem[id].max_bytes &&
+			    rec[id].pending_bytes + held[id].bytes + bt->body_len > mem[id].max_bytes) {
 				bt->result = WAL_ELIMIT;
 				bt->refused_by = id;
 			} else if (mem[id].max_age_ns && rec[id].pending_batches) {

@@ -240,7 +240,7 @@ size_t walr_batch_size(const struct wal_batch *b)
  *  +--------+----------+-------+------+-------+----------+-------+------ - -
  *  | route  | accept_ns| rsvd  | lines| body  | vers|prec| str   | strings, body
  *  | u64    | i64      | u64   | u32  | len   | u8  |u8  | lens  |
- *  |        |          |       |      | u32   | +2 rsvd  | 6xu16 |
+ *  |        |          |       |      | u32   |+kind+rsvd| 6xu16 |
  *  +--------+----------+-------+------+-------+----------+-------+------ - -
  */
 void walr_batch_encode(const struct wal_batch *b, unsigned char *out)
@@ -252,7 +252,8 @@ void walr_batch_encode(const struct wal_batch *b, unsigned char *out)
 	walr_put_u32(out + 28, (uint32_t)b->body_len);
 	out[32] = WALR_BATCH_VERSION; /* record version, for in-place evolution */
 	out[33] = b->precision;
-	out[34] = out[35] = 0;
+	out[34] = b->kind; /* WAL_KIND_*: byte 34, reserved-zero before format 3 (so every older record is kind 0) */
+	out[35] = 0;
 	unsigned char *p = out + WALR_BATCH_HDR;
 	for (int i = 0; i < WALR_NSTR; i++) {
 		const char *s = batch_str(b, i);
@@ -304,6 +305,7 @@ static int batch_decode(const void *p, size_t len, struct wal_batch *b, uint32_t
 	b->lines = walr_get_u32(c + 24);
 	b->body_len = walr_get_u32(c + 28);
 	b->precision = c[33];
+	b->kind = c[34];
 	if (c[32] != version) {
 		WHY("record version %u (this binary reads %d)", c[32], version);
 		return WAL_ECORRUPT;
@@ -318,8 +320,16 @@ static int batch_decode(const void *p, size_t len, struct wal_batch *b, uint32_t
 			return WAL_ECORRUPT;
 		}
 	}
-	if ((version < 2 && walr_get_u32(c + 16) != 0) || walr_get_u32(c + 20) != 0 || c[34] != 0 || c[35] != 0) {
+	if ((version < 2 && walr_get_u32(c + 16) != 0) || walr_get_u32(c + 20) != 0 || c[35] != 0 ||
+	    (version < 2 && c[34] != 0)) {
 		WHY("reserved header bytes are not zero");
+		return WAL_ECORRUPT;
+	}
+	/* Unlike the precision, an unknown kind is damage (or a newer
+	 * binary's record in a store it did not upgrade): what the body is
+	 * cannot be known, so nothing of it may be sent. */
+	if (b->kind > WAL_KIND_STATEMENT) {
+		WHY("unknown batch kind %u", b->kind);
 		return WAL_ECORRUPT;
 	}
 	/* The precision code is not checked here: a batch whose code is not

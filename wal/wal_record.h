@@ -43,8 +43,10 @@ size_t walr_batch_size(const struct wal_batch *b);
 /* Encode b into out (walr_batch_size(b) bytes). */
 void walr_batch_encode(const struct wal_batch *b, unsigned char *out);
 /* The record version of a batch record (header byte 32): 2, with a CRC32C
- * of the whole record in bytes 16..19 (format version 2); 1 had none
- * (format version 1, read only to upgrade a store, walr_batch_decode_v1). */
+ * of the whole record in bytes 16..19 (format versions 2 and 3: format 3
+ * gave reserved byte 34 to the kind, so a format-2 record is a format-3
+ * record of kind 0 and the record version stayed); 1 had none (format
+ * version 1, read only to upgrade a store, walr_batch_decode_v1). */
 #define WALR_BATCH_VERSION 2
 /*
  * Decode and check the batch record p[0..len) into b: route, accept_ns,
@@ -55,7 +57,8 @@ void walr_batch_encode(const struct wal_batch *b, unsigned char *out);
  * (at least the header, and exactly the header, strings and body), the
  * record version, the checksum (CRC32C over the whole record, its own four
  * bytes taken as zero: checked before any length is believed), the
- * reserved bytes (zero), accept_ns (walr_time_ok), a
+ * reserved bytes (zero), the kind (byte 34: WAL_KIND_LINES or
+ * WAL_KIND_STATEMENT, anything else is corrupt), accept_ns (walr_time_ok), a
  * body ending in '\n' when not empty, and
  * `lines` at most the body's number of '\n' (a line may hold a quoted
  * newline, never fewer newlines than points). Not the precision code: a

@@ -3,8 +3,9 @@
  * one. The damaged file is never opened with LMDB (its trees cannot be
  * trusted): walf_scan reads every leaf page on its own, and each value is
  * judged by its content alone. A batch record carries its own checksum
- * (format 2), so a value that decodes is a batch as relayd wrote it; the
- * backend records say which of them were still pending.
+ * (format 2 on), so a value that decodes is a batch as relayd wrote it,
+ * its kind (byte 34, format 3: lines or a statement) checked and copied
+ * with it; the backend records say which of them were still pending.
  */
 #include "wal/wal.h"
 #include "wal/wal_file.h"
@@ -74,6 +75,15 @@ static int on_value(void *arg, const unsigned char *key, size_t klen, const unsi
 			sc->st->records_corrupt++;
 			return 0;
 		}
+	}
+	/* A held batch (a backend's, of a database it does not have): not
+	 * copied, counted. Free pages keep copies of held batches delivered
+	 * since, and nothing tells those apart (the log's cursors do for its
+	 * batches): copied, an old one could overwrite a newer point. */
+	if (klen == 17 && key[0] < WAL_MAX_BACKENDS && vlen >= WALR_BATCH_HDR &&
+	    walr_batch_decode(val, vlen, &hdr, NULL, NULL, NULL, NULL, 0) == 0) {
+		sc->st->held_found++;
+		return 0;
 	}
 	if (klen == 9 && vlen >= WALR_DEAD_HDR) {
 		struct walr_dead d;

@@ -149,6 +149,11 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 		if (hdr.precision > WAL_PRECISION_MAX)
 			problem(p, "batch %" PRIu64 ": precision code %u is not one of the format's (0 to %d; relayd "
 			        "dead-letters it when it gets there)", seq, hdr.precision, WAL_PRECISION_MAX);
+		/* A statement carries one InfluxQL text and no points: a count of
+		 * points or an empty text is not what any writer of ours stores. */
+		if (hdr.kind == WAL_KIND_STATEMENT && (hdr.lines != 0 || hdr.body_len == 0))
+			problem(p, "batch %" PRIu64 ": a statement with %" PRIu32 " points and %zu bytes of text (a statement "
+			        "has no points and a text)", seq, hdr.lines, hdr.body_len);
 		for (int id = 0; id < WAL_MAX_BACKENDS; id++) {
 			if (!(hdr.route & known & (1ULL << id)) || seq < be[id].r.cursor)
 				continue;
@@ -221,6 +226,27 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 			        "backend '%s': counters say %" PRIu64 " dead letters of %" PRIu64 " bytes; the dead-letter "
 			        "queue holds %" PRIu64 " of %" PRIu64 " bytes",
 			        b->name, b->r.dead_batches, b->r.dead_bytes, b->dead.batches, b->dead.bytes);
+		/* held databases: every record decodes, the totals equal a recount */
+		struct wal_count tot;
+		struct wal_held *h = NULL;
+		size_t nh = 0;
+		uint64_t bad = 0, hb = 0, hp = 0, hy = 0;
+		if ((rc = wali_held_totals(txn, w, id, &tot)) || (rc = wali_held_list(txn, w, id, &h, &nh, &bad)))
+			goto out;
+		for (size_t i = 0; i < nh; i++) {
+			hb += h[i].batches;
+			hp += h[i].points;
+			hy += h[i].bytes;
+		}
+		wal_held_free(h, nh);
+		if (bad)
+			problem(p, "backend '%s': %" PRIu64 " held batch record(s) do not decode ('relayctl purge' drops "
+			        "them)", b->name, bad);
+		else if (tot.batches != hb || tot.points != hp || tot.bytes != hy)
+			problem(p,
+			        "backend '%s': counters say %" PRIu64 " batches, %" PRIu64 " points, %" PRIu64 " bytes "
+			        "held; the held store holds %" PRIu64 ", %" PRIu64 ", %" PRIu64,
+			        b->name, tot.batches, tot.points, tot.bytes, hb, hp, hy);
 	}
 out:
 	if (cur)

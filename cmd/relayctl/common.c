@@ -521,10 +521,14 @@ void dead_header(struct rbuf *out, const char *backend, const struct wal_dead *d
 			     d->batch.seq, shown(backend), d->bytes, msg);
 		return;
 	}
-	rbuf_appendf(out, "# dead letter %" PRIu64 " of backend '%s': db '%s', rp '%s', precision %s, %" PRIu32
-		     " points, %zu bytes\n",
-		     d->batch.seq, shown(backend), shown(d->batch.db), shown(d->batch.rp), prec_name(d->batch.precision),
-		     d->batch.lines, d->bytes);
+	if (d->batch.kind == WAL_KIND_STATEMENT)
+		rbuf_appendf(out, "# dead letter %" PRIu64 " of backend '%s': a statement, db '%s', rp '%s', %zu bytes\n",
+			     d->batch.seq, shown(backend), shown(d->batch.db), shown(d->batch.rp), d->bytes);
+	else
+		rbuf_appendf(out, "# dead letter %" PRIu64 " of backend '%s': db '%s', rp '%s', precision %s, %" PRIu32
+			     " points, %zu bytes\n",
+			     d->batch.seq, shown(backend), shown(d->batch.db), shown(d->batch.rp),
+			     prec_name(d->batch.precision), d->batch.lines, d->bytes);
 	rbuf_appendf(out, "# refused with status %d after %" PRIu32 " attempt%s at %s: %s\n", d->status, d->attempts,
 		     d->attempts == 1 ? "" : "s", t, msg);
 }
@@ -534,6 +538,24 @@ void dead_header(struct rbuf *out, const char *backend, const struct wal_dead *d
  * escaped (a newline inside a string field shows as \x0a, so that no
  * line seems to be there that is not).
  */
+void batch_text(struct rbuf *out, const struct wal_batch *b)
+{
+	if (b->kind != WAL_KIND_STATEMENT) {
+		body_text(out, b->body, b->body_len);
+		return;
+	}
+	/* InfluxQL, not line protocol: said so, on one escaped line. */
+	size_t len = b->body_len - (b->body_len && b->body[b->body_len - 1] == '\n');
+	rbuf_append(out, "statement: ", 11);
+	term_append(out, b->body, len);
+	rbuf_appendc(out, '\n');
+}
+
+const char *kind_name(unsigned kind)
+{
+	return kind == WAL_KIND_STATEMENT ? "statement" : "lines";
+}
+
 void body_text(struct rbuf *out, const char *body, size_t len)
 {
 	const char *p = body, *e = body + len;
@@ -581,6 +603,7 @@ json_t *batch_json(const struct wal_batch *b)
 	json_object_set_new(o, "seq", u64_json(b->seq));
 	json_object_set_new(o, "db", rjson_cstr(b->db));
 	json_object_set_new(o, "rp", rjson_cstr(b->rp));
+	json_object_set_new(o, "kind", rjson_cstr(kind_name(b->kind)));
 	json_object_set_new(o, "precision", rjson_cstr(prec_name(b->precision)));
 	json_object_set_new(o, "points", json_integer(b->lines));
 	json_object_set_new(o, "bytes", u64_json(b->body_len));

@@ -143,7 +143,7 @@ int cmd_dlq_show(const struct ctl *c)
 			json_array_append_new(all, dead_json(&d));
 		} else {
 			dead_header(&out, backend, &d);
-			body_text(&out, d.batch.body, d.batch.body_len);
+			batch_text(&out, &d.batch);
 			flush_out(&out);
 		}
 		wal_dead_release(&d);

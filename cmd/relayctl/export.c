@@ -126,6 +126,12 @@ static const char *context_refusal(const char *name, int is_db)
 static const char *export_refusal(const struct wal_batch *b)
 {
 	const char *why;
+	/* A statement is InfluxQL, not a point: an influx -import file of
+	 * points cannot carry it, and relayctl import reads line protocol
+	 * only. Left out and named like any batch a file cannot carry. */
+	if (b->kind == WAL_KIND_STATEMENT)
+		return "it is a statement (InfluxQL, not line protocol: run it with influx -execute; "
+		       "'relayctl show' prints it)";
 	if ((why = context_refusal(b->db, 1)) || (why = context_refusal(b->rp, 0)))
 		return why;
 	if (b->precision > LP_PRECISION_H)
@@ -234,6 +240,64 @@ static json_t *export_json(const struct ctl *c, const char *backend, const struc
 	return doc;
 }
 
+/* What an export has written and left out so far. */
+struct exporter {
+	const char *base;
+	struct export_file **files;
+	size_t *nfiles;
+	struct export_skip **skipped;
+	size_t *nskipped;
+	int *err;
+};
+
+/* Write batch b into its file, or (why != NULL) leave it out, named. */
+static void export_batch(struct exporter *x, const struct wal_batch *b, const char *why)
+{
+	if (why) {
+		/* Left out, never written changed: the others still go out,
+		 * and the exit status tells a script not to purge. */
+		*x->skipped = xrealloc(*x->skipped, (*x->nskipped + 1) * sizeof(**x->skipped));
+		(*x->skipped)[(*x->nskipped)++] = (struct export_skip){ b->seq, why, NULL };
+	}
+	struct export_file *e = *x->err || why ? NULL : export_file_for(x->files, x->nfiles, x->base, b, x->err);
+	if (e) {
+		fwrite(b->body, 1, b->body_len, e->f);
+		e->batches++;
+		e->points += b->lines;
+	}
+}
+
+/*
+ * The batches of databases the backend holds (they wait for their
+ * database to exist, out of the log): pending all the same, so exported
+ * after the log's, each database's in its order (purge drops them too).
+ */
+static int export_held(struct wal *w, int id, const char *backend, struct exporter *x)
+{
+	struct wal_held *h = NULL;
+	size_t nh = 0;
+	int rc = wal_held_list(w, id, &h, &nh);
+	for (size_t i = 0; i < nh && rc == 0 && !*x->err; i++) {
+		uint64_t from = 0;
+		for (;;) {
+			struct wal_batch bp[PAGE_BATCHES];
+			size_t n;
+			if ((rc = wal_held_read(w, id, h[i].db, from, PAGE_BATCHES, PAGE_BYTES, bp, &n)) || n == 0)
+				break;
+			for (size_t k = 0; k < n; k++) {
+				export_batch(x, &bp[k], export_refusal(&bp[k]));
+				from = bp[k].seq + 1;
+				wal_batch_release(&bp[k]);
+			}
+		}
+	}
+	if (rc)
+		fprintf(stderr, "relayctl: cannot read the held databases of backend '%s': %s\n", backend,
+			wal_strerror(rc));
+	wal_held_free(h, nh);
+	return rc;
+}
+
 int cmd_export(const struct ctl *c)
 {
 	const char *backend = c->args[0], *base = c->args[1];
@@ -255,6 +319,7 @@ int cmd_export(const struct ctl *c)
 	struct skipped_corrupt *sk = NULL;
 	size_t nfiles = 0, nskipped = 0;
 	int err = 0;
+	struct exporter ex = { base, &files, &nfiles, &skipped, &nskipped, &err };
 	if (q.fresh)
 		goto done; /* no queue yet: nothing to export */
 	struct wal_backend_stat st;
@@ -297,18 +362,7 @@ int cmd_export(const struct ctl *c)
 		for (size_t i = 0; i < n; i++) {
 			struct wal_batch *b = c->dlq ? &dp[i].batch : &bp[i];
 			const char *why = c->dlq && dp[i].corrupt ? "a corrupt record, not a batch" : export_refusal(b);
-			if (why) {
-				/* Left out, never written changed: the others still go out,
-				 * and the exit status tells a script not to purge. */
-				skipped = xrealloc(skipped, (nskipped + 1) * sizeof(*skipped));
-				skipped[nskipped++] = (struct export_skip){ b->seq, why, NULL };
-			}
-			struct export_file *e = err || why ? NULL : export_file_for(&files, &nfiles, base, b, &err);
-			if (e) {
-				fwrite(b->body, 1, b->body_len, e->f);
-				e->batches++;
-				e->points += b->lines;
-			}
+			export_batch(&ex, b, why);
 			last = b->seq;
 			if (c->dlq)
 				wal_dead_release(&dp[i]);
@@ -320,6 +374,8 @@ int cmd_export(const struct ctl *c)
 		if (err)
 			break;
 	}
+	if (rc == 0 && !err && !c->dlq)
+		rc = export_held(q.w, q.id, backend, &ex);
 	if (rc == 0 && !err)
 		progress_done(&prog);
 	else if (prog.on)

@@ -106,6 +106,11 @@ int parse_seq(const char *s, uint64_t *out);
 
 /* A body as text, one escaped line of output per line of line protocol. */
 void body_text(struct rbuf *out, const char *body, size_t len);
+/* A batch's body as body_text does, or a statement as one line
+ * "statement: TEXT" (escaped). */
+void batch_text(struct rbuf *out, const struct wal_batch *b);
+/* "lines" or "statement" (wal_batch.kind), as the JSON views name it. */
+const char *kind_name(unsigned kind);
 /* The comment lines before a dead letter's body in "dlq show". */
 void dead_header(struct rbuf *out, const char *backend, const struct wal_dead *d);
 

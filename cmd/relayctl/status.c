@@ -48,6 +48,22 @@ static json_t *rate_json(double rate)
 
 /* One backend in status --json: the queue's figures, then relayd's
  * (d, NULL when relayd does not run or does not deliver to it). */
+/* The databases a backend holds (their batches wait for them to exist). */
+static json_t *held_json(const struct wal_held *h, size_t n, int64_t now)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = json_object();
+		json_object_set_new(o, "db", rjson_cstr(h[i].db));
+		json_object_set_new(o, "batches", u64_json(h[i].batches));
+		json_object_set_new(o, "points", u64_json(h[i].points));
+		json_object_set_new(o, "bytes", u64_json(h[i].bytes));
+		json_object_set_new(o, "oldest_age_seconds", json_integer(age_seconds(h[i].oldest_accept_ns, now)));
+		json_array_append_new(a, o);
+	}
+	return a;
+}
+
 static json_t *backend_json(const char *name, const char *state, const struct wal_backend_stat *st, int64_t age,
                             int64_t last, double rate, const struct control_backend_status *d)
 {
@@ -59,6 +75,9 @@ static json_t *backend_json(const char *name, const char *state, const struct wa
 	json_object_set_new(o, "pending_points", u64_json(st->pending_points));
 	json_object_set_new(o, "pending_bytes", u64_json(st->pending_bytes));
 	json_object_set_new(o, "oldest_age_seconds", json_integer(age));
+	json_object_set_new(o, "held_batches", u64_json(st->held_batches));
+	json_object_set_new(o, "held_points", u64_json(st->held_points));
+	json_object_set_new(o, "held_bytes", u64_json(st->held_bytes));
 	json_object_set_new(o, "dead_batches", u64_json(st->dead_batches));
 	json_object_set_new(o, "dead_bytes", u64_json(st->dead_bytes));
 	json_object_set_new(o, "delivered_batches", u64_json(st->delivered_batches));
@@ -85,6 +104,8 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 	struct rate_memo *next = memo ? xcalloc(1, sizeof(*next)) : NULL;
 	const char *names[STATUS_MAX];
 	char damaged[STATUS_MAX] = { 0 };
+	struct wal_held *held[STATUS_MAX] = { 0 };
+	size_t nheld[STATUS_MAX] = { 0 };
 	size_t nnames = 0, nstored = 0, ndamaged = 0;
 	int rc = 0;
 
@@ -105,7 +126,8 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 	 * output: nothing is printed while a transaction is open. */
 	for (size_t i = 0; i < nnames; i++) {
 		rc = wal_backend_stat(w, names[i], &st[i]);
-		if (rc == 0 && i >= c->cfg.nbackends && !st[i].pending_batches && !st[i].dead_batches) {
+		if (rc == 0 && i >= c->cfg.nbackends && !st[i].pending_batches && !st[i].dead_batches &&
+		    !st[i].held_batches) {
 			/* An orphaned queue with nothing left (purged): not shown. */
 			names[i--] = names[--nnames];
 			continue;
@@ -140,6 +162,13 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 			ndamaged++;
 		} else if (rc) {
 			fprintf(stderr, "relayctl: cannot read queue of backend '%s': %s\n", shown(names[i]),
+				wal_strerror(rc));
+			goto out;
+		}
+		int id;
+		if (st[i].held_batches && wal_backend_open(w, names[i], &id) == 0 &&
+		    (rc = wal_held_list(w, id, &held[i], &nheld[i]))) {
+			fprintf(stderr, "relayctl: cannot read the held databases of backend '%s': %s\n", shown(names[i]),
 				wal_strerror(rc));
 			goto out;
 		}
@@ -195,7 +224,9 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 			last = d->last_delivery_ns;
 		int64_t age = age_seconds(st[i].oldest_accept_ns, now);
 		if (c->json) {
-			json_array_append_new(backends, backend_json(name, state, &st[i], age, last, rate, d));
+			json_t *o = backend_json(name, state, &st[i], age, last, rate, d);
+			json_object_set_new(o, "held", held_json(held[i], nheld[i], now));
+			json_array_append_new(backends, o);
 		} else {
 			char b[32], a[32], t[32], r[32], nm[17], sn[10];
 			human_bytes(st[i].pending_bytes, b, sizeof(b));
@@ -230,6 +261,16 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 					rbuf_appendc(out, ')');
 				rbuf_appendc(out, '\n');
 			}
+			for (size_t h = 0; h < nheld[i]; h++) {
+				char db[80], hb[32], ha[32];
+				cell(held[i][h].db, 64, db, sizeof(db));
+				human_bytes(held[i][h].bytes, hb, sizeof(hb));
+				human_age(age_seconds(held[i][h].oldest_accept_ns, now), ha, sizeof(ha));
+				rbuf_appendf(out,
+					     "  %s: held database '%s': %" PRIu64 " batches, %" PRIu64 " points, %s, oldest %s "
+					     "(waits for the database to exist; other databases flow)\n",
+					     shown(name), db, held[i][h].batches, held[i][h].points, hb, ha);
+			}
 		}
 		if (next) {
 			snprintf(next->names[i], sizeof(next->names[i]), "%s", name);
@@ -246,6 +287,8 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 		*memo = *next;
 	}
 out:
+	for (size_t i = 0; i < STATUS_MAX; i++)
+		wal_held_free(held[i], nheld[i]);
 	free(next);
 	free(stored);
 	free(st);

@@ -69,6 +69,7 @@ int cmd_salvage(const struct ctl *c)
 		json_object_set_new(doc, "orphaned", u64_json(st.batches_orphaned));
 		json_object_set_new(doc, "corrupt", u64_json(st.records_corrupt));
 		json_object_set_new(doc, "dead_letters_not_copied", u64_json(st.dead_found));
+		json_object_set_new(doc, "held_not_copied", u64_json(st.held_found));
 		put_json_line(&out, doc);
 	} else {
 		rbuf_appendf(&out,
@@ -85,6 +86,11 @@ int cmd_salvage(const struct ctl *c)
 			     "left out: %" PRIu64 " delivered already, %" PRIu64 " of backends whose record was not found, "
 			     "%" PRIu64 " batch records that did not decode; %" PRIu64 " dead letters not copied\n",
 			     st.batches_delivered, st.batches_orphaned, st.records_corrupt, st.dead_found);
+		if (st.held_found)
+			rbuf_appendf(&out,
+				     "%" PRIu64 " held batch record%s (of databases a backend did not have) not copied: a "
+				     "damaged file cannot tell those still held from those delivered since\n",
+				     st.held_found, st.held_found == 1 ? "" : "s");
 		rbuf_appendf(&out,
 			     "to use it: stop relayd, mv '%s/data.mdb' '%s/data.mdb.damaged', mv '%s/data.mdb' '%s/data.mdb', "
 			     "start relayd\n",

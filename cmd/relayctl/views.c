@@ -88,7 +88,8 @@ int cmd_peek(const struct ctl *c)
 				snprintf(err, sizeof(err), "-");
 			}
 			rbuf_appendf(&out, "%-10" PRIu64 " %-16s %-12s %-4s %8" PRIu32 " %10s %8s %8s  %s\n", b[i].seq, db, rp,
-				     prec_name(b[i].precision), b[i].lines, bytes, a, att, err);
+				     b[i].kind == WAL_KIND_STATEMENT ? "stmt" : prec_name(b[i].precision), b[i].lines, bytes, a,
+				     att, err);
 		}
 		wal_batch_release(&b[i]);
 	}
@@ -176,7 +177,7 @@ int cmd_show(const struct ctl *c)
 		}
 		put_json_line(&out, o);
 	} else {
-		body_text(&out, bb->body, bb->body_len);
+		batch_text(&out, bb);
 	}
 	flush_out(&out);
 	rbuf_release(&out);
@@ -196,6 +197,7 @@ static json_t *dump_json(const struct wal_batch *b)
 	json_object_set_new(o, "org", rjson_cstr(b->org));
 	json_object_set_new(o, "user", rjson_cstr(b->user));
 	json_object_set_new(o, "auth", rjson_cstr(*b->token ? "token" : *b->user ? "password" : "none"));
+	json_object_set_new(o, "kind", rjson_cstr(kind_name(b->kind)));
 	json_object_set_new(o, "precision", rjson_cstr(prec_name(b->precision)));
 	json_object_set_new(o, "lines", json_integer(b->lines));
 	json_object_set_new(o, "bytes", u64_json(b->body_len));

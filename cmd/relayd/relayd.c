@@ -629,6 +629,28 @@ static int health(struct http_server *s, struct rbuf *out, void *arg)
 		put_u64(sub, "pending_points", st.pending_points);
 		put_u64(sub, "pending_bytes", st.pending_bytes);
 		json_object_set_new(sub, "oldest_age_seconds", json_integer(health_age_seconds(now, st.oldest_accept_ns)));
+		put_u64(sub, "held_batches", st.held_batches);
+		put_u64(sub, "held_points", st.held_points);
+		put_u64(sub, "held_bytes", st.held_bytes);
+		/* Which databases wait to exist, each on its own (the figures
+		 * above are the log's: a held batch is not in them). */
+		json_t *held = json_array();
+		struct wal_held *h = NULL;
+		size_t nh = 0;
+		if (st.held_batches && wal_held_list(d->wal, d->ids[i], &h, &nh) == 0) {
+			for (size_t k = 0; k < nh; k++) {
+				json_t *e = json_object();
+				json_object_set_new(e, "db", rjson_cstr(h[k].db));
+				put_u64(e, "batches", h[k].batches);
+				put_u64(e, "points", h[k].points);
+				put_u64(e, "bytes", h[k].bytes);
+				json_object_set_new(e, "oldest_age_seconds",
+						    json_integer(health_age_seconds(now, h[k].oldest_accept_ns)));
+				json_array_append_new(held, e);
+			}
+			wal_held_free(h, nh);
+		}
+		json_object_set_new(sub, "held", held);
 		put_u64(sub, "dead_batches", st.dead_batches);
 		put_u64(sub, "posts", v.stats.posts);
 		put_u64(sub, "delivered_batches", v.stats.delivered_batches);

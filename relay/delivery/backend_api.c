@@ -3,13 +3,16 @@
  * backend_api.h for the translation rules.
  */
 #include "relay/delivery/backend_api.h"
+#include "relay/base/json.h"
 #include "relay/base/lineproto.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Query values: everything but RFC 3986's unreserved characters escaped. */
 static void append_urlenc(struct rbuf *b, const char *s)
@@ -260,4 +263,137 @@ int backend_api_create_database(const struct relay_backend_config *cfg, const st
 	append_urlenc(target, rbuf_cstr(&q));
 	rbuf_release(&q);
 	return auth(cfg, b, headers, err, errlen);
+}
+
+/*---- statements (/query) ----*/
+
+int backend_api_statement(const struct relay_backend_config *cfg, const struct wal_batch *b, struct rbuf *target,
+                          struct rbuf *headers, struct rbuf *body, char *err, size_t errlen)
+{
+	size_t n = b->body_len;
+	if (n && b->body[n - 1] == '\n')
+		n--;
+	if (!n)
+		return refuse(BACKEND_API_EBATCH, err, errlen, "not sent: the statement is empty");
+	/* The text may hold any byte; percent-encoding carries it whole. */
+	char *q = xmalloc(n + 1);
+	memcpy(q, b->body, n);
+	q[n] = '\0';
+	if (strlen(q) != n) {
+		free(q);
+		return refuse(BACKEND_API_EBATCH, err, errlen, "not sent: the statement holds a NUL byte");
+	}
+	rbuf_append(body, "q=", 2);
+	append_urlenc(body, q);
+	free(q);
+	if (b->db && *b->db) {
+		rbuf_append(body, "&db=", 4);
+		append_urlenc(body, b->db);
+	}
+	if (b->rp && *b->rp) {
+		rbuf_append(body, "&rp=", 4);
+		append_urlenc(body, b->rp);
+	}
+	rbuf_append(target, cfg->path_prefix, strlen(cfg->path_prefix));
+	rbuf_append(target, "/query", 6);
+	return auth(cfg, b, headers, err, errlen);
+}
+
+/* The first "error" of a /query answer: at the top, or in a result. */
+static const char *query_error(const json_t *doc)
+{
+	const char *e = rjson_get_str(doc, "error", NULL);
+	if (e)
+		return e;
+	const json_t *results = json_object_get(doc, "results");
+	size_t i;
+	const json_t *r;
+	json_array_foreach(results, i, r) {
+		if ((e = rjson_get_str(r, "error", NULL)))
+			return e;
+	}
+	return NULL;
+}
+
+enum outcome backend_api_statement_outcome(int status, const char *body, size_t len, char *err, size_t errlen)
+{
+	if (errlen)
+		err[0] = '\0';
+	if (status < 200 || status >= 300) {
+		/* Transport failures, 408, 429, 5xx: as for a write. Every other
+		 * refusal (4xx, a statement no request can carry) is for good. */
+		if (status == OUTCOME_STATUS_UNSENDABLE || (status >= 400 && status < 500 && status != 408 && status != 429))
+			return OUTCOME_DEAD;
+		return OUTCOME_RETRY;
+	}
+	/* A 2xx without a body reports no error (InfluxDB always sends its
+	 * JSON; a proxy may answer 204). */
+	size_t blank = 0;
+	while (body && blank < len && (body[blank] == ' ' || body[blank] == '\n' || body[blank] == '\r' ||
+	                               body[blank] == '\t'))
+		blank++;
+	if (!body || blank == len)
+		return OUTCOME_DELIVERED;
+	char perr[120];
+	json_t *doc = rjson_parse(body ? body : "", body ? len : 0, perr, sizeof(perr));
+	if (!doc || !json_is_object(doc)) {
+		if (errlen)
+			snprintf(err, errlen, "the answer to the statement is not a JSON object%s%s", doc ? "" : ": ",
+				 doc ? "" : perr);
+		json_decref(doc);
+		return OUTCOME_RETRY;
+	}
+	const char *e = query_error(doc);
+	enum outcome o = OUTCOME_DELIVERED;
+	if (e) {
+		if (errlen)
+			snprintf(err, errlen, "%s", e);
+		o = strstr(e, "database not found") ? OUTCOME_NO_DATABASE : OUTCOME_DEAD;
+	}
+	json_decref(doc);
+	return o;
+}
+
+/* Whether p[0..e) starts with keyword kw (any case) followed by a blank
+ * (or, with at_end, the end). */
+static const char *keyword(const char *p, const char *e, const char *kw)
+{
+	size_t n = strlen(kw);
+	if ((size_t)(e - p) < n || strncasecmp(p, kw, n) != 0)
+		return NULL;
+	p += n;
+	if (p < e && !isspace((unsigned char)*p) && *p != '"')
+		return NULL;
+	while (p < e && isspace((unsigned char)*p))
+		p++;
+	return p;
+}
+
+int backend_api_created_database(const char *text, size_t len, char *out, size_t outlen)
+{
+	const char *p = text, *e = text + len;
+	size_t n = 0;
+	while (p < e && isspace((unsigned char)*p))
+		p++;
+	if (!outlen || !(p = keyword(p, e, "CREATE")) || !(p = keyword(p, e, "DATABASE")) || p >= e)
+		return 0;
+	if (*p == '"') {
+		for (p++; p < e && *p != '"'; p++) {
+			if (*p == '\\' && p + 1 < e)
+				p++;
+			if (n + 1 >= outlen)
+				return 0;
+			out[n++] = *p;
+		}
+		if (p >= e)
+			return 0; /* no closing quote */
+	} else {
+		for (; p < e && (isalnum((unsigned char)*p) || *p == '_'); p++) {
+			if (n + 1 >= outlen)
+				return 0;
+			out[n++] = *p;
+		}
+	}
+	out[n] = '\0';
+	return n > 0;
 }

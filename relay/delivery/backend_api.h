@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "relay/base/config.h"
+#include "relay/base/outcome.h"
 #include "relay/base/util.h"
 #include "wal/wal.h"
 
@@ -62,6 +63,48 @@ int backend_api_request(const struct relay_backend_config *cfg, const struct wal
  */
 int backend_api_create_database(const struct relay_backend_config *cfg, const struct wal_batch *b,
                                 struct rbuf *target, struct rbuf *headers, char *err, size_t errlen);
+
+/*
+ * A queued statement (b->kind == WAL_KIND_STATEMENT) as InfluxDB 1.x's
+ * /query for backend cfg: append the request target ({prefix}/query,
+ * the v1 endpoint, also for a v2 backend through its v1-compatible API),
+ * the Authorization header (the credential rules of a write: the
+ * backend's own, else the writer's; a v2 backend takes Token, as for its
+ * writes), and the form body "q=TEXT[&db=DB][&rp=RP]" (the text without
+ * its last '\n'; db and rp only when not empty; every value
+ * percent-encoded). The caller owns the buffers and sends the body as
+ * application/x-www-form-urlencoded. Returns and fails as
+ * backend_api_request.
+ */
+int backend_api_statement(const struct relay_backend_config *cfg, const struct wal_batch *b, struct rbuf *target,
+                          struct rbuf *headers, struct rbuf *body, char *err, size_t errlen);
+
+/*
+ * What /query's answer to a statement (status, body[0..len)) means for it.
+ * /query answers 200 when the statement failed too: its error is in the
+ * JSON, {"results":[{"statement_id":0,"error":"..."}]} (or a top-level
+ * "error"), read with jansson (relay/base/json.h). The rules:
+ *   2xx without an "error" in the answer or in any result, or without a
+ *     body -> DELIVERED;
+ *   2xx with one: "database not found" -> NO_DATABASE (as a write's 404),
+ *     any other -> DEAD (the statement will never succeed: "error
+ *     parsing query", "retention policy already exists" with other
+ *     settings, "not authorized", ...);
+ *   2xx whose body is not JSON -> RETRY (a proxy's page, a cut answer:
+ *     whether the statement ran cannot be told; it is idempotent);
+ *   transport failures, 408, 429, 5xx -> RETRY (with the writes' backoff);
+ *   OUTCOME_STATUS_UNSENDABLE and every other 4xx -> DEAD.
+ * The error text, when there is one, goes to err[0..errlen) ("" else).
+ */
+enum outcome backend_api_statement_outcome(int status, const char *body, size_t len, char *err, size_t errlen);
+
+/*
+ * The database a statement creates: for "CREATE DATABASE name [WITH ...]"
+ * (keywords in any case, name bare or double-quoted with \" and \\
+ * escapes), name unquoted into out[0..outlen); returns 1. Returns 0 for
+ * any other statement, or a name that does not fit.
+ */
+int backend_api_created_database(const char *text, size_t len, char *out, size_t outlen);
 
 /*
  * The factor by which the timestamps of a batch in precision prec (enum

@@ -28,7 +28,13 @@
  *               |               |--retry--> BACKOFF --> (PROBE /ping while
  *               |               |           down) --> SEND
  *               |               |--hold---> BACKOFF (>= 1 s) --> SEND
- *               |               |   (404 database: CREATE --> SEND)
+ *               |               |--404 database (hold)--> COMMIT [pool:
+ *               |               |           wal_hold: to the held store,
+ *               |               |           the cursor past it] --> next
+ *               |               |           round; a held database's write
+ *               |               |           goes there unsent (replay_held.c
+ *               |               |           tries it beside the rounds)
+ *               |               |   (404 database, create: CREATE --> SEND)
  *               |               |--dead---> coalesced? SEND batch by batch
  *               |               |           (isolate.upto); else COMMIT
  *               |               |           [pool: dead-letter] --> next round
@@ -505,6 +511,7 @@ struct replay_worker *replay_start(uv_loop_t *loop, struct wal *wal, const struc
 		}
 		w->handles += w->nlanes;
 	}
+	replay_held_init(w);
 	w->state = S_IDLE; /* the first state: not a transition */
 	struct wal_backend_stat st;
 	if (wal_backend_stat(wal, cfg->name, &st) == 0 && st.paused) {
@@ -517,6 +524,7 @@ struct replay_worker *replay_start(uv_loop_t *loop, struct wal *wal, const struc
 		 * the read to fail the same way: shown and retried.) */
 		replay_start_job(w, WK_READ);
 	}
+	replay_held_kick(w);
 	replay_check_awake(w);
 	return w;
 }
@@ -554,6 +562,7 @@ void replay_refresh(struct replay_worker *w)
 				  w->cfg->name, st.paused ? "paused" : "resumed", st.pending_batches);
 		w->paused = st.paused;
 	}
+	replay_held_refresh(w);
 	switch (w->state) {
 	case S_BACKOFF:
 		if (replay_splitting(w)) {
@@ -618,6 +627,8 @@ int replay_retry_now(struct replay_worker *w)
 		timer_fired(w);
 		done = 0;
 	}
+	if (replay_held_retry_now(w) == 0)
+		done = 0;
 	replay_check_awake(w);
 	return done;
 }
@@ -662,8 +673,9 @@ void replay_worker_view(const struct replay_worker *w, struct replay_view *v)
 
 void replay_finish_stop(struct replay_worker *w)
 {
-	if (w->handles || w->job.busy || w->ack.busy || w->prefetch.busy)
+	if (w->handles || w->job.busy || w->ack.busy || w->prefetch.busy || w->held.busy)
 		return;
+	replay_held_free(w);
 	for (size_t k = 0; k < RELAY_ARRAY_SIZE(w->rounds); k++)
 		replay_round_free(&w->rounds[k]);
 	rbuf_release(&w->send.fail_body);
@@ -671,6 +683,7 @@ void replay_finish_stop(struct replay_worker *w)
 	w->lanes = NULL;
 	rbuf_release(&w->send.target);
 	rbuf_release(&w->send.headers);
+	rbuf_release(&w->send.form);
 	replay_set_state(w, S_STOPPED);
 	/* Last: the callback may hand w to whoever frees it. */
 	if (w->stopped_cb)
@@ -710,6 +723,7 @@ void replay_stop(struct replay_worker *w, void (*cb)(struct replay_worker *w, vo
 	http_client_close(&w->send.http, http_closed);
 	for (int i = 0; i < w->nlanes; i++)
 		http_client_close(&w->lanes[i].http, lane_closed);
+	replay_held_stop(w);
 }
 
 void replay_free(struct replay_worker *w)

@@ -26,6 +26,7 @@
 
 #include "relay/base/config.h"
 #include "relay/base/log.h"
+#include "relay/base/outcome.h"
 #include "relay/base/util.h"
 #include "relay/delivery/http_client.h"
 #include "relay/delivery/replay.h"
@@ -54,6 +55,15 @@ enum replay_job_kind {
 	WK_READ = 0,   /* read only (from read.from) */
 	WK_DEAD,       /* dead-letter batch job.seq and finish it, then read */
 	WK_DEAD_PART,  /* dead-letter lines [job.off, +job.len) of batch 0, no read */
+	WK_HOLD,       /* move cur's write (batches 0..group_n) to the held store, then read */
+};
+
+/* A database the backend does not have: its batches wait in the held
+ * store (replay_held.c). */
+struct replay_held_db {
+	char *db;
+	uint32_t attempts; /* tries that found it still missing */
+	uint64_t due;      /* uv_now() of its next try */
 };
 
 /* One of a backend's parallel connections. Lane i sends share i of the
@@ -96,6 +106,7 @@ struct replay_worker {
 		enum replay_job_kind kind;
 		int rc;
 		uint64_t seq;      /* WK_DEAD: the batch */
+		int hold_new;      /* WK_HOLD: its database was not held before */
 		int status;        /* the HTTP status a dead letter is stored with (0 = none) */
 		uint32_t lines;    /* WK_DEAD_PART: the lines of the piece */
 		size_t off, len;   /* ... and its bytes in batch 0's body */
@@ -146,6 +157,7 @@ struct replay_worker {
 		struct http_client http; /* single writes, /ping probes, CREATE DATABASE */
 		struct rbuf target;
 		struct rbuf headers;
+		struct rbuf form;        /* a statement's body (q=..&db=..&rp=..) */
 		uint32_t attempts;       /* failed attempts of this write */
 		int db_created;          /* CREATE DATABASE succeeded for it */
 		int lanes_waiting;       /* shares not yet answered (+1 while sending) */
@@ -154,6 +166,29 @@ struct replay_worker {
 		struct rbuf fail_body;
 		char fail_err[160];
 	} send;
+
+	/* Held databases and their retries, beside the rounds (replay_held.c):
+	 * the loop thread's, but for round, op and the job's results while
+	 * busy (the pool job's). */
+	struct {
+		struct replay_held_db *dbs;
+		size_t n, cap;
+		uv_timer_t timer;        /* the next due database */
+		struct http_client http; /* its own connection: rounds go on meanwhile */
+		uv_work_t req;
+		int busy;                /* a pool job runs */
+		int op, rc;
+		char *db;                /* the database being worked, or NULL */
+		struct replay_round *round;
+		int isolate;             /* a coalesced write was refused: one batch at a time */
+		int created;             /* on_database_not_found: create did, this try */
+		int refresh;             /* relayctl changed the queue: reload the list when free */
+		uint64_t upto;           /* delivered up to here (HOP_DONE) */
+		int status;              /* a dead letter's status and message (HOP_DEAD) */
+		char msg[300];
+		uint32_t attempts;
+		struct rbuf target, headers, form;
+	} held;
 
 	/* 413 on a single batch: the pieces of its body still to send. */
 	struct replay_pieces pieces;
@@ -273,8 +308,25 @@ void replay_check_awake(struct replay_worker *w);   /* at every return to the lo
 void replay_finish_stop(struct replay_worker *w);   /* free and call back once nothing is left running */
 
 /* replay_send.c */
+/* What answer r to a request carrying b means: outcome_classify for line
+ * protocol; for a statement backend_api_statement_outcome, *a then
+ * holding its error text as the body when a 2xx carried one (err[0..errlen)
+ * holds it). *a is r otherwise. */
+enum outcome replay_classify(const struct wal_batch *b, const struct http_response *r, struct http_response *a,
+                             char *err, size_t errlen);
 void replay_send_current(struct replay_worker *w);  /* SEND cur's write (or shares); no-op when stopping */
 void replay_probe(struct replay_worker *w);         /* PROBE: GET /ping */
+
+/* replay_held.c */
+void replay_held_init(struct replay_worker *w);     /* at start: its handles, the held databases of the store */
+void replay_held_stop(struct replay_worker *w);     /* close its handles */
+void replay_held_free(struct replay_worker *w);
+int replay_held_has(const struct replay_worker *w, const char *db); /* db is held: its batches go to the store */
+int replay_held_add(struct replay_worker *w, const char *db);       /* 1 when it was not held before */
+void replay_held_kick(struct replay_worker *w);     /* try what is due, or wait for it */
+void replay_held_wake(struct replay_worker *w, const char *db); /* db (NULL: all) due now (CREATE DATABASE, retry) */
+int replay_held_retry_now(struct replay_worker *w); /* relayctl retry: 0 when something is held */
+void replay_held_refresh(struct replay_worker *w);  /* relayctl changed the queue: reload the list */
 
 /* replay_queue.c */
 void replay_start_job(struct replay_worker *w, enum replay_job_kind kind); /* READ or COMMIT on the pool */

@@ -37,6 +37,13 @@ static void job_cb(uv_work_t *req)
 		w->job.rc = wal_dead_letter(w->wal, w->id, b0->seq, b0->body + w->job.off, w->job.len, w->job.lines,
 					    w->job.status, w->job.dead_msg, w->send.attempts, now, 0);
 		return;
+	case WK_HOLD: {
+		uint64_t seqs[REPLAY_READ_MAX];
+		for (size_t i = 0; i < r->group_n; i++)
+			seqs[i] = r->batches[i].seq;
+		w->job.rc = wal_hold(w->wal, w->id, seqs, r->group_n);
+		return;
+	}
 	case WK_READ:
 		break;
 	}
@@ -115,6 +122,11 @@ static void job_failed(struct replay_worker *w, enum replay_job_kind kind, int r
 		snprintf(w->redo.error, sizeof(w->redo.error), "cannot dead-letter %u line(s) of batch %" PRIu64 ": %s",
 			 w->job.lines, r->batches[0].seq, err);
 		break;
+	case WK_HOLD:
+		w->read.from = r->batches[0].seq;
+		snprintf(w->redo.error, sizeof(w->redo.error), "cannot hold batch %" PRIu64 " of database '%s': %s",
+			 r->batches[0].seq, r->batches[0].db, err);
+		break;
 	}
 	if (!w->redo.kind)
 		w->redo.attempts = 0;
@@ -141,6 +153,10 @@ void replay_redo_job(struct replay_worker *w)
 		return;
 	case WK_DEAD_PART:
 		replay_start_job(w, WK_DEAD_PART);
+		return;
+	case WK_HOLD:
+		w->read.from = replay_round_last_seq(w->cur) + 1;
+		replay_start_job(w, WK_HOLD);
 		return;
 	}
 	relay_assert(!"unknown queue operation to redo");
@@ -180,6 +196,29 @@ static void after_job(struct replay_worker *w, int status)
 			replay_send_current(w);
 		else
 			replay_delivered_upto(w, r->batches[0].seq);
+		return;
+	}
+	if (kind == WK_HOLD) {
+		const struct wal_batch *b0 = &r->batches[0];
+		uint64_t last = replay_round_last_seq(r), points = 0;
+		for (size_t i = 0; i < r->group_n; i++)
+			points += r->batches[i].lines;
+		if (w->job.hold_new)
+			relay_log(RELAY_LOG_WARN,
+			          "backend \"%s\": database \"%s\" does not exist on %s; holding its %zu batches (%" PRIu64
+			          " points) while other databases flow; create it (CREATE DATABASE through relayd, or on the "
+			          "server), or set on_database_not_found: create",
+			          w->cfg->name, b0->db, w->cfg->url, r->group_n, points);
+		else
+			relay_log(RELAY_LOG_DEBUG, "backend '%s': %zu more batch(es) of held database '%s' held",
+				  w->cfg->name, r->group_n, b0->db);
+		w->job.hold_new = 0;
+		if (last > w->ack.done)
+			w->ack.done = last; /* the hold moved the cursor past it */
+		if (replay_ack_settled(w) && !w->ack.busy)
+			replay_ack_recovered(w);
+		replay_held_kick(w);
+		replay_next_round(w);
 		return;
 	}
 	if (kind == WK_DEAD) {

@@ -18,6 +18,9 @@
 
 int replay_round_same_target(const struct wal_batch *a, const struct wal_batch *b)
 {
+	/* A statement is a barrier: never coalesced, not even with another. */
+	if (a->kind != WAL_KIND_LINES || b->kind != WAL_KIND_LINES)
+		return 0;
 	return a->precision == b->precision && strcmp(a->db, b->db) == 0 && strcmp(a->rp, b->rp) == 0 &&
 	       strcmp(a->user, b->user) == 0 && strcmp(a->password, b->password) == 0 &&
 	       strcmp(a->token, b->token) == 0 && strcmp(a->org, b->org) == 0;
@@ -272,6 +275,10 @@ void replay_round_prepare(struct replay_round *r, const struct relay_backend_con
 	}
 	r->gzipped = 0;
 	r->lane_mode = 0;
+	/* A statement goes alone, as a form to /query (backend_api_statement):
+	 * no lanes, no gzip. */
+	if (r->batches[0].kind == WAL_KIND_STATEMENT)
+		return;
 	/* Lanes only on the thread pool (splitting copies the lines) and
 	 * never while isolating a bad batch. */
 	if (compress && nlanes > 1 && !isolate && split_lanes(r, cfg, nlanes, compress) > 1) {
@@ -299,7 +306,7 @@ void replay_round_rescale(struct replay_round *r, const struct relay_backend_con
 		struct wal_batch *b = &r->batches[i];
 		int sent;
 		int64_t f = backend_api_rescale(cfg, b->precision, &sent);
-		if (f == 1)
+		if (f == 1 || b->kind != WAL_KIND_LINES)
 			continue;
 		struct rbuf out = RBUF_INIT;
 		/* A timestamp in minutes or hours so large that it does not fit

@@ -7,7 +7,8 @@
  *
  *   - coalescing: consecutive batches for the same target (db, rp,
  *     precision, credentials) form one write, up to the backend's
- *     batch_max_lines and batch_max_bytes;
+ *     batch_max_lines and batch_max_bytes; a statement (WAL_KIND_STATEMENT)
+ *     is a barrier: a round ends before it, and it is a round of its own;
  *   - lanes: a write's lines shared out among `parallel` connections by
  *     series (all lines of a series in one share, in queue order), the
  *     shares evened out by bytes;
@@ -91,8 +92,9 @@ struct replay_pieces {
 	size_t fit;         /* largest piece the backend accepted */
 };
 
-/* Whether a and b go to the same place the same way: db, rp, precision
- * and every credential equal. Only such batches are coalesced. */
+/* Whether a and b go to the same place the same way: both line protocol
+ * (a statement is never coalesced), db, rp, precision and every
+ * credential equal. Only such batches are coalesced. */
 int replay_round_same_target(const struct wal_batch *a, const struct wal_batch *b);
 
 /*

@@ -1,7 +1,9 @@
 /*
  * replay_send: the worker's requests to its backend, and what their
- * answers mean. A write (single, or one share per lane), the /ping probe
- * of a backend that was down, CREATE DATABASE; then, by outcome_classify():
+ * answers mean. A write (single, or one share per lane), a queued
+ * statement (POST /query, alone in its round), the /ping probe of a
+ * backend that was down, CREATE DATABASE; then, by outcome_classify()
+ * (a statement's answer by backend_api_statement_outcome()):
  * delivered (the cursor moves), retry or hold (backoff), dead (dead-letter,
  * after isolating the bad batch of a coalesced write), too large (413
  * pieces). State in replay_internal.h; the diagram in replay.c.
@@ -189,6 +191,17 @@ static void unsendable(struct replay_worker *w, int rc, const char *why)
 		on_response(NULL, &r, w);
 }
 
+/* Move cur's write to the held store (its database does not exist on
+ * the backend), then the next round. */
+static void hold_round(struct replay_worker *w)
+{
+	w->job.hold_new = replay_held_add(w, w->cur->batches[0].db);
+	w->send.attempts = 0;
+	w->send.db_created = 0;
+	w->read.from = replay_round_last_seq(w->cur) + 1;
+	replay_start_job(w, WK_HOLD);
+}
+
 /*---- requests ----*/
 
 void replay_send_current(struct replay_worker *w)
@@ -199,9 +212,34 @@ void replay_send_current(struct replay_worker *w)
 	char why[160];
 	if (w->stopping)
 		return;
+	/* A database waiting to exist holds only itself: its batches join
+	 * its held ones, in order, and the rounds go on. */
+	if (!replay_splitting(w) && replay_held_has(w, b->db)) {
+		hold_round(w);
+		return;
+	}
 	/* The backend's API (v1 or v2) and credentials: backend_api.c. */
 	rbuf_reset(&w->send.target);
 	rbuf_reset(&w->send.headers);
+	if (b->kind == WAL_KIND_STATEMENT) {
+		/* Alone in its round (replay_round_prepare): the writes before
+		 * it are delivered, those after it wait for it. */
+		rbuf_reset(&w->send.form);
+		int src = backend_api_statement(w->cfg, b, &w->send.target, &w->send.headers, &w->send.form, why,
+						sizeof(why));
+		if (src) {
+			unsendable(w, src, why);
+			return;
+		}
+		rbuf_append(&w->send.headers, "Content-Type: application/x-www-form-urlencoded\r\n", 49);
+		replay_set_state(w, S_SEND);
+		w->stats.posts++;
+		int rc = http_client_request(&w->send.http, "POST", rbuf_cstr(&w->send.target),
+					     rbuf_cstr(&w->send.headers), w->send.form.data, w->send.form.len,
+					     write_answered, w);
+		relay_assert(rc == 0);
+		return;
+	}
 	int brc = backend_api_request(w->cfg, b, &w->send.target, &w->send.headers, why, sizeof(why));
 	if (brc) {
 		unsendable(w, brc, why);
@@ -258,7 +296,8 @@ static void create_db_response(struct http_client *c, const struct http_response
 	(void)c;
 	/* /query answers 200 even when the statement failed; the error is in
 	 * the JSON. */
-	if (r->status >= 200 && r->status < 300 && !memmem(r->body, r->body_len, "\"error\"", 7)) {
+	char err[200];
+	if (backend_api_statement_outcome(r->status, r->body, r->body_len, err, sizeof(err)) == OUTCOME_DELIVERED) {
 		/* Rate-limited: with a backend that keeps answering "not found"
 		 * after a CREATE, this comes once per hold backoff. */
 		relay_log_limited(&w->health.create_log, RELAY_LOG_NOTICE, "backend '%s': created database '%s'",
@@ -369,14 +408,26 @@ static void delivered(struct replay_worker *w)
 		w->stats.delivered_points += w->cur->batches[i].lines;
 	}
 	w->health.last_delivery_ns = now_realtime_ns();
+	const struct wal_batch *b0 = &w->cur->batches[0];
+	char created[WAL_NAME_MAX * 4];
+	/* The text is not logged: a statement may carry a password (CREATE
+	 * USER ... WITH PASSWORD). */
+	if (b0->kind == WAL_KIND_STATEMENT) {
+		if (backend_api_created_database(b0->body, b0->body_len, created, sizeof(created))) {
+			relay_log(RELAY_LOG_NOTICE, "backend '%s': statement %" PRIu64 " delivered: database '%s' created",
+				  w->cfg->name, b0->seq, created);
+			/* Its held batches go now, not after the backoff. */
+			replay_held_wake(w, created);
+		}
+		else
+			relay_log(RELAY_LOG_INFO, "backend '%s': statement %" PRIu64 " delivered", w->cfg->name, b0->seq);
+	}
 	replay_delivered_upto(w, replay_round_last_seq(w->cur));
 }
 
-static void on_response(struct http_client *c, const struct http_response *r, void *arg)
+/* What answer r, of outcome o, means for the write (or statement) tried. */
+static void judge(struct replay_worker *w, enum outcome o, const struct http_response *r)
 {
-	struct replay_worker *w = arg;
-	(void)c;
-	enum outcome o = outcome_classify(r->status, r->body, r->body_len);
 	switch (o) {
 	case OUTCOME_DELIVERED:
 		delivered(w);
@@ -388,7 +439,10 @@ static void on_response(struct http_client *c, const struct http_response *r, vo
 		retry_later(w, r, REPLAY_HOLDING, REPLAY_HOLD_MIN_MS);
 		return;
 	case OUTCOME_NO_DATABASE:
-		if (w->cfg->on_database_not_found == RELAY_DB_CREATE && !w->send.db_created) {
+		/* A statement names its database in its text: only one sent
+		 * with a db parameter can have it created for it. */
+		if (w->cfg->on_database_not_found == RELAY_DB_CREATE && !w->send.db_created &&
+		    *w->cur->batches[0].db) {
 			create_database(w);
 			return;
 		}
@@ -406,6 +460,13 @@ static void on_response(struct http_client *c, const struct http_response *r, vo
 			dead_letter(w, r);
 			return;
 		}
+		/* Only this database waits (replay_held.c). A statement sent
+		 * without a db parameter names its database in its text: it
+		 * holds the backend as a whole, as before. */
+		if (*w->cur->batches[0].db && !replay_splitting(w)) {
+			hold_round(w);
+			return;
+		}
 		retry_later(w, r, REPLAY_HOLDING, REPLAY_HOLD_MIN_MS);
 		return;
 	case OUTCOME_SPLIT:
@@ -415,6 +476,32 @@ static void on_response(struct http_client *c, const struct http_response *r, vo
 		dead_letter(w, r);
 		return;
 	}
+}
+
+enum outcome replay_classify(const struct wal_batch *b, const struct http_response *r, struct http_response *a,
+                             char *err, size_t errlen)
+{
+	*a = *r;
+	if (b->kind != WAL_KIND_STATEMENT)
+		return outcome_classify(r->status, r->body, r->body_len);
+	/* A statement's 2xx may carry its error: shown and stored with a
+	 * dead letter in place of the whole JSON. */
+	enum outcome o = backend_api_statement_outcome(r->status, r->body, r->body_len, err, errlen);
+	if (*err && r->status >= 200 && r->status < 300) {
+		a->body = err;
+		a->body_len = strlen(err);
+	}
+	return o;
+}
+
+static void on_response(struct http_client *c, const struct http_response *r, void *arg)
+{
+	struct replay_worker *w = arg;
+	struct http_response a;
+	char err[300];
+	(void)c;
+	enum outcome o = replay_classify(&w->cur->batches[0], r, &a, err, sizeof(err));
+	judge(w, o, &a);
 }
 
 /* The answer to a single write (not shared among lanes). */

@@ -11,7 +11,8 @@
  *
  * Checks: a refused record always says why; an accepted batch record
  * holds only what the format allows (a good checksum, a stored time,
- * a body ending in '\n', no more points than the body has newlines,
+ * a body ending in '\n', no more points than the body has newlines, a
+ * kind of the format's (header byte 34: lines or a statement),
  * strings and body exactly filling the record), and encoding what was
  * decoded gives back the same bytes, so nothing in an accepted record
  * goes unchecked.
@@ -40,7 +41,8 @@ static void check_batch(unsigned char *p, size_t len, int seal)
 			abort(); /* refused without a reason */
 		return;
 	}
-	if (why[0] || !walr_time_ok(b.accept_ns) || body_off + b.body_len != len)
+	if (why[0] || !walr_time_ok(b.accept_ns) || body_off + b.body_len != len || b.kind > WAL_KIND_STATEMENT ||
+	    b.kind != p[34])
 		abort();
 	for (int i = 0; i < WALR_NSTR; i++)
 		if (off[i] < WALR_BATCH_HDR || off[i] + sl[i] > body_off)

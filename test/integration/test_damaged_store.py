@@ -167,7 +167,20 @@ RECORD_DAMAGE = [
     ("record version", 45, set_u8(32, 3), "record version 3 (this binary reads 2)"),
     ("a short record", 1, lambda rec: rec[:30], "record of 30 bytes is shorter than its 48-byte header"),
     ("a flipped bit in the body", 25, flip_body_byte, "checksum "),
+    ("an unknown kind", 35, set_u8(34, 7), "unknown batch kind 7"),
 ]
+
+
+def as_statement(text):
+    """The record changed into a statement (kind 1, byte 34) of text, its
+    strings kept: what a queued CREATE DATABASE looks like on disk."""
+    def change(rec):
+        lens = struct.unpack_from("<6H", rec, 36)
+        body = text.encode()
+        head = rec[:48 + sum(lens)]
+        head = head[:24] + struct.pack("<II", 0, len(body)) + head[32:34] + b"\x01" + head[35:]
+        return seal(head + body)
+    return change
 
 
 class DamagedStoreTest(unittest.TestCase):
@@ -423,7 +436,7 @@ class DamagedStoreTest(unittest.TestCase):
         r.start()
         r.wait_ready()
         self.assertEqual(r.stop(), 0)
-        self.assertRegex(r.log(), r"upgraded the queue in '%s' from format 1 to 2: %d records rewritten"
+        self.assertRegex(r.log(), r"upgraded the queue in '%s' from format 1 to 3: %d records rewritten"
                          % (re.escape(r.data_dir), BATCHES))
         cp = self.ctl(r, "dump", "b")
         self.assertEqual(cp.returncode, 0, cp.stderr)
@@ -433,6 +446,50 @@ class DamagedStoreTest(unittest.TestCase):
         r.wait_ready()
         self.assertEqual(r.stop(), 0)
         self.assertEqual(len(re.findall("upgraded the queue", r.log())), 1)
+
+    def test_a_format_2_store_is_upgraded_by_its_format_record_alone(self):
+        want = self.original_dump()
+        r = self.copy("format 2")
+        meta = mdb_dump(r.data_dir, "meta")
+        meta[b"format"] = meta[b"format"][:8] + struct.pack("<I", 2) + meta[b"format"][12:]
+        mdb_load(r.data_dir, "meta", meta)
+        batches = mdb_dump(r.data_dir, "batches")
+        cp = self.ctl(r, "dump", "b")
+        self.assertEqual(cp.returncode, 1)
+        self.assertIn("is in an older format", cp.stderr)
+        r.start()
+        r.wait_ready()
+        self.assertEqual(r.stop(), 0)
+        self.assertRegex(r.log(), r"upgraded the queue in '%s' from format 2 to 3: 0 records" % re.escape(r.data_dir))
+        self.assertEqual(mdb_dump(r.data_dir, "batches"), batches)  # not one record rewritten
+        cp = self.ctl(r, "dump", "b")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual([json.loads(line) for line in cp.stdout.splitlines()], want)
+        self.assertEqual(self.ctl(r, "verify").returncode, 0)
+
+    # ---- issue 13: a statement in the queue, as the views show it ----
+
+    def test_a_queued_statement_is_shown_as_such_and_left_out_of_export(self):
+        r = self.copy("statement")
+        self.damage_record(r, 10, as_statement('CREATE DATABASE "x"\n'))
+        cp = self.ctl(r, "verify")  # only the counters, changed behind its back, are wrong
+        self.assertNotIn("batch 10", cp.stdout)
+        cp = self.ctl(r, "show", "b", "10")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(cp.stdout, 'statement: CREATE DATABASE "x"\n')
+        cp = self.ctl(r, "peek", "b", "-n", "100")
+        self.assertRegex(cp.stdout, r"\n10 +%s +\(default\) +stmt +0 " % DB)
+        dump = [json.loads(line) for line in self.ctl(r, "dump", "b").stdout.splitlines()]
+        self.assertEqual([d["kind"] for d in dump if d["seq"] == 10], ["statement"])
+        self.assertEqual({d["kind"] for d in dump if d["seq"] != 10}, {"lines"})
+        out = os.path.join(self.tmp, "export-stmt")
+        cp = self.ctl(r, "export", "b", out)
+        self.assertEqual(cp.returncode, 1)
+        self.assertIn("batch 10 not exported: it is a statement (InfluxQL, not line protocol", cp.stderr)
+        self.assertIn("1 batch not exported", cp.stderr)
+        files = [f for f in os.listdir(self.tmp) if f.startswith("export-stmt")]
+        with open(os.path.join(self.tmp, files[0])) as f:
+            self.assertNotIn("CREATE DATABASE", f.read())
 
     def salvage(self, r, name):
         """relayctl salvage of r's store into a new directory; a relayd (not

@@ -326,20 +326,24 @@ class DeliveryTest(unittest.TestCase):
         sent = Sent()
         for i in range(3):
             sent.batch(r, self, "later", i, 20, db="laterdb", every_unstamped=5)
-        r.wait_log(r"backend 'b1' is HOLDING.*database not found", timeout=10)
-        # Retried, still held: nothing dropped, nothing dead, no database.
+        r.wait_log(r'backend "b1": database "laterdb" does not exist on .*holding its', timeout=10)
+        # Retried, still held: nothing dropped, nothing dead, no database;
+        # held on their own (test_db_hold: the other databases flow).
+        r.wait_status("b1", timeout=10, held_batches=3)
         t_end = time.monotonic() + 2.5
         while time.monotonic() < t_end:
             st = r.backend_status("b1")
-            self.assertEqual((st["pending_batches"], st["pending_points"], st["dead_batches"]),
+            self.assertEqual((st["pending_batches"] + st["held_batches"],
+                              st["pending_points"] + st["held_points"], st["dead_batches"]),
                              (3, 60, 0), "while holding")
             time.sleep(0.5)
         self.assertNotIn("laterdb", influxd.databases(), "hold created the database")
         influxd.create_db("laterdb")
         influxd.wait_count("laterdb", "later", "value", 60, timeout=20)
         self.assert_drained(r, "b1")
+        r.wait_status("b1", timeout=5, held_batches=0)
         sent.check(self, influxd, "later", db="laterdb")
-        r.wait_log(r"backend 'b1' is up again", timeout=5)
+        r.wait_log(r'database "laterdb" released', timeout=5)
 
     def test_database_not_found_dead_letter(self):
         influxd = self.influxd()

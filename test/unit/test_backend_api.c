@@ -4,7 +4,8 @@
  * "Token u:p" to v1 as Basic; user/password to v2 as a token), precision
  * translation and timestamp scaling for minutes and hours; and what no
  * request can carry (control bytes in a header value, an unknown
- * precision code) refused with the error the worker acts on.
+ * precision code) refused with the error the worker acts on; a queued
+ * statement as a /query form and what the answer to it means (a table).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -284,6 +285,134 @@ static void test_scale_timestamps(void **state)
 	rbuf_release(&out);
 }
 
+static struct wal_batch statement(const char *text, const char *db, const char *rp)
+{
+	struct wal_batch b = batch(db, rp, LP_PRECISION_NS, "", "", "", "");
+	b.kind = WAL_KIND_STATEMENT;
+	b.body = text;
+	b.body_len = strlen(text);
+	return b;
+}
+
+/* Issue 13: a statement goes to /query as a form, with the credential
+ * rules of a write; a v2 backend through its v1-compatible /query. */
+static void test_statement_request(void **state)
+{
+	struct relay_config cfg;
+	struct rbuf t = RBUF_INIT, h = RBUF_INIT, f = RBUF_INIT;
+	char err[200];
+	(void)state;
+
+	load("    url: http://h:8086/pre/\n", &cfg);
+	struct wal_batch b = statement("CREATE DATABASE \"my db\"\n", "", "");
+	b.user = "u";
+	b.password = "p";
+	assert_int_equal(backend_api_statement(&cfg.backends[0], &b, &t, &h, &f, err, sizeof(err)), 0);
+	assert_string_equal(rbuf_cstr(&t), "/pre/query");
+	assert_string_equal(rbuf_cstr(&f), "q=CREATE%20DATABASE%20%22my%20db%22");
+	assert_string_equal(rbuf_cstr(&h), "Authorization: Basic dTpw\r\n");
+	config_release(&cfg);
+
+	/* db and rp when given; the backend's token for a v2 backend */
+	load("    url: http://h\n    type: v2\n    token: T\n", &cfg);
+	rbuf_reset(&t);
+	rbuf_reset(&h);
+	rbuf_reset(&f);
+	b = statement("CREATE RETENTION POLICY r ON d DURATION 1h REPLICATION 1\n", "d", "r&x");
+	assert_int_equal(backend_api_statement(&cfg.backends[0], &b, &t, &h, &f, err, sizeof(err)), 0);
+	assert_string_equal(rbuf_cstr(&t), "/query");
+	assert_string_equal(rbuf_cstr(&f), "q=CREATE%20RETENTION%20POLICY%20r%20ON%20d%20DURATION%201h%20"
+					   "REPLICATION%201&db=d&rp=r%26x");
+	assert_string_equal(rbuf_cstr(&h), "Authorization: Token T\r\n");
+	/* an empty statement is not sent */
+	b = statement("\n", "", "");
+	assert_int_equal(backend_api_statement(&cfg.backends[0], &b, &t, &h, &f, err, sizeof(err)),
+			 BACKEND_API_EBATCH);
+	assert_non_null(strstr(err, "empty"));
+	config_release(&cfg);
+	rbuf_release(&t);
+	rbuf_release(&h);
+	rbuf_release(&f);
+}
+
+/* Issue 13: the answer to a statement, row by row. */
+static void test_statement_outcome(void **state)
+{
+	static const struct {
+		int status;
+		const char *body;
+		enum outcome want;
+		const char *err;
+	} rows[] = {
+		{ 200, "{\"results\":[{\"statement_id\":0}]}\n", OUTCOME_DELIVERED, "" },
+		{ 204, "{}", OUTCOME_DELIVERED, "" },
+		{ 204, "", OUTCOME_DELIVERED, "" },
+		{ 200, " \n", OUTCOME_DELIVERED, "" },
+		{ 200, "{\"results\":[{\"statement_id\":0},{\"statement_id\":1,\"error\":\"database not found: x\"}]}",
+		  OUTCOME_NO_DATABASE, "database not found: x" },
+		{ 200, "{\"results\":[{\"statement_id\":0,\"error\":\"retention policy already exists\"}]}", OUTCOME_DEAD,
+		  "retention policy already exists" },
+		{ 200, "{\"error\":\"error parsing query: found EOF\"}", OUTCOME_DEAD, "error parsing query: found EOF" },
+		/* "error" only as a value, never as a key: delivered */
+		{ 200, "{\"results\":[{\"statement_id\":0,\"series\":[{\"name\":\"error\"}]}]}", OUTCOME_DELIVERED, "" },
+		/* not JSON (a proxy's page, a cut answer): whether it ran is unknown */
+		{ 200, "<html>ok</html>", OUTCOME_RETRY, "the answer to the statement is not a JSON object" },
+		{ 200, "{\"results\":[", OUTCOME_RETRY, "the answer to the statement is not a JSON object" },
+		{ 200, "[1]", OUTCOME_RETRY, "the answer to the statement is not a JSON object" },
+		{ 400, "{\"error\":\"error parsing query\"}", OUTCOME_DEAD, "" },
+		{ 401, "{\"error\":\"authorization failed\"}", OUTCOME_DEAD, "" },
+		{ 403, "", OUTCOME_DEAD, "" },
+		{ 404, "404 page not found", OUTCOME_DEAD, "" },
+		{ 413, "", OUTCOME_DEAD, "" },
+		{ 408, "", OUTCOME_RETRY, "" },
+		{ 429, "", OUTCOME_RETRY, "" },
+		{ 500, "{\"error\":\"timeout\"}", OUTCOME_RETRY, "" },
+		{ 503, "", OUTCOME_RETRY, "" },
+		{ OUTCOME_STATUS_CONNECT_FAILED, NULL, OUTCOME_RETRY, "" },
+		{ OUTCOME_STATUS_TIMEOUT, NULL, OUTCOME_RETRY, "" },
+		{ OUTCOME_STATUS_RESET, NULL, OUTCOME_RETRY, "" },
+		{ OUTCOME_STATUS_UNSENDABLE, NULL, OUTCOME_DEAD, "" },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char err[200];
+		const char *body = rows[i].body;
+		enum outcome o = backend_api_statement_outcome(rows[i].status, body, body ? strlen(body) : 0, err,
+							       sizeof(err));
+		if (o != rows[i].want || strncmp(err, rows[i].err, strlen(rows[i].err)) != 0 || (!*rows[i].err && *err))
+			fail_msg("row %zu (%d %s): %s '%s', want %s '%s'", i, rows[i].status, body ? body : "(none)",
+				 outcome_name(o), err, outcome_name(rows[i].want), rows[i].err);
+	}
+}
+
+/* Issue 13: which statement creates which database. */
+static void test_created_database(void **state)
+{
+	static const struct {
+		const char *text;
+		const char *db; /* NULL: not a CREATE DATABASE */
+	} rows[] = {
+		{ "CREATE DATABASE x\n", "x" },
+		{ "  create   database   telegraf_2 WITH DURATION 1d\n", "telegraf_2" },
+		{ "CREATE DATABASE \"my \\\"db\\\"\"\n", "my \"db\"" },
+		{ "CREATE DATABASE\"q\"", "q" },
+		{ "CREATE RETENTION POLICY r ON x DURATION 1h REPLICATION 1\n", NULL },
+		{ "CREATE DATABASES x\n", NULL },
+		{ "CREATE DATABASE \"open\n", NULL },
+		{ "CREATE DATABASE\n", NULL },
+		{ "DROP DATABASE x\n", NULL },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char out[64];
+		int got = backend_api_created_database(rows[i].text, strlen(rows[i].text), out, sizeof(out));
+		if (got != (rows[i].db != NULL) || (got && strcmp(out, rows[i].db) != 0))
+			fail_msg("row %zu '%s': %d '%s'", i, rows[i].text, got, got ? out : "");
+	}
+	char small[3];
+	assert_int_equal(backend_api_created_database("CREATE DATABASE abc", 19, small, sizeof(small)), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -291,6 +420,9 @@ int main(void)
 		cmocka_unit_test(test_v2_targets_and_credentials),
 		cmocka_unit_test(test_refused_values),
 		cmocka_unit_test(test_scale_timestamps),
+		cmocka_unit_test(test_statement_request),
+		cmocka_unit_test(test_statement_outcome),
+		cmocka_unit_test(test_created_database),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

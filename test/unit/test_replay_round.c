@@ -462,6 +462,44 @@ static void test_pieces(void **state)
 	assert_int_equal(replay_count_lines("", 0), 0);
 }
 
+/* Issue 13: a statement is a barrier: the round before it ends there,
+ * and it goes alone (no lanes, no gzip, no payload), even beside
+ * another statement or a batch of its own target. */
+static void test_statement_barrier(void **state)
+{
+	(void)state;
+	struct relay_backend_config c = cfg_v1();
+	c.gzip = 1;
+	struct replay_round *r = round_new();
+	add(r, "m,h=a f=1 1\n");
+	add(r, "m,h=b f=2 2\n");
+	add(r, "CREATE DATABASE x\n")->kind = WAL_KIND_STATEMENT;
+	add(r, "m,h=c f=3 3\n");
+	replay_round_prepare(r, &c, 4, 0, 1);
+	assert_int_equal(r->group_n, 2);
+	round_done(r);
+
+	r = round_new();
+	struct wal_batch *s = add(r, "CREATE DATABASE x\n");
+	s->kind = WAL_KIND_STATEMENT;
+	s->lines = 0;
+	add(r, "CREATE DATABASE y\n")->kind = WAL_KIND_STATEMENT;
+	add(r, "m,h=c f=3 3\n");
+	replay_round_prepare(r, &c, 4, 0, 1);
+	assert_int_equal(r->group_n, 1);
+	assert_int_equal(r->lane_mode, 0);
+	assert_int_equal(r->gzipped, 0);
+	assert_int_equal(r->payload.len, 0);
+	assert_int_equal(replay_round_last_seq(r), 1);
+	/* never rescaled: it has no timestamps */
+	c.type = RELAY_API_V2;
+	s->precision = LP_PRECISION_H;
+	replay_round_rescale(r, &c);
+	assert_string_equal(r->batches[0].body, "CREATE DATABASE x\n");
+	assert_int_equal(r->batches[0].precision, LP_PRECISION_H);
+	round_done(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -473,6 +511,7 @@ int main(void)
 		cmocka_unit_test(test_rescale),
 		cmocka_unit_test(test_rescale_then_coalesce),
 		cmocka_unit_test(test_pieces),
+		cmocka_unit_test(test_statement_barrier),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

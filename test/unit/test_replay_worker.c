@@ -11,8 +11,13 @@
  *   500, 204          the same write again after a backoff
  *   400 (coalesced)   each batch alone; the refused one dead-lettered
  *   413               the batch in halves at a line boundary
- *   404 db not found  held (the batch stays, nothing dead-lettered) until
- *                     relayctl retry finds the database there
+ *   404 db not found  that database's batches held (moved out of the log,
+ *                     in order) while another database's flow, until
+ *                     relayctl retry or a CREATE DATABASE through the queue
+ *   a statement       a barrier: the writes before it go in one round, it
+ *                     alone to /query as a form, the writes after it next;
+ *                     its answer: ok, an error in the 200 (dead-lettered
+ *                     with the error), 5xx (again), database not found (held)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -58,6 +63,7 @@ struct backend {
 	int status[16];
 	const char *answer[16];
 	int nscript, next;
+	const char *missing; /* a database it does not have: its writes get 404 */
 	struct request reqs[MAX_REQS];
 	int nreqs;
 	struct conn conns[MAX_CONNS];
@@ -111,8 +117,15 @@ static void serve(struct conn *c)
 		memcpy(r->body, data + head, clen);
 		r->body[clen] = '\0';
 		r->len = clen;
+		/* a CREATE DATABASE makes the missing database exist */
+		if (be->missing && strncmp(r->target, "/query", 6) == 0 && strstr(r->target, "CREATE"))
+			be->missing = NULL;
+		char dbq[80];
+		snprintf(dbq, sizeof(dbq), "db=%s&", be->missing ? be->missing : "");
 		if (strcmp(r->method, "GET") == 0) {
 			answer(c, 204, ""); /* /ping: reachable */
+		} else if (be->missing && strstr(r->target, "/write?") && strstr(r->target, dbq)) {
+			answer(c, 404, "{\"error\":\"database not found: \\\"x\\\"\"}");
 		} else if (be->next < be->nscript) {
 			answer(c, be->status[be->next], be->answer[be->next]);
 			be->next++;
@@ -293,21 +306,47 @@ static int teardown(void **state)
 	return 0;
 }
 
+static uint64_t append_to(struct fixture *f, const char *db, const char *body);
+
 /* Queue one batch of body for backend "b" (db "db", precision ns): its
  * sequence. */
 static uint64_t append(struct fixture *f, const char *body)
+{
+	return append_to(f, "db", body);
+}
+
+static uint64_t append_to(struct fixture *f, const char *db, const char *body)
 {
 	struct wal_batch b;
 	memset(&b, 0, sizeof(b));
 	b.route = 1ULL << f->id;
 	b.accept_ns = now_realtime_ns();
 	b.precision = LP_PRECISION_NS;
-	b.db = "db";
+	b.db = db;
 	b.rp = b.user = b.password = b.org = b.token = "";
 	b.body = body;
 	b.body_len = strlen(body);
 	for (const char *p = body; (p = strchr(p, '\n')); p++)
 		b.lines++;
+	assert_int_equal(wal_append(f->wal, &b, 1, b.accept_ns), 0);
+	assert_int_equal(b.result, 0);
+	return b.seq;
+}
+
+/* Queue one statement (kind WAL_KIND_STATEMENT, db "", credentials u/p)
+ * for backend "b": its sequence. */
+static uint64_t append_statement(struct fixture *f, const char *text)
+{
+	struct wal_batch b;
+	memset(&b, 0, sizeof(b));
+	b.route = 1ULL << f->id;
+	b.accept_ns = now_realtime_ns();
+	b.kind = WAL_KIND_STATEMENT;
+	b.db = b.rp = b.org = b.token = "";
+	b.user = "u";
+	b.password = "p";
+	b.body = text;
+	b.body_len = strlen(text);
 	assert_int_equal(wal_append(f->wal, &b, 1, b.accept_ns), 0);
 	assert_int_equal(b.result, 0);
 	return b.seq;
@@ -452,32 +491,219 @@ static int holding(struct fixture *f)
 	return v.health == REPLAY_HOLDING;
 }
 
-static void test_database_not_found_holds(void **state)
+static int held_two_and_db_delivered(struct fixture *f)
+{
+	struct wal_backend_stat st = queue(f);
+	return st.held_batches == 2 && st.pending_batches == 0;
+}
+
+static int nothing_held(struct fixture *f)
+{
+	struct wal_backend_stat st = queue(f);
+	return st.held_batches == 0 && st.pending_batches == 0;
+}
+
+/* Issue 13: a database the backend does not have holds only itself: its
+ * batches leave the log for the held store, in order, while the other
+ * database's go at once; relayctl retry sends them, coalesced, once it
+ * exists. */
+static void test_database_not_found_holds_only_itself(void **state)
 {
 	struct fixture *f = *state;
-	script(&f->be, 404, "{\"error\":\"database not found: \\\"db\\\"\"}");
-	append(f, "cpu,host=a v=1 1\n");
+	f->cfg.retry_min_ms = f->cfg.retry_max_ms = 60000; /* only retry brings them */
+	f->be.missing = "x";
+	append_to(f, "x", "cpu,host=a v=1 1\n");
+	append(f, "cpu,host=b v=1 1\n");
+	append_to(f, "x", "cpu,host=a v=2 2\n");
+	append(f, "cpu,host=b v=2 2\n");
 	start(f);
-	assert_true(run_until(f, holding, 5000));
-	/* Held: the batch stays queued, nothing is dead-lettered, and the
-	 * next try waits at least the hold floor (1 s). */
-	struct wal_backend_stat st = queue(f);
-	assert_int_equal(st.pending_batches, 1);
-	assert_int_equal(st.dead_batches, 0);
+	assert_true(run_until(f, held_two_and_db_delivered, 5000));
+	const char *w[8];
+	int n = writes(&f->be, w, 8);
+	/* x's first write (404), then db's two; x's second never sent */
+	assert_int_equal(n, 3);
+	assert_non_null(strstr(f->be.reqs[0].target, "db=x&"));
+	assert_string_equal(w[1], "cpu,host=b v=1 1\n");
+	assert_string_equal(w[2], "cpu,host=b v=2 2\n");
 	struct replay_view v;
 	replay_worker_view(f->w, &v);
-	assert_non_null(strstr(v.last_error, "database not found"));
-	assert_int_equal(v.attempts, 1);
-	assert_true(v.next_attempt_ms > 0);
+	assert_int_equal(v.health, REPLAY_UP); /* the backend is not held */
+	struct wal_backend_stat st = queue(f);
+	assert_int_equal(st.dead_batches, 0);
+	assert_int_equal(st.held_points, 2);
+	/* x exists now; relayctl retry skips the wait */
+	f->be.missing = NULL;
+	assert_int_equal(replay_retry_now(f->w), 0);
+	assert_true(run_until(f, nothing_held, 5000));
+	n = writes(&f->be, w, 8);
+	assert_int_equal(n, 4);
+	assert_non_null(strstr(f->be.reqs[3].target, "db=x&"));
+	assert_string_equal(w[3], "cpu,host=a v=1 1\ncpu,host=a v=2 2\n");
+	/* released: x's next write goes straight through */
+	append_to(f, "x", "cpu,host=a v=3 3\n");
+	replay_notify(f->w);
+	assert_true(run_until(f, drained, 5000));
+	assert_int_equal(writes(&f->be, w, 8), 5);
+	assert_string_equal(w[4], "cpu,host=a v=3 3\n");
+	st = queue(f);
+	assert_int_equal(st.delivered_batches, 5);
+	assert_int_equal(st.dead_batches, 0);
+}
+
+/* Issue 13: a CREATE DATABASE of a held database that goes through the
+ * backend's queue releases it at once (not after the backoff). */
+static void test_create_database_statement_releases(void **state)
+{
+	struct fixture *f = *state;
+	f->cfg.retry_min_ms = f->cfg.retry_max_ms = 60000;
+	f->be.missing = "x";
+	append_to(f, "x", "cpu,host=a v=1 1\n");
+	append_to(f, "x", "cpu,host=a v=2 2\n");
+	f->cfg.batch_max_lines = 1; /* two rounds: the second joins the first in the store */
+	start(f);
+	assert_true(run_until(f, held_two_and_db_delivered, 5000));
+	f->be.missing = NULL;
+	append_statement(f, "CREATE DATABASE x\n");
+	replay_notify(f->w);
+	assert_true(run_until(f, nothing_held, 5000));
 	const char *w[8];
-	assert_int_equal(writes(&f->be, w, 8), 1);
-	/* The database exists now; relayctl retry skips the wait. */
+	int n = writes(&f->be, w, 8);
+	assert_int_equal(n, 4);
+	assert_string_equal(f->be.reqs[1].body, "q=CREATE%20DATABASE%20x");
+	assert_string_equal(w[2], "cpu,host=a v=1 1\n");
+	assert_string_equal(w[3], "cpu,host=a v=2 2\n");
+}
+
+/* Held batches of a database already in the store when the worker starts
+ * (a restart), under the policy now in force. */
+static void hold_two(struct fixture *f)
+{
+	uint64_t s[2] = { append_to(f, "x", "cpu,host=a v=1 1\n"), append_to(f, "x", "cpu,host=a v=2 2\n") };
+	assert_int_equal(wal_hold(f->wal, f->id, s, 2), 0);
+	assert_int_equal(queue(f).held_batches, 2);
+}
+
+static int two_dead(struct fixture *f)
+{
+	struct wal_backend_stat st = queue(f);
+	return st.held_batches == 0 && st.dead_batches == 2;
+}
+
+/* Issue 13: a reload to on_database_not_found: dead_letter applies to what
+ * is held: dead-lettered (one at a time: the coalesced write was refused)
+ * at the first try. */
+static void test_held_then_dead_letter_policy(void **state)
+{
+	struct fixture *f = *state;
+	hold_two(f);
+	f->be.missing = "x";
+	f->cfg.on_database_not_found = RELAY_DB_DEAD_LETTER;
+	start(f);
+	assert_true(run_until(f, two_dead, 5000));
+	struct wal_dead d[2];
+	size_t n;
+	assert_int_equal(wal_dead_list(f->wal, f->id, 0, 2, 1 << 20, d, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(d[0].status, 404);
+	assert_non_null(strstr(d[0].msg, "database not found"));
+	wal_dead_release(&d[0]);
+	wal_dead_release(&d[1]);
+}
+
+/* Issue 13: ... and on_database_not_found: create creates the database,
+ * then sends what was held. */
+static void test_held_then_create_policy(void **state)
+{
+	struct fixture *f = *state;
+	hold_two(f);
+	f->be.missing = "x";
+	f->cfg.on_database_not_found = RELAY_DB_CREATE;
+	start(f);
+	assert_true(run_until(f, nothing_held, 5000));
+	const char *w[8];
+	int n = writes(&f->be, w, 8);
+	assert_int_equal(n, 3); /* the 404, the CREATE, the write */
+	assert_non_null(strstr(f->be.reqs[1].target, "/query?q=CREATE%20DATABASE%20%22x%22"));
+	assert_string_equal(w[2], "cpu,host=a v=1 1\ncpu,host=a v=2 2\n");
+	assert_int_equal(queue(f).dead_batches, 0);
+}
+
+/* Issue 13: a statement is a barrier in the writes' order: the writes
+ * before it are delivered (coalesced among themselves), then it alone,
+ * as a form to /query with the writer's credentials, then the writes
+ * after it. */
+static void test_statement_barrier(void **state)
+{
+	struct fixture *f = *state;
+	append(f, "cpu,host=a v=1 1\n");
+	append(f, "cpu,host=a v=2 2\n");
+	append_statement(f, "CREATE DATABASE x\n");
+	append(f, "cpu,host=a v=3 3\n");
+	append(f, "cpu,host=a v=4 4\n");
+	start(f);
+	assert_true(run_until(f, drained, 5000));
+	assert_int_equal(f->be.nreqs, 3);
+	assert_non_null(strstr(f->be.reqs[0].target, "/write?db=db"));
+	assert_string_equal(f->be.reqs[0].body, "cpu,host=a v=1 1\ncpu,host=a v=2 2\n");
+	assert_string_equal(f->be.reqs[1].target, "/query");
+	assert_string_equal(f->be.reqs[1].body, "q=CREATE%20DATABASE%20x");
+	assert_non_null(strstr(f->be.reqs[2].target, "/write?db=db"));
+	assert_string_equal(f->be.reqs[2].body, "cpu,host=a v=3 3\ncpu,host=a v=4 4\n");
+	struct replay_view v;
+	replay_worker_view(f->w, &v);
+	assert_int_equal(v.stats.delivered_batches, 5);
+	assert_int_equal(v.stats.delivered_points, 4);
+	assert_int_equal(queue(f).dead_batches, 0);
+}
+
+/* Issue 13: an error in the 200 of a statement is for good: dead-lettered
+ * with the error text, and what follows it goes on; a 5xx is tried again. */
+static void test_statement_outcomes(void **state)
+{
+	struct fixture *f = *state;
+	script(&f->be, 200, "{\"results\":[{\"statement_id\":0,\"error\":\"error parsing query: found EOF\"}]}");
+	script(&f->be, 204, "");
+	script(&f->be, 503, "{\"error\":\"busy\"}");
+	script(&f->be, 200, "{\"results\":[{\"statement_id\":0}]}");
+	uint64_t bad = append_statement(f, "CREATE DATABSE\n");
+	append(f, "cpu,host=a v=1 1\n");
+	append_statement(f, "CREATE DATABASE y\n");
+	start(f);
+	assert_true(run_until(f, dead_one, 5000));
+	assert_int_equal(f->be.nreqs, 4);
+	assert_string_equal(f->be.reqs[0].target, "/query");
+	assert_string_equal(f->be.reqs[1].body, "cpu,host=a v=1 1\n");
+	assert_string_equal(f->be.reqs[2].body, "q=CREATE%20DATABASE%20y");
+	assert_string_equal(f->be.reqs[3].body, f->be.reqs[2].body); /* the 503, then again */
+	struct wal_dead dead[2];
+	size_t ndead = 0;
+	assert_int_equal(wal_dead_list(f->wal, f->id, 0, 2, 1 << 20, dead, &ndead), 0);
+	assert_int_equal(ndead, 1);
+	assert_int_equal(dead[0].batch.seq, bad);
+	assert_int_equal(dead[0].batch.kind, WAL_KIND_STATEMENT);
+	assert_int_equal(dead[0].status, 200);
+	assert_string_equal(dead[0].msg, "HTTP 200: error parsing query: found EOF");
+	wal_dead_release(&dead[0]);
+	struct replay_view v;
+	replay_worker_view(f->w, &v);
+	assert_int_equal(v.stats.retries, 1);
+	assert_int_equal(v.health, REPLAY_UP);
+}
+
+/* Issue 13: "database not found" in a statement's result is a write's
+ * database not found: with on_database_not_found: hold, it waits. */
+static void test_statement_database_not_found(void **state)
+{
+	struct fixture *f = *state;
+	script(&f->be, 200, "{\"results\":[{\"statement_id\":0,\"error\":\"database not found: x\"}]}");
+	append_statement(f, "CREATE RETENTION POLICY r ON x DURATION 1h REPLICATION 1\n");
+	start(f);
+	assert_true(run_until(f, holding, 5000));
+	assert_int_equal(queue(f).pending_batches, 1);
+	assert_int_equal(queue(f).dead_batches, 0);
 	assert_int_equal(replay_retry_now(f->w), 0);
 	assert_true(run_until(f, drained, 5000));
-	assert_int_equal(writes(&f->be, w, 8), 2);
-	assert_string_equal(w[1], "cpu,host=a v=1 1\n");
-	replay_worker_view(f->w, &v);
-	assert_int_equal(v.health, REPLAY_UP);
+	assert_int_equal(f->be.nreqs, 2);
 	assert_int_equal(queue(f).dead_batches, 0);
 }
 
@@ -491,7 +717,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_retry_then_delivered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dead_letter_isolated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_large_split, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_database_not_found_holds, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_database_not_found_holds_only_itself, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_database_statement_releases, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_then_dead_letter_policy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_then_create_policy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_statement_barrier, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_statement_outcomes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_statement_database_not_found, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

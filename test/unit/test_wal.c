@@ -1469,6 +1469,8 @@ static void test_record_checks(void **state)
 		{ 32, 1, "record version 1 (this binary reads 2)" },
 		{ 20, 1, "reserved header bytes are not zero" },
 		{ 35, 1, "reserved header bytes are not zero" },
+		{ 34, 2, "unknown batch kind 2" },
+		{ 34, 0xff, "unknown batch kind 255" },
 		{ 24, 4, "header says 4 points, the body holds 3 lines" },
 		{ 28, 0xff, "string and body lengths add up to" },
 		{ 36, 0xff, "string and body lengths add up to" },
@@ -1779,6 +1781,269 @@ static void test_upgrade_from_format_1(void **state)
 	assert_non_null(strstr(sn.text, "dead letter 7 is a quarantined batch"));
 }
 
+/* Issue 13: a batch's kind is stored (header byte 34) and read back; a
+ * statement travels through the log, the dead-letter queue and a requeue
+ * as a statement. */
+static void test_kind_round_trip(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	struct wal_batch x[3] = { mk("m v=1 1\n", 1ULL << a, 5000), mk("CREATE DATABASE \"x\"\n", 1ULL << a, 5001),
+		                  mk("m v=2 2\n", 1ULL << a, 5002) };
+	x[1].kind = WAL_KIND_STATEMENT;
+	x[1].lines = 0;
+	x[1].rp = "";
+	assert_int_equal(wal_append(f->w, x, 3, 5000), 0);
+	struct wal_batch r[3];
+	size_t n;
+	assert_int_equal(wal_read(f->w, a, 0, 3, SIZE_MAX, r, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(r[0].kind, WAL_KIND_LINES);
+	assert_int_equal(r[1].kind, WAL_KIND_STATEMENT);
+	assert_int_equal(r[1].lines, 0);
+	assert_string_equal(r[1].body, "CREATE DATABASE \"x\"\n");
+	assert_int_equal(r[2].kind, WAL_KIND_LINES);
+	for (size_t i = 0; i < n; i++)
+		wal_batch_release(&r[i]);
+	/* the pending figures count a statement as a batch without points */
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.pending_batches, 3);
+	assert_int_equal(st.pending_points, 2);
+	/* peek keeps it; the dead-letter queue and a requeue keep it */
+	assert_int_equal(wal_peek(f->w, a, 2, 1, r, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(r[0].kind, WAL_KIND_STATEMENT);
+	wal_batch_release(&r[0]);
+	assert_int_equal(wal_ack(f->w, a, 1, 6000), 0);
+	assert_int_equal(wal_dead_letter(f->w, a, 2, NULL, 0, 0, 200, "error parsing query", 1, 6000, 1), 0);
+	struct wal_dead d;
+	assert_int_equal(wal_dead_get(f->w, a, 2, &d), 0);
+	assert_int_equal(d.batch.kind, WAL_KIND_STATEMENT);
+	wal_dead_release(&d);
+	assert_int_equal(wal_dead_requeue(f->w, a, NULL, 0, 7000, NULL, NULL), 0);
+	assert_int_equal(wal_read(f->w, a, 0, 3, SIZE_MAX, r, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(r[0].kind, WAL_KIND_LINES);
+	assert_int_equal(r[1].kind, WAL_KIND_STATEMENT);
+	assert_string_equal(r[1].body, "CREATE DATABASE \"x\"\n");
+	for (size_t i = 0; i < n; i++)
+		wal_batch_release(&r[i]);
+	struct seen sn = { 0, "" };
+	assert_int_equal(wal_verify(f->w, note_problem, &sn, NULL), 0);
+}
+
+/* Issue 13: a record whose kind byte is not one of the format's is
+ * corrupt (what its body is cannot be known): wal_read stops at it and
+ * it is quarantined like any other damaged record. */
+static void test_kind_unknown_is_corrupt(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	for (int i = 0; i < 3; i++) {
+		struct wal_batch x = mk("m v=1 1\n", 1ULL << a, 5000);
+		assert_int_equal(wal_append(f->w, &x, 1, 5000), 0);
+	}
+	wal_close(f->w);
+	f->w = NULL;
+	struct wal_batch b = mk("m v=1 1\n", 1ULL << a, 5000);
+	size_t n = walr_batch_size(&b);
+	unsigned char *buf = malloc(n);
+	walr_batch_encode(&b, buf);
+	buf[34] = 7;
+	walr_batch_seal(buf, n);
+	set_stored_raw(f, 2, buf, n);
+	free(buf);
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	struct wal_batch r[3];
+	size_t got;
+	assert_int_equal(wal_read(f->w, a, 0, 3, SIZE_MAX, r, &got), 0);
+	assert_int_equal(got, 1);
+	wal_batch_release(&r[0]);
+	assert_int_equal(wal_read(f->w, a, 2, 3, SIZE_MAX, r, &got), WAL_ECORRUPT);
+	struct seen sn = { 0, "" };
+	assert_int_equal(wal_verify(f->w, note_problem, &sn, NULL), 1);
+	assert_non_null(strstr(sn.text, "unknown batch kind 7"));
+	uint64_t seq;
+	char why[200];
+	assert_int_equal(wal_quarantine(f->w, a, 2, &seq, why, sizeof(why)), 0);
+	assert_int_equal(seq, 2);
+	assert_non_null(strstr(why, "unknown batch kind 7"));
+}
+
+/* Issue 13: a store of format 2 is upgraded to 3 by relayd's own open
+ * (the format record alone: its records are format-3 records of kind
+ * 0); the views refuse it until then; after it, an older binary would
+ * refuse it as newer. */
+static void test_upgrade_from_format_2(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	for (int i = 0; i < 4; i++) {
+		struct wal_batch x = mk(i % 2 ? "m v=1 1\n" : "m v=2 2\nm v=3 3\n", 1ULL << a, 5000 + i);
+		assert_int_equal(wal_append(f->w, &x, 1, 5000), 0);
+	}
+	assert_int_equal(wal_dead_letter(f->w, a, 1, NULL, 0, 0, 400, "bad", 1, 6000, 1), 0);
+	wal_close(f->w);
+	f->w = NULL;
+	set_format_version(f->dir, 2);
+
+	struct wal *ro;
+	struct wal_options roo = { 0, WAL_F_RDONLY };
+	char why[300];
+	assert_int_equal(wal_open_why(f->dir, &roo, &ro, why, sizeof(why)), WAL_EVERSION);
+	assert_non_null(strstr(why, "format version 2, of an older relayd"));
+	open_default(f, 0);
+	uint64_t n = 99;
+	assert_int_equal(wal_upgraded_from(f->w, &n), 2);
+	assert_int_equal(n, 0);
+	struct wal_stat ws;
+	assert_int_equal(wal_stat(f->w, &ws), 0);
+	assert_int_equal(ws.format_version, 3);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	struct wal_batch r[4];
+	size_t got;
+	assert_int_equal(wal_read(f->w, a, 0, 4, SIZE_MAX, r, &got), 0);
+	assert_int_equal(got, 3);
+	for (size_t i = 0; i < got; i++) {
+		assert_int_equal(r[i].kind, WAL_KIND_LINES);
+		wal_batch_release(&r[i]);
+	}
+	struct wal_dead d;
+	assert_int_equal(wal_dead_get(f->w, a, 1, &d), 0);
+	assert_int_equal(d.batch.kind, WAL_KIND_LINES);
+	wal_dead_release(&d);
+	struct seen sn = { 0, "" };
+	assert_int_equal(wal_verify(f->w, note_problem, &sn, NULL), 0);
+	wal_close(f->w);
+	f->w = NULL;
+	open_default(f, 0);
+	assert_int_equal(wal_upgraded_from(f->w, NULL), 0);
+	wal_close(f->w);
+	f->w = NULL;
+	/* the views open it now */
+	assert_int_equal(wal_open_why(f->dir, &roo, &ro, why, sizeof(why)), 0);
+	wal_close(ro);
+}
+
+/* Issue 13: a held database's batches leave the log for that backend
+ * (its cursor moves on), are kept in order under their database, count
+ * toward the byte limit, survive a reopen, and go when delivered, dead or
+ * purged; the totals stay exact all along. */
+static void test_held(void **state)
+{
+	struct fx *f = *state;
+	int a, b;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", &b), 0);
+	const char *dbs[6] = { "x", "live", "x", "live", "x", "y" };
+	for (int i = 0; i < 6; i++) {
+		struct wal_batch x = mk(i == 4 ? "m v=5 5\nm v=6 6\n" : "m v=1 1\n", (1ULL << a) | (1ULL << b), 5000 + i);
+		x.db = dbs[i];
+		assert_int_equal(wal_append(f->w, &x, 1, 5000), 0);
+	}
+	/* a delivered 2, holds x's 1 and 3 (as a worker would: one round each) */
+	uint64_t s1 = 1, s3 = 3;
+	assert_int_equal(wal_hold(f->w, a, &s1, 1), 0);
+	assert_int_equal(wal_hold(f->w, a, &s3, 1), 0);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.cursor, 4);
+	assert_int_equal(st.pending_batches, 3);
+	assert_int_equal(st.delivered_batches, 1); /* batch 2 */
+	assert_int_equal(st.held_batches, 2);
+	assert_int_equal(st.held_points, 2);
+	assert_int_equal(st.held_bytes, 16);
+	assert_int_equal(st.oldest_accept_ns, 5003); /* the log's oldest, not the held one's */
+	/* b is untouched, and the log keeps what b still needs */
+	assert_int_equal(wal_backend_stat(f->w, "b", &st), 0);
+	assert_int_equal(st.pending_batches, 6);
+	assert_int_equal(st.held_batches, 0);
+	uint64_t s5 = 5;
+	assert_int_equal(wal_hold(f->w, a, &s5, 1), 0);
+	/* held bytes count toward the limit: 16 + 16 held + 8 pending (6) */
+	assert_int_equal(wal_backend_set_limits(f->w, a, 45, 0), 0);
+	struct wal_batch over = mk("m v=9 9\n", 1ULL << a, 6000);
+	assert_int_equal(wal_append(f->w, &over, 1, 6000), 0);
+	assert_int_equal(over.result, WAL_ELIMIT);
+	assert_int_equal(wal_backend_set_limits(f->w, a, 0, 0), 0);
+	/* survives a reopen */
+	wal_close(f->w);
+	f->w = NULL;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", &b), 0);
+	struct wal_held *h;
+	size_t nh;
+	assert_int_equal(wal_held_list(f->w, a, &h, &nh), 0);
+	assert_int_equal(nh, 1);
+	assert_string_equal(h[0].db, "x");
+	assert_int_equal(h[0].batches, 3);
+	assert_int_equal(h[0].points, 4);
+	assert_int_equal(h[0].bytes, 32);
+	assert_int_equal(h[0].oldest_accept_ns, 5000);
+	wal_held_free(h, nh);
+	/* read in order, by database */
+	struct wal_batch r[4];
+	size_t n;
+	assert_int_equal(wal_held_read(f->w, a, "x", 0, 4, SIZE_MAX, r, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(r[0].seq, 1);
+	assert_int_equal(r[1].seq, 3);
+	assert_int_equal(r[2].seq, 5);
+	assert_string_equal(r[2].body, "m v=5 5\nm v=6 6\n");
+	for (size_t i = 0; i < n; i++)
+		wal_batch_release(&r[i]);
+	assert_int_equal(wal_held_read(f->w, a, "y", 0, 4, SIZE_MAX, r, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(wal_held_read(f->w, a, "x", 0, 4, 1, r, &n), 0);
+	assert_int_equal(n, 1); /* at least one, then the byte bound */
+	wal_batch_release(&r[0]);
+	assert_int_equal(wal_held_read(f->w, a, "x", 2, 4, SIZE_MAX, r, &n), 0);
+	assert_int_equal(n, 2); /* from a sequence on: a page after another */
+	assert_int_equal(r[0].seq, 3);
+	wal_batch_release(&r[0]);
+	wal_batch_release(&r[1]);
+	struct seen sn = { 0, "" };
+	assert_int_equal(wal_verify(f->w, note_problem, &sn, NULL), 0);
+	/* 1 and 3 delivered; 5 refused for good */
+	assert_int_equal(wal_held_done(f->w, a, "x", 3, 7000), 0);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.held_batches, 1);
+	assert_int_equal(st.held_points, 2);
+	assert_int_equal(st.delivered_batches, 4); /* 2 and 4 from the log, 1 and 3 held */
+	assert_int_equal(wal_held_dead(f->w, a, "x", 5, 400, "unable to parse", 1, 7000), 0);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.held_batches, 0);
+	assert_int_equal(st.held_bytes, 0);
+	assert_int_equal(st.dead_batches, 1);
+	struct wal_dead d;
+	assert_int_equal(wal_dead_get(f->w, a, 5, &d), 0);
+	assert_string_equal(d.batch.db, "x");
+	assert_int_equal(d.batch.lines, 2);
+	wal_dead_release(&d);
+	assert_int_equal(wal_held_dead(f->w, a, "x", 5, 400, "again", 1, 7000), WAL_ENOTFOUND);
+	/* purge drops held batches with the pending ones */
+	uint64_t s6 = 6;
+	assert_int_equal(wal_hold(f->w, a, &s6, 1), 0);
+	struct wal_count dropped;
+	assert_int_equal(wal_purge(f->w, a, &dropped), 0);
+	assert_int_equal(dropped.batches, 1);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.held_batches + st.pending_batches, 0);
+	sn.n = 0;
+	sn.text[0] = '\0';
+	assert_int_equal(wal_verify(f->w, note_problem, &sn, NULL), 0);
+}
+
 /* Issue 11: purge removes what it cannot decode; the log empties. */
 static void test_purge_corrupt(void **state)
 {
@@ -2013,6 +2278,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_quarantine, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_purge_corrupt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upgrade_from_format_1, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade_from_format_2, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kind_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kind_unknown_is_corrupt, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_files, setup, teardown),
 		cmocka_unit_test(test_strerror),
 	};
