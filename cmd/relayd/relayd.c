@@ -740,10 +740,13 @@ static int open_queue(struct relayd *d)
 	}
 	uint64_t upgraded;
 	unsigned from = wal_upgraded_from(d->wal, &upgraded);
+	/* From format 1 every record gets its checksum; from 2 only the format
+	 * record changes (its records are format-3 records of kind lines). */
 	if (from)
-		relay_log(RELAY_LOG_NOTICE, "upgraded the queue in '%s' from format %u to %d: %" PRIu64 " records rewritten "
-		          "with checksums (relayctl and relayd of format %u cannot read it any more)",
-		          d->cfg.data_dir, from, WAL_FORMAT_VERSION, upgraded, from);
+		relay_log(RELAY_LOG_NOTICE, "upgraded the queue in '%s' from format %u to %d: %" PRIu64 " records rewritten%s "
+		          "(relayctl and relayd of format %u cannot read it any more)",
+		          d->cfg.data_dir, from, WAL_FORMAT_VERSION, upgraded,
+		          upgraded ? " with checksums" : ", the format record changed", from);
 	if ((rc = backends_init(&d->backends, d->loop, d->wal)) != 0) {
 		relay_log(RELAY_LOG_ERROR, "cannot start delivery: %s", uv_strerror(rc));
 		return -1;
