@@ -3,9 +3,24 @@
  */
 #include "cmd/relayd/query_targets.h"
 
+#include <inttypes.h>
 #include <string.h>
 
 #include "relay/delivery/replay.h"
+
+void query_targets_describe(const struct relay_config *cfg, FILE *f)
+{
+	if (!cfg->query_enabled) {
+		fprintf(f, "queries: off\n");
+		return;
+	}
+	fprintf(f, "queries: to ");
+	for (size_t k = 0; k < cfg->nquery; k++)
+		fprintf(f, "%s%s", k ? ", " : "", cfg->backends[cfg->query_order[k]].name);
+	fprintf(f, " (the first caught up within %" PRIu64 " ms; else %s); state changes %s\n", cfg->query_max_lag_ms,
+	        cfg->query_when_behind == RELAY_BEHIND_REFUSE ? "refused" : "the least behind",
+	        cfg->query_state_changing == RELAY_STATE_QUEUE ? "queued" : "refused");
+}
 
 size_t query_targets(void *arg, struct http_query_target *out, size_t max)
 {

@@ -8,6 +8,7 @@
 #define RELAYD_QUERY_TARGETS_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "relay/base/config.h"
 #include "relay/delivery/backends.h"
@@ -26,5 +27,9 @@ struct query_targets_src {
 /* http_query_targets_fn over a struct query_targets_src (arg). One short
  * read transaction per backend for its oldest pending write. */
 size_t query_targets(void *arg, struct http_query_target *out, size_t max);
+
+/* One line for --check-config: where queries go, in which order, and what
+ * happens when none is caught up ("queries: off" when disabled). */
+void query_targets_describe(const struct relay_config *cfg, FILE *f);
 
 #endif

@@ -831,6 +831,7 @@ int main(int argc, char **argv)
 		uint64_t ceiling = (config_memory_ceiling(&d.cfg) + (1 << 20) - 1) >> 20;
 		printf("%s: ok (%zu backend%s)\nmemory ceiling: %" PRIu64 " MiB (systemd: MemoryMax=%" PRIu64 "M)\n",
 		       config_path, d.cfg.nbackends, d.cfg.nbackends == 1 ? "" : "s", ceiling, ceiling);
+		query_targets_describe(&d.cfg, stdout);
 		config_release(&d.cfg);
 		return 0;
 	}
