@@ -496,10 +496,11 @@ static void on_done(struct upstream *u, int rc, enum upstream_stage stage, const
 
 	qp->up = NULL;
 	if (rc == 0) {
-		if (qp->chunked)
-			http_send_raw(c, xstrdup("0\r\n\r\n"), 5);
-		int keep = qp->keep;
+		int keep = qp->keep, chunked = qp->chunked;
+		/* Freed first: a failing write closes c, which frees it too. */
 		proxy_free(c);
+		if (chunked)
+			http_send_raw(c, xstrdup("0\r\n\r\n"), 5);
 		http_answer_end(c, !keep);
 		return;
 	}
