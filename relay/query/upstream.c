@@ -264,7 +264,8 @@ static void up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 		u->reading = 0;
 		if (nread == UV_EOF) {
 			/* An answer without a length ends here. */
-			if (llhttp_finish(&u->parser) == HPE_OK && u->complete) {
+			llhttp_errno_t e = llhttp_finish(&u->parser);
+			if ((e == HPE_OK || e == HPE_PAUSED) && u->complete) {
 				finish(u, 0, NULL);
 				return;
 			}

@@ -70,7 +70,9 @@ struct upstream *upstream_start(uv_loop_t *loop, const struct upstream_request *
                                 const struct upstream_callbacks *cb, void *arg);
 
 /* Stop reading the answer (the caller's client is behind); the idle
- * timer stops too, as the wait is the caller's. Idempotent. */
+ * timer stops too, as the wait is the caller's. What was read already is
+ * still parsed and handed on: at most one read (64 KiB) after the pause.
+ * Idempotent. */
 void upstream_pause(struct upstream *u);
 /* Read again, and restart the idle timer. Idempotent. */
 void upstream_resume(struct upstream *u);
