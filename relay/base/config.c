@@ -462,13 +462,22 @@ out:
 	return rc;
 }
 
+/* The 1-based line a top-level key was seen on; 0 when the file left it out. */
+static size_t key_line(struct loader *ld, const char *section, const char *name)
+{
+	for (size_t i = 0; i < cfg_nkeys; i++)
+		if (strcmp(cfg_keys[i].section, section) == 0 && strcmp(cfg_keys[i].name, name) == 0)
+			return ld->seen[i];
+	return 0;
+}
+
 /* The line a top-level key was seen on, as a mark for messages. */
 static yaml_mark_t key_mark(struct loader *ld, const char *section, const char *name)
 {
 	yaml_mark_t m = { 0, 0, 0 };
-	for (size_t i = 0; i < cfg_nkeys; i++)
-		if (strcmp(cfg_keys[i].section, section) == 0 && strcmp(cfg_keys[i].name, name) == 0 && ld->seen[i])
-			m.line = ld->seen[i] - 1;
+	size_t line = key_line(ld, section, name);
+	if (line)
+		m.line = line - 1;
 	return m;
 }
 
@@ -511,6 +520,17 @@ static int check_config(struct loader *ld)
 		return cfg_fail_at(ld, &m, "'http.max_buffered_size' (%" PRIu64 " bytes) must be at least "
 		                   "'http.max_body_size' (%" PRIu64 " bytes)",
 		                   cfg->http_max_buffered_bytes, cfg->http_max_body_bytes);
+	}
+	/* The same for a query's form body, held in the same budget; left
+	 * out, its default comes down to a small budget rather than refuse a
+	 * file that said nothing of queries. */
+	if (cfg->http_max_buffered_bytes < cfg->query_max_body_bytes && !key_line(ld, "query", "max_body_size"))
+		mc->query_max_body_bytes = cfg->http_max_buffered_bytes;
+	if (cfg->http_max_buffered_bytes < cfg->query_max_body_bytes) {
+		yaml_mark_t m = key_mark(ld, "query", "max_body_size");
+		return cfg_fail_at(ld, &m, "'query.max_body_size' (%" PRIu64 " bytes) must not be more than "
+		                   "'http.max_buffered_size' (%" PRIu64 " bytes)",
+		                   cfg->query_max_body_bytes, cfg->http_max_buffered_bytes);
 	}
 	return 0;
 }

@@ -579,6 +579,8 @@ static const struct bad_case bad_cases[] = {
 	  "must be least_behind or refuse" },
 	{ "bad state_changing", DD "query:\n  state_changing: allow\n" BK, "t.yaml:3:19: ",
 	  "must be refuse or queue" },
+	{ "query body beyond the budget", DD "http:\n  max_buffered_size: 8MiB\n  max_body_size: 1MiB\nquery:\n  max_body_size: 9MiB\n" BK,
+	  "t.yaml:6:1: ", "'query.max_body_size' (9437184 bytes) must not be more than 'http.max_buffered_size'" },
 };
 
 /* query.backends: the order queries try, resolved to indexes; the
@@ -613,6 +615,11 @@ static void test_query_section(void **state)
 	assert_int_equal(cfg.query_timeout_ms, 0);
 	assert_int_equal(cfg.query_max_body_bytes, MIB);
 	assert_int_equal(cfg.query_state_changing, RELAY_STATE_QUEUE);
+	config_release(&cfg);
+
+	/* left out, the body limit comes down to a small budget */
+	load_ok(DD "http:\n  max_buffered_size: 4MiB\n  max_body_size: 1MiB\n" BK, &cfg);
+	assert_int_equal(cfg.query_max_body_bytes, 4 * MIB);
 	config_release(&cfg);
 
 	/* an empty list is the default: every backend */
