@@ -472,6 +472,16 @@ static void on_body(struct upstream *u, const char *p, size_t n, void *arg)
 	}
 }
 
+/* The request is written: its body (a form, or Flux) is not needed again,
+ * and a long answer should not hold it in the budget. */
+static void on_sent(struct upstream *u, void *arg)
+{
+	struct conn *c = arg;
+	(void)u;
+	rbuf_release(&c->req.body);
+	http_budget_sync(c);
+}
+
 void http_query_drained(struct conn *c)
 {
 	struct query_proxy *qp = c->qp;
@@ -600,7 +610,7 @@ static void proxy_start(struct conn *c)
 		.connect_timeout_ms = tg->connect_timeout_ms,
 		.idle_timeout_ms = cfg->query_timeout_ms,
 	};
-	static const struct upstream_callbacks cbs = { on_head, on_body, on_done };
+	static const struct upstream_callbacks cbs = { on_head, on_body, on_done, on_sent };
 	qp->up = upstream_start(s->loop, &rq, &cbs, c);
 	rbuf_release(&head);
 }
@@ -660,7 +670,7 @@ void http_server_probe_version(struct http_server *s)
 		.connect_timeout_ms = t[0].connect_timeout_ms,
 		.idle_timeout_ms = 10000,
 	};
-	static const struct upstream_callbacks cbs = { probe_head, probe_body, probe_done };
+	static const struct upstream_callbacks cbs = { probe_head, probe_body, probe_done, NULL };
 	s->probe = upstream_start(s->loop, &rq, &cbs, s);
 	rbuf_release(&head);
 }

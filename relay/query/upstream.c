@@ -295,6 +295,11 @@ static void write_cb(uv_write_t *req, int status)
 	struct upstream *u = req->data;
 	if (status < 0 && !u->finishing)
 		finish(u, status, "sending the request: %s", uv_strerror(status));
+	if (status == 0 && !u->finishing) {
+		u->body = NULL;
+		if (u->cb.on_sent)
+			u->cb.on_sent(u, u->arg);
+	}
 }
 
 static void connect_cb(uv_connect_t *req, int status)

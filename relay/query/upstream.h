@@ -46,6 +46,9 @@ struct upstream_callbacks {
 	 * answer, ...) with msg saying what happened. u is freed after this
 	 * returns: do not use it again. Not called after upstream_cancel. */
 	void (*on_done)(struct upstream *u, int rc, enum upstream_stage stage, const char *msg, void *arg);
+	/* Optional: the whole request is written, so the caller may free its
+	 * body (nothing will send it again). */
+	void (*on_sent)(struct upstream *u, void *arg);
 };
 
 struct upstream_request {
@@ -53,7 +56,7 @@ struct upstream_request {
 	uint16_t port;
 	const char *head;            /* the whole request head, ending in "\r\n\r\n"; copied */
 	size_t head_len;
-	const char *body;            /* the caller's: kept alive until on_done or upstream_cancel */
+	const char *body;            /* the caller's: kept alive until on_sent, on_done or upstream_cancel */
 	size_t body_len;
 	uint64_t connect_timeout_ms; /* > 0 */
 	uint64_t idle_timeout_ms;    /* most time between two reads of the answer; 0 = none */

@@ -39,7 +39,7 @@ struct backend {
 
 /* What the client's callbacks saw. */
 struct seen {
-	int heads, dones;
+	int heads, dones, sent;
 	int status;
 	int64_t cl;
 	char hdr[256];         /* "name=value;" ... */
@@ -195,7 +195,14 @@ static void on_done(struct upstream *u, int rc, enum upstream_stage stage, const
 	backend_stop(s->b);
 }
 
-static const struct upstream_callbacks cbs = { on_head, on_body, on_done };
+static void on_sent(struct upstream *u, void *arg)
+{
+	struct seen *s = arg;
+	(void)u;
+	s->sent++;
+}
+
+static const struct upstream_callbacks cbs = { on_head, on_body, on_done, on_sent };
 
 static const char GET[] = "GET /query?q=x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
 
@@ -238,7 +245,7 @@ static void test_content_length_and_interim(void **state)
 static void run(const struct script *sc, struct seen *s, uint64_t idle_ms, int closed_port)
 {
 	body_copy[0] = '\0';
-	struct upstream_callbacks c = { on_head, on_body_copy, on_done };
+	struct upstream_callbacks c = { on_head, on_body_copy, on_done, NULL };
 	uv_loop_t loop;
 	struct backend b;
 	assert_int_equal(uv_loop_init(&loop), 0);
@@ -371,7 +378,7 @@ static void test_cancel_closes_and_calls_nothing(void **state)
 	memset(&s, 0, sizeof(s));
 	s.cancel_in_body = 1;
 	body_copy[0] = '\0';
-	struct upstream_callbacks c = { on_head, on_body_copy, on_done };
+	struct upstream_callbacks c = { on_head, on_body_copy, on_done, NULL };
 	uv_loop_t loop;
 	struct backend b;
 	assert_int_equal(uv_loop_init(&loop), 0);
@@ -413,6 +420,7 @@ static void test_request_as_sent(void **state)
 	s.u = upstream_start(&loop, &rq, &cbs, &s);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	assert_int_equal(s.rc, 0);
+	assert_int_equal(s.sent, 1);
 	assert_int_equal(s.status, 204);
 	assert_string_equal(rbuf_cstr(&b.got), "POST /query HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nq=ab");
 	uv_close((uv_handle_t *)&s.resume, closed_noop);
