@@ -257,6 +257,10 @@ void http_handle_write(struct conn *c);
  * released and freed if nothing else holds it, and 0 is returned: nobody
  * is left to answer. Shared by writes and queued statements. */
 int http_commit_returned(struct ingest_request *req, int rc, char *msg, size_t msglen, uint64_t *retry_after);
+/* Answer a commit that did not store c's request (status and msg from
+ * http_commit_returned) with Retry-After, and log it (rate-limited; what
+ * names the request: "write", "query"). */
+void http_commit_refused(struct conn *c, const char *what, int status, const char *msg, uint64_t retry_after);
 /* Whether cr may come in (auth.enabled): the 401 or 403 is set through
  * http_set_error, logged (what names the request for the log) and
  * counted. Shared by writes and queries. */

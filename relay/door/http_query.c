@@ -121,12 +121,8 @@ static void statements_done(struct ingest_request *req, int rc)
 		http_respond(c, 200, NULL, body.data, body.len, !keep, 0);
 		rbuf_release(&body);
 	} else {
-		char extra[64];
 		s->stats.query_errors++;
-		snprintf(extra, sizeof(extra), "Retry-After: %" PRIu64 "\r\n", retry_after);
-		relay_log_limited(&s->refusal_log, RELAY_LOG_WARN, "query from %s refused (%d): %s", c->peer, status,
-		                  msg);
-		http_respond_error(c, status, msg, retry_after ? extra : NULL, !keep);
+		http_commit_refused(c, "query", status, msg, retry_after);
 	}
 	http_request_release(c);
 	http_conn_continue(c);

@@ -298,15 +298,20 @@ static void write_done(struct ingest_request *req, int rc)
 		s->stats.points_accepted += req->batch.lines;
 		http_respond(c, 204, NULL, NULL, 0, !llhttp_should_keep_alive(&c->parser), 0);
 	} else {
-		char extra[64];
 		s->stats.writes_refused++;
-		snprintf(extra, sizeof(extra), "Retry-After: %" PRIu64 "\r\n", retry_after);
-		/* One line per 10 s at most, with a count of what was
-		 * suppressed: a full queue must not also fill the log. */
-		relay_log_limited(&s->refusal_log, RELAY_LOG_WARN, "write from %s refused (503): %s",
-		                  c->peer, msg);
-		http_respond_error(c, status, msg, extra, !llhttp_should_keep_alive(&c->parser));
+		http_commit_refused(c, "write", status, msg, retry_after);
 	}
 	http_request_release(c);
 	http_conn_continue(c);
+}
+
+void http_commit_refused(struct conn *c, const char *what, int status, const char *msg, uint64_t retry_after)
+{
+	char extra[64];
+	snprintf(extra, sizeof(extra), "Retry-After: %" PRIu64 "\r\n", retry_after);
+	/* One line per 10 s at most, with a count of what was suppressed: a
+	 * full queue must not also fill the log. */
+	relay_log_limited(&c->srv->refusal_log, RELAY_LOG_WARN, "%s from %s refused (%d): %s", what, c->peer, status,
+	                  msg);
+	http_respond_error(c, status, msg, extra, !llhttp_should_keep_alive(&c->parser));
 }
