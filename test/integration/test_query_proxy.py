@@ -464,6 +464,32 @@ class TwoBackends(unittest.TestCase):
         self.assertTrue(seen_a, "backend a never got a query after it drained")
         self.assertEqual(self.pending(r, "a"), 0)
 
+    def test_paused_backlog_is_behind(self):
+        # Both paused (relayctl) with a backlog older than max_lag: both
+        # reachable, neither caught up.
+        r = self.start_relayd()
+        for name in ("a", "b"):
+            cp = r.relayctl("pause", name)
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(r.write("d", "m v=1i 1000000000\n")[0], 204)
+        time.sleep(1.3)
+        st, name, behind, _ = self.backend_of(r)
+        self.assertEqual((st, name), (200, "a"))  # equal lag: the first in order
+        self.assertRegex(behind or "", r"^\d+\.\d{3}$")
+        self.assertGreaterEqual(float(behind), 1.0)
+        # refuse: 503 naming each and its lag
+        self.config(r, when_behind="refuse")
+        r.proc.send_signal(signal.SIGHUP)
+        relaytest.wait_until(lambda: r.get(qpath(q="SHOW DATABASES"))[0] == 503, 10, what="a 503")
+        st, h, b = r.get(qpath(q="SHOW DATABASES"))
+        msg = json.loads(b)["error"]
+        self.assertRegex(msg, r"'a' is paused and \d+\.\d{3}s behind, 'b' is paused and \d+\.\d{3}s behind")
+        # resumed, a drains and answers, caught up
+        self.assertEqual(r.relayctl("resume", "a").returncode, 0)
+        r.wait_status("a", pending_batches=0)
+        st, name, behind, _ = self.backend_of(r)
+        self.assertEqual((st, name, behind), (200, "a", None))
+
     def test_when_behind(self):
         r = self.start_relayd("refuse")
         relaytest.stop_process(self.a.proc)
