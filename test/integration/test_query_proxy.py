@@ -549,9 +549,16 @@ class Streaming(unittest.TestCase):
         before = self.rss()
         sampler = RssSampler(self.relayd.proc.pid)
         sampler.start()
+        t0 = time.monotonic()
         through = size(self.relayd.port)
+        t1 = time.monotonic()
         peak = sampler.stop()
         direct = size(self.influxd.port)
+        t2 = time.monotonic()
+        sys.stderr.write("\n# %d points, %d bytes chunked: %.2f s through relayd, %.2f s direct; relayd VmRSS "
+                         "%.1f MiB before, peak %.1f MiB (+%.2f MiB, bound +%.0f MiB)\n"
+                         % (self.POINTS, through, t1 - t0, t2 - t1, before / MIB, peak / MIB,
+                            (peak - before) / MIB, RSS_SLACK / MIB))
         self.assertEqual(through, direct)
         self.assertGreater(direct, 20 * 1024 * 1024)
         self.assertLess(peak - before, RSS_SLACK, "relayd's RSS grew from %d to %d" % (before, peak))
@@ -572,6 +579,8 @@ class Streaming(unittest.TestCase):
             got += len(d)
             time.sleep(0.05)
         peak = sampler.stop()
+        sys.stderr.write("\n# slow reader, %d KiB read in 1.5 s: relayd VmRSS %.1f MiB before, peak %.1f MiB "
+                         "(+%.2f MiB)\n" % (got // 1024, before / MIB, peak / MIB, (peak - before) / MIB))
         self.assertLess(peak - before, RSS_SLACK, "relayd's RSS grew from %d to %d" % (before, peak))
 
         def running():
