@@ -316,6 +316,18 @@ static int dispatch(struct conn *c)
 	int keep = llhttp_should_keep_alive(&c->parser);
 
 	s->stats.requests++;
+	/* Queries first: their own errors (credentials, 401, 403, a body
+	 * over the budget) are answered and counted as queries. */
+	if (c->req.query != QUERY_NONE && s->cfg->query_enabled) {
+		int flux = c->req.query == QUERY_FLUX;
+		if (method != HTTP_POST && (flux || method != HTTP_GET)) {
+			http_respond_error(c, 405, flux ? "method not allowed: /api/v2/query takes POST" :
+			                                  "method not allowed: /query takes GET or POST",
+			                   flux ? "Allow: POST\r\n" : "Allow: GET, POST\r\n", !keep);
+			return 1;
+		}
+		return http_handle_query(c);
+	}
 	if (c->req.err_status && c->req.api == API_NONE) {
 		http_respond_error(c, c->req.err_status, c->req.err_msg, NULL, !keep);
 		return 1;
@@ -352,16 +364,6 @@ static int dispatch(struct conn *c)
 		}
 		http_handle_write(c);
 		return !c->waiting;
-	}
-	if (c->req.query != QUERY_NONE && s->cfg->query_enabled) {
-		int flux = c->req.query == QUERY_FLUX;
-		if (method != HTTP_POST && (flux || method != HTTP_GET)) {
-			http_respond_error(c, 405, flux ? "method not allowed: /api/v2/query takes POST" :
-			                                  "method not allowed: /query takes GET or POST",
-			                   flux ? "Allow: POST\r\n" : "Allow: GET, POST\r\n", !keep);
-			return 1;
-		}
-		return http_handle_query(c);
 	}
 	if (c->req.err_status) {
 		http_respond_error(c, c->req.err_status, c->req.err_msg, NULL, !keep);
