@@ -291,7 +291,8 @@ static void append_base64(struct rbuf *b, const char *s, size_t n)
 	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	const unsigned char *u = (const unsigned char *)s;
 	for (size_t i = 0; i < n; i += 3) {
-		uint32_t v = (uint32_t)u[i] << 16 | (i + 1 < n ? (uint32_t)u[i + 1] << 8 : 0) | (i + 2 < n ? u[i + 2] : 0);
+		uint32_t v = (uint32_t)u[i] << 16 | (i + 1 < n ? (uint32_t)u[i + 1] << 8 : 0) |
+		             (i + 2 < n ? u[i + 2] : 0);
 		char out[4] = { tbl[v >> 18 & 63], tbl[v >> 12 & 63], i + 1 < n ? tbl[v >> 6 & 63] : '=',
 			        i + 2 < n ? tbl[v & 63] : '=' };
 		rbuf_append(b, out, 4);
@@ -562,7 +563,8 @@ static void proxy_start(struct conn *c)
 		v[i].paused = t[i].paused;
 		v[i].oldest_pending_ns = t[i].oldest_pending_ns;
 	}
-	int64_t max_lag = cfg->query_max_lag_ms > INT64_MAX / 1000000 ? INT64_MAX : (int64_t)cfg->query_max_lag_ms * 1000000;
+	int64_t max_lag = cfg->query_max_lag_ms > INT64_MAX / 1000000 ? INT64_MAX :
+	                  (int64_t)cfg->query_max_lag_ms * 1000000;
 	enum query_policy pol = cfg->query_when_behind == RELAY_BEHIND_REFUSE ? QUERY_REFUSE : QUERY_LEAST_BEHIND;
 	if (query_route(v, n, excluded, now, max_lag, pol, &ch) < 0) {
 		char why[400], msg[600];
@@ -571,8 +573,8 @@ static void proxy_start(struct conn *c)
 		else if (n == 0)
 			snprintf(msg, sizeof(msg), "no query backend configured");
 		else
-			snprintf(msg, sizeof(msg), "no query backend is caught up within query.max_lag (%" PRIu64
-			         " ms): %s", cfg->query_max_lag_ms, query_route_explain(v, n, excluded, now, why, sizeof(why)));
+			snprintf(msg, sizeof(msg), "no query backend is caught up within query.max_lag (%" PRIu64 " ms): %s",
+			         cfg->query_max_lag_ms, query_route_explain(v, n, excluded, now, why, sizeof(why)));
 		proxy_free(c);
 		s->stats.query_errors++;
 		http_respond_error(c, 503, msg, "Retry-After: 1\r\n", !keep);

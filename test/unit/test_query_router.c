@@ -77,7 +77,8 @@ static void test_table(void **state)
 static void test_explain(void **state)
 {
 	(void)state;
-	struct query_backend_view v[] = { B("a", 1, 0, NOW - 12345 * (S / 1000)), B("b", 0, 0, 0), B("c", 1, 1, NOW - S) };
+	struct query_backend_view v[] = { B("a", 1, 0, NOW - 12345 * (S / 1000)), B("b", 0, 0, 0),
+	                                  B("c", 1, 1, NOW - S) };
 	char msg[200];
 	query_route_explain(v, 3, 0, NOW, msg, sizeof(msg));
 	assert_string_equal(msg, "'a' is 12.345s behind, 'b' is not delivering and 0.000s behind, "
