@@ -137,14 +137,15 @@ static void queue_statements(struct conn *c, const char *q, size_t nstmts)
 
 	r->db = form_value(c, "db", &bad);
 	r->rp = form_value(c, "rp", &bad);
+	int close = !llhttp_should_keep_alive(&c->parser);
 	if (bad || http_has_control(r->db) || http_has_control(r->rp)) {
 		s->stats.query_errors++;
 		http_respond_error(c, 400, "database and retention policy names must not contain control characters",
-		                   NULL, 0);
+		                   NULL, close);
 		return;
 	}
 	if (!s->ing) {
-		http_respond(c, 200, NULL, "{\"results\":[]}\n", 15, 0, 0);
+		http_respond(c, 200, NULL, "{\"results\":[]}\n", 15, close, 0);
 		return;
 	}
 	rbuf_reset(&r->lp);
@@ -182,15 +183,16 @@ static void refuse(struct conn *c, const char *msg)
 	struct rbuf extra = RBUF_INIT;
 	rbuf_appendf(&extra, "X-Influxdb-Error: %s\r\n", msg);
 	c->srv->stats.query_errors++;
-	http_respond_error(c, 400, msg, rbuf_cstr(&extra), 0);
+	http_respond_error(c, 400, msg, rbuf_cstr(&extra), !llhttp_should_keep_alive(&c->parser));
 	rbuf_release(&extra);
 }
 
 /*
- * Decide what a v1 query gets from its statements: 1 when answered here
- * (refused or queued), 0 when it goes to a backend.
+ * Decide what a v1 query gets from its statements: 1 when relayd answers
+ * it (refused now, or queued: c->waiting until the commit returns), 0
+ * when it goes to a backend.
  */
-static int classify(struct conn *c, const char *q, int *queued)
+static int classify(struct conn *c, const char *q)
 {
 	struct http_server *s = c->srv;
 	struct iql_stmt st[MAX_STMTS];
@@ -200,7 +202,6 @@ static int classify(struct conn *c, const char *q, int *queued)
 	size_t seen = n < MAX_STMTS ? n : MAX_STMTS;
 	const struct iql_stmt *write = NULL, *repl = NULL, *read = NULL, *kill = NULL;
 
-	*queued = 0;
 	for (size_t i = 0; i < seen; i++) {
 		if (strncmp(st[i].verb, "KILL", 4) == 0 && !kill)
 			kill = &st[i];
@@ -211,8 +212,17 @@ static int classify(struct conn *c, const char *q, int *queued)
 		else if (st[i].cls == IQL_READ && !read)
 			read = &st[i];
 	}
-	if (cls == IQL_EMPTY || (!write && !repl && (cls == IQL_READ || cls == IQL_INVALID || n > seen)))
-		return 0; /* a read, or what InfluxDB's parser is to judge */
+	if (cls == IQL_EMPTY || cls == IQL_READ)
+		return 0;
+	if (n > seen) {
+		/* Statements past those looked at may change state. */
+		snprintf(msg, sizeof(msg), "this query has %zu statements and not only reads: relayd looks at %d at "
+		         "most; send the statements that change state apart", n, MAX_STMTS);
+		refuse(c, msg);
+		return 1;
+	}
+	if (!write && !repl)
+		return 0; /* not InfluxQL as far as relayd can tell, and no state change: InfluxDB's parser judges */
 	if (kill) {
 		refuse(c, "KILL QUERY is not passed through relayd: a query id belongs to one InfluxDB; "
 		          "run it on the InfluxDB that runs the query");
@@ -241,7 +251,6 @@ static int classify(struct conn *c, const char *q, int *queued)
 		refuse(c, msg);
 		return 1;
 	}
-	*queued = 1;
 	queue_statements(c, q, n);
 	return 1;
 }
@@ -260,7 +269,7 @@ int http_handle_query(struct conn *c)
 		return 1;
 	}
 	if (r->query == QUERY_V1) {
-		int bad = 0, queued = 0;
+		int bad = 0;
 		char *q = form_value(c, "q", &bad);
 		if (bad & 1) {
 			free(q);
@@ -275,10 +284,10 @@ int http_handle_query(struct conn *c)
 			refuse(c, "relayd does not read a query sent as a multipart file: send it in the q parameter");
 			return 1;
 		}
-		int answered = q ? classify(c, q, &queued) : 0;
+		int answered = q ? classify(c, q) : 0;
 		free(q);
 		if (answered)
-			return !queued;
+			return !c->waiting;
 	}
 	proxy_start(c);
 	return c->qp ? 0 : 1;

@@ -176,6 +176,22 @@ static void *client(void *arg)
 				 "GET /query?q=CREATE+DATABASE+a;SELECT+1 HTTP/1.1\r\nHost: x\r\n\r\n"
 				 "HEAD /query?q=SHOW+DATABASES HTTP/1.1\r\nHost: x\r\n\r\n";
 	exchange(f, rd, sizeof(rd) - 1, 3);
+	/* 13: 70 reads go to a backend; 69 reads and a DROP are refused
+	 * (relayd looks at 64 statements) */
+	char many[4096];
+	int m = snprintf(many, sizeof(many), "GET /query?q=");
+	for (int i = 0; i < 70; i++)
+		m += snprintf(many + m, sizeof(many) - (size_t)m, "SHOW+DATABASES;");
+	m += snprintf(many + m, sizeof(many) - (size_t)m, " HTTP/1.1\r\nHost: x\r\n\r\nGET /query?q=");
+	for (int i = 0; i < 69; i++)
+		m += snprintf(many + m, sizeof(many) - (size_t)m, "SHOW+DATABASES;");
+	m += snprintf(many + m, sizeof(many) - (size_t)m, "DROP+DATABASE+x HTTP/1.1\r\nHost: x\r\n\r\n");
+	exchange(f, many, (size_t)m, 2);
+	/* 14: a statement that cannot be queued (a control byte in db) is
+	 * answered at once, and the connection goes on */
+	static const char ctl[] = "GET /query?q=CREATE+DATABASE+y&db=%01 HTTP/1.1\r\nHost: x\r\n\r\n"
+				  "GET /ping HTTP/1.1\r\nHost: x\r\n\r\n";
+	exchange(f, ctl, sizeof(ctl) - 1, 2);
 	uv_async_send(&f->stop);
 	return NULL;
 }
@@ -250,6 +266,10 @@ static void test_server(void **state)
 	if (!strstr(f->results[12], "HTTP/1.1 503") || !strstr(f->results[12], "no query backend configured") ||
 	    !strstr(f->results[12], "separate queries") || !strstr(f->results[12], "Allow: GET, POST"))
 		fail_msg("reads: %s", f->results[12]);
+	if (!strstr(f->results[13], "HTTP/1.1 503") || !strstr(f->results[13], "has 70 statements and not only reads"))
+		fail_msg("many: %s", f->results[13]);
+	if (!strstr(f->results[14], "HTTP/1.1 400") || !strstr(f->results[14], "HTTP/1.1 204"))
+		fail_msg("control: %s", f->results[14]);
 
 	/* exactly the three good writes are queued, in order */
 	struct wal_batch out[8];
