@@ -231,6 +231,17 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 	return HPE_OK;
 }
 
+/* The query endpoint of url, QUERY_NONE for any other. */
+static int query_of(const char *url)
+{
+	size_t plen = strcspn(url, "?");
+	if (plen == 6 && memcmp(url, "/query", 6) == 0)
+		return QUERY_V1;
+	if (plen == 13 && memcmp(url, "/api/v2/query", 13) == 0)
+		return QUERY_FLUX;
+	return QUERY_NONE;
+}
+
 static void header_done(struct conn *c)
 {
 	struct request *r = &c->req;
@@ -242,17 +253,6 @@ static void header_done(struct conn *c)
 	} else if (strcasecmp(name, "content-encoding") == 0) {
 		free(r->content_encoding);
 		r->content_encoding = xstrdup(val);
-	}
-	if (strcasecmp(name, "content-type") == 0) {
-		free(r->content_type);
-		r->content_type = xstrdup(val);
-	}
-	/* What a query passes on to the backend (its answer's form and
-	 * encoding, its tracing); within the header limits already. */
-	if (strcasecmp(name, "accept") == 0 || strcasecmp(name, "accept-encoding") == 0 ||
-	    strcasecmp(name, "content-type") == 0 || strcasecmp(name, "user-agent") == 0 ||
-	    strcasecmp(name, "x-request-id") == 0) {
-		rbuf_appendf(&r->fwd, "%s: %s\r\n", name, val);
 	} else if (strcasecmp(name, "transfer-encoding") == 0) {
 		/* Decided on all lines at once (check_transfer_encoding): the
 		 * codings of two lines are one list (RFC 9110 5.3). */
@@ -264,6 +264,19 @@ static void header_done(struct conn *c)
 			r->expect_continue = 1;
 		else
 			http_set_error(c, 417, "unsupported Expect header '%.60s'", val);
+	}
+	/* What a query passes on to the backend (its answer's form and
+	 * encoding, its tracing); within the header limits already. A write
+	 * keeps none of it. */
+	if (query_of(rbuf_cstr(&r->url)) != QUERY_NONE) {
+		if (strcasecmp(name, "content-type") == 0) {
+			free(r->content_type);
+			r->content_type = xstrdup(val);
+		}
+		if (strcasecmp(name, "accept") == 0 || strcasecmp(name, "accept-encoding") == 0 ||
+		    strcasecmp(name, "content-type") == 0 || strcasecmp(name, "user-agent") == 0 ||
+		    strcasecmp(name, "x-request-id") == 0)
+			rbuf_appendf(&r->fwd, "%s: %s\r\n", name, val);
 	}
 	rbuf_reset(&r->hname);
 	rbuf_reset(&r->hval);
@@ -327,17 +340,6 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 	return HPE_OK;
 }
 
-
-/* The query endpoint of url, QUERY_NONE for any other. */
-static int query_of(const char *url)
-{
-	size_t plen = strcspn(url, "?");
-	if (plen == 6 && memcmp(url, "/query", 6) == 0)
-		return QUERY_V1;
-	if (plen == 13 && memcmp(url, "/api/v2/query", 13) == 0)
-		return QUERY_FLUX;
-	return QUERY_NONE;
-}
 
 /* The most body bytes the request may send: a query's own limit. */
 static uint64_t max_body(const struct conn *c)
