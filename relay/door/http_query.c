@@ -308,6 +308,13 @@ static void append_base64(struct rbuf *b, const char *s, size_t n)
 	}
 }
 
+/* "Host: host:port", an IPv6 literal in brackets. */
+static void append_host(struct rbuf *h, const struct http_query_target *t)
+{
+	int v6 = strchr(t->host, ':') != NULL;
+	rbuf_appendf(h, "Host: %s%s%s:%u\r\n", v6 ? "[" : "", t->host, v6 ? "]" : "", t->port);
+}
+
 /* The URL's query string without u and p (the backend's own credentials
  * replace the client's). */
 static void append_query_without_credentials(struct rbuf *h, const char *q)
@@ -342,7 +349,9 @@ static void build_head(struct conn *c, const struct http_query_target *t, struct
 		append_query_without_credentials(h, q ? q + 1 : NULL);
 	else if (q)
 		rbuf_append(h, q, strlen(q));
-	rbuf_appendf(h, " HTTP/1.1\r\nHost: %s:%u\r\nConnection: close\r\n", t->host, t->port);
+	rbuf_append(h, " HTTP/1.1\r\n", 11);
+	append_host(h, t);
+	rbuf_append(h, "Connection: close\r\n", 19);
 	if (t->token) {
 		rbuf_appendf(h, "Authorization: Token %s\r\n", t->token);
 	} else if (t->username) {
@@ -667,8 +676,9 @@ void http_server_probe_version(struct http_server *s)
 	if (s->probe)
 		upstream_cancel(s->probe);
 	struct rbuf head = RBUF_INIT;
-	rbuf_appendf(&head, "GET %s/ping HTTP/1.1\r\nHost: %s:%u\r\nConnection: close\r\n\r\n",
-	             t[0].path_prefix ? t[0].path_prefix : "", t[0].host, t[0].port);
+	rbuf_appendf(&head, "GET %s/ping HTTP/1.1\r\n", t[0].path_prefix ? t[0].path_prefix : "");
+	append_host(&head, &t[0]);
+	rbuf_append(&head, "Connection: close\r\n\r\n", 21);
 	struct upstream_request rq = {
 		.host = t[0].host,
 		.port = t[0].port,
