@@ -24,6 +24,7 @@
 
 #include "relay/delivery/backends.h"
 #include "cmd/relayd/daemon.h"
+#include "cmd/relayd/query_targets.h"
 #include "relay/base/json.h"
 #include "relay/base/config.h"
 #include "relay/control/control.h"
@@ -71,6 +72,7 @@ struct relayd {
 	struct http_server *http;
 	struct udp_server *udp;
 	struct backends backends;
+	struct query_targets_src qsrc; /* what /query sees of the backends */
 	uv_signal_t sigterm, sigint, sighup, sigusr1;
 	uv_timer_t shutdown_timer, status_timer, watchdog_timer, maint_timer;
 	/* relayctl's channel (data_dir/relayd.sock) */
@@ -532,6 +534,8 @@ static void reload(struct relayd *d)
 	d->reloads++;
 	relay_log(RELAY_LOG_NOTICE, "configuration reloaded from '%s' (%zu backend%s)", d->config_path,
 		  d->cfg.nbackends, d->cfg.nbackends == 1 ? "" : "s");
+	if (d->http)
+		http_server_probe_version(d->http); /* the first query backend may be another now */
 	notify_status(d, "READY=1\n");
 }
 
@@ -684,6 +688,13 @@ static int health(struct http_server *s, struct rbuf *out, void *arg)
 		json_array_append_new(arr, sub);
 	}
 	json_object_set_new(o, "udp", arr);
+	sub = json_object();
+	put_u64(sub, "queries", hs->queries);
+	put_u64(sub, "proxied", hs->queries_proxied);
+	put_u64(sub, "statements_queued", hs->queries_queued);
+	put_u64(sub, "errors", hs->query_errors);
+	put_u64(sub, "bytes", hs->query_bytes);
+	json_object_set_new(o, "queries", sub);
 	rjson_append_new(out, o);
 	return d->stopping ? 503 : 200;
 }
@@ -845,6 +856,7 @@ int main(int argc, char **argv)
 		uint64_t ceiling = (config_memory_ceiling(&d.cfg) + (1 << 20) - 1) >> 20;
 		printf("%s: ok (%zu backend%s)\nmemory ceiling: %" PRIu64 " MiB (systemd: MemoryMax=%" PRIu64 "M)\n",
 		       config_path, d.cfg.nbackends, d.cfg.nbackends == 1 ? "" : "s", ceiling, ceiling);
+		query_targets_describe(&d.cfg, stdout);
 		config_release(&d.cfg);
 		return 0;
 	}
@@ -918,6 +930,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	http_server_set_health(d.http, health, &d);
+	d.qsrc = (struct query_targets_src){ &d.cfg, d.ids, &d.backends, d.wal };
+	http_server_set_query_targets(d.http, query_targets, &d.qsrc);
+	http_server_probe_version(d.http);
 	backends_apply(&d.backends, &d.cfg, d.ids);
 	d.ing.on_commit = on_commit;
 	d.ing.on_commit_arg = &d;

@@ -146,6 +146,59 @@ static int walk_list(struct loader *ld, const struct list_spec *l, yaml_node_t *
                      const yaml_node_t *kn, const char *path);
 
 /*
+ * A sequence of names (query.backends): each checked as a name, none
+ * twice, stored joined by ',' (a name holds no ','), with where each was
+ * written kept for check_config. An empty or null sequence leaves the
+ * field NULL: the default.
+ */
+static int walk_names(struct loader *ld, const struct key_spec *k, void *base, yaml_node_t *seq,
+                      const yaml_node_t *kn, const char *path)
+{
+	struct rbuf joined = RBUF_INIT;
+	char shown[64];
+
+	if (is_null(seq))
+		return 0;
+	if (seq->type != YAML_SEQUENCE_NODE)
+		return cfg_fail(ld, seq, "'%s' must be a sequence of backend names ([a, b]), not %s", path,
+		                node_kind(seq));
+	size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+	if (n > RELAY_MAX_BACKENDS)
+		return cfg_fail(ld, seq, "'%s' has more than %d names", path, RELAY_MAX_BACKENDS);
+	(void)kn;
+	ld->nqmarks = 0;
+	for (size_t i = 0; i < n; i++) {
+		yaml_node_t *item = node_at(ld, seq->data.sequence.items.start[i]);
+		const char *text;
+		if (enter(ld, item, item, path) < 0 || scalar_text(ld, item, path, &text) < 0)
+			goto fail;
+		if (!cfg_valid_name(text)) {
+			cfg_fail(ld, item, "'%s' must list backend names, not '%s'", path, cfg_show(shown, sizeof(shown), text));
+			goto fail;
+		}
+		for (size_t j = 0; j < i; j++) {
+			const yaml_node_t *prev = node_at(ld, seq->data.sequence.items.start[j]);
+			if (strcmp((const char *)prev->data.scalar.value, text) == 0) {
+				cfg_fail(ld, item, "'%s' names '%s' twice", path, text);
+				goto fail;
+			}
+		}
+		if (joined.len)
+			rbuf_appendc(&joined, ',');
+		rbuf_append(&joined, text, strlen(text));
+		ld->qmarks[ld->nqmarks++] = item->start_mark;
+	}
+	char **field = cfg_field_at(base, k->off);
+	free(*field);
+	*field = joined.len ? xstrdup(rbuf_cstr(&joined)) : NULL;
+	rbuf_release(&joined);
+	return 0;
+fail:
+	rbuf_release(&joined);
+	return -1;
+}
+
+/*
  * Apply the mapping map to base using the rows of tab in section. seen
  * records where each row's key was found (duplicates and required keys);
  * prefix names the mapping in messages (NULL at the top level).
@@ -195,6 +248,10 @@ static int walk_mapping(struct loader *ld, yaml_node_t *map, const struct key_sp
 			break;
 		case KT_LIST:
 			if (walk_list(ld, k->list, vn, kn, path) < 0)
+				return -1;
+			break;
+		case KT_NAMES:
+			if (walk_names(ld, k, base, vn, kn, path) < 0)
 				return -1;
 			break;
 		default:
@@ -405,13 +462,22 @@ out:
 	return rc;
 }
 
+/* The 1-based line a top-level key was seen on; 0 when the file left it out. */
+static size_t key_line(struct loader *ld, const char *section, const char *name)
+{
+	for (size_t i = 0; i < cfg_nkeys; i++)
+		if (strcmp(cfg_keys[i].section, section) == 0 && strcmp(cfg_keys[i].name, name) == 0)
+			return ld->seen[i];
+	return 0;
+}
+
 /* The line a top-level key was seen on, as a mark for messages. */
 static yaml_mark_t key_mark(struct loader *ld, const char *section, const char *name)
 {
 	yaml_mark_t m = { 0, 0, 0 };
-	for (size_t i = 0; i < cfg_nkeys; i++)
-		if (strcmp(cfg_keys[i].section, section) == 0 && strcmp(cfg_keys[i].name, name) == 0 && ld->seen[i])
-			m.line = ld->seen[i] - 1;
+	size_t line = key_line(ld, section, name);
+	if (line)
+		m.line = line - 1;
 	return m;
 }
 
@@ -426,6 +492,27 @@ static int check_config(struct loader *ld)
 		yaml_mark_t m = key_mark(ld, "auth", "enabled");
 		return cfg_fail_at(ld, &m, "'auth.enabled' is true but neither 'auth.users' nor 'auth.tokens' lists anyone");
 	}
+	/* query.backends, resolved to indexes once the backends are read. */
+	struct relay_config *mc = ld->cfg;
+	mc->nquery = 0;
+	if (!mc->query_backends) {
+		for (size_t i = 0; i < mc->nbackends; i++)
+			mc->query_order[mc->nquery++] = i;
+	} else {
+		const char *p = mc->query_backends;
+		for (size_t q = 0; *p; q++) {
+			size_t len = strcspn(p, ",");
+			size_t i;
+			for (i = 0; i < mc->nbackends; i++)
+				if (strlen(mc->backends[i].name) == len && memcmp(mc->backends[i].name, p, len) == 0)
+					break;
+			if (i == mc->nbackends)
+				return cfg_fail_at(ld, q < ld->nqmarks ? &ld->qmarks[q] : NULL,
+				                   "'query.backends' names '%.*s', which is not a backend", (int)len, p);
+			mc->query_order[mc->nquery++] = i;
+			p += len + (p[len] == ',');
+		}
+	}
 	/* A body of max_body_size must fit in the door's memory budget, or
 	 * the largest writes could never be taken. */
 	if (cfg->http_max_buffered_bytes < cfg->http_max_body_bytes) {
@@ -433,6 +520,17 @@ static int check_config(struct loader *ld)
 		return cfg_fail_at(ld, &m, "'http.max_buffered_size' (%" PRIu64 " bytes) must be at least "
 		                   "'http.max_body_size' (%" PRIu64 " bytes)",
 		                   cfg->http_max_buffered_bytes, cfg->http_max_body_bytes);
+	}
+	/* The same for a query's form body, held in the same budget; left
+	 * out, its default comes down to a small budget rather than refuse a
+	 * file that said nothing of queries. */
+	if (cfg->http_max_buffered_bytes < cfg->query_max_body_bytes && !key_line(ld, "query", "max_body_size"))
+		mc->query_max_body_bytes = cfg->http_max_buffered_bytes;
+	if (cfg->http_max_buffered_bytes < cfg->query_max_body_bytes) {
+		yaml_mark_t m = key_mark(ld, "query", "max_body_size");
+		return cfg_fail_at(ld, &m, "'query.max_body_size' (%" PRIu64 " bytes) must not be more than "
+		                   "'http.max_buffered_size' (%" PRIu64 " bytes)",
+		                   cfg->query_max_body_bytes, cfg->http_max_buffered_bytes);
 	}
 	return 0;
 }

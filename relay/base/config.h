@@ -23,6 +23,20 @@ enum relay_db_policy {
 	RELAY_DB_DEAD_LETTER,  /* move the batch to the dead-letter queue */
 };
 
+/* What the query pass-through does when no query backend is caught up
+ * (query.when_behind); the values are relay/query/router.h's policies. */
+enum relay_when_behind {
+	RELAY_BEHIND_LEAST = 0,  /* answer from the least behind, with X-Relayd-Behind */
+	RELAY_BEHIND_REFUSE = 1, /* 503 naming the backends and their lag */
+};
+
+/* What /query does with a statement that changes state beyond CREATE
+ * DATABASE and CREATE RETENTION POLICY (query.state_changing). */
+enum relay_state_changing {
+	RELAY_STATE_REFUSE = 0, /* 400 naming the statement */
+	RELAY_STATE_QUEUE = 1,  /* queued for every backend, like CREATE DATABASE */
+};
+
 /* Which write API a backend speaks. */
 enum relay_api {
 	RELAY_API_V1 = 1, /* POST /write?db=&rp= (InfluxDB 1.x) */
@@ -122,6 +136,19 @@ struct relay_config {
 
 	struct relay_backend_config *backends;
 	size_t nbackends; /* at least 1 */
+
+	/* query: the /query pass-through (relay/query, relay/door/http_query.c) */
+	int query_enabled;             /* default true */
+	char *query_backends;          /* the names as written, joined by ','; NULL = every backend */
+	uint64_t query_max_lag_ms;     /* a backend is caught up while its oldest pending write is younger; 1 s */
+	int query_when_behind;         /* enum relay_when_behind; default least_behind */
+	uint64_t query_timeout_ms;     /* most time between two reads of an answer; 0 = none; 300 s */
+	uint64_t query_max_body_bytes; /* a POST /query body is held up to this; 16 MiB */
+	int query_state_changing;      /* enum relay_state_changing; default refuse */
+	/* Derived from query_backends once the file is read: indexes into
+	 * backends, in the order queries try them. */
+	size_t query_order[RELAY_MAX_BACKENDS];
+	size_t nquery;
 };
 
 /*

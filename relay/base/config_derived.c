@@ -24,7 +24,8 @@ static int fields_equal(const struct key_spec *tab, size_t n, const void *a, con
 		case KT_LOG_OUTPUT:
 		case KT_HOSTPORT:
 		case KT_URL:
-		case KT_NAME: {
+		case KT_NAME:
+		case KT_NAMES: {
 			const char *sa = *(char *const *)fa, *sb = *(char *const *)fb;
 			if (!sa != !sb || (sa && strcmp(sa, sb) != 0))
 				return 0;

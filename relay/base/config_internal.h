@@ -36,6 +36,7 @@ enum key_type {
 	KT_UINT32,    /* uint32_t, a plain decimal integer */
 	KT_ENUM,      /* int (or an int-sized enum): one of the words of .enm */
 	KT_PRECISION, /* int (enum lp_precision): ns, u, ms, s, m, h as on /write */
+	KT_NAMES,     /* char *: a sequence of names ([A-Za-z0-9_.-]{1,64}), stored joined by ',' */
 };
 
 #define KF_REQUIRED 0x1 /* a mapping without it is refused */
@@ -119,6 +120,10 @@ struct loader {
 	 * KF_UNIQUE value can be compared with the items before it. */
 	const struct list_spec *cur_list;
 	size_t cur_item;
+	/* Where each name of query.backends was written, to point at an
+	 * unknown one once the backends are read. */
+	yaml_mark_t qmarks[RELAY_MAX_BACKENDS];
+	size_t nqmarks;
 };
 
 /* The field at byte offset off of base (a relay_config or a list item). */
@@ -162,6 +167,8 @@ const char *cfg_fmt_ms(char *buf, size_t size, uint64_t v);
  */
 int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
                   const char *text, const yaml_node_t *at, const char *path);
+/* 1 if s is a valid name ([A-Za-z0-9_.-]{1,64}), as KT_NAME wants. */
+int cfg_valid_name(const char *s);
 /* Free the strings the n rows of tab own in base and set them to NULL. */
 void cfg_release_fields(const struct key_spec *tab, size_t n, void *base);
 /* Fill base with the defaults of the ntab rows of tab; the file's values

@@ -22,8 +22,18 @@ static const struct enum_word api_words[] = {
 	{ "v1", RELAY_API_V1 }, { "v2", RELAY_API_V2 },
 };
 /* KT_ENUM stores through an int: the enums it fills must be int-sized. */
-_Static_assert(sizeof(enum relay_db_policy) == sizeof(int) && sizeof(enum relay_api) == sizeof(int),
+_Static_assert(sizeof(enum relay_db_policy) == sizeof(int) && sizeof(enum relay_api) == sizeof(int) &&
+               sizeof(enum relay_when_behind) == sizeof(int) && sizeof(enum relay_state_changing) == sizeof(int),
                "KT_ENUM fields are stored as int");
+static const struct enum_word behind_words[] = {
+	{ "least_behind", RELAY_BEHIND_LEAST }, { "refuse", RELAY_BEHIND_REFUSE },
+};
+static const struct enum_word state_words[] = {
+	{ "refuse", RELAY_STATE_REFUSE }, { "queue", RELAY_STATE_QUEUE },
+};
+static const struct enum_spec behind_enum = { behind_words, RELAY_ARRAY_SIZE(behind_words),
+	                                      "least_behind or refuse" };
+static const struct enum_spec state_enum = { state_words, RELAY_ARRAY_SIZE(state_words), "refuse or queue" };
 static const struct enum_spec bool_enum = { bool_words, RELAY_ARRAY_SIZE(bool_words), "true or false" };
 static const struct enum_spec db_policy_enum = { db_policy_words, RELAY_ARRAY_SIZE(db_policy_words),
 	                                         "one of hold, create, dead_letter" };
@@ -214,6 +224,24 @@ const struct key_spec cfg_keys[] = {
 	  .desc = "users (name, password): v1 u/p parameters, Basic auth, or Token name:password" },
 	{ .section = "auth", .name = "tokens", .type = KT_LIST, .list = &token_list,
 	  .desc = "tokens (name, token): Authorization: Token (or Bearer) TOKEN" },
+
+	SECTION("query", "the /query pass-through to the backends (docs/influxdb.md, \"Queries\")"),
+	{ .section = "query", .name = "enabled", .type = KT_ENUM, .enm = &bool_enum, .off = CF(query_enabled),
+	  .def = "true", .desc = "answer /query and /api/v2/query from the backends (false: 404)" },
+	{ .section = "query", .name = "backends", .type = KT_NAMES, .off = CF(query_backends),
+	  .desc = "backends a query may go to, in the order they are tried; default every backend, in order" },
+	KEY("query", "max_lag", KT_DURATION, KF_ZERO_OK, query_max_lag_ms, "1s", 1, UINT64_MAX,
+	    "a backend is caught up while nothing pending for it was accepted longer ago than this"),
+	{ .section = "query", .name = "when_behind", .type = KT_ENUM, .enm = &behind_enum,
+	  .off = CF(query_when_behind), .def = "least_behind",
+	  .desc = "no backend up and caught up: least_behind (answer, with X-Relayd-Behind) or refuse (503)" },
+	KEY("query", "timeout", KT_DURATION, KF_ZERO_OK, query_timeout_ms, "300s", 1, UINT64_MAX,
+	    "most time between two pieces of a backend's answer; then the answer is cut; 0 = none"),
+	KEY("query", "max_body_size", KT_SIZE, 0, query_max_body_bytes, "16MiB", 1, UINT64_MAX,
+	    "largest POST /query body (form parameters); 413 beyond"),
+	{ .section = "query", .name = "state_changing", .type = KT_ENUM, .enm = &state_enum,
+	  .off = CF(query_state_changing), .def = "refuse",
+	  .desc = "DROP, DELETE, ALTER, GRANT, SELECT INTO...: refuse (400) or queue for every backend" },
 
 	{ .section = "", .name = "backends", .type = KT_LIST, .flags = KF_REQUIRED, .list = &backend_list,
 	  .desc = "InfluxDB servers every write is forwarded to" },

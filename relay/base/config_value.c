@@ -493,9 +493,15 @@ int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
 
 	case KT_SECTION:
 	case KT_LIST:
+	case KT_NAMES:
 		break;
 	}
 	relay_fatal("config: key '%s' has no scalar type", k->name);
+}
+
+int cfg_valid_name(const char *s)
+{
+	return valid_backend_name(s);
 }
 
 void cfg_release_fields(const struct key_spec *tab, size_t n, void *base)
@@ -512,6 +518,7 @@ void cfg_release_fields(const struct key_spec *tab, size_t n, void *base)
 		case KT_LOG_LEVEL:
 		case KT_LOG_OUTPUT:
 		case KT_NAME:
+		case KT_NAMES:
 			replace_str(base, tab[i].off, NULL);
 			break;
 		default:

@@ -8,6 +8,10 @@
  *                   its release;
  *   http_write.c    the write endpoints: parameters, line validation, the
  *                   commit and its answer;
+ *   http_query.c    /query and /api/v2/query: statement classes, the
+ *                   backend's choice (relay/query/router.h), the answer
+ *                   streamed from it (relay/query/upstream.h), or the
+ *                   statement queued for every backend;
  *   http_auth.c     inbound credentials (http_auth.h): reading them and
  *                   checking them against the configured users and tokens.
  * docs/architecture.md ("The ack path") draws how a request goes through.
@@ -29,6 +33,7 @@
 #include "relay/base/json.h"
 #include "relay/base/log.h"
 #include "relay/base/util.h"
+#include "relay/query/upstream.h"
 
 #define READ_BUF_SIZE 65536
 #define LINGER_MS 2000
@@ -67,6 +72,9 @@ struct request {
 	int in_value;
 	char *authorization;
 	char *content_encoding;
+	char *content_type;
+	struct rbuf fwd;         /* headers a query passes on: "Name: value\r\n" each */
+	int query;               /* QUERY_*: /query or /api/v2/query */
 	int expect_continue;
 	int api;                 /* API_*: the endpoint, set once the headers are in */
 
@@ -89,6 +97,7 @@ struct request {
 	struct http_credentials cred;
 	struct rbuf lp;
 	struct ingest_request ireq;
+	uint32_t nstmts;         /* statements of a queued query, answered one result each */
 };
 
 struct conn {
@@ -113,6 +122,7 @@ struct conn {
 	                         * (conn_held() when last accounted) */
 	enum timer_mode tmode;
 	char peer[64];
+	struct query_proxy *qp; /* a query being passed through (http_query.c); NULL otherwise */
 
 	struct request req;     /* the request being parsed, answered or committed */
 
@@ -146,11 +156,21 @@ struct http_server {
 	uint64_t buffered;
 	struct relay_ratelimit refusal_log; /* 503s, one line per 10 s */
 	struct relay_ratelimit auth_log;    /* 401s and 403s, one line per 10 s */
+	/* the query pass-through */
+	http_query_targets_fn targets_fn;
+	void *targets_arg;
+	struct upstream *probe;          /* the version probe in flight, or NULL */
+	char backend_version[64];        /* X-Influxdb-Version learnt from a backend; "" = not yet */
+	char backend_build[32];          /* X-Influxdb-Build likewise */
+	struct relay_ratelimit query_log; /* query failures, one line per 10 s */
 };
 
 /* The endpoint of a request. Errors on /api/v2/write are answered in
  * InfluxDB 2's form ({"code","message"}) so v2 clients show the message. */
 enum { API_NONE = 0, API_V1, API_V2 };
+/* The query endpoints (request.query). */
+enum { QUERY_NONE = 0, QUERY_V1, QUERY_FLUX };
+struct query_proxy;
 
 /*---- http_server.c ----*/
 
@@ -167,6 +187,15 @@ void http_respond(struct conn *c, int status, const char *extra, const char *bod
 /* An error answer: msg as JSON in the endpoint's API form (v1 or v2, from
  * c->req.api), then as http_respond(). msg and extra are copied. */
 void http_respond_error(struct conn *c, int status, const char *msg, const char *extra, int close);
+/* The reason phrase of status ("Not Found"). */
+const char *http_status_text(int status);
+/* The version headers every answer of relayd's own carries, appended to
+ * out: X-Influxdb-Version and X-Influxdb-Build (the backend's, once
+ * known), X-Relayd-Version. */
+void http_version_headers(const struct http_server *s, struct rbuf *out);
+/* An answer sent in pieces (a proxied query) is complete: with close the
+ * connection ends once it is written, else the next request is read. */
+void http_answer_end(struct conn *c, int close);
 /* Free c once nothing holds it (open handles, a commit, writes in flight),
  * releasing its request and read-ahead bytes; the server too when it is
  * closing, its listener is closed and c was its last connection (then its
@@ -221,5 +250,33 @@ void http_prepare_write(struct conn *c);
  * (c->waiting, and a reference on c, until its commit returns; the answer
  * is queued then). */
 void http_handle_write(struct conn *c);
+/* A commit of c's request (req->data is c) returned: c is no longer
+ * waiting and ingest's reference is dropped; returns the status to answer
+ * (http_write_outcome, with the refusing backend's name and limit), msg
+ * and *retry_after as there. When c is closing (its client left) it is
+ * released and freed if nothing else holds it, and 0 is returned: nobody
+ * is left to answer. Shared by writes and queued statements. */
+int http_commit_returned(struct ingest_request *req, int rc, char *msg, size_t msglen, uint64_t *retry_after);
+/* Answer a commit that did not store c's request (status and msg from
+ * http_commit_returned) with Retry-After, and log it (rate-limited; what
+ * names the request: "write", "query"). */
+void http_commit_refused(struct conn *c, const char *what, int status, const char *msg, uint64_t retry_after);
+/* Whether cr may come in (auth.enabled): the 401 or 403 is set through
+ * http_set_error, logged (what names the request for the log) and
+ * counted. Shared by writes and queries. */
+void http_auth_decide(struct conn *c, const char *what);
+
+/*---- http_query.c ----*/
+
+/* A query's credentials and whether it may come in, once its headers are
+ * in (the body is then kept only for an accepted POST). */
+void http_prepare_query(struct conn *c);
+/* The query request is complete: answer it (returns 1), or start passing
+ * it through or queueing it (returns 0; the answer follows). */
+int http_handle_query(struct conn *c);
+/* c's queued answer bytes drained to OUT_LOW: read the backend again. */
+void http_query_drained(struct conn *c);
+/* c is closing: cancel its query's upstream request at once. */
+void http_query_abort(struct conn *c);
 
 #endif

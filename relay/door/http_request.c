@@ -151,6 +151,8 @@ void http_request_release(struct conn *c)
 	rbuf_release(&r->lp);
 	free(r->authorization);
 	free(r->content_encoding);
+	free(r->content_type);
+	rbuf_release(&r->fwd);
 	free(r->db);
 	free(r->rp);
 	free(r->org);
@@ -229,6 +231,17 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 	return HPE_OK;
 }
 
+/* The query endpoint of url, QUERY_NONE for any other. */
+static int query_of(const char *url)
+{
+	size_t plen = strcspn(url, "?");
+	if (plen == 6 && memcmp(url, "/query", 6) == 0)
+		return QUERY_V1;
+	if (plen == 13 && memcmp(url, "/api/v2/query", 13) == 0)
+		return QUERY_FLUX;
+	return QUERY_NONE;
+}
+
 static void header_done(struct conn *c)
 {
 	struct request *r = &c->req;
@@ -251,6 +264,19 @@ static void header_done(struct conn *c)
 			r->expect_continue = 1;
 		else
 			http_set_error(c, 417, "unsupported Expect header '%.60s'", val);
+	}
+	/* What a query passes on to the backend (its answer's form and
+	 * encoding, its tracing); within the header limits already. A write
+	 * keeps none of it. */
+	if (query_of(rbuf_cstr(&r->url)) != QUERY_NONE) {
+		if (strcasecmp(name, "content-type") == 0) {
+			free(r->content_type);
+			r->content_type = xstrdup(val);
+		}
+		if (strcasecmp(name, "accept") == 0 || strcasecmp(name, "accept-encoding") == 0 ||
+		    strcasecmp(name, "content-type") == 0 || strcasecmp(name, "user-agent") == 0 ||
+		    strcasecmp(name, "x-request-id") == 0)
+			rbuf_appendf(&r->fwd, "%s: %s\r\n", name, val);
 	}
 	rbuf_reset(&r->hname);
 	rbuf_reset(&r->hval);
@@ -315,6 +341,13 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 }
 
 
+/* The most body bytes the request may send: a query's own limit. */
+static uint64_t max_body(const struct conn *c)
+{
+	const struct relay_config *cfg = c->srv->cfg;
+	return c->req.query ? cfg->query_max_body_bytes : cfg->http_max_body_bytes;
+}
+
 /* The endpoint of url (path only; the query is ignored). */
 static int api_of(const char *url)
 {
@@ -339,17 +372,22 @@ static int on_headers_complete(llhttp_t *p)
 	if (r->te.len)
 		check_transfer_encoding(c);
 	r->api = api_of(rbuf_cstr(&r->url));
+	r->query = query_of(rbuf_cstr(&r->url));
 	if (r->api != API_NONE && llhttp_get_method(p) == HTTP_POST)
 		http_prepare_write(c);
-	/* Only an accepted write's body is kept: every other body (any other
-	 * URL, a refused write) is counted against max_body_size and dropped
-	 * as it arrives. */
-	r->keep_body = r->api != API_NONE && llhttp_get_method(p) == HTTP_POST && !r->err_status;
+	if (r->query != QUERY_NONE && cfg->query_enabled)
+		http_prepare_query(c);
+	/* Only an accepted write's body is kept, and an accepted POST
+	 * query's (its form parameters, or Flux): every other body (any other
+	 * URL, a refused request) is counted against max_body_size and
+	 * dropped as it arrives. */
+	r->keep_body = (r->api != API_NONE || (r->query != QUERY_NONE && cfg->query_enabled)) &&
+	               llhttp_get_method(p) == HTTP_POST && !r->err_status;
 	/* Refuse an announced oversized body before reading any of it. */
-	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->http_max_body_bytes) {
+	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > max_body(c)) {
 		r->fatal = 413;
 		snprintf(r->err_msg, sizeof(r->err_msg), "request body of %" PRIu64 " bytes exceeds the limit of %" PRIu64 " bytes",
-			 (uint64_t)p->content_length, cfg->http_max_body_bytes);
+			 (uint64_t)p->content_length, max_body(c));
 		return -1; /* on_headers_complete's error value; r->fatal says why */
 	}
 	if (r->content_encoding && strcasecmp(r->content_encoding, "gzip") == 0) {
@@ -392,12 +430,11 @@ static int on_headers_complete(llhttp_t *p)
 static int count_body_bytes(struct conn *c, size_t len)
 {
 	struct request *r = &c->req;
-	const struct relay_config *cfg = c->srv->cfg;
 	r->body_received += len;
-	if (r->body_received > cfg->http_max_body_bytes) {
+	if (r->body_received > max_body(c)) {
 		r->fatal = 413;
 		snprintf(r->err_msg, sizeof(r->err_msg), "request body exceeds the limit of %" PRIu64 " bytes",
-			 cfg->http_max_body_bytes);
+			 max_body(c));
 		return HPE_USER;
 	}
 	return HPE_OK;

@@ -26,7 +26,7 @@ static void conn_process(struct conn *c, const char *data, size_t len);
 
 /*---- responses ----*/
 
-static const char *status_text(int status)
+const char *http_status_text(int status)
 {
 	switch (status) {
 	case 100: return "Continue";
@@ -45,10 +45,12 @@ static const char *status_text(int status)
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
 	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
 	}
-	/* Every status this file sends is listed above; a class name is the
-	 * honest answer for one that is not. */
+	/* Every status relayd makes is listed above; a class name is the
+	 * honest answer for one that is not (a backend's, passed through). */
 	return status >= 500 ? "Server Error" : status >= 400 ? "Client Error" : "Status";
 }
 
@@ -95,6 +97,8 @@ static void write_cb(uv_write_t *req, int status)
 		conn_close(c);
 		return;
 	}
+	if (c->qp && c->out_queued <= OUT_LOW && !c->closing)
+		http_query_drained(c); /* the client caught up: read the backend again */
 	if (c->out_blocked && c->out_queued <= OUT_LOW && !c->closing) {
 		/* The client read its answers: parse the requests it sent. */
 		c->out_blocked = 0;
@@ -139,10 +143,10 @@ void http_respond(struct conn *c, int status, const char *extra, const char *bod
                     int close, int head_only)
 {
 	struct rbuf r = RBUF_INIT;
-	rbuf_appendf(&r, "HTTP/1.1 %d %s\r\n", status, status_text(status));
+	rbuf_appendf(&r, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
 	if (body_len)
 		rbuf_append(&r, "Content-Type: application/json\r\n", 32);
-	rbuf_appendf(&r, "X-Influxdb-Version: relayd-%s\r\nX-Influxdb-Build: relayd\r\n", RELAYD_VERSION);
+	http_version_headers(c->srv, &r);
 	if (extra)
 		rbuf_append(&r, extra, strlen(extra));
 	if (status != 204)
@@ -155,6 +159,17 @@ void http_respond(struct conn *c, int status, const char *extra, const char *bod
 	if (close)
 		c->close_after = 1;
 	http_send_raw(c, r.data, r.len);
+}
+
+/* Clients that check X-Influxdb-Version (for a 1.x or a 2.x server)
+ * refuse one they cannot parse: relayd says the backend's own, and its
+ * own version under a header of its own. */
+void http_version_headers(const struct http_server *s, struct rbuf *out)
+{
+	const char *v = s && s->backend_version[0] ? s->backend_version : HTTP_FALLBACK_VERSION;
+	const char *b = s && s->backend_build[0] ? s->backend_build : "OSS";
+	rbuf_appendf(out, "X-Influxdb-Build: %s\r\nX-Influxdb-Version: %s\r\nX-Relayd-Version: %s\r\n", b, v,
+	             RELAYD_VERSION);
 }
 
 /* InfluxDB 2's error codes, by status. */
@@ -178,7 +193,7 @@ void http_respond_error(struct conn *c, int status, const char *msg, const char 
 	struct rbuf b = RBUF_INIT;
 	json_t *o = json_object();
 	/* v2 clients read {"code","message"}, v1 clients {"error"} */
-	if (c->req.api == API_V2) {
+	if (c->req.api == API_V2 || c->req.query == QUERY_FLUX) {
 		json_object_set_new(o, "code", rjson_cstr(v2_code(status)));
 		json_object_set_new(o, "message", rjson_cstr(msg));
 	} else {
@@ -241,6 +256,9 @@ static void conn_close(struct conn *c)
 	if (c->closing)
 		return;
 	c->closing = 1;
+	/* A client that leaves mid-answer: the backend's query stops too. */
+	if (c->qp)
+		http_query_abort(c);
 	if (c->fake)
 		return;
 	uv_close((uv_handle_t *)&c->timer, handle_closed);
@@ -298,6 +316,18 @@ static int dispatch(struct conn *c)
 	int keep = llhttp_should_keep_alive(&c->parser);
 
 	s->stats.requests++;
+	/* Queries first: their own errors (credentials, 401, 403, a body
+	 * over the budget) are answered and counted as queries. */
+	if (c->req.query != QUERY_NONE && s->cfg->query_enabled) {
+		int flux = c->req.query == QUERY_FLUX;
+		if (method != HTTP_POST && (flux || method != HTTP_GET)) {
+			http_respond_error(c, 405, flux ? "method not allowed: /api/v2/query takes POST" :
+			                                  "method not allowed: /query takes GET or POST",
+			                   flux ? "Allow: POST\r\n" : "Allow: GET, POST\r\n", !keep);
+			return 1;
+		}
+		return http_handle_query(c);
+	}
 	if (c->req.err_status && c->req.api == API_NONE) {
 		http_respond_error(c, c->req.err_status, c->req.err_msg, NULL, !keep);
 		return 1;
@@ -312,7 +342,8 @@ static int dispatch(struct conn *c)
 		if (verbose && strcmp(verbose, "true") == 0) {
 			struct rbuf body = RBUF_INIT;
 			json_t *o = json_object();
-			json_object_set_new(o, "version", rjson_cstr("relayd-" RELAYD_VERSION));
+			json_object_set_new(o, "version", rjson_cstr(s->backend_version[0] ? s->backend_version :
+			                                                                  HTTP_FALLBACK_VERSION));
 			rjson_append_new(&body, o);
 			rbuf_appendc(&body, '\n');
 			http_respond(c, 200, NULL, body.data, body.len, !keep, method == HTTP_HEAD);
@@ -398,10 +429,14 @@ static void conn_process(struct conn *c, const char *data, size_t len)
 			data += used;
 			len -= used;
 			if (!dispatch(c)) {
-				/* Wait for the commit; keep the rest for later. */
+				/* Wait for the commit or the backend's answer; keep
+				 * the rest for later. While a query is passed through
+				 * the socket is still read (when nothing waits), so a
+				 * client that leaves is seen at once. */
 				if (len)
 					save_pending(c, data, len);
-				stop_reading(c);
+				if (!c->qp || len)
+					stop_reading(c);
 				return;
 			}
 			http_request_release(c);
@@ -459,7 +494,32 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 	}
 	if (c->lingering || c->close_after)
 		return; /* draining after our last response */
+	if (c->qp) {
+		/* The next request, sent while a query's answer streams: kept
+		 * for later, and nothing more is read until it is taken. */
+		save_pending(c, buf->base, (size_t)nread);
+		stop_reading(c);
+		return;
+	}
 	conn_process(c, buf->base, (size_t)nread);
+}
+
+void http_answer_end(struct conn *c, int close)
+{
+	http_request_release(c);
+	if (c->closing)
+		return;
+	if (!close) {
+		http_conn_continue(c);
+		return;
+	}
+	c->close_after = 1;
+	if (c->writes == 0 && !c->lingering) {
+		if (c->srv->closing)
+			conn_close(c);
+		else
+			start_linger(c);
+	}
 }
 
 /* After an asynchronous answer: parse what was already read, then read
@@ -594,6 +654,12 @@ int http_server_start(uv_loop_t *loop, const struct relay_config *cfg, struct in
 	return 0;
 }
 
+void http_server_set_query_targets(struct http_server *s, http_query_targets_fn fn, void *arg)
+{
+	s->targets_fn = fn;
+	s->targets_arg = arg;
+}
+
 void http_server_set_health(struct http_server *s, http_health_fn fn, void *arg)
 {
 	s->health_fn = fn;
@@ -623,6 +689,10 @@ void http_server_close(struct http_server *s, void (*done)(void *arg), void *arg
 	s->closing = 1;
 	s->done = done;
 	s->done_arg = arg;
+	if (s->probe) {
+		upstream_cancel(s->probe);
+		s->probe = NULL;
+	}
 	/* Connections waiting for a commit get their answer first (ingest
 	 * finishes its commits before it closes); the others close now. */
 	for (struct conn *c = s->conns; c; c = c->next) {

@@ -4,7 +4,9 @@
  * bodies of all connections), timeouts (header, body, idle) and ordered
  * responses for keep-alive and pipelined requests. Routes: GET/HEAD /ping,
  * /health, POST /write and /api/v2/write (validated here, committed by
- * ingest). Implemented in http_server.c, http_request.c, http_write.c and
+ * ingest), GET/POST /query and POST /api/v2/query (passed through to a
+ * backend, or queued for every backend: http_query.c). Implemented in
+ * http_server.c, http_request.c, http_write.c, http_query.c and
  * http_auth.c (relay/door/http_internal.h says which does what).
  */
 #ifndef RELAY_HTTP_SERVER_H
@@ -30,7 +32,37 @@ struct http_server_stats {
 	uint64_t points_accepted;
 	uint64_t auth_failures;   /* 401 and 403 (auth.enabled) */
 	uint64_t buffered_bytes;  /* request bodies held now (http.max_buffered_size caps it) */
+	/* /query and /api/v2/query */
+	uint64_t queries;          /* every query request answered */
+	uint64_t queries_proxied;  /* passed through to a backend */
+	uint64_t queries_queued;   /* statements made durable for every backend (CREATE DATABASE...) */
+	uint64_t query_errors;     /* answered 4xx or 5xx, by relayd or the backend, or cut */
+	uint64_t query_bytes;      /* answer body bytes passed to clients */
 };
+
+/*
+ * One backend a query may go to, as the program sees it now (the door may
+ * not know the delivery). The strings belong to the program and are valid
+ * during the call of the loop callback that asked for them.
+ */
+struct http_query_target {
+	const char *name;
+	const char *host;          /* name or literal address */
+	uint16_t port;
+	const char *path_prefix;   /* "" or "/prefix" */
+	/* the backend's own credentials; NULL = none: the client's go through */
+	const char *username, *password, *token;
+	uint64_t connect_timeout_ms;
+	int up;                    /* its replay worker delivers */
+	int paused;                /* relayctl pause */
+	int64_t oldest_pending_ns; /* its oldest pending write's acceptance time; 0 = none */
+};
+/*
+ * Fill out[0..max) with the query backends in the order they are tried
+ * (query.backends) and return how many. Called on the loop thread, once
+ * per query attempt.
+ */
+typedef size_t (*http_query_targets_fn)(void *arg, struct http_query_target *out, size_t max);
 
 /*
  * Bind cfg's listen address and start accepting on loop. Write requests go
@@ -50,6 +82,19 @@ int http_server_start(uv_loop_t *loop, const struct relay_config *cfg, struct in
 typedef int (*http_health_fn)(struct http_server *s, struct rbuf *out, void *arg);
 /* Set /health's handler; fn and arg are kept (not copied) while s runs. */
 void http_server_set_health(struct http_server *s, http_health_fn fn, void *arg);
+
+/* Set the query backends' source; fn and arg are kept while s runs.
+ * Without one, /query answers 503. */
+void http_server_set_query_targets(struct http_server *s, http_query_targets_fn fn, void *arg);
+
+/*
+ * Ask the first query backend its version (GET /ping), for the
+ * X-Influxdb-Version relayd's own answers carry; call at start and after a
+ * reload. Until one answers (and when none does), relayd sends
+ * HTTP_FALLBACK_VERSION. Every proxied answer teaches it as well.
+ */
+void http_server_probe_version(struct http_server *s);
+#define HTTP_FALLBACK_VERSION "1.8.10"
 
 /* The port actually bound (useful with port 0). */
 int http_server_port(const struct http_server *s);

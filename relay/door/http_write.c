@@ -65,7 +65,6 @@ static int too_long(const char *s)
  */
 void http_prepare_write(struct conn *c)
 {
-	struct http_server *s = c->srv;
 	struct request *r = &c->req;
 	const char *url = rbuf_cstr(&r->url);
 	const char *q = strchr(url, '?');
@@ -137,20 +136,26 @@ void http_prepare_write(struct conn *c)
 	free(consistency);
 	/* Credentials are checked last so a 400 says what is wrong with
 	 * the request whoever sends it; a 401 tells nothing about the rest. */
-	if (!r->err_status && s->cfg->auth_enabled) {
-		char why[160];
-		int st = http_auth_check(s->cfg, &r->cred, why, sizeof(why));
-		if (st) {
-			/* Rate-limited, and without the secret. */
-			relay_log_limited(&s->auth_log, RELAY_LOG_WARN, "write from %s refused (%d): %s",
-			                  c->peer, st, why);
-			s->stats.auth_failures++;
-		}
-		if (st == 401)
-			http_set_error(c, 401, "authentication required: send a user (u and p, or Basic) or a token (Authorization: Token)");
-		else if (st == 403)
-			http_set_error(c, 403, "authorization failed");
+	http_auth_decide(c, "write");
+}
+
+void http_auth_decide(struct conn *c, const char *what)
+{
+	struct request *r = &c->req;
+	struct http_server *s = c->srv;
+	if (r->err_status || !s->cfg->auth_enabled)
+		return;
+	char why[160];
+	int st = http_auth_check(s->cfg, &r->cred, why, sizeof(why));
+	if (st) {
+		/* Rate-limited, and without the secret. */
+		relay_log_limited(&s->auth_log, RELAY_LOG_WARN, "%s from %s refused (%d): %s", what, c->peer, st, why);
+		s->stats.auth_failures++;
 	}
+	if (st == 401)
+		http_set_error(c, 401, "authentication required: send a user (u and p, or Basic) or a token (Authorization: Token)");
+	else if (st == 403)
+		http_set_error(c, 403, "authorization failed");
 }
 
 void http_handle_write(struct conn *c)
@@ -252,13 +257,10 @@ void http_handle_write(struct conn *c)
 	ingest_submit(s->ing, &r->ireq);
 }
 
-static void write_done(struct ingest_request *req, int rc)
+int http_commit_returned(struct ingest_request *req, int rc, char *msg, size_t msglen, uint64_t *retry_after)
 {
 	struct conn *c = req->data;
 	struct http_server *s = c->srv;
-	const struct relay_config *cfg = s->cfg;
-	char msg[400];
-	uint64_t retry_after;
 	const char *backend = "?";
 	uint64_t limit = 0;
 
@@ -269,29 +271,47 @@ static void write_done(struct ingest_request *req, int rc)
 		backend = s->ing->names[req->batch.refused_by];
 		limit = s->ing->limits[req->batch.refused_by];
 	}
-	int status = http_write_outcome(rc, req->batch.result, backend, limit, cfg->queue_retry_after_s,
-					msg, sizeof(msg), &retry_after);
+	int status = http_write_outcome(rc, req->batch.result, backend, limit, s->cfg->queue_retry_after_s, msg,
+	                                msglen, retry_after);
 	if (c->closing) {
 		/* The client left; the batch is committed (or not) all the same,
 		 * there is just nobody to tell. */
 		http_request_release(c);
 		http_maybe_free(c);
-		return;
+		return 0;
 	}
+	return status;
+}
+
+static void write_done(struct ingest_request *req, int rc)
+{
+	struct conn *c = req->data;
+	struct http_server *s = c->srv;
+	char msg[400];
+	uint64_t retry_after;
+	int status = http_commit_returned(req, rc, msg, sizeof(msg), &retry_after);
+
+	if (!status)
+		return;
 	if (status == 204) {
 		s->stats.writes_ok++;
 		s->stats.points_accepted += req->batch.lines;
 		http_respond(c, 204, NULL, NULL, 0, !llhttp_should_keep_alive(&c->parser), 0);
 	} else {
-		char extra[64];
 		s->stats.writes_refused++;
-		snprintf(extra, sizeof(extra), "Retry-After: %" PRIu64 "\r\n", retry_after);
-		/* One line per 10 s at most, with a count of what was
-		 * suppressed: a full queue must not also fill the log. */
-		relay_log_limited(&s->refusal_log, RELAY_LOG_WARN, "write from %s refused (503): %s",
-		                  c->peer, msg);
-		http_respond_error(c, status, msg, extra, !llhttp_should_keep_alive(&c->parser));
+		http_commit_refused(c, "write", status, msg, retry_after);
 	}
 	http_request_release(c);
 	http_conn_continue(c);
+}
+
+void http_commit_refused(struct conn *c, const char *what, int status, const char *msg, uint64_t retry_after)
+{
+	char extra[64];
+	snprintf(extra, sizeof(extra), "Retry-After: %" PRIu64 "\r\n", retry_after);
+	/* One line per 10 s at most, with a count of what was suppressed: a
+	 * full queue must not also fill the log. */
+	relay_log_limited(&c->srv->refusal_log, RELAY_LOG_WARN, "%s from %s refused (%d): %s", what, c->peer, status,
+	                  msg);
+	http_respond_error(c, status, msg, extra, !llhttp_should_keep_alive(&c->parser));
 }

@@ -567,7 +567,67 @@ static const struct bad_case bad_cases[] = {
 	  "'backends[1]' is an alias: anchors and aliases are not supported" },
 	{ "too deep", DD "x: [[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]\n" BK,
 	  "t.yaml:2:19: ", "nesting deeper than 16 levels" },
+	/* query: */
+	{ "unknown query backend", DD "query:\n  backends: [a, nope]\n" BK, "t.yaml:3:17: ",
+	  "'query.backends' names 'nope', which is not a backend" },
+	{ "query backend twice", DD "query:\n  backends: [a, a]\n" BK, "t.yaml:3:17: ", "names 'a' twice" },
+	{ "query backends not a list", DD "query:\n  backends: a\n" BK, "t.yaml:3:13: ",
+	  "must be a sequence of backend names" },
+	{ "bad query backend name", DD "query:\n  backends: ['a b']\n" BK, "t.yaml:3:14: ",
+	  "must list backend names" },
+	{ "bad when_behind", DD "query:\n  when_behind: oldest\n" BK, "t.yaml:3:16: ",
+	  "must be least_behind or refuse" },
+	{ "bad state_changing", DD "query:\n  state_changing: allow\n" BK, "t.yaml:3:19: ",
+	  "must be refuse or queue" },
+	{ "query body beyond the budget", DD "http:\n  max_buffered_size: 8MiB\n  max_body_size: 1MiB\nquery:\n  max_body_size: 9MiB\n" BK,
+	  "t.yaml:6:1: ", "'query.max_body_size' (9437184 bytes) must not be more than 'http.max_buffered_size'" },
 };
+
+/* query.backends: the order queries try, resolved to indexes; the
+ * defaults. */
+static void test_query_section(void **state)
+{
+	struct relay_config cfg;
+	(void)state;
+
+	load_ok(MINIMAL, &cfg);
+	assert_int_equal(cfg.query_enabled, 1);
+	assert_null(cfg.query_backends);
+	assert_int_equal(cfg.nquery, 1);
+	assert_int_equal(cfg.query_max_lag_ms, 1000);
+	assert_int_equal(cfg.query_when_behind, RELAY_BEHIND_LEAST);
+	assert_int_equal(cfg.query_timeout_ms, 300000);
+	assert_int_equal(cfg.query_max_body_bytes, 16 * MIB);
+	assert_int_equal(cfg.query_state_changing, RELAY_STATE_REFUSE);
+	config_release(&cfg);
+
+	load_ok(DD "query:\n  enabled: false\n  backends: [c, a]\n  max_lag: 0\n  when_behind: refuse\n"
+	           "  timeout: 0\n  max_body_size: 1MiB\n  state_changing: queue\n"
+	           "backends:\n  - name: a\n    url: http://h\n  - name: b\n    url: http://h\n"
+	           "  - name: c\n    url: http://h\n", &cfg);
+	assert_int_equal(cfg.query_enabled, 0);
+	assert_string_equal(cfg.query_backends, "c,a");
+	assert_int_equal(cfg.nquery, 2);
+	assert_int_equal(cfg.query_order[0], 2);
+	assert_int_equal(cfg.query_order[1], 0);
+	assert_int_equal(cfg.query_max_lag_ms, 0);
+	assert_int_equal(cfg.query_when_behind, RELAY_BEHIND_REFUSE);
+	assert_int_equal(cfg.query_timeout_ms, 0);
+	assert_int_equal(cfg.query_max_body_bytes, MIB);
+	assert_int_equal(cfg.query_state_changing, RELAY_STATE_QUEUE);
+	config_release(&cfg);
+
+	/* left out, the body limit comes down to a small budget */
+	load_ok(DD "http:\n  max_buffered_size: 4MiB\n  max_body_size: 1MiB\n" BK, &cfg);
+	assert_int_equal(cfg.query_max_body_bytes, 4 * MIB);
+	config_release(&cfg);
+
+	/* an empty list is the default: every backend */
+	load_ok(DD "query:\n  backends: []\n" BK, &cfg);
+	assert_null(cfg.query_backends);
+	assert_int_equal(cfg.nquery, 1);
+	config_release(&cfg);
+}
 
 static void test_bad_configs(void **state)
 {
@@ -910,6 +970,7 @@ int main(void)
 		cmocka_unit_test(test_max_backends),
 		cmocka_unit_test(test_url_forms),
 		cmocka_unit_test(test_bad_configs),
+		cmocka_unit_test(test_query_section),
 		cmocka_unit_test(test_deep_nesting),
 		cmocka_unit_test(test_error_buffer),
 		cmocka_unit_test(test_map_size),

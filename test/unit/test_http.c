@@ -158,6 +158,40 @@ static void *client(void *arg)
 	static const char q[] = "POST /write?db=a&precision=xs HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
 				"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
 	exchange(f, q, sizeof(q) - 1, 2);
+	/* 9: /query: a state change is refused, in the URL ... */
+	static const char drop[] = "GET /query?q=DROP%20DATABASE%20x HTTP/1.1\r\nHost: x\r\n\r\n";
+	exchange(f, drop, sizeof(drop) - 1, 1);
+	/* 10: ... and in a form body, which wins over the URL (Go's FormValue) */
+	static const char form[] = "POST /query?q=SHOW+DATABASES HTTP/1.1\r\nHost: x\r\n"
+				   "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 21\r\n\r\n"
+				   "q=DELETE+FROM+%22m%22";
+	exchange(f, form, sizeof(form) - 1, 1);
+	/* 11: CREATE DATABASE from a form is queued and answered as InfluxDB does */
+	static const char create[] = "POST /query HTTP/1.1\r\nHost: x\r\n"
+				     "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 32\r\n\r\n"
+				     "q=CREATE+DATABASE+%22n%22&db=d9&";
+	exchange(f, create, sizeof(create) - 1, 1);
+	/* 12: a read with no query backend; a mixed query; HEAD */
+	static const char rd[] = "GET /query?q=SHOW+DATABASES HTTP/1.1\r\nHost: x\r\n\r\n"
+				 "GET /query?q=CREATE+DATABASE+a;SELECT+1 HTTP/1.1\r\nHost: x\r\n\r\n"
+				 "HEAD /query?q=SHOW+DATABASES HTTP/1.1\r\nHost: x\r\n\r\n";
+	exchange(f, rd, sizeof(rd) - 1, 3);
+	/* 13: 70 reads go to a backend; 69 reads and a DROP are refused
+	 * (relayd looks at 64 statements) */
+	char many[4096];
+	int m = snprintf(many, sizeof(many), "GET /query?q=");
+	for (int i = 0; i < 70; i++)
+		m += snprintf(many + m, sizeof(many) - (size_t)m, "SHOW+DATABASES;");
+	m += snprintf(many + m, sizeof(many) - (size_t)m, " HTTP/1.1\r\nHost: x\r\n\r\nGET /query?q=");
+	for (int i = 0; i < 69; i++)
+		m += snprintf(many + m, sizeof(many) - (size_t)m, "SHOW+DATABASES;");
+	m += snprintf(many + m, sizeof(many) - (size_t)m, "DROP+DATABASE+x HTTP/1.1\r\nHost: x\r\n\r\n");
+	exchange(f, many, (size_t)m, 2);
+	/* 14: a statement that cannot be queued (a control byte in db) is
+	 * answered at once, and the connection goes on */
+	static const char ctl[] = "GET /query?q=CREATE+DATABASE+y&db=%01 HTTP/1.1\r\nHost: x\r\n\r\n"
+				  "GET /ping HTTP/1.1\r\nHost: x\r\n\r\n";
+	exchange(f, ctl, sizeof(ctl) - 1, 2);
 	uv_async_send(&f->stop);
 	return NULL;
 }
@@ -222,18 +256,36 @@ static void test_server(void **state)
 	assert_non_null(strstr(f->results[7], "HTTP/1.1 204"));
 	assert_non_null(strstr(f->results[8], "invalid precision"));
 	assert_non_null(strstr(f->results[8], "database is required"));
+	if (!strstr(f->results[9], "HTTP/1.1 400") || !strstr(f->results[9], "X-Influxdb-Error: DROP DATABASE is refused"))
+		fail_msg("drop: %s", f->results[9]);
+	if (!strstr(f->results[10], "HTTP/1.1 400") || !strstr(f->results[10], "DELETE FROM is refused"))
+		fail_msg("form: %s", f->results[10]);
+	if (!strstr(f->results[11], "HTTP/1.1 200") || !strstr(f->results[11], "{\"results\":[{\"statement_id\":0}]}"))
+		fail_msg("create: %s", f->results[11]);
+	assert_non_null(strstr(f->results[11], "X-Relayd-Version: "));
+	if (!strstr(f->results[12], "HTTP/1.1 503") || !strstr(f->results[12], "no query backend configured") ||
+	    !strstr(f->results[12], "separate queries") || !strstr(f->results[12], "Allow: GET, POST"))
+		fail_msg("reads: %s", f->results[12]);
+	if (!strstr(f->results[13], "HTTP/1.1 503") || !strstr(f->results[13], "has 70 statements and not only reads"))
+		fail_msg("many: %s", f->results[13]);
+	if (!strstr(f->results[14], "HTTP/1.1 400") || !strstr(f->results[14], "HTTP/1.1 204"))
+		fail_msg("control: %s", f->results[14]);
 
 	/* exactly the three good writes are queued, in order */
 	struct wal_batch out[8];
 	size_t cnt;
 	assert_int_equal(wal_read(f->wal, id, 0, 8, 1 << 20, out, &cnt), 0);
-	assert_int_equal(cnt, 3);
+	assert_int_equal(cnt, 4);
 	assert_string_equal(out[0].body, "cpu v=1 1\n");
 	assert_string_equal(out[1].body, "cpu v=2 2\n");
 	assert_string_equal(out[1].db, "d1");
 	assert_int_equal(out[1].precision, 3);
 	assert_string_equal(out[2].body, "cpu v=3 3\n");
 	assert_string_equal(out[2].db, "d2");
+	/* the statement, with its database; lines 0 */
+	assert_string_equal(out[3].body, "CREATE DATABASE \"n\"\n");
+	assert_string_equal(out[3].db, "d9");
+	assert_int_equal(out[3].lines, 0);
 	for (size_t i = 0; i < cnt; i++)
 		wal_batch_release(&out[i]);
 	assert_true(f->ing.stats.commits >= 1);
