@@ -7,15 +7,20 @@ Python influxdb client (python3-influxdb: write_points at every precision,
 batch_size, protocol='line', gzip=True). Every test counts what arrived in
 influxd exactly and reads some values back.
 
-What relayd's /query means for each client is pinned down here too
-(test_query_proxy.py tests the pass-through itself):
+Queries pass through relayd to the backend (docs/influxdb.md,
+"Queries"), so these clients work unchanged when relayd takes influxd's
+place:
 
-- `influx -import` sends each DDL statement (CREATE DATABASE ...) as a
-  query; relayd queues CREATE DATABASE and CREATE RETENTION POLICY for
-  every backend and answers 200, so the importer reports no error. Its
-  DML goes through /write.
-- The Python client's query() is answered by the backend, and
-  create_database() is queued; ping() answers with the backend's version.
+- `influx -import` sends each DDL statement (CREATE DATABASE, CREATE
+  RETENTION POLICY) as a query: relayd queues it for every backend, in
+  order with the writes, and answers as influxd does; the DML follows
+  through /write.
+- The interactive `influx` shell, driven through a pseudo-terminal:
+  `create database`, `show databases`, `use`, `insert`, `select`.
+- The Python client's ping(), create_database(), query() and
+  get_list_database().
+- A Telegraf-like start against a fresh influxd: CREATE DATABASE, then
+  writes at once; every point arrives.
 
 The Python client is run by an interpreter that can import `influxdb`
 (this one, or Debian's /usr/bin/python3 where python3-influxdb lives), as a
@@ -25,6 +30,9 @@ child process: a real client program, like curl and influx.
 import gzip
 import json
 import os
+import pty
+import re
+import select
 import shutil
 import subprocess
 import sys
@@ -64,8 +72,8 @@ def probe():
 class ClientsBase(unittest.TestCase):
     """One influxd and one relayd in front of it for the whole class; each
     test writes to a database of its own. The backend creates a missing
-    database (on_database_not_found: create), since nothing can create one
-    through relayd."""
+    database (on_database_not_found: create) for the tests that write to
+    one they never create."""
 
     @classmethod
     def setUpClass(cls):
@@ -267,15 +275,12 @@ class InfluxImportTest(ClientsBase):
         self.assertEqual(sorted((r["i"], r["time"]) for r in rows),
                          [("%03d" % i, (base_s + i) * 10 ** 9) for i in range(300)])
 
-    def test_import_ddl_is_queued(self):
-        # What influx -import does against relayd with a DDL section: each
-        # statement goes to /query, relayd queues it for every backend and
-        # answers 200; the importer reports no error; exit status 0. The
-        # DML is written (the backend's on_database_not_found: create makes
-        # the database whether or not the queued statement got there
-        # first). That the retention policy reaches influxd is the queue's
-        # delivery of statements (test_query_proxy.py,
-        # QueuedStatementsAfterMerge).
+    def test_import_ddl_reaches_influxd_in_order_with_the_dml(self):
+        # influx -import sends each DDL statement to /query: relayd queues
+        # it for the backend, answers as influxd does (no error printed),
+        # and delivers it before the DML written after it. The database
+        # and the retention policy are made by the DDL, not by the
+        # backend's on_database_not_found.
         db = "imp_ddl"
         lines = ["ddl,i=%02d value=%di %d" % (i, i, BASE_NS + i) for i in range(50)]
         path = self.write_file("ddl.txt",
@@ -284,14 +289,128 @@ class InfluxImportTest(ClientsBase):
                                "# DML\n# CONTEXT-DATABASE: %s\n%s\n" % (db, db, db, "\n".join(lines)))
         rc, out = self.influx_import(path)
         self.assertEqual(rc, 0, out)
-        self.assertNotIn("error", out.lower(), out)
+        self.assertNotIn("error", out)
         self.assertIn("Processed 2 commands", out)
         self.assertIn("Processed 50 inserts", out)
         self.assertIn("Failed 0 inserts", out)
         self.influxd.wait_count(db, "ddl", "value", 50)
         rows = self.rows(db, "ddl", " WHERE i = '49'")
         self.assertEqual([(r["value"], r["time"]) for r in rows], [(49, BASE_NS + 49)])
+        res = self.influxd.query(db, "SHOW RETENTION POLICIES ON %s" % db)["results"][0]
+        self.assertEqual(sorted(v[0] for v in res["series"][0]["values"]), ["autogen", "oneday"])
+        self.assertFalse(self.relayd.log_matches(r"created database"), self.relayd.log())
 
+
+# ---- the interactive influx shell ------------------------------------------
+
+class InfluxShell:
+    """The `influx` shell on a pseudo-terminal, as a person runs it."""
+
+    def __init__(self, port, guard):
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            [INFLUX, "-host", "127.0.0.1", "-port", str(port)],
+            stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+            env=dict(os.environ, TERM="dumb", HOME=guard.tmp))
+        os.close(slave)
+        guard.addCleanup(self.close)
+        self.banner = self.until_prompt()
+
+    def until_prompt(self, timeout=15.0):
+        """What the shell printed up to its next "> " prompt."""
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while not buf.endswith(b"> "):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no prompt from the influx shell; it printed %r" % buf)
+            r, _, _ = select.select([self.master], [], [], min(left, 0.2))
+            if r:
+                try:
+                    data = os.read(self.master, 65536)
+                except OSError:
+                    raise AssertionError("the influx shell ended; it printed %r" % buf)
+                if not data:
+                    raise AssertionError("the influx shell ended; it printed %r" % buf)
+                buf += data
+        return buf.decode("utf-8", "replace").replace("\r\n", "\n")[:-2]
+
+    def run(self, line):
+        """Type line; returns what the shell answered (without the echo)."""
+        os.write(self.master, line.encode() + b"\n")
+        out = self.until_prompt()
+        return out.split("\n", 1)[1] if "\n" in out else ""
+
+    def close(self):
+        if self.proc.poll() is None:
+            relaytest.stop_process(self.proc, grace=2.0)
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
+
+
+class InfluxShellTest(ClientsBase):
+
+    def test_a_session_through_relayd_reads_as_one_straight_to_influxd(self):
+        # One session straight to influxd, one through relayd, each with a
+        # database of its own; typed the way a person does, waiting for
+        # each prompt. Everything the shell prints must be the same but
+        # for the database names and the stamped times.
+        def session(port, db):
+            sh = InfluxShell(port, self)
+            # "Connected to http://127.0.0.1:PORT version V": the version
+            # is the one /ping answers (relayd: its backend's own).
+            out = [sh.banner.split("\n")[0].split(" version ")[-1]]
+            for line in ("create database %s" % db, "use %s" % db,
+                         "insert cpu,host=a usage=0.5", "insert cpu,host=b usage=1.5",
+                         "select count(usage) from cpu", "show measurements", "show tag values with key = host",
+                         "select host, usage from cpu where host = 'b'", "show databases"):
+                text = sh.run(line)
+                text = re.sub(r"\n\d{19} ", "\nTIME ", text)
+                out.append("> %s\n%s" % (line.replace(db, "DB"), text.replace(db, "DB")))
+            return out
+
+        straight = session(self.influxd.port, "shell_direct")
+        relayed = session(self.relayd.port, "shell_relayed")
+        self.assertIn("Using database DB", relayed[2])
+        self.assertNotIn("does not exist", "\n".join(relayed))
+        # show databases lists both on the one influxd: compare the rest.
+        self.assertEqual(straight[:-1], relayed[:-1])
+        self.assertIn("shell_direct", relayed[-1].replace("DB", "shell_relayed"))
+        self.assertIn("count\n", relayed[5].replace("-", ""))
+        self.assertIn(" 2\n", relayed[5] + "\n")
+        self.assertEqual(self.influxd.count("shell_relayed", "cpu", "usage"), 2)
+
+
+# ---- a Telegraf-like start -------------------------------------------------
+
+class TelegrafLikeStartTest(unittest.TestCase):
+    """What Telegraf does when it starts: CREATE DATABASE "telegraf" through
+    /query, then writes at once, against an influxd that has no database
+    yet, and a relayd with the default on_database_not_found (hold)."""
+
+    def test_create_database_then_writes_everything_arrives(self):
+        self.tmp = relaytest.make_tmpdir(self.addCleanup)
+        influxd = relaytest.Influxd(self.addCleanup)
+        influxd.start(self.tmp)
+        r = relaytest.Relayd(self.addCleanup)
+        r.write_config(self.tmp, backends=[{"name": "influx", "url": influxd.url,
+                                            "retry_min": "100ms", "retry_max": "1s"}])
+        r.start()
+        r.wait_ready()
+        st, _, body = r.request("POST", "/query", b"q=" + urllib.parse.quote_plus(
+            'CREATE DATABASE "telegraf"').encode(),
+            {"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(st, 200, body)
+        self.assertEqual(json.loads(body), {"results": [{"statement_id": 0}]})
+        for i in range(20):
+            body = "".join("cpu,host=h%d,cpu=cpu%d usage_idle=%d.5 %d\n" % (i % 3, j, j, BASE_NS + i * 1000 + j)
+                           for j in range(50)).encode()
+            st, _, resp = r.write("telegraf", body)
+            self.assertEqual(st, 204, resp)
+        influxd.wait_count("telegraf", "cpu", "usage_idle", 1000)
+        self.assertFalse(r.log_matches(r"database not found|holding"), r.log())
 
 # ---- the Python influxdb client ---------------------------------------------
 
@@ -407,25 +526,31 @@ class PythonClientTest(ClientsBase):
             self.assertEqual(r["time"] % 10 ** 6, 0, "not stamped at ms precision")
             self.assertTrue(before // 10 ** 6 * 10 ** 6 <= r["time"] <= after, r)
 
-    def test_ping_query_and_create_database(self):
+    def test_ping_create_database_query_and_list(self):
         got = self.client("""
-            from influxdb.exceptions import InfluxDBClientError
             out = {"ping": client.ping()}
-            for name, call in (("query", lambda: client.query("SHOW DATABASES")),
-                               ("create_database", lambda: client.create_database("x"))):
-                try:
-                    r = call()
-                    out[name] = "ok" if r is None else list(r.get_points())
-                except InfluxDBClientError as e:
-                    out[name] = e.code
+            client.create_database("py_api")
+            client.write_points([{"measurement": "m", "tags": {"k": "a"},
+                                  "fields": {"v": 1.5}, "time": 1700000000000000000},
+                                 {"measurement": "m", "tags": {"k": "b"},
+                                  "fields": {"v": 2.5}, "time": 1700000000000000001}])
+            import time
+            deadline = time.time() + 20
+            while True:
+                pts = list(client.query("SELECT * FROM m", epoch="ns").get_points())
+                if len(pts) == 2 or time.time() > deadline:
+                    break
+                time.sleep(0.1)
+            out["points"] = pts
+            out["databases"] = [d["name"] for d in client.get_list_database()]
             print(json.dumps(out))
             """, db="py_api")
-        # the backend's version, which clients that check it accept
+        # The backend's own version, not relayd's.
         self.assertEqual(got["ping"], self.influxd.version, got)
-        # SHOW DATABASES answered by influxd (a database made meanwhile
-        # by another test's writes may be missing from the first answer)
-        self.assertLessEqual({p["name"] for p in got["query"]}, set(self.influxd.databases()), got)
-        self.assertEqual(got["create_database"], "ok")
+        self.assertEqual(got["points"], [{"time": 1700000000000000000, "k": "a", "v": 1.5},
+                                         {"time": 1700000000000000001, "k": "b", "v": 2.5}])
+        self.assertIn("py_api", got["databases"])
+        self.assertIn("py_api", self.influxd.databases())
 
 
 if __name__ == "__main__":
