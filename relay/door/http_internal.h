@@ -47,7 +47,10 @@
  * window): counted in the buffer budget like a body. */
 #define ZSTREAM_BYTES (48 * 1024)
 
-enum timer_mode { T_NONE, T_HEADER, T_BODY, T_IDLE, T_LINGER };
+/* T_QWAIT: a query waits for its backend to deliver the writes acknowledged
+ * before it (http_query.c); the timer polls every QWAIT_POLL_MS. */
+enum timer_mode { T_NONE, T_HEADER, T_BODY, T_IDLE, T_LINGER, T_QWAIT };
+#define QWAIT_POLL_MS 2
 
 struct http_server;
 
@@ -75,6 +78,9 @@ struct request {
 	char *content_type;
 	struct rbuf fwd;         /* headers a query passes on: "Name: value\r\n" each */
 	int query;               /* QUERY_*: /query or /api/v2/query */
+	int64_t query_arrival_ns; /* when the query was complete: the writes acknowledged before it
+	                           * are what it must see */
+	int query_waiting;        /* waiting for them to be delivered (T_QWAIT) */
 	int expect_continue;
 	int api;                 /* API_*: the endpoint, set once the headers are in */
 
@@ -278,5 +284,7 @@ int http_handle_query(struct conn *c);
 void http_query_drained(struct conn *c);
 /* c is closing: cancel its query's upstream request at once. */
 void http_query_abort(struct conn *c);
+/* T_QWAIT fired: look again whether c's query may go to its backend. */
+void http_query_wait_tick(struct conn *c);
 
 #endif

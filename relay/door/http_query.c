@@ -289,8 +289,9 @@ int http_handle_query(struct conn *c)
 		if (answered)
 			return !c->waiting;
 	}
+	r->query_arrival_ns = now_realtime_ns();
 	proxy_start(c);
-	return c->qp ? 0 : 1;
+	return c->qp || r->query_waiting ? 0 : 1;
 }
 
 /*---- passing a query through ----*/
@@ -546,7 +547,7 @@ static void on_done(struct upstream *u, int rc, enum upstream_stage stage, const
 		if (!qp->first_error[0])
 			snprintf(qp->first_error, sizeof(qp->first_error), "backend '%s': %s", qp->name, msg);
 		proxy_start(c);
-		if (!c->qp)
+		if (!c->qp && !c->req.query_waiting)
 			http_answer_end(c, !llhttp_should_keep_alive(&c->parser));
 		return;
 	}
@@ -557,6 +558,32 @@ static void on_done(struct upstream *u, int rc, enum upstream_stage stage, const
 	s->stats.query_errors++;
 	http_respond_error(c, rc == UV_ETIMEDOUT ? 504 : 502, err, NULL, !keep);
 	http_answer_end(c, !keep);
+}
+
+/*
+ * Read your writes. A backend counts as caught up while what it has not
+ * delivered is younger than query.max_lag; but a client that writes and
+ * then reads (a script, the influx shell's insert then select, Telegraf's
+ * CREATE DATABASE then a dashboard) expects its own writes in the answer,
+ * as InfluxDB gives them. So a query to a backend that delivers (up) and
+ * still has writes pending that were accepted before the query waits for
+ * them, polling every QWAIT_POLL_MS, for at most max_lag from the query's
+ * arrival; after that it goes as the router says (a backend still that far
+ * behind is no longer caught up). A backend that is not up, or chosen as
+ * the least behind, is not waited for: its delivery is not moving.
+ */
+static int must_wait(const struct request *r, const struct http_query_target *t, const struct query_choice *ch,
+                     int64_t now, int64_t max_lag)
+{
+	return t->up && !ch->behind && t->oldest_pending_ns != 0 && t->oldest_pending_ns <= r->query_arrival_ns &&
+	       now - r->query_arrival_ns < max_lag;
+}
+
+void http_query_wait_tick(struct conn *c)
+{
+	proxy_start(c);
+	if (!c->qp && !c->req.query_waiting)
+		http_answer_end(c, !llhttp_should_keep_alive(&c->parser));
 }
 
 /*
@@ -574,6 +601,11 @@ static void proxy_start(struct conn *c)
 	size_t n = s->targets_fn ? s->targets_fn(s->targets_arg, t, RELAY_MAX_BACKENDS) : 0;
 	int64_t now = now_realtime_ns();
 	uint64_t excluded = c->qp ? c->qp->excluded : 0;
+
+	if (c->req.query_waiting) {
+		c->req.query_waiting = 0;
+		http_set_timer(c, T_NONE);
+	}
 
 	for (size_t i = 0; i < n; i++) {
 		v[i].name = t[i].name;
@@ -596,6 +628,11 @@ static void proxy_start(struct conn *c)
 		proxy_free(c);
 		s->stats.query_errors++;
 		http_respond_error(c, 503, msg, "Retry-After: 1\r\n", !keep);
+		return;
+	}
+	if (must_wait(&c->req, &t[ch.index], &ch, now, max_lag)) {
+		c->req.query_waiting = 1;
+		http_set_timer(c, T_QWAIT);
 		return;
 	}
 	struct query_proxy *qp = c->qp;

@@ -279,6 +279,7 @@ void http_set_timer(struct conn *c, enum timer_mode m)
 	case T_BODY: ms = cfg->http_body_timeout_ms; break;
 	case T_IDLE: ms = cfg->http_idle_timeout_ms; break;
 	case T_LINGER: ms = LINGER_MS; break;
+	case T_QWAIT: ms = QWAIT_POLL_MS; break;
 	case T_NONE: uv_timer_stop(&c->timer); return;
 	}
 	uv_timer_start(&c->timer, timer_cb, ms, 0);
@@ -293,6 +294,9 @@ static void timer_cb(uv_timer_t *t)
 		break;
 	case T_BODY:
 		http_respond_error(c, 408, "request body not received in time", NULL, 1);
+		break;
+	case T_QWAIT:
+		http_query_wait_tick(c);
 		break;
 	case T_IDLE:
 	case T_LINGER:
