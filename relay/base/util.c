@@ -107,6 +107,29 @@ void rbuf_appendf(struct rbuf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
+void rbuf_append_basic_auth(struct rbuf *b, const char *user, size_t ulen, const char *password)
+{
+	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	struct rbuf up = RBUF_INIT;
+	rbuf_append(&up, user, ulen);
+	rbuf_appendc(&up, ':');
+	if (password)
+		rbuf_append(&up, password, strlen(password));
+	const unsigned char *s = (const unsigned char *)up.data;
+	size_t n = up.len;
+	rbuf_append(b, "Authorization: Basic ", 21);
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)s[i] << 16 | (i + 1 < n ? (uint32_t)s[i + 1] << 8 : 0) | (i + 2 < n ? s[i + 2] : 0);
+		char out[4] = { tbl[v >> 18 & 63], tbl[v >> 12 & 63], i + 1 < n ? tbl[v >> 6 & 63] : '=',
+			        i + 2 < n ? tbl[v & 63] : '=' };
+		rbuf_append(b, out, 4);
+	}
+	rbuf_append(b, "\r\n", 2);
+	/* The buffer held a password: clear it before it goes back. */
+	memset(up.data, 0, up.len);
+	rbuf_release(&up);
+}
+
 const char *rbuf_cstr(struct rbuf *b)
 {
 	rbuf_reserve(b, 1);

@@ -42,6 +42,11 @@ void rbuf_reserve(struct rbuf *b, size_t extra);
 void rbuf_append(struct rbuf *b, const void *p, size_t n);
 void rbuf_appendc(struct rbuf *b, char c);
 void rbuf_appendf(struct rbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append the header line "Authorization: Basic <base64 of user:password>\r\n"
+ * (user is ulen bytes; password NUL-terminated, NULL = ""). The scratch
+ * copy of the password is cleared before it is freed. Aborts on allocation
+ * failure, as every rbuf function. */
+void rbuf_append_basic_auth(struct rbuf *b, const char *user, size_t ulen, const char *password);
 /* Ensures a NUL after len (not counted in len) and returns data. */
 const char *rbuf_cstr(struct rbuf *b);
 void rbuf_reset(struct rbuf *b); /* len = 0, keeps the allocation */

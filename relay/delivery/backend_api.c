@@ -31,32 +31,6 @@ static void append_urlenc(struct rbuf *b, const char *s)
 	}
 }
 
-static void append_base64(struct rbuf *b, const unsigned char *s, size_t n)
-{
-	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	for (size_t i = 0; i < n; i += 3) {
-		unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) |
-		             (i + 2 < n ? s[i + 2] : 0);
-		rbuf_appendc(b, tbl[(v >> 18) & 63]);
-		rbuf_appendc(b, tbl[(v >> 12) & 63]);
-		rbuf_appendc(b, i + 1 < n ? tbl[(v >> 6) & 63] : '=');
-		rbuf_appendc(b, i + 2 < n ? tbl[v & 63] : '=');
-	}
-}
-
-static void basic(struct rbuf *h, const char *user, size_t ulen, const char *password)
-{
-	struct rbuf up = RBUF_INIT;
-	rbuf_append(&up, user, ulen);
-	rbuf_appendc(&up, ':');
-	rbuf_append(&up, password, strlen(password));
-	rbuf_append(h, "Authorization: Basic ", 21);
-	append_base64(h, (const unsigned char *)up.data, up.len);
-	rbuf_append(h, "\r\n", 2);
-	/* The buffer held a password: clear it before it goes back. */
-	memset(up.data, 0, up.len);
-	rbuf_release(&up);
-}
 
 /* Bytes that would end a header line or smuggle one in. The door refuses
  * credentials holding them; this keeps any that got into the queue (or the
@@ -109,7 +83,7 @@ static int auth(const struct relay_backend_config *cfg, const struct wal_batch *
 
 	/* The backend's own credentials replace the writer's. */
 	if (cfg->username) {
-		basic(h, cfg->username, strlen(cfg->username), cfg->password);
+		rbuf_append_basic_auth(h, cfg->username, strlen(cfg->username), cfg->password);
 		return 0;
 	}
 	if (cfg->token)
@@ -119,7 +93,7 @@ static int auth(const struct relay_backend_config *cfg, const struct wal_batch *
 		if (v2)
 			return token(h, b->user, strlen(b->user), b->password ? b->password : "", BACKEND_API_EBATCH,
 				     "the writer's user or password", err, errlen);
-		basic(h, b->user, strlen(b->user), b->password ? b->password : "");
+		rbuf_append_basic_auth(h, b->user, strlen(b->user), b->password ? b->password : "");
 		return 0;
 	}
 	if (b->token && *b->token) {
@@ -127,7 +101,7 @@ static int auth(const struct relay_backend_config *cfg, const struct wal_batch *
 		/* "Token user:password" is InfluxDB 1.8's; a 1.x server before
 		 * 1.8 knows only Basic for the same thing. */
 		if (!v2 && colon) {
-			basic(h, b->token, (size_t)(colon - b->token), colon + 1);
+			rbuf_append_basic_auth(h, b->token, (size_t)(colon - b->token), colon + 1);
 			return 0;
 		}
 		return token(h, b->token, strlen(b->token), NULL, BACKEND_API_EBATCH, "the writer's token", err,

@@ -296,19 +296,6 @@ int http_handle_query(struct conn *c)
 
 /*---- passing a query through ----*/
 
-static void append_base64(struct rbuf *b, const char *s, size_t n)
-{
-	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	const unsigned char *u = (const unsigned char *)s;
-	for (size_t i = 0; i < n; i += 3) {
-		uint32_t v = (uint32_t)u[i] << 16 | (i + 1 < n ? (uint32_t)u[i + 1] << 8 : 0) |
-		             (i + 2 < n ? u[i + 2] : 0);
-		char out[4] = { tbl[v >> 18 & 63], tbl[v >> 12 & 63], i + 1 < n ? tbl[v >> 6 & 63] : '=',
-			        i + 2 < n ? tbl[v & 63] : '=' };
-		rbuf_append(b, out, 4);
-	}
-}
-
 /* "Host: host:port", an IPv6 literal in brackets. */
 static void append_host(struct rbuf *h, const struct http_query_target *t)
 {
@@ -356,12 +343,7 @@ static void build_head(struct conn *c, const struct http_query_target *t, struct
 	if (t->token) {
 		rbuf_appendf(h, "Authorization: Token %s\r\n", t->token);
 	} else if (t->username) {
-		struct rbuf up = RBUF_INIT;
-		rbuf_appendf(&up, "%s:%s", t->username, t->password ? t->password : "");
-		rbuf_append(h, "Authorization: Basic ", 21);
-		append_base64(h, up.data, up.len);
-		rbuf_append(h, "\r\n", 2);
-		rbuf_release(&up);
+		rbuf_append_basic_auth(h, t->username, strlen(t->username), t->password);
 	} else if (r->authorization) {
 		rbuf_appendf(h, "Authorization: %s\r\n", r->authorization);
 	}
