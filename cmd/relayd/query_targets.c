@@ -22,7 +22,26 @@ void query_targets_describe(const struct relay_config *cfg, FILE *f)
 	        cfg->query_state_changing == RELAY_STATE_QUEUE ? "queued" : "refused");
 }
 
-size_t query_targets(void *arg, struct http_query_target *out, size_t max)
+/* The query's database is held on this backend (it did not exist there):
+ * the backend lacks those writes, as if they were pending, from the oldest
+ * of them on. Nothing is known when the list cannot be read: the backend
+ * is not up for this query then. */
+static void count_held(struct wal *wal, int id, const char *db, struct http_query_target *t)
+{
+	struct wal_held *h = NULL;
+	size_t n = 0;
+	if (wal_held_list(wal, id, &h, &n) != 0) {
+		t->up = 0;
+		return;
+	}
+	for (size_t k = 0; k < n; k++)
+		if (strcmp(h[k].db, db) == 0 && h[k].batches &&
+		    (!t->oldest_pending_ns || h[k].oldest_accept_ns < t->oldest_pending_ns))
+			t->oldest_pending_ns = h[k].oldest_accept_ns;
+	wal_held_free(h, n);
+}
+
+size_t query_targets(void *arg, const char *db, struct http_query_target *out, size_t max)
 {
 	const struct query_targets_src *src = arg;
 	const struct relay_config *cfg = src->cfg;
@@ -56,6 +75,8 @@ size_t query_targets(void *arg, struct http_query_target *out, size_t max)
 		if (wal_backend_stat(src->wal, b->name, &st) == 0) {
 			t->oldest_pending_ns = st.pending_batches ? st.oldest_accept_ns : 0;
 			t->paused = t->paused || st.paused;
+			if (db && st.held_batches)
+				count_held(src->wal, src->ids[i], db, t);
 		} else {
 			/* Its queue cannot be read: nothing says it is caught up. */
 			t->up = 0;

@@ -25,8 +25,9 @@ struct query_targets_src {
 };
 
 /* http_query_targets_fn over a struct query_targets_src (arg). One short
- * read transaction per backend for its oldest pending write. */
-size_t query_targets(void *arg, struct http_query_target *out, size_t max);
+ * read transaction per backend for its oldest pending write, and one more
+ * for a backend that holds databases, to see whether db is among them. */
+size_t query_targets(void *arg, const char *db, struct http_query_target *out, size_t max);
 
 /* One line for --check-config: where queries go, in which order, and what
  * happens when none is caught up ("queries: off" when disabled). */

@@ -48,9 +48,12 @@
 #define ZSTREAM_BYTES (48 * 1024)
 
 /* T_QWAIT: a query waits for its backend to deliver the writes acknowledged
- * before it (http_query.c); the timer polls every QWAIT_POLL_MS. */
+ * before it (http_query.c); the timer polls after 1 ms, then twice as long
+ * each time up to QWAIT_POLL_MAX_MS: a few polls when the backend keeps up,
+ * at most about 30 in a second when it does not, whatever the number of
+ * waiting queries (each poll reads every query backend's queue figures). */
 enum timer_mode { T_NONE, T_HEADER, T_BODY, T_IDLE, T_LINGER, T_QWAIT };
-#define QWAIT_POLL_MS 2
+#define QWAIT_POLL_MAX_MS 50
 
 struct http_server;
 
@@ -81,6 +84,7 @@ struct request {
 	int64_t query_arrival_ns; /* when the query was complete: the writes acknowledged before it
 	                           * are what it must see */
 	int query_waiting;        /* waiting for them to be delivered (T_QWAIT) */
+	uint64_t query_poll_ms;   /* the wait's next poll interval */
 	int expect_continue;
 	int api;                 /* API_*: the endpoint, set once the headers are in */
 
@@ -242,6 +246,14 @@ void http_request_release(struct conn *c);
  * malformed escape (and NULL is returned), 2 for a NUL byte (the copy is
  * returned, cut at it). */
 char *http_query_param(const char *q, const char *name, int *bad);
+/* Parameter name as Go's url.ParseQuery reads q[0..len): pairs split on
+ * '&', keys and values percent-decoded ('+' is a space), so "%71=x" is a
+ * "q". *count gets the number of pairs named name added to it; returns a
+ * decoded copy of the first one's value (the caller frees it), NULL when
+ * none. *bad gets 1 ORed in for a malformed escape, 2 for a NUL byte in
+ * the value, 4 for a raw ';' in such a pair (Go skips the pair: it would
+ * not see what relayd saw). */
+char *http_form_value(const char *q, size_t len, const char *name, size_t *count, int *bad);
 /* 1 if s holds a control character (below 0x20, or DEL), else 0 (also for
  * NULL): such a string must not reach a header, a query or a terminal. */
 int http_has_control(const char *s);

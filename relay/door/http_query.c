@@ -47,27 +47,53 @@ static void proxy_start(struct conn *c);
 
 /*---- parameters ----*/
 
+/* A url-encoded form, by its media type as Go's mime.ParseMediaType reads
+ * it: the type, case-insensitive, then nothing or parameters after ';'. */
 static int is_form(const struct request *r)
 {
-	return r->content_type && strncasecmp(r->content_type, "application/x-www-form-urlencoded", 33) == 0;
+	static const char form[] = "application/x-www-form-urlencoded";
+	const char *t = r->content_type;
+	if (!t || strncasecmp(t, form, sizeof(form) - 1) != 0)
+		return 0;
+	t += sizeof(form) - 1;
+	while (*t == ' ' || *t == '\t')
+		t++;
+	return *t == '\0' || *t == ';';
+}
+
+static int is_multipart(const struct request *r)
+{
+	return r->content_type && strncasecmp(r->content_type, "multipart/", 10) == 0;
 }
 
 /*
- * A parameter as InfluxDB reads it (Go's Request.FormValue): from a
- * url-encoded POST body first, else from the URL. A decoded copy (the
- * caller frees it), NULL when absent; *bad as http_query_param().
+ * A parameter as InfluxDB reads it (Go's Request.FormValue): the first
+ * among a url-encoded POST body's pairs, then the URL's. A decoded copy
+ * (the caller frees it), NULL when absent; *count gets how many pairs of
+ * that name there are in both; *bad as http_form_value(), with 2 also for
+ * a NUL byte anywhere in a form body (relayd and Go would read past it
+ * differently).
  */
-static char *form_value(struct conn *c, const char *name, int *bad)
+static char *form_value(struct conn *c, const char *name, size_t *count, int *bad)
 {
 	struct request *r = &c->req;
+	char *v = NULL;
+	*count = 0;
 	if (llhttp_get_method(&c->parser) == HTTP_POST && is_form(r)) {
-		char *v = http_query_param(rbuf_cstr(&r->body), name, bad);
-		if (v)
-			return v;
+		if (r->body.len && memchr(r->body.data, '\0', r->body.len))
+			*bad |= 2;
+		v = http_form_value(r->body.data ? r->body.data : "", r->body.len, name, count, bad);
 	}
 	const char *url = rbuf_cstr(&r->url);
 	const char *q = strchr(url, '?');
-	return q ? http_query_param(q + 1, name, bad) : NULL;
+	if (q) {
+		char *u = http_form_value(q + 1, strlen(q + 1), name, count, bad);
+		if (v)
+			free(u);
+		else
+			v = u;
+	}
+	return v;
 }
 
 void http_prepare_query(struct conn *c)
@@ -129,14 +155,25 @@ static void statements_done(struct ingest_request *req, int rc)
 }
 
 /* Queue the query text q for every backend, as one statement batch. */
-static void queue_statements(struct conn *c, const char *q, size_t nstmts)
+static void queue_statements(struct conn *c, const char *q, size_t nstmts, int replicate)
 {
 	struct request *r = &c->req;
 	struct http_server *s = c->srv;
 	int bad = 0;
 
-	r->db = form_value(c, "db", &bad);
-	r->rp = form_value(c, "rp", &bad);
+	size_t count;
+	/* CREATE DATABASE and CREATE RETENTION POLICY name their database in
+	 * the statement (ON is required): queued with no db, they never wait
+	 * behind the held writes of the db parameter's database, whose
+	 * creation may be the very thing those writes wait for. Other state
+	 * changes (state_changing: queue) keep the query's db and rp. */
+	free(r->db);
+	free(r->rp);
+	r->db = r->rp = NULL;
+	if (!replicate) {
+		r->db = form_value(c, "db", &count, &bad);
+		r->rp = form_value(c, "rp", &count, &bad);
+	}
 	int close = !llhttp_should_keep_alive(&c->parser);
 	if (bad || http_has_control(r->db) || http_has_control(r->rp)) {
 		s->stats.query_errors++;
@@ -251,7 +288,7 @@ static int classify(struct conn *c, const char *q)
 		refuse(c, msg);
 		return 1;
 	}
-	queue_statements(c, q, n);
+	queue_statements(c, q, n, write == NULL);
 	return 1;
 }
 
@@ -270,18 +307,29 @@ int http_handle_query(struct conn *c)
 	}
 	if (r->query == QUERY_V1) {
 		int bad = 0;
-		char *q = form_value(c, "q", &bad);
-		if (bad & 1) {
-			free(q);
-			s->stats.query_errors++;
-			http_respond_error(c, 400, "malformed percent-encoding in the query string", NULL, !keep);
+		size_t count = 0;
+		if (llhttp_get_method(&c->parser) == HTTP_POST && is_multipart(r)) {
+			/* InfluxDB also reads q from a multipart form or file;
+			 * relayd would have to parse it to tell a read from a
+			 * state change, and must not pass on what it cannot tell. */
+			refuse(c, "relayd does not read a query sent as a multipart form: send it in the q parameter");
 			return 1;
 		}
-		if (!q && r->content_type && strncasecmp(r->content_type, "multipart/form-data", 19) == 0) {
-			/* InfluxDB also reads q from an uploaded file; relayd would
-			 * have to parse the multipart body to tell a read from a
-			 * state change. */
-			refuse(c, "relayd does not read a query sent as a multipart file: send it in the q parameter");
+		/* The q relayd classifies must be the one InfluxDB runs: any
+		 * doubt about which that is, and the query is refused. */
+		char *q = form_value(c, "q", &count, &bad);
+		/* The database it reads, for the choice of a backend (one that
+		 * holds this database's writes lacks them). */
+		size_t ndb = 0;
+		free(r->db);
+		r->db = form_value(c, "db", &ndb, &bad);
+		const char *doubt = bad & 1 ? "malformed percent-encoding in the query string or form" :
+		                    bad & 2 ? "a NUL byte in the query string or form" :
+		                    bad & 4 ? "a raw ';' beside q in the query string (encode it as %3B)" :
+		                    count > 1 ? "more than one q parameter" : NULL;
+		if (doubt) {
+			free(q);
+			refuse(c, doubt);
 			return 1;
 		}
 		int answered = q ? classify(c, q) : 0;
@@ -549,7 +597,7 @@ static void on_done(struct upstream *u, int rc, enum upstream_stage stage, const
  * CREATE DATABASE then a dashboard) expects its own writes in the answer,
  * as InfluxDB gives them. So a query to a backend that delivers (up) and
  * still has writes pending that were accepted before the query waits for
- * them, polling every QWAIT_POLL_MS, for at most max_lag from the query's
+ * them, polling (T_QWAIT, backing off), for at most max_lag from the query's
  * arrival; after that it goes as the router says (a backend still that far
  * behind is no longer caught up). A backend that is not up, or chosen as
  * the least behind, is not waited for: its delivery is not moving.
@@ -580,7 +628,7 @@ static void proxy_start(struct conn *c)
 	struct query_backend_view v[RELAY_MAX_BACKENDS];
 	struct query_choice ch;
 	int keep = llhttp_should_keep_alive(&c->parser);
-	size_t n = s->targets_fn ? s->targets_fn(s->targets_arg, t, RELAY_MAX_BACKENDS) : 0;
+	size_t n = s->targets_fn ? s->targets_fn(s->targets_arg, c->req.db, t, RELAY_MAX_BACKENDS) : 0;
 	int64_t now = now_realtime_ns();
 	uint64_t excluded = c->qp ? c->qp->excluded : 0;
 
@@ -613,7 +661,10 @@ static void proxy_start(struct conn *c)
 		return;
 	}
 	if (must_wait(&c->req, &t[ch.index], &ch, now, max_lag)) {
-		c->req.query_waiting = 1;
+		struct request *r = &c->req;
+		r->query_waiting = 1;
+		r->query_poll_ms = !r->query_poll_ms ? 1 : r->query_poll_ms * 2 > QWAIT_POLL_MAX_MS ? QWAIT_POLL_MAX_MS :
+		                   r->query_poll_ms * 2;
 		http_set_timer(c, T_QWAIT);
 		return;
 	}
@@ -689,7 +740,7 @@ static void probe_done(struct upstream *u, int rc, enum upstream_stage stage, co
 void http_server_probe_version(struct http_server *s)
 {
 	struct http_query_target t[RELAY_MAX_BACKENDS];
-	size_t n = s->targets_fn && s->cfg->query_enabled ? s->targets_fn(s->targets_arg, t, RELAY_MAX_BACKENDS) : 0;
+	size_t n = s->targets_fn && s->cfg->query_enabled ? s->targets_fn(s->targets_arg, NULL, t, RELAY_MAX_BACKENDS) : 0;
 	if (n == 0 || s->closing)
 		return;
 	if (s->probe)

@@ -116,6 +116,39 @@ char *http_query_param(const char *q, const char *name, int *bad)
 	return NULL;
 }
 
+char *http_form_value(const char *q, size_t len, const char *name, size_t *count, int *bad)
+{
+	size_t nl = strlen(name);
+	const char *p = q, *end = q + len;
+	char *first = NULL;
+	while (p < end) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *seg_end = amp ? amp : end;
+		const char *eq = memchr(p, '=', (size_t)(seg_end - p));
+		const char *kend = eq ? eq : seg_end;
+		char *key = url_decode(p, (size_t)(kend - p));
+		if (!key) {
+			*bad |= 1;
+		} else if (strlen(key) == nl && memcmp(key, name, nl) == 0 && decoded_len(p, (size_t)(kend - p)) == nl) {
+			if (memchr(p, ';', (size_t)(seg_end - p)))
+				*bad |= 4; /* Go skips a pair with a raw ';': it would not see this one */
+			(*count)++;
+			if (!first) {
+				const char *v = eq ? eq + 1 : seg_end;
+				size_t vl = (size_t)(seg_end - v);
+				first = url_decode(v, vl);
+				if (!first)
+					*bad |= 1;
+				else if (strlen(first) != decoded_len(v, vl))
+					*bad |= 2;
+			}
+		}
+		free(key);
+		p = amp ? amp + 1 : end;
+	}
+	return first;
+}
+
 int http_has_control(const char *s)
 {
 	for (; s && *s; s++)
@@ -270,8 +303,12 @@ static void header_done(struct conn *c)
 	 * keeps none of it. */
 	if (query_of(rbuf_cstr(&r->url)) != QUERY_NONE) {
 		if (strcasecmp(name, "content-type") == 0) {
-			free(r->content_type);
-			r->content_type = xstrdup(val);
+			/* InfluxDB's Go server reads the first, relayd would read
+			 * the last: two could make them see different forms. */
+			if (r->content_type)
+				http_set_error(c, 400, "more than one Content-Type header");
+			else
+				r->content_type = xstrdup(val);
 		}
 		if (strcasecmp(name, "accept") == 0 || strcasecmp(name, "accept-encoding") == 0 ||
 		    strcasecmp(name, "content-type") == 0 || strcasecmp(name, "user-agent") == 0 ||

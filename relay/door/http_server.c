@@ -279,7 +279,7 @@ void http_set_timer(struct conn *c, enum timer_mode m)
 	case T_BODY: ms = cfg->http_body_timeout_ms; break;
 	case T_IDLE: ms = cfg->http_idle_timeout_ms; break;
 	case T_LINGER: ms = LINGER_MS; break;
-	case T_QWAIT: ms = QWAIT_POLL_MS; break;
+	case T_QWAIT: ms = c->req.query_poll_ms; break;
 	case T_NONE: uv_timer_stop(&c->timer); return;
 	}
 	uv_timer_start(&c->timer, timer_cb, ms, 0);

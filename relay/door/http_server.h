@@ -59,10 +59,12 @@ struct http_query_target {
 };
 /*
  * Fill out[0..max) with the query backends in the order they are tried
- * (query.backends) and return how many. Called on the loop thread, once
- * per query attempt.
+ * (query.backends) and return how many. db is the query's database (NULL
+ * when it names none): a backend that holds db's writes (the database did
+ * not exist there) has its oldest held write counted in oldest_pending_ns,
+ * since it lacks them. Called on the loop thread, once per query attempt.
  */
-typedef size_t (*http_query_targets_fn)(void *arg, struct http_query_target *out, size_t max);
+typedef size_t (*http_query_targets_fn)(void *arg, const char *db, struct http_query_target *out, size_t max);
 
 /*
  * Bind cfg's listen address and start accepting on loop. Write requests go

@@ -180,8 +180,8 @@ class OneBackend(unittest.TestCase):
             st, _, _ = self.assertSame("POST", "/query", form,
                                        {"Content-Type": "application/x-www-form-urlencoded"})
             self.assertEqual(st, 200)
-        # a form body wins over the URL, as Go's FormValue reads them
-        self.assertSame("POST", qpath(q="SHOW DATABASES"), b"q=SHOW+MEASUREMENTS&db=q",
+        # a form body's db wins over the URL's, as Go's FormValue reads them
+        self.assertSame("POST", qpath(q="SHOW MEASUREMENTS", db="nosuchdb"), b"db=q",
                         {"Content-Type": "application/x-www-form-urlencoded"})
         # gzip answers pass through as they are
         st, h, b = self.assertSame("GET", qpath(q='SELECT * FROM "cpu"', db="q"), None,
@@ -322,6 +322,41 @@ class OneBackend(unittest.TestCase):
         st, h, b = self.relayd.get(qpath(q="SELECT 'unclosed FROM cpu", db="q"))
         self.assertEqual(st, 400)
         self.assertEqual(h.get("X-Relayd-Backend"), "influx")
+
+    def test_the_q_relayd_reads_is_the_q_influxd_would_run(self):
+        # Each of these would make relayd classify one q while influxd's
+        # Go server runs another (or relayd none at all): all refused,
+        # and the database is still there.
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        cases = [
+            ("GET", "/query?%71=DROP+DATABASE+q", None, None, "DROP DATABASE"),
+            ("GET", "/query?q=SHOW+DATABASES;&q=DROP+DATABASE+q", None, None, "';'"),
+            ("GET", "/query?q=SHOW+DATABASES&q=DROP+DATABASE+q", None, None, "more than one q"),
+            ("POST", "/query?q=SHOW+DATABASES", b"q=DROP+DATABASE+q", form, "more than one q"),
+            ("POST", "/query?q=SHOW+DATABASES", b"%71=DROP+DATABASE+q", form, "more than one q"),
+            ("POST", "/query", b"q=SHOW+DATABASES\0&q=DROP+DATABASE+q", form, "NUL"),
+            ("POST", "/query?q=SHOW+DATABASES",
+             b"--b\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\nDROP DATABASE q\r\n--b--\r\n",
+             {"Content-Type": "multipart/form-data; boundary=b"}, "multipart"),
+            ("POST", "/query", b"q=DROP+DATABASE+q",
+             {"Content-Type": "Application/X-WWW-Form-Urlencoded; charset=utf-8"}, "DROP DATABASE"),
+        ]
+        for method, path, body, headers, want in cases:
+            st, h, b = self.relayd.request(method, path, body, headers)
+            self.assertEqual(st, 400, (path, body, b))
+            self.assertIn(want, json.loads(b)["error"], (path, body))
+            self.assertIsNone(h.get("X-Relayd-Backend"), (path, body))
+        # Two Content-Type headers: Go reads the first, relayd would the last.
+        conn = relaytest.RawConn(self.relayd.port)
+        self.addCleanup(conn.close)
+        body = b"q=DROP+DATABASE+q"
+        conn.send(b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                  b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
+                  % (len(body), body))
+        resp = conn.read_response()
+        self.assertEqual(resp.status, 400, resp)
+        self.assertIn(b"Content-Type", resp.body)
+        self.assertIn("q", self.influxd.databases())
 
     def test_create_database_is_queued_and_answered_as_influxdb_does(self):
         before = json.loads(self.relayd.get("/health")[2])
@@ -479,6 +514,27 @@ class TwoBackends(unittest.TestCase):
             time.sleep(0.05)
         self.assertTrue(seen_a, "backend a never got a query after it drained")
         self.assertEqual(self.pending(r, "a"), 0)
+
+    def test_a_database_held_on_one_backend_is_read_from_the_other(self):
+        # "x" exists on b only: a holds x's writes (database not found)
+        # and lacks them, so a read of x goes to b, though a comes first.
+        self.b.create_db("x")
+        r = self.start_relayd()
+        for i in range(5):
+            self.assertEqual(r.write("x", "m v=%di %d\n" % (i, (BASE_S + i) * 10 ** 9))[0], 204)
+        self.b.wait_count("x", "m", "v", 5)
+        r.wait_log(r'database "x" does not exist')
+        st, h, body = r.get(qpath(q="SELECT count(v) FROM m", db="x"))
+        self.assertEqual((st, h.get("X-Relayd-Backend")), (200, "b"), body)
+        self.assertEqual(json.loads(body)["results"][0]["series"][0]["values"][0][1], 5)
+        # A client that names the database it creates (db=x, as the
+        # Python client and influx -database do): the statement does not
+        # wait behind x's held writes, and lets them go.
+        st, _, body = r.request("POST", qpath(q='CREATE DATABASE "x"', db="x"))
+        self.assertEqual(st, 200, body)
+        self.a.wait_count("x", "m", "v", 5)
+        relaytest.wait_until(lambda: r.get(qpath(q="SELECT count(v) FROM m", db="x"))[1].get("X-Relayd-Backend") == "a",
+                             10, what="reads of x to go to a again")
 
     def test_paused_backlog_is_behind(self):
         # Both paused (relayctl) with a backlog older than max_lag: both
