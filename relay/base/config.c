@@ -169,7 +169,7 @@ static int walk_names(struct loader *ld, const struct key_spec *k, void *base, y
 	ld->nqmarks = 0;
 	for (size_t i = 0; i < n; i++) {
 		yaml_node_t *item = node_at(ld, seq->data.sequence.items.start[i]);
-		const char *text;
+		const char *text = NULL;
 		if (enter(ld, item, item, path) < 0 || scalar_text(ld, item, path, &text) < 0)
 			goto fail;
 		if (!cfg_valid_name(text)) {
