@@ -161,8 +161,8 @@ static void *client(void *arg)
 	/* 9: /query: a state change is refused, in the URL ... */
 	static const char drop[] = "GET /query?q=DROP%20DATABASE%20x HTTP/1.1\r\nHost: x\r\n\r\n";
 	exchange(f, drop, sizeof(drop) - 1, 1);
-	/* 10: ... and in a form body, which wins over the URL (Go's FormValue) */
-	static const char form[] = "POST /query?q=SHOW+DATABASES HTTP/1.1\r\nHost: x\r\n"
+	/* 10: ... and in a form body (its db wins over the URL's, as Go's FormValue reads them) */
+	static const char form[] = "POST /query?db=SHOW HTTP/1.1\r\nHost: x\r\n"
 				   "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 21\r\n\r\n"
 				   "q=DELETE+FROM+%22m%22";
 	exchange(f, form, sizeof(form) - 1, 1);
@@ -173,7 +173,7 @@ static void *client(void *arg)
 	exchange(f, create, sizeof(create) - 1, 1);
 	/* 12: a read with no query backend; a mixed query; HEAD */
 	static const char rd[] = "GET /query?q=SHOW+DATABASES HTTP/1.1\r\nHost: x\r\n\r\n"
-				 "GET /query?q=CREATE+DATABASE+a;SELECT+1 HTTP/1.1\r\nHost: x\r\n\r\n"
+				 "GET /query?q=CREATE+DATABASE+a%3BSELECT+1 HTTP/1.1\r\nHost: x\r\n\r\n"
 				 "HEAD /query?q=SHOW+DATABASES HTTP/1.1\r\nHost: x\r\n\r\n";
 	exchange(f, rd, sizeof(rd) - 1, 3);
 	/* 13: 70 reads go to a backend; 69 reads and a DROP are refused
@@ -181,15 +181,15 @@ static void *client(void *arg)
 	char many[4096];
 	int m = snprintf(many, sizeof(many), "GET /query?q=");
 	for (int i = 0; i < 70; i++)
-		m += snprintf(many + m, sizeof(many) - (size_t)m, "SHOW+DATABASES;");
+		m += snprintf(many + m, sizeof(many) - (size_t)m, "%s", "SHOW+DATABASES%3B");
 	m += snprintf(many + m, sizeof(many) - (size_t)m, " HTTP/1.1\r\nHost: x\r\n\r\nGET /query?q=");
 	for (int i = 0; i < 69; i++)
-		m += snprintf(many + m, sizeof(many) - (size_t)m, "SHOW+DATABASES;");
+		m += snprintf(many + m, sizeof(many) - (size_t)m, "%s", "SHOW+DATABASES%3B");
 	m += snprintf(many + m, sizeof(many) - (size_t)m, "DROP+DATABASE+x HTTP/1.1\r\nHost: x\r\n\r\n");
 	exchange(f, many, (size_t)m, 2);
-	/* 14: a statement that cannot be queued (a control byte in db) is
-	 * answered at once, and the connection goes on */
-	static const char ctl[] = "GET /query?q=CREATE+DATABASE+y&db=%01 HTTP/1.1\r\nHost: x\r\n\r\n"
+	/* 14: a refused state change with a control byte in db is answered
+	 * at once, and the connection goes on */
+	static const char ctl[] = "GET /query?q=DROP+SERIES+FROM+m&db=%01 HTTP/1.1\r\nHost: x\r\n\r\n"
 				  "GET /ping HTTP/1.1\r\nHost: x\r\n\r\n";
 	exchange(f, ctl, sizeof(ctl) - 1, 2);
 	uv_async_send(&f->stop);
@@ -282,9 +282,10 @@ static void test_server(void **state)
 	assert_int_equal(out[1].precision, 3);
 	assert_string_equal(out[2].body, "cpu v=3 3\n");
 	assert_string_equal(out[2].db, "d2");
-	/* the statement, with its database; lines 0 */
+	/* the statement; lines 0; no db (CREATE names its own database: the
+	 * query's db=d9 must not make it wait behind d9's held writes) */
 	assert_string_equal(out[3].body, "CREATE DATABASE \"n\"\n");
-	assert_string_equal(out[3].db, "d9");
+	assert_string_equal(out[3].db, "");
 	assert_int_equal(out[3].lines, 0);
 	for (size_t i = 0; i < cnt; i++)
 		wal_batch_release(&out[i]);
