@@ -484,17 +484,16 @@ static void test_too_large_split(void **state)
 	assert_int_equal(queue(f).dead_batches, 0);
 }
 
-static int holding(struct fixture *f)
-{
-	struct replay_view v;
-	replay_worker_view(f->w, &v);
-	return v.health == REPLAY_HOLDING;
-}
-
 static int held_two_and_db_delivered(struct fixture *f)
 {
 	struct wal_backend_stat st = queue(f);
 	return st.held_batches == 2 && st.pending_batches == 0;
+}
+
+static int holding_one(struct fixture *f)
+{
+	struct wal_backend_stat st = queue(f);
+	return st.held_batches == 1 && st.pending_batches == 0;
 }
 
 static int nothing_held(struct fixture *f)
@@ -690,21 +689,53 @@ static void test_statement_outcomes(void **state)
 	assert_int_equal(v.health, REPLAY_UP);
 }
 
-/* Issue 13: "database not found" in a statement's result is a write's
- * database not found: with on_database_not_found: hold, it waits. */
+/* A statement sent without a db parameter names its database in its
+ * text (CREATE RETENTION POLICY r ON nosuch ...): "database not found" is
+ * not a database of the queue to hold, and holding the backend for it
+ * would stop every write behind it for ever. It is dead-lettered with the
+ * backend's answer (which names the database) and the queue goes on. */
 static void test_statement_database_not_found(void **state)
 {
 	struct fixture *f = *state;
-	script(&f->be, 200, "{\"results\":[{\"statement_id\":0,\"error\":\"database not found: x\"}]}");
-	append_statement(f, "CREATE RETENTION POLICY r ON x DURATION 1h REPLICATION 1\n");
+	script(&f->be, 200, "{\"results\":[{\"statement_id\":0,\"error\":\"database not found: nosuch\"}]}");
+	uint64_t seq = append_statement(f, "CREATE RETENTION POLICY r ON nosuch DURATION 1h REPLICATION 1\n");
+	append(f, "cpu,host=a v=1 1\n");
 	start(f);
-	assert_true(run_until(f, holding, 5000));
-	assert_int_equal(queue(f).pending_batches, 1);
-	assert_int_equal(queue(f).dead_batches, 0);
-	assert_int_equal(replay_retry_now(f->w), 0);
-	assert_true(run_until(f, drained, 5000));
+	assert_true(run_until(f, dead_one, 5000));
 	assert_int_equal(f->be.nreqs, 2);
-	assert_int_equal(queue(f).dead_batches, 0);
+	assert_string_equal(f->be.reqs[0].target, "/query");
+	assert_string_equal(f->be.reqs[1].body, "cpu,host=a v=1 1\n"); /* the write behind it goes on */
+	struct wal_dead dead[2];
+	size_t ndead = 0;
+	assert_int_equal(wal_dead_list(f->wal, f->id, 0, 2, 1 << 20, dead, &ndead), 0);
+	assert_int_equal(ndead, 1);
+	assert_int_equal(dead[0].batch.seq, seq);
+	assert_int_equal(dead[0].batch.kind, WAL_KIND_STATEMENT);
+	assert_string_equal(dead[0].msg, "HTTP 200: database not found: nosuch");
+	wal_dead_release(&dead[0]);
+	struct replay_view v;
+	replay_worker_view(f->w, &v);
+	assert_int_equal(v.health, REPLAY_UP);
+	assert_int_equal(queue(f).held_batches, 0);
+}
+
+/* A statement of several: each database it creates is woken, not only
+ * the first one's (the others would wait out their backoff). */
+static void test_created_databases_wake(void **state)
+{
+	struct fixture *f = *state;
+	f->cfg.retry_min_ms = f->cfg.retry_max_ms = 60000;
+	f->be.missing = "x";
+	append_to(f, "x", "cpu,host=a v=1 1\n");
+	start(f);
+	assert_true(run_until(f, holding_one, 5000));
+	f->be.missing = NULL;
+	append_statement(f, "CREATE DATABASE a; CREATE DATABASE x\n");
+	replay_notify(f->w);
+	assert_true(run_until(f, nothing_held, 5000));
+	const char *w[8];
+	assert_int_equal(writes(&f->be, w, 8), 3);
+	assert_string_equal(w[2], "cpu,host=a v=1 1\n");
 }
 
 int main(void)
@@ -724,6 +755,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_statement_barrier, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_outcomes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_database_not_found, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_created_databases_wake, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
