@@ -175,6 +175,14 @@ static void after_held_job(uv_work_t *req, int status)
 	}
 	switch (w->held.op) {
 	case HOP_DONE:
+		/* Counted once the store has recorded it: a commit that
+		 * failed sends the batches again (above), counted then. */
+		for (size_t i = 0; i < r->group_n; i++) {
+			w->stats.delivered_batches++;
+			w->stats.delivered_points += r->batches[i].lines;
+		}
+		w->health.last_delivery_ns = now_realtime_ns();
+		/* fall through */
 	case HOP_DEAD: {
 		/* On with what is left of it, at once. */
 		struct replay_held_db *h = find(w, w->held.db);
@@ -283,11 +291,7 @@ static void judge(struct replay_worker *w, enum outcome o, const struct http_res
 	struct replay_round *rd = w->held.round;
 	switch (o) {
 	case OUTCOME_DELIVERED:
-		for (size_t i = 0; i < rd->group_n; i++) {
-			w->stats.delivered_batches++;
-			w->stats.delivered_points += rd->batches[i].lines;
-		}
-		w->health.last_delivery_ns = now_realtime_ns();
+		/* Counted when wal_held_done has committed (after_held_job). */
 		w->held.upto = replay_round_last_seq(rd);
 		start_job(w, HOP_DONE);
 		return;

@@ -738,6 +738,25 @@ static void test_created_databases_wake(void **state)
 	assert_string_equal(w[2], "cpu,host=a v=1 1\n");
 }
 
+/* A delivery of held batches whose record (wal_held_done) fails is sent
+ * again; it is counted once, when the record commits. */
+static void test_held_delivery_counted_once(void **state)
+{
+	struct fixture *f = *state;
+	hold_two(f);
+	wal_fail_next(f->wal, WAL_FAIL_HELD_DONE, WAL_EFULL);
+	start(f);
+	assert_true(run_until(f, nothing_held, 5000));
+	const char *w[8];
+	assert_int_equal(writes(&f->be, w, 8), 2); /* sent again after the failed record */
+	assert_string_equal(w[1], w[0]);
+	struct replay_view v;
+	replay_worker_view(f->w, &v);
+	assert_int_equal(v.stats.delivered_batches, 2);
+	assert_int_equal(v.stats.delivered_points, 2);
+	assert_int_equal(queue(f).delivered_batches, 2);
+}
+
 int main(void)
 {
 	/* What the worker logs (retries, holds, dead letters) is expected
@@ -756,6 +775,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_statement_outcomes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_database_not_found, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_created_databases_wake, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_delivery_counted_once, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
