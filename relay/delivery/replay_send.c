@@ -212,6 +212,14 @@ void replay_send_current(struct replay_worker *w)
 	char why[160];
 	if (w->stopping)
 		return;
+	/* Which databases are held is known before anything is sent: a
+	 * write of one whose held batches were not listed would overtake
+	 * them. A list that cannot be read is a failing queue read. */
+	int lrc = replay_held_known(w);
+	if (lrc) {
+		replay_job_failed(w, WK_READ, lrc);
+		return;
+	}
 	/* A database waiting to exist holds only itself: its batches join
 	 * its held ones, in order, and the rounds go on. */
 	if (!replay_splitting(w) && replay_held_has(w, b->db)) {

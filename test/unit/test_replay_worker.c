@@ -719,6 +719,16 @@ static void test_statement_database_not_found(void **state)
 	assert_int_equal(queue(f).held_batches, 0);
 }
 
+/* All the POSTed bodies, one after the other. */
+static void all_writes(const struct backend *be, char *out, size_t outlen)
+{
+	const char *w[MAX_REQS];
+	int n = writes(be, w, MAX_REQS);
+	out[0] = '\0';
+	for (int i = 0; i < n; i++)
+		strncat(out, w[i], outlen - strlen(out) - 1);
+}
+
 /* A statement of several: each database it creates is woken, not only
  * the first one's (the others would wait out their backoff). */
 static void test_created_databases_wake(void **state)
@@ -757,6 +767,59 @@ static void test_held_delivery_counted_once(void **state)
 	assert_int_equal(queue(f).delivered_batches, 2);
 }
 
+/* x is held, and exists now. The round's hold of x's next batch fails
+ * (disk full) and waits for its retry; meanwhile the held retry delivers
+ * what the store has and finds nothing more. x must stay held until that
+ * hold commits (and then be tried again), or the batch after it would go
+ * straight through, ahead of it, and it would stay in the store. */
+static void test_hold_retry_keeps_database_held(void **state)
+{
+	struct fixture *f = *state;
+	hold_two(f);
+	append_to(f, "x", "cpu,host=a v=3 3\n");
+	wal_fail_next(f->wal, WAL_FAIL_HOLD, WAL_EFULL);
+	start(f);
+	assert_true(run_until(f, nothing_held, 5000));
+	append_to(f, "x", "cpu,host=a v=4 4\n");
+	replay_notify(f->w);
+	assert_true(run_until(f, drained, 5000));
+	char all[512];
+	all_writes(&f->be, all, sizeof(all));
+	assert_string_equal(all, "cpu,host=a v=1 1\ncpu,host=a v=2 2\ncpu,host=a v=3 3\ncpu,host=a v=4 4\n");
+	struct wal_backend_stat st = queue(f);
+	assert_int_equal(st.held_batches, 0);
+	assert_int_equal(st.delivered_batches, 4);
+}
+
+/* The list of held databases cannot be read at start: nothing is sent
+ * until it can (a write of x would go ahead of x's held batches), and it
+ * is read again (here at the first write), not given up. */
+static void test_held_list_unreadable_at_start(void **state)
+{
+	struct fixture *f = *state;
+	hold_two(f);
+	append_to(f, "x", "cpu,host=a v=3 3\n");
+	wal_fail_next(f->wal, WAL_FAIL_HELD_LIST, WAL_EFULL);
+	start(f);
+	assert_true(run_until(f, nothing_held, 5000));
+	char all[512];
+	all_writes(&f->be, all, sizeof(all));
+	assert_string_equal(all, "cpu,host=a v=1 1\ncpu,host=a v=2 2\ncpu,host=a v=3 3\n");
+}
+
+/* ... and with nothing in the log to send: read again after a backoff. */
+static void test_held_list_read_again(void **state)
+{
+	struct fixture *f = *state;
+	hold_two(f);
+	wal_fail_next(f->wal, WAL_FAIL_HELD_LIST, WAL_EFULL);
+	start(f);
+	assert_true(run_until(f, nothing_held, 5000));
+	const char *w[8];
+	assert_int_equal(writes(&f->be, w, 8), 1);
+	assert_string_equal(w[0], "cpu,host=a v=1 1\ncpu,host=a v=2 2\n");
+}
+
 int main(void)
 {
 	/* What the worker logs (retries, holds, dead letters) is expected
@@ -776,6 +839,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_statement_database_not_found, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_created_databases_wake, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_held_delivery_counted_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hold_retry_keeps_database_held, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_list_unreadable_at_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_list_read_again, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
