@@ -218,6 +218,9 @@ void replay_send_current(struct replay_worker *w)
 	int lrc = replay_held_known(w);
 	if (lrc) {
 		replay_job_failed(w, WK_READ, lrc);
+		snprintf(w->redo.error, sizeof(w->redo.error), "cannot read the held databases: %s",
+			 wal_strerror(lrc));
+		replay_publish(w);
 		return;
 	}
 	/* A database waiting to exist holds only itself: its batches join

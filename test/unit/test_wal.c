@@ -2044,7 +2044,6 @@ static void test_held(void **state)
 	assert_int_equal(wal_verify(f->w, note_problem, &sn, NULL), 0);
 }
 
-/* Issue 11: purge removes what it cannot decode; the log empties. */
 /* wal_fail_next: each armed held-store operation fails once, before it
  * touches the store (nothing changes), then works again. */
 static void test_fail_next(void **state)
@@ -2086,6 +2085,7 @@ static void test_fail_next(void **state)
 	assert_int_equal(st.pending_batches, 0);
 }
 
+/* Issue 11: purge removes what it cannot decode; the log empties. */
 static void test_purge_corrupt(void **state)
 {
 	struct fx *f = *state;
