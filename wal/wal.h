@@ -406,6 +406,19 @@ int wal_held_dead(struct wal *w, int id, const char *db, uint64_t seq, int statu
  * transaction. Errors: WAL_ENOBACKEND, -ENOMEM, LMDB codes.
  */
 int wal_held_list(struct wal *w, int id, struct wal_held **out, size_t *n);
+
+/*
+ * Testing only (relayd never calls it): the next call of each held-store
+ * operation in ops (WAL_FAIL_*) fails with rc before it touches the
+ * store, as a full disk or an I/O error would, once. So the unit tests
+ * reach the callers' failure paths (a hold waiting for its retry, a
+ * delivery that was not recorded, an unreadable list) on a real store.
+ * ops 0 clears what is armed. Thread-safe.
+ */
+#define WAL_FAIL_HOLD      1u /* wal_hold */
+#define WAL_FAIL_HELD_DONE 2u /* wal_held_done */
+#define WAL_FAIL_HELD_LIST 4u /* wal_held_list */
+void wal_fail_next(struct wal *w, unsigned ops, int rc);
 void wal_held_free(struct wal_held *h, size_t n);
 
 /*---- operator actions (relayctl): each one LMDB transaction ----*/

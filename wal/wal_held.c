@@ -21,6 +21,27 @@
 #define HELD_KEY 17
 #define TOT_SIZE 24
 
+void wal_fail_next(struct wal *w, unsigned ops, int rc)
+{
+	pthread_mutex_lock(&w->mu);
+	w->fail_ops = ops;
+	w->fail_rc = rc;
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* The failure wal_fail_next armed for op, once; 0 when none. */
+static int failpoint(struct wal *w, unsigned op)
+{
+	int rc = 0;
+	pthread_mutex_lock(&w->mu);
+	if (w->fail_ops & op) {
+		w->fail_ops &= ~op;
+		rc = w->fail_rc;
+	}
+	pthread_mutex_unlock(&w->mu);
+	return rc;
+}
+
 /* FNV-1a, 64 bits: a spread of the names over the key space. */
 static uint64_t db_hash(const char *db)
 {
@@ -101,7 +122,10 @@ int wal_hold(struct wal *w, int id, const uint64_t *seqs, size_t n)
 	uint64_t last = 0, held = 0, held_points = 0;
 	if (!n)
 		return 0;
-	int rc = wali_begin_backend_write(w, id, name, &txn, &r);
+	int rc = failpoint(w, WAL_FAIL_HOLD);
+	if (rc)
+		return rc;
+	rc = wali_begin_backend_write(w, id, name, &txn, &r);
 	if (rc)
 		return wali_map_rc(rc);
 	if (!w->have_held) {
@@ -274,7 +298,10 @@ int wal_held_done(struct wal *w, int id, const char *db, uint64_t upto, int64_t 
 	struct wal_count tot;
 	MDB_txn *txn;
 	struct done_arg a = { db, upto, { 0, 0, 0, 0 } };
-	int rc = wali_begin_backend_write(w, id, name, &txn, &r);
+	int rc = failpoint(w, WAL_FAIL_HELD_DONE);
+	if (rc)
+		return rc;
+	rc = wali_begin_backend_write(w, id, name, &txn, &r);
 	if (rc)
 		return wali_map_rc(rc);
 	if ((rc = wali_held_totals(txn, w, id, &tot)) || (rc = held_walk(txn, w, id, db, done_one, &a)))
@@ -411,7 +438,10 @@ int wal_held_list(struct wal *w, int id, struct wal_held **out, size_t *n)
 	MDB_txn *txn;
 	*out = NULL;
 	*n = 0;
-	int rc = wali_begin_backend(w, id, MDB_RDONLY, name, &txn, NULL);
+	int rc = failpoint(w, WAL_FAIL_HELD_LIST);
+	if (rc)
+		return rc;
+	rc = wali_begin_backend(w, id, MDB_RDONLY, name, &txn, NULL);
 	if (rc)
 		return wali_map_rc(rc);
 	rc = wali_held_list(txn, w, id, out, n, NULL);

@@ -53,6 +53,8 @@ struct wal {
 	uint64_t upgraded;      /* records it rewrote */
 	int64_t last_reader_check;
 	struct wal_backend_mem be[WAL_MAX_BACKENDS];
+	unsigned fail_ops; /* wal_fail_next: armed failures (under mu) */
+	int fail_rc;
 };
 
 /* Keys of the meta DBI. */

@@ -343,9 +343,9 @@ static const char *keyword(const char *p, const char *e, const char *kw)
 	return p;
 }
 
-int backend_api_created_database(const char *text, size_t len, char *out, size_t outlen)
+/* The database one statement p[0..e) creates, as backend_api_created_database. */
+static int created_one(const char *p, const char *e, char *out, size_t outlen)
 {
-	const char *p = text, *e = text + len;
 	size_t n = 0;
 	while (p < e && isspace((unsigned char)*p))
 		p++;
@@ -370,4 +370,30 @@ int backend_api_created_database(const char *text, size_t len, char *out, size_t
 	}
 	out[n] = '\0';
 	return n > 0;
+}
+
+int backend_api_created_database(const char *text, size_t len, size_t *at, char *out, size_t outlen)
+{
+	const char *e = text + len;
+	while (*at < len) {
+		/* This statement: up to a semicolon outside quotes. */
+		const char *p = text + *at, *q = p;
+		char quote = 0;
+		for (; q < e; q++) {
+			if (quote) {
+				if (*q == '\\' && q + 1 < e)
+					q++;
+				else if (*q == quote)
+					quote = 0;
+			} else if (*q == '"' || *q == '\'') {
+				quote = *q;
+			} else if (*q == ';') {
+				break;
+			}
+		}
+		*at = (size_t)(q - text) + (q < e);
+		if (created_one(p, q, out, outlen))
+			return 1;
+	}
+	return 0;
 }

@@ -99,12 +99,15 @@ int backend_api_statement(const struct relay_backend_config *cfg, const struct w
 enum outcome backend_api_statement_outcome(int status, const char *body, size_t len, char *err, size_t errlen);
 
 /*
- * The database a statement creates: for "CREATE DATABASE name [WITH ...]"
- * (keywords in any case, name bare or double-quoted with \" and \\
- * escapes), name unquoted into out[0..outlen); returns 1. Returns 0 for
- * any other statement, or a name that does not fit.
+ * The databases a queued text creates, one per call: text[*at..len) is
+ * read statement by statement (split at the semicolons outside quotes);
+ * for the next "CREATE DATABASE name [WITH ...]" (keywords in any case,
+ * name bare or double-quoted with \" and \\ escapes), name unquoted into
+ * out[0..outlen), *at moved past that statement; returns 1. Returns 0
+ * when no statement left creates one (a name that does not fit is
+ * skipped). Start with *at = 0 and call until it returns 0.
  */
-int backend_api_created_database(const char *text, size_t len, char *out, size_t outlen);
+int backend_api_created_database(const char *text, size_t len, size_t *at, char *out, size_t outlen);
 
 /*
  * The factor by which the timestamps of a batch in precision prec (enum

@@ -35,6 +35,7 @@ enum { HOP_READ, HOP_DONE, HOP_DEAD };
 
 static void kick(struct replay_worker *w);
 static void send_held(struct replay_worker *w);
+static void start_job(struct replay_worker *w, int op);
 
 static struct replay_held_db *find(struct replay_worker *w, const char *db)
 {
@@ -78,20 +79,40 @@ static void drop(struct replay_worker *w, const char *db)
 	}
 }
 
+/* A hold (WK_HOLD) of db, or of any database when db is NULL, is on
+ * the pool or waits for its retry: its batches are not in the store yet. */
+static int hold_pending(const struct replay_worker *w, const char *db)
+{
+	int running = (w->job.busy && w->job.kind == WK_HOLD) || w->redo.kind == (int)WK_HOLD + 1;
+	if (!running || !db)
+		return running;
+	return w->cur->nbatches && strcmp(w->cur->batches[0].db, db) == 0;
+}
+
 /* The held databases as the store has them (at start, after relayctl
  * changed the queue): each due at once, since the backend may have got
  * it meanwhile. A short read transaction on the loop thread, as the
- * pause flag's. */
-static void load(struct replay_worker *w, int at_start)
+ * pause flag's. When it fails, what is known is kept (at start: nothing,
+ * and nothing is sent until a load works, see replay_held_known) and
+ * the load is tried again after a backoff. */
+static int load(struct replay_worker *w)
 {
 	struct wal_held *h = NULL;
 	size_t n = 0;
+	int at_start = !w->held.known;
 	int rc = wal_held_list(w->wal, w->id, &h, &n);
 	if (rc) {
-		relay_log(RELAY_LOG_WARN, "backend '%s': cannot read its held databases: %s", w->cfg->name,
-			  wal_strerror(rc));
-		return;
+		w->held.refresh = 1;
+		w->held.load_attempts++;
+		uint64_t d = replay_delay_after(w, w->held.load_attempts, REPLAY_HOLD_MIN_MS, 0);
+		w->held.load_due = uv_now(w->loop) + d;
+		relay_log(RELAY_LOG_WARN, "backend '%s': cannot read its held databases: %s (again in %" PRIu64 " ms)",
+			  w->cfg->name, wal_strerror(rc), d);
+		return rc;
 	}
+	w->held.refresh = 0;
+	w->held.load_attempts = 0;
+	w->held.known = 1;
 	for (size_t i = 0; i < w->held.n; i++)
 		free(w->held.dbs[i].db);
 	w->held.n = 0;
@@ -105,6 +126,26 @@ static void load(struct replay_worker *w, int at_start)
 			          w->cfg->name, h[i].db, h[i].batches, h[i].points);
 	}
 	wal_held_free(h, n);
+	return 0;
+}
+
+int replay_held_known(struct replay_worker *w)
+{
+	if (w->held.known)
+		return 0;
+	/* (No hold can be pending: nothing was sent yet.) */
+	return load(w);
+}
+
+void replay_held_committed(struct replay_worker *w, const char *db)
+{
+	w->held.gen++;
+	if (replay_held_add(w, db)) {
+		/* The held retry released it while this hold was on its way
+		 * (it waited for a retry): its batch is tried at once, and
+		 * every later one of the database joins it meanwhile. */
+		find(w, db)->due = 0;
+	}
 }
 
 /*---- the pool job ----*/
@@ -175,6 +216,14 @@ static void after_held_job(uv_work_t *req, int status)
 	}
 	switch (w->held.op) {
 	case HOP_DONE:
+		/* Counted once the store has recorded it: a commit that
+		 * failed sends the batches again (above), counted then. */
+		for (size_t i = 0; i < r->group_n; i++) {
+			w->stats.delivered_batches++;
+			w->stats.delivered_points += r->batches[i].lines;
+		}
+		w->health.last_delivery_ns = now_realtime_ns();
+		/* fall through */
 	case HOP_DEAD: {
 		/* On with what is left of it, at once. */
 		struct replay_held_db *h = find(w, w->held.db);
@@ -183,20 +232,23 @@ static void after_held_job(uv_work_t *req, int status)
 			h->due = 0;
 		}
 		w->held.isolate = 0;
-		w->held.op = HOP_READ;
-		w->held.busy = 1;
-		uv_queue_work(w->loop, &w->held.req, held_job, after_held_job);
+		start_job(w, HOP_READ);
 		return;
 	}
 	default:
 		break;
 	}
 	if (r->nbatches == 0) {
-		/* Nothing held any more. Unless the main rounds are moving one
-		 * more of its batches here right now: then look again soon, so
-		 * that batch never goes behind a later one sent directly. */
-		if (w->job.busy && w->job.kind == WK_HOLD && w->cur->nbatches &&
-		    strcmp(w->cur->batches[0].db, w->held.db) == 0) {
+		/* Nothing held any more, as of the read's snapshot. A hold
+		 * that committed since (gen moved on) may have put a batch
+		 * there: read again. A hold of it on the pool, or waiting for
+		 * its retry, will: look again soon. Either way the database
+		 * stays listed, so that no later batch of it is sent ahead. */
+		if (w->held.gen != w->held.read_gen) {
+			start_job(w, HOP_READ);
+			return;
+		}
+		if (hold_pending(w, w->held.db)) {
 			struct replay_held_db *h = find(w, w->held.db);
 			if (h)
 				h->due = uv_now(w->loop) + 100;
@@ -217,6 +269,8 @@ static void after_held_job(uv_work_t *req, int status)
 
 static void start_job(struct replay_worker *w, int op)
 {
+	if (op == HOP_READ)
+		w->held.read_gen = w->held.gen;
 	w->held.op = op;
 	w->held.busy = 1;
 	w->held.req.data = w;
@@ -283,11 +337,7 @@ static void judge(struct replay_worker *w, enum outcome o, const struct http_res
 	struct replay_round *rd = w->held.round;
 	switch (o) {
 	case OUTCOME_DELIVERED:
-		for (size_t i = 0; i < rd->group_n; i++) {
-			w->stats.delivered_batches++;
-			w->stats.delivered_points += rd->batches[i].lines;
-		}
-		w->health.last_delivery_ns = now_realtime_ns();
+		/* Counted when wal_held_done has committed (after_held_job). */
 		w->held.upto = replay_round_last_seq(rd);
 		start_job(w, HOP_DONE);
 		return;
@@ -392,27 +442,31 @@ static void kick(struct replay_worker *w)
 {
 	if (w->stopping || w->held.busy || w->held.db || w->held.http.in_request)
 		return;
-	/* Not while a round moves a batch here: the store does not have it
+	/* The list reloaded, but not while a round moves a batch here (on
+	 * the pool or waiting for its retry): the store does not have it
 	 * yet, and forgetting its database would let its next batch go
 	 * ahead of it (the end of that job kicks again). */
-	if (w->held.refresh && !(w->job.busy && w->job.kind == WK_HOLD)) {
-		w->held.refresh = 0;
-		load(w, 0);
-	}
-	uv_timer_stop(&w->held.timer);
-	if (w->paused || !w->held.n)
-		return;
 	uint64_t now = uv_now(w->loop);
+	if (w->held.refresh && !hold_pending(w, NULL) && now >= w->held.load_due)
+		load(w);
+	uv_timer_stop(&w->held.timer);
+	/* A load that failed is tried again on the timer (one deferred for
+	 * a hold, when the hold ends: after_job kicks). */
+	uint64_t wake = w->held.refresh && w->held.load_attempts ? w->held.load_due : UINT64_MAX;
 	struct replay_held_db *next = NULL;
-	for (size_t i = 0; i < w->held.n; i++)
-		if (!next || w->held.dbs[i].due < next->due)
-			next = &w->held.dbs[i];
-	if (next->due > now) {
-		uv_timer_start(&w->held.timer, timer_cb, next->due - now, 0);
+	if (!w->paused)
+		for (size_t i = 0; i < w->held.n; i++)
+			if (!next || w->held.dbs[i].due < next->due)
+				next = &w->held.dbs[i];
+	if (next && next->due <= now) {
+		w->held.db = xstrdup(next->db);
+		start_job(w, HOP_READ);
 		return;
 	}
-	w->held.db = xstrdup(next->db);
-	start_job(w, HOP_READ);
+	if (next && next->due < wake)
+		wake = next->due;
+	if (wake != UINT64_MAX)
+		uv_timer_start(&w->held.timer, timer_cb, wake > now ? wake - now : 0, 0);
 }
 
 void replay_held_kick(struct replay_worker *w)
@@ -471,7 +525,7 @@ void replay_held_init(struct replay_worker *w)
 	w->held.timer.data = w;
 	w->handles += 2;
 	w->held.round = xcalloc(1, sizeof(*w->held.round));
-	load(w, 1);
+	load(w);
 }
 
 void replay_held_stop(struct replay_worker *w)

@@ -182,7 +182,12 @@ struct replay_worker {
 		struct replay_round *round;
 		int isolate;             /* a coalesced write was refused: one batch at a time */
 		int created;             /* on_database_not_found: create did, this try */
-		int refresh;             /* relayctl changed the queue: reload the list when free */
+		int refresh;             /* relayctl changed the queue, or a load failed: reload the list when free */
+		int known;               /* the list was loaded from the store once: until then nothing is sent */
+		uint32_t load_attempts;  /* loads of the list that failed in a row */
+		uint64_t load_due;       /* uv_now() of the next load after one failed */
+		uint64_t gen;            /* bumped by every hold (WK_HOLD) that commits */
+		uint64_t read_gen;       /* gen when the running held read was queued */
 		uint64_t upto;           /* delivered up to here (HOP_DONE) */
 		int status;              /* a dead letter's status and message (HOP_DEAD) */
 		char msg[300];
@@ -323,6 +328,8 @@ void replay_held_stop(struct replay_worker *w);     /* close its handles */
 void replay_held_free(struct replay_worker *w);
 int replay_held_has(const struct replay_worker *w, const char *db); /* db is held: its batches go to the store */
 int replay_held_add(struct replay_worker *w, const char *db);       /* 1 when it was not held before */
+void replay_held_committed(struct replay_worker *w, const char *db); /* a hold of db committed (after_job) */
+int replay_held_known(struct replay_worker *w);     /* the list is loaded (tried now if not): 0, or why not */
 void replay_held_kick(struct replay_worker *w);     /* try what is due, or wait for it */
 void replay_held_wake(struct replay_worker *w, const char *db); /* db (NULL: all) due now (CREATE DATABASE, retry) */
 int replay_held_retry_now(struct replay_worker *w); /* relayctl retry: 0 when something is held */
@@ -330,6 +337,7 @@ void replay_held_refresh(struct replay_worker *w);  /* relayctl changed the queu
 
 /* replay_queue.c */
 void replay_start_job(struct replay_worker *w, enum replay_job_kind kind); /* READ or COMMIT on the pool */
+void replay_job_failed(struct replay_worker *w, enum replay_job_kind kind, int rc); /* shown, redone after a backoff */
 void replay_job_ok(struct replay_worker *w);        /* a queue operation worked: a failing one is over */
 void replay_redo_job(struct replay_worker *w);      /* the failed job again, after its backoff */
 void replay_start_ack(struct replay_worker *w);     /* commit the cursor up to ack.want, unless one runs */

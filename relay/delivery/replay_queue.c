@@ -99,7 +99,7 @@ void replay_job_ok(struct replay_worker *w)
  * start, so that a batch whose dead-letter did not commit is never
  * skipped.
  */
-static void job_failed(struct replay_worker *w, enum replay_job_kind kind, int rc)
+void replay_job_failed(struct replay_worker *w, enum replay_job_kind kind, int rc)
 {
 	struct replay_round *r = w->cur;
 	const char *err = wal_strerror(rc);
@@ -183,7 +183,7 @@ static void after_job(struct replay_worker *w, int status)
 		w->job.quarantined = 0;
 	}
 	if (rc) {
-		job_failed(w, kind, rc);
+		replay_job_failed(w, kind, rc);
 		return;
 	}
 	replay_job_ok(w);
@@ -213,6 +213,10 @@ static void after_job(struct replay_worker *w, int status)
 			relay_log(RELAY_LOG_DEBUG, "backend '%s': %zu more batch(es) of held database '%s' held",
 				  w->cfg->name, r->group_n, b0->db);
 		w->job.hold_new = 0;
+		/* In the store now: its database is held (again, if the
+		 * held retry released it while this hold waited for a retry),
+		 * and a held read that began before this commit looks again. */
+		replay_held_committed(w, b0->db);
 		if (last > w->ack.done)
 			w->ack.done = last; /* the hold moved the cursor past it */
 		if (replay_ack_settled(w) && !w->ack.busy)

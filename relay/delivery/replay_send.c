@@ -212,6 +212,17 @@ void replay_send_current(struct replay_worker *w)
 	char why[160];
 	if (w->stopping)
 		return;
+	/* Which databases are held is known before anything is sent: a
+	 * write of one whose held batches were not listed would overtake
+	 * them. A list that cannot be read is a failing queue read. */
+	int lrc = replay_held_known(w);
+	if (lrc) {
+		replay_job_failed(w, WK_READ, lrc);
+		snprintf(w->redo.error, sizeof(w->redo.error), "cannot read the held databases: %s",
+			 wal_strerror(lrc));
+		replay_publish(w);
+		return;
+	}
 	/* A database waiting to exist holds only itself: its batches join
 	 * its held ones, in order, and the rounds go on. */
 	if (!replay_splitting(w) && replay_held_has(w, b->db)) {
@@ -413,13 +424,17 @@ static void delivered(struct replay_worker *w)
 	/* The text is not logged: a statement may carry a password (CREATE
 	 * USER ... WITH PASSWORD). */
 	if (b0->kind == WAL_KIND_STATEMENT) {
-		if (backend_api_created_database(b0->body, b0->body_len, created, sizeof(created))) {
+		/* Every database it creates: their held batches go now, not
+		 * after the backoff. */
+		size_t at = 0;
+		int any = 0;
+		while (backend_api_created_database(b0->body, b0->body_len, &at, created, sizeof(created))) {
 			relay_log(RELAY_LOG_NOTICE, "backend '%s': statement %" PRIu64 " delivered: database '%s' created",
 				  w->cfg->name, b0->seq, created);
-			/* Its held batches go now, not after the backoff. */
 			replay_held_wake(w, created);
+			any = 1;
 		}
-		else
+		if (!any)
 			relay_log(RELAY_LOG_INFO, "backend '%s': statement %" PRIu64 " delivered", w->cfg->name, b0->seq);
 	}
 	replay_delivered_upto(w, replay_round_last_seq(w->cur));
@@ -460,9 +475,23 @@ static void judge(struct replay_worker *w, enum outcome o, const struct http_res
 			dead_letter(w, r);
 			return;
 		}
-		/* Only this database waits (replay_held.c). A statement sent
-		 * without a db parameter names its database in its text: it
-		 * holds the backend as a whole, as before. */
+		if (!*w->cur->batches[0].db && w->cur->batches[0].kind == WAL_KIND_STATEMENT) {
+			/* A statement sent without a db parameter (CREATE
+			 * RETENTION POLICY r ON nosuch ...) names its database
+			 * in its text: no database of the queue can be held for
+			 * it, and holding the backend would stop every write
+			 * behind it until someone created that database.
+			 * Dead-lettered with the answer, which names the
+			 * database; requeued by hand once it exists. */
+			relay_log(RELAY_LOG_WARN,
+			          "backend \"%s\": statement %" PRIu64 " names a database the backend does not have (%.*s); "
+			          "dead-lettered, the queue goes on: create the database, then relayctl dlq requeue %s %" PRIu64,
+			          w->cfg->name, w->cur->batches[0].seq, (int)(r->body_len > 200 ? 200 : r->body_len),
+			          r->body ? r->body : "", w->cfg->name, w->cur->batches[0].seq);
+			dead_letter(w, r);
+			return;
+		}
+		/* Only this database waits (replay_held.c). */
 		if (*w->cur->batches[0].db && !replay_splitting(w)) {
 			hold_round(w);
 			return;

@@ -10,16 +10,18 @@ A restart of relayd while a database is held (SIGTERM and kill -9) loses
 nothing and keeps the order. relayctl status and /health show which
 database is held and how much.
 
-A queued statement (CREATE DATABASE through relayd's queue) needs the
-/query door, which is not on this branch: the statement's delivery and
-its release of the hold are tested against test_replay_worker's scripted
-backend.
+A queued statement (through relayd's /query door): one text that creates
+two held databases wakes both at once, not only the first; a statement
+naming a database that does not exist (CREATE RETENTION POLICY ... ON
+nosuch) is dead-lettered with influxd's answer and never holds the
+backend, and once the database exists relayctl dlq requeue delivers it.
 """
 
 import json
 import os
 import time
 import unittest
+import urllib.parse
 
 import relaytest
 
@@ -145,6 +147,49 @@ class DbHoldTest(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 15)
         r.wait_status("b", pending_batches=0, dead_batches=0)
         self.assertEqual(self.held(r), {})
+
+    def statement(self, r, q):
+        """q queued through relayd's /query door (answered by relayd)."""
+        st, _, body = r.request("POST", "/query?" + urllib.parse.urlencode({"q": q}))
+        self.assertEqual(st, 200, body)
+        self.assertNotIn(b'"error"', body)
+
+    def test_one_statement_creating_two_held_databases_wakes_both(self):
+        other = MISSING + "2"
+        r = self.relayd(retry_max="60s", retry_min="30s")
+        for i in range(2):
+            self.write(r, MISSING, i)
+            self.write(r, other, i)
+        relaytest.wait_until(lambda: {db: h["batches"] for db, h in self.held(r).items()} == {MISSING: 2, other: 2},
+                             10, 0.2, what="both databases held",
+                             detail=lambda: "status %r" % (r.backend_status("b"),))
+        # retry_min is 30 s: only the statement's wake brings them this soon
+        self.statement(r, 'CREATE DATABASE "%s"; CREATE DATABASE "%s"' % (MISSING, other))
+        self.influx.wait_count(MISSING, "m", "v", 2, timeout=10)
+        self.influx.wait_count(other, "m", "v", 2, timeout=10)
+        r.wait_status("b", pending_batches=0, dead_batches=0)
+        self.assertEqual(self.held(r), {})
+
+    def test_statement_on_a_missing_database_is_dead_lettered_not_holding(self):
+        r = self.relayd(retry_max="60s", retry_min="30s")
+        self.statement(r, 'CREATE RETENTION POLICY "r7" ON "nosuch" DURATION 7d REPLICATION 1')
+        r.wait_status("b", pending_batches=0, dead_batches=1)
+        r.wait_log(r"statement \d+ names a database the backend does not have .*relayctl dlq requeue b \d+")
+        # the backend is not held: a write behind it goes at once
+        self.write(r, LIVE, 0)
+        self.influx.wait_count(LIVE, "m", "v", 1, timeout=10)
+        self.assertNotEqual(r.backend_status("b").get("state"), "holding")
+        # the dead letter keeps influxd's answer, which names the database
+        cp = r.relayctl("dlq", "list", "b")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn("database not found: nosuch", cp.stdout)
+        # once it exists, a requeue delivers it
+        self.influx.create_db("nosuch")
+        cp = r.relayctl("dlq", "requeue", "b", "--all")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        r.wait_status("b", pending_batches=0, dead_batches=0)
+        rows = self.influx.query(None, 'SHOW RETENTION POLICIES ON "nosuch"')["results"][0]["series"][0]["values"]
+        self.assertIn("r7", [row[0] for row in rows])
 
 
 if __name__ == "__main__":

@@ -405,12 +405,38 @@ static void test_created_database(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		char out[64];
-		int got = backend_api_created_database(rows[i].text, strlen(rows[i].text), out, sizeof(out));
+		size_t at = 0;
+		int got = backend_api_created_database(rows[i].text, strlen(rows[i].text), &at, out, sizeof(out));
 		if (got != (rows[i].db != NULL) || (got && strcmp(out, rows[i].db) != 0))
 			fail_msg("row %zu '%s': %d '%s'", i, rows[i].text, got, got ? out : "");
 	}
 	char small[3];
-	assert_int_equal(backend_api_created_database("CREATE DATABASE abc", 19, small, sizeof(small)), 0);
+	size_t at = 0;
+	assert_int_equal(backend_api_created_database("CREATE DATABASE abc", 19, &at, small, sizeof(small)), 0);
+}
+
+/* Every database a text of several statements creates, in order: the
+ * later ones too (a wake of each), semicolons inside quotes not splitting
+ * it, a name that does not fit skipped. */
+static void test_created_databases(void **state)
+{
+	static const char text[] = "CREATE DATABASE a; DROP DATABASE z;create database \"b;c\" WITH DURATION 1d ;"
+	                           "CREATE DATABASE waytoolongforthebuffer; CREATE RETENTION POLICY r ON q DURATION 1d "
+	                           "REPLICATION 1;  CREATE DATABASE d\n";
+	const char *want[] = { "a", "b;c", "d" };
+	char out[16];
+	size_t at = 0;
+	(void)state;
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(backend_api_created_database(text, strlen(text), &at, out, sizeof(out)), 1);
+		assert_string_equal(out, want[i]);
+	}
+	assert_int_equal(backend_api_created_database(text, strlen(text), &at, out, sizeof(out)), 0);
+	assert_int_equal(at, strlen(text));
+	/* One statement named in quotes with a semicolon: not split. */
+	at = 0;
+	assert_int_equal(backend_api_created_database("DROP DATABASE \"x;CREATE DATABASE y\"", 35, &at, out,
+	                                              sizeof(out)), 0);
 }
 
 int main(void)
@@ -423,6 +449,7 @@ int main(void)
 		cmocka_unit_test(test_statement_request),
 		cmocka_unit_test(test_statement_outcome),
 		cmocka_unit_test(test_created_database),
+		cmocka_unit_test(test_created_databases),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

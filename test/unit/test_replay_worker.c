@@ -365,6 +365,14 @@ static int drained(struct fixture *f)
 	return queue(f).pending_batches == 0;
 }
 
+/* What the worker shows. */
+static struct replay_view view(struct fixture *f)
+{
+	struct replay_view v;
+	replay_worker_view(f->w, &v);
+	return v;
+}
+
 static void start(struct fixture *f)
 {
 	f->w = replay_start(&f->loop, f->wal, &f->cfg, f->id);
@@ -484,13 +492,6 @@ static void test_too_large_split(void **state)
 	assert_int_equal(queue(f).dead_batches, 0);
 }
 
-static int holding(struct fixture *f)
-{
-	struct replay_view v;
-	replay_worker_view(f->w, &v);
-	return v.health == REPLAY_HOLDING;
-}
-
 static int held_two_and_db_delivered(struct fixture *f)
 {
 	struct wal_backend_stat st = queue(f);
@@ -550,28 +551,42 @@ static void test_database_not_found_holds_only_itself(void **state)
 	assert_int_equal(st.dead_batches, 0);
 }
 
+/* x's two batches held (two rounds: the second joins the first in the
+ * store, retry_min a minute); x created on the backend; text queued: x's
+ * batches go right after it, in order, only if text woke x. */
+static void release_by_statement(struct fixture *f, const char *text)
+{
+	f->cfg.retry_min_ms = f->cfg.retry_max_ms = 60000;
+	f->be.missing = "x";
+	append_to(f, "x", "cpu,host=a v=1 1\n");
+	append_to(f, "x", "cpu,host=a v=2 2\n");
+	f->cfg.batch_max_lines = 1;
+	start(f);
+	assert_true(run_until(f, held_two_and_db_delivered, 5000));
+	f->be.missing = NULL;
+	append_statement(f, text);
+	replay_notify(f->w);
+	assert_true(run_until(f, nothing_held, 5000));
+	const char *w[8];
+	assert_int_equal(writes(&f->be, w, 8), 4);
+	assert_string_equal(w[2], "cpu,host=a v=1 1\n");
+	assert_string_equal(w[3], "cpu,host=a v=2 2\n");
+}
+
 /* Issue 13: a CREATE DATABASE of a held database that goes through the
  * backend's queue releases it at once (not after the backoff). */
 static void test_create_database_statement_releases(void **state)
 {
 	struct fixture *f = *state;
-	f->cfg.retry_min_ms = f->cfg.retry_max_ms = 60000;
-	f->be.missing = "x";
-	append_to(f, "x", "cpu,host=a v=1 1\n");
-	append_to(f, "x", "cpu,host=a v=2 2\n");
-	f->cfg.batch_max_lines = 1; /* two rounds: the second joins the first in the store */
-	start(f);
-	assert_true(run_until(f, held_two_and_db_delivered, 5000));
-	f->be.missing = NULL;
-	append_statement(f, "CREATE DATABASE x\n");
-	replay_notify(f->w);
-	assert_true(run_until(f, nothing_held, 5000));
-	const char *w[8];
-	int n = writes(&f->be, w, 8);
-	assert_int_equal(n, 4);
+	release_by_statement(f, "CREATE DATABASE x\n");
 	assert_string_equal(f->be.reqs[1].body, "q=CREATE%20DATABASE%20x");
-	assert_string_equal(w[2], "cpu,host=a v=1 1\n");
-	assert_string_equal(w[3], "cpu,host=a v=2 2\n");
+}
+
+/* ... and so does each database a statement of several creates, not only
+ * the first one's (the others would wait out their backoff). */
+static void test_created_databases_wake(void **state)
+{
+	release_by_statement(*state, "CREATE DATABASE a; CREATE DATABASE x\n");
 }
 
 /* Held batches of a database already in the store when the worker starts
@@ -656,6 +671,20 @@ static void test_statement_barrier(void **state)
 	assert_int_equal(queue(f).dead_batches, 0);
 }
 
+/* The one dead letter is statement seq, refused in a 200 with msg. */
+static void assert_dead_statement(struct fixture *f, uint64_t seq, const char *msg)
+{
+	struct wal_dead dead[2];
+	size_t ndead = 0;
+	assert_int_equal(wal_dead_list(f->wal, f->id, 0, 2, 1 << 20, dead, &ndead), 0);
+	assert_int_equal(ndead, 1);
+	assert_int_equal(dead[0].batch.seq, seq);
+	assert_int_equal(dead[0].batch.kind, WAL_KIND_STATEMENT);
+	assert_int_equal(dead[0].status, 200);
+	assert_string_equal(dead[0].msg, msg);
+	wal_dead_release(&dead[0]);
+}
+
 /* Issue 13: an error in the 200 of a statement is for good: dead-lettered
  * with the error text, and what follows it goes on; a 5xx is tried again. */
 static void test_statement_outcomes(void **state)
@@ -675,36 +704,111 @@ static void test_statement_outcomes(void **state)
 	assert_string_equal(f->be.reqs[1].body, "cpu,host=a v=1 1\n");
 	assert_string_equal(f->be.reqs[2].body, "q=CREATE%20DATABASE%20y");
 	assert_string_equal(f->be.reqs[3].body, f->be.reqs[2].body); /* the 503, then again */
-	struct wal_dead dead[2];
-	size_t ndead = 0;
-	assert_int_equal(wal_dead_list(f->wal, f->id, 0, 2, 1 << 20, dead, &ndead), 0);
-	assert_int_equal(ndead, 1);
-	assert_int_equal(dead[0].batch.seq, bad);
-	assert_int_equal(dead[0].batch.kind, WAL_KIND_STATEMENT);
-	assert_int_equal(dead[0].status, 200);
-	assert_string_equal(dead[0].msg, "HTTP 200: error parsing query: found EOF");
-	wal_dead_release(&dead[0]);
+	assert_dead_statement(f, bad, "HTTP 200: error parsing query: found EOF");
 	struct replay_view v;
 	replay_worker_view(f->w, &v);
 	assert_int_equal(v.stats.retries, 1);
 	assert_int_equal(v.health, REPLAY_UP);
 }
 
-/* Issue 13: "database not found" in a statement's result is a write's
- * database not found: with on_database_not_found: hold, it waits. */
+/* A statement sent without a db parameter names its database in its
+ * text (CREATE RETENTION POLICY r ON nosuch ...): "database not found" is
+ * not a database of the queue to hold, and holding the backend for it
+ * would stop every write behind it for ever. It is dead-lettered with the
+ * backend's answer (which names the database) and the queue goes on. */
 static void test_statement_database_not_found(void **state)
 {
 	struct fixture *f = *state;
-	script(&f->be, 200, "{\"results\":[{\"statement_id\":0,\"error\":\"database not found: x\"}]}");
-	append_statement(f, "CREATE RETENTION POLICY r ON x DURATION 1h REPLICATION 1\n");
+	script(&f->be, 200, "{\"results\":[{\"statement_id\":0,\"error\":\"database not found: nosuch\"}]}");
+	uint64_t seq = append_statement(f, "CREATE RETENTION POLICY r ON nosuch DURATION 1h REPLICATION 1\n");
+	append(f, "cpu,host=a v=1 1\n");
 	start(f);
-	assert_true(run_until(f, holding, 5000));
-	assert_int_equal(queue(f).pending_batches, 1);
-	assert_int_equal(queue(f).dead_batches, 0);
-	assert_int_equal(replay_retry_now(f->w), 0);
-	assert_true(run_until(f, drained, 5000));
+	assert_true(run_until(f, dead_one, 5000));
 	assert_int_equal(f->be.nreqs, 2);
-	assert_int_equal(queue(f).dead_batches, 0);
+	assert_string_equal(f->be.reqs[0].target, "/query");
+	assert_string_equal(f->be.reqs[1].body, "cpu,host=a v=1 1\n"); /* the write behind it goes on */
+	assert_dead_statement(f, seq, "HTTP 200: database not found: nosuch");
+	assert_int_equal(view(f).health, REPLAY_UP);
+	assert_int_equal(queue(f).held_batches, 0);
+}
+
+/* All the POSTed bodies, one after the other. */
+static void all_writes(const struct backend *be, char *out, size_t outlen)
+{
+	const char *w[MAX_REQS];
+	int n = writes(be, w, MAX_REQS);
+	out[0] = '\0';
+	for (int i = 0; i < n; i++)
+		strncat(out, w[i], outlen - strlen(out) - 1);
+}
+
+/* x held (hold_two), then more in the log for x (unless NULL); the next
+ * call of each wal operation in ops fails as a full disk would; the worker
+ * runs until nothing is held or pending. */
+static void held_with_failure(struct fixture *f, const char *more, unsigned ops)
+{
+	hold_two(f);
+	if (more)
+		append_to(f, "x", more);
+	wal_fail_next(f->wal, ops, WAL_EFULL);
+	start(f);
+	assert_true(run_until(f, nothing_held, 5000));
+}
+
+/* A delivery of held batches whose record (wal_held_done) fails is sent
+ * again; it is counted once, when the record commits. */
+static void test_held_delivery_counted_once(void **state)
+{
+	struct fixture *f = *state;
+	held_with_failure(f, NULL, WAL_FAIL_HELD_DONE);
+	const char *w[8];
+	assert_int_equal(writes(&f->be, w, 8), 2); /* sent again after the failed record */
+	assert_string_equal(w[1], w[0]);
+	assert_int_equal(view(f).stats.delivered_batches, 2);
+	assert_int_equal(view(f).stats.delivered_points, 2);
+	assert_int_equal(queue(f).delivered_batches, 2);
+}
+
+/* x is held, and exists now. The round's hold of x's next batch fails
+ * (disk full) and waits for its retry; meanwhile the held retry delivers
+ * what the store has and finds nothing more. x must stay held until that
+ * hold commits (and then be tried again), or the batch after it would go
+ * straight through, ahead of it, and it would stay in the store. */
+static void test_hold_retry_keeps_database_held(void **state)
+{
+	struct fixture *f = *state;
+	held_with_failure(f, "cpu,host=a v=3 3\n", WAL_FAIL_HOLD);
+	append_to(f, "x", "cpu,host=a v=4 4\n");
+	replay_notify(f->w);
+	assert_true(run_until(f, drained, 5000));
+	char all[512];
+	all_writes(&f->be, all, sizeof(all));
+	assert_string_equal(all, "cpu,host=a v=1 1\ncpu,host=a v=2 2\ncpu,host=a v=3 3\ncpu,host=a v=4 4\n");
+	struct wal_backend_stat st = queue(f);
+	assert_int_equal(st.held_batches, 0);
+	assert_int_equal(st.delivered_batches, 4);
+}
+
+/* The list of held databases cannot be read at start: nothing is sent
+ * until it can (a write of x would go ahead of x's held batches), and it
+ * is read again (here at the first write), not given up. */
+static void test_held_list_unreadable_at_start(void **state)
+{
+	struct fixture *f = *state;
+	held_with_failure(f, "cpu,host=a v=3 3\n", WAL_FAIL_HELD_LIST);
+	char all[512];
+	all_writes(&f->be, all, sizeof(all));
+	assert_string_equal(all, "cpu,host=a v=1 1\ncpu,host=a v=2 2\ncpu,host=a v=3 3\n");
+}
+
+/* ... and with nothing in the log to send: read again after a backoff. */
+static void test_held_list_read_again(void **state)
+{
+	struct fixture *f = *state;
+	held_with_failure(f, NULL, WAL_FAIL_HELD_LIST);
+	const char *w[8];
+	assert_int_equal(writes(&f->be, w, 8), 1);
+	assert_string_equal(w[0], "cpu,host=a v=1 1\ncpu,host=a v=2 2\n");
 }
 
 int main(void)
@@ -724,6 +828,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_statement_barrier, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_outcomes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_database_not_found, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_created_databases_wake, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_delivery_counted_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hold_retry_keeps_database_held, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_list_unreadable_at_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_list_read_again, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2044,6 +2044,47 @@ static void test_held(void **state)
 	assert_int_equal(wal_verify(f->w, note_problem, &sn, NULL), 0);
 }
 
+/* wal_fail_next: each armed held-store operation fails once, before it
+ * touches the store (nothing changes), then works again. */
+static void test_fail_next(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	for (int i = 0; i < 2; i++) {
+		struct wal_batch x = mk("m v=1 1\n", 1ULL << a, 5000 + i);
+		x.db = "x";
+		assert_int_equal(wal_append(f->w, &x, 1, 5000), 0);
+	}
+	uint64_t s1 = 1;
+	wal_fail_next(f->w, WAL_FAIL_HOLD | WAL_FAIL_HELD_DONE | WAL_FAIL_HELD_LIST, WAL_EFULL);
+	assert_int_equal(wal_hold(f->w, a, &s1, 1), WAL_EFULL);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.held_batches, 0);
+	assert_int_equal(st.pending_batches, 2);
+	assert_int_equal(wal_hold(f->w, a, &s1, 1), 0);
+	struct wal_held *h;
+	size_t nh;
+	assert_int_equal(wal_held_list(f->w, a, &h, &nh), WAL_EFULL);
+	assert_int_equal(wal_held_list(f->w, a, &h, &nh), 0);
+	assert_int_equal(nh, 1);
+	wal_held_free(h, nh);
+	assert_int_equal(wal_held_done(f->w, a, "x", 1, 6000), WAL_EFULL);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.held_batches, 1);
+	assert_int_equal(wal_held_done(f->w, a, "x", 1, 6000), 0);
+	/* disarmed */
+	wal_fail_next(f->w, WAL_FAIL_HOLD, WAL_EFULL);
+	wal_fail_next(f->w, 0, 0);
+	uint64_t s2 = 2;
+	assert_int_equal(wal_hold(f->w, a, &s2, 1), 0);
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.held_batches, 1);
+	assert_int_equal(st.pending_batches, 0);
+}
+
 /* Issue 11: purge removes what it cannot decode; the log empties. */
 static void test_purge_corrupt(void **state)
 {
@@ -2282,6 +2323,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_kind_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kind_unknown_is_corrupt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_held, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fail_next, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_files, setup, teardown),
 		cmocka_unit_test(test_strerror),
 	};
