@@ -170,6 +170,7 @@ struct http_server {
 	http_query_targets_fn targets_fn;
 	void *targets_arg;
 	struct upstream *probe;          /* the version probe in flight, or NULL */
+	struct upstream_pool *pool;      /* idle connections to the query backends */
 	char backend_version[64];        /* X-Influxdb-Version learnt from a backend; "" = not yet */
 	char backend_build[32];          /* X-Influxdb-Build likewise */
 	struct relay_ratelimit query_log; /* query failures, one line per 10 s */

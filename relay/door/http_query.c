@@ -387,7 +387,8 @@ static void build_head(struct conn *c, const struct http_query_target *t, struct
 		rbuf_append(h, q, strlen(q));
 	rbuf_append(h, " HTTP/1.1\r\n", 11);
 	append_host(h, t);
-	rbuf_append(h, "Connection: close\r\n", 19);
+	/* No "Connection: close": the connection goes back to the pool for
+	 * the next query to this backend (upstream.h). */
 	if (t->token) {
 		rbuf_appendf(h, "Authorization: Token %s\r\n", t->token);
 	} else if (t->username) {
@@ -695,6 +696,7 @@ static void proxy_start(struct conn *c)
 		.body_len = llhttp_get_method(&c->parser) == HTTP_POST ? c->req.body.len : 0,
 		.connect_timeout_ms = tg->connect_timeout_ms,
 		.idle_timeout_ms = cfg->query_timeout_ms,
+		.pool = s->pool,
 	};
 	static const struct upstream_callbacks cbs = { on_head, on_body, on_done, on_sent };
 	qp->up = upstream_start(s->loop, &rq, &cbs, c);

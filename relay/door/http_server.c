@@ -632,6 +632,7 @@ int http_server_start(uv_loop_t *loop, const struct relay_config *cfg, struct in
 	s->cfg = cfg;
 	s->ing = ing;
 	s->inbuf = xmalloc(READ_BUF_SIZE);
+	s->pool = upstream_pool_new(loop);
 	uv_tcp_init(loop, &s->listener);
 	s->listener.data = s;
 	s->listener_open = 1;
@@ -644,6 +645,8 @@ int http_server_start(uv_loop_t *loop, const struct relay_config *cfg, struct in
 	if (rc) {
 		snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen_http, uv_strerror(rc));
 		s->closing = 1;
+		upstream_pool_close(s->pool);
+		s->pool = NULL;
 		uv_close((uv_handle_t *)&s->listener, NULL);
 		/* The caller runs the loop once to finish the close; the struct
 		 * is leaked deliberately as the process is about to exit. */
@@ -697,6 +700,10 @@ void http_server_close(struct http_server *s, void (*done)(void *arg), void *arg
 		upstream_cancel(s->probe);
 		s->probe = NULL;
 	}
+	/* Its idle connections close now; those of queries still running
+	 * close as the queries end (closing_conn cancels them). */
+	upstream_pool_close(s->pool);
+	s->pool = NULL;
 	/* Connections waiting for a commit get their answer first (ingest
 	 * finishes its commits before it closes); the others close now. */
 	for (struct conn *c = s->conns; c; c = c->next) {

@@ -7,8 +7,12 @@
  * kept beyond one read: memory does not grow with its size. Reading can
  * be paused while the caller's own client is slow (backpressure), and a
  * request can be cancelled at once: the socket is closed, so InfluxDB
- * sees the client leave and stops the query. One connection per request
- * ("Connection: close"). Knows nothing of the door.
+ * sees the client leave and stops the query. With a pool, a connection
+ * whose answer was read whole and that the backend keeps open goes back to
+ * the pool and carries a later request to the same backend (a dashboard's
+ * many small queries do not each pay a connect, nor leave a socket in
+ * TIME_WAIT); without one, the caller sends "Connection: close". Knows
+ * nothing of the door.
  */
 #ifndef RELAY_QUERY_UPSTREAM_H
 #define RELAY_QUERY_UPSTREAM_H
@@ -18,6 +22,18 @@
 #include <uv.h>
 
 struct upstream;
+struct upstream_pool;
+
+/* Idle connections a pool keeps at most (beyond: closed), and how long
+ * one may stay idle before the pool closes it. */
+#define UPSTREAM_POOL_MAX_IDLE 64
+#define UPSTREAM_POOL_IDLE_MS 30000
+
+struct upstream_pool_stats {
+	uint64_t connects;  /* new connections made for its requests */
+	uint64_t reuses;    /* requests sent on an idle connection */
+	uint64_t stale;     /* of those, found closed by the backend and sent again on a new one */
+};
 
 /* One header of the answer; the strings are valid during the callback. */
 struct upstream_header {
@@ -60,6 +76,7 @@ struct upstream_request {
 	size_t body_len;
 	uint64_t connect_timeout_ms; /* > 0 */
 	uint64_t idle_timeout_ms;    /* most time between two reads of the answer; 0 = none */
+	struct upstream_pool *pool;  /* idle connections to take and give back; NULL = one per request */
 };
 
 /*
@@ -82,5 +99,15 @@ void upstream_resume(struct upstream *u);
 /* Close the connection now and call nothing more; u is freed once its
  * handles are closed. The caller may free the body right after. */
 void upstream_cancel(struct upstream *u);
+
+/* A pool of idle connections on loop (its sweep timer does not keep the
+ * loop alive). Allocation failure aborts. */
+struct upstream_pool *upstream_pool_new(uv_loop_t *loop);
+/* Close its idle connections now; connections of requests still running
+ * are closed when they end, not pooled. The pool frees itself once its
+ * last connection is closed: do not use p after this. NULL is a no-op. */
+void upstream_pool_close(struct upstream_pool *p);
+/* Its counters, valid until upstream_pool_close. */
+const struct upstream_pool_stats *upstream_pool_stats(const struct upstream_pool *p);
 
 #endif

@@ -432,6 +432,177 @@ static void test_request_as_sent(void **state)
 	rbuf_release(&b.got);
 }
 
+
+/*---- the pool: a backend that answers every request on a connection ----*/
+
+struct kconn {
+	uv_tcp_t tcp;
+	struct kbackend *kb;
+	struct rbuf got;
+};
+
+struct kbackend {
+	uv_tcp_t listener;
+	int accepts, requests;
+	int close_after_answer; /* close each connection after its answer, without saying so */
+};
+
+static void k_closed(uv_handle_t *h)
+{
+	struct kconn *k = h->data;
+	rbuf_release(&k->got);
+	free(k);
+}
+
+static void k_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+	struct kconn *k = st->data;
+	if (n < 0) {
+		uv_close((uv_handle_t *)&k->tcp, k_closed);
+		return;
+	}
+	rbuf_append(&k->got, buf->base, (size_t)n);
+	const char *end;
+	while ((end = strstr(rbuf_cstr(&k->got), "\r\n\r\n")) != NULL) {
+		size_t used = (size_t)(end + 4 - k->got.data);
+		memmove(k->got.data, k->got.data + used, k->got.len - used);
+		k->got.len -= used;
+		k->kb->requests++;
+		static char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+		uv_write_t *w = malloc(sizeof(*w));
+		uv_buf_t b = uv_buf_init(answer, sizeof(answer) - 1);
+		assert_int_equal(uv_write(w, st, &b, 1, b_written), 0);
+		if (k->kb->close_after_answer) {
+			uv_read_stop(st);
+			uv_close((uv_handle_t *)&k->tcp, k_closed);
+			return;
+		}
+	}
+}
+
+static void k_accept(uv_stream_t *ls, int status)
+{
+	struct kbackend *kb = ls->data;
+	assert_int_equal(status, 0);
+	struct kconn *k = calloc(1, sizeof(*k));
+	k->kb = kb;
+	uv_tcp_init(ls->loop, &k->tcp);
+	k->tcp.data = k;
+	assert_int_equal(uv_accept(ls, (uv_stream_t *)&k->tcp), 0);
+	kb->accepts++;
+	uv_read_start((uv_stream_t *)&k->tcp, b_alloc, k_read);
+}
+
+/* Requests one after another: each starts from the previous one's on_done. */
+struct chain {
+	uv_loop_t *loop;
+	struct upstream_pool *pool;
+	struct kbackend *kb;
+	uint16_t port;
+	int left, ok;
+	struct upstream_pool_stats st; /* the pool's, just before it closes */
+};
+
+static const char KGET[] = "GET /query?q=x HTTP/1.1\r\nHost: h\r\n\r\n";
+static void chain_next(struct chain *ch);
+
+static void k_head(struct upstream *u, int status, const struct upstream_header *h, size_t nh, int64_t cl, void *arg)
+{
+	(void)u, (void)h, (void)nh, (void)cl, (void)arg;
+	assert_int_equal(status, 200);
+}
+
+static void k_body(struct upstream *u, const char *p, size_t n, void *arg)
+{
+	(void)u, (void)p, (void)n, (void)arg;
+}
+
+static void k_done(struct upstream *u, int rc, enum upstream_stage stage, const char *msg, void *arg)
+{
+	struct chain *ch = arg;
+	(void)u, (void)stage;
+	if (rc != 0)
+		fail_msg("request failed: %s", msg);
+	ch->ok++;
+	chain_next(ch);
+}
+
+static void chain_next(struct chain *ch)
+{
+	static const struct upstream_callbacks kcbs = { k_head, k_body, k_done, NULL };
+	if (!ch->left) {
+		ch->st = *upstream_pool_stats(ch->pool);
+		upstream_pool_close(ch->pool); /* its idle connection closes; the loop ends */
+		uv_close((uv_handle_t *)&ch->kb->listener, closed_noop);
+		return;
+	}
+	ch->left--;
+	struct upstream_request rq = { .host = "127.0.0.1", .port = ch->port, .head = KGET,
+	                               .head_len = strlen(KGET), .connect_timeout_ms = 2000, .pool = ch->pool };
+	upstream_start(ch->loop, &rq, &kcbs, ch);
+}
+
+static void run_chain(struct kbackend *kb, int n, struct upstream_pool_stats *st)
+{
+	uv_loop_t loop;
+	struct sockaddr_in a;
+	struct sockaddr_storage bound;
+	int len = sizeof(bound);
+	assert_int_equal(uv_loop_init(&loop), 0);
+	uv_tcp_init(&loop, &kb->listener);
+	kb->listener.data = kb;
+	uv_ip4_addr("127.0.0.1", 0, &a);
+	assert_int_equal(uv_tcp_bind(&kb->listener, (struct sockaddr *)&a, 0), 0);
+	assert_int_equal(uv_listen((uv_stream_t *)&kb->listener, 8, k_accept), 0);
+	uv_tcp_getsockname(&kb->listener, (struct sockaddr *)&bound, &len);
+	struct chain ch;
+	memset(&ch, 0, sizeof(ch));
+	ch.loop = &loop;
+	ch.pool = upstream_pool_new(&loop);
+	ch.kb = kb;
+	ch.port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+	ch.left = n;
+	chain_next(&ch);
+	/* the stats are read before the last request closes the pool */
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(ch.ok, n);
+	*st = ch.st;
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_pool_reuses_a_connection(void **state)
+{
+	(void)state;
+	struct kbackend kb;
+	memset(&kb, 0, sizeof(kb));
+	struct upstream_pool_stats st;
+	run_chain(&kb, 5, &st);
+	assert_int_equal(kb.requests, 5);
+	assert_int_equal(kb.accepts, 1);
+	assert_int_equal(st.connects, 1);
+	assert_int_equal(st.reuses, 4);
+	assert_int_equal(st.stale, 0);
+}
+
+static void test_pool_connection_closed_by_the_backend(void **state)
+{
+	(void)state;
+	struct kbackend kb;
+	memset(&kb, 0, sizeof(kb));
+	kb.close_after_answer = 1;
+	/* Each pooled connection is closed by the backend: found closed while
+	 * idle, or when the next request goes out on it (sent again on a new
+	 * one). Every request succeeds, each on a connection of its own. */
+	struct upstream_pool_stats st;
+	run_chain(&kb, 5, &st);
+	assert_int_equal(kb.requests, 5);
+	assert_int_equal(kb.accepts, 5);
+	assert_int_equal(st.connects, 5);
+	assert_int_equal(st.stale, st.reuses); /* every reuse met a closed connection */
+	print_message("closed by the backend: %llu of 5 requests went out on a pooled connection first\n",
+	              (unsigned long long)st.reuses);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -444,6 +615,8 @@ int main(void)
 		cmocka_unit_test(test_pause_holds_the_timer),
 		cmocka_unit_test(test_cancel_closes_and_calls_nothing),
 		cmocka_unit_test(test_request_as_sent),
+		cmocka_unit_test(test_pool_reuses_a_connection),
+		cmocka_unit_test(test_pool_connection_closed_by_the_backend),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
