@@ -166,12 +166,14 @@ static void queue_statements(struct conn *c, const char *q, size_t nstmts, int r
 	 * the statement (ON is required): queued with no db, they never wait
 	 * behind the held writes of the db parameter's database, whose
 	 * creation may be the very thing those writes wait for. Other state
-	 * changes (state_changing: queue) keep the query's db and rp. */
-	free(r->db);
+	 * changes (state_changing: queue) keep the query's db (read already,
+	 * by http_handle_query) and rp. */
 	free(r->rp);
-	r->db = r->rp = NULL;
-	if (!replicate) {
-		r->db = form_value(c, "db", &count, &bad);
+	r->rp = NULL;
+	if (replicate) {
+		free(r->db);
+		r->db = NULL;
+	} else {
 		r->rp = form_value(c, "rp", &count, &bad);
 	}
 	int close = !llhttp_should_keep_alive(&c->parser);
@@ -325,7 +327,7 @@ int http_handle_query(struct conn *c)
 		r->db = form_value(c, "db", &ndb, &bad);
 		const char *doubt = bad & 1 ? "malformed percent-encoding in the query string or form" :
 		                    bad & 2 ? "a NUL byte in the query string or form" :
-		                    bad & 4 ? "a raw ';' beside q in the query string (encode it as %3B)" :
+		                    bad & 4 ? "a raw ';' in the q or db pair of the query string (encode it as %3B)" :
 		                    count > 1 ? "more than one q parameter" : NULL;
 		if (doubt) {
 			free(q);
