@@ -173,7 +173,10 @@ static void test_listener(void **state)
 	/* The flush interval (50 ms) ends the group, and the commit that its
 	 * timer asks for starts at once, not at the next unrelated wake-up. */
 	uint64_t took_ms = (now_mono_ns() - t0) / 1000000;
-	if (took_ms < 50 || took_ms > 800)
+	/* 48, not 50: libuv's loop time is kept in whole milliseconds (the
+	 * timer may start up to 1 ms "early" against this clock), and took_ms
+	 * is truncated too. CI saw 49. */
+	if (took_ms < 48 || took_ms > 800)
 		fail_msg("group committed after %" PRIu64 " ms, want 50 ms and a commit", took_ms);
 	int64_t after = now_realtime_ns() / 1000000000LL;
 	assert_int_equal(st(f)->datagrams_bad, 3);
