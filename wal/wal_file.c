@@ -72,6 +72,7 @@ struct walk {
 	int fd;
 	uint32_t psize;
 	uint64_t npages; /* pages in use: last page + 1 */
+	uint64_t have;   /* whole pages the file holds */
 	uint8_t *seen;   /* one bit per page */
 	unsigned char *buf[2 * (MAX_DEPTH + 1)]; /* one page per level: the main tree's, then a named one's */
 	uint64_t pages_read;
@@ -134,6 +135,16 @@ static int mark(struct walk *wk, uint64_t pgno, uint64_t n, const char *what)
 	return 0;
 }
 
+/* Pages [pgno, pgno + n) must be in the file: one that the trees reach
+ * past its end means the file was cut short. */
+static int in_file(struct walk *wk, uint64_t pgno, uint64_t n, const char *name)
+{
+	if (pgno + n > wk->have)
+		return damaged(wk, "%s: page %" PRIu64 " lies past the end of the file (%" PRIu64 " pages): the file was "
+		               "cut short", name, pgno + n - 1, wk->have);
+	return 0;
+}
+
 /* A free-page list: u64 count, then that many page numbers. */
 static int check_idl(struct walk *wk, const unsigned char *d, size_t len)
 {
@@ -165,7 +176,7 @@ static int check_overflow(struct walk *wk, uint64_t pgno, uint64_t dsize, const 
 	if (pgno < 2 || pgno >= wk->npages)
 		return damaged(wk, "%s: a value points at page %" PRIu64 ", outside pages 2..%" PRIu64, name, pgno,
 		               wk->npages - 1);
-	if ((rc = read_at(wk, hdr, sizeof(hdr), pgno * wk->psize)))
+	if ((rc = in_file(wk, pgno, 1, name)) || (rc = read_at(wk, hdr, sizeof(hdr), pgno * wk->psize)))
 		return rc;
 	wk->pages_read++;
 	uint32_t n = u32(hdr + PG_PAGES);
@@ -177,6 +188,8 @@ static int check_overflow(struct walk *wk, uint64_t pgno, uint64_t dsize, const 
 	if (PAGE_HDR + dsize > (uint64_t)n * wk->psize)
 		return damaged(wk, "%s: a value of %" PRIu64 " bytes does not fit its %" PRIu32 "-page overflow run", name,
 		               dsize, n);
+	if ((rc = in_file(wk, pgno, n, name)))
+		return rc;
 	if ((rc = mark(wk, pgno, n, name)))
 		return rc;
 	if (out) {
@@ -201,7 +214,7 @@ static int walk_page(struct walk *wk, uint64_t pgno, unsigned level, unsigned de
 	if (pgno < 2 || pgno >= wk->npages)
 		return damaged(wk, "%s: a page number %" PRIu64 " outside pages 2..%" PRIu64, name, pgno,
 		               wk->npages - 1);
-	if ((rc = mark(wk, pgno, 1, name)))
+	if ((rc = mark(wk, pgno, 1, name)) || (rc = in_file(wk, pgno, 1, name)))
 		return rc;
 	/* A named database is walked from inside a leaf of the main tree:
 	 * its pages go in the second half of the buffers. */
@@ -381,13 +394,20 @@ static int check_once(int fd, struct walf_info *info, char *why, size_t whylen)
 	if (fstat(wk.fd, &st) == 0)
 		info->file_size = (uint64_t)st.st_size;
 	uint64_t have = info->file_size / psize;
-	if (last < 1 || last >= have) {
+	/* LMDB writes whole pages, so a size that is not a multiple was cut.
+	 * The last page number may lie past the end, though: a page taken at
+	 * the end and freed again in the same transaction is never written,
+	 * yet counts in the meta page's last page (seen on a full disk). So
+	 * the file is cut short only if a page the trees reach lies past its
+	 * end (walk_page, check_overflow). */
+	if (last < 1 || info->file_size % psize || have < 2) {
 		rc = damaged(&wk,
-		             "the file has %" PRIu64 " bytes (%" PRIu64 " pages of %" PRIu32 "), but its LMDB meta page %d "
+		             "the file has %" PRIu64 " bytes (%" PRIu64 " pages of %" PRIu32 "), and its LMDB meta page %d "
 		             "says %" PRIu64 " pages are in use: the file was cut short",
 		             info->file_size, have, psize, cur, last + 1);
 		goto out;
 	}
+	wk.have = have;
 	wk.psize = psize;
 	wk.npages = last + 1;
 	wk.seen = calloc((size_t)(wk.npages / 8 + 1), 1);
