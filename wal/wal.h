@@ -168,9 +168,8 @@ struct wal_stat {
  * is missing or half-initialised is WAL_ENOTQUEUE or WAL_ECORRUPT, never
  * initialised behind relayd's back.
  * Before LMDB maps data.mdb, the file is checked with pread alone
- * (wal_file.h): LMDB's two meta pages, the file's size against the pages
- * they say are in use (a file cut short is SIGBUS for LMDB), and every
- * tree page LMDB could follow; a damaged file is WAL_EDAMAGED, an LMDB
+ * (wal_file.h): LMDB's two meta pages, and every tree page LMDB could
+ * follow, each inside the file (a file cut short is SIGBUS for LMDB); a damaged file is WAL_EDAMAGED, an LMDB
  * file of another data version WAL_EVERSION (wal_open_why says why). An
  * empty data.mdb is a new queue for relayd's open, WAL_ENOTQUEUE for the
  * others.
