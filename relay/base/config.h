@@ -25,6 +25,12 @@ enum relay_db_policy {
 
 /* What the query pass-through does when no query backend is caught up
  * (query.when_behind); the values are relay/query/router.h's policies. */
+/* How log lines are written (log_format). */
+enum relay_log_format {
+	RELAY_LOG_FORMAT_TEXT = 0, /* "TIME level message" */
+	RELAY_LOG_FORMAT_JSON = 1, /* {"time":..,"level":..,"msg":..} per line */
+};
+
 enum relay_when_behind {
 	RELAY_BEHIND_LEAST = 0,  /* answer from the least behind, with X-Relayd-Behind */
 	RELAY_BEHIND_REFUSE = 1, /* 503 naming the backends and their lag */
@@ -99,6 +105,8 @@ struct relay_config {
 	char *data_dir; /* required */
 	char *log_level; /* "debug", "info" (default), "notice", "warn", "error" */
 	char *log_output; /* "stderr" (default), "syslog", or an absolute file path */
+	int log_format;   /* enum relay_log_format; default text */
+	uint64_t log_outage_reminder_ms; /* reminder while a backend stays down; 0 = none; 10 min */
 	char *user;     /* started as root, run as this user; NULL = none */
 
 	/* listen: */

@@ -34,6 +34,10 @@ static const struct enum_word state_words[] = {
 static const struct enum_spec behind_enum = { behind_words, RELAY_ARRAY_SIZE(behind_words),
 	                                      "least_behind or refuse" };
 static const struct enum_spec state_enum = { state_words, RELAY_ARRAY_SIZE(state_words), "refuse or queue" };
+static const struct enum_word log_format_words[] = {
+	{ "text", RELAY_LOG_FORMAT_TEXT }, { "json", RELAY_LOG_FORMAT_JSON },
+};
+static const struct enum_spec log_format_enum = { log_format_words, RELAY_ARRAY_SIZE(log_format_words), "text or json" };
 static const struct enum_spec bool_enum = { bool_words, RELAY_ARRAY_SIZE(bool_words), "true or false" };
 static const struct enum_spec db_policy_enum = { db_policy_words, RELAY_ARRAY_SIZE(db_policy_words),
 	                                         "one of hold, create, dead_letter" };
@@ -173,6 +177,10 @@ const struct key_spec cfg_keys[] = {
 	    "least severe message logged: debug, info, notice, warn or error"),
 	KEY("", "log_output", KT_LOG_OUTPUT, 0, log_output, "stderr", 0, 0,
 	    "where log lines go: stderr, syslog, or the absolute path of a file"),
+	{ .section = "", .name = "log_format", .type = KT_ENUM, .enm = &log_format_enum, .off = CF(log_format),
+	  .def = "text", .desc = "text (one line per event) or json (one object per line, for log shippers)" },
+	KEY("", "log_outage_reminder", KT_DURATION, KF_ZERO_OK, log_outage_reminder_ms, "10m", 1, UINT64_MAX,
+	    "while a backend stays down, a reminder line this often (backlog, age, time until full); 0 = none"),
 	KEY("", "user", KT_STRING, 0, user, NULL, 0, 0,
 	    "started as root, relayd runs as this user (and its groups) before it opens anything"),
 
