@@ -113,6 +113,7 @@ struct wal_batch {
 	int result;           /* out of wal_append: 0 stored; WAL_ELIMIT, WAL_EAGE, WAL_ETOOBIG or
 	                       * WAL_ENOBACKEND refused */
 	int refused_by;       /* out: backend id whose limit refused it, or -1 */
+	/* private: the queue's own (wal_batch_release frees it) */
 	void *priv_;          /* owned allocation of a batch read back */
 };
 

@@ -1,7 +1,8 @@
 /*
  * relayd: the daemon. A thin main: arguments, configuration, the user
- * switch and detaching (cmd/daemon.c), the queue, the doors (HTTP, UDP),
- * the delivery workers (cmd/backends.c), signals, then the loop.
+ * switch and detaching (cmd/relayd/daemon.c), the queue, the doors (HTTP, UDP),
+ * the delivery workers (relay/delivery/backends.c), signals, then the loop;
+ * /health and /metrics (cmd/relayd/monitor.c).
  *
  * Shutdown order (SIGTERM/SIGINT): UDP listeners stop and hand what they
  * received to ingest; stop accepting, let writes waiting for a commit get
@@ -419,7 +420,7 @@ static void reload_refused(struct relayd *d, struct relay_config *next, const ch
  * file); any failure leaves the configuration in force as it was. Then,
  * with nothing left to fail, the new contents are swapped into d->cfg
  * (http_server sees the new limits, timeouts and credentials from its
- * next callback on), and the workers follow (cmd/backends.c).
+ * next callback on), and the workers follow (relay/delivery/backends.c).
  */
 static void reload(struct relayd *d)
 {
