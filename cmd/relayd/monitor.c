@@ -74,7 +74,8 @@ struct snap_backend {
 	int st_rc;
 	const char *state;          /* backend_state() */
 	int64_t lag_ns;             /* backend_lag_ns() */
-	size_t held_dbs;            /* databases held (read only when some are) */
+	size_t held_dbs;            /* databases held (held_figures()) */
+	int64_t held_oldest_ns;     /* acceptance of the oldest held write; 0 = none */
 };
 
 struct snap {
@@ -120,22 +121,36 @@ static const char *backend_state(const struct snap_backend *b)
  * every database counted, since a load balancer does not know which one
  * a query will read.
  */
-static int64_t backend_lag_ns(const struct snap_backend *b, int64_t now_ns, struct wal *wal)
+static int64_t backend_lag_ns(const struct snap_backend *b, int64_t now_ns)
 {
 	int64_t oldest = b->st.pending_batches ? b->st.oldest_accept_ns : 0;
-	if (b->st.held_batches && b->id >= 0) {
-		struct wal_held *h = NULL;
-		size_t n = 0;
-		if (wal_held_list(wal, b->id, &h, &n) == 0) {
-			for (size_t k = 0; k < n; k++)
-				if (h[k].batches && (!oldest || h[k].oldest_accept_ns < oldest))
-					oldest = h[k].oldest_accept_ns;
-			wal_held_free(h, n);
-		}
-	}
+	if (b->held_oldest_ns && (!oldest || b->held_oldest_ns < oldest))
+		oldest = b->held_oldest_ns;
 	if (!oldest || oldest >= now_ns)
 		return 0;
 	return now_ns - oldest;
+}
+
+/* The held databases of b: how many, and the oldest held write. One more
+ * read, only for a backend that holds some (rare: a database missing on
+ * that backend). A list that cannot be read counts as one database held
+ * since now: not caught up, whatever else. */
+static void held_figures(struct snap_backend *b, struct wal *wal, int64_t now_ns)
+{
+	struct wal_held *h = NULL;
+	size_t n = 0;
+	if (!b->st.held_batches)
+		return;
+	if (wal_held_list(wal, b->id, &h, &n) != 0) {
+		b->held_dbs = 1;
+		b->held_oldest_ns = now_ns - 1;
+		return;
+	}
+	b->held_dbs = n;
+	for (size_t k = 0; k < n; k++)
+		if (h[k].batches && (!b->held_oldest_ns || h[k].oldest_accept_ns < b->held_oldest_ns))
+			b->held_oldest_ns = h[k].oldest_accept_ns;
+	wal_held_free(h, n);
 }
 
 /* What b's queue holds against its byte limit (held batches count). */
@@ -226,9 +241,8 @@ static void judge(struct relayd *d, struct snap *s)
 	s->status = d->stopping ? "stopping" : failing ? "failing" : degraded ? "degraded" : "ok";
 }
 
-/* Take the snapshot. held: also count each backend's held databases (a
- * scan of its held store, only for a backend that holds some). */
-static struct snap *snap_take(struct relayd *d, int held)
+/* Take the snapshot. */
+static struct snap *snap_take(struct relayd *d)
 {
 	struct snap *s = xcalloc(1, sizeof(*s));
 	const char *names[RELAY_MAX_BACKENDS];
@@ -254,14 +268,8 @@ static struct snap *snap_take(struct relayd *d, int held)
 		b->st = st[i];
 		b->st_rc = rcs[i];
 		b->state = backend_state(b);
-		b->lag_ns = backend_lag_ns(b, s->now_ns, d->wal);
-		if (held && b->st.held_batches) {
-			struct wal_held *h = NULL;
-			if (wal_held_list(d->wal, b->id, &h, &b->held_dbs) == 0)
-				wal_held_free(h, b->held_dbs);
-			else
-				b->held_dbs = 0;
-		}
+		held_figures(b, d->wal, s->now_ns);
+		b->lag_ns = backend_lag_ns(b, s->now_ns);
 	}
 	s->ws_rc = wal_stat(d->wal, &s->ws);
 	char path[4096];
@@ -294,7 +302,7 @@ void monitor_status_line(struct relayd *d, char *buf, size_t len)
 	uint64_t batches = 0, points = 0, bytes = 0;
 	int64_t oldest = 0;
 	size_t up = 0;
-	struct snap *s = snap_take(d, 0);
+	struct snap *s = snap_take(d);
 
 	for (size_t i = 0; i < s->n; i++) {
 		const struct snap_backend *b = &s->b[i];
@@ -372,7 +380,7 @@ static int backend_health(struct http_server *hs, const char *name, int64_t max_
 		rbuf_appendf(out, "relayd is stopping\n");
 		return 503;
 	}
-	struct snap *s = snap_take(d, 0);
+	struct snap *s = snap_take(d);
 	int64_t max_lag_ns = (max_lag_ms >= 0 ? (int64_t)max_lag_ms : (int64_t)d->cfg.query_max_lag_ms) * 1000000LL;
 	int status = backend_verdict(&s->b[i], max_lag_ns, out);
 	snap_free(s);
@@ -495,7 +503,7 @@ static int health(struct http_server *hs_, struct rbuf *out, void *arg)
 	struct relayd *d = arg;
 	const struct http_server_stats *hs = http_server_stats(hs_);
 	const struct ingest_stats *is = &d->ing.stats;
-	struct snap *s = snap_take(d, 0);
+	struct snap *s = snap_take(d);
 	json_t *o = json_object(), *sub, *arr;
 
 	json_object_set_new(o, "status", rjson_cstr(s->status));
@@ -706,7 +714,7 @@ static int metrics(struct http_server *hs, struct rbuf *out, void *arg)
 {
 	struct relayd *d = arg;
 	char lb[128];
-	struct snap *s = snap_take(d, 1);
+	struct snap *s = snap_take(d);
 
 	prom_family(out, "relayd_build_info", "gauge", "Always 1; the version is in the label.");
 	prom_u64(out, "relayd_build_info", prom_labels(lb, sizeof(lb), "version", RELAYD_VERSION, NULL), 1);
