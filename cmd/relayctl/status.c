@@ -310,7 +310,8 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 	if (c->json)
 		put_json_line(out, doc);
 	else if (running == 1)
-		rbuf_appendf(out, "DELIVERED/S: points delivered per second, relayd's average over about the last %d s\n",
+		rbuf_appendf(out,
+			     "DELIVERED/S: points delivered per second, relayd's average over about the last %d s\n",
 			     RATE_WINDOW_S);
 	else if (running == 0)
 		rbuf_appendf(out, "DELIVERED/S: points delivered per second (0: relayd is stopped)\n");
