@@ -322,6 +322,7 @@ static void set_log_level(const struct relay_config *cfg)
 	enum relay_log_level lvl;
 	if (relay_log_level_parse(cfg->log_level, &lvl) == 0)
 		relay_log_set_level(lvl);
+	relay_log_set_format((enum relay_log_format)cfg->log_format);
 }
 
 /* Tell ingest which backends a new batch goes to, and their names and
