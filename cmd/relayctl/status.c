@@ -17,11 +17,11 @@
 /* Configured backends, then orphaned queues. */
 #define STATUS_MAX (RELAY_MAX_BACKENDS + WAL_MAX_BACKENDS)
 
-/* What relayd's rate stands for: it samples the delivered points every
- * 5 s and averages the samples with a weight of 0.8 for the older ones
- * (cmd/relayd/relayd.c, maint_cb), so that the last 30 s make three
- * quarters of it. Such an average never falls to 0 by itself: with no
- * delivery in that window, the rate reads 0. */
+/* What relayd's rate stands for: the points delivered over the last 30 s
+ * (it samples the count every 5 s and keeps a window of them:
+ * cmd/relayd/relayd.c, maint_cb), so it is 0 when nothing was delivered
+ * in that time. The check below on the last delivery's age gives the same
+ * answer for a relayd too old to have the window. */
 #define RATE_WINDOW_S 30
 
 /* Delivered points per queue at the last refresh, by name: the set of

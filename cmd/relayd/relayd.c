@@ -118,14 +118,22 @@ static void maint_cb(uv_timer_t *t)
 		if (w)
 			replay_worker_view(w, &v);
 		uint64_t pts = w ? v.stats.delivered_points : 0;
-		/* Smoothed over about half a minute; a restarted worker (its
-		 * counters start again) only restarts the sampling. */
-		if (d->rate_t_ns[id] && now > d->rate_t_ns[id] && pts >= d->rate_points[id]) {
-			double r = (double)(pts - d->rate_points[id]) * 1e9 / (double)(now - d->rate_t_ns[id]);
-			d->rate[id] = d->rate[id] * 0.8 + r * 0.2;
-		}
-		d->rate_points[id] = pts;
-		d->rate_t_ns[id] = now;
+		struct rate_window *rw = &d->rate_win[id];
+		/* A counter that went back (a queue id reused by another
+		 * backend, a restarted worker) restarts the window. */
+		if (rw->n && pts < rw->points[(rw->next + RELAYD_RATE_SAMPLES - 1) % RELAYD_RATE_SAMPLES])
+			rw->n = 0;
+		rw->points[rw->next] = pts;
+		rw->t_ns[rw->next] = now;
+		rw->next = (rw->next + 1) % RELAYD_RATE_SAMPLES;
+		if (rw->n < RELAYD_RATE_SAMPLES)
+			rw->n++;
+		unsigned newest = (rw->next + RELAYD_RATE_SAMPLES - 1) % RELAYD_RATE_SAMPLES;
+		unsigned oldest = (rw->next + RELAYD_RATE_SAMPLES - rw->n) % RELAYD_RATE_SAMPLES;
+		d->rate[id] = rw->n > 1 && rw->t_ns[newest] > rw->t_ns[oldest]
+		                  ? (double)(rw->points[newest] - rw->points[oldest]) * 1e9 /
+		                        (double)(rw->t_ns[newest] - rw->t_ns[oldest])
+		                  : 0.0;
 	}
 	monitor_tick(d);
 }

@@ -20,6 +20,9 @@
 #include "relay/door/udp.h"
 #include "wal/wal.h"
 
+/* Samples of the delivery rate's window: 30 s at one sample per 5 s. */
+#define RELAYD_RATE_SAMPLES 7
+
 struct relayd {
 	uv_loop_t *loop;
 	/*
@@ -46,9 +49,14 @@ struct relayd {
 	struct control_server control;
 	int control_on;
 	int64_t started_ns;
-	/* delivery rate per queue id, sampled by maint_cb */
-	uint64_t rate_points[WAL_MAX_BACKENDS];
-	uint64_t rate_t_ns[WAL_MAX_BACKENDS];
+	/* Delivered points per queue id, sampled by maint_cb: the rate is
+	 * what the window's samples span, so it is 0 exactly when nothing
+	 * was delivered in the last 30 s. */
+	struct rate_window {
+		uint64_t points[RELAYD_RATE_SAMPLES];
+		uint64_t t_ns[RELAYD_RATE_SAMPLES];
+		unsigned n, next;
+	} rate_win[WAL_MAX_BACKENDS];
 	double rate[WAL_MAX_BACKENDS];
 	int stopping;
 	uint64_t reloads, reload_errors;
