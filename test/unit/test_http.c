@@ -384,11 +384,20 @@ static size_t targets_fn(void *arg, const char *db, struct http_query_target *ou
 	return 1;
 }
 
+static int health_fn(struct http_server *s, struct rbuf *out, void *arg)
+{
+	(void)s;
+	(void)arg;
+	rbuf_appendf(out, "{\"status\":\"ok\"}");
+	return 200;
+}
+
 static void *monitoring_client(void *arg)
 {
 	struct fixture *f = arg;
 	static const char *const reqs[][2] = {
-		/* 0 */ { "GET /ping HTTP/1.1\r\nHost: x\r\n\r\n", "1" },
+		/* 0: /health needs no credentials either */
+		{ "GET /ping HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", "2" },
 		/* 1: no credentials (auth.enabled): 401, no points counted */
 		{ "POST /write?db=d1 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\ncpu v=1 1\n", "1" },
 		/* 2: two points, 20 bytes */
@@ -452,6 +461,7 @@ static void test_monitoring(void **state)
 	assert_int_equal(ingest_init(&f->ing, &f->loop, f->wal, 1ULL << f->id, 64), 0);
 	f->ing.names[f->id] = "b";
 	assert_int_equal(http_server_start(&f->loop, &f->cfg, &f->ing, &f->srv, err, sizeof(err)), 0);
+	http_server_set_health(f->srv, health_fn, f);
 	http_server_set_metrics(f->srv, metrics_fn, f);
 	http_server_set_backend_health(f->srv, backend_fn, f);
 	http_server_set_query_targets(f->srv, targets_fn, f);
@@ -477,7 +487,8 @@ static void test_monitoring(void **state)
 	assert_int_equal(uv_loop_close(&f->loop), 0);
 
 	char (*r)[sizeof(f->results[0])] = f->results;
-	assert_non_null(strstr(r[0], "HTTP/1.1 204"));
+	if (!strstr(r[0], "HTTP/1.1 204") || !strstr(r[0], "HTTP/1.1 200") || !strstr(r[0], "{\"status\":\"ok\"}"))
+		fail_msg("ping, health: %s", r[0]);
 	assert_non_null(strstr(r[1], "HTTP/1.1 401"));
 	assert_non_null(strstr(r[2], "HTTP/1.1 204"));
 	assert_non_null(strstr(r[3], "HTTP/1.1 400"));
@@ -509,7 +520,7 @@ static void test_monitoring(void **state)
 		"relayd_http_requests_total{endpoint=\"write\",code=\"204\"} 1",
 		"relayd_http_requests_total{endpoint=\"write\",code=\"400\"} 1",
 		"relayd_http_requests_total{endpoint=\"write\",code=\"503\"} 1",
-		"relayd_http_requests_total{endpoint=\"health\",code=\"200\"} 3",
+		"relayd_http_requests_total{endpoint=\"health\",code=\"200\"} 4",
 		"relayd_http_requests_total{endpoint=\"health\",code=\"404\"} 1",
 		"relayd_http_requests_total{endpoint=\"health\",code=\"400\"} 2",
 		"relayd_http_requests_total{endpoint=\"metrics\",code=\"200\"} 1",
