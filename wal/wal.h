@@ -113,6 +113,7 @@ struct wal_batch {
 	int result;           /* out of wal_append: 0 stored; WAL_ELIMIT, WAL_EAGE, WAL_ETOOBIG or
 	                       * WAL_ENOBACKEND refused */
 	int refused_by;       /* out: backend id whose limit refused it, or -1 */
+	/* private: the queue's own (wal_batch_release frees it) */
 	void *priv_;          /* owned allocation of a batch read back */
 };
 
@@ -325,6 +326,16 @@ int wal_dead_letter(struct wal *w, int id, uint64_t seq, const char *body, size_
 
 /* Figures for backend name (works read-only). Errors: WAL_ENOBACKEND. */
 int wal_backend_stat(struct wal *w, const char *name, struct wal_backend_stat *st);
+/*
+ * The figures of n backends at once, from one read transaction (so they
+ * agree with each other, and a scrape of many backends takes one reader
+ * slot): out[i] and rcs[i] for names[i], rcs[i] being what
+ * wal_backend_stat would return for it (WAL_ENOBACKEND for a name the
+ * store does not know; out[i] is then zero with id -1). Returns 0, or the
+ * error that kept the transaction from starting (every rcs[i] is then
+ * WAL_ENOBACKEND). out and rcs are the caller's, n entries each.
+ */
+int wal_backend_stats(struct wal *w, const char *const *names, size_t n, struct wal_backend_stat *out, int *rcs);
 
 /*
  * The names of every backend queue in the store, configured or not (a

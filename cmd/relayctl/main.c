@@ -15,7 +15,7 @@
 
 /* Views first, then changes, each in the order the usage text lists them. */
 static const struct cmd commands[] = {
-	{ "status", NULL, cmd_status, 0, 0, WAL_F_RDONLY, CMD_DAEMON, "[--watch SECONDS]",
+	{ "status", NULL, cmd_status, 0, 0, WAL_F_RDONLY, CMD_DAEMON, "[--watch [SECONDS]]",
 	  "every backend: state, backlog, age, dead letters, delivery" },
 	{ "peek", NULL, cmd_peek, 1, 1, WAL_F_RDONLY, CMD_DAEMON, "BACKEND [-n N]",
 	  "the next N pending batches (default 10)" },
@@ -47,6 +47,22 @@ static const struct cmd commands[] = {
 	{ "import", NULL, cmd_import, 2, 2, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON,
 	  "BACKEND FILE --db DB [--rp RP] [--precision P]", "validate a line-protocol file and queue it for BACKEND" },
 };
+
+/* status --watch without a number of seconds: watch(1)'s default. */
+#define WATCH_DEFAULT_S 2.0
+
+/* Whether s looks like a number of seconds ("2", "0.5", ".5"). */
+static int is_seconds(const char *s)
+{
+	int digits = 0;
+	for (; *s; s++) {
+		if (*s >= '0' && *s <= '9')
+			digits = 1;
+		else if (*s != '.')
+			return 0;
+	}
+	return digits;
+}
 
 /* Where a command's description starts in the usage text. */
 #define USAGE_COLUMN 37
@@ -150,7 +166,7 @@ int main(int argc, char **argv)
 		{ "db", required_argument, NULL, O_DB },
 		{ "rp", required_argument, NULL, O_RP },
 		{ "precision", required_argument, NULL, O_PREC },
-		{ "watch", required_argument, NULL, O_WATCH },
+		{ "watch", optional_argument, NULL, O_WATCH },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -182,13 +198,24 @@ int main(int argc, char **argv)
 		case O_DB: c.db = optarg; break;
 		case O_RP: c.rp = optarg; break;
 		case O_PREC: c.precision = optarg; break;
-		case O_WATCH:
-			c.watch = strtod(optarg, &end);
-			if (*end || !(c.watch > 0) || c.watch > 86400) {
-				fprintf(stderr, "relayctl: --watch wants a number of seconds, not '%s'\n", optarg);
+		case O_WATCH: {
+			/* --watch=N, --watch N, or --watch alone: every 2 s, as
+			 * watch(1). The next word is N only when it is a number:
+			 * "--watch status" and "--watch -c F" keep their words. */
+			const char *v = optarg;
+			if (!v && optind < argc && is_seconds(argv[optind]))
+				v = argv[optind++];
+			if (!v) {
+				c.watch = WATCH_DEFAULT_S;
+				break;
+			}
+			c.watch = strtod(v, &end);
+			if (!*v || *end || !(c.watch > 0) || c.watch > 86400) {
+				fprintf(stderr, "relayctl: --watch wants a number of seconds, not '%s'\n", v);
 				return 2;
 			}
 			break;
+		}
 		case 'h': usage(stdout); return 0;
 		case O_VERSION: printf("relayctl %s\n", RELAYD_VERSION); return 0;
 		default: usage(stderr); return 2;

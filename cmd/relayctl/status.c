@@ -17,6 +17,13 @@
 /* Configured backends, then orphaned queues. */
 #define STATUS_MAX (RELAY_MAX_BACKENDS + WAL_MAX_BACKENDS)
 
+/* What relayd's rate stands for: the points delivered over the last 30 s
+ * (it samples the count every 5 s and keeps a window of them:
+ * cmd/relayd/relayd.c, maint_cb), so it is 0 when nothing was delivered
+ * in that time. The check below on the last delivery's age gives the same
+ * answer for a relayd too old to have the window. */
+#define RATE_WINDOW_S 30
+
 /* Delivered points per queue at the last refresh, by name: the set of
  * queues may change between refreshes (an orphaned one purged). */
 struct rate_memo {
@@ -83,6 +90,8 @@ static json_t *backend_json(const char *name, const char *state, const struct wa
 	json_object_set_new(o, "delivered_batches", u64_json(st->delivered_batches));
 	json_object_set_new(o, "delivered_points", u64_json(st->delivered_points));
 	json_object_set_new(o, "last_delivery_ns", json_integer(last));
+	/* The same figure under its older name, kept for existing scripts. */
+	json_object_set_new(o, "delivered_points_per_second", rate_json(rate));
 	json_object_set_new(o, "points_per_second", rate_json(rate));
 	json_object_set_new(o, "last_error", rjson_cstr(d ? d->last_error : ""));
 	json_object_set_new(o, "attempts", json_integer(d ? d->attempts : 0));
@@ -106,27 +115,39 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 	char damaged[STATUS_MAX] = { 0 };
 	struct wal_held *held[STATUS_MAX] = { 0 };
 	size_t nheld[STATUS_MAX] = { 0 };
-	size_t nnames = 0, nstored = 0, ndamaged = 0;
-	int rc = 0;
+	size_t nnames = 0, nconf, nstored = 0, ndamaged = 0;
+	int rc = 0, from_memo = 0;
 
 	/* The configured backends, then the queues the store holds for
 	 * backends no longer configured ("orphaned": delivery stopped, the
-	 * queue kept until purged). */
-	for (size_t i = 0; i < c->cfg.nbackends; i++)
-		names[nnames++] = c->cfg.backends[i].name;
+	 * queue kept until purged). Configured means in relayd's list when
+	 * it answers, asked again at every refresh: a reload may have added
+	 * or removed backends since relayctl read the configuration file. */
+	if (running == 1) {
+		for (size_t i = 0; i < ds->nbackends && nnames < STATUS_MAX; i++)
+			names[nnames++] = ds->backends[i].name;
+	} else {
+		for (size_t i = 0; i < c->cfg.nbackends; i++)
+			names[nnames++] = c->cfg.backends[i].name;
+	}
+	nconf = nnames;
 	if ((rc = wal_backend_names(w, stored, WAL_MAX_BACKENDS, &nstored))) {
 		fprintf(stderr, "relayctl: cannot list the queues: %s\n", wal_strerror(rc));
 		goto out;
 	}
-	for (size_t i = 0; i < nstored && nnames < STATUS_MAX; i++)
-		if (!configured(c, stored[i]))
+	for (size_t i = 0; i < nstored && nnames < STATUS_MAX; i++) {
+		size_t k = 0;
+		while (k < nconf && strcmp(names[k], stored[i]) != 0)
+			k++;
+		if (k == nconf)
 			names[nnames++] = stored[i];
+	}
 
 	/* Every figure first (one short read transaction each), then the
 	 * output: nothing is printed while a transaction is open. */
 	for (size_t i = 0; i < nnames; i++) {
 		rc = wal_backend_stat(w, names[i], &st[i]);
-		if (rc == 0 && i >= c->cfg.nbackends && !st[i].pending_batches && !st[i].dead_batches &&
+		if (rc == 0 && i >= nconf && !st[i].pending_batches && !st[i].dead_batches &&
 		    !st[i].held_batches) {
 			/* An orphaned queue with nothing left (purged): not shown. */
 			names[i--] = names[--nnames];
@@ -190,12 +211,12 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 			rbuf_appendf(out, "relayd: stopped\n");
 		else
 			rbuf_appendf(out, "relayd: %s\n", why);
-		rbuf_appendf(out, "%-16s %-9s %-6s %9s %11s %10s %8s %6s %20s %10s\n", "BACKEND", "STATE", "PAUSED",
-			     "BATCHES", "POINTS", "BYTES", "OLDEST", "DEAD", "LAST DELIVERY", "POINTS/S");
+		rbuf_appendf(out, "%-16s %-9s %-6s %9s %11s %10s %8s %6s %20s %11s\n", "BACKEND", "STATE", "PAUSED",
+			     "BATCHES", "POINTS", "BYTES", "OLDEST", "DEAD", "LAST DELIVERY", "DELIVERED/S");
 	}
 	for (size_t i = 0; i < nnames; i++) {
 		const char *name = names[i];
-		int orphaned = i >= c->cfg.nbackends;
+		int orphaned = i >= nconf;
 		const struct control_backend_status *d = running == 1 && !orphaned ? control_status_find(ds, name) : NULL;
 		const char *state = "-";
 		if (damaged[i])
@@ -208,20 +229,29 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 			state = st[i].paused ? "paused" : "stopped";
 		if (!*state)
 			state = "-";
-		/* The rate: relayd's own figure, or with --watch the change of
-		 * the delivered points since the last refresh. */
-		double rate = NAN;
-		if (d)
-			rate = d->points_per_second;
-		else if (memo && memo->have && now_ms > memo->at_ms) {
-			for (size_t m = 0; m < memo->n; m++)
-				if (strcmp(memo->names[m], name) == 0 && st[i].delivered_points >= memo->points[m])
-					rate = (double)(st[i].delivered_points - memo->points[m]) * 1000.0 /
-					       (double)(now_ms - memo->at_ms);
-		}
 		int64_t last = st[i].last_delivery_ns;
 		if (d && d->last_delivery_ns > last)
 			last = d->last_delivery_ns;
+		/* The rate of delivered points: relayd's own figure (0 when
+		 * nothing was delivered in its window); 0 where nothing
+		 * delivers (relayd stopped, an orphaned queue); with --watch
+		 * while relayd does not answer, the change of the delivered
+		 * points since the last refresh; else unknown. */
+		double rate = NAN;
+		if (d) {
+			rate = d->points_per_second;
+			if (!(rate > 0) || !isfinite(rate) || !last || now - last > (int64_t)RATE_WINDOW_S * 1000000000)
+				rate = 0;
+		} else if (running == 0 || (running == 1 && orphaned)) {
+			rate = 0;
+		} else if (memo && memo->have && now_ms > memo->at_ms) {
+			for (size_t m = 0; m < memo->n; m++)
+				if (strcmp(memo->names[m], name) == 0 && st[i].delivered_points >= memo->points[m]) {
+					rate = (double)(st[i].delivered_points - memo->points[m]) * 1000.0 /
+					       (double)(now_ms - memo->at_ms);
+					from_memo = 1;
+				}
+		}
 		int64_t age = age_seconds(st[i].oldest_accept_ns, now);
 		if (c->json) {
 			json_t *o = backend_json(name, state, &st[i], age, last, rate, d);
@@ -241,7 +271,7 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 				snprintf(r, sizeof(r), "-");
 			cell(name, 16, nm, sizeof(nm));
 			cell(state, 9, sn, sizeof(sn)); /* relayd's word */
-			rbuf_appendf(out, "%-16s %-9s %-6s %9" PRIu64 " %11" PRIu64 " %10s %8s %6" PRIu64 " %20s %10s\n", nm,
+			rbuf_appendf(out, "%-16s %-9s %-6s %9" PRIu64 " %11" PRIu64 " %10s %8s %6" PRIu64 " %20s %11s\n", nm,
 				     sn, st[i].paused ? "yes" : "no", st[i].pending_batches, st[i].pending_points, b, a,
 				     st[i].dead_batches, t, r);
 			if (d && d->last_error[0]) {
@@ -279,6 +309,17 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 	}
 	if (c->json)
 		put_json_line(out, doc);
+	else if (running == 1)
+		rbuf_appendf(out,
+			     "DELIVERED/S: points delivered per second, relayd's average over about the last %d s\n",
+			     RATE_WINDOW_S);
+	else if (running == 0)
+		rbuf_appendf(out, "DELIVERED/S: points delivered per second (0: relayd is stopped)\n");
+	else if (from_memo)
+		rbuf_appendf(out, "DELIVERED/S: points delivered per second since the last refresh (relayd does not "
+				  "answer)\n");
+	else
+		rbuf_appendf(out, "DELIVERED/S: points delivered per second (-: unknown, relayd does not answer)\n");
 	if (memo) {
 		/* Replaced whole: the rates above read the old figures by name. */
 		next->n = nnames;

@@ -1,7 +1,8 @@
 /*
  * relayd: the daemon. A thin main: arguments, configuration, the user
- * switch and detaching (cmd/daemon.c), the queue, the doors (HTTP, UDP),
- * the delivery workers (cmd/backends.c), signals, then the loop.
+ * switch and detaching (cmd/relayd/daemon.c), the queue, the doors (HTTP, UDP),
+ * the delivery workers (relay/delivery/backends.c), signals, then the loop;
+ * /health and /metrics (cmd/relayd/monitor.c).
  *
  * Shutdown order (SIGTERM/SIGINT): UDP listeners stop and hand what they
  * received to ingest; stop accepting, let writes waiting for a commit get
@@ -22,9 +23,8 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "relay/delivery/backends.h"
 #include "cmd/relayd/daemon.h"
-#include "cmd/relayd/query_targets.h"
+#include "cmd/relayd/relayd.h"
 #include "relay/base/json.h"
 #include "relay/base/config.h"
 #include "relay/control/control.h"
@@ -53,40 +53,6 @@
 		(b) = swap_t_;            \
 	} while (0)
 
-struct relayd {
-	uv_loop_t *loop;
-	/*
-	 * The configuration in force. http_server keeps its address and
-	 * reads its fields on the loop thread only, when it needs them, so a
-	 * reload swaps new contents into this very struct (see reload()).
-	 */
-	struct relay_config cfg;
-	int ids[RELAY_MAX_BACKENDS]; /* queue id of cfg.backends[i] */
-	char *start_dir;   /* where relayd was started: relative paths mean this */
-	char *config_path; /* absolute: reloads read it after chdir("/") */
-	char *pidfile;     /* absolute, or NULL */
-	uint64_t map_size; /* the queue's LMDB map, fixed until a restart */
-	pid_t pid;
-	struct wal *wal;
-	struct ingest ing;
-	struct http_server *http;
-	struct udp_server *udp;
-	struct backends backends;
-	struct query_targets_src qsrc; /* what /query sees of the backends */
-	uv_signal_t sigterm, sigint, sighup, sigusr1;
-	uv_timer_t shutdown_timer, status_timer, watchdog_timer, maint_timer;
-	/* relayctl's channel (data_dir/relayd.sock) */
-	struct control_server control;
-	int control_on;
-	int64_t started_ns;
-	/* delivery rate per queue id, sampled by maint_cb */
-	uint64_t rate_points[WAL_MAX_BACKENDS];
-	uint64_t rate_t_ns[WAL_MAX_BACKENDS];
-	double rate[WAL_MAX_BACKENDS];
-	int stopping;
-	uint64_t reloads, reload_errors;
-};
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -109,54 +75,12 @@ static void usage(FILE *f)
 
 /*---- the systemd status line ----*/
 
-/* Whole seconds from t_ns to now_ns: 0 for no time (0) or one in the
- * future, saturated for one before 1970, so that no stored time can make
- * the subtraction overflow. */
-static int64_t health_age_seconds(int64_t now_ns, int64_t t_ns)
-{
-	if (!t_ns || t_ns >= now_ns)
-		return 0;
-	if (t_ns < 0 && now_ns > INT64_MAX + t_ns)
-		return INT64_MAX / 1000000000LL;
-	return (now_ns - t_ns) / 1000000000LL;
-}
-
-/* One line for `systemctl status`: the backlog, and how many backends
- * deliver. A few short read transactions: cheap every 10 s. */
-static void status_line(struct relayd *d, char *buf, size_t len)
-{
-	uint64_t batches = 0, points = 0, bytes = 0;
-	int64_t oldest = 0, now = now_realtime_ns();
-	size_t up = 0;
-
-	for (size_t i = 0; i < d->cfg.nbackends; i++) {
-		struct wal_backend_stat st;
-		const struct replay_worker *w = backends_worker(&d->backends, d->ids[i]);
-		struct replay_view v;
-		if (w)
-			replay_worker_view(w, &v);
-		if (w && v.health == REPLAY_UP)
-			up++;
-		if (wal_backend_stat(d->wal, d->cfg.backends[i].name, &st) != 0)
-			continue;
-		batches += st.pending_batches;
-		points += st.pending_points;
-		bytes += st.pending_bytes;
-		if (st.oldest_accept_ns && (!oldest || st.oldest_accept_ns < oldest))
-			oldest = st.oldest_accept_ns;
-	}
-	snprintf(buf, len, "%s%" PRIu64 " points in %" PRIu64 " batches (%" PRIu64 " KiB) queued, oldest %" PRId64
-		 " s; %zu of %zu backends up",
-		 d->stopping ? "stopping; " : "", points, batches, (bytes + 1023) / 1024,
-		 oldest ? health_age_seconds(now, oldest) : (int64_t)0, up, d->cfg.nbackends);
-}
-
 static void notify_status(struct relayd *d, const char *extra)
 {
 	char line[256];
 	if (!daemon_notify_enabled())
 		return;
-	status_line(d, line, sizeof(line));
+	monitor_status_line(d, line, sizeof(line));
 	daemon_notify("%sSTATUS=%s", extra ? extra : "", line);
 }
 
@@ -194,15 +118,24 @@ static void maint_cb(uv_timer_t *t)
 		if (w)
 			replay_worker_view(w, &v);
 		uint64_t pts = w ? v.stats.delivered_points : 0;
-		/* Smoothed over about half a minute; a restarted worker (its
-		 * counters start again) only restarts the sampling. */
-		if (d->rate_t_ns[id] && now > d->rate_t_ns[id] && pts >= d->rate_points[id]) {
-			double r = (double)(pts - d->rate_points[id]) * 1e9 / (double)(now - d->rate_t_ns[id]);
-			d->rate[id] = d->rate[id] * 0.8 + r * 0.2;
-		}
-		d->rate_points[id] = pts;
-		d->rate_t_ns[id] = now;
+		struct rate_window *rw = &d->rate_win[id];
+		/* A counter that went back (a queue id reused by another
+		 * backend, a restarted worker) restarts the window. */
+		if (rw->n && pts < rw->points[(rw->next + RELAYD_RATE_SAMPLES - 1) % RELAYD_RATE_SAMPLES])
+			rw->n = 0;
+		rw->points[rw->next] = pts;
+		rw->t_ns[rw->next] = now;
+		rw->next = (rw->next + 1) % RELAYD_RATE_SAMPLES;
+		if (rw->n < RELAYD_RATE_SAMPLES)
+			rw->n++;
+		unsigned newest = (rw->next + RELAYD_RATE_SAMPLES - 1) % RELAYD_RATE_SAMPLES;
+		unsigned oldest = (rw->next + RELAYD_RATE_SAMPLES - rw->n) % RELAYD_RATE_SAMPLES;
+		d->rate[id] = rw->n > 1 && rw->t_ns[newest] > rw->t_ns[oldest]
+		                  ? (double)(rw->points[newest] - rw->points[oldest]) * 1e9 /
+		                        (double)(rw->t_ns[newest] - rw->t_ns[oldest])
+		                  : 0.0;
 	}
+	monitor_tick(d);
 }
 
 /* The index in cfg.backends of name, or -1 with a message in reply. */
@@ -397,6 +330,7 @@ static void set_log_level(const struct relay_config *cfg)
 	enum relay_log_level lvl;
 	if (relay_log_level_parse(cfg->log_level, &lvl) == 0)
 		relay_log_set_level(lvl);
+	relay_log_set_format((enum relay_log_format)cfg->log_format);
 }
 
 /* Tell ingest which backends a new batch goes to, and their names and
@@ -495,7 +429,7 @@ static void reload_refused(struct relayd *d, struct relay_config *next, const ch
  * file); any failure leaves the configuration in force as it was. Then,
  * with nothing left to fail, the new contents are swapped into d->cfg
  * (http_server sees the new limits, timeouts and credentials from its
- * next callback on), and the workers follow (cmd/backends.c).
+ * next callback on), and the workers follow (relay/delivery/backends.c).
  */
 static void reload(struct relayd *d)
 {
@@ -565,138 +499,6 @@ static void on_sigusr1(uv_signal_t *h, int signum)
 		relay_log(RELAY_LOG_ERROR, "%s; logging on into the old file", err);
 	else
 		relay_log(RELAY_LOG_NOTICE, "log file '%s' reopened", d->cfg.log_output);
-}
-
-/*---- /health ----*/
-
-
-/*
- * GET /health: the relay's state, its front door and group commit
- * figures, and per backend its delivery state and backlog. The backlog
- * comes from a short read transaction (cheap: a few B-tree lookups).
- */
-/* One counter into an object. Counters are unsigned; jansson's integers
- * are signed 64-bit, far beyond any counter relayd can reach. */
-static void put_u64(json_t *o, const char *key, uint64_t v)
-{
-	json_object_set_new(o, key, json_integer((json_int_t)v));
-}
-
-static int health(struct http_server *s, struct rbuf *out, void *arg)
-{
-	struct relayd *d = arg;
-	const struct http_server_stats *hs = http_server_stats(s);
-	const struct ingest_stats *is = &d->ing.stats;
-	int64_t now = now_realtime_ns();
-	json_t *o = json_object(), *sub, *arr;
-
-	json_object_set_new(o, "status", rjson_cstr(d->stopping ? "stopping" : "ok"));
-	json_object_set_new(o, "version", rjson_cstr(RELAYD_VERSION));
-	json_object_set_new(o, "pid", json_integer(d->pid));
-	sub = json_object();
-	put_u64(sub, "reloads", d->reloads);
-	put_u64(sub, "reload_errors", d->reload_errors);
-	json_object_set_new(o, "config", sub);
-	sub = json_object();
-	put_u64(sub, "connections_open", hs->connections_open);
-	put_u64(sub, "connections_accepted", hs->connections_accepted);
-	put_u64(sub, "requests", hs->requests);
-	put_u64(sub, "writes_ok", hs->writes_ok);
-	put_u64(sub, "writes_rejected", hs->writes_rejected);
-	put_u64(sub, "writes_refused", hs->writes_refused);
-	put_u64(sub, "points_accepted", hs->points_accepted);
-	put_u64(sub, "buffered_bytes", hs->buffered_bytes);
-	put_u64(sub, "buffered_limit", d->cfg.http_max_buffered_bytes);
-	json_object_set_new(o, "http", sub);
-	sub = json_object();
-	put_u64(sub, "commits", is->commits);
-	put_u64(sub, "batches_committed", is->batches_committed);
-	put_u64(sub, "batches_refused", is->batches_refused);
-	put_u64(sub, "commit_errors", is->commit_errors);
-	put_u64(sub, "largest_group", is->max_group);
-	json_object_set_new(o, "ingest", sub);
-
-	arr = json_array();
-	for (size_t i = 0; i < d->cfg.nbackends; i++) {
-		const struct replay_worker *w = backends_worker(&d->backends, d->ids[i]);
-		struct replay_view v;
-		memset(&v, 0, sizeof(v));
-		if (w)
-			replay_worker_view(w, &v);
-		struct wal_backend_stat st;
-		memset(&st, 0, sizeof(st));
-		wal_backend_stat(d->wal, d->cfg.backends[i].name, &st);
-		sub = json_object();
-		json_object_set_new(sub, "name", rjson_cstr(d->cfg.backends[i].name));
-		json_object_set_new(sub, "state", rjson_cstr(w ? replay_health_name(v.health) : "starting"));
-		put_u64(sub, "pending_batches", st.pending_batches);
-		put_u64(sub, "pending_points", st.pending_points);
-		put_u64(sub, "pending_bytes", st.pending_bytes);
-		json_object_set_new(sub, "oldest_age_seconds", json_integer(health_age_seconds(now, st.oldest_accept_ns)));
-		put_u64(sub, "held_batches", st.held_batches);
-		put_u64(sub, "held_points", st.held_points);
-		put_u64(sub, "held_bytes", st.held_bytes);
-		/* Which databases wait to exist, each on its own (the figures
-		 * above are the log's: a held batch is not in them). */
-		json_t *held = json_array();
-		struct wal_held *h = NULL;
-		size_t nh = 0;
-		if (st.held_batches && wal_held_list(d->wal, d->ids[i], &h, &nh) == 0) {
-			for (size_t k = 0; k < nh; k++) {
-				json_t *e = json_object();
-				json_object_set_new(e, "db", rjson_cstr(h[k].db));
-				put_u64(e, "batches", h[k].batches);
-				put_u64(e, "points", h[k].points);
-				put_u64(e, "bytes", h[k].bytes);
-				json_object_set_new(e, "oldest_age_seconds",
-						    json_integer(health_age_seconds(now, h[k].oldest_accept_ns)));
-				json_array_append_new(held, e);
-			}
-			wal_held_free(h, nh);
-		}
-		json_object_set_new(sub, "held", held);
-		put_u64(sub, "dead_batches", st.dead_batches);
-		put_u64(sub, "posts", v.stats.posts);
-		put_u64(sub, "delivered_batches", v.stats.delivered_batches);
-		put_u64(sub, "delivered_points", v.stats.delivered_points);
-		put_u64(sub, "retries", v.stats.retries);
-		json_object_set_new(sub, "last_error", rjson_cstr(w ? v.last_error : ""));
-		/* What is being retried, and when the next try comes. */
-		json_object_set_new(sub, "attempts", json_integer(v.attempts));
-		json_object_set_new(sub, "next_attempt_ms", json_integer(w ? v.next_attempt_ms : -1));
-		json_array_append_new(arr, sub);
-	}
-	json_object_set_new(o, "backends", arr);
-
-	arr = json_array();
-	for (size_t i = 0; d->udp && i < udp_count(d->udp); i++) {
-		const struct relay_udp_config *uc = &d->cfg.udp[i];
-		const struct udp_stats *us = udp_stats(d->udp, i);
-		sub = json_object();
-		json_object_set_new(sub, "address", rjson_cstr(uc->address));
-		json_object_set_new(sub, "db", rjson_cstr(uc->db));
-		put_u64(sub, "datagrams", us->datagrams);
-		put_u64(sub, "datagrams_committed", us->datagrams_committed);
-		put_u64(sub, "datagrams_bad", us->datagrams_bad);
-		put_u64(sub, "datagrams_dropped", us->datagrams_dropped);
-		put_u64(sub, "points_accepted", us->points_accepted);
-		put_u64(sub, "points_dropped", us->points_dropped);
-		put_u64(sub, "bytes", us->bytes);
-		put_u64(sub, "batches", us->batches);
-		put_u64(sub, "recv_errors", us->recv_errors);
-		put_u64(sub, "receive_buffer", us->receive_buffer);
-		json_array_append_new(arr, sub);
-	}
-	json_object_set_new(o, "udp", arr);
-	sub = json_object();
-	put_u64(sub, "queries", hs->queries);
-	put_u64(sub, "proxied", hs->queries_proxied);
-	put_u64(sub, "statements_queued", hs->queries_queued);
-	put_u64(sub, "errors", hs->query_errors);
-	put_u64(sub, "bytes", hs->query_bytes);
-	json_object_set_new(o, "queries", sub);
-	rjson_append_new(out, o);
-	return d->stopping ? 503 : 200;
 }
 
 /*---- startup ----*/
@@ -929,7 +731,7 @@ int main(int argc, char **argv)
 		wal_close(d.wal);
 		return 1;
 	}
-	http_server_set_health(d.http, health, &d);
+	monitor_attach(&d);
 	d.qsrc = (struct query_targets_src){ &d.cfg, d.ids, &d.backends, d.wal };
 	http_server_set_query_targets(d.http, query_targets, &d.qsrc);
 	http_server_probe_version(d.http);

@@ -1,9 +1,10 @@
 /*
- * log: formatted, leveled lines. One write(2) per event so lines from
- * several threads never interleave (O_APPEND makes each write land whole
+ * log: formatted, leveled lines, as text or as JSON objects. One write(2)
+ * per event so lines from several threads never interleave (O_APPEND makes each write land whole
  * at the end of a file, even with logrotate's copytruncate).
  */
 #include "relay/base/log.h"
+#include "relay/base/json.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +20,7 @@
 /* Read by every logging thread, changed by a reload on the loop thread:
  * relaxed atomics, since a line logged at the old level is harmless. */
 static int min_level = RELAY_LOG_INFO;
+static int log_format = RELAY_LOG_FORMAT_TEXT; /* same: a reload changes it */
 static const char *const names[] = { "debug", "info", "notice", "warn", "error" };
 static const int priorities[] = { LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERR };
 
@@ -122,30 +124,63 @@ void relay_log_set_level(enum relay_log_level lvl)
 	__atomic_store_n(&min_level, (int)lvl, __ATOMIC_RELAXED);
 }
 
+void relay_log_set_format(enum relay_log_format f)
+{
+	__atomic_store_n(&log_format, (int)f, __ATOMIC_RELAXED);
+}
+
 int relay_log_enabled(enum relay_log_level lvl)
 {
 	return (int)lvl >= __atomic_load_n(&min_level, __ATOMIC_RELAXED);
 }
 
+/* One event as a JSON object on one line (log_format: json), appended to
+ * b: the message's bytes go through the JSON leaf, which escapes every
+ * control, quote and non-ASCII character and turns bytes that are not
+ * UTF-8 into U+FFFD, so no message can break the line or the object. */
+static void json_line(struct rbuf *b, const char *stamp, enum relay_log_level lvl, const char *msg, size_t len)
+{
+	json_t *m = rjson_string(msg, len); /* first: sets up jansson's allocator */
+	json_t *o = json_object();
+	json_object_set_new(o, "time", rjson_cstr(stamp));
+	json_object_set_new(o, "level", rjson_cstr(names[lvl]));
+	json_object_set_new(o, "pid", json_integer((json_int_t)getpid()));
+	json_object_set_new(o, "msg", m);
+	rjson_append_new(b, o);
+	rbuf_appendc(b, '\n');
+}
+
 __attribute__((format(printf, 3, 0)))
 static void vlog(enum relay_log_level lvl, const char *suffix, const char *fmt, va_list ap)
 {
-	char line[2048];
+	char msg[2048], line[2048 + 64], stamp[40];
 	struct timespec ts;
 	struct tm tm;
-	size_t n, prefix;
+	size_t n, len, sl = suffix ? strlen(suffix) : 0;
+	int json = __atomic_load_n(&log_format, __ATOMIC_RELAXED) == RELAY_LOG_FORMAT_JSON;
+	struct rbuf jb = RBUF_INIT;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-	n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ %s ", ts.tv_nsec / 1000000L, names[lvl]);
-	prefix = n;
-	int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
-	if (m < 0)
-		m = 0;
-	n += (size_t)m;
-	if (n > sizeof(line) - 2)
-		n = sizeof(line) - 2;
+	n = strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(stamp + n, sizeof(stamp) - n, ".%03ldZ", ts.tv_nsec / 1000000L);
+
+	/* The message, cut short if need be so that the suffix (a rate
+	 * limit's count of suppressed lines) always fits after it. */
+	if (sl > sizeof(msg) / 2)
+		sl = 0;
+	int m = vsnprintf(msg, sizeof(msg) - sl, fmt, ap);
+	len = m < 0 ? 0 : (size_t)m;
+	if (len > sizeof(msg) - sl - 1)
+		len = sizeof(msg) - sl - 1;
+	memcpy(msg + len, suffix ? suffix : "", sl);
+	len += sl;
+
+	/* The text line, for text outputs and for syslog in either format. */
+	n = (size_t)snprintf(line, sizeof(line), "%s %s ", stamp, names[lvl]);
+	size_t prefix = n;
+	memcpy(line + n, msg, len);
+	n += len;
 	/* One event, one line: a client's bytes quoted in a message must not
 	 * start a forged line of their own, nor reach a terminal as a control
 	 * (DEL, or a C1 control in UTF-8: 0xC2 0x80..0x9F, CSI among them). */
@@ -157,30 +192,34 @@ static void vlog(enum relay_log_level lvl, const char *suffix, const char *fmt, 
 		         (unsigned char)line[i + 1] < 0xa0)
 			line[i] = line[i + 1] = '?';
 	}
-	if (suffix) {
-		size_t sl = strlen(suffix);
-		if (n + sl <= sizeof(line) - 2) {
-			memcpy(line + n, suffix, sl);
-			n += sl;
-		}
+	line[n] = '\n';
+	/* The line for files, stderr and the tee: the text line, or the JSON
+	 * object built outside the lock. */
+	const char *out = line;
+	size_t outlen = n + 1;
+	if (json) {
+		json_line(&jb, stamp, lvl, msg, len);
+		out = jb.data;
+		outlen = jb.len;
 	}
+
 	pthread_mutex_lock(&out_lock);
 	if (tee_fd >= 0 && (int)lvl >= tee_min) {
-		line[n] = '\n';
-		ssize_t t = write(tee_fd, line, n + 1);
+		ssize_t t = write(tee_fd, out, outlen);
 		(void)t; /* a parent that went away has nothing left to show */
 	}
 	if (out_syslog) {
-		/* syslog stamps the time itself: the message after our prefix. */
+		/* syslog stamps the time and level itself: the text message after
+		 * our prefix, in either format (a JSON object inside a syslog
+		 * record would be read by nobody). */
 		line[n] = '\0';
 		syslog(priorities[lvl], "%s", line + prefix);
-		pthread_mutex_unlock(&out_lock);
-		return;
+	} else {
+		ssize_t w = write(out_fd, out, outlen);
+		(void)w; /* nowhere to report a failed log write */
 	}
-	line[n++] = '\n';
-	ssize_t w = write(out_fd, line, n);
-	(void)w; /* nowhere to report a failed log write */
 	pthread_mutex_unlock(&out_lock);
+	rbuf_release(&jb);
 }
 
 void relay_log(enum relay_log_level lvl, const char *fmt, ...)

@@ -1,7 +1,15 @@
 /*
  * log: one event per line: "2026-11-26T17:34:14.123Z level message" on
  * stderr or in a file, or the message alone through syslog(3) at the
- * matching priority. Levels as redis's: debug, info, notice, warn, error.
+ * matching priority. With log_format json, stderr, a file and the tee get
+ * instead one JSON object per line, its keys in this order:
+ *   {"time":"2026-11-26T17:34:14.123Z","level":"warn","pid":1234,"msg":"..."}
+ * time is UTC with milliseconds, level one of the names below, msg the
+ * message (with a rate limit's " (N more suppressed)"), escaped by the JSON
+ * leaf (relay/base/json.h): ASCII-only, every control escaped, bytes that
+ * are not UTF-8 replaced by U+FFFD. syslog keeps the text message in
+ * either format: syslog and journald record the time, level and pid
+ * themselves. Levels as redis's: debug, info, notice, warn, error.
  * Messages follow git's style: lowercase, what failed first, names quoted
  * (the backend or the client concerned). Secrets never go in.
  */
@@ -10,6 +18,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "relay/base/config.h" /* enum relay_log_format */
 
 enum relay_log_level {
 	RELAY_LOG_DEBUG = 0,
@@ -24,6 +34,10 @@ int relay_log_level_parse(const char *s, enum relay_log_level *out);
 /* Any thread may log while another changes the level (a reload). */
 void relay_log_set_level(enum relay_log_level lvl);
 int relay_log_enabled(enum relay_log_level lvl);
+/* Text (the default) or JSON lines from the next line on. Like the level,
+ * any thread may log while another changes it (a reload): each line is
+ * written whole in one format or the other. */
+void relay_log_set_format(enum relay_log_format f);
 void relay_log(enum relay_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*

@@ -156,7 +156,8 @@ struct control_backend_status {
 	int64_t next_attempt_ms;   /* until the next attempt while waiting; -1 = not waiting */
 	int64_t last_delivery_ns;  /* last 2xx since the daemon started; 0 = none */
 	uint64_t delivered_points; /* since the daemon started */
-	double points_per_second;  /* delivery rate, e.g. over the last minute */
+	double points_per_second;  /* points delivered per second, relayd's average over about
+	                            * the last 30 s (relayctl's DELIVERED/S) */
 };
 
 #define CONTROL_MAX_BACKENDS WAL_MAX_BACKENDS /* the queue's limit */

@@ -13,7 +13,10 @@
  *                   streamed from it (relay/query/upstream.h), or the
  *                   statement queued for every backend;
  *   http_auth.c     inbound credentials (http_auth.h): reading them and
- *                   checking them against the configured users and tokens.
+ *                   checking them against the configured users and tokens;
+ *   http_metrics.c  what /metrics counts of the door (answers by endpoint
+ *                   and status, write refusals by reason, queries) and
+ *                   writes; the routes /metrics and /health/backends/NAME.
  * docs/architecture.md ("The ack path") draws how a request goes through.
  * Functions here abort on allocation failure (xmalloc) and return no
  * errors unless they say so: a request's problems become its answer.
@@ -32,6 +35,7 @@
 #include "relay/base/lineproto.h"
 #include "relay/base/json.h"
 #include "relay/base/log.h"
+#include "relay/base/metrics.h"
 #include "relay/base/util.h"
 #include "relay/query/upstream.h"
 
@@ -108,6 +112,13 @@ struct request {
 	struct rbuf lp;
 	struct ingest_request ireq;
 	uint32_t nstmts;         /* statements of a queued query, answered one result each */
+
+	/* for /metrics: why a write is refused when its status alone does
+	 * not say (REFUSAL_* + 1; 0 = by the status), its points once its
+	 * lines are validated, and when a query was complete */
+	int refusal;
+	uint32_t points;
+	uint64_t query_start_ns;
 };
 
 struct conn {
@@ -127,6 +138,7 @@ struct conn {
 	unsigned reading : 1;
 	unsigned fake : 1;      /* fuzz build: no socket */
 	unsigned out_blocked : 1; /* parsing stopped until out_queued drains to OUT_LOW */
+	unsigned uncounted : 1; /* its one answer is no request's (too many connections) */
 	size_t out_queued;      /* answer bytes handed to uv_write and not yet written */
 	uint64_t held;          /* bytes of the server's buffer budget this connection holds
 	                         * (conn_held() when last accounted) */
@@ -139,6 +151,35 @@ struct conn {
 	/* unparsed bytes of later requests, kept while one is being answered */
 	char *pend;
 	size_t pend_len;
+};
+
+/* The endpoints /metrics counts answers of (label endpoint). */
+enum http_endpoint { EP_WRITE, EP_V2_WRITE, EP_QUERY, EP_V2_QUERY, EP_PING, EP_HEALTH, EP_METRICS, EP_OTHER, EP_COUNT };
+/* Why a write was refused (label reason). */
+enum http_refusal {
+	REFUSAL_BAD_REQUEST, REFUSAL_UNAUTHORIZED, REFUSAL_TOO_LARGE, REFUSAL_TIMEOUT, REFUSAL_QUEUE_FULL,
+	REFUSAL_OVERLOADED, REFUSAL_STORAGE_ERROR, REFUSAL_SHUTTING_DOWN, REFUSAL_COUNT
+};
+/* The statuses counted by their number (http_metrics.c lists them); any
+ * other (a backend's, passed through) is counted as code="other". */
+#define HTTP_NCODES 24
+
+/* The door's counters for /metrics beyond struct http_server_stats. */
+struct http_counts {
+	uint64_t answers[EP_COUNT][HTTP_NCODES + 1];
+	uint64_t refused[REFUSAL_COUNT];
+	uint64_t refused_points[REFUSAL_COUNT];
+	uint64_t bytes_accepted;   /* line protocol of the points committed */
+	uint64_t query_behind;     /* answered with X-Relayd-Behind */
+	struct relay_histogram query_seconds;
+	/* queries sent to each query backend, by name: at most the backends
+	 * a query can go to (entries of names no longer among them are
+	 * dropped when room is needed) */
+	struct {
+		char name[WAL_NAME_MAX + 1];
+		uint64_t n;
+	} proxied[RELAY_MAX_BACKENDS];
+	size_t nproxied;
 };
 
 struct http_server {
@@ -155,6 +196,11 @@ struct http_server {
 	struct http_server_stats stats;
 	http_health_fn health_fn;
 	void *health_arg;
+	http_metrics_fn metrics_fn;
+	void *metrics_arg;
+	http_backend_health_fn backend_health_fn;
+	void *backend_health_arg;
+	struct http_counts counts;
 	/* One read buffer for every connection: a read is parsed before the
 	 * next one starts (bytes of later requests are copied aside), so a
 	 * thousand idle connections do not each hold 64 KiB. */
@@ -192,9 +238,14 @@ void http_send_raw(struct conn *c, char *buf, size_t len);
 /* Queue an answer with status, copying body[0..body_len) (body may be NULL
  * when body_len is 0). extra is extra header lines, each ending in "\r\n",
  * or NULL. With close, the connection ends once it is written. head_only:
- * a HEAD request's answer (headers only). */
+ * a HEAD request's answer (headers only). The one place relayd's own
+ * answers get their head: counted there (http_count_answer). */
 void http_respond(struct conn *c, int status, const char *extra, const char *body, size_t body_len, int close,
                   int head_only);
+/* http_respond with a body of Content-Type ctype (sent when body_len is
+ * not 0; http_respond's is application/json). */
+void http_respond_as(struct conn *c, int status, const char *ctype, const char *extra, const char *body,
+                     size_t body_len, int close, int head_only);
 /* An error answer: msg as JSON in the endpoint's API form (v1 or v2, from
  * c->req.api), then as http_respond(). msg and extra are copied. */
 void http_respond_error(struct conn *c, int status, const char *msg, const char *extra, int close);
@@ -284,6 +335,25 @@ void http_commit_refused(struct conn *c, const char *what, int status, const cha
  * http_set_error, logged (what names the request for the log) and
  * counted. Shared by writes and queries. */
 void http_auth_decide(struct conn *c, const char *what);
+
+/*---- http_metrics.c ----*/
+
+/* Set up s->counts (its histogram's buckets). */
+void http_counts_init(struct http_server *s);
+/* The endpoint of url[0..len) (its path; the query string is ignored). */
+enum http_endpoint http_endpoint_of(const char *url, size_t len);
+/* An answer with status to c's request is being queued: count it by
+ * endpoint and status, and a write endpoint's 4xx and 5xx as a refusal
+ * (c->req.refusal, or by the status). Does nothing for c->uncounted. */
+void http_count_answer(struct conn *c, int status);
+/* A query goes to the backend named name; t[0..n) are the backends a
+ * query can go to now (what bounds the table). */
+void http_count_proxied(struct http_server *s, const char *name, const struct http_query_target *t, size_t n);
+/* c's request is being released: a query's duration is observed (once). */
+void http_count_released(struct conn *c);
+/* GET/HEAD /metrics and /health/backends/NAME: answer them and return 1;
+ * 0 for any other path. */
+int http_handle_monitoring(struct conn *c, const char *url, size_t plen, int method, int keep);
 
 /*---- http_query.c ----*/
 

@@ -301,6 +301,7 @@ int http_handle_query(struct conn *c)
 	int keep = llhttp_should_keep_alive(&c->parser);
 
 	s->stats.queries++;
+	r->query_start_ns = now_mono_ns();
 	if (r->err_status) {
 		s->stats.query_errors++;
 		http_respond_error(c, r->err_status, r->err_msg, r->err_status == 503 ? "Retry-After: 1\r\n" : NULL,
@@ -483,6 +484,9 @@ static void on_head(struct upstream *u, int status, const struct upstream_header
 	qp->head_sent = 1;
 	if (status >= 400)
 		s->stats.query_errors++;
+	if (qp->behind[0])
+		s->counts.query_behind++;
+	http_count_answer(c, status);
 	http_send_raw(c, out.data, out.len);
 }
 
@@ -701,6 +705,7 @@ static void proxy_start(struct conn *c)
 		.pool = s->pool,
 	};
 	static const struct upstream_callbacks cbs = { on_head, on_body, on_done, on_sent };
+	http_count_proxied(s, tg->name, t, n);
 	qp->up = upstream_start(s->loop, &rq, &cbs, c);
 	rbuf_release(&head);
 }

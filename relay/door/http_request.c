@@ -175,6 +175,7 @@ static void gzip_end(struct request *r)
 void http_request_release(struct conn *c)
 {
 	struct request *r = &c->req;
+	http_count_released(c);
 	gzip_end(r);
 	rbuf_release(&r->url);
 	rbuf_release(&r->hname);

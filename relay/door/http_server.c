@@ -142,10 +142,17 @@ void http_send_raw(struct conn *c, char *buf, size_t len)
 void http_respond(struct conn *c, int status, const char *extra, const char *body, size_t body_len,
                     int close, int head_only)
 {
+	http_respond_as(c, status, "application/json", extra, body, body_len, close, head_only);
+}
+
+void http_respond_as(struct conn *c, int status, const char *ctype, const char *extra, const char *body,
+                     size_t body_len, int close, int head_only)
+{
 	struct rbuf r = RBUF_INIT;
+	http_count_answer(c, status);
 	rbuf_appendf(&r, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
 	if (body_len)
-		rbuf_append(&r, "Content-Type: application/json\r\n", 32);
+		rbuf_appendf(&r, "Content-Type: %s\r\n", ctype);
 	http_version_headers(c->srv, &r);
 	if (extra)
 		rbuf_append(&r, extra, strlen(extra));
@@ -373,6 +380,8 @@ static int dispatch(struct conn *c)
 		http_respond_error(c, c->req.err_status, c->req.err_msg, NULL, !keep);
 		return 1;
 	}
+	if (http_handle_monitoring(c, url, plen, method, keep))
+		return 1;
 	if (plen == 7 && memcmp(url, "/health", 7) == 0 && s->health_fn) {
 		if (method != HTTP_GET && method != HTTP_HEAD) {
 			http_respond_error(c, 405, "method not allowed: /health takes GET or HEAD", "Allow: GET, HEAD\r\n", !keep);
@@ -600,6 +609,7 @@ static void on_connection(uv_stream_t *ls, int status)
 	if (s->stats.connections_open > s->cfg->http_max_connections) {
 		/* Over the limit: say so and close; never evict anything. */
 		s->stats.connections_refused++;
+		c->uncounted = 1; /* no request was read: a connection's refusal, counted as one */
 		http_respond_error(c, 503, "too many connections", "Retry-After: 1\r\n", 1);
 		return;
 	}
@@ -633,6 +643,7 @@ int http_server_start(uv_loop_t *loop, const struct relay_config *cfg, struct in
 	s->ing = ing;
 	s->inbuf = xmalloc(READ_BUF_SIZE);
 	s->pool = upstream_pool_new(loop);
+	http_counts_init(s);
 	uv_tcp_init(loop, &s->listener);
 	s->listener.data = s;
 	s->listener_open = 1;
@@ -671,6 +682,18 @@ void http_server_set_health(struct http_server *s, http_health_fn fn, void *arg)
 {
 	s->health_fn = fn;
 	s->health_arg = arg;
+}
+
+void http_server_set_metrics(struct http_server *s, http_metrics_fn fn, void *arg)
+{
+	s->metrics_fn = fn;
+	s->metrics_arg = arg;
+}
+
+void http_server_set_backend_health(struct http_server *s, http_backend_health_fn fn, void *arg)
+{
+	s->backend_health_fn = fn;
+	s->backend_health_arg = arg;
 }
 
 int http_server_port(const struct http_server *s)
@@ -720,6 +743,7 @@ void http_fuzz_feed(const struct relay_config *cfg, const uint8_t *data, size_t 
 	struct http_server s;
 	memset(&s, 0, sizeof(s));
 	s.cfg = cfg;
+	http_counts_init(&s);
 	struct conn *c = conn_new(&s);
 	c->fake = 1;
 	/* Feed in two pieces so that state carried between reads is

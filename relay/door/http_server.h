@@ -3,11 +3,13 @@
  * llhttp parser, limits (header bytes, body bytes, one budget for the
  * bodies of all connections), timeouts (header, body, idle) and ordered
  * responses for keep-alive and pipelined requests. Routes: GET/HEAD /ping,
- * /health, POST /write and /api/v2/write (validated here, committed by
- * ingest), GET/POST /query and POST /api/v2/query (passed through to a
- * backend, or queued for every backend: http_query.c). Implemented in
- * http_server.c, http_request.c, http_write.c, http_query.c and
- * http_auth.c (relay/door/http_internal.h says which does what).
+ * /health, /health/backends/NAME and /metrics (answered by the program's
+ * handlers, without credentials even when auth.enabled), POST /write and
+ * /api/v2/write (validated here, committed by ingest), GET/POST /query and
+ * POST /api/v2/query (passed through to a backend, or queued for every
+ * backend: http_query.c). Implemented in http_server.c, http_request.c,
+ * http_write.c, http_query.c, http_auth.c and http_metrics.c
+ * (relay/door/http_internal.h says which does what).
  */
 #ifndef RELAY_HTTP_SERVER_H
 #define RELAY_HTTP_SERVER_H
@@ -29,7 +31,7 @@ struct http_server_stats {
 	uint64_t writes_ok;        /* 204 */
 	uint64_t writes_rejected;  /* 4xx */
 	uint64_t writes_refused;   /* 503: queue full, or the buffer budget taken */
-	uint64_t points_accepted;
+	uint64_t points_accepted;  /* committed (counted even when the client left before its 204) */
 	uint64_t auth_failures;   /* 401 and 403 (auth.enabled) */
 	uint64_t buffered_bytes;  /* request bodies held now (http.max_buffered_size caps it) */
 	/* /query and /api/v2/query */
@@ -84,6 +86,48 @@ int http_server_start(uv_loop_t *loop, const struct relay_config *cfg, struct in
 typedef int (*http_health_fn)(struct http_server *s, struct rbuf *out, void *arg);
 /* Set /health's handler; fn and arg are kept (not copied) while s runs. */
 void http_server_set_health(struct http_server *s, http_health_fn fn, void *arg);
+
+/*
+ * GET /metrics: fn appends Prometheus's text format (relay/base/metrics.h)
+ * to out and returns the HTTP status (200). The answer carries
+ * PROM_CONTENT_TYPE; HEAD gets its head only. Without a handler /metrics is
+ * a 404. The door's own families come from http_server_metrics(), which
+ * fn calls.
+ */
+typedef int (*http_metrics_fn)(struct http_server *s, struct rbuf *out, void *arg);
+/* Set /metrics' handler; fn and arg are kept (not copied) while s runs. */
+void http_server_set_metrics(struct http_server *s, http_metrics_fn fn, void *arg);
+
+/*
+ * GET /health/backends/NAME[?max_lag=DURATION]: fn appends one line of text
+ * (without its "\n", which the door adds) saying whether backend name is
+ * caught up, and returns the HTTP status: 200 caught up, 503 not, 404 no
+ * such backend. name is percent-decoded (never empty, no control
+ * character; valid during the call only); max_lag_ms is the max_lag parameter (parse_duration_ms:
+ * "500ms", "2s"), or -1 when not given. The door answers 400 itself for a
+ * malformed name or max_lag, 405 for a method other than GET and HEAD, 404
+ * without a handler. text/plain; HEAD gets the head only.
+ */
+typedef int (*http_backend_health_fn)(struct http_server *s, const char *name, int64_t max_lag_ms, struct rbuf *out,
+                                      void *arg);
+/* Set /health/backends/NAME's handler; fn and arg are kept while s runs. */
+void http_server_set_backend_health(struct http_server *s, http_backend_health_fn fn, void *arg);
+
+struct udp_server;
+/*
+ * Append to out every metric family of the door (docs/monitoring.md, "The
+ * front door and the group commit", "UDP listeners", "Queries"), each
+ * once: answers by endpoint and code, connections, the buffer budget,
+ * write refusals and their points by reason (every reason, zeros
+ * included), points and bytes accepted by source (http from s, udp summed
+ * over udp's listeners: 0 when udp is NULL), the group commit
+ * (ingest_metrics, when s has an ingest), each UDP listener
+ * (udp_metrics; the families without samples when udp is NULL) and the
+ * queries (one relayd_query_proxied_total sample per query backend,
+ * zeros included). Reads counters only: no I/O, no lock, cannot fail.
+ * Call on the loop thread (from the /metrics handler).
+ */
+void http_server_metrics(const struct http_server *s, const struct udp_server *udp, struct rbuf *out);
 
 /* Set the query backends' source; fn and arg are kept while s runs.
  * Without one, /query answers 503. */

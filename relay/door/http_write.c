@@ -224,6 +224,7 @@ void http_handle_write(struct conn *c)
 		http_respond_error(c, 400, msg, NULL, 0);
 		return;
 	}
+	r->points = res.lines;
 	/* The compressed or raw body is not needed once stamped. */
 	rbuf_release(&r->body);
 	http_budget_sync(c);
@@ -289,13 +290,28 @@ static void write_done(struct ingest_request *req, int rc)
 	struct http_server *s = c->srv;
 	char msg[400];
 	uint64_t retry_after;
+	int result = req->batch.result;
+
+	/* Counted before http_commit_returned, which frees c (and may free
+	 * s) when the client left: the points are committed all the same. */
+	if (rc == 0 && result == 0) {
+		s->stats.points_accepted += req->batch.lines;
+		s->counts.bytes_accepted += req->batch.body_len;
+	}
+	/* Why, if it was refused: the status alone (503) does not tell a
+	 * backend's limit from a failed commit. */
+	if (rc == 0 && (result == WAL_ELIMIT || result == WAL_EAGE))
+		c->req.refusal = 1 + REFUSAL_QUEUE_FULL;
+	else if (rc == 0 && result == WAL_ETOOBIG)
+		c->req.refusal = 1 + REFUSAL_TOO_LARGE;
+	else
+		c->req.refusal = 1 + REFUSAL_STORAGE_ERROR;
 	int status = http_commit_returned(req, rc, msg, sizeof(msg), &retry_after);
 
 	if (!status)
 		return;
 	if (status == 204) {
 		s->stats.writes_ok++;
-		s->stats.points_accepted += req->batch.lines;
 		http_respond(c, 204, NULL, NULL, 0, !llhttp_should_keep_alive(&c->parser), 0);
 	} else {
 		s->stats.writes_refused++;

@@ -21,8 +21,12 @@ static void work_cb(uv_work_t *w)
 {
 	struct ingest *ing = relay_container_of(w, struct ingest, work);
 	/* Runs on a pool thread: the whole transaction, its page writes and
-	 * its two fdatasyncs happen here, never on the loop thread. */
+	 * its two fdatasyncs happen here, never on the loop thread. Timed
+	 * here, not around the job: a wait for a free pool thread is not the
+	 * disk's. after_work_cb reads group_ns once the job has returned. */
+	uint64_t t0 = now_mono_ns();
 	ing->group_rc = wal_append(ing->wal, ing->group_batches, ing->group_n, now_realtime_ns());
+	ing->group_ns = now_mono_ns() - t0;
 }
 
 static void after_work_cb(uv_work_t *w, int status)
@@ -37,6 +41,9 @@ static void after_work_cb(uv_work_t *w, int status)
 		ing->stats.commit_errors++;
 	if (n > ing->stats.max_group)
 		ing->stats.max_group = n;
+	relay_histogram_observe(&ing->stats.group_size, (double)n);
+	if (status == 0)
+		relay_histogram_observe(&ing->stats.commit_seconds, (double)ing->group_ns / 1e9);
 	/* Answer only now: the commit that holds these batches returned. */
 	for (size_t i = 0; i < n; i++) {
 		struct ingest_request *req = ing->group[i];
@@ -105,6 +112,8 @@ int ingest_init(struct ingest *ing, uv_loop_t *loop, struct wal *wal, uint64_t r
 	ing->max_group = max_group ? max_group : 1;
 	ing->group = xcalloc(ing->max_group, sizeof(*ing->group));
 	ing->group_batches = xcalloc(ing->max_group, sizeof(*ing->group_batches));
+	relay_histogram_init(&ing->stats.commit_seconds, relay_buckets_fast_s, relay_buckets_fast_n);
+	relay_histogram_init(&ing->stats.group_size, relay_buckets_group, relay_buckets_group_n);
 	int rc = uv_check_init(loop, &ing->kick);
 	if (rc == 0)
 		rc = uv_idle_init(loop, &ing->kick_now);
@@ -177,4 +186,23 @@ void ingest_close(struct ingest *ing, void (*on_idle)(struct ingest *))
 		return;
 	}
 	finish_close(ing);
+}
+
+void ingest_metrics(const struct ingest *ing, struct rbuf *out)
+{
+	const struct ingest_stats *st = &ing->stats;
+	prom_family(out, "relayd_ingest_commits_total", "counter", "Group commits.");
+	prom_u64(out, "relayd_ingest_commits_total", NULL, st->commits);
+	prom_family(out, "relayd_ingest_commit_errors_total", "counter",
+	            "Group commits that failed (disk full, I/O error): their writers got 5xx.");
+	prom_u64(out, "relayd_ingest_commit_errors_total", NULL, st->commit_errors);
+	prom_family(out, "relayd_ingest_batches_committed_total", "counter", "Batches committed.");
+	prom_u64(out, "relayd_ingest_batches_committed_total", NULL, st->batches_committed);
+	prom_family(out, "relayd_ingest_batches_refused_total", "counter",
+	            "Batches not stored: refused by a full queue, or in a commit that failed.");
+	prom_u64(out, "relayd_ingest_batches_refused_total", NULL, st->batches_refused);
+	prom_family(out, "relayd_ingest_commit_duration_seconds", "histogram", "One group commit, fsync included.");
+	prom_histogram(out, "relayd_ingest_commit_duration_seconds", NULL, &st->commit_seconds);
+	prom_family(out, "relayd_ingest_commit_group_size", "histogram", "Requests per group commit.");
+	prom_histogram(out, "relayd_ingest_commit_group_size", NULL, &st->group_size);
 }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "relay/base/metrics.h"
 #include "relay/base/util.h"
 #include "wal/wal.h"
 
@@ -40,6 +41,11 @@ struct ingest_stats {
 	uint64_t batches_refused;
 	uint64_t commit_errors;
 	uint64_t max_group;
+	/* Each commit's wall time on the pool thread, its page writes and
+	 * fsyncs included (relay_buckets_fast_s), and its requests
+	 * (relay_buckets_group). */
+	struct relay_histogram commit_seconds;
+	struct relay_histogram group_size;
 };
 
 struct ingest {
@@ -59,6 +65,7 @@ struct ingest {
 	struct wal_batch *group_batches;
 	size_t group_n;
 	int group_rc;
+	uint64_t group_ns;        /* the commit's duration, set on the pool thread */
 	uv_work_t work;
 	uv_check_t kick;          /* starts a commit once per loop iteration */
 	uv_idle_t kick_now;       /* keeps that iteration's poll from blocking */
@@ -85,6 +92,15 @@ void ingest_submit(struct ingest *ing, struct ingest_request *req);
 
 /* Whether a commit is running or requests are waiting. */
 int ingest_busy(const struct ingest *ing);
+
+/*
+ * Append the group commit's metric families to out: commits, commit
+ * errors, batches committed and refused, the commit duration and group
+ * size histograms (docs/monitoring.md). http_server_metrics() calls it for
+ * the server's ingest: a program that calls that must not call this too
+ * (a family is written once). Cannot fail.
+ */
+void ingest_metrics(const struct ingest *ing, struct rbuf *out);
 
 /* Stop: requests still waiting are committed first; on_idle runs once
  * nothing is in flight and the handles are closed. May be called from a

@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 
 #include "relay/base/lineproto.h"
 #include "relay/base/log.h"
+#include "relay/base/metrics.h"
 #include "relay/base/util.h"
 
 /* Larger than any UDP payload (65507 bytes over IPv4): a datagram that
@@ -203,6 +205,7 @@ static void group_done(struct ingest_request *req, int rc)
 	l->inflight--;
 	if (rc == 0 && req->batch.result == 0) {
 		l->stats.points_accepted += g->lines;
+		l->stats.bytes_accepted += g->body.len;
 		l->stats.datagrams_committed += g->datagrams;
 		l->stats.batches++;
 	} else {
@@ -511,6 +514,37 @@ int udp_port(const struct udp_server *s, size_t i)
 {
 	relay_assert(i < s->n);
 	return s->ls[i]->port;
+}
+
+/* One family: its HELP and TYPE, then the field at offset off of each
+ * listener's stats. */
+static void family(const struct udp_server *s, struct rbuf *out, const char *name, const char *type, const char *help,
+                   size_t off)
+{
+	prom_family(out, name, type, help);
+	for (size_t i = 0; s && i < s->n; i++) {
+		const struct udp_listener *l = s->ls[i];
+		char labels[160];
+		uint64_t v;
+		memcpy(&v, (const char *)&l->stats + off, sizeof(v));
+		prom_u64(out, name, prom_labels(labels, sizeof(labels), "listener", l->cfg->address, NULL), v);
+	}
+}
+
+void udp_metrics(const struct udp_server *s, struct rbuf *out)
+{
+#define F(name, type, help, field) family(s, out, name, type, help, offsetof(struct udp_stats, field))
+	F("relayd_udp_datagrams_total", "counter", "Datagrams received.", datagrams);
+	F("relayd_udp_datagrams_bad_total", "counter", "Datagrams with no valid line, dropped whole.", datagrams_bad);
+	F("relayd_udp_datagrams_dropped_total", "counter", "Valid datagrams dropped (queue full or commit failed).",
+	  datagrams_dropped);
+	F("relayd_udp_points_accepted_total", "counter", "Points committed.", points_accepted);
+	F("relayd_udp_points_dropped_total", "counter", "Valid points dropped.", points_dropped);
+	F("relayd_udp_received_bytes_total", "counter", "Datagram bytes received.", bytes);
+	F("relayd_udp_receive_errors_total", "counter", "Errors the socket reported.", recv_errors);
+	F("relayd_udp_receive_buffer_bytes", "gauge", "The socket's receive buffer as the kernel set it.",
+	  receive_buffer);
+#undef F
 }
 
 void udp_close(struct udp_server *s, void (*done)(void *arg), void *arg)

@@ -30,6 +30,7 @@ struct udp_stats {
 	uint64_t datagrams_committed; /* valid, and their points committed to the queue */
 	uint64_t datagrams_dropped; /* valid but not stored: buffers full, queue full, failed commit */
 	uint64_t points_accepted;   /* committed to the queue */
+	uint64_t bytes_accepted;    /* their line protocol, as queued (stamped) */
 	uint64_t points_dropped;    /* valid but not stored (the points of datagrams_dropped) */
 	uint64_t bytes;             /* datagram payload bytes received */
 	uint64_t batches;           /* groups committed (each one queued batch) */
@@ -57,6 +58,15 @@ size_t udp_count(const struct udp_server *s);
 const struct udp_stats *udp_stats(const struct udp_server *s, size_t i);
 /* The port listener i is bound to (useful with port 0). */
 int udp_port(const struct udp_server *s, size_t i);
+
+/*
+ * Append the UDP listeners' metric families to out (docs/monitoring.md,
+ * "UDP listeners"): one sample per listener, labelled listener="ADDRESS"
+ * as configured. s may be NULL (no UDP server): the families are written
+ * without samples. http_server_metrics() calls it: a program that calls
+ * that must not call this too (a family is written once). Cannot fail.
+ */
+void udp_metrics(const struct udp_server *s, struct rbuf *out);
 
 /*
  * Stop: every listener stops receiving, reads what the kernel already

@@ -294,7 +294,12 @@ class DoorTest(unittest.TestCase):
         self.assertEqual(status, 200, body)
         self.assertIn("application/json", headers.get("Content-Type", ""))
         doc = json.loads(body.decode())
-        self.assertEqual(doc["status"], "ok")
+        # The backend is a closed port: a backend not delivering makes the
+        # relay degraded (writes are still taken, so 200); the reason
+        # names it.
+        self.assertIn(doc["status"], ("ok", "degraded"), doc)
+        if doc["status"] == "degraded":
+            self.assertIn("'local'", doc["reason"])
         self.assertGreaterEqual(doc["ingest"]["batches_committed"], 1)
         self.assertGreaterEqual(doc["http"]["points_accepted"], 2)
         self.assertEqual(doc["udp"], [])  # no UDP listener configured
@@ -307,6 +312,15 @@ class DoorTest(unittest.TestCase):
             [b] = json.loads(self.relayd.get("/health")[2].decode())["backends"]
         self.assertEqual(b["state"], "down", b)
         self.assertIn("connect", b["last_error"])
+        doc = json.loads(self.relayd.get("/health")[2].decode())
+        self.assertEqual(doc["status"], "degraded", doc)
+        self.assertIn("'local' is down", doc["reason"])
+        self.assertFalse(b["caught_up"])
+        self.assertFalse(b["paused"])
+        for key in ("max_bytes", "max_age_seconds", "percent_full", "dead_bytes", "last_delivery"):
+            self.assertIn(key, b)
+        for key in ("map_size_bytes", "used_bytes", "file_size_bytes", "filesystem_free_bytes"):
+            self.assertGreater(doc["store"][key], 0, key)
         ctl = self.relayd.backend_status("local")
         for key in ("pending_batches", "pending_points", "pending_bytes", "dead_batches"):
             self.assertEqual(b[key], ctl[key], key)

@@ -98,6 +98,78 @@ def lp_value(v):
     return json.dumps(v)
 
 
+def status_rows(text):
+    """{backend: {"STATE": .., "DELIVERED/S": ..}} of the table in
+    status's text output (the rate is its last column)."""
+    lines = text.splitlines()
+    head = next(i for i, l in enumerate(lines) if l.startswith("BACKEND "))
+    if lines[head].split()[-1] != "DELIVERED/S":
+        raise AssertionError("the last column of status is not DELIVERED/S: %r" % lines[head])
+    rows = {}
+    for line in lines[head + 1:]:
+        if not line or line.startswith(" ") or line.startswith("DELIVERED/S:"):
+            continue
+        cells = line.split()
+        rows[cells[0]] = {"STATE": cells[1], "DELIVERED/S": cells[-1]}
+    return rows
+
+
+class WatchReader:
+    """relayctl status --watch with its output on a pipe (one block per
+    refresh, a blank line after each), read by a thread: each block with
+    the time it came."""
+
+    def __init__(self, args):
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, errors="replace")
+        self.blocks = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.read, daemon=True)
+        self.thread.start()
+
+    def read(self):
+        cur = []
+        for line in self.proc.stdout:
+            if line.strip():
+                cur.append(line)
+                continue
+            with self.lock:
+                self.blocks.append((time.monotonic(), "".join(cur)))
+            cur = []
+
+    def wait_block(self, pred, timeout, start=0, what="a refresh"):
+        """The index of the first block from start on for which pred(text)
+        holds, waiting at most timeout seconds."""
+        found = {}
+
+        def check():
+            with self.lock:
+                for i in range(start, len(self.blocks)):
+                    if pred(self.blocks[i][1]):
+                        found["i"] = i
+                        return True
+            return False
+
+        relaytest.wait_until(check, timeout, 0.05, what="relayctl status --watch: %s" % what,
+                             detail=lambda: "%d blocks, the last:\n%s"
+                             % (len(self.blocks), self.blocks[-1][1] if self.blocks else "(none)"))
+        return found["i"]
+
+    def stop(self):
+        """SIGTERM by pid; its exit status."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise AssertionError("relayctl status --watch did not stop on SIGTERM")
+        self.thread.join(5)
+        self.stderr = err
+        return self.proc.returncode
+
+
 class ScriptedDaemon:
     """A stand-in for relayd's side of the control socket: answers each
     request line from a table, records what it was asked."""
@@ -366,8 +438,14 @@ class RelayctlTest(unittest.TestCase):
             {"name": "b1", "state": "retrying", "last_error": "HTTP 503: overloaded", "head_seq": 1,
              "attempts": 4, "next_attempt_ms": 1500, "last_delivery_ns": 0, "delivered_points": 0,
              "points_per_second": 0.0},
+            # relayd's average has not decayed to 0, but nothing was
+            # delivered in its window (the last delivery was in 2023)
             {"name": "b2", "state": "up", "last_error": "", "head_seq": 0, "attempts": 0,
              "next_attempt_ms": -1, "last_delivery_ns": 1700000000000000000, "delivered_points": 42,
+             "points_per_second": 12.5},
+            # not in relayctl's configuration: relayd took it in a reload
+            {"name": "b3", "state": "up", "last_error": "", "head_seq": 0, "attempts": 0,
+             "next_attempt_ms": -1, "last_delivery_ns": time.time_ns() - 10 ** 9, "delivered_points": 99,
              "points_per_second": 12.5}]}
         d = ScriptedDaemon(os.path.join(r.data_dir, "relayd.sock"), {
             "status": "ok " + json.dumps(status), "notify b1": "ok", "retry b1": "ok",
@@ -376,14 +454,21 @@ class RelayctlTest(unittest.TestCase):
 
         doc = r.status_json()
         self.assertEqual((doc["relayd"], doc["pid"]), ("running", os.getpid()))
-        b1, b2 = doc["backends"]
+        b1, b2, b3 = doc["backends"]
         self.assertEqual((b1["state"], b1["last_error"], b1["attempts"], b1["next_attempt_ms"]),
                          ("retrying", "HTTP 503: overloaded", 4, 1500))
         self.assertEqual(b1["pending_batches"], 3)  # from the queue
-        self.assertEqual((b2["state"], b2["points_per_second"], b2["last_delivery_ns"]),
-                         ("up", 12.5, 1700000000000000000))
+        self.assertEqual((b2["state"], b2["delivered_points_per_second"], b2["points_per_second"],
+                          b2["last_delivery_ns"]), ("up", 0.0, 0.0, 1700000000000000000))
+        self.assertEqual((b3["name"], b3["state"], b3["delivered_points_per_second"], b3["points_per_second"]),
+                         ("b3", "up", 12.5, 12.5))
+        self.assertEqual((b1["delivered_points_per_second"], b1["points_per_second"]), (0.0, 0.0))
         text = self.ctl(r, "status").stdout
         self.assertIn("relayd: running (pid %d, version 9.9)" % os.getpid(), text)
+        rows = status_rows(text)
+        self.assertEqual([(n, row["DELIVERED/S"]) for n, row in rows.items()],
+                         [("b1", "0.0"), ("b2", "0.0"), ("b3", "12.5")])
+        self.assertIn("DELIVERED/S: points delivered per second, relayd's average over about the last 30 s", text)
         self.assertRegex(text, r"b1: HTTP 503: overloaded \(batch 1, 4 attempts, next in 1\.5s\)")
         self.assertIn("2023-11-14T22:13:20Z", text)
         # peek: attempts and last error for the batch relayd is trying
@@ -410,6 +495,58 @@ class RelayctlTest(unittest.TestCase):
         out, err = p.communicate(timeout=10)
         self.assertEqual(p.returncode, 0, err)
         self.assertGreaterEqual(out.count("relayd: running"), 3)
+
+    def test_watch_default_interval_follows_reloads_and_reads_0_when_idle(self):
+        """status --watch alone refreshes every 2 s; each refresh asks
+        relayd again, so a backend added by a reload appears and a removed
+        one (its queue empty) disappears. The rate is 0 with nothing
+        delivered."""
+        r = self.relayd([backend("b1", down_url())])
+        doc = r.status_json()
+        b1 = doc["backends"][0]
+        self.assertEqual((b1["delivered_points_per_second"], b1["points_per_second"]), (0.0, 0.0))
+        self.assertEqual(status_rows(self.ctl(r, "status").stdout)["b1"]["DELIVERED/S"], "0.0")
+
+        w = WatchReader([relaytest.RELAYCTL_BIN, "-c", r.config, "status", "--watch"])
+        self.addCleanup(lambda: w.proc.poll() is None and w.stop())
+        first = w.wait_block(lambda t: "relayd: running" in t, 15, what="a first refresh")
+        second = w.wait_block(lambda t: "relayd: running" in t, 15, start=first + 1, what="a second refresh")
+        gap = w.blocks[second][0] - w.blocks[first][0]
+        self.assertGreater(gap, 1.5, "refreshes %.2f s apart, not about 2 s" % gap)
+        rows = status_rows(w.blocks[first][1])
+        self.assertEqual(list(rows), ["b1"])
+        self.assertEqual(rows["b1"]["DELIVERED/S"], "0.0")
+
+        # b2 joins the configuration: SIGHUP, and the next refreshes show it
+        r.write_config(self.tmp, backends=[backend("b1", down_url()), backend("b2", down_url())])
+        r.proc.send_signal(signal.SIGHUP)
+        r.wait_log(r"configuration reloaded .*\(2 backends\)")
+        i = w.wait_block(lambda t: "b2" in status_rows(t), 15, start=second + 1, what="backend b2 after the reload")
+        rows = status_rows(w.blocks[i][1])
+        self.assertEqual(list(rows), ["b1", "b2"])
+        self.assertEqual(rows["b2"]["DELIVERED/S"], "0.0")
+        # b1 leaves it (its queue is empty: not even shown as orphaned)
+        r.write_config(self.tmp, backends=[backend("b2", down_url())])
+        r.proc.send_signal(signal.SIGHUP)
+        r.wait_log(r"backend 'b1' is no longer configured")
+        i = w.wait_block(lambda t: list(status_rows(t)) == ["b2"], 15, start=i + 1,
+                         what="backend b1 gone after the second reload")
+        self.assertEqual(w.stop(), 0, w.stderr)
+
+        # --watch N and --watch=N still take the number
+        for args in (["--watch", "0.2"], ["--watch=0.2"]):
+            w = WatchReader([relaytest.RELAYCTL_BIN, "-c", r.config, "status"] + args)
+            first = w.wait_block(lambda t: "relayd: running" in t, 15)
+            second = w.wait_block(lambda t: "relayd: running" in t, 15, start=first + 1)
+            self.assertLess(w.blocks[second][0] - w.blocks[first][0], 1.5, args)
+            self.assertEqual(w.stop(), 0, (args, w.stderr))
+        cp = self.ctl(r, "status", "--watch", "0", rc=2)
+        self.assertIn("--watch wants a number of seconds, not '0'", cp.stderr)
+
+        # relayd stopped: nothing delivers, the rate is 0
+        r.stop()
+        self.assertEqual(r.backend_status("b2")["delivered_points_per_second"], 0.0)
+        self.assertEqual(status_rows(self.ctl(r, "status").stdout)["b2"]["DELIVERED/S"], "0.0")
 
     # 4
 

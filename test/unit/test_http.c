@@ -23,6 +23,7 @@
 #include "relay/base/config.h"
 #include "relay/door/http_server.h"
 #include "relay/door/ingest.h"
+#include "relay/base/util.h"
 #include "wal/wal.h"
 
 static void test_outcome_table(void **state)
@@ -61,8 +62,11 @@ struct fixture {
 	uv_loop_t loop;
 	uv_async_t stop;
 	int port;
-	char results[16][2048];
+	char results[16][32768];
 	int nresults;
+	int id;
+	int backend_fd; /* test_monitoring's query backend: a listening socket */
+	int backend_port;
 };
 
 static int connect_to(int port)
@@ -84,17 +88,17 @@ static int connect_to(int port)
 static void exchange(struct fixture *f, const char *req, size_t len, int nresp)
 {
 	char *out = f->results[f->nresults++];
-	size_t used = 0;
+	size_t used = 0, cap = sizeof(f->results[0]);
 	int fd = connect_to(f->port);
 	if (fd < 0) {
-		snprintf(out, 2048, "connect failed");
+		snprintf(out, cap, "connect failed");
 		return;
 	}
 	if (send(fd, req, len, MSG_NOSIGNAL) < 0) {
 		/* The server may refuse early (413): still read the answer. */
 	}
 	for (;;) {
-		ssize_t n = recv(fd, out + used, 2047 - used, 0);
+		ssize_t n = recv(fd, out + used, cap - 1 - used, 0);
 		if (n <= 0)
 			break;
 		used += (size_t)n;
@@ -192,6 +196,10 @@ static void *client(void *arg)
 	static const char ctl[] = "GET /query?q=DROP+SERIES+FROM+m&db=%01 HTTP/1.1\r\nHost: x\r\n\r\n"
 				  "GET /ping HTTP/1.1\r\nHost: x\r\n\r\n";
 	exchange(f, ctl, sizeof(ctl) - 1, 2);
+	/* 15: no handler for /metrics nor /health/backends/NAME: 404 */
+	static const char nomon[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+				    "GET /health/backends/b HTTP/1.1\r\nHost: x\r\n\r\n";
+	exchange(f, nomon, sizeof(nomon) - 1, 2);
 	uv_async_send(&f->stop);
 	return NULL;
 }
@@ -270,6 +278,9 @@ static void test_server(void **state)
 		fail_msg("many: %s", f->results[13]);
 	if (!strstr(f->results[14], "HTTP/1.1 400") || !strstr(f->results[14], "HTTP/1.1 204"))
 		fail_msg("control: %s", f->results[14]);
+	const char *nf1 = strstr(f->results[15], "HTTP/1.1 404");
+	if (!nf1 || !strstr(nf1 + 1, "HTTP/1.1 404"))
+		fail_msg("no monitoring handlers: %s", f->results[15]);
 
 	/* exactly the three good writes are queued, in order */
 	struct wal_batch out[8];
@@ -298,11 +309,282 @@ static void test_server(void **state)
 	free(f);
 }
 
+/*---- /metrics and /health/backends/NAME ----*/
+
+/* /metrics: the door's families, as the program's handler writes them. */
+static int metrics_fn(struct http_server *s, struct rbuf *out, void *arg)
+{
+	(void)arg;
+	http_server_metrics(s, NULL, out);
+	return 200;
+}
+
+/* /health/backends/NAME: "b" is caught up, any other name unknown; the
+ * name "full" (a hook of this test, run on the loop thread between
+ * commits) sets the queue's byte limit to 1 so that the next write is
+ * refused. */
+static int backend_fn(struct http_server *s, const char *name, int64_t max_lag_ms, struct rbuf *out, void *arg)
+{
+	struct fixture *f = arg;
+	(void)s;
+	if (strcmp(name, "full") == 0) {
+		wal_backend_set_limits(f->wal, f->id, 1, 0);
+		rbuf_appendf(out, "limited");
+		return 200;
+	}
+	if (strcmp(name, "b") != 0) {
+		rbuf_appendf(out, "unknown backend '%s'", name);
+		return 404;
+	}
+	rbuf_appendf(out, "caught up (max_lag %lld)", (long long)max_lag_ms);
+	return 200;
+}
+
+/* The query backend: one answer of 14 bytes to the first request. */
+static void *backend_thread(void *arg)
+{
+	struct fixture *f = arg;
+	int fd = accept(f->backend_fd, NULL, NULL);
+	char buf[4096];
+	size_t used = 0;
+	while (fd >= 0 && used < sizeof(buf) - 1) {
+		ssize_t n = recv(fd, buf + used, sizeof(buf) - 1 - used, 0);
+		if (n <= 0)
+			break;
+		used += (size_t)n;
+		buf[used] = '\0';
+		if (strstr(buf, "\r\n\r\n")) {
+			static const char ans[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+						  "Content-Length: 14\r\n\r\n{\"results\":[]}";
+			if (send(fd, ans, sizeof(ans) - 1, MSG_NOSIGNAL) < 0)
+				break;
+			break;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+/* Backend b, up but 10 s behind (so the query goes to it, marked behind);
+ * none for a query of the database "none". */
+static size_t targets_fn(void *arg, const char *db, struct http_query_target *out, size_t max)
+{
+	struct fixture *f = arg;
+	if ((db && strcmp(db, "none") == 0) || max < 1)
+		return 0;
+	memset(out, 0, sizeof(*out));
+	out->name = "b";
+	out->host = "127.0.0.1";
+	out->port = (uint16_t)f->backend_port;
+	out->path_prefix = "";
+	out->connect_timeout_ms = 2000;
+	out->up = 1;
+	out->oldest_pending_ns = now_realtime_ns() - 10000000000LL;
+	return 1;
+}
+
+static int health_fn(struct http_server *s, struct rbuf *out, void *arg)
+{
+	(void)s;
+	(void)arg;
+	rbuf_appendf(out, "{\"status\":\"ok\"}");
+	return 200;
+}
+
+static void *monitoring_client(void *arg)
+{
+	struct fixture *f = arg;
+	static const char *const reqs[][2] = {
+		/* 0: /health needs no credentials either */
+		{ "GET /ping HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", "2" },
+		/* 1: no credentials (auth.enabled): 401, no points counted */
+		{ "POST /write?db=d1 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\ncpu v=1 1\n", "1" },
+		/* 2: two points, 20 bytes */
+		{ "POST /write?db=d1&u=w&p=pw HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\ncpu v=1 1\ncpu v=2 2\n", "1" },
+		/* 3: a bad line */
+		{ "POST /write?db=d1&u=w&p=pw HTTP/1.1\r\nHost: x\r\nContent-Length: 15\r\n\r\ncpu v=1 1\ncpu \n", "1" },
+		/* 4: max_lag given and not; no credentials needed */
+		{ "GET /health/backends/b?max_lag=2s HTTP/1.1\r\nHost: x\r\n\r\n"
+		  "GET /health/backends/b HTTP/1.1\r\nHost: x\r\n\r\n", "2" },
+		/* 5: the name is percent-decoded */
+		{ "GET /health/backends/x%2Dy HTTP/1.1\r\nHost: x\r\n\r\n", "1" },
+		/* 6: a bad max_lag, a control character in the name */
+		{ "GET /health/backends/b?max_lag=soon HTTP/1.1\r\nHost: x\r\n\r\n"
+		  "GET /health/backends/b%0A HTTP/1.1\r\nHost: x\r\n\r\n", "2" },
+		/* 7: HEAD: the head only (the ping after it shows where it ends) */
+		{ "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /ping HTTP/1.1\r\nHost: x\r\n\r\n", "2" },
+		/* 8 */
+		{ "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", "1" },
+		/* 9: a read with no query backend: 503; one passed through */
+		{ "GET /query?q=SHOW+DATABASES&db=none&u=w&p=pw HTTP/1.1\r\nHost: x\r\n\r\n"
+		  "GET /query?q=SHOW+DATABASES&u=w&p=pw HTTP/1.1\r\nHost: x\r\n\r\n", "2" },
+		/* 10: the queue's limit refuses the next write (its 2 points) */
+		{ "GET /health/backends/full HTTP/1.1\r\nHost: x\r\n\r\n"
+		  "POST /write?db=d1&u=w&p=pw HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\ncpu v=1 1\ncpu v=2 2\n", "2" },
+		/* 11: what all that counted */
+		{ "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", "1" },
+	};
+	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++)
+		exchange(f, reqs[i][0], strlen(reqs[i][0]), atoi(reqs[i][1]));
+	uv_async_send(&f->stop);
+	return NULL;
+}
+
+/* body holds line as a whole line. */
+static void expect_line(const char *body, const char *line)
+{
+	char want[256];
+	snprintf(want, sizeof(want), "\n%s\n", line);
+	if (!strstr(body, want))
+		fail_msg("no line '%s' in:\n%s", line, body);
+}
+
+static void test_monitoring(void **state)
+{
+	(void)state;
+	struct fixture *f = calloc(1, sizeof(*f));
+	char yaml[512], err[512];
+	snprintf(f->dir, sizeof(f->dir), "/tmp/test_http.XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	int n = snprintf(yaml, sizeof(yaml),
+			 "data_dir: %s/q\nlisten:\n  http: 127.0.0.1:1\nhttp:\n  max_body_size: 1000\n"
+			 "auth:\n  enabled: true\n  users:\n    - {name: w, password: pw}\n"
+			 "backends:\n  - name: b\n    url: http://127.0.0.1:9\n",
+			 f->dir);
+	assert_int_equal(config_load_buffer("t.yaml", yaml, (size_t)n, &f->cfg, err, sizeof(err)), 0);
+	f->cfg.listen_http_port = 0;
+	struct wal_options o = { 0, 0 };
+	assert_int_equal(wal_open(f->cfg.data_dir, &o, &f->wal), 0);
+	assert_int_equal(wal_backend_open(f->wal, "b", &f->id), 0);
+	assert_int_equal(uv_loop_init(&f->loop), 0);
+	assert_int_equal(ingest_init(&f->ing, &f->loop, f->wal, 1ULL << f->id, 64), 0);
+	f->ing.names[f->id] = "b";
+	assert_int_equal(http_server_start(&f->loop, &f->cfg, &f->ing, &f->srv, err, sizeof(err)), 0);
+	http_server_set_health(f->srv, health_fn, f);
+	http_server_set_metrics(f->srv, metrics_fn, f);
+	http_server_set_backend_health(f->srv, backend_fn, f);
+	http_server_set_query_targets(f->srv, targets_fn, f);
+	f->backend_fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in ba = { .sin_family = AF_INET };
+	ba.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t bl = sizeof(ba);
+	assert_int_equal(bind(f->backend_fd, (struct sockaddr *)&ba, sizeof(ba)), 0);
+	assert_int_equal(listen(f->backend_fd, 4), 0);
+	assert_int_equal(getsockname(f->backend_fd, (struct sockaddr *)&ba, &bl), 0);
+	f->backend_port = ntohs(ba.sin_port);
+	pthread_t bth;
+	pthread_create(&bth, NULL, backend_thread, f);
+	f->port = http_server_port(f->srv);
+	uv_async_init(&f->loop, &f->stop, stop_cb);
+	f->stop.data = f;
+	pthread_t th;
+	pthread_create(&th, NULL, monitoring_client, f);
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	pthread_join(th, NULL);
+	pthread_join(bth, NULL);
+	close(f->backend_fd);
+	assert_int_equal(uv_loop_close(&f->loop), 0);
+
+	char (*r)[sizeof(f->results[0])] = f->results;
+	if (!strstr(r[0], "HTTP/1.1 204") || !strstr(r[0], "HTTP/1.1 200") || !strstr(r[0], "{\"status\":\"ok\"}"))
+		fail_msg("ping, health: %s", r[0]);
+	assert_non_null(strstr(r[1], "HTTP/1.1 401"));
+	assert_non_null(strstr(r[2], "HTTP/1.1 204"));
+	assert_non_null(strstr(r[3], "HTTP/1.1 400"));
+	if (!strstr(r[4], "HTTP/1.1 200") || !strstr(r[4], "Content-Type: text/plain; charset=utf-8\r\n") ||
+	    !strstr(r[4], "\r\n\r\ncaught up (max_lag 2000)\n") || !strstr(r[4], "\r\n\r\ncaught up (max_lag -1)\n"))
+		fail_msg("backend health: %s", r[4]);
+	if (!strstr(r[5], "HTTP/1.1 404") || !strstr(r[5], "unknown backend 'x-y'\n"))
+		fail_msg("unknown backend: %s", r[5]);
+	if (!strstr(r[6], "HTTP/1.1 400") || !strstr(r[6], "invalid max_lag 'soon'") ||
+	    !strstr(r[6], "malformed backend name"))
+		fail_msg("bad max_lag or name: %s", r[6]);
+	if (!strstr(r[7], "HTTP/1.1 200") || !strstr(r[7], "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n") ||
+	    strstr(r[7], "# HELP") || !strstr(r[7], "HTTP/1.1 204"))
+		fail_msg("HEAD /metrics: %s", r[7]);
+	if (!strstr(r[8], "HTTP/1.1 405") || !strstr(r[8], "Allow: GET, HEAD"))
+		fail_msg("POST /metrics: %s", r[8]);
+	if (!strstr(r[9], "HTTP/1.1 503") || !strstr(r[9], "HTTP/1.1 200") || !strstr(r[9], "X-Relayd-Behind: ") ||
+	    !strstr(r[9], "{\"results\":[]}"))
+		fail_msg("queries: %s", r[9]);
+	if (!strstr(r[10], "HTTP/1.1 200") || !strstr(r[10], "HTTP/1.1 503") || !strstr(r[10], "is full"))
+		fail_msg("queue full: %s", r[10]);
+
+	const char *m = r[11];
+	if (!strstr(m, "HTTP/1.1 200") || !strstr(m, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"))
+		fail_msg("GET /metrics: %s", m);
+	static const char *const lines[] = {
+		"relayd_http_requests_total{endpoint=\"ping\",code=\"204\"} 2",
+		"relayd_http_requests_total{endpoint=\"write\",code=\"401\"} 1",
+		"relayd_http_requests_total{endpoint=\"write\",code=\"204\"} 1",
+		"relayd_http_requests_total{endpoint=\"write\",code=\"400\"} 1",
+		"relayd_http_requests_total{endpoint=\"write\",code=\"503\"} 1",
+		"relayd_http_requests_total{endpoint=\"health\",code=\"200\"} 4",
+		"relayd_http_requests_total{endpoint=\"health\",code=\"404\"} 1",
+		"relayd_http_requests_total{endpoint=\"health\",code=\"400\"} 2",
+		"relayd_http_requests_total{endpoint=\"metrics\",code=\"200\"} 1",
+		"relayd_http_requests_total{endpoint=\"metrics\",code=\"405\"} 1",
+		"relayd_http_requests_total{endpoint=\"query\",code=\"503\"} 1",
+		"relayd_http_requests_total{endpoint=\"query\",code=\"200\"} 1",
+		"relayd_http_connections_accepted_total 12",
+		"relayd_http_connections_refused_total 0",
+		"relayd_http_buffered_limit_bytes 536870912",
+		"relayd_write_requests_refused_total{reason=\"bad_request\"} 1",
+		"relayd_write_requests_refused_total{reason=\"unauthorized\"} 1",
+		"relayd_write_requests_refused_total{reason=\"too_large\"} 0",
+		"relayd_write_requests_refused_total{reason=\"timeout\"} 0",
+		"relayd_write_requests_refused_total{reason=\"queue_full\"} 1",
+		"relayd_write_requests_refused_total{reason=\"overloaded\"} 0",
+		"relayd_write_requests_refused_total{reason=\"storage_error\"} 0",
+		"relayd_write_requests_refused_total{reason=\"shutting_down\"} 0",
+		"relayd_points_refused_total{reason=\"queue_full\"} 2",
+		"relayd_points_refused_total{reason=\"unauthorized\"} 0",
+		"relayd_points_accepted_total{source=\"http\"} 2",
+		"relayd_points_accepted_total{source=\"udp\"} 0",
+		"relayd_bytes_accepted_total{source=\"http\"} 20",
+		"relayd_bytes_accepted_total{source=\"udp\"} 0",
+		"relayd_ingest_commits_total 2",
+		"relayd_ingest_commit_errors_total 0",
+		"relayd_ingest_batches_committed_total 1",
+		"relayd_ingest_batches_refused_total 1",
+		"relayd_ingest_commit_group_size_count 2",
+		"relayd_ingest_commit_group_size_bucket{le=\"1\"} 2",
+		"relayd_ingest_commit_duration_seconds_count 2",
+		"# TYPE relayd_udp_datagrams_total counter",
+		"relayd_query_requests_total 2",
+		"relayd_query_proxied_total{backend=\"b\"} 1",
+		"relayd_query_behind_total 1",
+		"relayd_query_statements_queued_total 0",
+		"relayd_query_errors_total 1",
+		"relayd_query_response_bytes_total 14",
+		"relayd_query_duration_seconds_count 2",
+	};
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		expect_line(m, lines[i]);
+	/* Each family once. */
+	for (const char *p = m; (p = strstr(p, "\n# TYPE ")); p++) {
+		char name[128];
+		assert_int_equal(sscanf(p, "\n# TYPE %127s", name), 1);
+		char again[160];
+		snprintf(again, sizeof(again), "\n# TYPE %s ", name);
+		if (strstr(p + 1, again))
+			fail_msg("family %s twice", name);
+	}
+	wal_close(f->wal);
+	config_release(&f->cfg);
+	char cmd[200];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	assert_int_equal(system(cmd), 0);
+	free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_outcome_table),
 		cmocka_unit_test(test_server),
+		cmocka_unit_test(test_monitoring),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

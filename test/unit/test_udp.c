@@ -196,6 +196,7 @@ static void test_listener(void **state)
 	assert_int_equal(sscanf(third, "cpu,h=c v=3i %lld\n", &stamp), 1);
 	assert_true(stamp >= before && stamp <= after);
 	assert_memory_equal(b[0].body, "cpu,h=a v=1 10\ncpu,h=a v=2 20\ncpu,h=c v=3i ", 43);
+	size_t first_len = b[0].body_len;
 	release_all(b, cnt);
 
 	/* 2: memory stays bounded while a commit has not returned: 1 KiB per
@@ -229,6 +230,35 @@ static void test_listener(void **state)
 	assert_int_equal(st(f)->datagrams_dropped, 3);
 	assert_int_equal(st(f)->batches, 3);
 	wal_backend_set_limits(f->wal, f->id, 0, 0);
+
+	/* The counters as /metrics says them, labelled by the address as
+	 * configured; 9 points committed, in the three batches. */
+	struct rbuf m = RBUF_INIT;
+	udp_metrics(f->udp, &m);
+	static const char *const lines[] = {
+		"# TYPE relayd_udp_datagrams_total counter\n",
+		"\nrelayd_udp_datagrams_total{listener=\"127.0.0.1:1\"} 14\n",
+		"\nrelayd_udp_datagrams_bad_total{listener=\"127.0.0.1:1\"} 3\n",
+		"\nrelayd_udp_datagrams_dropped_total{listener=\"127.0.0.1:1\"} 3\n",
+		"\nrelayd_udp_points_accepted_total{listener=\"127.0.0.1:1\"} 9\n",
+		"\nrelayd_udp_points_dropped_total{listener=\"127.0.0.1:1\"} 5\n",
+		"\nrelayd_udp_receive_errors_total{listener=\"127.0.0.1:1\"} 0\n",
+		"# TYPE relayd_udp_receive_buffer_bytes gauge\n",
+	};
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		if (!strstr(rbuf_cstr(&m), lines[i]))
+			fail_msg("no '%s' in:\n%s", lines[i], rbuf_cstr(&m));
+	char want[128];
+	snprintf(want, sizeof(want), "\nrelayd_udp_received_bytes_total{listener=\"127.0.0.1:1\"} %" PRIu64 "\n",
+	         st(f)->bytes);
+	assert_non_null(strstr(rbuf_cstr(&m), want));
+	assert_int_equal(st(f)->bytes_accepted, first_len + 2 * 900);
+	rbuf_release(&m);
+	/* No UDP server: the families, without samples. */
+	udp_metrics(NULL, &m);
+	assert_non_null(strstr(rbuf_cstr(&m), "# TYPE relayd_udp_points_dropped_total counter\n"));
+	assert_null(strstr(rbuf_cstr(&m), "{listener="));
+	rbuf_release(&m);
 
 	/* 4: at close, a pending group and a datagram still in the socket
 	 * buffer are both committed before ingest closes. */

@@ -206,6 +206,20 @@ static void test_cursors_per_backend(void **state)
 	assert_int_equal(wal_backend_stat(f->w, "b", &sb), 0);
 	assert_int_equal(sa.pending_batches, 3); /* batch 3 is not routed to a */
 	assert_int_equal(sb.pending_batches, 4);
+	/* The same figures from one snapshot, an unknown name beside them. */
+	{
+		const char *names[3] = { "b", "nope", "a" };
+		struct wal_backend_stat all[3];
+		int rcs[3];
+		assert_int_equal(wal_backend_stats(f->w, names, 3, all, rcs), 0);
+		assert_int_equal(rcs[0], 0);
+		assert_int_equal(rcs[1], WAL_ENOBACKEND);
+		assert_int_equal(rcs[2], 0);
+		assert_int_equal(all[0].pending_batches, 4);
+		assert_int_equal(all[1].id, -1);
+		assert_int_equal(all[2].pending_batches, 3);
+		assert_int_equal(all[2].oldest_accept_ns, sa.oldest_accept_ns);
+	}
 
 	/* a finishes 1..2: b still needs them, nothing is deleted. */
 	assert_int_equal(wal_ack(f->w, a, 2, 50), 0);
