@@ -34,29 +34,6 @@
 #include "relay/base/util.h"
 #include "relay/delivery/replay.h"
 
-/* Until the door's and the workers' metrics are merged. */
-#define MONITOR_STUBS 1
-#if MONITOR_STUBS
-typedef int (*stub_backend_health_fn)(struct http_server *s, const char *name, int64_t max_lag_ms, struct rbuf *out,
-                                      void *arg);
-typedef int (*stub_metrics_fn)(struct http_server *s, struct rbuf *out, void *arg);
-static void backends_metrics(const struct backends *bs, const struct relay_config *cfg, const int *ids, struct rbuf *out)
-{
-	(void)bs, (void)cfg, (void)ids, (void)out;
-}
-static void http_server_metrics(const struct http_server *s, const struct udp_server *udp, struct rbuf *out)
-{
-	(void)s, (void)udp, (void)out;
-}
-static void http_server_set_backend_health(struct http_server *s, stub_backend_health_fn fn, void *arg)
-{
-	(void)s, (void)fn, (void)arg;
-}
-static void http_server_set_metrics(struct http_server *s, stub_metrics_fn fn, void *arg)
-{
-	(void)s, (void)fn, (void)arg;
-}
-#endif
 
 /* A queue above this share of its byte limit makes the relay degraded. */
 #define FULL_WARN 0.8
@@ -334,33 +311,33 @@ static int backend_verdict(const struct snap_backend *b, int64_t max_lag_ns, str
 	char lag[32];
 	snprintf(lag, sizeof(lag), "%.3f s", (double)b->lag_ns / 1e9);
 	if (b->st_rc) {
-		rbuf_appendf(out, "unknown: its queue cannot be read (%s)\n", wal_strerror(b->st_rc));
+		rbuf_appendf(out, "unknown: its queue cannot be read (%s)", wal_strerror(b->st_rc));
 		return 503;
 	}
 	if (strcmp(b->state, "paused") == 0) {
 		if (b->lag_ns) {
-			rbuf_appendf(out, "paused with %" PRIu64 " batches pending (%" PRIu64 " held), oldest %s old\n",
+			rbuf_appendf(out, "paused with %" PRIu64 " batches pending (%" PRIu64 " held), oldest %s old",
 			             b->st.pending_batches, b->st.held_batches, lag);
 			return 503;
 		}
-		rbuf_appendf(out, "caught up (paused, nothing pending)\n");
+		rbuf_appendf(out, "caught up (paused, nothing pending)");
 		return 200;
 	}
 	if (strcmp(b->state, "up") != 0) {
-		rbuf_appendf(out, "%s%s%s\n", b->state, b->v.last_error[0] ? ": " : "", b->v.last_error);
+		rbuf_appendf(out, "%s%s%s", b->state, b->v.last_error[0] ? ": " : "", b->v.last_error);
 		return 503;
 	}
 	if (b->st.held_batches && b->lag_ns > max_lag_ns) {
-		rbuf_appendf(out, "holding: %" PRIu64 " batches wait for databases it lacks, oldest %s old\n",
+		rbuf_appendf(out, "holding: %" PRIu64 " batches wait for databases it lacks, oldest %s old",
 		             b->st.held_batches, lag);
 		return 503;
 	}
 	if (b->lag_ns > max_lag_ns) {
-		rbuf_appendf(out, "behind: %" PRIu64 " batches pending, oldest %s old (max_lag %.3f s)\n",
+		rbuf_appendf(out, "behind: %" PRIu64 " batches pending, oldest %s old (max_lag %.3f s)",
 		             b->st.pending_batches, lag, (double)max_lag_ns / 1e9);
 		return 503;
 	}
-	rbuf_appendf(out, "caught up (%" PRIu64 " batches pending, lag %s)\n", b->st.pending_batches, lag);
+	rbuf_appendf(out, "caught up (%" PRIu64 " batches pending, lag %s)", b->st.pending_batches, lag);
 	return 200;
 }
 
@@ -373,11 +350,11 @@ static int backend_health(struct http_server *hs, const char *name, int64_t max_
 		if (strcmp(d->cfg.backends[i].name, name) == 0)
 			break;
 	if (i == d->cfg.nbackends) {
-		rbuf_appendf(out, "unknown backend (not in relayd's configuration)\n");
+		rbuf_appendf(out, "unknown backend (not in relayd's configuration)");
 		return 404;
 	}
 	if (d->stopping) {
-		rbuf_appendf(out, "relayd is stopping\n");
+		rbuf_appendf(out, "relayd is stopping");
 		return 503;
 	}
 	struct snap *s = snap_take(d);
@@ -421,8 +398,6 @@ static json_t *health_backend(struct relayd *d, const struct snap *s, const stru
 	struct rbuf why = RBUF_INIT;
 	int caught = backend_verdict(b, (int64_t)d->cfg.query_max_lag_ms * 1000000LL, &why) == 200;
 	json_object_set_new(o, "caught_up", json_boolean(caught));
-	if (why.len && why.data[why.len - 1] == '\n')
-		why.len--;
 	json_object_set_new(o, "caught_up_reason", rjson_string(why.data ? why.data : "", why.len));
 	rbuf_release(&why);
 	json_object_set_new(o, "lag_seconds", json_real((double)b->lag_ns / 1e9));
@@ -732,7 +707,6 @@ static int metrics(struct http_server *hs, struct rbuf *out, void *arg)
 	process_metrics(d, out);
 	store_metrics(s, out);
 	backend_metrics(d, s, out);
-	backends_metrics(&d->backends, &d->cfg, d->ids, out);
 	http_server_metrics(hs, d->udp, out);
 	snap_free(s);
 	return 200;
