@@ -495,6 +495,7 @@ struct replay_worker *replay_start(uv_loop_t *loop, struct wal *wal, const struc
 	w->id = id;
 	w->cur = &w->rounds[0];
 	w->prefetch.round = &w->rounds[1];
+	replay_stats_init(&w->stats);
 	http_client_init(&w->send.http, loop, cfg->host, cfg->port, cfg->connect_timeout_ms, cfg->timeout_ms);
 	uv_timer_init(loop, &w->timer);
 	w->timer.data = w;
@@ -724,6 +725,11 @@ void replay_stop(struct replay_worker *w, void (*cb)(struct replay_worker *w, vo
 	for (int i = 0; i < w->nlanes; i++)
 		http_client_close(&w->lanes[i].http, lane_closed);
 	replay_held_stop(w);
+}
+
+const struct replay_stats *replay_worker_stats(const struct replay_worker *w)
+{
+	return &w->stats;
 }
 
 void replay_free(struct replay_worker *w)

@@ -72,6 +72,7 @@ struct replay_lane {
 	struct http_client http;
 	struct replay_worker *w;
 	int inflight;
+	uint64_t sent_ns;  /* monotonic time its request went out */
 };
 
 struct replay_worker {
@@ -158,6 +159,7 @@ struct replay_worker {
 		struct rbuf target;
 		struct rbuf headers;
 		struct rbuf form;        /* a statement's body (q=..&db=..&rp=..) */
+		uint64_t sent_ns;        /* monotonic time the write (or statement) went out */
 		uint32_t attempts;       /* failed attempts of this write */
 		int db_created;          /* CREATE DATABASE succeeded for it */
 		int lanes_waiting;       /* shares not yet answered (+1 while sending) */
@@ -192,6 +194,7 @@ struct replay_worker {
 		int status;              /* a dead letter's status and message (HOP_DEAD) */
 		char msg[300];
 		uint32_t attempts;
+		uint64_t sent_ns;        /* monotonic time its write went out */
 		struct rbuf target, headers, form;
 	} held;
 
@@ -222,7 +225,7 @@ struct replay_worker {
 	void (*stopped_cb)(struct replay_worker *w, void *arg);
 	void *stopped_arg;
 
-	struct replay_stats stats;
+	struct replay_stats stats; /* the loop thread's: counted as answers come */
 };
 
 /*---- invariants, named ----*/
@@ -313,6 +316,14 @@ void replay_check_awake(struct replay_worker *w);   /* at every return to the lo
 void replay_finish_stop(struct replay_worker *w);   /* free and call back once nothing is left running */
 
 /* replay_send.c */
+/* Count batch b delivered at wall-clock now_ns: batches, points, bytes,
+ * its latency since acceptance. */
+void replay_count_delivered(struct replay_worker *w, const struct wal_batch *b, int64_t now_ns);
+/* Count a write request answered: its outcome, and its duration since
+ * sent_ns (monotonic). */
+void replay_count_answer(struct replay_worker *w, enum outcome o, uint64_t sent_ns);
+/* Count a retry of answer (status, body): its reason. */
+void replay_count_retry(struct replay_worker *w, int status, const char *body, size_t len);
 /* What answer r to a request carrying b means: outcome_classify for line
  * protocol; for a statement backend_api_statement_outcome, *a then
  * holding its error text as the body when a 2xx carried one (err[0..errlen)

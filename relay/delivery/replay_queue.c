@@ -176,6 +176,7 @@ static void after_job(struct replay_worker *w, int status)
 		/* Loud: a batch that was accepted will never be delivered as
 		 * it was; relayctl dlq shows its raw bytes. */
 		w->stats.dead_batches += w->job.quarantined;
+		w->stats.corrupt_records += w->job.quarantined;
 		relay_log(RELAY_LOG_ERROR,
 		          "backend '%s': %u corrupt queue record(s) moved to the dead-letter queue, the last batch %" PRIu64
 		          " (%s); the queue goes on (relayctl verify, relayctl dlq list %s)",
