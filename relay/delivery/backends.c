@@ -136,6 +136,7 @@ static void start_slot(struct backends *bs, struct backend_slot *s)
 	 * deferred timer, outside its callbacks. */
 	replay_free(s->w);
 	s->w = replay_start(bs->loop, bs->wal, s->bc, s->id);
+	replay_set_outage_log(s->w, bs->outage_reminder_ms, s->bc->max_bytes, s->bc->max_age_ms);
 }
 
 static void defer_closed(uv_handle_t *h)
@@ -192,6 +193,7 @@ void backends_apply(struct backends *bs, const struct relay_config *cfg, const i
 {
 	int listed[WAL_MAX_BACKENDS] = { 0 };
 
+	bs->outage_reminder_ms = cfg->log_outage_reminder_ms;
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		const struct relay_backend_config *b = &cfg->backends[i];
 		int id = ids[i];
@@ -219,6 +221,9 @@ void backends_apply(struct backends *bs, const struct relay_config *cfg, const i
 			continue;
 		}
 		if (same_delivery(s->bc, b)) {
+			/* The reminder interval and the limits its lines measure
+			 * against change without a restart. */
+			replay_set_outage_log(s->w, bs->outage_reminder_ms, b->max_bytes, b->max_age_ms);
 			relay_log(RELAY_LOG_DEBUG, "backend '%s': delivery settings unchanged", b->name);
 			continue;
 		}

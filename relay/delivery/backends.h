@@ -63,7 +63,8 @@ int backends_open(struct backends *bs, const struct relay_config *cfg, int *ids,
  * changed (once the old worker has stopped: a write it had in flight is
  * sent again, at least once as always); a stop for each that cfg no
  * longer lists (its queue stays on disk until purged). The queue limits
- * of every listed backend are set (no restart for a limit). Logs each
+ * of every listed backend are set (no restart for a limit), and so is
+ * every worker's outage reminder (cfg->log_outage_reminder_ms). Logs each
  * change. Workers point into cfg->backends: cfg must stay alive until it
  * is handed to backends_retire and released there.
  */

@@ -134,6 +134,16 @@ struct replay_view {
 struct replay_worker *replay_start(uv_loop_t *loop, struct wal *wal, const struct relay_backend_config *cfg,
                                    int id);
 
+/*
+ * What the outage lines (outage.h) use that a reload may change without
+ * a restart: the reminder interval while the backend is not up
+ * (log_outage_reminder; 0 = no reminders, the default of a new worker)
+ * and the queue's limits as wal_append enforces them now (max_size,
+ * max_age; a new worker starts with its cfg's). An outage under way
+ * takes the new interval at once. On the loop thread.
+ */
+void replay_set_outage_log(struct replay_worker *w, uint64_t reminder_ms, uint64_t max_bytes, uint64_t max_age_ms);
+
 /* New batches were committed: start delivering if idle. */
 void replay_notify(struct replay_worker *w);
 

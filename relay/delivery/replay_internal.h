@@ -29,6 +29,7 @@
 #include "relay/base/outcome.h"
 #include "relay/base/util.h"
 #include "relay/delivery/http_client.h"
+#include "relay/delivery/outage.h"
 #include "relay/delivery/replay.h"
 #include "relay/delivery/replay_round.h"
 #include "wal/wal.h"
@@ -214,7 +215,13 @@ struct replay_worker {
 		char last_error[300];
 		enum replay_health link;
 		char link_error[300];
-		uint64_t logged_ns;      /* monotonic time of the last "holding" or "storage" line */
+		/* The outage being told in the log (outage.h): begun and ended
+		 * by replay_publish, reminded on remind_timer every remind_ms
+		 * (0 = never), its backlog's end seen by replay_check_drained. */
+		struct outage outage;
+		uv_timer_t remind_timer;
+		uint64_t remind_ms;
+		struct outage_limits limits; /* the queue's limits as wal_append enforces them now */
 		struct relay_ratelimit create_log; /* "created database" lines */
 		int64_t last_delivery_ns;
 	} health;
@@ -300,7 +307,7 @@ static inline bool replay_timer_waiting(const struct replay_worker *w)
 void replay_set_state(struct replay_worker *w, enum replay_state s); /* the one writer of w->state */
 const char *replay_state_name(enum replay_state s);                  /* "idle", "read", ... */
 void replay_publish(struct replay_worker *w);       /* recompute health.shown and last_error; log a change */
-void replay_remind(struct replay_worker *w, uint32_t attempts); /* re-log holding/storage every few minutes */
+void replay_check_drained(struct replay_worker *w, int empty); /* the outage's backlog delivered? (empty: a read found nothing) */
 void replay_set_link(struct replay_worker *w, enum replay_health h, const char *reason); /* the backend's state */
 /* The backoff after attempts failures: at least floor_ms and retry_min,
  * at most retry_max, Retry-After (seconds, 0 = none) honoured within. */
