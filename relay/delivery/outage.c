@@ -197,7 +197,9 @@ int outage_end(struct outage *o, const char *name, int64_t now_ns, const struct 
 	if (o->health == REPLAY_UP)
 		return 0;
 	outage_format_duration(now_ns - o->start_ns, d, sizeof(d));
-	add(buf, len, &at, "backend '%s' is up again after %s down (was %s)", name, d, replay_health_name(o->health));
+	/* "is up again (was STATE)" leads, as it always did: scripts and
+	 * tests look for it. */
+	add(buf, len, &at, "backend '%s' is up again (was %s) after %s", name, replay_health_name(o->health), d);
 	if (f->batches) {
 		outage_format_bytes(f->bytes, b, sizeof(b));
 		add(buf, len, &at, ": delivering %" PRIu64 " %s (%" PRIu64 " points, %s)", f->batches,

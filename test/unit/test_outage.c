@@ -104,7 +104,7 @@ static void test_story_down(void **state)
 				  "oldest 20m2s old; the queue (1 GiB, 0% used) is not growing");
 
 	assert_int_equal(outage_end(&o, "b", t0 + 754 * S + 600 * S, &f, 1000, line, sizeof(line)), 1);
-	assert_string_equal(line, "backend 'b' is up again after 22m34s down (was down): delivering 51 batches "
+	assert_string_equal(line, "backend 'b' is up again (was down) after 22m34s: delivering 51 batches "
 				  "(5123 points, 1.2 MiB)");
 	assert_int_equal(o.health, REPLAY_UP);
 	assert_true(o.draining);
@@ -183,7 +183,7 @@ static void test_state_changes(void **state)
 	assert_int_equal(outage_remind(&o, "b", "", t0 + 90 * S, &f, &lim, line, sizeof(line)), 1);
 	assert_string_equal(line, "backend 'b' still waiting for its queue to work after 1m30s: nothing pending");
 	assert_int_equal(outage_end(&o, "b", t0 + 100 * S, &f, 0, line, sizeof(line)), 1);
-	assert_string_equal(line, "backend 'b' is up again after 1m40s down (was storage): delivering");
+	assert_string_equal(line, "backend 'b' is up again (was storage) after 1m40s: delivering");
 	assert_false(o.draining);
 	/* Up and up again: no line. */
 	assert_int_equal(outage_end(&o, "b", t0 + 200 * S, &f, 0, line, sizeof(line)), 0);
@@ -192,7 +192,7 @@ static void test_state_changes(void **state)
 	f = figures(3, 3, 300, t0);
 	outage_begin(&o, "b", REPLAY_DOWN, "reset", t0 + 300 * S, &f, line, sizeof(line));
 	assert_int_equal(outage_end(&o, "b", t0 + 301 * S, &f, 9, line, sizeof(line)), 1);
-	assert_string_equal(line, "backend 'b' is up again after 1s down (was down): delivering 3 batches (3 points, "
+	assert_string_equal(line, "backend 'b' is up again (was down) after 1s: delivering 3 batches (3 points, "
 				  "300 B)");
 	outage_begin(&o, "b", REPLAY_DOWN, "reset", t0 + 302 * S, &f, line, sizeof(line));
 	assert_false(o.draining);
