@@ -205,7 +205,7 @@ int outage_end(struct outage *o, const char *name, int64_t now_ns, const struct 
 		add(buf, len, &at, ": delivering %" PRIu64 " %s (%" PRIu64 " points, %s)", f->batches,
 		    batches_word(f->batches), f->points, b);
 	} else {
-		add(buf, len, &at, ": delivering");
+		add(buf, len, &at, ": nothing pending");
 	}
 	o->health = REPLAY_UP;
 	o->draining = f->batches > 0;

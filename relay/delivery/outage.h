@@ -67,7 +67,7 @@ int outage_remind(struct outage *o, const char *name, const char *err, int64_t n
 
 /*
  * The backend delivers again at now_ns: how long it was away, the backlog
- * it has to deliver (f). A backlog is remembered (draining), with drain_to
+ * it has to deliver (f), or "nothing pending". A backlog is remembered (draining), with drain_to
  * (the caller's mark: the sequence past the last batch pending now) for
  * outage_drained. Returns 1 with the line in buf, or 0 (buf "") when no
  * outage was under way.

@@ -183,7 +183,7 @@ static void test_state_changes(void **state)
 	assert_int_equal(outage_remind(&o, "b", "", t0 + 90 * S, &f, &lim, line, sizeof(line)), 1);
 	assert_string_equal(line, "backend 'b' still waiting for its queue to work after 1m30s: nothing pending");
 	assert_int_equal(outage_end(&o, "b", t0 + 100 * S, &f, 0, line, sizeof(line)), 1);
-	assert_string_equal(line, "backend 'b' is up again (was storage) after 1m40s: delivering");
+	assert_string_equal(line, "backend 'b' is up again (was storage) after 1m40s: nothing pending");
 	assert_false(o.draining);
 	/* Up and up again: no line. */
 	assert_int_equal(outage_end(&o, "b", t0 + 200 * S, &f, 0, line, sizeof(line)), 0);
