@@ -106,7 +106,15 @@ static void defer_cb(uv_timer_t *t);
 static void worker_stopped(struct replay_worker *w, void *arg)
 {
 	struct backend_slot *s = arg;
-	(void)w;
+	struct backends *bs = s->bs;
+	/* Its counters join those of the workers before it: the next one
+	 * starts at 0, the sums (backends_stats) go on. Only here, once per
+	 * worker: from now on s->stopped says it was carried. */
+	if (!bs->carried[s->id]) {
+		bs->carried[s->id] = xmalloc(sizeof(struct replay_stats));
+		replay_stats_init(bs->carried[s->id]);
+	}
+	replay_stats_add(bs->carried[s->id], replay_worker_stats(w));
 	s->stopping = 0;
 	s->stopped = 1;
 	uv_timer_start(&s->bs->defer, defer_cb, 0, 0);
@@ -128,6 +136,7 @@ static void start_slot(struct backends *bs, struct backend_slot *s)
 	 * deferred timer, outside its callbacks. */
 	replay_free(s->w);
 	s->w = replay_start(bs->loop, bs->wal, s->bc, s->id);
+	replay_set_outage_log(s->w, bs->outage_reminder_ms, s->bc->max_bytes, s->bc->max_age_ms);
 }
 
 static void defer_closed(uv_handle_t *h)
@@ -136,6 +145,8 @@ static void defer_closed(uv_handle_t *h)
 	for (int id = 0; id < WAL_MAX_BACKENDS; id++) {
 		free(bs->names[id]);
 		bs->names[id] = NULL;
+		free(bs->carried[id]);
+		bs->carried[id] = NULL;
 	}
 	if (bs->closed_cb)
 		bs->closed_cb(bs);
@@ -182,6 +193,7 @@ void backends_apply(struct backends *bs, const struct relay_config *cfg, const i
 {
 	int listed[WAL_MAX_BACKENDS] = { 0 };
 
+	bs->outage_reminder_ms = cfg->log_outage_reminder_ms;
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		const struct relay_backend_config *b = &cfg->backends[i];
 		int id = ids[i];
@@ -209,6 +221,9 @@ void backends_apply(struct backends *bs, const struct relay_config *cfg, const i
 			continue;
 		}
 		if (same_delivery(s->bc, b)) {
+			/* The reminder interval and the limits its lines measure
+			 * against change without a restart. */
+			replay_set_outage_log(s->w, bs->outage_reminder_ms, b->max_bytes, b->max_age_ms);
 			relay_log(RELAY_LOG_DEBUG, "backend '%s': delivery settings unchanged", b->name);
 			continue;
 		}
@@ -234,6 +249,20 @@ const struct replay_worker *backends_worker(const struct backends *bs, int id)
 	if (id < 0 || id >= WAL_MAX_BACKENDS || !bs->slots[id])
 		return NULL;
 	return bs->slots[id]->w;
+}
+
+void backends_stats(const struct backends *bs, int id, struct replay_stats *out)
+{
+	replay_stats_init(out);
+	if (id < 0 || id >= WAL_MAX_BACKENDS)
+		return;
+	if (bs->carried[id])
+		replay_stats_add(out, bs->carried[id]);
+	/* A stopped worker's counters are in carried already (worker_stopped);
+	 * a stopping one's are not yet. */
+	const struct backend_slot *s = bs->slots[id];
+	if (s && s->w && !s->stopped)
+		replay_stats_add(out, replay_worker_stats(s->w));
 }
 
 struct replay_worker *backends_worker_mut(struct backends *bs, int id)

@@ -24,6 +24,7 @@
 
 struct backend_slot;
 struct retired_config;
+struct rbuf;
 
 struct backends {
 	uv_loop_t *loop;
@@ -33,6 +34,11 @@ struct backends {
 	 * messages (ingest keeps these pointers): owned, freed on close. */
 	char *names[WAL_MAX_BACKENDS];
 	struct retired_config *retired; /* configurations a worker may still run on */
+	/* The counters of the workers stopped so far, by queue id (NULL =
+	 * none stopped yet): a restarted worker starts at 0, and these keep
+	 * the sums monotonic for relayd's life. Owned, freed on close. */
+	struct replay_stats *carried[WAL_MAX_BACKENDS];
+	uint64_t outage_reminder_ms; /* log_outage_reminder of the configuration in force */
 	uv_timer_t defer;   /* restarts and frees, outside replay's own callbacks */
 	int closing;
 	void (*closed_cb)(struct backends *bs);
@@ -57,7 +63,8 @@ int backends_open(struct backends *bs, const struct relay_config *cfg, int *ids,
  * changed (once the old worker has stopped: a write it had in flight is
  * sent again, at least once as always); a stop for each that cfg no
  * longer lists (its queue stays on disk until purged). The queue limits
- * of every listed backend are set (no restart for a limit). Logs each
+ * of every listed backend are set (no restart for a limit), and so is
+ * every worker's outage reminder (cfg->log_outage_reminder_ms). Logs each
  * change. Workers point into cfg->backends: cfg must stay alive until it
  * is handed to backends_retire and released there.
  */
@@ -74,6 +81,35 @@ const struct replay_worker *backends_worker(const struct backends *bs, int id);
 /* The worker of queue id if it runs (not stopping, not about to
  * restart), to act on: NULL otherwise. */
 struct replay_worker *backends_worker_mut(struct backends *bs, int id);
+/*
+ * The delivery counters of queue id since relayd started, into *out: the
+ * sums of its workers stopped by reloads and of the one running (or
+ * stopping). Zeros (with empty histograms) for an id that never had a
+ * worker. On the loop thread; never fails.
+ */
+void backends_stats(const struct backends *bs, int id, struct replay_stats *out);
+
+/*
+ * Append to out (Prometheus's text format, relay/base/metrics.h) the
+ * families docs/monitoring.md lists "from the delivery worker", each once
+ * with its HELP and TYPE lines and one sample (or one per label value)
+ * for each backend of cfg, labelled backend="NAME": the backend
+ * cfg->backends[i] has queue id ids[i] (backends_open). The families:
+ * relayd_backend_delivered_{batches,points,bytes}_total,
+ * relayd_backend_writes_total{outcome}, relayd_backend_retries_total{reason}
+ * (every outcome and reason, zeros included, so that a rule sees its
+ * series from the start), relayd_backend_dead_lettered_batches_total,
+ * relayd_backend_splits_total, relayd_backend_corrupt_records_total, and
+ * the histograms relayd_backend_delivery_latency_seconds and
+ * relayd_backend_request_duration_seconds. A backend that cfg no longer
+ * lists is not written. Not written here: the figures read from the queue
+ * and the worker's state (pending, state, paused...), which the program
+ * writes. Counters never go back across reloads (backends_stats). out is
+ * the caller's; the function only appends (aborts on allocation failure,
+ * as every rbuf). On the loop thread.
+ */
+void backends_metrics(const struct backends *bs, const struct relay_config *cfg, const int *ids, struct rbuf *out);
+
 /* Batches were committed: wake every running worker. */
 void backends_notify(struct backends *bs);
 

@@ -72,8 +72,6 @@
 #include "relay/base/log.h"
 #include "relay/delivery/replay_internal.h"
 
-#define HOLD_REMIND_NS (300ULL * 1000000000ULL)
-
 /*---- the state ----*/
 
 const char *replay_state_name(enum replay_state s)
@@ -143,10 +141,54 @@ const char *replay_health_name(enum replay_health h)
 	return "?";
 }
 
+/* What the outage lines need from the queue: a short read transaction
+ * on the loop thread, at the rare moments they are written. A queue that
+ * cannot be read (REPLAY_STORAGE, say) gives zeros: the lines still come. */
+static void queue_figures(const struct replay_worker *w, struct outage_figures *f)
+{
+	struct wal_backend_stat st;
+	memset(f, 0, sizeof(*f));
+	if (wal_backend_stat(w->wal, w->cfg->name, &st) != 0)
+		return;
+	f->batches = st.pending_batches;
+	f->points = st.pending_points;
+	f->bytes = st.pending_bytes;
+	f->held_bytes = st.held_bytes;
+	f->oldest_accept_ns = st.oldest_accept_ns;
+}
+
+/* Holding and a failing queue need a person: they are logged louder. */
+static enum relay_log_level outage_level(enum replay_health h)
+{
+	return h == REPLAY_HOLDING || h == REPLAY_STORAGE ? RELAY_LOG_ERROR : RELAY_LOG_WARN;
+}
+
+static void remind_cb(uv_timer_t *t)
+{
+	struct replay_worker *w = t->data;
+	struct outage_figures f;
+	char line[1024];
+	if (w->stopping || w->health.shown == REPLAY_UP)
+		return;
+	queue_figures(w, &f);
+	if (outage_remind(&w->health.outage, w->cfg->name, w->health.last_error, now_realtime_ns(), &f,
+			  &w->health.limits, line, sizeof(line)))
+		relay_log(outage_level(w->health.shown), "%s", line);
+}
+
+/* The reminders of an outage under way, every remind_ms (none when 0). */
+static void start_reminders(struct replay_worker *w)
+{
+	uv_timer_stop(&w->health.remind_timer);
+	if (w->health.remind_ms)
+		uv_timer_start(&w->health.remind_timer, remind_cb, w->health.remind_ms, w->health.remind_ms);
+}
+
 /*
  * What status and /health show: a failing queue operation first (nothing
  * new is sent meanwhile, whatever the backend says), else the backend's
- * state. Logs each change once, not every retry.
+ * state. Each change is logged once, as a line of the outage's story
+ * (outage.h), not every retry: reminders come on their own timer.
  */
 void replay_publish(struct replay_worker *w)
 {
@@ -155,50 +197,53 @@ void replay_publish(struct replay_worker *w)
 		 w->redo.kind ? w->redo.error : w->ack.failing ? w->ack.error : w->health.link_error);
 	if (h == w->health.shown)
 		return;
-	if (h == REPLAY_HOLDING || h == REPLAY_STORAGE)
-		w->health.logged_ns = now_mono_ns();
 	enum replay_health old = w->health.shown;
 	w->health.shown = h;
-	const char *err = w->health.last_error;
-	switch (h) {
-	case REPLAY_UP:
-		relay_log(RELAY_LOG_NOTICE, "backend '%s' is up again (was %s): delivering", w->cfg->name,
-			  replay_health_name(old));
-		break;
-	case REPLAY_RETRYING:
-		relay_log(RELAY_LOG_WARN, "backend '%s' answers with errors, retrying with backoff: %s", w->cfg->name,
-			  err);
-		break;
-	case REPLAY_DOWN:
-		relay_log(RELAY_LOG_WARN, "backend '%s' is down, queueing and probing /ping: %s", w->cfg->name, err);
-		break;
-	case REPLAY_HOLDING:
-		relay_log(RELAY_LOG_ERROR,
-			  "backend '%s' is HOLDING its queue until this is fixed (data is kept, retrying): %s",
-			  w->cfg->name, err);
-		break;
-	case REPLAY_STORAGE:
-		relay_log(RELAY_LOG_ERROR,
-			  "backend '%s': %s; delivery waits until the queue works again (data is kept, retrying with "
-			  "backoff)", w->cfg->name, err);
-		break;
+	struct outage_figures f;
+	char line[1024];
+	queue_figures(w, &f);
+	int64_t now = now_realtime_ns();
+	if (h == REPLAY_UP) {
+		uv_timer_stop(&w->health.remind_timer);
+		/* Where the backlog ends: the sequence the next batch will get
+		 * (replay_check_drained). */
+		struct wal_stat ws;
+		uint64_t drain_to = wal_stat(w->wal, &ws) == 0 ? ws.next_seq : 0;
+		if (outage_end(&w->health.outage, w->cfg->name, now, &f, drain_to, line, sizeof(line)))
+			relay_log(RELAY_LOG_NOTICE, "%s", line);
+		return;
 	}
+	outage_begin(&w->health.outage, w->cfg->name, h, w->health.last_error, now, &f, line, sizeof(line));
+	relay_log(outage_level(h), "%s", line);
+	if (old == REPLAY_UP)
+		start_reminders(w);
 }
 
-/* Holding and a failing queue need a person: remind them every few
- * minutes, not only once (a single line scrolls away). */
-void replay_remind(struct replay_worker *w, uint32_t attempts)
+/* The backlog an outage left is delivered when delivery has gone past
+ * its end (read.from, the next batch to read, beyond the last sequence
+ * given out when the backend came back), or a read found nothing left
+ * (empty: its batches may all have been other backends'). */
+void replay_check_drained(struct replay_worker *w, int empty)
 {
-	uint64_t now = now_mono_ns();
-	if (now - w->health.logged_ns < HOLD_REMIND_NS)
+	const struct outage *o = &w->health.outage;
+	char line[300];
+	if (!o->draining || w->health.shown != REPLAY_UP)
 		return;
-	w->health.logged_ns = now;
-	if (w->health.shown == REPLAY_HOLDING)
-		relay_log(RELAY_LOG_ERROR, "backend '%s' is still HOLDING its queue (attempt %u): %s", w->cfg->name,
-			  attempts, w->health.last_error);
-	else if (w->health.shown == REPLAY_STORAGE)
-		relay_log(RELAY_LOG_ERROR, "backend '%s': still %s (attempt %u)", w->cfg->name, w->health.last_error,
-			  attempts);
+	if (!empty && !(w->read.from && o->drain_to && w->read.from >= o->drain_to))
+		return;
+	if (outage_drained(&w->health.outage, w->cfg->name, now_realtime_ns(), line, sizeof(line)))
+		relay_log(RELAY_LOG_NOTICE, "%s", line);
+}
+
+void replay_set_outage_log(struct replay_worker *w, uint64_t reminder_ms, uint64_t max_bytes, uint64_t max_age_ms)
+{
+	w->health.limits.max_bytes = max_bytes;
+	w->health.limits.max_age_ms = max_age_ms;
+	if (reminder_ms == w->health.remind_ms)
+		return;
+	w->health.remind_ms = reminder_ms;
+	if (!w->stopping && w->health.shown != REPLAY_UP)
+		start_reminders(w);
 }
 
 /* The backend's state, from its answers (reason: why, or NULL to keep
@@ -209,11 +254,8 @@ void replay_set_link(struct replay_worker *w, enum replay_health h, const char *
 		snprintf(w->health.link_error, sizeof(w->health.link_error), "%s", reason);
 	if (h == REPLAY_UP && w->health.link != REPLAY_UP)
 		w->health.link_error[0] = '\0';
-	int same = h == w->health.link;
 	w->health.link = h;
 	replay_publish(w);
-	if (same && h == REPLAY_HOLDING && w->health.shown == REPLAY_HOLDING)
-		replay_remind(w, w->send.attempts);
 }
 
 /*---- timers ----*/
@@ -329,6 +371,7 @@ void replay_next_round(struct replay_worker *w)
 	if (w->stopping)
 		return;
 	relay_assert(replay_between_rounds(w));
+	replay_check_drained(w, 0);
 	if (w->paused) {
 		/* Paused while the last write was out: it is answered and
 		 * recorded; nothing more goes until relayctl resume. */
@@ -495,12 +538,17 @@ struct replay_worker *replay_start(uv_loop_t *loop, struct wal *wal, const struc
 	w->id = id;
 	w->cur = &w->rounds[0];
 	w->prefetch.round = &w->rounds[1];
+	replay_stats_init(&w->stats);
 	http_client_init(&w->send.http, loop, cfg->host, cfg->port, cfg->connect_timeout_ms, cfg->timeout_ms);
 	uv_timer_init(loop, &w->timer);
 	w->timer.data = w;
 	uv_timer_init(loop, &w->ack.timer);
 	w->ack.timer.data = w;
-	w->handles = 3;
+	uv_timer_init(loop, &w->health.remind_timer);
+	w->health.remind_timer.data = w;
+	w->health.limits.max_bytes = cfg->max_bytes;
+	w->health.limits.max_age_ms = cfg->max_age_ms;
+	w->handles = 4;
 	w->nlanes = cfg->parallel > 1 ? (int)(cfg->parallel > REPLAY_MAX_LANES ? REPLAY_MAX_LANES : cfg->parallel) : 0;
 	if (w->nlanes) {
 		w->lanes = xcalloc((size_t)w->nlanes, sizeof(*w->lanes));
@@ -720,10 +768,17 @@ void replay_stop(struct replay_worker *w, void (*cb)(struct replay_worker *w, vo
 	uv_close((uv_handle_t *)&w->timer, timer_closed);
 	uv_timer_stop(&w->ack.timer);
 	uv_close((uv_handle_t *)&w->ack.timer, timer_closed);
+	uv_timer_stop(&w->health.remind_timer);
+	uv_close((uv_handle_t *)&w->health.remind_timer, timer_closed);
 	http_client_close(&w->send.http, http_closed);
 	for (int i = 0; i < w->nlanes; i++)
 		http_client_close(&w->lanes[i].http, lane_closed);
 	replay_held_stop(w);
+}
+
+const struct replay_stats *replay_worker_stats(const struct replay_worker *w)
+{
+	return &w->stats;
 }
 
 void replay_free(struct replay_worker *w)

@@ -27,6 +27,8 @@
 #include <uv.h>
 
 #include "relay/base/config.h"
+#include "relay/base/metrics.h"
+#include "relay/base/outcome.h"
 #include "wal/wal.h"
 
 struct replay_worker;
@@ -40,15 +42,72 @@ enum replay_health {
 	                  * cannot be read): nothing new is sent, retrying it with backoff */
 };
 
-/* Counters since the worker started (a restarted worker starts at 0). */
+/*
+ * Why a write is to be sent again: the label reason of
+ * relayd_backend_retries_total (docs/monitoring.md). Every value is
+ * written for every backend, zeros included.
+ */
+enum replay_retry_reason {
+	REPLAY_RETRY_CONNECT = 0,  /* refused, unreachable, DNS */
+	REPLAY_RETRY_TIMEOUT,      /* connect or response timeout */
+	REPLAY_RETRY_RESET,        /* connection reset or closed mid-answer */
+	REPLAY_RETRY_PROTOCOL,     /* an answer that does not parse */
+	REPLAY_RETRY_THROTTLED,    /* 408, 429 */
+	REPLAY_RETRY_OVERLOADED,   /* InfluxDB's overload texts (cache-max-memory-size...) */
+	REPLAY_RETRY_SERVER_ERROR, /* other 5xx */
+	REPLAY_RETRY_OTHER,        /* the rest: a hold (401, 403...), a 3xx, a request never sent */
+	REPLAY_RETRY_NREASONS
+};
+
+/* The outcomes of relay/base/outcome.h, counted by index. */
+#define REPLAY_NOUTCOMES (OUTCOME_NO_DATABASE + 1)
+
+/*
+ * Counters since the worker started (a restarted worker starts at 0;
+ * backends.h keeps the sums of the workers a reload stopped). Written on
+ * the loop thread only.
+ */
 struct replay_stats {
 	uint64_t posts;          /* write requests sent */
-	uint64_t delivered_batches;
+	uint64_t delivered_batches; /* accepted by the backend (2xx) */
 	uint64_t delivered_points;
-	uint64_t retries;
-	uint64_t dead_batches;
-	uint64_t splits;
+	uint64_t delivered_bytes;   /* their line-protocol (or statement) bytes */
+	uint64_t writes[REPLAY_NOUTCOMES]; /* write requests answered, by enum outcome */
+	uint64_t retries;        /* writes to be sent again (and failed /ping probes): the sum of... */
+	uint64_t retry_reasons[REPLAY_RETRY_NREASONS]; /* ... these, by enum replay_retry_reason */
+	uint64_t dead_batches;   /* moved to the dead-letter queue, corrupt records included */
+	uint64_t splits;         /* 413 splits in halves */
+	uint64_t corrupt_records; /* records that did not decode, moved aside (also in dead_batches) */
+	/* Per delivered batch: acceptance to the 2xx, in seconds
+	 * (relay_buckets_delivery_s: an outage is a latency of hours). */
+	struct relay_histogram delivery_latency;
+	/* Per write request: sent to answered, in seconds
+	 * (relay_buckets_fast_s: a healthy write takes milliseconds, and
+	 * resolution there is what tells a slow backend; one that takes
+	 * more than 10 s falls in +Inf, still counted in _sum and _count). */
+	struct relay_histogram request_duration;
 };
+
+/* Zero counters and empty histograms with their buckets. */
+void replay_stats_init(struct replay_stats *s);
+/* Add from's counters and histograms to into (both from replay_stats_init). */
+void replay_stats_add(struct replay_stats *into, const struct replay_stats *from);
+
+/*
+ * Why a write answered with status (an HTTP status, or one of the
+ * OUTCOME_STATUS_* transport failures) and body[0..len) (may be NULL) is
+ * to be sent again. Meant for answers outcome_classify() takes for RETRY
+ * or HOLD; pure. The overload texts are outcome.c's own (a RETRY that a
+ * 400 with the same body would also get).
+ */
+enum replay_retry_reason replay_retry_reason(int status, const char *body, size_t len);
+/* "connect", "timeout", "reset", "protocol", "throttled", "overloaded",
+ * "server_error", "other": the label values of docs/monitoring.md. */
+const char *replay_retry_reason_name(enum replay_retry_reason r);
+/* "delivered", "retry", "hold", "dead", "split", "no_database": the
+ * label values of relayd_backend_writes_total (outcome_name() spells the
+ * last "no-database"). */
+const char *replay_outcome_label(int o);
 
 /* What a worker shows, copied out (replay_worker_view): the caller's. */
 struct replay_view {
@@ -74,6 +133,16 @@ struct replay_view {
  */
 struct replay_worker *replay_start(uv_loop_t *loop, struct wal *wal, const struct relay_backend_config *cfg,
                                    int id);
+
+/*
+ * What the outage lines (outage.h) use that a reload may change without
+ * a restart: the reminder interval while the backend is not up
+ * (log_outage_reminder; 0 = no reminders, the default of a new worker)
+ * and the queue's limits as wal_append enforces them now (max_size,
+ * max_age; a new worker starts with its cfg's). An outage under way
+ * takes the new interval at once. On the loop thread.
+ */
+void replay_set_outage_log(struct replay_worker *w, uint64_t reminder_ms, uint64_t max_bytes, uint64_t max_age_ms);
 
 /* New batches were committed: start delivering if idle. */
 void replay_notify(struct replay_worker *w);
@@ -109,6 +178,11 @@ int replay_retry_now(struct replay_worker *w);
 /* Copy what w shows (health, pause, counters, last error, the write being
  * tried) into *v. On the loop thread; never fails. */
 void replay_worker_view(const struct replay_worker *w, struct replay_view *v);
+
+/* w's counters (a restarted worker starts at 0), valid until w is freed:
+ * also once stopped, so that backends.c can keep their sums. On the loop
+ * thread. */
+const struct replay_stats *replay_worker_stats(const struct replay_worker *w);
 
 /* "up", "retrying", "down", "holding", "storage". */
 const char *replay_health_name(enum replay_health h);

@@ -218,11 +218,12 @@ static void after_held_job(uv_work_t *req, int status)
 	case HOP_DONE:
 		/* Counted once the store has recorded it: a commit that
 		 * failed sends the batches again (above), counted then. */
-		for (size_t i = 0; i < r->group_n; i++) {
-			w->stats.delivered_batches++;
-			w->stats.delivered_points += r->batches[i].lines;
+		{
+			int64_t now = now_realtime_ns();
+			for (size_t i = 0; i < r->group_n; i++)
+				replay_count_delivered(w, &r->batches[i], now);
+			w->health.last_delivery_ns = now;
 		}
-		w->health.last_delivery_ns = now_realtime_ns();
 		/* fall through */
 	case HOP_DEAD: {
 		/* On with what is left of it, at once. */
@@ -361,7 +362,7 @@ static void judge(struct replay_worker *w, enum outcome o, const struct http_res
 		return;
 	case OUTCOME_RETRY:
 	case OUTCOME_HOLD:
-		w->stats.retries++;
+		replay_count_retry(w, r->status, r->body, r->body_len);
 		backoff(w, r->retry_after_s, r->status < 0 ? "no answer" : "refused for now");
 		kick(w);
 		return;
@@ -377,6 +378,7 @@ static void answered(struct http_client *c, const struct http_response *r, void 
 	struct http_response a;
 	char err[300];
 	enum outcome o = replay_classify(&w->held.round->batches[0], r, &a, err, sizeof(err));
+	replay_count_answer(w, o, w->held.sent_ns);
 	judge(w, o, &a);
 }
 
@@ -425,6 +427,7 @@ static void send_held(struct replay_worker *w)
 		return;
 	}
 	w->stats.posts++;
+	w->held.sent_ns = now_mono_ns();
 	rc = http_client_request(&w->held.http, "POST", rbuf_cstr(&w->held.target), rbuf_cstr(&w->held.headers), body,
 				 len, answered, w);
 	relay_assert(rc == 0);

@@ -29,6 +29,7 @@
 #include "relay/base/outcome.h"
 #include "relay/base/util.h"
 #include "relay/delivery/http_client.h"
+#include "relay/delivery/outage.h"
 #include "relay/delivery/replay.h"
 #include "relay/delivery/replay_round.h"
 #include "wal/wal.h"
@@ -72,6 +73,7 @@ struct replay_lane {
 	struct http_client http;
 	struct replay_worker *w;
 	int inflight;
+	uint64_t sent_ns;  /* monotonic time its request went out */
 };
 
 struct replay_worker {
@@ -158,6 +160,7 @@ struct replay_worker {
 		struct rbuf target;
 		struct rbuf headers;
 		struct rbuf form;        /* a statement's body (q=..&db=..&rp=..) */
+		uint64_t sent_ns;        /* monotonic time the write (or statement) went out */
 		uint32_t attempts;       /* failed attempts of this write */
 		int db_created;          /* CREATE DATABASE succeeded for it */
 		int lanes_waiting;       /* shares not yet answered (+1 while sending) */
@@ -192,6 +195,7 @@ struct replay_worker {
 		int status;              /* a dead letter's status and message (HOP_DEAD) */
 		char msg[300];
 		uint32_t attempts;
+		uint64_t sent_ns;        /* monotonic time its write went out */
 		struct rbuf target, headers, form;
 	} held;
 
@@ -211,7 +215,13 @@ struct replay_worker {
 		char last_error[300];
 		enum replay_health link;
 		char link_error[300];
-		uint64_t logged_ns;      /* monotonic time of the last "holding" or "storage" line */
+		/* The outage being told in the log (outage.h): begun and ended
+		 * by replay_publish, reminded on remind_timer every remind_ms
+		 * (0 = never), its backlog's end seen by replay_check_drained. */
+		struct outage outage;
+		uv_timer_t remind_timer;
+		uint64_t remind_ms;
+		struct outage_limits limits; /* the queue's limits as wal_append enforces them now */
 		struct relay_ratelimit create_log; /* "created database" lines */
 		int64_t last_delivery_ns;
 	} health;
@@ -222,7 +232,7 @@ struct replay_worker {
 	void (*stopped_cb)(struct replay_worker *w, void *arg);
 	void *stopped_arg;
 
-	struct replay_stats stats;
+	struct replay_stats stats; /* the loop thread's: counted as answers come */
 };
 
 /*---- invariants, named ----*/
@@ -297,7 +307,7 @@ static inline bool replay_timer_waiting(const struct replay_worker *w)
 void replay_set_state(struct replay_worker *w, enum replay_state s); /* the one writer of w->state */
 const char *replay_state_name(enum replay_state s);                  /* "idle", "read", ... */
 void replay_publish(struct replay_worker *w);       /* recompute health.shown and last_error; log a change */
-void replay_remind(struct replay_worker *w, uint32_t attempts); /* re-log holding/storage every few minutes */
+void replay_check_drained(struct replay_worker *w, int empty); /* the outage's backlog delivered? (empty: a read found nothing) */
 void replay_set_link(struct replay_worker *w, enum replay_health h, const char *reason); /* the backend's state */
 /* The backoff after attempts failures: at least floor_ms and retry_min,
  * at most retry_max, Retry-After (seconds, 0 = none) honoured within. */
@@ -313,6 +323,14 @@ void replay_check_awake(struct replay_worker *w);   /* at every return to the lo
 void replay_finish_stop(struct replay_worker *w);   /* free and call back once nothing is left running */
 
 /* replay_send.c */
+/* Count batch b delivered at wall-clock now_ns: batches, points, bytes,
+ * its latency since acceptance. */
+void replay_count_delivered(struct replay_worker *w, const struct wal_batch *b, int64_t now_ns);
+/* Count a write request answered: its outcome, and its duration since
+ * sent_ns (monotonic). */
+void replay_count_answer(struct replay_worker *w, enum outcome o, uint64_t sent_ns);
+/* Count a retry of answer (status, body): its reason. */
+void replay_count_retry(struct replay_worker *w, int status, const char *body, size_t len);
 /* What answer r to a request carrying b means: outcome_classify for line
  * protocol; for a statement backend_api_statement_outcome, *a then
  * holding its error text as the body when a 2xx carried one (err[0..errlen)

@@ -133,7 +133,6 @@ void replay_job_failed(struct replay_worker *w, enum replay_job_kind kind, int r
 	w->redo.kind = (int)kind + 1;
 	w->redo.attempts++;
 	replay_publish(w);
-	replay_remind(w, w->redo.attempts);
 	uint64_t d = replay_delay_after(w, w->redo.attempts, REPLAY_HOLD_MIN_MS, 0);
 	relay_log(RELAY_LOG_DEBUG, "backend '%s': %s (attempt %u), next in %" PRIu64 " ms", w->cfg->name,
 		  w->redo.error, w->redo.attempts, d);
@@ -176,6 +175,7 @@ static void after_job(struct replay_worker *w, int status)
 		/* Loud: a batch that was accepted will never be delivered as
 		 * it was; relayctl dlq shows its raw bytes. */
 		w->stats.dead_batches += w->job.quarantined;
+		w->stats.corrupt_records += w->job.quarantined;
 		relay_log(RELAY_LOG_ERROR,
 		          "backend '%s': %u corrupt queue record(s) moved to the dead-letter queue, the last batch %" PRIu64
 		          " (%s); the queue goes on (relayctl verify, relayctl dlq list %s)",
@@ -248,6 +248,7 @@ static void after_job(struct replay_worker *w, int status)
 		return;
 	}
 	if (r->nbatches == 0) {
+		replay_check_drained(w, 1); /* nothing pending: a backlog left by an outage is delivered */
 		replay_set_state(w, S_IDLE);
 		if (w->read.wake) {
 			w->read.wake = 0;
@@ -341,7 +342,6 @@ static void after_ack_cb(uv_work_t *req, int status)
 		snprintf(w->ack.error, sizeof(w->ack.error), "cannot record delivery up to batch %" PRIu64 ": %s",
 			 w->ack.inflight, wal_strerror(rc));
 		replay_publish(w);
-		replay_remind(w, w->ack.attempts);
 		if (!w->stopping) {
 			uint64_t d = replay_delay_after(w, w->ack.attempts, REPLAY_HOLD_MIN_MS, 0);
 			relay_log(RELAY_LOG_DEBUG, "backend '%s': %s (attempt %u), next in %" PRIu64 " ms", w->cfg->name,

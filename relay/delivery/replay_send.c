@@ -20,6 +20,32 @@
 static void on_response(struct http_client *c, const struct http_response *r, void *arg);
 static void write_answered(struct http_client *c, const struct http_response *r, void *arg);
 
+/*---- counters (replay.h: the loop thread's) ----*/
+
+void replay_count_delivered(struct replay_worker *w, const struct wal_batch *b, int64_t now_ns)
+{
+	w->stats.delivered_batches++;
+	w->stats.delivered_points += b->lines;
+	w->stats.delivered_bytes += b->body_len;
+	/* A clock set back must not make a negative latency. */
+	int64_t ns = now_ns > b->accept_ns ? now_ns - b->accept_ns : 0;
+	relay_histogram_observe(&w->stats.delivery_latency, (double)ns / 1e9);
+}
+
+void replay_count_answer(struct replay_worker *w, enum outcome o, uint64_t sent_ns)
+{
+	if ((unsigned)o < REPLAY_NOUTCOMES)
+		w->stats.writes[o]++;
+	uint64_t now = now_mono_ns();
+	relay_histogram_observe(&w->stats.request_duration, now > sent_ns ? (double)(now - sent_ns) / 1e9 : 0.0);
+}
+
+void replay_count_retry(struct replay_worker *w, int status, const char *body, size_t len)
+{
+	w->stats.retries++;
+	w->stats.retry_reasons[replay_retry_reason(status, body, len)]++;
+}
+
 /* The body of the current single write: the front 413 piece, the
  * coalesced group, or the one batch. */
 static void payload(const struct replay_worker *w, const char **p, size_t *len)
@@ -85,6 +111,9 @@ static void lane_response(struct http_client *c, const struct http_response *r, 
 	struct replay_worker *w = l->w;
 	(void)c;
 	l->inflight = 0;
+	/* Each lane's request is a write answered: counted as such (lanes
+	 * carry line protocol only, never a statement). */
+	replay_count_answer(w, outcome_classify(r->status, r->body, r->body_len), l->sent_ns);
 	if (r->status >= 200 && r->status < 300) {
 		w->cur->shares[l - w->lanes].done = 1;
 	} else if (!w->send.fail_status) {
@@ -120,6 +149,7 @@ static void send_lanes(struct replay_worker *w)
 		l->inflight = 1;
 		w->send.lanes_waiting++;
 		w->stats.posts++;
+		l->sent_ns = now_mono_ns();
 		/* The share's buffers belong to this request until
 		 * lane_response: cur is not refilled before every lane has
 		 * answered. */
@@ -157,7 +187,7 @@ static void retry_later_why(struct replay_worker *w, const struct http_response 
 	if (h != w->health.link)
 		w->send.attempts = 0;
 	w->send.attempts++;
-	w->stats.retries++;
+	replay_count_retry(w, r->status, r->body, r->body_len);
 	replay_set_link(w, h, reason);
 	uint64_t d = replay_delay_after(w, w->send.attempts, floor_ms, r->retry_after_s);
 	relay_log(RELAY_LOG_DEBUG, "backend '%s': attempt %u failed (%s), next in %" PRIu64 " ms", w->cfg->name,
@@ -245,6 +275,7 @@ void replay_send_current(struct replay_worker *w)
 		rbuf_append(&w->send.headers, "Content-Type: application/x-www-form-urlencoded\r\n", 49);
 		replay_set_state(w, S_SEND);
 		w->stats.posts++;
+		w->send.sent_ns = now_mono_ns();
 		int rc = http_client_request(&w->send.http, "POST", rbuf_cstr(&w->send.target),
 					     rbuf_cstr(&w->send.headers), w->send.form.data, w->send.form.len,
 					     write_answered, w);
@@ -271,6 +302,7 @@ void replay_send_current(struct replay_worker *w)
 	if (gz)
 		rbuf_append(&w->send.headers, "Content-Encoding: gzip\r\n", 24);
 	w->stats.posts++;
+	w->send.sent_ns = now_mono_ns();
 	int rc = http_client_request(&w->send.http, "POST", rbuf_cstr(&w->send.target), rbuf_cstr(&w->send.headers),
 				     body, len, write_answered, w);
 	relay_assert(rc == 0);
@@ -359,7 +391,7 @@ static void dead_letter(struct replay_worker *w, const struct http_response *r)
 		return;
 	}
 	w->job.status = r->status < 0 ? 0 : r->status; /* 0: no answer, never sent */
-	w->stats.dead_batches++;
+	w->stats.dead_batches++; /* a piece of a split batch counts as one */
 	if (replay_splitting(w)) {
 		w->job.off = w->pieces.range[0].off;
 		w->job.len = w->pieces.range[0].len;
@@ -414,11 +446,10 @@ static void delivered(struct replay_worker *w)
 		}
 		w->cur->group_n = 1;
 	}
-	for (size_t i = 0; i < w->cur->group_n; i++) {
-		w->stats.delivered_batches++;
-		w->stats.delivered_points += w->cur->batches[i].lines;
-	}
-	w->health.last_delivery_ns = now_realtime_ns();
+	int64_t now = now_realtime_ns();
+	for (size_t i = 0; i < w->cur->group_n; i++)
+		replay_count_delivered(w, &w->cur->batches[i], now);
+	w->health.last_delivery_ns = now;
 	const struct wal_batch *b0 = &w->cur->batches[0];
 	char created[WAL_NAME_MAX * 4];
 	/* The text is not logged: a statement may carry a password (CREATE
@@ -523,6 +554,8 @@ enum outcome replay_classify(const struct wal_batch *b, const struct http_respon
 	return o;
 }
 
+/* Judge answer r to the write of cur. Not counted here: a lanes' round
+ * was counted lane by lane, and an unsendable write was never sent. */
 static void on_response(struct http_client *c, const struct http_response *r, void *arg)
 {
 	struct replay_worker *w = arg;
@@ -533,10 +566,16 @@ static void on_response(struct http_client *c, const struct http_response *r, vo
 	judge(w, o, &a);
 }
 
-/* The answer to a single write (not shared among lanes). */
+/* The answer to a single write or statement (not shared among lanes):
+ * counted, then judged. */
 static void write_answered(struct http_client *c, const struct http_response *r, void *arg)
 {
 	struct replay_worker *w = arg;
-	on_response(c, r, w);
+	struct http_response a;
+	char err[300];
+	(void)c;
+	enum outcome o = replay_classify(&w->cur->batches[0], r, &a, err, sizeof(err));
+	replay_count_answer(w, o, w->send.sent_ns);
+	judge(w, o, &a);
 	replay_check_awake(w);
 }

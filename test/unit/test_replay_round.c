@@ -18,6 +18,7 @@
 #include <zlib.h>
 
 #include "relay/base/lineproto.h"
+#include "relay/delivery/replay.h"
 #include "relay/delivery/replay_round.h"
 
 static struct relay_backend_config cfg_v1(void)
@@ -500,6 +501,79 @@ static void test_statement_barrier(void **state)
 	round_done(r);
 }
 
+/* Why a write is sent again (relayd_backend_retries_total{reason}): from
+ * the transport failure, the status and InfluxDB's overload texts. */
+static void test_retry_reason(void **state)
+{
+	(void)state;
+	static const struct {
+		int status;
+		const char *body;
+		enum replay_retry_reason want;
+	} rows[] = {
+		{ OUTCOME_STATUS_CONNECT_FAILED, NULL, REPLAY_RETRY_CONNECT },
+		{ OUTCOME_STATUS_TIMEOUT, NULL, REPLAY_RETRY_TIMEOUT },
+		{ OUTCOME_STATUS_RESET, "", REPLAY_RETRY_RESET },
+		{ OUTCOME_STATUS_PROTOCOL, "", REPLAY_RETRY_PROTOCOL },
+		{ OUTCOME_STATUS_UNSENDABLE, "", REPLAY_RETRY_OTHER },
+		{ 408, "", REPLAY_RETRY_THROTTLED },
+		{ 429, "{\"error\":\"too many requests\"}", REPLAY_RETRY_THROTTLED },
+		{ 500, "{\"error\":\"engine: cache-max-memory-size exceeded: (1073741824/1073741824)\"}",
+		  REPLAY_RETRY_OVERLOADED },
+		{ 503, "{\"error\":\"engine: cache maximum memory size exceeded\"}", REPLAY_RETRY_OVERLOADED },
+		{ 500, "{\"error\":\"timeout\"}", REPLAY_RETRY_OVERLOADED },
+		{ 500, "{\"error\":\"engine: something went wrong\"}", REPLAY_RETRY_SERVER_ERROR },
+		{ 502, "<html>Bad Gateway</html>", REPLAY_RETRY_SERVER_ERROR },
+		{ 503, NULL, REPLAY_RETRY_SERVER_ERROR },
+		{ 401, "{\"error\":\"authorization failed\"}", REPLAY_RETRY_OTHER },
+		{ 404, "404 page not found", REPLAY_RETRY_OTHER },
+		{ 302, "", REPLAY_RETRY_OTHER },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		size_t len = rows[i].body ? strlen(rows[i].body) : 0;
+		enum replay_retry_reason got = replay_retry_reason(rows[i].status, rows[i].body, len);
+		if (got != rows[i].want)
+			fail_msg("row %zu (status %d): got %s, want %s", i, rows[i].status, replay_retry_reason_name(got),
+				 replay_retry_reason_name(rows[i].want));
+	}
+	/* The label values of docs/monitoring.md. */
+	const char *const reasons[] = { "connect", "timeout", "reset", "protocol", "throttled", "overloaded",
+		                        "server_error", "other" };
+	assert_int_equal(REPLAY_RETRY_NREASONS, sizeof(reasons) / sizeof(reasons[0]));
+	for (int r = 0; r < REPLAY_RETRY_NREASONS; r++)
+		assert_string_equal(replay_retry_reason_name((enum replay_retry_reason)r), reasons[r]);
+	const char *const outcomes[] = { "delivered", "retry", "hold", "dead", "split", "no_database" };
+	assert_int_equal(REPLAY_NOUTCOMES, sizeof(outcomes) / sizeof(outcomes[0]));
+	for (int o = 0; o < REPLAY_NOUTCOMES; o++)
+		assert_string_equal(replay_outcome_label(o), outcomes[o]);
+	assert_string_equal(replay_outcome_label(OUTCOME_NO_DATABASE), "no_database");
+}
+
+/* Sums of two workers' counters (a restart by a reload). */
+static void test_stats_add(void **state)
+{
+	(void)state;
+	struct replay_stats a, b;
+	replay_stats_init(&a);
+	replay_stats_init(&b);
+	a.delivered_batches = 2;
+	a.writes[OUTCOME_RETRY] = 1;
+	a.retry_reasons[REPLAY_RETRY_CONNECT] = 3;
+	relay_histogram_observe(&a.delivery_latency, 0.5);
+	b.delivered_batches = 5;
+	b.corrupt_records = 1;
+	relay_histogram_observe(&b.delivery_latency, 7200);
+	relay_histogram_observe(&b.request_duration, 0.002);
+	replay_stats_add(&a, &b);
+	assert_int_equal(a.delivered_batches, 7);
+	assert_int_equal(a.writes[OUTCOME_RETRY], 1);
+	assert_int_equal(a.retry_reasons[REPLAY_RETRY_CONNECT], 3);
+	assert_int_equal(a.corrupt_records, 1);
+	assert_int_equal(a.delivery_latency.count, 2);
+	assert_true(a.delivery_latency.sum > 7200.4);
+	assert_int_equal(a.request_duration.count, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -512,6 +586,8 @@ int main(void)
 		cmocka_unit_test(test_rescale_then_coalesce),
 		cmocka_unit_test(test_pieces),
 		cmocka_unit_test(test_statement_barrier),
+		cmocka_unit_test(test_retry_reason),
+		cmocka_unit_test(test_stats_add),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,6 +32,7 @@
 #include "relay/base/lineproto.h"
 #include "relay/base/log.h"
 #include "relay/base/util.h"
+#include "relay/delivery/backends.h"
 #include "relay/delivery/replay.h"
 #include "wal/wal.h"
 
@@ -399,6 +400,15 @@ static void test_delivered(void **state)
 	assert_int_equal(v.stats.delivered_batches, 3);
 	assert_int_equal(v.stats.delivered_points, 3);
 	assert_true(v.last_delivery_ns > 0);
+	/* The counters of /metrics: one write answered, delivered; three
+	 * batches, their bytes, a latency for each. */
+	assert_int_equal(v.stats.writes[OUTCOME_DELIVERED], 1);
+	assert_int_equal(v.stats.writes[OUTCOME_RETRY], 0);
+	assert_int_equal(v.stats.delivered_bytes, 3 * strlen("cpu,host=a v=1 1\n"));
+	assert_int_equal(v.stats.delivery_latency.count, 3);
+	assert_true(v.stats.delivery_latency.sum >= 0 && v.stats.delivery_latency.sum < 15);
+	assert_int_equal(v.stats.request_duration.count, 1);
+	assert_int_equal(v.stats.retries, 0);
 	assert_int_equal(queue(f).dead_batches, 0);
 
 	/* A batch committed later: replay_notify sends it. */
@@ -426,6 +436,65 @@ static void test_retry_then_delivered(void **state)
 	assert_int_equal(v.stats.retries, 1);
 	assert_int_equal(v.stats.delivered_batches, 1);
 	assert_int_equal(queue(f).dead_batches, 0);
+	/* A 500 that is no overload text: a server error. */
+	assert_int_equal(v.stats.retry_reasons[REPLAY_RETRY_SERVER_ERROR], 1);
+	assert_int_equal(v.stats.writes[OUTCOME_RETRY], 1);
+	assert_int_equal(v.stats.writes[OUTCOME_DELIVERED], 1);
+	assert_int_equal(v.stats.request_duration.count, 2);
+	assert_int_equal(v.stats.delivery_latency.count, 1);
+}
+
+/* Retries counted by reason: throttled (429), overloaded (InfluxDB's
+ * cache text in a 500), a server error (503). */
+static void test_retry_reasons_counted(void **state)
+{
+	struct fixture *f = *state;
+	script(&f->be, 429, "{\"error\":\"slow down\"}");
+	script(&f->be, 500, "{\"error\":\"engine: cache-max-memory-size exceeded: (1/1)\"}");
+	script(&f->be, 503, "{\"error\":\"busy\"}");
+	append(f, "cpu,host=a v=1 1\n");
+	start(f);
+	assert_true(run_until(f, drained, 5000));
+	struct replay_view v = view(f);
+	assert_int_equal(v.stats.retries, 3);
+	assert_int_equal(v.stats.retry_reasons[REPLAY_RETRY_THROTTLED], 1);
+	assert_int_equal(v.stats.retry_reasons[REPLAY_RETRY_OVERLOADED], 1);
+	assert_int_equal(v.stats.retry_reasons[REPLAY_RETRY_SERVER_ERROR], 1);
+	assert_int_equal(v.stats.writes[OUTCOME_RETRY], 3);
+	assert_int_equal(v.stats.writes[OUTCOME_DELIVERED], 1);
+	assert_int_equal(v.stats.posts, 4);
+}
+
+static int connect_retried(struct fixture *f)
+{
+	return view(f).stats.retry_reasons[REPLAY_RETRY_CONNECT] >= 2;
+}
+
+/* A backend that refuses connections: down, its write and then its /ping
+ * probes counted as retries for "connect"; no write was answered. */
+static void test_connect_refused_counted(void **state)
+{
+	struct fixture *f = *state;
+	uv_tcp_t probe;
+	struct sockaddr_in addr;
+	struct sockaddr_storage got;
+	int len = sizeof(got);
+	/* A port that was free a moment ago: nothing listens there. */
+	assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
+	uv_tcp_init(&f->loop, &probe);
+	assert_int_equal(uv_tcp_bind(&probe, (const struct sockaddr *)&addr, 0), 0);
+	assert_int_equal(uv_tcp_getsockname(&probe, (struct sockaddr *)&got, &len), 0);
+	f->cfg.port = ntohs(((struct sockaddr_in *)&got)->sin_port);
+	uv_close((uv_handle_t *)&probe, NULL);
+	append(f, "cpu,host=a v=1 1\n");
+	start(f);
+	assert_true(run_until(f, connect_retried, 5000));
+	struct replay_view v = view(f);
+	assert_int_equal(v.health, REPLAY_DOWN);
+	assert_int_equal(v.stats.retries, v.stats.retry_reasons[REPLAY_RETRY_CONNECT]);
+	assert_int_equal(v.stats.writes[OUTCOME_DELIVERED], 0);
+	assert_int_equal(v.stats.delivered_batches, 0);
+	assert_int_equal(queue(f).pending_batches, 1);
 }
 
 static int dead_one(struct fixture *f)
@@ -458,6 +527,10 @@ static void test_dead_letter_isolated(void **state)
 	replay_worker_view(f->w, &v);
 	assert_int_equal(v.stats.dead_batches, 1);
 	assert_int_equal(v.stats.delivered_batches, 2);
+	assert_int_equal(v.stats.writes[OUTCOME_DEAD], 2);
+	assert_int_equal(v.stats.writes[OUTCOME_DELIVERED], 2);
+	assert_int_equal(v.stats.delivery_latency.count, 2);
+	assert_int_equal(v.stats.retries, 0);
 	assert_non_null(strstr(v.last_error, "HTTP 400"));
 	/* The dead letter is the refused batch, with the backend's answer. */
 	struct wal_dead dead[4];
@@ -489,6 +562,11 @@ static void test_too_large_split(void **state)
 	replay_worker_view(f->w, &v);
 	assert_int_equal(v.stats.splits, 1);
 	assert_int_equal(v.stats.delivered_batches, 1);
+	assert_int_equal(v.stats.delivered_points, 4);
+	assert_int_equal(v.stats.writes[OUTCOME_SPLIT], 1);
+	assert_int_equal(v.stats.writes[OUTCOME_DELIVERED], 2);
+	assert_int_equal(v.stats.request_duration.count, 3);
+	assert_int_equal(v.stats.delivery_latency.count, 1);
 	assert_int_equal(queue(f).dead_batches, 0);
 }
 
@@ -529,6 +607,7 @@ static void test_database_not_found_holds_only_itself(void **state)
 	struct replay_view v;
 	replay_worker_view(f->w, &v);
 	assert_int_equal(v.health, REPLAY_UP); /* the backend is not held */
+	assert_int_equal(v.stats.writes[OUTCOME_NO_DATABASE], 1);
 	struct wal_backend_stat st = queue(f);
 	assert_int_equal(st.dead_batches, 0);
 	assert_int_equal(st.held_points, 2);
@@ -708,6 +787,7 @@ static void test_statement_outcomes(void **state)
 	struct replay_view v;
 	replay_worker_view(f->w, &v);
 	assert_int_equal(v.stats.retries, 1);
+	assert_int_equal(v.stats.retry_reasons[REPLAY_RETRY_SERVER_ERROR], 1);
 	assert_int_equal(v.health, REPLAY_UP);
 }
 
@@ -811,6 +891,129 @@ static void test_held_list_read_again(void **state)
 	assert_string_equal(w[0], "cpu,host=a v=1 1\ncpu,host=a v=2 2\n");
 }
 
+/*---- backends: counters across a restart, and their /metrics text ----*/
+
+struct set {
+	struct fixture *f;
+	struct backends bs;
+	struct relay_config cfg[2];
+	struct relay_backend_config b[2];
+	int ids[1];
+	int closed;
+};
+
+static struct set *the_set;
+
+static int set_drained_twice(struct fixture *f)
+{
+	(void)f;
+	struct replay_stats st;
+	backends_stats(&the_set->bs, the_set->ids[0], &st);
+	return st.delivered_batches == 2 && drained(f);
+}
+
+static int set_delivered_once(struct fixture *f)
+{
+	(void)f;
+	struct replay_stats st;
+	backends_stats(&the_set->bs, the_set->ids[0], &st);
+	return st.delivered_batches == 1;
+}
+
+static int set_closed(struct fixture *f)
+{
+	(void)f;
+	return the_set->closed;
+}
+
+static void set_closed_cb(struct backends *bs)
+{
+	(void)bs;
+	the_set->closed = 1;
+}
+
+/* The sample of family name for backend b in text, or -1. */
+static long long sample(const char *text, const char *name_and_labels)
+{
+	char key[256];
+	snprintf(key, sizeof(key), "\n%s ", name_and_labels);
+	const char *p = strstr(text, key);
+	return p ? strtoll(p + strlen(key), NULL, 10) : -1;
+}
+
+/* A reload that restarts the worker (its settings changed) keeps its
+ * counters: the sums go on, never back; every family is written once,
+ * with every outcome and reason. */
+static void test_backends_metrics(void **state)
+{
+	struct fixture *f = *state;
+	struct set *s = xcalloc(1, sizeof(*s));
+	char err[200];
+	the_set = s;
+	s->f = f;
+	s->b[0] = f->cfg;
+	s->b[1] = f->cfg;
+	s->b[1].timeout_ms = 4000; /* a delivery setting: a restart */
+	for (int i = 0; i < 2; i++) {
+		s->cfg[i].backends = &s->b[i];
+		s->cfg[i].nbackends = 1;
+	}
+	assert_int_equal(backends_init(&s->bs, &f->loop, f->wal), 0);
+	assert_int_equal(backends_open(&s->bs, &s->cfg[0], s->ids, err, sizeof(err)), 0);
+	append(f, "cpu,host=a v=1 1\n");
+	backends_apply(&s->bs, &s->cfg[0], s->ids);
+	assert_true(run_until(f, set_delivered_once, 5000));
+	backends_apply(&s->bs, &s->cfg[1], s->ids);
+	append(f, "cpu,host=a v=2 2\n");
+	backends_notify(&s->bs);
+	assert_true(run_until(f, set_drained_twice, 5000));
+	/* The new worker counts from 0; the set from the start. */
+	struct replay_view v;
+	replay_worker_view(backends_worker(&s->bs, s->ids[0]), &v);
+	assert_int_equal(v.stats.delivered_batches, 1);
+
+	struct rbuf out = RBUF_INIT;
+	backends_metrics(&s->bs, &s->cfg[1], s->ids, &out);
+	const char *t = rbuf_cstr(&out);
+	assert_int_equal(sample(t, "relayd_backend_delivered_batches_total{backend=\"b\"}"), 2);
+	assert_int_equal(sample(t, "relayd_backend_delivered_points_total{backend=\"b\"}"), 2);
+	assert_int_equal(sample(t, "relayd_backend_delivered_bytes_total{backend=\"b\"}"), 34);
+	assert_int_equal(sample(t, "relayd_backend_writes_total{backend=\"b\",outcome=\"delivered\"}"), 2);
+	assert_int_equal(sample(t, "relayd_backend_writes_total{backend=\"b\",outcome=\"no_database\"}"), 0);
+	assert_int_equal(sample(t, "relayd_backend_retries_total{backend=\"b\",reason=\"server_error\"}"), 0);
+	assert_int_equal(sample(t, "relayd_backend_retries_total{backend=\"b\",reason=\"other\"}"), 0);
+	assert_int_equal(sample(t, "relayd_backend_dead_lettered_batches_total{backend=\"b\"}"), 0);
+	assert_int_equal(sample(t, "relayd_backend_splits_total{backend=\"b\"}"), 0);
+	assert_int_equal(sample(t, "relayd_backend_corrupt_records_total{backend=\"b\"}"), 0);
+	assert_int_equal(sample(t, "relayd_backend_delivery_latency_seconds_count{backend=\"b\"}"), 2);
+	assert_int_equal(sample(t, "relayd_backend_delivery_latency_seconds_bucket{backend=\"b\",le=\"+Inf\"}"), 2);
+	assert_int_equal(sample(t, "relayd_backend_request_duration_seconds_count{backend=\"b\"}"), 2);
+	/* Each family once. */
+	const char *fams[] = { "delivered_batches_total", "delivered_points_total", "delivered_bytes_total",
+		               "writes_total", "retries_total", "dead_lettered_batches_total", "splits_total",
+		               "corrupt_records_total", "delivery_latency_seconds", "request_duration_seconds" };
+	for (size_t i = 0; i < sizeof(fams) / sizeof(fams[0]); i++) {
+		char type[128];
+		snprintf(type, sizeof(type), "# TYPE relayd_backend_%s ", fams[i]);
+		const char *p = strstr(t, type);
+		assert_non_null(p);
+		assert_null(strstr(p + 1, type));
+	}
+	if (getenv("TEST_METRICS_OUT")) {
+		FILE *fp = fopen(getenv("TEST_METRICS_OUT"), "w");
+		if (fp) {
+			fputs(t, fp);
+			fclose(fp);
+		}
+	}
+	rbuf_release(&out);
+
+	backends_close(&s->bs, set_closed_cb);
+	assert_true(run_until(f, set_closed, 5000));
+	free(s);
+	the_set = NULL;
+}
+
 int main(void)
 {
 	/* What the worker logs (retries, holds, dead letters) is expected
@@ -819,6 +1022,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_delivered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retry_then_delivered, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_retry_reasons_counted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connect_refused_counted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_backends_metrics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dead_letter_isolated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_large_split, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_database_not_found_holds_only_itself, setup, teardown),
