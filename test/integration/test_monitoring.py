@@ -19,7 +19,7 @@ against what relayd really exports on GET /metrics.
      evaluates without error and every dashboard query runs.
 
 Needs promtool and prometheus (Debian's prometheus package) and influxd;
-a test whose program is missing is skipped. About 30 s.
+a test whose program is missing is skipped. About 20 s.
 """
 
 import json
