@@ -707,6 +707,7 @@ static int metrics(struct http_server *hs, struct rbuf *out, void *arg)
 	process_metrics(d, out);
 	store_metrics(s, out);
 	backend_metrics(d, s, out);
+	backends_metrics(&d->backends, &d->cfg, d->ids, out);
 	http_server_metrics(hs, d->udp, out);
 	snap_free(s);
 	return 200;

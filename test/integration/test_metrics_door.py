@@ -12,8 +12,7 @@ auth.enabled is on. The backend is fakeinflux (no influxd needed).
 
 The door provides the handlers' plumbing (relay/door/http_server.h:
 http_server_set_metrics, http_server_metrics, http_server_set_backend_health);
-this test needs cmd/relayd to wire them, and fails (/metrics is a 404)
-until it does.
+cmd/relayd/monitor.c wires them.
 """
 
 import re
