@@ -634,6 +634,10 @@ static void backend_metrics(struct relayd *d, const struct snap *s, struct rbuf 
 	BACKEND_GAUGE("relayd_backend_held_bytes", "Bytes held for databases the backend does not have (they count toward max_size).",
 	              b->st.held_bytes);
 	BACKEND_GAUGE("relayd_backend_held_databases", "Databases whose writes are held.", b->held_dbs);
+	BACKEND_GAUGE("relayd_backend_held_oldest_age_seconds",
+	              "Age of the oldest write held for a database the backend does not have (0 when none).",
+	              b->held_oldest_ns && b->held_oldest_ns < s->now_ns ? (double)(s->now_ns - b->held_oldest_ns) / 1e9
+	                                                                 : 0.0);
 	BACKEND_GAUGE("relayd_backend_dead_letter_batches", "Batches in the dead-letter queue.", b->st.dead_batches);
 	BACKEND_GAUGE("relayd_backend_dead_letter_bytes", "Bytes in the dead-letter queue.", b->st.dead_bytes);
 
