@@ -331,11 +331,14 @@ int wal_backend_stat(struct wal *w, const char *name, struct wal_backend_stat *s
  * agree with each other, and a scrape of many backends takes one reader
  * slot): out[i] and rcs[i] for names[i], rcs[i] being what
  * wal_backend_stat would return for it (WAL_ENOBACKEND for a name the
- * store does not know; out[i] is then zero with id -1). Returns 0, or the
- * error that kept the transaction from starting (every rcs[i] is then
- * WAL_ENOBACKEND). out and rcs are the caller's, n entries each.
+ * store does not know; out[i] is then zero with id -1). global (may be
+ * NULL) gets wal_stat's figures from the same transaction, and *global_rc
+ * what wal_stat would return. Returns 0, or the error that kept the
+ * transaction from starting (every rcs[i] is then WAL_ENOBACKEND and
+ * *global_rc WAL_EINVAL). out and rcs are the caller's, n entries each.
  */
-int wal_backend_stats(struct wal *w, const char *const *names, size_t n, struct wal_backend_stat *out, int *rcs);
+int wal_backend_stats(struct wal *w, const char *const *names, size_t n, struct wal_backend_stat *out, int *rcs,
+                      struct wal_stat *global, int *global_rc);
 
 /*
  * The names of every backend queue in the store, configured or not (a

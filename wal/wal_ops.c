@@ -32,6 +32,24 @@ static void fill_stat(struct wal_backend_stat *st, const char *name, size_t nlen
 	st->created_ns = r->created_ns;
 }
 
+/* The global figures inside txn. */
+static int global_in(MDB_txn *txn, struct wal *w, struct wal_stat *st)
+{
+	MDB_stat ms;
+	MDB_envinfo info;
+	int rc;
+	memset(st, 0, sizeof(*st));
+	if ((rc = wali_get_next_seq(txn, w, &st->next_seq)) == 0 && (rc = mdb_stat(txn, w->dbi_batches, &ms)) == 0) {
+		st->batches = ms.ms_entries;
+		st->page_size = ms.ms_psize;
+		mdb_env_info(w->env, &info);
+		st->map_size = info.me_mapsize;
+		st->file_pages = info.me_last_pgno + 1;
+		st->format_version = WAL_FORMAT_VERSION;
+	}
+	return rc;
+}
+
 /* Backend name's figures inside txn. */
 static int stat_in(MDB_txn *txn, struct wal *w, const char *name, struct wal_backend_stat *st)
 {
@@ -65,10 +83,15 @@ int wal_backend_stat(struct wal *w, const char *name, struct wal_backend_stat *s
 	return wali_map_rc(rc);
 }
 
-int wal_backend_stats(struct wal *w, const char *const *names, size_t n, struct wal_backend_stat *out, int *rcs)
+int wal_backend_stats(struct wal *w, const char *const *names, size_t n, struct wal_backend_stat *out, int *rcs,
+                      struct wal_stat *global, int *global_rc)
 {
 	MDB_txn *txn;
 	int rc;
+	if (global) {
+		memset(global, 0, sizeof(*global));
+		*global_rc = WAL_EINVAL;
+	}
 	for (size_t i = 0; i < n; i++) {
 		memset(&out[i], 0, sizeof(out[i]));
 		out[i].id = -1;
@@ -81,6 +104,8 @@ int wal_backend_stats(struct wal *w, const char *const *names, size_t n, struct 
 	if ((rc = wali_begin(w, MDB_RDONLY, &txn)) == 0) {
 		for (size_t i = 0; i < n; i++)
 			rcs[i] = wali_map_rc(stat_in(txn, w, names[i], &out[i]));
+		if (global)
+			*global_rc = wali_map_rc(global_in(txn, w, global));
 		mdb_txn_abort(txn);
 	}
 	wali_leave(w);
@@ -124,24 +149,14 @@ out:
 int wal_stat(struct wal *w, struct wal_stat *st)
 {
 	MDB_txn *txn;
-	MDB_stat ms;
-	MDB_envinfo info;
 	int rc;
 	memset(st, 0, sizeof(*st));
 	if ((rc = wali_enter(w)))
 		return rc;
-	if ((rc = wali_begin(w, MDB_RDONLY, &txn)))
-		goto out;
-	if ((rc = wali_get_next_seq(txn, w, &st->next_seq)) == 0 && (rc = mdb_stat(txn, w->dbi_batches, &ms)) == 0) {
-		st->batches = ms.ms_entries;
-		st->page_size = ms.ms_psize;
-		mdb_env_info(w->env, &info);
-		st->map_size = info.me_mapsize;
-		st->file_pages = info.me_last_pgno + 1;
-		st->format_version = WAL_FORMAT_VERSION;
+	if ((rc = wali_begin(w, MDB_RDONLY, &txn)) == 0) {
+		rc = global_in(txn, w, st);
+		mdb_txn_abort(txn);
 	}
-	mdb_txn_abort(txn);
-out:
 	wali_leave(w);
 	return wali_map_rc(rc);
 }

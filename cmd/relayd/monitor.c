@@ -5,8 +5,9 @@
  * systemd status line.
  *
  * All of them start from one snapshot (struct snap): every backend's
- * queue figures from one LMDB read transaction (wal_backend_stats), its
- * worker's view, the store's figures. A scrape writes nothing and takes no
+ * queue figures and the store's from one LMDB read transaction
+ * (wal_backend_stats; a backend that holds databases costs one more, to
+ * list them), its worker's view, the file's and the filesystem's sizes. A scrape writes nothing and takes no
  * lock a writer waits on; its cost with 64 backends is in
  * docs/performance.md. The door's and the workers' own counters are
  * written by their layers (http_server_metrics, backends_metrics); this
@@ -231,7 +232,7 @@ static struct snap *snap_take(struct relayd *d)
 	s->b = xcalloc(s->n ? s->n : 1, sizeof(*s->b));
 	for (size_t i = 0; i < s->n; i++)
 		names[i] = d->cfg.backends[i].name;
-	wal_backend_stats(d->wal, names, s->n, st, rcs);
+	wal_backend_stats(d->wal, names, s->n, st, rcs, &s->ws, &s->ws_rc);
 	for (size_t i = 0; i < s->n; i++) {
 		struct snap_backend *b = &s->b[i];
 		const struct replay_worker *w = backends_worker(&d->backends, d->ids[i]);
@@ -248,7 +249,6 @@ static struct snap *snap_take(struct relayd *d)
 		held_figures(b, d->wal, s->now_ns);
 		b->lag_ns = backend_lag_ns(b, s->now_ns);
 	}
-	s->ws_rc = wal_stat(d->wal, &s->ws);
 	char path[4096];
 	struct stat fst;
 	snprintf(path, sizeof(path), "%s/data.mdb", d->cfg.data_dir);

@@ -210,8 +210,12 @@ static void test_cursors_per_backend(void **state)
 	{
 		const char *names[3] = { "b", "nope", "a" };
 		struct wal_backend_stat all[3];
-		int rcs[3];
-		assert_int_equal(wal_backend_stats(f->w, names, 3, all, rcs), 0);
+		int rcs[3], grc;
+		struct wal_stat g;
+		assert_int_equal(wal_backend_stats(f->w, names, 3, all, rcs, &g, &grc), 0);
+		assert_int_equal(grc, 0);
+		assert_int_equal(g.batches, 4);
+		assert_true(g.map_size > 0 && g.page_size > 0 && g.file_pages > 0);
 		assert_int_equal(rcs[0], 0);
 		assert_int_equal(rcs[1], WAL_ENOBACKEND);
 		assert_int_equal(rcs[2], 0);
