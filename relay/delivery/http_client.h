@@ -45,6 +45,7 @@ struct http_client {
 	uint64_t connect_timeout_ms;
 	uint64_t response_timeout_ms;
 
+	/* private: http_client.c's */
 	uv_tcp_t *tcp;          /* NULL when not connected */
 	uv_timer_t timer;
 	uv_getaddrinfo_t *gai_pending; /* the resolve whose answer is awaited */

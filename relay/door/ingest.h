@@ -32,6 +32,7 @@ struct ingest_request {
 	struct wal_batch batch; /* route is filled in by ingest_submit */
 	ingest_done_cb done;
 	void *data;              /* the caller's */
+	/* private: ingest.c's */
 	struct ingest_request *next_;
 };
 
@@ -56,6 +57,12 @@ struct ingest {
 	 * program that registers the backends). */
 	const char *names[WAL_MAX_BACKENDS];
 	uint64_t limits[WAL_MAX_BACKENDS];
+	/* Called on the loop thread after a commit that stored batches (to
+	 * wake the replay workers). */
+	void (*on_commit)(struct ingest *ing, void *arg);
+	void *on_commit_arg;
+	struct ingest_stats stats; /* read by the program (/health, /metrics) */
+	/* private: ingest.c's */
 	size_t max_group;         /* most requests per commit */
 	struct ingest_request *head, *tail; /* waiting for the next commit */
 	size_t waiting;
@@ -73,11 +80,6 @@ struct ingest {
 	int closing;
 	int kick_closed_;         /* uv_close called on kick: finish_close ran */
 	void (*on_idle)(struct ingest *); /* ingest_close's callback */
-	/* Called on the loop thread after a commit that stored batches (to
-	 * wake the replay workers). */
-	void (*on_commit)(struct ingest *ing, void *arg);
-	void *on_commit_arg;
-	struct ingest_stats stats;
 };
 
 /* Set up ing on loop. route: mask of backend ids every batch is queued
