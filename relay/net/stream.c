@@ -172,6 +172,12 @@ static void maybe_free(struct net_stream *s)
 		s->shutdown_cb(s, UV_ECANCELED, s->shutdown_arg);
 	if (s->close_cb)
 		s->close_cb(s);
+	/* SSL_free of a connection that sent no close_notify marks its
+	 * session not resumable, and with TLS 1.3 that is the very session
+	 * the client cache keeps (the last ticket). A stream closed by its
+	 * owner after a good handshake ended well: say so first. */
+	if (s->ssl && s->open && !s->failed)
+		SSL_set_shutdown(s->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 	SSL_free(s->ssl); /* frees rbio and wbio */
 	net_tls_ctx_unref(s->ctx);
 	free(s->host);

@@ -176,6 +176,18 @@ int net_tls_ctx_is_server(const struct net_tls_ctx *ctx)
 	return ctx->server;
 }
 
+int net_tls_ctx_expiry(const struct net_tls_ctx *ctx, long long *seconds, char *when, size_t whenlen)
+{
+	X509 *leaf = SSL_CTX_get0_certificate(ctx->ssl);
+	int days = 0, secs = 0;
+	if (!leaf || !ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(leaf)))
+		return -1;
+	*seconds = (long long)days * 86400 + secs;
+	if (when && whenlen)
+		time_line(X509_get0_notAfter(leaf), when, whenlen);
+	return 0;
+}
+
 SSL_SESSION *net_tls_session_get(struct net_tls_ctx *ctx, const char *key)
 {
 	for (struct net_tls_session *e = ctx->sessions; e; e = e->next)
@@ -237,27 +249,24 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
 }
 
 /* Chain and key into ctx, checked against each other; -1 and err. */
-static int load_cert_key(SSL_CTX *ssl, const char *cert_file, const char *key_file, int refuse_expired, char *err,
-                         size_t errlen)
+static int load_cert_key(SSL_CTX *ssl, const char *cert_file, const char *key_file, char *err, size_t errlen)
 {
 	if (SSL_CTX_use_certificate_chain_file(ssl, cert_file) != 1) {
 		load_error(err, errlen, "certificate", cert_file);
 		return -1;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ssl, key_file, SSL_FILETYPE_PEM) != 1) {
+	/* OpenSSL checks the key against the certificate as it loads it: a
+	 * mismatch is told apart from a file that does not load. */
+	int loaded = SSL_CTX_use_PrivateKey_file(ssl, key_file, SSL_FILETYPE_PEM) == 1;
+	unsigned long e = loaded ? 0 : ERR_peek_last_error();
+	if (!loaded && !(ERR_GET_LIB(e) == ERR_LIB_X509 && (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
+							     ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH))) {
 		load_error(err, errlen, "private key", key_file);
 		return -1;
 	}
-	if (SSL_CTX_check_private_key(ssl) != 1) {
+	if (!loaded || SSL_CTX_check_private_key(ssl) != 1) {
 		ERR_clear_error();
 		snprintf(err, errlen, "the key '%s' does not match the certificate '%s'", key_file, cert_file);
-		return -1;
-	}
-	X509 *leaf = SSL_CTX_get0_certificate(ssl);
-	if (refuse_expired && leaf && X509_cmp_current_time(X509_get0_notAfter(leaf)) < 0) {
-		char when[40];
-		time_line(X509_get0_notAfter(leaf), when, sizeof(when));
-		snprintf(err, errlen, "the certificate '%s' expired on %s", cert_file, when);
 		return -1;
 	}
 	return 0;
@@ -289,7 +298,7 @@ int net_tls_server_ctx_new(const struct net_tls_server_opts *o, struct net_tls_c
 	 * refuses to resume (and fails the handshake). */
 	SSL_CTX_set_session_id_context(ssl, (const unsigned char *)"relayd", 6);
 	SSL_CTX_set_alpn_select_cb(ssl, alpn_select_cb, NULL);
-	if (load_cert_key(ssl, o->cert_file, o->key_file, 1, err, errlen) < 0)
+	if (load_cert_key(ssl, o->cert_file, o->key_file, err, errlen) < 0)
 		goto fail;
 	if (o->client_ca_file) {
 		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->client_ca_file);
@@ -348,8 +357,7 @@ int net_tls_client_ctx_new(const struct net_tls_client_opts *o, struct net_tls_c
 		snprintf(err, errlen, "a client key '%s' without its certificate", o->key_file);
 		goto fail;
 	}
-	if (o->cert_file && load_cert_key(ssl, o->cert_file, o->key_file ? o->key_file : o->cert_file, 0, err,
-					  errlen) < 0)
+	if (o->cert_file && load_cert_key(ssl, o->cert_file, o->key_file ? o->key_file : o->cert_file, err, errlen) < 0)
 		goto fail;
 	*out = ctx_alloc(ssl, 0);
 	(*out)->insecure = o->insecure_skip_verify != 0;

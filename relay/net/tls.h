@@ -55,9 +55,11 @@ struct net_tls_client_opts {
  * other protocols gets no ALPN answer rather than an alert), small idle
  * buffers (SSL_MODE_RELEASE_BUFFERS). Refused, with a message in err: a
  * file missing or unreadable, a chain or key that does not parse, a key
- * that does not match the certificate, a certificate already expired, a
- * client CA file without a certificate. On success *out holds the one
- * reference the caller owns (net_tls_ctx_unref). Returns 0 or -1.
+ * that does not match the certificate, a client CA file without a
+ * certificate. An expired certificate is loaded (refusing it would stop
+ * relayd from starting, and a reload would keep an equally expired one):
+ * the caller asks net_tls_ctx_expiry and warns. On success *out holds the
+ * one reference the caller owns (net_tls_ctx_unref). Returns 0 or -1.
  */
 int net_tls_server_ctx_new(const struct net_tls_server_opts *o, struct net_tls_ctx **out, char *err,
                            size_t errlen);
@@ -83,6 +85,14 @@ void net_tls_ctx_unref(struct net_tls_ctx *ctx);
 
 /* 1 for a server context, 0 for a client context. */
 int net_tls_ctx_is_server(const struct net_tls_ctx *ctx);
+
+/*
+ * When the context's own certificate (the server's, or the client's for
+ * mTLS) stops being valid: *seconds from now (negative: expired that long
+ * ago) and, if when is not NULL, the date as text ("Jan  1 00:00:00 2027
+ * GMT"). Returns 0, or -1 when the context has no certificate.
+ */
+int net_tls_ctx_expiry(const struct net_tls_ctx *ctx, long long *seconds, char *when, size_t whenlen);
 
 /* Forget the cached sessions of a client context (all of them): the next
  * connection to each server makes a full handshake. */
