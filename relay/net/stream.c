@@ -34,6 +34,13 @@
  * TLS record carries at most 16 KiB of plaintext. */
 #define NET_READ_SIZE 65536
 #define NET_PLAIN_SIZE 16384
+/* Ciphertext goes in and out of the memory BIOs in slices of about one
+ * record, and a BIO that grew past NET_BIO_KEEP (a peer's burst, bytes
+ * kept while the user did not read) is replaced once drained: a memory
+ * BIO keeps the largest size it ever held, and an idle connection should
+ * not keep the size of its largest burst. */
+#define NET_SLICE 16384
+#define NET_BIO_KEEP (64 * 1024)
 static _Thread_local char read_buf[NET_READ_SIZE];
 static _Thread_local char plain_buf[NET_PLAIN_SIZE];
 
@@ -69,7 +76,7 @@ struct net_stream {
 	SSL *ssl;           /* owns rbio and wbio */
 	BIO *rbio, *wbio;
 	struct net_tls_ctx *ctx;
-	struct net_verify_note note;
+	struct net_verify_note *note; /* made by the first verify failure */
 
 	char *host;         /* client: as given */
 	char *name;         /* client: the name verified and sent as SNI */
@@ -88,7 +95,7 @@ struct net_stream {
 
 	struct net_write *pending, *pending_tail;
 	size_t queued;
-	struct net_error err;
+	struct net_error *err;        /* made by the failure: an idle connection carries neither */
 };
 
 static void update_reading(struct net_stream *s);
@@ -123,7 +130,9 @@ const char *net_err_name(enum net_err kind)
 struct net_verify_note *net_stream_verify_note(SSL *ssl)
 {
 	struct net_stream *s = SSL_get_app_data(ssl);
-	return s ? &s->note : NULL;
+	if (s && !s->note)
+		s->note = xcalloc(1, sizeof(*s->note));
+	return s ? s->note : NULL;
 }
 
 const char *net_stream_session_key(SSL *ssl)
@@ -180,6 +189,8 @@ static void maybe_free(struct net_stream *s)
 		SSL_set_shutdown(s->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 	SSL_free(s->ssl); /* frees rbio and wbio */
 	net_tls_ctx_unref(s->ctx);
+	free(s->note);
+	free(s->err);
 	free(s->host);
 	free(s->name);
 	free(s->session_key);
@@ -286,10 +297,12 @@ static void fail(struct net_stream *s, enum net_err kind, int uv_code, const cha
 	va_list ap;
 	s->failed = 1;
 	s->handshaking = 0;
-	s->err.kind = kind;
-	s->err.uv_code = uv_code;
+	if (!s->err)
+		s->err = xcalloc(1, sizeof(*s->err));
+	s->err->kind = kind;
+	s->err->uv_code = uv_code;
 	va_start(ap, fmt);
-	vsnprintf(s->err.msg, sizeof(s->err.msg), fmt, ap);
+	vsnprintf(s->err->msg, sizeof(s->err->msg), fmt, ap);
 	va_end(ap);
 	uv_timer_stop(&s->timer);
 	update_reading(s);
@@ -299,12 +312,12 @@ static void fail(struct net_stream *s, enum net_err kind, int uv_code, const cha
 		net_tls_session_put(s->ctx, s->session_key, NULL);
 	if (s->connecting) {
 		s->connecting = 0;
-		s->connect_cb(s, &s->err, s->connect_arg);
+		s->connect_cb(s, s->err, s->connect_arg);
 		close_internal(s);
 		return;
 	}
 	if (s->cb.on_error)
-		s->cb.on_error(s, &s->err);
+		s->cb.on_error(s, s->err);
 }
 
 static const char *verify_hint(struct net_stream *s, long vr)
@@ -336,7 +349,7 @@ static const char *verify_hint(struct net_stream *s, long vr)
  * expected, and what to change. */
 static void fail_verify(struct net_stream *s, long vr, const char *what)
 {
-	struct net_verify_note *n = &s->note;
+	struct net_verify_note *n = net_stream_verify_note(s->ssl);
 	if (!n->subject[0]) {
 		/* The callback saw nothing (the result came another way): the
 		 * peer's own certificate, from the chain it sent. */
@@ -352,7 +365,9 @@ static void fail_verify(struct net_stream *s, long vr, const char *what)
 	char depth[40] = "";
 	if (n->depth > 0)
 		snprintf(depth, sizeof(depth), " (at depth %d of the chain)", n->depth);
-	s->err.verify_result = vr; /* before fail(): the callback reads it */
+	if (!s->err)
+		s->err = xcalloc(1, sizeof(*s->err));
+	s->err->verify_result = vr; /* before fail(): the callback reads it */
 	fail(s, NET_ERR_VERIFY, UV_EPROTO,
 	     "%s %s: certificate verify failed: %s%s; certificate: subject '%s', issuer '%s', not after '%s', "
 	     "names '%s'%s; %s",
@@ -366,7 +381,7 @@ static void fail_tls(struct net_stream *s, int e, int in_handshake)
 	struct ssl_why w;
 	ssl_why(&w);
 	const char *what = s->client ? "tls with" : "tls from";
-	long vr = s->note.err;
+	long vr = s->note ? s->note->err : 0;
 	if (!vr && w.verify_failed)
 		vr = SSL_get_verify_result(s->ssl);
 	if (vr != X509_V_OK) {
@@ -407,22 +422,35 @@ static void write_done(uv_write_t *req, int status)
 	free_write(w);
 }
 
-/*
- * Send what the SSL object wrote into wbio, as one uv_write carrying w's
- * callback (w may be NULL: the layer's own bytes). Returns 0 or uv_write's
- * code; w is freed on failure.
- */
-static int send_wbio(struct net_stream *s, struct net_write *w)
+/* Move what the SSL object wrote into wbio to the end of out. */
+static void drain_wbio(struct net_stream *s, struct rbuf *out)
 {
 	size_t n = BIO_ctrl_pending(s->wbio);
-	if (!n && !w)
+	if (!n)
+		return;
+	rbuf_reserve(out, n);
+	int got = BIO_read(s->wbio, out->data + out->len, (int)n);
+	if (got > 0)
+		out->len += (size_t)got;
+}
+
+/*
+ * Write out (taken: its bytes become w's) as one uv_write carrying w's
+ * callback (w may be NULL: the layer's own bytes). Returns 0 or uv_write's
+ * code; w and the bytes are freed on failure.
+ */
+static int send_cipher(struct net_stream *s, struct net_write *w, struct rbuf *out)
+{
+	if (!out->len && !w) {
+		rbuf_release(out);
 		return 0;
+	}
 	if (!w)
 		w = xcalloc(1, sizeof(*w));
 	w->s = s;
-	w->cipher = xmalloc(n ? n : 1);
-	int got = n ? BIO_read(s->wbio, w->cipher, (int)n) : 0;
-	uv_buf_t b = uv_buf_init(w->cipher, got > 0 ? (unsigned)got : 0);
+	w->cipher = out->data; /* NULL only for a write of no bytes, which never comes */
+	uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len);
+	*out = (struct rbuf)RBUF_INIT;
 	int rc = uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, write_done);
 	if (rc < 0) {
 		free_write(w);
@@ -432,36 +460,79 @@ static int send_wbio(struct net_stream *s, struct net_write *w)
 	return 0;
 }
 
+static int send_wbio(struct net_stream *s)
+{
+	struct rbuf out = RBUF_INIT;
+	drain_wbio(s, &out);
+	return send_cipher(s, NULL, &out);
+}
+
 /* The layer's own bytes (handshake, alerts, close_notify); a failure to
  * hand them to the socket fails the stream. */
 static void flush_wbio(struct net_stream *s)
 {
-	int rc = send_wbio(s, NULL);
+	int rc = send_wbio(s);
 	if (rc < 0)
 		fail(s, NET_ERR_RESET, rc, "write to %s: %s", s->peer, uv_strerror(rc));
 }
 
+static BIO *mem_bio(void)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	if (!b)
+		relay_fatal("out of memory (BIO_new)");
+	/* An empty BIO means "wait for more", not the end of the stream: the
+	 * end is the socket's to say. */
+	BIO_set_mem_eof_return(b, -1);
+	return b;
+}
+
+/* A drained BIO that grew past NET_BIO_KEEP is replaced by a new one
+ * (SSL_set0_* frees the old), so its memory goes back. Only between
+ * handshake and failure: the handshake may stack a buffering BIO. */
+static void trim_bios(struct net_stream *s)
+{
+	BUF_MEM *bm = NULL;
+	if (!s->open || s->failed || s->closing)
+		return;
+	if (!BIO_ctrl_pending(s->rbio) && BIO_get_mem_ptr(s->rbio, &bm) == 1 && bm && bm->max > NET_BIO_KEEP) {
+		s->rbio = mem_bio();
+		SSL_set0_rbio(s->ssl, s->rbio);
+	}
+	bm = NULL;
+	if (!BIO_ctrl_pending(s->wbio) && BIO_get_mem_ptr(s->wbio, &bm) == 1 && bm && bm->max > NET_BIO_KEEP) {
+		s->wbio = mem_bio();
+		SSL_set0_wbio(s->ssl, s->wbio);
+	}
+}
+
 /* Encrypt w's buffers and send them with w's callback. Returns 0 or a
- * libuv code (w freed). */
+ * libuv code (w freed). A record at a time, each taken out of wbio at
+ * once: the BIO stays one record large however large the write. */
 static int tls_send(struct net_stream *s, struct net_write *w, const uv_buf_t *bufs, unsigned nbufs)
 {
+	struct rbuf out = RBUF_INIT;
 	ERR_clear_error();
 	for (unsigned i = 0; i < nbufs; i++) {
 		size_t off = 0;
 		while (off < bufs[i].len) {
 			size_t done = 0;
-			size_t chunk = bufs[i].len - off;
+			size_t chunk = bufs[i].len - off < NET_SLICE ? bufs[i].len - off : NET_SLICE;
 			/* A memory BIO takes everything: SSL_write_ex writes the whole
 			 * chunk or fails for good (after a fatal alert). */
 			if (SSL_write_ex(s->ssl, bufs[i].base + off, chunk, &done) != 1) {
 				ERR_clear_error();
+				rbuf_release(&out);
 				free_write(w);
 				return UV_EPROTO;
 			}
 			off += done;
+			drain_wbio(s, &out);
 		}
 	}
-	return send_wbio(s, w);
+	int rc = send_cipher(s, w, &out);
+	trim_bios(s);
+	return rc;
 }
 
 static int plain_send(struct net_stream *s, struct net_write *w, const uv_buf_t *bufs, unsigned nbufs)
@@ -557,7 +628,7 @@ static int do_shutdown(struct net_stream *s)
 		ERR_clear_error();
 		SSL_shutdown(s->ssl);
 		ERR_clear_error();
-		send_wbio(s, NULL);
+		send_wbio(s);
 	}
 	s->shutdown_req.data = s;
 	/* uv_shutdown waits for every queued write, so the last answer and
@@ -648,6 +719,7 @@ static void tls_deliver(struct net_stream *s)
 	/* SSL_read may have written (a KeyUpdate's answer). */
 	if (!s->closing && !s->failed)
 		flush_wbio(s);
+	trim_bios(s);
 }
 
 static void handshake_done(struct net_stream *s)
@@ -685,7 +757,7 @@ static void tls_pump(struct net_stream *s)
 		/* What the handshake wrote goes out first, whatever follows:
 		 * on a failure it is the alert that tells the peer why. The
 		 * error queue is kept for fail_tls meanwhile. */
-		int rc = send_wbio(s, NULL);
+		int rc = send_wbio(s);
 		if (r != 1 && e != SSL_ERROR_WANT_READ) {
 			fail_tls(s, e, 1);
 			return;
@@ -756,9 +828,20 @@ static void sock_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 			return;
 		}
 	}
-	/* A memory BIO grows to take it all. */
-	BIO_write(s->rbio, buf->base, (int)nread);
-	tls_pump(s);
+	/* A slice at a time, so that rbio stays about a record large; once
+	 * the user stops reading (or the stream fails), the rest is kept in
+	 * rbio for read_start (or dropped with the stream). */
+	size_t off = 0, n = (size_t)nread;
+	while (off < n) {
+		size_t k = n - off;
+		if (k > NET_SLICE && (s->handshaking || s->user_reading) && !s->failed && !s->closing)
+			k = NET_SLICE;
+		BIO_write(s->rbio, buf->base + off, (int)k);
+		off += k;
+		if (s->failed || s->closing)
+			return;
+		tls_pump(s);
+	}
 }
 
 static void idle_cb(uv_idle_t *h)
@@ -824,13 +907,8 @@ static void tls_attach(struct net_stream *s, struct net_tls_ctx *ctx)
 	s->ssl = SSL_new(ctx->ssl);
 	if (!s->ssl)
 		relay_fatal("out of memory (SSL_new)");
-	s->rbio = BIO_new(BIO_s_mem());
-	s->wbio = BIO_new(BIO_s_mem());
-	if (!s->rbio || !s->wbio)
-		relay_fatal("out of memory (BIO_new)");
-	/* An empty rbio means "wait for more", not the end of the stream: the
-	 * end is the socket's to say. */
-	BIO_set_mem_eof_return(s->rbio, -1);
+	s->rbio = mem_bio();
+	s->wbio = mem_bio();
 	SSL_set_bio(s->ssl, s->rbio, s->wbio); /* the SSL object owns both now */
 	SSL_set_app_data(s->ssl, s);
 }

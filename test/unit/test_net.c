@@ -242,6 +242,7 @@ struct srv {
 	int port;
 	struct net_tls_ctx *ctx;
 	uint64_t hs_timeout;
+	int greet;       /* write a line and shut down at accept, before any handshake */
 	int accepted, open, handshakes, pauses, errors;
 	int in_handshake_seen;
 	struct net_error err;
@@ -360,6 +361,14 @@ static void on_connection(uv_stream_t *ls, int status)
 	if (net_stream_in_handshake(s))
 		v->in_handshake_seen++;
 	assert_int_equal(net_stream_read_start(s), 0);
+	if (v->greet) {
+		/* As the door's refusal at accept: queued before the handshake,
+		 * sent encrypted after it, then close_notify and FIN. */
+		static char hello[] = "hello\n";
+		uv_buf_t b = uv_buf_init(hello, 6);
+		assert_int_equal(net_stream_write(s, &b, 1, NULL, NULL), 0);
+		assert_int_equal(net_stream_shutdown(s, answer_shut, NULL), 0);
+	}
 }
 
 /* Listen on 127.0.0.1 (or on where host resolves first). */
@@ -796,6 +805,31 @@ static void test_plain_http_to_tls(void **state)
 	srv_stop(&v);
 }
 
+static void test_write_before_handshake(void **state)
+{
+	(void)state;
+	struct net_tls_ctx *cc = client_ctx("ca.pem", NULL, 0);
+	struct net_tls_ctx *ctxs[] = { NULL, cc };
+	for (int i = 0; i < 2; i++) {
+		struct srv v;
+		struct cli c;
+		srv_start(&v, i ? server_ctx("server", NULL) : NULL, NULL);
+		v.greet = 1;
+		cli_start(&c, "127.0.0.1", v.port, ctxs[i], NULL, 0);
+		c.keep_input = 1;
+		run_until(&c.finished);
+		if (!c.ok || c.got_error)
+			fail_msg("%s", c.err.msg);
+		assert_true(c.got_eof); /* close_notify (TLS) or FIN (plain) */
+		assert_int_equal(c.in.len, 6);
+		assert_memory_equal(c.in.data, "hello\n", 6);
+		assert_int_equal(v.handshakes, i);
+		cli_stop(&c);
+		srv_stop(&v);
+	}
+	net_tls_ctx_unref(cc);
+}
+
 static void test_tls_to_plain_server(void **state)
 {
 	(void)state;
@@ -1133,6 +1167,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_mtls, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session_resumption, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_plain_http_to_tls, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_before_handshake, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_to_plain_server, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_timeout_and_close_in_handshake, setup, teardown),
