@@ -52,9 +52,9 @@ struct net_write {
 	struct net_stream *s;
 	net_write_cb cb;
 	void *arg;
-	size_t plain_len;   /* counted in s->queued until the callback */
-	char *cipher;       /* TLS: the records, owned */
-	uv_buf_t *bufs;     /* pending: the caller's buffers */
+	size_t plain_len; /* counted in s->queued until the callback */
+	char *cipher;	  /* TLS: the records, owned */
+	uv_buf_t *bufs;	  /* pending: the caller's buffers */
 	unsigned nbufs;
 	struct net_write *next;
 };
@@ -62,28 +62,28 @@ struct net_write {
 struct net_stream {
 	uv_loop_t *loop;
 	uv_tcp_t tcp;
-	uv_timer_t timer;   /* the connect's or the handshake's deadline */
-	uv_idle_t idle;     /* deferred work: the connect's start, a drain after read_start */
+	uv_timer_t timer; /* the connect's or the handshake's deadline */
+	uv_idle_t idle;	  /* deferred work: the connect's start, a drain after read_start */
 	uv_connect_t connect_req;
 	uv_getaddrinfo_t gai;
 	uv_shutdown_t shutdown_req;
-	int handles;        /* initialised handles not yet closed */
+	int handles; /* initialised handles not yet closed */
 
 	unsigned client : 1, tls : 1, connected : 1, handshaking : 1, open : 1, failed : 1, eof : 1, closing : 1,
-		user_reading : 1, sock_reading : 1, gai_pending : 1, connecting : 1, plain_fallback : 1, shut : 1,
-		shutdown_pending : 1, first_bytes : 1, start_wanted : 1, drain_wanted : 1, reused : 1;
+	    user_reading : 1, sock_reading : 1, gai_pending : 1, connecting : 1, plain_fallback : 1, shut : 1,
+	    shutdown_pending : 1, first_bytes : 1, start_wanted : 1, drain_wanted : 1, reused : 1;
 
-	SSL *ssl;           /* owns rbio and wbio */
+	SSL *ssl; /* owns rbio and wbio */
 	BIO *rbio, *wbio;
 	struct net_tls_ctx *ctx;
 	struct net_verify_note *note; /* made by the first verify failure */
 
-	char *host;         /* client: as given */
-	char *name;         /* client: the name verified and sent as SNI */
-	char *session_key;  /* client: "name:port" in the context's cache */
+	char *host;	   /* client: as given */
+	char *name;	   /* client: the name verified and sent as SNI */
+	char *session_key; /* client: "name:port" in the context's cache */
 	uint16_t port;
 	uint64_t timeout_ms;
-	char peer[72];      /* "host:port" for messages */
+	char peer[72]; /* "host:port" for messages */
 
 	net_connect_cb connect_cb;
 	void *connect_arg;
@@ -95,7 +95,7 @@ struct net_stream {
 
 	struct net_write *pending, *pending_tail;
 	size_t queued;
-	struct net_error *err;        /* made by the failure: an idle connection carries neither */
+	struct net_error *err; /* made by the failure: an idle connection carries neither */
 };
 
 static void update_reading(struct net_stream *s);
@@ -232,10 +232,10 @@ void net_stream_close(struct net_stream *s, net_close_cb cb)
 /* What OpenSSL's error queue says, emptied, and what it means. */
 struct ssl_why {
 	char text[400];
-	int cert_alert;     /* the peer sent an alert about our certificate */
-	int no_peer_cert;   /* server: the client sent none */
-	int wrong_version;  /* the peer answered with something that is not TLS */
-	int verify_failed;  /* the peer's certificate failed verification */
+	int cert_alert;	   /* the peer sent an alert about our certificate */
+	int no_peer_cert;  /* server: the client sent none */
+	int wrong_version; /* the peer answered with something that is not TLS */
+	int verify_failed; /* the peer's certificate failed verification */
 };
 
 static void ssl_why(struct ssl_why *w)
@@ -289,7 +289,7 @@ static void ssl_why(struct ssl_why *w)
  * plain-HTTP fallback.
  */
 static void fail(struct net_stream *s, enum net_err kind, int uv_code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 static void fail(struct net_stream *s, enum net_err kind, int uv_code, const char *fmt, ...)
 {
 	if (s->failed || s->closing)
@@ -396,8 +396,8 @@ static void fail_tls(struct net_stream *s, int e, int in_handshake)
 		return;
 	}
 	if (w.no_peer_cert) {
-		fail(s, NET_ERR_VERIFY, UV_EPROTO,
-		     "%s %s: the client sent no certificate, and client_ca requires one", what, s->peer);
+		fail(s, NET_ERR_VERIFY, UV_EPROTO, "%s %s: the client sent no certificate, and client_ca requires one",
+		     what, s->peer);
 		return;
 	}
 	if (e == SSL_ERROR_SYSCALL && !w.text[0])
@@ -660,8 +660,8 @@ int net_stream_shutdown(struct net_stream *s, net_shutdown_cb cb, void *arg)
  * the kernel's buffers fill and TCP slows the peer. */
 static void update_reading(struct net_stream *s)
 {
-	int want = s->connected && !s->closing && !s->failed && !s->eof &&
-		   (s->handshaking || (s->open && s->user_reading));
+	int want =
+	    s->connected && !s->closing && !s->failed && !s->eof && (s->handshaking || (s->open && s->user_reading));
 	if (want && !s->sock_reading) {
 		int rc = uv_read_start((uv_stream_t *)&s->tcp, alloc_cb, sock_read_cb);
 		if (rc < 0) {
@@ -707,7 +707,8 @@ static void tls_deliver(struct net_stream *s)
 		if (e == SSL_ERROR_WANT_READ)
 			break;
 		if (e == SSL_ERROR_ZERO_RETURN) {
-			/* close_notify: a clean end. Our own goes back with it. */
+			/* close_notify: a clean end. Ours is the owner's to send
+			 * (net_stream_shutdown); what SSL_read wrote goes out. */
 			flush_wbio(s);
 			if (!s->failed && !s->closing)
 				got_eof(s);
@@ -931,7 +932,7 @@ static void peer_name(struct net_stream *s)
 }
 
 int net_stream_accept(uv_loop_t *loop, uv_stream_t *listener, struct net_tls_ctx *tls, uint64_t handshake_timeout_ms,
-                      const struct net_stream_callbacks *cb, void *data, struct net_stream **out)
+		      const struct net_stream_callbacks *cb, void *data, struct net_stream **out)
 {
 	*out = NULL;
 	struct net_stream *s = stream_new(loop);
@@ -1037,8 +1038,8 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	}
 	if (!s->failed) {
 		if (status < 0 || !res)
-			fail(s, NET_ERR_CONNECT, status < 0 ? status : UV_EAI_NONAME, "cannot resolve '%s': %s", s->host,
-			     uv_strerror(status < 0 ? status : UV_EAI_NONAME));
+			fail(s, NET_ERR_CONNECT, status < 0 ? status : UV_EAI_NONAME, "cannot resolve '%s': %s",
+			     s->host, uv_strerror(status < 0 ? status : UV_EAI_NONAME));
 		else
 			connect_addr(s, res->ai_addr);
 	}
@@ -1070,7 +1071,7 @@ static void start_connect(struct net_stream *s)
 }
 
 struct net_stream *net_connect(uv_loop_t *loop, const char *host, uint16_t port, uint64_t timeout_ms,
-                               struct net_tls_ctx *tls, const char *server_name, net_connect_cb cb, void *arg)
+			       struct net_tls_ctx *tls, const char *server_name, net_connect_cb cb, void *arg)
 {
 	struct net_stream *s = stream_new(loop);
 	s->client = 1;

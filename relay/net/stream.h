@@ -117,8 +117,9 @@ typedef void (*net_shutdown_cb)(struct net_stream *s, int status, void *arg);
  * request (a method in capitals, then a space): that is on_error with
  * NET_ERR_PLAIN_HTTP, and writes on the stream then go out as plain bytes,
  * so the caller can answer in HTTP before it closes.
- * Returns 0 with *out set, or a negative libuv code from uv_accept (no
- * stream is made; the pending connection is left to the listener).
+ * Returns 0 with *out set, or a negative libuv code from uv_accept or
+ * uv_read_start (no stream is given; what was made is closed and freed by
+ * the layer).
  */
 int net_stream_accept(uv_loop_t *loop, uv_stream_t *listener, struct net_tls_ctx *tls, uint64_t handshake_timeout_ms,
                       const struct net_stream_callbacks *cb, void *data, struct net_stream **out);

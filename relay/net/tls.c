@@ -103,7 +103,8 @@ void net_tls_describe_cert(X509 *cert, struct net_verify_note *n)
 			const ASN1_OCTET_STRING *ip = g->d.iPAddress;
 			char a[48] = "";
 			if (ip->length == 4)
-				snprintf(a, sizeof(a), "%u.%u.%u.%u", ip->data[0], ip->data[1], ip->data[2], ip->data[3]);
+				snprintf(a, sizeof(a), "%u.%u.%u.%u", ip->data[0], ip->data[1], ip->data[2],
+					 ip->data[3]);
 			else if (ip->length == 16)
 				for (int j = 0, k = 0; j < 16; j += 2) /* the 8 groups in hex, unabridged */
 					k += snprintf(a + k, sizeof(a) - (size_t)k, "%s%x", j ? ":" : "",
@@ -236,7 +237,7 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 }
 
 static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
-                          unsigned int inlen, void *arg)
+			  unsigned int inlen, void *arg)
 {
 	(void)ssl;
 	(void)arg;
@@ -260,7 +261,7 @@ static int load_cert_key(SSL_CTX *ssl, const char *cert_file, const char *key_fi
 	int loaded = SSL_CTX_use_PrivateKey_file(ssl, key_file, SSL_FILETYPE_PEM) == 1;
 	unsigned long e = loaded ? 0 : ERR_peek_last_error();
 	if (!loaded && !(ERR_GET_LIB(e) == ERR_LIB_X509 && (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
-							     ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH))) {
+							    ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH))) {
 		load_error(err, errlen, "private key", key_file);
 		return -1;
 	}
@@ -272,8 +273,7 @@ static int load_cert_key(SSL_CTX *ssl, const char *cert_file, const char *key_fi
 	return 0;
 }
 
-int net_tls_server_ctx_new(const struct net_tls_server_opts *o, struct net_tls_ctx **out, char *err,
-                           size_t errlen)
+int net_tls_server_ctx_new(const struct net_tls_server_opts *o, struct net_tls_ctx **out, char *err, size_t errlen)
 {
 	*out = NULL;
 	if (!o->cert_file || !o->key_file) {
@@ -319,8 +319,7 @@ fail:
 	return -1;
 }
 
-int net_tls_client_ctx_new(const struct net_tls_client_opts *o, struct net_tls_ctx **out, char *err,
-                           size_t errlen)
+int net_tls_client_ctx_new(const struct net_tls_client_opts *o, struct net_tls_ctx **out, char *err, size_t errlen)
 {
 	*out = NULL;
 	ERR_clear_error();

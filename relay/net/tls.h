@@ -39,9 +39,9 @@ enum net_tls_version {
 
 /* How a backend is verified and what this side presents. */
 struct net_tls_client_opts {
-	const char *ca_file;  /* trusted CAs (PEM); with ca_dir NULL too: OpenSSL's default */
-	const char *ca_dir;   /* a hashed CA directory (c_rehash) verify paths, which honour
-	                       * SSL_CERT_FILE and SSL_CERT_DIR */
+	const char *ca_file;  /* trusted CAs (PEM), or NULL; with ca_dir NULL too, OpenSSL's
+	                       * default verify paths, which honour SSL_CERT_FILE and SSL_CERT_DIR */
+	const char *ca_dir;   /* a hashed CA directory (openssl rehash), or NULL */
 	const char *cert_file; /* client certificate chain for mTLS, or NULL */
 	const char *key_file;  /* its key; required with cert_file */
 	enum net_tls_version min_version;

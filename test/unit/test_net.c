@@ -57,7 +57,7 @@ static void add_ext(X509 *x, X509 *issuer, int nid, const char *value)
 /* A certificate for key named cn, signed by ca (NULL: self-signed), valid
  * from now+from_s to now+to_s. */
 static X509 *make_cert(EVP_PKEY *key, const char *cn, EVP_PKEY *ca_key, X509 *ca, long from_s, long to_s,
-                       const char *san, int is_ca, int client)
+		       const char *san, int is_ca, int client)
 {
 	static long serial = 1;
 	X509 *x = X509_new();
@@ -94,7 +94,7 @@ static void write_pem(const char *name, X509 *cert, EVP_PKEY *key)
 
 /* A leaf signed by the CA: name.pem and name.key. */
 static void make_leaf(const char *name, const char *cn, EVP_PKEY *ca_key, X509 *ca, long from_s, long to_s,
-                      const char *san, int client)
+		      const char *san, int client)
 {
 	char f[64];
 	EVP_PKEY *k = EVP_EC_gen("P-256");
@@ -137,8 +137,8 @@ static int teardown_certs(void **state)
 	(void)state;
 	if (getenv("TEST_NET_KEEP"))
 		return 0; /* to look at the certificates */
-	const char *names[] = { "ca.pem", "other_ca.pem", "server.pem", "server.key", "expired.pem", "expired.key",
-				"wrong.pem", "wrong.key", "client.pem", "client.key", "stranger.pem", "stranger.key" };
+	const char *names[] = {"ca.pem",    "other_ca.pem", "server.pem", "server.key", "expired.pem",	"expired.key",
+			       "wrong.pem", "wrong.key",    "client.pem", "client.key", "stranger.pem", "stranger.key"};
 	for (size_t i = 0; i < RELAY_ARRAY_SIZE(names); i++)
 		unlink(path(names[i]));
 	rmdir(dir);
@@ -205,7 +205,7 @@ static struct net_tls_ctx *server_ctx(const char *cert, const char *client_ca)
 	char c[64], k[64], err[512];
 	snprintf(c, sizeof(c), "%s.pem", cert);
 	snprintf(k, sizeof(k), "%s.key", cert);
-	struct net_tls_server_opts o = { path(c), path(k), client_ca ? path(client_ca) : NULL };
+	struct net_tls_server_opts o = {path(c), path(k), client_ca ? path(client_ca) : NULL};
 	struct net_tls_ctx *ctx;
 	if (net_tls_server_ctx_new(&o, &ctx, err, sizeof(err)) < 0)
 		fail_msg("%s", err);
@@ -215,7 +215,7 @@ static struct net_tls_ctx *server_ctx(const char *cert, const char *client_ca)
 static struct net_tls_ctx *client_ctx(const char *ca, const char *cert, int insecure)
 {
 	char c[64], k[64], err[512];
-	struct net_tls_client_opts o = { 0 };
+	struct net_tls_client_opts o = {0};
 	o.ca_file = ca ? path(ca) : NULL;
 	if (cert) {
 		snprintf(c, sizeof(c), "%s.pem", cert);
@@ -242,7 +242,7 @@ struct srv {
 	int port;
 	struct net_tls_ctx *ctx;
 	uint64_t hs_timeout;
-	int greet;       /* write a line and shut down at accept, before any handshake */
+	int greet; /* write a line and shut down at accept, before any handshake */
 	int accepted, open, handshakes, pauses, errors;
 	int in_handshake_seen;
 	struct net_error err;
@@ -341,7 +341,7 @@ static void echo_handshake(struct net_stream *s)
 	net_stream_alpn(s, c->srv->alpn, sizeof(c->srv->alpn));
 }
 
-static const struct net_stream_callbacks echo_cbs = { echo_read, echo_eof, echo_error, echo_handshake };
+static const struct net_stream_callbacks echo_cbs = {echo_read, echo_eof, echo_error, echo_handshake};
 
 static void on_connection(uv_stream_t *ls, int status)
 {
@@ -415,9 +415,9 @@ static unsigned char *pattern;
 
 struct cli {
 	struct net_stream *s;
-	int done;        /* connected or failed */
+	int done; /* connected or failed */
 	int ok;
-	int finished;    /* everything echoed back, or an error, or the end */
+	int finished; /* everything echoed back, or an error, or the end */
 	int closed;
 	struct net_error err;
 	int got_error, got_eof;
@@ -427,7 +427,7 @@ struct cli {
 	int pause_open, pauses;
 	int reused;
 	char version[16], alpn[32];
-	struct rbuf in;  /* kept when keep_input */
+	struct rbuf in; /* kept when keep_input */
 	int keep_input;
 };
 
@@ -503,7 +503,7 @@ static void cli_error(struct net_stream *s, const struct net_error *e)
 	c->finished = 1;
 }
 
-static const struct net_stream_callbacks cli_cbs = { cli_read, cli_eof, cli_error, NULL };
+static const struct net_stream_callbacks cli_cbs = {cli_read, cli_eof, cli_error, NULL};
 
 static void cli_connected(struct net_stream *s, const struct net_error *err, void *arg)
 {
@@ -526,8 +526,7 @@ static void cli_connected(struct net_stream *s, const struct net_error *err, voi
 		cli_pump(c);
 }
 
-static void cli_start(struct cli *c, const char *host, int port, struct net_tls_ctx *ctx, const char *name,
-                      size_t len)
+static void cli_start(struct cli *c, const char *host, int port, struct net_tls_ctx *ctx, const char *name, size_t len)
 {
 	memset(c, 0, sizeof(*c));
 	c->len = len;
@@ -561,7 +560,7 @@ static void cli_stop(struct cli *c)
 
 /* Connect, echo len bytes, close; the client's verdict in c. */
 static void echo_once(struct cli *c, struct srv *v, const char *host, struct net_tls_ctx *ctx, const char *name,
-                      size_t len)
+		      size_t len)
 {
 	cli_start(c, host, v->port, ctx, name, len);
 	run_until(&c->finished);
@@ -630,7 +629,7 @@ static void test_tls_echo_large(void **state)
 
 /* A connect expected to fail verification; returns its message. */
 static void expect_verify(const char *cert, const char *ca, const char *host, const char *name, long code,
-                          const char **must)
+			  const char **must)
 {
 	struct srv v;
 	struct cli c;
@@ -658,26 +657,31 @@ static void expect_verify(const char *cert, const char *ca, const char *host, co
 static void test_verify_wrong_ca(void **state)
 {
 	(void)state;
-	const char *must[] = { "certificate verify failed", "subject 'CN = localhost'",
-			       "issuer 'CN = relayd test CA'", "not after", "set ca_file", "127.0.0.1", NULL };
+	const char *must[] = {"certificate verify failed",
+			      "subject 'CN = localhost'",
+			      "issuer 'CN = relayd test CA'",
+			      "not after",
+			      "set ca_file",
+			      "127.0.0.1",
+			      NULL};
 	expect_verify("server", "other_ca.pem", NULL, NULL, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, must);
 }
 
 static void test_verify_expired(void **state)
 {
 	(void)state;
-	const char *must[] = { "certificate has expired", "subject 'CN = localhost'", "not after", "renew", NULL };
+	const char *must[] = {"certificate has expired", "subject 'CN = localhost'", "not after", "renew", NULL};
 	expect_verify("expired", "ca.pem", NULL, NULL, X509_V_ERR_CERT_HAS_EXPIRED, must);
 }
 
 static void test_verify_name_mismatch(void **state)
 {
 	(void)state;
-	const char *must[] = { "hostname mismatch", "expected name 'localhost'", "DNS:wrong.example",
-			       "set server_name", NULL };
+	const char *must[] = {"hostname mismatch", "expected name 'localhost'", "DNS:wrong.example", "set server_name",
+			      NULL};
 	expect_verify("wrong", "ca.pem", NULL, "localhost", X509_V_ERR_HOSTNAME_MISMATCH, must);
 	/* By address: the certificate's IP entries are what counts. */
-	const char *must_ip[] = { "IP address mismatch", "expected name '127.0.0.1'", NULL };
+	const char *must_ip[] = {"IP address mismatch", "expected name '127.0.0.1'", NULL};
 	expect_verify("wrong", "ca.pem", NULL, NULL, X509_V_ERR_IP_ADDRESS_MISMATCH, must_ip);
 }
 
@@ -685,8 +689,8 @@ static void test_insecure_skip_verify(void **state)
 {
 	(void)state;
 	fill_pattern();
-	const char *certs[] = { "server", "expired", "wrong" };
-	const char *cas[] = { "other_ca.pem", "ca.pem", "ca.pem" };
+	const char *certs[] = {"server", "expired", "wrong"};
+	const char *cas[] = {"other_ca.pem", "ca.pem", "ca.pem"};
 	for (size_t i = 0; i < 3; i++) {
 		struct srv v;
 		struct cli c;
@@ -809,7 +813,7 @@ static void test_write_before_handshake(void **state)
 {
 	(void)state;
 	struct net_tls_ctx *cc = client_ctx("ca.pem", NULL, 0);
-	struct net_tls_ctx *ctxs[] = { NULL, cc };
+	struct net_tls_ctx *ctxs[] = {NULL, cc};
 	for (int i = 0; i < 2; i++) {
 		struct srv v;
 		struct cli c;
@@ -864,7 +868,7 @@ static void test_connect_refused(void **state)
 	uv_close((uv_handle_t *)&t, NULL); /* the socket is closed now, the handle later */
 
 	struct net_tls_ctx *cc = client_ctx("ca.pem", NULL, 0);
-	struct net_tls_ctx *ctxs[] = { NULL, cc };
+	struct net_tls_ctx *ctxs[] = {NULL, cc};
 	for (int i = 0; i < 2; i++) {
 		struct cli c;
 		cli_start(&c, "127.0.0.1", port, ctxs[i], NULL, 0);
@@ -959,7 +963,7 @@ static void test_client_timeout_and_close_in_handshake(void **state)
 	cli_stop(&c);
 
 	/* Closed while connecting, and while resolving. */
-	const char *hosts[] = { "127.0.0.1", "localhost" };
+	const char *hosts[] = {"127.0.0.1", "localhost"};
 	for (int i = 0; i < 2; i++) {
 		cli_start(&c, hosts[i], m.port, cc, NULL, 0);
 		net_stream_close(c.s, cli_closed);
@@ -1101,7 +1105,7 @@ static void test_ctx_errors(void **state)
 	(void)state;
 	char err[512];
 	struct net_tls_ctx *ctx = (struct net_tls_ctx *)1;
-	struct net_tls_server_opts so = { path("nothere.pem"), path("server.key"), NULL };
+	struct net_tls_server_opts so = {path("nothere.pem"), path("server.key"), NULL};
 	assert_int_equal(net_tls_server_ctx_new(&so, &ctx, err, sizeof(err)), -1);
 	assert_null(ctx);
 	assert_non_null(strstr(err, "cannot load certificate"));
@@ -1134,7 +1138,7 @@ static void test_ctx_errors(void **state)
 	assert_int_equal(net_tls_ctx_is_server(ctx), 1);
 	net_tls_ctx_unref(ctx);
 
-	struct net_tls_client_opts co = { 0 };
+	struct net_tls_client_opts co = {0};
 	co.ca_file = path("nothere.pem");
 	assert_int_equal(net_tls_client_ctx_new(&co, &ctx, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "cannot load CA file"));
@@ -1158,22 +1162,22 @@ static void test_ctx_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_plain_echo, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tls_echo_large, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_verify_wrong_ca, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_verify_expired, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_verify_name_mismatch, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_insecure_skip_verify, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_mtls, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_session_resumption, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_plain_http_to_tls, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_write_before_handshake, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tls_to_plain_server, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_client_timeout_and_close_in_handshake, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_server_handshake_timeout_and_close, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_context_swap, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ctx_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_plain_echo, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tls_echo_large, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_verify_wrong_ca, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_verify_expired, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_verify_name_mismatch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_insecure_skip_verify, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_mtls, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_session_resumption, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_plain_http_to_tls, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_before_handshake, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tls_to_plain_server, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_client_timeout_and_close_in_handshake, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_server_handshake_timeout_and_close, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_context_swap, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ctx_errors, setup, teardown),
 	};
 	int rc = cmocka_run_group_tests(tests, setup_certs, teardown_certs);
 	free(pattern);
