@@ -18,8 +18,8 @@
  * got the stream (net_stream_accept, or the connect callback's success)
  * ends it with net_stream_close, once, whatever happened before; the
  * memory is freed after the close callback. After a failure (on_error) the
- * stream can still be closed and written to (see NET_ERR_PLAIN_HTTP), but
- * it reads nothing more.
+ * stream reads nothing more and writes fail with UV_EPIPE, except after
+ * NET_ERR_PLAIN_HTTP (see net_stream_accept); its owner still closes it.
  *
  * Errors follow the two conventions of CONTRIBUTING.md: operations return
  * 0 or a negative libuv code (UV_E*); failures that arrive later come as a
