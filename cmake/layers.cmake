@@ -6,7 +6,10 @@
 # The dependencies point one way:
 #   cmd/relayd, cmd/relayctl -> relay/{door,delivery,control} -> relay/base -> wal
 # and relay/door -> relay/query -> relay/base (the query pass-through's
-# upstream client and backend choice, which know nothing of the door)
+# upstream client and backend choice, which know nothing of the door),
+# and relay/{door,query,delivery} -> relay/net -> relay/base (the one
+# transport: plain and TLS streams over libuv; the only folder that may
+# include OpenSSL)
 # (relay/base and relay/control may include wal/ for its limits: the
 # backend count and name length are the queue's, defined once there)
 # relay/base is the leaves (no libuv, no I/O loop); wal/ is the queue and
@@ -16,12 +19,13 @@
 # POSIX and allowed everywhere.
 set(THIRD_PARTY uv.h lmdb.h yaml.h llhttp.h zlib.h jansson.h systemd/ openssl/)
 
-set(LAYERS wal relay/base relay/query relay/door relay/delivery relay/control cmd/relayd cmd/relayctl)
+set(LAYERS wal relay/base relay/net relay/query relay/door relay/delivery relay/control cmd/relayd cmd/relayctl)
 set(ALLOW_wal             "wal/" "lmdb.h")
 set(ALLOW_relay/base      "relay/base/" "wal/" "yaml.h" "jansson.h")
-set(ALLOW_relay/query     "relay/query/" "relay/base/" "wal/" "uv.h" "llhttp.h" "zlib.h")
-set(ALLOW_relay/door      "relay/door/" "relay/query/" "relay/base/" "wal/" "uv.h" "llhttp.h" "zlib.h")
-set(ALLOW_relay/delivery  "relay/delivery/" "relay/base/" "wal/" "uv.h" "llhttp.h" "zlib.h")
+set(ALLOW_relay/net       "relay/net/" "relay/base/" "uv.h" "openssl/")
+set(ALLOW_relay/query     "relay/query/" "relay/net/" "relay/base/" "wal/" "uv.h" "llhttp.h" "zlib.h")
+set(ALLOW_relay/door      "relay/door/" "relay/query/" "relay/net/" "relay/base/" "wal/" "uv.h" "llhttp.h" "zlib.h")
+set(ALLOW_relay/delivery  "relay/delivery/" "relay/net/" "relay/base/" "wal/" "uv.h" "llhttp.h" "zlib.h")
 set(ALLOW_relay/control   "relay/control/" "relay/base/" "wal/" "uv.h")
 set(ALLOW_cmd/relayd      "cmd/relayd/" "relay/" "wal/" "uv.h" "systemd/")
 set(ALLOW_cmd/relayctl    "cmd/relayctl/" "relay/base/" "relay/control/" "wal/")
