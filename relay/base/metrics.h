@@ -58,6 +58,10 @@ extern const uint32_t relay_buckets_delivery_n;
 extern const double relay_buckets_group[];
 extern const uint32_t relay_buckets_group_n;
 
+/* The text of one of the arrays above, bound by bound, as le="..." shows
+ * it (NULL for any other array: its bounds are formatted each time). */
+const char *const *relay_buckets_text(const double *bounds);
+
 /*---- the text format ----*/
 
 /*

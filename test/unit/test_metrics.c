@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "relay/base/metrics.h"
@@ -80,11 +81,28 @@ static void test_samples(void **state)
 	rbuf_release(&out);
 }
 
+/* The bounds' texts read back as the bounds, one for one. */
+static void test_bucket_texts(void **state)
+{
+	(void)state;
+	const double *arrays[] = { relay_buckets_fast_s, relay_buckets_delivery_s };
+	const uint32_t ns[] = { relay_buckets_fast_n, relay_buckets_delivery_n };
+	for (size_t a = 0; a < 2; a++) {
+		const char *const *t = relay_buckets_text(arrays[a]);
+		assert_non_null(t);
+		for (uint32_t i = 0; i < ns[a]; i++)
+			if (strtod(t[i], NULL) != arrays[a][i])
+				fail_msg("bucket %u of array %zu: text %s for %g", i, a, t[i], arrays[a][i]);
+	}
+	assert_null(relay_buckets_text(relay_buckets_group));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_histogram),
 		cmocka_unit_test(test_samples),
+		cmocka_unit_test(test_bucket_texts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
