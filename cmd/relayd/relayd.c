@@ -374,11 +374,18 @@ static void keep_restart_only(struct relayd *d, struct relay_config *next)
 		needs_restart("data_dir", cur->data_dir, next->data_dir);
 	SWAP(cur->data_dir, next->data_dir);
 
-	if (strcmp(cur->listen_http_host, next->listen_http_host) || cur->listen_http_port != next->listen_http_port)
-		needs_restart("listen.http", cur->listen_http, next->listen_http);
+	if (str_differs(cur->listen_http, next->listen_http))
+		needs_restart("listen.http", cur->listen_http ? cur->listen_http : "off",
+		              next->listen_http ? next->listen_http : "off");
 	SWAP(cur->listen_http, next->listen_http);
 	SWAP(cur->listen_http_host, next->listen_http_host);
 	SWAP(cur->listen_http_port, next->listen_http_port);
+	if (str_differs(cur->listen_https, next->listen_https))
+		needs_restart("listen.https", cur->listen_https ? cur->listen_https : "(none)",
+		              next->listen_https ? next->listen_https : "(none)");
+	SWAP(cur->listen_https, next->listen_https);
+	SWAP(cur->listen_https_host, next->listen_https_host);
+	SWAP(cur->listen_https_port, next->listen_https_port);
 
 	/* UDP listeners keep pointers to their entries. */
 	int udp_same = cur->nudp == next->nudp;

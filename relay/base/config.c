@@ -492,6 +492,30 @@ static int check_config(struct loader *ld)
 		yaml_mark_t m = key_mark(ld, "auth", "enabled");
 		return cfg_fail_at(ld, &m, "'auth.enabled' is true but neither 'auth.users' nor 'auth.tokens' lists anyone");
 	}
+	/* Listeners: at least one; a TLS one needs its certificate, and a
+	 * certificate without a TLS listener would be a silent mistake. */
+	if (!cfg->listen_http && !cfg->listen_https) {
+		yaml_mark_t m = key_mark(ld, "listen", "http");
+		return cfg_fail_at(ld, &m, "'listen.http' is off and 'listen.https' is not set: relayd would listen on nothing");
+	}
+	if (cfg->listen_https && (!cfg->tls_cert_file || !cfg->tls_key_file)) {
+		yaml_mark_t m = key_mark(ld, "listen", "https");
+		return cfg_fail_at(ld, &m, "'listen.https' needs 'tls.cert_file' and 'tls.key_file'");
+	}
+	if (!cfg->listen_https && (cfg->tls_cert_file || cfg->tls_key_file || cfg->tls_client_ca_file)) {
+		yaml_mark_t m = key_mark(ld, "tls", cfg->tls_cert_file ? "cert_file" : cfg->tls_key_file ? "key_file"
+		                                                                                         : "client_ca_file");
+		return cfg_fail_at(ld, &m, "'tls' names a certificate but 'listen.https' is not set: add "
+		                   "'listen.https: HOST:PORT' or drop the 'tls' section");
+	}
+	if (cfg->tls_client_cert_auth && !cfg->tls_client_ca_file) {
+		yaml_mark_t m = key_mark(ld, "tls", "client_cert_auth");
+		return cfg_fail_at(ld, &m, "'tls.client_cert_auth' needs 'tls.client_ca_file' (the CA client certificates must come from)");
+	}
+	if (cfg->listen_http && cfg->listen_https && strcmp(cfg->listen_http, cfg->listen_https) == 0) {
+		yaml_mark_t m = key_mark(ld, "listen", "https");
+		return cfg_fail_at(ld, &m, "'listen.https' and 'listen.http' are the same address");
+	}
 	/* query.backends, resolved to indexes once the backends are read. */
 	struct relay_config *mc = ld->cfg;
 	mc->nquery = 0;

@@ -25,6 +25,12 @@ enum relay_db_policy {
 
 /* What the query pass-through does when no query backend is caught up
  * (query.when_behind); the values are relay/query/router.h's policies. */
+/* The least TLS version a connection may use (tls_min_version). */
+enum relay_tls_version {
+	RELAY_TLS_1_2 = 0,
+	RELAY_TLS_1_3 = 1,
+};
+
 /* How log lines are written (log_format). */
 enum relay_log_format {
 	RELAY_LOG_FORMAT_TEXT = 0, /* "TIME level message" */
@@ -74,6 +80,13 @@ struct relay_backend_config {
 	char *username, *password;   /* v1 only, both or neither; NULL = none */
 	char *org;                   /* v2 only; NULL = the writer's org, if any */
 	char *token;                 /* Authorization: Token; NULL = none */
+	/* TLS (an https:// url). NULL paths = none. */
+	int tls;                     /* the url is https:// (set from it) */
+	char *tls_ca;                /* CA file or directory; NULL = OpenSSL's default verify paths */
+	char *tls_cert, *tls_key;    /* client certificate and key (mTLS), both or neither */
+	char *tls_server_name;       /* name verified and sent as SNI; NULL = the url's host */
+	int tls_min_version;         /* enum relay_tls_version; default 1.2 */
+	int insecure_skip_verify;    /* accept any certificate (warned at every start); default false */
 };
 
 /* One UDP listener: datagrams of line protocol for one database. */
@@ -110,9 +123,12 @@ struct relay_config {
 	char *user;     /* started as root, run as this user; NULL = none */
 
 	/* listen: */
-	char *listen_http;      /* "127.0.0.1:9096" as written (default) */
-	char *listen_http_host; /* parsed literal address */
+	char *listen_http;      /* "127.0.0.1:9096" as written (default); NULL = off ("off") */
+	char *listen_http_host; /* parsed literal address; NULL = off */
 	uint16_t listen_http_port;
+	char *listen_https;     /* TLS listener, as written; NULL = none (default) */
+	char *listen_https_host;
+	uint16_t listen_https_port;
 	struct relay_udp_config *udp; /* listen.udp */
 	size_t nudp;
 
@@ -126,6 +142,14 @@ struct relay_config {
 	uint64_t http_idle_timeout_ms;   /* keep-alive connection idle; closed; default 120 s */
 	uint32_t http_max_connections;   /* default 1024 */
 	uint64_t http_max_buffered_bytes; /* bodies held across all connections; 503 beyond; default 512 MiB */
+
+	/* tls: the TLS listener's certificate (listen.https) */
+	char *tls_cert_file;           /* certificate chain, PEM; required with listen.https */
+	char *tls_key_file;            /* its private key, PEM */
+	char *tls_client_ca_file;      /* CA of client certificates; NULL = none asked (no mTLS) */
+	int tls_client_cert_auth;      /* a verified client certificate stands in for inbound auth; default false */
+	uint64_t tls_handshake_timeout_ms; /* a handshake must finish within; default 10 s */
+	uint32_t tls_max_handshakes;   /* connections in handshake at once; default 256 */
 
 	/* queue: */
 	uint64_t queue_max_bytes;     /* default per-backend byte limit; default 1 GiB */

@@ -44,6 +44,7 @@ enum key_type {
 #define KF_INHERIT  0x4 /* backend key: unset means the relay_config field at off_inherit */
 #define KF_UNIQUE   0x8 /* list item key: no two items of the list may share the value */
 #define KF_SECRET   0x10 /* a password or token: never repeated in a message */
+#define KF_OFF_OK   0x20 /* KT_HOSTPORT: "off" means none (every field NULL or 0) */
 
 struct loader;
 struct key_spec;

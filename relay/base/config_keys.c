@@ -38,6 +38,11 @@ static const struct enum_word log_format_words[] = {
 	{ "text", RELAY_LOG_FORMAT_TEXT }, { "json", RELAY_LOG_FORMAT_JSON },
 };
 static const struct enum_spec log_format_enum = { log_format_words, RELAY_ARRAY_SIZE(log_format_words), "text or json" };
+static const struct enum_word tls_version_words[] = {
+	{ "1.2", RELAY_TLS_1_2 }, { "1.3", RELAY_TLS_1_3 },
+};
+static const struct enum_spec tls_version_enum = { tls_version_words, RELAY_ARRAY_SIZE(tls_version_words),
+	                                           "1.2 or 1.3" };
 static const struct enum_spec bool_enum = { bool_words, RELAY_ARRAY_SIZE(bool_words), "true or false" };
 static const struct enum_spec db_policy_enum = { db_policy_words, RELAY_ARRAY_SIZE(db_policy_words),
 	                                         "one of hold, create, dead_letter" };
@@ -101,6 +106,19 @@ const struct key_spec cfg_backend_keys[] = {
 	     "v2: organisation written to; default the writer's org"),
 	BKEY("token", KT_STRING, KF_SECRET, token, NULL, 0, 0,
 	     "token sent as Authorization: Token instead of the writer's credentials (1.8+: user:password)"),
+	BKEY("tls_ca", KT_STRING, 0, tls_ca, NULL, 0, 0,
+	     "https: CA file or directory the backend's certificate is verified with; default the system's"),
+	BKEY("tls_cert", KT_STRING, 0, tls_cert, NULL, 0, 0,
+	     "https: client certificate (PEM) for a backend that asks for one (with tls_key)"),
+	BKEY("tls_key", KT_STRING, 0, tls_key, NULL, 0, 0,
+	     "https: the client certificate's private key (PEM)"),
+	BKEY("tls_server_name", KT_STRING, 0, tls_server_name, NULL, 0, 0,
+	     "https: name the certificate must carry, sent as SNI; default the url's host"),
+	{ .section = "", .name = "tls_min_version", .type = KT_ENUM, .enm = &tls_version_enum,
+	  .off = BF(tls_min_version), .def = "1.2", .desc = "https: the least TLS version accepted: 1.2 or 1.3" },
+	{ .section = "", .name = "insecure_skip_verify", .type = KT_ENUM, .enm = &bool_enum,
+	  .off = BF(insecure_skip_verify), .def = "false",
+	  .desc = "https: accept any certificate, unverified (a warning at every start); for tests only" },
 };
 
 #define UKEY(key, ty, fl, field, dflt, lo, hi, text) \
@@ -185,10 +203,13 @@ const struct key_spec cfg_keys[] = {
 	    "started as root, relayd runs as this user (and its groups) before it opens anything"),
 
 	SECTION("listen", "addresses relayd accepts connections on"),
-	{ .section = "listen", .name = "http", .type = KT_HOSTPORT, .off = CF(listen_http),
+	{ .section = "listen", .name = "http", .type = KT_HOSTPORT, .flags = KF_OFF_OK, .off = CF(listen_http),
 	  .off_host = CF(listen_http_host), .off_port = CF(listen_http_port),
 	  .def = "127.0.0.1:9096",
-	  .desc = "HOST:PORT of the InfluxDB-compatible /write, /api/v2/write, /ping and /health endpoint" },
+	  .desc = "HOST:PORT of the InfluxDB-compatible /write, /api/v2/write, /ping and /health endpoint; off = none" },
+	{ .section = "listen", .name = "https", .type = KT_HOSTPORT, .off = CF(listen_https),
+	  .off_host = CF(listen_https_host), .off_port = CF(listen_https_port),
+	  .desc = "HOST:PORT of the same endpoints over TLS (the tls: section's certificate); default none" },
 	{ .section = "listen", .name = "udp", .type = KT_LIST, .list = &udp_list,
 	  .desc = "UDP listeners for line protocol, each for one database" },
 
@@ -212,6 +233,20 @@ const struct key_spec cfg_keys[] = {
 	KEY("http", "max_buffered_size", KT_SIZE, 0, http_max_buffered_bytes, "512MiB", MIB, UINT64_MAX,
 	    "request bodies held in memory across all connections (as received, inflated and stamped); "
 	    "a write beyond gets 503"),
+
+	SECTION("tls", "the TLS listener (listen.https)"),
+	KEY("tls", "cert_file", KT_STRING, 0, tls_cert_file, NULL, 0, 0,
+	    "certificate chain (PEM, the server's first); SIGHUP reads it again"),
+	KEY("tls", "key_file", KT_STRING, 0, tls_key_file, NULL, 0, 0, "its private key (PEM)"),
+	KEY("tls", "client_ca_file", KT_STRING, 0, tls_client_ca_file, NULL, 0, 0,
+	    "CA of client certificates: clients must present one it signed (mTLS); default none asked"),
+	{ .section = "tls", .name = "client_cert_auth", .type = KT_ENUM, .enm = &bool_enum,
+	  .off = CF(tls_client_cert_auth), .def = "false",
+	  .desc = "with auth.enabled, a verified client certificate counts as credentials (its CN is logged)" },
+	KEY("tls", "handshake_timeout", KT_DURATION, 0, tls_handshake_timeout_ms, "10s", 1, 3600000,
+	    "a TLS handshake must finish within this; then the connection is closed"),
+	KEY("tls", "max_handshakes", KT_UINT32, 0, tls_max_handshakes, "256", 1, 1000000,
+	    "connections in handshake at once; more are closed at once"),
 
 	SECTION("queue", "the durable queue and its limits"),
 	KEY("queue", "max_size", KT_SIZE, 0, queue_max_bytes, "1GiB", MIB, UINT64_MAX,
@@ -261,7 +296,7 @@ const size_t cfg_nudp_keys = RELAY_ARRAY_SIZE(cfg_udp_keys);
 /* Rules between the keys of one backend, checked once it is complete. */
 static int check_backend(struct loader *ld, const yaml_node_t *item, void *elem, const char *path)
 {
-	const struct relay_backend_config *b = elem;
+	struct relay_backend_config *b = elem;
 	char lo[32], hi[32];
 
 	if (!b->username != !b->password)
@@ -278,6 +313,12 @@ static int check_backend(struct loader *ld, const yaml_node_t *item, void *elem,
 		                "(use hold or dead_letter)", path);
 	if (b->type == RELAY_API_V1 && b->org)
 		return cfg_fail(ld, item, "'%s.org' applies to type v2 backends only", path);
+	b->tls = strncasecmp(b->url, "https://", 8) == 0;
+	if (!b->tls && (b->tls_ca || b->tls_cert || b->tls_key || b->tls_server_name || b->insecure_skip_verify))
+		return cfg_fail(ld, item, "'%s' has tls_* or insecure_skip_verify keys but its url is http://: "
+		                "use https:// or drop them", path);
+	if (!b->tls_cert != !b->tls_key)
+		return cfg_fail(ld, item, "'%s' needs both 'tls_cert' and 'tls_key', or neither", path);
 
 	/* The backoff draws delays between the two; reversed, every retry
 	 * would wait retry_min and the cap would mean nothing. */

@@ -154,8 +154,9 @@ static int valid_backend_name(const char *s)
 }
 
 /*
- * Split an InfluxDB URL: http://HOST[:PORT][/PREFIX] where HOST is a name,
- * an IPv4 literal or [IPv6]. The HTTP client speaks plain HTTP/1.1 and adds
+ * Split an InfluxDB URL: http[s]://HOST[:PORT][/PREFIX] where HOST is a
+ * name, an IPv4 literal or [IPv6]; the port defaults to 80, or 443 for
+ * https (the caller reads the scheme from the URL). The client adds
  * its own /write?db=... so credentials, a query or a fragment here would be
  * silently dropped or mangled: refuse them instead. On success the caller
  * owns *host and *prefix; on failure why says what is wrong.
@@ -168,23 +169,20 @@ static int parse_backend_url(const char *s, char **host, uint16_t *port, char **
 	unsigned char bin[16];
 	size_t hl;
 
-	if (strncasecmp(s, "https://", 8) == 0) {
-		snprintf(why, whylen, "https is not supported yet");
-		return -1;
-	}
-	if (strncasecmp(s, "http://", 7) != 0) {
+	int https = strncasecmp(s, "https://", 8) == 0;
+	if (!https && strncasecmp(s, "http://", 7) != 0) {
 		const char *sep = strstr(s, "://");
 		if (sep && sep > s && sep - s <= 16)
 			snprintf(why, whylen, "scheme '%.*s' is not supported", (int)(sep - s), s);
 		else
-			snprintf(why, whylen, "it does not start with http://");
+			snprintf(why, whylen, "it does not start with http:// or https://");
 		return -1;
 	}
 	if (strpbrk(s, "?#")) {
 		snprintf(why, whylen, "a query or fragment ('?', '#') is not allowed");
 		return -1;
 	}
-	auth = s + 7;
+	auth = s + (https ? 8 : 7);
 	auth_end = auth + strcspn(auth, "/");
 	if (memchr(auth, '@', (size_t)(auth_end - auth))) {
 		snprintf(why, whylen, "user:password@ is not supported");
@@ -264,7 +262,7 @@ static int parse_backend_url(const char *s, char **host, uint16_t *port, char **
 		}
 	}
 
-	*port = 80;
+	*port = https ? 443 : 80;
 	if (port_s) {
 		uint64_t v = 0;
 		const char *p = port_s;
@@ -404,6 +402,13 @@ int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
 	case KT_HOSTPORT: {
 		char *host;
 		uint16_t port;
+		/* "off": no such listener (listen.http beside listen.https). */
+		if ((k->flags & KF_OFF_OK) && strcmp(text, "off") == 0) {
+			replace_str(base, k->off, NULL);
+			replace_str(base, k->off_host, NULL);
+			*(uint16_t *)cfg_field_at(base, k->off_port) = 0;
+			return 0;
+		}
 		if (parse_hostport(text, &host, &port, why, sizeof(why)) < 0)
 			return cfg_fail(ld, at, "'%s' must be an address like 127.0.0.1:9096: %s", path, why);
 		if (check_unique(ld, k, text, at) < 0) {
@@ -420,7 +425,7 @@ int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
 		char *host, *prefix;
 		uint16_t port;
 		if (parse_backend_url(text, &host, &port, &prefix, why, sizeof(why)) < 0)
-			return cfg_fail(ld, at, "'%s' must be an http:// URL: %s", path, why);
+			return cfg_fail(ld, at, "'%s' must be an http:// or https:// URL: %s", path, why);
 		replace_str(base, k->off, xstrdup(text));
 		replace_str(base, k->off_host, host);
 		replace_str(base, k->off_path, prefix);

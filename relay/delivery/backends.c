@@ -46,6 +46,12 @@ int backends_open(struct backends *bs, const struct relay_config *cfg, int *ids,
 {
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		const struct relay_backend_config *b = &cfg->backends[i];
+		/* Until delivery speaks TLS (issue 15), an https:// backend is
+		 * refused rather than sent plain HTTP. */
+		if (b->tls) {
+			snprintf(err, errlen, "backend '%s': https:// is not delivered to yet", b->name);
+			return -1;
+		}
 		int rc = wal_backend_open(bs->wal, b->name, &ids[i]);
 		if (rc) {
 			snprintf(err, errlen, "cannot open the queue of backend '%s': %s", b->name, wal_strerror(rc));

@@ -627,8 +627,13 @@ int http_server_start(uv_loop_t *loop, const struct relay_config *cfg, struct in
 	struct sockaddr_storage addr;
 	int rc;
 
-	
 	*out = NULL;
+	/* Until the TLS listener is served (issue 15), a configuration
+	 * asking for it is refused here rather than half obeyed. */
+	if (!cfg->listen_http || cfg->listen_https) {
+		snprintf(err, errlen, "listen.https is not served yet: remove it (and keep listen.http)");
+		return UV_ENOTSUP;
+	}
 	if (strchr(cfg->listen_http_host, ':'))
 		rc = uv_ip6_addr(cfg->listen_http_host, cfg->listen_http_port, (struct sockaddr_in6 *)&addr);
 	else
