@@ -113,14 +113,14 @@ static void maint_cb(uv_timer_t *t)
 		          cleared, cleared == 1 ? "" : "s");
 	for (size_t i = 0; i < d->cfg.nbackends; i++) {
 		int id = d->ids[i];
-		const struct replay_worker *w = backends_worker(&d->backends, id);
-		struct replay_view v;
-		if (w)
-			replay_worker_view(w, &v);
-		uint64_t pts = w ? v.stats.delivered_points : 0;
+		/* The totals since relayd started (a worker a reload restarted
+		 * included), so the window never mixes two workers' counts. */
+		struct replay_stats tot;
+		backends_stats(&d->backends, id, &tot);
+		uint64_t pts = tot.delivered_points;
 		struct rate_window *rw = &d->rate_win[id];
-		/* A counter that went back (a queue id reused by another
-		 * backend, a restarted worker) restarts the window. */
+		/* A counter that went back (a queue id given to another
+		 * backend) restarts the window. */
 		if (rw->n && pts < rw->points[(rw->next + RELAYD_RATE_SAMPLES - 1) % RELAYD_RATE_SAMPLES])
 			rw->n = 0;
 		rw->points[rw->next] = pts;
