@@ -212,9 +212,9 @@ struct replay_worker {
 	 * (link, link_error). */
 	struct {
 		enum replay_health shown;
-		char last_error[300];
+		char last_error[1024];
 		enum replay_health link;
-		char link_error[300];
+		char link_error[1024];
 		/* The outage being told in the log (outage.h): begun and ended
 		 * by replay_publish, reminded on remind_timer every remind_ms
 		 * (0 = never), its backlog's end seen by replay_check_drained. */

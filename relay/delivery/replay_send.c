@@ -171,7 +171,7 @@ static void send_lanes(struct replay_worker *w)
 static void retry_later_why(struct replay_worker *w, const struct http_response *r, enum replay_health h,
                             uint64_t floor_ms, const char *why)
 {
-	char reason[300];
+	char reason[1024];
 	int n = why ? snprintf(reason, sizeof(reason), "%s: ", why) : 0;
 	if (n < 0 || (size_t)n >= sizeof(reason))
 		n = 0;

@@ -93,7 +93,7 @@ static void seen_cb(struct http_client *c, const struct http_response *r, void *
 	s->body_len = r->body_len;
 	s->retry_after_s = r->retry_after_s;
 	snprintf(s->err, sizeof(s->err), "%s", r->err ? r->err : "");
-	s->kept = c->tcp != NULL;
+	s->kept = c->connected;
 }
 
 /* Answer data to one request, in pieces of piece bytes (0: at once), on a
