@@ -569,11 +569,18 @@ static void make_tls(struct replay_worker *w)
 	if (b->insecure_skip_verify)
 		relay_log(RELAY_LOG_WARN, "backend '%s': insecure_skip_verify is set: %s's certificate is not verified, "
 			  "so anyone on the path can read and change what is sent; set tls_ca instead", b->name, b->host);
+	net_tls_ctx_unref(w->tls);
+	w->tls = ctx ? net_tls_ctx_ref(ctx) : NULL;
 	http_client_set_tls(&w->send.http, ctx, b->tls_server_name, msg);
 	for (int i = 0; i < w->nlanes; i++)
 		http_client_set_tls(&w->lanes[i].http, ctx, b->tls_server_name, msg);
 	http_client_set_tls(&w->held.http, ctx, b->tls_server_name, msg);
 	net_tls_ctx_unref(ctx);
+}
+
+struct net_tls_ctx *replay_worker_tls(const struct replay_worker *w)
+{
+	return w->tls;
 }
 
 void replay_reload_tls(struct replay_worker *w)
@@ -852,5 +859,6 @@ void replay_free(struct replay_worker *w)
 	if (!w)
 		return;
 	relay_assert(w->state == S_STOPPED);
+	net_tls_ctx_unref(w->tls);
 	free(w);
 }

@@ -29,6 +29,7 @@
 #include "relay/base/config.h"
 #include "relay/base/metrics.h"
 #include "relay/base/outcome.h"
+#include "relay/net/tls.h"
 #include "wal/wal.h"
 
 struct replay_worker;
@@ -177,6 +178,11 @@ void replay_refresh(struct replay_worker *w);
  * thread.
  */
 void replay_reload_tls(struct replay_worker *w);
+
+/* The backend's client TLS context as last made (a reference stays with
+ * w: whoever keeps it longer takes one), or NULL for a plain backend or
+ * one whose context could not be made. */
+struct net_tls_ctx *replay_worker_tls(const struct replay_worker *w);
 
 /* Skip the current wait and try now: a backoff (or probe) wait, a failed
  * queue operation's, or a failed ack's (this one even while paused: it

@@ -84,6 +84,7 @@ struct replay_worker {
 	int id;                    /* the backend's wal id */
 	struct replay_lane *lanes; /* nlanes of them when cfg->parallel > 1 */
 	int nlanes;
+	struct net_tls_ctx *tls;   /* https: the client context as last made (a reference), or NULL */
 
 	enum replay_state state;   /* replay_set_state() only */
 	int paused;                /* relayctl pause: nothing is sent (the flag is in the queue) */
