@@ -94,7 +94,6 @@ struct upstream {
 };
 
 static int retry_fresh(struct upstream *u);
-static const struct net_stream_callbacks conn_cbs;
 
 static void maybe_free(struct upstream *u)
 {

@@ -281,6 +281,21 @@ class TlsBackendTest(unittest.TestCase):
         self.assertTrue(fake.tls_sessions[-1], fake.tls_sessions)
         r.wait_log(r"tls with 127\.0\.0\.1:%d: TLSv1\.[23], session resumed" % fake.port)
 
+    def test_missing_ca_file_holds_until_it_is_there(self):
+        fake = self.fake()
+        ca = os.path.join(self.tmp, "later-ca.pem")
+        r = self.relayd([backend("late", fake.url, tls_ca=ca)])
+        self.assertEqual(r.write("db", points("l", 3), precision="s")[0], 204)
+        st = r.wait_status("late", timeout=20, state="holding")
+        self.assertIn("cannot set up TLS", st["last_error"])
+        self.assertIn(ca, st["last_error"])
+        self.assertEqual(self.health_backend(r, "late").get("state"), "holding")
+        # The file appears; the same configuration is reloaded: read again.
+        shutil.copy(self.certs.ca, ca)
+        self.reload(r)
+        r.wait_status("late", timeout=20, pending_batches=0, state="up")
+        self.assertEqual(len(fake.delivered()), 1)
+
     def test_handshake_stall_and_reset_retry(self):
         fake = self.fake(handshake="stall")
         b = backend("s", fake.url, tls_ca=self.certs.ca, connect_timeout="300ms")
