@@ -696,6 +696,8 @@ static void proxy_start(struct conn *c)
 	struct upstream_request rq = {
 		.host = tg->host,
 		.port = tg->port,
+		.tls = tg->tls,
+		.server_name = tg->server_name,
 		.head = head.data,
 		.head_len = head.len,
 		.body = c->req.body.data,
@@ -761,6 +763,8 @@ void http_server_probe_version(struct http_server *s)
 	struct upstream_request rq = {
 		.host = t[0].host,
 		.port = t[0].port,
+		.tls = t[0].tls,
+		.server_name = t[0].server_name,
 		.head = head.data,
 		.head_len = head.len,
 		.connect_timeout_ms = t[0].connect_timeout_ms,

@@ -55,6 +55,7 @@ struct http_query_target {
 	/* the backend's own credentials; NULL = none: the client's go through */
 	const char *username, *password, *token;
 	uint64_t connect_timeout_ms;
+	struct net_tls_ctx *tls; const char *server_name; /* https: the backend's client context (NULL: plain), its SNI name */
 	int up;                    /* its replay worker delivers */
 	int paused;                /* relayctl pause */
 	int64_t oldest_pending_ns; /* its oldest pending write's acceptance time; 0 = none */

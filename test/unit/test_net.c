@@ -661,7 +661,7 @@ static void test_verify_wrong_ca(void **state)
 			      "subject 'CN = localhost'",
 			      "issuer 'CN = relayd test CA'",
 			      "not after",
-			      "set ca_file",
+			      "set tls_ca",
 			      "127.0.0.1",
 			      NULL};
 	expect_verify("server", "other_ca.pem", NULL, NULL, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, must);
@@ -677,7 +677,7 @@ static void test_verify_expired(void **state)
 static void test_verify_name_mismatch(void **state)
 {
 	(void)state;
-	const char *must[] = {"hostname mismatch", "expected name 'localhost'", "DNS:wrong.example", "set server_name",
+	const char *must[] = {"hostname mismatch", "expected name 'localhost'", "DNS:wrong.example", "set tls_server_name",
 			      NULL};
 	expect_verify("wrong", "ca.pem", NULL, "localhost", X509_V_ERR_HOSTNAME_MISMATCH, must);
 	/* By address: the certificate's IP entries are what counts. */
