@@ -32,6 +32,7 @@
 
 #include "relay/door/http_auth.h"
 #include "relay/door/http_server.h"
+#include "relay/net/stream.h"
 #include "relay/base/lineproto.h"
 #include "relay/base/json.h"
 #include "relay/base/log.h"
@@ -39,7 +40,6 @@
 #include "relay/base/util.h"
 #include "relay/query/upstream.h"
 
-#define READ_BUF_SIZE 65536
 #define LINGER_MS 2000
 #define MAX_HEADERS 100
 /* Answers queued on a connection beyond which its requests are no longer
@@ -122,15 +122,15 @@ struct request {
 };
 
 struct conn {
-	uv_tcp_t tcp;
+	struct net_stream *ns;  /* plain or TLS (relay/net); NULL in the fuzz build */
 	uv_timer_t timer;
-	uv_shutdown_t shutdown_req;
 	llhttp_t parser;
 	struct http_server *srv;
 	struct conn *prev, *next;
-	int handles;          /* open libuv handles; free when 0 and refs == 0 */
+	int handles;          /* the timer and the stream until their close callbacks; free when 0
+	                       * and refs == 0 */
 	int refs;             /* held by ingest while a write commits */
-	int writes;           /* uv_write requests in flight */
+	int writes;           /* net_stream_write requests in flight */
 	unsigned closing : 1;   /* handles being closed */
 	unsigned close_after : 1; /* close once the queued writes are done */
 	unsigned lingering : 1;
@@ -139,11 +139,17 @@ struct conn {
 	unsigned fake : 1;      /* fuzz build: no socket */
 	unsigned out_blocked : 1; /* parsing stopped until out_queued drains to OUT_LOW */
 	unsigned uncounted : 1; /* its one answer is no request's (too many connections) */
+	unsigned tls : 1;       /* came in on the TLS listener */
+	unsigned handshaking : 1; /* counted in srv->handshakes until the handshake ends */
+	unsigned cert_ok : 1;   /* TLS with a verified client certificate (mTLS); cert_cn is its CN */
+	unsigned cert_logged : 1; /* its CN was logged on its first use as credentials */
+	unsigned failed : 1;    /* the stream failed (relay/net): nothing more is read */
 	size_t out_queued;      /* answer bytes handed to uv_write and not yet written */
 	uint64_t held;          /* bytes of the server's buffer budget this connection holds
 	                         * (conn_held() when last accounted) */
 	enum timer_mode tmode;
 	char peer[64];
+	char cert_cn[65];       /* the client certificate's subject CN (at most 64, RFC 5280) */
 	struct query_proxy *qp; /* a query being passed through (http_query.c); NULL otherwise */
 
 	struct request req;     /* the request being parsed, answered or committed */
@@ -184,13 +190,22 @@ struct http_counts {
 
 struct http_server {
 	uv_loop_t *loop;
-	uv_tcp_t listener;
+	uv_tcp_t listener;      /* listen.http, when on */
+	uv_tcp_t tls_listener;  /* listen.https, when set */
+	int has_plain, has_tls;
 	const struct relay_config *cfg;
 	struct ingest *ing;
 	struct conn *conns;
-	int port;
+	int port, tls_port;
 	int closing;
-	int listener_open;
+	int listeners_open;     /* listeners not yet closed */
+	/* The TLS listener's context: one reference, owned here; every
+	 * connection holds its own (relay/net), so a reload swaps this one
+	 * and open connections keep the one they began with. */
+	struct net_tls_ctx *tls;
+	uint32_t handshakes;    /* connections in a TLS handshake now (tls.max_handshakes) */
+	struct relay_ratelimit tls_log;      /* plain HTTP on the TLS port, one line per 10 s */
+	struct relay_ratelimit tls_fail_log; /* failed handshakes, one line per 10 s */
 	void (*done)(void *);
 	void *done_arg;
 	struct http_server_stats stats;
@@ -201,10 +216,6 @@ struct http_server {
 	http_backend_health_fn backend_health_fn;
 	void *backend_health_arg;
 	struct http_counts counts;
-	/* One read buffer for every connection: a read is parsed before the
-	 * next one starts (bytes of later requests are copied aside), so a
-	 * thousand idle connections do not each hold 64 KiB. */
-	char *inbuf;
 	/* Bytes of request bodies held across all connections: received,
 	 * inflated and stamped, with inflate states and pipelined input.
 	 * Always the sum of conn_held() over the connections; capped by

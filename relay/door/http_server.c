@@ -54,24 +54,24 @@ const char *http_status_text(int status)
 	return status >= 500 ? "Server Error" : status >= 400 ? "Client Error" : "Status";
 }
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
-
 /*
  * Our last response is out: half-close and drain for a moment rather than
  * close(). Closing with unread input makes the kernel send RST, and the
- * client could lose the response we just wrote (a 413, say).
+ * client could lose the response we just wrote (a 413, say). With TLS the
+ * stream sends close_notify before the FIN (net_stream_shutdown).
  */
 static void start_linger(struct conn *c)
 {
 	http_set_timer(c, T_LINGER);
 	c->lingering = 1; /* after set_timer: no later timer replaces this one */
-	if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, NULL) < 0) {
+	if (net_stream_shutdown(c->ns, NULL, NULL) < 0) {
 		conn_close(c);
 		return;
 	}
-	if (!c->reading) {
-		if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
+	/* A failed stream reads nothing more (the answer to plain HTTP on the
+	 * TLS port): the timer alone ends the linger. */
+	if (!c->reading && !c->failed) {
+		if (net_stream_read_start(c->ns) == 0)
 			c->reading = 1;
 		else
 			conn_close(c);
@@ -79,16 +79,16 @@ static void start_linger(struct conn *c)
 }
 
 struct write_req {
-	uv_write_t req;
 	struct conn *c;
 	char *buf;
 	size_t len;
 };
 
-static void write_cb(uv_write_t *req, int status)
+static void write_cb(struct net_stream *ns, int status, void *arg)
 {
-	struct write_req *wr = (struct write_req *)req;
+	struct write_req *wr = arg;
 	struct conn *c = wr->c;
+	(void)ns;
 	c->out_queued -= wr->len;
 	free(wr->buf);
 	free(wr);
@@ -115,7 +115,7 @@ static void write_cb(uv_write_t *req, int status)
 
 void http_send_raw(struct conn *c, char *buf, size_t len)
 {
-	if (c->fake || c->closing) {
+	if (c->fake || c->closing || !c->ns) {
 		free(buf);
 		return;
 	}
@@ -126,7 +126,9 @@ void http_send_raw(struct conn *c, char *buf, size_t len)
 	uv_buf_t b = uv_buf_init(buf, (unsigned)len);
 	c->writes++;
 	c->out_queued += len;
-	if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb) < 0) {
+	/* The stream never calls write_cb inside this call, so c->writes is
+	 * right whatever it does; on a failure it never calls it at all. */
+	if (net_stream_write(c->ns, &b, 1, write_cb, wr) < 0) {
 		c->writes--;
 		c->out_queued -= len;
 		free(buf);
@@ -221,7 +223,7 @@ static void server_free(struct http_server *s)
 {
 	void (*done)(void *) = s->done;
 	void *arg = s->done_arg;
-	free(s->inbuf);
+	net_tls_ctx_unref(s->tls);
 	free(s);
 	if (done)
 		done(arg);
@@ -246,7 +248,7 @@ void http_maybe_free(struct conn *c)
 	free(c);
 	if (!was_fake && s) {
 		s->stats.connections_open--;
-		if (s->closing && !s->conns && !s->listener_open)
+		if (s->closing && !s->conns && !s->listeners_open)
 			server_free(s);
 	}
 }
@@ -256,6 +258,24 @@ static void handle_closed(uv_handle_t *h)
 	struct conn *c = h->data;
 	c->handles--;
 	http_maybe_free(c);
+}
+
+static void stream_closed(struct net_stream *ns)
+{
+	struct conn *c = net_stream_data(ns);
+	c->ns = NULL;
+	c->handles--;
+	http_maybe_free(c);
+}
+
+/* c's TLS handshake is over (done, failed, or c is closing): it no longer
+ * counts against tls.max_handshakes. */
+static void handshake_over(struct conn *c)
+{
+	if (c->handshaking) {
+		c->handshaking = 0;
+		c->srv->handshakes--;
+	}
 }
 
 static void conn_close(struct conn *c)
@@ -268,8 +288,12 @@ static void conn_close(struct conn *c)
 		http_query_abort(c);
 	if (c->fake)
 		return;
+	handshake_over(c);
 	uv_close((uv_handle_t *)&c->timer, handle_closed);
-	uv_close((uv_handle_t *)&c->tcp, handle_closed);
+	/* The stream cancels its writes (write_cb with UV_ECANCELED) before
+	 * its close callback, so c->writes is 0 by the time handles is. */
+	if (c->ns)
+		net_stream_close(c->ns, stream_closed);
 }
 
 static void timer_cb(uv_timer_t *t);
@@ -400,7 +424,7 @@ static int dispatch(struct conn *c)
 /*---- the read loop ----*/
 
 /* Keep data, read but not parsed yet, for later. At most one read's worth
- * (READ_BUF_SIZE): reading stops while it is kept. Counted in the budget,
+ * (relay/net reads 64 KiB at most): reading stops while it is kept. Counted in the budget,
  * though never refused: the bytes are already read. */
 static void save_pending(struct conn *c, const char *data, size_t len)
 {
@@ -415,7 +439,7 @@ static void save_pending(struct conn *c, const char *data, size_t len)
 static void stop_reading(struct conn *c)
 {
 	if (!c->fake && c->reading) {
-		uv_read_stop((uv_stream_t *)&c->tcp);
+		net_stream_read_stop(c->ns);
 		c->reading = 0;
 	}
 }
@@ -484,38 +508,111 @@ static void conn_process(struct conn *c, const char *data, size_t len)
 	}
 }
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/* Plaintext from the stream (decrypted already on the TLS listener).
+ * data is the stream's buffer, reused after this call: what is kept is
+ * copied (save_pending). */
+static void on_read(struct net_stream *ns, const char *data, size_t len)
 {
-	struct conn *c = h->data;
-	(void)suggested;
-	buf->base = c->srv->inbuf;
-	buf->len = READ_BUF_SIZE;
-}
-
-static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
-{
-	struct conn *c = st->data;
-	(void)buf;
-	if (nread == 0)
-		return;
-	if (nread < 0) {
-		/* EOF or error. A request in flight still commits, but there is
-		 * nobody to answer. */
-		c->reading = 0;
-		conn_close(c);
-		return;
-	}
-	if (c->lingering || c->close_after)
+	struct conn *c = net_stream_data(ns);
+	if (c->closing || c->lingering || c->close_after)
 		return; /* draining after our last response */
 	if (c->qp) {
 		/* The next request, sent while a query's answer streams: kept
 		 * for later, and nothing more is read until it is taken. */
-		save_pending(c, buf->base, (size_t)nread);
+		save_pending(c, data, len);
 		stop_reading(c);
 		return;
 	}
-	conn_process(c, buf->base, (size_t)nread);
+	conn_process(c, data, len);
 }
+
+/* The client ended its side. A request in flight still commits, but there
+ * is nobody to answer. */
+static void on_eof(struct net_stream *ns)
+{
+	struct conn *c = net_stream_data(ns);
+	c->reading = 0;
+	conn_close(c);
+}
+
+/* "https://ADDRESS:PORT" of the socket the client reached, for the answer
+ * to plain HTTP on the TLS port: the address it used, even when the
+ * listener is bound to every address. */
+static void tls_url(struct conn *c, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	int sl = sizeof(ss);
+	char ip[INET6_ADDRSTRLEN] = "";
+	int port = c->srv->tls_port;
+	if (uv_tcp_getsockname(net_stream_tcp(c->ns), (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET6)
+			uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
+		else if (ss.ss_family == AF_INET)
+			uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
+	}
+	if (!ip[0])
+		snprintf(ip, sizeof(ip), "%s", c->srv->cfg->listen_https_host);
+	int v6 = strchr(ip, ':') != NULL;
+	snprintf(buf, len, "https://%s%s%s:%d", v6 ? "[" : "", ip, v6 ? "]" : "", port);
+}
+
+/*
+ * The stream failed: on the TLS listener a handshake that failed or timed
+ * out, or plain HTTP; on either, a reset or a read error. Nothing more is
+ * read from it; it is closed here, except after plain HTTP, which is
+ * answered first (the stream sends that answer as plain bytes).
+ */
+static void on_error(struct net_stream *ns, const struct net_error *e)
+{
+	struct conn *c = net_stream_data(ns);
+	struct http_server *s = c->srv;
+	int in_handshake = c->handshaking;
+	c->failed = 1;
+	c->reading = 0;
+	handshake_over(c);
+	if (c->closing)
+		return;
+	if (e->kind == NET_ERR_PLAIN_HTTP) {
+		char url[96], msg[160];
+		s->stats.tls_plain_http++;
+		/* A misconfigured writer retries: one line per burst. */
+		relay_log_limited(&s->tls_log, RELAY_LOG_WARN, "%s", e->msg);
+		tls_url(c, url, sizeof(url));
+		snprintf(msg, sizeof(msg), "this port speaks HTTPS (TLS): use %s", url);
+		c->uncounted = 1; /* no request was read: the connection's refusal */
+		http_set_timer(c, T_NONE);
+		http_respond_error(c, 400, msg, NULL, 1);
+		return;
+	}
+	if (e->kind == NET_ERR_TIMEOUT) {
+		s->stats.tls_handshake_timeouts++;
+		relay_log(RELAY_LOG_DEBUG, "%s", e->msg);
+	} else if (in_handshake) {
+		/* A bad client certificate is worth seeing; a scanner's
+		 * garbage is not worth a line each. */
+		s->stats.tls_handshake_failures++;
+		relay_log_limited(&s->tls_fail_log, RELAY_LOG_INFO, "%s", e->msg);
+	} else {
+		relay_log(RELAY_LOG_DEBUG, "%s", e->msg);
+	}
+	conn_close(c);
+}
+
+/* The TLS handshake is done: the connection is an HTTP one from now on,
+ * with the header timeout. A verified client certificate (mTLS) is noted
+ * for http_auth_decide. */
+static void on_handshake(struct net_stream *ns)
+{
+	struct conn *c = net_stream_data(ns);
+	handshake_over(c);
+	c->srv->stats.tls_handshakes++;
+	if (net_stream_peer_cn(ns, c->cert_cn, sizeof(c->cert_cn)) >= 0)
+		c->cert_ok = 1;
+	if (!c->close_after)
+		http_set_timer(c, T_HEADER);
+}
+
+static const struct net_stream_callbacks conn_callbacks = {on_read, on_eof, on_error, on_handshake};
 
 void http_answer_end(struct conn *c, int close)
 {
@@ -553,7 +650,7 @@ void http_conn_continue(struct conn *c)
 		free(p);
 	}
 	if (!c->closing && !c->close_after && !c->waiting && !c->out_blocked && !c->reading && !c->fake) {
-		if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
+		if (net_stream_read_start(c->ns) == 0)
 			c->reading = 1;
 		else
 			conn_close(c);
@@ -572,27 +669,30 @@ static struct conn *conn_new(struct http_server *s)
 static void on_connection(uv_stream_t *ls, int status)
 {
 	struct http_server *s = ls->data;
+	const struct relay_config *cfg = s->cfg;
 	if (status < 0 || s->closing)
 		return;
+	int tls = ls == (uv_stream_t *)&s->tls_listener;
 	struct conn *c = conn_new(s);
-	uv_tcp_init(s->loop, &c->tcp);
 	uv_timer_init(s->loop, &c->timer);
-	c->tcp.data = c;
 	c->timer.data = c;
-	c->handles = 2;
+	c->handles = 1;
 	c->next = s->conns;
 	if (s->conns)
 		s->conns->prev = c;
 	s->conns = c;
 	s->stats.connections_open++;
-	if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
+	/* The handshake's own deadline; without one (0), the header timeout
+	 * bounds it, so that no connection waits unbounded. */
+	uint64_t hs_ms = cfg->tls_handshake_timeout_ms ? cfg->tls_handshake_timeout_ms : cfg->http_header_timeout_ms;
+	if (net_stream_accept(s->loop, ls, tls ? s->tls : NULL, hs_ms, &conn_callbacks, c, &c->ns) < 0) {
 		conn_close(c);
 		return;
 	}
+	c->handles++;
 	struct sockaddr_storage ss;
-	int sl = sizeof(ss);
 	c->peer[0] = '\0';
-	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+	if (net_stream_peername(c->ns, &ss) == 0) {
 		char ip[INET6_ADDRSTRLEN] = "?";
 		int port = 0;
 		if (ss.ss_family == AF_INET) {
@@ -604,75 +704,184 @@ static void on_connection(uv_stream_t *ls, int status)
 		}
 		snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
 	}
-	uv_tcp_nodelay(&c->tcp, 1);
 	s->stats.connections_accepted++;
-	if (s->stats.connections_open > s->cfg->http_max_connections) {
-		/* Over the limit: say so and close; never evict anything. */
+	if (tls) {
+		/* The handshake started in net_stream_accept: count it now, so
+		 * that every way out (done, failed, closed) gives it back. */
+		c->tls = 1;
+		c->handshaking = 1;
+		s->handshakes++;
+		if (s->handshakes > cfg->tls_max_handshakes) {
+			/* Handshakes are what costs CPU, and a flood of them what
+			 * a client can make cheaply: beyond the cap, close at once,
+			 * before a byte of it is worked on; nothing is answered
+			 * (an answer would need the handshake). */
+			s->stats.tls_handshakes_refused++;
+			conn_close(c);
+			return;
+		}
+	}
+	if (s->stats.connections_open > cfg->http_max_connections) {
+		/* Over the limit: say so and close; never evict anything. On
+		 * the TLS listener the answer goes out once the handshake is
+		 * done (the stream holds it), bounded by the handshake cap and
+		 * timeout like any handshake. */
 		s->stats.connections_refused++;
 		c->uncounted = 1; /* no request was read: a connection's refusal, counted as one */
 		http_respond_error(c, 503, "too many connections", "Retry-After: 1\r\n", 1);
 		return;
 	}
-	if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) < 0) {
+	if (net_stream_read_start(c->ns) < 0) {
 		conn_close(c);
 		return;
 	}
 	c->reading = 1;
-	http_set_timer(c, T_HEADER);
+	/* On the TLS listener the header timeout starts once the handshake is
+	 * done (on_handshake): until then the handshake's own bounds it. */
+	if (!tls)
+		http_set_timer(c, T_HEADER);
+}
+
+/* Bind and listen on host:port into l (initialised here). Returns 0, or a
+ * uv code with err saying which address ("as_written", as the
+ * configuration has it). */
+static int listen_on(struct http_server *s, uv_tcp_t *l, const char *host, uint16_t port, const char *as_written,
+                     int *bound_port, char *err, size_t errlen)
+{
+	struct sockaddr_storage addr;
+	int rc;
+	if (strchr(host, ':'))
+		rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
+	else
+		rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
+	if (rc) {
+		snprintf(err, errlen, "cannot use listen address '%s': %s", as_written, uv_strerror(rc));
+		return rc;
+	}
+	uv_tcp_init(s->loop, l);
+	l->data = s;
+	s->listeners_open++;
+	/* No SO_REUSEPORT: a second relayd (or anything else) on the port
+	 * must make this fail, not share the port. libuv sets SO_REUSEADDR,
+	 * which only allows rebinding over TIME_WAIT. */
+	rc = uv_tcp_bind(l, (struct sockaddr *)&addr, 0);
+	if (rc == 0)
+		rc = uv_listen((uv_stream_t *)l, 511, on_connection);
+	if (rc) {
+		snprintf(err, errlen, "cannot listen on %s: %s", as_written, uv_strerror(rc));
+		return rc;
+	}
+	struct sockaddr_storage bound;
+	int blen = sizeof(bound);
+	uv_tcp_getsockname(l, (struct sockaddr *)&bound, &blen);
+	*bound_port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+	                                          : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+	return 0;
+}
+
+/* Warn when ctx's certificate expires within 30 days, or has expired:
+ * clients refuse an expired one, and certbot-style rotation that stopped
+ * working is seen here first. */
+static void warn_expiry(const struct net_tls_ctx *ctx, const char *cert_file)
+{
+	long long secs = 0;
+	char when[64] = "";
+	if (net_tls_ctx_expiry(ctx, &secs, when, sizeof(when)) < 0)
+		return;
+	if (secs < 0)
+		relay_log(RELAY_LOG_WARN,
+		          "tls: the certificate '%s' expired on %s: clients refuse it; replace it and send SIGHUP",
+		          cert_file, when);
+	else if (secs < 30LL * 86400)
+		relay_log(RELAY_LOG_WARN,
+		          "tls: the certificate '%s' expires on %s (in %lld days): replace it and send SIGHUP",
+		          cert_file, when, secs / 86400);
+}
+
+int http_server_tls_ctx_new(const struct relay_config *cfg, struct net_tls_ctx **out, char *err, size_t errlen)
+{
+	struct net_tls_server_opts o = {cfg->tls_cert_file, cfg->tls_key_file, cfg->tls_client_ca_file};
+	char why[900];
+	if (net_tls_server_ctx_new(&o, out, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "tls: %s", why);
+		return -1;
+	}
+	return 0;
+}
+
+void http_server_set_tls(struct http_server *s, struct net_tls_ctx *ctx)
+{
+	if (!s->has_tls) {
+		net_tls_ctx_unref(ctx);
+		return;
+	}
+	warn_expiry(ctx, s->cfg->tls_cert_file);
+	/* Open connections hold their own references: dropping ours frees
+	 * the old context only once the last of them closes. */
+	net_tls_ctx_unref(s->tls);
+	s->tls = ctx;
+	s->stats.tls_reloads++;
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+	struct http_server *s = h->data;
+	s->listeners_open--;
+	if (!s->listeners_open && !s->conns)
+		server_free(s);
+}
+
+static void close_listeners(struct http_server *s)
+{
+	if (s->has_plain && !uv_is_closing((uv_handle_t *)&s->listener))
+		uv_close((uv_handle_t *)&s->listener, listener_closed);
+	if (s->has_tls && !uv_is_closing((uv_handle_t *)&s->tls_listener))
+		uv_close((uv_handle_t *)&s->tls_listener, listener_closed);
 }
 
 int http_server_start(uv_loop_t *loop, const struct relay_config *cfg, struct ingest *ing,
                       struct http_server **out, char *err, size_t errlen)
 {
-	struct sockaddr_storage addr;
-	int rc;
+	int rc = 0;
 
 	*out = NULL;
-	/* Until the TLS listener is served (issue 15), a configuration
-	 * asking for it is refused here rather than half obeyed. */
-	if (!cfg->listen_http || cfg->listen_https) {
-		snprintf(err, errlen, "listen.https is not served yet: remove it (and keep listen.http)");
-		return UV_ENOTSUP;
-	}
-	if (strchr(cfg->listen_http_host, ':'))
-		rc = uv_ip6_addr(cfg->listen_http_host, cfg->listen_http_port, (struct sockaddr_in6 *)&addr);
-	else
-		rc = uv_ip4_addr(cfg->listen_http_host, cfg->listen_http_port, (struct sockaddr_in *)&addr);
-	if (rc) {
-		snprintf(err, errlen, "cannot use listen address '%s': %s", cfg->listen_http, uv_strerror(rc));
-		return rc;
-	}
 	struct http_server *s = xcalloc(1, sizeof(*s));
 	s->loop = loop;
 	s->cfg = cfg;
 	s->ing = ing;
-	s->inbuf = xmalloc(READ_BUF_SIZE);
-	s->pool = upstream_pool_new(loop);
 	http_counts_init(s);
-	uv_tcp_init(loop, &s->listener);
-	s->listener.data = s;
-	s->listener_open = 1;
-	/* No SO_REUSEPORT: a second relayd (or anything else) on the port
-	 * must make this fail, not share the port. libuv sets SO_REUSEADDR,
-	 * which only allows rebinding over TIME_WAIT. */
-	rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
-	if (rc == 0)
-		rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
+	/* The certificate first: a file that does not load is the likeliest
+	 * failure, and nothing is bound yet when it is refused. */
+	if (cfg->listen_https && http_server_tls_ctx_new(cfg, &s->tls, err, errlen) < 0) {
+		free(s);
+		return UV_EINVAL;
+	}
+	s->pool = upstream_pool_new(loop);
+	if (cfg->listen_http) {
+		s->has_plain = 1;
+		rc = listen_on(s, &s->listener, cfg->listen_http_host, cfg->listen_http_port, cfg->listen_http, &s->port,
+		               err, errlen);
+	}
+	if (rc == 0 && cfg->listen_https) {
+		s->has_tls = 1;
+		rc = listen_on(s, &s->tls_listener, cfg->listen_https_host, cfg->listen_https_port, cfg->listen_https,
+		               &s->tls_port, err, errlen);
+	}
 	if (rc) {
-		snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen_http, uv_strerror(rc));
+		/* The listeners' close callbacks free s when the caller runs
+		 * the loop to finish the close (or it is left to the exit). */
 		s->closing = 1;
 		upstream_pool_close(s->pool);
 		s->pool = NULL;
-		uv_close((uv_handle_t *)&s->listener, NULL);
-		/* The caller runs the loop once to finish the close; the struct
-		 * is leaked deliberately as the process is about to exit. */
+		if (!s->listeners_open) {
+			server_free(s);
+			return rc;
+		}
+		close_listeners(s);
 		return rc;
 	}
-	struct sockaddr_storage bound;
-	int blen = sizeof(bound);
-	uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
-	s->port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
-					      : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+	if (s->tls)
+		warn_expiry(s->tls, cfg->tls_cert_file);
 	*out = s;
 	return 0;
 }
@@ -706,17 +915,14 @@ int http_server_port(const struct http_server *s)
 	return s->port;
 }
 
+int http_server_tls_port(const struct http_server *s)
+{
+	return s->tls_port;
+}
+
 const struct http_server_stats *http_server_stats(const struct http_server *s)
 {
 	return &s->stats;
-}
-
-static void listener_closed(uv_handle_t *h)
-{
-	struct http_server *s = h->data;
-	s->listener_open = 0;
-	if (!s->conns)
-		server_free(s);
 }
 
 void http_server_close(struct http_server *s, void (*done)(void *arg), void *arg)
@@ -740,7 +946,7 @@ void http_server_close(struct http_server *s, void (*done)(void *arg), void *arg
 		else
 			conn_close(c);
 	}
-	uv_close((uv_handle_t *)&s->listener, listener_closed);
+	close_listeners(s);
 }
 
 void http_fuzz_feed(const struct relay_config *cfg, const uint8_t *data, size_t len)
