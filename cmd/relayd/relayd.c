@@ -422,6 +422,21 @@ static void keep_restart_only(struct relayd *d, struct relay_config *next)
 	SWAP(cur->queue_map_bytes, next->queue_map_bytes);
 }
 
+/* The TLS listener's files made absolute against dir, as data_dir is:
+ * the daemon leaves for "/", and a reload reads them again from wherever
+ * relayd then is. */
+static void absolute_tls_paths(const char *dir, struct relay_config *cfg)
+{
+	char **p[] = {&cfg->tls_cert_file, &cfg->tls_key_file, &cfg->tls_client_ca_file};
+	for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++) {
+		if (!*p[i])
+			continue;
+		char *a = daemon_absolute_path(dir, *p[i]);
+		free(*p[i]);
+		*p[i] = a;
+	}
+}
+
 static void reload_refused(struct relayd *d, struct relay_config *next, const char *why)
 {
 	d->reload_errors++;
@@ -454,6 +469,7 @@ static void reload(struct relayd *d)
 	char *dd = daemon_absolute_path(d->start_dir, next->data_dir);
 	free(next->data_dir);
 	next->data_dir = dd;
+	absolute_tls_paths(d->start_dir, next);
 	/* The TLS listener's certificate, key and client CA are read again
 	 * (a rotation is a file replaced, then SIGHUP): the new context is
 	 * made before anything changes, and first of what opens things, so a
@@ -697,6 +713,7 @@ int main(int argc, char **argv)
 	char *dd = daemon_absolute_path(d.start_dir, d.cfg.data_dir);
 	free(d.cfg.data_dir);
 	d.cfg.data_dir = dd;
+	absolute_tls_paths(d.start_dir, &d.cfg);
 	signal(SIGPIPE, SIG_IGN);
 	/* A reload or a logrotate signal that arrives while relayd starts
 	 * must not kill it (their default action); the loop's handlers take
