@@ -1,8 +1,10 @@
 /*
  * http_internal: what the files of the HTTP door share, and nothing
  * outside them includes. The door is
- *   http_server.c   the listener, connections, the read loop, timers,
- *                   answers and routing: a connection's life;
+ *   http_listen.c   the listeners (plain and TLS), accepting, the TLS
+ *                   context and its reload, the server's start and close;
+ *   http_server.c   connections on relay/net streams, the read loop,
+ *                   timers, answers and routing: a connection's life;
  *   http_request.c  one request's life: llhttp's callbacks, the buffers a
  *                   request holds and the server-wide budget they count in,
  *                   its release;
@@ -241,6 +243,20 @@ enum { QUERY_NONE = 0, QUERY_V1, QUERY_FLUX };
 struct query_proxy;
 
 /*---- http_server.c ----*/
+
+/* A new connection of s, its parser set up, nothing else: no stream, no
+ * timer (http_listen.c adds them; the fuzz build has neither). */
+struct conn *http_conn_new(struct http_server *s);
+/* Close c: its timer and stream; it is freed once nothing holds it
+ * (http_maybe_free). A query passed through is cancelled; a handshake in
+ * progress stops counting. Idempotent. */
+void http_conn_close(struct conn *c);
+/* What a connection's stream calls (reads, end, failure, handshake done);
+ * the stream's data is the struct conn. */
+extern const struct net_stream_callbacks http_conn_callbacks;
+/* Free s (its TLS context reference too), then run its done callback:
+ * once its listeners are closed and its last connection freed. */
+void http_server_free(struct http_server *s);
 
 /* Queue buf[0..len), a whole answer, on c. Takes buf (malloc'd) in every
  * case: freed once written, or at once when c has no socket or is closing.
