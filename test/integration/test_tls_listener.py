@@ -432,7 +432,9 @@ class LimitsTest(TlsBase):
             per = (after - before) / IDLE_TLS
             print("\n# memory per idle TLS connection: %.1f KiB (VmRSS %+.1f MiB for %d)"
                   % (per / 1024, (after - before) / MIB, IDLE_TLS), file=sys.stderr)
-            self.assertLess(per, (64 if ASAN else 24) * 1024, "bytes per idle TLS connection")
+            # Under ASan what the handshakes freed stays in quarantine
+            # (resident): the figure is the allocator's, bounded loosely.
+            self.assertLess(per, (1024 if ASAN else 24) * 1024, "bytes per idle TLS connection")
             # http.max_connections bounds TLS connections too: beyond it,
             # a 503 over TLS once the handshake is done.
             refused = 0
