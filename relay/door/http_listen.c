@@ -7,6 +7,7 @@
  * What a connection does once accepted is http_server.c's.
  */
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,9 @@ static void on_connection(uv_stream_t *ls, int status)
 			 * before a byte of it is worked on; nothing is answered
 			 * (an answer would need the handshake). */
 			s->stats.tls_handshakes_refused++;
+			relay_log_limited(&s->tls_fail_log, RELAY_LOG_WARN,
+			                  "tls from %s: %" PRIu32 " connections are in a handshake (tls.max_handshakes): "
+			                  "closed at once", c->peer, cfg->tls_max_handshakes);
 			http_conn_close(c);
 			return;
 		}

@@ -1,13 +1,16 @@
 /*
- * http_server: the front door. A libuv TCP listener; per connection an
- * llhttp parser, limits (header bytes, body bytes, one budget for the
- * bodies of all connections), timeouts (header, body, idle) and ordered
- * responses for keep-alive and pipelined requests. Routes: GET/HEAD /ping,
- * /health, /health/backends/NAME and /metrics (answered by the program's
- * handlers, without credentials even when auth.enabled), POST /write and
- * /api/v2/write (validated here, committed by ingest), GET/POST /query and
- * POST /api/v2/query (passed through to a backend, or queued for every
- * backend: http_query.c). Implemented in http_server.c, http_request.c,
+ * http_server: the front door. A plain listener (listen.http) and a TLS
+ * one (listen.https, relay/net's streams with the tls: section's
+ * certificate: the handshake bounded in time and in number), either or
+ * both; per connection an llhttp parser, limits (header bytes, body
+ * bytes, one budget for the bodies of all connections), timeouts (header,
+ * body, idle) and ordered responses for keep-alive and pipelined
+ * requests. Routes: GET/HEAD /ping, /health, /health/backends/NAME and
+ * /metrics (answered by the program's handlers, without credentials even
+ * when auth.enabled), POST /write and /api/v2/write (validated here,
+ * committed by ingest), GET/POST /query and POST /api/v2/query (passed
+ * through to a backend, or queued for every backend: http_query.c).
+ * Implemented in http_listen.c, http_server.c, http_request.c,
  * http_write.c, http_query.c, http_auth.c and http_metrics.c
  * (relay/door/http_internal.h says which does what).
  */
