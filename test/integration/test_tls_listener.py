@@ -21,6 +21,8 @@ in its temporary directory (a private CA, a server certificate for
   the certificate is replaced and SIGHUP sent: no request fails, new
   connections see the new certificate; a bad file is refused by the
   reload and the new-old certificate stays served;
+- backpressure over TLS: a client that pipelines and reads nothing stops
+  being read; one that pipelines and reads gets every answer once;
 - memory per idle TLS connection: 500 connections after their handshake,
   VmRSS delta / 500, bounded (printed for docs/performance.md), with
   http.max_connections refusing those beyond (503 over TLS).
@@ -409,6 +411,76 @@ class LimitsTest(TlsBase):
         time.sleep(0.3)
         st, _, body = tls_request(self.tls_port, self.ctx, "GET", "/ping")
         self.assertEqual(st, 204, body)
+
+    def tls_open(self):
+        raw = socket.create_connection(("127.0.0.1", self.tls_port), timeout=10)
+        return self.ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+
+    def test_unread_answers_stop_the_parsing(self):
+        # Backpressure holds over TLS: a client that pipelines requests
+        # and reads no answers stops being read (the stream stops reading
+        # records), and relayd's memory stays flat.
+        r = self.relayd
+        req = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        data = req * ((8 * MIB) // len(req))
+        base = relaytest.proc_mem(r.proc.pid)["VmRSS"]
+        s = self.tls_open()
+        s.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 3
+        while sent < len(data) and time.monotonic() < deadline:
+            try:
+                sent += s.send(data[sent:sent + 16384])
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                time.sleep(0.01)
+        time.sleep(0.3)
+        # VmRSS, not VmHWM: the peak may be an earlier test's (500 idle
+        # connections); what matters is what this client made relayd hold.
+        now = relaytest.proc_mem(r.proc.pid)["VmRSS"]
+        print("\n# TLS: %d KiB of pipelined GET /health sent unread; VmRSS %+.1f MiB"
+              % (sent // 1024, (now - base) / MIB), file=sys.stderr)
+        self.assertLess(sent, len(data), "relayd read everything: no backpressure")
+        self.assertLess(now - base, (128 if ASAN else 16) * MIB)
+        s.close()
+        st, _, _ = tls_request(self.tls_port, self.ctx, "GET", "/ping")
+        self.assertEqual(st, 204)
+
+    def test_pipelined_answers_all_come_once_read(self):
+        # Parsing stops and resumes many times over TLS: every request is
+        # answered, in order, none twice. One thread sends and reads
+        # (an SSL object is not for two threads at once).
+        n = 5000
+        data = b"".join(b"GET /ping?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(n))
+        data += b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        s = self.tls_open()
+        s.setblocking(False)
+        sent = 0
+        got = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            progress = False
+            if sent < len(data):
+                try:
+                    sent += s.send(data[sent:sent + 16384])
+                    progress = True
+                except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                    pass
+            try:
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                got.append(chunk)
+                progress = True
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                pass
+            except (ssl.SSLEOFError, ConnectionResetError):
+                break
+            if not progress:
+                time.sleep(0.002)
+        s.close()
+        out = b"".join(got)
+        self.assertEqual(sent, len(data))
+        self.assertEqual(out.count(b"HTTP/1.1 204 No Content\r\n"), n + 1)
 
     def test_memory_per_idle_tls_connection(self):
         r = self.relayd
