@@ -146,7 +146,7 @@ struct conn {
 	unsigned cert_ok : 1;   /* TLS with a verified client certificate (mTLS); cert_cn is its CN */
 	unsigned cert_logged : 1; /* its CN was logged on its first use as credentials */
 	unsigned failed : 1;    /* the stream failed (relay/net): nothing more is read */
-	size_t out_queued;      /* answer bytes handed to uv_write and not yet written */
+	size_t out_queued;      /* answer bytes handed to net_stream_write and not yet written */
 	uint64_t held;          /* bytes of the server's buffer budget this connection holds
 	                         * (conn_held() when last accounted) */
 	enum timer_mode tmode;
