@@ -514,7 +514,7 @@ static void on_body(struct upstream *u, const char *p, size_t n, void *arg)
 	c->srv->stats.query_bytes += n;
 	http_send_raw(c, buf, len);
 	if (c->closing)
-		return; /* the write failed: conn_close cancelled u */
+		return; /* the write failed: http_conn_close cancelled u */
 	if (c->out_queued > OUT_HIGH && !qp->paused) {
 		/* The client reads slower than the backend answers: stop
 		 * reading the backend until it catches up. A client that stops

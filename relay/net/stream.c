@@ -323,7 +323,7 @@ static void fail(struct net_stream *s, enum net_err kind, int uv_code, const cha
 static const char *verify_hint(struct net_stream *s, long vr)
 {
 	if (!s->client)
-		return "the client's certificate must be valid and chain to a CA in client_ca";
+		return "the client's certificate must be valid and chain to a CA in tls.client_ca_file";
 	switch (vr) {
 	case X509_V_ERR_HOSTNAME_MISMATCH:
 	case X509_V_ERR_IP_ADDRESS_MISMATCH:
@@ -396,7 +396,7 @@ static void fail_tls(struct net_stream *s, int e, int in_handshake)
 		return;
 	}
 	if (w.no_peer_cert) {
-		fail(s, NET_ERR_VERIFY, UV_EPROTO, "%s %s: the client sent no certificate, and client_ca requires one",
+		fail(s, NET_ERR_VERIFY, UV_EPROTO, "%s %s: the client sent no certificate, and tls.client_ca_file requires one",
 		     what, s->peer);
 		return;
 	}

@@ -728,6 +728,8 @@ static void test_mtls(void **state)
 	assert_int_equal(v.err.kind, NET_ERR_VERIFY);
 	print_message("    server: %s\n", v.err.msg);
 	assert_non_null(strstr(v.err.msg, "sent no certificate"));
+	/* the configuration key, as the operator writes it */
+	assert_non_null(strstr(v.err.msg, "tls.client_ca_file requires one"));
 	cli_stop(&c);
 
 	/* A certificate from another CA: refused with the reason. */
