@@ -518,6 +518,17 @@ static int health(struct http_server *hs_, struct rbuf *out, void *arg)
 	put_u64(sub, "buffered_bytes", hs->buffered_bytes);
 	put_u64(sub, "buffered_limit", d->cfg.http_max_buffered_bytes);
 	json_object_set_new(o, "http", sub);
+	if (d->cfg.listen_https) {
+		sub = json_object();
+		json_object_set_new(sub, "address", rjson_cstr(d->cfg.listen_https));
+		put_u64(sub, "handshakes", hs->tls_handshakes);
+		put_u64(sub, "handshake_failures", hs->tls_handshake_failures);
+		put_u64(sub, "handshake_timeouts", hs->tls_handshake_timeouts);
+		put_u64(sub, "handshakes_refused", hs->tls_handshakes_refused);
+		put_u64(sub, "plain_http", hs->tls_plain_http);
+		put_u64(sub, "certificate_reloads", hs->tls_reloads);
+		json_object_set_new(o, "tls", sub);
+	}
 	sub = json_object();
 	put_u64(sub, "commits", is->commits);
 	put_u64(sub, "batches_committed", is->batches_committed);

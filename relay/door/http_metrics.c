@@ -14,6 +14,7 @@
 
 #include "relay/door/http_internal.h"
 #include "relay/door/udp.h"
+#include "relay/net/tls.h"
 
 /* The statuses relayd sends, and those InfluxDB commonly does (passed
  * through for queries): counted by number; any other as "other". */
@@ -305,6 +306,33 @@ static void query_families(const struct http_server *s, struct rbuf *out)
 	prom_histogram(out, "relayd_query_duration_seconds", NULL, &k->query_seconds);
 }
 
+/* The TLS listener's families; their counters stay 0 without one, and
+ * the certificate's expiry has no sample then. */
+static void tls_families(const struct http_server *s, struct rbuf *out)
+{
+	const struct http_server_stats *st = &s->stats;
+	char labels[64];
+	static const char *const results[] = { "ok", "failed", "timeout", "refused" };
+	const uint64_t counts[] = { st->tls_handshakes, st->tls_handshake_failures, st->tls_handshake_timeouts,
+		                    st->tls_handshakes_refused };
+	prom_family(out, "relayd_tls_handshakes_total", "counter",
+	            "TLS handshakes on listen.https, by result: ok, failed (version, cipher, client certificate, "
+	            "a peer that left), timeout (tls.handshake_timeout), refused (tls.max_handshakes in progress).");
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(results); i++)
+		prom_u64(out, "relayd_tls_handshakes_total", prom_labels(labels, sizeof(labels), "result", results[i], NULL),
+		         counts[i]);
+	counter(out, "relayd_tls_plain_http_total", "Plain HTTP requests sent to the TLS port (answered 400).",
+	        st->tls_plain_http);
+	counter(out, "relayd_tls_certificate_reloads_total", "Listener certificates swapped in by a reload.",
+	        st->tls_reloads);
+	prom_family(out, "relayd_tls_certificate_expiry_timestamp_seconds", "gauge",
+	            "When the TLS listener's certificate stops being valid, since the Unix epoch.");
+	long long secs;
+	if (s->tls && net_tls_ctx_expiry(s->tls, &secs, NULL, 0) == 0)
+		prom_i64(out, "relayd_tls_certificate_expiry_timestamp_seconds", NULL,
+		         (int64_t)(now_realtime_ns() / 1000000000LL) + (int64_t)secs);
+}
+
 void http_server_metrics(const struct http_server *s, const struct udp_server *udp, struct rbuf *out)
 {
 	const struct http_server_stats *st = &s->stats;
@@ -349,4 +377,5 @@ void http_server_metrics(const struct http_server *s, const struct udp_server *u
 		ingest_metrics(s->ing, out);
 	udp_metrics(udp, out);
 	query_families(s, out);
+	tls_families(s, out);
 }
