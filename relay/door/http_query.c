@@ -40,7 +40,9 @@ struct query_proxy {
 	int paused;
 	int keep;               /* the client keeps its connection */
 	int status;
-	char first_error[200];  /* the first connect failure, for the 503 when none is left */
+	char first_error[1100]; /* the first connect failure, for the answer when none is left
+	                         * (a certificate's is long: which, why, what to change) */
+	int verify_failed;      /* a backend's certificate failed verification: 502, not 503 */
 };
 
 static void proxy_start(struct conn *c);
@@ -582,14 +584,16 @@ static void on_done(struct upstream *u, int rc, enum upstream_stage stage, const
 		if (qp->target >= 0 && qp->target < 64)
 			qp->excluded |= 1ULL << qp->target;
 		if (!qp->first_error[0])
-			snprintf(qp->first_error, sizeof(qp->first_error), "backend '%s': %s", qp->name, msg);
+			snprintf(qp->first_error, sizeof(qp->first_error), "backend '%s': %.1000s", qp->name, msg);
+		if (rc == UPSTREAM_EVERIFY)
+			qp->verify_failed = 1;
 		proxy_start(c);
 		if (!c->qp && !c->req.query_waiting)
 			http_answer_end(c, !llhttp_should_keep_alive(&c->parser));
 		return;
 	}
-	char err[300];
-	snprintf(err, sizeof(err), "backend '%s': %s", qp->name, msg);
+	char err[1100];
+	snprintf(err, sizeof(err), "backend '%s': %.1000s", qp->name, msg);
 	int keep = qp->keep;
 	proxy_free(c);
 	s->stats.query_errors++;
@@ -654,9 +658,15 @@ static void proxy_start(struct conn *c)
 	                  (int64_t)cfg->query_max_lag_ms * 1000000;
 	enum query_policy pol = cfg->query_when_behind == RELAY_BEHIND_REFUSE ? QUERY_REFUSE : QUERY_LEAST_BEHIND;
 	if (query_route(v, n, excluded, now, max_lag, pol, &ch) < 0) {
-		char why[400], msg[600];
-		if (c->qp && c->qp->first_error[0])
+		char why[400], msg[1200];
+		int status = 503;
+		if (c->qp && c->qp->first_error[0]) {
 			snprintf(msg, sizeof(msg), "no query backend reachable: %s", c->qp->first_error);
+			/* A certificate refused is no passing unavailability: as a
+			 * gateway that got no valid answer, 502. */
+			if (c->qp->verify_failed)
+				status = 502;
+		}
 		else if (n == 0)
 			snprintf(msg, sizeof(msg), "no query backend configured");
 		else
@@ -664,7 +674,7 @@ static void proxy_start(struct conn *c)
 			         cfg->query_max_lag_ms, query_route_explain(v, n, excluded, now, why, sizeof(why)));
 		proxy_free(c);
 		s->stats.query_errors++;
-		http_respond_error(c, 503, msg, "Retry-After: 1\r\n", !keep);
+		http_respond_error(c, status, msg, status == 503 ? "Retry-After: 1\r\n" : NULL, !keep);
 		return;
 	}
 	if (must_wait(&c->req, &t[ch.index], &ch, now, max_lag)) {

@@ -490,7 +490,8 @@ static void connect_cb(struct net_stream *s, const struct net_error *err, void *
 		conn_free(k);
 		/* A certificate is the operator's to fix: the message says
 		 * what (the door answers it with 502). */
-		finish(u, err->uv_code ? err->uv_code : UV_EPROTO, "%s", err->msg);
+		finish(u, err->kind == NET_ERR_VERIFY ? UPSTREAM_EVERIFY : err->uv_code ? err->uv_code : UV_EPROTO, "%s",
+		       err->msg);
 		return;
 	}
 	uv_tcp_nodelay(net_stream_tcp(s), 1);

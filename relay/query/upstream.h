@@ -53,6 +53,11 @@ enum upstream_stage {
 	UPSTREAM_ANSWERING,      /* the head was handed on; body pieces may have been */
 };
 
+/* on_done's rc for a backend certificate that failed verification (not a
+ * libuv code): the operator must change a certificate or the backend's
+ * tls_* keys; the message says which and why. */
+#define UPSTREAM_EVERIFY (-20000)
+
 struct upstream_callbacks {
 	/* The final answer's status and headers (interim 1xx answers are
 	 * skipped). content_length is the Content-Length, or -1 when the
@@ -63,9 +68,9 @@ struct upstream_callbacks {
 	void (*on_body)(struct upstream *u, const char *p, size_t n, void *arg);
 	/* The end: rc 0 when the whole answer arrived, else a libuv code
 	 * (UV_ECONNREFUSED, UV_ETIMEDOUT, UV_EPROTO for a malformed or cut
-	 * answer or a TLS failure, ...) with msg saying what happened (for a
-	 * certificate that fails verification: which, why, and what to
-	 * change). u is freed after this
+	 * answer or a TLS failure, ...) or UPSTREAM_EVERIFY, with msg saying
+	 * what happened (for a certificate that fails verification: which,
+	 * why, and what to change). u is freed after this
 	 * returns: do not use it again. Not called after upstream_cancel. */
 	void (*on_done)(struct upstream *u, int rc, enum upstream_stage stage, const char *msg, void *arg);
 	/* Optional: the whole request is written, so the caller may free its
