@@ -223,12 +223,15 @@ int config_secrets_exposed(const struct relay_config *cfg, char *why, size_t why
  * round a backend holds at most (the batches read, the coalesced payload,
  * the lanes' shares, their gzip output; twice, with the prefetch). */
 #define CONFIG_CONN_BYTES 4096
+/* ... and with listen.https: OpenSSL's state of an idle TLS connection
+ * (18.5 KiB measured, test_tls_listener) with room. */
+#define CONFIG_TLS_CONN_BYTES (24 * 1024)
 #define CONFIG_ROUND_COPIES 8
 
 /*
  * The most memory relayd should need with cfg, in bytes (saturating): a
  * fixed 64 MiB, http.max_buffered_size, CONFIG_CONN_BYTES per allowed
- * connection, CONFIG_ROUND_COPIES x batch_max_size per backend and two
+ * connection (CONFIG_TLS_CONN_BYTES with listen.https), CONFIG_ROUND_COPIES x batch_max_size per backend and two
  * UDP batches per listener. The systemd unit's MemoryMax= is sized from
  * it (docs/operations.md); relayd --check-config prints it.
  */

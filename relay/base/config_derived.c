@@ -118,7 +118,10 @@ uint64_t config_memory_ceiling(const struct relay_config *cfg)
 	uint64_t total = 64 * MIB;
 
 	total = sat_add(total, cfg->http_max_buffered_bytes);
-	total = sat_add(total, sat_mul(cfg->http_max_connections, CONFIG_CONN_BYTES));
+	/* A TLS connection holds OpenSSL's state besides: 18.5 KiB measured
+	 * idle (docs/performance.md); any connection may be a TLS one. */
+	total = sat_add(total, sat_mul(cfg->http_max_connections,
+	                               cfg->listen_https ? CONFIG_TLS_CONN_BYTES : CONFIG_CONN_BYTES));
 	for (size_t i = 0; i < cfg->nbackends; i++)
 		total = sat_add(total, sat_mul(cfg->backends[i].batch_max_bytes, CONFIG_ROUND_COPIES));
 	for (size_t i = 0; i < cfg->nudp; i++)
