@@ -25,6 +25,7 @@ struct backend_slot {
 	const struct relay_backend_config *next; /* once stopped: start with these; NULL = drop the slot */
 	int stopping; /* replay_stop called, its callback not yet run */
 	int stopped;  /* stopped: waiting for the deferred restart or free */
+	struct replay_handover *handover; /* from the stopped worker to the next (replay.h) */
 };
 
 struct retired_config {
@@ -115,6 +116,8 @@ static void worker_stopped(struct replay_worker *w, void *arg)
 		replay_stats_init(bs->carried[s->id]);
 	}
 	replay_stats_add(bs->carried[s->id], replay_worker_stats(w));
+	free(s->handover);
+	s->handover = replay_handover_take(w);
 	s->stopping = 0;
 	s->stopped = 1;
 	uv_timer_start(&s->bs->defer, defer_cb, 0, 0);
@@ -137,6 +140,8 @@ static void start_slot(struct backends *bs, struct backend_slot *s)
 	replay_free(s->w);
 	s->w = replay_start(bs->loop, bs->wal, s->bc, s->id);
 	replay_set_outage_log(s->w, bs->outage_reminder_ms, s->bc->max_bytes, s->bc->max_age_ms);
+	replay_handover_give(s->w, s->handover);
+	s->handover = NULL;
 }
 
 static void defer_closed(uv_handle_t *h)
@@ -169,6 +174,7 @@ static void defer_cb(uv_timer_t *t)
 		} else if (s->stopped) {
 			bs->slots[id] = NULL;
 			replay_free(s->w);
+			free(s->handover);
 			free(s);
 			continue;
 		}

@@ -247,6 +247,37 @@ void replay_set_outage_log(struct replay_worker *w, uint64_t reminder_ms, uint64
 		start_reminders(w);
 }
 
+struct replay_handover *replay_handover_take(const struct replay_worker *w)
+{
+	struct replay_handover *h = xcalloc(1, sizeof(*h));
+	h->link = w->health.link;
+	memcpy(h->link_error, w->health.link_error, sizeof(h->link_error));
+	h->outage = w->health.outage;
+	h->last_delivery_ns = w->health.last_delivery_ns;
+	return h;
+}
+
+void replay_handover_give(struct replay_worker *w, struct replay_handover *h)
+{
+	if (!h)
+		return;
+	w->health.outage = h->outage;
+	if (!w->health.last_delivery_ns)
+		w->health.last_delivery_ns = h->last_delivery_ns;
+	/* Shown as it was, without a line: the outage goes on. The new
+	 * worker's first answer moves it (replay_set_link): "up again
+	 * after" the whole outage, or nothing new. */
+	if (h->link != REPLAY_UP && !replay_storage_failing(w)) {
+		w->health.link = h->link;
+		memcpy(w->health.link_error, h->link_error, sizeof(w->health.link_error));
+		w->health.link_error[sizeof(w->health.link_error) - 1] = '\0';
+		snprintf(w->health.last_error, sizeof(w->health.last_error), "%s", w->health.link_error);
+		w->health.shown = h->link;
+		start_reminders(w);
+	}
+	free(h);
+}
+
 /* The backend's state, from its answers (reason: why, or NULL to keep
  * the last one). */
 void replay_set_link(struct replay_worker *w, enum replay_health h, const char *reason)

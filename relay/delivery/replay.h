@@ -199,6 +199,22 @@ void replay_worker_view(const struct replay_worker *w, struct replay_view *v);
  * thread. */
 const struct replay_stats *replay_worker_stats(const struct replay_worker *w);
 
+/*
+ * What a stopped worker hands to the one a reload starts in its place for
+ * the same backend: the backend's state as it last answered and the
+ * outage under way, so that status and /health do not say "up" before
+ * the new worker has tried, and the log goes on with the same outage
+ * (its start, its reminders, "up again after" the whole time) instead of
+ * beginning another.
+ * replay_handover_take: from a stopped worker (after replay_stop's
+ * callback); the caller owns the result (free it, or give it).
+ * replay_handover_give: to a worker just started, before the loop runs
+ * it again; takes h (frees it). NULL is a no-op.
+ */
+struct replay_handover;
+struct replay_handover *replay_handover_take(const struct replay_worker *w);
+void replay_handover_give(struct replay_worker *w, struct replay_handover *h);
+
 /* "up", "retrying", "down", "holding", "storage". */
 const char *replay_health_name(enum replay_health h);
 

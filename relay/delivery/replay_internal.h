@@ -236,6 +236,14 @@ struct replay_worker {
 	struct replay_stats stats; /* the loop thread's: counted as answers come */
 };
 
+/* replay_handover_take / replay_handover_give (replay.h). */
+struct replay_handover {
+	enum replay_health link;
+	char link_error[1024];
+	struct outage outage;
+	int64_t last_delivery_ns;
+};
+
 /*---- invariants, named ----*/
 
 /* Batch seq is inside the isolation window (sent one batch at a time). */

@@ -74,6 +74,47 @@ class OutageLogTest(unittest.TestCase):
         self.assertEqual(len(r.log_matches(r"backend 'b' is up again")), 1)
         self.assertEqual(len(r.log_matches(r"backend 'b' caught up")), 1)
 
+    def test_a_reload_keeps_the_outage(self):
+        """A reload that restarts the backend's worker (its settings
+        changed) while it is down: status and /health still say down at
+        once, the log does not begin a second outage, and "up again after"
+        counts from the first failure."""
+        import json
+        import signal
+        influxd = relaytest.Influxd(self.addCleanup)
+        influxd.write_config(self.tmp)
+        influxd.start()
+        influxd.create_db(DB)
+        self.assertEqual(influxd.stop(), 0)
+
+        r = relaytest.Relayd(self.addCleanup)
+        b = {"name": "b", "url": influxd.url, "retry_min": "100ms", "retry_max": "500ms"}
+        r.write_config(self.tmp, backends=[b], extra_yaml={"log_outage_reminder": "0"})
+        r.start()
+        r.wait_ready()
+        self.assertEqual(r.write(DB, "m v=1i 1600000000", precision="s")[0], 204)
+        r.wait_log(r"backend 'b' is down", timeout=10)
+        time.sleep(2.2)
+        b2 = dict(b, retry_max="600ms")
+        r.write_config(self.tmp, backends=[b2], extra_yaml={"log_outage_reminder": "0"})
+        r.proc.send_signal(signal.SIGHUP)
+        r.wait_log(r"backend 'b': delivering with its new settings", timeout=10)
+        # At once, before the new worker has tried: still down.
+        [h] = json.loads(r.get("/health")[2])["backends"]
+        self.assertIn(h["state"], ("down", "retrying"), h)
+        self.assertEqual(r.backend_status("b")["state"], h["state"])
+        self.assertNotEqual(h["last_error"], "")
+        influxd.start()
+        influxd.wait_count(DB, "m", "v", 1, timeout=20)
+        line = r.wait_log(r"backend 'b' is up again \(was down\) after", timeout=10)
+        self.assertEqual(len(r.log_matches(r"backend 'b' is down")), 1, r.log_matches(r"backend 'b' is"))
+        # The whole outage: at least the 2.2 s before the reload (the log
+        # shows whole seconds).
+        m = re.search(r"after (\d+(?:\.\d+)?)(ms|s)", r.log_matches(r"is up again")[0])
+        self.assertIsNotNone(m)
+        secs = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+        self.assertGreaterEqual(secs, 2, line)
+
 
 if __name__ == "__main__":
     relaytest.main(require=("relayd", "relayctl", "influxd"))
