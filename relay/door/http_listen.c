@@ -38,20 +38,7 @@ static void on_connection(uv_stream_t *ls, int status)
 		return;
 	}
 	c->handles++;
-	struct sockaddr_storage ss;
-	c->peer[0] = '\0';
-	if (net_stream_peername(c->ns, &ss) == 0) {
-		char ip[INET6_ADDRSTRLEN] = "?";
-		int port = 0;
-		if (ss.ss_family == AF_INET) {
-			uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
-			port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-		} else if (ss.ss_family == AF_INET6) {
-			uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
-			port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-		}
-		snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
-	}
+	net_stream_peer_text(c->ns, c->peer, sizeof(c->peer)); /* "" if the peer is gone */
 	s->stats.connections_accepted++;
 	if (tls) {
 		/* The handshake started in net_stream_accept: count it now, so

@@ -916,19 +916,8 @@ static void tls_attach(struct net_stream *s, struct net_tls_ctx *ctx)
 
 static void peer_name(struct net_stream *s)
 {
-	struct sockaddr_storage ss;
-	char ip[64] = "?";
-	int port = 0;
-	if (net_stream_peername(s, &ss) == 0) {
-		if (ss.ss_family == AF_INET) {
-			uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
-			port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-		} else if (ss.ss_family == AF_INET6) {
-			uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
-			port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-		}
-	}
-	snprintf(s->peer, sizeof(s->peer), "%s:%d", ip, port);
+	if (net_stream_peer_text(s, s->peer, sizeof(s->peer)) < 0)
+		snprintf(s->peer, sizeof(s->peer), "?:0");
 }
 
 int net_stream_accept(uv_loop_t *loop, uv_stream_t *listener, struct net_tls_ctx *tls, uint64_t handshake_timeout_ms,
@@ -1174,6 +1163,27 @@ int net_stream_peername(const struct net_stream *s, struct sockaddr_storage *ss)
 {
 	int len = sizeof(*ss);
 	return uv_tcp_getpeername(&s->tcp, (struct sockaddr *)ss, &len);
+}
+
+int net_stream_peer_text(const struct net_stream *s, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	if (len)
+		buf[0] = '\0';
+	int rc = net_stream_peername(s, &ss);
+	if (rc < 0)
+		return rc;
+	char ip[64] = "?";
+	int port = 0;
+	if (ss.ss_family == AF_INET) {
+		uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
+		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	} else if (ss.ss_family == AF_INET6) {
+		uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
+		port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	}
+	snprintf(buf, len, "%s:%d", ip, port);
+	return 0;
 }
 
 uv_tcp_t *net_stream_tcp(struct net_stream *s)

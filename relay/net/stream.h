@@ -216,6 +216,13 @@ const char *net_stream_alpn(const struct net_stream *s, char *buf, size_t len);
 /* The peer's address (uv_tcp_getpeername). Returns 0 or a libuv code. */
 int net_stream_peername(const struct net_stream *s, struct sockaddr_storage *ss);
 
+/* The peer's address as text, "ip:port" for log lines (an IPv6 address
+ * is not bracketed: "::1:8086"; a family other than IPv4/IPv6 gives "?:0"). Writes into the caller's buf of len bytes, truncated to fit
+ * and always terminated (len > 0); nothing is kept. Returns 0, or the
+ * libuv code of uv_tcp_getpeername (the peer is gone, the socket not
+ * connected) with buf set to "". */
+int net_stream_peer_text(const struct net_stream *s, char *buf, size_t len);
+
 /* The TCP handle, for socket options only (keep-alive, nodelay): never
  * read, write or close it directly. */
 uv_tcp_t *net_stream_tcp(struct net_stream *s);

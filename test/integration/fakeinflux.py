@@ -314,13 +314,7 @@ class FakeInflux:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self.drop_connections()
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None

@@ -136,6 +136,18 @@ def asan_build():
         return False
 
 
+def python_with_influxdb():
+    """An interpreter that can import the influxdb client (python3-influxdb),
+    or None: this one, or Debian's /usr/bin/python3 where the package lives.
+    The tests run the client in it as a child process."""
+    for py in (sys.executable, "/usr/bin/python3"):
+        if py and os.access(py, os.X_OK):
+            cp = subprocess.run([py, "-c", "import influxdb"], capture_output=True)
+            if cp.returncode == 0:
+                return py
+    return None
+
+
 def proc_mem(pid):
     """VmRSS and VmHWM of pid (from /proc/PID/status), in bytes."""
     out = {}

@@ -50,17 +50,7 @@ CURL = shutil.which("curl")
 INFLUX = shutil.which("influx")
 
 
-def _python_with_influxdb():
-    """An interpreter that can import the influxdb client, or None."""
-    for py in (sys.executable, "/usr/bin/python3"):
-        if py and os.access(py, os.X_OK):
-            cp = subprocess.run([py, "-c", "import influxdb"], capture_output=True)
-            if cp.returncode == 0:
-                return py
-    return None
-
-
-PYCLIENT = _python_with_influxdb()
+PYCLIENT = relaytest.python_with_influxdb()
 
 
 def probe():

@@ -65,15 +65,7 @@ def basic(user, password):
     return "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
 
 
-def python_with_influxdb():
-    for py in (sys.executable, "/usr/bin/python3"):
-        if py and os.access(py, os.X_OK):
-            if subprocess.run([py, "-c", "import influxdb"], capture_output=True).returncode == 0:
-                return py
-    return None
-
-
-PYCLIENT = python_with_influxdb()
+PYCLIENT = relaytest.python_with_influxdb()
 
 
 def write_points(influxd, db, n, per_body=100_000, series=10):

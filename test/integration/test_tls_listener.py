@@ -54,16 +54,7 @@ IDLE_TLS = 500
 MIB = 1024 * 1024
 
 
-def _python_with_influxdb():
-    for py in (sys.executable, "/usr/bin/python3"):
-        if py and os.access(py, os.X_OK):
-            cp = subprocess.run([py, "-c", "import influxdb"], capture_output=True)
-            if cp.returncode == 0:
-                return py
-    return None
-
-
-PYCLIENT = _python_with_influxdb()
+PYCLIENT = relaytest.python_with_influxdb()
 
 
 def openssl(*args, cwd):

@@ -337,6 +337,19 @@ static struct seen ask(uv_loop_t *loop, struct http_client *c)
 	return s;
 }
 
+/* A loop, the TLS server on it, and a client of it over TLS trusting the
+ * CA file ca, checking the name server_name (NULL: the host). */
+static void open_all(uv_loop_t *loop, struct http_client *c, struct tserver *srv, const char *ca,
+		     const char *server_name)
+{
+	assert_int_equal(uv_loop_init(loop), 0);
+	tserver_start(srv, loop);
+	struct net_tls_ctx *ctx = tls_client_ctx(cpath(ca));
+	http_client_init(c, loop, "127.0.0.1", (uint16_t)srv->port, 5000, 5000);
+	http_client_set_tls(c, ctx, server_name, NULL);
+	net_tls_ctx_unref(ctx); /* the client holds its own */
+}
+
 static void close_all(uv_loop_t *loop, struct http_client *c, struct tserver *srv)
 {
 	http_client_close(c, NULL);
@@ -351,12 +364,7 @@ static void test_tls_keep_alive_and_resumption(void **state)
 	uv_loop_t loop;
 	struct tserver srv;
 	struct http_client c;
-	assert_int_equal(uv_loop_init(&loop), 0);
-	tserver_start(&srv, &loop);
-	struct net_tls_ctx *ctx = tls_client_ctx(cpath("ca.pem"));
-	http_client_init(&c, &loop, "127.0.0.1", (uint16_t)srv.port, 5000, 5000);
-	http_client_set_tls(&c, ctx, NULL, NULL);
-	net_tls_ctx_unref(ctx); /* the client holds its own */
+	open_all(&loop, &c, &srv, "ca.pem", NULL);
 
 	/* Keep-alive: two requests, one connection, one handshake. */
 	assert_int_equal(ask(&loop, &c).status, 204);
@@ -383,12 +391,7 @@ static void test_tls_verify_holds(void **state)
 	uv_loop_t loop;
 	struct tserver srv;
 	struct http_client c;
-	assert_int_equal(uv_loop_init(&loop), 0);
-	tserver_start(&srv, &loop);
-	struct net_tls_ctx *ctx = tls_client_ctx(cpath("other.pem"));
-	http_client_init(&c, &loop, "127.0.0.1", (uint16_t)srv.port, 5000, 5000);
-	http_client_set_tls(&c, ctx, "localhost", NULL);
-	net_tls_ctx_unref(ctx);
+	open_all(&loop, &c, &srv, "other.pem", "localhost");
 	struct seen s = ask(&loop, &c);
 	assert_int_equal(s.status, OUTCOME_STATUS_TLS_VERIFY);
 	assert_int_equal(outcome_classify(s.status, NULL, 0), OUTCOME_HOLD);
@@ -400,7 +403,7 @@ static void test_tls_verify_holds(void **state)
 	assert_int_equal(srv.answered, 0);
 
 	/* A reload with the right CA: delivered. */
-	ctx = tls_client_ctx(cpath("ca.pem"));
+	struct net_tls_ctx *ctx = tls_client_ctx(cpath("ca.pem"));
 	http_client_set_tls(&c, ctx, "localhost", NULL);
 	net_tls_ctx_unref(ctx);
 	assert_int_equal(ask(&loop, &c).status, 204);

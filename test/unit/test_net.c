@@ -19,78 +19,16 @@
 #include <unistd.h>
 #include <netdb.h>
 #include <cmocka.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
 
 #include "relay/base/util.h"
 #include "relay/net/stream.h"
 #include "relay/net/tls.h"
+#include "test/unit/test_certs.h"
 
 static uv_loop_t loop;
 static uv_timer_t tick; /* wakes UV_RUN_ONCE so run_until can give up */
-static char dir[256];
 
 /*---- certificates ----*/
-
-static char *path(const char *name)
-{
-	static char bufs[8][320];
-	static int next;
-	char *b = bufs[next++ % 8];
-	snprintf(b, sizeof(bufs[0]), "%s/%s", dir, name);
-	return b;
-}
-
-static void add_ext(X509 *x, X509 *issuer, int nid, const char *value)
-{
-	X509V3_CTX v3;
-	X509V3_set_ctx_nodb(&v3);
-	X509V3_set_ctx(&v3, issuer, x, NULL, NULL, 0);
-	X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
-	assert_non_null(e);
-	assert_int_equal(X509_add_ext(x, e, -1), 1);
-	X509_EXTENSION_free(e);
-}
-
-/* A certificate for key named cn, signed by ca (NULL: self-signed), valid
- * from now+from_s to now+to_s. */
-static X509 *make_cert(EVP_PKEY *key, const char *cn, EVP_PKEY *ca_key, X509 *ca, long from_s, long to_s,
-		       const char *san, int is_ca, int client)
-{
-	static long serial = 1;
-	X509 *x = X509_new();
-	X509_set_version(x, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
-	X509_gmtime_adj(X509_getm_notBefore(x), from_s);
-	X509_gmtime_adj(X509_getm_notAfter(x), to_s);
-	X509_set_pubkey(x, key);
-	X509_NAME *nm = X509_get_subject_name(x);
-	X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-	X509_set_issuer_name(x, ca ? X509_get_subject_name(ca) : nm);
-	X509 *issuer = ca ? ca : x;
-	add_ext(x, issuer, NID_basic_constraints, is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
-	add_ext(x, issuer, NID_key_usage, is_ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature");
-	add_ext(x, issuer, NID_subject_key_identifier, "hash");
-	if (!is_ca)
-		add_ext(x, issuer, NID_ext_key_usage, client ? "clientAuth" : "serverAuth");
-	if (san)
-		add_ext(x, issuer, NID_subject_alt_name, san);
-	assert_true(X509_sign(x, ca_key ? ca_key : key, EVP_sha256()) > 0);
-	return x;
-}
-
-static void write_pem(const char *name, X509 *cert, EVP_PKEY *key)
-{
-	FILE *f = fopen(path(name), "w");
-	assert_non_null(f);
-	if (cert)
-		assert_int_equal(PEM_write_X509(f, cert), 1);
-	if (key)
-		assert_int_equal(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL), 1);
-	fclose(f);
-}
 
 /* A leaf signed by the CA: name.pem and name.key. */
 static void make_leaf(const char *name, const char *cn, EVP_PKEY *ca_key, X509 *ca, long from_s, long to_s,
@@ -99,7 +37,7 @@ static void make_leaf(const char *name, const char *cn, EVP_PKEY *ca_key, X509 *
 	char f[64];
 	EVP_PKEY *k = EVP_EC_gen("P-256");
 	assert_non_null(k);
-	X509 *x = make_cert(k, cn, ca_key, ca, from_s, to_s, san, 0, client);
+	X509 *x = make_cert(k, cn, ca_key, ca, from_s, to_s, san, 0, client ? "clientAuth" : "serverAuth");
 	snprintf(f, sizeof(f), "%s.pem", name);
 	write_pem(f, x, NULL);
 	snprintf(f, sizeof(f), "%s.key", name);
@@ -111,13 +49,11 @@ static void make_leaf(const char *name, const char *cn, EVP_PKEY *ca_key, X509 *
 static int setup_certs(void **state)
 {
 	(void)state;
-	const char *tmp = getenv("TMPDIR");
-	snprintf(dir, sizeof(dir), "%s/test_net.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	assert_non_null(mkdtemp(dir));
+	certdir_make("test_net");
 	const long day = 86400;
 	EVP_PKEY *ca_key = EVP_EC_gen("P-256"), *other_key = EVP_EC_gen("P-256");
-	X509 *ca = make_cert(ca_key, "relayd test CA", NULL, NULL, -day, 30 * day, NULL, 1, 0);
-	X509 *other = make_cert(other_key, "some other CA", NULL, NULL, -day, 30 * day, NULL, 1, 0);
+	X509 *ca = make_cert(ca_key, "relayd test CA", NULL, NULL, -day, 30 * day, NULL, 1, NULL);
+	X509 *other = make_cert(other_key, "some other CA", NULL, NULL, -day, 30 * day, NULL, 1, NULL);
 	write_pem("ca.pem", ca, NULL);
 	write_pem("other_ca.pem", other, NULL);
 	make_leaf("server", "localhost", ca_key, ca, -day, 30 * day, "DNS:localhost,IP:127.0.0.1", 0);
@@ -137,11 +73,10 @@ static int teardown_certs(void **state)
 	(void)state;
 	if (getenv("TEST_NET_KEEP"))
 		return 0; /* to look at the certificates */
-	const char *names[] = {"ca.pem",    "other_ca.pem", "server.pem", "server.key", "expired.pem",	"expired.key",
-			       "wrong.pem", "wrong.key",    "client.pem", "client.key", "stranger.pem", "stranger.key"};
-	for (size_t i = 0; i < RELAY_ARRAY_SIZE(names); i++)
-		unlink(path(names[i]));
-	rmdir(dir);
+	static const char *const names[] = {"ca.pem",	   "other_ca.pem", "server.pem",   "server.key",
+					    "expired.pem", "expired.key",  "wrong.pem",	   "wrong.key",
+					    "client.pem",  "client.key",   "stranger.pem", "stranger.key"};
+	certdir_remove(names, RELAY_ARRAY_SIZE(names));
 	return 0;
 }
 
@@ -205,7 +140,7 @@ static struct net_tls_ctx *server_ctx(const char *cert, const char *client_ca)
 	char c[64], k[64], err[512];
 	snprintf(c, sizeof(c), "%s.pem", cert);
 	snprintf(k, sizeof(k), "%s.key", cert);
-	struct net_tls_server_opts o = {path(c), path(k), client_ca ? path(client_ca) : NULL};
+	struct net_tls_server_opts o = {cpath(c), cpath(k), client_ca ? cpath(client_ca) : NULL};
 	struct net_tls_ctx *ctx;
 	if (net_tls_server_ctx_new(&o, &ctx, err, sizeof(err)) < 0)
 		fail_msg("%s", err);
@@ -216,12 +151,12 @@ static struct net_tls_ctx *client_ctx(const char *ca, const char *cert, int inse
 {
 	char c[64], k[64], err[512];
 	struct net_tls_client_opts o = {0};
-	o.ca_file = ca ? path(ca) : NULL;
+	o.ca_file = ca ? cpath(ca) : NULL;
 	if (cert) {
 		snprintf(c, sizeof(c), "%s.pem", cert);
 		snprintf(k, sizeof(k), "%s.key", cert);
-		o.cert_file = path(c);
-		o.key_file = path(k);
+		o.cert_file = cpath(c);
+		o.key_file = cpath(k);
 	}
 	o.insecure_skip_verify = insecure;
 	struct net_tls_ctx *ctx;
@@ -1107,29 +1042,29 @@ static void test_ctx_errors(void **state)
 	(void)state;
 	char err[512];
 	struct net_tls_ctx *ctx = (struct net_tls_ctx *)1;
-	struct net_tls_server_opts so = {path("nothere.pem"), path("server.key"), NULL};
+	struct net_tls_server_opts so = {cpath("nothere.pem"), cpath("server.key"), NULL};
 	assert_int_equal(net_tls_server_ctx_new(&so, &ctx, err, sizeof(err)), -1);
 	assert_null(ctx);
 	assert_non_null(strstr(err, "cannot load certificate"));
 	assert_non_null(strstr(err, "No such file or directory"));
 
-	so.cert_file = path("server.pem");
-	so.key_file = path("wrong.key");
+	so.cert_file = cpath("server.pem");
+	so.key_file = cpath("wrong.key");
 	assert_int_equal(net_tls_server_ctx_new(&so, &ctx, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "does not match the certificate"));
 
-	so.key_file = path("server.pem"); /* a certificate where the key should be */
+	so.key_file = cpath("server.pem"); /* a certificate where the key should be */
 	assert_int_equal(net_tls_server_ctx_new(&so, &ctx, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "cannot load private key"));
 
-	so.key_file = path("server.key");
-	so.client_ca_file = path("server.key"); /* no certificate in it */
+	so.key_file = cpath("server.key");
+	so.client_ca_file = cpath("server.key"); /* no certificate in it */
 	assert_int_equal(net_tls_server_ctx_new(&so, &ctx, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "cannot load client CA file"));
 
 	/* An expired certificate loads; the caller can tell. */
-	so.cert_file = path("expired.pem");
-	so.key_file = path("expired.key");
+	so.cert_file = cpath("expired.pem");
+	so.key_file = cpath("expired.key");
 	so.client_ca_file = NULL;
 	assert_int_equal(net_tls_server_ctx_new(&so, &ctx, err, sizeof(err)), 0);
 	long long left = 0;
@@ -1141,15 +1076,15 @@ static void test_ctx_errors(void **state)
 	net_tls_ctx_unref(ctx);
 
 	struct net_tls_client_opts co = {0};
-	co.ca_file = path("nothere.pem");
+	co.ca_file = cpath("nothere.pem");
 	assert_int_equal(net_tls_client_ctx_new(&co, &ctx, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "cannot load CA file"));
 	co.ca_file = NULL;
-	co.key_file = path("client.key");
+	co.key_file = cpath("client.key");
 	assert_int_equal(net_tls_client_ctx_new(&co, &ctx, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "without its certificate"));
-	co.cert_file = path("client.pem");
-	co.key_file = path("server.key");
+	co.cert_file = cpath("client.pem");
+	co.key_file = cpath("server.key");
 	assert_int_equal(net_tls_client_ctx_new(&co, &ctx, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "does not match"));
 	/* The system's store, TLS 1.3 minimum: loads. */

@@ -10,81 +10,23 @@
 #ifndef RELAY_TEST_TLS_SERVER_H
 #define RELAY_TEST_TLS_SERVER_H
 
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
+#include <string.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "relay/net/stream.h"
-
-static char certdir[256];
-
-/* name in the certificates' directory. */
-
-static char *cpath(const char *name)
-{
-	static char bufs[4][320];
-	static int next;
-	char *b = bufs[next++ % 4];
-	snprintf(b, sizeof(bufs[0]), "%s/%s", certdir, name);
-	return b;
-}
-
-static void add_ext(X509 *x, X509 *issuer, int nid, const char *value)
-{
-	X509V3_CTX v3;
-	X509V3_set_ctx_nodb(&v3);
-	X509V3_set_ctx(&v3, issuer, x, NULL, NULL, 0);
-	X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
-	assert_non_null(e);
-	assert_int_equal(X509_add_ext(x, e, -1), 1);
-	X509_EXTENSION_free(e);
-}
-
-/* key's certificate named cn, signed by ca_key/ca (NULL: self-signed, a CA). */
-static X509 *make_cert(EVP_PKEY *key, const char *cn, EVP_PKEY *ca_key, X509 *ca, const char *san)
-{
-	X509 *x = X509_new();
-	X509_set_version(x, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), ca ? 2 : 1);
-	X509_gmtime_adj(X509_getm_notBefore(x), -86400);
-	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
-	X509_set_pubkey(x, key);
-	X509_NAME *nm = X509_get_subject_name(x);
-	X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-	X509_set_issuer_name(x, ca ? X509_get_subject_name(ca) : nm);
-	X509 *issuer = ca ? ca : x;
-	add_ext(x, issuer, NID_basic_constraints, ca ? "critical,CA:FALSE" : "critical,CA:TRUE");
-	add_ext(x, issuer, NID_key_usage, ca ? "critical,digitalSignature" : "critical,keyCertSign,cRLSign");
-	if (san)
-		add_ext(x, issuer, NID_subject_alt_name, san);
-	assert_true(X509_sign(x, ca_key ? ca_key : key, EVP_sha256()) > 0);
-	return x;
-}
-
-static void write_pem(const char *name, X509 *cert, EVP_PKEY *key)
-{
-	FILE *f = fopen(cpath(name), "w");
-	assert_non_null(f);
-	if (cert)
-		assert_int_equal(PEM_write_X509(f, cert), 1);
-	if (key)
-		assert_int_equal(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL), 1);
-	fclose(f);
-}
+#include "relay/net/tls.h"
+#include "test/unit/test_certs.h"
 
 static int setup_certs(void **state)
 {
 	(void)state;
-	const char *tmp = getenv("TMPDIR");
-	snprintf(certdir, sizeof(certdir), "%s/tls_server.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	assert_non_null(mkdtemp(certdir));
+	const long day = 86400;
+	certdir_make("tls_server");
 	EVP_PKEY *ca_key = EVP_EC_gen("P-256"), *other_key = EVP_EC_gen("P-256"), *key = EVP_EC_gen("P-256");
-	X509 *ca = make_cert(ca_key, "test CA", NULL, NULL, NULL);
-	X509 *other = make_cert(other_key, "another CA", NULL, NULL, NULL);
-	X509 *leaf = make_cert(key, "localhost", ca_key, ca, "DNS:localhost,IP:127.0.0.1");
+	X509 *ca = make_cert(ca_key, "test CA", NULL, NULL, -day, day, NULL, 1, NULL);
+	X509 *other = make_cert(other_key, "another CA", NULL, NULL, -day, day, NULL, 1, NULL);
+	X509 *leaf = make_cert(key, "localhost", ca_key, ca, -day, day, "DNS:localhost,IP:127.0.0.1", 0, NULL);
 	write_pem("ca.pem", ca, NULL);
 	write_pem("other.pem", other, NULL);
 	write_pem("server.pem", leaf, NULL);
@@ -102,9 +44,7 @@ static int teardown_certs(void **state)
 {
 	(void)state;
 	static const char *const files[] = { "ca.pem", "other.pem", "server.pem", "server.key" };
-	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
-		unlink(cpath(files[i]));
-	rmdir(certdir);
+	certdir_remove(files, sizeof(files) / sizeof(files[0]));
 	return 0;
 }
 
