@@ -335,6 +335,9 @@ void replay_finish_stop(struct replay_worker *w);   /* free and call back once n
 /* Count batch b delivered at wall-clock now_ns: batches, points, bytes,
  * its latency since acceptance. */
 void replay_count_delivered(struct replay_worker *w, const struct wal_batch *b, int64_t now_ns);
+/* A split (413) batch is finished (its last piece delivered or
+ * dead-lettered): it counts as one delivered batch if any piece was. */
+void replay_count_split_done(struct replay_worker *w, const struct wal_batch *b);
 /* Count a write request answered: its outcome, and its duration since
  * sent_ns (monotonic). */
 void replay_count_answer(struct replay_worker *w, enum outcome o, uint64_t sent_ns);

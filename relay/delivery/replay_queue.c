@@ -194,8 +194,10 @@ static void after_job(struct replay_worker *w, int status)
 			replay_set_state(w, S_BACKOFF); /* held until relayctl resume */
 		else if (left)
 			replay_send_current(w);
-		else
+		else {
+			replay_count_split_done(w, &r->batches[0]);
 			replay_delivered_upto(w, r->batches[0].seq);
+		}
 		return;
 	}
 	if (kind == WK_HOLD) {

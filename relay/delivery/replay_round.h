@@ -90,6 +90,7 @@ struct replay_pieces {
 	struct { size_t off, len; } range[REPLAY_PIECES_MAX];
 	int n;
 	size_t fit;         /* largest piece the backend accepted */
+	int delivered_any;  /* a piece of the batch was delivered (it counts as delivered, once) */
 };
 
 /* Whether a and b go to the same place the same way: both line protocol

@@ -22,14 +22,45 @@ static void write_answered(struct http_client *c, const struct http_response *r,
 
 /*---- counters (replay.h: the loop thread's) ----*/
 
-void replay_count_delivered(struct replay_worker *w, const struct wal_batch *b, int64_t now_ns)
+/* A batch's delivery: its count and its latency (its points and bytes
+ * are counted apart, since a split batch's go piece by piece). */
+static void count_batch(struct replay_worker *w, const struct wal_batch *b, int64_t now_ns)
 {
 	w->stats.delivered_batches++;
-	w->stats.delivered_points += b->lines;
-	w->stats.delivered_bytes += b->body_len;
 	/* A clock set back must not make a negative latency. */
 	int64_t ns = now_ns > b->accept_ns ? now_ns - b->accept_ns : 0;
 	relay_histogram_observe(&w->stats.delivery_latency, (double)ns / 1e9);
+}
+
+void replay_count_delivered(struct replay_worker *w, const struct wal_batch *b, int64_t now_ns)
+{
+	count_batch(w, b, now_ns);
+	w->stats.delivered_points += b->lines;
+	w->stats.delivered_bytes += b->body_len;
+}
+
+/* Piece [off, off+len) of a split batch b was delivered: its lines and
+ * bytes (the dead-lettered pieces' are not delivered ones). */
+static void count_piece(struct replay_worker *w, const struct wal_batch *b, size_t off, size_t len)
+{
+	uint64_t lines = 0;
+	for (const char *p = b->body + off, *end = b->body + off + len; (p = memchr(p, '\n', (size_t)(end - p))); p++)
+		lines++;
+	w->stats.delivered_points += lines;
+	w->stats.delivered_bytes += len;
+	w->pieces.delivered_any = 1;
+}
+
+void replay_count_split_done(struct replay_worker *w, const struct wal_batch *b)
+{
+	/* Delivered if any piece was: what was not is in the dead-letter
+	 * queue, counted there. */
+	if (w->pieces.delivered_any) {
+		int64_t now = now_realtime_ns();
+		count_batch(w, b, now);
+		w->health.last_delivery_ns = now;
+	}
+	w->pieces.delivered_any = 0;
 }
 
 void replay_count_answer(struct replay_worker *w, enum outcome o, uint64_t sent_ns)
@@ -441,6 +472,8 @@ static void delivered(struct replay_worker *w)
 	w->send.attempts = 0;
 	w->send.db_created = 0;
 	if (replay_splitting(w)) {
+		count_piece(w, &w->cur->batches[0], w->pieces.range[0].off, w->pieces.range[0].len);
+		w->health.last_delivery_ns = now_realtime_ns();
 		if (replay_pieces_delivered(&w->pieces, w->cur->batches[0].body)) {
 			if (w->paused)
 				replay_set_state(w, S_BACKOFF); /* held until relayctl resume */
@@ -449,11 +482,13 @@ static void delivered(struct replay_worker *w)
 			return;
 		}
 		w->cur->group_n = 1;
+		replay_count_split_done(w, &w->cur->batches[0]);
+	} else {
+		int64_t now = now_realtime_ns();
+		for (size_t i = 0; i < w->cur->group_n; i++)
+			replay_count_delivered(w, &w->cur->batches[i], now);
+		w->health.last_delivery_ns = now;
 	}
-	int64_t now = now_realtime_ns();
-	for (size_t i = 0; i < w->cur->group_n; i++)
-		replay_count_delivered(w, &w->cur->batches[i], now);
-	w->health.last_delivery_ns = now;
 	const struct wal_batch *b0 = &w->cur->batches[0];
 	char created[WAL_NAME_MAX * 4];
 	/* The text is not logged: a statement may carry a password (CREATE

@@ -570,6 +570,30 @@ static void test_too_large_split(void **state)
 	assert_int_equal(queue(f).dead_batches, 0);
 }
 
+/* A split whose last piece is refused for good: the delivered pieces'
+ * points and bytes count, the refused line's do not, and the batch counts
+ * as delivered once (review of issue 14: they were lost, or counted whole). */
+static void test_split_with_a_dead_piece_counts_what_was_delivered(void **state)
+{
+	struct fixture *f = *state;
+	script(&f->be, 413, "{\"error\":\"Request Entity Too Large\"}");
+	script(&f->be, 204, "");
+	script(&f->be, 413, "{\"error\":\"Request Entity Too Large\"}");
+	const char *three = "cpu,host=a v=1 1\ncpu,host=a v=2 2\ncpu,host=a v=3 3\n";
+	append(f, "cpu,host=a v=1 1\ncpu,host=a v=2 2\ncpu,host=a v=3 3\ncpu,host=a v=4 4\n");
+	start(f);
+	assert_true(run_until(f, drained, 5000));
+	struct replay_view v;
+	replay_worker_view(f->w, &v);
+	assert_int_equal(v.stats.delivered_batches, 1);
+	assert_int_equal(v.stats.delivered_points, 3);
+	assert_int_equal(v.stats.delivered_bytes, strlen(three));
+	assert_int_equal(v.stats.delivery_latency.count, 1);
+	assert_int_equal(v.stats.dead_batches, 1);
+	assert_true(v.last_delivery_ns > 0);
+	assert_int_equal(queue(f).dead_batches, 1);
+}
+
 static int held_two_and_db_delivered(struct fixture *f)
 {
 	struct wal_backend_stat st = queue(f);
@@ -1027,6 +1051,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_backends_metrics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dead_letter_isolated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_large_split, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_split_with_a_dead_piece_counts_what_was_delivered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_database_not_found_holds_only_itself, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_database_statement_releases, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_held_then_dead_letter_policy, setup, teardown),
