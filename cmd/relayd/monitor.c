@@ -449,10 +449,14 @@ static json_t *health_backend(struct relayd *d, const struct snap *s, const stru
 	json_object_set_new(o, "held", held);
 	put_u64(o, "dead_batches", b->st.dead_batches);
 	put_u64(o, "dead_bytes", b->st.dead_bytes);
-	put_u64(o, "posts", v->stats.posts);
-	put_u64(o, "delivered_batches", v->stats.delivered_batches);
-	put_u64(o, "delivered_points", v->stats.delivered_points);
-	put_u64(o, "retries", v->stats.retries);
+	/* Since relayd started, as /metrics counts them: a worker a reload
+	 * restarted keeps adding to them. */
+	struct replay_stats tot;
+	backends_stats(&d->backends, b->id, &tot);
+	put_u64(o, "posts", tot.posts);
+	put_u64(o, "delivered_batches", tot.delivered_batches);
+	put_u64(o, "delivered_points", tot.delivered_points);
+	put_u64(o, "retries", tot.retries);
 	/* The last delivery is the queue's record: it survives restarts. */
 	int64_t last = b->st.last_delivery_ns > v->last_delivery_ns ? b->st.last_delivery_ns : v->last_delivery_ns;
 	json_object_set_new(o, "last_delivery", json_time(last));
