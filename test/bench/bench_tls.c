@@ -370,7 +370,8 @@ static void ssl_fail(char *err, size_t errlen, const char *what, int saved_errno
 	else
 		snprintf(buf, sizeof(buf), "%s", saved_errno ? strerror(saved_errno) : "connection closed");
 	ERR_clear_error();
-	snprintf(err, errlen, "%s: %s", what, buf);
+	if (snprintf(err, errlen, "%s: %s", what, buf) < 0 && errlen)
+		err[0] = '\0';
 }
 
 /* A client context trusting only ca_file, TLS 1.2 at least, ALPN http/1.1, no session cache; NULL after a message. */
