@@ -107,7 +107,7 @@ static void usage(FILE *f)
 	        "  --rounds R        how many times each case alternates plain and TLS (3)\n"
 	        "  -c CONNS          connections of the ingest and parallel handshake cases, and\n"
 	        "                    writers of the backlog (4)\n"
-	        "  -t SECONDS        length of one slice (one mode, one round) of a timed case (3)\n"
+	        "  -t SECONDS        length of one slice (one mode, one round) of a timed case (5)\n"
 	        "  -n LINES          lines per POST (1000)\n"
 	        "  --idle M          idle connections of the memory case (500)\n"
 	        "  --backlog POINTS  backlog of the delivery case, rounded up to whole POSTs (2000000)\n"
@@ -159,7 +159,7 @@ static int options_parse(int argc, char **argv, struct options *o)
 	};
 	const char *influxd = NULL, *openssl = NULL;
 	int c;
-	*o = (struct options){ .relayd = "./build/bin/relayd", .rounds = 3, .conns = 4, .seconds = 3, .lines = 1000,
+	*o = (struct options){ .relayd = "./build/bin/relayd", .rounds = 3, .conns = 4, .seconds = 5, .lines = 1000,
 	                       .idle = 500, .backlog = 2000000, .run = { 1, 1, 1, 1 } };
 	while ((c = getopt_long(argc, argv, "c:t:n:h", longopts, NULL)) != -1) {
 		switch (c) {
