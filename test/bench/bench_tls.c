@@ -1337,6 +1337,33 @@ static int case_delivery(const struct options *o, const char *tmp, const struct 
 
 /*---- the tables ----*/
 
+/* A case's rounds against its aim. */
+struct verdict {
+	double med;      /* the median of the rounds' TLS / plain; -1 none */
+	unsigned n, met; /* rounds with both paths; those at or above the aim */
+};
+
+/* The load average when each case started, printed under its table. */
+static char case_load[NCASES][64];
+
+static void print_case_load(enum bcase k)
+{
+	printf("load average at the start of this case: %s\n\n", case_load[k]);
+}
+
+/* The median line of a case's ratios, filling v. */
+static void print_median(const double *rat, unsigned n, double aim, struct verdict *v)
+{
+	v->n = n;
+	v->med = median_of(rat, n);
+	v->met = 0;
+	for (unsigned i = 0; i < n; i++)
+		v->met += rat[i] >= aim;
+	if (n)
+		printf("\nTLS / plain, median of %u round(s): **%.2f** (range %.2f–%.2f; %u of %u at or above %.2f)\n", n,
+		       v->med, min_of(rat, n), max_of(rat, n), v->met, n, aim);
+}
+
 /* "0.93" or "–" into out. */
 static const char *fmt_ratio(double v, char *out, size_t len)
 {
@@ -1378,11 +1405,12 @@ static void print_facts(const struct options *o, const char *ca_params, const ch
 	       "  CPUs with relayd (and influxd)\n\n", o->rounds, o->seconds);
 }
 
-static void print_ingest(const struct options *o, struct ingest_row rows[][NMODES], double *med)
+static void print_ingest(const struct options *o, struct ingest_row rows[][NMODES], struct verdict *v)
 {
 	char a[32], b[32], c[32], d[32], f[32], g[32];
 	double rat[MAX_ROUNDS];
 	printf("## Ingest with keep-alive (%u connections, %u-line POSTs)\n\n", o->conns, o->lines);
+	print_case_load(C_INGEST);
 	printf("| round | path | points/s | TLS / plain | p50 ms | p99 ms | CPU %% relayd | CPU %% clients |\n");
 	printf("|---:|---|---:|---:|---:|---:|---:|---:|\n");
 	for (unsigned k = 0; k < o->rounds; k++)
@@ -1399,10 +1427,7 @@ static void print_ingest(const struct options *o, struct ingest_row rows[][NMODE
 		}
 	unsigned n = collect(&rows[0][PLAIN].pps, &rows[0][TLS].pps, &rows[0][PLAIN].ran, &rows[0][TLS].ran, o->rounds,
 	                     sizeof(rows[0]), rat);
-	*med = median_of(rat, n);
-	if (n)
-		printf("\nTLS / plain, median of %u round(s): **%.2f** (range %.2f–%.2f); aim ≥ %.2f\n", n, *med,
-		       min_of(rat, n), max_of(rat, n), AIM_INGEST);
+	print_median(rat, n, AIM_INGEST, v);
 	printf("\npoints/s: acknowledged (204) points / seconds of the slice. The connections (and their\n"
 	       "handshakes) are opened before the clock starts; latency is from the send to the last byte of the "
 	       "answer.\n\n");
@@ -1413,6 +1438,7 @@ static void print_handshakes(const struct options *o, struct hs_row rows[][NHS][
 	char a[32], b[32], c[32], d[32], f[32], g[32];
 	unsigned clients[NHS] = { 1, o->conns };
 	printf("## Handshakes (a new connection, GET /ping with Connection: close, close)\n\n");
+	print_case_load(C_HANDSHAKES);
 	printf("| clients | round | path | connections/s | TLS / plain | p50 ms | p99 ms | relayd CPU ms / connection "
 	       "| CPU %% clients |\n");
 	printf("|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
@@ -1458,6 +1484,7 @@ static void print_memory(const struct options *o, struct mem_row rows[][NMODES],
 	double per[NMODES][MAX_ROUNDS], extra[MAX_ROUNDS];
 	unsigned n[NMODES] = { 0, 0 }, ne = 0;
 	printf("## Memory per idle connection (%u idle connections, a fresh relayd each time)\n\n", o->idle);
+	print_case_load(C_MEMORY);
 	printf("| round | path | VmRSS before KiB | with them KiB | KiB / connection | after closing them KiB |\n");
 	printf("|---:|---|---:|---:|---:|---:|\n");
 	for (unsigned k = 0; k < o->rounds; k++) {
@@ -1484,11 +1511,13 @@ static void print_memory(const struct options *o, struct mem_row rows[][NMODES],
 	       (double)SETTLE_NS / 1e9);
 }
 
-static void print_delivery(const struct options *o, struct drain_row rows[][NMODES], double *med)
+static void print_delivery(const struct options *o, struct drain_row rows[][NMODES], struct verdict *v)
 {
 	char a[32], b[32], c[32], f[32], g[32], i[32];
 	double rat[MAX_ROUNDS];
-	printf("## Delivery: a backlog drained into influxd (plain HTTP against HTTPS)\n\n");
+	printf("## Delivery: a backlog of %s points drained into influxd (plain HTTP against HTTPS)\n\n",
+	       fmt_count((double)((o->backlog + o->lines - 1) / o->lines * o->lines), a, sizeof(a)));
+	print_case_load(C_DELIVERY);
 	printf("| round | backend | points | seconds | points/s | TLS / plain | lines / POST | retries "
 	       "| CPU %% relayd | CPU %% influxd |\n");
 	printf("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -1507,13 +1536,21 @@ static void print_delivery(const struct options *o, struct drain_row rows[][NMOD
 		}
 	unsigned n = collect(&rows[0][PLAIN].pps, &rows[0][TLS].pps, &rows[0][PLAIN].ran, &rows[0][TLS].ran, o->rounds,
 	                     sizeof(rows[0]), rat);
-	*med = median_of(rat, n);
-	if (n)
-		printf("\nTLS / plain, median of %u round(s): **%.2f** (range %.2f–%.2f); aim ≥ %.2f\n", n, *med,
-		       min_of(rat, n), max_of(rat, n), AIM_DELIVERY);
+	print_median(rat, n, AIM_DELIVERY, v);
 	printf("\nseconds: relayd's restart with its backend at a fresh influxd until nothing is pending\n"
 	       "(/health polled every 20 ms); influxd stored every point (its pointsWrittenOK). https://: influxd with\n"
 	       "https-enabled and the same certificate, relayd's backend with tls_ca: the private CA.\n\n");
+}
+
+/* "- WHAT at ≥ AIM of plain: met (93.1 %, median of 3 rounds; 2 of 3 at or above)" or "not measured". */
+static void print_verdict(const char *what, double aim, const struct verdict *v)
+{
+	if (v->n == 0 || v->med <= 0) {
+		printf("- %s at ≥ %.0f %% of plain: not measured\n", what, 100 * aim);
+		return;
+	}
+	printf("- %s at ≥ %.0f %% of plain: %s (%.1f %%, the median of %u round(s); %u of %u at or above)\n", what,
+	       100 * aim, v->med >= aim ? "met" : "NOT met", 100 * v->med, v->n, v->met, v->n);
 }
 
 /*---- the self-test ----*/
@@ -1610,7 +1647,8 @@ int main(int argc, char **argv)
 	struct mem_row mem[MAX_ROUNDS][NMODES];
 	struct drain_row drain[MAX_ROUNDS][NMODES];
 	char tmp[PATH_MAX], cdir[PATH_MAX], la[64], params[256] = "";
-	double ingest_med = -1, drain_med = -1, tls_kib = -1, plain_kib = -1;
+	struct verdict vi = { .med = -1 }, vd = { .med = -1 };
+	double tls_kib = -1, plain_kib = -1;
 	int failed = 1, rc, ran[NCASES] = { 0 };
 	struct sigaction sa = { .sa_handler = on_sigpipe };
 
@@ -1673,11 +1711,13 @@ int main(int argc, char **argv)
 	fflush(stdout);
 
 	if (o.run[C_INGEST]) {
+		loadavg(case_load[C_INGEST], sizeof(case_load[C_INGEST]));
 		if (case_ingest(&o, &door, ingest, &errs) < 0)
 			goto report;
 		ran[C_INGEST] = 1;
 	}
 	if (o.run[C_HANDSHAKES]) {
+		loadavg(case_load[C_HANDSHAKES], sizeof(case_load[C_HANDSHAKES]));
 		if (case_handshakes(&o, &door, hs, &errs) < 0)
 			goto report;
 		ran[C_HANDSHAKES] = 1;
@@ -1685,11 +1725,13 @@ int main(int argc, char **argv)
 	if (child_stop(&door.c, 0) < 0)
 		goto report;
 	if (o.run[C_MEMORY]) {
+		loadavg(case_load[C_MEMORY], sizeof(case_load[C_MEMORY]));
 		if (case_memory(&o, tmp, &certs, mem, &errs) < 0)
 			goto report;
 		ran[C_MEMORY] = 1;
 	}
 	if (o.run[C_DELIVERY]) {
+		loadavg(case_load[C_DELIVERY], sizeof(case_load[C_DELIVERY]));
 		if (case_delivery(&o, tmp, &certs, drain, &errs) < 0)
 			goto report;
 		ran[C_DELIVERY] = 1;
@@ -1698,24 +1740,16 @@ int main(int argc, char **argv)
 
 report:
 	if (ran[C_INGEST])
-		print_ingest(&o, ingest, &ingest_med);
+		print_ingest(&o, ingest, &vi);
 	if (ran[C_HANDSHAKES])
 		print_handshakes(&o, hs);
 	if (ran[C_MEMORY])
 		print_memory(&o, mem, &tls_kib, &plain_kib);
 	if (ran[C_DELIVERY])
-		print_delivery(&o, drain, &drain_med);
+		print_delivery(&o, drain, &vd);
 	printf("## Verdict\n\n");
-	if (drain_med > 0)
-		printf("- delivery over TLS at ≥ %.0f %% of plain: %s (%.0f %%)\n", 100 * AIM_DELIVERY,
-		       drain_med >= AIM_DELIVERY ? "met" : "NOT met", 100 * drain_med);
-	else
-		printf("- delivery over TLS at ≥ %.0f %% of plain: not measured\n", 100 * AIM_DELIVERY);
-	if (ingest_med > 0)
-		printf("- ingest over TLS with keep-alive at ≥ %.0f %% of plain: %s (%.0f %%)\n", 100 * AIM_INGEST,
-		       ingest_med >= AIM_INGEST ? "met" : "NOT met", 100 * ingest_med);
-	else
-		printf("- ingest over TLS with keep-alive at ≥ %.0f %% of plain: not measured\n", 100 * AIM_INGEST);
+	print_verdict("delivery over TLS", AIM_DELIVERY, &vd);
+	print_verdict("ingest over TLS with keep-alive", AIM_INGEST, &vi);
 	if (ran[C_HANDSHAKES] && !o.plain_only)
 		printf("- handshakes per second: measured (no aim)\n");
 	if (tls_kib >= 0)
