@@ -1399,7 +1399,7 @@ static void print_facts(const struct options *o, const char *ca_params, const ch
 		printf("- influxd: %s\n", o->influxd);
 	printf("- client and certificates: %s; a private CA; server certificate %s for 127.0.0.1\n",
 	       OpenSSL_version(OPENSSL_VERSION), o->key_ec ? "ECDSA P-256" : "RSA 2048");
-	if (!o->plain_only)
+	if (!o->plain_only && ca_params[0])
 		printf("- TLS at relayd's listener: %s\n", ca_params);
 	printf("- %u round(s), each case alternating plain and TLS; %u s per timed slice; the clients share the\n"
 	       "  CPUs with relayd (and influxd)\n\n", o->rounds, o->seconds);
@@ -1696,8 +1696,8 @@ int main(int argc, char **argv)
 		if (!o.plain_only)
 			tls_params(door.https_port, params, sizeof(params));
 	}
-	if (!o.plain_only && !params[0]) {
-		/* Only the memory or delivery case: ask a short-lived relayd what its listener speaks. */
+	if (!o.plain_only && !params[0] && o.run[C_MEMORY]) {
+		/* The memory case without the door: ask a short-lived relayd what its listener speaks. */
 		struct relay probe;
 		if (relay_start(&probe, o.relayd, tmp, "relayd-probe", 1, PLAIN, 0, &certs) == 0)
 			tls_params(probe.https_port, params, sizeof(params));
