@@ -131,6 +131,13 @@ static void held_figures(struct snap_backend *b, struct wal *wal, int64_t now_ns
 	wal_held_free(h, n);
 }
 
+/* query.max_lag in ns, saturated. */
+static int64_t max_lag_ns_of(const struct relayd *d)
+{
+	uint64_t ms = d->cfg.query_max_lag_ms;
+	return ms > (uint64_t)(INT64_MAX / 1000000LL) ? INT64_MAX : (int64_t)ms * 1000000LL;
+}
+
 /* What b's queue holds against its byte limit (held batches count). */
 static double full_share(const struct snap_backend *b)
 {
@@ -165,15 +172,20 @@ static void why_add(struct snap *s, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Writes refused since the last look: remember when. */
+/*
+ * Writes refused since the last look: remember when (monotonic: a clock
+ * set back must not keep the relay failing). Only what "failing" means:
+ * batches a full queue refused and commits that failed (ingest's counts,
+ * HTTP and UDP alike), not a 503 for the door's memory budget, which one
+ * client with a large body can cause and which says nothing of the
+ * relay's health.
+ */
 void monitor_tick(struct relayd *d)
 {
-	uint64_t refused = d->ing.stats.commit_errors;
-	if (d->http)
-		refused += http_server_stats(d->http)->writes_refused;
+	uint64_t refused = d->ing.stats.commit_errors + d->ing.stats.batches_refused;
 	if (refused != d->refusals_seen) {
 		d->refusals_seen = refused;
-		d->refused_at_ns = now_realtime_ns();
+		d->refused_at_mono_ns = now_mono_ns();
 	}
 }
 
@@ -202,7 +214,9 @@ static void judge(struct relayd *d, struct snap *s)
 			degraded = 1;
 			why_add(s, "'%s': its queue is %.0f%% full", b->cfg->name, full_share(b) * 100);
 		}
-		if (strcmp(b->state, "up") != 0) {
+		/* A pause with nothing pending costs nothing yet: it degrades
+		 * once writes wait behind it. */
+		if (strcmp(b->state, "up") != 0 && !(strcmp(b->state, "paused") == 0 && b->lag_ns == 0)) {
 			degraded = 1;
 			why_add(s, "'%s' is %s", b->cfg->name, b->state);
 		}
@@ -212,9 +226,10 @@ static void judge(struct relayd *d, struct snap *s)
 			        b->st.held_batches);
 		}
 	}
-	if (d->refused_at_ns && s->now_ns - d->refused_at_ns < FAILING_HOLD_NS) {
+	uint64_t mono = now_mono_ns();
+	if (d->refused_at_mono_ns && mono - d->refused_at_mono_ns < (uint64_t)FAILING_HOLD_NS) {
 		failing = 1;
-		why_add(s, "writes were refused %" PRId64 " s ago", age_seconds(s->now_ns, d->refused_at_ns));
+		why_add(s, "writes were refused %" PRIu64 " s ago", (uint64_t)((mono - d->refused_at_mono_ns) / 1000000000u));
 	}
 	s->status = d->stopping ? "stopping" : failing ? "failing" : degraded ? "degraded" : "ok";
 }
@@ -358,7 +373,9 @@ static int backend_health(struct http_server *hs, const char *name, int64_t max_
 		return 503;
 	}
 	struct snap *s = snap_take(d);
-	int64_t max_lag_ns = (max_lag_ms >= 0 ? (int64_t)max_lag_ms : (int64_t)d->cfg.query_max_lag_ms) * 1000000LL;
+	/* Saturated: a bound of centuries means "any lag", not an overflow. */
+	uint64_t lag_ms = max_lag_ms >= 0 ? (uint64_t)max_lag_ms : d->cfg.query_max_lag_ms;
+	int64_t max_lag_ns = lag_ms > (uint64_t)(INT64_MAX / 1000000LL) ? INT64_MAX : (int64_t)lag_ms * 1000000LL;
 	int status = backend_verdict(&s->b[i], max_lag_ns, out);
 	snap_free(s);
 	return status;
@@ -396,7 +413,7 @@ static json_t *health_backend(struct relayd *d, const struct snap *s, const stru
 	json_object_set_new(o, "link", rjson_cstr(b->worker ? replay_health_name(v->health) : "starting"));
 	json_object_set_new(o, "paused", json_boolean(strcmp(b->state, "paused") == 0));
 	struct rbuf why = RBUF_INIT;
-	int caught = backend_verdict(b, (int64_t)d->cfg.query_max_lag_ms * 1000000LL, &why) == 200;
+	int caught = backend_verdict(b, max_lag_ns_of(d), &why) == 200;
 	json_object_set_new(o, "caught_up", json_boolean(caught));
 	json_object_set_new(o, "caught_up_reason", rjson_string(why.data ? why.data : "", why.len));
 	rbuf_release(&why);
@@ -613,7 +630,7 @@ static const char *const backend_states[] = { "up", "retrying", "down", "holding
 static void backend_metrics(struct relayd *d, const struct snap *s, struct rbuf *out)
 {
 	char lb[256];
-	int64_t max_lag_ns = (int64_t)d->cfg.query_max_lag_ms * 1000000LL;
+	int64_t max_lag_ns = max_lag_ns_of(d);
 
 	BACKEND_GAUGE("relayd_backend_pending_batches", "Batches accepted and not yet delivered.", b->st.pending_batches);
 	BACKEND_GAUGE("relayd_backend_pending_points", "Points accepted and not yet delivered.", b->st.pending_points);

@@ -51,9 +51,14 @@ size_t query_targets(void *arg, const char *db, struct http_query_target *out, s
 		size_t i = cfg->query_order[k];
 		const struct relay_backend_config *b = &cfg->backends[i];
 		const struct replay_worker *w = backends_worker(src->backends, src->ids[i]);
-		struct http_query_target *t = &out[n++];
 		struct replay_view v;
 		struct wal_backend_stat st;
+		struct net_tls_ctx *tls = b->tls && w ? replay_worker_tls(w) : NULL;
+		/* An https backend whose TLS context could not be made (its
+		 * worker holds, saying why) is never asked in plain HTTP. */
+		if (b->tls && !tls)
+			continue;
+		struct http_query_target *t = &out[n++];
 
 		memset(t, 0, sizeof(*t));
 		t->name = b->name;
@@ -64,6 +69,8 @@ size_t query_targets(void *arg, const char *db, struct http_query_target *out, s
 		t->password = b->password;
 		t->token = b->token;
 		t->connect_timeout_ms = b->connect_timeout_ms;
+		t->tls = tls; /* the worker's reference: the upstream takes its own */
+		t->server_name = b->tls_server_name;
 		if (w) {
 			replay_worker_view(w, &v);
 			/* "up": delivering, or nothing to deliver; retrying, down,

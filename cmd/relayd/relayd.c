@@ -34,6 +34,7 @@
 #include "relay/base/log.h"
 #include "relay/delivery/replay.h"
 #include "relay/door/udp.h"
+#include "relay/net/tls.h"
 #include "relay/base/util.h"
 #include "wal/wal.h"
 
@@ -113,14 +114,14 @@ static void maint_cb(uv_timer_t *t)
 		          cleared, cleared == 1 ? "" : "s");
 	for (size_t i = 0; i < d->cfg.nbackends; i++) {
 		int id = d->ids[i];
-		const struct replay_worker *w = backends_worker(&d->backends, id);
-		struct replay_view v;
-		if (w)
-			replay_worker_view(w, &v);
-		uint64_t pts = w ? v.stats.delivered_points : 0;
+		/* The totals since relayd started (a worker a reload restarted
+		 * included), so the window never mixes two workers' counts. */
+		struct replay_stats tot;
+		backends_stats(&d->backends, id, &tot);
+		uint64_t pts = tot.delivered_points;
 		struct rate_window *rw = &d->rate_win[id];
-		/* A counter that went back (a queue id reused by another
-		 * backend, a restarted worker) restarts the window. */
+		/* A counter that went back (a queue id given to another
+		 * backend) restarts the window. */
 		if (rw->n && pts < rw->points[(rw->next + RELAYD_RATE_SAMPLES - 1) % RELAYD_RATE_SAMPLES])
 			rw->n = 0;
 		rw->points[rw->next] = pts;
@@ -421,6 +422,21 @@ static void keep_restart_only(struct relayd *d, struct relay_config *next)
 	SWAP(cur->queue_map_bytes, next->queue_map_bytes);
 }
 
+/* The TLS listener's files made absolute against dir, as data_dir is:
+ * the daemon leaves for "/", and a reload reads them again from wherever
+ * relayd then is. */
+static void absolute_tls_paths(const char *dir, struct relay_config *cfg)
+{
+	char **p[] = {&cfg->tls_cert_file, &cfg->tls_key_file, &cfg->tls_client_ca_file};
+	for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++) {
+		if (!*p[i])
+			continue;
+		char *a = daemon_absolute_path(dir, *p[i]);
+		free(*p[i]);
+		*p[i] = a;
+	}
+}
+
 static void reload_refused(struct relayd *d, struct relay_config *next, const char *why)
 {
 	d->reload_errors++;
@@ -453,11 +469,26 @@ static void reload(struct relayd *d)
 	char *dd = daemon_absolute_path(d->start_dir, next->data_dir);
 	free(next->data_dir);
 	next->data_dir = dd;
+	absolute_tls_paths(d->start_dir, next);
+	/* The TLS listener's certificate, key and client CA are read again
+	 * (a rotation is a file replaced, then SIGHUP): the new context is
+	 * made before anything changes, and first of what opens things, so a
+	 * bad file refuses the reload with nothing to undo, and the
+	 * certificate in force keeps being served. Only for a listener that
+	 * runs and stays (listen.https itself needs a restart). */
+	struct net_tls_ctx *tls = NULL;
+	if (d->http && d->cfg.listen_https && next->listen_https &&
+	    http_server_tls_ctx_new(next, &tls, err, sizeof(err)) < 0) {
+		reload_refused(d, next, err);
+		return;
+	}
 	if (backends_open(&d->backends, next, ids, err, sizeof(err)) != 0) {
+		net_tls_ctx_unref(tls);
 		reload_refused(d, next, err);
 		return;
 	}
 	if (strcmp(next->log_output, d->cfg.log_output) != 0 && relay_log_open(next->log_output, err, sizeof(err)) < 0) {
+		net_tls_ctx_unref(tls);
 		reload_refused(d, next, err);
 		return;
 	}
@@ -472,6 +503,11 @@ static void reload(struct relayd *d)
 	/* next now holds the old contents; workers that keep running with
 	 * unchanged settings still point into its backends. */
 	backends_retire(&d->backends, next);
+	/* After the swap: the server reads the tls: section of d->cfg (the
+	 * new one now) for its messages; connections open keep the old
+	 * context until they close. */
+	if (tls)
+		http_server_set_tls(d->http, tls);
 	d->reloads++;
 	relay_log(RELAY_LOG_NOTICE, "configuration reloaded from '%s' (%zu backend%s)", d->config_path,
 		  d->cfg.nbackends, d->cfg.nbackends == 1 ? "" : "s");
@@ -677,6 +713,7 @@ int main(int argc, char **argv)
 	char *dd = daemon_absolute_path(d.start_dir, d.cfg.data_dir);
 	free(d.cfg.data_dir);
 	d.cfg.data_dir = dd;
+	absolute_tls_paths(d.start_dir, &d.cfg);
 	signal(SIGPIPE, SIG_IGN);
 	/* A reload or a logrotate signal that arrives while relayd starts
 	 * must not kill it (their default action); the loop's handlers take
@@ -755,8 +792,16 @@ int main(int argc, char **argv)
 		relay_log(RELAY_LOG_ERROR, "%s", err);
 		return 1;
 	}
-	relay_log(RELAY_LOG_NOTICE, "relayd %s listening on http://%s (queue in '%s', %zu backend%s)",
-		  RELAYD_VERSION, d.cfg.listen_http, d.cfg.data_dir, d.cfg.nbackends, d.cfg.nbackends == 1 ? "" : "s");
+	char listeners[600];
+	snprintf(listeners, sizeof(listeners), "%s%s%s%s%s", d.cfg.listen_http ? "http://" : "",
+		 d.cfg.listen_http ? d.cfg.listen_http : "", d.cfg.listen_http && d.cfg.listen_https ? " and " : "",
+		 d.cfg.listen_https ? "https://" : "", d.cfg.listen_https ? d.cfg.listen_https : "");
+	relay_log(RELAY_LOG_NOTICE, "relayd %s listening on %s (queue in '%s', %zu backend%s)", RELAYD_VERSION,
+		  listeners, d.cfg.data_dir, d.cfg.nbackends, d.cfg.nbackends == 1 ? "" : "s");
+	if (d.cfg.listen_https && d.cfg.tls_client_ca_file)
+		relay_log(RELAY_LOG_NOTICE, "https clients must present a certificate signed by a CA in '%s'%s",
+			  d.cfg.tls_client_ca_file,
+			  d.cfg.tls_client_cert_auth && d.cfg.auth_enabled ? " (it stands in for credentials)" : "");
 	for (size_t i = 0; i < d.cfg.nudp; i++)
 		relay_log(RELAY_LOG_NOTICE, "listening on udp://%s for database '%s'%s%s%s (precision %s)",
 			  d.cfg.udp[i].address, d.cfg.udp[i].db, d.cfg.udp[i].rp ? ", retention policy '" : "",

@@ -60,11 +60,11 @@ struct relayd {
 	double rate[WAL_MAX_BACKENDS];
 	int stopping;
 	uint64_t reloads, reload_errors;
-	/* Writes refused (503s and failed commits) as last seen, and when the
-	 * count last grew: /health says "failing" for a while after
-	 * (cmd/relayd/monitor.c). */
+	/* Batches refused by a full queue and failed commits as last seen,
+	 * and when (monotonic) the count last grew: /health says "failing"
+	 * for a while after (cmd/relayd/monitor.c). */
 	uint64_t refusals_seen;
-	int64_t refused_at_ns;
+	uint64_t refused_at_mono_ns;
 };
 
 

@@ -49,6 +49,9 @@ static const struct enum_spec db_policy_enum = { db_policy_words, RELAY_ARRAY_SI
 static const struct enum_spec api_enum = { api_words, RELAY_ARRAY_SIZE(api_words), "v1 or v2" };
 
 #define CF(f) offsetof(struct relay_config, f)
+/* The longest max_age: 100 years. Its nanoseconds (what the queue
+ * compares with) must fit in an int64. */
+#define MAX_AGE_MS (100ULL * 366 * 86400 * 1000)
 #define BF(f) offsetof(struct relay_backend_config, f)
 #define UF(f) offsetof(struct relay_udp_config, f)
 #define AF(f) offsetof(struct relay_user_config, f)
@@ -75,7 +78,7 @@ const struct key_spec cfg_backend_keys[] = {
 	  .off_inherit = CF(queue_max_bytes), .min = MIB, .max = UINT64_MAX,
 	  .desc = "this backend's queue byte limit; default queue.max_size" },
 	{ .section = "", .name = "max_age", .type = KT_DURATION, .flags = KF_INHERIT | KF_ZERO_OK,
-	  .off = BF(max_age_ms), .off_inherit = CF(queue_max_age_ms), .min = 1, .max = UINT64_MAX,
+	  .off = BF(max_age_ms), .off_inherit = CF(queue_max_age_ms), .min = 1, .max = MAX_AGE_MS,
 	  .desc = "this backend's age limit; default queue.max_age" },
 	BKEY("timeout", KT_DURATION, 0, timeout_ms, "30s", 10, 3600000,
 	     "time for the backend's whole answer to a write; then retry"),
@@ -251,7 +254,7 @@ const struct key_spec cfg_keys[] = {
 	SECTION("queue", "the durable queue and its limits"),
 	KEY("queue", "max_size", KT_SIZE, 0, queue_max_bytes, "1GiB", MIB, UINT64_MAX,
 	    "bytes a backend's queue may hold before writes get 503; per-backend default"),
-	KEY("queue", "max_age", KT_DURATION, KF_ZERO_OK, queue_max_age_ms, "0", 1, UINT64_MAX,
+	KEY("queue", "max_age", KT_DURATION, KF_ZERO_OK, queue_max_age_ms, "0", 1, MAX_AGE_MS,
 	    "writes get 503 while a backend's oldest batch is older; 0 = no limit"),
 	KEY("queue", "retry_after", KT_SECONDS, 0, queue_retry_after_s, "10s", 1, UINT64_MAX,
 	    "Retry-After sent with a 503 for a full queue"),

@@ -46,6 +46,8 @@ enum outcome outcome_classify(int status, const char *body, size_t len)
 {
 	if (status == OUTCOME_STATUS_UNSENDABLE)
 		return OUTCOME_DEAD;
+	if (status == OUTCOME_STATUS_TLS_VERIFY || status == OUTCOME_STATUS_TLS_CONFIG)
+		return OUTCOME_HOLD;
 	if (status < 0 || status == 408 || status == 429)
 		return OUTCOME_RETRY;
 	if (status >= 200 && status < 300)

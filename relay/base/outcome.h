@@ -24,12 +24,19 @@ enum outcome {
 #define OUTCOME_STATUS_RESET           (-3) /* connection reset or closed mid-response */
 #define OUTCOME_STATUS_PROTOCOL        (-4) /* unparseable response */
 #define OUTCOME_STATUS_UNSENDABLE      (-5) /* no request can carry the batch (backend_api.h): never sent */
+#define OUTCOME_STATUS_TLS_VERIFY      (-6) /* a certificate failed verification (chain, expiry, name),
+                                             * or the server refused ours */
+#define OUTCOME_STATUS_TLS_CONFIG      (-7) /* the backend's TLS context cannot be made (a CA file
+                                             * missing, a key that does not match): never sent */
 
 /*
  * Classify a response: status is the HTTP status (or one of the
  * OUTCOME_STATUS_* values), body its first bytes (may be NULL). The
  * rules, in order:
  *   OUTCOME_STATUS_UNSENDABLE -> DEAD (sending it again changes nothing);
+ *   OUTCOME_STATUS_TLS_VERIFY, OUTCOME_STATUS_TLS_CONFIG -> HOLD (only a
+ *   new certificate, CA or setting helps: a handshake that timed out or
+ *   was reset is OUTCOME_STATUS_TIMEOUT or _RESET, and retried);
  *   other transport failures, 408, 429 -> RETRY; 2xx -> DELIVERED;
  *   body "cache-max-memory-size exceeded" or other overload text -> RETRY;
  *   body "partial write", "unable to parse", "field type conflict",

@@ -150,7 +150,7 @@ int control_reply_parse(char *line, const char **payload);
 struct control_backend_status {
 	char name[WAL_NAME_MAX + 1];
 	char state[16];            /* "up", "retrying", "down", "holding", "storage", "paused" */
-	char last_error[300];      /* the last failure, "" when none since it was last up */
+	char last_error[1024];      /* the last failure, "" when none since it was last up */
 	uint64_t head_seq;         /* the batch being sent or retried; 0 = none */
 	uint32_t attempts;         /* failed attempts of head_seq so far */
 	int64_t next_attempt_ms;   /* until the next attempt while waiting; -1 = not waiting */

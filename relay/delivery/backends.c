@@ -46,12 +46,6 @@ int backends_open(struct backends *bs, const struct relay_config *cfg, int *ids,
 {
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		const struct relay_backend_config *b = &cfg->backends[i];
-		/* Until delivery speaks TLS (issue 15), an https:// backend is
-		 * refused rather than sent plain HTTP. */
-		if (b->tls) {
-			snprintf(err, errlen, "backend '%s': https:// is not delivered to yet", b->name);
-			return -1;
-		}
 		int rc = wal_backend_open(bs->wal, b->name, &ids[i]);
 		if (rc) {
 			snprintf(err, errlen, "cannot open the queue of backend '%s': %s", b->name, wal_strerror(rc));
@@ -230,6 +224,8 @@ void backends_apply(struct backends *bs, const struct relay_config *cfg, const i
 			/* The reminder interval and the limits its lines measure
 			 * against change without a restart. */
 			replay_set_outage_log(s->w, bs->outage_reminder_ms, b->max_bytes, b->max_age_ms);
+			/* Its certificates are read again all the same. */
+			replay_reload_tls(s->w);
 			relay_log(RELAY_LOG_DEBUG, "backend '%s': delivery settings unchanged", b->name);
 			continue;
 		}

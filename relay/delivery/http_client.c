@@ -1,7 +1,7 @@
 /*
- * http_client: see http_client.h. Must never block the loop: names are
- * resolved with uv_getaddrinfo (on the thread pool), and every wait has a
- * timer. Callbacks to the user run only after llhttp_execute has returned,
+ * http_client: see http_client.h. Must never block the loop: the
+ * transport layer resolves on the thread pool and bounds the connect and
+ * the handshake with the connect timeout; the response has our timer. Callbacks to the user run only after llhttp_execute has returned,
  * so the user may send the next request (or close) from inside them.
  */
 #include "relay/delivery/http_client.h"
@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "relay/base/log.h"
 #include "relay/base/outcome.h"
 
 #define MAX_KEPT_BODY 4096
@@ -23,17 +24,23 @@
 static void start_connect(struct http_client *c);
 static void send_request(struct http_client *c);
 
-static void tcp_free(uv_handle_t *h)
+static void maybe_closed(struct http_client *c);
+
+static void stream_closed(struct net_stream *s)
 {
-	free(h);
+	struct http_client *c = net_stream_data(s);
+	c->streams--;
+	maybe_closed(c);
 }
 
 static void drop_connection(struct http_client *c)
 {
-	if (c->tcp) {
-		c->tcp->data = NULL;
-		uv_close((uv_handle_t *)c->tcp, tcp_free);
-		c->tcp = NULL;
+	if (c->s) {
+		/* Nothing more of it reaches us but its write callbacks, which
+		 * see it is no longer c->s; its close is counted. */
+		net_stream_set_callbacks(c->s, NULL, c);
+		net_stream_close(c->s, stream_closed);
+		c->s = NULL;
 	}
 	c->connected = 0;
 }
@@ -46,8 +53,9 @@ static void finish(struct http_client *c, int status, const char *err)
 	/* An answer that came before the whole request was written (a 413
 	 * after the first bytes of a large body, say) leaves the rest of the
 	 * body on its way: the server would read it as the next request. */
-	if (status < 0 || !c->keep_alive || c->writing)
+	if (status < 0 || !c->keep_alive || c->writing || c->tls_changed)
 		drop_connection(c);
+	c->tls_changed = 0;
 	r.status = status;
 	/* NUL-terminated, so that callers may treat it as a string. */
 	r.body = rbuf_cstr(&c->resp_body);
@@ -257,65 +265,58 @@ static int on_message_complete(llhttp_t *p)
 
 /*---- I/O ----*/
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/* The connection ended or failed (nread: UV_EOF, or the failure's libuv
+ * code; e: the transport's error, or NULL for a clean end). */
+static void on_end(struct http_client *c, ssize_t nread, const struct net_error *e)
 {
-	(void)h;
-	buf->base = xmalloc(suggested);
-	buf->len = suggested;
-}
-
-static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
-{
-	struct http_client *c = st->data;
-	if (!c || (uv_tcp_t *)st != c->tcp) {
-		free(buf->base);
+	if (!c->in_request) {
+		drop_connection(c); /* the server closed an idle connection */
 		return;
 	}
-	if (nread < 0) {
-		free(buf->base);
-		if (!c->in_request) {
-			drop_connection(c); /* the server closed an idle connection */
+	if (c->reused && !c->got_bytes && !(e && e->kind == NET_ERR_VERIFY)) {
+		/* The kept-alive connection was closed by the server just as
+		 * we used it: nothing was processed, resend on a fresh one. */
+		drop_connection(c);
+		c->reused = 0;
+		start_connect(c);
+		return;
+	}
+	if (nread == UV_EOF && c->got_bytes && !c->refused) {
+		/* An answer with neither Content-Length nor chunked framing
+		 * ends where the connection does (RFC 9112 section 6.3):
+		 * llhttp completes it now, or says it was cut short. */
+		llhttp_finish(&c->parser);
+		if (c->complete) {
+			c->keep_alive = 0;
+			finish(c, llhttp_get_status_code(&c->parser), NULL);
 			return;
 		}
-		if (c->reused && !c->got_bytes) {
-			/* The kept-alive connection was closed by the server just as
-			 * we used it: nothing was processed, resend on a fresh one. */
-			drop_connection(c);
-			c->reused = 0;
-			start_connect(c);
-			return;
-		}
-		if (nread == UV_EOF && c->got_bytes && !c->refused) {
-			/* An answer with neither Content-Length nor chunked framing
-			 * ends where the connection does (RFC 9112 section 6.3):
-			 * llhttp completes it now, or says it was cut short. */
-			llhttp_finish(&c->parser);
-			if (c->complete) {
-				c->keep_alive = 0;
-				finish(c, llhttp_get_status_code(&c->parser), NULL);
-				return;
-			}
-		}
+	}
+	if (e && e->kind == NET_ERR_VERIFY) {
+		/* TLS 1.3: a server that refuses our client certificate (or
+		 * wants one) says so after our side of the handshake is done. */
+		fail(c, OUTCOME_STATUS_TLS_VERIFY, "%s", e->msg);
+		return;
+	}
+	if (e)
+		fail(c, OUTCOME_STATUS_RESET, "connection closed before the response was complete (%s)", e->msg);
+	else
 		fail(c, OUTCOME_STATUS_RESET, "connection closed before the response was complete (%s)",
 		     nread == UV_EOF ? "end of stream" : uv_strerror((int)nread));
-		return;
-	}
-	if (nread == 0) {
-		free(buf->base);
-		return;
-	}
+}
+
+static void on_bytes(struct http_client *c, const char *data, size_t len)
+{
 	if (!c->in_request) {
 		/* Bytes nobody asked for: the connection is not trustworthy. */
-		free(buf->base);
 		drop_connection(c);
 		return;
 	}
 	c->got_bytes = 1;
-	llhttp_errno_t e = llhttp_execute(&c->parser, buf->base, (size_t)nread);
+	llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
 	/* Bytes after the answer, in the same read: nobody asked for them,
 	 * so the connection is out of step and not used again. */
-	int trailing = e == HPE_PAUSED && llhttp_get_error_pos(&c->parser) != buf->base + nread;
-	free(buf->base);
+	int trailing = e == HPE_PAUSED && llhttp_get_error_pos(&c->parser) != data + len;
 	if (e == HPE_PAUSED && c->complete) {
 		int status = llhttp_get_status_code(&c->parser);
 		c->keep_alive = llhttp_should_keep_alive(&c->parser) && !trailing;
@@ -330,13 +331,38 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 	}
 }
 
-static void write_cb(uv_write_t *req, int status)
+static void stream_read(struct net_stream *s, const char *data, size_t len)
 {
-	struct http_client *c = req->data;
-	uv_stream_t *h = req->handle;
-	free(req);
+	struct http_client *c = net_stream_data(s);
+	if (s == c->s)
+		on_bytes(c, data, len);
+}
+
+static void stream_eof(struct net_stream *s)
+{
+	struct http_client *c = net_stream_data(s);
+	if (s == c->s)
+		on_end(c, UV_EOF, NULL);
+}
+
+static void stream_error(struct net_stream *s, const struct net_error *e)
+{
+	struct http_client *c = net_stream_data(s);
+	if (s == c->s)
+		on_end(c, e->uv_code ? e->uv_code : UV_EPROTO, e);
+}
+
+static const struct net_stream_callbacks stream_cbs = {
+	.on_read = stream_read,
+	.on_eof = stream_eof,
+	.on_error = stream_error,
+};
+
+static void write_cb(struct net_stream *s, int status, void *arg)
+{
+	struct http_client *c = arg;
 	/* A write cancelled by an earlier close belongs to a dead connection. */
-	if (!c || (uv_tcp_t *)h != c->tcp)
+	if (s != c->s)
 		return;
 	c->writing = 0;
 	if (status < 0 && c->in_request) {
@@ -353,16 +379,16 @@ static void write_cb(uv_write_t *req, int status)
 static void timer_cb(uv_timer_t *t)
 {
 	struct http_client *c = t->data;
-	char what[64];
 	if (!c->in_request)
 		return;
-	if (c->connected)
-		snprintf(what, sizeof(what), "no complete response within %llu ms",
-			 (unsigned long long)c->response_timeout_ms);
-	else
-		snprintf(what, sizeof(what), "no connection within %llu ms",
-			 (unsigned long long)c->connect_timeout_ms);
-	fail(c, OUTCOME_STATUS_TIMEOUT, "%s", what);
+	if (!c->connected && c->tls_error) {
+		/* No context, so no connection: the operator must fix a file. */
+		fail(c, OUTCOME_STATUS_TLS_CONFIG, "%s", c->tls_error);
+		return;
+	}
+	/* (The connect's own timeout is the transport's.) */
+	fail(c, OUTCOME_STATUS_TIMEOUT, "no complete response within %llu ms",
+	     (unsigned long long)c->response_timeout_ms);
 }
 
 /* A fresh parser and state for the answer to the request going out. */
@@ -385,30 +411,50 @@ static void send_request(struct http_client *c)
 	if (c->body_len)
 		bufs[n++] = uv_buf_init((char *)c->body, (unsigned)c->body_len);
 	expect_response(c);
-	uv_write_t *wr = xmalloc(sizeof(*wr));
-	wr->data = c;
 	c->writing = 1;
-	int rc = uv_write(wr, (uv_stream_t *)c->tcp, bufs, (unsigned)n, write_cb);
-	if (rc < 0) {
-		free(wr);
+	int rc = net_stream_write(c->s, bufs, (unsigned)n, write_cb, c);
+	if (rc < 0)
 		fail(c, OUTCOME_STATUS_RESET, "cannot send the request: %s", uv_strerror(rc));
+}
+
+/* The transport's connect failure as an outcome status: a certificate is
+ * the operator's to fix (hold); the rest is retried like a refused
+ * connect. */
+static int connect_status(enum net_err kind)
+{
+	switch (kind) {
+	case NET_ERR_VERIFY: return OUTCOME_STATUS_TLS_VERIFY;
+	case NET_ERR_TIMEOUT: return OUTCOME_STATUS_TIMEOUT;
+	case NET_ERR_RESET: return OUTCOME_STATUS_RESET;
+	default: return OUTCOME_STATUS_CONNECT_FAILED;
 	}
 }
 
-static void connect_cb(uv_connect_t *req, int status)
+static void connect_cb(struct net_stream *s, const struct net_error *err, void *arg)
 {
-	struct http_client *c = req->data;
-	uv_stream_t *h = req->handle;
-	free(req);
-	if (!c->in_request || (uv_tcp_t *)h != c->tcp)
-		return; /* timed out meanwhile; the handle is being closed */
-	if (status < 0) {
-		fail(c, OUTCOME_STATUS_CONNECT_FAILED, "cannot connect: %s", uv_strerror(status));
+	struct http_client *c = arg;
+	if (s != c->s)
+		return; /* (a closed connect never calls back; kept for safety) */
+	if (err) {
+		/* The layer closes s itself: nothing of it comes back. */
+		c->s = NULL;
+		c->streams--;
+		fail(c, connect_status(err->kind), "%s", err->msg);
 		return;
 	}
 	c->connected = 1;
-	uv_tcp_nodelay(c->tcp, 1);
-	int rc = uv_read_start((uv_stream_t *)c->tcp, alloc_cb, read_cb);
+	uv_tcp_nodelay(net_stream_tcp(s), 1);
+	if (net_stream_is_tls(s)) {
+		int resumed = net_stream_session_reused(s);
+		c->tls_handshakes++;
+		c->tls_resumed += resumed != 0;
+		/* The one place a test (and an operator at debug level) can see
+		 * that a reconnect resumed its session. */
+		relay_log(RELAY_LOG_DEBUG, "tls with %s:%u: %s, session %s", c->host, c->port,
+			  net_stream_tls_version(s), resumed ? "resumed" : "new");
+	}
+	net_stream_set_callbacks(s, &stream_cbs, c);
+	int rc = net_stream_read_start(s);
 	if (rc < 0) {
 		fail(c, OUTCOME_STATUS_RESET, "cannot read: %s", uv_strerror(rc));
 		return;
@@ -416,65 +462,17 @@ static void connect_cb(uv_connect_t *req, int status)
 	send_request(c);
 }
 
-static void connect_addr(struct http_client *c, const struct sockaddr *sa)
-{
-	c->tcp = xmalloc(sizeof(*c->tcp));
-	uv_tcp_init(c->loop, c->tcp);
-	c->tcp->data = c;
-	uv_connect_t *req = xmalloc(sizeof(*req));
-	req->data = c;
-	int rc = uv_tcp_connect(req, c->tcp, sa, connect_cb);
-	if (rc < 0) {
-		free(req);
-		fail(c, OUTCOME_STATUS_CONNECT_FAILED, "cannot connect: %s", uv_strerror(rc));
-	}
-}
-
-static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-	struct http_client *c = req->data;
-	int stale = c->gai_pending != req;
-	free(req);
-	if (!stale)
-		c->gai_pending = NULL;
-	if (stale || !c->in_request || c->connected || c->tcp) {
-		uv_freeaddrinfo(res);
-		return;
-	}
-	if (status < 0 || !res) {
-		uv_freeaddrinfo(res);
-		fail(c, OUTCOME_STATUS_CONNECT_FAILED, "cannot resolve host: %s", uv_strerror(status));
-		return;
-	}
-	connect_addr(c, res->ai_addr);
-	uv_freeaddrinfo(res);
-}
-
 static void start_connect(struct http_client *c)
 {
-	struct sockaddr_storage ss;
-	uv_timer_start(&c->timer, timer_cb, c->connect_timeout_ms, 0);
-	/* Literal addresses skip the resolver (and the thread pool). */
-	if (uv_ip4_addr(c->host, c->port, (struct sockaddr_in *)&ss) == 0 ||
-	    uv_ip6_addr(c->host, c->port, (struct sockaddr_in6 *)&ss) == 0) {
-		connect_addr(c, (struct sockaddr *)&ss);
+	if (c->tls_error) {
+		/* Answered from the loop, never inside http_client_request. */
+		uv_timer_start(&c->timer, timer_cb, 0, 0);
 		return;
 	}
-	char port[8];
-	struct addrinfo hints;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	snprintf(port, sizeof(port), "%u", c->port);
-	uv_getaddrinfo_t *req = xmalloc(sizeof(*req));
-	req->data = c;
-	c->gai_pending = req;
-	int rc = uv_getaddrinfo(c->loop, req, gai_cb, c->host, port, &hints);
-	if (rc < 0) {
-		free(req);
-		c->gai_pending = NULL;
-		fail(c, OUTCOME_STATUS_CONNECT_FAILED, "cannot resolve host: %s", uv_strerror(rc));
-	}
+	uv_timer_stop(&c->timer);
+	c->streams++;
+	c->s = net_connect(c->loop, c->host, c->port, c->connect_timeout_ms, c->tls, c->server_name, connect_cb, c);
+	net_stream_set_callbacks(c->s, NULL, c);
 }
 
 /*---- API ----*/
@@ -545,17 +543,47 @@ int http_client_request(struct http_client *c, const char *method, const char *t
 	return 0;
 }
 
-static void timer_closed(uv_handle_t *h)
+void http_client_set_tls(struct http_client *c, struct net_tls_ctx *tls, const char *server_name,
+                         const char *tls_error)
 {
-	struct http_client *c = h->data;
+	if (tls)
+		net_tls_ctx_ref(tls);
+	net_tls_ctx_unref(c->tls);
+	c->tls = tls;
+	free(c->server_name);
+	c->server_name = server_name ? xstrdup(server_name) : NULL;
+	free(c->tls_error);
+	c->tls_error = !tls && tls_error ? xstrdup(tls_error) : NULL;
+	/* The next request connects with the new context. */
+	if (c->in_request)
+		c->tls_changed = 1;
+	else
+		drop_connection(c);
+}
+
+static void maybe_closed(struct http_client *c)
+{
+	if (!c->closing || c->timer_open || c->streams || c->host == NULL)
+		return;
 	rbuf_release(&c->head);
 	rbuf_release(&c->resp_body);
 	rbuf_release(&c->hname);
 	rbuf_release(&c->hval);
 	free(c->host);
 	c->host = NULL;
+	net_tls_ctx_unref(c->tls);
+	c->tls = NULL;
+	free(c->server_name);
+	c->server_name = NULL;
+	free(c->tls_error);
+	c->tls_error = NULL;
 	if (c->close_cb)
 		c->close_cb(c);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+	maybe_closed(h->data);
 }
 
 void http_client_close(struct http_client *c, void (*cb)(struct http_client *c))
@@ -578,11 +606,8 @@ void http_client_feed_response(struct http_client *c, const char *data, size_t l
 	relay_assert(!c->in_request && !c->closing);
 	take_request(c, "POST", "/write?db=fed", NULL, NULL, 0, cb, arg);
 	drop_connection(c);
-	/* A handle never opened: read_cb only compares it, and closing it
-	 * is what dropping a real connection does. */
-	c->tcp = xmalloc(sizeof(*c->tcp));
-	uv_tcp_init(c->loop, c->tcp);
-	c->tcp->data = c;
+	/* No stream: a connection only in name, which finish drops by
+	 * clearing the flag. */
 	c->connected = 1;
 	c->reused = 0;
 	expect_response(c);
@@ -590,17 +615,18 @@ void http_client_feed_response(struct http_client *c, const char *data, size_t l
 	size_t off = 0;
 	/* Read after read until the client drops the connection (an answer
 	 * with Connection: close, bytes nobody asked for, a failure). */
-	while (off < len && c->tcp) {
+	while (off < len && c->connected) {
 		size_t n = piece && piece < len - off ? piece : len - off;
-		uv_buf_t b = uv_buf_init(xmalloc(n), (unsigned)n);
-		memcpy(b.base, data + off, n);
+		/* A copy of its own, as the stream's buffer would be: a
+		 * sanitizer sees reads past the piece. */
+		char *b = xmalloc(n);
+		memcpy(b, data + off, n);
 		off += n;
-		read_cb((uv_stream_t *)c->tcp, (ssize_t)n, &b);
+		on_bytes(c, b, n);
+		free(b);
 	}
-	if (c->tcp) {
-		uv_buf_t b = uv_buf_init(xmalloc(64), 64);
-		read_cb((uv_stream_t *)c->tcp, UV_EOF, &b);
-	}
+	if (c->connected)
+		on_end(c, UV_EOF, NULL);
 	drop_connection(c);
 	c->writing = 0;
 	relay_assert(!c->in_request);

@@ -1,6 +1,9 @@
 /*
  * http_client: one keep-alive HTTP/1.1 connection to one backend, on the
- * libuv loop, one request at a time. Responses are parsed with llhttp.
+ * libuv loop, one request at a time, plain or TLS: bytes go through the
+ * transport layer (relay/net/stream.h), which resolves, connects and makes
+ * the handshake within the connect timeout; nothing here knows TLS beyond
+ * holding the context. Responses are parsed with llhttp.
  * Connect and response timeouts; a reused connection the server had
  * closed is retried once on a fresh one. Interim answers (1xx, RFC 9110
  * section 15.2) are read and skipped; the callback gets the final one.
@@ -16,6 +19,7 @@
 #include <uv.h>
 
 #include "relay/base/util.h"
+#include "relay/net/stream.h"
 
 struct http_client;
 
@@ -45,13 +49,21 @@ struct http_client {
 	uint64_t connect_timeout_ms;
 	uint64_t response_timeout_ms;
 
+	/* TLS (http_client_set_tls): the context connections are made with
+	 * (a reference held), or NULL for plain HTTP */
+	struct net_tls_ctx *tls;
+	char *server_name;      /* NULL: host */
+	char *tls_error;        /* the context could not be made: every request fails with it */
+	uint64_t tls_handshakes; /* full handshakes and resumed ones, since init */
+	uint64_t tls_resumed;
+
 	/* private: http_client.c's */
-	uv_tcp_t *tcp;          /* NULL when not connected */
+	struct net_stream *s;   /* the connection, or the connect under way; NULL when none */
+	int streams;            /* streams not yet closed (http_client_close waits for them) */
 	uv_timer_t timer;
-	uv_getaddrinfo_t *gai_pending; /* the resolve whose answer is awaited */
 	llhttp_t parser;
 	llhttp_settings_t settings;
-	int connected;
+	int connected;          /* a connection is up (also the fed one of http_client_feed_response) */
 	int reused;             /* this request went out on a kept-alive connection */
 	int in_request;
 	int writing;            /* the request is not all written yet */
@@ -60,6 +72,7 @@ struct http_client {
 	int keep_alive;
 	int closing;
 	int timer_open;
+	int tls_changed;        /* the context changed during the request: not kept alive */
 	void (*close_cb)(struct http_client *c);
 
 	/* the request in progress; the caller owns body until the callback */
@@ -76,7 +89,7 @@ struct http_client {
 	int interim;            /* interim (1xx) answers skipped for this request */
 	int refused;            /* a callback refused the response; err says why */
 	uint64_t retry_after_s;
-	char err[160];
+	char err[1280];         /* a TLS verify failure's message is long (stream.h) */
 };
 
 /*
@@ -96,6 +109,18 @@ void http_client_init(struct http_client *c, uv_loop_t *loop, const char *host, 
                       uint64_t connect_timeout_ms, uint64_t response_timeout_ms);
 
 /*
+ * Connect with TLS from now on: tls (a client context; a reference is
+ * taken, the caller keeps its own) and server_name (copied; NULL: host),
+ * or, with tls NULL and tls_error set, fail every request at once with
+ * OUTCOME_STATUS_TLS_CONFIG and that message (the context could not be
+ * made). An idle connection made with the old context is closed, one in
+ * use is closed after its answer: a reload's new CA or client
+ * certificate applies to the next request.
+ */
+void http_client_set_tls(struct http_client *c, struct net_tls_ctx *tls, const char *server_name,
+                         const char *tls_error);
+
+/*
  * Send one request. target is the path and query ("/write?db=x");
  * headers are extra header lines, each ending in "\r\n" (may be NULL);
  * body/body_len must stay valid until cb runs. cb runs exactly once, on
@@ -106,7 +131,8 @@ int http_client_request(struct http_client *c, const char *method, const char *t
                         const char *body, size_t body_len, http_client_cb cb, void *arg);
 
 /* Abort any request (its callback is not called) and close; cb runs when
- * every handle is closed. */
+ * every handle and stream is closed (the TLS context reference is
+ * dropped then). */
 void http_client_close(struct http_client *c, void (*cb)(struct http_client *c));
 
 /*
@@ -125,13 +151,12 @@ void http_client_build_head(struct rbuf *out, const char *method, const char *ta
 
 /*
  * For tests and fuzzing: the answer data to a request of c, handed to the
- * read callback exactly as libuv hands over what it reads, in pieces of
- * at most piece bytes (0: in one), then the end of the stream. c must be
- * set up (http_client_init) and idle; nothing is connected or sent: the
- * connection is a TCP handle that is never opened. cb runs exactly once,
- * inside this call, as for http_client_request; in it, c->tcp is NULL if
- * the connection would not be used again. flags: HTTP_FEED_*. Afterwards
- * c is idle; the handle it closed is freed by the next run of the loop.
+ * read callback exactly as the stream hands over what it reads, in pieces
+ * of at most piece bytes (0: in one), then the end of the stream. c must
+ * be set up (http_client_init) and idle; nothing is connected or sent:
+ * the connection is only a flag. cb runs exactly once, inside this call,
+ * as for http_client_request; in it, c->connected is 0 if the connection
+ * would not be used again. flags: HTTP_FEED_*. Afterwards c is idle.
  */
 void http_client_feed_response(struct http_client *c, const char *data, size_t len, size_t piece, int flags,
                                http_client_cb cb, void *arg);

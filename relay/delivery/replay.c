@@ -67,6 +67,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "relay/base/backoff.h"
 #include "relay/base/log.h"
@@ -167,7 +168,7 @@ static void remind_cb(uv_timer_t *t)
 {
 	struct replay_worker *w = t->data;
 	struct outage_figures f;
-	char line[1024];
+	char line[1600];
 	if (w->stopping || w->health.shown == REPLAY_UP)
 		return;
 	queue_figures(w, &f);
@@ -200,7 +201,7 @@ void replay_publish(struct replay_worker *w)
 	enum replay_health old = w->health.shown;
 	w->health.shown = h;
 	struct outage_figures f;
-	char line[1024];
+	char line[1600];
 	queue_figures(w, &f);
 	int64_t now = now_realtime_ns();
 	if (h == REPLAY_UP) {
@@ -526,6 +527,77 @@ void replay_check_awake(struct replay_worker *w)
 	}
 }
 
+/*---- TLS ----*/
+
+/*
+ * Make the backend's client TLS context from its keys and hand it to every
+ * HTTP client of the worker (they take their own references; connections
+ * open keep the old one until they close). Made anew at every start and
+ * reload, never kept across them: a CA file or client certificate replaced
+ * on disk takes effect at the next SIGHUP even when the keys are the same.
+ * A context that cannot be made holds the backend rather than refusing the
+ * reload: the file is the operator's to fix, the other backends and the
+ * listener must not wait for it, and the message is shown where a hold is
+ * (log, relayctl status, /health).
+ */
+static void make_tls(struct replay_worker *w)
+{
+	const struct relay_backend_config *b = w->cfg;
+	struct net_tls_client_opts o;
+	struct net_tls_ctx *ctx = NULL;
+	char err[512], msg[700] = "";
+	struct stat st;
+
+	if (!b->tls)
+		return;
+	memset(&o, 0, sizeof(o));
+	/* tls_ca is a file or a hashed directory: which, the disk says. */
+	if (b->tls_ca && stat(b->tls_ca, &st) == 0 && S_ISDIR(st.st_mode))
+		o.ca_dir = b->tls_ca;
+	else
+		o.ca_file = b->tls_ca;
+	o.cert_file = b->tls_cert;
+	o.key_file = b->tls_key;
+	o.min_version = b->tls_min_version == RELAY_TLS_1_3 ? NET_TLS_1_3 : NET_TLS_1_2;
+	o.insecure_skip_verify = b->insecure_skip_verify;
+	if (net_tls_client_ctx_new(&o, &ctx, err, sizeof(err)) != 0) {
+		ctx = NULL;
+		snprintf(msg, sizeof(msg), "cannot set up TLS: %s; fix tls_ca, tls_cert or tls_key (or the file) "
+			 "and reload (SIGHUP)", err);
+		relay_log(RELAY_LOG_ERROR, "backend '%s': %s; its queue is held", b->name, msg);
+	}
+	if (b->insecure_skip_verify)
+		relay_log(RELAY_LOG_WARN, "backend '%s': insecure_skip_verify is set: %s's certificate is not verified, "
+			  "so anyone on the path can read and change what is sent; set tls_ca instead", b->name, b->host);
+	net_tls_ctx_unref(w->tls);
+	w->tls = ctx ? net_tls_ctx_ref(ctx) : NULL;
+	http_client_set_tls(&w->send.http, ctx, b->tls_server_name, msg);
+	for (int i = 0; i < w->nlanes; i++)
+		http_client_set_tls(&w->lanes[i].http, ctx, b->tls_server_name, msg);
+	http_client_set_tls(&w->held.http, ctx, b->tls_server_name, msg);
+	net_tls_ctx_unref(ctx);
+}
+
+struct net_tls_ctx *replay_worker_tls(const struct replay_worker *w)
+{
+	return w->tls;
+}
+
+void replay_reload_tls(struct replay_worker *w)
+{
+	if (w->stopping || !w->cfg->tls)
+		return;
+	make_tls(w);
+	/* Fixed by this reload, maybe (a CA, a certificate): try now rather
+	 * than after the hold's backoff. */
+	if (!w->paused && w->state == S_BACKOFF && replay_timer_waiting(w) && w->health.link != REPLAY_UP) {
+		uv_timer_stop(&w->timer);
+		timer_fired(w);
+	}
+	replay_held_retry_now(w);
+	replay_check_awake(w);
+}
+
 /*---- entry points ----*/
 
 struct replay_worker *replay_start(uv_loop_t *loop, struct wal *wal, const struct relay_backend_config *cfg,
@@ -560,6 +632,7 @@ struct replay_worker *replay_start(uv_loop_t *loop, struct wal *wal, const struc
 		w->handles += w->nlanes;
 	}
 	replay_held_init(w);
+	make_tls(w);
 	w->state = S_IDLE; /* the first state: not a transition */
 	struct wal_backend_stat st;
 	if (wal_backend_stat(wal, cfg->name, &st) == 0 && st.paused) {
@@ -786,5 +859,6 @@ void replay_free(struct replay_worker *w)
 	if (!w)
 		return;
 	relay_assert(w->state == S_STOPPED);
+	net_tls_ctx_unref(w->tls);
 	free(w);
 }

@@ -29,6 +29,7 @@
 #include "relay/base/config.h"
 #include "relay/base/metrics.h"
 #include "relay/base/outcome.h"
+#include "relay/net/tls.h"
 #include "wal/wal.h"
 
 struct replay_worker;
@@ -114,7 +115,7 @@ struct replay_view {
 	enum replay_health health; /* REPLAY_STORAGE while a queue operation fails */
 	int paused;                /* relayctl pause stops it */
 	struct replay_stats stats;
-	char last_error[300];      /* why it is not up ("" when up and no error since) */
+	char last_error[1024];      /* why it is not up ("" when up and no error since) */
 	int64_t last_delivery_ns;  /* wall clock of the last 2xx; 0 = none yet */
 	/* The write being tried: its first batch (0 = none), its failed
 	 * attempts, the milliseconds until the next attempt (-1 when not
@@ -168,6 +169,20 @@ void replay_free(struct replay_worker *w);
  * again from its cursor. On the loop thread.
  */
 void replay_refresh(struct replay_worker *w);
+
+/*
+ * A reload that kept the backend's settings: make its TLS context anew
+ * from the files (a CA or client certificate replaced on disk), warn
+ * again if insecure_skip_verify is set, and, if the backend is waiting
+ * after a failure, try now. Nothing for a plain backend. On the loop
+ * thread.
+ */
+void replay_reload_tls(struct replay_worker *w);
+
+/* The backend's client TLS context as last made (a reference stays with
+ * w: whoever keeps it longer takes one), or NULL for a plain backend or
+ * one whose context could not be made. */
+struct net_tls_ctx *replay_worker_tls(const struct replay_worker *w);
 
 /* Skip the current wait and try now: a backoff (or probe) wait, a failed
  * queue operation's, or a failed ack's (this one even while paused: it

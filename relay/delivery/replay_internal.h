@@ -84,6 +84,7 @@ struct replay_worker {
 	int id;                    /* the backend's wal id */
 	struct replay_lane *lanes; /* nlanes of them when cfg->parallel > 1 */
 	int nlanes;
+	struct net_tls_ctx *tls;   /* https: the client context as last made (a reference), or NULL */
 
 	enum replay_state state;   /* replay_set_state() only */
 	int paused;                /* relayctl pause: nothing is sent (the flag is in the queue) */
@@ -212,9 +213,9 @@ struct replay_worker {
 	 * (link, link_error). */
 	struct {
 		enum replay_health shown;
-		char last_error[300];
+		char last_error[1024];
 		enum replay_health link;
-		char link_error[300];
+		char link_error[1024];
 		/* The outage being told in the log (outage.h): begun and ended
 		 * by replay_publish, reminded on remind_timer every remind_ms
 		 * (0 = never), its backlog's end seen by replay_check_drained. */

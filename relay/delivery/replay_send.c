@@ -171,7 +171,7 @@ static void send_lanes(struct replay_worker *w)
 static void retry_later_why(struct replay_worker *w, const struct http_response *r, enum replay_health h,
                             uint64_t floor_ms, const char *why)
 {
-	char reason[300];
+	char reason[1024];
 	int n = why ? snprintf(reason, sizeof(reason), "%s: ", why) : 0;
 	if (n < 0 || (size_t)n >= sizeof(reason))
 		n = 0;
@@ -316,6 +316,10 @@ static void probe_response(struct http_client *c, const struct http_response *r,
 		/* Reachable again: resend now; the state is "up" once the write
 		 * itself succeeds. */
 		replay_send_current(w);
+	} else if (r->status == OUTCOME_STATUS_TLS_VERIFY || r->status == OUTCOME_STATUS_TLS_CONFIG) {
+		/* Reachable, but a certificate (or the TLS set-up) stands in
+		 * the way: the operator's to fix, as for a write. */
+		retry_later(w, r, REPLAY_HOLDING, REPLAY_HOLD_MIN_MS);
 	} else {
 		retry_later(w, r, REPLAY_DOWN, 0);
 	}

@@ -1,8 +1,10 @@
 /*
  * http_internal: what the files of the HTTP door share, and nothing
  * outside them includes. The door is
- *   http_server.c   the listener, connections, the read loop, timers,
- *                   answers and routing: a connection's life;
+ *   http_listen.c   the listeners (plain and TLS), accepting, the TLS
+ *                   context and its reload, the server's start and close;
+ *   http_server.c   connections on relay/net streams, the read loop,
+ *                   timers, answers and routing: a connection's life;
  *   http_request.c  one request's life: llhttp's callbacks, the buffers a
  *                   request holds and the server-wide budget they count in,
  *                   its release;
@@ -32,6 +34,7 @@
 
 #include "relay/door/http_auth.h"
 #include "relay/door/http_server.h"
+#include "relay/net/stream.h"
 #include "relay/base/lineproto.h"
 #include "relay/base/json.h"
 #include "relay/base/log.h"
@@ -39,7 +42,6 @@
 #include "relay/base/util.h"
 #include "relay/query/upstream.h"
 
-#define READ_BUF_SIZE 65536
 #define LINGER_MS 2000
 #define MAX_HEADERS 100
 /* Answers queued on a connection beyond which its requests are no longer
@@ -122,15 +124,15 @@ struct request {
 };
 
 struct conn {
-	uv_tcp_t tcp;
+	struct net_stream *ns;  /* plain or TLS (relay/net); NULL in the fuzz build */
 	uv_timer_t timer;
-	uv_shutdown_t shutdown_req;
 	llhttp_t parser;
 	struct http_server *srv;
 	struct conn *prev, *next;
-	int handles;          /* open libuv handles; free when 0 and refs == 0 */
+	int handles;          /* the timer and the stream until their close callbacks; free when 0
+	                       * and refs == 0 */
 	int refs;             /* held by ingest while a write commits */
-	int writes;           /* uv_write requests in flight */
+	int writes;           /* net_stream_write requests in flight */
 	unsigned closing : 1;   /* handles being closed */
 	unsigned close_after : 1; /* close once the queued writes are done */
 	unsigned lingering : 1;
@@ -139,11 +141,17 @@ struct conn {
 	unsigned fake : 1;      /* fuzz build: no socket */
 	unsigned out_blocked : 1; /* parsing stopped until out_queued drains to OUT_LOW */
 	unsigned uncounted : 1; /* its one answer is no request's (too many connections) */
-	size_t out_queued;      /* answer bytes handed to uv_write and not yet written */
+	unsigned tls : 1;       /* came in on the TLS listener */
+	unsigned handshaking : 1; /* counted in srv->handshakes until the handshake ends */
+	unsigned cert_ok : 1;   /* TLS with a verified client certificate (mTLS); cert_cn is its CN */
+	unsigned cert_logged : 1; /* its CN was logged on its first use as credentials */
+	unsigned failed : 1;    /* the stream failed (relay/net): nothing more is read */
+	size_t out_queued;      /* answer bytes handed to net_stream_write and not yet written */
 	uint64_t held;          /* bytes of the server's buffer budget this connection holds
 	                         * (conn_held() when last accounted) */
 	enum timer_mode tmode;
 	char peer[64];
+	char cert_cn[65];       /* the client certificate's subject CN (at most 64, RFC 5280) */
 	struct query_proxy *qp; /* a query being passed through (http_query.c); NULL otherwise */
 
 	struct request req;     /* the request being parsed, answered or committed */
@@ -184,13 +192,22 @@ struct http_counts {
 
 struct http_server {
 	uv_loop_t *loop;
-	uv_tcp_t listener;
+	uv_tcp_t listener;      /* listen.http, when on */
+	uv_tcp_t tls_listener;  /* listen.https, when set */
+	int has_plain, has_tls;
 	const struct relay_config *cfg;
 	struct ingest *ing;
 	struct conn *conns;
-	int port;
+	int port, tls_port;
 	int closing;
-	int listener_open;
+	int listeners_open;     /* listeners not yet closed */
+	/* The TLS listener's context: one reference, owned here; every
+	 * connection holds its own (relay/net), so a reload swaps this one
+	 * and open connections keep the one they began with. */
+	struct net_tls_ctx *tls;
+	uint32_t handshakes;    /* connections in a TLS handshake now (tls.max_handshakes) */
+	struct relay_ratelimit tls_log;      /* plain HTTP on the TLS port, one line per 10 s */
+	struct relay_ratelimit tls_fail_log; /* failed handshakes, one line per 10 s */
 	void (*done)(void *);
 	void *done_arg;
 	struct http_server_stats stats;
@@ -201,10 +218,6 @@ struct http_server {
 	http_backend_health_fn backend_health_fn;
 	void *backend_health_arg;
 	struct http_counts counts;
-	/* One read buffer for every connection: a read is parsed before the
-	 * next one starts (bytes of later requests are copied aside), so a
-	 * thousand idle connections do not each hold 64 KiB. */
-	char *inbuf;
 	/* Bytes of request bodies held across all connections: received,
 	 * inflated and stamped, with inflate states and pipelined input.
 	 * Always the sum of conn_held() over the connections; capped by
@@ -230,6 +243,20 @@ enum { QUERY_NONE = 0, QUERY_V1, QUERY_FLUX };
 struct query_proxy;
 
 /*---- http_server.c ----*/
+
+/* A new connection of s, its parser set up, nothing else: no stream, no
+ * timer (http_listen.c adds them; the fuzz build has neither). */
+struct conn *http_conn_new(struct http_server *s);
+/* Close c: its timer and stream; it is freed once nothing holds it
+ * (http_maybe_free). A query passed through is cancelled; a handshake in
+ * progress stops counting. Idempotent. */
+void http_conn_close(struct conn *c);
+/* What a connection's stream calls (reads, end, failure, handshake done);
+ * the stream's data is the struct conn. */
+extern const struct net_stream_callbacks http_conn_callbacks;
+/* Free s (its TLS context reference too), then run its done callback:
+ * once its listeners are closed and its last connection freed. */
+void http_server_free(struct http_server *s);
 
 /* Queue buf[0..len), a whole answer, on c. Takes buf (malloc'd) in every
  * case: freed once written, or at once when c has no socket or is closing.

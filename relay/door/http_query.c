@@ -514,7 +514,7 @@ static void on_body(struct upstream *u, const char *p, size_t n, void *arg)
 	c->srv->stats.query_bytes += n;
 	http_send_raw(c, buf, len);
 	if (c->closing)
-		return; /* the write failed: conn_close cancelled u */
+		return; /* the write failed: http_conn_close cancelled u */
 	if (c->out_queued > OUT_HIGH && !qp->paused) {
 		/* The client reads slower than the backend answers: stop
 		 * reading the backend until it catches up. A client that stops
@@ -696,6 +696,8 @@ static void proxy_start(struct conn *c)
 	struct upstream_request rq = {
 		.host = tg->host,
 		.port = tg->port,
+		.tls = tg->tls,
+		.server_name = tg->server_name,
 		.head = head.data,
 		.head_len = head.len,
 		.body = c->req.body.data,
@@ -761,6 +763,8 @@ void http_server_probe_version(struct http_server *s)
 	struct upstream_request rq = {
 		.host = t[0].host,
 		.port = t[0].port,
+		.tls = t[0].tls,
+		.server_name = t[0].server_name,
 		.head = head.data,
 		.head_len = head.len,
 		.connect_timeout_ms = t[0].connect_timeout_ms,

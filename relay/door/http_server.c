@@ -1,8 +1,15 @@
 /*
- * http_server: the libuv listener and connections, the read loop, limits
- * on connections, timeouts, routing and answers (requests are parsed in
+ * http_server: a connection's life, the read loop, timeouts, routing and
+ * answers (the listeners are http_listen.c's, requests are parsed in
  * http_request.c, writes handled in http_write.c). Must never block the
  * loop (no fsync, no DNS, no sleeping here).
+ *
+ * Every connection is a relay/net stream, plain or TLS: the bytes read
+ * and written here are plaintext either way, and what TLS adds (the
+ * handshake, its timeout, plain HTTP on the TLS port, a client
+ * certificate) arrives as the stream's callbacks (on_error,
+ * on_handshake). Reading paused is the stream's read_stop: a TLS stream
+ * then reads no more records either, so backpressure holds as for TCP.
  *
  * One request per connection is processed at a time: when a request is
  * complete the parser is paused (HPE_PAUSED from on_message_complete) and
@@ -21,7 +28,6 @@
 
 #include "relay/door/http_internal.h"
 
-static void conn_close(struct conn *c);
 static void conn_process(struct conn *c, const char *data, size_t len);
 
 /*---- responses ----*/
@@ -54,47 +60,47 @@ const char *http_status_text(int status)
 	return status >= 500 ? "Server Error" : status >= 400 ? "Client Error" : "Status";
 }
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
-
 /*
  * Our last response is out: half-close and drain for a moment rather than
  * close(). Closing with unread input makes the kernel send RST, and the
- * client could lose the response we just wrote (a 413, say).
+ * client could lose the response we just wrote (a 413, say). With TLS the
+ * stream sends close_notify before the FIN (net_stream_shutdown).
  */
 static void start_linger(struct conn *c)
 {
 	http_set_timer(c, T_LINGER);
 	c->lingering = 1; /* after set_timer: no later timer replaces this one */
-	if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, NULL) < 0) {
-		conn_close(c);
+	if (net_stream_shutdown(c->ns, NULL, NULL) < 0) {
+		http_conn_close(c);
 		return;
 	}
-	if (!c->reading) {
-		if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
+	/* A failed stream reads nothing more (the answer to plain HTTP on the
+	 * TLS port): the timer alone ends the linger. */
+	if (!c->reading && !c->failed) {
+		if (net_stream_read_start(c->ns) == 0)
 			c->reading = 1;
 		else
-			conn_close(c);
+			http_conn_close(c);
 	}
 }
 
 struct write_req {
-	uv_write_t req;
 	struct conn *c;
 	char *buf;
 	size_t len;
 };
 
-static void write_cb(uv_write_t *req, int status)
+static void write_cb(struct net_stream *ns, int status, void *arg)
 {
-	struct write_req *wr = (struct write_req *)req;
+	struct write_req *wr = arg;
 	struct conn *c = wr->c;
+	(void)ns;
 	c->out_queued -= wr->len;
 	free(wr->buf);
 	free(wr);
 	c->writes--;
 	if (status < 0 && !c->closing) {
-		conn_close(c);
+		http_conn_close(c);
 		return;
 	}
 	if (c->qp && c->out_queued <= OUT_LOW && !c->closing)
@@ -106,7 +112,7 @@ static void write_cb(uv_write_t *req, int status)
 	}
 	if (c->close_after && c->writes == 0 && !c->closing && !c->lingering) {
 		if (c->srv->closing)
-			conn_close(c); /* shutting down: no time to linger */
+			http_conn_close(c); /* shutting down: no time to linger */
 		else
 			start_linger(c);
 	}
@@ -115,7 +121,7 @@ static void write_cb(uv_write_t *req, int status)
 
 void http_send_raw(struct conn *c, char *buf, size_t len)
 {
-	if (c->fake || c->closing) {
+	if (c->fake || c->closing || !c->ns) {
 		free(buf);
 		return;
 	}
@@ -126,12 +132,14 @@ void http_send_raw(struct conn *c, char *buf, size_t len)
 	uv_buf_t b = uv_buf_init(buf, (unsigned)len);
 	c->writes++;
 	c->out_queued += len;
-	if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb) < 0) {
+	/* The stream never calls write_cb inside this call, so c->writes is
+	 * right whatever it does; on a failure it never calls it at all. */
+	if (net_stream_write(c->ns, &b, 1, write_cb, wr) < 0) {
 		c->writes--;
 		c->out_queued -= len;
 		free(buf);
 		free(wr);
-		conn_close(c);
+		http_conn_close(c);
 	}
 }
 
@@ -217,11 +225,11 @@ void http_respond_error(struct conn *c, int status, const char *msg, const char 
 
 /* The last handle of a closing server is gone: free it, then tell the
  * owner (after, so that the owner may free what held the server). */
-static void server_free(struct http_server *s)
+void http_server_free(struct http_server *s)
 {
 	void (*done)(void *) = s->done;
 	void *arg = s->done_arg;
-	free(s->inbuf);
+	net_tls_ctx_unref(s->tls);
 	free(s);
 	if (done)
 		done(arg);
@@ -246,8 +254,8 @@ void http_maybe_free(struct conn *c)
 	free(c);
 	if (!was_fake && s) {
 		s->stats.connections_open--;
-		if (s->closing && !s->conns && !s->listener_open)
-			server_free(s);
+		if (s->closing && !s->conns && !s->listeners_open)
+			http_server_free(s);
 	}
 }
 
@@ -258,7 +266,25 @@ static void handle_closed(uv_handle_t *h)
 	http_maybe_free(c);
 }
 
-static void conn_close(struct conn *c)
+static void stream_closed(struct net_stream *ns)
+{
+	struct conn *c = net_stream_data(ns);
+	c->ns = NULL;
+	c->handles--;
+	http_maybe_free(c);
+}
+
+/* c's TLS handshake is over (done, failed, or c is closing): it no longer
+ * counts against tls.max_handshakes. */
+static void handshake_over(struct conn *c)
+{
+	if (c->handshaking) {
+		c->handshaking = 0;
+		c->srv->handshakes--;
+	}
+}
+
+void http_conn_close(struct conn *c)
 {
 	if (c->closing)
 		return;
@@ -268,8 +294,12 @@ static void conn_close(struct conn *c)
 		http_query_abort(c);
 	if (c->fake)
 		return;
+	handshake_over(c);
 	uv_close((uv_handle_t *)&c->timer, handle_closed);
-	uv_close((uv_handle_t *)&c->tcp, handle_closed);
+	/* The stream cancels its writes (write_cb with UV_ECANCELED) before
+	 * its close callback, so c->writes is 0 by the time handles is. */
+	if (c->ns)
+		net_stream_close(c->ns, stream_closed);
 }
 
 static void timer_cb(uv_timer_t *t);
@@ -308,7 +338,7 @@ static void timer_cb(uv_timer_t *t)
 	case T_IDLE:
 	case T_LINGER:
 	case T_NONE:
-		conn_close(c);
+		http_conn_close(c);
 		break;
 	}
 }
@@ -400,7 +430,7 @@ static int dispatch(struct conn *c)
 /*---- the read loop ----*/
 
 /* Keep data, read but not parsed yet, for later. At most one read's worth
- * (READ_BUF_SIZE): reading stops while it is kept. Counted in the budget,
+ * (relay/net reads 64 KiB at most): reading stops while it is kept. Counted in the budget,
  * though never refused: the bytes are already read. */
 static void save_pending(struct conn *c, const char *data, size_t len)
 {
@@ -415,7 +445,7 @@ static void save_pending(struct conn *c, const char *data, size_t len)
 static void stop_reading(struct conn *c)
 {
 	if (!c->fake && c->reading) {
-		uv_read_stop((uv_stream_t *)&c->tcp);
+		net_stream_read_stop(c->ns);
 		c->reading = 0;
 	}
 }
@@ -484,38 +514,111 @@ static void conn_process(struct conn *c, const char *data, size_t len)
 	}
 }
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/* Plaintext from the stream (decrypted already on the TLS listener).
+ * data is the stream's buffer, reused after this call: what is kept is
+ * copied (save_pending). */
+static void on_read(struct net_stream *ns, const char *data, size_t len)
 {
-	struct conn *c = h->data;
-	(void)suggested;
-	buf->base = c->srv->inbuf;
-	buf->len = READ_BUF_SIZE;
-}
-
-static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
-{
-	struct conn *c = st->data;
-	(void)buf;
-	if (nread == 0)
-		return;
-	if (nread < 0) {
-		/* EOF or error. A request in flight still commits, but there is
-		 * nobody to answer. */
-		c->reading = 0;
-		conn_close(c);
-		return;
-	}
-	if (c->lingering || c->close_after)
+	struct conn *c = net_stream_data(ns);
+	if (c->closing || c->lingering || c->close_after)
 		return; /* draining after our last response */
 	if (c->qp) {
 		/* The next request, sent while a query's answer streams: kept
 		 * for later, and nothing more is read until it is taken. */
-		save_pending(c, buf->base, (size_t)nread);
+		save_pending(c, data, len);
 		stop_reading(c);
 		return;
 	}
-	conn_process(c, buf->base, (size_t)nread);
+	conn_process(c, data, len);
 }
+
+/* The client ended its side. A request in flight still commits, but there
+ * is nobody to answer. */
+static void on_eof(struct net_stream *ns)
+{
+	struct conn *c = net_stream_data(ns);
+	c->reading = 0;
+	http_conn_close(c);
+}
+
+/* "https://ADDRESS:PORT" of the socket the client reached, for the answer
+ * to plain HTTP on the TLS port: the address it used, even when the
+ * listener is bound to every address. */
+static void tls_url(struct conn *c, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	int sl = sizeof(ss);
+	char ip[INET6_ADDRSTRLEN] = "";
+	int port = c->srv->tls_port;
+	if (uv_tcp_getsockname(net_stream_tcp(c->ns), (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET6)
+			uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
+		else if (ss.ss_family == AF_INET)
+			uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
+	}
+	if (!ip[0])
+		snprintf(ip, sizeof(ip), "%s", c->srv->cfg->listen_https_host);
+	int v6 = strchr(ip, ':') != NULL;
+	snprintf(buf, len, "https://%s%s%s:%d", v6 ? "[" : "", ip, v6 ? "]" : "", port);
+}
+
+/*
+ * The stream failed: on the TLS listener a handshake that failed or timed
+ * out, or plain HTTP; on either, a reset or a read error. Nothing more is
+ * read from it; it is closed here, except after plain HTTP, which is
+ * answered first (the stream sends that answer as plain bytes).
+ */
+static void on_error(struct net_stream *ns, const struct net_error *e)
+{
+	struct conn *c = net_stream_data(ns);
+	struct http_server *s = c->srv;
+	int in_handshake = c->handshaking;
+	c->failed = 1;
+	c->reading = 0;
+	handshake_over(c);
+	if (c->closing)
+		return;
+	if (e->kind == NET_ERR_PLAIN_HTTP) {
+		char url[96], msg[160];
+		s->stats.tls_plain_http++;
+		/* A misconfigured writer retries: one line per burst. */
+		relay_log_limited(&s->tls_log, RELAY_LOG_WARN, "%s", e->msg);
+		tls_url(c, url, sizeof(url));
+		snprintf(msg, sizeof(msg), "this port speaks HTTPS (TLS): use %s", url);
+		c->uncounted = 1; /* no request was read: the connection's refusal */
+		http_set_timer(c, T_NONE);
+		http_respond_error(c, 400, msg, NULL, 1);
+		return;
+	}
+	if (e->kind == NET_ERR_TIMEOUT) {
+		s->stats.tls_handshake_timeouts++;
+		relay_log(RELAY_LOG_DEBUG, "%s", e->msg);
+	} else if (in_handshake) {
+		/* A bad client certificate is worth seeing; a scanner's
+		 * garbage is not worth a line each. */
+		s->stats.tls_handshake_failures++;
+		relay_log_limited(&s->tls_fail_log, RELAY_LOG_INFO, "%s", e->msg);
+	} else {
+		relay_log(RELAY_LOG_DEBUG, "%s", e->msg);
+	}
+	http_conn_close(c);
+}
+
+/* The TLS handshake is done: the connection is an HTTP one from now on,
+ * with the header timeout. A verified client certificate (mTLS) is noted
+ * for http_auth_decide. */
+static void on_handshake(struct net_stream *ns)
+{
+	struct conn *c = net_stream_data(ns);
+	handshake_over(c);
+	c->srv->stats.tls_handshakes++;
+	if (net_stream_peer_cn(ns, c->cert_cn, sizeof(c->cert_cn)) >= 0)
+		c->cert_ok = 1;
+	if (!c->close_after)
+		http_set_timer(c, T_HEADER);
+}
+
+const struct net_stream_callbacks http_conn_callbacks = {on_read, on_eof, on_error, on_handshake};
 
 void http_answer_end(struct conn *c, int close)
 {
@@ -529,7 +632,7 @@ void http_answer_end(struct conn *c, int close)
 	c->close_after = 1;
 	if (c->writes == 0 && !c->lingering) {
 		if (c->srv->closing)
-			conn_close(c);
+			http_conn_close(c);
 		else
 			start_linger(c);
 	}
@@ -553,194 +656,20 @@ void http_conn_continue(struct conn *c)
 		free(p);
 	}
 	if (!c->closing && !c->close_after && !c->waiting && !c->out_blocked && !c->reading && !c->fake) {
-		if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
+		if (net_stream_read_start(c->ns) == 0)
 			c->reading = 1;
 		else
-			conn_close(c);
+			http_conn_close(c);
 	}
 }
-/*---- listener ----*/
+/*---- a connection is made (http_listen.c accepts it) ----*/
 
-static struct conn *conn_new(struct http_server *s)
+struct conn *http_conn_new(struct http_server *s)
 {
 	struct conn *c = xcalloc(1, sizeof(*c));
 	c->srv = s;
 	http_parser_init(c);
 	return c;
-}
-
-static void on_connection(uv_stream_t *ls, int status)
-{
-	struct http_server *s = ls->data;
-	if (status < 0 || s->closing)
-		return;
-	struct conn *c = conn_new(s);
-	uv_tcp_init(s->loop, &c->tcp);
-	uv_timer_init(s->loop, &c->timer);
-	c->tcp.data = c;
-	c->timer.data = c;
-	c->handles = 2;
-	c->next = s->conns;
-	if (s->conns)
-		s->conns->prev = c;
-	s->conns = c;
-	s->stats.connections_open++;
-	if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
-		conn_close(c);
-		return;
-	}
-	struct sockaddr_storage ss;
-	int sl = sizeof(ss);
-	c->peer[0] = '\0';
-	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
-		char ip[INET6_ADDRSTRLEN] = "?";
-		int port = 0;
-		if (ss.ss_family == AF_INET) {
-			uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
-			port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-		} else if (ss.ss_family == AF_INET6) {
-			uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
-			port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-		}
-		snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
-	}
-	uv_tcp_nodelay(&c->tcp, 1);
-	s->stats.connections_accepted++;
-	if (s->stats.connections_open > s->cfg->http_max_connections) {
-		/* Over the limit: say so and close; never evict anything. */
-		s->stats.connections_refused++;
-		c->uncounted = 1; /* no request was read: a connection's refusal, counted as one */
-		http_respond_error(c, 503, "too many connections", "Retry-After: 1\r\n", 1);
-		return;
-	}
-	if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) < 0) {
-		conn_close(c);
-		return;
-	}
-	c->reading = 1;
-	http_set_timer(c, T_HEADER);
-}
-
-int http_server_start(uv_loop_t *loop, const struct relay_config *cfg, struct ingest *ing,
-                      struct http_server **out, char *err, size_t errlen)
-{
-	struct sockaddr_storage addr;
-	int rc;
-
-	*out = NULL;
-	/* Until the TLS listener is served (issue 15), a configuration
-	 * asking for it is refused here rather than half obeyed. */
-	if (!cfg->listen_http || cfg->listen_https) {
-		snprintf(err, errlen, "listen.https is not served yet: remove it (and keep listen.http)");
-		return UV_ENOTSUP;
-	}
-	if (strchr(cfg->listen_http_host, ':'))
-		rc = uv_ip6_addr(cfg->listen_http_host, cfg->listen_http_port, (struct sockaddr_in6 *)&addr);
-	else
-		rc = uv_ip4_addr(cfg->listen_http_host, cfg->listen_http_port, (struct sockaddr_in *)&addr);
-	if (rc) {
-		snprintf(err, errlen, "cannot use listen address '%s': %s", cfg->listen_http, uv_strerror(rc));
-		return rc;
-	}
-	struct http_server *s = xcalloc(1, sizeof(*s));
-	s->loop = loop;
-	s->cfg = cfg;
-	s->ing = ing;
-	s->inbuf = xmalloc(READ_BUF_SIZE);
-	s->pool = upstream_pool_new(loop);
-	http_counts_init(s);
-	uv_tcp_init(loop, &s->listener);
-	s->listener.data = s;
-	s->listener_open = 1;
-	/* No SO_REUSEPORT: a second relayd (or anything else) on the port
-	 * must make this fail, not share the port. libuv sets SO_REUSEADDR,
-	 * which only allows rebinding over TIME_WAIT. */
-	rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
-	if (rc == 0)
-		rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
-	if (rc) {
-		snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen_http, uv_strerror(rc));
-		s->closing = 1;
-		upstream_pool_close(s->pool);
-		s->pool = NULL;
-		uv_close((uv_handle_t *)&s->listener, NULL);
-		/* The caller runs the loop once to finish the close; the struct
-		 * is leaked deliberately as the process is about to exit. */
-		return rc;
-	}
-	struct sockaddr_storage bound;
-	int blen = sizeof(bound);
-	uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
-	s->port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
-					      : ntohs(((struct sockaddr_in *)&bound)->sin_port);
-	*out = s;
-	return 0;
-}
-
-void http_server_set_query_targets(struct http_server *s, http_query_targets_fn fn, void *arg)
-{
-	s->targets_fn = fn;
-	s->targets_arg = arg;
-}
-
-void http_server_set_health(struct http_server *s, http_health_fn fn, void *arg)
-{
-	s->health_fn = fn;
-	s->health_arg = arg;
-}
-
-void http_server_set_metrics(struct http_server *s, http_metrics_fn fn, void *arg)
-{
-	s->metrics_fn = fn;
-	s->metrics_arg = arg;
-}
-
-void http_server_set_backend_health(struct http_server *s, http_backend_health_fn fn, void *arg)
-{
-	s->backend_health_fn = fn;
-	s->backend_health_arg = arg;
-}
-
-int http_server_port(const struct http_server *s)
-{
-	return s->port;
-}
-
-const struct http_server_stats *http_server_stats(const struct http_server *s)
-{
-	return &s->stats;
-}
-
-static void listener_closed(uv_handle_t *h)
-{
-	struct http_server *s = h->data;
-	s->listener_open = 0;
-	if (!s->conns)
-		server_free(s);
-}
-
-void http_server_close(struct http_server *s, void (*done)(void *arg), void *arg)
-{
-	s->closing = 1;
-	s->done = done;
-	s->done_arg = arg;
-	if (s->probe) {
-		upstream_cancel(s->probe);
-		s->probe = NULL;
-	}
-	/* Its idle connections close now; those of queries still running
-	 * close as the queries end (closing_conn cancels them). */
-	upstream_pool_close(s->pool);
-	s->pool = NULL;
-	/* Connections waiting for a commit get their answer first (ingest
-	 * finishes its commits before it closes); the others close now. */
-	for (struct conn *c = s->conns; c; c = c->next) {
-		if (c->waiting)
-			c->close_after = 1;
-		else
-			conn_close(c);
-	}
-	uv_close((uv_handle_t *)&s->listener, listener_closed);
 }
 
 void http_fuzz_feed(const struct relay_config *cfg, const uint8_t *data, size_t len)
@@ -749,7 +678,7 @@ void http_fuzz_feed(const struct relay_config *cfg, const uint8_t *data, size_t 
 	memset(&s, 0, sizeof(s));
 	s.cfg = cfg;
 	http_counts_init(&s);
-	struct conn *c = conn_new(&s);
+	struct conn *c = http_conn_new(&s);
 	c->fake = 1;
 	/* Feed in two pieces so that state carried between reads is
 	 * exercised too. */

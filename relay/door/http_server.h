@@ -1,13 +1,16 @@
 /*
- * http_server: the front door. A libuv TCP listener; per connection an
- * llhttp parser, limits (header bytes, body bytes, one budget for the
- * bodies of all connections), timeouts (header, body, idle) and ordered
- * responses for keep-alive and pipelined requests. Routes: GET/HEAD /ping,
- * /health, /health/backends/NAME and /metrics (answered by the program's
- * handlers, without credentials even when auth.enabled), POST /write and
- * /api/v2/write (validated here, committed by ingest), GET/POST /query and
- * POST /api/v2/query (passed through to a backend, or queued for every
- * backend: http_query.c). Implemented in http_server.c, http_request.c,
+ * http_server: the front door. A plain listener (listen.http) and a TLS
+ * one (listen.https, relay/net's streams with the tls: section's
+ * certificate: the handshake bounded in time and in number), either or
+ * both; per connection an llhttp parser, limits (header bytes, body
+ * bytes, one budget for the bodies of all connections), timeouts (header,
+ * body, idle) and ordered responses for keep-alive and pipelined
+ * requests. Routes: GET/HEAD /ping, /health, /health/backends/NAME and
+ * /metrics (answered by the program's handlers, without credentials even
+ * when auth.enabled), POST /write and /api/v2/write (validated here,
+ * committed by ingest), GET/POST /query and POST /api/v2/query (passed
+ * through to a backend, or queued for every backend: http_query.c).
+ * Implemented in http_listen.c, http_server.c, http_request.c,
  * http_write.c, http_query.c, http_auth.c and http_metrics.c
  * (relay/door/http_internal.h says which does what).
  */
@@ -40,6 +43,14 @@ struct http_server_stats {
 	uint64_t queries_queued;   /* statements made durable for every backend (CREATE DATABASE...) */
 	uint64_t query_errors;     /* answered 4xx or 5xx, by relayd or the backend, or cut */
 	uint64_t query_bytes;      /* answer body bytes passed to clients */
+	/* the TLS listener (listen.https) */
+	uint64_t tls_handshakes;         /* handshakes done */
+	uint64_t tls_handshake_failures; /* failed: no common version, a bad or missing client
+	                                  * certificate (mTLS), a peer that left */
+	uint64_t tls_handshake_timeouts; /* not done within tls.handshake_timeout */
+	uint64_t tls_handshakes_refused; /* closed at once: tls.max_handshakes were in progress */
+	uint64_t tls_plain_http;         /* plain HTTP sent to the TLS port (answered 400) */
+	uint64_t tls_reloads;            /* certificate contexts swapped in by a reload */
 };
 
 /*
@@ -55,6 +66,7 @@ struct http_query_target {
 	/* the backend's own credentials; NULL = none: the client's go through */
 	const char *username, *password, *token;
 	uint64_t connect_timeout_ms;
+	struct net_tls_ctx *tls; const char *server_name; /* https: the backend's client context (NULL: plain), its SNI name */
 	int up;                    /* its replay worker delivers */
 	int paused;                /* relayctl pause */
 	int64_t oldest_pending_ns; /* its oldest pending write's acceptance time; 0 = none */
@@ -69,11 +81,15 @@ struct http_query_target {
 typedef size_t (*http_query_targets_fn)(void *arg, const char *db, struct http_query_target *out, size_t max);
 
 /*
- * Bind cfg's listen address and start accepting on loop. Write requests go
- * to ing (NULL only in the fuzz build, where they are answered 204 at once).
- * cfg must outlive the server. Returns 0 and *out, or a uv error code with
- * a message in err (e.g. "cannot listen on 127.0.0.1:9096: address already
- * in use").
+ * Bind cfg's listen addresses and start accepting on loop: listen.http
+ * (plain) unless off, listen.https (TLS, with the certificate of cfg's tls:
+ * section) when set; both may be. Every connection, plain or TLS, is
+ * carried by relay/net's stream, so what follows the handshake is the same
+ * door. Write requests go to ing (NULL only in the fuzz build, where they
+ * are answered 204 at once). cfg must outlive the server. Returns 0 and
+ * *out, or a uv error code with a message in err (e.g. "cannot listen on
+ * 127.0.0.1:9096: address already in use", or why the certificate does
+ * not load). Warns in the log when the certificate expires within 30 days.
  */
 int http_server_start(uv_loop_t *loop, const struct relay_config *cfg, struct ingest *ing,
                       struct http_server **out, char *err, size_t errlen);
@@ -142,8 +158,32 @@ void http_server_set_query_targets(struct http_server *s, http_query_targets_fn 
 void http_server_probe_version(struct http_server *s);
 #define HTTP_FALLBACK_VERSION "1.8.10"
 
-/* The port actually bound (useful with port 0). */
+/* The port actually bound (useful with port 0): the plain listener's, or
+ * 0 when listen.http is off. */
 int http_server_port(const struct http_server *s);
+/* The TLS listener's port, or 0 when there is none. */
+int http_server_tls_port(const struct http_server *s);
+
+struct net_tls_ctx;
+/*
+ * Make the TLS listener's context from cfg's tls: section (certificate
+ * chain, key, client CA): the fallible half of a certificate reload, done
+ * before anything is changed. Returns 0 with *out holding one reference
+ * (the caller's: give it to http_server_set_tls, or net_tls_ctx_unref), or
+ * -1 with err saying which file and why ("tls: cannot load certificate
+ * '/etc/relayd/cert.pem': No such file or directory").
+ */
+int http_server_tls_ctx_new(const struct relay_config *cfg, struct net_tls_ctx **out, char *err, size_t errlen);
+
+/*
+ * Swap in ctx (taking the caller's reference) for the connections accepted
+ * from now on; open connections keep the context they began with (each
+ * holds a reference), so none is dropped. The old context is released
+ * once its last connection closes. Cannot fail. Logs the new certificate's
+ * expiry as a warning when it is within 30 days or past. A server without
+ * a TLS listener drops ctx.
+ */
+void http_server_set_tls(struct http_server *s, struct net_tls_ctx *ctx);
 
 /* The server's counters, owned by s: valid until http_server_close's done
  * runs, and updated in place as the loop runs. */

@@ -145,6 +145,19 @@ void http_auth_decide(struct conn *c, const char *what)
 	struct http_server *s = c->srv;
 	if (r->err_status || !s->cfg->auth_enabled)
 		return;
+	/* mTLS with tls.client_cert_auth: the client certificate, verified
+	 * in the handshake, stands in for credentials the request does not
+	 * bring. Credentials it does bring are checked as ever: a wrong
+	 * password is not hidden behind a good certificate (and they travel
+	 * on to the backends). */
+	if (c->cert_ok && s->cfg->tls_client_cert_auth && !r->cred.user && !r->cred.token) {
+		if (!c->cert_logged) {
+			c->cert_logged = 1;
+			relay_log(RELAY_LOG_DEBUG, "%s from %s: client certificate '%s' accepted as credentials", what,
+			          c->peer, c->cert_cn);
+		}
+		return;
+	}
 	char why[160];
 	int st = http_auth_check(s->cfg, &r->cred, why, sizeof(why));
 	if (st) {

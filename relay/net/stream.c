@@ -323,11 +323,11 @@ static void fail(struct net_stream *s, enum net_err kind, int uv_code, const cha
 static const char *verify_hint(struct net_stream *s, long vr)
 {
 	if (!s->client)
-		return "the client's certificate must be valid and chain to a CA in client_ca";
+		return "the client's certificate must be valid and chain to a CA in tls.client_ca_file";
 	switch (vr) {
 	case X509_V_ERR_HOSTNAME_MISMATCH:
 	case X509_V_ERR_IP_ADDRESS_MISMATCH:
-		return "connect by a name the certificate carries, or set server_name to one of them";
+		return "connect by a name the certificate carries, or set tls_server_name to one of them";
 	case X509_V_ERR_CERT_HAS_EXPIRED:
 	case X509_V_ERR_CERT_NOT_YET_VALID:
 		return "the server must renew its certificate (or this host's clock is wrong); "
@@ -338,10 +338,10 @@ static const char *verify_hint(struct net_stream *s, long vr)
 	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
 	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
 	case X509_V_ERR_CERT_UNTRUSTED:
-		return "its issuer is not trusted here: set ca_file (or ca_dir) to the CA that signed it, "
-		       "or insecure_skip_verify: true";
+		return "its issuer is not trusted here: set tls_ca (a file or a directory) to the CA that signed "
+		       "it, or insecure_skip_verify: true";
 	default:
-		return "set ca_file, server_name or insecure_skip_verify to match the server";
+		return "set tls_ca, tls_server_name or insecure_skip_verify to match the server";
 	}
 }
 
@@ -391,12 +391,12 @@ static void fail_tls(struct net_stream *s, int e, int in_handshake)
 	if (w.cert_alert) {
 		fail(s, NET_ERR_VERIFY, UV_EPROTO, "%s %s: the peer refused %s certificate: %s; %s", what, s->peer,
 		     s->client ? "our client" : "the server's", w.text,
-		     s->client ? "set cert_file and key_file to a certificate the server's client CA signed"
+		     s->client ? "set tls_cert and tls_key to a certificate the server's client CA signed"
 			       : "the client must trust the CA of this listener's certificate");
 		return;
 	}
 	if (w.no_peer_cert) {
-		fail(s, NET_ERR_VERIFY, UV_EPROTO, "%s %s: the client sent no certificate, and client_ca requires one",
+		fail(s, NET_ERR_VERIFY, UV_EPROTO, "%s %s: the client sent no certificate, and tls.client_ca_file requires one",
 		     what, s->peer);
 		return;
 	}

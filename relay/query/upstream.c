@@ -1,10 +1,12 @@
 /*
- * upstream: see upstream.h. Must never block the loop: names are resolved
- * with uv_getaddrinfo (on the thread pool), and every wait has a timer.
+ * upstream: see upstream.h. Must never block the loop: the transport
+ * layer (relay/net/stream.h) resolves on the thread pool and bounds the
+ * connect and the TLS handshake with the connect timeout; the answer's
+ * waits have our timer.
  *
- * Lifetime: the request holds its TCP handle, its timer and a pending
- * resolve. Whatever ends it (the answer's end, an error, a cancel) goes
- * through finish(), which closes both handles; the last close callback
+ * Lifetime: the request holds its stream (the connect under way, or the
+ * connection) and its timer. Whatever ends it (the answer's end, an
+ * error, a cancel) goes through finish(), which closes both; the last close callback
  * calls on_done (unless cancelled) and frees the struct. So on_done never
  * runs inside a libuv callback that still uses the request.
  */
@@ -18,8 +20,8 @@
 #include <strings.h>
 
 #include "relay/base/util.h"
+#include "relay/net/stream.h"
 
-#define UP_READ_SIZE 65536
 /* Headers of an answer kept for on_head: InfluxDB sends about ten. */
 #define UP_MAX_HEADERS 64
 #define UP_MAX_HEAD_BYTES (64 * 1024)
@@ -27,17 +29,21 @@
 
 /*
  * A connection to a backend: owned by one request while it runs, or idle
- * in its pool between requests. tcp.data points here; owner is the request
- * (NULL while idle). Freed by its close callback, which also tells its
- * owner and its pool.
+ * in its pool between requests. The stream's data points here; owner is
+ * the request (NULL while idle). Freed by its close callback, which also
+ * tells its owner and its pool. Pooled by host, port and TLS context (a
+ * connection made with another context, or to another name, is never
+ * lent).
  */
 struct upstream_conn {
-	uv_tcp_t tcp;
+	struct net_stream *s;
 	struct upstream *owner;
 	struct upstream_pool *pool;   /* NULL: never pooled */
 	struct upstream_conn *next;   /* in the pool's idle list */
 	char *host;
 	uint16_t port;
+	struct net_tls_ctx *tls;      /* a reference, or NULL (plain) */
+	char *server_name;            /* NULL: host */
 	uint64_t idle_since;          /* uv_now when it went idle */
 };
 
@@ -57,22 +63,21 @@ struct upstream {
 	struct upstream_conn *conn;   /* NULL before the connect and once given back or closed */
 	struct upstream_pool *pool;
 	uv_timer_t timer;
-	uv_connect_t connect_req;
-	uv_getaddrinfo_t gai;
 	llhttp_t parser;
 	struct upstream_callbacks cb;
 	void *arg;
 
 	char *host;
 	uint16_t port;
+	struct net_tls_ctx *tls;      /* a reference, or NULL */
+	char *server_name;
 	char *head;
 	size_t head_len;
 	const char *body;
 	size_t body_len;
 	uint64_t connect_timeout_ms, idle_timeout_ms;
 
-	int handles;            /* open libuv handles, the connection's counted while owned */
-	int gai_pending;
+	int handles;            /* open handles: the timer, and the connection's stream while owned */
 	enum upstream_stage stage;
 	unsigned reading : 1, paused : 1, finishing : 1, cancelled : 1, complete : 1, in_value : 1,
 		head_given : 1, reused : 1, retried : 1, got_bytes : 1, sent : 1, leftover : 1;
@@ -85,22 +90,21 @@ struct upstream {
 	struct rbuf hname, hval;
 
 	int rc;
-	char msg[200];
-	char *rbuf;
+	char msg[1280];               /* a TLS verify failure's message is long (stream.h) */
 };
 
-static void up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static int retry_fresh(struct upstream *u);
 
 static void maybe_free(struct upstream *u)
 {
-	if (u->handles || u->gai_pending)
+	if (u->handles)
 		return;
 	if (!u->cancelled && u->cb.on_done)
 		u->cb.on_done(u, u->rc, u->stage, u->msg, u->arg);
 	free(u->host);
+	free(u->server_name);
+	net_tls_ctx_unref(u->tls);
 	free(u->head);
-	free(u->rbuf);
 	rbuf_release(&u->hbuf);
 	rbuf_release(&u->hname);
 	rbuf_release(&u->hval);
@@ -120,12 +124,13 @@ static void pool_maybe_free(struct upstream_pool *p)
 		free(p);
 }
 
-static void conn_closed(uv_handle_t *h)
+static void conn_free(struct upstream_conn *k)
 {
-	struct upstream_conn *k = h->data;
 	struct upstream *u = k->owner;
 	struct upstream_pool *p = k->pool;
 	free(k->host);
+	free(k->server_name);
+	net_tls_ctx_unref(k->tls);
 	free(k);
 	if (p) {
 		p->open--;
@@ -137,9 +142,14 @@ static void conn_closed(uv_handle_t *h)
 	}
 }
 
+static void conn_closed(struct net_stream *s)
+{
+	conn_free(net_stream_data(s));
+}
+
 static void conn_close(struct upstream_conn *k)
 {
-	uv_close((uv_handle_t *)&k->tcp, conn_closed);
+	net_stream_close(k->s, conn_closed);
 }
 
 static void pool_unlink(struct upstream_pool *p, struct upstream_conn *k)
@@ -152,24 +162,11 @@ static void pool_unlink(struct upstream_pool *p, struct upstream_conn *k)
 		}
 }
 
-static void idle_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-	static char sink[64];
-	(void)h;
-	(void)suggested;
-	buf->base = sink;
-	buf->len = sizeof(sink);
-}
-
 /* An idle connection is only ever read to see it end: the backend closed
  * it, or sent what no request asked for. Either way it is done. */
-static void idle_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+static void idle_done(struct upstream_conn *k)
 {
-	struct upstream_conn *k = st->data;
-	(void)buf;
-	if (nread == 0)
-		return;
-	uv_read_stop(st);
+	net_stream_read_stop(k->s);
 	pool_unlink(k->pool, k);
 	conn_close(k);
 }
@@ -189,11 +186,10 @@ static void conn_release(struct upstream *u, int keep)
 	struct upstream_conn *k = u->conn;
 	u->conn = NULL;
 	if (u->reading)
-		uv_read_stop((uv_stream_t *)&k->tcp);
+		net_stream_read_stop(k->s);
 	u->reading = 0;
 	struct upstream_pool *p = k->pool;
-	if (keep && p && p->nidle < UPSTREAM_POOL_MAX_IDLE &&
-	    uv_read_start((uv_stream_t *)&k->tcp, idle_alloc_cb, idle_read_cb) == 0) {
+	if (keep && p && p->nidle < UPSTREAM_POOL_MAX_IDLE && net_stream_read_start(k->s) == 0) {
 		k->owner = NULL;
 		k->idle_since = uv_now(p->loop);
 		k->next = p->idle;
@@ -220,8 +216,6 @@ static void finish(struct upstream *u, int rc, const char *fmt, ...)
 		vsnprintf(u->msg, sizeof(u->msg), fmt, ap);
 		va_end(ap);
 	}
-	if (u->gai_pending)
-		uv_cancel((uv_req_t *)&u->gai); /* its callback still runs, with UV_ECANCELED */
 	uv_timer_stop(&u->timer);
 	uv_close((uv_handle_t *)&u->timer, handle_closed);
 	if (u->conn)
@@ -232,9 +226,8 @@ static void finish(struct upstream *u, int rc, const char *fmt, ...)
 static void timer_cb(uv_timer_t *t)
 {
 	struct upstream *u = t->data;
-	if (u->stage == UPSTREAM_CONNECTING)
-		finish(u, UV_ETIMEDOUT, "connect timeout after %llu ms", (unsigned long long)u->connect_timeout_ms);
-	else
+	/* (The connect's own timeout is the transport's.) */
+	if (u->stage != UPSTREAM_CONNECTING)
 		finish(u, UV_ETIMEDOUT, "no answer bytes for %llu ms (query.timeout)",
 		       (unsigned long long)u->idle_timeout_ms);
 }
@@ -362,48 +355,42 @@ static const llhttp_settings_t settings = {
 	.on_message_complete = on_message_complete,
 };
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/* The end of the connection (nread UV_EOF, or the failure's libuv code
+ * with the transport's message). */
+static void up_end(struct upstream *u, int nread, const char *why)
 {
-	struct upstream *u = ((struct upstream_conn *)h->data)->owner;
-	(void)suggested;
-	if (!u->rbuf)
-		u->rbuf = xmalloc(UP_READ_SIZE);
-	buf->base = u->rbuf;
-	buf->len = UP_READ_SIZE;
-}
-
-static void up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
-{
-	struct upstream *u = ((struct upstream_conn *)st->data)->owner;
-	if (nread == 0 || u->finishing)
+	if (u->finishing)
 		return;
-	if (nread < 0) {
-		u->reading = 0;
-		if (!u->got_bytes && retry_fresh(u))
-			return;
-		if (nread == UV_EOF) {
-			/* An answer without a length ends here. */
-			llhttp_errno_t e = llhttp_finish(&u->parser);
-			if ((e == HPE_OK || e == HPE_PAUSED) && u->complete) {
-				finish(u, 0, NULL);
-				return;
-			}
-			finish(u, UV_EPROTO, "%s closed the connection before the whole answer",
-			       u->head_given ? "backend" : "backend answered nothing and");
+	u->reading = 0;
+	if (!u->got_bytes && retry_fresh(u))
+		return;
+	if (nread == UV_EOF) {
+		/* An answer without a length ends here. */
+		llhttp_errno_t e = llhttp_finish(&u->parser);
+		if ((e == HPE_OK || e == HPE_PAUSED) && u->complete) {
+			finish(u, 0, NULL);
 			return;
 		}
-		finish(u, (int)nread, "reading the answer: %s", uv_strerror((int)nread));
+		finish(u, UV_EPROTO, "%s closed the connection before the whole answer",
+		       u->head_given ? "backend" : "backend answered nothing and");
 		return;
 	}
+	finish(u, nread, "reading the answer: %s", why);
+}
+
+static void up_read(struct upstream *u, const char *data, size_t len)
+{
+	if (u->finishing)
+		return;
 	arm_idle(u);
 	u->got_bytes = 1;
-	llhttp_errno_t err = llhttp_execute(&u->parser, buf->base, (size_t)nread);
+	llhttp_errno_t err = llhttp_execute(&u->parser, data, len);
 	if (u->cancelled || u->finishing)
 		return;
 	if (err == HPE_PAUSED && u->complete) {
 		/* Bytes after the answer: nothing asked for them, so the
 		 * connection's state is unknown and it is not reused. */
-		u->leftover = llhttp_get_error_pos(&u->parser) != buf->base + nread;
+		u->leftover = llhttp_get_error_pos(&u->parser) != data + len;
 		finish(u, 0, NULL);
 		return;
 	}
@@ -411,15 +398,48 @@ static void up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 		finish(u, UV_EPROTO, "malformed answer: %s", llhttp_get_error_reason(&u->parser));
 }
 
+/* The stream's callbacks, owned or idle (k->owner NULL). */
+static void conn_read(struct net_stream *s, const char *data, size_t len)
+{
+	struct upstream_conn *k = net_stream_data(s);
+	if (k->owner)
+		up_read(k->owner, data, len);
+	else
+		idle_done(k);
+}
+
+static void conn_eof(struct net_stream *s)
+{
+	struct upstream_conn *k = net_stream_data(s);
+	if (k->owner)
+		up_end(k->owner, UV_EOF, "end of stream");
+	else
+		idle_done(k);
+}
+
+static void conn_error(struct net_stream *s, const struct net_error *e)
+{
+	struct upstream_conn *k = net_stream_data(s);
+	if (k->owner)
+		up_end(k->owner, e->uv_code ? e->uv_code : UV_EPROTO, e->msg);
+	else
+		idle_done(k);
+}
+
+static const struct net_stream_callbacks conn_cbs = {
+	.on_read = conn_read,
+	.on_eof = conn_eof,
+	.on_error = conn_error,
+};
+
 /*---- the request ----*/
 
-static void write_cb(uv_write_t *req, int status)
+static void write_cb(struct net_stream *s, int status, void *arg)
 {
-	struct upstream *u = req->data;
-	/* One write request per attempt: a stale connection's write may end
+	struct upstream *u = arg;
+	/* One write per attempt: a stale connection's write may end
 	 * (cancelled by its close) after the request went on to a new one. */
-	int current = u->conn && req->handle == (uv_stream_t *)&u->conn->tcp;
-	free(req);
+	int current = u->conn && s == u->conn->s;
 	if (!current)
 		return;
 	if (status < 0 && !u->finishing && !retry_fresh(u))
@@ -438,17 +458,14 @@ static void send_request(struct upstream *u)
 	u->stage = UPSTREAM_SENT;
 	uv_buf_t b[2] = { uv_buf_init(u->head, (unsigned)u->head_len),
 	                  uv_buf_init((char *)(uintptr_t)u->body, (unsigned)u->body_len) };
-	uv_write_t *wr = xmalloc(sizeof(*wr));
-	wr->data = u;
-	int rc = uv_write(wr, (uv_stream_t *)&u->conn->tcp, b, u->body_len ? 2 : 1, write_cb);
+	int rc = net_stream_write(u->conn->s, b, u->body_len ? 2 : 1, write_cb, u);
 	if (rc < 0) {
-		free(wr);
 		if (!retry_fresh(u))
 			finish(u, rc, "sending the request: %s", uv_strerror(rc));
 		return;
 	}
 	if (!u->paused) {
-		rc = uv_read_start((uv_stream_t *)&u->conn->tcp, alloc_cb, up_read_cb);
+		rc = net_stream_read_start(u->conn->s);
 		if (rc < 0) {
 			finish(u, rc, "reading the answer: %s", uv_strerror(rc));
 			return;
@@ -458,55 +475,51 @@ static void send_request(struct upstream *u)
 	arm_idle(u);
 }
 
-static void connect_cb(uv_connect_t *req, int status)
+static void connect_cb(struct net_stream *s, const struct net_error *err, void *arg)
 {
-	struct upstream *u = req->data;
-	if (u->finishing)
-		return;
-	if (status < 0) {
-		finish(u, status, "connect to %s:%u: %s", u->host, u->port, uv_strerror(status));
+	struct upstream *u = arg;
+	struct upstream_conn *k = u->conn;
+	if (u->finishing || !k || k->s != s)
+		return; /* (a closed connect never calls back) */
+	if (err) {
+		/* The layer closes s itself and calls nothing more of ours:
+		 * the connection is freed here. */
+		u->conn = NULL;
+		u->handles--;
+		k->owner = NULL;
+		conn_free(k);
+		/* A certificate is the operator's to fix: the message says
+		 * what (the door answers it with 502). */
+		finish(u, err->uv_code ? err->uv_code : UV_EPROTO, "%s", err->msg);
 		return;
 	}
-	uv_tcp_nodelay(&u->conn->tcp, 1);
+	uv_tcp_nodelay(net_stream_tcp(s), 1);
+	net_stream_set_callbacks(s, &conn_cbs, k);
 	send_request(u);
 }
 
-static void connect_addr(struct upstream *u, const struct sockaddr *sa)
+static void connect_stream(struct upstream *u)
 {
 	struct upstream_conn *k = xcalloc(1, sizeof(*k));
-	uv_tcp_init(u->loop, &k->tcp);
-	k->tcp.data = k;
 	k->owner = u;
 	k->pool = u->pool;
 	k->host = xstrdup(u->host);
 	k->port = u->port;
+	k->tls = u->tls ? net_tls_ctx_ref(u->tls) : NULL;
+	k->server_name = u->server_name ? xstrdup(u->server_name) : NULL;
 	if (k->pool) {
 		k->pool->open++;
 		k->pool->stats.connects++;
 	}
 	u->conn = k;
 	u->handles++;
-	u->connect_req.data = u;
-	int rc = uv_tcp_connect(&u->connect_req, &k->tcp, sa, connect_cb);
-	if (rc < 0)
-		finish(u, rc, "connect to %s:%u: %s", u->host, u->port, uv_strerror(rc));
+	k->s = net_connect(u->loop, u->host, u->port, u->connect_timeout_ms, u->tls, u->server_name, connect_cb, u);
+	net_stream_set_callbacks(k->s, NULL, k);
 }
 
-static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+static int same_str(const char *a, const char *b)
 {
-	struct upstream *u = req->data;
-	u->gai_pending = 0;
-	if (u->finishing) {
-		uv_freeaddrinfo(res);
-		maybe_free(u);
-		return;
-	}
-	if (status < 0 || !res)
-		finish(u, status < 0 ? status : UV_EAI_NONAME, "cannot resolve '%s': %s", u->host,
-		       uv_strerror(status < 0 ? status : UV_EAI_NONAME));
-	else
-		connect_addr(u, res->ai_addr);
-	uv_freeaddrinfo(res);
+	return a == b || (a && b && strcmp(a, b) == 0);
 }
 
 /* Deferred start: callbacks never run inside upstream_start. */
@@ -518,9 +531,10 @@ static struct upstream_conn *pool_take(struct upstream *u)
 	if (!p || p->closing)
 		return NULL;
 	for (struct upstream_conn *k = p->idle; k; k = k->next)
-		if (k->port == u->port && strcmp(k->host, u->host) == 0) {
+		if (k->port == u->port && strcmp(k->host, u->host) == 0 && k->tls == u->tls &&
+		    same_str(k->server_name, u->server_name)) {
 			pool_unlink(p, k);
-			uv_read_stop((uv_stream_t *)&k->tcp);
+			net_stream_read_stop(k->s);
 			k->owner = u;
 			p->stats.reuses++;
 			return k;
@@ -570,27 +584,8 @@ static void start_cb(uv_timer_t *t)
 
 static void connect_fresh(struct upstream *u)
 {
-	struct sockaddr_storage ss;
-
-	uv_timer_start(&u->timer, timer_cb, u->connect_timeout_ms, 0);
-	if (uv_ip4_addr(u->host, u->port, (struct sockaddr_in *)&ss) == 0 ||
-	    uv_ip6_addr(u->host, u->port, (struct sockaddr_in6 *)&ss) == 0) {
-		connect_addr(u, (struct sockaddr *)&ss);
-		return;
-	}
-	char port[8];
-	struct addrinfo hints;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	snprintf(port, sizeof(port), "%u", u->port);
-	u->gai.data = u;
-	u->gai_pending = 1;
-	int rc = uv_getaddrinfo(u->loop, &u->gai, gai_cb, u->host, port, &hints);
-	if (rc < 0) {
-		u->gai_pending = 0;
-		finish(u, rc, "cannot resolve '%s': %s", u->host, uv_strerror(rc));
-	}
+	uv_timer_stop(&u->timer);
+	connect_stream(u);
 }
 
 struct upstream *upstream_start(uv_loop_t *loop, const struct upstream_request *rq,
@@ -602,6 +597,8 @@ struct upstream *upstream_start(uv_loop_t *loop, const struct upstream_request *
 	u->arg = arg;
 	u->host = xstrdup(rq->host);
 	u->port = rq->port;
+	u->tls = rq->tls ? net_tls_ctx_ref(rq->tls) : NULL;
+	u->server_name = rq->server_name ? xstrdup(rq->server_name) : NULL;
 	u->head = xmalloc(rq->head_len ? rq->head_len : 1);
 	memcpy(u->head, rq->head, rq->head_len);
 	u->head_len = rq->head_len;
@@ -625,7 +622,7 @@ void upstream_pause(struct upstream *u)
 		return;
 	u->paused = 1;
 	if (u->reading) {
-		uv_read_stop((uv_stream_t *)&u->conn->tcp);
+		net_stream_read_stop(u->conn->s);
 		u->reading = 0;
 	}
 	if (u->stage != UPSTREAM_CONNECTING)
@@ -640,7 +637,7 @@ void upstream_resume(struct upstream *u)
 	if (u->stage == UPSTREAM_CONNECTING)
 		return; /* connect_cb starts reading */
 	if (!u->reading && u->conn) {
-		int rc = uv_read_start((uv_stream_t *)&u->conn->tcp, alloc_cb, up_read_cb);
+		int rc = net_stream_read_start(u->conn->s);
 		if (rc < 0) {
 			finish(u, rc, "reading the answer: %s", uv_strerror(rc));
 			return;
@@ -671,7 +668,7 @@ static void sweep_cb(uv_timer_t *t)
 		if (now - k->idle_since >= UPSTREAM_POOL_IDLE_MS) {
 			*pp = k->next;
 			p->nidle--;
-			uv_read_stop((uv_stream_t *)&k->tcp);
+			net_stream_read_stop(k->s);
 			conn_close(k);
 		} else {
 			pp = &k->next;
@@ -707,7 +704,7 @@ void upstream_pool_close(struct upstream_pool *p)
 		struct upstream_conn *k = p->idle;
 		p->idle = k->next;
 		p->nidle--;
-		uv_read_stop((uv_stream_t *)&k->tcp);
+		net_stream_read_stop(k->s);
 		conn_close(k);
 	}
 	uv_timer_stop(&p->sweep);

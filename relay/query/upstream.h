@@ -1,6 +1,8 @@
 /*
  * upstream: one streaming HTTP/1.1 request to an InfluxDB, on the libuv
- * loop, for the query pass-through. Connect (within a connect timeout),
+ * loop, for the query pass-through, plain or TLS (through the transport
+ * layer, relay/net/stream.h). Connect (within a connect timeout, which
+ * bounds the TLS handshake too),
  * send a request head and a small body, parse the answer with llhttp and
  * hand it on as it comes: the status and headers once, then the body
  * piece by piece (de-chunked), then the end. Nothing of the answer is
@@ -20,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+
+struct net_tls_ctx;
 
 struct upstream;
 struct upstream_pool;
@@ -59,7 +63,9 @@ struct upstream_callbacks {
 	void (*on_body)(struct upstream *u, const char *p, size_t n, void *arg);
 	/* The end: rc 0 when the whole answer arrived, else a libuv code
 	 * (UV_ECONNREFUSED, UV_ETIMEDOUT, UV_EPROTO for a malformed or cut
-	 * answer, ...) with msg saying what happened. u is freed after this
+	 * answer or a TLS failure, ...) with msg saying what happened (for a
+	 * certificate that fails verification: which, why, and what to
+	 * change). u is freed after this
 	 * returns: do not use it again. Not called after upstream_cancel. */
 	void (*on_done)(struct upstream *u, int rc, enum upstream_stage stage, const char *msg, void *arg);
 	/* Optional: the whole request is written, so the caller may free its
@@ -70,6 +76,8 @@ struct upstream_callbacks {
 struct upstream_request {
 	const char *host;            /* a name or a literal address */
 	uint16_t port;
+	struct net_tls_ctx *tls;     /* a client context for https (a reference is taken), or NULL */
+	const char *server_name;     /* the name verified and sent as SNI (copied); NULL: host */
 	const char *head;            /* the whole request head, ending in "\r\n\r\n"; copied */
 	size_t head_len;
 	const char *body;            /* the caller's: kept alive until on_sent, on_done or upstream_cancel */

@@ -55,7 +55,7 @@ static void seen_cb(struct http_client *c, const struct http_response *r, void *
 	memcpy(s->body, r->body, r->body_len);
 	s->body_len = r->body_len;
 	s->retry_after_s = r->retry_after_s;
-	s->kept = c->tcp != NULL;
+	s->kept = c->connected;
 }
 
 static struct seen run(uv_loop_t *loop, const char *data, size_t len, size_t piece, int flags)

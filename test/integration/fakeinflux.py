@@ -36,6 +36,14 @@ Behaviours:
                                 or "hold" it open without reading (a peer
                                 that switched protocols)
 
+TLS (tls=FakeTLS(...)): the fake serves https with a certificate and key,
+optionally requiring a client certificate signed by client_ca (mTLS: a
+fault influxd 1.6.7 cannot make, as it never asks for one). handshake
+says what it does on a new connection: "ok", "stall" (accept the TCP
+connection and never answer the TLS ClientHello) or "reset" (RST at
+once); it may be changed while running. Each handshake done is recorded
+in tls_sessions: True when the client resumed a session.
+
 Python 3 standard library only.
 """
 
@@ -44,6 +52,7 @@ import json
 import select
 import socket
 import socketserver
+import ssl
 import struct
 import threading
 import time
@@ -157,11 +166,33 @@ class _Server(socketserver.ThreadingTCPServer):
     request_queue_size = 64
 
 
+class FakeTLS:
+    """The fake's TLS: PEM file names; client_ca None: no client
+    certificate asked."""
+
+    def __init__(self, cert, key, client_ca=None, handshake="ok"):
+        self.cert = cert
+        self.key = key
+        self.client_ca = client_ca
+        self.handshake = handshake
+
+    def context(self):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.cert, self.key)
+        if self.client_ca:
+            ctx.load_verify_locations(self.client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+
 class FakeInflux:
     """The fake. guard: e.g. a TestCase's addCleanup, to stop it for sure."""
 
-    def __init__(self, port=None, guard=None):
+    def __init__(self, port=None, guard=None, tls=None):
         self.port = port
+        self.tls = tls
+        self.tls_sessions = []  # per handshake done: the session was resumed
+        self.tls_failures = []  # per handshake failed: why
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._stop = threading.Event()
@@ -177,7 +208,7 @@ class FakeInflux:
 
     @property
     def url(self):
-        return "http://%s:%d" % (LOOPBACK, self.port)
+        return "%s://%s:%d" % ("https" if self.tls else "http", LOOPBACK, self.port)
 
     # scripting
 
@@ -264,6 +295,7 @@ class FakeInflux:
             self.port = s.getsockname()[1]
             s.close()
         fake = self
+        self._ssl_ctx = self.tls.context() if self.tls else None
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self):
@@ -293,6 +325,17 @@ class FakeInflux:
             self._thread.join(5)
             self._thread = None
 
+    def drop_connections(self):
+        """Close every open connection (the client sees its keep-alive
+        connection end), and go on listening."""
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     # the connection loop
 
     def _recv(self, sock, buf, need):
@@ -300,11 +343,15 @@ class FakeInflux:
         while not need(buf):
             if self._stop.is_set():
                 raise _Closed()
-            r, _, _ = select.select([sock], [], [], 0.1)
-            if not r:
-                continue
+            pending = getattr(sock, "pending", None)
+            if not (pending and pending()):
+                r, _, _ = select.select([sock], [], [], 0.1)
+                if not r:
+                    continue
             try:
                 chunk = sock.recv(65536)
+            except ssl.SSLWantReadError:
+                continue
             except OSError:
                 raise _Closed()
             if not chunk:
@@ -354,6 +401,20 @@ class FakeInflux:
             self._conns.add(sock)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         buf = b""
+        if self.tls is not None:
+            raw = sock
+            sock = self._tls_accept(raw)
+            if sock is None:
+                with self._lock:
+                    self._conns.discard(raw)
+                try:
+                    raw.close()
+                except OSError:
+                    pass
+                return
+            with self._lock:
+                self._conns.discard(raw)
+                self._conns.add(sock)
         try:
             while not self._stop.is_set():
                 req, buf = self._read_request(sock, buf, conn_id)
@@ -372,6 +433,42 @@ class FakeInflux:
                 sock.close()
             except OSError:
                 pass
+
+    def _tls_accept(self, raw):
+        """The handshake on raw, as self.tls.handshake says: the TLS
+        socket, or None when there is none (stalled until stop, reset,
+        or failed)."""
+        mode = self.tls.handshake
+        if mode == "stall":
+            while not self._stop.wait(0.1):
+                pass
+            return None
+        if mode == "reset":
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return None
+        raw.settimeout(10)
+        sock = self._ssl_ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        try:
+            sock.do_handshake()
+        except (ssl.SSLError, OSError) as e:
+            with self._changed:
+                self.tls_failures.append(str(e))
+                self._changed.notify_all()
+            # The alert is out; closing at once, with the client's request
+            # unread, would send a reset that may overtake it. A real
+            # server's timing varies: the test wants the alert read.
+            self._stop.wait(0.3)
+            try:
+                sock.close()
+            except OSError:
+                pass
+            return None
+        sock.settimeout(None)
+        sock.setblocking(True)
+        with self._changed:
+            self.tls_sessions.append(bool(sock.session_reused))
+            self._changed.notify_all()
+        return sock
 
     def _send(self, sock, code, body=b"", headers=None):
         reasons = {100: "Continue", 101: "Switching Protocols", 102: "Processing",

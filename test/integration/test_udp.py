@@ -38,7 +38,8 @@ def udp_listener(port, db, **kw):
 
 def health(relayd):
     status, _, body = relayd.get("/health")
-    if status != 200:
+    # 503 while "failing": a full queue refused datagrams in the last 30 s.
+    if status != 200 and not (status == 503 and b'"status":"failing"' in body):
         raise AssertionError("/health: %d %r" % (status, body[:300]))
     return json.loads(body.decode("utf-8"))
 

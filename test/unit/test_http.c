@@ -20,8 +20,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include "relay/base/config.h"
 #include "relay/door/http_server.h"
+#include "relay/net/tls.h"
 #include "relay/door/ingest.h"
 #include "relay/base/util.h"
 #include "wal/wal.h"
@@ -579,12 +585,267 @@ static void test_monitoring(void **state)
 	free(f);
 }
 
+/*---- the TLS listener ----*/
+
+/* A self-signed P-256 certificate for CN cn (and IP 127.0.0.1) into
+ * dir/name.pem and dir/name.key. */
+static void make_cert(const char *dir, const char *name, const char *cn)
+{
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	assert_non_null(key);
+	X509 *x = X509_new();
+	X509_set_version(x, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 7);
+	X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+	X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 365);
+	X509_set_pubkey(x, key);
+	X509_NAME *nm = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+	X509_set_issuer_name(x, nm);
+	X509V3_CTX v3;
+	X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+	X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "IP:127.0.0.1");
+	X509_add_ext(x, e, -1);
+	X509_EXTENSION_free(e);
+	assert_true(X509_sign(x, key, EVP_sha256()) > 0);
+	char path[300];
+	snprintf(path, sizeof(path), "%s/%s.pem", dir, name);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	PEM_write_X509(f, x);
+	fclose(f);
+	snprintf(path, sizeof(path), "%s/%s.key", dir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL);
+	fclose(f);
+	X509_free(x);
+	EVP_PKEY_free(key);
+}
+
+struct tls_fixture {
+	struct fixture f;
+	int tls_port;
+	uv_async_t swap;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int swapped;
+	char cn[2][64];    /* the certificate's CN before and after the swap */
+	char alpn[32];
+};
+
+/* Read one answer (head and Content-Length body) from ssl into out. */
+static void tls_read_answer(SSL *ssl, char *out, size_t cap)
+{
+	size_t used = 0;
+	out[0] = '\0';
+	for (;;) {
+		int n = SSL_read(ssl, out + used, (int)(cap - 1 - used));
+		if (n <= 0)
+			break;
+		used += (size_t)n;
+		out[used] = '\0';
+		const char *end = strstr(out, "\r\n\r\n");
+		const char *cl = strstr(out, "Content-Length: ");
+		if (end && (!cl || (size_t)(out + used - (end + 4)) >= (size_t)atoi(cl + 16)))
+			break;
+	}
+}
+
+static SSL *tls_open(SSL_CTX *ctx, int port, int *fd)
+{
+	*fd = connect_to(port);
+	if (*fd < 0)
+		return NULL;
+	SSL *ssl = SSL_new(ctx);
+	SSL_set_fd(ssl, *fd);
+	if (SSL_connect(ssl) != 1) {
+		SSL_free(ssl);
+		close(*fd);
+		return NULL;
+	}
+	return ssl;
+}
+
+static void peer_cn(SSL *ssl, char *buf, size_t len)
+{
+	X509 *c = SSL_get1_peer_certificate(ssl);
+	buf[0] = '\0';
+	if (c)
+		X509_NAME_get_text_by_NID(X509_get_subject_name(c), NID_commonName, buf, (int)len);
+	X509_free(c);
+}
+
+static void *tls_client(void *arg)
+{
+	struct tls_fixture *t = arg;
+	struct fixture *f = &t->f;
+	static const char wr[] = "POST /write?db=t HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\ncpu v=1 1\n";
+	/* The client checks nothing: the verification is test_net's; here
+	 * the certificate's name tells which context answered. */
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)"\x02h2\x08http/1.1", 12);
+	int fd;
+	/* 0: a write over TLS, on a connection kept open across the swap */
+	SSL *ssl = tls_open(ctx, t->tls_port, &fd);
+	if (ssl) {
+		const unsigned char *p = NULL;
+		unsigned n = 0;
+		SSL_get0_alpn_selected(ssl, &p, &n);
+		snprintf(t->alpn, sizeof(t->alpn), "%.*s", (int)n, p ? (const char *)p : "");
+		peer_cn(ssl, t->cn[0], sizeof(t->cn[0]));
+		SSL_write(ssl, wr, (int)sizeof(wr) - 1);
+		tls_read_answer(ssl, f->results[f->nresults], sizeof(f->results[0]));
+	}
+	f->nresults++;
+	/* 1: plain HTTP to the TLS port */
+	static const char plain[] = "GET /ping HTTP/1.1\r\nHost: x\r\n\r\n";
+	exchange(f, plain, sizeof(plain) - 1, 1);
+	/* the certificate is swapped on the loop */
+	uv_async_send(&t->swap);
+	pthread_mutex_lock(&t->mu);
+	while (!t->swapped)
+		pthread_cond_wait(&t->cv, &t->mu);
+	pthread_mutex_unlock(&t->mu);
+	/* 2: the connection open before the swap still works */
+	if (ssl) {
+		SSL_write(ssl, wr, (int)sizeof(wr) - 1);
+		tls_read_answer(ssl, f->results[f->nresults], sizeof(f->results[0]));
+		SSL_shutdown(ssl);
+		SSL_free(ssl);
+		close(fd);
+	}
+	f->nresults++;
+	/* 3: a new one gets the new certificate */
+	ssl = tls_open(ctx, t->tls_port, &fd);
+	if (ssl) {
+		peer_cn(ssl, t->cn[1], sizeof(t->cn[1]));
+		static const char ping[] = "GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+		SSL_write(ssl, ping, (int)sizeof(ping) - 1);
+		tls_read_answer(ssl, f->results[f->nresults], sizeof(f->results[0]));
+		SSL_free(ssl);
+		close(fd);
+	}
+	f->nresults++;
+	SSL_CTX_free(ctx);
+	uv_async_send(&f->stop);
+	return NULL;
+}
+
+static void swap_cb(uv_async_t *a)
+{
+	struct tls_fixture *t = a->data;
+	struct net_tls_ctx *ctx = NULL;
+	char path[2][300], err[512];
+	snprintf(path[0], sizeof(path[0]), "%s/second.pem", t->f.dir);
+	snprintf(path[1], sizeof(path[1]), "%s/second.key", t->f.dir);
+	struct net_tls_server_opts o = {path[0], path[1], NULL};
+	assert_int_equal(net_tls_server_ctx_new(&o, &ctx, err, sizeof(err)), 0);
+	http_server_set_tls(t->f.srv, ctx);
+	uv_close((uv_handle_t *)a, NULL);
+	pthread_mutex_lock(&t->mu);
+	t->swapped = 1;
+	pthread_cond_signal(&t->cv);
+	pthread_mutex_unlock(&t->mu);
+}
+
+static void test_tls_listener(void **state)
+{
+	(void)state;
+	struct tls_fixture *t = calloc(1, sizeof(*t));
+	struct fixture *f = &t->f;
+	char yaml[1024], err[1024];
+	snprintf(f->dir, sizeof(f->dir), "/tmp/test_http.XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	make_cert(f->dir, "first", "first");
+	make_cert(f->dir, "second", "second");
+
+	/* A certificate that does not load refuses the start, saying which. */
+	int n = snprintf(yaml, sizeof(yaml),
+			 "data_dir: %s/q\nlisten:\n  http: off\n  https: 127.0.0.1:1\n"
+			 "tls:\n  cert_file: %s/missing.pem\n  key_file: %s/first.key\n"
+			 "backends:\n  - name: b\n    url: http://127.0.0.1:9\n",
+			 f->dir, f->dir, f->dir);
+	assert_int_equal(config_load_buffer("t.yaml", yaml, (size_t)n, &f->cfg, err, sizeof(err)), 0);
+	f->cfg.listen_https_port = 0;
+	assert_int_equal(uv_loop_init(&f->loop), 0);
+	assert_int_not_equal(http_server_start(&f->loop, &f->cfg, NULL, &f->srv, err, sizeof(err)), 0);
+	if (!strstr(err, "tls: cannot load certificate") || !strstr(err, "missing.pem"))
+		fail_msg("refusal: %s", err);
+	assert_null(f->srv);
+	config_release(&f->cfg);
+	memset(&f->cfg, 0, sizeof(f->cfg));
+
+	n = snprintf(yaml, sizeof(yaml),
+		     "data_dir: %s/q\nlisten:\n  http: off\n  https: 127.0.0.1:1\n"
+		     "tls:\n  cert_file: %s/first.pem\n  key_file: %s/first.key\n"
+		     "backends:\n  - name: b\n    url: http://127.0.0.1:9\n",
+		     f->dir, f->dir, f->dir);
+	assert_int_equal(config_load_buffer("t.yaml", yaml, (size_t)n, &f->cfg, err, sizeof(err)), 0);
+	f->cfg.listen_https_port = 0;
+	struct wal_options o = { 0, 0 };
+	assert_int_equal(wal_open(f->cfg.data_dir, &o, &f->wal), 0);
+	assert_int_equal(wal_backend_open(f->wal, "b", &f->id), 0);
+	assert_int_equal(ingest_init(&f->ing, &f->loop, f->wal, 1ULL << f->id, 64), 0);
+	if (http_server_start(&f->loop, &f->cfg, &f->ing, &f->srv, err, sizeof(err)) != 0)
+		fail_msg("start: %s", err);
+	assert_int_equal(http_server_port(f->srv), 0); /* listen.http: off */
+	t->tls_port = http_server_tls_port(f->srv);
+	assert_true(t->tls_port > 0);
+	f->port = t->tls_port;
+	uv_async_init(&f->loop, &f->stop, stop_cb);
+	f->stop.data = f;
+	uv_async_init(&f->loop, &t->swap, swap_cb);
+	t->swap.data = t;
+	pthread_mutex_init(&t->mu, NULL);
+	pthread_cond_init(&t->cv, NULL);
+	pthread_t th;
+	pthread_create(&th, NULL, tls_client, t);
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	pthread_join(th, NULL);
+	assert_int_equal(uv_loop_close(&f->loop), 0);
+
+	char (*r)[sizeof(f->results[0])] = f->results;
+	assert_string_equal(t->alpn, "http/1.1");
+	assert_string_equal(t->cn[0], "first");
+	if (!strstr(r[0], "HTTP/1.1 204"))
+		fail_msg("write over TLS: %s", r[0]);
+	char want[128];
+	snprintf(want, sizeof(want), "{\"error\":\"this port speaks HTTPS (TLS): use https://127.0.0.1:%d\"}",
+		 t->tls_port);
+	if (!strstr(r[1], "HTTP/1.1 400") || !strstr(r[1], want) || !strstr(r[1], "Connection: close"))
+		fail_msg("plain HTTP to the TLS port: %s", r[1]);
+	if (!strstr(r[2], "HTTP/1.1 204"))
+		fail_msg("kept-alive connection across the swap: %s", r[2]);
+	assert_string_equal(t->cn[1], "second");
+	if (!strstr(r[3], "HTTP/1.1 204"))
+		fail_msg("after the swap: %s", r[3]);
+	/* both writes over TLS are queued */
+	struct wal_batch out[4];
+	size_t cnt;
+	assert_int_equal(wal_read(f->wal, f->id, 0, 4, 1 << 20, out, &cnt), 0);
+	assert_int_equal(cnt, 2);
+	for (size_t i = 0; i < cnt; i++) {
+		assert_string_equal(out[i].body, "cpu v=1 1\n");
+		wal_batch_release(&out[i]);
+	}
+	pthread_mutex_destroy(&t->mu);
+	pthread_cond_destroy(&t->cv);
+	wal_close(f->wal);
+	config_release(&f->cfg);
+	char cmd[200];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	assert_int_equal(system(cmd), 0);
+	free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_outcome_table),
 		cmocka_unit_test(test_server),
 		cmocka_unit_test(test_monitoring),
+		cmocka_unit_test(test_tls_listener),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

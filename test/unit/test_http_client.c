@@ -5,6 +5,10 @@
  * (http_client_feed_response), at once and a byte at a time: interim
  * answers, 101, framing that overflows, bounded buffering, answers that
  * end with the connection, and when a connection is not used again.
+ * Then the client over TLS against a server of the transport layer in
+ * this process (certificates made here): keep-alive, a reconnect that
+ * resumes its session, a certificate that fails verification (held, with
+ * why), and a context that could not be made.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +21,7 @@
 
 #include "relay/delivery/http_client.h"
 #include "relay/base/outcome.h"
+#include "test/unit/tls_server.h"
 
 static uint64_t ra(const char *v, int64_t now_s)
 {
@@ -78,7 +83,7 @@ struct seen {
 	char body[8192];
 	size_t body_len;
 	uint64_t retry_after_s;
-	char err[200];
+	char err[1280];
 	int kept; /* the connection would be used again */
 };
 
@@ -93,7 +98,7 @@ static void seen_cb(struct http_client *c, const struct http_response *r, void *
 	s->body_len = r->body_len;
 	s->retry_after_s = r->retry_after_s;
 	snprintf(s->err, sizeof(s->err), "%s", r->err ? r->err : "");
-	s->kept = c->tcp != NULL;
+	s->kept = c->connected;
 }
 
 /* Answer data to one request, in pieces of piece bytes (0: at once), on a
@@ -310,6 +315,106 @@ static void test_build_head(void **state)
 	rbuf_release(&h);
 }
 
+/*---- over TLS ----*/
+
+static void got(struct http_client *c, const struct http_response *r, void *arg)
+{
+	struct seen *s = arg;
+	(void)c;
+	s->calls++;
+	s->status = r->status;
+	snprintf(s->err, sizeof(s->err), "%s", r->err ? r->err : "");
+}
+
+/* One GET on c, run until answered. */
+static struct seen ask(uv_loop_t *loop, struct http_client *c)
+{
+	struct seen s;
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(http_client_request(c, "GET", "/ping", NULL, NULL, 0, got, &s), 0);
+	while (!s.calls)
+		uv_run(loop, UV_RUN_ONCE);
+	return s;
+}
+
+static void close_all(uv_loop_t *loop, struct http_client *c, struct tserver *srv)
+{
+	http_client_close(c, NULL);
+	tserver_stop(srv);
+	uv_run(loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(loop), 0);
+}
+
+static void test_tls_keep_alive_and_resumption(void **state)
+{
+	(void)state;
+	uv_loop_t loop;
+	struct tserver srv;
+	struct http_client c;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	tserver_start(&srv, &loop);
+	struct net_tls_ctx *ctx = tls_client_ctx(cpath("ca.pem"));
+	http_client_init(&c, &loop, "127.0.0.1", (uint16_t)srv.port, 5000, 5000);
+	http_client_set_tls(&c, ctx, NULL, NULL);
+	net_tls_ctx_unref(ctx); /* the client holds its own */
+
+	/* Keep-alive: two requests, one connection, one handshake. */
+	assert_int_equal(ask(&loop, &c).status, 204);
+	assert_int_equal(ask(&loop, &c).status, 204);
+	assert_int_equal(srv.accepted, 1);
+	assert_int_equal(c.tls_handshakes, 1);
+	assert_int_equal(c.tls_resumed, 0);
+
+	/* The server ends the connection: the next one resumes the session
+	 * the context kept (net_stream_session_reused). */
+	srv.close_after = 1;
+	assert_int_equal(ask(&loop, &c).status, 204);
+	srv.close_after = 0;
+	assert_int_equal(ask(&loop, &c).status, 204);
+	assert_int_equal(srv.accepted, 2);
+	assert_int_equal(c.tls_handshakes, 2);
+	assert_int_equal(c.tls_resumed, 1);
+	close_all(&loop, &c, &srv);
+}
+
+static void test_tls_verify_holds(void **state)
+{
+	(void)state;
+	uv_loop_t loop;
+	struct tserver srv;
+	struct http_client c;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	tserver_start(&srv, &loop);
+	struct net_tls_ctx *ctx = tls_client_ctx(cpath("other.pem"));
+	http_client_init(&c, &loop, "127.0.0.1", (uint16_t)srv.port, 5000, 5000);
+	http_client_set_tls(&c, ctx, "localhost", NULL);
+	net_tls_ctx_unref(ctx);
+	struct seen s = ask(&loop, &c);
+	assert_int_equal(s.status, OUTCOME_STATUS_TLS_VERIFY);
+	assert_int_equal(outcome_classify(s.status, NULL, 0), OUTCOME_HOLD);
+	const char *must[] = { "certificate verify failed", "subject 'CN = localhost'", "issuer 'CN = test CA'",
+			       "not after", "expected name 'localhost'", "tls_ca" };
+	for (size_t i = 0; i < sizeof(must) / sizeof(must[0]); i++)
+		if (!strstr(s.err, must[i]))
+			fail_msg("'%s' not in: %s", must[i], s.err);
+	assert_int_equal(srv.answered, 0);
+
+	/* A reload with the right CA: delivered. */
+	ctx = tls_client_ctx(cpath("ca.pem"));
+	http_client_set_tls(&c, ctx, "localhost", NULL);
+	net_tls_ctx_unref(ctx);
+	assert_int_equal(ask(&loop, &c).status, 204);
+
+	/* A context that could not be made: every request fails with why,
+	 * from the loop, and holds. */
+	http_client_set_tls(&c, NULL, NULL, "cannot set up TLS: no such file");
+	s = ask(&loop, &c);
+	assert_int_equal(s.status, OUTCOME_STATUS_TLS_CONFIG);
+	assert_int_equal(outcome_classify(s.status, NULL, 0), OUTCOME_HOLD);
+	assert_string_equal(s.err, "cannot set up TLS: no such file");
+	close_all(&loop, &c, &srv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -320,6 +425,8 @@ int main(void)
 		cmocka_unit_test(test_framing),
 		cmocka_unit_test(test_bounded),
 		cmocka_unit_test(test_build_head),
+		cmocka_unit_test(test_tls_keep_alive_and_resumption),
+		cmocka_unit_test(test_tls_verify_holds),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, setup_certs, teardown_certs);
 }

@@ -661,7 +661,7 @@ static void test_verify_wrong_ca(void **state)
 			      "subject 'CN = localhost'",
 			      "issuer 'CN = relayd test CA'",
 			      "not after",
-			      "set ca_file",
+			      "set tls_ca",
 			      "127.0.0.1",
 			      NULL};
 	expect_verify("server", "other_ca.pem", NULL, NULL, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, must);
@@ -677,7 +677,7 @@ static void test_verify_expired(void **state)
 static void test_verify_name_mismatch(void **state)
 {
 	(void)state;
-	const char *must[] = {"hostname mismatch", "expected name 'localhost'", "DNS:wrong.example", "set server_name",
+	const char *must[] = {"hostname mismatch", "expected name 'localhost'", "DNS:wrong.example", "set tls_server_name",
 			      NULL};
 	expect_verify("wrong", "ca.pem", NULL, "localhost", X509_V_ERR_HOSTNAME_MISMATCH, must);
 	/* By address: the certificate's IP entries are what counts. */
@@ -728,6 +728,8 @@ static void test_mtls(void **state)
 	assert_int_equal(v.err.kind, NET_ERR_VERIFY);
 	print_message("    server: %s\n", v.err.msg);
 	assert_non_null(strstr(v.err.msg, "sent no certificate"));
+	/* the configuration key, as the operator writes it */
+	assert_non_null(strstr(v.err.msg, "tls.client_ca_file requires one"));
 	cli_stop(&c);
 
 	/* A certificate from another CA: refused with the reason. */

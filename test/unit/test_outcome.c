@@ -32,6 +32,8 @@ static void test_table(void **state)
 		{ OUTCOME_STATUS_PROTOCOL, NULL, OUTCOME_RETRY },
 		/* no request can carry the batch: resending changes nothing */
 		{ OUTCOME_STATUS_UNSENDABLE, NULL, OUTCOME_DEAD },
+		{ OUTCOME_STATUS_TLS_VERIFY, NULL, OUTCOME_HOLD },
+		{ OUTCOME_STATUS_TLS_CONFIG, NULL, OUTCOME_HOLD },
 		{ 408, "", OUTCOME_RETRY },
 		{ 429, "{\"error\":\"too many requests\"}", OUTCOME_RETRY },
 		{ 500, "{\"error\":\"engine: cache-max-memory-size exceeded: (1073741824/1073741824)\"}", OUTCOME_RETRY },

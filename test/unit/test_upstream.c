@@ -4,7 +4,10 @@
  * chunks, the end of the connection), interim answers, an answer cut
  * short, a refused connect, the idle timeout, pausing (no timeout while
  * paused), a cancel (the backend sees the connection close, no callback
- * follows), and the request as it reaches the backend.
+ * follows), and the request as it reaches the backend. Over TLS: the
+ * pool lends a connection only to a request with the same context, and a
+ * certificate that fails verification ends the request before anything
+ * is sent, saying why.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +20,7 @@
 
 #include "relay/query/upstream.h"
 #include "relay/base/util.h"
+#include "test/unit/tls_server.h"
 
 /* What the scripted backend sends once it has read a request head (and
  * a body of body_len bytes): parts, one write each, then it closes or
@@ -603,6 +607,87 @@ static void test_pool_connection_closed_by_the_backend(void **state)
 	              (unsigned long long)st.reuses);
 }
 
+/*---- over TLS ----*/
+
+struct tseen {
+	int done, status, rc;
+	enum upstream_stage stage;
+	char msg[1280];
+};
+
+static void t_head(struct upstream *u, int status, const struct upstream_header *h, size_t nh, int64_t cl,
+                   void *arg)
+{
+	(void)u, (void)h, (void)nh, (void)cl;
+	((struct tseen *)arg)->status = status;
+}
+
+static void t_body(struct upstream *u, const char *p, size_t n, void *arg)
+{
+	(void)u, (void)p, (void)n, (void)arg;
+}
+
+static void t_done(struct upstream *u, int rc, enum upstream_stage stage, const char *msg, void *arg)
+{
+	struct tseen *s = arg;
+	(void)u;
+	s->done = 1;
+	s->rc = rc;
+	s->stage = stage;
+	snprintf(s->msg, sizeof(s->msg), "%s", msg ? msg : "");
+}
+
+static struct tseen tls_get(uv_loop_t *loop, int port, struct upstream_pool *p, struct net_tls_ctx *ctx)
+{
+	static const struct upstream_callbacks tcbs = { t_head, t_body, t_done, NULL };
+	struct tseen s;
+	memset(&s, 0, sizeof(s));
+	struct upstream_request rq = { .host = "127.0.0.1", .port = (uint16_t)port, .tls = ctx,
+	                               .server_name = "localhost", .head = KGET, .head_len = strlen(KGET),
+	                               .connect_timeout_ms = 5000, .idle_timeout_ms = 5000, .pool = p };
+	upstream_start(loop, &rq, &tcbs, &s);
+	while (!s.done)
+		uv_run(loop, UV_RUN_ONCE);
+	return s;
+}
+
+static void test_tls_pool_and_verify(void **state)
+{
+	(void)state;
+	uv_loop_t loop;
+	struct tserver srv;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	tserver_start(&srv, &loop);
+	struct upstream_pool *pool = upstream_pool_new(&loop);
+	struct net_tls_ctx *good = tls_client_ctx(cpath("ca.pem")), *bad = tls_client_ctx(cpath("other.pem"));
+
+	struct tseen s = tls_get(&loop, srv.port, pool, good);
+	assert_int_equal(s.rc, 0);
+	assert_int_equal(s.status, 204);
+	s = tls_get(&loop, srv.port, pool, good);
+	assert_int_equal(s.rc, 0);
+	assert_int_equal(upstream_pool_stats(pool)->connects, 1);
+	assert_int_equal(upstream_pool_stats(pool)->reuses, 1);
+
+	/* Another context: not lent the idle connection; its own fails
+	 * verification before anything is sent. */
+	s = tls_get(&loop, srv.port, pool, bad);
+	assert_int_not_equal(s.rc, 0);
+	assert_int_equal(s.stage, UPSTREAM_CONNECTING);
+	assert_int_equal(upstream_pool_stats(pool)->connects, 2);
+	if (!strstr(s.msg, "certificate verify failed") || !strstr(s.msg, "expected name 'localhost'") ||
+	    !strstr(s.msg, "tls_ca"))
+		fail_msg("unexpected message: %s", s.msg);
+	assert_int_equal(srv.answered, 2);
+
+	net_tls_ctx_unref(good); /* the pooled connection keeps its own */
+	net_tls_ctx_unref(bad);
+	upstream_pool_close(pool);
+	tserver_stop(&srv);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -617,6 +702,7 @@ int main(void)
 		cmocka_unit_test(test_request_as_sent),
 		cmocka_unit_test(test_pool_reuses_a_connection),
 		cmocka_unit_test(test_pool_connection_closed_by_the_backend),
+		cmocka_unit_test(test_tls_pool_and_verify),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, setup_certs, teardown_certs);
 }
