@@ -1004,6 +1004,7 @@ struct ingest_row {
 	double pps;               /* points/s */
 	double p50, p99;          /* ms */
 	double cpu_relayd, cpu_clients; /* % of one core */
+	double cpu_per_point;           /* relayd's CPU µs per 1000 points: less moved by other load than points/s */
 	int ran;
 };
 
@@ -1029,6 +1030,7 @@ static int case_ingest(const struct options *o, struct relay *r, struct ingest_r
 				x->p50 = lat_percentile_ms(&s.lat, 50);
 				x->p99 = lat_percentile_ms(&s.lat, 99);
 				x->cpu_relayd = 100 * s.cpu_server_s / span;
+				x->cpu_per_point = s.ok ? 1e9 * s.cpu_server_s / ((double)s.ok * o->lines) : -1;
 				x->cpu_clients = 100 * s.cpu_self_s / span;
 				x->ran = 1;
 				fprintf(stderr, "  round %u, %s: %.0f points/s (p50 %.2f ms)\n", k + 1, mode_name[m], x->pps,
@@ -1191,6 +1193,7 @@ struct drain_row {
 	double pps, span_s;
 	double lines_per_post;
 	double cpu_relayd, cpu_influxd; /* % of one core */
+	double cpu_per_point;           /* relayd's and influxd's CPU s per million points */
 	uint64_t retries;
 	int ran;
 };
@@ -1300,6 +1303,7 @@ static int drain_once(const struct options *o, const char *tmp, enum mode m, uns
 	d->lines_per_post = h1.posts ? (double)h1.delivered_points / (double)h1.posts : -1;
 	d->cpu_relayd = cpu_pct(0, rcpu, span); /* a fresh process: all its CPU is the drain's */
 	d->cpu_influxd = cpu_pct(icpu0, icpu1, span);
+	d->cpu_per_point = rcpu >= 0 && icpu0 >= 0 && icpu1 >= 0 ? 1e6 * (rcpu + icpu1 - icpu0) / (double)d->points : -1;
 	d->retries = h1.retries;
 	if (d->stored != d->points) {
 		bench_err("delivery: influxd stored %" PRIu64 " points of %" PRIu64 "\n", d->stored, d->points);
@@ -1407,30 +1411,37 @@ static void print_facts(const struct options *o, const char *ca_params, const ch
 
 static void print_ingest(const struct options *o, struct ingest_row rows[][NMODES], struct verdict *v)
 {
-	char a[32], b[32], c[32], d[32], f[32], g[32];
+	char a[32], b[32], c[32], d[32], f[32], g[32], h[32];
 	double rat[MAX_ROUNDS];
 	printf("## Ingest with keep-alive (%u connections, %u-line POSTs)\n\n", o->conns, o->lines);
 	print_case_load(C_INGEST);
-	printf("| round | path | points/s | TLS / plain | p50 ms | p99 ms | CPU %% relayd | CPU %% clients |\n");
-	printf("|---:|---|---:|---:|---:|---:|---:|---:|\n");
+	printf("| round | path | points/s | TLS / plain | p50 ms | p99 ms | CPU %% relayd | CPU %% clients "
+	       "| relayd CPU µs / 1000 points |\n");
+	printf("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
 	for (unsigned k = 0; k < o->rounds; k++)
 		for (int m = 0; m < NMODES; m++) {
 			const struct ingest_row *x = &rows[k][m];
 			if (!x->ran)
 				continue;
-			printf("| %u | %s | %s | %s | %s | %s | %s | %s |\n", k + 1, mode_name[m],
+			printf("| %u | %s | %s | %s | %s | %s | %s | %s | %s |\n", k + 1, mode_name[m],
 			       fmt_count(x->pps, a, sizeof(a)),
 			       m == TLS ? fmt_ratio(ratio(x->pps, rows[k][PLAIN].ran ? rows[k][PLAIN].pps : -1), b, sizeof(b))
 			                : "",
 			       fmt_fixed(x->p50, 2, c, sizeof(c)), fmt_fixed(x->p99, 2, d, sizeof(d)),
-			       fmt_fixed(x->cpu_relayd, 0, f, sizeof(f)), fmt_fixed(x->cpu_clients, 0, g, sizeof(g)));
+			       fmt_fixed(x->cpu_relayd, 0, f, sizeof(f)), fmt_fixed(x->cpu_clients, 0, g, sizeof(g)),
+			       fmt_fixed(x->cpu_per_point, 0, h, sizeof(h)));
 		}
+	unsigned nc = collect(&rows[0][PLAIN].cpu_per_point, &rows[0][TLS].cpu_per_point, &rows[0][PLAIN].ran,
+	                      &rows[0][TLS].ran, o->rounds, sizeof(rows[0]), rat);
+	double cpu_med = median_of(rat, nc);
 	unsigned n = collect(&rows[0][PLAIN].pps, &rows[0][TLS].pps, &rows[0][PLAIN].ran, &rows[0][TLS].ran, o->rounds,
 	                     sizeof(rows[0]), rat);
 	print_median(rat, n, AIM_INGEST, v);
+	if (nc)
+		printf("relayd's CPU per point, TLS / plain: %.2f (median of %u)\n", cpu_med, nc);
 	printf("\npoints/s: acknowledged (204) points / seconds of the slice. The connections (and their\n"
 	       "handshakes) are opened before the clock starts; latency is from the send to the last byte of the "
-	       "answer.\n\n");
+	       "answer.\nCPU per point is what relayd spent, less moved than points/s by other work on the machine.\n\n");
 }
 
 static void print_handshakes(const struct options *o, struct hs_row rows[][NHS][NMODES])
@@ -1513,33 +1524,40 @@ static void print_memory(const struct options *o, struct mem_row rows[][NMODES],
 
 static void print_delivery(const struct options *o, struct drain_row rows[][NMODES], struct verdict *v)
 {
-	char a[32], b[32], c[32], f[32], g[32], i[32];
+	char a[32], b[32], c[32], f[32], g[32], h[32], i[32];
 	double rat[MAX_ROUNDS];
 	printf("## Delivery: a backlog of %s points drained into influxd (plain HTTP against HTTPS)\n\n",
 	       fmt_count((double)((o->backlog + o->lines - 1) / o->lines * o->lines), a, sizeof(a)));
 	print_case_load(C_DELIVERY);
 	printf("| round | backend | points | seconds | points/s | TLS / plain | lines / POST | retries "
-	       "| CPU %% relayd | CPU %% influxd |\n");
-	printf("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+	       "| CPU %% relayd | CPU %% influxd | CPU s / M points |\n");
+	printf("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 	for (unsigned k = 0; k < o->rounds; k++)
 		for (int m = 0; m < NMODES; m++) {
 			const struct drain_row *x = &rows[k][m];
 			if (!x->ran)
 				continue;
-			printf("| %u | %s | %s | %.2f | %s | %s | %s | %" PRIu64 " | %s | %s |\n", k + 1,
+			printf("| %u | %s | %s | %.2f | %s | %s | %s | %" PRIu64 " | %s | %s | %s |\n", k + 1,
 			       m == TLS ? "https://" : "http://", fmt_count((double)x->points, a, sizeof(a)), x->span_s,
 			       fmt_count(x->pps, b, sizeof(b)),
 			       m == TLS ? fmt_ratio(ratio(x->pps, rows[k][PLAIN].ran ? rows[k][PLAIN].pps : -1), c, sizeof(c))
 			                : "",
 			       fmt_fixed(x->lines_per_post, 0, f, sizeof(f)), x->retries,
-			       fmt_fixed(x->cpu_relayd, 0, g, sizeof(g)), fmt_fixed(x->cpu_influxd, 0, i, sizeof(i)));
+			       fmt_fixed(x->cpu_relayd, 0, g, sizeof(g)), fmt_fixed(x->cpu_influxd, 0, i, sizeof(i)),
+			       fmt_fixed(x->cpu_per_point, 2, h, sizeof(h)));
 		}
+	unsigned nc = collect(&rows[0][PLAIN].cpu_per_point, &rows[0][TLS].cpu_per_point, &rows[0][PLAIN].ran,
+	                      &rows[0][TLS].ran, o->rounds, sizeof(rows[0]), rat);
+	double cpu_med = median_of(rat, nc);
 	unsigned n = collect(&rows[0][PLAIN].pps, &rows[0][TLS].pps, &rows[0][PLAIN].ran, &rows[0][TLS].ran, o->rounds,
 	                     sizeof(rows[0]), rat);
 	print_median(rat, n, AIM_DELIVERY, v);
+	if (nc)
+		printf("relayd's and influxd's CPU per point, TLS / plain: %.2f (median of %u)\n", cpu_med, nc);
 	printf("\nseconds: relayd's restart with its backend at a fresh influxd until nothing is pending\n"
 	       "(/health polled every 20 ms); influxd stored every point (its pointsWrittenOK). https://: influxd with\n"
-	       "https-enabled and the same certificate, relayd's backend with tls_ca: the private CA.\n\n");
+	       "https-enabled and the same certificate, relayd's backend with tls_ca: the private CA.\n"
+	       "CPU s / M points: relayd's and influxd's CPU over the drain per million points (both ends of TLS).\n\n");
 }
 
 /* "- WHAT at ≥ AIM of plain: met (93.1 %, median of 3 rounds; 2 of 3 at or above)" or "not measured". */
