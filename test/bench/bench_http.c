@@ -166,6 +166,11 @@ static int parse_head(const char *p, size_t n, struct http_resp *r, long long *c
 	return 0;
 }
 
+int http_parse_head(const char *p, size_t n, struct http_resp *r, long long *clen, char *err, size_t errlen)
+{
+	return parse_head(p, n, r, clen, NULL, err, errlen);
+}
+
 /*
  * Read one complete response from c (head, then the body by Content-Length,
  * or to EOF when there is none) and consume it; the whole body goes to full

@@ -222,6 +222,24 @@ long child_peak_rss_kib(const struct child *c)
 	return kib;
 }
 
+/* The VmRSS line of /proc/PID/status, in KiB, or -1. */
+long child_rss_kib(const struct child *c)
+{
+	char path[64], line[256];
+	long kib = -1;
+	if (c->pid == 0)
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%ld/status", (long)c->pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
 /* Poll GET /ping until 204, for at most READY_TIMEOUT_NS. */
 int child_wait_ready(struct child *c)
 {
@@ -403,11 +421,14 @@ static int influxd_write_config(const struct child *c)
 	        "bind-address = \"127.0.0.1:%u\"\n"
 	        "\n[meta]\n  dir = \"%s/meta\"\n"
 	        "\n[data]\n  dir = \"%s/data\"\n  wal-dir = \"%s/wal\"\n  query-log-enabled = false\n"
-	        "\n[http]\n  bind-address = \"127.0.0.1:%u\"\n  log-enabled = false\n"
-	        "\n[monitor]\n  store-enabled = false\n"
-	        "\n[continuous_queries]\n  enabled = false\n"
-	        "\n[subscriber]\n  enabled = false\n",
+	        "\n[http]\n  bind-address = \"127.0.0.1:%u\"\n  log-enabled = false\n",
 	        c->rpc_port, c->dir, c->dir, c->dir, c->port);
+	if (c->https_cert)
+		fprintf(f, "  https-enabled = true\n  https-certificate = \"%s\"\n  https-private-key = \"%s\"\n",
+		        c->https_cert, c->https_key);
+	fprintf(f, "\n[monitor]\n  store-enabled = false\n"
+	           "\n[continuous_queries]\n  enabled = false\n"
+	           "\n[subscriber]\n  enabled = false\n");
 	int bad = ferror(f);
 	if (fclose(f) != 0 || bad)
 		return -EIO;
@@ -415,17 +436,18 @@ static int influxd_write_config(const struct child *c)
 }
 
 /*
- * Start a private influxd in tmp/NAME on free loopback ports, wait for its
- * /ping and create the database "bench". On failure the caller still calls
- * child_stop.
+ * Write the config of a private influxd in tmp/NAME (HTTP at port, or a free
+ * port when it is 0; HTTPS only when https_cert is set) and spawn it; no
+ * wait. On failure the caller still calls child_stop.
  */
-int influxd_start(struct child *c, const char *path, const char *tmp, const char *name)
+int influxd_launch(struct child *c, const char *path, const char *tmp, const char *name, uint16_t port,
+                   const char *https_cert, const char *https_key)
 {
-	struct rbuf body = RBUF_INIT;
 	char *const argv[] = { (char *)path, (char *)"-config", c->conf, NULL };
-	int err, status;
-	*c = (struct child){ .name = "influxd" };
-	if (strpbrk(tmp, "\"\\")) {
+	int err;
+	*c = (struct child){ .name = "influxd", .https_cert = https_cert, .https_key = https_key };
+	if (strpbrk(tmp, "\"\\") || (https_cert && strpbrk(https_cert, "\"\\")) ||
+	    (https_key && strpbrk(https_key, "\"\\"))) {
 		bench_err("'%s' cannot go into influxd's config\n", tmp);
 		return -1;
 	}
@@ -438,7 +460,8 @@ int influxd_start(struct child *c, const char *path, const char *tmp, const char
 		bench_err("cannot create '%s': %s\n", c->dir, strerror(errno));
 		return -1;
 	}
-	if (pick_port(&c->port, NULL, 0) < 0 || pick_port(&c->rpc_port, &c->port, 1) < 0)
+	c->port = port;
+	if ((!port && pick_port(&c->port, NULL, 0) < 0) || pick_port(&c->rpc_port, &c->port, 1) < 0)
 		return -1;
 	if ((err = influxd_write_config(c)) < 0) {
 		bench_err("cannot write '%s': %s\n", c->conf, strerror(-err));
@@ -448,8 +471,22 @@ int influxd_start(struct child *c, const char *path, const char *tmp, const char
 		bench_err("cannot start '%s': %s\n", path, strerror(err));
 		return -1;
 	}
-	fprintf(stderr, "influxd: pid %ld on 127.0.0.1:%u (rpc %u), in %s\n", (long)c->pid, c->port, c->rpc_port,
-	        c->dir);
+	fprintf(stderr, "influxd: pid %ld on 127.0.0.1:%u%s (rpc %u), in %s\n", (long)c->pid, c->port,
+	        https_cert ? " (https)" : "", c->rpc_port, c->dir);
+	return 0;
+}
+
+/*
+ * Start a private influxd in tmp/NAME on free loopback ports, wait for its
+ * /ping and create the database "bench". On failure the caller still calls
+ * child_stop.
+ */
+int influxd_start(struct child *c, const char *path, const char *tmp, const char *name)
+{
+	struct rbuf body = RBUF_INIT;
+	int status;
+	if (influxd_launch(c, path, tmp, name, 0, NULL, NULL) < 0)
+		return -1;
 	if (child_wait_ready(c) < 0)
 		return -1;
 	status = http_control(c->port, "POST", "/query?q=CREATE%20DATABASE%20bench", &body);

@@ -161,6 +161,9 @@ void http_conn_release(struct http_conn *c);
 /* Send all n bytes of p on fd. Returns 0, or -errno (-ETIMEDOUT after the socket's timeout). */
 int send_all(int fd, const char *p, size_t n);
 
+/* Parse a response head p[0..n) (through the empty line) into r and *clen (-1: none); chunked refused; 0 or -1 + err. */
+int http_parse_head(const char *p, size_t n, struct http_resp *r, long long *clen, char *err, size_t errlen);
+
 /* Read and consume one response (<= 64 MiB, not chunked; whole body to caller's full if not NULL); 0, or -1 + err. */
 int http_read_response(struct http_conn *c, struct http_resp *r, struct rbuf *full, char *err, size_t errlen);
 
@@ -196,6 +199,7 @@ struct child {
 	uint64_t spawn_ns;    /* monotonic time of the last spawn */
 	char dir[PATH_MAX];   /* relayd: data_dir; influxd: its whole directory */
 	char conf[PATH_MAX], log[PATH_MAX];
+	const char *https_cert, *https_key; /* influxd: serve HTTPS (only) with these; NULL = plain HTTP */
 };
 
 /* 1 when nothing listens at 127.0.0.1:port (a connection is refused), else 0. */
@@ -224,6 +228,9 @@ double child_cpu_s(const struct child *c);
 
 /* c's peak resident memory (VmHWM of /proc/PID/status) in KiB; -1 when not running or unreadable. */
 long child_peak_rss_kib(const struct child *c);
+
+/* c's current resident memory (VmRSS of /proc/PID/status) in KiB; -1 when not running or unreadable. */
+long child_rss_kib(const struct child *c);
 
 /* Poll GET /ping until 204, at most 10 s; 0, or -1 (c died or never answered) after a message and the log's tail. */
 int child_wait_ready(struct child *c);
@@ -256,6 +263,10 @@ void relayd_commit_summary(const struct child *p, char *out, size_t len);
 
 /* Start a private influxd in tmp/NAME on free ports, ready, database "bench" made; 0/-1; influxd_finish after. */
 int influxd_start(struct child *c, const char *path, const char *tmp, const char *name);
+
+/* Write tmp/NAME's config (HTTP at port, free if 0; HTTPS only with https_cert/key) and spawn; no wait; 0/-1. */
+int influxd_launch(struct child *c, const char *path, const char *tmp, const char *name, uint16_t port,
+                   const char *https_cert, const char *https_key);
 
 /* influxd's httpd pointsWrittenOK from /debug/vars into *out. Returns 0, or -1 after a message. */
 int influxd_points_ok(const struct child *c, uint64_t *out);
