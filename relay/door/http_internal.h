@@ -146,6 +146,7 @@ struct conn {
 	unsigned cert_ok : 1;   /* TLS with a verified client certificate (mTLS); cert_cn is its CN */
 	unsigned cert_logged : 1; /* its CN was logged on its first use as credentials */
 	unsigned failed : 1;    /* the stream failed (relay/net): nothing more is read */
+	unsigned got_bytes : 1; /* a byte arrived: the first ones are checked for a TLS handshake */
 	size_t out_queued;      /* answer bytes handed to net_stream_write and not yet written */
 	uint64_t held;          /* bytes of the server's buffer budget this connection holds
 	                         * (conn_held() when last accounted) */
@@ -207,6 +208,7 @@ struct http_server {
 	struct net_tls_ctx *tls;
 	uint32_t handshakes;    /* connections in a TLS handshake now (tls.max_handshakes) */
 	struct relay_ratelimit tls_log;      /* plain HTTP on the TLS port, one line per 10 s */
+	struct relay_ratelimit tls_on_plain_log; /* TLS on the plain port, one line per 10 s */
 	struct relay_ratelimit tls_fail_log; /* failed handshakes, one line per 10 s */
 	void (*done)(void *);
 	void *done_arg;

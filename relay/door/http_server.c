@@ -529,6 +529,18 @@ static void on_read(struct net_stream *ns, const char *data, size_t len)
 		stop_reading(c);
 		return;
 	}
+	/* A TLS ClientHello on the plain port (a record of type 22,
+	 * handshake, version 3.x): say so plainly, where llhttp would say
+	 * "invalid method", and log it, as for plain HTTP on the TLS port. */
+	if (!c->got_bytes && !c->tls && len >= 3 && (unsigned char)data[0] == 0x16 && data[1] == 0x03) {
+		c->got_bytes = 1;
+		relay_log_limited(&c->srv->tls_on_plain_log, RELAY_LOG_WARN,
+		                  "%s spoke TLS to the plain HTTP port %s: answered 400 and closed", c->peer,
+		                  c->srv->cfg->listen_http ? c->srv->cfg->listen_http : "?");
+		fatal_error(c, 400, "this port speaks plain HTTP, not TLS: use http:// (or the https:// port, listen.https)");
+		return;
+	}
+	c->got_bytes = 1;
 	conn_process(c, data, len);
 }
 

@@ -300,6 +300,9 @@ class ListenerTest(TlsBase):
             status, head = relaytest.read_head(s, 5)
             self.assertEqual(status, 400, head)
             self.assertTrue(closed_within(s, 5))
+        # Said in the log (rate-limited): before, a TLS client there left no
+        # trace but its own "wrong version number".
+        self.relayd.wait_log(r"spoke TLS to the plain HTTP port .*: answered 400 and closed", timeout=5)
 
     def test_rotation_under_load(self):
         r = self.relayd
