@@ -237,6 +237,18 @@ def caught_up(relay, backend):
         return False
 
 
+class DocTest(unittest.TestCase):
+
+    def test_doc_shows_the_tested_file(self):
+        """docs/high-availability.md shows haproxy.cfg as it is."""
+        with open(CONFIG) as f:
+            cfg = f.read()
+        with open(os.path.join(relaytest.SOURCE_DIR, "docs", "high-availability.md")) as f:
+            doc = f.read()
+        self.assertIn("```haproxy\n" + cfg + "```\n", doc,
+                      "docs/high-availability.md does not show %s as it is" % CONFIG)
+
+
 class HighAvailabilityTest(unittest.TestCase):
 
     def setUp(self):
