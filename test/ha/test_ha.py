@@ -431,13 +431,19 @@ class HighAvailabilityTest(unittest.TestCase):
         per_server = {}
         for name, srv in (("influx_a", self.a), ("influx_b", self.b)):
             got = {}
+            top = max(max(v) for v in acked.values()) + 1000 * POINTS_PER_WRITE
             for meas in ("m0", "m1"):
-                res = srv.query(DB, 'SELECT "v" FROM "%s" GROUP BY "writer"' % meas,
-                                epoch="ns")["results"][0]
-                self.assertNotIn("error", res)
-                for s in res.get("series", []):
-                    got[(meas, s["tags"]["writer"])] = sorted(
-                        (int(t), int(v)) for t, v in s["values"])
+                # In slices of 50 000 seqs, so that no answer is huge.
+                for lo in range(0, top, 50000):
+                    q = ('SELECT "v" FROM "%s" WHERE time >= %d AND time < %d GROUP BY "writer"'
+                         % (meas, L.base + lo * 1000, L.base + (lo + 50000) * 1000))
+                    res = srv.query(DB, q, epoch="ns")["results"][0]
+                    self.assertNotIn("error", res)
+                    for s in res.get("series", []):
+                        got.setdefault((meas, s["tags"]["writer"]), []).extend(
+                            (int(t), int(v)) for t, v in s["values"])
+            for k in got:
+                got[k].sort()
             per_server[name] = got
             for key, seqs in acked.items():
                 have = {v for _, v in got.get(key, [])}
