@@ -392,6 +392,12 @@ class HighAvailabilityTest(unittest.TestCase):
         time.sleep(SETTLE)
         fig["queries"] = {"relay1_down": self.queries_between(t_kill, t_back),
                           "after": self.queries_between(t_back, time.monotonic())}
+        # The consistent default: once the checks have seen relay1 gone
+        # (0.5 s apart), no server is vouched for and queries get 503.
+        late = self.queries_between(t_kill + 2, t_back)
+        self.assertFalse({k for k in late if k.startswith("influx_")},
+                         "queries answered while relay1 was down: %r" % late)
+        self.assertGreater(late.get("503", 0), 0, "no query tried while relay1 was down")
         self.figures["phases"][name] = fig
         log("%s: %s" % (name, json.dumps(fig)))
 
