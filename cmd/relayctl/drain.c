@@ -185,7 +185,7 @@ int cmd_drain(const struct ctl *c)
 		goto done;
 	}
 	uint64_t start = mono_ms();
-	while (left_of(doc) > 0 && rjson_get_int(doc, "draining", 0)) {
+	while (left_of(doc) > 0 && json_is_true(json_object_get(doc, "draining"))) {
 		if (c->timeout_ms && mono_ms() - start >= c->timeout_ms)
 			break;
 		sleep_ms(POLL_MS);
