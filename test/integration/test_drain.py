@@ -13,7 +13,10 @@ drain is relayd's memory only).
 """
 
 import json
+import os
 import re
+import socket
+import time
 import unittest
 
 import relaytest
@@ -122,6 +125,38 @@ class DrainTest(unittest.TestCase):
         self.assertEqual(r.relayctl("undrain", "--wait").returncode, 2)
         self.assertRegex(r.log(), r"draining for maintenance")
         self.assertRegex(r.log(), r"drain cancelled")
+
+    def test_systemd_status_line(self):
+        """The STATUS= line says draining as soon as the drain begins."""
+        self.assertEqual(self.r.stop(), 0)
+        path = os.path.join(self.tmp, "notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(path)
+        saved = os.environ.get("NOTIFY_SOCKET")
+        os.environ["NOTIFY_SOCKET"] = path
+        try:
+            self.r.start()
+        finally:
+            if saved is None:
+                os.environ.pop("NOTIFY_SOCKET", None)
+            else:
+                os.environ["NOTIFY_SOCKET"] = saved
+        self.r.wait_ready()
+        self.assertEqual(self.r.relayctl("drain").returncode, 0)
+        sock.settimeout(1.0)
+        seen = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                msg = sock.recv(4096).decode()
+            except socket.timeout:
+                continue
+            seen.append(msg)
+            if "STATUS=draining; " in msg:
+                break
+        else:
+            self.fail("no STATUS=draining line; got %r" % seen)
 
     def test_not_running(self):
         self.assertEqual(self.r.stop(), 0)
