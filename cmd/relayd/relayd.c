@@ -177,6 +177,13 @@ static int ctl_status(void *data, const char *arg, struct rbuf *reply)
 		b->last_delivery_ns = v.last_delivery_ns;
 		b->delivered_points = v.stats.delivered_points;
 		b->points_per_second = d->rate[d->ids[i]];
+		b->max_rate = v.max_rate;
+		b->max_rate_bytes = v.max_rate_bytes;
+		b->rate_burst_ms = v.rate_burst_ms;
+		b->throttled = v.throttled;
+		struct replay_stats all;
+		backends_stats(&d->backends, d->ids[i], &all); /* since relayd started, across reloads */
+		b->throttled_seconds = (double)all.throttled_ms / 1000.0;
 	}
 	control_status_format(st, reply);
 	free(st);
