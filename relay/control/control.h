@@ -66,7 +66,7 @@
 typedef int (*control_handler)(void *data, const char *arg, struct rbuf *reply);
 
 struct control_command {
-	const char *name;   /* "status", "notify", "retry" */
+	const char *name;   /* "status", "notify", "retry", "drain" */
 	int takes_arg;      /* 1: exactly one argument (a backend name); 0: none */
 	control_handler fn;
 };
