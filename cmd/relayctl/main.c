@@ -46,6 +46,11 @@ static const struct cmd commands[] = {
 	  "delete dead letters (--all needs --yes)" },
 	{ "import", NULL, cmd_import, 2, 2, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON,
 	  "BACKEND FILE --db DB [--rp RP] [--precision P]", "validate a line-protocol file and queue it for BACKEND" },
+	/* relayd only: its memory, not the queue */
+	{ "drain", NULL, cmd_drain, 0, 0, 0, CMD_CHANGES | CMD_DAEMON, "[--wait [--timeout D]] [--stop]",
+	  "take relayd out of the write pool (/health: 503\n\"draining\") while it delivers its queues;\n"
+	  "--wait until they are empty, --stop then stops it" },
+	{ "undrain", NULL, cmd_drain, 0, 0, 0, CMD_CHANGES | CMD_DAEMON, "", "end a drain" },
 };
 
 /* status --watch without a number of seconds: watch(1)'s default. */
@@ -155,7 +160,7 @@ static const struct cmd *find_command(const char *cmd, char ***args, int *nargs)
 
 int main(int argc, char **argv)
 {
-	enum { O_JSON = 256, O_YES, O_ALL, O_DLQ, O_DB, O_RP, O_PREC, O_WATCH, O_VERSION };
+	enum { O_JSON = 256, O_YES, O_ALL, O_DLQ, O_DB, O_RP, O_PREC, O_WATCH, O_VERSION, O_WAIT, O_TIMEOUT, O_STOP };
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, O_JSON },
@@ -167,6 +172,9 @@ int main(int argc, char **argv)
 		{ "rp", required_argument, NULL, O_RP },
 		{ "precision", required_argument, NULL, O_PREC },
 		{ "watch", optional_argument, NULL, O_WATCH },
+		{ "wait", no_argument, NULL, O_WAIT },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "stop", no_argument, NULL, O_STOP },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -216,6 +224,14 @@ int main(int argc, char **argv)
 			}
 			break;
 		}
+		case O_WAIT: c.wait = 1; break;
+		case O_STOP: c.stop = 1; break;
+		case O_TIMEOUT:
+			if (parse_duration_ms(optarg, &c.timeout_ms) < 0 || !c.timeout_ms) {
+				fprintf(stderr, "relayctl: --timeout wants a duration (30s, 5m), not '%s'\n", optarg);
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return 0;
 		case O_VERSION: printf("relayctl %s\n", RELAYD_VERSION); return 0;
 		default: usage(stderr); return 2;

@@ -13,7 +13,8 @@
  * This header is private to relayctl: the state every command shares
  * (struct ctl), the command table's entry (main.c holds the table), the
  * helpers of common.c and the commands' handlers, each in its family's
- * file (status.c, views.c, repair.c, dlq.c, export.c, import.c, verify.c).
+ * file (status.c, views.c, repair.c, dlq.c, export.c, import.c, verify.c,
+ * drain.c).
  */
 #ifndef RELAYCTL_H
 #define RELAYCTL_H
@@ -47,7 +48,7 @@ struct cmd {
 };
 
 #define CMD_CHANGES 0x1 /* listed under "changes" (else under "views") */
-#define CMD_DAEMON 0x2  /* asks relayd on its control socket (status, notify or retry) */
+#define CMD_DAEMON 0x2  /* asks relayd on its control socket (status, notify, retry or drain) */
 
 struct ctl {
 	struct relay_config cfg;
@@ -59,6 +60,8 @@ struct ctl {
 	int yes, all, dlq;
 	const char *db, *rp, *precision;
 	double watch;       /* seconds; 0 = once */
+	int wait, stop;     /* drain --wait, --stop */
+	uint64_t timeout_ms; /* drain --timeout; 0 = none */
 	char sock[108];
 	int sock_ok;        /* sock is relayd's control socket (CMD_DAEMON commands only) */
 };
@@ -79,6 +82,7 @@ int cmd_export(const struct ctl *c);       /* export.c */
 int cmd_import(const struct ctl *c);       /* import.c */
 int cmd_verify(const struct ctl *c);       /* verify.c */
 int cmd_salvage(const struct ctl *c);
+int cmd_drain(const struct ctl *c);        /* drain.c: drain and undrain */
 
 /*---- common.c: formatting ----*/
 

@@ -71,6 +71,50 @@ static json_t *held_json(const struct wal_held *h, size_t n, int64_t now)
 	return a;
 }
 
+/* The rate limit of a backend: relayd's (d), as in force now; else the
+ * configuration file's, when it lists the backend; else none. */
+struct rate_limit {
+	uint64_t points, bytes, burst_ms;
+	int throttled;
+	double throttled_s;
+};
+
+static struct rate_limit rate_limit_of(const struct ctl *c, const char *name, const struct control_backend_status *d)
+{
+	struct rate_limit r = { 0, 0, 0, 0, 0.0 };
+	if (d) {
+		r.points = d->max_rate;
+		r.bytes = d->max_rate_bytes;
+		r.burst_ms = d->rate_burst_ms;
+		r.throttled = d->throttled;
+		r.throttled_s = d->throttled_seconds;
+		return r;
+	}
+	for (size_t i = 0; i < c->cfg.nbackends; i++)
+		if (strcmp(c->cfg.backends[i].name, name) == 0) {
+			r.points = c->cfg.backends[i].max_rate;
+			r.bytes = c->cfg.backends[i].max_rate_bytes;
+			r.burst_ms = c->cfg.backends[i].rate_burst_ms;
+		}
+	return r;
+}
+
+/* "5000 points/s, 1.0MiB/s (burst 1.0s)" into out. */
+static void rate_limit_text(const struct rate_limit *r, char *out, size_t n)
+{
+	char b[32];
+	size_t at = 0;
+	out[0] = '\0';
+	if (r->points)
+		at += (size_t)snprintf(out, n, "%" PRIu64 " points/s", r->points);
+	if (r->bytes && at < n) {
+		human_bytes(r->bytes, b, sizeof(b));
+		at += (size_t)snprintf(out + at, n - at, "%s%s/s", r->points ? ", " : "", b);
+	}
+	if (at < n)
+		snprintf(out + at, n - at, " (burst %.1fs)", (double)r->burst_ms / 1000.0);
+}
+
 static json_t *backend_json(const char *name, const char *state, const struct wal_backend_stat *st, int64_t age,
                             int64_t last, double rate, const struct control_backend_status *d)
 {
@@ -97,6 +141,16 @@ static json_t *backend_json(const char *name, const char *state, const struct wa
 	json_object_set_new(o, "attempts", json_integer(d ? d->attempts : 0));
 	json_object_set_new(o, "next_attempt_ms", json_integer(d ? d->next_attempt_ms : -1));
 	return o;
+}
+
+/* The rate limit's fields of status --json (0 = no limit). */
+static void rate_limit_json(json_t *o, const struct rate_limit *r)
+{
+	json_object_set_new(o, "max_rate", u64_json(r->points));
+	json_object_set_new(o, "max_rate_bytes", u64_json(r->bytes));
+	json_object_set_new(o, "rate_burst_ms", u64_json(r->burst_ms));
+	json_object_set_new(o, "throttled", json_boolean(r->throttled));
+	json_object_set_new(o, "throttled_seconds", json_real(r->throttled_s));
 }
 
 /* One refresh of status into out: 0, 1 on an error (nothing to show), 2
@@ -253,8 +307,12 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 				}
 		}
 		int64_t age = age_seconds(st[i].oldest_accept_ns, now);
+		struct rate_limit lim = rate_limit_of(c, name, orphaned ? NULL : d);
+		if (orphaned)
+			memset(&lim, 0, sizeof(lim)); /* nothing delivers it */
 		if (c->json) {
 			json_t *o = backend_json(name, state, &st[i], age, last, rate, d);
+			rate_limit_json(o, &lim);
 			json_object_set_new(o, "held", held_json(held[i], nheld[i], now));
 			json_array_append_new(backends, o);
 		} else {
@@ -290,6 +348,12 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 				else if (d->attempts)
 					rbuf_appendc(out, ')');
 				rbuf_appendc(out, '\n');
+			}
+			if (lim.points || lim.bytes) {
+				char lt[120];
+				rate_limit_text(&lim, lt, sizeof(lt));
+				rbuf_appendf(out, "  %s: max_rate %s%s\n", shown(name), lt,
+					     lim.throttled ? ", throttled: waiting for tokens" : "");
 			}
 			for (size_t h = 0; h < nheld[i]; h++) {
 				char db[80], hb[32], ha[32];

@@ -189,8 +189,18 @@ void monitor_tick(struct relayd *d)
 	}
 }
 
+/* What a drain waits for: batches pending or held, every backend. */
+static uint64_t snap_left(const struct snap *s)
+{
+	uint64_t n = 0;
+	for (size_t i = 0; i < s->n; i++)
+		n += s->b[i].st.pending_batches + s->b[i].st.held_batches;
+	return n;
+}
+
 /*
- * The relay's status (docs/monitoring.md): stopping; failing while writes
+ * The relay's status (docs/monitoring.md): stopping; draining while
+ * relayctl drain has asked for it (writes are still accepted); failing while writes
  * are refused (a queue at its limit, or a refusal or failed commit in the
  * last FAILING_HOLD_NS); degraded while a backend does not deliver, holds
  * a database's writes, or fills past FULL_WARN; ok otherwise.
@@ -232,6 +242,25 @@ static void judge(struct relayd *d, struct snap *s)
 		why_add(s, "writes were refused %" PRIu64 " s ago", (uint64_t)((mono - d->refused_at_mono_ns) / 1000000000u));
 	}
 	s->status = d->stopping ? "stopping" : failing ? "failing" : degraded ? "degraded" : "ok";
+	if (d->draining && !d->stopping) {
+		/* Asked for (relayctl drain): it wins over failing and
+		 * degraded, whose reasons follow its own. */
+		char head[96];
+		int n = snprintf(head, sizeof(head), "draining for maintenance: %" PRIu64 " batches left to deliver",
+		                 snap_left(s));
+		size_t h = n > 0 && (size_t)n < sizeof(head) ? (size_t)n : 0, len = strlen(s->why);
+		if (len) {
+			if (h + 2 + len >= sizeof(s->why))
+				len = sizeof(s->why) - h - 3;
+			memmove(s->why + h + 2, s->why, len);
+			memcpy(s->why + h, "; ", 2);
+			s->why[h + 2 + len] = '\0';
+		} else {
+			s->why[h] = '\0';
+		}
+		memcpy(s->why, head, h);
+		s->status = "draining";
+	}
 }
 
 /* Take the snapshot. */
@@ -490,9 +519,9 @@ static json_t *health_store(struct relayd *d, const struct snap *s)
 /*
  * GET /health: the relay's status and why, its front door and group
  * commit figures, the store, per backend its state, limits and backlog.
- * 200 for ok and degraded, 503 for failing and stopping: a load
- * balancer's plain check sends writes elsewhere exactly when this relay
- * refuses them.
+ * 200 for ok and degraded, 503 for failing, draining and stopping: a
+ * load balancer's plain check sends writes elsewhere exactly when this
+ * relay refuses them, or is being taken out of the pool (relayctl drain).
  */
 static int health(struct http_server *hs_, struct rbuf *out, void *arg)
 {
@@ -578,6 +607,49 @@ static int health(struct http_server *hs_, struct rbuf *out, void *arg)
 	int code = strcmp(s->status, "ok") == 0 || strcmp(s->status, "degraded") == 0 ? 200 : 503;
 	snap_free(s);
 	return code;
+}
+
+/*---- relayctl drain ----*/
+
+/*
+ * The drain's payload: whether relayd drains, since when, its pid (for
+ * relayctl drain --stop), writes accepted since the drain began (a load
+ * balancer that has not noticed yet), and per backend what is left to
+ * deliver. "left" counts batches pending or held; dead letters do not
+ * count (they wait for an operator, not for delivery).
+ */
+void monitor_drain_report(struct relayd *d, struct rbuf *out)
+{
+	struct snap *s = snap_take(d);
+	json_t *o = json_object(), *arr = json_array();
+	uint64_t writes = d->http ? http_server_stats(d->http)->writes_ok : 0;
+
+	json_object_set_new(o, "draining", json_boolean(d->draining));
+	json_object_set_new(o, "since_ns", json_integer(d->draining ? d->drain_since_ns : 0));
+	json_object_set_new(o, "pid", json_integer(d->pid));
+	json_object_set_new(o, "status", rjson_cstr(s->status));
+	json_object_set_new(o, "reason", rjson_cstr(s->why));
+	put_u64(o, "writes_since", d->draining && writes >= d->drain_writes_at ? writes - d->drain_writes_at : 0);
+	put_u64(o, "left_batches", snap_left(s));
+	for (size_t i = 0; i < s->n; i++) {
+		const struct snap_backend *b = &s->b[i];
+		json_t *e = json_object();
+		json_object_set_new(e, "name", rjson_cstr(b->cfg->name));
+		json_object_set_new(e, "state", rjson_cstr(b->state));
+		put_u64(e, "pending_batches", b->st.pending_batches);
+		put_u64(e, "pending_points", b->st.pending_points);
+		put_u64(e, "held_batches", b->st.held_batches);
+		put_u64(e, "dead_batches", b->st.dead_batches);
+		json_object_set_new(e, "oldest_age_seconds",
+		                    json_integer(age_seconds(s->now_ns, b->lag_ns ? s->now_ns - b->lag_ns : 0)));
+		json_object_set_new(e, "last_error", rjson_cstr(b->worker ? b->v.last_error : ""));
+		if (b->st_rc)
+			json_object_set_new(e, "queue_error", rjson_cstr(wal_strerror(b->st_rc)));
+		json_array_append_new(arr, e);
+	}
+	json_object_set_new(o, "backends", arr);
+	rjson_append_new(out, o);
+	snap_free(s);
 }
 
 /*---- /metrics ----*/
@@ -731,7 +803,7 @@ static int metrics(struct http_server *hs, struct rbuf *out, void *arg)
 	prom_u64(out, "relayd_build_info", prom_labels(lb, sizeof(lb), "version", RELAYD_VERSION, NULL), 1);
 	prom_family(out, "relayd_start_time_seconds", "gauge", "When relayd started, since the Unix epoch.");
 	prom_f64(out, "relayd_start_time_seconds", NULL, (double)(d->started_ns / 1000000) / 1e3);
-	static const char *const statuses[] = { "ok", "degraded", "failing", "stopping" };
+	static const char *const statuses[] = { "ok", "degraded", "failing", "draining", "stopping" };
 	prom_family(out, "relayd_status", "gauge", "1 for the relay's overall status now (as /health says it), 0 for the others.");
 	for (size_t k = 0; k < RELAY_ARRAY_SIZE(statuses); k++)
 		prom_u64(out, "relayd_status", prom_labels(lb, sizeof(lb), "status", statuses[k], NULL),

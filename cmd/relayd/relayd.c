@@ -177,6 +177,13 @@ static int ctl_status(void *data, const char *arg, struct rbuf *reply)
 		b->last_delivery_ns = v.last_delivery_ns;
 		b->delivered_points = v.stats.delivered_points;
 		b->points_per_second = d->rate[d->ids[i]];
+		b->max_rate = v.max_rate;
+		b->max_rate_bytes = v.max_rate_bytes;
+		b->rate_burst_ms = v.rate_burst_ms;
+		b->throttled = v.throttled;
+		struct replay_stats all;
+		backends_stats(&d->backends, d->ids[i], &all); /* since relayd started, across reloads */
+		b->throttled_seconds = (double)all.throttled_ms / 1000.0;
 	}
 	control_status_format(st, reply);
 	free(st);
@@ -210,10 +217,42 @@ static int ctl_retry(void *data, const char *arg, struct rbuf *reply)
 	return 0;
 }
 
+/*
+ * drain on|off|status (relayctl drain, undrain): while draining, /health
+ * answers 503 "draining" so that a load balancer takes this relay out of
+ * its write pool; writes that still come are accepted and delivery goes
+ * on. Memory only: a restart ends it. Each answers the drain's state and
+ * what is left to deliver (monitor_drain_report), with relayd's pid.
+ */
+static int ctl_drain(void *data, const char *arg, struct rbuf *reply)
+{
+	struct relayd *d = data;
+	int on = strcmp(arg, "on") == 0, off = strcmp(arg, "off") == 0;
+	if (!on && !off && strcmp(arg, "status") != 0) {
+		rbuf_appendf(reply, "drain wants on, off or status, not '%.64s'", arg);
+		return -1;
+	}
+	if (on && !d->draining) {
+		d->draining = 1;
+		d->drain_since_ns = now_realtime_ns();
+		d->drain_writes_at = d->http ? http_server_stats(d->http)->writes_ok : 0;
+		relay_log(RELAY_LOG_NOTICE, "draining for maintenance (relayctl drain): /health answers 503 \"draining\"; "
+		          "writes still accepted are delivered as ever");
+	} else if (off && d->draining) {
+		d->draining = 0;
+		relay_log(RELAY_LOG_NOTICE, "drain cancelled (relayctl undrain): /health answers for writes again");
+	}
+	monitor_drain_report(d, reply);
+	if (on || off)
+		notify_status(d, NULL);
+	return 0;
+}
+
 static const struct control_command control_commands[] = {
 	{ "status", 0, ctl_status },
 	{ "notify", 1, ctl_notify },
 	{ "retry", 1, ctl_retry },
+	{ "drain", 1, ctl_drain },
 };
 
 /* After the queue is open (its lock held: a second relayd was refused, so

@@ -65,6 +65,12 @@ struct relayd {
 	 * for a while after (cmd/relayd/monitor.c). */
 	uint64_t refusals_seen;
 	uint64_t refused_at_mono_ns;
+	/* relayctl drain: /health answers 503 "draining" while writes are
+	 * still accepted and delivery goes on. Memory only: a restart ends
+	 * it. Since when (realtime), and the door's writes_ok then. */
+	int draining;
+	int64_t drain_since_ns;
+	uint64_t drain_writes_at;
 };
 
 
@@ -75,6 +81,10 @@ void monitor_attach(struct relayd *d);
 /* The systemd status line: the backlog and how many backends deliver
  * (monitor.c). A short read transaction. */
 void monitor_status_line(struct relayd *d, char *buf, size_t len);
+
+/* The "drain" control command's payload: one line of JSON, whether
+ * relayd drains and what is left to deliver per backend (monitor.c). */
+void monitor_drain_report(struct relayd *d, struct rbuf *out);
 
 /* Take note of refused writes (maint timer, every few seconds), so that
  * /health can say "failing" for a while after one. */

@@ -74,6 +74,12 @@ struct relay_backend_config {
 	enum relay_db_policy on_database_not_found; /* default hold */
 	int gzip;                    /* send Content-Encoding: gzip; default off */
 	uint32_t parallel;           /* writes in flight at once, split by series; default 4 */
+	/* Pacing (a token bucket in the worker; a reload changes them without
+	 * a restart): what is sent to the backend, backlog and live writes
+	 * alike. 0 = no limit. */
+	uint32_t max_rate;           /* points per second; default 0 */
+	uint64_t max_rate_bytes;     /* line-protocol bytes per second; default 0 */
+	uint64_t rate_burst_ms;      /* the buckets hold this much of their rate; default 1 s */
 	/* API and credentials. When the backend has its own (username or
 	 * token), the writer's credentials are not forwarded to it. */
 	enum relay_api type;         /* default v1 */

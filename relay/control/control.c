@@ -558,6 +558,12 @@ void control_status_format(const struct control_status *st, struct rbuf *out)
 		/* a rate is shown to the millipoint; JSON has no NaN */
 		double rate = isfinite(b->points_per_second) ? round(b->points_per_second * 1000) / 1000 : 0.0;
 		json_object_set_new(e, "points_per_second", json_real(rate));
+		json_object_set_new(e, "max_rate", json_integer((json_int_t)b->max_rate));
+		json_object_set_new(e, "max_rate_bytes", json_integer((json_int_t)b->max_rate_bytes));
+		json_object_set_new(e, "rate_burst_ms", json_integer((json_int_t)b->rate_burst_ms));
+		json_object_set_new(e, "throttled", json_boolean(b->throttled));
+		double waited = isfinite(b->throttled_seconds) ? round(b->throttled_seconds * 1000) / 1000 : 0.0;
+		json_object_set_new(e, "throttled_seconds", json_real(waited));
 		json_array_append_new(arr, e);
 	}
 	json_object_set_new(o, "backends", arr);
@@ -616,9 +622,21 @@ static int get_real(const json_t *obj, const char *key, double *out)
 	return 0;
 }
 
+/* obj[key], a boolean, into *out when present. */
+static int get_bool(const json_t *obj, const char *key, int *out)
+{
+	const json_t *v = json_object_get(obj, key);
+	if (!v)
+		return 0;
+	if (!json_is_boolean(v))
+		return -1;
+	*out = json_is_true(v);
+	return 0;
+}
+
 static int parse_backend(const json_t *e, struct control_backend_status *b)
 {
-	int64_t head = 0, attempts = 0, delivered = 0;
+	int64_t head = 0, attempts = 0, delivered = 0, max_rate = 0, max_bytes = 0, burst = 0;
 	memset(b, 0, sizeof(*b));
 	b->next_attempt_ms = -1;
 	if (!json_is_object(e))
@@ -627,8 +645,14 @@ static int parse_backend(const json_t *e, struct control_backend_status *b)
 	    get_str(e, "last_error", b->last_error, sizeof(b->last_error)) || get_int(e, "head_seq", 0, &head) ||
 	    get_int(e, "attempts", 0, &attempts) || get_int(e, "next_attempt_ms", 1, &b->next_attempt_ms) ||
 	    get_int(e, "last_delivery_ns", 1, &b->last_delivery_ns) ||
-	    get_int(e, "delivered_points", 0, &delivered) || get_real(e, "points_per_second", &b->points_per_second))
+	    get_int(e, "delivered_points", 0, &delivered) || get_real(e, "points_per_second", &b->points_per_second) ||
+	    get_int(e, "max_rate", 0, &max_rate) || get_int(e, "max_rate_bytes", 0, &max_bytes) ||
+	    get_int(e, "rate_burst_ms", 0, &burst) || get_bool(e, "throttled", &b->throttled) ||
+	    get_real(e, "throttled_seconds", &b->throttled_seconds))
 		return -1;
+	b->max_rate = (uint64_t)max_rate;
+	b->max_rate_bytes = (uint64_t)max_bytes;
+	b->rate_burst_ms = (uint64_t)burst;
 	b->head_seq = (uint64_t)head;
 	b->attempts = attempts > UINT32_MAX ? UINT32_MAX : (uint32_t)attempts;
 	b->delivered_points = (uint64_t)delivered;

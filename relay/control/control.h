@@ -66,7 +66,7 @@
 typedef int (*control_handler)(void *data, const char *arg, struct rbuf *reply);
 
 struct control_command {
-	const char *name;   /* "status", "notify", "retry" */
+	const char *name;   /* "status", "notify", "retry", "drain" */
 	int takes_arg;      /* 1: exactly one argument (a backend name); 0: none */
 	control_handler fn;
 };
@@ -158,6 +158,13 @@ struct control_backend_status {
 	uint64_t delivered_points; /* since the daemon started */
 	double points_per_second;  /* points delivered per second, relayd's average over about
 	                            * the last 30 s (relayctl's DELIVERED/S) */
+	/* The rate limit in force (0 = none) and whether a write waits for
+	 * its tokens now; the time writes waited so, since relayd started. */
+	uint64_t max_rate;         /* points per second */
+	uint64_t max_rate_bytes;   /* bytes per second */
+	uint64_t rate_burst_ms;
+	int throttled;
+	double throttled_seconds;
 };
 
 #define CONTROL_MAX_BACKENDS WAL_MAX_BACKENDS /* the queue's limit */
@@ -174,7 +181,8 @@ struct control_status {
  * {"pid":N,"version":"..","started_ns":N,"backends":[{"name":"..",
  *  "state":"..","last_error":"..","head_seq":N,"attempts":N,
  *  "next_attempt_ms":N,"last_delivery_ns":N,"delivered_points":N,
- *  "points_per_second":F},...]} */
+ *  "points_per_second":F,"max_rate":N,"max_rate_bytes":N,
+ *  "rate_burst_ms":N,"throttled":B,"throttled_seconds":F},...]} */
 void control_status_format(const struct control_status *st, struct rbuf *out);
 
 /*

@@ -186,12 +186,17 @@ static void defer_cb(uv_timer_t *t)
 }
 
 /* Same settings apart from the queue limits, which wal_append enforces
- * and the worker never reads: a limit changes without a restart. */
+ * and the worker never reads, and the rate limit, which the worker keeps
+ * its own copy of (replay_set_rate): these change without a restart, so
+ * a backlog being paced keeps its place. */
 static int same_delivery(const struct relay_backend_config *a, const struct relay_backend_config *b)
 {
 	struct relay_backend_config t = *b;
 	t.max_bytes = a->max_bytes;
 	t.max_age_ms = a->max_age_ms;
+	t.max_rate = a->max_rate;
+	t.max_rate_bytes = a->max_rate_bytes;
+	t.rate_burst_ms = a->rate_burst_ms;
 	return config_backend_equal(a, &t);
 }
 
@@ -230,6 +235,8 @@ void backends_apply(struct backends *bs, const struct relay_config *cfg, const i
 			/* The reminder interval and the limits its lines measure
 			 * against change without a restart. */
 			replay_set_outage_log(s->w, bs->outage_reminder_ms, b->max_bytes, b->max_age_ms);
+			/* So does the rate limit: the worker keeps its place. */
+			replay_set_rate(s->w, b->max_rate, b->max_rate_bytes, b->rate_burst_ms);
 			/* Its certificates are read again all the same. */
 			replay_reload_tls(s->w);
 			relay_log(RELAY_LOG_DEBUG, "backend '%s': delivery settings unchanged", b->name);
@@ -269,8 +276,10 @@ void backends_stats(const struct backends *bs, int id, struct replay_stats *out)
 	/* A stopped worker's counters are in carried already (worker_stopped);
 	 * a stopping one's are not yet. */
 	const struct backend_slot *s = bs->slots[id];
-	if (s && s->w && !s->stopped)
+	if (s && s->w && !s->stopped) {
 		replay_stats_add(out, replay_worker_stats(s->w));
+		out->throttled_ms += replay_worker_throttling_ms(s->w); /* the wait under way */
+	}
 }
 
 struct replay_worker *backends_worker_mut(struct backends *bs, int id)

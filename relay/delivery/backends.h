@@ -6,7 +6,9 @@
  * running set to a new configuration: start, restart with new settings,
  * stop. All on the loop thread.
  *
- * Why restart rather than hand a worker its new settings: replay.c reads
+ * Why restart rather than hand a worker its new settings (all but the
+ * queue limits and the rate limit, which the worker copies and a setter
+ * changes): replay.c reads
  * its `const struct relay_backend_config *` on thread-pool threads too
  * (its queue jobs size their reads and form the payload there), and copies the
  * address, timeouts and lane count into its connections when it starts.
@@ -63,8 +65,9 @@ int backends_open(struct backends *bs, const struct relay_config *cfg, int *ids,
  * changed (once the old worker has stopped: a write it had in flight is
  * sent again, at least once as always); a stop for each that cfg no
  * longer lists (its queue stays on disk until purged). The queue limits
- * of every listed backend are set (no restart for a limit), and so is
- * every worker's outage reminder (cfg->log_outage_reminder_ms). Logs each
+ * of every listed backend are set (no restart for a limit), and so are
+ * every worker's outage reminder (cfg->log_outage_reminder_ms) and rate
+ * limit (max_rate, max_rate_bytes, rate_burst: replay_set_rate). Logs each
  * change. Workers point into cfg->backends: cfg must stay alive until it
  * is handed to backends_retire and released there.
  */
@@ -101,7 +104,11 @@ void backends_stats(const struct backends *bs, int id, struct replay_stats *out)
  * series from the start), relayd_backend_dead_lettered_batches_total,
  * relayd_backend_splits_total, relayd_backend_corrupt_records_total, and
  * the histograms relayd_backend_delivery_latency_seconds and
- * relayd_backend_request_duration_seconds. A backend that cfg no longer
+ * relayd_backend_request_duration_seconds; the rate limit in force,
+ * relayd_backend_max_rate_points_per_second and
+ * relayd_backend_max_rate_bytes_per_second (gauges, 0 = none), and
+ * relayd_backend_throttled_seconds_total (the time writes waited for its
+ * tokens, the wait under way included). A backend that cfg no longer
  * lists is not written. Not written here: the figures read from the queue
  * and the worker's state (pending, state, paused...), which the program
  * writes. Counters never go back across reloads (backends_stats). out is

@@ -84,6 +84,24 @@ void backends_metrics(const struct backends *bs, const struct relay_config *cfg,
 
 	write_counters(out, cfg, st, counters_after, RELAY_ARRAY_SIZE(counters_after));
 
+	/* The rate limit as configured (the worker applies a reload's at
+	 * once: replay_set_rate), and the time writes waited for it. */
+	name = "relayd_backend_max_rate_points_per_second";
+	prom_family(out, name, "gauge", "The backend's max_rate: points sent per second at most; 0 = no limit.");
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		prom_u64(out, name, prom_labels(labels, sizeof(labels), "backend", cfg->backends[i].name, NULL),
+			 cfg->backends[i].max_rate);
+	name = "relayd_backend_max_rate_bytes_per_second";
+	prom_family(out, name, "gauge", "The backend's max_rate_bytes: bytes sent per second at most; 0 = no limit.");
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		prom_u64(out, name, prom_labels(labels, sizeof(labels), "backend", cfg->backends[i].name, NULL),
+			 cfg->backends[i].max_rate_bytes);
+	name = "relayd_backend_throttled_seconds_total";
+	prom_family(out, name, "counter", "Time writes waited for the rate limit's tokens (max_rate).");
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		prom_f64(out, name, prom_labels(labels, sizeof(labels), "backend", cfg->backends[i].name, NULL),
+			 (double)st[i].throttled_ms / 1000.0);
+
 	name = "relayd_backend_delivery_latency_seconds";
 	prom_family(out, name, "histogram", "Per delivered batch, from its acceptance to the 2xx that delivered it.");
 	for (size_t i = 0; i < cfg->nbackends; i++)

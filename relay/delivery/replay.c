@@ -15,6 +15,12 @@
  *               |  '------------+
  *               |               | 1+ batches
  *               |               v
+ *               |          THROTTLE  max_rate: the write's points and
+ *               |               |    bytes taken from the backend's
+ *               |               |    buckets (one for all lanes); short
+ *               |               |    of them, wait on the timer, then
+ *               |               |    take them (a write beyond the burst
+ *               |               v    goes into debt rather than never)
  *               |             SEND  POST cur: one write, or one share per
  *               |               |   lane (the round is judged when every
  *               |               |   lane has answered)
@@ -42,6 +48,10 @@
  *               |                           halves (pieces); a piece of one
  *               |                           line still refused: COMMIT (part)
  *               '-- paused, or relayctl changed the queue: go_idle
+ *
+ *   Every way into SEND passes the buckets (replay_send_current): a
+ *   retry, a 413 piece, a batch of an isolated group each take their own
+ *   tokens. Statements go unpaced. No limit set: THROTTLE is never entered.
  *
  *   storage: a READ or COMMIT that fails --> BACKOFF --> the same again
  *            (redo); an ACK that fails --> again on ack.timer, and a
@@ -78,7 +88,7 @@
 const char *replay_state_name(enum replay_state s)
 {
 	static const char *const names[] = { "idle", "read", "send", "backoff", "probe", "create", "commit",
-		                             "ackwait", "stopped" };
+		                             "ackwait", "throttle", "stopped" };
 	return (unsigned)s < RELAY_ARRAY_SIZE(names) ? names[s] : "?";
 }
 
@@ -102,6 +112,7 @@ static const unsigned allowed_from[S_NSTATES] = {
 	[S_CREATE] = FROM(S_SEND),
 	[S_COMMIT] = FROM_ANY & ~FROM(S_STOPPED) & ~FROM(S_IDLE),
 	[S_ACKWAIT] = FROM_ANY & ~FROM(S_STOPPED),
+	[S_THROTTLE] = FROM_ANY & ~FROM(S_STOPPED) & ~FROM(S_IDLE),
 	[S_STOPPED] = FROM_ANY & ~FROM(S_STOPPED),
 };
 
@@ -125,6 +136,11 @@ void replay_set_state(struct replay_worker *w, enum replay_state s)
 	if (old != s)
 		relay_log(RELAY_LOG_DEBUG, "backend '%s': %s -> %s", w->cfg->name, replay_state_name(old),
 			  replay_state_name(s));
+	/* The time spent waiting for tokens, counted as the wait ends. */
+	if (old == S_THROTTLE && s != S_THROTTLE)
+		w->stats.throttled_ms += replay_worker_throttling_ms(w);
+	else if (old != S_THROTTLE && s == S_THROTTLE)
+		w->rate.since_ms = uv_now(w->loop);
 	w->state = s;
 }
 
@@ -365,6 +381,55 @@ void replay_schedule(struct replay_worker *w, uint64_t delay_ms)
 	uv_timer_start(&w->timer, timer_cb, delay_ms, 0);
 }
 
+/* The tokens are there (or should be): the write again, which takes
+ * them. Paused meanwhile: as a backoff's end would be (a 413 split is
+ * kept, held in BACKOFF until relayctl resume). */
+static void throttle_cb(uv_timer_t *t)
+{
+	struct replay_worker *w = t->data;
+	if (!w->stopping) {
+		if (!w->paused)
+			replay_send_current(w);
+		else if (replay_splitting(w))
+			replay_set_state(w, S_BACKOFF);
+		else
+			replay_go_idle(w);
+	}
+	replay_check_awake(w);
+}
+
+void replay_throttle(struct replay_worker *w, uint64_t delay_ms)
+{
+	replay_set_state(w, S_THROTTLE);
+	uv_timer_start(&w->timer, throttle_cb, delay_ms, 0);
+}
+
+uint64_t replay_worker_throttling_ms(const struct replay_worker *w)
+{
+	uint64_t now = uv_now(w->loop);
+	return replay_throttled(w) && now > w->rate.since_ms ? now - w->rate.since_ms : 0;
+}
+
+void replay_set_rate(struct replay_worker *w, uint64_t points_per_s, uint64_t bytes_per_s, uint64_t burst_ms)
+{
+	uint64_t now = uv_now(w->loop);
+	if (points_per_s == w->rate.points_per_s && bytes_per_s == w->rate.bytes_per_s && burst_ms == w->rate.burst_ms)
+		return;
+	relay_log(RELAY_LOG_NOTICE, "backend '%s': max_rate %" PRIu64 " points/s, max_rate_bytes %" PRIu64
+		  " bytes/s, rate_burst %" PRIu64 " ms (0: no limit)", w->cfg->name, points_per_s, bytes_per_s, burst_ms);
+	w->rate.points_per_s = points_per_s;
+	w->rate.bytes_per_s = bytes_per_s;
+	w->rate.burst_ms = burst_ms;
+	token_bucket_set(&w->rate.points, points_per_s, burst_ms, now);
+	token_bucket_set(&w->rate.bytes, bytes_per_s, burst_ms, now);
+	if (!w->stopping && replay_throttled(w) && replay_timer_waiting(w)) {
+		/* The wait was for the old rate: weigh the write again. */
+		uv_timer_stop(&w->timer);
+		replay_send_current(w);
+	}
+	replay_check_awake(w);
+}
+
 /*---- from one round to the next ----*/
 
 /*
@@ -524,6 +589,8 @@ static int will_wake(const struct replay_worker *w)
 		return replay_timer_waiting(w) || w->paused;
 	case S_ACKWAIT:
 		return w->ack.failing && (w->ack.busy || uv_is_active((const uv_handle_t *)&w->ack.timer));
+	case S_THROTTLE:
+		return replay_timer_waiting(w);
 	case S_STOPPED:
 	case S_NSTATES:
 		break;
@@ -662,6 +729,11 @@ struct replay_worker *replay_start(uv_loop_t *loop, struct wal *wal, const struc
 		}
 		w->handles += w->nlanes;
 	}
+	w->rate.points_per_s = cfg->max_rate;
+	w->rate.bytes_per_s = cfg->max_rate_bytes;
+	w->rate.burst_ms = cfg->rate_burst_ms;
+	token_bucket_init(&w->rate.points, cfg->max_rate, cfg->rate_burst_ms, uv_now(loop));
+	token_bucket_init(&w->rate.bytes, cfg->max_rate_bytes, cfg->rate_burst_ms, uv_now(loop));
 	replay_held_init(w);
 	make_tls(w);
 	w->state = S_IDLE; /* the first state: not a transition */
@@ -716,6 +788,22 @@ void replay_refresh(struct replay_worker *w)
 	}
 	replay_held_refresh(w);
 	switch (w->state) {
+	case S_THROTTLE:
+		/* Nothing in flight, like a backoff; a 413 split is kept: held
+		 * in BACKOFF while paused, or it goes on waiting for tokens. */
+		if (replay_splitting(w)) {
+			if (w->paused) {
+				uv_timer_stop(&w->timer);
+				replay_set_state(w, S_BACKOFF);
+			} else {
+				w->read.wake = 1;
+			}
+			break;
+		}
+		replay_go_idle(w);
+		if (!w->paused)
+			replay_read_again(w);
+		break;
 	case S_BACKOFF:
 		if (replay_splitting(w)) {
 			/* A 413 split is under way: keep the batch and its
@@ -819,6 +907,11 @@ void replay_worker_view(const struct replay_worker *w, struct replay_view *v)
 	snprintf(v->last_error, sizeof(v->last_error), "%s", w->health.last_error);
 	v->last_delivery_ns = w->health.last_delivery_ns;
 	replay_status(w, &v->head_seq, &v->attempts, &v->next_attempt_ms);
+	v->stats.throttled_ms += replay_worker_throttling_ms(w);
+	v->max_rate = w->rate.points_per_s;
+	v->max_rate_bytes = w->rate.bytes_per_s;
+	v->rate_burst_ms = w->rate.burst_ms;
+	v->throttled = replay_throttled(w);
 }
 
 /*---- stopping ----*/

@@ -79,6 +79,7 @@ struct replay_stats {
 	uint64_t dead_batches;   /* moved to the dead-letter queue, corrupt records included */
 	uint64_t splits;         /* 413 splits in halves */
 	uint64_t corrupt_records; /* records that did not decode, moved aside (also in dead_batches) */
+	uint64_t throttled_ms;   /* time writes waited for the rate limit's tokens (max_rate) */
 	/* Per delivered batch: acceptance to the 2xx, in seconds
 	 * (relay_buckets_delivery_s: an outage is a latency of hours). */
 	struct relay_histogram delivery_latency;
@@ -124,6 +125,13 @@ struct replay_view {
 	uint64_t head_seq;
 	uint32_t attempts;
 	int64_t next_attempt_ms;
+	/* Pacing as in force now (replay_set_rate; 0 = no limit), and
+	 * whether the write waits for tokens this moment. stats.throttled_ms
+	 * includes the wait under way. */
+	uint64_t max_rate;        /* points per second */
+	uint64_t max_rate_bytes;  /* bytes per second */
+	uint64_t rate_burst_ms;
+	int throttled;
 };
 
 /*
@@ -144,6 +152,20 @@ struct replay_worker *replay_start(uv_loop_t *loop, struct wal *wal, const struc
  * takes the new interval at once. On the loop thread.
  */
 void replay_set_outage_log(struct replay_worker *w, uint64_t reminder_ms, uint64_t max_bytes, uint64_t max_age_ms);
+
+/*
+ * The rate limit (max_rate points/s, max_rate_bytes bytes/s, 0 = none;
+ * a burst of burst_ms of them), as a reload changes it without a
+ * restart: the worker keeps its place, its buckets keep what they hold
+ * (capped at the new burst; a debt stays, repaid at the new rate), and a
+ * write waiting for tokens is looked at again at once. A new worker
+ * starts with its cfg's, its buckets full. On the loop thread.
+ */
+void replay_set_rate(struct replay_worker *w, uint64_t points_per_s, uint64_t bytes_per_s, uint64_t burst_ms);
+
+/* The time the write under way has waited for tokens so far (0 when
+ * none waits): not yet in replay_worker_stats' throttled_ms. */
+uint64_t replay_worker_throttling_ms(const struct replay_worker *w);
 
 /* New batches were committed: start delivering if idle. */
 void replay_notify(struct replay_worker *w);

@@ -27,6 +27,7 @@
 #include "relay/base/config.h"
 #include "relay/base/log.h"
 #include "relay/base/outcome.h"
+#include "relay/base/tokenbucket.h"
 #include "relay/base/util.h"
 #include "relay/delivery/http_client.h"
 #include "relay/delivery/outage.h"
@@ -47,6 +48,7 @@ enum replay_state {
 	S_CREATE,  /* CREATE DATABASE in flight */
 	S_COMMIT,  /* a dead-letter runs (job) */
 	S_ACKWAIT, /* a delivery could not be recorded: nothing new until an ack commits */
+	S_THROTTLE, /* cur's write waits on the timer for the rate limit's tokens (max_rate) */
 	S_STOPPED,
 	S_NSTATES
 };
@@ -200,6 +202,18 @@ struct replay_worker {
 		struct rbuf target, headers, form;
 	} held;
 
+	/* Pacing (max_rate, max_rate_bytes, rate_burst): one bucket of
+	 * points and one of bytes for the whole backend, its lanes
+	 * included, refilled by the loop's clock (uv_now). A reload sets
+	 * them (replay_set_rate): cfg's values are those of the start. */
+	struct {
+		uint64_t points_per_s;   /* 0 = no limit */
+		uint64_t bytes_per_s;    /* 0 = no limit */
+		uint64_t burst_ms;
+		struct token_bucket points, bytes;
+		uint64_t since_ms;       /* uv_now() when S_THROTTLE was entered */
+	} rate;
+
 	/* 413 on a single batch: the pieces of its body still to send. */
 	struct replay_pieces pieces;
 
@@ -304,7 +318,20 @@ static inline bool replay_prefetch_useless(const struct replay_worker *w)
 	       (w->prefetch.from < w->read.from || !p->nbatches || replay_isolating(w, p->batches[0].seq));
 }
 
-/* The timer waits for a backoff (or a failed queue operation's retry). */
+/* A rate limit is set: writes take tokens before they go. */
+static inline bool replay_rate_limited(const struct replay_worker *w)
+{
+	return w->rate.points_per_s || w->rate.bytes_per_s;
+}
+
+/* The write waits for tokens (max_rate): the state says so. */
+static inline bool replay_throttled(const struct replay_worker *w)
+{
+	return w->state == S_THROTTLE;
+}
+
+/* The timer waits for a backoff (or a failed queue operation's retry),
+ * or, in S_THROTTLE, for the rate limit's tokens. */
 static inline bool replay_timer_waiting(const struct replay_worker *w)
 {
 	return uv_is_active((const uv_handle_t *)&w->timer);
@@ -323,6 +350,7 @@ void replay_set_link(struct replay_worker *w, enum replay_health h, const char *
 uint64_t replay_delay_after(const struct replay_worker *w, uint32_t attempts, uint64_t floor_ms,
                             uint64_t retry_after_s);
 void replay_schedule(struct replay_worker *w, uint64_t delay_ms); /* BACKOFF, the timer started */
+void replay_throttle(struct replay_worker *w, uint64_t delay_ms); /* THROTTLE: cur's write again after delay_ms */
 void replay_next_round(struct replay_worker *w);    /* cur is finished: the prefetch, or a read */
 void replay_begin_round(struct replay_worker *w);   /* per-write state afresh for a new cur */
 void replay_delivered_upto(struct replay_worker *w, uint64_t seq); /* ack up to seq, then the next round */

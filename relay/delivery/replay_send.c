@@ -263,6 +263,61 @@ static void hold_round(struct replay_worker *w)
 	replay_start_job(w, WK_HOLD);
 }
 
+/*---- pacing (max_rate) ----*/
+
+/* The points and bytes (line protocol, before gzip) the write about to
+ * go carries: the front 413 piece, the lanes' shares not yet delivered,
+ * the coalesced group, or the one batch. */
+static void write_cost(const struct replay_worker *w, uint64_t *points, uint64_t *bytes)
+{
+	const struct replay_round *r = w->cur;
+	const struct wal_batch *b0 = &r->batches[0];
+	*points = *bytes = 0;
+	if (replay_splitting(w)) {
+		*points = replay_count_lines(b0->body + w->pieces.range[0].off, w->pieces.range[0].len);
+		*bytes = w->pieces.range[0].len;
+	} else if (r->lane_mode) {
+		for (int i = 0; i < w->nlanes; i++)
+			if (!r->shares[i].done) {
+				*points += replay_count_lines(r->shares[i].body.data, r->shares[i].body.len);
+				*bytes += r->shares[i].body.len;
+			}
+	} else {
+		for (size_t i = 0; i < r->group_n && i < r->nbatches; i++) {
+			*points += r->batches[i].lines;
+			*bytes += r->batches[i].body_len;
+		}
+	}
+}
+
+/*
+ * Before cur's write goes: take its points and bytes from the buckets,
+ * or, short of them, wait for them (THROTTLE: this function again when
+ * the timer fires). Returns 1 when the write waits. A write larger than
+ * the burst goes once the buckets are full, into debt (tokenbucket.h):
+ * pacing slows delivery, never stops it.
+ */
+static int paced(struct replay_worker *w)
+{
+	uint64_t points, bytes;
+	if (!replay_rate_limited(w))
+		return 0;
+	uint64_t now = uv_now(w->loop);
+	write_cost(w, &points, &bytes);
+	uint64_t wp = token_bucket_wait_ms(&w->rate.points, points, now);
+	uint64_t wb = token_bucket_wait_ms(&w->rate.bytes, bytes, now);
+	uint64_t wait = wp > wb ? wp : wb;
+	if (wait) {
+		relay_log(RELAY_LOG_DEBUG, "backend '%s': %" PRIu64 " points, %" PRIu64 " bytes wait %" PRIu64
+			  " ms for the rate limit", w->cfg->name, points, bytes, wait);
+		replay_throttle(w, wait);
+		return 1;
+	}
+	token_bucket_take(&w->rate.points, points, now);
+	token_bucket_take(&w->rate.bytes, bytes, now);
+	return 0;
+}
+
 /*---- requests ----*/
 
 void replay_send_current(struct replay_worker *w)
@@ -319,6 +374,8 @@ void replay_send_current(struct replay_worker *w)
 		return;
 	}
 	rbuf_append(&w->send.headers, "Content-Type: text/plain; charset=utf-8\r\n", 41);
+	if (paced(w))
+		return;
 	replay_set_state(w, S_SEND);
 	if (w->cur->lane_mode) {
 		send_lanes(w); /* the lanes hold the lines; no coalesced payload */

@@ -29,6 +29,7 @@ void replay_stats_add(struct replay_stats *into, const struct replay_stats *from
 	into->dead_batches += from->dead_batches;
 	into->splits += from->splits;
 	into->corrupt_records += from->corrupt_records;
+	into->throttled_ms += from->throttled_ms;
 	relay_histogram_merge(&into->delivery_latency, &from->delivery_latency);
 	relay_histogram_merge(&into->request_duration, &from->request_duration);
 }

@@ -91,6 +91,9 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.backends[0].retry_max_ms, 30000);
 	assert_int_equal(cfg.backends[0].on_database_not_found, RELAY_DB_HOLD);
 	assert_int_equal(cfg.backends[0].gzip, 0);
+	assert_int_equal(cfg.backends[0].max_rate, 0); /* no pacing */
+	assert_int_equal(cfg.backends[0].max_rate_bytes, 0);
+	assert_int_equal(cfg.backends[0].rate_burst_ms, 1000);
 	config_release(&cfg);
 	assert_true(is_zero(&cfg, sizeof(cfg)));
 }
@@ -869,6 +872,31 @@ static void test_user(void **state)
 	assert_non_null(strstr(err, "'user' must not be empty"));
 }
 
+/* The pacing keys: points and bytes per second (0 = none), the burst. */
+static void test_rate_keys(void **state)
+{
+	struct relay_config cfg;
+	char err[512];
+	(void)state;
+	load_ok(MINIMAL "    max_rate: 5000\n    max_rate_bytes: 2MiB\n    rate_burst: 250ms\n", &cfg);
+	assert_int_equal(cfg.backends[0].max_rate, 5000);
+	assert_int_equal(cfg.backends[0].max_rate_bytes, 2 * MIB);
+	assert_int_equal(cfg.backends[0].rate_burst_ms, 250);
+	config_release(&cfg);
+	load_ok(MINIMAL "    max_rate: 0\n    max_rate_bytes: 0\n", &cfg);
+	assert_int_equal(cfg.backends[0].max_rate, 0);
+	assert_int_equal(cfg.backends[0].max_rate_bytes, 0);
+	config_release(&cfg);
+	assert_int_equal(load(MINIMAL "    max_rate: -1\n", &cfg, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "max_rate"));
+	assert_int_equal(load(MINIMAL "    max_rate: fast\n", &cfg, err, sizeof(err)), -1);
+	assert_int_equal(load(MINIMAL "    max_rate_bytes: lots\n", &cfg, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "max_rate_bytes"));
+	assert_int_equal(load(MINIMAL "    rate_burst: 0\n", &cfg, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "rate_burst"));
+	assert_int_equal(load(MINIMAL "    rate_burst: 2h\n", &cfg, err, sizeof(err)), -1);
+}
+
 /* A reload restarts a worker only when a backend's settings differ:
  * every key counts, and two loads of the same text are equal. */
 static void test_backend_equal(void **state)
@@ -878,7 +906,8 @@ static void test_backend_equal(void **state)
 		"    batch_max_lines: 7\n", "    retry_min: 1s\n", "    retry_max: 1m\n", "    parallel: 2\n",
 		"    on_database_not_found: create\n", "    gzip: true\n", "    max_size: 5MiB\n",
 		"    max_age: 1h\n", "    username: u\n    password: p\n", "    token: t\n",
-		"    type: v2\n", "    type: v2\n    org: o\n",
+		"    type: v2\n", "    type: v2\n    org: o\n", "    max_rate: 5000\n", "    max_rate_bytes: 1MiB\n",
+		"    rate_burst: 2s\n",
 	};
 	struct relay_config a, b;
 	char text[512];
@@ -992,6 +1021,7 @@ int main(void)
 		cmocka_unit_test(test_example_file),
 		cmocka_unit_test(test_user),
 		cmocka_unit_test(test_backend_equal),
+		cmocka_unit_test(test_rate_keys),
 		cmocka_unit_test(test_files),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

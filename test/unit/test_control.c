@@ -114,6 +114,11 @@ static int setup(void **state)
 	f->status.backends[0].last_delivery_ns = 1700000000123456789LL;
 	f->status.backends[0].delivered_points = 123456789012ULL;
 	f->status.backends[0].points_per_second = 2500.5;
+	f->status.backends[0].max_rate = 5000;
+	f->status.backends[0].max_rate_bytes = 1048576;
+	f->status.backends[0].rate_burst_ms = 2000;
+	f->status.backends[0].throttled = 1;
+	f->status.backends[0].throttled_seconds = 12.25;
 	snprintf(f->status.backends[1].name, 65, "remote");
 	snprintf(f->status.backends[1].state, 16, "up");
 	f->status.backends[1].next_attempt_ms = -1;
@@ -261,10 +266,17 @@ static void test_status_roundtrip(void **state)
 	assert_int_equal(b->last_delivery_ns, 1700000000123456789LL);
 	assert_int_equal(b->delivered_points, 123456789012ULL);
 	assert_true(b->points_per_second > 2500.4 && b->points_per_second < 2500.6);
+	assert_int_equal(b->max_rate, 5000);
+	assert_int_equal(b->max_rate_bytes, 1048576);
+	assert_int_equal(b->rate_burst_ms, 2000);
+	assert_true(b->throttled);
+	assert_true(b->throttled_seconds > 12.24 && b->throttled_seconds < 12.26);
 	b = control_status_find(st, "remote");
 	assert_non_null(b);
 	assert_string_equal(b->state, "up");
 	assert_int_equal(b->next_attempt_ms, -1);
+	assert_int_equal(b->max_rate, 0); /* no limit */
+	assert_false(b->throttled);
 	assert_null(control_status_find(st, "other"));
 	free(st);
 }
@@ -306,6 +318,14 @@ static void test_status_parse(void **state)
 	assert_int_equal(control_status_parse(deep, st), -1);
 	assert_int_equal(control_status_parse("{}", st), 0);
 	assert_int_equal(st->nbackends, 0);
+	/* the rate limit's fields: of their types, or the payload is refused;
+	 * absent (an older relayd), no limit */
+	assert_int_equal(control_status_parse("{\"backends\":[{\"name\":\"a\"}]}", st), 0);
+	assert_int_equal(st->backends[0].max_rate, 0);
+	assert_false(st->backends[0].throttled);
+	assert_int_equal(control_status_parse("{\"backends\":[{\"throttled\":1}]}", st), -1);
+	assert_int_equal(control_status_parse("{\"backends\":[{\"max_rate\":-5}]}", st), -1);
+	assert_int_equal(control_status_parse("{\"backends\":[{\"max_rate\":1.5}]}", st), -1);
 	free(st);
 }
 

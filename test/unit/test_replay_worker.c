@@ -18,6 +18,10 @@
  *                     alone to /query as a form, the writes after it next;
  *                     its answer: ok, an error in the 200 (dead-lettered
  *                     with the error), 5xx (again), database not found (held)
+ *   max_rate          10 000 points at 5 000/s with a 1 s burst take about
+ *                     1 s, all delivered in order; a rate raised while a
+ *                     write waits for tokens lets it go at once, the worker
+ *                     keeping its place (backends_apply: no restart)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -67,6 +71,8 @@ struct backend {
 	const char *missing; /* a database it does not have: its writes get 404 */
 	struct request reqs[MAX_REQS];
 	int nreqs;
+	struct rbuf stream; /* every POST body, whole, in the order they came */
+	int posts;
 	struct conn conns[MAX_CONNS];
 };
 
@@ -114,10 +120,15 @@ static void serve(struct conn *c)
 		if (be->nreqs < MAX_REQS)
 			be->nreqs++;
 		sscanf(data, "%7s %255s", r->method, r->target);
-		assert_true(clen < sizeof(r->body));
-		memcpy(r->body, data + head, clen);
-		r->body[clen] = '\0';
-		r->len = clen;
+		/* a large body is kept whole only in the stream */
+		size_t keep = clen < sizeof(r->body) ? clen : sizeof(r->body) - 1;
+		memcpy(r->body, data + head, keep);
+		r->body[keep] = '\0';
+		r->len = keep;
+		if (strcmp(r->method, "POST") == 0 && strstr(r->target, "/write?")) {
+			rbuf_append(&be->stream, data + head, clen);
+			be->posts++;
+		}
 		/* a CREATE DATABASE makes the missing database exist */
 		if (be->missing && strncmp(r->target, "/query", 6) == 0 && strstr(r->target, "CREATE"))
 			be->missing = NULL;
@@ -196,6 +207,7 @@ static void backend_close(struct backend *be)
 		if (be->conns[i].open && !uv_is_closing((uv_handle_t *)&be->conns[i].tcp))
 			uv_close((uv_handle_t *)&be->conns[i].tcp, conn_closed);
 	uv_close((uv_handle_t *)&be->server, NULL);
+	rbuf_release(&be->stream);
 }
 
 static void script(struct backend *be, int status, const char *body)
@@ -1038,6 +1050,156 @@ static void test_backends_metrics(void **state)
 	the_set = NULL;
 }
 
+/*---- pacing (max_rate) ----*/
+
+/* Queue n batches of per lines each, "cpu,host=a v=I I\n" for I from
+ * *next on, and append them to want. */
+static void append_points(struct fixture *f, int n, int per, int *next, struct rbuf *want)
+{
+	struct rbuf body = RBUF_INIT;
+	for (int b = 0; b < n; b++) {
+		rbuf_reset(&body);
+		for (int l = 0; l < per; l++, (*next)++)
+			rbuf_appendf(&body, "cpu,host=a v=%d %d\n", *next, *next);
+		rbuf_append(want, body.data, body.len);
+		append(f, rbuf_cstr(&body));
+	}
+	rbuf_release(&body);
+}
+
+static int throttled_now(struct fixture *f)
+{
+	return view(f).throttled;
+}
+
+/* 10 000 points at 5 000/s with a burst of 1 s: the first 5 000 go at
+ * once (the bucket starts full), the next 5 000 as the bucket fills, so
+ * the whole takes about 1 s; every point is delivered once, in order. */
+static void test_rate_limit_paces(void **state)
+{
+	struct fixture *f = *state;
+	struct rbuf want = RBUF_INIT;
+	int next = 0;
+	f->cfg.max_rate = 5000;
+	f->cfg.rate_burst_ms = 1000;
+	f->cfg.batch_max_lines = 1000; /* writes of 1 000 points: 10 of them */
+	append_points(f, 100, 100, &next, &want);
+	uint64_t t0 = uv_hrtime();
+	start(f);
+	assert_true(run_until(f, drained, 10000));
+	uint64_t ms = (uv_hrtime() - t0) / 1000000;
+	assert_true(ms >= 900);
+	assert_true(ms < 5000);
+	assert_int_equal(f->be.posts, 10);
+	assert_int_equal(f->be.stream.len, want.len);
+	assert_memory_equal(f->be.stream.data, want.data, want.len);
+	struct replay_view v = view(f);
+	assert_int_equal(v.stats.delivered_points, 10000);
+	assert_int_equal(v.max_rate, 5000);
+	assert_int_equal(v.max_rate_bytes, 0);
+	assert_int_equal(v.rate_burst_ms, 1000);
+	assert_false(v.throttled);
+	/* four 200 ms waits at least (the fifth write may find the tokens
+	 * the first four took time to deliver) */
+	assert_true(v.stats.throttled_ms >= 700);
+	assert_true(v.stats.throttled_ms <= ms);
+	rbuf_release(&want);
+}
+
+/* A byte limit paces the same way: 20 writes of 1 000 bytes at 10 000
+ * bytes/s, a burst of 100 ms (1 000 bytes): about 2 s in all. */
+static void test_rate_limit_bytes(void **state)
+{
+	struct fixture *f = *state;
+	struct rbuf want = RBUF_INIT;
+	f->cfg.max_rate_bytes = 10000;
+	f->cfg.rate_burst_ms = 100;
+	f->cfg.batch_max_bytes = 1000;
+	for (int b = 0; b < 20; b++) {
+		char body[1001];
+		int tail = snprintf(NULL, 0, "\" %d\n", b), head = 14; /* cpu,host=a s=" */
+		memcpy(body, "cpu,host=a s=\"", (size_t)head);
+		memset(body + head, '0', (size_t)(1000 - head - tail));
+		snprintf(body + 1000 - tail, (size_t)tail + 1, "\" %d\n", b);
+		assert_int_equal(strlen(body), 1000);
+		rbuf_append(&want, body, strlen(body));
+		append(f, body);
+	}
+	uint64_t t0 = uv_hrtime();
+	start(f);
+	assert_true(run_until(f, drained, 10000));
+	uint64_t ms = (uv_hrtime() - t0) / 1000000;
+	assert_true(ms >= 1700);
+	assert_int_equal(f->be.posts, 20);
+	assert_int_equal(f->be.stream.len, want.len);
+	assert_memory_equal(f->be.stream.data, want.data, want.len);
+	rbuf_release(&want);
+}
+
+/* A reload that raises max_rate while a write waits for tokens: the
+ * worker is not restarted (its counters go on), and the write goes at
+ * once, nothing sent twice. */
+static void test_rate_raised_by_reload(void **state)
+{
+	struct fixture *f = *state;
+	struct set *s = xcalloc(1, sizeof(*s));
+	struct rbuf want = RBUF_INIT;
+	char err[200];
+	int next = 0;
+	the_set = s;
+	s->f = f;
+	f->cfg.batch_max_lines = 1000;
+	s->b[0] = f->cfg;
+	s->b[0].max_rate = 100; /* 1 000 points wait 10 s */
+	s->b[0].rate_burst_ms = 1000;
+	s->b[1] = s->b[0];
+	s->b[1].max_rate = 1000000;
+	for (int i = 0; i < 2; i++) {
+		s->cfg[i].backends = &s->b[i];
+		s->cfg[i].nbackends = 1;
+	}
+	assert_int_equal(backends_init(&s->bs, &f->loop, f->wal), 0);
+	assert_int_equal(backends_open(&s->bs, &s->cfg[0], s->ids, err, sizeof(err)), 0);
+	append_points(f, 5, 1000, &next, &want);
+	backends_apply(&s->bs, &s->cfg[0], s->ids);
+	f->w = backends_worker_mut(&s->bs, s->ids[0]);
+	assert_true(run_until(f, throttled_now, 5000));
+	struct replay_worker *before = f->w;
+	assert_int_equal(view(f).stats.delivered_points, 1000);
+
+	struct rbuf out = RBUF_INIT;
+	backends_metrics(&s->bs, &s->cfg[0], s->ids, &out);
+	assert_int_equal(sample(rbuf_cstr(&out), "relayd_backend_max_rate_points_per_second{backend=\"b\"}"), 100);
+	assert_int_equal(sample(rbuf_cstr(&out), "relayd_backend_max_rate_bytes_per_second{backend=\"b\"}"), 0);
+	assert_non_null(strstr(rbuf_cstr(&out), "\nrelayd_backend_throttled_seconds_total{backend=\"b\"} "));
+
+	uint64_t t0 = uv_hrtime();
+	backends_apply(&s->bs, &s->cfg[1], s->ids);
+	assert_ptr_equal(backends_worker_mut(&s->bs, s->ids[0]), before); /* not restarted */
+	assert_true(run_until(f, drained, 3000));
+	assert_true((uv_hrtime() - t0) / 1000000 < 2000);
+	struct replay_view v = view(f);
+	assert_int_equal(v.stats.delivered_points, 5000); /* one worker all along */
+	assert_int_equal(v.max_rate, 1000000);
+	assert_false(v.throttled);
+	assert_true(v.stats.throttled_ms > 0);
+	assert_int_equal(f->be.posts, 5);
+	assert_int_equal(f->be.stream.len, want.len);
+	assert_memory_equal(f->be.stream.data, want.data, want.len);
+
+	rbuf_reset(&out);
+	backends_metrics(&s->bs, &s->cfg[1], s->ids, &out);
+	assert_int_equal(sample(rbuf_cstr(&out), "relayd_backend_max_rate_points_per_second{backend=\"b\"}"), 1000000);
+	rbuf_release(&out);
+	rbuf_release(&want);
+
+	f->w = NULL; /* the set's */
+	backends_close(&s->bs, set_closed_cb);
+	assert_true(run_until(f, set_closed, 5000));
+	free(s);
+	the_set = NULL;
+}
+
 int main(void)
 {
 	/* What the worker logs (retries, holds, dead letters) is expected
@@ -1064,6 +1226,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hold_retry_keeps_database_held, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_held_list_unreadable_at_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_held_list_read_again, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rate_limit_paces, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rate_limit_bytes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rate_raised_by_reload, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
