@@ -17,6 +17,8 @@ X-Influxdb-Server header the configuration adds). Phases:
     error (haproxy sends the write again to relay2); while relay1 is down
     no server is vouched for, so queries get 503 (the consistent default).
  3. both: influxd B stopped, relay1 killed and restarted, B started.
+ 4. relayctl drain on relay1: haproxy takes it out of the write pool, it
+    delivers its queues, drain --stop stops it; restarted, it rejoins.
 
 At the end every acknowledged point is in both servers, and both hold
 exactly the same points (per measurement and per series). The figures
@@ -190,8 +192,8 @@ class Load:
         q = urllib.parse.urlencode({"db": DB, "q": 'SELECT count("v") FROM "m0"'})
         while not self.stop.is_set():
             what = None
+            conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=10)
             try:
-                conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=10)
                 conn.request("GET", "/query?" + q)
                 resp = conn.getresponse()
                 resp.read()
@@ -199,9 +201,10 @@ class Load:
                     what = resp.getheader("X-Influxdb-Server") or "unknown"
                 else:
                     what = resp.status
-                conn.close()
             except (OSError, http.client.HTTPException) as e:
                 what = "error: %s" % type(e).__name__
+            finally:
+                conn.close()
             with self.lock:
                 self._count(self.queries, what)
                 self.query_log.append((time.monotonic(), what))
@@ -401,6 +404,45 @@ class HighAvailabilityTest(unittest.TestCase):
         self.figures["phases"][name] = fig
         log("%s: %s" % (name, json.dumps(fig)))
 
+    def phase_drain(self, name):
+        """relayctl drain on relay1 under load: haproxy's /health check
+        takes it out of the write pool, it delivers what it holds, then
+        drain --stop stops it; restarted, it rejoins the pool."""
+        L = self.load
+        L.set_phase(name)
+        fig = {}
+        t0 = time.monotonic()
+        cp = self.r1.relayctl("drain")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        relaytest.wait_until(lambda: not self.ha.server_status("relayd_writes", "relay1")
+                             .startswith("UP"), 10, 0.1,
+                             what="relay1 out of haproxy's write pool")
+        fig["out_of_write_pool_s"] = round(time.monotonic() - t0, 2)
+        t_out = time.monotonic()
+        served = self.ha.stat()[("relayd_writes", "relay1")]
+        cp = self.r1.relayctl("drain", "--stop", "--timeout", "60s", timeout=90)
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        fig["drain_stop_s"] = round(time.monotonic() - t_out, 2)
+        self.assertEqual(self.r1.wait_exit(15), 0, "relay1 did not exit cleanly after the drain")
+        # Nothing reached relay1 once haproxy had taken it out.
+        after = self.ha.stat()[("relayd_writes", "relay1")]
+        fig["writes_to_relay1_after_out"] = int(after["stot"]) - int(served["stot"])
+        self.assertEqual(fig["writes_to_relay1_after_out"], 0)
+        t_stop = time.monotonic()
+        time.sleep(RELAY_DOWN / 2)
+        self.r1.restart()
+        t_back = time.monotonic()
+        self.wait_relays_up()
+        fig["back_in_write_pool_s"] = round(time.monotonic() - t_back, 2)
+        self.wait_servers({"influx_a": "UP", "influx_b": "UP"}, timeout=30)
+        time.sleep(SETTLE)
+        fig["queries"] = {"draining": self.queries_between(t0, t_stop),
+                          "relay1_stopped": self.queries_between(t_stop, t_back),
+                          "after": self.queries_between(t_back, time.monotonic())}
+        fig["relayctl"] = cp.stdout.strip().splitlines()[-1:]
+        self.figures["phases"][name] = fig
+        log("%s: %s" % (name, json.dumps(fig)))
+
     # ---- the scenario -------------------------------------------------------
 
     def test_ha(self):
@@ -417,6 +459,7 @@ class HighAvailabilityTest(unittest.TestCase):
             self.phase_outage("1 influxd B down" + sfx, kill_relay=False)
             self.phase_relay_kill("2 relay1 killed" + sfx)
             self.phase_outage("3 B down, relay1 killed" + sfx, kill_relay=True)
+            self.phase_drain("4 relay1 drained and stopped" + sfx)
         L.set_phase("end")
         time.sleep(2)
         L.finish()
