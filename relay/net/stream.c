@@ -28,6 +28,7 @@
 
 #include "relay/base/util.h"
 #include "relay/net/net_internal.h"
+#include "relay/net/stream_internal.h"
 
 /* Ciphertext (or plain bytes) read from the socket, and plaintext out of
  * SSL_read: used and emptied inside one callback, so one per thread. A
@@ -44,62 +45,6 @@
 static _Thread_local char read_buf[NET_READ_SIZE];
 static _Thread_local char plain_buf[NET_PLAIN_SIZE];
 
-/* One write: a user's (with a callback, maybe none), or the layer's own
- * handshake messages and alerts. Before the handshake is done a user's
- * write waits in the pending list with a copy of its buffer array. */
-struct net_write {
-	uv_write_t req;
-	struct net_stream *s;
-	net_write_cb cb;
-	void *arg;
-	size_t plain_len; /* counted in s->queued until the callback */
-	char *cipher;	  /* TLS: the records, owned */
-	uv_buf_t *bufs;	  /* pending: the caller's buffers */
-	unsigned nbufs;
-	struct net_write *next;
-};
-
-struct net_stream {
-	uv_loop_t *loop;
-	uv_tcp_t tcp;
-	uv_timer_t timer; /* the connect's or the handshake's deadline */
-	uv_idle_t idle;	  /* deferred work: the connect's start, a drain after read_start */
-	uv_connect_t connect_req;
-	uv_getaddrinfo_t gai;
-	uv_shutdown_t shutdown_req;
-	int handles; /* initialised handles not yet closed */
-
-	unsigned client : 1, tls : 1, connected : 1, handshaking : 1, open : 1, failed : 1, eof : 1, closing : 1,
-	    user_reading : 1, sock_reading : 1, gai_pending : 1, connecting : 1, plain_fallback : 1, shut : 1,
-	    shutdown_pending : 1, first_bytes : 1, start_wanted : 1, drain_wanted : 1, reused : 1;
-
-	SSL *ssl; /* owns rbio and wbio */
-	BIO *rbio, *wbio;
-	struct net_tls_ctx *ctx;
-	struct net_verify_note *note; /* made by the first verify failure */
-
-	char *host;	   /* client: as given */
-	char *name;	   /* client: the name verified and sent as SNI */
-	char *session_key; /* client: "name:port" in the context's cache */
-	uint16_t port;
-	uint64_t timeout_ms;
-	char peer[72]; /* "host:port" for messages */
-
-	net_connect_cb connect_cb;
-	void *connect_arg;
-	struct net_stream_callbacks cb;
-	void *data;
-	net_close_cb close_cb;
-	net_shutdown_cb shutdown_cb;
-	void *shutdown_arg;
-
-	struct net_write *pending, *pending_tail;
-	size_t queued;
-	struct net_error *err; /* made by the failure: an idle connection carries neither */
-};
-
-static void update_reading(struct net_stream *s);
-static void close_internal(struct net_stream *s);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void sock_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void start_connect(struct net_stream *s);
@@ -204,7 +149,7 @@ static void handle_closed(uv_handle_t *h)
 	maybe_free(s);
 }
 
-static void close_internal(struct net_stream *s)
+void stream_close_internal(struct net_stream *s)
 {
 	if (s->closing)
 		return;
@@ -224,190 +169,7 @@ void net_stream_close(struct net_stream *s, net_close_cb cb)
 	if (s->closing)
 		return;
 	s->close_cb = cb;
-	close_internal(s);
-}
-
-/*---- errors ----*/
-
-/* What OpenSSL's error queue says, emptied, and what it means. */
-struct ssl_why {
-	char text[400];
-	int cert_alert;	   /* the peer sent an alert about our certificate */
-	int no_peer_cert;  /* server: the client sent none */
-	int wrong_version; /* the peer answered with something that is not TLS */
-	int verify_failed; /* the peer's certificate failed verification */
-};
-
-static void ssl_why(struct ssl_why *w)
-{
-	unsigned long e;
-	memset(w, 0, sizeof(*w));
-	size_t used = 0;
-	while ((e = ERR_get_error()) != 0) {
-		if (ERR_GET_LIB(e) == ERR_LIB_SSL) {
-			switch (ERR_GET_REASON(e)) {
-			case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
-			case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
-			case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
-			case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
-			case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
-			case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
-			case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
-				w->cert_alert = 1;
-				break;
-			case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
-				w->no_peer_cert = 1;
-				break;
-			case SSL_R_WRONG_VERSION_NUMBER:
-			case SSL_R_PACKET_LENGTH_TOO_LONG:
-			case SSL_R_RECORD_LENGTH_MISMATCH:
-				w->wrong_version = 1;
-				break;
-			case SSL_R_CERTIFICATE_VERIFY_FAILED:
-				w->verify_failed = 1;
-				break;
-			}
-		}
-		const char *r = ERR_reason_error_string(e);
-		char one[160];
-		if (r)
-			snprintf(one, sizeof(one), "%s", r);
-		else
-			ERR_error_string_n(e, one, sizeof(one));
-		/* The same reason twice (a record layer and the state machine
-		 * both say it) reads as one. */
-		if (strstr(w->text, one) || used + strlen(one) + 3 >= sizeof(w->text))
-			continue;
-		used += (size_t)snprintf(w->text + used, sizeof(w->text) - used, "%s%s", used ? "; " : "", one);
-	}
-}
-
-/*
- * Record the failure and tell whoever waits: the connect callback (and
- * the stream is then closed here: the caller never owned it), or
- * on_error. Reading stops for good; writes end with UV_EPIPE except on a
- * plain-HTTP fallback.
- */
-static void fail(struct net_stream *s, enum net_err kind, int uv_code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void fail(struct net_stream *s, enum net_err kind, int uv_code, const char *fmt, ...)
-{
-	if (s->failed || s->closing)
-		return;
-	va_list ap;
-	s->failed = 1;
-	s->handshaking = 0;
-	if (!s->err)
-		s->err = xcalloc(1, sizeof(*s->err));
-	s->err->kind = kind;
-	s->err->uv_code = uv_code;
-	va_start(ap, fmt);
-	vsnprintf(s->err->msg, sizeof(s->err->msg), fmt, ap);
-	va_end(ap);
-	uv_timer_stop(&s->timer);
-	update_reading(s);
-	/* A session that just failed is not offered again: a server that
-	 * refuses it would fail every reconnect the same way. */
-	if (s->client && s->ctx && s->session_key && !s->open)
-		net_tls_session_put(s->ctx, s->session_key, NULL);
-	if (s->connecting) {
-		s->connecting = 0;
-		s->connect_cb(s, s->err, s->connect_arg);
-		close_internal(s);
-		return;
-	}
-	if (s->cb.on_error)
-		s->cb.on_error(s, s->err);
-}
-
-static const char *verify_hint(struct net_stream *s, long vr)
-{
-	if (!s->client)
-		return "the client's certificate must be valid and chain to a CA in tls.client_ca_file";
-	switch (vr) {
-	case X509_V_ERR_HOSTNAME_MISMATCH:
-	case X509_V_ERR_IP_ADDRESS_MISMATCH:
-		return "connect by a name the certificate carries, or set tls_server_name to one of them";
-	case X509_V_ERR_CERT_HAS_EXPIRED:
-	case X509_V_ERR_CERT_NOT_YET_VALID:
-		return "the server must renew its certificate (or this host's clock is wrong); "
-		       "insecure_skip_verify: true accepts it meanwhile";
-	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-	case X509_V_ERR_CERT_UNTRUSTED:
-		return "its issuer is not trusted here: set tls_ca (a file or a directory) to the CA that signed "
-		       "it, or insecure_skip_verify: true";
-	default:
-		return "set tls_ca, tls_server_name or insecure_skip_verify to match the server";
-	}
-}
-
-/* The verify failure, whole: what, on which certificate, the name
- * expected, and what to change. */
-static void fail_verify(struct net_stream *s, long vr, const char *what)
-{
-	struct net_verify_note *n = net_stream_verify_note(s->ssl);
-	if (!n->subject[0]) {
-		/* The callback saw nothing (the result came another way): the
-		 * peer's own certificate, from the chain it sent. */
-		STACK_OF(X509) *chain = SSL_get_peer_cert_chain(s->ssl);
-		X509 *leaf = SSL_get0_peer_certificate(s->ssl);
-		if (!leaf && chain && sk_X509_num(chain) > 0)
-			leaf = sk_X509_value(chain, 0);
-		net_tls_describe_cert(leaf, n);
-	}
-	char expected[300] = "";
-	if (s->client)
-		snprintf(expected, sizeof(expected), "; expected name '%s'", s->name);
-	char depth[40] = "";
-	if (n->depth > 0)
-		snprintf(depth, sizeof(depth), " (at depth %d of the chain)", n->depth);
-	if (!s->err)
-		s->err = xcalloc(1, sizeof(*s->err));
-	s->err->verify_result = vr; /* before fail(): the callback reads it */
-	fail(s, NET_ERR_VERIFY, UV_EPROTO,
-	     "%s %s: certificate verify failed: %s%s; certificate: subject '%s', issuer '%s', not after '%s', "
-	     "names '%s'%s; %s",
-	     what, s->peer, X509_verify_cert_error_string(vr), depth, n->subject, n->issuer, n->not_after,
-	     n->names[0] ? n->names : "none", expected, verify_hint(s, vr));
-}
-
-/* A handshake, or a record after it, failed: e from SSL_get_error. */
-static void fail_tls(struct net_stream *s, int e, int in_handshake)
-{
-	struct ssl_why w;
-	ssl_why(&w);
-	const char *what = s->client ? "tls with" : "tls from";
-	long vr = s->note ? s->note->err : 0;
-	if (!vr && w.verify_failed)
-		vr = SSL_get_verify_result(s->ssl);
-	if (vr != X509_V_OK) {
-		fail_verify(s, vr, what);
-		return;
-	}
-	if (w.cert_alert) {
-		fail(s, NET_ERR_VERIFY, UV_EPROTO, "%s %s: the peer refused %s certificate: %s; %s", what, s->peer,
-		     s->client ? "our client" : "the server's", w.text,
-		     s->client ? "set tls_cert and tls_key to a certificate the server's client CA signed"
-			       : "the client must trust the CA of this listener's certificate");
-		return;
-	}
-	if (w.no_peer_cert) {
-		fail(s, NET_ERR_VERIFY, UV_EPROTO, "%s %s: the client sent no certificate, and tls.client_ca_file requires one",
-		     what, s->peer);
-		return;
-	}
-	if (e == SSL_ERROR_SYSCALL && !w.text[0])
-		snprintf(w.text, sizeof(w.text), "unexpected end of the stream");
-	if (in_handshake)
-		fail(s, NET_ERR_HANDSHAKE, UV_EPROTO, "%s %s: handshake failed: %s%s", what, s->peer,
-		     w.text[0] ? w.text : "unknown error",
-		     w.wrong_version && s->client ? " (does the server speak TLS on this port? http:// if not)" : "");
-	else
-		fail(s, NET_ERR_RESET, UV_EPROTO, "%s %s: %s", what, s->peer, w.text[0] ? w.text : "unknown error");
+	stream_close_internal(s);
 }
 
 /*---- writing ----*/
@@ -473,7 +235,7 @@ static void flush_wbio(struct net_stream *s)
 {
 	int rc = send_wbio(s);
 	if (rc < 0)
-		fail(s, NET_ERR_RESET, rc, "write to %s: %s", s->peer, uv_strerror(rc));
+		stream_fail(s, NET_ERR_RESET, rc, "write to %s: %s", s->peer, uv_strerror(rc));
 }
 
 static BIO *mem_bio(void)
@@ -658,14 +420,14 @@ int net_stream_shutdown(struct net_stream *s, net_shutdown_cb cb, void *arg)
 /* Read the socket exactly when bytes are wanted: during a handshake, and
  * while the user reads an open stream. Not reading is the backpressure:
  * the kernel's buffers fill and TCP slows the peer. */
-static void update_reading(struct net_stream *s)
+void stream_update_reading(struct net_stream *s)
 {
 	int want =
 	    s->connected && !s->closing && !s->failed && !s->eof && (s->handshaking || (s->open && s->user_reading));
 	if (want && !s->sock_reading) {
 		int rc = uv_read_start((uv_stream_t *)&s->tcp, alloc_cb, sock_read_cb);
 		if (rc < 0) {
-			fail(s, NET_ERR_RESET, rc, "read from %s: %s", s->peer, uv_strerror(rc));
+			stream_fail(s, NET_ERR_RESET, rc, "read from %s: %s", s->peer, uv_strerror(rc));
 			return;
 		}
 		s->sock_reading = 1;
@@ -686,7 +448,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void got_eof(struct net_stream *s)
 {
 	s->eof = 1;
-	update_reading(s);
+	stream_update_reading(s);
 	if (s->cb.on_eof)
 		s->cb.on_eof(s);
 }
@@ -714,7 +476,7 @@ static void tls_deliver(struct net_stream *s)
 				got_eof(s);
 			return;
 		}
-		fail_tls(s, e, 0);
+		stream_fail_tls(s, e, 0);
 		return;
 	}
 	/* SSL_read may have written (a KeyUpdate's answer). */
@@ -746,7 +508,7 @@ static void handshake_done(struct net_stream *s)
 		s->cb.on_handshake(s);
 	}
 	if (!s->closing && !s->failed)
-		update_reading(s);
+		stream_update_reading(s);
 }
 
 static void tls_pump(struct net_stream *s)
@@ -760,11 +522,11 @@ static void tls_pump(struct net_stream *s)
 		 * error queue is kept for fail_tls meanwhile. */
 		int rc = send_wbio(s);
 		if (r != 1 && e != SSL_ERROR_WANT_READ) {
-			fail_tls(s, e, 1);
+			stream_fail_tls(s, e, 1);
 			return;
 		}
 		if (rc < 0) {
-			fail(s, NET_ERR_RESET, rc, "write to %s: %s", s->peer, uv_strerror(rc));
+			stream_fail(s, NET_ERR_RESET, rc, "write to %s: %s", s->peer, uv_strerror(rc));
 			return;
 		}
 		if (r != 1)
@@ -793,9 +555,9 @@ static void sock_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 		return;
 	if (nread < 0) {
 		if (nread != UV_EOF)
-			fail(s, NET_ERR_RESET, (int)nread, "read from %s: %s", s->peer, uv_strerror((int)nread));
+			stream_fail(s, NET_ERR_RESET, (int)nread, "read from %s: %s", s->peer, uv_strerror((int)nread));
 		else if (s->handshaking)
-			fail(s, NET_ERR_RESET, UV_EOF, "tls %s %s: the peer closed the connection during the handshake",
+			stream_fail(s, NET_ERR_RESET, UV_EOF, "tls %s %s: the peer closed the connection during the handshake",
 			     s->client ? "with" : "from", s->peer);
 		else
 			got_eof(s); /* without close_notify: the HTTP framing above says if it was early */
@@ -818,7 +580,7 @@ static void sock_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 			int n = 0;
 			while (n < (int)nread && n < 40 && buf->base[n] >= ' ' && buf->base[n] < 127)
 				n++;
-			fail(s, NET_ERR_PLAIN_HTTP, UV_EPROTO,
+			stream_fail(s, NET_ERR_PLAIN_HTTP, UV_EPROTO,
 			     "tls from %s: the client spoke plain HTTP to a TLS port (\"%.*s\"); it must use https://",
 			     s->peer, n, buf->base);
 			if (s->shutdown_pending && !s->closing) {
@@ -876,7 +638,7 @@ int net_stream_read_start(struct net_stream *s)
 		s->drain_wanted = 1;
 		uv_idle_start(&s->idle, idle_cb);
 	}
-	update_reading(s);
+	stream_update_reading(s);
 	return 0;
 }
 
@@ -884,7 +646,7 @@ void net_stream_read_stop(struct net_stream *s)
 {
 	s->user_reading = 0;
 	if (!s->closing)
-		update_reading(s);
+		stream_update_reading(s);
 }
 
 /*---- the server side ----*/
@@ -893,10 +655,10 @@ static void timeout_cb(uv_timer_t *t)
 {
 	struct net_stream *s = t->data;
 	if (s->client)
-		fail(s, NET_ERR_TIMEOUT, UV_ETIMEDOUT, "%s %s: not done within %llu ms",
+		stream_fail(s, NET_ERR_TIMEOUT, UV_ETIMEDOUT, "%s %s: not done within %llu ms",
 		     s->handshaking ? "tls handshake with" : "connect to", s->peer, (unsigned long long)s->timeout_ms);
 	else
-		fail(s, NET_ERR_TIMEOUT, UV_ETIMEDOUT, "tls from %s: no handshake within %llu ms", s->peer,
+		stream_fail(s, NET_ERR_TIMEOUT, UV_ETIMEDOUT, "tls from %s: no handshake within %llu ms", s->peer,
 		     (unsigned long long)s->timeout_ms);
 }
 
@@ -927,7 +689,7 @@ int net_stream_accept(uv_loop_t *loop, uv_stream_t *listener, struct net_tls_ctx
 	struct net_stream *s = stream_new(loop);
 	int rc = uv_accept(listener, (uv_stream_t *)&s->tcp);
 	if (rc < 0) {
-		close_internal(s);
+		stream_close_internal(s);
 		return rc;
 	}
 	s->connected = 1;
@@ -948,7 +710,7 @@ int net_stream_accept(uv_loop_t *loop, uv_stream_t *listener, struct net_tls_ctx
 	/* The handshake reads whether or not the user does. */
 	rc = uv_read_start((uv_stream_t *)&s->tcp, alloc_cb, sock_read_cb);
 	if (rc < 0) {
-		close_internal(s);
+		stream_close_internal(s);
 		return rc;
 	}
 	s->sock_reading = 1;
@@ -982,7 +744,7 @@ static void start_client_tls(struct net_stream *s)
 	if (sess)
 		SSL_set_session(s->ssl, sess); /* takes its own reference */
 	s->handshaking = 1;
-	update_reading(s);
+	stream_update_reading(s);
 	if (!s->failed)
 		tls_pump(s); /* the ClientHello */
 }
@@ -993,7 +755,7 @@ static void connect_cb(uv_connect_t *req, int status)
 	if (s->closing || s->failed)
 		return;
 	if (status < 0) {
-		fail(s, NET_ERR_CONNECT, status, "connect to %s: %s", s->peer, uv_strerror(status));
+		stream_fail(s, NET_ERR_CONNECT, status, "connect to %s: %s", s->peer, uv_strerror(status));
 		return;
 	}
 	s->connected = 1;
@@ -1013,7 +775,7 @@ static void connect_addr(struct net_stream *s, const struct sockaddr *sa)
 	s->connect_req.data = s;
 	int rc = uv_tcp_connect(&s->connect_req, &s->tcp, sa, connect_cb);
 	if (rc < 0)
-		fail(s, NET_ERR_CONNECT, rc, "connect to %s: %s", s->peer, uv_strerror(rc));
+		stream_fail(s, NET_ERR_CONNECT, rc, "connect to %s: %s", s->peer, uv_strerror(rc));
 }
 
 static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -1027,7 +789,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	}
 	if (!s->failed) {
 		if (status < 0 || !res)
-			fail(s, NET_ERR_CONNECT, status < 0 ? status : UV_EAI_NONAME, "cannot resolve '%s': %s",
+			stream_fail(s, NET_ERR_CONNECT, status < 0 ? status : UV_EAI_NONAME, "cannot resolve '%s': %s",
 			     s->host, uv_strerror(status < 0 ? status : UV_EAI_NONAME));
 		else
 			connect_addr(s, res->ai_addr);
@@ -1055,7 +817,7 @@ static void start_connect(struct net_stream *s)
 	int rc = uv_getaddrinfo(s->loop, &s->gai, gai_cb, s->host, port, &hints);
 	if (rc < 0) {
 		s->gai_pending = 0;
-		fail(s, NET_ERR_CONNECT, rc, "cannot resolve '%s': %s", s->host, uv_strerror(rc));
+		stream_fail(s, NET_ERR_CONNECT, rc, "cannot resolve '%s': %s", s->host, uv_strerror(rc));
 	}
 }
 
@@ -1090,103 +852,3 @@ struct net_stream *net_connect(uv_loop_t *loop, const char *host, uint16_t port,
 	return s;
 }
 
-/*---- accessors ----*/
-
-void net_stream_set_callbacks(struct net_stream *s, const struct net_stream_callbacks *cb, void *data)
-{
-	if (cb)
-		s->cb = *cb;
-	else
-		memset(&s->cb, 0, sizeof(s->cb));
-	s->data = data;
-}
-
-void *net_stream_data(const struct net_stream *s)
-{
-	return s->data;
-}
-
-int net_stream_is_tls(const struct net_stream *s)
-{
-	return s->tls && !s->plain_fallback;
-}
-
-int net_stream_in_handshake(const struct net_stream *s)
-{
-	return s->handshaking;
-}
-
-int net_stream_session_reused(const struct net_stream *s)
-{
-	return s->reused;
-}
-
-int net_stream_peer_cn(const struct net_stream *s, char *buf, size_t len)
-{
-	if (!s->ssl || !s->open || !len)
-		return -1;
-	X509 *cert = SSL_get0_peer_certificate(s->ssl);
-	if (!cert || SSL_get_verify_result(s->ssl) != X509_V_OK)
-		return -1;
-	X509_NAME *nm = X509_get_subject_name(cert);
-	int i = X509_NAME_get_index_by_NID(nm, NID_commonName, -1);
-	if (i < 0)
-		return -1;
-	const ASN1_STRING *d = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(nm, i));
-	int n = ASN1_STRING_length(d);
-	const unsigned char *p = ASN1_STRING_get0_data(d);
-	/* A CN with a NUL inside would compare equal to a shorter name. */
-	if (n < 0 || (size_t)n >= len || memchr(p, '\0', (size_t)n))
-		return -1;
-	memcpy(buf, p, (size_t)n);
-	buf[n] = '\0';
-	return n;
-}
-
-const char *net_stream_tls_version(const struct net_stream *s)
-{
-	return s->ssl && !s->plain_fallback ? SSL_get_version(s->ssl) : NULL;
-}
-
-const char *net_stream_alpn(const struct net_stream *s, char *buf, size_t len)
-{
-	if (!s->ssl || s->plain_fallback || !len)
-		return NULL;
-	const unsigned char *p = NULL;
-	unsigned n = 0;
-	SSL_get0_alpn_selected(s->ssl, &p, &n);
-	snprintf(buf, len, "%.*s", (int)n, p ? (const char *)p : "");
-	return buf;
-}
-
-int net_stream_peername(const struct net_stream *s, struct sockaddr_storage *ss)
-{
-	int len = sizeof(*ss);
-	return uv_tcp_getpeername(&s->tcp, (struct sockaddr *)ss, &len);
-}
-
-int net_stream_peer_text(const struct net_stream *s, char *buf, size_t len)
-{
-	struct sockaddr_storage ss;
-	if (len)
-		buf[0] = '\0';
-	int rc = net_stream_peername(s, &ss);
-	if (rc < 0)
-		return rc;
-	char ip[64] = "?";
-	int port = 0;
-	if (ss.ss_family == AF_INET) {
-		uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
-		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	} else if (ss.ss_family == AF_INET6) {
-		uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
-		port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	}
-	snprintf(buf, len, "%s:%d", ip, port);
-	return 0;
-}
-
-uv_tcp_t *net_stream_tcp(struct net_stream *s)
-{
-	return &s->tcp;
-}
