@@ -177,6 +177,22 @@ int http_parse_head(const char *p, size_t n, struct http_resp *r, long long *cle
  * too when full is not NULL. Returns 0, or -1 with the reason in err (the
  * connection is then unusable).
  */
+void http_resp_take(char *buf, size_t *len, size_t head, size_t body_len, struct http_resp *r, struct rbuf *full)
+{
+	r->body_len = body_len;
+	size_t keep = body_len < ERR_BODY_MAX ? body_len : ERR_BODY_MAX;
+	memcpy(r->body, buf + head, keep);
+	r->body[keep] = '\0';
+	if (full) {
+		rbuf_reset(full);
+		rbuf_append(full, buf + head, body_len);
+	}
+	/* Consume exactly this response; anything after it belongs to the next. */
+	size_t used = head + body_len;
+	memmove(buf, buf + used, *len - used);
+	*len -= used;
+}
+
 int http_read_response(struct http_conn *c, struct http_resp *r, struct rbuf *full, char *err,
                               size_t errlen)
 {
@@ -222,18 +238,7 @@ int http_read_response(struct http_conn *c, struct http_resp *r, struct rbuf *fu
 			return -1;
 		}
 	}
-	r->body_len = to_eof ? c->len - head : (size_t)clen;
-	size_t keep = r->body_len < ERR_BODY_MAX ? r->body_len : ERR_BODY_MAX;
-	memcpy(r->body, c->buf + head, keep);
-	r->body[keep] = '\0';
-	if (full) {
-		rbuf_reset(full);
-		rbuf_append(full, c->buf + head, r->body_len);
-	}
-	/* Consume exactly this response; anything after it belongs to the next. */
-	size_t used = head + r->body_len;
-	memmove(c->buf, c->buf + used, c->len - used);
-	c->len -= used;
+	http_resp_take(c->buf, &c->len, head, to_eof ? c->len - head : (size_t)clen, r, full);
 	return 0;
 }
 

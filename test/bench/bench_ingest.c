@@ -621,14 +621,6 @@ static void request_build(struct rbuf *req, uint16_t port, const struct rbuf *bo
 	rbuf_append(req, body->data, body->len);
 }
 
-/* What went wrong over the whole run, for the summary and the exit code. */
-struct run_errors {
-	uint64_t bad_status, transport, mismatches;
-	int first_status;
-	char first_body[ERR_BODY_MAX + 1];
-	char first_failure[256];
-};
-
 /* What one load produced. */
 struct load_spec {
 	uint16_t port;
@@ -660,8 +652,7 @@ static void load_summarise(struct client *cls, unsigned n, struct load_result *r
 		}
 		if (cl->failure[0]) {
 			res->transport_failed = 1;
-			if (errs->transport++ == 0)
-				snprintf(errs->first_failure, sizeof(errs->first_failure), "%s", cl->failure);
+			note_failure(errs, cl->failure);
 			fprintf(stderr, "  client %u stopped: %s\n", i, cl->failure);
 		}
 		if (cl->bad)

@@ -190,44 +190,10 @@ static int options_parse(int argc, char **argv, struct options *o)
 /*---- what went wrong ----*/
 
 /* Over the whole run, for the summary and the exit code. */
-struct run_errors {
-	uint64_t bad_status, transport, mismatches;
-	int first_status;
-	char first_body[ERR_BODY_MAX + 1];
-	char first_failure[256];
-};
-
 /* An answer counts when it is a 200 whose JSON has no "error". */
 static int answer_ok(const struct http_resp *r)
 {
 	return r->status == 200 && !strstr(r->body, "\"error\"");
-}
-
-static void note_bad(struct run_errors *e, const struct http_resp *r)
-{
-	if (e->bad_status++ == 0) {
-		e->first_status = r->status;
-		memcpy(e->first_body, r->body, sizeof(e->first_body));
-	}
-}
-
-static void note_failure(struct run_errors *e, const char *what)
-{
-	if (e->transport++ == 0)
-		snprintf(e->first_failure, sizeof(e->first_failure), "%s", what);
-}
-
-static void errors_merge(struct run_errors *dst, const struct run_errors *src)
-{
-	if (src->bad_status && !dst->bad_status) {
-		dst->first_status = src->first_status;
-		memcpy(dst->first_body, src->first_body, sizeof(dst->first_body));
-	}
-	if (src->transport && !dst->transport)
-		memcpy(dst->first_failure, src->first_failure, sizeof(dst->first_failure));
-	dst->bad_status += src->bad_status;
-	dst->transport += src->transport;
-	dst->mismatches += src->mismatches;
 }
 
 /*---- requests ----*/

@@ -574,17 +574,7 @@ static int bconn_response(struct bconn *c, struct http_resp *r, struct rbuf *ful
 			return -1;
 		}
 	}
-	r->body_len = to_eof ? c->len - head : (size_t)clen;
-	size_t keep = r->body_len < ERR_BODY_MAX ? r->body_len : ERR_BODY_MAX;
-	memcpy(r->body, c->buf + head, keep);
-	r->body[keep] = '\0';
-	if (full) {
-		rbuf_reset(full);
-		rbuf_append(full, c->buf + head, r->body_len);
-	}
-	size_t used = head + r->body_len;
-	memmove(c->buf, c->buf + used, c->len - used);
-	c->len -= used;
+	http_resp_take(c->buf, &c->len, head, to_eof ? c->len - head : (size_t)clen, r, full);
 	return 0;
 }
 
@@ -642,39 +632,6 @@ static void write_request(struct rbuf *req, struct rbuf *body, uint16_t port, un
 }
 
 /*---- what went wrong ----*/
-
-struct run_errors {
-	uint64_t bad_status, transport;
-	int first_status;
-	char first_body[ERR_BODY_MAX + 1];
-	char first_failure[320];
-};
-
-static void note_bad(struct run_errors *e, const struct http_resp *r)
-{
-	if (e->bad_status++ == 0) {
-		e->first_status = r->status;
-		memcpy(e->first_body, r->body, sizeof(e->first_body));
-	}
-}
-
-static void note_failure(struct run_errors *e, const char *what)
-{
-	if (e->transport++ == 0)
-		snprintf(e->first_failure, sizeof(e->first_failure), "%s", what);
-}
-
-static void errors_merge(struct run_errors *dst, const struct run_errors *src)
-{
-	if (src->bad_status && !dst->bad_status) {
-		dst->first_status = src->first_status;
-		memcpy(dst->first_body, src->first_body, sizeof(dst->first_body));
-	}
-	if (src->transport && !dst->transport)
-		memcpy(dst->first_failure, src->first_failure, sizeof(dst->first_failure));
-	dst->bad_status += src->bad_status;
-	dst->transport += src->transport;
-}
 
 /*---- client threads ----*/
 

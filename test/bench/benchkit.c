@@ -315,3 +315,32 @@ double cpu_pct(double before, double after, uint64_t span_ns)
 		return -1;
 	return 100 * (after - before) * 1e9 / (double)span_ns;
 }
+
+/*---- a run's failures ----*/
+
+void note_bad(struct run_errors *e, const struct http_resp *r)
+{
+	if (e->bad_status++ == 0) {
+		e->first_status = r->status;
+		memcpy(e->first_body, r->body, sizeof(e->first_body));
+	}
+}
+
+void note_failure(struct run_errors *e, const char *what)
+{
+	if (e->transport++ == 0)
+		snprintf(e->first_failure, sizeof(e->first_failure), "%s", what);
+}
+
+void errors_merge(struct run_errors *dst, const struct run_errors *src)
+{
+	if (src->bad_status && !dst->bad_status) {
+		dst->first_status = src->first_status;
+		memcpy(dst->first_body, src->first_body, sizeof(dst->first_body));
+	}
+	if (src->transport && !dst->transport)
+		memcpy(dst->first_failure, src->first_failure, sizeof(dst->first_failure));
+	dst->bad_status += src->bad_status;
+	dst->transport += src->transport;
+	dst->mismatches += src->mismatches;
+}

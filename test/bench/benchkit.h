@@ -167,6 +167,15 @@ int http_parse_head(const char *p, size_t n, struct http_resp *r, long long *cle
 /* Read and consume one response (<= 64 MiB, not chunked; whole body to caller's full if not NULL); 0, or -1 + err. */
 int http_read_response(struct http_conn *c, struct http_resp *r, struct rbuf *full, char *err, size_t errlen);
 
+/*
+ * The answer's body is buf[head, head + body_len), all of it in buf: put
+ * its first bytes in r (r->body_len set), the whole of it in full when not
+ * NULL, then consume it, with its head, from buf (*len shrinks; what
+ * follows belongs to the next answer). For any reader of one connection's
+ * bytes (bench_http.c, and bench_tls.c over TLS).
+ */
+void http_resp_take(char *buf, size_t *len, size_t head, size_t body_len, struct http_resp *r, struct rbuf *full);
+
 /* Send req[0..len) on c and read the answer as http_read_response (full = NULL); 0, or -1 with err. */
 int http_roundtrip(struct http_conn *c, const char *req, size_t len, struct http_resp *r, char *err,
                    size_t errlen);
@@ -182,6 +191,24 @@ int http_control(uint16_t port, const char *method, const char *target, struct r
 
 /* The unsigned number after "key": at or after from (may be NULL) into *out; 0, or -1 if none. */
 int json_u64(const char *from, const char *key, uint64_t *out);
+
+/*---- a run's failures (benchkit.c) ----*/
+
+/* What went wrong in a run, counted, with the first of each kind kept for
+ * the report; { 0 } is none. Not thread safe: one per thread, merged. */
+struct run_errors {
+	uint64_t bad_status, transport, mismatches;
+	int first_status;
+	char first_body[ERR_BODY_MAX + 1];
+	char first_failure[320];
+};
+
+/* An answer that was not the one expected (r's status and body kept if first). */
+void note_bad(struct run_errors *e, const struct http_resp *r);
+/* A transport failure (what: its text, kept if first). */
+void note_failure(struct run_errors *e, const char *what);
+/* Add src's counts to dst, keeping dst's first failures, else src's. */
+void errors_merge(struct run_errors *dst, const struct run_errors *src);
 
 /*---- child processes (bench_proc.c) ----*/
 
