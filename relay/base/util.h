@@ -92,4 +92,17 @@ size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp);
  * reorder or break text (U+061C, U+200E/F, U+2028..202E, U+2066..2069). */
 int unicode_unsafe(uint32_t cp);
 
+/* The noun of a count in a message, so that no message says "1 points":
+ * relay_plural(n, "batch", "batches") is one when n == 1, else many;
+ * relay_s(n) is "" when n == 1, else "s" ("%u attempt%s"). Both return
+ * one of the static strings given (nothing is allocated). */
+static inline const char *relay_plural(uint64_t n, const char *one, const char *many)
+{
+	return n == 1 ? one : many;
+}
+static inline const char *relay_s(uint64_t n)
+{
+	return n == 1 ? "" : "s";
+}
+
 #endif
