@@ -4,7 +4,8 @@ Packaging: `cmake --install` into a staging directory puts every file
 where the init script, the unit and the man pages say (binaries in the
 prefix's bin, /etc/relayd/relayd.yaml, /etc/init.d/relayd,
 /etc/default/relayd, the unit under /lib/systemd/system, man5 and man8,
-the example config under share/doc/relayd), and the installed scripts
+the example config under share/doc/relayd, the influxdb-relay
+converter under share/relayd), and the installed scripts
 name the installed binary. `cpack -G DEB` on the same build directory
 (output in a temp dir, a second or two) builds a .deb whose contents
 (`dpkg-deb -c`) are those files, whose control (`dpkg-deb -I`) lists the
@@ -58,6 +59,7 @@ class PackagingTest(unittest.TestCase):
             self.prefix + "/share/man/man8/relayctl.8": False,
             self.prefix + "/share/man/man5/relayd.yaml.5": False,
             self.prefix + "/share/doc/relayd/config.example.yaml": False,
+            self.prefix + "/share/relayd/migrate-influxdb-relay": True,
             "etc/relayd/relayd.yaml": False,
             "etc/init.d/relayd": True,
             "etc/default/relayd": False,
