@@ -515,5 +515,17 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(i.rows("mig", "SELECT value FROM plain")[0]["value"], 42)
 
 
+def probe():
+    """The script runs on /usr/bin/python3 and needs its tomllib (3.11)."""
+    try:
+        cp = subprocess.run(["/usr/bin/python3", "-c", "import tomllib"],
+                            capture_output=True, timeout=30)
+    except OSError:
+        return "no /usr/bin/python3"
+    if cp.returncode != 0:
+        return "/usr/bin/python3 has no tomllib (Python 3.11 or later needed)"
+    return None
+
+
 if __name__ == "__main__":
-    relaytest.main(require=("relayd",))
+    relaytest.main(require=("relayd",), probe=probe)
