@@ -26,10 +26,7 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
-import time
 import unittest
-import urllib.parse
 
 import relaytest
 
@@ -79,6 +76,7 @@ TWO_HTTP = """\
 [[http]]
 name = "first"
 bind-addr = "127.0.0.1:9096"
+ssl-combined-pem = ""
 output = [ { name="a", location="http://127.0.0.1:8086/write" } ]
 
 [[http]]
