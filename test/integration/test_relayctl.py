@@ -365,9 +365,17 @@ class RelayctlTest(unittest.TestCase):
         fmt[8:12] = (99).to_bytes(4, "little")
         entries[b"format"] = bytes(fmt)
         mdb_load(r.data_dir, "meta", entries)
-        for args in (("status",), ("peek", "down"), ("pause", "down"), ("verify",)):
+        newer = ("this queue was written by a newer relayd (format 99); this relayd reads format 3: "
+                 "install the newer relayd or restore a backup")
+        for args in (("status",), ("peek", "down"), ("pause", "down"), ("verify",), ("backup", r.tmpdir + "/bk")):
             cp = self.ctl(r, *args, rc=1)
-            self.assertIn("incompatible relayd version", cp.stderr)
+            self.assertIn(newer, cp.stderr)
+        self.assertFalse(os.path.exists(r.tmpdir + "/bk"))
+        # relayd refuses it too, saying the same, and leaves it as it was
+        r.start()
+        self.assertNotEqual(r.wait_exit(15), 0)
+        self.assertTrue(r.log_matches(re.escape(newer)), r.log_since_start())
+        self.assertEqual(mdb_dump(r.data_dir, "meta")[b"format"], entries[b"format"])
 
     # 3
 
@@ -816,7 +824,7 @@ class RelayctlTest(unittest.TestCase):
         r = self.relayd([backend("down", down_url())])
         self.write_batches(r, 10)
         r.stop()
-        self.assertIn("ok: 10 batches, 1 backends, 0 dead letters", self.ctl(r, "verify").stdout)
+        self.assertIn("ok: 10 batches, 1 backend, 0 dead letters", self.ctl(r, "verify").stdout)
 
         def damaged_copy(name, dbname, damage):
             d = os.path.join(self.tmp, name)
