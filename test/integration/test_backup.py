@@ -124,13 +124,16 @@ class BackupTest(unittest.TestCase):
         r.wait_ready()
         w = Writers(r)
         self.addCleanup(w.stop)
-        relaytest.wait_until(lambda: len(w.snapshot()) >= 50, 30, what="50 batches acknowledged")
+        relaytest.wait_until(lambda: len(w.snapshot()) >= 300, 60, what="300 batches acknowledged")
 
         # relayctl backup while the writers write
         dest = os.path.join(self.tmp, "backup")
         before = w.snapshot()
         cp = self.ctl(r, "backup", dest, "--json")
         during = w.snapshot()
+        # relayd went on taking writes: the backup held nothing back
+        relaytest.wait_until(lambda: len(w.snapshot()) >= len(during) + 20, 30,
+                             what="writes acknowledged after the backup")
         doc = json.loads(cp.stdout)
         self.assertEqual(doc["dest"], dest)
         self.assertEqual(sorted(os.listdir(dest)), ["data.mdb"])

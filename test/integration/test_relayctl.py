@@ -521,6 +521,7 @@ class RelayctlTest(unittest.TestCase):
         second = w.wait_block(lambda t: "relayd: running" in t, 15, start=first + 1, what="a second refresh")
         gap = w.blocks[second][0] - w.blocks[first][0]
         self.assertGreater(gap, 1.5, "refreshes %.2f s apart, not about 2 s" % gap)
+        self.assertLess(gap, 4.0, "refreshes %.2f s apart, not about 2 s" % gap)
         rows = status_rows(w.blocks[first][1])
         self.assertEqual(list(rows), ["b1"])
         self.assertEqual(rows["b1"]["DELIVERED/S"], "0.0")
