@@ -46,6 +46,8 @@
 #define STATUS_INTERVAL_MS 10000
 /* How often stale LMDB reader slots are freed and delivery rates sampled. */
 #define MAINT_INTERVAL_MS 5000
+/* Where the package installs the configuration: relayd without -c reads it. */
+#define RELAYD_DEFAULT_CONFIG "/etc/relayd/relayd.yaml"
 
 #define SWAP(a, b)                        \
 	do {                              \
@@ -57,10 +59,11 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: relayd -c FILE [--daemon] [--pidfile FILE] [--allow-root]\n"
-		"       relayd -c FILE --check-config\n"
+		"usage: relayd [-c FILE] [--daemon] [--pidfile FILE] [--allow-root]\n"
+		"       relayd [-c FILE] --check-config\n"
 		"\n"
-		"  -c, --config FILE   configuration file (YAML); see relayd.yaml(5)\n"
+		"  -c, --config FILE   configuration file (YAML); see relayd.yaml(5);\n"
+		"                      default " RELAYD_DEFAULT_CONFIG "\n"
 		"  -t, --check-config  check the configuration and exit\n"
 		"  -d, --daemon        detach; return once listening (0) or failed (1)\n"
 		"  -p, --pidfile FILE  write the pid to FILE (removed on exit)\n"
@@ -461,21 +464,6 @@ static void keep_restart_only(struct relayd *d, struct relay_config *next)
 	SWAP(cur->queue_map_bytes, next->queue_map_bytes);
 }
 
-/* The TLS listener's files made absolute against dir, as data_dir is:
- * the daemon leaves for "/", and a reload reads them again from wherever
- * relayd then is. */
-static void absolute_tls_paths(const char *dir, struct relay_config *cfg)
-{
-	char **p[] = {&cfg->tls_cert_file, &cfg->tls_key_file, &cfg->tls_client_ca_file};
-	for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++) {
-		if (!*p[i])
-			continue;
-		char *a = daemon_absolute_path(dir, *p[i]);
-		free(*p[i]);
-		*p[i] = a;
-	}
-}
-
 static void reload_refused(struct relayd *d, struct relay_config *next, const char *why)
 {
 	d->reload_errors++;
@@ -505,10 +493,6 @@ static void reload(struct relayd *d)
 		reload_refused(d, next, err);
 		return;
 	}
-	char *dd = daemon_absolute_path(d->start_dir, next->data_dir);
-	free(next->data_dir);
-	next->data_dir = dd;
-	absolute_tls_paths(d->start_dir, next);
 	/* The TLS listener's certificate, key and client CA are read again
 	 * (a rotation is a file replaced, then SIGHUP): the new context is
 	 * made before anything changes, and first of what opens things, so a
@@ -724,7 +708,9 @@ int main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	if (!config_path || optind != argc || (pidfile && !*pidfile)) {
+	if (!config_path)
+		config_path = RELAYD_DEFAULT_CONFIG;
+	if (!*config_path || optind != argc || (pidfile && !*pidfile)) {
 		usage(stderr);
 		return 2;
 	}
@@ -744,15 +730,12 @@ int main(int argc, char **argv)
 		config_release(&d.cfg);
 		return 0;
 	}
-	/* Every path is made absolute now: the daemon leaves for "/", and a
-	 * reload reads the file again from wherever relayd then is. */
+	/* The paths of the command line are made absolute now: the daemon
+	 * leaves for "/", and a reload reads the file again from there. The
+	 * file's own relative paths mean its directory (config_load). */
 	d.start_dir = xstrdup(getcwd(cwd, sizeof(cwd)) ? cwd : "/");
 	d.config_path = daemon_absolute_path(d.start_dir, config_path);
 	d.pidfile = pidfile ? daemon_absolute_path(d.start_dir, pidfile) : NULL;
-	char *dd = daemon_absolute_path(d.start_dir, d.cfg.data_dir);
-	free(d.cfg.data_dir);
-	d.cfg.data_dir = dd;
-	absolute_tls_paths(d.start_dir, &d.cfg);
 	signal(SIGPIPE, SIG_IGN);
 	/* A reload or a logrotate signal that arrives while relayd starts
 	 * must not kill it (their default action); the loop's handlers take

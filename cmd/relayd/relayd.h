@@ -32,7 +32,7 @@ struct relayd {
 	 */
 	struct relay_config cfg;
 	int ids[RELAY_MAX_BACKENDS]; /* queue id of cfg.backends[i] */
-	char *start_dir;   /* where relayd was started: relative paths mean this */
+	char *start_dir;   /* where relayd was started: -c and --pidfile relative to it mean this */
 	char *config_path; /* absolute: reloads read it after chdir("/") */
 	char *pidfile;     /* absolute, or NULL */
 	uint64_t map_size; /* the queue's LMDB map, fixed until a restart */

@@ -194,9 +194,16 @@ struct relay_config {
  * or -1 with a "FILE:LINE:COL: message" (or "FILE: message" when there is
  * no position, e.g. the file cannot be read) in err; on failure *cfg holds
  * nothing to release. On success the caller calls config_release.
+ * Relative paths of the file (data_dir, the tls: files, a backend's
+ * tls_ca, tls_cert and tls_key) are made absolute against the directory
+ * of path (as named, symbolic links not followed; against the current
+ * directory when path itself is relative), so that every reader agrees.
+ * A file that looks like influxdb-relay's TOML and fails to load gets a
+ * message saying so and how to convert it.
  */
 int config_load(const char *path, struct relay_config *cfg, char *err, size_t errlen);
-/* Same, from a buffer; name is used in messages (and as cfg->path). */
+/* Same, from a buffer; name is used in messages (and as cfg->path).
+ * A buffer has no directory: relative paths stay as written. */
 int config_load_buffer(const char *name, const char *text, size_t len,
                        struct relay_config *cfg, char *err, size_t errlen);
 /* Free everything cfg owns; cfg may be loaded again afterwards. */

@@ -45,6 +45,7 @@ enum key_type {
 #define KF_UNIQUE   0x8 /* list item key: no two items of the list may share the value */
 #define KF_SECRET   0x10 /* a password or token: never repeated in a message */
 #define KF_OFF_OK   0x20 /* KT_HOSTPORT: "off" means none (every field NULL or 0) */
+#define KF_PATH     0x40 /* KT_STRING: a file or directory; relative means the config file's directory */
 
 struct loader;
 struct key_spec;
@@ -106,6 +107,9 @@ extern const size_t cfg_nudp_keys;
 
 struct loader {
 	const char *name;          /* file name for messages */
+	/* The absolute directory of the file, which KF_PATH values that are
+	 * relative are resolved against; NULL (a buffer) = kept as written. */
+	const char *base_dir;
 	struct relay_config *cfg;
 	yaml_document_t *doc;
 	unsigned char *visited;    /* one flag per document node: a second visit is an alias */

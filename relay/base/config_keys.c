@@ -115,11 +115,11 @@ const struct key_spec cfg_backend_keys[] = {
 	     "v2: organisation written to; default the writer's org"),
 	BKEY("token", KT_STRING, KF_SECRET, token, NULL, 0, 0,
 	     "token sent as Authorization: Token instead of the writer's credentials (1.8+: user:password)"),
-	BKEY("tls_ca", KT_STRING, 0, tls_ca, NULL, 0, 0,
+	BKEY("tls_ca", KT_STRING, KF_PATH, tls_ca, NULL, 0, 0,
 	     "https: CA file or directory the backend's certificate is verified with; default the system's"),
-	BKEY("tls_cert", KT_STRING, 0, tls_cert, NULL, 0, 0,
+	BKEY("tls_cert", KT_STRING, KF_PATH, tls_cert, NULL, 0, 0,
 	     "https: client certificate (PEM) for a backend that asks for one (with tls_key)"),
-	BKEY("tls_key", KT_STRING, 0, tls_key, NULL, 0, 0,
+	BKEY("tls_key", KT_STRING, KF_PATH, tls_key, NULL, 0, 0,
 	     "https: the client certificate's private key (PEM)"),
 	BKEY("tls_server_name", KT_STRING, 0, tls_server_name, NULL, 0, 0,
 	     "https: name the certificate must carry, sent as SNI; default the url's host"),
@@ -198,7 +198,7 @@ static const struct list_spec token_list = {
  * be something the file itself could not say.
  */
 const struct key_spec cfg_keys[] = {
-	KEY("", "data_dir", KT_STRING, KF_REQUIRED, data_dir, NULL, 0, 0,
+	KEY("", "data_dir", KT_STRING, KF_REQUIRED | KF_PATH, data_dir, NULL, 0, 0,
 	    "directory of the durable queue (an LMDB environment)"),
 	KEY("", "log_level", KT_LOG_LEVEL, 0, log_level, "info", 0, 0,
 	    "least severe message logged: debug, info, notice, warn or error"),
@@ -244,10 +244,10 @@ const struct key_spec cfg_keys[] = {
 	    "a write beyond gets 503"),
 
 	SECTION("tls", "the TLS listener (listen.https)"),
-	KEY("tls", "cert_file", KT_STRING, 0, tls_cert_file, NULL, 0, 0,
+	KEY("tls", "cert_file", KT_STRING, KF_PATH, tls_cert_file, NULL, 0, 0,
 	    "certificate chain (PEM, the server's first); SIGHUP reads it again"),
-	KEY("tls", "key_file", KT_STRING, 0, tls_key_file, NULL, 0, 0, "its private key (PEM)"),
-	KEY("tls", "client_ca_file", KT_STRING, 0, tls_client_ca_file, NULL, 0, 0,
+	KEY("tls", "key_file", KT_STRING, KF_PATH, tls_key_file, NULL, 0, 0, "its private key (PEM)"),
+	KEY("tls", "client_ca_file", KT_STRING, KF_PATH, tls_client_ca_file, NULL, 0, 0,
 	    "CA of client certificates: clients must present one it signed (mTLS); default none asked"),
 	{ .section = "tls", .name = "client_cert_auth", .type = KT_ENUM, .enm = &bool_enum,
 	  .off = CF(tls_client_cert_auth), .def = "false",

@@ -301,6 +301,34 @@ static int parse_backend_url(const char *s, char **host, uint16_t *port, char **
 	return 0;
 }
 
+/*
+ * influxdb-relay's outputs name the whole write URL ("http://h:8086/write");
+ * relayd appends /write (or /api/v2/write) to the prefix itself, so such a
+ * url would pass and then hold the queue with 404s from "/write/write".
+ * Refused here with the url to write instead; a prefix such as /influx
+ * (a proxy's route) stays allowed.
+ */
+static int write_path_suffix(const char *url, const char *prefix, const yaml_node_t *at, struct loader *ld,
+                             const char *path)
+{
+	static const char *const suffixes[] = { "/api/v2/write", "/write" };
+	size_t pl = strlen(prefix);
+
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(suffixes); i++) {
+		size_t sl = strlen(suffixes[i]);
+		if (pl < sl || strcmp(prefix + pl - sl, suffixes[i]) != 0)
+			continue;
+		size_t ul = strlen(url);
+		while (ul > 0 && url[ul - 1] == '/')
+			ul--;
+		char shown[64];
+		return cfg_fail(ld, at, "%s '%s' ends in %s: relayd adds the write path itself; use url: %.*s",
+		                path, cfg_show(shown, sizeof(shown), url), suffixes[i],
+		                (int)(ul - sl > 200 ? 200 : ul - sl), url);
+	}
+	return 0;
+}
+
 static int check_bounds(struct loader *ld, const struct key_spec *k, uint64_t v,
                         const char *(*fmt)(char *, size_t, uint64_t),
                         const char *text, const yaml_node_t *at, const char *path)
@@ -426,6 +454,11 @@ int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
 		uint16_t port;
 		if (parse_backend_url(text, &host, &port, &prefix, why, sizeof(why)) < 0)
 			return cfg_fail(ld, at, "'%s' must be an http:// or https:// URL: %s", path, why);
+		if (write_path_suffix(text, prefix, at, ld, path) < 0) {
+			free(host);
+			free(prefix);
+			return -1;
+		}
 		replace_str(base, k->off, xstrdup(text));
 		replace_str(base, k->off_host, host);
 		replace_str(base, k->off_path, prefix);

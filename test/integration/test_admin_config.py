@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""
+The configuration as an administrator meets it (issue 17): relative paths
+mean the configuration file's directory, so relayd and relayctl started
+from other directories see the same store; an influxdb-relay TOML file is
+named for what it is, with the way to convert it; a backend url ending in
+/write is refused with the url to use; relayd without -c reads
+/etc/relayd/relayd.yaml.
+"""
+
+import os
+import subprocess
+import unittest
+
+import relaytest
+from relaytest import RELAYCTL_BIN, RELAYD_BIN, Relayd
+
+INFLUXDB_RELAY_TOML = """\
+[[http]]
+name = "example-http"
+bind-addr = "127.0.0.1:9096"
+output = [
+    { name="local1", location = "http://127.0.0.1:8086/write" },
+    { name="local2", location = "http://127.0.0.1:7086/write" },
+]
+[[udp]]
+name = "example-udp"
+bind-addr = "127.0.0.1:9096"
+read-buffer = 0 # default
+output = [
+    { name="local1", location="127.0.0.1:8089", mtu=512 },
+]
+"""
+
+
+def run(args, cwd=None, timeout=30):
+    cp = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                        cwd=cwd, timeout=timeout)
+    report = relaytest.sanitizer_report(cp.stderr)
+    if report:
+        raise AssertionError("sanitizer report from %s:\n%s" % (" ".join(args), report))
+    return cp
+
+
+class RelativePathsTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = relaytest.make_tmpdir(self.addCleanup)
+
+    def test_relayd_and_relayctl_from_other_directories_share_the_store(self):
+        conf = os.path.join(self.tmp, "etc")
+        elsewhere = os.path.join(self.tmp, "elsewhere")
+        other = os.path.join(self.tmp, "other")
+        for d in (conf, elsewhere, other):
+            os.mkdir(d)
+        r = Relayd(self.addCleanup)
+        down = "http://127.0.0.1:%d" % relaytest.closed_port()
+        r.write_config(conf, [{"name": "down", "url": down, "retry_min": "1s", "retry_max": "10s"}],
+                       data_dir="./q")
+        r.tmpdir = elsewhere  # relayd's working directory
+        r.start()
+        r.wait_ready()
+        for i in range(3):
+            status, _, body = r.write("db", "m v=%d\n" % i)
+            self.assertEqual(status, 204, body)
+        self.assertTrue(os.path.isdir(os.path.join(conf, "q")), os.listdir(conf))
+        self.assertFalse(os.path.exists(os.path.join(elsewhere, "q")))
+        r.wait_log(r"queue in '%s/q'" % conf.replace(".", r"\."))
+
+        cp = run([RELAYCTL_BIN, "-c", r.config, "status", "--json"], cwd=other)
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn('"pending_batches":3', cp.stdout.replace(" ", ""))
+        self.assertFalse(os.path.exists(os.path.join(other, "q")))
+        # the config named relative to relayctl's directory: the same store
+        cp = run([RELAYCTL_BIN, "-c", "../etc/relayd.yaml", "status", "--json"], cwd=other)
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn('"pending_batches":3', cp.stdout.replace(" ", ""))
+
+
+class ConfigMessagesTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = relaytest.make_tmpdir(self.addCleanup)
+
+    def write(self, name, text):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_influxdb_relay_toml_is_named(self):
+        path = self.write("relay.toml", INFLUXDB_RELAY_TOML)
+        want = ("%s looks like an influxdb-relay configuration (TOML); relayd reads YAML. Convert it with: "
+                "relayctl migrate %s > relayd.yaml (see docs/operations.md, \"Moving from influxdb-relay\")"
+                % (path, path))
+        cp = relaytest.check_config(path)
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        self.assertEqual(cp.stderr.strip(), want)
+        self.assertNotIn("invalid yaml", cp.stderr)
+        # a plain start says the same
+        cp = run([RELAYD_BIN, "-c", path, "--allow-root"])
+        self.assertEqual(cp.returncode, 1)
+        self.assertEqual(cp.stderr.strip(), want)
+
+    def test_backend_url_with_write_path_is_refused(self):
+        port = relaytest.free_port()
+        text = ("data_dir: %s\nlisten:\n  http: 127.0.0.1:%d\nbackends:\n  - name: a\n"
+                "    url: http://h:8086/write\n" % (os.path.join(self.tmp, "data"), port))
+        path = self.write("relayd.yaml", text)
+        cp = relaytest.check_config(path)
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        self.assertIn("backends[0].url 'http://h:8086/write' ends in /write: relayd adds the write path "
+                      "itself; use url: http://h:8086", cp.stderr)
+        self.write("relayd.yaml", text.replace("/write", "/influx"))
+        cp = relaytest.check_config(path)
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+
+    def test_default_configuration_path(self):
+        cp = run([RELAYD_BIN, "--help"])
+        self.assertEqual(cp.returncode, 0)
+        self.assertIn("default /etc/relayd/relayd.yaml", cp.stdout)
+        if os.path.exists("/etc/relayd/relayd.yaml"):
+            self.skipTest("/etc/relayd/relayd.yaml exists on this host")
+        cp = run([RELAYD_BIN, "--check-config"])
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        self.assertEqual(cp.stderr.strip(), "/etc/relayd/relayd.yaml: cannot read: No such file or directory")
+
+
+if __name__ == "__main__":
+    relaytest.main()
