@@ -114,7 +114,7 @@ static void maint_cb(uv_timer_t *t)
 	 * the file cannot grow by everything written after it. */
 	if (wal_reader_check(d->wal, &cleared) == 0 && cleared > 0)
 		relay_log(RELAY_LOG_INFO, "freed %d stale reader slot%s of the queue (a reader was killed)",
-		          cleared, cleared == 1 ? "" : "s");
+		          cleared, relay_s((uint64_t)cleared));
 	for (size_t i = 0; i < d->cfg.nbackends; i++) {
 		int id = d->ids[i];
 		/* The totals since relayd started (a worker a reload restarted
@@ -385,7 +385,8 @@ static void update_ingest(struct relayd *d)
 		d->ing.names[id] = d->backends.names[id];
 	for (size_t i = 0; i < d->cfg.nbackends; i++) {
 		route |= 1ULL << d->ids[i];
-		d->ing.limits[d->ids[i]] = d->cfg.backends[i].max_bytes;
+		d->ing.max_size[d->ids[i]] = d->cfg.backends[i].max_size_text;
+		d->ing.max_age[d->ids[i]] = d->cfg.backends[i].max_age_text;
 	}
 	d->ing.route = route;
 }
@@ -435,8 +436,8 @@ static void keep_restart_only(struct relayd *d, struct relay_config *next)
 	for (size_t i = 0; udp_same && i < cur->nudp; i++)
 		udp_same = config_udp_equal(&cur->udp[i], &next->udp[i]);
 	if (!udp_same) {
-		snprintf(a, sizeof(a), "%zu listeners", cur->nudp);
-		snprintf(b, sizeof(b), "%zu listeners", next->nudp);
+		snprintf(a, sizeof(a), "%zu listener%s", cur->nudp, relay_s(cur->nudp));
+		snprintf(b, sizeof(b), "%zu listener%s", next->nudp, relay_s(next->nudp));
 		needs_restart("listen.udp", a, b);
 	}
 	SWAP(cur->udp, next->udp);
@@ -533,7 +534,7 @@ static void reload(struct relayd *d)
 		http_server_set_tls(d->http, tls);
 	d->reloads++;
 	relay_log(RELAY_LOG_NOTICE, "configuration reloaded from '%s' (%zu backend%s)", d->config_path,
-		  d->cfg.nbackends, d->cfg.nbackends == 1 ? "" : "s");
+		  d->cfg.nbackends, relay_s(d->cfg.nbackends));
 	if (d->http)
 		http_server_probe_version(d->http); /* the first query backend may be another now */
 	notify_status(d, "READY=1\n");
@@ -622,9 +623,9 @@ static int open_queue(struct relayd *d)
 	/* From format 1 every record gets its checksum; from 2 only the format
 	 * record changes (its records are format-3 records of kind lines). */
 	if (from)
-		relay_log(RELAY_LOG_NOTICE, "upgraded the queue in '%s' from format %u to %d: %" PRIu64 " records rewritten%s "
+		relay_log(RELAY_LOG_NOTICE, "upgraded the queue in '%s' from format %u to %d: %" PRIu64 " record%s rewritten%s "
 		          "(relayctl and relayd of format %u cannot read it any more)",
-		          d->cfg.data_dir, from, WAL_FORMAT_VERSION, upgraded,
+		          d->cfg.data_dir, from, WAL_FORMAT_VERSION, upgraded, relay_s(upgraded),
 		          upgraded ? " with checksums" : ", the format record changed", from);
 	if ((rc = backends_init(&d->backends, d->loop, d->wal)) != 0) {
 		relay_log(RELAY_LOG_ERROR, "cannot start delivery: %s", uv_strerror(rc));
@@ -725,7 +726,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "warning: %s\n", exposed_why);
 		uint64_t ceiling = (config_memory_ceiling(&d.cfg) + (1 << 20) - 1) >> 20;
 		printf("%s: ok (%zu backend%s)\nmemory ceiling: %" PRIu64 " MiB (systemd: MemoryMax=%" PRIu64 "M)\n",
-		       config_path, d.cfg.nbackends, d.cfg.nbackends == 1 ? "" : "s", ceiling, ceiling);
+		       config_path, d.cfg.nbackends, relay_s(d.cfg.nbackends), ceiling, ceiling);
 		query_targets_describe(&d.cfg, stdout);
 		config_release(&d.cfg);
 		return 0;
@@ -819,7 +820,7 @@ int main(int argc, char **argv)
 		 d.cfg.listen_http ? d.cfg.listen_http : "", d.cfg.listen_http && d.cfg.listen_https ? " and " : "",
 		 d.cfg.listen_https ? "https://" : "", d.cfg.listen_https ? d.cfg.listen_https : "");
 	relay_log(RELAY_LOG_NOTICE, "relayd %s listening on %s (queue in '%s', %zu backend%s)", RELAYD_VERSION,
-		  listeners, d.cfg.data_dir, d.cfg.nbackends, d.cfg.nbackends == 1 ? "" : "s");
+		  listeners, d.cfg.data_dir, d.cfg.nbackends, relay_s(d.cfg.nbackends));
 	if (d.cfg.listen_https && d.cfg.tls_client_ca_file)
 		relay_log(RELAY_LOG_NOTICE, "https clients must present a certificate signed by a CA in '%s'%s",
 			  d.cfg.tls_client_ca_file,
@@ -835,8 +836,9 @@ int main(int argc, char **argv)
 	uv_run(d.loop, UV_RUN_DEFAULT);
 
 	const struct ingest_stats *is = &d.ing.stats;
-	relay_log(RELAY_LOG_NOTICE, "stopped: %" PRIu64 " batches committed in %" PRIu64 " commits (largest group %" PRIu64 ")",
-		  is->batches_committed, is->commits, is->max_group);
+	relay_log(RELAY_LOG_NOTICE, "stopped: %" PRIu64 " %s committed in %" PRIu64 " commit%s (largest group %" PRIu64 ")",
+		  is->batches_committed, relay_plural(is->batches_committed, "batch", "batches"), is->commits,
+		  relay_s(is->commits), is->max_group);
 	uv_loop_close(d.loop);
 	wal_close(d.wal);
 	if (d.pidfile)

@@ -342,9 +342,15 @@ static void apply_inherited(struct loader *ld)
 	for (size_t b = 0; b < ld->cfg->nbackends; b++) {
 		for (size_t i = 0; i < nk; i++) {
 			const struct key_spec *k = &cfg_backend_keys[i];
-			if ((k->flags & KF_INHERIT) && !ld->lseen[LIST_BACKENDS][b * nk + i])
-				*(uint64_t *)cfg_field_at(&ld->cfg->backends[b], k->off) =
-					*(uint64_t *)cfg_field_at(ld->cfg, k->off_inherit);
+			if (!(k->flags & KF_INHERIT) || ld->lseen[LIST_BACKENDS][b * nk + i])
+				continue;
+			*(uint64_t *)cfg_field_at(&ld->cfg->backends[b], k->off) =
+				*(uint64_t *)cfg_field_at(ld->cfg, k->off_inherit);
+			if (k->flags & KF_TEXT) {
+				char **to = cfg_field_at(&ld->cfg->backends[b], k->off_text);
+				free(*to);
+				*to = xstrdup(*(char **)cfg_field_at(ld->cfg, k->off_inherit_text));
+			}
 		}
 	}
 }

@@ -64,6 +64,10 @@ struct relay_backend_config {
 	char *path_prefix; /* "" or "/prefix" without a trailing '/' */
 	uint64_t max_bytes;  /* queue byte limit for this backend (defaults to queue.max_bytes) */
 	uint64_t max_age_ms; /* refuse writes while the oldest pending batch is older; 0 = no limit */
+	/* The two as the user wrote them ("1GiB", "2h"; the inherited
+	 * queue: values' text, or the default's), for the messages of a
+	 * refused write: a limit reads as it was configured. */
+	char *max_size_text, *max_age_text;
 	/* delivery */
 	uint64_t timeout_ms;         /* whole response; default 30 s */
 	uint64_t connect_timeout_ms; /* default 5 s */
@@ -160,6 +164,7 @@ struct relay_config {
 	/* queue: */
 	uint64_t queue_max_bytes;     /* default per-backend byte limit; default 1 GiB */
 	uint64_t queue_max_age_ms;    /* default per-backend age limit; 0 (none) */
+	char *queue_max_size_text, *queue_max_age_text; /* the two as written ("1GiB", "0") */
 	uint64_t queue_retry_after_s; /* Retry-After sent with a 503 for a full queue; default 10 */
 	uint64_t queue_map_bytes;     /* LMDB map size; 0 (default) = derived from the limits */
 	uint32_t queue_max_commit_batches; /* most requests one group commit takes; default 1024 */

@@ -46,6 +46,7 @@ enum key_type {
 #define KF_SECRET   0x10 /* a password or token: never repeated in a message */
 #define KF_OFF_OK   0x20 /* KT_HOSTPORT: "off" means none (every field NULL or 0) */
 #define KF_PATH     0x40 /* KT_STRING: a file or directory; relative means the config file's directory */
+#define KF_TEXT     0x80 /* KT_SIZE, KT_DURATION: the value as written is kept too, at off_text (char *) */
 
 struct loader;
 struct key_spec;
@@ -84,6 +85,8 @@ struct key_spec {
 	size_t off;          /* the field the value goes to */
 	size_t off_host, off_port, off_path; /* the parsed parts of KT_HOSTPORT, KT_URL */
 	size_t off_inherit;  /* KF_INHERIT: the struct relay_config field to copy */
+	size_t off_text;     /* KF_TEXT: where the text as written goes */
+	size_t off_inherit_text; /* KF_TEXT with KF_INHERIT: the relay_config text to copy */
 	const struct list_spec *list; /* KT_LIST */
 	const struct enum_spec *enm;  /* KT_ENUM */
 	const char *def;     /* default in the file's own notation; NULL = none */

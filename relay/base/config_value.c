@@ -482,6 +482,8 @@ int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
 		if (check_bounds(ld, k, v, fmt_bytes, text, at, path) < 0)
 			return -1;
 		*(uint64_t *)cfg_field_at(base, k->off) = v;
+		if (k->flags & KF_TEXT)
+			replace_str(base, k->off_text, xstrdup(text));
 		return 0;
 
 	case KT_DURATION:
@@ -491,6 +493,8 @@ int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
 		if (check_bounds(ld, k, v, cfg_fmt_ms, text, at, path) < 0)
 			return -1;
 		*(uint64_t *)cfg_field_at(base, k->off) = v;
+		if (k->flags & KF_TEXT)
+			replace_str(base, k->off_text, xstrdup(text));
 		return 0;
 
 	case KT_SECONDS:
@@ -558,6 +562,11 @@ void cfg_release_fields(const struct key_spec *tab, size_t n, void *base)
 		case KT_NAME:
 		case KT_NAMES:
 			replace_str(base, tab[i].off, NULL);
+			break;
+		case KT_SIZE:
+		case KT_DURATION:
+			if (tab[i].flags & KF_TEXT)
+				replace_str(base, tab[i].off_text, NULL);
 			break;
 		default:
 			break;

@@ -1060,6 +1060,30 @@ static void test_toml_file(void **state)
 	assert_null(strstr(err, "TOML"));
 }
 
+/* max_size and max_age are kept as written, inherited ones too, for the
+ * messages of a refused write. */
+static void test_limit_texts(void **state)
+{
+	struct relay_config cfg;
+	(void)state;
+
+	load_ok(MINIMAL, &cfg);
+	assert_string_equal(cfg.queue_max_size_text, "1GiB");
+	assert_string_equal(cfg.backends[0].max_size_text, "1GiB");
+	assert_string_equal(cfg.backends[0].max_age_text, "0");
+	config_release(&cfg);
+
+	load_ok(DD "backends:\n  - {name: a, url: 'http://h'}\n"
+	        "  - {name: b, url: 'http://h', max_size: 512MiB, max_age: 90m}\n"
+	        "queue: {max_size: 2GB, max_age: 2h}\n", &cfg);
+	assert_int_equal(cfg.backends[0].max_bytes, 2000000000ULL);
+	assert_string_equal(cfg.backends[0].max_size_text, "2GB");
+	assert_string_equal(cfg.backends[0].max_age_text, "2h");
+	assert_string_equal(cfg.backends[1].max_size_text, "512MiB");
+	assert_string_equal(cfg.backends[1].max_age_text, "90m");
+	config_release(&cfg);
+}
+
 static void test_files(void **state)
 {
 	char dir[] = "/tmp/test_config.XXXXXX", path[256], err[512];
@@ -1138,6 +1162,7 @@ int main(void)
 		cmocka_unit_test(test_files),
 		cmocka_unit_test(test_relative_paths),
 		cmocka_unit_test(test_toml_file),
+		cmocka_unit_test(test_limit_texts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
