@@ -454,13 +454,22 @@ static void keep_restart_only(struct relayd *d, struct relay_config *next)
 	}
 	SWAP(cur->queue_max_commit_batches, next->queue_max_commit_batches);
 
-	/* The map is sized once, at open; derived from the limits, it may
-	 * want to change with them (a backend added, a max_size raised). */
-	uint64_t want = config_map_size(next);
-	if (want != d->map_size) {
+	/* The map is sized once, at open. Only a map_size the user set and
+	 * changed is a setting that waits for a restart; a derived one has
+	 * headroom for more backends (config_map_size), and is worth a word
+	 * only when the new limits truly need more than the map has. */
+	if (cur->queue_map_bytes != next->queue_map_bytes) {
 		snprintf(a, sizeof(a), "%" PRIu64 " MiB", d->map_size >> 20);
-		snprintf(b, sizeof(b), "%" PRIu64 " MiB", want >> 20);
+		if (next->queue_map_bytes)
+			snprintf(b, sizeof(b), "%" PRIu64 " MiB", next->queue_map_bytes >> 20);
+		else
+			snprintf(b, sizeof(b), "0 (derived: %" PRIu64 " MiB)", config_map_size(next) >> 20);
 		needs_restart("queue.map_size", a, b);
+	} else if (!next->queue_map_bytes && config_map_need(next) > d->map_size) {
+		relay_log(RELAY_LOG_WARN, "reload: the queues' limits now need a map of %" PRIu64 " MiB (twice the "
+		          "backends' max_size plus 64 MiB) but the queue's map is %" PRIu64 " MiB until a restart: "
+		          "writes may get 503 (queue storage is full) before the queues reach their max_size; "
+		          "restart relayd to map more", config_map_need(next) >> 20, d->map_size >> 20);
 	}
 	SWAP(cur->queue_map_bytes, next->queue_map_bytes);
 }

@@ -223,9 +223,17 @@ void config_release(struct relay_config *cfg);
 int config_backend_equal(const struct relay_backend_config *a, const struct relay_backend_config *b);
 int config_udp_equal(const struct relay_udp_config *a, const struct relay_udp_config *b);
 
-/* The LMDB map size for cfg: queue_map_bytes when set, otherwise twice the
- * sum of the backends' byte limits plus 64 MiB of room for the B-tree, the
- * free list and the dead-letter queues. */
+/* What cfg's limits need of the LMDB map: twice the sum of the backends'
+ * byte limits plus 64 MiB of room for the B-tree, the free list and the
+ * dead-letter queues (saturating). Whatever queue.map_size says. */
+uint64_t config_map_need(const struct relay_config *cfg);
+
+/* The LMDB map size for cfg: queue_map_bytes when set; otherwise derived
+ * with headroom: room for RELAY_MAX_BACKENDS backends at the largest byte
+ * limit configured (capped at 256 GiB of address space), never less than
+ * config_map_need, so that a reload adding backends within those limits
+ * fits the map in force. The map is address space, not disk: the file
+ * grows as it is used (see config_derived.c). */
 uint64_t config_map_size(const struct relay_config *cfg);
 
 /*

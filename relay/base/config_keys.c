@@ -269,7 +269,7 @@ const struct key_spec cfg_keys[] = {
 	KEY("queue", "retry_after", KT_SECONDS, 0, queue_retry_after_s, "10s", 1, UINT64_MAX,
 	    "Retry-After sent with a 503 for a full queue"),
 	KEY("queue", "map_size", KT_SIZE, KF_ZERO_OK, queue_map_bytes, "0", MIB, UINT64_MAX,
-	    "LMDB map size; 0 = twice the backends' limits plus 64MiB"),
+	    "LMDB map size; 0 = derived from the limits, with room for more backends"),
 	KEY("queue", "max_commit_batches", KT_UINT32, 0, queue_max_commit_batches, "1024", 1, 65536,
 	    "most requests made durable by one group commit"),
 

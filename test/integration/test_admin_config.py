@@ -5,10 +5,15 @@ mean the configuration file's directory, so relayd and relayctl started
 from other directories see the same store; an influxdb-relay TOML file is
 named for what it is, with the way to convert it; a backend url ending in
 /write is refused with the url to use; relayd without -c reads
-/etc/relayd/relayd.yaml.
+/etc/relayd/relayd.yaml; a reload that adds a backend never says the
+derived queue.map_size needs a restart (the map has headroom, and it is
+address space: the file stays small), while a map_size the user set and
+changed still does.
 """
 
+import json
 import os
+import signal
 import subprocess
 import unittest
 
@@ -122,6 +127,60 @@ class ConfigMessagesTest(unittest.TestCase):
         cp = run([RELAYD_BIN, "--check-config"])
         self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
         self.assertEqual(cp.stderr.strip(), "/etc/relayd/relayd.yaml: cannot read: No such file or directory")
+
+
+class MapSizeReloadTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = relaytest.make_tmpdir(self.addCleanup)
+
+    def backends(self, n):
+        return [{"name": "b%d" % i, "url": "http://127.0.0.1:%d" % relaytest.closed_port(),
+                 "retry_min": "1s", "retry_max": "10s"} for i in range(n)]
+
+    def reload(self, r, n, extra=None):
+        r.write_config(self.tmp, self.backends(n), extra_yaml=extra)
+        r.proc.send_signal(signal.SIGHUP)
+        r.wait_log(r"configuration reloaded from .* \(%d backends?\)" % n)
+
+    def store(self, r):
+        status, _, body = r.get("/health")
+        return json.loads(body)["store"]
+
+    def test_adding_backends_needs_no_restart_of_a_derived_map(self):
+        r = Relayd(self.addCleanup)
+        r.write_config(self.tmp, self.backends(1))
+        r.start()
+        r.wait_ready()
+        store = self.store(r)
+        # room for every backend the queue can hold at 1GiB, in address
+        # space only: the file is what is used, not the map
+        self.assertGreaterEqual(store["map_size_bytes"], 2 * 64 * (1 << 30))
+        self.assertLess(os.path.getsize(os.path.join(r.data_dir, "data.mdb")), 16 << 20)
+        self.assertLess(store["file_size_bytes"], 16 << 20)
+        self.reload(r, 2)
+        self.reload(r, 5, {"queue": {"max_size": "512MiB"}})
+        self.assertEqual(r.log_matches(r"map_size|needs a restart|need a map"), [])
+
+    def test_a_user_set_map_size_changed_still_warns(self):
+        r = Relayd(self.addCleanup)
+        r.write_config(self.tmp, self.backends(1), extra_yaml={"queue": {"map_size": "256MiB"}})
+        r.start()
+        r.wait_ready()
+        self.reload(r, 2, {"queue": {"map_size": "256MiB"}})
+        self.assertEqual(r.log_matches(r"map_size|needs a restart"), [])
+        self.reload(r, 2, {"queue": {"map_size": "512MiB"}})
+        r.wait_log(r"reload: 'queue\.map_size' changed from '256 MiB' to '512 MiB': this needs a restart")
+
+    def test_limits_beyond_the_derived_map_say_so(self):
+        r = Relayd(self.addCleanup)
+        r.write_config(self.tmp, self.backends(1), extra_yaml={"queue": {"max_size": "1MiB"}})
+        r.start()
+        r.wait_ready()
+        # 64 + 2 x 64 x 1 MiB = 192 MiB mapped; 2 x 1 GiB + 64 MiB needed
+        self.reload(r, 1, {"queue": {"max_size": "1GiB"}})
+        r.wait_log(r"reload: the queues' limits now need a map of 2112 MiB \(twice the backends' max_size plus "
+                   r"64 MiB\) but the queue's map is 192 MiB until a restart")
+        self.assertEqual(r.log_matches(r"'queue\.map_size' changed"), [])
 
 
 if __name__ == "__main__":

@@ -786,16 +786,31 @@ static void test_map_size(void **state)
 	struct relay_config cfg;
 	(void)state;
 
+	/* Derived: room for every backend the queue can hold at the largest
+	 * limit, so that a reload adding backends needs no restart. */
 	load_ok(MINIMAL, &cfg);
-	assert_int_equal(config_map_size(&cfg), 2 * GIB + 64 * MIB);
+	assert_int_equal(config_map_need(&cfg), 2 * GIB + 64 * MIB);
+	assert_int_equal(config_map_size(&cfg), 2 * RELAY_MAX_BACKENDS * GIB + 64 * MIB);
 	config_release(&cfg);
 
 	load_ok(DD "backends:\n  - {name: a, url: 'http://h'}\n  - {name: b, url: 'http://h', max_size: 512MiB}\n", &cfg);
-	assert_int_equal(config_map_size(&cfg), 3 * GIB + 64 * MIB);
+	assert_int_equal(config_map_need(&cfg), 3 * GIB + 64 * MIB);
+	assert_int_equal(config_map_size(&cfg), 2 * RELAY_MAX_BACKENDS * GIB + 64 * MIB);
 	config_release(&cfg);
 
+	/* The headroom is capped (address space), never below the need. */
+	load_ok(DD "queue: {max_size: 100GiB}\n" BK, &cfg);
+	assert_int_equal(config_map_size(&cfg), 256 * GIB);
+	config_release(&cfg);
+	load_ok(DD "queue: {max_size: 100GiB}\nbackends:\n  - {name: a, url: 'http://h'}\n"
+	        "  - {name: b, url: 'http://h'}\n  - {name: c, url: 'http://h'}\n", &cfg);
+	assert_int_equal(config_map_size(&cfg), 600 * GIB + 64 * MIB);
+	config_release(&cfg);
+
+	/* Set by the user: as set, whatever the limits need. */
 	load_ok(DD "queue: {map_size: 3MiB}\n" BK, &cfg);
 	assert_int_equal(config_map_size(&cfg), 3 * MIB);
+	assert_int_equal(config_map_need(&cfg), 2 * GIB + 64 * MIB);
 	config_release(&cfg);
 
 	/* Limits this large are legal; the sum saturates instead of wrapping. */
@@ -808,7 +823,8 @@ static void test_map_size(void **state)
 	/* A struct filled by hand, as other modules' tests do. */
 	struct relay_backend_config b[2] = { { .max_bytes = MIB }, { .max_bytes = 2 * MIB } };
 	struct relay_config hand = { .backends = b, .nbackends = 2 };
-	assert_int_equal(config_map_size(&hand), 6 * MIB + 64 * MIB);
+	assert_int_equal(config_map_need(&hand), 6 * MIB + 64 * MIB);
+	assert_int_equal(config_map_size(&hand), 2 * RELAY_MAX_BACKENDS * 2 * MIB + 64 * MIB);
 	hand.queue_map_bytes = 5;
 	assert_int_equal(config_map_size(&hand), 5);
 }
