@@ -520,11 +520,19 @@ static void reload(struct relayd *d)
 		reload_refused(d, next, err);
 		return;
 	}
-	if (strcmp(next->log_output, d->cfg.log_output) != 0 && relay_log_open(next->log_output, err, sizeof(err)) < 0) {
+	/* The list is resolved again: an output may have come (a syslog
+	 * daemon started) or gone since. */
+	char chosen[sizeof(d->log_chosen)], passed[1024];
+	if (relay_log_open_first(next->log_output, chosen, sizeof(chosen), passed, sizeof(passed), err,
+	                         sizeof(err)) < 0) {
 		net_tls_ctx_unref(tls);
 		reload_refused(d, next, err);
 		return;
 	}
+	if (strcmp(chosen, d->log_chosen) != 0)
+		relay_log(RELAY_LOG_NOTICE, "reload: logging to %s now (was %s)%s%s", chosen, d->log_chosen,
+		          *passed ? "; passed over: " : "", passed);
+	snprintf(d->log_chosen, sizeof(d->log_chosen), "%s", chosen);
 
 	/* From here on nothing fails. */
 	keep_restart_only(d, next);
@@ -565,8 +573,8 @@ static void on_sigusr1(uv_signal_t *h, int signum)
 	struct relayd *d = h->data;
 	char err[512];
 	(void)signum;
-	if (d->cfg.log_output[0] != '/') {
-		relay_log(RELAY_LOG_DEBUG, "SIGUSR1: the log goes to %s, no file to reopen", d->cfg.log_output);
+	if (d->log_chosen[0] != '/') {
+		relay_log(RELAY_LOG_DEBUG, "SIGUSR1: the log goes to %s, no file to reopen", d->log_chosen);
 		return;
 	}
 	/* logrotate moved the file away: lines go on into the moved file
@@ -574,10 +582,54 @@ static void on_sigusr1(uv_signal_t *h, int signum)
 	if (relay_log_reopen(err, sizeof(err)) < 0)
 		relay_log(RELAY_LOG_ERROR, "%s; logging on into the old file", err);
 	else
-		relay_log(RELAY_LOG_NOTICE, "log file '%s' reopened", d->cfg.log_output);
+		relay_log(RELAY_LOG_NOTICE, "log file '%s' reopened", d->log_chosen);
 }
 
 /*---- startup ----*/
+
+/*
+ * What an operator must hear about log_output before relayd starts (in
+ * --check-config, and on stderr before --daemon detaches): that no output
+ * of the list is available on this host, with the fix. Checked without
+ * opening anything (relay_log_output_check). why gets the warning, or ""
+ * when there is none; returns the output that will be used as far as can
+ * be told now ("stderr" when none is available and none is a file).
+ */
+static const char *log_output_warning(const struct relay_config *cfg, char *why, size_t whylen)
+{
+	static char first[4096];
+	char reasons[1536] = "", reason[512], out[4096];
+	const char *p = cfg->log_output;
+	size_t rl = 0, n = 0;
+	int file = 0;
+
+	why[0] = '\0';
+	while (p && *p) {
+		size_t len = strcspn(p, "\n");
+		snprintf(out, sizeof(out), "%.*s", (int)len, p);
+		p += len + (p[len] == '\n');
+		n++;
+		file |= out[0] == '/';
+		if (relay_log_output_check(out, reason, sizeof(reason))) {
+			snprintf(first, sizeof(first), "%s", out);
+			return first;
+		}
+		int w = snprintf(reasons + rl, sizeof(reasons) - rl, "%s%s: %s", rl ? "; " : "", out, reason);
+		if (w > 0)
+			rl = rl + (size_t)w < sizeof(reasons) ? rl + (size_t)w : sizeof(reasons) - 1;
+	}
+	if (n == 1 && strcmp(cfg->log_output, "syslog") == 0)
+		snprintf(why, whylen, "log_output is syslog but %s: its lines would be lost, so relayd logs to stderr; "
+		         "set log_output to a file (/var/log/relayd/relayd.log), or to journal under systemd, or to a "
+		         "list such as [journal, syslog, /var/log/relayd/relayd.log]", reason);
+	else if (file)
+		snprintf(why, whylen, "no log_output can be used (%s): relayd will refuse to start", reasons);
+	else
+		snprintf(why, whylen, "no log_output can be used (%s), so relayd logs to stderr; add a file to the "
+		         "list (/var/log/relayd/relayd.log)", reasons);
+	snprintf(first, sizeof(first), "%s", file ? "" : "stderr");
+	return first;
+}
 
 static int open_queue(struct relayd *d)
 {
@@ -728,11 +780,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
-	char exposed_why[PATH_MAX + 200];
+	char exposed_why[PATH_MAX + 200], log_why[2048];
 	int exposed = config_secrets_exposed(&d.cfg, exposed_why, sizeof(exposed_why));
+	const char *log_first = log_output_warning(&d.cfg, log_why, sizeof(log_why));
 	if (check_only) {
 		if (exposed)
 			fprintf(stderr, "warning: %s\n", exposed_why);
+		if (*log_why)
+			fprintf(stderr, "warning: %s\n", log_why);
 		uint64_t ceiling = (config_memory_ceiling(&d.cfg) + (1 << 20) - 1) >> 20;
 		printf("%s: ok (%zu backend%s)\nmemory ceiling: %" PRIu64 " MiB (systemd: MemoryMax=%" PRIu64 "M)\n",
 		       config_path, d.cfg.nbackends, relay_s(d.cfg.nbackends), ceiling, ceiling);
@@ -746,6 +801,10 @@ int main(int argc, char **argv)
 	d.start_dir = xstrdup(getcwd(cwd, sizeof(cwd)) ? cwd : "/");
 	d.config_path = daemon_absolute_path(d.start_dir, config_path);
 	d.pidfile = pidfile ? daemon_absolute_path(d.start_dir, pidfile) : NULL;
+	/* Before anything else can fail or --daemon detaches: on the
+	 * terminal (or the init script's capture), where it is seen. */
+	if (*log_why)
+		relay_log(RELAY_LOG_WARN, "%s", log_why);
 	signal(SIGPIPE, SIG_IGN);
 	/* A reload or a logrotate signal that arrives while relayd starts
 	 * must not kill it (their default action); the loop's handlers take
@@ -761,8 +820,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (detach) {
-		if (strcmp(d.cfg.log_output, "stderr") == 0)
-			relay_log(RELAY_LOG_WARN, "log_output is stderr, which --daemon points at /dev/null: "
+		if (strcmp(log_first, "stderr") == 0)
+			relay_log(RELAY_LOG_WARN, "the log would go to stderr, which --daemon points at /dev/null: "
 				  "set log_output to syslog or a file to keep the log");
 		/* Before the loop and its thread pool exist: fork copies only
 		 * the calling thread. */
@@ -773,12 +832,16 @@ int main(int argc, char **argv)
 		}
 	}
 	d.pid = getpid();
-	if (relay_log_open(d.cfg.log_output, err, sizeof(err)) < 0) {
-		relay_log(RELAY_LOG_ERROR, "%s", err);
+	char passed[1024];
+	if (relay_log_open_first(d.cfg.log_output, d.log_chosen, sizeof(d.log_chosen), passed, sizeof(passed), err,
+	                         sizeof(err)) < 0) {
+		relay_log(RELAY_LOG_ERROR, "%s: refusing to start", err);
 		release(&d);
 		return 1;
 	}
 	set_log_level(&d.cfg);
+	relay_log(RELAY_LOG_INFO, "logging to %s%s%s%s", d.log_chosen, *passed ? " (passed over: " : "", passed,
+	          *passed ? ")" : "");
 	if (exposed)
 		relay_log(RELAY_LOG_WARN, "%s", exposed_why);
 

@@ -202,6 +202,41 @@ fail:
 }
 
 /*
+ * log_output as a sequence: outputs in order of preference, the first
+ * available on the host being used (relay_log_open_first). Each is checked
+ * as a single value would be; they are stored joined by '\n', which none
+ * may contain.
+ */
+static int walk_outputs(struct loader *ld, const struct key_spec *k, void *base, yaml_node_t *seq,
+                        const char *path)
+{
+	struct rbuf joined = RBUF_INIT;
+	size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+
+	if (n == 0)
+		return cfg_fail(ld, seq, "'%s' must list at least one output (stderr, syslog, journal or a file)", path);
+	if (n > 16)
+		return cfg_fail(ld, seq, "'%s' lists more than 16 outputs", path);
+	for (size_t i = 0; i < n; i++) {
+		yaml_node_t *item = node_at(ld, seq->data.sequence.items.start[i]);
+		const char *text = NULL;
+		if (enter(ld, item, item, path) < 0 || scalar_text(ld, item, path, &text) < 0 ||
+		    cfg_check_log_output(ld, item, text, path) < 0) {
+			rbuf_release(&joined);
+			return -1;
+		}
+		if (joined.len)
+			rbuf_appendc(&joined, '\n');
+		rbuf_append(&joined, text, strlen(text));
+	}
+	char **field = cfg_field_at(base, k->off);
+	free(*field);
+	*field = xstrdup(rbuf_cstr(&joined));
+	rbuf_release(&joined);
+	return 0;
+}
+
+/*
  * Apply the mapping map to base using the rows of tab in section. seen
  * records where each row's key was found (duplicates and required keys);
  * prefix names the mapping in messages (NULL at the top level).
@@ -255,6 +290,17 @@ static int walk_mapping(struct loader *ld, yaml_node_t *map, const struct key_sp
 			break;
 		case KT_NAMES:
 			if (walk_names(ld, k, base, vn, kn, path) < 0)
+				return -1;
+			break;
+		case KT_LOG_OUTPUT:
+			if (vn->type == YAML_SEQUENCE_NODE) {
+				if (walk_outputs(ld, k, base, vn, path) < 0)
+					return -1;
+				break;
+			}
+			if (is_null(vn))
+				return cfg_fail(ld, kn, "'%s' needs a value", path);
+			if (scalar_text(ld, vn, path, &text) < 0 || cfg_set_value(ld, k, base, text, vn, path) < 0)
 				return -1;
 			break;
 		default:

@@ -127,7 +127,11 @@ struct relay_config {
 	char *path;     /* the file loaded */
 	char *data_dir; /* required */
 	char *log_level; /* "debug", "info" (default), "notice", "warn", "error" */
-	char *log_output; /* "stderr" (default), "syslog", or an absolute file path */
+	/* Outputs in order of preference, joined by '\n' (one, or the YAML
+	 * list's items): "stderr" (default), "syslog", "journal", or an
+	 * absolute file path. The first available is used
+	 * (relay_log_open_first). */
+	char *log_output;
 	int log_format;   /* enum relay_log_format; default text */
 	uint64_t log_outage_reminder_ms; /* reminder while a backend stays down; 0 = none; 10 min */
 	char *user;     /* started as root, run as this user; NULL = none */

@@ -26,7 +26,7 @@ enum key_type {
 	KT_LIST,      /* a sequence of mappings, described by .list */
 	KT_STRING,    /* char *, not empty */
 	KT_LOG_LEVEL, /* char *, one of log_levels[] */
-	KT_LOG_OUTPUT, /* char *: "stderr", "syslog" or an absolute path */
+	KT_LOG_OUTPUT, /* char *: stderr, syslog, journal or an absolute path, or a sequence of them joined by '\n' */
 	KT_HOSTPORT,  /* char * as written, plus off_host (char *), off_port (uint16_t) */
 	KT_URL,       /* char * as written, plus off_host, off_port and off_path (char *) */
 	KT_NAME,      /* char *, a name: [A-Za-z0-9_.-]{1,64} */
@@ -175,6 +175,10 @@ const char *cfg_fmt_ms(char *buf, size_t size, uint64_t v);
  */
 int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
                   const char *text, const yaml_node_t *at, const char *path);
+/* Check text as one output of log_output (stderr, syslog, journal or an
+ * absolute path without control characters). Returns 0, or -1 with the
+ * error reported through cfg_fail at at. */
+int cfg_check_log_output(struct loader *ld, const yaml_node_t *at, const char *text, const char *path);
 /* 1 if s is a valid name ([A-Za-z0-9_.-]{1,64}), as KT_NAME wants. */
 int cfg_valid_name(const char *s);
 /* Free the strings the n rows of tab own in base and set them to NULL. */

@@ -205,7 +205,8 @@ const struct key_spec cfg_keys[] = {
 	KEY("", "log_level", KT_LOG_LEVEL, 0, log_level, "info", 0, 0,
 	    "least severe message logged: debug, info, notice, warn or error"),
 	KEY("", "log_output", KT_LOG_OUTPUT, 0, log_output, "stderr", 0, 0,
-	    "where log lines go: stderr, syslog, or the absolute path of a file"),
+	    "where log lines go: stderr, syslog, journal or the absolute path of a file, or a list of them "
+	    "in order of preference (the first available is used)"),
 	{ .section = "", .name = "log_format", .type = KT_ENUM, .enm = &log_format_enum, .off = CF(log_format),
 	  .def = "text", .desc = "text (one line per event) or json (one object per line, for log shippers)" },
 	KEY("", "log_outage_reminder", KT_DURATION, KF_ZERO_OK, log_outage_reminder_ms, "10m", 1, UINT64_MAX,

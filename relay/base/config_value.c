@@ -419,11 +419,8 @@ int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
 		                path, cfg_show(shown, sizeof(shown), text));
 
 	case KT_LOG_OUTPUT:
-		/* A relative path would depend on the directory relayd was
-		 * started from, which a daemon leaves for "/". */
-		if (strcmp(text, "stderr") && strcmp(text, "syslog") && text[0] != '/')
-			return cfg_fail(ld, at, "'%s' must be stderr, syslog or an absolute file path, not '%s'",
-			                path, cfg_show(shown, sizeof(shown), text));
+		if (cfg_check_log_output(ld, at, text, path) < 0)
+			return -1;
 		replace_str(base, k->off, xstrdup(text));
 		return 0;
 
@@ -539,6 +536,23 @@ int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
 		break;
 	}
 	relay_fatal("config: key '%s' has no scalar type", k->name);
+}
+
+int cfg_check_log_output(struct loader *ld, const yaml_node_t *at, const char *text, const char *path)
+{
+	char shown[64];
+
+	/* A file must be absolute: a relative one would be one typo of a
+	 * word away ("jounral" would become a file next to the
+	 * configuration). Control characters would break the '\n'-joined
+	 * list. */
+	if (strcmp(text, "stderr") && strcmp(text, "syslog") && strcmp(text, "journal") && text[0] != '/')
+		return cfg_fail(ld, at, "'%s' must be stderr, syslog, journal or an absolute file path, not '%s'",
+		                path, cfg_show(shown, sizeof(shown), text));
+	for (const char *c = text; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			return cfg_fail(ld, at, "'%s' must not contain control characters", path);
+	return 0;
 }
 
 int cfg_valid_name(const char *s)

@@ -8,13 +8,20 @@ named for what it is, with the way to convert it; a backend url ending in
 /etc/relayd/relayd.yaml; a reload that adds a backend never says the
 derived queue.map_size needs a restart (the map has headroom, and it is
 address space: the file stays small), while a map_size the user set and
-changed still does.
+changed still does. log_output as a list of preferences: journal (lines
+"<N>message" on stderr when JOURNAL_STREAM names it, text or JSON), the
+fall through to a file when it does not, a single syslog without /dev/log
+warned on stderr before --daemon detaches and by --check-config, the list
+resolved again on SIGHUP, SIGUSR1 reopening the file chosen.
 """
 
 import json
 import os
+import re
 import signal
 import subprocess
+import threading
+import time
 import unittest
 
 import relaytest
@@ -181,6 +188,166 @@ class MapSizeReloadTest(unittest.TestCase):
         r.wait_log(r"reload: the queues' limits now need a map of 2112 MiB \(twice the backends' max_size plus "
                    r"64 MiB\) but the queue's map is 192 MiB until a restart")
         self.assertEqual(r.log_matches(r"'queue\.map_size' changed"), [])
+
+
+def read_text(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+class LogOutputTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = relaytest.make_tmpdir(self.addCleanup)
+
+    def backends(self):
+        return [{"name": "down", "url": "http://127.0.0.1:%d" % relaytest.closed_port(),
+                 "retry_min": "1s", "retry_max": "10s"}]
+
+    def journal_relayd(self, log_format):
+        """relayd with stderr on a pipe that JOURNAL_STREAM names, as
+        systemd starts a service with StandardError=journal: what it
+        wrote, until it stops."""
+        r = Relayd(self.addCleanup)
+        fallback = os.path.join(self.tmp, "fallback.log")
+        r.write_config(self.tmp, self.backends(),
+                       extra_yaml={"log_output": ["journal", fallback], "log_format": log_format})
+        rfd, wfd = os.pipe()
+        st = os.fstat(wfd)
+        env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+        root = ["--allow-root"] if os.geteuid() == 0 else []
+        proc = subprocess.Popen([RELAYD_BIN, "-c", r.config] + root, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=wfd, cwd=self.tmp, env=env)
+        os.close(wfd)
+        self.addCleanup(relaytest.stop_process, proc)
+        out = []
+
+        def drain():
+            with os.fdopen(rfd, "rb") as f:
+                for line in f:
+                    out.append(line.decode("utf-8", "replace"))
+        t = threading.Thread(target=drain, daemon=True)
+        t.start()
+        relaytest.wait_until(lambda: any("listening on" in l for l in out), 10, 0.05,
+                             what="relayd listening", detail=lambda: "".join(out))
+        status, _, _ = r.write("db", "m v=1\n")
+        self.assertEqual(status, 204)
+        relaytest.stop_process(proc)
+        t.join(10)
+        self.assertFalse(os.path.exists(fallback), "the journal was available: no fallback file")
+        report = relaytest.sanitizer_report("".join(out))
+        if report:
+            raise AssertionError(report)
+        return out
+
+    def test_journal_lines_carry_the_priority_and_no_timestamp(self):
+        out = self.journal_relayd("text")
+        self.assertTrue(out)
+        for line in out:
+            self.assertRegex(line, r"^<[3-7]>\S", line)
+            self.assertNotRegex(line, r"^<\d>\d{4}-\d\d-\d\dT", "the journal stamps the time itself")
+        self.assertIn("<6>logging to journal\n", out)
+        self.assertTrue([l for l in out if re.match(r"<5>relayd .* listening on http://", l)], out)
+        self.assertTrue([l for l in out if l.startswith("<5>signal 15: shutting down")], out)
+
+    def test_journal_with_json_lines(self):
+        out = self.journal_relayd("json")
+        for line in out:
+            m = re.match(r"^<([3-7])>(\{.*\})\n$", line)
+            self.assertIsNotNone(m, line)
+            o = json.loads(m.group(2))
+            self.assertEqual(list(o), ["time", "level", "pid", "msg"])
+            want = {"debug": "7", "info": "6", "notice": "5", "warn": "4", "error": "3"}[o["level"]]
+            self.assertEqual(m.group(1), want, line)
+        self.assertTrue([l for l in out if '"msg":"logging to journal"' in l], out)
+
+    def test_falls_through_to_a_file_without_the_journal(self):
+        r = Relayd(self.addCleanup)
+        path = os.path.join(self.tmp, "relayd-out.log")
+        r.write_config(self.tmp, self.backends(), extra_yaml={"log_output": ["journal", path]})
+        env = os.environ.pop("JOURNAL_STREAM", None)
+        try:
+            r.start()
+        finally:
+            if env is not None:
+                os.environ["JOURNAL_STREAM"] = env
+        r.wait_ready()
+        relaytest.wait_until(lambda: "listening on" in read_text(path), 10, 0.05, what="the log file",
+                             detail=lambda: r.log_since_start())
+        text = read_text(path)
+        self.assertRegex(text, r"info logging to %s \(passed over: journal: JOURNAL_STREAM is not set"
+                         % re.escape(path))
+        self.assertNotIn("listening on", r.log_since_start(), "nothing on stderr after the choice")
+
+        # SIGUSR1 reopens the file chosen (after logrotate moved it)
+        os.rename(path, path + ".1")
+        r.proc.send_signal(signal.SIGUSR1)
+        relaytest.wait_until(lambda: "reopened" in read_text(path), 10, 0.05, what="the log file reopened")
+
+    def test_reload_resolves_the_list_again(self):
+        r = Relayd(self.addCleanup)
+        later = os.path.join(self.tmp, "later")  # not there yet
+        first = os.path.join(later, "relayd.log")
+        second = os.path.join(self.tmp, "second.log")
+        outputs = ["syslog", first, second] if not os.path.exists("/dev/log") else [first, second]
+        r.write_config(self.tmp, self.backends(), extra_yaml={"log_output": outputs})
+        r.start()
+        r.wait_ready()
+        relaytest.wait_until(lambda: "listening on" in read_text(second), 10, 0.05, what="the second file")
+        self.assertIn("cannot open log file '%s'" % first, read_text(second))
+        os.mkdir(later)
+        r.proc.send_signal(signal.SIGHUP)  # the same file: the first output is available now
+        relaytest.wait_until(lambda: "configuration reloaded" in read_text(first), 10, 0.05,
+                             what="the reload in the first file", detail=lambda: read_text(second))
+        self.assertIn("reload: logging to %s now (was %s)" % (first, second), read_text(first))
+        # and a list of outputs none of which can be used, with a file: refused
+        r.write_config(self.tmp, self.backends(), extra_yaml={"log_output": ["/nonexistent/dir/x.log"]})
+        r.proc.send_signal(signal.SIGHUP)
+        relaytest.wait_until(lambda: "reload refused: no log_output can be used" in read_text(first), 10, 0.05,
+                             what="the refused reload", detail=lambda: read_text(first))
+
+    def test_syslog_without_dev_log_is_warned_on_stderr(self):
+        if os.path.exists("/dev/log"):
+            self.skipTest("/dev/log exists on this host")
+        r = Relayd(self.addCleanup)
+        r.write_config(self.tmp, self.backends(), extra_yaml={"log_output": "syslog"})
+        want = ("log_output is syslog but /dev/log does not exist (no syslog daemon): its lines would be lost, "
+                "so relayd logs to stderr; set log_output to a file")
+        cp = relaytest.check_config(r.config)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn("warning: " + want, cp.stderr)
+        # --daemon: on the caller's stderr, before it detaches
+        pidfile = os.path.join(self.tmp, "relayd.pid")
+        root = ["--allow-root"] if os.geteuid() == 0 else []
+        cp = run([RELAYD_BIN, "--daemon", "--pidfile", pidfile, "-c", r.config] + root)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        with open(pidfile) as f:
+            pid = int(f.read())
+        self.addCleanup(self.kill, pid)
+        self.assertRegex(cp.stderr, r"warn " + re.escape(want))
+        # started in the foreground: the same, and it logs on stderr
+        self.kill(pid)
+        r.start()
+        r.wait_ready()
+        log = r.log_since_start()
+        self.assertIn(want, log)
+        self.assertRegex(log, r"info logging to stderr \(passed over: syslog: /dev/log does not exist")
+
+    @staticmethod
+    def kill(pid):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        for _ in range(150):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

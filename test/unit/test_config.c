@@ -253,6 +253,16 @@ static void test_udp_auth_api(void **state)
 	load_ok(DD "log_output: /var/log/relayd/relayd.log\n" BK, &cfg);
 	assert_string_equal(cfg.log_output, "/var/log/relayd/relayd.log");
 	config_release(&cfg);
+	load_ok(DD "log_output: journal\n" BK, &cfg);
+	assert_string_equal(cfg.log_output, "journal");
+	config_release(&cfg);
+	/* A list of preferences, kept in order, joined by '\n'. */
+	load_ok(DD "log_output: [journal, /var/log/relayd/relayd.log]\n" BK, &cfg);
+	assert_string_equal(cfg.log_output, "journal\n/var/log/relayd/relayd.log");
+	config_release(&cfg);
+	load_ok(DD "log_output:\n  - syslog\n  - stderr\n" BK, &cfg);
+	assert_string_equal(cfg.log_output, "syslog\nstderr");
+	config_release(&cfg);
 
 	/* Off by default; users may be listed while it is off; empty lists. */
 	load_ok(DD "listen:\n  udp:\nauth:\n  users:\n    - {name: w, password: x}\n" BK, &cfg);
@@ -546,7 +556,13 @@ static const struct bad_case bad_cases[] = {
 	  "t.yaml:5:11: ", "duplicate backend name 'a' (first at line 3)" },
 
 	{ "relative log file", DD "log_output: relayd.log\n" BK, "t.yaml:2:13: ",
-	  "'log_output' must be stderr, syslog or an absolute file path, not 'relayd.log'" },
+	  "'log_output' must be stderr, syslog, journal or an absolute file path, not 'relayd.log'" },
+	{ "relative log file in a list", DD "log_output: [journal, relayd.log]\n" BK, "t.yaml:2:23: ",
+	  "'log_output' must be stderr, syslog, journal or an absolute file path, not 'relayd.log'" },
+	{ "empty log output list", DD "log_output: []\n" BK, "t.yaml:2:13: ",
+	  "'log_output' must list at least one output" },
+	{ "mapping in a log output list", DD "log_output: [{a: b}]\n" BK, "t.yaml:2:14: ",
+	  "'log_output' must be a single value, not a mapping" },
 	/* listen.udp, auth, backend APIs. */
 	{ "udp without db", DD "listen:\n  udp:\n    - address: 127.0.0.1:1\n" BK, "t.yaml:4:7: ",
 	  "'listen.udp[0].db' is required" },
