@@ -335,6 +335,38 @@ class LogOutputTest(unittest.TestCase):
         self.assertIn(want, log)
         self.assertRegex(log, r"info logging to stderr \(passed over: syslog: /dev/log does not exist")
 
+    def test_daemon_start_warnings_and_errors_reach_stderr(self):
+        """What a start says before --daemon detaches is on the caller's
+        stderr (the init script shows it), warnings and refusals alike."""
+        r = Relayd(self.addCleanup)
+        r.write_config(self.tmp, self.backends(), extra_yaml={"log_output": ["journal", "stderr"]})
+        pidfile = os.path.join(self.tmp, "relayd.pid")
+        root = ["--allow-root"] if os.geteuid() == 0 else []
+        env = os.environ.pop("JOURNAL_STREAM", None)
+        try:
+            cp = run([RELAYD_BIN, "--daemon", "--pidfile", pidfile, "-c", r.config] + root)
+        finally:
+            if env is not None:
+                os.environ["JOURNAL_STREAM"] = env
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        with open(pidfile) as f:
+            self.addCleanup(self.kill, int(f.read()))
+        self.assertIn("warn the log would go to stderr, which --daemon points at /dev/null", cp.stderr)
+        # refusals: a TOML file, a /write url, a list of unusable outputs with a file
+        toml = os.path.join(self.tmp, "relay.toml")
+        with open(toml, "w") as f:
+            f.write(INFLUXDB_RELAY_TOML)
+        cp = run([RELAYD_BIN, "--daemon", "-c", toml] + root)
+        self.assertEqual(cp.returncode, 1)
+        self.assertIn("looks like an influxdb-relay configuration (TOML)", cp.stderr)
+        r2 = Relayd(self.addCleanup, name="second")
+        r2.write_config(self.tmp, self.backends(), data_dir=os.path.join(self.tmp, "data2"),
+                        extra_yaml={"log_output": ["/nonexistent/dir/relayd.log"]})
+        cp = run([RELAYD_BIN, "--daemon", "-c", r2.config] + root)
+        self.assertEqual(cp.returncode, 1)
+        self.assertIn("no log_output can be used (/nonexistent/dir/relayd.log: cannot create", cp.stderr)
+        self.assertIn("no log_output can be used: /nonexistent/dir/relayd.log: cannot open log file", cp.stderr)
+
     @staticmethod
     def kill(pid):
         try:
