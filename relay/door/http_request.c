@@ -239,8 +239,8 @@ static int count_header_bytes(struct conn *c, size_t n)
 	r->header_bytes += n;
 	if (r->header_bytes > c->srv->cfg->http_max_header_bytes) {
 		r->fatal = 431;
-		snprintf(r->err_msg, sizeof(r->err_msg), "request line and headers exceed %" PRIu64 " bytes",
-			 c->srv->cfg->http_max_header_bytes);
+		snprintf(r->err_msg, sizeof(r->err_msg), "request line and headers exceed %" PRIu64 " byte%s",
+			 c->srv->cfg->http_max_header_bytes, relay_s(c->srv->cfg->http_max_header_bytes));
 		return HPE_USER;
 	}
 	return HPE_OK;
@@ -471,8 +471,8 @@ static int count_body_bytes(struct conn *c, size_t len)
 	r->body_received += len;
 	if (r->body_received > max_body(c)) {
 		r->fatal = 413;
-		snprintf(r->err_msg, sizeof(r->err_msg), "request body exceeds the limit of %" PRIu64 " bytes",
-			 max_body(c));
+		snprintf(r->err_msg, sizeof(r->err_msg), "request body exceeds the limit of %" PRIu64 " byte%s",
+			 max_body(c), relay_s(max_body(c)));
 		return HPE_USER;
 	}
 	return HPE_OK;
@@ -523,7 +523,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 		if (r->body.len > cap) {
 			r->fatal = 413;
 			snprintf(r->err_msg, sizeof(r->err_msg),
-				 "decompressed request body exceeds the limit of %" PRIu64 " bytes", cap);
+				 "decompressed request body exceeds the limit of %" PRIu64 " byte%s", cap, relay_s(cap));
 			return HPE_USER;
 		}
 		if (zrc == Z_STREAM_END) {
