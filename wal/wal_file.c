@@ -374,11 +374,11 @@ static int check_once(int fd, struct walf_info *info, char *why, size_t whylen)
 	uint32_t psize = u32(pg[0] + PAGE_HDR + M_DBS + DB_PAD);
 	rc = check_meta(&wk, pg[0], 0);
 	if (rc == 0 && (psize < MIN_PAGE || psize > MAX_PAGE || (psize & (psize - 1))))
-		rc = damaged(&wk, "LMDB meta page 0 records a page size of %" PRIu32 " bytes", psize);
+		rc = damaged(&wk, "LMDB meta page 0 records a page size of %" PRIu32 " byte%s", psize, walr_s(psize));
 	if (rc)
 		goto out;
 	if ((uint64_t)st.st_size < 2ull * psize) {
-		rc = damaged(&wk, "the file has %" PRIu64 " byte%s, fewer than LMDB's two meta pages of %" PRIu32 " bytes",
+		rc = damaged(&wk, "the file has %" PRIu64 " byte%s, fewer than LMDB's two meta pages of %" PRIu32 " bytes", /* plural-ok: psize >= MIN_PAGE here */
 		             info->file_size, walr_s(info->file_size), psize);
 		goto out;
 	}

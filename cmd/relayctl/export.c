@@ -306,7 +306,7 @@ int cmd_export(const struct ctl *c)
 	const char *fname = slash ? slash + 1 : base;
 	if (!*fname || strlen(fname) + EXPORT_SUFFIX_MAX > 255) {
 		fprintf(stderr,
-			"relayctl: '%s': the file name is %s (at most %d bytes: each export file adds the database, "
+			"relayctl: '%s': the file name is %s (at most %d bytes: each export file adds the database, " /* plural-ok: a constant */
 			"retention policy and precision to it)\n",
 			base, *fname ? "too long" : "empty", 255 - EXPORT_SUFFIX_MAX);
 		return 1;

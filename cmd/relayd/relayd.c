@@ -655,10 +655,14 @@ static int open_queue(struct relayd *d)
 		return -1;
 	}
 	if (rc == WAL_EVERSION) {
-		relay_log(RELAY_LOG_ERROR,
-		          "the queue in '%s' was written by an incompatible relayd version (this one reads format %d%s%s): "
-		          "refusing to start",
-		          d->cfg.data_dir, WAL_FORMAT_VERSION, *why ? "; " : "", why);
+		/* The queue library's words say which format and what to do. */
+		if (*why)
+			relay_log(RELAY_LOG_ERROR, "the queue in '%s': %s; refusing to start", d->cfg.data_dir, why);
+		else
+			relay_log(RELAY_LOG_ERROR,
+			          "the queue in '%s' was written by an incompatible relayd version (this one reads "
+			          "format %d): refusing to start",
+			          d->cfg.data_dir, WAL_FORMAT_VERSION);
 		return -1;
 	}
 	if (rc == WAL_ELOCKED) {

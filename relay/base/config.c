@@ -345,7 +345,7 @@ static int walk_list(struct loader *ld, const struct list_spec *l, yaml_node_t *
 		return cfg_fail(ld, seq, "'%s' must list at least one %s", path, l->noun);
 	if (n > l->max)
 		return cfg_fail(ld, node_at(ld, seq->data.sequence.items.start[l->max]),
-		                "'%s' has more than %zu entries", path, l->max);
+		                "'%s' has more than %zu entries", path, l->max); /* plural-ok: every list allows several */
 	if (n == 0)
 		return 0;
 
@@ -596,9 +596,10 @@ static int check_config(struct loader *ld)
 	 * the largest writes could never be taken. */
 	if (cfg->http_max_buffered_bytes < cfg->http_max_body_bytes) {
 		yaml_mark_t m = key_mark(ld, "http", "max_buffered_size");
-		return cfg_fail_at(ld, &m, "'http.max_buffered_size' (%" PRIu64 " bytes) must be at least "
-		                   "'http.max_body_size' (%" PRIu64 " bytes)",
-		                   cfg->http_max_buffered_bytes, cfg->http_max_body_bytes);
+		return cfg_fail_at(ld, &m, "'http.max_buffered_size' (%" PRIu64 " byte%s) must be at least "
+		                   "'http.max_body_size' (%" PRIu64 " byte%s)",
+		                   cfg->http_max_buffered_bytes, relay_s(cfg->http_max_buffered_bytes),
+		                   cfg->http_max_body_bytes, relay_s(cfg->http_max_body_bytes));
 	}
 	/* The same for a query's form body, held in the same budget; left
 	 * out, its default comes down to a small budget rather than refuse a
@@ -607,9 +608,10 @@ static int check_config(struct loader *ld)
 		mc->query_max_body_bytes = cfg->http_max_buffered_bytes;
 	if (cfg->http_max_buffered_bytes < cfg->query_max_body_bytes) {
 		yaml_mark_t m = key_mark(ld, "query", "max_body_size");
-		return cfg_fail_at(ld, &m, "'query.max_body_size' (%" PRIu64 " bytes) must not be more than "
-		                   "'http.max_buffered_size' (%" PRIu64 " bytes)",
-		                   cfg->query_max_body_bytes, cfg->http_max_buffered_bytes);
+		return cfg_fail_at(ld, &m, "'query.max_body_size' (%" PRIu64 " byte%s) must not be more than "
+		                   "'http.max_buffered_size' (%" PRIu64 " byte%s)",
+		                   cfg->query_max_body_bytes, relay_s(cfg->query_max_body_bytes),
+		                   cfg->http_max_buffered_bytes, relay_s(cfg->http_max_buffered_bytes));
 	}
 	return 0;
 }

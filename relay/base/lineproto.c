@@ -877,7 +877,7 @@ int lineproto_validate_limits(const char *body, size_t len, int64_t stamp, const
 	return 0;
 
 too_long:
-	snprintf(whybuf, sizeof(whybuf), "line exceeds %zu bytes", max_line);
+	snprintf(whybuf, sizeof(whybuf), "line exceeds %zu byte%s", max_line, relay_s(max_line));
 	why = whybuf;
 fail:
 	if (why == ts_range) {

@@ -28,7 +28,7 @@ void *xmalloc(size_t n)
 {
 	void *p = malloc(n ? n : 1);
 	if (!p)
-		relay_fatal("out of memory allocating %zu bytes", n);
+		relay_fatal("out of memory allocating %zu byte%s", n, relay_s(n));
 	return p;
 }
 
@@ -36,7 +36,7 @@ void *xcalloc(size_t n, size_t size)
 {
 	void *p = calloc(n ? n : 1, size ? size : 1);
 	if (!p)
-		relay_fatal("out of memory allocating %zu x %zu bytes", n, size);
+		relay_fatal("out of memory allocating %zu x %zu byte%s", n, size, relay_s(size));
 	return p;
 }
 
@@ -44,7 +44,7 @@ void *xrealloc(void *p, size_t n)
 {
 	void *q = realloc(p, n ? n : 1);
 	if (!q)
-		relay_fatal("out of memory allocating %zu bytes", n);
+		relay_fatal("out of memory allocating %zu byte%s", n, relay_s(n));
 	return q;
 }
 

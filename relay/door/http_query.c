@@ -257,8 +257,8 @@ static int classify(struct conn *c, const char *q)
 		return 0;
 	if (n > seen) {
 		/* Statements past those looked at may change state. */
-		snprintf(msg, sizeof(msg), "this query has %zu statements and not only reads: relayd looks at %d at "
-		         "most; send the statements that change state apart", n, MAX_STMTS);
+		snprintf(msg, sizeof(msg), "this query has %zu statements and not only reads: relayd looks at %d at " /* plural-ok: n >= 2 */
+		         "most; send the statements that change state apart", n, MAX_STMTS); /* plural-ok: n > seen >= 1 */
 		refuse(c, msg);
 		return 1;
 	}

@@ -121,7 +121,7 @@ void http_prepare_write(struct conn *c)
 	         too_long(r->cred.password) || too_long(r->cred.token))
 		/* The queue record holds 65535 bytes of each; refused here, a
 		 * longer one would fail at commit. */
-		http_set_error(c, 400, "a name or credential is longer than %u bytes", WAL_MAX_STRING);
+		http_set_error(c, 400, "a name or credential is longer than %u bytes", WAL_MAX_STRING); /* plural-ok: a constant */
 	else if ((!r->db || !*r->db) && v2)
 		http_set_error(c, 400, "bucket is required (\"db/rp\" or \"db\")");
 	else if (!r->db || !*r->db)
@@ -225,7 +225,7 @@ void http_handle_write(struct conn *c)
 	if (rc < 0 && lerr.too_big) {
 		int st = lim.max_out == WAL_MAX_BODY || s->buffered == c->held ? 413 : 503;
 		if (st == 413 && lim.max_out == WAL_MAX_BODY)
-			http_set_error(c, 413, "request's queued form exceeds the %" PRIu64 " bytes a queue record holds",
+			http_set_error(c, 413, "request's queued form exceeds the %" PRIu64 " bytes a queue record holds", /* plural-ok: a constant */
 			          (uint64_t)WAL_MAX_BODY);
 		else
 			http_budget_refuse(c, st);

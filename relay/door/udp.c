@@ -292,7 +292,7 @@ static void receive(struct udp_listener *l, const char *data, size_t len, int tr
 	l->stats.datagrams++;
 	l->stats.bytes += len;
 	if (truncated) {
-		snprintf(what, sizeof(what), "larger than %d bytes (truncated)", DGRAM_BUF_SIZE);
+		snprintf(what, sizeof(what), "larger than %d bytes (truncated)", DGRAM_BUF_SIZE); /* plural-ok: a constant */
 		drop_bad(l, addr, peer, len, what);
 		return;
 	}
@@ -413,8 +413,8 @@ static void set_receive_buffer(struct udp_listener *l)
 		v = l->cfg->read_buffer > INT32_MAX ? INT32_MAX : (int)l->cfg->read_buffer;
 		int rc = uv_recv_buffer_size((uv_handle_t *)&l->udp, &v);
 		if (rc < 0)
-			relay_log(RELAY_LOG_WARN, "udp %s: cannot set read_buffer to %" PRIu64 " bytes: %s",
-				  l->cfg->address, l->cfg->read_buffer, uv_strerror(rc));
+			relay_log(RELAY_LOG_WARN, "udp %s: cannot set read_buffer to %" PRIu64 " byte%s: %s",
+				  l->cfg->address, l->cfg->read_buffer, relay_s(l->cfg->read_buffer), uv_strerror(rc));
 		v = 0;
 	}
 	if (uv_recv_buffer_size((uv_handle_t *)&l->udp, &v) < 0)
@@ -424,12 +424,12 @@ static void set_receive_buffer(struct udp_listener *l)
 		return;
 	if ((uint64_t)v < l->cfg->read_buffer)
 		relay_log(RELAY_LOG_WARN,
-			  "udp %s: read_buffer %" PRIu64 " bytes asked, the kernel granted %d "
+			  "udp %s: read_buffer %" PRIu64 " byte%s asked, the kernel granted %d "
 			  "(raise net.core.rmem_max for more)",
-			  l->cfg->address, l->cfg->read_buffer, v);
+			  l->cfg->address, l->cfg->read_buffer, relay_s(l->cfg->read_buffer), v);
 	else if ((uint64_t)v != l->cfg->read_buffer)
-		relay_log(RELAY_LOG_INFO, "udp %s: read_buffer %" PRIu64 " bytes asked, the kernel reports %d",
-			  l->cfg->address, l->cfg->read_buffer, v);
+		relay_log(RELAY_LOG_INFO, "udp %s: read_buffer %" PRIu64 " byte%s asked, the kernel reports %d",
+			  l->cfg->address, l->cfg->read_buffer, relay_s(l->cfg->read_buffer), v);
 }
 
 static int listener_start(struct udp_listener *l, char *err, size_t errlen)

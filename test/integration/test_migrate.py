@@ -197,7 +197,7 @@ class Conversions(unittest.TestCase):
         for u in urls(text):
             self.assertFalse(u.rstrip("/").endswith("/write"), "url ends in /write: %s" % u)
         self.assertIn('data_dir: "/var/lib/relayd"', text)
-        self.assertIn("log_output: syslog", text)
+        self.assertIn("log_output: [journal, /var/log/relayd/relayd.log]", text)
         return cp, text
 
     def test_script_is_executable_python3(self):
