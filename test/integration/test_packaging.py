@@ -32,7 +32,8 @@ script of the test's that allows or denies, whatever the machine has:
     move the copy back, start) delivers it to a real influxd, queried
     back; then `dpkg -P` with an empty queue leaves nothing: no files,
     links, systemd state or process.
-  - allowed: an install starts relayd; a write queued for a backend that
+  - allowed: an install starts relayd, a removal stops it, an install
+    after a removal starts it again; a write queued for a backend that
     is down; installing the current version over a 0.1.x build restarts
     relayd (new pid), the queue is kept and still pending, and it is
     delivered once the backend exists; `logrotate -f` with the installed
@@ -93,10 +94,10 @@ _debs = {}
 def build_debs(tmp, version=None):
     """cpack -G DEB into tmp/out-VERSION: {"relayd": path, "relayd-dbgsym": path}.
     version overrides CPACK_PACKAGE_VERSION (an older build of this tree)."""
-    key = version or "current"
+    key = (tmp, version or "current")
     if key in _debs:
         return _debs[key]
-    out = os.path.join(tmp, "out-" + key)
+    out = os.path.join(tmp, "out-" + key[1])
     os.mkdir(out)
     cmd = ["cpack", "-G", "DEB", "--config", os.path.join(BUILD_DIR, "CPackConfig.cmake"), "-B", out]
     if version:
@@ -213,13 +214,14 @@ class PackagingTest(unittest.TestCase):
         changelog = os.path.join(stage, self.prefix, "share/doc/relayd/changelog.gz")
         with gzip.open(changelog, "rb") as f, open(os.path.join(SOURCE_DIR, "cmd/debian/changelog"), "rb") as g:
             self.assertEqual(f.read(), g.read())
+        with open(os.path.join(SOURCE_DIR, "cmd/debian/changelog")) as f:
+            versions = re.findall(r"^relayd \(([^)]+)\) unstable; urgency=\w+$", f.read(), re.M)
+        self.assertEqual(versions[0], project_version())
+        self.assertIn("0.1.0", versions)
         if shutil.which("dpkg-parsechangelog"):
             cp = run(["dpkg-parsechangelog", "-l", os.path.join(SOURCE_DIR, "cmd/debian/changelog"),
-                      "--all", "-S", "Version"])
-            self.assertEqual(cp.returncode, 0, cp.stderr)
-            versions = cp.stdout.replace(",", " ").split()
-            self.assertEqual(versions[0], project_version())
-            self.assertIn("0.1.0", versions)
+                      "-S", "Version"])
+            self.assertEqual((cp.returncode, cp.stdout.strip(), cp.stderr), (0, project_version(), ""))
 
         # The copyright file is machine-readable (DEP-5) and carries the
         # license of LICENSE.
@@ -633,6 +635,28 @@ class SystemInstallTest(unittest.TestCase):
         self.assertNotIn("undelivered", cp.stderr)
         self.assertNotIn("stopping it directly", cp.stderr)
         self.assertEqual(sorted(set(glob.glob("/var/lib/relayd.purged-*")) - self.copies_before), [])
+        self.assert_nothing_left()
+
+    def test_remove_then_install_again(self):
+        # policy-rc.d allows: remove stops relayd through invoke-rc.d (no
+        # direct stop needed); installing again after a removal is a first
+        # start, not a try-restart of a stopped relayd.
+        debs = build_debs(self.classtmp)
+        self.write_config()
+        self.install(debs["relayd"], "allow")
+        pid1 = self.wait_running()
+        cp = self.dpkg("allow", "-r", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertNotIn("stopping it directly", cp.stderr)
+        self.assertFalse(pid_alive(pid1))
+        with open("/var/lib/relayd/.package-removal") as f:
+            self.assertEqual(f.read(), "empty\n")
+        self.install(debs["relayd"], "allow")
+        pid2 = self.wait_running()
+        self.assertNotEqual(pid2, pid1)
+        self.assertFalse(os.path.exists("/var/lib/relayd/.package-removal"))
+        cp = self.dpkg("allow", "--purge", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         self.assert_nothing_left()
 
     def test_upgrade_and_logrotate(self):
