@@ -37,7 +37,8 @@ script of the test's that allows or denies, whatever the machine has:
   - allowed: an install starts relayd, a removal stops it, an install
     after a removal starts it again; a write queued for a backend that
     is down; installing the current version over a 0.1.x build restarts
-    relayd (new pid), the queue is kept and still pending, and it is
+    relayd (new pid; a relayd that was stopped stays stopped), the queue
+    is kept and still pending, and it is
     delivered once the backend exists; `logrotate -f` with the installed
     /etc/logrotate.d/relayd rotates the log and relayd writes to the new
     file.
@@ -321,6 +322,12 @@ class PackagingTest(unittest.TestCase):
         # Stripped binaries; their debug files in relayd-dbgsym, by build-id.
         x = os.path.join(self.tmp, "x")
         self.assertEqual(run(["dpkg-deb", "-x", deb, x]).returncode, 0)
+        # operations.md, Upgrading: the new binary checks a configuration
+        # before it is installed.
+        cp = run([os.path.join(x, self.prefix, "bin/relayd"), "--check-config", "-c",
+                  os.path.join(x, "etc/relayd/relayd.yaml")])
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertRegex(cp.stdout, r"relayd\.yaml: ok \(1 backend\)\n")
         dbg = os.path.join(self.tmp, "dbg")
         self.assertEqual(run(["dpkg-deb", "-x", debs["relayd-dbgsym"], dbg]).returncode, 0)
         cp = run(["dpkg-deb", "-f", debs["relayd-dbgsym"], "Package", "Version", "Depends", "Section", "Build-Ids"])
@@ -522,6 +529,9 @@ class SystemInstallTest(unittest.TestCase):
             self.assertFalse(os.path.lexists(path), "%s left after the purge" % path)
         self.assertEqual(glob.glob("/etc/rc?.d/[SK][0-9][0-9]relayd"), [], "rc links left")
         self.assertIn(package_status(), ("", "un"), "dpkg still knows relayd")
+        # Debian leaves system users: files elsewhere may carry the ids.
+        import pwd
+        self.assertEqual(pwd.getpwnam("relayd").pw_dir, "/var/lib/relayd", "the user relayd stays")
         for pid in self.pids:
             self.assertFalse(pid_alive(pid), "relayd pid %d still runs" % pid)
 
@@ -599,6 +609,9 @@ class SystemInstallTest(unittest.TestCase):
         self.assertRegex(copy, r"^/var/lib/relayd\.purged-\d{8}T\d{6}$")
         self.assertEqual(stat.S_IMODE(os.stat(copy).st_mode), 0o700)
         self.assertTrue(os.path.isfile(os.path.join(copy, "data.mdb")))
+        import pwd
+        self.assertEqual(pwd.getpwuid(os.stat(os.path.join(copy, "data.mdb")).st_uid).pw_name, "relayd",
+                         "the copy keeps its owner: moved back, relayd reads it as it is")
         self.assertIn("relayd: the queue in /var/lib/relayd still held undelivered batches:", cp.stderr)
         self.assertRegex(cp.stderr, r"\nrelayd:   backend 'a': 1 undelivered batch, \d+ bytes "
                                     r"\(1 pending, 0 held, 0 dead letters\)\n")
@@ -684,6 +697,24 @@ class SystemInstallTest(unittest.TestCase):
         cp = self.dpkg("deny", "--purge", "relayd")
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         self.assertNotIn("undelivered", cp.stderr)
+        self.assert_nothing_left()
+
+    def test_upgrade_keeps_a_stopped_relayd_stopped(self):
+        # An administrator's stop stands across an upgrade (try-restart).
+        old = build_debs(self.classtmp, "0.1.9")
+        new = build_debs(self.classtmp)
+        self.write_config()
+        self.install(old["relayd"], "allow")
+        pid = self.wait_running()
+        rc, out = self.init("stop")
+        self.assertEqual(rc, 0, out)
+        self.assertFalse(pid_alive(pid))
+        self.install(new["relayd"], "allow")
+        time.sleep(0.5)
+        self.assertIsNone(self.running_pid(), "the upgrade started a relayd that was stopped")
+        self.assertFalse(relaytest.port_is_listening(self.listen))
+        cp = self.dpkg("allow", "--purge", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         self.assert_nothing_left()
 
     def test_upgrade_and_logrotate(self):
