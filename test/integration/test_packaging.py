@@ -30,7 +30,8 @@ script of the test's that allows or denies, whatever the machine has:
     relayd that a denied upgrade left running on its replaced binary);
     `dpkg -P` with
     the write still queued warns and keeps the queue in
-    /var/lib/relayd.purged-*; the documented way back (reinstall, stop,
+    /var/lib/relayd.purged-* (so does one without the prerm's note about
+    what the queue held); the documented way back (reinstall, stop,
     move the copy back, start) delivers it to a real influxd, queried
     back; then `dpkg -P` with an empty queue leaves nothing: no files,
     links, systemd state or process.
@@ -725,6 +726,26 @@ class SystemInstallTest(unittest.TestCase):
         cp = self.dpkg("allow", "--purge", "relayd")
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         self.assert_nothing_left()
+
+    def test_purge_when_unsure_keeps_the_queue(self):
+        # No note from prerm remove (here: deleted) but a queue file: the
+        # purge cannot tell whether it is empty, and keeps it.
+        debs = build_debs(self.classtmp)
+        self.write_config()
+        self.install(debs["relayd"], "deny")
+        rc, out = self.init("start")
+        self.assertEqual(rc, 0, out)
+        self.wait_running()
+        cp = self.dpkg("deny", "-r", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        os.unlink("/var/lib/relayd/.package-removal")
+        cp = self.dpkg("deny", "--purge", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        copies = sorted(set(glob.glob("/var/lib/relayd.purged-*")) - self.copies_before)
+        self.assertEqual(len(copies), 1, cp.stderr)
+        self.assertIn("relayd:   (how much could not be read; the queue file exists)", cp.stderr)
+        self.assertTrue(os.path.isfile(os.path.join(copies[0], "data.mdb")))
+        self.assertFalse(os.path.exists("/var/lib/relayd"))
 
     def test_upgrade_and_logrotate(self):
         if not shutil.which("logrotate"):
