@@ -276,13 +276,25 @@ static int open_dbis(struct wal *w, int *created)
 		if ((f.version == 1 || f.version == 2) && !rdonly) {
 			migrate = (int)f.version;
 		} else if (f.version != WAL_FORMAT_VERSION) {
-			if (w->why && w->whylen)
+			/* Newer: refused by every open, never touched. A newer
+			 * relayd may have changed the meaning of any record, so
+			 * no older one can read it, let alone write it; the
+			 * words say what the operator can do about it. */
+			if (w->why && w->whylen && f.version > WAL_FORMAT_VERSION)
 				snprintf(w->why, w->whylen,
-				         f.version < WAL_FORMAT_VERSION
-				                 ? "the queue is in format version %u, of an older relayd: relayd upgrades it "
-				                   "when it next starts"
-				                 : "the queue is in format version %u, of a newer relayd (this one reads %d)",
+				         "this queue was written by a newer relayd (format %u); this relayd reads format %d: "
+				         "install the newer relayd or restore a backup",
 				         f.version, WAL_FORMAT_VERSION);
+			else if (w->why && w->whylen && f.version == 0)
+				snprintf(w->why, w->whylen,
+				         "the queue's format record says format 0, which no relayd writes (this relayd reads "
+				         "format %d)",
+				         WAL_FORMAT_VERSION);
+			else if (w->why && w->whylen)
+				snprintf(w->why, w->whylen,
+				         "the queue is in format version %u, of an older relayd: relayd upgrades it when it "
+				         "next starts",
+				         f.version);
 			rc = WAL_EVERSION;
 			goto fail;
 		}

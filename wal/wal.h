@@ -618,6 +618,38 @@ struct wal_salvage_stat {
 int wal_salvage(const char *src_dir, const char *dst_dir, const char *const *names, size_t nnames,
                 struct wal_salvage_stat *st, char *why, size_t whylen);
 
+/* What wal_backup wrote. */
+struct wal_backup_stat {
+	uint64_t bytes; /* the size of the copy's data.mdb */
+};
+
+/*
+ * Copy the store of w (any open: relayctl's read-only one beside a
+ * running relayd is the intended use) into dst_dir/data.mdb: LMDB's
+ * compacting copy (mdb_env_copyfd2, MDB_CP_COMPACT), which reads the
+ * whole store inside ONE read transaction of its own, so the copy is
+ * the snapshot of the last commit before the copy began: every batch
+ * acknowledged before it is in the copy, relayd's writes meanwhile are
+ * not, nothing is half-written. It holds the pending batches, held
+ * batches, dead letters, backends (cursors, counters, paused flags) and
+ * the format record: a store relayd opens as its own (put it in an
+ * empty data_dir). The read transaction pins the pages of its snapshot
+ * while the copy runs (the source file may grow by what relayd writes
+ * meanwhile).
+ * dst_dir must not exist (it is created mode 0700; its parent must
+ * exist) or be empty: anything in it is refused (WAL_EINVAL, why says
+ * so) and nothing is written. data.mdb is created mode 0600 (batches
+ * carry credentials), fsynced, then dst_dir (and its parent when
+ * dst_dir was created) fsynced, before this returns 0: a backup reported
+ * done survives a crash. On failure whatever was written is removed
+ * (dst_dir too when this created it).
+ * No memory is handed out; st (may be NULL) is the caller's. why[0..whylen)
+ * (may be NULL) says what failed, naming the path. Errors: WAL_EINVAL,
+ * WAL_EFULL (the disk of dst_dir is full), -errno (-EEXIST, -EACCES,
+ * -EIO...), LMDB codes.
+ */
+int wal_backup(struct wal *w, const char *dst_dir, struct wal_backup_stat *st, char *why, size_t whylen);
+
 /* A static description of any code this library returns. */
 const char *wal_strerror(int rc);
 

@@ -5,6 +5,7 @@
  */
 #include "wal/wal_file.h"
 #include "wal/wal.h"
+#include "wal/wal_record.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -140,8 +141,8 @@ static int mark(struct walk *wk, uint64_t pgno, uint64_t n, const char *what)
 static int in_file(struct walk *wk, uint64_t pgno, uint64_t n, const char *name)
 {
 	if (pgno + n > wk->have)
-		return damaged(wk, "%s: page %" PRIu64 " lies past the end of the file (%" PRIu64 " pages): the file was "
-		               "cut short", name, pgno + n - 1, wk->have);
+		return damaged(wk, "%s: page %" PRIu64 " lies past the end of the file (%" PRIu64 " page%s): the file was "
+		               "cut short", name, pgno + n - 1, wk->have, walr_s(wk->have));
 	return 0;
 }
 
@@ -149,10 +150,11 @@ static int in_file(struct walk *wk, uint64_t pgno, uint64_t n, const char *name)
 static int check_idl(struct walk *wk, const unsigned char *d, size_t len)
 {
 	if (len < 8 || len % 8)
-		return damaged(wk, "a free-page list of %zu bytes", len);
+		return damaged(wk, "a free-page list of %zu byte%s", len, walr_s(len));
 	uint64_t n = u64(d);
 	if (n != len / 8 - 1)
-		return damaged(wk, "a free-page list says %" PRIu64 " pages in %zu bytes", n, len);
+		return damaged(wk, "a free-page list says %" PRIu64 " page%s in %zu byte%s", n, walr_s(n), len,
+		               walr_s(len));
 	for (uint64_t i = 1; i <= n; i++) {
 		uint64_t pg = u64(d + 8 * i);
 		if (pg < 2 || pg >= wk->npages)
@@ -183,11 +185,11 @@ static int check_overflow(struct walk *wk, uint64_t pgno, uint64_t dsize, const 
 	if (u64(hdr + PG_PGNO) != pgno || (u16(hdr + PG_FLAGS) & P_KIND) != P_OVERFLOW)
 		return damaged(wk, "%s: page %" PRIu64 " should start an overflow run and does not", name, pgno);
 	if (n == 0 || n > wk->npages - pgno)
-		return damaged(wk, "%s: the overflow run at page %" PRIu64 " claims %" PRIu32 " pages, past the end", name,
-		               pgno, n);
+		return damaged(wk, "%s: the overflow run at page %" PRIu64 " claims %" PRIu32 " page%s, past the end", name,
+		               pgno, n, walr_s(n));
 	if (PAGE_HDR + dsize > (uint64_t)n * wk->psize)
-		return damaged(wk, "%s: a value of %" PRIu64 " bytes does not fit its %" PRIu32 "-page overflow run", name,
-		               dsize, n);
+		return damaged(wk, "%s: a value of %" PRIu64 " byte%s does not fit its %" PRIu32 "-page overflow run", name,
+		               dsize, walr_s(dsize), n);
 	if ((rc = in_file(wk, pgno, n, name)))
 		return rc;
 	if ((rc = mark(wk, pgno, n, name)))
@@ -363,7 +365,8 @@ static int check_once(int fd, struct walf_info *info, char *why, size_t whylen)
 	/* Page 0 first: its free-page record holds the page size, and so
 	 * where page 1 is. */
 	if ((uint64_t)st.st_size < sizeof(pg[0])) {
-		rc = damaged(&wk, "the file has %" PRIu64 " bytes, fewer than one LMDB meta page", info->file_size);
+		rc = damaged(&wk, "the file has %" PRIu64 " byte%s, fewer than one LMDB meta page", info->file_size,
+		             walr_s(info->file_size));
 		goto out;
 	}
 	if ((rc = read_at(&wk, pg[0], sizeof(pg[0]), 0)))
@@ -375,8 +378,8 @@ static int check_once(int fd, struct walf_info *info, char *why, size_t whylen)
 	if (rc)
 		goto out;
 	if ((uint64_t)st.st_size < 2ull * psize) {
-		rc = damaged(&wk, "the file has %" PRIu64 " bytes, fewer than LMDB's two meta pages of %" PRIu32 " bytes",
-		             info->file_size, psize);
+		rc = damaged(&wk, "the file has %" PRIu64 " byte%s, fewer than LMDB's two meta pages of %" PRIu32 " bytes",
+		             info->file_size, walr_s(info->file_size), psize);
 		goto out;
 	}
 	if ((rc = read_at(&wk, pg[1], sizeof(pg[1]), psize)) || (rc = check_meta(&wk, pg[1], 1)))
@@ -402,9 +405,10 @@ static int check_once(int fd, struct walf_info *info, char *why, size_t whylen)
 	 * end (walk_page, check_overflow). */
 	if (last < 1 || info->file_size % psize || have < 2) {
 		rc = damaged(&wk,
-		             "the file has %" PRIu64 " bytes (%" PRIu64 " pages of %" PRIu32 "), and its LMDB meta page %d "
-		             "says %" PRIu64 " pages are in use: the file was cut short",
-		             info->file_size, have, psize, cur, last + 1);
+		             "the file has %" PRIu64 " byte%s (%" PRIu64 " page%s of %" PRIu32 "), and its LMDB meta page %d "
+		             "says %" PRIu64 " page%s in use: the file was cut short",
+		             info->file_size, walr_s(info->file_size), have, walr_s(have), psize, cur, last + 1,
+		             last + 1 == 1 ? " is" : "s are");
 		goto out;
 	}
 	wk.have = have;

@@ -297,7 +297,7 @@ static int batch_decode(const void *p, size_t len, struct wal_batch *b, uint32_t
 	if (why && whylen)
 		why[0] = '\0';
 	if (len < WALR_BATCH_HDR) {
-		WHY("record of %zu bytes is shorter than its %d-byte header", len, WALR_BATCH_HDR);
+		WHY("record of %zu byte%s is shorter than its %d-byte header", len, walr_s(len), WALR_BATCH_HDR);
 		return WAL_ECORRUPT;
 	}
 	b->route = walr_get_u64(c);
@@ -351,7 +351,8 @@ static int batch_decode(const void *p, size_t len, struct wal_batch *b, uint32_t
 	}
 	/* off is at most 48 + 6 * 65535 and body_len below 2^32: no overflow. */
 	if (off + b->body_len != len) {
-		WHY("string and body lengths add up to %zu bytes, the record holds %zu", off + b->body_len, len);
+		WHY("string and body lengths add up to %zu byte%s, the record holds %zu", off + b->body_len,
+		    walr_s(off + b->body_len), len);
 		return WAL_ECORRUPT;
 	}
 	const unsigned char *body = c + off;
@@ -363,7 +364,8 @@ static int batch_decode(const void *p, size_t len, struct wal_batch *b, uint32_t
 	 * has at most as many points as its body has newlines. */
 	size_t nl = count_newlines(body, b->body_len);
 	if (b->lines > nl) {
-		WHY("header says %" PRIu32 " points, the body holds %zu lines", b->lines, nl);
+		WHY("header says %" PRIu32 " point%s, the body holds %zu line%s", b->lines, walr_s(b->lines), nl,
+		    walr_s(nl));
 		return WAL_ECORRUPT;
 	}
 	if (body_off)
@@ -441,7 +443,8 @@ int walr_dead_decode(const void *p, size_t len, struct walr_dead *d, size_t *msg
 	if (why && whylen)
 		why[0] = '\0';
 	if (len < WALR_DEAD_HDR) {
-		WHY("dead-letter record of %zu bytes is shorter than its %d-byte header", len, WALR_DEAD_HDR);
+		WHY("dead-letter record of %zu byte%s is shorter than its %d-byte header", len, walr_s(len),
+		    WALR_DEAD_HDR);
 		return WAL_ECORRUPT;
 	}
 	d->status = (int32_t)walr_get_u32(c);
@@ -459,7 +462,7 @@ int walr_dead_decode(const void *p, size_t len, struct walr_dead *d, size_t *msg
 	}
 	size_t ml = walr_get_u16(c + 16);
 	if (WALR_DEAD_HDR + ml > len) {
-		WHY("message of %zu bytes does not fit in a record of %zu", ml, len);
+		WHY("message of %zu byte%s does not fit in a record of %zu", ml, walr_s(ml), len);
 		return WAL_ECORRUPT;
 	}
 	d->msg = (const char *)c + WALR_DEAD_HDR;

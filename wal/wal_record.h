@@ -12,6 +12,14 @@
 #include <stdint.h>
 #include "wal/wal.h"
 
+/* "" for 1, else "s": the words of why-texts with a count ("1 byte",
+ * "2 bytes"). wal/ cannot use relay/base's relay_s (it knows nothing
+ * above it), hence its own. */
+static inline const char *walr_s(uint64_t n)
+{
+	return n == 1 ? "" : "s";
+}
+
 /* meta DBI, key "format": what queue this is and which format. */
 #define WALR_MAGIC "RELAYDQ\0"
 #define WALR_FORMAT_SIZE 24

@@ -92,9 +92,10 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 		st->backends++;
 		struct walr_backend r;
 		if (k.mv_size == 0 || k.mv_size > WAL_NAME_MAX)
-			problem(p, "backend '%s': name of %zu bytes (1 to %d allowed)", name, k.mv_size, WAL_NAME_MAX);
+			problem(p, "backend '%s': name of %zu byte%s (1 to %d allowed)", name, k.mv_size, walr_s(k.mv_size),
+			        WAL_NAME_MAX);
 		if (walr_backend_decode(v.mv_data, v.mv_size, &r)) {
-			problem(p, "backend '%s': record does not decode (%zu bytes)", name, v.mv_size);
+			problem(p, "backend '%s': record does not decode (%zu byte%s)", name, v.mv_size, walr_s(v.mv_size));
 			continue;
 		}
 		if (known & (1ULL << r.id)) {
@@ -119,7 +120,7 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		st->batches++;
 		if (k.mv_size != 8) {
-			problem(p, "batches: a key of %zu bytes (8 expected)", k.mv_size);
+			problem(p, "batches: a key of %zu byte%s (8 expected)", k.mv_size, walr_s(k.mv_size));
 			continue;
 		}
 		uint64_t seq = walr_seq_decode(k.mv_data);
@@ -137,8 +138,8 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 			for (int id = 0; id < WAL_MAX_BACKENDS; id++)
 				if ((known & (1ULL << id)) && seq >= be[id].r.cursor)
 					be[id].corrupt++;
-			problem(p, "batch %" PRIu64 ": corrupt, %s (%zu bytes; relayd quarantines it into the dead-letter "
-			        "queue when it reaches it)", seq, why, v.mv_size);
+			problem(p, "batch %" PRIu64 ": corrupt, %s (%zu byte%s; relayd quarantines it into the dead-letter "
+			        "queue when it reaches it)", seq, why, v.mv_size, walr_s(v.mv_size));
 			continue;
 		}
 		if (hdr.route == 0)
@@ -152,8 +153,9 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 		/* A statement carries one InfluxQL text and no points: a count of
 		 * points or an empty text is not what any writer of ours stores. */
 		if (hdr.kind == WAL_KIND_STATEMENT && (hdr.lines != 0 || hdr.body_len == 0))
-			problem(p, "batch %" PRIu64 ": a statement with %" PRIu32 " points and %zu bytes of text (a statement "
-			        "has no points and a text)", seq, hdr.lines, hdr.body_len);
+			problem(p, "batch %" PRIu64 ": a statement with %" PRIu32 " point%s and %zu byte%s of text (a statement "
+			        "has no points and a text)", seq, hdr.lines, walr_s(hdr.lines), hdr.body_len,
+			        walr_s(hdr.body_len));
 		for (int id = 0; id < WAL_MAX_BACKENDS; id++) {
 			if (!(hdr.route & known & (1ULL << id)) || seq < be[id].r.cursor)
 				continue;
@@ -173,7 +175,7 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		st->dead++;
 		if (k.mv_size != 9) {
-			problem(p, "dead: a key of %zu bytes (9 expected)", k.mv_size);
+			problem(p, "dead: a key of %zu byte%s (9 expected)", k.mv_size, walr_s(k.mv_size));
 			continue;
 		}
 		const unsigned char *kp = k.mv_data;
@@ -198,8 +200,8 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 			        "its points are lost ('relayctl dlq show' shows its bytes, 'relayctl dlq drop' removes it)",
 			        be[id].name, seq, why);
 		else if (kind == 2)
-			problem(p, "backend '%s': dead letter %" PRIu64 " is corrupt: %s (%zu bytes; 'relayctl dlq drop' "
-			        "removes it)", be[id].name, seq, why, v.mv_size);
+			problem(p, "backend '%s': dead letter %" PRIu64 " is corrupt: %s (%zu byte%s; 'relayctl dlq drop' "
+			        "removes it)", be[id].name, seq, why, v.mv_size, walr_s(v.mv_size));
 		be[id].dead.batches++;
 		be[id].dead.bytes += wali_dead_bytes_of(&v);
 	}
@@ -217,15 +219,17 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 		if (!b->corrupt && (b->r.pending_batches != b->pending.batches || b->r.pending_points != b->pending.points ||
 		                    b->r.pending_bytes != b->pending.bytes))
 			problem(p,
-			        "backend '%s': counters say %" PRIu64 " batches, %" PRIu64 " points, %" PRIu64
-			        " bytes pending; the log holds %" PRIu64 ", %" PRIu64 ", %" PRIu64 " from its cursor %" PRIu64,
-			        b->name, b->r.pending_batches, b->r.pending_points, b->r.pending_bytes, b->pending.batches,
+			        "backend '%s': counters say %" PRIu64 " batch%s, %" PRIu64 " point%s, %" PRIu64
+			        " byte%s pending; the log holds %" PRIu64 ", %" PRIu64 ", %" PRIu64 " from its cursor %" PRIu64,
+			        b->name, b->r.pending_batches, b->r.pending_batches == 1 ? "" : "es", b->r.pending_points,
+			        walr_s(b->r.pending_points), b->r.pending_bytes, walr_s(b->r.pending_bytes), b->pending.batches,
 			        b->pending.points, b->pending.bytes, b->r.cursor);
 		if (b->r.dead_batches != b->dead.batches || b->r.dead_bytes != b->dead.bytes)
 			problem(p,
-			        "backend '%s': counters say %" PRIu64 " dead letters of %" PRIu64 " bytes; the dead-letter "
-			        "queue holds %" PRIu64 " of %" PRIu64 " bytes",
-			        b->name, b->r.dead_batches, b->r.dead_bytes, b->dead.batches, b->dead.bytes);
+			        "backend '%s': counters say %" PRIu64 " dead letter%s of %" PRIu64 " byte%s; the dead-letter "
+			        "queue holds %" PRIu64 " of %" PRIu64 " byte%s",
+			        b->name, b->r.dead_batches, walr_s(b->r.dead_batches), b->r.dead_bytes,
+			        walr_s(b->r.dead_bytes), b->dead.batches, b->dead.bytes, walr_s(b->dead.bytes));
 		/* held databases: every record decodes, the totals equal a recount */
 		struct wal_count tot;
 		struct wal_held *h = NULL;
@@ -240,13 +244,15 @@ static int verify_walk(MDB_txn *txn, struct wal *w, struct problems *p, struct w
 		}
 		wal_held_free(h, nh);
 		if (bad)
-			problem(p, "backend '%s': %" PRIu64 " held batch record(s) do not decode ('relayctl purge' drops "
-			        "them)", b->name, bad);
+			problem(p, "backend '%s': %" PRIu64 " held batch %s ('relayctl purge' drops "
+			        "%s)", b->name, bad, bad == 1 ? "record does not decode" : "records do not decode",
+			        bad == 1 ? "it" : "them");
 		else if (tot.batches != hb || tot.points != hp || tot.bytes != hy)
 			problem(p,
-			        "backend '%s': counters say %" PRIu64 " batches, %" PRIu64 " points, %" PRIu64 " bytes "
+			        "backend '%s': counters say %" PRIu64 " batch%s, %" PRIu64 " point%s, %" PRIu64 " byte%s "
 			        "held; the held store holds %" PRIu64 ", %" PRIu64 ", %" PRIu64,
-			        b->name, tot.batches, tot.points, tot.bytes, hb, hp, hy);
+			        b->name, tot.batches, tot.batches == 1 ? "" : "es", tot.points, walr_s(tot.points), tot.bytes,
+			        walr_s(tot.bytes), hb, hp, hy);
 	}
 out:
 	if (cur)

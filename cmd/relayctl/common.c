@@ -268,6 +268,8 @@ int open_queue(const struct ctl *c, unsigned flags, struct wal **w)
 			dir);
 	else if (rc == WAL_ENOTQUEUE)
 		fprintf(stderr, "relayctl: '%s' holds no relayd queue (has relayd run with this configuration?)\n", dir);
+	else if (rc == WAL_EVERSION && *why)
+		fprintf(stderr, "relayctl: the queue in '%s': %s; nothing was read or changed\n", dir, shown(why));
 	else if (rc == WAL_EVERSION)
 		fprintf(stderr,
 			"relayctl: the queue in '%s' was written by an incompatible relayd version (this one reads format %d)\n",
@@ -516,21 +518,23 @@ void dead_header(struct rbuf *out, const char *backend, const struct wal_dead *d
 	cell(d->msg, 500, msg, sizeof(msg));
 	if (d->corrupt) {
 		rbuf_appendf(out,
-			     "# dead letter %" PRIu64 " of backend '%s': CORRUPT, not a batch relayd can send (%zu bytes): %s\n"
+			     "# dead letter %" PRIu64 " of backend '%s': CORRUPT, not a batch relayd can send (%zu %s): %s\n"
 			     "# its bytes follow as they are stored, escaped; 'relayctl dlq drop' removes it\n",
-			     d->batch.seq, shown(backend), d->bytes, msg);
+			     d->batch.seq, shown(backend), d->bytes, relay_plural(d->bytes, "byte", "bytes"), msg);
 		return;
 	}
 	if (d->batch.kind == WAL_KIND_STATEMENT)
-		rbuf_appendf(out, "# dead letter %" PRIu64 " of backend '%s': a statement, db '%s', rp '%s', %zu bytes\n",
-			     d->batch.seq, shown(backend), shown(d->batch.db), shown(d->batch.rp), d->bytes);
+		rbuf_appendf(out, "# dead letter %" PRIu64 " of backend '%s': a statement, db '%s', rp '%s', %zu %s\n",
+			     d->batch.seq, shown(backend), shown(d->batch.db), shown(d->batch.rp), d->bytes,
+			     relay_plural(d->bytes, "byte", "bytes"));
 	else
 		rbuf_appendf(out, "# dead letter %" PRIu64 " of backend '%s': db '%s', rp '%s', precision %s, %" PRIu32
-			     " points, %zu bytes\n",
+			     " %s, %zu %s\n",
 			     d->batch.seq, shown(backend), shown(d->batch.db), shown(d->batch.rp),
-			     prec_name(d->batch.precision), d->batch.lines, d->bytes);
+			     prec_name(d->batch.precision), d->batch.lines, relay_plural(d->batch.lines, "point", "points"),
+			     d->bytes, relay_plural(d->bytes, "byte", "bytes"));
 	rbuf_appendf(out, "# refused with status %d after %" PRIu32 " attempt%s at %s: %s\n", d->status, d->attempts,
-		     d->attempts == 1 ? "" : "s", t, msg);
+		     relay_s(d->attempts), t, msg);
 }
 
 /*

@@ -232,8 +232,9 @@ int cmd_dlq_move(const struct ctl *c)
 			nudge(c, backend, NULL, doc);
 		put_json_line(&out, doc);
 	} else {
-		rbuf_appendf(&out, "%s %" PRIu64 " dead letter%s (%" PRIu64 " points) of backend '%s'%s",
-			     requeue ? "requeued" : "dropped", total.batches, total.batches == 1 ? "" : "s", total.points,
+		rbuf_appendf(&out, "%s %" PRIu64 " dead letter%s (%" PRIu64 " %s) of backend '%s'%s",
+			     requeue ? "requeued" : "dropped", total.batches, relay_s(total.batches), total.points,
+			     relay_plural(total.points, "point", "points"),
 			     backend, requeue && total.batches ? " at the end of its queue" : "");
 		if (total.corrupt)
 			rbuf_appendf(&out, ", and %" PRIu64 " corrupt record%s", total.corrupt, total.corrupt == 1 ? "" : "s");

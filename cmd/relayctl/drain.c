@@ -79,8 +79,9 @@ static void what_is_left(const json_t *doc, struct rbuf *out)
 			continue;
 		char age[32];
 		human_age(rjson_get_int(b, "oldest_age_seconds", 0), age, sizeof(age));
-		rbuf_appendf(out, "  backend '%s' (%s): %" PRId64 " batches pending, %" PRId64 " held, oldest %s",
-			     shown(rjson_get_str(b, "name", "?")), shown(rjson_get_str(b, "state", "?")), p, h, age);
+		rbuf_appendf(out, "  backend '%s' (%s): %" PRId64 " %s pending, %" PRId64 " held, oldest %s",
+			     shown(rjson_get_str(b, "name", "?")), shown(rjson_get_str(b, "state", "?")), p,
+			     relay_plural((uint64_t)p, "batch", "batches"), h, age);
 		if (*err)
 			rbuf_appendf(out, "; last error: %s", shown(err));
 		rbuf_appendc(out, '\n');
@@ -140,8 +141,9 @@ static int stop_relayd(const struct ctl *c, long pid, struct rbuf *out)
 		}
 		wal_close(w);
 		if (left && !c->json)
-			rbuf_appendf(out, "%" PRIu64 " batches came after the queues were empty: they are on disk and "
-				     "delivered when relayd starts again\n", left);
+			rbuf_appendf(out, "%" PRIu64 " %s after the queues were empty: %s on disk and "
+				     "delivered when relayd starts again\n",
+				     left, left == 1 ? "batch came" : "batches came", left == 1 ? "it is" : "they are");
 	}
 	return 0;
 }
@@ -172,7 +174,8 @@ int cmd_drain(const struct ctl *c)
 	if (!c->json) {
 		rbuf_appendf(&out, "relayd (pid %ld) is draining: /health answers 503 \"draining\", so a load balancer "
 			     "takes it out of the write pool; writes that still come are accepted and delivered\n", pid);
-		rbuf_appendf(&out, "%" PRIu64 " batches left to deliver\n", left_of(doc));
+		rbuf_appendf(&out, "%" PRIu64 " %s left to deliver\n", left_of(doc),
+			     relay_plural(left_of(doc), "batch", "batches"));
 		what_is_left(doc, &out);
 		flush_out(&out);
 	}
@@ -206,7 +209,8 @@ int cmd_drain(const struct ctl *c)
 		char t[32];
 		human_age((int64_t)((mono_ms() - start) / 1000), t, sizeof(t));
 		struct rbuf msg = RBUF_INIT;
-		rbuf_appendf(&msg, "relayctl: timed out after %s: %" PRIu64 " batches left to deliver\n", t, left);
+		rbuf_appendf(&msg, "relayctl: timed out after %s: %" PRIu64 " %s left to deliver\n", t, left,
+			     relay_plural(left, "batch", "batches"));
 		what_is_left(doc, &msg);
 		fwrite(msg.data, 1, msg.len, stderr);
 		rbuf_release(&msg);
@@ -220,8 +224,9 @@ int cmd_drain(const struct ctl *c)
 		rbuf_appendf(&out, "drained: every backend's queue is empty (nothing pending, nothing held; dead "
 			     "letters not counted)\n");
 		if (w)
-			rbuf_appendf(&out, "%" PRId64 " writes came during the drain (a load balancer that had not "
-				     "noticed yet); all delivered\n", w);
+			rbuf_appendf(&out, "%" PRId64 " %s during the drain (a load balancer that had not "
+				     "noticed yet); all delivered\n",
+				     w, w == 1 ? "write came" : "writes came");
 	}
 	if (c->stop) {
 		flush_out(&out);

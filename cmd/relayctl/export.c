@@ -409,9 +409,10 @@ done:
 	} else {
 		for (size_t i = 0; i < nfiles; i++)
 			rbuf_appendf(&out,
-				     "wrote %s: %" PRIu64 " points (db '%s', rp '%s', precision %s)\n"
+				     "wrote %s: %" PRIu64 " %s (db '%s', rp '%s', precision %s)\n"
 				     "  load with: influx -import -path='%s' -precision=%s\n",
-				     files[i].path, files[i].points, shown(files[i].db),
+				     files[i].path, files[i].points, relay_plural(files[i].points, "point", "points"),
+				     shown(files[i].db),
 				     *files[i].rp ? shown(files[i].rp) : "(default)", prec_name(files[i].precision),
 				     files[i].path, prec_name(files[i].precision));
 	}

@@ -99,9 +99,10 @@ static void import_say_queued(uint64_t points, uint64_t nbatches, uint64_t first
 {
 	if (nbatches)
 		fprintf(stderr,
-			"relayctl: %" PRIu64 " points in %" PRIu64 " batches (%" PRIu64 "..%" PRIu64
-			") were queued, the rest of the file was not\n",
-			points, nbatches, first_seq, last_seq);
+			"relayctl: %" PRIu64 " %s in %" PRIu64 " %s (%" PRIu64 "..%" PRIu64
+			") %s queued, the rest of the file was not\n",
+			points, relay_plural(points, "point", "points"), nbatches, relay_plural(nbatches, "batch", "batches"),
+			first_seq, last_seq, points == 1 ? "was" : "were");
 	else
 		fprintf(stderr, "relayctl: nothing was queued\n");
 }
@@ -267,9 +268,10 @@ int cmd_import(const struct ctl *c)
 			put_json_line(&out, doc);
 		} else {
 			rbuf_appendf(&out,
-				     "queued %" PRIu64 " points of '%s' in %" PRIu64 " batches (%" PRIu64 "..%" PRIu64
+				     "queued %" PRIu64 " %s of '%s' in %" PRIu64 " %s (%" PRIu64 "..%" PRIu64
 				     ") for backend '%s' (db '%s', rp '%s', precision %s)\n",
-				     queued_points, path, nbatches, first_seq, last_seq, backend, c->db,
+				     queued_points, relay_plural(queued_points, "point", "points"), path, nbatches,
+				     relay_plural(nbatches, "batch", "batches"), first_seq, last_seq, backend, c->db,
 				     c->rp && *c->rp ? c->rp : "(default)", lp_precision_name(prec));
 			nudge(c, backend, &out, NULL);
 		}

@@ -6,12 +6,24 @@
  * the two cannot disagree. A command of two words ("dlq list") is an
  * entry with a sub; its first word names the family.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cmd/relayctl/relayctl.h"
+
+/* The packaged configuration (CMakeLists.txt sets it from the install
+ * prefix); relayctl reads it when neither -c nor RELAYCTL_CONFIG names
+ * another, as relayd's service does. */
+#ifndef RELAYCTL_DEFAULT_CONFIG
+#define RELAYCTL_DEFAULT_CONFIG "/etc/relayd/relayd.yaml"
+#endif
+#ifndef RELAYCTL_MIGRATE_SCRIPT_DEFAULT
+#define RELAYCTL_MIGRATE_SCRIPT_DEFAULT "/usr/share/relayd/migrate-influxdb-relay"
+#endif
 
 /* Views first, then changes, each in the order the usage text lists them. */
 static const struct cmd commands[] = {
@@ -32,6 +44,8 @@ static const struct cmd commands[] = {
 	{ "salvage", NULL, cmd_salvage, 1, 1, 0, 0, "DEST",
 	  "copy every readable pending batch of a damaged store into a new\nstore in DEST (relayd stopped)" },
 	{ "dump", NULL, cmd_dump, 1, 1, WAL_F_RDONLY, 0, "BACKEND", "pending batches as JSON lines" },
+	{ "backup", NULL, cmd_backup, 1, 1, WAL_F_RDONLY, 0, "DEST",
+	  "a consistent copy of the queue into the new or empty\ndirectory DEST, relayd running or not" },
 	{ "pause", NULL, cmd_pause_resume, 1, 1, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON, "BACKEND", NULL },
 	{ "resume", NULL, cmd_pause_resume, 1, 1, WAL_F_SHARED, CMD_CHANGES | CMD_DAEMON, "BACKEND",
 	  "stop / restart delivery (the queue keeps filling)" },
@@ -106,14 +120,20 @@ static void usage_section(struct rbuf *b, unsigned changes)
 static void usage(FILE *f)
 {
 	struct rbuf b = RBUF_INIT;
-	rbuf_appendf(&b, "usage: relayctl -c FILE [--json] COMMAND [ARGS]\n\nviews (relayd running or not):\n");
+	rbuf_appendf(&b, "usage: relayctl [-c FILE] [--json] COMMAND [ARGS]\n\nviews (relayd running or not):\n");
 	usage_section(&b, 0);
 	rbuf_appendf(&b, "changes (take effect at once when relayd runs, else at its next start):\n");
 	usage_section(&b, CMD_CHANGES);
-	rbuf_appendf(&b, "\n"
-			 "  -c, --config FILE   relayd's configuration (data_dir and backends)\n"
+	rbuf_appendf(&b, "without a configuration:\n"
+			 "  migrate FILE [-o OUT]              an influxdb-relay TOML file as relayd YAML\n"
+			 "                                     (on stdout, or into OUT)\n"
+			 "  version                            print relayctl's version\n"
+			 "\n"
+			 "  -c, --config FILE   relayd's configuration (data_dir and backends); default:\n"
+			 "                      $RELAYCTL_CONFIG, else " RELAYCTL_DEFAULT_CONFIG "\n"
 			 "  --json              machine-readable output\n"
-			 "  --version           print relayctl's version and exit\n");
+			 "  -V, --version       print relayctl's version and exit\n"
+			 "  -h, --help          this help\n");
 	fwrite(b.data, 1, b.len, f);
 	rbuf_release(&b);
 }
@@ -158,9 +178,39 @@ static const struct cmd *find_command(const char *cmd, char ***args, int *nargs)
 	return NULL;
 }
 
+/*
+ * relayctl migrate FILE [-o OUT]: the converter is a Python script
+ * (tomllib reads the TOML); relayctl only finds and runs it, so that
+ * operators have one tool. Its exit status is relayctl's (exec). 127
+ * when it cannot run, as a shell says.
+ */
+static int run_migrate(char **args, int nargs, const char *out)
+{
+	if (nargs != 1) {
+		fprintf(stderr, "relayctl: usage: migrate FILE [-o OUT]\n");
+		return 2;
+	}
+	const char *env = getenv("RELAYCTL_MIGRATE_SCRIPT");
+	const char *script = env && *env ? env : RELAYCTL_MIGRATE_SCRIPT_DEFAULT;
+	if (access(script, R_OK) < 0) {
+		fprintf(stderr, "relayctl: migrate: the converter '%s' is missing (%s)%s\n", script, strerror(errno),
+			env && *env ? " (from RELAYCTL_MIGRATE_SCRIPT)" : ": reinstall relayd, or set RELAYCTL_MIGRATE_SCRIPT");
+		return 127;
+	}
+	char py[] = "python3", opt_o[] = "-o";
+	char *argv[] = { py, (char *)script, args[0], out ? opt_o : NULL, (char *)out, NULL };
+	fflush(stdout);
+	execvp(py, argv);
+	if (errno == ENOENT)
+		fprintf(stderr, "relayctl migrate needs python3: apt-get install python3\n");
+	else
+		fprintf(stderr, "relayctl: migrate: cannot run python3: %s\n", strerror(errno));
+	return 127;
+}
+
 int main(int argc, char **argv)
 {
-	enum { O_JSON = 256, O_YES, O_ALL, O_DLQ, O_DB, O_RP, O_PREC, O_WATCH, O_VERSION, O_WAIT, O_TIMEOUT, O_STOP };
+	enum { O_JSON = 256, O_YES, O_ALL, O_DLQ, O_DB, O_RP, O_PREC, O_WATCH, O_WAIT, O_TIMEOUT, O_STOP };
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, O_JSON },
@@ -176,11 +226,12 @@ int main(int argc, char **argv)
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "stop", no_argument, NULL, O_STOP },
 		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, O_VERSION },
+		{ "version", no_argument, NULL, 'V' },
+		{ "output", required_argument, NULL, 'o' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ctl c;
-	const char *config_path = NULL;
+	const char *config_path = NULL, *out = NULL;
 	char err[1024], *end;
 	int ch;
 
@@ -188,9 +239,10 @@ int main(int argc, char **argv)
 	c.count = 10;
 	c.precision = "ns";
 	/* Options may come anywhere: relayctl -c F status --json. */
-	while ((ch = getopt_long(argc, argv, "c:n:jh", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:n:jhVo:", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': config_path = optarg; break;
+		case 'o': out = optarg; break;
 		case 'j':
 		case O_JSON: c.json = 1; break;
 		case 'n':
@@ -233,21 +285,52 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'h': usage(stdout); return 0;
-		case O_VERSION: printf("relayctl %s\n", RELAYD_VERSION); return 0;
+		case 'V': printf("relayctl %s\n", RELAYD_VERSION); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
-	if (!config_path || optind >= argc) {
+	if (optind >= argc) {
 		usage(stderr);
 		return 2;
 	}
 	const char *cmd = argv[optind];
 	char **args = argv + optind + 1;
 	int nargs = argc - optind - 1;
+	/* The commands that need no configuration. */
+	if (strcmp(cmd, "version") == 0 && nargs == 0) {
+		printf("relayctl %s\n", RELAYD_VERSION);
+		return 0;
+	}
+	if (strcmp(cmd, "migrate") == 0)
+		return run_migrate(args, nargs, out);
+	if (out) {
+		fprintf(stderr, "relayctl: -o is for migrate only\n");
+		return 2;
+	}
+	/* -c, else the environment, else the packaged file: the one a
+	 * packaged relayd runs with. Which one was tried is said when it
+	 * does not load, so that an operator without -c knows where relayctl
+	 * looked. */
+	const char *from = "-c";
+	if (!config_path && getenv("RELAYCTL_CONFIG") && *getenv("RELAYCTL_CONFIG")) {
+		config_path = getenv("RELAYCTL_CONFIG");
+		from = "RELAYCTL_CONFIG";
+	}
+	if (!config_path) {
+		config_path = RELAYCTL_DEFAULT_CONFIG;
+		from = NULL;
+	}
+	if (!from && access(config_path, F_OK) < 0) {
+		fprintf(stderr,
+			"relayctl: no configuration: tried the default '%s' (%s); give relayd's with -c FILE or "
+			"RELAYCTL_CONFIG=FILE\n",
+			config_path, strerror(errno));
+		return 1;
+	}
 	/* The configuration first: a command is looked up only in a
 	 * configuration that loads. */
 	if (config_load(config_path, &c.cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "relayctl: %s\n", err);
+		fprintf(stderr, "relayctl: %s%s\n", err, from ? "" : " (the default configuration; -c FILE names another)");
 		return 1;
 	}
 	int rc = 2;

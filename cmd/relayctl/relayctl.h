@@ -14,7 +14,7 @@
  * (struct ctl), the command table's entry (main.c holds the table), the
  * helpers of common.c and the commands' handlers, each in its family's
  * file (status.c, views.c, repair.c, dlq.c, export.c, import.c, verify.c,
- * drain.c).
+ * drain.c, backup.c).
  */
 #ifndef RELAYCTL_H
 #define RELAYCTL_H
@@ -83,6 +83,7 @@ int cmd_import(const struct ctl *c);       /* import.c */
 int cmd_verify(const struct ctl *c);       /* verify.c */
 int cmd_salvage(const struct ctl *c);
 int cmd_drain(const struct ctl *c);        /* drain.c: drain and undrain */
+int cmd_backup(const struct ctl *c);       /* backup.c */
 
 /*---- common.c: formatting ----*/
 

@@ -84,9 +84,11 @@ int cmd_purge(const struct ctl *c)
 		wal_backend_stat(q.w, backend, &st);
 		wal_close(q.w);
 		fprintf(stderr,
-			"relayctl: not purging without --yes: it would drop all %" PRIu64 " pending batches (%" PRIu64
-			" points) of backend '%s'\n",
-			st.pending_batches, st.pending_points, backend);
+			"relayctl: not purging without --yes: it would drop %s%" PRIu64 " pending %s (%" PRIu64
+			" %s) of backend '%s'\n",
+			st.pending_batches == 1 ? "its " : "all ", st.pending_batches,
+			relay_plural(st.pending_batches, "batch", "batches"), st.pending_points,
+			relay_plural(st.pending_points, "point", "points"), backend);
 		return 1;
 	}
 	struct wal_count n;
@@ -108,8 +110,9 @@ int cmd_purge(const struct ctl *c)
 	} else {
 		char b[32];
 		human_bytes(n.bytes, b, sizeof(b));
-		rbuf_appendf(&out, "purged %" PRIu64 " batches (%" PRIu64 " points, %s) of backend '%s'", n.batches,
-			     n.points, b, backend);
+		rbuf_appendf(&out, "purged %" PRIu64 " %s (%" PRIu64 " %s, %s) of backend '%s'", n.batches,
+			     relay_plural(n.batches, "batch", "batches"), n.points, relay_plural(n.points, "point", "points"),
+			     b, backend);
 		if (n.corrupt)
 			rbuf_appendf(&out, ", and %" PRIu64 " corrupt record%s that did not decode", n.corrupt,
 				     n.corrupt == 1 ? "" : "s");

@@ -361,9 +361,11 @@ static int status_once(const struct ctl *c, struct wal *w, struct rate_memo *mem
 				human_bytes(held[i][h].bytes, hb, sizeof(hb));
 				human_age(age_seconds(held[i][h].oldest_accept_ns, now), ha, sizeof(ha));
 				rbuf_appendf(out,
-					     "  %s: held database '%s': %" PRIu64 " batches, %" PRIu64 " points, %s, oldest %s "
+					     "  %s: held database '%s': %" PRIu64 " %s, %" PRIu64 " %s, %s, oldest %s "
 					     "(waits for the database to exist; other databases flow)\n",
-					     shown(name), db, held[i][h].batches, held[i][h].points, hb, ha);
+					     shown(name), db, held[i][h].batches,
+					     relay_plural(held[i][h].batches, "batch", "batches"), held[i][h].points,
+					     relay_plural(held[i][h].points, "point", "points"), hb, ha);
 			}
 		}
 		if (next) {

@@ -73,9 +73,11 @@ int cmd_salvage(const struct ctl *c)
 		put_json_line(&out, doc);
 	} else {
 		rbuf_appendf(&out,
-			     "salvaged %" PRIu64 " batches (%" PRIu64 " points) for %" PRIu64 " backends from '%s/data.mdb' "
+			     "salvaged %" PRIu64 " %s (%" PRIu64 " %s) for %" PRIu64 " %s from '%s/data.mdb' "
 			     "into '%s/data.mdb'\n",
-			     st.batches_copied, st.points_copied, st.backends + st.backends_assumed, shown(dir), shown(dest));
+			     st.batches_copied, relay_plural(st.batches_copied, "batch", "batches"), st.points_copied,
+			     relay_plural(st.points_copied, "point", "points"), st.backends + st.backends_assumed,
+			     relay_plural(st.backends + st.backends_assumed, "backend", "backends"), shown(dir), shown(dest));
 		if (st.backends_assumed)
 			rbuf_appendf(&out,
 				     "%" PRIu64 " backend record%s not found: taken from the configuration's order, with every "
@@ -84,8 +86,10 @@ int cmd_salvage(const struct ctl *c)
 				     st.backends_assumed == 1 ? "it" : "them");
 		rbuf_appendf(&out,
 			     "left out: %" PRIu64 " delivered already, %" PRIu64 " of backends whose record was not found, "
-			     "%" PRIu64 " batch records that did not decode; %" PRIu64 " dead letters not copied\n",
-			     st.batches_delivered, st.batches_orphaned, st.records_corrupt, st.dead_found);
+			     "%" PRIu64 " batch %s that did not decode; %" PRIu64 " dead %s not copied\n",
+			     st.batches_delivered, st.batches_orphaned, st.records_corrupt,
+			     relay_plural(st.records_corrupt, "record", "records"), st.dead_found,
+			     relay_plural(st.dead_found, "letter", "letters"));
 		if (st.held_found)
 			rbuf_appendf(&out,
 				     "%" PRIu64 " held batch record%s (of databases a backend did not have) not copied: a "
@@ -131,10 +135,12 @@ int cmd_verify(const struct ctl *c)
 		json_object_set_new(doc, "dead", u64_json(st.dead));
 		put_json_line(&out, doc);
 	} else if (n)
-		rbuf_appendf(&out, "%d problem%s in the queue in '%s'\n", n, n == 1 ? "" : "s", c->cfg.data_dir);
+		rbuf_appendf(&out, "%d problem%s in the queue in '%s'\n", n, relay_s((uint64_t)n), c->cfg.data_dir);
 	else
-		rbuf_appendf(&out, "ok: %" PRIu64 " batches, %" PRIu64 " backends, %" PRIu64 " dead letters checked\n",
-			     st.batches, st.backends, st.dead);
+		rbuf_appendf(&out, "ok: %" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64 " dead %s checked\n", st.batches,
+			     relay_plural(st.batches, "batch", "batches"), st.backends,
+			     relay_plural(st.backends, "backend", "backends"), st.dead,
+			     relay_plural(st.dead, "letter", "letters"));
 	flush_out(&out);
 	rbuf_release(&out);
 	return n ? 1 : 0;

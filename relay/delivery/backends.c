@@ -221,8 +221,10 @@ void backends_apply(struct backends *bs, const struct relay_config *cfg, const i
 			s->bc = b;
 			bs->slots[id] = s;
 			start_slot(bs, s);
-			relay_log(RELAY_LOG_INFO, "backend '%s' (%s): %" PRIu64 " batches, %" PRIu64 " points, %" PRIu64
-				  " bytes queued", b->name, b->url, st.pending_batches, st.pending_points, st.pending_bytes);
+			relay_log(RELAY_LOG_INFO, "backend '%s' (%s): %" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64 " %s queued",
+				  b->name, b->url, st.pending_batches, relay_plural(st.pending_batches, "batch", "batches"),
+				  st.pending_points, relay_plural(st.pending_points, "point", "points"), st.pending_bytes,
+				  relay_plural(st.pending_bytes, "byte", "bytes"));
 			continue;
 		}
 		if (s->stopping || s->stopped) {

@@ -69,11 +69,6 @@ static void add(char *buf, size_t len, size_t *at, const char *fmt, ...)
 		*at += (size_t)n < len - *at ? (size_t)n : len - *at;
 }
 
-static const char *batches_word(uint64_t n)
-{
-	return n == 1 ? "batch" : "batches";
-}
-
 static void clear(char *buf, size_t len)
 {
 	if (len)
@@ -141,8 +136,8 @@ int outage_remind(struct outage *o, const char *name, const char *err, int64_t n
 		add(buf, len, &at, " (%s)", err);
 	if (f->batches) {
 		outage_format_bytes(f->bytes, b, sizeof(b));
-		add(buf, len, &at, ": %" PRIu64 " points in %" PRIu64 " %s (%s) pending", f->points, f->batches,
-		    batches_word(f->batches), b);
+		add(buf, len, &at, ": %" PRIu64 " %s in %" PRIu64 " %s (%s) pending", f->points,
+		    relay_plural(f->points, "point", "points"), f->batches, relay_plural(f->batches, "batch", "batches"), b);
 		if (f->oldest_accept_ns) {
 			outage_format_duration(now_ns - f->oldest_accept_ns, d, sizeof(d));
 			add(buf, len, &at, ", oldest %s old", d);
@@ -202,8 +197,8 @@ int outage_end(struct outage *o, const char *name, int64_t now_ns, const struct 
 	add(buf, len, &at, "backend '%s' is up again (was %s) after %s", name, replay_health_name(o->health), d);
 	if (f->batches) {
 		outage_format_bytes(f->bytes, b, sizeof(b));
-		add(buf, len, &at, ": delivering %" PRIu64 " %s (%" PRIu64 " points, %s)", f->batches,
-		    batches_word(f->batches), f->points, b);
+		add(buf, len, &at, ": delivering %" PRIu64 " %s (%" PRIu64 " %s, %s)", f->batches,
+		    relay_plural(f->batches, "batch", "batches"), f->points, relay_plural(f->points, "point", "points"), b);
 	} else {
 		add(buf, len, &at, ": nothing pending");
 	}
@@ -223,7 +218,7 @@ int outage_drained(struct outage *o, const char *name, int64_t now_ns, char *buf
 		return 0;
 	outage_format_duration(now_ns - o->up_ns, d, sizeof(d));
 	snprintf(buf, len, "backend '%s' caught up: the backlog of %" PRIu64 " %s drained in %s", name,
-		 o->backlog_batches, batches_word(o->backlog_batches), d);
+		 o->backlog_batches, relay_plural(o->backlog_batches, "batch", "batches"), d);
 	o->draining = 0;
 	return 1;
 }

@@ -741,8 +741,8 @@ struct replay_worker *replay_start(uv_loop_t *loop, struct wal *wal, const struc
 	if (wal_backend_stat(wal, cfg->name, &st) == 0 && st.paused) {
 		/* relayctl pause survives restarts: the flag is in the queue. */
 		w->paused = 1;
-		relay_log(RELAY_LOG_NOTICE, "backend '%s' is paused: %" PRIu64 " batches wait (relayctl resume %s)",
-			  cfg->name, st.pending_batches, cfg->name);
+		relay_log(RELAY_LOG_NOTICE, "backend '%s' is paused: %" PRIu64 " %s (relayctl resume %s)",
+			  cfg->name, st.pending_batches, st.pending_batches == 1 ? "batch waits" : "batches wait", cfg->name);
 	} else {
 		/* (A stat that fails, on a record it cannot decode say, leaves
 		 * the read to fail the same way: shown and retried.) */
@@ -782,8 +782,9 @@ void replay_refresh(struct replay_worker *w)
 			  w->cfg->name, wal_strerror(rc));
 	} else {
 		if (st.paused != w->paused)
-			relay_log(RELAY_LOG_NOTICE, "backend '%s' %s by relayctl (%" PRIu64 " batches pending)",
-				  w->cfg->name, st.paused ? "paused" : "resumed", st.pending_batches);
+			relay_log(RELAY_LOG_NOTICE, "backend '%s' %s by relayctl (%" PRIu64 " %s pending)",
+				  w->cfg->name, st.paused ? "paused" : "resumed", st.pending_batches,
+				  relay_plural(st.pending_batches, "batch", "batches"));
 		w->paused = st.paused;
 	}
 	replay_held_refresh(w);

@@ -121,9 +121,11 @@ static int load(struct replay_worker *w)
 		w->held.dbs[w->held.n - 1].due = 0;
 		if (at_start)
 			relay_log(RELAY_LOG_NOTICE,
-			          "backend \"%s\": database \"%s\" is held: %" PRIu64 " batches (%" PRIu64 " points) wait "
+			          "backend \"%s\": database \"%s\" is held: %" PRIu64 " %s (%" PRIu64 " %s) %s "
 			          "for it to exist while other databases flow",
-			          w->cfg->name, h[i].db, h[i].batches, h[i].points);
+			          w->cfg->name, h[i].db, h[i].batches, relay_plural(h[i].batches, "batch", "batches"),
+			          h[i].points, relay_plural(h[i].points, "point", "points"),
+			          h[i].batches == 1 ? "waits" : "wait");
 	}
 	wal_held_free(h, n);
 	return 0;
@@ -295,8 +297,12 @@ static void dead(struct replay_worker *w, int status, const char *body, size_t l
 	snprintf(w->held.msg, sizeof(w->held.msg), "HTTP %d: %.*s", status, (int)(len > 250 ? 250 : len), body);
 	w->held.msg[strcspn(w->held.msg, "\n")] = '\0';
 	w->stats.dead_batches++;
-	relay_log(RELAY_LOG_WARN, "backend '%s': held batch %" PRIu64 " of database '%s' dead-lettered: %s",
-		  w->cfg->name, r->batches[0].seq, w->held.db, w->held.msg);
+	/* The number wal_held_dead stores with it (held_job): one log line
+	 * and one record, one count. */
+	relay_log(RELAY_LOG_WARN,
+		  "backend '%s': held batch %" PRIu64 " of database '%s' dead-lettered after %u attempt%s: %s",
+		  w->cfg->name, r->batches[0].seq, w->held.db, w->held.attempts + 1, relay_s(w->held.attempts + 1),
+		  w->held.msg);
 	start_job(w, HOP_DEAD);
 }
 
@@ -492,8 +498,8 @@ int replay_held_retry_now(struct replay_worker *w)
 {
 	if (!w->held.n || w->paused)
 		return -1;
-	relay_log(RELAY_LOG_NOTICE, "backend '%s': trying its %zu held database(s) now (relayctl retry)", w->cfg->name,
-		  w->held.n);
+	relay_log(RELAY_LOG_NOTICE, "backend '%s': trying its %zu held %s now (relayctl retry)", w->cfg->name,
+		  w->held.n, relay_plural(w->held.n, "database", "databases"));
 	replay_held_wake(w, NULL);
 	return 0;
 }

@@ -114,6 +114,8 @@ struct replay_worker {
 		int hold_new;      /* WK_HOLD: its database was not held before */
 		int status;        /* the HTTP status a dead letter is stored with (0 = none) */
 		uint32_t lines;    /* WK_DEAD_PART: the lines of the piece */
+		uint32_t attempts; /* WK_DEAD, WK_DEAD_PART: the requests sent for it, this last one
+		                    * included: the number the log says and the record keeps */
 		size_t off, len;   /* ... and its bytes in batch 0's body */
 		char dead_msg[300]; /* the message a dead letter is stored with */
 		/* records the read found undecodable and moved aside

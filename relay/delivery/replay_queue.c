@@ -26,7 +26,7 @@ static void job_cb(uv_work_t *req)
 	switch (w->job.kind) {
 	case WK_DEAD:
 		w->job.rc = wal_dead_letter(w->wal, w->id, w->job.seq, NULL, 0, 0, w->job.status, w->job.dead_msg,
-					    w->send.attempts, now, 1);
+					    w->job.attempts, now, 1);
 		return;
 	case WK_DEAD_PART:
 		/* Known limit: for a v2 backend, a batch in minutes or hours was
@@ -35,7 +35,7 @@ static void job_cb(uv_work_t *req)
 		 * the batch's own precision. Only a 413-split single line of
 		 * such a batch gets here; relayctl shows the record as it is. */
 		w->job.rc = wal_dead_letter(w->wal, w->id, b0->seq, b0->body + w->job.off, w->job.len, w->job.lines,
-					    w->job.status, w->job.dead_msg, w->send.attempts, now, 0);
+					    w->job.status, w->job.dead_msg, w->job.attempts, now, 0);
 		return;
 	case WK_HOLD: {
 		uint64_t seqs[REPLAY_READ_MAX];
@@ -119,8 +119,8 @@ void replay_job_failed(struct replay_worker *w, enum replay_job_kind kind, int r
 			 err);
 		break;
 	case WK_DEAD_PART:
-		snprintf(w->redo.error, sizeof(w->redo.error), "cannot dead-letter %u line(s) of batch %" PRIu64 ": %s",
-			 w->job.lines, r->batches[0].seq, err);
+		snprintf(w->redo.error, sizeof(w->redo.error), "cannot dead-letter %u %s of batch %" PRIu64 ": %s",
+			 w->job.lines, relay_plural(w->job.lines, "line", "lines"), r->batches[0].seq, err);
 		break;
 	case WK_HOLD:
 		w->read.from = r->batches[0].seq;
@@ -177,9 +177,10 @@ static void after_job(struct replay_worker *w, int status)
 		w->stats.dead_batches += w->job.quarantined;
 		w->stats.corrupt_records += w->job.quarantined;
 		relay_log(RELAY_LOG_ERROR,
-		          "backend '%s': %u corrupt queue record(s) moved to the dead-letter queue, the last batch %" PRIu64
+		          "backend '%s': %u corrupt queue %s moved to the dead-letter queue, the last batch %" PRIu64
 		          " (%s); the queue goes on (relayctl verify, relayctl dlq list %s)",
-		          w->cfg->name, w->job.quarantined, w->job.qseq, w->job.qwhy, w->cfg->name);
+		          w->cfg->name, w->job.quarantined, relay_plural(w->job.quarantined, "record", "records"),
+		          w->job.qseq, w->job.qwhy, w->cfg->name);
 		w->job.quarantined = 0;
 	}
 	if (rc) {
@@ -207,10 +208,11 @@ static void after_job(struct replay_worker *w, int status)
 			points += r->batches[i].lines;
 		if (w->job.hold_new)
 			relay_log(RELAY_LOG_WARN,
-			          "backend \"%s\": database \"%s\" does not exist on %s; holding its %zu batches (%" PRIu64
-			          " points) while other databases flow; create it (CREATE DATABASE through relayd, or on the "
+			          "backend \"%s\": database \"%s\" does not exist on %s; holding its %zu %s (%" PRIu64
+			          " %s) while other databases flow; create it (CREATE DATABASE through relayd, or on the "
 			          "server), or set on_database_not_found: create",
-			          w->cfg->name, b0->db, w->cfg->url, r->group_n, points);
+			          w->cfg->name, b0->db, w->cfg->url, r->group_n, relay_plural(r->group_n, "batch", "batches"),
+			          points, relay_plural(points, "point", "points"));
 		else
 			relay_log(RELAY_LOG_DEBUG, "backend '%s': %zu more batch(es) of held database '%s' held",
 				  w->cfg->name, r->group_n, b0->db);

@@ -308,8 +308,9 @@ static int paced(struct replay_worker *w)
 	uint64_t wb = token_bucket_wait_ms(&w->rate.bytes, bytes, now);
 	uint64_t wait = wp > wb ? wp : wb;
 	if (wait) {
-		relay_log(RELAY_LOG_DEBUG, "backend '%s': %" PRIu64 " points, %" PRIu64 " bytes wait %" PRIu64
-			  " ms for the rate limit", w->cfg->name, points, bytes, wait);
+		relay_log(RELAY_LOG_DEBUG, "backend '%s': %" PRIu64 " %s, %" PRIu64 " %s wait %" PRIu64
+			  " ms for the rate limit", w->cfg->name, points, relay_plural(points, "point", "points"), bytes,
+			  relay_plural(bytes, "byte", "bytes"), wait);
 		replay_throttle(w, wait);
 		return 1;
 	}
@@ -483,21 +484,28 @@ static void dead_letter(struct replay_worker *w, const struct http_response *r)
 		return;
 	}
 	w->job.status = r->status < 0 ? 0 : r->status; /* 0: no answer, never sent */
+	/* The requests sent for it: send.attempts counts the failures before
+	 * this outcome, and the request that got it was sent too, unless it
+	 * could not be made at all (unsendable: nothing went out). One number
+	 * for the log line and the record, so that relayctl dlq list says
+	 * what the log said. */
+	w->job.attempts = w->send.attempts + (r->status == OUTCOME_STATUS_UNSENDABLE ? 0 : 1);
 	w->stats.dead_batches++; /* a piece of a split batch counts as one */
 	if (replay_splitting(w)) {
 		w->job.off = w->pieces.range[0].off;
 		w->job.len = w->pieces.range[0].len;
 		w->job.lines = replay_count_lines(w->cur->batches[0].body + w->job.off, w->job.len);
 		relay_log(RELAY_LOG_WARN,
-			  "backend '%s': %u line(s) of batch %" PRIu64 " dead-lettered after %u attempt(s): %s",
-			  w->cfg->name, w->job.lines, w->cur->batches[0].seq, w->send.attempts + 1, reason);
+			  "backend '%s': %u %s of batch %" PRIu64 " dead-lettered after %u attempt%s: %s", w->cfg->name,
+			  w->job.lines, relay_plural(w->job.lines, "line", "lines"), w->cur->batches[0].seq,
+			  w->job.attempts, relay_s(w->job.attempts), reason);
 		replay_start_job(w, WK_DEAD_PART);
 		return;
 	}
 	relay_log(RELAY_LOG_WARN,
-		  "backend '%s': batch %" PRIu64 " (%u points, db '%s') dead-lettered after %u attempt(s): %s",
-		  w->cfg->name, w->cur->batches[0].seq, w->cur->batches[0].lines, w->cur->batches[0].db,
-		  w->send.attempts + 1, reason);
+		  "backend '%s': batch %" PRIu64 " (%u %s, db '%s') dead-lettered after %u attempt%s: %s", w->cfg->name,
+		  w->cur->batches[0].seq, w->cur->batches[0].lines, relay_plural(w->cur->batches[0].lines, "point", "points"),
+		  w->cur->batches[0].db, w->job.attempts, relay_s(w->job.attempts), reason);
 	w->job.seq = w->cur->batches[0].seq;
 	w->read.from = w->job.seq + 1;
 	replay_start_job(w, WK_DEAD);

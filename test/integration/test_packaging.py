@@ -7,7 +7,8 @@ puts every file where the init script, the unit and the man pages say
 (binaries in the prefix's bin, /etc/relayd/relayd.yaml, /etc/init.d/relayd,
 /etc/default/relayd, /etc/logrotate.d/relayd, the unit under
 /lib/systemd/system, man pages gzip -9n (no name, no time: the same bytes
-every build), the copyright file, changelog.gz),
+every build), the copyright file, changelog.gz, the influxdb-relay
+converter under share/relayd),
 the installed scripts name the installed binary, the unit waits for
 network-online.target and passes `systemd-analyze verify`. `cpack -G DEB`
 (output in a temp dir) gives relayd_V_ARCH.deb and relayd-dbgsym_V_ARCH.deb:
@@ -163,6 +164,7 @@ class PackagingTest(unittest.TestCase):
             doc + "config.example.yaml": False,
             doc + "copyright": False,
             doc + "changelog.gz": False,
+            self.prefix + "/share/relayd/migrate-influxdb-relay": True,
             "etc/relayd/relayd.yaml": False,
             "etc/init.d/relayd": True,
             "etc/default/relayd": False,

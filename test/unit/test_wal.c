@@ -488,12 +488,25 @@ static void test_format_version_checked(void **state)
 	f->w = NULL;
 	set_format_version(f->dir, WAL_FORMAT_VERSION + 1);
 	struct wal_options o = { 0, 0 };
+	/* Newer: refused by every open, in words that say what to do. */
+	char why[300], want[300];
+	snprintf(want, sizeof(want),
+	         "this queue was written by a newer relayd (format %d); this relayd reads format %d: install the newer "
+	         "relayd or restore a backup",
+	         WAL_FORMAT_VERSION + 1, WAL_FORMAT_VERSION);
+	for (unsigned fl = 0; fl <= WAL_F_SHARED; fl++) {
+		struct wal_options oo = { 0, fl };
+		assert_int_equal(wal_open_why(f->dir, &oo, &w2, why, sizeof(why)), WAL_EVERSION);
+		assert_null(w2);
+		assert_string_equal(why, want);
+	}
 	assert_int_equal(wal_open(f->dir, &o, &w2), WAL_EVERSION);
 	o.flags = WAL_F_RDONLY;
 	assert_int_equal(wal_open(f->dir, &o, &w2), WAL_EVERSION);
 	set_format_version(f->dir, 0);
 	o.flags = 0;
-	assert_int_equal(wal_open(f->dir, &o, &w2), WAL_EVERSION);
+	assert_int_equal(wal_open_why(f->dir, &o, &w2, why, sizeof(why)), WAL_EVERSION);
+	assert_non_null(strstr(why, "format 0, which no relayd writes"));
 	set_format_version(f->dir, WAL_FORMAT_VERSION);
 	assert_int_equal(wal_open(f->dir, &o, &w2), 0);
 	wal_close(w2);
@@ -1595,7 +1608,7 @@ static void test_quarantine(void **state)
 	assert_int_equal(wal_quarantine(f->w, a, 1, &seq, why, sizeof(why)), WAL_ENOTFOUND);
 	assert_int_equal(wal_find_corrupt(f->w, a, 3, &seq, why, sizeof(why)), 0);
 	assert_int_equal(seq, 3);
-	assert_string_equal(why, "header says 4294967295 points, the body holds 1 lines");
+	assert_string_equal(why, "header says 4294967295 points, the body holds 1 line");
 	/* read-only handles cannot quarantine (one environment per process
 	 * at a time: LMDB's locks are the process's) */
 	wal_close(f->w);
@@ -2318,6 +2331,72 @@ static void test_strerror(void **state)
 	assert_non_null(strstr(wal_strerror(WAL_EDAMAGED), "damaged"));
 }
 
+/* wal_backup: a copy that opens as a queue holding what the source held,
+ * mode 0600, into a new or empty directory only, the source still in use. */
+static void test_backup(void **state)
+{
+	struct fx *f = *state;
+	char dst[600], path[700], why[600];
+	int a, b;
+	open_default(f, 0);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	assert_int_equal(wal_backend_open(f->w, "b", &b), 0);
+	for (int i = 0; i < 50; i++) {
+		struct wal_batch x = mk("m v=1 1\nm v=2 2\n", (1ull << a) | (1ull << b), 1000 + i);
+		assert_int_equal(wal_append(f->w, &x, 1, 1000 + i), 0);
+		assert_int_equal(x.result, 0);
+	}
+	assert_int_equal(wal_ack(f->w, a, 10, 2000), 0);
+	snprintf(dst, sizeof(dst), "%.*s/backup", (int)(strlen(f->dir) - 2), f->dir);
+	struct wal_backup_stat st;
+	assert_int_equal(wal_backup(f->w, dst, &st, why, sizeof(why)), 0);
+	assert_true(st.bytes > 0);
+	struct stat sb;
+	snprintf(path, sizeof(path), "%s/data.mdb", dst);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	assert_int_equal((uint64_t)sb.st_size, st.bytes);
+	/* The source goes on: what is written after is not in the copy. */
+	struct wal_batch later = mk("m v=3 3\n", 1ull << a, 5000);
+	assert_int_equal(wal_append(f->w, &later, 1, 5000), 0);
+	/* The copy opens as relayd's own store and holds every batch. */
+	struct wal *c;
+	struct wal_options o = { 0, 0 };
+	assert_int_equal(wal_open(dst, &o, &c), 0);
+	int ca, cb;
+	assert_int_equal(wal_backend_open(c, "a", &ca), 0);
+	assert_int_equal(wal_backend_open(c, "b", &cb), 0);
+	(void)ca;
+	(void)cb;
+	struct wal_backend_stat bs;
+	assert_int_equal(wal_backend_stat(c, "a", &bs), 0);
+	assert_int_equal(bs.pending_batches, 40);
+	assert_int_equal(bs.pending_points, 80);
+	assert_int_equal(wal_backend_stat(c, "b", &bs), 0);
+	assert_int_equal(bs.pending_batches, 50);
+	assert_int_equal(count_problems(c), 0);
+	wal_close(c);
+	/* A non-empty DEST is refused, and nothing in it is touched. */
+	assert_int_equal(wal_backup(f->w, dst, &st, why, sizeof(why)), WAL_EINVAL);
+	assert_non_null(strstr(why, "is not empty"));
+	assert_int_equal(stat(path, &sb), 0);
+	/* An empty directory is fine; a missing parent is an error, and
+	 * nothing is left behind. */
+	snprintf(path, sizeof(path), "%.*s/empty", (int)(strlen(f->dir) - 2), f->dir);
+	assert_int_equal(mkdir(path, 0700), 0);
+	assert_int_equal(wal_backup(f->w, path, NULL, NULL, 0), 0);
+	snprintf(path, sizeof(path), "%.*s/no/such", (int)(strlen(f->dir) - 2), f->dir);
+	assert_int_equal(wal_backup(f->w, path, NULL, why, sizeof(why)), -ENOENT);
+	assert_non_null(strstr(why, "cannot create"));
+	/* A read-only handle (relayctl's) copies too. */
+	struct wal *ro;
+	struct wal_options roo = { 0, WAL_F_RDONLY };
+	assert_int_equal(wal_open(f->dir, &roo, &ro), 0);
+	snprintf(path, sizeof(path), "%.*s/fromro", (int)(strlen(f->dir) - 2), f->dir);
+	assert_int_equal(wal_backup(ro, path, NULL, NULL, 0), 0);
+	wal_close(ro);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2362,6 +2441,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_held, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fail_next, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_files, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_backup, setup, teardown),
 		cmocka_unit_test(test_strerror),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
