@@ -232,8 +232,8 @@ static void judge(struct relayd *d, struct snap *s)
 		}
 		if (b->st.held_batches) {
 			degraded = 1;
-			why_add(s, "'%s' holds %" PRIu64 " batches for databases it lacks", b->cfg->name,
-			        b->st.held_batches);
+			why_add(s, "'%s' holds %" PRIu64 " %s for databases it lacks", b->cfg->name,
+			        b->st.held_batches, relay_plural(b->st.held_batches, "batch", "batches"));
 		}
 	}
 	uint64_t mono = now_mono_ns();
@@ -246,8 +246,8 @@ static void judge(struct relayd *d, struct snap *s)
 		/* Asked for (relayctl drain): it wins over failing and
 		 * degraded, whose reasons follow its own. */
 		char head[96];
-		int n = snprintf(head, sizeof(head), "draining for maintenance: %" PRIu64 " batches left to deliver",
-		                 snap_left(s));
+		int n = snprintf(head, sizeof(head), "draining for maintenance: %" PRIu64 " %s left to deliver",
+		                 snap_left(s), relay_plural(snap_left(s), "batch", "batches"));
 		size_t h = n > 0 && (size_t)n < sizeof(head) ? (size_t)n : 0, len = strlen(s->why);
 		if (len) {
 			if (h + 2 + len >= sizeof(s->why))
@@ -337,8 +337,8 @@ void monitor_status_line(struct relayd *d, char *buf, size_t len)
 	}
 	snprintf(buf, len, "%s; %" PRIu64 " point%s in %" PRIu64 " batch%s (%" PRIu64 " KiB) queued, oldest %" PRId64
 	         " s; %zu of %zu backend%s up",
-	         s->status, points, points == 1 ? "" : "s", batches, batches == 1 ? "" : "es", (bytes + 1023) / 1024,
-	         age_seconds(s->now_ns, oldest), up, s->n, s->n == 1 ? "" : "s");
+	         s->status, points, relay_s(points), batches, relay_plural(batches, "", "es"), (bytes + 1023) / 1024,
+	         age_seconds(s->now_ns, oldest), up, s->n, relay_s(s->n));
 	snap_free(s);
 }
 
@@ -360,8 +360,9 @@ static int backend_verdict(const struct snap_backend *b, int64_t max_lag_ns, str
 	}
 	if (strcmp(b->state, "paused") == 0) {
 		if (b->lag_ns) {
-			rbuf_appendf(out, "paused with %" PRIu64 " batches pending (%" PRIu64 " held), oldest %s old",
-			             b->st.pending_batches, b->st.held_batches, lag);
+			rbuf_appendf(out, "paused with %" PRIu64 " %s pending (%" PRIu64 " held), oldest %s old",
+			             b->st.pending_batches, relay_plural(b->st.pending_batches, "batch", "batches"),
+			             b->st.held_batches, lag);
 			return 503;
 		}
 		rbuf_appendf(out, "caught up (paused, nothing pending)");
@@ -372,16 +373,17 @@ static int backend_verdict(const struct snap_backend *b, int64_t max_lag_ns, str
 		return 503;
 	}
 	if (b->st.held_batches && b->lag_ns > max_lag_ns) {
-		rbuf_appendf(out, "holding: %" PRIu64 " batches wait for databases it lacks, oldest %s old",
-		             b->st.held_batches, lag);
+		rbuf_appendf(out, "holding: %" PRIu64 " %s for databases it lacks, oldest %s old",
+		             b->st.held_batches, relay_plural(b->st.held_batches, "batch waits", "batches wait"), lag);
 		return 503;
 	}
 	if (b->lag_ns > max_lag_ns) {
-		rbuf_appendf(out, "behind: %" PRIu64 " batches pending, oldest %s old (max_lag %.3f s)",
-		             b->st.pending_batches, lag, (double)max_lag_ns / 1e9);
+		rbuf_appendf(out, "behind: %" PRIu64 " %s pending, oldest %s old (max_lag %.3f s)",
+		             b->st.pending_batches, relay_plural(b->st.pending_batches, "batch", "batches"), lag, (double)max_lag_ns / 1e9);
 		return 503;
 	}
-	rbuf_appendf(out, "caught up (%" PRIu64 " batches pending, lag %s)", b->st.pending_batches, lag);
+	rbuf_appendf(out, "caught up (%" PRIu64 " %s pending, lag %s)", b->st.pending_batches,
+	             relay_plural(b->st.pending_batches, "batch", "batches"), lag);
 	return 200;
 }
 

@@ -46,6 +46,8 @@
 #define STATUS_INTERVAL_MS 10000
 /* How often stale LMDB reader slots are freed and delivery rates sampled. */
 #define MAINT_INTERVAL_MS 5000
+/* Where the package installs the configuration: relayd without -c reads it. */
+#define RELAYD_DEFAULT_CONFIG "/etc/relayd/relayd.yaml"
 
 #define SWAP(a, b)                        \
 	do {                              \
@@ -57,10 +59,11 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: relayd -c FILE [--daemon] [--pidfile FILE] [--allow-root]\n"
-		"       relayd -c FILE --check-config\n"
+		"usage: relayd [-c FILE] [--daemon] [--pidfile FILE] [--allow-root]\n"
+		"       relayd [-c FILE] --check-config\n"
 		"\n"
-		"  -c, --config FILE   configuration file (YAML); see relayd.yaml(5)\n"
+		"  -c, --config FILE   configuration file (YAML); see relayd.yaml(5);\n"
+		"                      default " RELAYD_DEFAULT_CONFIG "\n"
 		"  -t, --check-config  check the configuration and exit\n"
 		"  -d, --daemon        detach; return once listening (0) or failed (1)\n"
 		"  -p, --pidfile FILE  write the pid to FILE (removed on exit)\n"
@@ -111,7 +114,7 @@ static void maint_cb(uv_timer_t *t)
 	 * the file cannot grow by everything written after it. */
 	if (wal_reader_check(d->wal, &cleared) == 0 && cleared > 0)
 		relay_log(RELAY_LOG_INFO, "freed %d stale reader slot%s of the queue (a reader was killed)",
-		          cleared, cleared == 1 ? "" : "s");
+		          cleared, relay_s((uint64_t)cleared));
 	for (size_t i = 0; i < d->cfg.nbackends; i++) {
 		int id = d->ids[i];
 		/* The totals since relayd started (a worker a reload restarted
@@ -382,7 +385,8 @@ static void update_ingest(struct relayd *d)
 		d->ing.names[id] = d->backends.names[id];
 	for (size_t i = 0; i < d->cfg.nbackends; i++) {
 		route |= 1ULL << d->ids[i];
-		d->ing.limits[d->ids[i]] = d->cfg.backends[i].max_bytes;
+		d->ing.max_size[d->ids[i]] = d->cfg.backends[i].max_size_text;
+		d->ing.max_age[d->ids[i]] = d->cfg.backends[i].max_age_text;
 	}
 	d->ing.route = route;
 }
@@ -432,8 +436,8 @@ static void keep_restart_only(struct relayd *d, struct relay_config *next)
 	for (size_t i = 0; udp_same && i < cur->nudp; i++)
 		udp_same = config_udp_equal(&cur->udp[i], &next->udp[i]);
 	if (!udp_same) {
-		snprintf(a, sizeof(a), "%zu listeners", cur->nudp);
-		snprintf(b, sizeof(b), "%zu listeners", next->nudp);
+		snprintf(a, sizeof(a), "%zu listener%s", cur->nudp, relay_s(cur->nudp));
+		snprintf(b, sizeof(b), "%zu listener%s", next->nudp, relay_s(next->nudp));
 		needs_restart("listen.udp", a, b);
 	}
 	SWAP(cur->udp, next->udp);
@@ -450,30 +454,24 @@ static void keep_restart_only(struct relayd *d, struct relay_config *next)
 	}
 	SWAP(cur->queue_max_commit_batches, next->queue_max_commit_batches);
 
-	/* The map is sized once, at open; derived from the limits, it may
-	 * want to change with them (a backend added, a max_size raised). */
-	uint64_t want = config_map_size(next);
-	if (want != d->map_size) {
+	/* The map is sized once, at open. Only a map_size the user set and
+	 * changed is a setting that waits for a restart; a derived one has
+	 * headroom for more backends (config_map_size), and is worth a word
+	 * only when the new limits truly need more than the map has. */
+	if (cur->queue_map_bytes != next->queue_map_bytes) {
 		snprintf(a, sizeof(a), "%" PRIu64 " MiB", d->map_size >> 20);
-		snprintf(b, sizeof(b), "%" PRIu64 " MiB", want >> 20);
+		if (next->queue_map_bytes)
+			snprintf(b, sizeof(b), "%" PRIu64 " MiB", next->queue_map_bytes >> 20);
+		else
+			snprintf(b, sizeof(b), "0 (derived: %" PRIu64 " MiB)", config_map_size(next) >> 20);
 		needs_restart("queue.map_size", a, b);
+	} else if (!next->queue_map_bytes && config_map_need(next) > d->map_size) {
+		relay_log(RELAY_LOG_WARN, "reload: the queues' limits now need a map of %" PRIu64 " MiB (twice the "
+		          "backends' max_size plus 64 MiB) but the queue's map is %" PRIu64 " MiB until a restart: "
+		          "writes may get 503 (queue storage is full) before the queues reach their max_size; "
+		          "restart relayd to map more", config_map_need(next) >> 20, d->map_size >> 20);
 	}
 	SWAP(cur->queue_map_bytes, next->queue_map_bytes);
-}
-
-/* The TLS listener's files made absolute against dir, as data_dir is:
- * the daemon leaves for "/", and a reload reads them again from wherever
- * relayd then is. */
-static void absolute_tls_paths(const char *dir, struct relay_config *cfg)
-{
-	char **p[] = {&cfg->tls_cert_file, &cfg->tls_key_file, &cfg->tls_client_ca_file};
-	for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++) {
-		if (!*p[i])
-			continue;
-		char *a = daemon_absolute_path(dir, *p[i]);
-		free(*p[i]);
-		*p[i] = a;
-	}
 }
 
 static void reload_refused(struct relayd *d, struct relay_config *next, const char *why)
@@ -505,10 +503,6 @@ static void reload(struct relayd *d)
 		reload_refused(d, next, err);
 		return;
 	}
-	char *dd = daemon_absolute_path(d->start_dir, next->data_dir);
-	free(next->data_dir);
-	next->data_dir = dd;
-	absolute_tls_paths(d->start_dir, next);
 	/* The TLS listener's certificate, key and client CA are read again
 	 * (a rotation is a file replaced, then SIGHUP): the new context is
 	 * made before anything changes, and first of what opens things, so a
@@ -526,11 +520,19 @@ static void reload(struct relayd *d)
 		reload_refused(d, next, err);
 		return;
 	}
-	if (strcmp(next->log_output, d->cfg.log_output) != 0 && relay_log_open(next->log_output, err, sizeof(err)) < 0) {
+	/* The list is resolved again: an output may have come (a syslog
+	 * daemon started) or gone since. */
+	char chosen[sizeof(d->log_chosen)], passed[1024];
+	if (relay_log_open_first(next->log_output, chosen, sizeof(chosen), passed, sizeof(passed), err,
+	                         sizeof(err)) < 0) {
 		net_tls_ctx_unref(tls);
 		reload_refused(d, next, err);
 		return;
 	}
+	if (strcmp(chosen, d->log_chosen) != 0)
+		relay_log(RELAY_LOG_NOTICE, "reload: logging to %s now (was %s)%s%s", chosen, d->log_chosen,
+		          *passed ? "; passed over: " : "", passed);
+	snprintf(d->log_chosen, sizeof(d->log_chosen), "%s", chosen);
 
 	/* From here on nothing fails. */
 	keep_restart_only(d, next);
@@ -549,7 +551,7 @@ static void reload(struct relayd *d)
 		http_server_set_tls(d->http, tls);
 	d->reloads++;
 	relay_log(RELAY_LOG_NOTICE, "configuration reloaded from '%s' (%zu backend%s)", d->config_path,
-		  d->cfg.nbackends, d->cfg.nbackends == 1 ? "" : "s");
+		  d->cfg.nbackends, relay_s(d->cfg.nbackends));
 	if (d->http)
 		http_server_probe_version(d->http); /* the first query backend may be another now */
 	notify_status(d, "READY=1\n");
@@ -571,8 +573,8 @@ static void on_sigusr1(uv_signal_t *h, int signum)
 	struct relayd *d = h->data;
 	char err[512];
 	(void)signum;
-	if (d->cfg.log_output[0] != '/') {
-		relay_log(RELAY_LOG_DEBUG, "SIGUSR1: the log goes to %s, no file to reopen", d->cfg.log_output);
+	if (d->log_chosen[0] != '/') {
+		relay_log(RELAY_LOG_DEBUG, "SIGUSR1: the log goes to %s, no file to reopen", d->log_chosen);
 		return;
 	}
 	/* logrotate moved the file away: lines go on into the moved file
@@ -580,10 +582,54 @@ static void on_sigusr1(uv_signal_t *h, int signum)
 	if (relay_log_reopen(err, sizeof(err)) < 0)
 		relay_log(RELAY_LOG_ERROR, "%s; logging on into the old file", err);
 	else
-		relay_log(RELAY_LOG_NOTICE, "log file '%s' reopened", d->cfg.log_output);
+		relay_log(RELAY_LOG_NOTICE, "log file '%s' reopened", d->log_chosen);
 }
 
 /*---- startup ----*/
+
+/*
+ * What an operator must hear about log_output before relayd starts (in
+ * --check-config, and on stderr before --daemon detaches): that no output
+ * of the list is available on this host, with the fix. Checked without
+ * opening anything (relay_log_output_check). why gets the warning, or ""
+ * when there is none; returns the output that will be used as far as can
+ * be told now ("stderr" when none is available and none is a file).
+ */
+static const char *log_output_warning(const struct relay_config *cfg, char *why, size_t whylen)
+{
+	static char first[4096];
+	char reasons[1536] = "", reason[512], out[4096];
+	const char *p = cfg->log_output;
+	size_t rl = 0, n = 0;
+	int file = 0;
+
+	why[0] = '\0';
+	while (p && *p) {
+		size_t len = strcspn(p, "\n");
+		snprintf(out, sizeof(out), "%.*s", (int)len, p);
+		p += len + (p[len] == '\n');
+		n++;
+		file |= out[0] == '/';
+		if (relay_log_output_check(out, reason, sizeof(reason))) {
+			snprintf(first, sizeof(first), "%s", out);
+			return first;
+		}
+		int w = snprintf(reasons + rl, sizeof(reasons) - rl, "%s%s: %s", rl ? "; " : "", out, reason);
+		if (w > 0)
+			rl = rl + (size_t)w < sizeof(reasons) ? rl + (size_t)w : sizeof(reasons) - 1;
+	}
+	if (n == 1 && strcmp(cfg->log_output, "syslog") == 0)
+		snprintf(why, whylen, "log_output is syslog but %s: its lines would be lost, so relayd logs to stderr; "
+		         "set log_output to a file (/var/log/relayd/relayd.log), or to journal under systemd, or to a "
+		         "list such as [journal, syslog, /var/log/relayd/relayd.log]", reason);
+	else if (file)
+		snprintf(why, whylen, "no log_output can be used (%s): relayd will refuse to start", reasons);
+	else
+		snprintf(why, whylen, "no log_output can be used (%s), so relayd logs to stderr; add a file to the "
+		         "list (/var/log/relayd/relayd.log)", reasons);
+	snprintf(first, sizeof(first), "%s", file ? "" : "stderr");
+	return first;
+}
 
 static int open_queue(struct relayd *d)
 {
@@ -638,9 +684,9 @@ static int open_queue(struct relayd *d)
 	/* From format 1 every record gets its checksum; from 2 only the format
 	 * record changes (its records are format-3 records of kind lines). */
 	if (from)
-		relay_log(RELAY_LOG_NOTICE, "upgraded the queue in '%s' from format %u to %d: %" PRIu64 " records rewritten%s "
+		relay_log(RELAY_LOG_NOTICE, "upgraded the queue in '%s' from format %u to %d: %" PRIu64 " record%s rewritten%s "
 		          "(relayctl and relayd of format %u cannot read it any more)",
-		          d->cfg.data_dir, from, WAL_FORMAT_VERSION, upgraded,
+		          d->cfg.data_dir, from, WAL_FORMAT_VERSION, upgraded, relay_s(upgraded),
 		          upgraded ? " with checksums" : ", the format record changed", from);
 	if ((rc = backends_init(&d->backends, d->loop, d->wal)) != 0) {
 		relay_log(RELAY_LOG_ERROR, "cannot start delivery: %s", uv_strerror(rc));
@@ -724,7 +770,9 @@ int main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	if (!config_path || optind != argc || (pidfile && !*pidfile)) {
+	if (!config_path)
+		config_path = RELAYD_DEFAULT_CONFIG;
+	if (!*config_path || optind != argc || (pidfile && !*pidfile)) {
 		usage(stderr);
 		return 2;
 	}
@@ -732,27 +780,31 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
-	char exposed_why[PATH_MAX + 200];
+	char exposed_why[PATH_MAX + 200], log_why[2048];
 	int exposed = config_secrets_exposed(&d.cfg, exposed_why, sizeof(exposed_why));
+	const char *log_first = log_output_warning(&d.cfg, log_why, sizeof(log_why));
 	if (check_only) {
 		if (exposed)
 			fprintf(stderr, "warning: %s\n", exposed_why);
+		if (*log_why)
+			fprintf(stderr, "warning: %s\n", log_why);
 		uint64_t ceiling = (config_memory_ceiling(&d.cfg) + (1 << 20) - 1) >> 20;
 		printf("%s: ok (%zu backend%s)\nmemory ceiling: %" PRIu64 " MiB (systemd: MemoryMax=%" PRIu64 "M)\n",
-		       config_path, d.cfg.nbackends, d.cfg.nbackends == 1 ? "" : "s", ceiling, ceiling);
+		       config_path, d.cfg.nbackends, relay_s(d.cfg.nbackends), ceiling, ceiling);
 		query_targets_describe(&d.cfg, stdout);
 		config_release(&d.cfg);
 		return 0;
 	}
-	/* Every path is made absolute now: the daemon leaves for "/", and a
-	 * reload reads the file again from wherever relayd then is. */
+	/* The paths of the command line are made absolute now: the daemon
+	 * leaves for "/", and a reload reads the file again from there. The
+	 * file's own relative paths mean its directory (config_load). */
 	d.start_dir = xstrdup(getcwd(cwd, sizeof(cwd)) ? cwd : "/");
 	d.config_path = daemon_absolute_path(d.start_dir, config_path);
 	d.pidfile = pidfile ? daemon_absolute_path(d.start_dir, pidfile) : NULL;
-	char *dd = daemon_absolute_path(d.start_dir, d.cfg.data_dir);
-	free(d.cfg.data_dir);
-	d.cfg.data_dir = dd;
-	absolute_tls_paths(d.start_dir, &d.cfg);
+	/* Before anything else can fail or --daemon detaches: on the
+	 * terminal (or the init script's capture), where it is seen. */
+	if (*log_why)
+		relay_log(RELAY_LOG_WARN, "%s", log_why);
 	signal(SIGPIPE, SIG_IGN);
 	/* A reload or a logrotate signal that arrives while relayd starts
 	 * must not kill it (their default action); the loop's handlers take
@@ -768,8 +820,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (detach) {
-		if (strcmp(d.cfg.log_output, "stderr") == 0)
-			relay_log(RELAY_LOG_WARN, "log_output is stderr, which --daemon points at /dev/null: "
+		if (strcmp(log_first, "stderr") == 0)
+			relay_log(RELAY_LOG_WARN, "the log would go to stderr, which --daemon points at /dev/null: "
 				  "set log_output to syslog or a file to keep the log");
 		/* Before the loop and its thread pool exist: fork copies only
 		 * the calling thread. */
@@ -780,12 +832,16 @@ int main(int argc, char **argv)
 		}
 	}
 	d.pid = getpid();
-	if (relay_log_open(d.cfg.log_output, err, sizeof(err)) < 0) {
-		relay_log(RELAY_LOG_ERROR, "%s", err);
+	char passed[1024];
+	if (relay_log_open_first(d.cfg.log_output, d.log_chosen, sizeof(d.log_chosen), passed, sizeof(passed), err,
+	                         sizeof(err)) < 0) {
+		relay_log(RELAY_LOG_ERROR, "%s: refusing to start", err);
 		release(&d);
 		return 1;
 	}
 	set_log_level(&d.cfg);
+	relay_log(RELAY_LOG_INFO, "logging to %s%s%s%s", d.log_chosen, *passed ? " (passed over: " : "", passed,
+	          *passed ? ")" : "");
 	if (exposed)
 		relay_log(RELAY_LOG_WARN, "%s", exposed_why);
 
@@ -836,7 +892,7 @@ int main(int argc, char **argv)
 		 d.cfg.listen_http ? d.cfg.listen_http : "", d.cfg.listen_http && d.cfg.listen_https ? " and " : "",
 		 d.cfg.listen_https ? "https://" : "", d.cfg.listen_https ? d.cfg.listen_https : "");
 	relay_log(RELAY_LOG_NOTICE, "relayd %s listening on %s (queue in '%s', %zu backend%s)", RELAYD_VERSION,
-		  listeners, d.cfg.data_dir, d.cfg.nbackends, d.cfg.nbackends == 1 ? "" : "s");
+		  listeners, d.cfg.data_dir, d.cfg.nbackends, relay_s(d.cfg.nbackends));
 	if (d.cfg.listen_https && d.cfg.tls_client_ca_file)
 		relay_log(RELAY_LOG_NOTICE, "https clients must present a certificate signed by a CA in '%s'%s",
 			  d.cfg.tls_client_ca_file,
@@ -852,8 +908,9 @@ int main(int argc, char **argv)
 	uv_run(d.loop, UV_RUN_DEFAULT);
 
 	const struct ingest_stats *is = &d.ing.stats;
-	relay_log(RELAY_LOG_NOTICE, "stopped: %" PRIu64 " batches committed in %" PRIu64 " commits (largest group %" PRIu64 ")",
-		  is->batches_committed, is->commits, is->max_group);
+	relay_log(RELAY_LOG_NOTICE, "stopped: %" PRIu64 " %s committed in %" PRIu64 " commit%s (largest group %" PRIu64 ")",
+		  is->batches_committed, relay_plural(is->batches_committed, "batch", "batches"), is->commits,
+		  relay_s(is->commits), is->max_group);
 	uv_loop_close(d.loop);
 	wal_close(d.wal);
 	if (d.pidfile)

@@ -32,10 +32,13 @@ struct relayd {
 	 */
 	struct relay_config cfg;
 	int ids[RELAY_MAX_BACKENDS]; /* queue id of cfg.backends[i] */
-	char *start_dir;   /* where relayd was started: relative paths mean this */
+	char *start_dir;   /* where relayd was started: -c and --pidfile relative to it mean this */
 	char *config_path; /* absolute: reloads read it after chdir("/") */
 	char *pidfile;     /* absolute, or NULL */
 	uint64_t map_size; /* the queue's LMDB map, fixed until a restart */
+	/* The output of cfg.log_output's list in use (relay_log_open_first),
+	 * chosen again at every reload; SIGUSR1 reopens it when a file. */
+	char log_chosen[4096];
 	pid_t pid;
 	struct wal *wal;
 	struct ingest ing;

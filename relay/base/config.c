@@ -10,11 +10,14 @@
 #include "relay/base/config_internal.h"
 #include "relay/base/util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yaml.h>
 
 /* A configuration is a few kilobytes; anything this big is the wrong file
@@ -199,6 +202,41 @@ fail:
 }
 
 /*
+ * log_output as a sequence: outputs in order of preference, the first
+ * available on the host being used (relay_log_open_first). Each is checked
+ * as a single value would be; they are stored joined by '\n', which none
+ * may contain.
+ */
+static int walk_outputs(struct loader *ld, const struct key_spec *k, void *base, yaml_node_t *seq,
+                        const char *path)
+{
+	struct rbuf joined = RBUF_INIT;
+	size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+
+	if (n == 0)
+		return cfg_fail(ld, seq, "'%s' must list at least one output (stderr, syslog, journal or a file)", path);
+	if (n > 16)
+		return cfg_fail(ld, seq, "'%s' lists more than 16 outputs", path);
+	for (size_t i = 0; i < n; i++) {
+		yaml_node_t *item = node_at(ld, seq->data.sequence.items.start[i]);
+		const char *text = NULL;
+		if (enter(ld, item, item, path) < 0 || scalar_text(ld, item, path, &text) < 0 ||
+		    cfg_check_log_output(ld, item, text, path) < 0) {
+			rbuf_release(&joined);
+			return -1;
+		}
+		if (joined.len)
+			rbuf_appendc(&joined, '\n');
+		rbuf_append(&joined, text, strlen(text));
+	}
+	char **field = cfg_field_at(base, k->off);
+	free(*field);
+	*field = xstrdup(rbuf_cstr(&joined));
+	rbuf_release(&joined);
+	return 0;
+}
+
+/*
  * Apply the mapping map to base using the rows of tab in section. seen
  * records where each row's key was found (duplicates and required keys);
  * prefix names the mapping in messages (NULL at the top level).
@@ -252,6 +290,17 @@ static int walk_mapping(struct loader *ld, yaml_node_t *map, const struct key_sp
 			break;
 		case KT_NAMES:
 			if (walk_names(ld, k, base, vn, kn, path) < 0)
+				return -1;
+			break;
+		case KT_LOG_OUTPUT:
+			if (vn->type == YAML_SEQUENCE_NODE) {
+				if (walk_outputs(ld, k, base, vn, path) < 0)
+					return -1;
+				break;
+			}
+			if (is_null(vn))
+				return cfg_fail(ld, kn, "'%s' needs a value", path);
+			if (scalar_text(ld, vn, path, &text) < 0 || cfg_set_value(ld, k, base, text, vn, path) < 0)
 				return -1;
 			break;
 		default:
@@ -339,9 +388,15 @@ static void apply_inherited(struct loader *ld)
 	for (size_t b = 0; b < ld->cfg->nbackends; b++) {
 		for (size_t i = 0; i < nk; i++) {
 			const struct key_spec *k = &cfg_backend_keys[i];
-			if ((k->flags & KF_INHERIT) && !ld->lseen[LIST_BACKENDS][b * nk + i])
-				*(uint64_t *)cfg_field_at(&ld->cfg->backends[b], k->off) =
-					*(uint64_t *)cfg_field_at(ld->cfg, k->off_inherit);
+			if (!(k->flags & KF_INHERIT) || ld->lseen[LIST_BACKENDS][b * nk + i])
+				continue;
+			*(uint64_t *)cfg_field_at(&ld->cfg->backends[b], k->off) =
+				*(uint64_t *)cfg_field_at(ld->cfg, k->off_inherit);
+			if (k->flags & KF_TEXT) {
+				char **to = cfg_field_at(&ld->cfg->backends[b], k->off_text);
+				free(*to);
+				*to = xstrdup(*(char **)cfg_field_at(ld->cfg, k->off_inherit_text));
+			}
 		}
 	}
 }
@@ -559,6 +614,50 @@ static int check_config(struct loader *ld)
 	return 0;
 }
 
+/* dir/path, without the "./" a user may start path with. */
+static char *join_path(const char *dir, const char *path)
+{
+	struct rbuf b = RBUF_INIT;
+	while (path[0] == '.' && path[1] == '/')
+		path += 2;
+	rbuf_appendf(&b, "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", path);
+	char *out = xstrdup(rbuf_cstr(&b));
+	rbuf_release(&b);
+	return out;
+}
+
+static void resolve_in(const struct key_spec *tab, size_t n, void *base, const char *dir)
+{
+	for (size_t i = 0; i < n; i++) {
+		char **p = cfg_field_at(base, tab[i].off);
+		if (!(tab[i].flags & KF_PATH) || !*p || (*p)[0] == '/')
+			continue;
+		char *abs = join_path(dir, *p);
+		free(*p);
+		*p = abs;
+	}
+}
+
+/*
+ * Every KF_PATH value that is relative is made absolute against the
+ * directory of the file, here and only here: relayd (which leaves for "/"
+ * when it detaches, and reloads from there) and relayctl (run from any
+ * directory) then read the same store and the same certificates, and a
+ * configuration means the same wherever it is read from. Driven by the
+ * key table, so a path key added there is resolved too.
+ */
+static void resolve_paths(struct loader *ld)
+{
+	struct relay_config *cfg = ld->cfg;
+	if (!ld->base_dir)
+		return;
+	resolve_in(cfg_keys, cfg_nkeys, cfg, ld->base_dir);
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		resolve_in(cfg_backend_keys, cfg_nbackend_keys, &cfg->backends[i], ld->base_dir);
+	for (size_t i = 0; i < cfg->nudp; i++)
+		resolve_in(cfg_udp_keys, cfg_nudp_keys, &cfg->udp[i], ld->base_dir);
+}
+
 static int apply_document(struct loader *ld, yaml_document_t *doc)
 {
 	yaml_node_t *root = yaml_document_get_root_node(doc);
@@ -572,17 +671,80 @@ static int apply_document(struct loader *ld, yaml_document_t *doc)
 	ld->visited = xcalloc((size_t)(doc->nodes.top - doc->nodes.start), 1);
 	ld->visited[root - doc->nodes.start] = 1;
 	rc = walk_mapping(ld, root, cfg_keys, cfg_nkeys, "", ld->cfg, ld->seen, NULL);
-	if (rc == 0)
+	if (rc == 0) {
 		apply_inherited(ld);
-	if (rc == 0)
+		resolve_paths(ld);
 		rc = check_config(ld);
+	}
 	free(ld->visited);
 	ld->visited = NULL;
 	return rc;
 }
 
-int config_load_buffer(const char *name, const char *text, size_t len,
-                       struct relay_config *cfg, char *err, size_t errlen)
+/* The first line of text that is neither blank nor a comment: [start, *end). */
+static const char *first_line(const char *text, size_t len, const char **end)
+{
+	const char *p = text, *stop = text + len;
+	while (p < stop) {
+		const char *e = memchr(p, '\n', (size_t)(stop - p));
+		if (!e)
+			e = stop;
+		const char *q = p;
+		while (q < e && (*q == ' ' || *q == '\t' || *q == '\r'))
+			q++;
+		if (q < e && *q != '#') {
+			*end = e;
+			return q;
+		}
+		p = e + 1;
+	}
+	return NULL;
+}
+
+static int toml_key_char(char c)
+{
+	return isalnum((unsigned char)c) || c == '_' || c == '-' || c == '.' || c == '"';
+}
+
+/*
+ * Whether text looks like influxdb-relay's TOML: its first line that says
+ * anything is a table header ([name], [[name]]) or "key = value". Asked
+ * only of a file that failed to load, so a valid YAML file never gets the
+ * hint, and a TOML file gets it whichever way libyaml or the checks
+ * happened to fail on it ("[[http]]" is a YAML flow sequence, "a = b" a
+ * YAML scalar).
+ */
+static int looks_like_toml(const char *text, size_t len)
+{
+	const char *end, *p = first_line(text, len, &end);
+	if (!p)
+		return 0;
+	while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+		end--;
+	if (*p == '[') {
+		int dbl = p + 1 < end && p[1] == '[';
+		const char *q = p + 1 + dbl, *name = q;
+		while (q < end && toml_key_char(*q))
+			q++;
+		if (q == name || q >= end || *q != ']' || (dbl && (q + 1 >= end || q[1] != ']')))
+			return 0;
+		q += 1 + dbl;
+		while (q < end && (*q == ' ' || *q == '\t'))
+			q++;
+		return q == end || *q == '#';
+	}
+	const char *q = p;
+	while (q < end && toml_key_char(*q))
+		q++;
+	if (q == p)
+		return 0;
+	while (q < end && (*q == ' ' || *q == '\t'))
+		q++;
+	return q < end && *q == '=' && (q + 1 == end || q[1] != '=');
+}
+
+static int load_text(const char *name, const char *base_dir, const char *text, size_t len,
+                     struct relay_config *cfg, char *err, size_t errlen)
 {
 	/* On the heap: seen and the list tables are a few KiB, and this runs in fuzzers
 	 * and on small thread stacks alike. */
@@ -598,6 +760,7 @@ int config_load_buffer(const char *name, const char *text, size_t len,
 		len = 0;
 	}
 	ld->name = name;
+	ld->base_dir = base_dir;
 	ld->cfg = cfg;
 	ld->seen = xcalloc(cfg_nkeys, sizeof(*ld->seen));
 	ld->err = err;
@@ -618,7 +781,46 @@ int config_load_buffer(const char *name, const char *text, size_t len,
 	/* Whatever was filled in before the error goes; *cfg ends zeroed. */
 	if (rc < 0)
 		config_release(cfg);
+	/* People moving from influxdb-relay try its file first: say what it
+	 * is and how to convert it rather than where libyaml gave up. */
+	if (rc < 0 && err && errlen && looks_like_toml(text, len))
+		snprintf(err, errlen, "%s looks like an influxdb-relay configuration (TOML); relayd reads YAML. "
+		         "Convert it with: relayctl migrate %s > relayd.yaml (see docs/operations.md, "
+		         "\"Moving from influxdb-relay\")", name, name);
 	return rc;
+}
+
+int config_load_buffer(const char *name, const char *text, size_t len,
+                       struct relay_config *cfg, char *err, size_t errlen)
+{
+	return load_text(name, NULL, text, len, cfg, err, errlen);
+}
+
+/* The absolute directory of path (a file): its dirname, against the
+ * current directory when path is relative. The name as given, symbolic
+ * links not followed, so that it is the directory the operator sees.
+ * NULL when the current directory cannot be read. */
+static char *config_dir(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	struct rbuf b = RBUF_INIT;
+	char cwd[PATH_MAX];
+
+	if (path[0] != '/') {
+		if (!getcwd(cwd, sizeof(cwd)))
+			return NULL;
+		rbuf_append(&b, cwd, strlen(cwd));
+		if (slash) {
+			if (strcmp(cwd, "/") != 0)
+				rbuf_appendc(&b, '/');
+			rbuf_append(&b, path, (size_t)(slash - path));
+		}
+	} else {
+		rbuf_append(&b, path, slash == path ? 1 : (size_t)(slash - path));
+	}
+	char *out = xstrdup(rbuf_cstr(&b));
+	rbuf_release(&b);
+	return out;
 }
 
 int config_load(const char *path, struct relay_config *cfg, char *err, size_t errlen)
@@ -652,7 +854,16 @@ int config_load(const char *path, struct relay_config *cfg, char *err, size_t er
 		goto fail;
 	}
 	fclose(f);
-	rc = config_load_buffer(path, buf.data ? buf.data : "", buf.len, cfg, err, errlen);
+	char *dir = config_dir(path);
+	if (!dir) {
+		if (err && errlen)
+			snprintf(err, errlen, "%s: cannot resolve its relative paths: the current directory: %s",
+			         path, strerror(errno));
+		rbuf_release(&buf);
+		return -1;
+	}
+	rc = load_text(path, dir, buf.data ? buf.data : "", buf.len, cfg, err, errlen);
+	free(dir);
 	rbuf_release(&buf);
 	return rc;
 

@@ -64,6 +64,10 @@ struct relay_backend_config {
 	char *path_prefix; /* "" or "/prefix" without a trailing '/' */
 	uint64_t max_bytes;  /* queue byte limit for this backend (defaults to queue.max_bytes) */
 	uint64_t max_age_ms; /* refuse writes while the oldest pending batch is older; 0 = no limit */
+	/* The two as the user wrote them ("1GiB", "2h"; the inherited
+	 * queue: values' text, or the default's), for the messages of a
+	 * refused write: a limit reads as it was configured. */
+	char *max_size_text, *max_age_text;
 	/* delivery */
 	uint64_t timeout_ms;         /* whole response; default 30 s */
 	uint64_t connect_timeout_ms; /* default 5 s */
@@ -123,7 +127,11 @@ struct relay_config {
 	char *path;     /* the file loaded */
 	char *data_dir; /* required */
 	char *log_level; /* "debug", "info" (default), "notice", "warn", "error" */
-	char *log_output; /* "stderr" (default), "syslog", or an absolute file path */
+	/* Outputs in order of preference, joined by '\n' (one, or the YAML
+	 * list's items): "stderr" (default), "syslog", "journal", or an
+	 * absolute file path. The first available is used
+	 * (relay_log_open_first). */
+	char *log_output;
 	int log_format;   /* enum relay_log_format; default text */
 	uint64_t log_outage_reminder_ms; /* reminder while a backend stays down; 0 = none; 10 min */
 	char *user;     /* started as root, run as this user; NULL = none */
@@ -160,6 +168,7 @@ struct relay_config {
 	/* queue: */
 	uint64_t queue_max_bytes;     /* default per-backend byte limit; default 1 GiB */
 	uint64_t queue_max_age_ms;    /* default per-backend age limit; 0 (none) */
+	char *queue_max_size_text, *queue_max_age_text; /* the two as written ("1GiB", "0") */
 	uint64_t queue_retry_after_s; /* Retry-After sent with a 503 for a full queue; default 10 */
 	uint64_t queue_map_bytes;     /* LMDB map size; 0 (default) = derived from the limits */
 	uint32_t queue_max_commit_batches; /* most requests one group commit takes; default 1024 */
@@ -194,9 +203,16 @@ struct relay_config {
  * or -1 with a "FILE:LINE:COL: message" (or "FILE: message" when there is
  * no position, e.g. the file cannot be read) in err; on failure *cfg holds
  * nothing to release. On success the caller calls config_release.
+ * Relative paths of the file (data_dir, the tls: files, a backend's
+ * tls_ca, tls_cert and tls_key) are made absolute against the directory
+ * of path (as named, symbolic links not followed; against the current
+ * directory when path itself is relative), so that every reader agrees.
+ * A file that looks like influxdb-relay's TOML and fails to load gets a
+ * message saying so and how to convert it.
  */
 int config_load(const char *path, struct relay_config *cfg, char *err, size_t errlen);
-/* Same, from a buffer; name is used in messages (and as cfg->path). */
+/* Same, from a buffer; name is used in messages (and as cfg->path).
+ * A buffer has no directory: relative paths stay as written. */
 int config_load_buffer(const char *name, const char *text, size_t len,
                        struct relay_config *cfg, char *err, size_t errlen);
 /* Free everything cfg owns; cfg may be loaded again afterwards. */
@@ -211,9 +227,17 @@ void config_release(struct relay_config *cfg);
 int config_backend_equal(const struct relay_backend_config *a, const struct relay_backend_config *b);
 int config_udp_equal(const struct relay_udp_config *a, const struct relay_udp_config *b);
 
-/* The LMDB map size for cfg: queue_map_bytes when set, otherwise twice the
- * sum of the backends' byte limits plus 64 MiB of room for the B-tree, the
- * free list and the dead-letter queues. */
+/* What cfg's limits need of the LMDB map: twice the sum of the backends'
+ * byte limits plus 64 MiB of room for the B-tree, the free list and the
+ * dead-letter queues (saturating). Whatever queue.map_size says. */
+uint64_t config_map_need(const struct relay_config *cfg);
+
+/* The LMDB map size for cfg: queue_map_bytes when set; otherwise derived
+ * with headroom: room for RELAY_MAX_BACKENDS backends at the largest byte
+ * limit configured (capped at 256 GiB of address space), never less than
+ * config_map_need, so that a reload adding backends within those limits
+ * fits the map in force. The map is address space, not disk: the file
+ * grows as it is used (see config_derived.c). */
 uint64_t config_map_size(const struct relay_config *cfg);
 
 /*

@@ -64,12 +64,10 @@ int config_udp_equal(const struct relay_udp_config *a, const struct relay_udp_co
 	return fields_equal(cfg_udp_keys, cfg_nudp_keys, a, b);
 }
 
-uint64_t config_map_size(const struct relay_config *cfg)
+uint64_t config_map_need(const struct relay_config *cfg)
 {
 	uint64_t total = 64 * MIB;
 
-	if (cfg->queue_map_bytes)
-		return cfg->queue_map_bytes;
 	/* Saturate: limits in the exabytes are legal to write, and a wrapped
 	 * sum would hand LMDB a tiny map. */
 	for (size_t i = 0; i < cfg->nbackends; i++) {
@@ -79,6 +77,43 @@ uint64_t config_map_size(const struct relay_config *cfg)
 		total += 2 * b;
 	}
 	return total;
+}
+
+/*
+ * The map is fixed from the queue's open until a restart, but a reload may
+ * add backends. Derived, it is therefore sized for every backend the queue
+ * can hold (RELAY_MAX_BACKENDS) at the largest limit configured, so that a
+ * reload adding backends within the limits in force needs no more room.
+ * That costs address space only, not disk or memory: relayd opens LMDB
+ * without MDB_WRITEMAP (wal/wal.c, for durability), and then LMDB neither
+ * extends the file to the map size (it does so only with MDB_WRITEMAP) nor
+ * touches the pages beyond what is used: the file grows as pages are
+ * written, and the map's untouched part is reserved addresses. The
+ * headroom is capped so that large limits stay far inside a 64-bit
+ * process's address space (47 bits on x86-64, 39 bits on some arm64
+ * kernels: 512 GiB), and never below what the limits need.
+ */
+#define MAP_HEADROOM_CAP (256ULL << 30)
+
+uint64_t config_map_size(const struct relay_config *cfg)
+{
+	uint64_t need, largest = cfg->queue_max_bytes, room;
+
+	if (cfg->queue_map_bytes)
+		return cfg->queue_map_bytes;
+	need = config_map_need(cfg);
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		if (cfg->backends[i].max_bytes > largest)
+			largest = cfg->backends[i].max_bytes;
+	room = largest > (MAP_HEADROOM_CAP - 64 * MIB) / (2 * RELAY_MAX_BACKENDS)
+	               ? MAP_HEADROOM_CAP
+	               : 64 * MIB + 2 * RELAY_MAX_BACKENDS * largest;
+	if (room > MAP_HEADROOM_CAP)
+		room = MAP_HEADROOM_CAP;
+	/* A 32-bit size_t cannot map this much: there, what is needed. */
+	if ((uint64_t)SIZE_MAX < room)
+		room = need;
+	return need > room ? need : room;
 }
 
 int config_secrets_exposed(const struct relay_config *cfg, char *why, size_t whylen)

@@ -26,7 +26,7 @@ enum key_type {
 	KT_LIST,      /* a sequence of mappings, described by .list */
 	KT_STRING,    /* char *, not empty */
 	KT_LOG_LEVEL, /* char *, one of log_levels[] */
-	KT_LOG_OUTPUT, /* char *: "stderr", "syslog" or an absolute path */
+	KT_LOG_OUTPUT, /* char *: stderr, syslog, journal or an absolute path, or a sequence of them joined by '\n' */
 	KT_HOSTPORT,  /* char * as written, plus off_host (char *), off_port (uint16_t) */
 	KT_URL,       /* char * as written, plus off_host, off_port and off_path (char *) */
 	KT_NAME,      /* char *, a name: [A-Za-z0-9_.-]{1,64} */
@@ -45,6 +45,8 @@ enum key_type {
 #define KF_UNIQUE   0x8 /* list item key: no two items of the list may share the value */
 #define KF_SECRET   0x10 /* a password or token: never repeated in a message */
 #define KF_OFF_OK   0x20 /* KT_HOSTPORT: "off" means none (every field NULL or 0) */
+#define KF_PATH     0x40 /* KT_STRING: a file or directory; relative means the config file's directory */
+#define KF_TEXT     0x80 /* KT_SIZE, KT_DURATION: the value as written is kept too, at off_text (char *) */
 
 struct loader;
 struct key_spec;
@@ -83,6 +85,8 @@ struct key_spec {
 	size_t off;          /* the field the value goes to */
 	size_t off_host, off_port, off_path; /* the parsed parts of KT_HOSTPORT, KT_URL */
 	size_t off_inherit;  /* KF_INHERIT: the struct relay_config field to copy */
+	size_t off_text;     /* KF_TEXT: where the text as written goes */
+	size_t off_inherit_text; /* KF_TEXT with KF_INHERIT: the relay_config text to copy */
 	const struct list_spec *list; /* KT_LIST */
 	const struct enum_spec *enm;  /* KT_ENUM */
 	const char *def;     /* default in the file's own notation; NULL = none */
@@ -106,6 +110,9 @@ extern const size_t cfg_nudp_keys;
 
 struct loader {
 	const char *name;          /* file name for messages */
+	/* The absolute directory of the file, which KF_PATH values that are
+	 * relative are resolved against; NULL (a buffer) = kept as written. */
+	const char *base_dir;
 	struct relay_config *cfg;
 	yaml_document_t *doc;
 	unsigned char *visited;    /* one flag per document node: a second visit is an alias */
@@ -168,6 +175,10 @@ const char *cfg_fmt_ms(char *buf, size_t size, uint64_t v);
  */
 int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
                   const char *text, const yaml_node_t *at, const char *path);
+/* Check text as one output of log_output (stderr, syslog, journal or an
+ * absolute path without control characters). Returns 0, or -1 with the
+ * error reported through cfg_fail at at. */
+int cfg_check_log_output(struct loader *ld, const yaml_node_t *at, const char *text, const char *path);
 /* 1 if s is a valid name ([A-Za-z0-9_.-]{1,64}), as KT_NAME wants. */
 int cfg_valid_name(const char *s);
 /* Free the strings the n rows of tab own in base and set them to NULL. */

@@ -301,6 +301,34 @@ static int parse_backend_url(const char *s, char **host, uint16_t *port, char **
 	return 0;
 }
 
+/*
+ * influxdb-relay's outputs name the whole write URL ("http://h:8086/write");
+ * relayd appends /write (or /api/v2/write) to the prefix itself, so such a
+ * url would pass and then hold the queue with 404s from "/write/write".
+ * Refused here with the url to write instead; a prefix such as /influx
+ * (a proxy's route) stays allowed.
+ */
+static int write_path_suffix(const char *url, const char *prefix, const yaml_node_t *at, struct loader *ld,
+                             const char *path)
+{
+	static const char *const suffixes[] = { "/api/v2/write", "/write" };
+	size_t pl = strlen(prefix);
+
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(suffixes); i++) {
+		size_t sl = strlen(suffixes[i]);
+		if (pl < sl || strcmp(prefix + pl - sl, suffixes[i]) != 0)
+			continue;
+		size_t ul = strlen(url);
+		while (ul > 0 && url[ul - 1] == '/')
+			ul--;
+		char shown[64];
+		return cfg_fail(ld, at, "%s '%s' ends in %s: relayd adds the write path itself; use url: %.*s",
+		                path, cfg_show(shown, sizeof(shown), url), suffixes[i],
+		                (int)(ul - sl > 200 ? 200 : ul - sl), url);
+	}
+	return 0;
+}
+
 static int check_bounds(struct loader *ld, const struct key_spec *k, uint64_t v,
                         const char *(*fmt)(char *, size_t, uint64_t),
                         const char *text, const yaml_node_t *at, const char *path)
@@ -391,11 +419,8 @@ int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
 		                path, cfg_show(shown, sizeof(shown), text));
 
 	case KT_LOG_OUTPUT:
-		/* A relative path would depend on the directory relayd was
-		 * started from, which a daemon leaves for "/". */
-		if (strcmp(text, "stderr") && strcmp(text, "syslog") && text[0] != '/')
-			return cfg_fail(ld, at, "'%s' must be stderr, syslog or an absolute file path, not '%s'",
-			                path, cfg_show(shown, sizeof(shown), text));
+		if (cfg_check_log_output(ld, at, text, path) < 0)
+			return -1;
 		replace_str(base, k->off, xstrdup(text));
 		return 0;
 
@@ -426,6 +451,11 @@ int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
 		uint16_t port;
 		if (parse_backend_url(text, &host, &port, &prefix, why, sizeof(why)) < 0)
 			return cfg_fail(ld, at, "'%s' must be an http:// or https:// URL: %s", path, why);
+		if (write_path_suffix(text, prefix, at, ld, path) < 0) {
+			free(host);
+			free(prefix);
+			return -1;
+		}
 		replace_str(base, k->off, xstrdup(text));
 		replace_str(base, k->off_host, host);
 		replace_str(base, k->off_path, prefix);
@@ -449,6 +479,8 @@ int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
 		if (check_bounds(ld, k, v, fmt_bytes, text, at, path) < 0)
 			return -1;
 		*(uint64_t *)cfg_field_at(base, k->off) = v;
+		if (k->flags & KF_TEXT)
+			replace_str(base, k->off_text, xstrdup(text));
 		return 0;
 
 	case KT_DURATION:
@@ -458,6 +490,8 @@ int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
 		if (check_bounds(ld, k, v, cfg_fmt_ms, text, at, path) < 0)
 			return -1;
 		*(uint64_t *)cfg_field_at(base, k->off) = v;
+		if (k->flags & KF_TEXT)
+			replace_str(base, k->off_text, xstrdup(text));
 		return 0;
 
 	case KT_SECONDS:
@@ -504,6 +538,23 @@ int cfg_set_value(struct loader *ld, const struct key_spec *k, void *base,
 	relay_fatal("config: key '%s' has no scalar type", k->name);
 }
 
+int cfg_check_log_output(struct loader *ld, const yaml_node_t *at, const char *text, const char *path)
+{
+	char shown[64];
+
+	/* A file must be absolute: a relative one would be one typo of a
+	 * word away ("jounral" would become a file next to the
+	 * configuration). Control characters would break the '\n'-joined
+	 * list. */
+	if (strcmp(text, "stderr") && strcmp(text, "syslog") && strcmp(text, "journal") && text[0] != '/')
+		return cfg_fail(ld, at, "'%s' must be stderr, syslog, journal or an absolute file path, not '%s'",
+		                path, cfg_show(shown, sizeof(shown), text));
+	for (const char *c = text; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			return cfg_fail(ld, at, "'%s' must not contain control characters", path);
+	return 0;
+}
+
 int cfg_valid_name(const char *s)
 {
 	return valid_backend_name(s);
@@ -525,6 +576,11 @@ void cfg_release_fields(const struct key_spec *tab, size_t n, void *base)
 		case KT_NAME:
 		case KT_NAMES:
 			replace_str(base, tab[i].off, NULL);
+			break;
+		case KT_SIZE:
+		case KT_DURATION:
+			if (tab[i].flags & KF_TEXT)
+				replace_str(base, tab[i].off_text, NULL);
 			break;
 		default:
 			break;

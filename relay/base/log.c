@@ -13,8 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 /* Read by every logging thread, changed by a reload on the loop thread:
@@ -30,6 +32,7 @@ static const int priorities[] = { LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 static int out_fd = STDERR_FILENO;
 static int out_syslog;
+static int out_journal; /* stderr is systemd's journal stream: "<N>" lines */
 static char *out_path;
 static int tee_fd = -1;
 static int tee_min = RELAY_LOG_ERROR;
@@ -44,11 +47,14 @@ static int open_file(const char *path, char *err, size_t errlen)
 
 int relay_log_open(const char *output, char *err, size_t errlen)
 {
-	int fd = -1, sys = 0;
+	int fd = -1, sys = 0, journal = 0;
 	char *path = NULL;
 
 	if (!output || strcmp(output, "stderr") == 0) {
 		fd = STDERR_FILENO;
+	} else if (strcmp(output, "journal") == 0) {
+		fd = STDERR_FILENO;
+		journal = 1;
 	} else if (strcmp(output, "syslog") == 0) {
 		sys = 1;
 	} else {
@@ -72,6 +78,7 @@ int relay_log_open(const char *output, char *err, size_t errlen)
 	free(out_path);
 	out_fd = fd;
 	out_syslog = sys;
+	out_journal = journal;
 	out_path = path;
 	pthread_mutex_unlock(&out_lock);
 	return 0;
@@ -93,6 +100,138 @@ int relay_log_reopen(char *err, size_t errlen)
 	}
 	pthread_mutex_unlock(&out_lock);
 	return fd < 0 ? -1 : 0;
+}
+
+/*
+ * Whether systemd connected stderr to the journal: it then sets
+ * JOURNAL_STREAM to "DEV:INODE" of that stream (systemd.exec(5)), and the
+ * variable must match stderr itself, since a child that redirected its
+ * stderr keeps the variable of its parent.
+ */
+static int journal_stream(char *why, size_t whylen)
+{
+	const char *env = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	int n = 0;
+
+	if (!env || !*env) {
+		snprintf(why, whylen, "JOURNAL_STREAM is not set (systemd did not connect stderr to the journal)");
+		return 0;
+	}
+	if (sscanf(env, "%llu:%llu%n", &dev, &ino, &n) != 2 || env[n] != '\0') {
+		snprintf(why, whylen, "JOURNAL_STREAM '%.40s' is not DEV:INODE", env);
+		return 0;
+	}
+	if (fstat(STDERR_FILENO, &st) < 0 || (unsigned long long)st.st_dev != dev ||
+	    (unsigned long long)st.st_ino != ino) {
+		snprintf(why, whylen, "stderr is not the journal stream JOURNAL_STREAM names");
+		return 0;
+	}
+	return 1;
+}
+
+int relay_log_output_check(const char *output, char *why, size_t whylen)
+{
+	struct stat st;
+
+	why[0] = '\0';
+	if (strcmp(output, "stderr") == 0)
+		return 1;
+	if (strcmp(output, "journal") == 0)
+		return journal_stream(why, whylen);
+	if (strcmp(output, "syslog") == 0) {
+		/* syslog(3) writes to this socket and drops lines silently
+		 * when nobody listens there (containers, minimal hosts). */
+		if (stat("/dev/log", &st) < 0) {
+			snprintf(why, whylen, "/dev/log does not exist (no syslog daemon)");
+			return 0;
+		}
+		if (!S_ISSOCK(st.st_mode)) {
+			snprintf(why, whylen, "/dev/log is not a socket");
+			return 0;
+		}
+		return 1;
+	}
+	/* A file: writable if it exists, else its directory lets it be
+	 * created; checked without creating it (--check-config may run as
+	 * another user than relayd). */
+	if (stat(output, &st) == 0) {
+		if (S_ISDIR(st.st_mode)) {
+			snprintf(why, whylen, "'%s' is a directory", output);
+			return 0;
+		}
+		if (access(output, W_OK) < 0) {
+			snprintf(why, whylen, "cannot open '%s': %s", output, strerror(errno));
+			return 0;
+		}
+		return 1;
+	}
+	char dir[4096];
+	const char *slash = strrchr(output, '/');
+	size_t dl = slash && slash != output ? (size_t)(slash - output) : 1;
+	if (dl >= sizeof(dir))
+		dl = sizeof(dir) - 1;
+	memcpy(dir, output, dl);
+	dir[dl] = '\0';
+	if (access(dir, W_OK | X_OK) < 0) {
+		snprintf(why, whylen, "cannot create '%s': %s: %s", output, dir, strerror(errno));
+		return 0;
+	}
+	return 1;
+}
+
+/* The next output of prefs ('\n'-separated) from *p into buf; 0 at the end. */
+static int next_output(const char **p, char *buf, size_t size)
+{
+	if (!*p || !**p)
+		return 0;
+	size_t len = strcspn(*p, "\n");
+	snprintf(buf, size, "%.*s", (int)len, *p);
+	*p += len + ((*p)[len] == '\n');
+	return 1;
+}
+
+int relay_log_open_first(const char *prefs, char *chosen, size_t chosenlen, char *why, size_t whylen,
+                         char *err, size_t errlen)
+{
+	char out[4096], reason[512];
+	const char *p = prefs ? prefs : "stderr";
+	size_t wl = 0;
+	int files = 0;
+
+	why[0] = '\0';
+	while (next_output(&p, out, sizeof(out))) {
+		int ok;
+		if (strcmp(out, "stderr") && strcmp(out, "syslog") && strcmp(out, "journal")) {
+			/* A file is available when it opens: the open is the test. */
+			files++;
+			ok = relay_log_open(out, reason, sizeof(reason)) == 0;
+		} else {
+			ok = relay_log_output_check(out, reason, sizeof(reason));
+			if (ok)
+				relay_log_open(out, reason, sizeof(reason));
+		}
+		if (ok) {
+			snprintf(chosen, chosenlen, "%s", out);
+			return 0;
+		}
+		int w = snprintf(why + wl, wl < whylen ? whylen - wl : 0, "%s%s: %s", wl ? "; " : "", out, reason);
+		if (w > 0)
+			wl += (size_t)w;
+		if (wl >= whylen)
+			wl = whylen ? whylen - 1 : 0;
+	}
+	/* Nothing was available. A file was asked for: say why it could not
+	 * be opened rather than log somewhere nobody looks. Else stderr,
+	 * which is always there. */
+	if (files) {
+		snprintf(err, errlen, "no log_output can be used: %s", why);
+		return -1;
+	}
+	relay_log_open("stderr", reason, sizeof(reason));
+	snprintf(chosen, chosenlen, "stderr");
+	return 1;
 }
 
 void relay_log_tee(int fd, enum relay_log_level min)
@@ -214,6 +353,19 @@ static void vlog(enum relay_log_level lvl, const char *suffix, const char *fmt, 
 		 * record would be read by nobody). */
 		line[n] = '\0';
 		syslog(priorities[lvl], "%s", line + prefix);
+	} else if (out_journal) {
+		/* The journal stamps the time itself and reads the priority
+		 * from a "<N>" prefix (sd-daemon(3)), so journalctl -p works:
+		 * the message alone, or the JSON object for log_format json. */
+		char pri[8];
+		struct iovec iov[2];
+		snprintf(pri, sizeof(pri), "<%d>", priorities[lvl]);
+		iov[0].iov_base = pri;
+		iov[0].iov_len = strlen(pri);
+		iov[1].iov_base = (void *)(json ? out : line + prefix);
+		iov[1].iov_len = json ? outlen : n + 1 - prefix;
+		ssize_t w = writev(out_fd, iov, 2);
+		(void)w;
 	} else {
 		ssize_t w = write(out_fd, out, outlen);
 		(void)w; /* nowhere to report a failed log write */

@@ -1,8 +1,15 @@
 /*
  * log: one event per line: "2026-11-26T17:34:14.123Z level message" on
  * stderr or in a file, or the message alone through syslog(3) at the
- * matching priority. With log_format json, stderr, a file and the tee get
- * instead one JSON object per line, its keys in this order:
+ * matching priority, or (output "journal") on stderr as "<N>message", N
+ * the syslog priority, for systemd's journal, which stamps the time itself
+ * and reads the priority from the prefix (journalctl -p works). The
+ * journal is written through the stream systemd already connected rather
+ * than libsystemd's sd_journal_*: relay/base needs no libsystemd, lines
+ * keep their order with anything else on stderr, and it is testable
+ * without a journal. With log_format json, stderr, a file and the tee get
+ * instead one JSON object per line (after the "<N>" for the journal), its
+ * keys in this order:
  *   {"time":"2026-11-26T17:34:14.123Z","level":"warn","pid":1234,"msg":"..."}
  * time is UTC with milliseconds, level one of the names below, msg the
  * message (with a rate limit's " (N more suppressed)"), escaped by the JSON
@@ -41,13 +48,40 @@ void relay_log_set_format(enum relay_log_format f);
 void relay_log(enum relay_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*
- * Where lines go: "stderr" (the default before any call), "syslog" (with
- * ident "relayd", facility daemon), or the path of a file opened for
- * appending (created 0640). Returns 0, or -1 with the reason in err; the
- * previous output then stays in force. Call from the loop thread before
- * other threads log, or while they are quiet (a reload).
+ * Where lines go: "stderr" (the default before any call), "journal"
+ * (stderr with "<N>" prefixes; see above), "syslog" (with ident "relayd",
+ * facility daemon), or the path of a file opened for appending (created
+ * 0640). Returns 0, or -1 with the reason in err; the previous output
+ * then stays in force. Call from the loop thread before other threads
+ * log, or while they are quiet (a reload).
  */
 int relay_log_open(const char *output, char *err, size_t errlen);
+
+/*
+ * Whether output (as relay_log_open takes it) is available on this host:
+ * stderr always; syslog when /dev/log exists and is a socket; journal when
+ * JOURNAL_STREAM is "DEV:INODE" of stderr itself; a file when it exists
+ * and may be written, or its directory lets it be created (checked with
+ * access(2), nothing is created). Returns 1, or 0 with the reason in why
+ * ("/dev/log does not exist (no syslog daemon)"). Reads no state of the
+ * log; any thread.
+ */
+int relay_log_output_check(const char *output, char *why, size_t whylen);
+
+/*
+ * Open the first available output of prefs, a list of outputs in order of
+ * preference separated by '\n' (as relay_config.log_output holds them):
+ * stderr, syslog and journal as relay_log_output_check says, a file when
+ * it opens. chosen gets the output opened; why gets, for each output
+ * passed over, "OUTPUT: reason" joined by "; " ("" when the first was
+ * taken). Returns 0 when an output of the list was opened; 1 when none
+ * was available and none was a file: lines go to stderr, which always is;
+ * -1 when none was available and one was a file (its error is worth
+ * stopping for), with the reasons in err and the previous output in
+ * force. The buffers are the caller's. Same threads as relay_log_open.
+ */
+int relay_log_open_first(const char *prefs, char *chosen, size_t chosenlen, char *why, size_t whylen,
+                         char *err, size_t errlen);
 /*
  * Reopen the log file by its name (SIGUSR1 after logrotate moved it).
  * Other outputs: nothing to do. Returns 0, or -1 with the reason in err;

@@ -351,7 +351,7 @@ void http_prepare_write(struct conn *c);
 void http_handle_write(struct conn *c);
 /* A commit of c's request (req->data is c) returned: c is no longer
  * waiting and ingest's reference is dropped; returns the status to answer
- * (http_write_outcome, with the refusing backend's name and limit), msg
+ * (http_write_outcome, with the refusing backend's name and limits), msg
  * and *retry_after as there. When c is closing (its client left) it is
  * released and freed if nothing else holds it, and 0 is returned: nobody
  * is left to answer. Shared by writes and queued statements. */

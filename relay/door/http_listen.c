@@ -53,8 +53,9 @@ static void on_connection(uv_stream_t *ls, int status)
 			 * (an answer would need the handshake). */
 			s->stats.tls_handshakes_refused++;
 			relay_log_limited(&s->tls_fail_log, RELAY_LOG_WARN,
-			                  "tls from %s: %" PRIu32 " connections are in a handshake (tls.max_handshakes): "
-			                  "closed at once", c->peer, cfg->tls_max_handshakes);
+			                  "tls from %s: %" PRIu32 " connection%s %s in a handshake (tls.max_handshakes): "
+			                  "closed at once", c->peer, cfg->tls_max_handshakes,
+			                  relay_s(cfg->tls_max_handshakes), relay_plural(cfg->tls_max_handshakes, "is", "are"));
 			http_conn_close(c);
 			return;
 		}
@@ -132,8 +133,8 @@ static void warn_expiry(const struct net_tls_ctx *ctx, const char *cert_file)
 		          cert_file, when);
 	else if (secs < 30LL * 86400)
 		relay_log(RELAY_LOG_WARN,
-		          "tls: the certificate '%s' expires on %s (in %lld days): replace it and send SIGHUP",
-		          cert_file, when, secs / 86400);
+		          "tls: the certificate '%s' expires on %s (in %lld day%s): replace it and send SIGHUP",
+		          cert_file, when, secs / 86400, relay_s((uint64_t)(secs / 86400)));
 }
 
 int http_server_tls_ctx_new(const struct relay_config *cfg, struct net_tls_ctx **out, char *err, size_t errlen)

@@ -202,11 +202,11 @@ void http_budget_refuse(struct conn *c, int status)
 	struct request *r = &c->req;
 	const struct relay_config *cfg = c->srv->cfg;
 	if (status == 413)
-		http_set_error(c, 413, "request needs more than the %" PRIu64 " bytes of http.max_buffered_size",
-		          cfg->http_max_buffered_bytes);
+		http_set_error(c, 413, "request needs more than the %" PRIu64 " byte%s of http.max_buffered_size",
+		          cfg->http_max_buffered_bytes, relay_s(cfg->http_max_buffered_bytes));
 	else
-		http_set_error(c, 503, "relay busy: %" PRIu64 " bytes of request bodies held (http.max_buffered_size): "
-		          "retry later", c->srv->buffered);
+		http_set_error(c, 503, "relay busy: %" PRIu64 " byte%s of request bodies held (http.max_buffered_size): "
+		          "retry later", c->srv->buffered, relay_s(c->srv->buffered));
 	gzip_end(r);
 	r->keep_body = 0;
 	rbuf_release(&r->body);
@@ -239,8 +239,8 @@ static int count_header_bytes(struct conn *c, size_t n)
 	r->header_bytes += n;
 	if (r->header_bytes > c->srv->cfg->http_max_header_bytes) {
 		r->fatal = 431;
-		snprintf(r->err_msg, sizeof(r->err_msg), "request line and headers exceed %" PRIu64 " bytes",
-			 c->srv->cfg->http_max_header_bytes);
+		snprintf(r->err_msg, sizeof(r->err_msg), "request line and headers exceed %" PRIu64 " byte%s",
+			 c->srv->cfg->http_max_header_bytes, relay_s(c->srv->cfg->http_max_header_bytes));
 		return HPE_USER;
 	}
 	return HPE_OK;
@@ -424,8 +424,8 @@ static int on_headers_complete(llhttp_t *p)
 	/* Refuse an announced oversized body before reading any of it. */
 	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > max_body(c)) {
 		r->fatal = 413;
-		snprintf(r->err_msg, sizeof(r->err_msg), "request body of %" PRIu64 " bytes exceeds the limit of %" PRIu64 " bytes",
-			 (uint64_t)p->content_length, max_body(c));
+		snprintf(r->err_msg, sizeof(r->err_msg), "request body of %" PRIu64 " byte%s exceeds the limit of %" PRIu64 " byte%s",
+			 (uint64_t)p->content_length, relay_s(p->content_length), max_body(c), relay_s(max_body(c)));
 		return -1; /* on_headers_complete's error value; r->fatal says why */
 	}
 	if (r->content_encoding && strcasecmp(r->content_encoding, "gzip") == 0) {
@@ -471,8 +471,8 @@ static int count_body_bytes(struct conn *c, size_t len)
 	r->body_received += len;
 	if (r->body_received > max_body(c)) {
 		r->fatal = 413;
-		snprintf(r->err_msg, sizeof(r->err_msg), "request body exceeds the limit of %" PRIu64 " bytes",
-			 max_body(c));
+		snprintf(r->err_msg, sizeof(r->err_msg), "request body exceeds the limit of %" PRIu64 " byte%s",
+			 max_body(c), relay_s(max_body(c)));
 		return HPE_USER;
 	}
 	return HPE_OK;
@@ -523,7 +523,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 		if (r->body.len > cap) {
 			r->fatal = 413;
 			snprintf(r->err_msg, sizeof(r->err_msg),
-				 "decompressed request body exceeds the limit of %" PRIu64 " bytes", cap);
+				 "decompressed request body exceeds the limit of %" PRIu64 " byte%s", cap, relay_s(cap));
 			return HPE_USER;
 		}
 		if (zrc == Z_STREAM_END) {

@@ -200,9 +200,11 @@ void http_server_close(struct http_server *s, void (*done)(void *arg), void *arg
  * The HTTP status and JSON error message for a write's commit result
  * (rc from the commit, result/refused_by from the batch). Returns the
  * status; msg gets the text ("" for 204). backend names the refusing
- * backend. retry_after gets the seconds to advertise, or 0.
+ * backend; max_size and max_age are its limits as the user wrote them
+ * ("1GiB", "2h"; NULL = not known, left out of the message). retry_after
+ * gets the seconds to advertise, or 0.
  */
-int http_write_outcome(int rc, int result, const char *backend, uint64_t limit_bytes,
+int http_write_outcome(int rc, int result, const char *backend, const char *max_size, const char *max_age,
                        uint64_t retry_after_s, char *msg, size_t msglen, uint64_t *retry_after);
 
 /* Feed bytes to a socket-less connection with cfg's limits, as if read

@@ -18,7 +18,7 @@
 static void write_done(struct ingest_request *req, int rc);
 
 /* The commit outcome as an HTTP answer: one table, in one place. */
-int http_write_outcome(int rc, int result, const char *backend, uint64_t limit_bytes,
+int http_write_outcome(int rc, int result, const char *backend, const char *max_size, const char *max_age,
                        uint64_t retry_after_s, char *msg, size_t msglen, uint64_t *retry_after)
 {
 	*retry_after = 0;
@@ -32,12 +32,14 @@ int http_write_outcome(int rc, int result, const char *backend, uint64_t limit_b
 		return 413;
 	}
 	*retry_after = retry_after_s;
+	/* The limits in the words of the configuration ("max_size 1GiB"),
+	 * not in bytes: the operator finds and changes what was written. */
 	if (rc == 0 && result == WAL_ELIMIT) {
-		snprintf(msg, msglen, "queue for backend '%s' is full (limit %" PRIu64 " bytes): write refused, retry later",
-			 backend, limit_bytes);
+		snprintf(msg, msglen, "queue for backend '%s' is full (max_size %s): write refused, retry later",
+			 backend, max_size ? max_size : "?");
 	} else if (rc == 0 && result == WAL_EAGE) {
-		snprintf(msg, msglen, "queue for backend '%s' holds data older than its max_age: write refused, retry later",
-			 backend);
+		snprintf(msg, msglen, "queue for backend '%s' holds data older than its max_age%s%s%s: write refused, "
+			 "retry later", backend, max_age ? " (" : "", max_age ? max_age : "", max_age ? ")" : "");
 	} else if (rc == WAL_EFULL) {
 		snprintf(msg, msglen, "queue storage is full (disk or LMDB map): write not stored, retry later");
 	} else {
@@ -275,18 +277,18 @@ int http_commit_returned(struct ingest_request *req, int rc, char *msg, size_t m
 {
 	struct conn *c = req->data;
 	struct http_server *s = c->srv;
-	const char *backend = "?";
-	uint64_t limit = 0;
+	const char *backend = "?", *max_size = NULL, *max_age = NULL;
 
 	c->refs--;
 	c->waiting = 0;
 	if (req->batch.refused_by >= 0 && req->batch.refused_by < WAL_MAX_BACKENDS &&
 	    s->ing->names[req->batch.refused_by]) {
 		backend = s->ing->names[req->batch.refused_by];
-		limit = s->ing->limits[req->batch.refused_by];
+		max_size = s->ing->max_size[req->batch.refused_by];
+		max_age = s->ing->max_age[req->batch.refused_by];
 	}
-	int status = http_write_outcome(rc, req->batch.result, backend, limit, s->cfg->queue_retry_after_s, msg,
-	                                msglen, retry_after);
+	int status = http_write_outcome(rc, req->batch.result, backend, max_size, max_age,
+	                                s->cfg->queue_retry_after_s, msg, msglen, retry_after);
 	if (c->closing) {
 		/* The client left; the batch is committed (or not) all the same,
 		 * there is just nobody to tell. */

@@ -53,10 +53,12 @@ struct ingest {
 	uv_loop_t *loop;
 	struct wal *wal;
 	uint64_t route;           /* the backends every batch goes to */
-	/* By wal backend id, for messages: name and byte limit (set by the
-	 * program that registers the backends). */
+	/* By wal backend id, for messages: name, and max_size and max_age as
+	 * the configuration wrote them (set by the program that registers
+	 * the backends; the strings stay its own). */
 	const char *names[WAL_MAX_BACKENDS];
-	uint64_t limits[WAL_MAX_BACKENDS];
+	const char *max_size[WAL_MAX_BACKENDS];
+	const char *max_age[WAL_MAX_BACKENDS];
 	/* Called on the loop thread after a commit that stored batches (to
 	 * wake the replay workers). */
 	void (*on_commit)(struct ingest *ing, void *arg);

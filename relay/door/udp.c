@@ -119,10 +119,10 @@ static void maybe_finish(struct udp_listener *l)
 	const struct udp_stats *st = &l->stats;
 	if (st->datagrams)
 		relay_log(RELAY_LOG_INFO,
-			  "udp %s: %" PRIu64 " datagrams received (%" PRIu64 " bad, %" PRIu64 " dropped), %" PRIu64
-			  " points committed, %" PRIu64 " dropped",
-			  l->cfg->address, st->datagrams, st->datagrams_bad, st->datagrams_dropped, st->points_accepted,
-			  st->points_dropped);
+			  "udp %s: %" PRIu64 " datagram%s received (%" PRIu64 " bad, %" PRIu64 " dropped), %" PRIu64
+			  " point%s committed, %" PRIu64 " dropped",
+			  l->cfg->address, st->datagrams, relay_s(st->datagrams), st->datagrams_bad, st->datagrams_dropped,
+			  st->points_accepted, relay_s(st->points_accepted), st->points_dropped);
 	if (--s->live == 0)
 		server_free(s);
 }
@@ -184,16 +184,21 @@ static void log_refused(struct udp_listener *l, struct udp_group *g, int rc)
 				      ? ing->names[refused_by]
 				      : "?";
 
+	const char *max_size = refused_by >= 0 && refused_by < WAL_MAX_BACKENDS ? ing->max_size[refused_by] : NULL;
+	const char *max_age = refused_by >= 0 && refused_by < WAL_MAX_BACKENDS ? ing->max_age[refused_by] : NULL;
+
 	if (rc == 0 && g->req.batch.result == WAL_ELIMIT)
-		snprintf(why, sizeof(why), "the queue for backend '%s' is full", backend);
+		snprintf(why, sizeof(why), "the queue for backend '%s' is full (max_size %s)", backend,
+		         max_size ? max_size : "?");
 	else if (rc == 0 && g->req.batch.result == WAL_EAGE)
-		snprintf(why, sizeof(why), "the queue for backend '%s' holds data older than its max_age", backend);
+		snprintf(why, sizeof(why), "the queue for backend '%s' holds data older than its max_age%s%s%s", backend,
+		         max_age ? " (" : "", max_age ? max_age : "", max_age ? ")" : "");
 	else if (rc == WAL_EFULL)
 		snprintf(why, sizeof(why), "queue storage is full (disk or LMDB map)");
 	else
 		snprintf(why, sizeof(why), "cannot commit to the queue: %s", wal_strerror(rc ? rc : g->req.batch.result));
-	relay_log_limited(&l->refuse_log, RELAY_LOG_WARN, "udp %s: %" PRIu64 " datagrams (%" PRIu32 " points) dropped: %s",
-			  l->cfg->address, g->datagrams, g->lines, why);
+	relay_log_limited(&l->refuse_log, RELAY_LOG_WARN, "udp %s: %" PRIu64 " datagram%s (%" PRIu32 " point%s) dropped: %s",
+			  l->cfg->address, g->datagrams, relay_s(g->datagrams), g->lines, relay_s(g->lines), why);
 }
 
 /* Called by ingest on the loop thread once the commit holding g returned. */
@@ -272,8 +277,8 @@ static void drop_bad(struct udp_listener *l, const struct sockaddr *addr, const 
 		peer_name(addr, who, sizeof(who));
 		peer = who;
 	}
-	relay_log_limited(&l->bad_log, RELAY_LOG_WARN, "udp %s: bad datagram of %zu bytes from %s dropped: %s",
-			  l->cfg->address, len, peer, what);
+	relay_log_limited(&l->bad_log, RELAY_LOG_WARN, "udp %s: bad datagram of %zu byte%s from %s dropped: %s",
+			  l->cfg->address, len, relay_s(len), peer, what);
 }
 
 static void receive(struct udp_listener *l, const char *data, size_t len, int truncated,
@@ -321,9 +326,9 @@ static void receive(struct udp_listener *l, const char *data, size_t len, int tr
 			l->stats.datagrams_dropped++;
 			l->stats.points_dropped += res.lines;
 			relay_log_limited(&l->drop_log, RELAY_LOG_WARN,
-					  "udp %s: datagram of %" PRIu32 " points dropped: the next group is full (%zu bytes) "
+					  "udp %s: datagram of %" PRIu32 " point%s dropped: the next group is full (%zu byte%s) "
 					  "while the previous one still commits",
-					  uc->address, res.lines, g->body.len);
+					  uc->address, res.lines, relay_s(res.lines), g->body.len, relay_s(g->body.len));
 			return;
 		}
 	}

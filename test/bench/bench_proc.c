@@ -404,7 +404,7 @@ void relayd_commit_summary(const struct child *p, char *out, size_t len)
 	if (!f)
 		return;
 	while (fgets(line, sizeof(line), f))
-		if (strstr(line, "batches committed in"))
+		if (strstr(line, " committed in "))
 			snprintf(out, len, "%s", line);
 	fclose(f);
 }

@@ -95,7 +95,7 @@ class HealthTest(unittest.TestCase):
         self.assertEqual(r.write("db", "m v=1i 1600000000", precision="s")[0], 204)
         relaytest.wait_until(lambda: self.backend_health(r, "influx")[0] == 503, 10, what="503 when paused")
         status, text = self.backend_health(r, "influx")
-        self.assertIn("paused with 1 batches pending", text)
+        self.assertIn("paused with 1 batch pending", text)
         [b] = self.health(r)["backends"]
         self.assertEqual(b["state"], "paused")
         self.assertEqual(r.backend_status("influx")["state"], "paused")

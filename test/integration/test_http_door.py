@@ -533,7 +533,7 @@ class QueueLimitTest(unittest.TestCase):
 
     BATCH = 250000  # 4 fit under 1 MiB (1048576), a 5th would pass the limit
 
-    def fill_until_503(self, r, db, limit_name):
+    def fill_until_503(self, r, db, limit_name, limit_text="1MiB"):
         accepted = []
         refused = None
         for i in range(20):
@@ -550,6 +550,9 @@ class QueueLimitTest(unittest.TestCase):
         err = relaytest.json_error(headers, resp)
         self.assertIn(limit_name, err)
         self.assertIn("queue", err.lower())
+        # the limit as the configuration wrote it, not in bytes
+        self.assertIn("is full (max_size %s)" % limit_text, err)
+        r.wait_log(r"refused \(503\): queue for backend '%s' is full \(max_size %s\)" % (limit_name, limit_text))
         retry = headers.get("Retry-After")
         self.assertIsNotNone(retry, "503 without Retry-After")
         self.assertEqual(retry.strip(), "7")
@@ -582,8 +585,8 @@ class QueueLimitTest(unittest.TestCase):
         self.assertEqual([d["body"] for d in r.dump("small")], accepted + [small])
 
     def test_queue_max_size_default_limit_503(self):
-        r = start_relayd(self, extra={"queue": {"max_size": "1MiB", "retry_after": "7s"}})
-        accepted = self.fill_until_503(r, "tqlimit", "local")
+        r = start_relayd(self, extra={"queue": {"max_size": "1048576B", "retry_after": "7s"}})
+        accepted = self.fill_until_503(r, "tqlimit", "local", "1048576B")
         self.assertEqual(len(accepted), 4)
         st = r.backend_status("local")
         self.assertEqual(st["pending_bytes"], 4 * self.BATCH)

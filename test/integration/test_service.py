@@ -735,7 +735,10 @@ class ServiceTest(unittest.TestCase):
             self.assertEqual(cp.returncode, 0, "%s: %s%s" % (path, cp.stdout, cp.stderr))
             self.assertRegex(cp.stdout, r": ok \(\d+ backends?\)\nmemory ceiling: \d+ MiB "
                                         r"\(systemd: MemoryMax=\d+M\)\n")
-            self.assertNotIn("warning", cp.stderr)
+            # Whether a log_output is available depends on the host (a
+            # syslog daemon, systemd's journal): not the examples' fault.
+            warnings = [l for l in cp.stderr.splitlines() if "warning" in l and "log_output" not in l]
+            self.assertEqual(warnings, [], path)
 
     def test_check_config_warns_of_readable_secrets(self):
         # A token in a file every user may read: --check-config and the

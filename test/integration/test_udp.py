@@ -297,7 +297,7 @@ class UdpTest(unittest.TestCase):
         st = r.backend_status("down")
         self.assertEqual(st["pending_points"], u["points_accepted"])
         self.assertLessEqual(st["pending_bytes"], 1 << 20)
-        r.wait_log(r"udp 127\.0\.0\.1:%d: \d+ datagrams \(\d+ points\) dropped: the queue for backend 'down' is full"
+        r.wait_log(r"udp 127\.0\.0\.1:%d: \d+ datagrams \(\d+ points\) dropped: the queue for backend 'down' is full \(max_size 1MiB\)"
                    % port)
         self.assertEqual(r.log_matches(r"next group is full"), [])
         # The HTTP door says the same thing to its writers (a body larger

@@ -253,6 +253,16 @@ static void test_udp_auth_api(void **state)
 	load_ok(DD "log_output: /var/log/relayd/relayd.log\n" BK, &cfg);
 	assert_string_equal(cfg.log_output, "/var/log/relayd/relayd.log");
 	config_release(&cfg);
+	load_ok(DD "log_output: journal\n" BK, &cfg);
+	assert_string_equal(cfg.log_output, "journal");
+	config_release(&cfg);
+	/* A list of preferences, kept in order, joined by '\n'. */
+	load_ok(DD "log_output: [journal, /var/log/relayd/relayd.log]\n" BK, &cfg);
+	assert_string_equal(cfg.log_output, "journal\n/var/log/relayd/relayd.log");
+	config_release(&cfg);
+	load_ok(DD "log_output:\n  - syslog\n  - stderr\n" BK, &cfg);
+	assert_string_equal(cfg.log_output, "syslog\nstderr");
+	config_release(&cfg);
 
 	/* Off by default; users may be listed while it is off; empty lists. */
 	load_ok(DD "listen:\n  udp:\nauth:\n  users:\n    - {name: w, password: x}\n" BK, &cfg);
@@ -341,6 +351,9 @@ static void test_url_forms(void **state)
 		{ "http://my_host.internal-1.:9/x%20y", "my_host.internal-1.", 9, "/x%20y" },
 		{ "http://h/a-b_c.d~e!$&()*+,;=:@%2F/", "h", 80, "/a-b_c.d~e!$&()*+,;=:@%2F" },
 		{ "Http://h//", "h", 80, "" },
+		{ "http://h:8086/influx", "h", 8086, "/influx" },
+		{ "http://h:8086/writer", "h", 8086, "/writer" },
+		{ "http://h:8086/write/x", "h", 8086, "/write/x" },
 	};
 	char text[512];
 	(void)state;
@@ -367,6 +380,15 @@ struct bad_case {
 #define URL(u) DD "backends:\n  - name: a\n    url: '" u "'\n"
 
 static const struct bad_case bad_cases[] = {
+	/* influxdb-relay's habit: the write path in the url. */
+	{ "url ending in /write", URL("http://h:8086/write"), "t.yaml:4:10: ",
+	  "backends[0].url 'http://h:8086/write' ends in /write: relayd adds the write path itself; "
+	  "use url: http://h:8086" },
+	{ "url ending in /write/", URL("http://h:8086/influx/write/"), "t.yaml:4:10: ",
+	  "ends in /write: relayd adds the write path itself; use url: http://h:8086/influx" },
+	{ "url ending in /api/v2/write", URL("https://h/api/v2/write"), "t.yaml:4:10: ",
+	  "backends[0].url 'https://h/api/v2/write' ends in /api/v2/write: relayd adds the write path itself; "
+	  "use url: https://h" },
 	/* Keys. */
 	{ "unknown top-level key", MINIMAL "foo: 1\n", "t.yaml:5:1: ", "unknown key 'foo'" },
 	{ "unknown nested key", DD "listen:\n  htp: 1.2.3.4:5\n" BK,
@@ -534,7 +556,13 @@ static const struct bad_case bad_cases[] = {
 	  "t.yaml:5:11: ", "duplicate backend name 'a' (first at line 3)" },
 
 	{ "relative log file", DD "log_output: relayd.log\n" BK, "t.yaml:2:13: ",
-	  "'log_output' must be stderr, syslog or an absolute file path, not 'relayd.log'" },
+	  "'log_output' must be stderr, syslog, journal or an absolute file path, not 'relayd.log'" },
+	{ "relative log file in a list", DD "log_output: [journal, relayd.log]\n" BK, "t.yaml:2:23: ",
+	  "'log_output' must be stderr, syslog, journal or an absolute file path, not 'relayd.log'" },
+	{ "empty log output list", DD "log_output: []\n" BK, "t.yaml:2:13: ",
+	  "'log_output' must list at least one output" },
+	{ "mapping in a log output list", DD "log_output: [{a: b}]\n" BK, "t.yaml:2:14: ",
+	  "'log_output' must be a single value, not a mapping" },
 	/* listen.udp, auth, backend APIs. */
 	{ "udp without db", DD "listen:\n  udp:\n    - address: 127.0.0.1:1\n" BK, "t.yaml:4:7: ",
 	  "'listen.udp[0].db' is required" },
@@ -774,16 +802,31 @@ static void test_map_size(void **state)
 	struct relay_config cfg;
 	(void)state;
 
+	/* Derived: room for every backend the queue can hold at the largest
+	 * limit, so that a reload adding backends needs no restart. */
 	load_ok(MINIMAL, &cfg);
-	assert_int_equal(config_map_size(&cfg), 2 * GIB + 64 * MIB);
+	assert_int_equal(config_map_need(&cfg), 2 * GIB + 64 * MIB);
+	assert_int_equal(config_map_size(&cfg), 2 * RELAY_MAX_BACKENDS * GIB + 64 * MIB);
 	config_release(&cfg);
 
 	load_ok(DD "backends:\n  - {name: a, url: 'http://h'}\n  - {name: b, url: 'http://h', max_size: 512MiB}\n", &cfg);
-	assert_int_equal(config_map_size(&cfg), 3 * GIB + 64 * MIB);
+	assert_int_equal(config_map_need(&cfg), 3 * GIB + 64 * MIB);
+	assert_int_equal(config_map_size(&cfg), 2 * RELAY_MAX_BACKENDS * GIB + 64 * MIB);
 	config_release(&cfg);
 
+	/* The headroom is capped (address space), never below the need. */
+	load_ok(DD "queue: {max_size: 100GiB}\n" BK, &cfg);
+	assert_int_equal(config_map_size(&cfg), 256 * GIB);
+	config_release(&cfg);
+	load_ok(DD "queue: {max_size: 100GiB}\nbackends:\n  - {name: a, url: 'http://h'}\n"
+	        "  - {name: b, url: 'http://h'}\n  - {name: c, url: 'http://h'}\n", &cfg);
+	assert_int_equal(config_map_size(&cfg), 600 * GIB + 64 * MIB);
+	config_release(&cfg);
+
+	/* Set by the user: as set, whatever the limits need. */
 	load_ok(DD "queue: {map_size: 3MiB}\n" BK, &cfg);
 	assert_int_equal(config_map_size(&cfg), 3 * MIB);
+	assert_int_equal(config_map_need(&cfg), 2 * GIB + 64 * MIB);
 	config_release(&cfg);
 
 	/* Limits this large are legal; the sum saturates instead of wrapping. */
@@ -796,7 +839,8 @@ static void test_map_size(void **state)
 	/* A struct filled by hand, as other modules' tests do. */
 	struct relay_backend_config b[2] = { { .max_bytes = MIB }, { .max_bytes = 2 * MIB } };
 	struct relay_config hand = { .backends = b, .nbackends = 2 };
-	assert_int_equal(config_map_size(&hand), 6 * MIB + 64 * MIB);
+	assert_int_equal(config_map_need(&hand), 6 * MIB + 64 * MIB);
+	assert_int_equal(config_map_size(&hand), 2 * RELAY_MAX_BACKENDS * 2 * MIB + 64 * MIB);
 	hand.queue_map_bytes = 5;
 	assert_int_equal(config_map_size(&hand), 5);
 }
@@ -818,7 +862,13 @@ static void test_example_file(void **state)
 		fail_msg("config.example.yaml does not load: %s", err);
 
 	assert_string_equal(ex.path, path);
-	assert_string_equal(ex.data_dir, "./relayd-data");
+	/* next to the example, wherever it is read from (README's make run) */
+	char want[4200];
+	snprintf(want, sizeof(want), "%.*s/relayd-data", (int)(strrchr(path, '/') - path), path);
+	if (path[0] == '/')
+		assert_string_equal(ex.data_dir, want);
+	assert_true(ex.data_dir[0] == '/');
+	assert_non_null(strstr(ex.data_dir, "/relayd-data"));
 	assert_int_equal(ex.nbackends, 1);
 	assert_string_equal(ex.backends[0].name, "local");
 	assert_string_equal(ex.backends[0].host, "127.0.0.1");
@@ -947,6 +997,125 @@ static void write_file(const char *path, const char *text, size_t len)
 	assert_int_equal(fclose(f), 0);
 }
 
+/* Relative paths in a file mean its directory, whoever reads it and
+ * from wherever (relayd and relayctl agree); absolute ones stay; a
+ * buffer with no directory keeps them as written. */
+static void test_relative_paths(void **state)
+{
+	char dir[] = "/tmp/test_config.XXXXXX", path[256], want[512], err[512], cwd[4096];
+	struct relay_config cfg;
+	(void)state;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/relayd.yaml", dir);
+	static const char text[] =
+		"data_dir: ./q\n"
+		"listen:\n  https: 127.0.0.1:9443\n"
+		"tls:\n  cert_file: certs/relay.pem\n  key_file: /etc/relayd/key.pem\n  client_ca_file: ../ca.pem\n"
+		"backends:\n  - name: a\n    url: https://h\n    tls_ca: ca/\n    tls_cert: c.pem\n    tls_key: ./k.pem\n";
+	write_file(path, text, strlen(text));
+	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), 0);
+	snprintf(want, sizeof(want), "%s/q", dir);
+	assert_string_equal(cfg.data_dir, want);
+	snprintf(want, sizeof(want), "%s/certs/relay.pem", dir);
+	assert_string_equal(cfg.tls_cert_file, want);
+	assert_string_equal(cfg.tls_key_file, "/etc/relayd/key.pem");
+	snprintf(want, sizeof(want), "%s/../ca.pem", dir);
+	assert_string_equal(cfg.tls_client_ca_file, want);
+	snprintf(want, sizeof(want), "%s/ca/", dir);
+	assert_string_equal(cfg.backends[0].tls_ca, want);
+	snprintf(want, sizeof(want), "%s/c.pem", dir);
+	assert_string_equal(cfg.backends[0].tls_cert, want);
+	snprintf(want, sizeof(want), "%s/k.pem", dir);
+	assert_string_equal(cfg.backends[0].tls_key, want);
+	config_release(&cfg);
+
+	/* The file named relative to the current directory: the same. */
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	assert_int_equal(chdir("/tmp"), 0);
+	assert_int_equal(config_load(path + strlen("/tmp/"), &cfg, err, sizeof(err)), 0);
+	assert_int_equal(chdir(cwd), 0);
+	snprintf(want, sizeof(want), "%s/q", dir);
+	assert_string_equal(cfg.data_dir, want);
+	config_release(&cfg);
+
+	/* A buffer has no directory: paths stay as written. */
+	load_ok("data_dir: ./q\n" BK, &cfg);
+	assert_string_equal(cfg.data_dir, "./q");
+	config_release(&cfg);
+
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(rmdir(dir), 0);
+}
+
+/* An influxdb-relay TOML file is named for what it is, with the way to
+ * convert it, instead of libyaml's complaint. */
+static void test_toml_file(void **state)
+{
+	static const char toml[] =
+		"# influxdb-relay\n"
+		"\n"
+		"[[http]]\n"
+		"name = \"example-http\"\n"
+		"bind-addr = \"127.0.0.1:9096\"\n"
+		"output = [\n"
+		"    { name=\"local1\", location = \"http://127.0.0.1:8086/write\" },\n"
+		"    { name=\"local2\", location = \"http://127.0.0.1:7086/write\" },\n"
+		"]\n"
+		"[[udp]]\n"
+		"name = \"example-udp\"\n"
+		"bind-addr = \"127.0.0.1:9096\"\n"
+		"read-buffer = 0 # default\n"
+		"output = [\n"
+		"    { name=\"local1\", location=\"127.0.0.1:8089\", mtu=512 },\n"
+		"]\n";
+	static const char *const also[] = {
+		"[http]\nname = \"x\"\n",
+		"# comment\nbind-addr = \"127.0.0.1:9096\"\n",
+	};
+	struct relay_config cfg;
+	char err[512];
+	(void)state;
+
+	assert_int_equal(load(toml, &cfg, err, sizeof(err)), -1);
+	assert_string_equal(err, "t.yaml looks like an influxdb-relay configuration (TOML); relayd reads YAML. "
+	                    "Convert it with: relayctl migrate t.yaml > relayd.yaml (see docs/operations.md, "
+	                    "\"Moving from influxdb-relay\")");
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(also); i++) {
+		assert_int_equal(load(also[i], &cfg, err, sizeof(err)), -1);
+		assert_non_null(strstr(err, "looks like an influxdb-relay configuration (TOML)"));
+	}
+	/* YAML that fails for its own reasons keeps its own message. */
+	assert_int_equal(load("data_dir: [x\n", &cfg, err, sizeof(err)), -1);
+	assert_null(strstr(err, "TOML"));
+	assert_int_equal(load("- a\n", &cfg, err, sizeof(err)), -1);
+	assert_null(strstr(err, "TOML"));
+}
+
+/* max_size and max_age are kept as written, inherited ones too, for the
+ * messages of a refused write. */
+static void test_limit_texts(void **state)
+{
+	struct relay_config cfg;
+	(void)state;
+
+	load_ok(MINIMAL, &cfg);
+	assert_string_equal(cfg.queue_max_size_text, "1GiB");
+	assert_string_equal(cfg.backends[0].max_size_text, "1GiB");
+	assert_string_equal(cfg.backends[0].max_age_text, "0");
+	config_release(&cfg);
+
+	load_ok(DD "backends:\n  - {name: a, url: 'http://h'}\n"
+	        "  - {name: b, url: 'http://h', max_size: 512MiB, max_age: 90m}\n"
+	        "queue: {max_size: 2GB, max_age: 2h}\n", &cfg);
+	assert_int_equal(cfg.backends[0].max_bytes, 2000000000ULL);
+	assert_string_equal(cfg.backends[0].max_size_text, "2GB");
+	assert_string_equal(cfg.backends[0].max_age_text, "2h");
+	assert_string_equal(cfg.backends[1].max_size_text, "512MiB");
+	assert_string_equal(cfg.backends[1].max_age_text, "90m");
+	config_release(&cfg);
+}
+
 static void test_files(void **state)
 {
 	char dir[] = "/tmp/test_config.XXXXXX", path[256], err[512];
@@ -1023,6 +1192,9 @@ int main(void)
 		cmocka_unit_test(test_backend_equal),
 		cmocka_unit_test(test_rate_keys),
 		cmocka_unit_test(test_files),
+		cmocka_unit_test(test_relative_paths),
+		cmocka_unit_test(test_toml_file),
+		cmocka_unit_test(test_limit_texts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,8 +41,8 @@ static void test_outcome_table(void **state)
 		const char *substr;
 	} t[] = {
 		{ 0, 0, 204, 0, "" },
-		{ 0, WAL_ELIMIT, 503, 1, "queue for backend 'b1' is full" },
-		{ 0, WAL_EAGE, 503, 1, "older than its max_age" },
+		{ 0, WAL_ELIMIT, 503, 1, "queue for backend 'b1' is full (max_size 1GB): write refused" },
+		{ 0, WAL_EAGE, 503, 1, "older than its max_age (90m): write refused" },
 		{ WAL_EFULL, 0, 503, 1, "storage is full" },
 		{ -5 /* -EIO */, 0, 503, 1, "cannot commit" },
 		{ WAL_ECORRUPT, 0, 503, 1, "corrupt" },
@@ -52,7 +52,7 @@ static void test_outcome_table(void **state)
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 		char msg[400];
 		uint64_t ra;
-		int st = http_write_outcome(t[i].rc, t[i].result, "b1", 100, 7, msg, sizeof(msg), &ra);
+		int st = http_write_outcome(t[i].rc, t[i].result, "b1", "1GB", "90m", 7, msg, sizeof(msg), &ra);
 		assert_int_equal(st, t[i].status);
 		assert_int_equal(ra, t[i].retry ? 7 : 0);
 		assert_non_null(strstr(msg, t[i].substr));

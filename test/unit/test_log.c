@@ -1,14 +1,18 @@
 /* test_log: log lines as text and as JSON (log_format), read back from a
  * log file: every JSON line parses, has its fields, and carries any bytes
- * of a message escaped; lines from several threads stay whole. */
+ * of a message escaped; lines from several threads stay whole. Which
+ * outputs of a log_output list are available (journal, syslog, a file),
+ * the first one taken, and the journal's "<N>" lines. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -236,6 +240,94 @@ static void test_json_threads(void **state)
 	free(s);
 }
 
+/* The journal is there when JOURNAL_STREAM names stderr itself; syslog
+ * when /dev/log is a socket; a file when it can be written or created. */
+static void test_output_check(void **state)
+{
+	char why[512], env[64], chosen[256], passed[1024], err[512];
+	struct stat st;
+	(void)state;
+
+	assert_int_equal(relay_log_output_check("stderr", why, sizeof(why)), 1);
+	unsetenv("JOURNAL_STREAM");
+	assert_int_equal(relay_log_output_check("journal", why, sizeof(why)), 0);
+	assert_non_null(strstr(why, "JOURNAL_STREAM is not set"));
+	setenv("JOURNAL_STREAM", "bogus", 1);
+	assert_int_equal(relay_log_output_check("journal", why, sizeof(why)), 0);
+	assert_non_null(strstr(why, "is not DEV:INODE"));
+	assert_int_equal(fstat(STDERR_FILENO, &st), 0);
+	snprintf(env, sizeof(env), "%llu:%llu", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino + 1);
+	setenv("JOURNAL_STREAM", env, 1);
+	assert_int_equal(relay_log_output_check("journal", why, sizeof(why)), 0);
+	assert_non_null(strstr(why, "stderr is not the journal stream"));
+	snprintf(env, sizeof(env), "%llu:%llu", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+	setenv("JOURNAL_STREAM", env, 1);
+	assert_int_equal(relay_log_output_check("journal", why, sizeof(why)), 1);
+	unsetenv("JOURNAL_STREAM");
+
+	int sock = stat("/dev/log", &st) == 0 && S_ISSOCK(st.st_mode);
+	assert_int_equal(relay_log_output_check("syslog", why, sizeof(why)), sock);
+	if (!sock)
+		assert_non_null(strstr(why, "/dev/log"));
+
+	assert_int_equal(relay_log_output_check(path, why, sizeof(why)), 1);
+	assert_int_equal(relay_log_output_check("/nonexistent-dir/x.log", why, sizeof(why)), 0);
+	assert_non_null(strstr(why, "cannot create '/nonexistent-dir/x.log'"));
+	assert_int_equal(relay_log_output_check("/tmp", why, sizeof(why)), 0);
+	assert_non_null(strstr(why, "is a directory"));
+
+	/* The first available is opened; what was passed over is said. */
+	assert_int_equal(relay_log_open_first("journal\n/nonexistent-dir/x.log\nstderr", chosen, sizeof(chosen),
+	                                      passed, sizeof(passed), err, sizeof(err)), 0);
+	assert_string_equal(chosen, "stderr");
+	assert_non_null(strstr(passed, "journal: JOURNAL_STREAM is not set"));
+	assert_non_null(strstr(passed, "; /nonexistent-dir/x.log: cannot open log file"));
+	assert_int_equal(relay_log_open_first(path, chosen, sizeof(chosen), passed, sizeof(passed), err,
+	                                      sizeof(err)), 0);
+	assert_string_equal(chosen, path);
+	assert_string_equal(passed, "");
+	/* Nothing available: stderr, or an error when a file was asked for. */
+	assert_int_equal(relay_log_open_first("journal", chosen, sizeof(chosen), passed, sizeof(passed), err,
+	                                      sizeof(err)), 1);
+	assert_string_equal(chosen, "stderr");
+	assert_int_equal(relay_log_open_first("journal\n/nonexistent-dir/x.log", chosen, sizeof(chosen), passed,
+	                                      sizeof(passed), err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "no log_output can be used: journal: "));
+}
+
+/* "journal": stderr gets "<N>message" (N the syslog priority), without our
+ * time; with log_format json, "<N>" and the JSON object. */
+static void test_journal_lines(void **state)
+{
+	char err[256];
+	size_t len;
+	(void)state;
+
+	int saved = dup(STDERR_FILENO);
+	int fd = open(path, O_WRONLY | O_APPEND);
+	assert_true(saved >= 0 && fd >= 0);
+	assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+	close(fd);
+	assert_int_equal(relay_log_open("journal", err, sizeof(err)), 0);
+	relay_log(RELAY_LOG_INFO, "hello %d", 1);
+	relay_log(RELAY_LOG_WARN, "careful");
+	relay_log(RELAY_LOG_ERROR, "bad\nline");
+	relay_log_set_format(RELAY_LOG_FORMAT_JSON);
+	relay_log(RELAY_LOG_NOTICE, "as json");
+	relay_log_set_format(RELAY_LOG_FORMAT_TEXT);
+	relay_log_close();
+	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+	close(saved);
+	char *s = take(&len);
+	char *json = strstr(s, "<5>{\"time\":\"");
+	assert_non_null(json);
+	assert_non_null(strstr(json, "\"level\":\"notice\""));
+	assert_non_null(strstr(json, "\"msg\":\"as json\"}\n"));
+	*json = '\0';
+	assert_string_equal(s, "<6>hello 1\n<4>careful\n<3>bad?line\n");
+	free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -244,6 +336,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_json_escapes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_json_limited, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_json_threads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_output_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_journal_lines, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
