@@ -12,7 +12,8 @@ SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_DEPS := cmake make gcc pkg-config libuv1-dev liblmdb-dev libyaml-dev zlib1g-dev libjansson-dev node-llhttp \
               libsystemd-dev libssl-dev
 TEST_DEPS  := libcmocka-dev python3 clang libclang-rt-14-dev influxdb influxdb-client \
-              python3-influxdb curl lmdb-utils dpkg-dev fiu-utils prometheus openssl haproxy
+              python3-influxdb curl lmdb-utils dpkg-dev fiu-utils prometheus openssl haproxy \
+              lintian logrotate
 
 .PHONY: run check build deps test-deps test asan clean
 

@@ -18,6 +18,7 @@ query.max_lag).
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -255,7 +256,10 @@ class OneBackend(unittest.TestCase):
         st, h, _ = self.relayd.get("/ping")
         self.assertEqual(st, 204)
         self.assertEqual(h.get("X-Influxdb-Version"), self.influxd.version)
-        self.assertEqual(h.get("X-Relayd-Version"), "0.1.0")
+        # The project's version (CMakeLists.txt), which the build compiles in.
+        with open(os.path.join(relaytest.SOURCE_DIR, "CMakeLists.txt")) as f:
+            version = re.search(r"project\(relayd VERSION ([0-9.]+)", f.read()).group(1)
+        self.assertEqual(h.get("X-Relayd-Version"), version)
         st, h, b = self.relayd.get("/ping?verbose=true")
         self.assertEqual(json.loads(b)["version"], self.influxd.version)
         st, h, b = self.relayd.get("/query?q=SHOW+DATABASES")

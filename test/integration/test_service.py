@@ -558,34 +558,45 @@ class ServiceTest(unittest.TestCase):
 
     @unittest.skipUnless(IS_ROOT, "needs root (start-stop-daemon --chuid)")
     def test_init_script(self):
+        """With Debian's /lib/lsb/init-functions, and with the script's own
+        fallback: the same output, to the byte."""
         if not shutil.which("start-stop-daemon"):
             self.skipTest("no start-stop-daemon")
+        if not os.path.exists("/lib/lsb/init-functions"):
+            self.skipTest("no /lib/lsb/init-functions (sysvinit-utils)")
+        for functions in ("/lib/lsb/init-functions", "/nonexistent/init-functions"):
+            with self.subTest(init_functions=functions):
+                self.init_script_run(functions)
+
+    def init_script_run(self, functions):
         ids = nobody()
         if ids is None:
             self.skipTest("no user nobody")
-        open_tree(self.tmp)
+        tmp = relaytest.make_tmpdir(self.addCleanup, prefix="relaytest-init-")
+        open_tree(tmp)
         script = os.path.join(SOURCE_DIR, "cmd", "init", "relayd.init")
-        qdir = os.path.join(self.tmp, "q")
+        qdir = os.path.join(tmp, "q")
         os.mkdir(qdir)
         os.chown(qdir, *ids)
-        rundir = os.path.join(self.tmp, "run")
+        rundir = os.path.join(tmp, "run")
         pidfile = os.path.join(rundir, "relayd.pid")
         log = os.path.join(qdir, "relayd.log")
         r = Relayd()
-        r.write_config(self.tmp, [("a", "http://127.0.0.1:%d" % relaytest.closed_port())],
+        r.write_config(tmp, [("a", "http://127.0.0.1:%d" % relaytest.closed_port())],
                        data_dir=os.path.join(qdir, "data"), extra_yaml={"log_output": log})
         os.chmod(r.config, 0o644)
-        defaults = os.path.join(self.tmp, "defaults")
+        defaults = os.path.join(tmp, "defaults")
         with open(defaults, "w") as f:
             f.write("DAEMON=%s\nCONFIG=%s\nRUNDIR=%s\nRELAYD_USER=nobody\nSTOP_TIMEOUT=20\n"
-                    % (RELAYD_BIN, r.config, rundir))
+                    "INIT_FUNCTIONS=%s\n" % (RELAYD_BIN, r.config, rundir, functions))
         env = sanitizer_env(qdir)
         env["RELAYD_DEFAULTS"] = defaults
 
         def init(action):
-            cp = subprocess.run(["sh", script, action], stdin=subprocess.DEVNULL, capture_output=True,
-                                text=True, errors="replace", timeout=60, env=env)
-            return cp.returncode, cp.stdout + cp.stderr
+            # stdout and stderr in one pipe: the order as a terminal shows it.
+            cp = subprocess.run(["sh", script, action], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace", timeout=60, env=env)
+            return cp.returncode, cp.stdout
 
         def stop_by_pidfile():
             if os.path.exists(pidfile):
@@ -593,51 +604,89 @@ class ServiceTest(unittest.TestCase):
         self.addCleanup(stop_by_pidfile)
         self.addCleanup(check_sanitizer_files, qdir)
 
-        rc, out = init("start")
-        self.assertEqual(rc, 0, out)
+        self.assertEqual(init("status"), (3, "relayd is not running ... failed!\n"))
+        self.assertEqual(init("try-restart"), (0, "Restarting InfluxDB relay: relayd (not running).\n"))
+        self.assertEqual(init("start"), (0, "Starting InfluxDB relay: relayd.\n"))
         pid = read_pid(pidfile)
         self.assertTrue(pid_alive(pid))
         self.assertEqual(set(proc_ids(pid)[0]), {ids[0]}, "runs as RELAYD_USER")
         self.assertEqual(relaytest.http_request(r.port, "GET", "/ping")[0], 204)
-        rc, out = init("status")
-        self.assertEqual(rc, 0, out)
-        self.assertIn("running", out)
-        rc, out = init("start")
-        self.assertEqual(rc, 0, "start while running: " + out)
+        self.assertEqual(init("status"), (0, "relayd is running (pid %d).\n" % pid))
+        self.assertEqual(init("start"), (0, "Starting InfluxDB relay: relayd (already running).\n"))
         self.assertEqual(read_pid(pidfile), pid, "still the same relayd")
 
-        r.write_config(self.tmp, [("a", "http://127.0.0.1:%d" % relaytest.closed_port())],
+        r.write_config(tmp, [("a", "http://127.0.0.1:%d" % relaytest.closed_port())],
                        data_dir=os.path.join(qdir, "data"), extra_yaml={"log_output": log}, log_level="debug")
-        rc, out = init("reload")
-        self.assertEqual(rc, 0, out)
+        self.assertEqual(init("reload"), (0, "Reloading InfluxDB relay configuration: relayd.\n"))
         wait_health(r.port, lambda h: h["config"]["reloads"] == 1, "reload through the init script")
         self.assertEqual(read_pid(pidfile), pid)
 
+        # A reload with a broken file is refused before relayd sees it:
+        # one status line, the reason once, relayd runs on with the old one.
+        with open(r.config) as f:
+            good = f.read()
+        with open(r.config, "a") as f:
+            f.write("bogus: 1\n")
+        rc, out = init("reload")
+        self.assertEqual(rc, 1, out)
+        self.assertRegex(out, r"^Reloading InfluxDB relay configuration: relayd failed!\n%s:\d+:1: "
+                              r"unknown key 'bogus'\n$" % re.escape(r.config))
+        status, h = health(r.port)
+        self.assertEqual((status, h["config"]["reloads"], h["config"]["reload_errors"]), (200, 1, 0))
+        self.assertEqual(read_pid(pidfile), pid)
+        # restart with it: refused too, and the running relayd stays.
         rc, out = init("restart")
-        self.assertEqual(rc, 0, out)
+        self.assertEqual(rc, 1, out)
+        self.assertRegex(out, r"^Restarting InfluxDB relay: relayd failed!\n%s:\d+:1: unknown key 'bogus'\n$"
+                         % re.escape(r.config))
+        self.assertTrue(pid_alive(pid))
+        with open(r.config, "w") as f:
+            f.write(good)
+
+        # rotate: SIGUSR1, relayd reopens its log file.
+        os.rename(log, log + ".1")
+        self.assertEqual(init("rotate"), (0, "Reopening InfluxDB relay log file: relayd.\n"))
+        wait_until(lambda: os.path.exists(log), 10, what="the reopened log file")
+
+        self.assertEqual(init("restart"), (0, "Restarting InfluxDB relay: relayd.\n"))
         pid2 = read_pid(pidfile)
         self.assertNotEqual(pid2, pid)
         self.assertFalse(pid_alive(pid))
         self.assertEqual(relaytest.http_request(r.port, "GET", "/ping")[0], 204)
+        self.assertEqual(init("try-restart"), (0, "Restarting InfluxDB relay: relayd.\n"))
+        pid3 = read_pid(pidfile)
+        self.assertNotEqual(pid3, pid2)
 
-        rc, out = init("stop")
-        self.assertEqual(rc, 0, out)
-        self.assertFalse(pid_alive(pid2))
+        self.assertEqual(init("stop"), (0, "Stopping InfluxDB relay: relayd.\n"))
+        self.assertFalse(pid_alive(pid3))
         self.assertFalse(os.path.exists(pidfile), "relayd removed its pidfile")
-        rc, out = init("status")
-        self.assertEqual(rc, 3, out)
-        rc, out = init("stop")
-        self.assertEqual(rc, 0, "stop when stopped: " + out)
+        self.assertEqual(init("status"), (3, "relayd is not running ... failed!\n"))
+        self.assertEqual(init("stop"), (0, "Stopping InfluxDB relay: relayd (not running).\n"))
+        self.assertEqual(init("reload"), (7, "Reloading InfluxDB relay configuration: relayd failed!\n"
+                                             "relayd is not running\n"))
+        self.assertEqual(init("rotate"), (7, "Reopening InfluxDB relay log file: relayd failed!\n"
+                                             "relayd is not running\n"))
+        # A pidfile whose process is gone: LSB status 1.
+        os.makedirs(rundir, exist_ok=True)
+        with open(pidfile, "w") as f:
+            f.write("%d\n" % pid3)
+        self.assertEqual(init("status"), (1, "relayd is not running but %s exists ... failed!\n" % pidfile))
+        os.unlink(pidfile)
 
-        # A broken configuration: start refuses with the reason.
+        # A broken configuration: start refuses with the reason, once,
+        # after the status line (it was "relaydrelayd: ... failed!" and a
+        # second "failed!").
         with open(r.config, "a") as f:
             f.write("bogus: 1\n")
         rc, out = init("start")
-        self.assertNotEqual(rc, 0)
-        self.assertIn("unknown key 'bogus'", out)
+        self.assertEqual(rc, 1, out)
+        self.assertRegex(out, r"^Starting InfluxDB relay: relayd failed!\n%s:\d+:1: unknown key 'bogus'\n$"
+                         % re.escape(r.config))
         self.assertFalse(os.path.exists(pidfile))
-        with open(log) as f:
+        with open(log + ".1") as f:
             self.assertIn("configuration reloaded", f.read())
+
+        self.assertEqual(init("bogus-action")[0], 3)
 
     # ---- example configurations --------------------------------------------
 
