@@ -91,8 +91,7 @@ static int mkdir_p(const char *path, mode_t mode)
 	return rc;
 }
 
-/* fsync a directory so that a newly created file's entry is durable. */
-static int fsync_dir(const char *dir)
+int wali_fsync_dir(const char *dir)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -380,7 +379,7 @@ static int env_open(struct wal *w)
 	int created;
 	if ((rc = open_dbis(w, &created)))
 		goto fail;
-	if (created && (rc = fsync_dir(w->dir)))
+	if (created && (rc = wali_fsync_dir(w->dir)))
 		goto fail;
 	/* Free reader slots left by processes that died holding them (a killed
 	 * relayctl, say): they would pin pages and grow the file. */

@@ -40,17 +40,6 @@ static int dir_has_entries(const char *dir)
 	return any;
 }
 
-/* fsync a directory, so that the entries made in it are durable. */
-static int sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int rc = fsync(fd) < 0 ? -errno : 0;
-	close(fd);
-	return rc;
-}
-
 /* The directory that holds path ("." for a name without a slash). */
 static void parent_of(const char *path, char *out, size_t n)
 {
@@ -139,13 +128,13 @@ int wal_backup(struct wal *w, const char *dst_dir, struct wal_backup_stat *st, c
 	/* The file's entry in the directory, and the directory's in its
 	 * parent when we made it: without them a crash could leave a synced
 	 * file that no name reaches. */
-	if ((rc = sync_dir(dst_dir))) {
+	if ((rc = wali_fsync_dir(dst_dir))) {
 		WHY("syncing directory '%s': %s", dst_dir, strerror(-rc));
 		goto fail;
 	}
 	if (created) {
 		parent_of(dst_dir, parent, sizeof(parent));
-		if ((rc = sync_dir(parent))) {
+		if ((rc = wali_fsync_dir(parent))) {
 			WHY("syncing directory '%s': %s", parent, strerror(-rc));
 			goto fail;
 		}

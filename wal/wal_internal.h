@@ -64,6 +64,10 @@ struct wal {
 /*---- wal.c: results, operations, transactions ----*/
 
 /* An LMDB or errno result as ours (a full map or disk is WAL_EFULL). */
+/* fsync the directory dir, so that the entries just made in it (a new
+ * queue file, a backup's copy) survive a crash. Returns 0 or -errno. */
+int wali_fsync_dir(const char *dir);
+
 int wali_map_rc(int rc);
 /* Enter an operation (the shared env_lock; a reopen first after MDB_PANIC);
  * every successful wali_enter is matched by one wali_leave. */

@@ -27,20 +27,6 @@
  * or without --daemon. */
 static int ready_fd = -1;
 
-char *daemon_absolute_path(const char *dir, const char *path)
-{
-	struct rbuf b = RBUF_INIT;
-
-	if (path[0] == '/' || !dir)
-		return xstrdup(path);
-	while (path[0] == '.' && path[1] == '/')
-		path += 2;
-	rbuf_appendf(&b, "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", path);
-	char *out = xstrdup(rbuf_cstr(&b));
-	rbuf_release(&b);
-	return out;
-}
-
 int daemon_switch_user(const char *user, int allow_root, char *err, size_t errlen)
 {
 	if (user) {

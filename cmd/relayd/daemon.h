@@ -13,14 +13,6 @@
 #include <sys/types.h>
 
 /*
- * Turn path into an absolute path against dir (the directory relayd was
- * started in), so that it means the same after the daemon's chdir("/")
- * and in a reload. Returns a string the caller frees (a copy of path when
- * it is absolute already).
- */
-char *daemon_absolute_path(const char *dir, const char *path);
-
-/*
  * Run as user when started as root: its uid, its primary gid and every
  * group it belongs to (initgroups), in the order that leaves no way back.
  * Then refuse to go on as root (uid 0) unless allow_root. Not root and

@@ -803,8 +803,8 @@ int main(int argc, char **argv)
 	 * leaves for "/", and a reload reads the file again from there. The
 	 * file's own relative paths mean its directory (config_load). */
 	d.start_dir = xstrdup(getcwd(cwd, sizeof(cwd)) ? cwd : "/");
-	d.config_path = daemon_absolute_path(d.start_dir, config_path);
-	d.pidfile = pidfile ? daemon_absolute_path(d.start_dir, pidfile) : NULL;
+	d.config_path = relay_path_join(d.start_dir, config_path);
+	d.pidfile = pidfile ? relay_path_join(d.start_dir, pidfile) : NULL;
 	/* Before anything else can fail or --daemon detaches: on the
 	 * terminal (or the init script's capture), where it is seen. */
 	if (*log_why)

@@ -616,25 +616,13 @@ static int check_config(struct loader *ld)
 	return 0;
 }
 
-/* dir/path, without the "./" a user may start path with. */
-static char *join_path(const char *dir, const char *path)
-{
-	struct rbuf b = RBUF_INIT;
-	while (path[0] == '.' && path[1] == '/')
-		path += 2;
-	rbuf_appendf(&b, "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", path);
-	char *out = xstrdup(rbuf_cstr(&b));
-	rbuf_release(&b);
-	return out;
-}
-
 static void resolve_in(const struct key_spec *tab, size_t n, void *base, const char *dir)
 {
 	for (size_t i = 0; i < n; i++) {
 		char **p = cfg_field_at(base, tab[i].off);
 		if (!(tab[i].flags & KF_PATH) || !*p || (*p)[0] == '/')
 			continue;
-		char *abs = join_path(dir, *p);
+		char *abs = relay_path_join(dir, *p);
 		free(*p);
 		*p = abs;
 	}

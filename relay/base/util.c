@@ -350,3 +350,15 @@ int unicode_unsafe(uint32_t cp)
 	       (cp >= 0x2028 && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
 }
 
+char *relay_path_join(const char *dir, const char *path)
+{
+	if (path[0] == '/' || !dir)
+		return xstrdup(path);
+	while (path[0] == '.' && path[1] == '/')
+		path += 2;
+	struct rbuf b = RBUF_INIT;
+	rbuf_appendf(&b, "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", path);
+	char *out = xstrdup(rbuf_cstr(&b));
+	rbuf_release(&b);
+	return out;
+}

@@ -92,6 +92,11 @@ size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp);
  * reorder or break text (U+061C, U+200E/F, U+2028..202E, U+2066..2069). */
 int unicode_unsafe(uint32_t cp);
 
+/* path made absolute against dir: path itself when it is absolute or dir
+ * is NULL, else dir/path without the "./" a user may start path with.
+ * Returns a string the caller frees (aborts on OOM, as xmalloc). */
+char *relay_path_join(const char *dir, const char *path);
+
 /* The noun of a count in a message, so that no message says "1 points":
  * relay_plural(n, "batch", "batches") is one when n == 1, else many;
  * relay_s(n) is "" when n == 1, else "s" ("%u attempt%s"). Both return

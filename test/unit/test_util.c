@@ -109,6 +109,31 @@ static void test_rbuf(void **state)
 	assert_int_equal(b.len, 0);
 }
 
+static void test_path_join(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *dir, *path, *want;
+	} cases[] = {
+		{ "/etc/relayd", "q", "/etc/relayd/q" },
+		{ "/etc/relayd", "./q", "/etc/relayd/q" },
+		{ "/etc/relayd", "././q/r", "/etc/relayd/q/r" },
+		{ "/etc/relayd", "../q", "/etc/relayd/../q" },
+		{ "/etc/relayd", "/var/lib/relayd", "/var/lib/relayd" },
+		{ "/", "q", "/q" },
+		{ NULL, "q", "q" },
+	};
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(cases); i++) {
+		char *got = relay_path_join(cases[i].dir, cases[i].path);
+		assert_string_equal(got, cases[i].want);
+		free(got);
+	}
+	assert_string_equal(relay_plural(1, "batch", "batches"), "batch");
+	assert_string_equal(relay_plural(0, "batch", "batches"), "batches");
+	assert_string_equal(relay_s(1), "");
+	assert_string_equal(relay_s(2), "s");
+}
+
 static void test_ratelimit(void **state)
 {
 	(void)state;
@@ -136,7 +161,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sizes),      cmocka_unit_test(test_durations),
 		cmocka_unit_test(test_hostport),   cmocka_unit_test(test_url_decode),
-		cmocka_unit_test(test_rbuf), cmocka_unit_test(test_ratelimit),
+		cmocka_unit_test(test_rbuf), cmocka_unit_test(test_ratelimit), cmocka_unit_test(test_path_join),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
