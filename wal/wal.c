@@ -216,8 +216,9 @@ static int open_dbis(struct wal *w, int *created)
 	int rdonly = (w->flags & (WAL_F_RDONLY | WAL_F_SHARED)) != 0;
 	int rc = mdb_txn_begin(w->env, NULL, rdonly ? MDB_RDONLY : 0, &txn);
 	if (rc == MDB_MAP_RESIZED) {
-		/* A writer grew the map between our open and this transaction. */
-		mdb_env_set_mapsize(w->env, 0);
+		/* A writer grew the map between our open and this transaction
+		 * (read-only: the file grew past what we mapped). */
+		mdb_env_set_mapsize(w->env, (w->flags & WAL_F_RDONLY) ? wali_rdonly_map_size(w) : 0);
 		rc = mdb_txn_begin(w->env, NULL, rdonly ? MDB_RDONLY : 0, &txn);
 	}
 	if (rc)
@@ -355,11 +356,78 @@ static int check_file(struct wal *w)
 	return rc;
 }
 
+/*
+ * The map of a read-only open: what the file holds, with room for it to
+ * grow while we read, not the size the file records. The recorded size is
+ * relayd's map, which may be hundreds of GiB of address space (its
+ * headroom, config_map_size) and cannot be reserved under an
+ * address-space limit (ulimit -v): relayctl would fail with ENOMEM where
+ * relayd itself started. LMDB rounds a smaller size up to the pages in
+ * use, and a transaction that finds the file grown past the map returns
+ * MDB_MAP_RESIZED, on which we map again with this (open_dbis, wali_begin).
+ */
+#define RDONLY_MAP_SLACK (64ULL << 20)
+
+uint64_t wali_rdonly_map_size(const struct wal *w)
+{
+	char path[4096];
+	struct stat st;
+	uint64_t size = 0;
+	snprintf(path, sizeof(path), "%s/data.mdb", w->dir);
+	if (stat(path, &st) == 0 && st.st_size > 0)
+		size = (uint64_t)st.st_size;
+	size += RDONLY_MAP_SLACK;
+	size = (size + (1ULL << 20) - 1) & ~((1ULL << 20) - 1);
+	if ((uint64_t)SIZE_MAX < size)
+		size = SIZE_MAX;
+	return size;
+}
+
+/*
+ * A read-only or shared open (relayctl, often as root) in a directory
+ * without lock.mdb creates it, as the opener, mode 0600: a relayd running
+ * as its own user could then not open its queue (EACCES). The new lock
+ * file is given to the owner of data.mdb, whose queue it is. Removing it
+ * after use instead (as relayctl backup does with its copy's) is not safe
+ * here: a relayd starting meanwhile may have opened this very file, and a
+ * later opener would create another one, so that readers and the writer
+ * no longer share one reader table and relayd could reuse pages a reader
+ * is reading. Only a file we created is changed: opened without following
+ * a symlink, a regular file with one link, owned by us (the directory's
+ * owner could otherwise put a link to another file in its place).
+ * Failures are ignored: not root (EPERM), the file is ours to keep and
+ * the data's owner is then us as a rule.
+ */
+static void lock_to_owner(const struct wal *w)
+{
+	char path[4096];
+	struct stat data, lk;
+	snprintf(path, sizeof(path), "%s/data.mdb", w->dir);
+	if (stat(path, &data) < 0)
+		return;
+	snprintf(path, sizeof(path), "%s/lock.mdb", w->dir);
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return;
+	if (fstat(fd, &lk) == 0 && S_ISREG(lk.st_mode) && lk.st_nlink == 1 && lk.st_uid == geteuid() &&
+	    (lk.st_uid != data.st_uid || lk.st_gid != data.st_gid) && fchown(fd, data.st_uid, data.st_gid) < 0) {
+		/* EPERM when not root: nothing to do, see above. */
+	}
+	close(fd);
+}
+
 static int env_open(struct wal *w)
 {
 	int rc = check_file(w);
 	if (rc)
 		return rc;
+	int lock_created = 0;
+	if (w->flags & (WAL_F_RDONLY | WAL_F_SHARED)) {
+		char path[4096];
+		struct stat st;
+		snprintf(path, sizeof(path), "%s/lock.mdb", w->dir);
+		lock_created = lstat(path, &st) < 0 && errno == ENOENT;
+	}
 	rc = mdb_env_create(&w->env);
 	if (rc)
 		return wali_map_rc(rc);
@@ -370,11 +438,16 @@ static int env_open(struct wal *w)
 	if (!(w->flags & WAL_F_RDONLY) && w->map_size) {
 		if ((rc = mdb_env_set_mapsize(w->env, w->map_size)))
 			goto fail;
+	} else if ((w->flags & WAL_F_RDONLY) && (rc = mdb_env_set_mapsize(w->env, wali_rdonly_map_size(w)))) {
+		goto fail;
 	}
 	/* Default flags: synchronous, durable commits. MDB_NOTLS would only
 	 * matter for read transactions kept across threads; we keep none. */
 	unsigned fl = (w->flags & WAL_F_RDONLY) ? MDB_RDONLY : 0;
-	if ((rc = mdb_env_open(w->env, w->dir, fl, 0600)))
+	rc = mdb_env_open(w->env, w->dir, fl, 0600);
+	if (lock_created)
+		lock_to_owner(w);
+	if (rc)
 		goto fail;
 	int created;
 	if ((rc = open_dbis(w, &created)))
@@ -563,8 +636,9 @@ int wali_begin(struct wal *w, unsigned flags, MDB_txn **txn)
 		rc = mdb_txn_begin(w->env, NULL, flags, txn);
 	}
 	if (rc == MDB_MAP_RESIZED) {
-		/* Another process (the daemon) grew the map: adopt its size. */
-		mdb_env_set_mapsize(w->env, 0);
+		/* Another process (the daemon) grew the map: adopt its size;
+		 * read-only, map what the file holds now (wali_rdonly_map_size). */
+		mdb_env_set_mapsize(w->env, (w->flags & WAL_F_RDONLY) ? wali_rdonly_map_size(w) : 0);
 		rc = mdb_txn_begin(w->env, NULL, flags, txn);
 	}
 	if (rc == MDB_PANIC)

@@ -84,8 +84,10 @@ struct wal;
 struct wal_options {
 	/* LMDB map size in bytes: the most the queue file may grow to. 0 means
 	 * 64 MiB (with WAL_F_SHARED: the size the file records, i.e. the
-	 * largest any writer used). Ignored (the file's own size is used) with
-	 * WAL_F_RDONLY. A WAL_F_SHARED opener beside relayd must pass relayd's
+	 * largest any writer used). Ignored with WAL_F_RDONLY, which maps the
+	 * file's length plus 64 MiB (not the size the file records: relayd's
+	 * headroom may not fit under an address-space limit), and maps again
+	 * when the file grows past it. A WAL_F_SHARED opener beside relayd must pass relayd's
 	 * size (config_map_size): a larger one could let it write past the end
 	 * of relayd's map, which relayd would see as MDB_MAP_RESIZED. */
 	uint64_t map_size;
@@ -167,7 +169,10 @@ struct wal_stat {
  * LMDB write transaction, as relayd's are) but never creates the
  * directory, the data file, the format record or a DBI: a queue that
  * is missing or half-initialised is WAL_ENOTQUEUE or WAL_ECORRUPT, never
- * initialised behind relayd's back.
+ * initialised behind relayd's back. When either creates LMDB's lock.mdb
+ * (none was there), the new file is given to data.mdb's owner and group
+ * (when the opener may: root), so that a relayd running as its own user
+ * can open the queue a root relayctl looked at.
  * Before LMDB maps data.mdb, the file is checked with pread alone
  * (wal_file.h): LMDB's two meta pages, and every tree page LMDB could
  * follow, each inside the file (a file cut short is SIGBUS for LMDB); a damaged file is WAL_EDAMAGED, an LMDB

@@ -68,6 +68,10 @@ struct wal {
  * queue file, a backup's copy) survive a crash. Returns 0 or -errno. */
 int wali_fsync_dir(const char *dir);
 
+/* The map size of a read-only open: data.mdb's size plus 64 MiB, rounded
+ * up to a MiB (wal.c says why). */
+uint64_t wali_rdonly_map_size(const struct wal *w);
+
 int wali_map_rc(int rc);
 /* Enter an operation (the shared env_lock; a reopen first after MDB_PANIC);
  * every successful wali_enter is matched by one wali_leave. */

@@ -125,7 +125,8 @@ static void usage(FILE *f)
 	rbuf_appendf(&b, "changes (take effect at once when relayd runs, else at its next start):\n");
 	usage_section(&b, CMD_CHANGES);
 	rbuf_appendf(&b, "without a configuration:\n"
-			 "  migrate FILE [-o OUT]              an influxdb-relay TOML file as relayd YAML\n"
+			 "  migrate FILE [-o OUT] [--udp-db DB] [--force]\n"
+			 "                                     an influxdb-relay TOML file as relayd YAML\n"
 			 "                                     (on stdout, or into OUT)\n"
 			 "  version                            print relayctl's version\n"
 			 "\n"
@@ -179,15 +180,18 @@ static const struct cmd *find_command(const char *cmd, char ***args, int *nargs)
 }
 
 /*
- * relayctl migrate FILE [-o OUT]: the converter is a Python script
- * (tomllib reads the TOML); relayctl only finds and runs it, so that
- * operators have one tool. Its exit status is relayctl's (exec). 127
- * when it cannot run, as a shell says.
+ * relayctl migrate FILE [-o OUT] [--udp-db DB] [--force]...: the converter
+ * is a Python script (tomllib reads the TOML); relayctl only finds and
+ * runs it, so that operators have one tool. Every word after "migrate" is
+ * the script's, passed untouched: the script owns its options (it tells
+ * the user to add --udp-db), and relayctl need not learn each one. Its
+ * exit status is relayctl's (exec). 127 when it cannot run, as a shell
+ * says.
  */
-static int run_migrate(char **args, int nargs, const char *out)
+static int run_migrate(char **args, int nargs)
 {
-	if (nargs != 1) {
-		fprintf(stderr, "relayctl: usage: migrate FILE [-o OUT]\n");
+	if (nargs < 1) {
+		fprintf(stderr, "relayctl: usage: migrate FILE [-o OUT] [--udp-db DB] [--force]\n");
 		return 2;
 	}
 	const char *env = getenv("RELAYCTL_MIGRATE_SCRIPT");
@@ -197,8 +201,16 @@ static int run_migrate(char **args, int nargs, const char *out)
 			env && *env ? " (from RELAYCTL_MIGRATE_SCRIPT)" : ": reinstall relayd, or set RELAYCTL_MIGRATE_SCRIPT");
 		return 127;
 	}
-	char py[] = "python3", opt_o[] = "-o";
-	char *argv[] = { py, (char *)script, args[0], out ? opt_o : NULL, (char *)out, NULL };
+	char py[] = "python3";
+	char **argv = calloc((size_t)nargs + 3, sizeof(*argv));
+	if (!argv) {
+		fprintf(stderr, "relayctl: migrate: %s\n", strerror(ENOMEM));
+		return 127;
+	}
+	argv[0] = py;
+	argv[1] = (char *)script;
+	for (int i = 0; i < nargs; i++)
+		argv[2 + i] = args[i];
 	fflush(stdout);
 	execvp(py, argv);
 	if (errno == ENOENT)
@@ -238,7 +250,28 @@ int main(int argc, char **argv)
 	memset(&c, 0, sizeof(c));
 	c.count = 10;
 	c.precision = "ns";
-	/* Options may come anywhere: relayctl -c F status --json. */
+	/* Options may come anywhere: relayctl -c F status --json. Except
+	 * after "migrate": what follows it is the converter's (run_migrate),
+	 * so relayctl's parsing stops there. The command is the first word
+	 * that is neither an option nor an option's value. */
+	int full_argc = argc;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--") == 0)
+			break;
+		if (strcmp(a, "migrate") == 0) {
+			argc = i + 1; /* getopt sees up to the command only */
+			break;
+		}
+		if (a[0] != '-' || !a[1])
+			break; /* the command is another one */
+		/* Skip the value of an option that takes one as the next word. */
+		if (strcmp(a, "-c") == 0 || strcmp(a, "-n") == 0 || strcmp(a, "-o") == 0 ||
+		    strcmp(a, "--config") == 0 || strcmp(a, "--count") == 0 || strcmp(a, "--db") == 0 ||
+		    strcmp(a, "--rp") == 0 || strcmp(a, "--precision") == 0 || strcmp(a, "--timeout") == 0 ||
+		    strcmp(a, "--output") == 0)
+			i++;
+	}
 	while ((ch = getopt_long(argc, argv, "c:n:jhVo:", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': config_path = optarg; break;
@@ -301,8 +334,22 @@ int main(int argc, char **argv)
 		printf("relayctl %s\n", RELAYD_VERSION);
 		return 0;
 	}
-	if (strcmp(cmd, "migrate") == 0)
-		return run_migrate(args, nargs, out);
+	if (strcmp(cmd, "migrate") == 0) {
+		/* -o before the command (relayctl -o OUT migrate FILE) is
+		 * passed on as well, after the words that followed. */
+		int n = full_argc - optind - 1;
+		char **words = calloc((size_t)n + 3, sizeof(*words));
+		if (!words) {
+			fprintf(stderr, "relayctl: migrate: %s\n", strerror(ENOMEM));
+			return 1;
+		}
+		memcpy(words, args, (size_t)n * sizeof(*words));
+		if (out) {
+			words[n++] = (char *)"-o";
+			words[n++] = (char *)out;
+		}
+		return run_migrate(words, n);
+	}
 	if (out) {
 		fprintf(stderr, "relayctl: -o is for migrate only\n");
 		return 2;

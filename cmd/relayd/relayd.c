@@ -47,7 +47,10 @@
 /* How often stale LMDB reader slots are freed and delivery rates sampled. */
 #define MAINT_INTERVAL_MS 5000
 /* Where the package installs the configuration: relayd without -c reads it. */
+/* The build names it (RELAY_SYSCONFDIR, as relayctl's default). */
+#ifndef RELAYD_DEFAULT_CONFIG
 #define RELAYD_DEFAULT_CONFIG "/etc/relayd/relayd.yaml"
+#endif
 
 #define SWAP(a, b)                        \
 	do {                              \
@@ -485,11 +488,12 @@ static void reload_refused(struct relayd *d, struct relay_config *next, const ch
 
 /*
  * SIGHUP: read the configuration file again. Everything that can fail is
- * done first (parse, open the queues of new backends, open a new log
- * file); any failure leaves the configuration in force as it was. Then,
- * with nothing left to fail, the new contents are swapped into d->cfg
- * (http_server sees the new limits, timeouts and credentials from its
- * next callback on), and the workers follow (relay/delivery/backends.c).
+ * done first (parse, open the queues of new backends; a log output that
+ * cannot be opened keeps the one in force instead); any failure leaves
+ * the configuration in force as it was. Then, with nothing left to fail,
+ * the new contents are swapped into d->cfg (http_server sees the new
+ * limits, timeouts and credentials from its next callback on), and the
+ * workers follow (relay/delivery/backends.c).
  */
 static void reload(struct relayd *d)
 {
@@ -520,15 +524,15 @@ static void reload(struct relayd *d)
 		reload_refused(d, next, err);
 		return;
 	}
-	/* The list is resolved again: an output may have come (a syslog
-	 * daemon started) or gone since. */
+	/* The list is resolved again: an output before the one in force may
+	 * have come (a syslog daemon started) or the one in force left the
+	 * list. The output in force is kept as it is, not reopened (that is
+	 * SIGUSR1's), and when nothing in the list can be used it stays, with
+	 * a warning: the log is no reason to refuse a change of backends. */
 	char chosen[sizeof(d->log_chosen)], passed[1024];
-	if (relay_log_open_first(next->log_output, chosen, sizeof(chosen), passed, sizeof(passed), err,
-	                         sizeof(err)) < 0) {
-		net_tls_ctx_unref(tls);
-		reload_refused(d, next, err);
-		return;
-	}
+	if (relay_log_resolve(next->log_output, d->log_chosen, chosen, sizeof(chosen), passed, sizeof(passed), err,
+	                      sizeof(err)) < 0)
+		relay_log(RELAY_LOG_WARN, "reload: %s; logging on to %s", err, d->log_chosen);
 	if (strcmp(chosen, d->log_chosen) != 0)
 		relay_log(RELAY_LOG_NOTICE, "reload: logging to %s now (was %s)%s%s", chosen, d->log_chosen,
 		          *passed ? "; passed over: " : "", passed);
@@ -634,10 +638,45 @@ static const char *log_output_warning(const struct relay_config *cfg, char *why,
 static int open_queue(struct relayd *d)
 {
 	char err[512];
-	struct wal_options o = { .map_size = config_map_size(&d->cfg), .flags = 0 };
+	uint64_t as_limit = config_as_limit();
+	char why[600];
+	/* Under an address-space limit (ulimit -v, LimitAS=) the map must
+	 * fit; config_map_size keeps the derived headroom to a quarter of it,
+	 * but what the limits need cannot shrink: say so plainly rather than
+	 * LMDB's "Cannot allocate memory". */
+	if (!config_map_fits(&d->cfg, as_limit, why, sizeof(why))) {
+		relay_log(RELAY_LOG_ERROR, "cannot open the queue in '%s': %s; refusing to start", d->cfg.data_dir, why);
+		return -1;
+	}
+	struct wal_options o = { .map_size = config_map_size_under(&d->cfg, as_limit), .flags = 0 };
 	d->map_size = o.map_size;
-	char why[300];
 	int rc = wal_open_why(d->cfg.data_dir, &o, &d->wal, why, sizeof(why));
+	uint64_t need = config_map_need(&d->cfg);
+	if (rc == -ENOMEM && !d->cfg.queue_map_bytes && o.map_size > need) {
+		/* The headroom could not be reserved (a limit that getrlimit
+		 * does not show, overcommit refusing, a fragmented 32-bit
+		 * space): the limits need less, and a reload that adds backends
+		 * beyond that is warned about (keep_restart_only). */
+		relay_log(RELAY_LOG_WARN,
+		          "cannot reserve a map of %" PRIu64 " MiB for the queue (%s): mapping %" PRIu64
+		          " MiB, what the backends' max_size needs; a reload adding backends may need a restart",
+		          o.map_size >> 20, strerror(ENOMEM), need >> 20);
+		o.map_size = need;
+		d->map_size = need;
+		rc = wal_open_why(d->cfg.data_dir, &o, &d->wal, why, sizeof(why));
+	}
+	if (rc == -ENOMEM) {
+		char lim[64] = "none";
+		if (as_limit != UINT64_MAX)
+			snprintf(lim, sizeof(lim), "%" PRIu64 " MiB", as_limit >> 20);
+		relay_log(RELAY_LOG_ERROR,
+		          "cannot open the queue in '%s': cannot map %" PRIu64 " MiB of address space (%s; the "
+		          "address-space limit, RLIMIT_AS: ulimit -v or systemd's LimitAS=, is %s): raise the limit, or "
+		          "lower %s; refusing to start",
+		          d->cfg.data_dir, o.map_size >> 20, strerror(ENOMEM), lim,
+		          d->cfg.queue_map_bytes ? "queue.map_size" : "the backends' max_size");
+		return -1;
+	}
 	/* Which version: LMDB's data format (wal_open_why says "an LMDB file
 	 * of data version N") or relayd's own format record. */
 	int lmdb_version = rc == WAL_EVERSION && strncmp(why, "it is an LMDB file", 18) == 0;

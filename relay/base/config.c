@@ -571,6 +571,15 @@ static int check_config(struct loader *ld)
 		yaml_mark_t m = key_mark(ld, "listen", "https");
 		return cfg_fail_at(ld, &m, "'listen.https' and 'listen.http' are the same address");
 	}
+	/* A 32-bit build: LMDB takes the map size as a size_t, and a larger
+	 * one would be cut to its low bits (a tiny map). Refused here rather
+	 * than at the queue's open. (A derived size is capped at SIZE_MAX,
+	 * config_map_size_under.) Cannot happen where size_t has 64 bits. */
+	if ((uint64_t)SIZE_MAX < UINT64_MAX && cfg->queue_map_bytes > (uint64_t)SIZE_MAX) {
+		yaml_mark_t m = key_mark(ld, "queue", "map_size");
+		return cfg_fail_at(ld, &m, "'queue.map_size' is larger than this 32-bit build can map (%zu bytes)", /* plural-ok: SIZE_MAX */
+		                   (size_t)SIZE_MAX);
+	}
 	/* query.backends, resolved to indexes once the backends are read. */
 	struct relay_config *mc = ld->cfg;
 	mc->nquery = 0;

@@ -232,13 +232,26 @@ int config_udp_equal(const struct relay_udp_config *a, const struct relay_udp_co
  * dead-letter queues (saturating). Whatever queue.map_size says. */
 uint64_t config_map_need(const struct relay_config *cfg);
 
-/* The LMDB map size for cfg: queue_map_bytes when set; otherwise derived
+/* The LMDB map size for cfg under an address-space limit of as_limit
+ * bytes (UINT64_MAX: none): queue_map_bytes when set; otherwise derived
  * with headroom: room for RELAY_MAX_BACKENDS backends at the largest byte
- * limit configured (capped at 256 GiB of address space), never less than
- * config_map_need, so that a reload adding backends within those limits
- * fits the map in force. The map is address space, not disk: the file
- * grows as it is used (see config_derived.c). */
+ * limit configured (capped at 256 GiB of address space, and at a quarter
+ * of as_limit), never less than config_map_need, so that a reload adding
+ * backends within those limits fits the map in force. The map is address
+ * space, not disk: the file grows as it is used (see config_derived.c). */
+uint64_t config_map_size_under(const struct relay_config *cfg, uint64_t as_limit);
+
+/* config_map_size_under with this process's limit (config_as_limit):
+ * what relayd maps, and what relayctl's shared opens pass beside it. */
 uint64_t config_map_size(const struct relay_config *cfg);
+
+/* This process's address-space limit in bytes (getrlimit RLIMIT_AS, the
+ * soft limit), or UINT64_MAX when there is none. */
+uint64_t config_as_limit(void);
+
+/* 1 when cfg's map (config_map_size_under) fits under as_limit; else 0,
+ * and why gets a message naming RLIMIT_AS and both sizes. */
+int config_map_fits(const struct relay_config *cfg, uint64_t as_limit, char *why, size_t whylen);
 
 /*
  * 1 when cfg's file holds a secret (auth users or tokens, a backend's

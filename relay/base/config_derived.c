@@ -7,8 +7,10 @@
 #include "relay/base/config_internal.h"
 #include "relay/base/lineproto.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 /* Whether the values of every key of tab are the same in a and b. A URL or
@@ -95,7 +97,26 @@ uint64_t config_map_need(const struct relay_config *cfg)
  */
 #define MAP_HEADROOM_CAP (256ULL << 30)
 
-uint64_t config_map_size(const struct relay_config *cfg)
+uint64_t config_as_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_AS, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return UINT64_MAX;
+	return (uint64_t)rl.rlim_cur;
+}
+
+/*
+ * Under an address-space limit (ulimit -v, systemd's LimitAS=, limits.conf
+ * "as") the headroom is what costs: a map of 256 GiB cannot be reserved
+ * at all under a 4 GB limit, and mdb_env_open fails with ENOMEM. So the
+ * headroom takes at most a quarter of the limit, leaving the rest to the
+ * code, the libraries, the threads' stacks and malloc's arenas (each
+ * thread's arena reserves 64 MiB of addresses on glibc); but never less
+ * than the limits need, which relayd refuses to start without
+ * (config_map_fits).
+ */
+uint64_t config_map_size_under(const struct relay_config *cfg, uint64_t as_limit)
 {
 	uint64_t need, largest = cfg->queue_max_bytes, room;
 
@@ -110,10 +131,32 @@ uint64_t config_map_size(const struct relay_config *cfg)
 	               : 64 * MIB + 2 * RELAY_MAX_BACKENDS * largest;
 	if (room > MAP_HEADROOM_CAP)
 		room = MAP_HEADROOM_CAP;
+	if (as_limit != UINT64_MAX && room > as_limit / 4)
+		room = as_limit / 4;
 	/* A 32-bit size_t cannot map this much: there, what is needed. */
 	if ((uint64_t)SIZE_MAX < room)
 		room = need;
 	return need > room ? need : room;
+}
+
+uint64_t config_map_size(const struct relay_config *cfg)
+{
+	return config_map_size_under(cfg, config_as_limit());
+}
+
+int config_map_fits(const struct relay_config *cfg, uint64_t as_limit, char *why, size_t whylen)
+{
+	uint64_t map = config_map_size_under(cfg, as_limit);
+
+	if (as_limit == UINT64_MAX || map < as_limit)
+		return 1;
+	snprintf(why, whylen,
+	         "the queue's LMDB map needs %" PRIu64 " MiB of address space (%s) but the process may use only %" PRIu64
+	         " MiB (RLIMIT_AS: ulimit -v, systemd's LimitAS=, limits.conf \"as\"): raise the limit, or lower %s",
+	         map >> 20,
+	         cfg->queue_map_bytes ? "queue.map_size" : "twice the backends' max_size plus 64 MiB", as_limit >> 20,
+	         cfg->queue_map_bytes ? "queue.map_size" : "the backends' max_size");
+	return 0;
 }
 
 int config_secrets_exposed(const struct relay_config *cfg, char *why, size_t whylen)

@@ -195,6 +195,12 @@ static int next_output(const char **p, char *buf, size_t size)
 int relay_log_open_first(const char *prefs, char *chosen, size_t chosenlen, char *why, size_t whylen,
                          char *err, size_t errlen)
 {
+	return relay_log_resolve(prefs, NULL, chosen, chosenlen, why, whylen, err, errlen);
+}
+
+int relay_log_resolve(const char *prefs, const char *current, char *chosen, size_t chosenlen, char *why,
+                      size_t whylen, char *err, size_t errlen)
+{
 	char out[4096], reason[512];
 	const char *p = prefs ? prefs : "stderr";
 	size_t wl = 0;
@@ -203,6 +209,13 @@ int relay_log_open_first(const char *prefs, char *chosen, size_t chosenlen, char
 	why[0] = '\0';
 	while (next_output(&p, out, sizeof(out))) {
 		int ok;
+		if (current && strcmp(out, current) == 0) {
+			/* The output in force: it works (a file is open), and a
+			 * reopen could only fail (a directory made unwritable
+			 * since) or be SIGUSR1's job. */
+			snprintf(chosen, chosenlen, "%s", out);
+			return 0;
+		}
 		if (strcmp(out, "stderr") && strcmp(out, "syslog") && strcmp(out, "journal")) {
 			/* A file is available when it opens: the open is the test. */
 			files++;
@@ -225,8 +238,10 @@ int relay_log_open_first(const char *prefs, char *chosen, size_t chosenlen, char
 	/* Nothing was available. A file was asked for: say why it could not
 	 * be opened rather than log somewhere nobody looks. Else stderr,
 	 * which is always there. */
-	if (files) {
+	if (files || current) {
 		snprintf(err, errlen, "no log_output can be used: %s", why);
+		if (current)
+			snprintf(chosen, chosenlen, "%s", current);
 		return -1;
 	}
 	relay_log_open("stderr", reason, sizeof(reason));

@@ -83,6 +83,19 @@ int relay_log_output_check(const char *output, char *why, size_t whylen);
 int relay_log_open_first(const char *prefs, char *chosen, size_t chosenlen, char *why, size_t whylen,
                          char *err, size_t errlen);
 /*
+ * relay_log_open_first for a reload, with current the output in force (as
+ * chosen names it; NULL: as relay_log_open_first). An output of prefs
+ * equal to current is taken as it is, not reopened: a reload that changes
+ * other settings must not fail, or move the log, because the file's
+ * directory cannot be written at that moment. When no output before it is
+ * available, and none at all, current stays in force: returns -1 with the
+ * reasons in err and current in chosen (the caller warns, and the reload
+ * goes on). Otherwise as relay_log_open_first (0; chosen gets the output
+ * now in force). Same threads as relay_log_open.
+ */
+int relay_log_resolve(const char *prefs, const char *current, char *chosen, size_t chosenlen, char *why,
+                      size_t whylen, char *err, size_t errlen);
+/*
  * Reopen the log file by its name (SIGUSR1 after logrotate moved it).
  * Other outputs: nothing to do. Returns 0, or -1 with the reason in err;
  * on failure lines keep going to the old file.

@@ -596,9 +596,10 @@ class Relayd:
 
     # lifecycle
 
-    def start(self, umask=None, args=()):
+    def start(self, umask=None, args=(), preexec_fn=None):
         """Spawn relayd -c CONFIG in the foreground, stdout and stderr
-        appended to the log file."""
+        appended to the log file. preexec_fn runs in the child before
+        relayd (a resource limit, say)."""
         if self.config is None:
             raise RuntimeError("write_config first")
         if self.proc is not None and self.proc.poll() is None:
@@ -611,6 +612,8 @@ class Relayd:
             kw = {}
             if umask is not None:
                 kw["umask"] = umask
+            if preexec_fn is not None:
+                kw["preexec_fn"] = preexec_fn
             # relayd refuses to run as root without 'user:'; the tests
             # run as root in CI.
             root = ["--allow-root"] if os.geteuid() == 0 else []

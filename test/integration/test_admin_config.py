@@ -17,7 +17,9 @@ resolved again on SIGHUP, SIGUSR1 reopening the file chosen.
 
 import json
 import os
+import pwd
 import re
+import resource
 import signal
 import subprocess
 import threading
@@ -190,6 +192,107 @@ class MapSizeReloadTest(unittest.TestCase):
         self.assertEqual(r.log_matches(r"'queue\.map_size' changed"), [])
 
 
+# ulimit -v 4000000 (KiB), as an operator or limits.conf sets it
+AS_LIMIT = 4000000 * 1024
+
+
+def limit_as():
+    resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
+
+
+class AddressSpaceLimitTest(unittest.TestCase):
+    """The derived map's headroom is address space: under RLIMIT_AS it
+    takes at most a quarter of the limit, never less than the limits need;
+    relayctl's read-only open maps the file, not relayd's map."""
+
+    def setUp(self):
+        if relaytest.asan_build():
+            self.skipTest("ASan reserves terabytes of shadow: no address-space limit")
+        self.tmp = relaytest.make_tmpdir(self.addCleanup)
+
+    def backends(self, max_size=None):
+        b = {"name": "down", "url": "http://127.0.0.1:%d" % relaytest.closed_port(),
+             "retry_min": "1s", "retry_max": "10s"}
+        if max_size:
+            b["max_size"] = max_size
+        return [b]
+
+    def test_relayd_and_relayctl_run_under_ulimit_v(self):
+        r = Relayd(self.addCleanup)
+        r.write_config(self.tmp, self.backends())
+        r.start(preexec_fn=limit_as)
+        r.wait_ready()
+        status, _, body = r.write("db", "m v=1\n")
+        self.assertEqual(status, 204, body)
+        _, _, body = r.get("/health")
+        # a quarter of the limit (976 MiB) is less than the need: the need
+        self.assertEqual(json.loads(body)["store"]["map_size_bytes"], (2 << 30) + (64 << 20))
+        cp = subprocess.run([RELAYCTL_BIN, "-c", r.config, "status"], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=30, preexec_fn=limit_as)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertRegex(cp.stdout, r"down")
+        cp = subprocess.run([RELAYCTL_BIN, "-c", r.config, "pause", "down"], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=30, preexec_fn=limit_as)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        # and relayctl under the limit beside a relayd without one
+        r.stop()
+        r.start()
+        r.wait_ready()
+        cp = subprocess.run([RELAYCTL_BIN, "-c", r.config, "status"], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=30, preexec_fn=limit_as)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+
+    def test_limits_that_cannot_fit_are_refused_by_name(self):
+        r = Relayd(self.addCleanup)
+        # 2 x 2 GiB + 64 MiB needed, 3906 MiB allowed
+        r.write_config(self.tmp, self.backends("2GiB"))
+        r.start(preexec_fn=limit_as)
+        self.assertEqual(r.wait_exit(10), 1, r.log_since_start())
+        self.assertRegex(r.log_since_start(),
+                         r"the queue's LMDB map needs 4160 MiB of address space \(twice the backends' max_size "
+                         r"plus 64 MiB\) but the process may use only 3906 MiB \(RLIMIT_AS: ulimit -v")
+
+
+class LockOwnerTest(unittest.TestCase):
+    """relayctl as root in a queue without lock.mdb creates it: it goes to
+    the queue's owner, so that relayd running as that user opens it."""
+
+    def setUp(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root")
+        try:
+            self.nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            self.skipTest("no user nobody")
+        self.tmp = relaytest.make_tmpdir(self.addCleanup)
+        os.chmod(self.tmp, 0o755)  # nobody goes through to its queue
+
+    def test_lock_created_by_a_root_relayctl_belongs_to_the_queue_owner(self):
+        r = Relayd(self.addCleanup)
+        down = [{"name": "down", "url": "http://127.0.0.1:%d" % relaytest.closed_port(),
+                 "retry_min": "1s", "retry_max": "10s"}]
+        r.write_config(self.tmp, down, extra_yaml={"user": "nobody"})
+        os.mkdir(r.data_dir, 0o700)
+        os.chown(r.data_dir, self.nobody.pw_uid, self.nobody.pw_gid)
+        r.start()
+        r.wait_ready()
+        status, _, body = r.write("db", "m v=1\n")
+        self.assertEqual(status, 204, body)
+        r.stop()
+        lock = os.path.join(r.data_dir, "lock.mdb")
+        os.unlink(lock)
+        self.assertEqual(os.stat(os.path.join(r.data_dir, "data.mdb")).st_uid, self.nobody.pw_uid)
+        cp = r.relayctl("status")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        st = os.stat(lock)
+        self.assertEqual((st.st_uid, st.st_gid), (self.nobody.pw_uid, self.nobody.pw_gid))
+        r.start()
+        r.wait_ready()
+        status, _, body = r.write("db", "m v=2\n")
+        self.assertEqual(status, 204, body)
+        self.assertEqual(r.backend_status("down")["pending_batches"], 2)
+
+
 def read_text(path):
     try:
         with open(path, "rb") as f:
@@ -302,11 +405,45 @@ class LogOutputTest(unittest.TestCase):
         relaytest.wait_until(lambda: "configuration reloaded" in read_text(first), 10, 0.05,
                              what="the reload in the first file", detail=lambda: read_text(second))
         self.assertIn("reload: logging to %s now (was %s)" % (first, second), read_text(first))
-        # and a list of outputs none of which can be used, with a file: refused
+        # and a list of outputs none of which can be used, with a file: the
+        # output in force stays, with a warning, and the reload applies
         r.write_config(self.tmp, self.backends(), extra_yaml={"log_output": ["/nonexistent/dir/x.log"]})
         r.proc.send_signal(signal.SIGHUP)
-        relaytest.wait_until(lambda: "reload refused: no log_output can be used" in read_text(first), 10, 0.05,
-                             what="the refused reload", detail=lambda: read_text(first))
+        relaytest.wait_until(lambda: read_text(first).count("configuration reloaded") == 2, 10, 0.05,
+                             what="the second reload", detail=lambda: read_text(first))
+        self.assertIn("warn reload: no log_output can be used: /nonexistent/dir/x.log: cannot open log file",
+                      read_text(first))
+        self.assertIn("logging on to %s" % first, read_text(first))
+        self.assertNotIn("reload refused", read_text(first))
+
+    def test_reload_keeps_the_open_log_file(self):
+        """A reload that changes only backends does not reopen the log
+        file: one whose directory cannot be written at that moment takes
+        the reload's lines as before."""
+        r = Relayd(self.addCleanup)
+        logs = os.path.join(self.tmp, "logs")
+        os.mkdir(logs)
+        path = os.path.join(logs, "relayd.log")
+        r.write_config(self.tmp, self.backends(), extra_yaml={"log_output": [path]})
+        r.start()
+        r.wait_ready()
+        relaytest.wait_until(lambda: "listening on" in read_text(path), 10, 0.05, what="the log file")
+        # the file's path cannot be opened now (its parent is a file; root
+        # would pass a chmod), while the file relayd has open stays
+        moved = os.path.join(self.tmp, "logs.moved")
+        os.rename(logs, moved)
+        open(logs, "w").close()
+        more = self.backends() + [{"name": "more", "url": "http://127.0.0.1:%d" % relaytest.closed_port()}]
+        r.write_config(self.tmp, more, extra_yaml={"log_output": [path]})
+        r.proc.send_signal(signal.SIGHUP)
+        moved_log = os.path.join(moved, "relayd.log")
+        relaytest.wait_until(lambda: "configuration reloaded" in read_text(moved_log), 10, 0.05,
+                             what="the reload applied, in the open file", detail=lambda: read_text(moved_log))
+        self.assertIn("(2 backends)", read_text(moved_log))
+        self.assertNotIn("reload refused", read_text(moved_log))
+        self.assertNotIn("no log_output", read_text(moved_log))
+        _, _, body = r.get("/health")
+        self.assertEqual(len(json.loads(body)["backends"]), 2, body)
 
     def test_syslog_without_dev_log_is_warned_on_stderr(self):
         if os.path.exists("/dev/log"):

@@ -109,6 +109,13 @@ class RelayctlCliTest(unittest.TestCase):
         self.assertEqual((cp.returncode, cp.stdout), (0, "stub %s -o %s\n" % (toml, out)), cp.stderr)
         with open(out) as f:
             self.assertEqual(f.read(), "from %s\n" % toml)
+        # every word after "migrate" is the converter's, untouched: the
+        # options relayctl does not know (--udp-db, --force) too
+        cp = run(["migrate", toml, "--udp-db", "t", "--force", "-o", out], env=env)
+        self.assertEqual((cp.returncode, cp.stdout), (0, "stub %s --udp-db t --force -o %s\n" % (toml, out)),
+                         cp.stderr)
+        cp = run(["-o", out, "migrate", toml, "--force"], env=env)
+        self.assertEqual((cp.returncode, cp.stdout), (0, "stub %s --force -o %s\n" % (toml, out)), cp.stderr)
         # its exit status is relayctl's; no configuration is needed
         cp = run(["migrate", "bad.toml"], env=env)
         self.assertEqual(cp.returncode, 3)

@@ -797,6 +797,8 @@ static void test_secrets_exposed(void **state)
 	unlink(path);
 }
 
+#define NOLIM UINT64_MAX
+
 static void test_map_size(void **state)
 {
 	struct relay_config cfg;
@@ -806,26 +808,26 @@ static void test_map_size(void **state)
 	 * limit, so that a reload adding backends needs no restart. */
 	load_ok(MINIMAL, &cfg);
 	assert_int_equal(config_map_need(&cfg), 2 * GIB + 64 * MIB);
-	assert_int_equal(config_map_size(&cfg), 2 * RELAY_MAX_BACKENDS * GIB + 64 * MIB);
+	assert_int_equal(config_map_size_under(&cfg, NOLIM), 2 * RELAY_MAX_BACKENDS * GIB + 64 * MIB);
 	config_release(&cfg);
 
 	load_ok(DD "backends:\n  - {name: a, url: 'http://h'}\n  - {name: b, url: 'http://h', max_size: 512MiB}\n", &cfg);
 	assert_int_equal(config_map_need(&cfg), 3 * GIB + 64 * MIB);
-	assert_int_equal(config_map_size(&cfg), 2 * RELAY_MAX_BACKENDS * GIB + 64 * MIB);
+	assert_int_equal(config_map_size_under(&cfg, NOLIM), 2 * RELAY_MAX_BACKENDS * GIB + 64 * MIB);
 	config_release(&cfg);
 
 	/* The headroom is capped (address space), never below the need. */
 	load_ok(DD "queue: {max_size: 100GiB}\n" BK, &cfg);
-	assert_int_equal(config_map_size(&cfg), 256 * GIB);
+	assert_int_equal(config_map_size_under(&cfg, NOLIM), 256 * GIB);
 	config_release(&cfg);
 	load_ok(DD "queue: {max_size: 100GiB}\nbackends:\n  - {name: a, url: 'http://h'}\n"
 	        "  - {name: b, url: 'http://h'}\n  - {name: c, url: 'http://h'}\n", &cfg);
-	assert_int_equal(config_map_size(&cfg), 600 * GIB + 64 * MIB);
+	assert_int_equal(config_map_size_under(&cfg, NOLIM), 600 * GIB + 64 * MIB);
 	config_release(&cfg);
 
 	/* Set by the user: as set, whatever the limits need. */
 	load_ok(DD "queue: {map_size: 3MiB}\n" BK, &cfg);
-	assert_int_equal(config_map_size(&cfg), 3 * MIB);
+	assert_int_equal(config_map_size_under(&cfg, NOLIM), 3 * MIB);
 	assert_int_equal(config_map_need(&cfg), 2 * GIB + 64 * MIB);
 	config_release(&cfg);
 
@@ -833,17 +835,54 @@ static void test_map_size(void **state)
 	load_ok(DD "queue: {max_size: 16000000TiB}\n"
 	        "backends:\n  - {name: a, url: 'http://h'}\n  - {name: b, url: 'http://h'}\n", &cfg);
 	assert_int_equal(cfg.backends[1].max_bytes, 16000000 * TIB);
-	assert_true(config_map_size(&cfg) == UINT64_MAX);
+	assert_true(config_map_size_under(&cfg, NOLIM) == UINT64_MAX);
 	config_release(&cfg);
 
 	/* A struct filled by hand, as other modules' tests do. */
 	struct relay_backend_config b[2] = { { .max_bytes = MIB }, { .max_bytes = 2 * MIB } };
 	struct relay_config hand = { .backends = b, .nbackends = 2 };
 	assert_int_equal(config_map_need(&hand), 6 * MIB + 64 * MIB);
-	assert_int_equal(config_map_size(&hand), 2 * RELAY_MAX_BACKENDS * 2 * MIB + 64 * MIB);
+	assert_int_equal(config_map_size_under(&hand, NOLIM), 2 * RELAY_MAX_BACKENDS * 2 * MIB + 64 * MIB);
 	hand.queue_map_bytes = 5;
-	assert_int_equal(config_map_size(&hand), 5);
+	assert_int_equal(config_map_size_under(&hand, NOLIM), 5);
 }
+
+/* Under an address-space limit (ulimit -v 4000000, LimitAS=) the derived
+ * headroom takes at most a quarter of it, never less than the need; a need
+ * that does not fit is refused with the sizes and RLIMIT_AS named. */
+static void test_map_size_under_limit(void **state)
+{
+	struct relay_config cfg;
+	char why[600];
+	(void)state;
+	const uint64_t lim = 4000000ULL * 1024; /* ulimit -v 4000000 */
+
+	load_ok(MINIMAL, &cfg);
+	/* a quarter of the limit is less than the need (2 GiB + 64 MiB) */
+	assert_int_equal(config_map_size_under(&cfg, lim), 2 * GIB + 64 * MIB);
+	assert_int_equal(config_map_fits(&cfg, lim, why, sizeof(why)), 1);
+	/* a larger limit: the quarter, above the need and below the cap */
+	assert_int_equal(config_map_size_under(&cfg, 64 * GIB), 16 * GIB);
+	assert_int_equal(config_map_size_under(&cfg, 4 * TIB), 2 * RELAY_MAX_BACKENDS * GIB + 64 * MIB);
+	/* the limit of this process, none here: as without */
+	if (config_as_limit() == NOLIM)
+		assert_int_equal(config_map_size(&cfg), config_map_size_under(&cfg, NOLIM));
+	/* the need alone does not fit */
+	assert_int_equal(config_map_fits(&cfg, 2 * GIB, why, sizeof(why)), 0);
+	assert_non_null(strstr(why, "RLIMIT_AS"));
+	assert_non_null(strstr(why, "2112 MiB"));
+	assert_non_null(strstr(why, "2048 MiB"));
+	assert_int_equal(config_map_fits(&cfg, NOLIM, why, sizeof(why)), 1);
+	config_release(&cfg);
+
+	/* set by the user: as set; refused when it cannot fit */
+	load_ok(DD "queue: {map_size: 3GiB}\n" BK, &cfg);
+	assert_int_equal(config_map_size_under(&cfg, lim), 3 * GIB);
+	assert_int_equal(config_map_fits(&cfg, 2 * GIB, why, sizeof(why)), 0);
+	assert_non_null(strstr(why, "queue.map_size"));
+	config_release(&cfg);
+}
+
 
 static void test_example_file(void **state)
 {
@@ -1185,6 +1224,7 @@ int main(void)
 		cmocka_unit_test(test_deep_nesting),
 		cmocka_unit_test(test_error_buffer),
 		cmocka_unit_test(test_map_size),
+		cmocka_unit_test(test_map_size_under_limit),
 		cmocka_unit_test(test_door_budget_and_strings),
 		cmocka_unit_test(test_secrets_exposed),
 		cmocka_unit_test(test_example_file),
