@@ -4,7 +4,9 @@ relayctl backup (issue 17): a consistent copy of a running queue, and
 restoring it.
 
 relayd runs with its backend down while writers keep writing; relayctl
-backup copies the queue meanwhile. The copy opens (relayctl status and
+backup copies the queue meanwhile: the queue is first filled with about
+160 MB so that the copy takes a measurable time, and writes are sent and
+acknowledged while it runs. The copy opens (relayctl status and
 verify with data_dir pointed at it), holds every batch acknowledged
 before the backup started, and refuses to be written over. Restored into
 a fresh data_dir, a relayd with a real influxd backend delivers every
@@ -27,21 +29,27 @@ import relaytest
 DB = "telemetry"
 BASE_S = 1_600_000_000
 LINES = 20
+PAD = 8000  # bytes of a string field per point of the filling batches: 160 KB a batch
+FILL = 1300  # filling batches: about 210 MB queued before the backup
 MDB_COPY = shutil.which("mdb_copy")
 
 
 class Writers:
     """Threads writing batch after batch through relayd, each batch LINES
-    points at its own times; which batches were acknowledged (204), in
-    the order they were."""
+    points at its own times (batch numbers from first on); which batches
+    were acknowledged (204), in the order they were, and when each was
+    sent and acknowledged (time.monotonic). pad: bytes of a string field
+    on every point, to grow the queue fast."""
 
-    def __init__(self, r, n=2):
+    def __init__(self, r, n=2, first=0, pad=0):
         self.r = r
         self.acked = []
+        self.times = []  # (sent, acknowledged) per batch acknowledged
+        self.pad = ',p="%s"' % ("x" * pad) if pad else ""
         self.lock = threading.Lock()
         self.stop_ = threading.Event()
         self.errors = []
-        self.next = 0
+        self.next = first
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(n)]
         for t in self.threads:
             t.start()
@@ -55,7 +63,9 @@ class Writers:
     def run(self):
         while not self.stop_.is_set():
             i = self.take()
-            body = "".join("bk,w=%d v=%d %d\n" % (i, j, (BASE_S + i * LINES + j) * 10 ** 9) for j in range(LINES))
+            body = "".join("bk,w=%d v=%d%s %d\n" % (i, j, self.pad, (BASE_S + i * LINES + j) * 10 ** 9)
+                           for j in range(LINES))
+            sent = time.monotonic()
             try:
                 status, _, resp = self.r.write(DB, body)
             except OSError as e:
@@ -64,12 +74,20 @@ class Writers:
             if status != 204:
                 self.errors.append("%d %r" % (status, resp))
                 return
+            acked = time.monotonic()
             with self.lock:
                 self.acked.append(i)
+                self.times.append((sent, acked))
 
     def snapshot(self):
         with self.lock:
             return list(self.acked)
+
+    def within(self, start, end):
+        """How many batches were both sent after start and acknowledged
+        before end."""
+        with self.lock:
+            return sum(1 for s, a in self.times if start < s and a < end)
 
     def stop(self):
         self.stop_.set()
@@ -122,18 +140,33 @@ class BackupTest(unittest.TestCase):
                                             "retry_max": "1s"}])
         r.start()
         r.wait_ready()
-        w = Writers(r)
+        # A queue large enough that the copy takes a measurable time (at
+        # least 0.3 s on the machine this was written on; the copy and its
+        # fsync run at about 200-300 MB/s there): FILL batches of 160 KB.
+        fill = Writers(r, n=8, pad=PAD)
+        self.addCleanup(fill.stop)
+        relaytest.wait_until(lambda: len(fill.snapshot()) >= FILL, 120, 0.05, what="%d large batches" % FILL)
+        fill.stop()
+        self.assertEqual(fill.errors, [])
+        filled = fill.snapshot()
+        w = Writers(r, first=fill.next)
         self.addCleanup(w.stop)
         relaytest.wait_until(lambda: len(w.snapshot()) >= 300, 60, what="300 batches acknowledged")
 
         # relayctl backup while the writers write
         dest = os.path.join(self.tmp, "backup")
-        before = w.snapshot()
+        before = filled + w.snapshot()
+        start = time.monotonic()
         cp = self.ctl(r, "backup", dest, "--json")
-        during = w.snapshot()
-        # relayd went on taking writes: the backup held nothing back
-        relaytest.wait_until(lambda: len(w.snapshot()) >= len(during) + 20, 30,
-                             what="writes acknowledged after the backup")
+        end = time.monotonic()
+        during = filled + w.snapshot()
+        # relayd went on taking writes while the copy ran: write requests
+        # sent after the backup began were acknowledged before it ended
+        # (LMDB's copy is one read transaction, which no writer waits for)
+        inside = w.within(start, end)
+        relaytest._log("backup of %d MiB took %.2f s; %d writes sent and acknowledged meanwhile"
+                       % (os.path.getsize(os.path.join(r.data_dir, "data.mdb")) >> 20, end - start, inside))
+        self.assertGreaterEqual(inside, 3, "writes acknowledged during a backup of %.2f s" % (end - start))
         doc = json.loads(cp.stdout)
         self.assertEqual(doc["dest"], dest)
         self.assertEqual(sorted(os.listdir(dest)), ["data.mdb"])
