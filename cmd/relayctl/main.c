@@ -188,7 +188,7 @@ static const struct cmd *find_command(const char *cmd, char ***args, int *nargs)
  * exit status is relayctl's (exec). 127 when it cannot run, as a shell
  * says.
  */
-static int run_migrate(char **args, int nargs)
+static int run_migrate(char **args, int nargs, const char *out)
 {
 	if (nargs < 1) {
 		fprintf(stderr, "relayctl: usage: migrate FILE [-o OUT] [--udp-db DB] [--force]\n");
@@ -201,22 +201,30 @@ static int run_migrate(char **args, int nargs)
 			env && *env ? " (from RELAYCTL_MIGRATE_SCRIPT)" : ": reinstall relayd, or set RELAYCTL_MIGRATE_SCRIPT");
 		return 127;
 	}
-	char py[] = "python3";
-	char **argv = calloc((size_t)nargs + 3, sizeof(*argv));
+	/* python3 SCRIPT WORDS... [-o OUT]: -o before the command (relayctl
+	 * -o OUT migrate FILE) is passed on after the words that followed. */
+	char py[] = "python3", opt_o[] = "-o";
+	char **argv = calloc((size_t)nargs + 5, sizeof(*argv));
 	if (!argv) {
 		fprintf(stderr, "relayctl: migrate: %s\n", strerror(ENOMEM));
 		return 127;
 	}
-	argv[0] = py;
-	argv[1] = (char *)script;
+	int n = 0;
+	argv[n++] = py;
+	argv[n++] = (char *)script;
 	for (int i = 0; i < nargs; i++)
-		argv[2 + i] = args[i];
+		argv[n++] = args[i];
+	if (out) {
+		argv[n++] = opt_o;
+		argv[n++] = (char *)out;
+	}
 	fflush(stdout);
 	execvp(py, argv);
 	if (errno == ENOENT)
 		fprintf(stderr, "relayctl migrate needs python3: apt-get install python3\n");
 	else
 		fprintf(stderr, "relayctl: migrate: cannot run python3: %s\n", strerror(errno));
+	free(argv);
 	return 127;
 }
 
@@ -334,22 +342,8 @@ int main(int argc, char **argv)
 		printf("relayctl %s\n", RELAYD_VERSION);
 		return 0;
 	}
-	if (strcmp(cmd, "migrate") == 0) {
-		/* -o before the command (relayctl -o OUT migrate FILE) is
-		 * passed on as well, after the words that followed. */
-		int n = full_argc - optind - 1;
-		char **words = calloc((size_t)n + 3, sizeof(*words));
-		if (!words) {
-			fprintf(stderr, "relayctl: migrate: %s\n", strerror(ENOMEM));
-			return 1;
-		}
-		memcpy(words, args, (size_t)n * sizeof(*words));
-		if (out) {
-			words[n++] = (char *)"-o";
-			words[n++] = (char *)out;
-		}
-		return run_migrate(words, n);
-	}
+	if (strcmp(cmd, "migrate") == 0)
+		return run_migrate(args, full_argc - optind - 1, out);
 	if (out) {
 		fprintf(stderr, "relayctl: -o is for migrate only\n");
 		return 2;
