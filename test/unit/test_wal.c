@@ -769,6 +769,72 @@ static void test_readonly_map_resized(void **state)
 	wal_close(r);
 }
 
+/* A read-only open maps what the file holds (plus 64 MiB), not the map
+ * size the file records (relayd's, which may not fit under ulimit -v);
+ * when a writer grows the file past that, it maps again. */
+static void test_readonly_maps_the_file_not_the_recorded_map(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 4ULL << 30); /* recorded in the file: 4 GiB */
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	struct wal_batch b = mk("m v=1 1\n", 1, 1);
+	assert_int_equal(wal_append(f->w, &b, 1, 1), 0);
+	wal_close(f->w);
+	f->w = NULL;
+	struct wal *r;
+	struct wal_options ro = { 0, WAL_F_RDONLY };
+	assert_int_equal(wal_open(f->dir, &ro, &r), 0);
+	struct wal_stat ws;
+	assert_int_equal(wal_stat(r, &ws), 0);
+	assert_true(ws.map_size <= 66ULL << 20);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* relayd: 80 MiB more, past the reader's map */
+		struct wal *w2;
+		struct wal_options o = { 4ULL << 30, 0 };
+		int id;
+		if (wal_open(f->dir, &o, &w2) || wal_backend_open(w2, "a", &id))
+			_exit(1);
+		size_t len = 1 << 20;
+		char *body = malloc(len + 1);
+		memset(body, 'x', len);
+		memcpy(body, "m v=1 ", 6);
+		body[len - 1] = '\n';
+		body[len] = '\0';
+		for (int i = 0; i < 80; i++) {
+			struct wal_batch bb = mk(body, 1, i);
+			if (wal_append(w2, &bb, 1, i))
+				_exit(2);
+		}
+		wal_close(w2);
+		free(body);
+		_exit(0);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(r, "a", &st), 0);
+	assert_int_equal(st.pending_batches, 81);
+	int id;
+	assert_int_equal(wal_backend_open(r, "a", &id), 0);
+	struct wal_batch out[2];
+	size_t n;
+	assert_int_equal(wal_read(r, id, 79, 2, 1 << 30, out, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(out[1].seq, 80);
+	assert_int_equal(out[1].body_len, 1 << 20);
+	for (size_t i = 0; i < n; i++)
+		wal_batch_release(&out[i]);
+	assert_int_equal(wal_stat(r, &ws), 0);
+	assert_true(ws.map_size >= 80ULL << 20);
+	assert_true(ws.map_size < 1ULL << 30);
+	wal_close(r);
+}
+
 /* A process killed inside a read transaction leaves its reader slot;
  * wal_reader_check frees it. */
 static void test_reader_check(void **state)
@@ -2418,6 +2484,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dead_letter, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readonly_map_resized, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readonly_maps_the_file_not_the_recorded_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reader_check, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reader_table_full_of_dead_readers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_flag, setup, teardown),
