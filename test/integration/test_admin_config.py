@@ -234,13 +234,21 @@ class AddressSpaceLimitTest(unittest.TestCase):
         cp = subprocess.run([RELAYCTL_BIN, "-c", r.config, "pause", "down"], stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=30, preexec_fn=limit_as)
         self.assertEqual(cp.returncode, 0, cp.stderr)
-        # and relayctl under the limit beside a relayd without one
+        # and relayctl under the limit beside a relayd without one (whose
+        # map, recorded in the file, is 128 GiB: LMDB would take that size
+        # for a read-only open given none)
         r.stop()
         r.start()
         r.wait_ready()
         cp = subprocess.run([RELAYCTL_BIN, "-c", r.config, "status"], stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=30, preexec_fn=limit_as)
         self.assertEqual(cp.returncode, 0, cp.stderr)
+        # relayd under the limit again, on the file that records 128 GiB
+        r.stop()
+        r.start(preexec_fn=limit_as)
+        r.wait_ready()
+        status, _, body = r.write("db", "m v=2\n")
+        self.assertEqual(status, 204, body)
 
     def test_limits_that_cannot_fit_are_refused_by_name(self):
         r = Relayd(self.addCleanup)
