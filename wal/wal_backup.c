@@ -99,6 +99,15 @@ int wal_backup(struct wal *w, const char *dst_dir, struct wal_backup_stat *st, c
 	 * snapshot of the last commit before it began, however long it takes
 	 * and whatever relayd commits meanwhile. */
 	rc = mdb_env_copyfd2(w->env, fd, MDB_CP_COMPACT);
+	if (rc == MDB_MAP_RESIZED && (w->flags & WAL_F_RDONLY)) {
+		/* relayd grew the file past the read-only map (the file's
+		 * length plus 64 MiB at the open, wal.c) before the copy's
+		 * transaction began: map what it holds now, and copy afresh
+		 * (nothing was written: the copy fails at its first step). */
+		mdb_env_set_mapsize(w->env, wali_rdonly_map_size(w));
+		if (ftruncate(fd, 0) == 0 && lseek(fd, 0, SEEK_SET) == 0)
+			rc = mdb_env_copyfd2(w->env, fd, MDB_CP_COMPACT);
+	}
 	wali_leave(w);
 	if (rc) {
 		rc = wali_map_rc(rc);

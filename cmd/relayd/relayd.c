@@ -46,8 +46,8 @@
 #define STATUS_INTERVAL_MS 10000
 /* How often stale LMDB reader slots are freed and delivery rates sampled. */
 #define MAINT_INTERVAL_MS 5000
-/* Where the package installs the configuration: relayd without -c reads it. */
-/* The build names it (RELAY_SYSCONFDIR, as relayctl's default). */
+/* Where the package installs the configuration: relayd without -c reads
+ * it. The build names it (RELAY_SYSCONFDIR, as for relayctl's default). */
 #ifndef RELAYD_DEFAULT_CONFIG
 #define RELAYD_DEFAULT_CONFIG "/etc/relayd/relayd.yaml"
 #endif
