@@ -150,7 +150,7 @@ struct wal_backend_stat {
 struct wal_stat {
 	uint64_t next_seq;    /* the sequence the next batch gets */
 	uint64_t batches;     /* batches in the log */
-	uint64_t map_size;    /* current map size */
+	uint64_t map_size;    /* this handle's map size (WAL_F_RDONLY: what it maps, not relayd's) */
 	uint64_t file_pages;  /* pages in use (last page + 1) */
 	uint32_t page_size;
 	uint32_t format_version;

@@ -295,6 +295,43 @@ static void test_output_check(void **state)
 	assert_non_null(strstr(err, "no log_output can be used: journal: "));
 }
 
+/* A reload's resolution: the output in force is kept without a reopen (a
+ * file whose name is gone stays the one written to), an output before it
+ * that is available now is taken, and nothing usable keeps the one in
+ * force with the reasons. */
+static void test_resolve_keeps_the_output_in_force(void **state)
+{
+	char chosen[256], passed[1024], err[1024], moved[80];
+	struct stat st;
+	(void)state;
+
+	/* setup opened path: move it away; a reopen would create path anew */
+	snprintf(moved, sizeof(moved), "%s.moved", path);
+	assert_int_equal(rename(path, moved), 0);
+	assert_int_equal(relay_log_resolve(path, path, chosen, sizeof(chosen), passed, sizeof(passed), err,
+	                                   sizeof(err)), 0);
+	assert_string_equal(chosen, path);
+	assert_int_equal(stat(path, &st), -1);
+	relay_log(RELAY_LOG_INFO, "still here");
+	assert_int_equal(stat(moved, &st), 0);
+	assert_true(st.st_size > 0);
+	/* nothing usable, with a file or without: the output in force stays */
+	assert_int_equal(relay_log_resolve("/nonexistent-dir/x.log", path, chosen, sizeof(chosen), passed,
+	                                   sizeof(passed), err, sizeof(err)), -1);
+	assert_string_equal(chosen, path);
+	assert_non_null(strstr(err, "no log_output can be used: /nonexistent-dir/x.log: cannot open log file"));
+	assert_int_equal(relay_log_resolve("journal", path, chosen, sizeof(chosen), passed, sizeof(passed), err,
+	                                   sizeof(err)), -1);
+	assert_string_equal(chosen, path);
+	assert_int_equal(stat(path, &st), -1);
+	/* an output before it: taken */
+	assert_int_equal(relay_log_resolve("/nonexistent-dir/x.log\nstderr\n/tmp/unused", path, chosen,
+	                                   sizeof(chosen), passed, sizeof(passed), err, sizeof(err)), 0);
+	assert_string_equal(chosen, "stderr");
+	assert_non_null(strstr(passed, "/nonexistent-dir/x.log: cannot open log file"));
+	unlink(moved);
+}
+
 /* "journal": stderr gets "<N>message" (N the syslog priority), without our
  * time; with log_format json, "<N>" and the JSON object. */
 static void test_journal_lines(void **state)
@@ -337,6 +374,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_json_limited, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_json_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_output_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resolve_keeps_the_output_in_force, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal_lines, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
