@@ -410,6 +410,45 @@ class PackagingTest(unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(x, self.prefix, "share/lintian")), "lintian overrides")
         self.assertNotRegex(cp.stdout, r"(?m)^O: ")
 
+    def test_deb_under_umask_077(self):
+        # The .debs do not depend on the umask of whoever builds them: under
+        # umask 077 CPack's staging made every directory 0700 (dpkg would
+        # install them for root alone) and dpkg-deb refused the dbgsym's
+        # control directory.
+        for tool in ("cpack", "dpkg-deb", "dpkg-shlibdeps", "readelf"):
+            if not shutil.which(tool):
+                self.skipTest("%s missing" % tool)
+        debs = build_debs(self.classtmp, umask=0o077)
+        for name, deb in debs.items():
+            cp = run(["dpkg-deb", "-c", deb])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            bad = [l for l in cp.stdout.splitlines()
+                   if (l.startswith("d") and not l.startswith("drwxr-xr-x"))
+                   or (l.startswith("-") and l.split()[0] not in ("-rw-r--r--", "-rwxr-xr-x"))]
+            self.assertEqual(bad, [], name)
+
+    def test_dbgsym_needs_debug_information(self):
+        # Binaries without .debug_info (a Release build): cpack fails and
+        # says why, rather than make a relayd-dbgsym of nothing.
+        if not shutil.which("cpack") or not shutil.which("objcopy"):
+            self.skipTest("cpack or objcopy missing")
+        stripped = os.path.join(self.tmp, "stripped")
+        os.mkdir(stripped)
+        pairs = []
+        for prog in ("relayd", "relayctl"):
+            dst = os.path.join(stripped, prog)
+            cp = run(["objcopy", "--strip-debug", os.path.join(BUILD_DIR, "bin", prog), dst])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            pairs.append("%s/bin/%s=%s" % (self.prefix, prog, dst))
+        out = os.path.join(self.tmp, "out")
+        os.mkdir(out)
+        cp = run(["cpack", "-G", "DEB", "--config", os.path.join(BUILD_DIR, "CPackConfig.cmake"), "-B", out,
+                  "-D", "CPACK_RELAY_DEBUG_BINARIES=" + ";".join(pairs)])
+        self.assertNotEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("has no debug information (.debug_info): build with -DCMAKE_BUILD_TYPE=RelWithDebInfo",
+                      " ".join((cp.stdout + cp.stderr).split()))
+        self.assertFalse(glob.glob(os.path.join(out, "relayd-dbgsym_*.deb")))
+
 
 # ---- on this machine --------------------------------------------------------
 
