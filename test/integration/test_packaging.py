@@ -193,7 +193,10 @@ class PackagingTest(unittest.TestCase):
             self.prefix + "/share/man/man8/relayd.8.gz": False,
             self.prefix + "/share/man/man8/relayctl.8.gz": False,
             self.prefix + "/share/man/man5/relayd.yaml.5.gz": False,
-            doc + "config.example.yaml": False,
+            doc + "examples/config.example.yaml": False,
+            doc + "README.md.gz": False,
+            doc + "operations.md.gz": False,
+            doc + "tls.md.gz": False,
             doc + "copyright": False,
             doc + "changelog.gz": False,
             self.prefix + "/share/relayd/migrate-influxdb-relay": True,
@@ -243,17 +246,28 @@ class PackagingTest(unittest.TestCase):
         # gzip -9n: no file name, no time stamp, maximum compression
         # (the header's flags, mtime and extra flags), and the text inside
         # is the source's.
-        for page, src in (("man8/relayd.8.gz", "relayd.8"), ("man8/relayctl.8.gz", "relayctl.8"),
-                          ("man5/relayd.yaml.5.gz", "relayd.yaml.5")):
-            with open(os.path.join(stage, self.prefix, "share/man", page), "rb") as f:
+        # The documents in /usr/share/doc/relayd too (policy 12.3: over
+        # 4 KiB, compressed); the example stays plain under examples/.
+        for page, src in (("man/man8/relayd.8.gz", "docs/man/relayd.8"),
+                          ("man/man8/relayctl.8.gz", "docs/man/relayctl.8"),
+                          ("man/man5/relayd.yaml.5.gz", "docs/man/relayd.yaml.5"),
+                          ("doc/relayd/README.md.gz", "README.md"),
+                          ("doc/relayd/operations.md.gz", "docs/operations.md"),
+                          ("doc/relayd/tls.md.gz", "docs/tls.md")):
+            with open(os.path.join(stage, self.prefix, "share", page), "rb") as f:
                 head = f.read(10)
             self.assertEqual(head[:3], b"\x1f\x8b\x08", page)
             self.assertEqual(head[3], 0, "%s: no name or other flags (gzip -n)" % page)
             self.assertEqual(head[4:8], b"\0\0\0\0", "%s: no time stamp (gzip -n)" % page)
             self.assertEqual(head[8], 2, "%s: gzip -9" % page)
-            with gzip.open(os.path.join(stage, self.prefix, "share/man", page), "rb") as f, \
-                    open(os.path.join(SOURCE_DIR, "docs", "man", src), "rb") as g:
+            with gzip.open(os.path.join(stage, self.prefix, "share", page), "rb") as f, \
+                    open(os.path.join(SOURCE_DIR, src), "rb") as g:
                 self.assertEqual(f.read(), g.read(), page)
+        docdir = os.path.join(stage, self.prefix, "share/doc/relayd")
+        for name in os.listdir(docdir):
+            path = os.path.join(docdir, name)
+            if os.path.isfile(path) and not name.endswith(".gz") and name != "copyright":
+                self.assertLessEqual(os.path.getsize(path), 4096, "%s: over 4 KiB, not compressed" % name)
 
         # The changelog: Debian's format, a native package of the
         # project's version, with the release before it.
