@@ -463,6 +463,67 @@ class PackagingTest(unittest.TestCase):
                       " ".join((cp.stdout + cp.stderr).split()))
         self.assertFalse(glob.glob(os.path.join(out, "relayd-dbgsym_*.deb")))
 
+    def test_prerm_direct_stop_only_in_its_own_root(self):
+        # prerm's stop_service, with the pid of the pidfile given: a
+        # process whose root is another directory (as the host's relayd
+        # looks from a chroot that shares /run) is left alone, with a
+        # message; one of this root is stopped. Sleeps stand in for relayd
+        # (running_pid, which checks the binary, is replaced).
+        if os.geteuid() != 0:
+            self.skipTest("needs root (chroot, mount)")
+        for tool in ("unshare", "chroot", "start-stop-daemon"):
+            if not shutil.which(tool):
+                self.skipTest("%s missing" % tool)
+        if os.path.exists("/etc/init.d/relayd") or os.path.isdir("/run/systemd/system"):
+            self.skipTest("an init system would be asked to stop relayd first")
+        with open(os.path.join(SOURCE_DIR, "cmd", "debian", "prerm")) as f:
+            text = f.read()
+        funcs = re.search(r"^stop_service\(\) \{\n.*?^\}\n", text, re.M | re.S).group(0)
+        harness = os.path.join(self.tmp, "harness.sh")
+        with open(harness, "w") as f:
+            f.write('set -e\nPIDFILE=%s/pidfile\n%s\nrunning_pid() { echo "$TARGET"; }\nstop_service\n'
+                    % (self.tmp, funcs))
+        root = os.path.join(self.tmp, "root")
+        os.mkdir(root)
+        os.mkdir(os.path.join(root, "usr"))
+        for name in ("bin", "lib", "lib64", "sbin"):
+            src = os.path.join("/", name)
+            if os.path.islink(src):
+                os.symlink(os.readlink(src), os.path.join(root, name))
+        procs = []
+
+        def stop_procs():
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        self.addCleanup(stop_procs)
+        chrooted = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             'mount --bind /usr "$1/usr" && exec chroot "$1" /usr/bin/sleep 60', "sh", root],
+            stdin=subprocess.DEVNULL)
+        procs.append(chrooted)
+        wait_until(lambda: os.path.realpath("/proc/%d/exe" % chrooted.pid).endswith("/sleep"), 10,
+                   what="the chrooted sleep")
+        # Not a child of this test: a child stopped stays a zombie until
+        # reaped, and start-stop-daemon would wait for it to go.
+        cp = run(["sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo $!"])
+        here = int(cp.stdout)
+
+        def stop_here():
+            if pid_alive(here):
+                os.kill(here, 9)
+        self.addCleanup(stop_here)
+        for pid, stops in ((chrooted.pid, False), (here, True)):
+            cp = run(["sh", harness], env=dict(os.environ, TARGET=str(pid)))
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            if stops:
+                self.assertIn("stopping it directly", cp.stderr)
+                wait_until(lambda: not pid_alive(here), 10, what="the sleep of this root stopped")
+            else:
+                self.assertIn("relayd: relayd (pid %d) runs outside this root" % pid, cp.stderr)
+                self.assertIsNone(chrooted.poll(), "a process of another root was stopped")
+
 
 # ---- on this machine --------------------------------------------------------
 
