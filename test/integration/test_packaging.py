@@ -1096,6 +1096,33 @@ class SystemInstallTest(unittest.TestCase):
         self.assertEqual(self.new_copies(), [])
         self.assertEqual(package_status(), "")
 
+    def test_admin_statoverride_and_empty_queue_on_a_mount_point(self):
+        # A statoverride the administrator set before is theirs: the
+        # package neither replaces nor removes it. An empty queue on a
+        # mount point: its files go, the directory stays, the purge says so.
+        self.write_config()
+        cp = run(["dpkg-statoverride", "--update", "--add", "root", "root", "0444", CONFIG])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        debs = build_debs(self.classtmp)
+        self.install(debs["relayd"], "deny")
+        self.assertEqual(run(["dpkg-statoverride", "--list", CONFIG]).stdout, "root root 444 %s\n" % CONFIG)
+        self.assertEqual(stat.S_IMODE(os.stat(CONFIG).st_mode), 0o444)
+        rc, out = self.init("start")
+        self.assertEqual(rc, 0, out)
+        self.wait_running()
+        cp = self.dpkg("deny", "-r", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertTrue(os.path.isfile("/var/lib/relayd/data.mdb"))
+        cp = self.dpkg("deny", "--purge", "relayd", pre="mount --bind /var/lib/relayd /var/lib/relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("relayd: /var/lib/relayd is a mount point: its contents are removed, the directory stays.",
+                      cp.stderr)
+        self.assertEqual(os.listdir("/var/lib/relayd"), [])
+        self.assertEqual(self.new_copies(), [])
+        self.assertEqual(run(["dpkg-statoverride", "--list", CONFIG]).stdout, "root root 444 %s\n" % CONFIG,
+                         "the administrator's statoverride stays")
+        run(["dpkg-statoverride", "--remove", CONFIG])
+
     def test_config_mode_across_upgrade(self):
         # 0640 root:relayd on install, and still after an upgrade that
         # replaces the conffile (a statoverride, which dpkg applies to
