@@ -10,6 +10,15 @@
 # has no copyright or changelog (lintian: errors), and its name ends in
 # .ddeb, which apt does not install as a file.
 #
+# The binaries must carry debug information (.debug_info: a RelWithDebInfo
+# or Debug build): without it the script fails, and cpack with it,
+# rather than publish a relayd-dbgsym that holds nothing of use beside a
+# relayd that looks as if it had one.
+#
+# Every file and directory of the staging tree gets its mode set here
+# (0644, 0755): what file() creates follows the umask, and under umask
+# 077 dpkg-deb refused the control directory (0700).
+#
 # Inputs (CPackConfig.cmake): CPACK_PACKAGE_FILES (set by CPack),
 # CPACK_RELAY_DEBUG_BINARIES (the unstripped binaries in the build
 # directory: "installed path=build path" pairs), CPACK_PACKAGE_CONTACT.
@@ -70,6 +79,11 @@ foreach(pair IN LISTS CPACK_RELAY_DEBUG_BINARIES)
     endif()
     list(APPEND _ids_${installed} ${CMAKE_MATCH_1}${CMAKE_MATCH_2})
   endforeach()
+  run(readelf -S -W ${built})
+  if(NOT OUT MATCHES "\\.z?debug_info")
+    message(FATAL_ERROR "dbgsym: ${built} has no debug information (.debug_info): build with "
+      "-DCMAKE_BUILD_TYPE=RelWithDebInfo (or Debug) to make relayd-dbgsym")
+  endif()
   list(GET _ids_${installed} 0 id_pkg)
   list(GET _ids_${installed} 1 id_built)
   if(NOT id_pkg STREQUAL id_built)
@@ -106,6 +120,17 @@ Description: debug symbols for relayd
 Auto-Built-Package: debug-symbols
 Build-Ids: ${BUILD_IDS}
 ")
+file(GLOB_RECURSE _entries LIST_DIRECTORIES true ${STAGE}/*)
+foreach(e ${STAGE} ${_entries})
+  if(IS_SYMLINK ${e})
+    continue()
+  elseif(IS_DIRECTORY ${e})
+    file(CHMOD ${e} PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE
+      WORLD_READ WORLD_EXECUTE)
+  else()
+    file(CHMOD ${e} PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+  endif()
+endforeach()
 set(DBGSYM_DEB ${OUT_DIR}/relayd-dbgsym_${VERSION}_${ARCH}.deb)
 run(dpkg-deb --root-owner-group --build ${STAGE} ${DBGSYM_DEB})
 file(REMOVE_RECURSE ${STAGE})

@@ -68,6 +68,9 @@ from relaytest import RELAYD_BIN, SOURCE_DIR, Influxd, wait_until
 BUILD_DIR = os.path.dirname(os.path.dirname(os.path.abspath(RELAYD_BIN)))
 PIDFILE = "/run/relayd/relayd.pid"
 POLICY = "/usr/sbin/policy-rc.d"
+# prerm's note for the purge: root's, outside the tree relayd owns.
+NOTE = "/var/lib/relayd.removal"
+CONFIG = "/etc/relayd/relayd.yaml"
 
 
 def cache_value(name):
@@ -104,10 +107,12 @@ def packaged_log_output():
     return m.group(1)
 
 
-def build_debs(tmp, version=None):
+def build_debs(tmp, version=None, control=None, umask=None):
     """cpack -G DEB into tmp/out-VERSION: {"relayd": path, "relayd-dbgsym": path}.
-    version overrides CPACK_PACKAGE_VERSION (an older build of this tree)."""
-    key = (tmp, version or "current")
+    version overrides CPACK_PACKAGE_VERSION (an older build of this tree),
+    control the maintainer scripts and conffiles (a list of paths), umask
+    the umask cpack runs under."""
+    key = (tmp, (version or "current") + ("-umask%03o" % umask if umask is not None else ""))
     if key in _debs:
         return _debs[key]
     out = os.path.join(tmp, "out-" + key[1])
@@ -115,7 +120,9 @@ def build_debs(tmp, version=None):
     cmd = ["cpack", "-G", "DEB", "--config", os.path.join(BUILD_DIR, "CPackConfig.cmake"), "-B", out]
     if version:
         cmd += ["-D", "CPACK_PACKAGE_VERSION=" + version]
-    cp = run(cmd)
+    if control:
+        cmd += ["-D", "CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA=" + ";".join(control)]
+    cp = run(cmd, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
     if cp.returncode != 0:
         raise AssertionError("cpack failed:\n" + cp.stdout + cp.stderr)
     debs = {}
@@ -128,6 +135,31 @@ def build_debs(tmp, version=None):
                              % (os.listdir(out), cp.stdout + cp.stderr))
     _debs[key] = debs
     return debs
+
+
+OLD_COMMIT = "f25746f"
+
+
+def old_scripts(tmp):
+    """The maintainer scripts and conffiles of 0.1.0 (commit f25746f),
+    in tmp/old-control, or None without git or the commit."""
+    if not shutil.which("git"):
+        return None
+    d = os.path.join(tmp, "old-control")
+    if os.path.isdir(d):
+        return sorted(os.path.join(d, f) for f in os.listdir(d))
+    os.mkdir(d)
+    paths = []
+    for name in ("conffiles", "postinst", "prerm", "postrm"):
+        cp = run(["git", "-C", SOURCE_DIR, "show", "%s:cmd/debian/%s" % (OLD_COMMIT, name)])
+        if cp.returncode != 0:
+            return None
+        path = os.path.join(d, name)
+        with open(path, "w") as f:
+            f.write(cp.stdout)
+        os.chmod(path, 0o755 if name != "conffiles" else 0o644)
+        paths.append(path)
+    return sorted(paths)
 
 
 def build_id(path):
@@ -161,7 +193,10 @@ class PackagingTest(unittest.TestCase):
             self.prefix + "/share/man/man8/relayd.8.gz": False,
             self.prefix + "/share/man/man8/relayctl.8.gz": False,
             self.prefix + "/share/man/man5/relayd.yaml.5.gz": False,
-            doc + "config.example.yaml": False,
+            doc + "examples/config.example.yaml": False,
+            doc + "README.md.gz": False,
+            doc + "operations.md.gz": False,
+            doc + "tls.md.gz": False,
             doc + "copyright": False,
             doc + "changelog.gz": False,
             self.prefix + "/share/relayd/migrate-influxdb-relay": True,
@@ -211,17 +246,28 @@ class PackagingTest(unittest.TestCase):
         # gzip -9n: no file name, no time stamp, maximum compression
         # (the header's flags, mtime and extra flags), and the text inside
         # is the source's.
-        for page, src in (("man8/relayd.8.gz", "relayd.8"), ("man8/relayctl.8.gz", "relayctl.8"),
-                          ("man5/relayd.yaml.5.gz", "relayd.yaml.5")):
-            with open(os.path.join(stage, self.prefix, "share/man", page), "rb") as f:
+        # The documents in /usr/share/doc/relayd too (policy 12.3: over
+        # 4 KiB, compressed); the example stays plain under examples/.
+        for page, src in (("man/man8/relayd.8.gz", "docs/man/relayd.8"),
+                          ("man/man8/relayctl.8.gz", "docs/man/relayctl.8"),
+                          ("man/man5/relayd.yaml.5.gz", "docs/man/relayd.yaml.5"),
+                          ("doc/relayd/README.md.gz", "README.md"),
+                          ("doc/relayd/operations.md.gz", "docs/operations.md"),
+                          ("doc/relayd/tls.md.gz", "docs/tls.md")):
+            with open(os.path.join(stage, self.prefix, "share", page), "rb") as f:
                 head = f.read(10)
             self.assertEqual(head[:3], b"\x1f\x8b\x08", page)
             self.assertEqual(head[3], 0, "%s: no name or other flags (gzip -n)" % page)
             self.assertEqual(head[4:8], b"\0\0\0\0", "%s: no time stamp (gzip -n)" % page)
             self.assertEqual(head[8], 2, "%s: gzip -9" % page)
-            with gzip.open(os.path.join(stage, self.prefix, "share/man", page), "rb") as f, \
-                    open(os.path.join(SOURCE_DIR, "docs", "man", src), "rb") as g:
+            with gzip.open(os.path.join(stage, self.prefix, "share", page), "rb") as f, \
+                    open(os.path.join(SOURCE_DIR, src), "rb") as g:
                 self.assertEqual(f.read(), g.read(), page)
+        docdir = os.path.join(stage, self.prefix, "share/doc/relayd")
+        for name in os.listdir(docdir):
+            path = os.path.join(docdir, name)
+            if os.path.isfile(path) and not name.endswith(".gz") and name != "copyright":
+                self.assertLessEqual(os.path.getsize(path), 4096, "%s: over 4 KiB, not compressed" % name)
 
         # The changelog: Debian's format, a native package of the
         # project's version, with the release before it.
@@ -320,7 +366,8 @@ class PackagingTest(unittest.TestCase):
         self.assertIn("install -d -o relayd -g relayd -m 0750 /var/lib/relayd", scripts["postinst"])
         # Debian's way: the helpers, which honour policy-rc.d and the
         # administrator's earlier choices; systemctl only for daemon-reload.
-        self.assertIn("update-rc.d relayd defaults", scripts["postinst"])
+        self.assertIn("update-rc.d relayd defaults$rc_disabled", scripts["postinst"])
+        self.assertIn("rc_disabled=-disabled", scripts["postinst"])
         self.assertIn("deb-systemd-helper enable", scripts["postinst"])
         self.assertIn("deb-systemd-invoke", scripts["postinst"])
         self.assertIn("invoke-rc.d relayd", scripts["postinst"])
@@ -328,7 +375,11 @@ class PackagingTest(unittest.TestCase):
         self.assertIn("update-rc.d relayd remove", scripts["postrm"])
         self.assertIn("deb-systemd-helper purge relayd.service", scripts["postrm"])
         for name, code in scripts.items():
-            self.assertNotRegex(code, r"systemctl (?!--system daemon-reload)", name)
+            # What the scripts run, not what they tell the administrator.
+            commands = re.sub(r"(?m)^\s*echo .*$", "", code)
+            self.assertNotRegex(commands, r"systemctl (?!--system daemon-reload)", name)
+        self.assertIn("dpkg-statoverride --update --add root relayd 0640", scripts["postinst"])
+        self.assertIn("dpkg-statoverride --remove", scripts["postrm"])
 
         # Stripped binaries; their debug files in relayd-dbgsym, by build-id.
         x = os.path.join(self.tmp, "x")
@@ -372,6 +423,106 @@ class PackagingTest(unittest.TestCase):
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         self.assertFalse(os.path.exists(os.path.join(x, self.prefix, "share/lintian")), "lintian overrides")
         self.assertNotRegex(cp.stdout, r"(?m)^O: ")
+
+    def test_deb_under_umask_077(self):
+        # The .debs do not depend on the umask of whoever builds them: under
+        # umask 077 CPack's staging made every directory 0700 (dpkg would
+        # install them for root alone) and dpkg-deb refused the dbgsym's
+        # control directory.
+        for tool in ("cpack", "dpkg-deb", "dpkg-shlibdeps", "readelf"):
+            if not shutil.which(tool):
+                self.skipTest("%s missing" % tool)
+        debs = build_debs(self.classtmp, umask=0o077)
+        for name, deb in debs.items():
+            cp = run(["dpkg-deb", "-c", deb])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            bad = [l for l in cp.stdout.splitlines()
+                   if (l.startswith("d") and not l.startswith("drwxr-xr-x"))
+                   or (l.startswith("-") and l.split()[0] not in ("-rw-r--r--", "-rwxr-xr-x"))]
+            self.assertEqual(bad, [], name)
+
+    def test_dbgsym_needs_debug_information(self):
+        # Binaries without .debug_info (a Release build): cpack fails and
+        # says why, rather than make a relayd-dbgsym of nothing.
+        if not shutil.which("cpack") or not shutil.which("objcopy"):
+            self.skipTest("cpack or objcopy missing")
+        stripped = os.path.join(self.tmp, "stripped")
+        os.mkdir(stripped)
+        pairs = []
+        for prog in ("relayd", "relayctl"):
+            dst = os.path.join(stripped, prog)
+            cp = run(["objcopy", "--strip-debug", os.path.join(BUILD_DIR, "bin", prog), dst])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            pairs.append("%s/bin/%s=%s" % (self.prefix, prog, dst))
+        out = os.path.join(self.tmp, "out")
+        os.mkdir(out)
+        cp = run(["cpack", "-G", "DEB", "--config", os.path.join(BUILD_DIR, "CPackConfig.cmake"), "-B", out,
+                  "-D", "CPACK_RELAY_DEBUG_BINARIES=" + ";".join(pairs)])
+        self.assertNotEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("has no debug information (.debug_info): build with -DCMAKE_BUILD_TYPE=RelWithDebInfo",
+                      " ".join((cp.stdout + cp.stderr).split()))
+        self.assertFalse(glob.glob(os.path.join(out, "relayd-dbgsym_*.deb")))
+
+    def test_prerm_direct_stop_only_in_its_own_root(self):
+        # prerm's stop_service, with the pid of the pidfile given: a
+        # process whose root is another directory (as the host's relayd
+        # looks from a chroot that shares /run) is left alone, with a
+        # message; one of this root is stopped. Sleeps stand in for relayd
+        # (running_pid, which checks the binary, is replaced).
+        if os.geteuid() != 0:
+            self.skipTest("needs root (chroot, mount)")
+        for tool in ("unshare", "chroot", "start-stop-daemon"):
+            if not shutil.which(tool):
+                self.skipTest("%s missing" % tool)
+        if os.path.exists("/etc/init.d/relayd") or os.path.isdir("/run/systemd/system"):
+            self.skipTest("an init system would be asked to stop relayd first")
+        with open(os.path.join(SOURCE_DIR, "cmd", "debian", "prerm")) as f:
+            text = f.read()
+        funcs = re.search(r"^stop_service\(\) \{\n.*?^\}\n", text, re.M | re.S).group(0)
+        harness = os.path.join(self.tmp, "harness.sh")
+        with open(harness, "w") as f:
+            f.write('set -e\nPIDFILE=%s/pidfile\n%s\nrunning_pid() { echo "$TARGET"; }\nstop_service\n'
+                    % (self.tmp, funcs))
+        root = os.path.join(self.tmp, "root")
+        os.mkdir(root)
+        os.mkdir(os.path.join(root, "usr"))
+        for name in ("bin", "lib", "lib64", "sbin"):
+            src = os.path.join("/", name)
+            if os.path.islink(src):
+                os.symlink(os.readlink(src), os.path.join(root, name))
+        procs = []
+
+        def stop_procs():
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        self.addCleanup(stop_procs)
+        chrooted = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             'mount --bind /usr "$1/usr" && exec chroot "$1" /usr/bin/sleep 60', "sh", root],
+            stdin=subprocess.DEVNULL)
+        procs.append(chrooted)
+        wait_until(lambda: os.path.realpath("/proc/%d/exe" % chrooted.pid).endswith("/sleep"), 10,
+                   what="the chrooted sleep")
+        # Not a child of this test: a child stopped stays a zombie until
+        # reaped, and start-stop-daemon would wait for it to go.
+        cp = run(["sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo $!"])
+        here = int(cp.stdout)
+
+        def stop_here():
+            if pid_alive(here):
+                os.kill(here, 9)
+        self.addCleanup(stop_here)
+        for pid, stops in ((chrooted.pid, False), (here, True)):
+            cp = run(["sh", harness], env=dict(os.environ, TARGET=str(pid)))
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            if stops:
+                self.assertIn("stopping it directly", cp.stderr)
+                wait_until(lambda: not pid_alive(here), 10, what="the sleep of this root stopped")
+            else:
+                self.assertIn("relayd: relayd (pid %d) runs outside this root" % pid, cp.stderr)
+                self.assertIsNone(chrooted.poll(), "a process of another root was stopped")
 
 
 # ---- on this machine --------------------------------------------------------
@@ -435,6 +586,23 @@ class SystemInstallTest(unittest.TestCase):
             raise unittest.SkipTest(reason)
         cls.classtmp = relaytest.make_tmpdir(cls.addClassCleanup, prefix="relaytest-pkgsys-")
         os.chmod(cls.classtmp, 0o755)
+        # The package creates the system user and group relayd and, as
+        # Debian does, leaves them at the purge. What this test created,
+        # it deletes at the end (what was there before, it leaves).
+        cls.user_before = run(["getent", "passwd", "relayd"]).returncode == 0
+        cls.group_before = run(["getent", "group", "relayd"]).returncode == 0
+        cls.addClassCleanup(cls.delete_created_user)
+
+    @classmethod
+    def delete_created_user(cls):
+        if not cls.user_before and run(["getent", "passwd", "relayd"]).returncode == 0:
+            cp = run(["userdel", "relayd"])
+            if cp.returncode != 0:
+                relaytest._log("cleanup: userdel relayd failed: %s" % (cp.stdout + cp.stderr))
+        if not cls.group_before and run(["getent", "group", "relayd"]).returncode == 0:
+            cp = run(["groupdel", "relayd"])
+            if cp.returncode != 0:
+                relaytest._log("cleanup: groupdel relayd failed: %s" % (cp.stdout + cp.stderr))
 
     def setUp(self):
         self.tmp = relaytest.make_tmpdir(self.addCleanup, prefix="relaytest-pkgsys-")
@@ -455,9 +623,11 @@ class SystemInstallTest(unittest.TestCase):
 
     # ---- helpers -----------------------------------------------------------
 
-    def dpkg(self, policy, *args):
+    def dpkg(self, policy, *args, conf="old", pre=None):
         """dpkg ARGS with policy-rc.d allowing or denying, in a mount
-        namespace of its own (nothing else on the machine sees it)."""
+        namespace of its own (nothing else on the machine sees it).
+        conf: "old" keeps a changed conffile, "miss" installs a deleted one.
+        pre: shell commands run in the namespace first (a bind mount)."""
         src = os.path.join(self.tmp, "policy-" + policy)
         if os.path.exists(POLICY):
             setup = 'mount --bind "$1" %s' % POLICY
@@ -469,7 +639,9 @@ class SystemInstallTest(unittest.TestCase):
                 shutil.copytree("/usr/sbin", sbin, symlinks=True)
             shutil.copy(src, os.path.join(sbin, "policy-rc.d"))
             setup = 'mount --bind %s /usr/sbin' % sbin
-        script = setup + ' && shift && exec dpkg --force-confold --force-confdef "$@"'
+        if pre:
+            setup += " && " + pre
+        script = setup + ' && shift && exec dpkg --force-conf%s --force-confdef "$@"' % conf
         cp = run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", src] + list(args),
                  env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"), timeout=150)
         pid = read_pid()
@@ -490,16 +662,38 @@ class SystemInstallTest(unittest.TestCase):
             self.pids.add(pid)
         return cp.returncode, cp.stdout
 
-    def write_config(self, backend_port=None):
+    def write_config(self, backend_port=None, data_dir="/var/lib/relayd"):
         """The test's /etc/relayd/relayd.yaml: its own ports; the package's
-        data_dir, user and log_output (whose log must reach
+        data_dir (unless given), user and log_output (whose log must reach
         /var/log/relayd/relayd.log under the init script)."""
         os.makedirs("/etc/relayd", exist_ok=True)
         with open("/etc/relayd/relayd.yaml", "w") as f:
-            f.write("data_dir: /var/lib/relayd\nlog_level: info\nlog_output: %s\n"
+            f.write("data_dir: %s\nlog_level: info\nlog_output: %s\n"
                     "user: relayd\nlisten:\n  http: 127.0.0.1:%d\nbackends:\n  - name: a\n"
                     "    url: http://127.0.0.1:%d\n"
-                    % (packaged_log_output(), self.listen, backend_port or self.backend_port))
+                    % (data_dir, packaged_log_output(), self.listen, backend_port or self.backend_port))
+
+    def assert_config_mode(self):
+        """/etc/relayd/relayd.yaml: 0640 root:relayd (it may hold secrets)."""
+        import grp
+        st = os.stat(CONFIG)
+        self.assertEqual((stat.S_IMODE(st.st_mode), st.st_uid, grp.getgrgid(st.st_gid).gr_name),
+                         (0o640, 0, "relayd"), CONFIG)
+
+    def start_with_pending_write(self, policy="deny"):
+        """Installed, started by the init script, one write queued for the
+        backend that is down; then dpkg -r. Returns dpkg -r's result."""
+        rc, out = self.init("start")
+        self.assertEqual(rc, 0, out)
+        self.wait_running()
+        self.write("pkg v=1i 1000000000")
+        cp = self.dpkg(policy, "-r", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIsNone(self.running_pid())
+        return cp
+
+    def new_copies(self):
+        return sorted(set(glob.glob("/var/lib/relayd.purged-*")) - self.copies_before)
 
     def write(self, body):
         status, _, resp = relaytest.http_request(self.listen, "POST", "/write?db=pkgtest", body)
@@ -529,7 +723,7 @@ class SystemInstallTest(unittest.TestCase):
             return ""
 
     def assert_nothing_left(self):
-        for path in ("/var/lib/relayd", "/var/log/relayd", "/run/relayd", "/etc/relayd", "/etc/init.d/relayd",
+        for path in ("/var/lib/relayd", NOTE, "/var/log/relayd", "/run/relayd", "/etc/relayd", "/etc/init.d/relayd",
                      "/etc/default/relayd", "/etc/logrotate.d/relayd", "/usr/bin/relayd",
                      "/lib/systemd/system/relayd.service", "/etc/systemd/system/relayd.service",
                      "/etc/systemd/system/multi-user.target.wants/relayd.service",
@@ -539,6 +733,8 @@ class SystemInstallTest(unittest.TestCase):
             self.assertFalse(os.path.lexists(path), "%s left after the purge" % path)
         self.assertEqual(glob.glob("/etc/rc?.d/[SK][0-9][0-9]relayd"), [], "rc links left")
         self.assertIn(package_status(), ("", "un"), "dpkg still knows relayd")
+        self.assertNotEqual(run(["dpkg-statoverride", "--list", CONFIG]).returncode, 0,
+                            "the statoverride of %s left after the purge" % CONFIG)
         # Debian leaves system users: files elsewhere may carry the ids.
         import pwd
         self.assertEqual(pwd.getpwnam("relayd").pw_dir, "/var/lib/relayd", "the user relayd stays")
@@ -567,6 +763,10 @@ class SystemInstallTest(unittest.TestCase):
         if not package_status() or package_status().startswith("un"):
             for path in ("/etc/relayd", "/var/lib/relayd", "/var/log/relayd", "/run/relayd"):
                 shutil.rmtree(path, ignore_errors=True)
+            if os.path.lexists(NOTE):
+                os.unlink(NOTE)
+            if run(["dpkg-statoverride", "--list", CONFIG]).returncode == 0:
+                run(["dpkg-statoverride", "--remove", CONFIG])
 
     # ---- the tests ---------------------------------------------------------
 
@@ -579,8 +779,7 @@ class SystemInstallTest(unittest.TestCase):
         self.assertEqual(package_status(), "ii")
         with open("/etc/relayd/relayd.yaml") as f:
             self.assertIn("127.0.0.1:%d" % self.listen, f.read(), "dpkg kept the test's configuration")
-        st = os.stat("/etc/relayd/relayd.yaml")
-        self.assertEqual(stat.S_IMODE(st.st_mode), 0o640)
+        self.assert_config_mode()
         self.assertTrue(os.path.islink("/etc/rc2.d/S01relayd") or glob.glob("/etc/rc2.d/S??relayd"),
                         "update-rc.d defaults")
         self.assertTrue(glob.glob("/etc/rc0.d/K??relayd"))
@@ -674,12 +873,14 @@ class SystemInstallTest(unittest.TestCase):
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         self.assertNotIn("stopping it directly", cp.stderr)
         self.assertFalse(pid_alive(pid1))
-        with open("/var/lib/relayd/.package-removal") as f:
-            self.assertEqual(f.read(), "empty\n")
+        with open(NOTE) as f:
+            self.assertRegex(f.read(), r"^state empty\n(mdb \d+ [\d.]+ /var/lib/relayd/data\.mdb\n)?$")
+        st = os.lstat(NOTE)
+        self.assertTrue(stat.S_ISREG(st.st_mode) and st.st_uid == 0, "root's file")
         self.install(debs["relayd"], "allow")
         pid2 = self.wait_running()
         self.assertNotEqual(pid2, pid1)
-        self.assertFalse(os.path.exists("/var/lib/relayd/.package-removal"))
+        self.assertFalse(os.path.lexists(NOTE))
         cp = self.dpkg("allow", "--purge", "relayd")
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         self.assert_nothing_left()
@@ -738,7 +939,7 @@ class SystemInstallTest(unittest.TestCase):
         self.wait_running()
         cp = self.dpkg("deny", "-r", "relayd")
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
-        os.unlink("/var/lib/relayd/.package-removal")
+        os.unlink(NOTE)
         cp = self.dpkg("deny", "--purge", "relayd")
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         copies = sorted(set(glob.glob("/var/lib/relayd.purged-*")) - self.copies_before)
@@ -786,6 +987,11 @@ class SystemInstallTest(unittest.TestCase):
         log = "/var/log/relayd/relayd.log"
         wait_until(lambda: "listening on" in self.log_text(), 10, what="a log line", detail=self.log_text)
         state = os.path.join(self.tmp, "logrotate.state")
+        # logrotate accepts the file (su relayd adm: it works in relayd's
+        # directory as relayd) and has nothing to complain of.
+        cp = run(["logrotate", "-d", "-s", state, "/etc/logrotate.d/relayd"])
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertNotRegex(cp.stdout + cp.stderr, r"(?im)^error|insecure")
         cp = run(["logrotate", "-f", "-s", state, "/etc/logrotate.d/relayd"])
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         self.assertTrue(os.path.isfile(log + ".1"), os.listdir("/var/log/relayd"))
@@ -804,6 +1010,184 @@ class SystemInstallTest(unittest.TestCase):
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         self.assertNotIn("undelivered", cp.stderr)
         self.assert_nothing_left()
+
+
+    def test_purge_judges_the_configured_data_dir(self):
+        # data_dir is a subdirectory of /var/lib/relayd: the queue there is
+        # judged (it was "empty" because /var/lib/relayd/data.mdb is not
+        # there, and the purge deleted the pending write).
+        debs = build_debs(self.classtmp)
+        self.write_config(data_dir="/var/lib/relayd/queue")
+        self.install(debs["relayd"], "deny")
+        self.start_with_pending_write()
+        self.assertTrue(os.path.isfile("/var/lib/relayd/queue/data.mdb"))
+        with open(NOTE) as f:
+            self.assertTrue(f.read().startswith("state pending\n"))
+        cp = self.dpkg("deny", "--purge", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        copies = self.new_copies()
+        self.assertEqual(len(copies), 1, cp.stderr)
+        self.assertTrue(os.path.isfile(os.path.join(copies[0], "queue", "data.mdb")))
+        self.assertIn("relayd: the queue in /var/lib/relayd still held undelivered batches:", cp.stderr)
+        self.assertRegex(cp.stderr, r"\nrelayd:   backend 'a': 1 undelivered batch, \d+ bytes")
+        self.assertFalse(os.path.exists("/var/lib/relayd"))
+
+        # A data_dir outside /var/lib/relayd: the purge leaves it and says so.
+        outside = os.path.join(self.tmp, "elsewhere")
+        os.mkdir(outside)
+        import pwd
+        pw = pwd.getpwnam("relayd")
+        self.write_config(data_dir=outside + "/q")
+        self.install(debs["relayd"], "deny")
+        os.chown(outside, pw.pw_uid, pw.pw_gid)
+        self.start_with_pending_write()
+        cp = self.dpkg("deny", "--purge", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("relayd: the configured data_dir, %s/q, is outside /var/lib/relayd:" % outside, cp.stderr)
+        self.assertIn("the purge leaves it in place", cp.stderr)
+        self.assertTrue(os.path.isfile(os.path.join(outside, "q", "data.mdb")))
+        self.assertEqual(len(self.new_copies()), 1, "nothing of /var/lib/relayd to keep:\n" + cp.stderr)
+
+    def test_removal_note(self):
+        # prerm's note is root's, outside the tree relayd owns: a symlink
+        # relayd could plant at the old name in /var/lib/relayd is not
+        # written through. And it records data.mdb as prerm saw it: a
+        # queue file that appears after the removal is kept by the purge.
+        debs = build_debs(self.classtmp)
+        self.write_config()
+        self.install(debs["relayd"], "deny")
+        target = os.path.join(self.tmp, "target")
+        with open(target, "w") as f:
+            f.write("untouched\n")
+        os.symlink(target, "/var/lib/relayd/.package-removal")
+        cp = self.dpkg("deny", "-r", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        with open(target) as f:
+            self.assertEqual(f.read(), "untouched\n")
+        st = os.lstat(NOTE)
+        self.assertTrue(stat.S_ISREG(st.st_mode) and st.st_uid == 0, "root's file")
+        with open(NOTE) as f:
+            self.assertEqual(f.read(), "state empty\n", "never started: no queue file")
+        with open("/var/lib/relayd/data.mdb", "wb") as f:
+            f.write(b"\0" * 4096)
+        cp = self.dpkg("deny", "--purge", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        copies = self.new_copies()
+        self.assertEqual(len(copies), 1, cp.stderr)
+        self.assertIn("a data.mdb changed after the package was removed", cp.stderr)
+        self.assertTrue(os.path.isfile(os.path.join(copies[0], "data.mdb")))
+        with open(target) as f:
+            self.assertEqual(f.read(), "untouched\n")
+        self.assertFalse(os.path.lexists(NOTE))
+
+    def test_purge_on_a_mount_point(self):
+        # /var/lib/relayd is a mount point (here: bound onto itself in the
+        # purge's namespace): it cannot be moved; the purge does not fail,
+        # the queue stays where it is and the purge says so.
+        debs = build_debs(self.classtmp)
+        self.write_config()
+        self.install(debs["relayd"], "deny")
+        self.start_with_pending_write()
+        cp = self.dpkg("deny", "--purge", "relayd", pre="mount --bind /var/lib/relayd /var/lib/relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("relayd: it was NOT deleted: /var/lib/relayd could not be moved (a mount point?),",
+                      cp.stderr)
+        self.assertTrue(os.path.isfile("/var/lib/relayd/data.mdb"))
+        self.assertEqual(self.new_copies(), [])
+        self.assertEqual(package_status(), "")
+
+    def test_admin_statoverride_and_empty_queue_on_a_mount_point(self):
+        # A statoverride the administrator set before is theirs: the
+        # package neither replaces nor removes it. An empty queue on a
+        # mount point: its files go, the directory stays, the purge says so.
+        self.write_config()
+        cp = run(["dpkg-statoverride", "--update", "--add", "root", "root", "0444", CONFIG])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        debs = build_debs(self.classtmp)
+        self.install(debs["relayd"], "deny")
+        self.assertEqual(run(["dpkg-statoverride", "--list", CONFIG]).stdout, "root root 444 %s\n" % CONFIG)
+        self.assertEqual(stat.S_IMODE(os.stat(CONFIG).st_mode), 0o444)
+        rc, out = self.init("start")
+        self.assertEqual(rc, 0, out)
+        self.wait_running()
+        cp = self.dpkg("deny", "-r", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertTrue(os.path.isfile("/var/lib/relayd/data.mdb"))
+        cp = self.dpkg("deny", "--purge", "relayd", pre="mount --bind /var/lib/relayd /var/lib/relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertIn("relayd: /var/lib/relayd is a mount point: its contents are removed, the directory stays.",
+                      cp.stderr)
+        self.assertEqual(os.listdir("/var/lib/relayd"), [])
+        self.assertEqual(self.new_copies(), [])
+        self.assertEqual(run(["dpkg-statoverride", "--list", CONFIG]).stdout, "root root 444 %s\n" % CONFIG,
+                         "the administrator's statoverride stays")
+        run(["dpkg-statoverride", "--remove", CONFIG])
+
+    def test_config_mode_across_upgrade(self):
+        # 0640 root:relayd on install, and still after an upgrade that
+        # replaces the conffile (a statoverride, which dpkg applies to
+        # every copy it installs); gone after the purge.
+        old = build_debs(self.classtmp, "0.1.9")
+        new = build_debs(self.classtmp)
+        self.write_config()
+        self.install(old["relayd"], "deny")
+        self.assert_config_mode()
+        cp = run(["dpkg-statoverride", "--list", CONFIG])
+        self.assertEqual(cp.stdout, "root relayd 640 %s\n" % CONFIG)
+        # The administrator deleted the file; dpkg --force-confmiss
+        # installs the package's copy again.
+        os.unlink(CONFIG)
+        cp = self.dpkg("deny", "-i", new["relayd"], conf="miss")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        with open(CONFIG) as f:
+            self.assertNotIn("127.0.0.1:%d" % self.listen, f.read(), "dpkg installed the package's file")
+        self.assert_config_mode()
+        cp = self.dpkg("deny", "--purge", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assert_nothing_left()
+
+    def test_upgrade_from_0_1_0_does_not_enable(self):
+        # 0.1.0 (its scripts from commit f25746f) never enabled relayd: an
+        # upgrade from it leaves it disabled at boot (K links only, no
+        # wants-link) and does not start it.
+        control = old_scripts(self.classtmp)
+        if not control:
+            self.skipTest("git or commit %s unavailable" % OLD_COMMIT)
+        old = build_debs(self.classtmp, "0.1.0", control=control)
+        new = build_debs(self.classtmp)
+        self.write_config()
+        self.install(old["relayd"], "allow")
+        self.assertIsNone(self.running_pid())
+        self.assertEqual(glob.glob("/etc/rc?.d/[SK][0-9][0-9]relayd"), [], "0.1.0 registered nothing")
+        cp = self.install(new["relayd"], "allow")
+        self.assertIn("upgraded from 0.1.0, which did not enable relayd at boot", cp.stderr)
+        self.assertEqual(glob.glob("/etc/rc?.d/S[0-9][0-9]relayd"), [], "enabled at boot by the upgrade")
+        self.assertTrue(glob.glob("/etc/rc2.d/K??relayd"), "registered, disabled")
+        self.assertFalse(os.path.lexists("/etc/systemd/system/multi-user.target.wants/relayd.service"))
+        time.sleep(0.5)
+        self.assertIsNone(self.running_pid(), "started by the upgrade")
+        cp = self.dpkg("allow", "--purge", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assert_nothing_left()
+
+    def test_install_with_the_group_alone(self):
+        # A group relayd without the user: adduser --group would refuse
+        # it; the postinst uses it (--ingroup).
+        if self.user_before or self.group_before:
+            self.skipTest("the user or group relayd exists on this machine already (not this test's)")
+        if run(["getent", "passwd", "relayd"]).returncode == 0:
+            run(["userdel", "relayd"])
+        if run(["getent", "group", "relayd"]).returncode != 0:
+            cp = run(["groupadd", "--system", "relayd"])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+        debs = build_debs(self.classtmp)
+        self.write_config()
+        self.install(debs["relayd"], "deny")
+        import grp
+        import pwd
+        self.assertEqual(pwd.getpwnam("relayd").pw_gid, grp.getgrnam("relayd").gr_gid)
+        cp = self.dpkg("deny", "--purge", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
 
 
 if __name__ == "__main__":

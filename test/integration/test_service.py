@@ -688,6 +688,77 @@ class ServiceTest(unittest.TestCase):
 
         self.assertEqual(init("bogus-action")[0], 3)
 
+    def test_init_script_without_daemon(self):
+        """Removed but not purged: the script and its rc links stay, the
+        binary is gone. Every boot runs `start`: a quiet exit 0 (Debian's
+        convention), not "failed!"; status says 4 (unknown)."""
+        tmp = relaytest.make_tmpdir(self.addCleanup, prefix="relaytest-init-")
+        script = os.path.join(SOURCE_DIR, "cmd", "init", "relayd.init")
+        defaults = os.path.join(tmp, "defaults")
+        missing = os.path.join(tmp, "no-such-relayd")
+        with open(defaults, "w") as f:
+            f.write("DAEMON=%s\nRUNDIR=%s\nINIT_FUNCTIONS=/nonexistent/init-functions\n"
+                    % (missing, os.path.join(tmp, "run")))
+        env = dict(os.environ, RELAYD_DEFAULTS=defaults)
+        for action in ("start", "stop", "restart", "try-restart", "reload", "force-reload", "rotate"):
+            cp = subprocess.run(["sh", script, action], stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True, timeout=30, env=env)
+            self.assertEqual((cp.returncode, cp.stdout, cp.stderr), (0, "", ""), action)
+        cp = subprocess.run(["sh", script, "status"], stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=30, env=env)
+        self.assertEqual((cp.returncode, cp.stdout), (4, "relayd is not installed (%s) ... failed!\n" % missing))
+
+    @unittest.skipUnless(IS_ROOT, "needs root (start-stop-daemon --chuid)")
+    def test_init_script_start_warnings(self):
+        """A start that succeeds with relayd's warnings: the status line,
+        then the warnings on stderr, each once (they were thrown away)."""
+        if not shutil.which("start-stop-daemon"):
+            self.skipTest("no start-stop-daemon")
+        if os.path.exists("/dev/log"):
+            self.skipTest("/dev/log exists: log_output syslog works here, relayd has nothing to warn of")
+        ids = nobody()
+        if ids is None:
+            self.skipTest("no user nobody")
+        tmp = relaytest.make_tmpdir(self.addCleanup, prefix="relaytest-init-")
+        open_tree(tmp)
+        script = os.path.join(SOURCE_DIR, "cmd", "init", "relayd.init")
+        qdir = os.path.join(tmp, "q")
+        os.mkdir(qdir)
+        os.chown(qdir, *ids)
+        rundir = os.path.join(tmp, "run")
+        pidfile = os.path.join(rundir, "relayd.pid")
+        r = Relayd()
+        r.write_config(tmp, [("a", "http://127.0.0.1:%d" % relaytest.closed_port())],
+                       data_dir=os.path.join(qdir, "data"), extra_yaml={"log_output": "syslog"})
+        os.chmod(r.config, 0o644)
+        defaults = os.path.join(tmp, "defaults")
+        with open(defaults, "w") as f:
+            f.write("DAEMON=%s\nCONFIG=%s\nRUNDIR=%s\nRELAYD_USER=nobody\nSTOP_TIMEOUT=20\n"
+                    "INIT_FUNCTIONS=/nonexistent/init-functions\n" % (RELAYD_BIN, r.config, rundir))
+        env = sanitizer_env(qdir)
+        env["RELAYD_DEFAULTS"] = defaults
+
+        def stop_by_pidfile():
+            if os.path.exists(pidfile):
+                kill_pid(read_pid(pidfile))
+        self.addCleanup(stop_by_pidfile)
+        self.addCleanup(check_sanitizer_files, qdir)
+        cp = subprocess.run(["sh", script, "start"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            errors="replace", timeout=60, env=env)
+        self.assertEqual((cp.returncode, cp.stdout), (0, "Starting InfluxDB relay: relayd.\n"), cp.stderr)
+        self.assertTrue(pid_alive(read_pid(pidfile)))
+        lines = cp.stderr.splitlines()
+        self.assertTrue([l for l in lines if "log_output is syslog but /dev/log does not exist" in l], cp.stderr)
+        self.assertEqual(len(lines), len(set(lines)), "each line once:\n" + cp.stderr)
+        # Already running: nothing started, nothing to warn of.
+        cp = subprocess.run(["sh", script, "start"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            errors="replace", timeout=60, env=env)
+        self.assertEqual((cp.returncode, cp.stdout, cp.stderr),
+                         (0, "Starting InfluxDB relay: relayd (already running).\n", ""))
+        cp = subprocess.run(["sh", script, "stop"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            errors="replace", timeout=60, env=env)
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+
     # ---- example configurations --------------------------------------------
 
     def test_version(self):
