@@ -218,8 +218,9 @@ static int open_dbis(struct wal *w, int *created)
 	if (rc == MDB_MAP_RESIZED) {
 		/* A writer grew the map between our open and this transaction
 		 * (read-only: the file grew past what we mapped). */
-		mdb_env_set_mapsize(w->env, (w->flags & WAL_F_RDONLY) ? wali_rdonly_map_size(w) : 0);
-		rc = mdb_txn_begin(w->env, NULL, rdonly ? MDB_RDONLY : 0, &txn);
+		rc = wali_remap(w);
+		if (rc == 0)
+			rc = mdb_txn_begin(w->env, NULL, rdonly ? MDB_RDONLY : 0, &txn);
 	}
 	if (rc)
 		return wali_map_rc(rc);
@@ -385,33 +386,35 @@ uint64_t wali_rdonly_map_size(const struct wal *w)
 
 /*
  * A read-only or shared open (relayctl, often as root) in a directory
- * without lock.mdb creates it, as the opener, mode 0600: a relayd running
- * as its own user could then not open its queue (EACCES). The new lock
- * file is given to the owner of data.mdb, whose queue it is. Removing it
+ * without lock.mdb would have LMDB create it, as the opener, mode 0600: a
+ * relayd running as its own user could then not open its queue (EACCES).
+ * So the opener creates it first, empty (LMDB initialises an empty lock
+ * file as a new one), and gives it to the owner of data.mdb, whose queue
+ * it is, before LMDB opens it: there is no moment when a relayd starting
+ * beside it finds a lock file it cannot open. O_EXCL and O_NOFOLLOW: only
+ * a file we create is changed, never one another process made, nor what
+ * a symlink planted in the directory points at. Removing the lock file
  * after use instead (as relayctl backup does with its copy's) is not safe
  * here: a relayd starting meanwhile may have opened this very file, and a
  * later opener would create another one, so that readers and the writer
- * no longer share one reader table and relayd could reuse pages a reader
- * is reading. Only a file we created is changed: opened without following
- * a symlink, a regular file with one link, owned by us (the directory's
- * owner could otherwise put a link to another file in its place).
- * Failures are ignored: not root (EPERM), the file is ours to keep and
- * the data's owner is then us as a rule.
+ * no longer share one reader table. Failures are ignored (EEXIST:
+ * someone else made it; EPERM: not root, and the data's owner is then us
+ * as a rule): LMDB opens or creates the file as before.
  */
-static void lock_to_owner(const struct wal *w)
+static void lock_for_owner(const struct wal *w)
 {
 	char path[4096];
-	struct stat data, lk;
+	struct stat data;
 	snprintf(path, sizeof(path), "%s/data.mdb", w->dir);
-	if (stat(path, &data) < 0)
+	if (stat(path, &data) < 0 || (data.st_uid == geteuid() && data.st_gid == getegid()))
 		return;
 	snprintf(path, sizeof(path), "%s/lock.mdb", w->dir);
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return;
-	if (fstat(fd, &lk) == 0 && S_ISREG(lk.st_mode) && lk.st_nlink == 1 && lk.st_uid == geteuid() &&
-	    (lk.st_uid != data.st_uid || lk.st_gid != data.st_gid) && fchown(fd, data.st_uid, data.st_gid) < 0) {
-		/* EPERM when not root: nothing to do, see above. */
+	if (fchown(fd, data.st_uid, data.st_gid) < 0) {
+		/* EPERM when not root: the file stays ours, as LMDB would
+		 * have made it. */
 	}
 	close(fd);
 }
@@ -421,20 +424,16 @@ static int env_open(struct wal *w)
 	int rc = check_file(w);
 	if (rc)
 		return rc;
-	int lock_created = 0;
-	if (w->flags & (WAL_F_RDONLY | WAL_F_SHARED)) {
-		char path[4096];
-		struct stat st;
-		snprintf(path, sizeof(path), "%s/lock.mdb", w->dir);
-		lock_created = lstat(path, &st) < 0 && errno == ENOENT;
-	}
+	if (w->flags & (WAL_F_RDONLY | WAL_F_SHARED))
+		lock_for_owner(w);
 	rc = mdb_env_create(&w->env);
 	if (rc)
 		return wali_map_rc(rc);
 	mdb_env_set_maxdbs(w->env, 8);
 	mdb_env_set_maxreaders(w->env, 126);
-	/* Read-only: the size the file records. Shared with no size given: the
-	 * same (LMDB takes the recorded size when none is set). */
+	/* Read-only: what the file holds plus room to grow
+	 * (wali_rdonly_map_size). Shared with no size given: the size the
+	 * file records (LMDB takes it when none is set). */
 	if (!(w->flags & WAL_F_RDONLY) && w->map_size) {
 		if ((rc = mdb_env_set_mapsize(w->env, w->map_size)))
 			goto fail;
@@ -445,8 +444,6 @@ static int env_open(struct wal *w)
 	 * matter for read transactions kept across threads; we keep none. */
 	unsigned fl = (w->flags & WAL_F_RDONLY) ? MDB_RDONLY : 0;
 	rc = mdb_env_open(w->env, w->dir, fl, 0600);
-	if (lock_created)
-		lock_to_owner(w);
 	if (rc)
 		goto fail;
 	int created;
@@ -624,6 +621,24 @@ int wali_commit(struct wal *w, MDB_txn *txn)
 	return rc;
 }
 
+int wali_remap(struct wal *w)
+{
+	uint64_t size = (w->flags & WAL_F_RDONLY) ? wali_rdonly_map_size(w) : w->map_size;
+	/* Not 0, which would take the size recorded in the file: the largest
+	 * any process ever used, maybe a relayd without an address-space
+	 * limit. Our own size is enough for what we write; LMDB raises it to
+	 * the pages in use. */
+	int rc = mdb_env_set_mapsize(w->env, size);
+	if (rc) {
+		/* The old map is gone and the new one failed: nothing may use
+		 * this environment until it is opened again. */
+		pthread_mutex_lock(&w->mu);
+		w->need_reopen = 1;
+		pthread_mutex_unlock(&w->mu);
+	}
+	return rc;
+}
+
 int wali_begin(struct wal *w, unsigned flags, MDB_txn **txn)
 {
 	int rc = mdb_txn_begin(w->env, NULL, flags, txn);
@@ -636,10 +651,11 @@ int wali_begin(struct wal *w, unsigned flags, MDB_txn **txn)
 		rc = mdb_txn_begin(w->env, NULL, flags, txn);
 	}
 	if (rc == MDB_MAP_RESIZED) {
-		/* Another process (the daemon) grew the map: adopt its size;
-		 * read-only, map what the file holds now (wali_rdonly_map_size). */
-		mdb_env_set_mapsize(w->env, (w->flags & WAL_F_RDONLY) ? wali_rdonly_map_size(w) : 0);
-		rc = mdb_txn_begin(w->env, NULL, flags, txn);
+		/* Another process wrote past our map (relayctl beside relayd, or
+		 * relayd beside a read-only relayctl). */
+		rc = wali_remap(w);
+		if (rc == 0)
+			rc = mdb_txn_begin(w->env, NULL, flags, txn);
 	}
 	if (rc == MDB_PANIC)
 		wali_note_failure(w, rc);

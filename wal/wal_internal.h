@@ -71,6 +71,15 @@ int wali_fsync_dir(const char *dir);
 /* The map size of a read-only open: data.mdb's size plus 64 MiB, rounded
  * up to a MiB (wal.c says why). */
 uint64_t wali_rdonly_map_size(const struct wal *w);
+/* After MDB_MAP_RESIZED (another process wrote past our map): map again,
+ * with this handle's own size (read-only: what the file holds now;
+ * relayd: its configured size), which LMDB raises to the pages in use,
+ * never to the larger size another process may have recorded, which
+ * could not be mapped under an address-space limit. Returns 0, or the
+ * error of the new mapping, after which the environment must not be
+ * used: it is marked for a reopen (wali_note_failure) and the caller
+ * fails its operation instead of beginning a transaction on it. */
+int wali_remap(struct wal *w);
 
 int wali_map_rc(int rc);
 /* Enter an operation (the shared env_lock; a reopen first after MDB_PANIC);

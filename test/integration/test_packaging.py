@@ -1074,11 +1074,34 @@ class SystemInstallTest(unittest.TestCase):
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         copies = self.new_copies()
         self.assertEqual(len(copies), 1, cp.stderr)
-        self.assertIn("a data.mdb changed after the package was removed", cp.stderr)
+        self.assertIn("a file there changed after the package was removed", cp.stderr)
         self.assertTrue(os.path.isfile(os.path.join(copies[0], "data.mdb")))
         with open(target) as f:
             self.assertEqual(f.read(), "untouched\n")
         self.assertFalse(os.path.lexists(NOTE))
+
+    def test_purge_keeps_a_file_set_aside(self):
+        # relayctl's advice for a damaged queue is to move data.mdb aside
+        # as data.mdb.damaged: the only copy of what salvage could not
+        # read. prerm looks only at the configured queue (empty here), so
+        # any other file makes the state unknown and the purge keeps it.
+        debs = build_debs(self.classtmp)
+        self.write_config()
+        self.install(debs["relayd"], "deny")
+        with open("/var/lib/relayd/data.mdb.damaged", "wb") as f:
+            f.write(b"\1" * 8192)
+        cp = self.dpkg("deny", "-r", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        with open(NOTE) as f:
+            note = f.read()
+        self.assertTrue(note.startswith("state unknown\n"), note)
+        self.assertIn("/var/lib/relayd/data.mdb.damaged: not looked at", note)
+        cp = self.dpkg("deny", "--purge", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        copies = self.new_copies()
+        self.assertEqual(len(copies), 1, cp.stderr)
+        self.assertIn("relayd: it was NOT deleted", cp.stderr)
+        self.assertTrue(os.path.isfile(os.path.join(copies[0], "data.mdb.damaged")))
 
     def test_purge_on_a_mount_point(self):
         # /var/lib/relayd is a mount point (here: bound onto itself in the
@@ -1159,8 +1182,16 @@ class SystemInstallTest(unittest.TestCase):
         self.install(old["relayd"], "allow")
         self.assertIsNone(self.running_pid())
         self.assertEqual(glob.glob("/etc/rc?.d/[SK][0-9][0-9]relayd"), [], "0.1.0 registered nothing")
+        # The administrator gave the configuration to another group (the
+        # user of another service reads it): the upgrade leaves that be.
+        adm_gid = int(run(["getent", "group", "adm"]).stdout.split(":")[2])
+        os.chown(CONFIG, 0, adm_gid)
         cp = self.install(new["relayd"], "allow")
         self.assertIn("upgraded from 0.1.0, which did not enable relayd at boot", cp.stderr)
+        self.assertIn("relayd: %s keeps the owner and mode you gave it" % CONFIG, cp.stderr)
+        st = os.stat(CONFIG)
+        self.assertEqual((st.st_uid, st.st_gid), (0, adm_gid))
+        self.assertEqual(run(["dpkg-statoverride", "--list", CONFIG]).stdout, "")
         self.assertEqual(glob.glob("/etc/rc?.d/S[0-9][0-9]relayd"), [], "enabled at boot by the upgrade")
         self.assertTrue(glob.glob("/etc/rc2.d/K??relayd"), "registered, disabled")
         self.assertFalse(os.path.lexists("/etc/systemd/system/multi-user.target.wants/relayd.service"))
