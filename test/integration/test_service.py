@@ -568,7 +568,13 @@ class ServiceTest(unittest.TestCase):
             with self.subTest(init_functions=functions):
                 self.init_script_run(functions)
 
-    def init_script_run(self, functions):
+    def init_script_setup(self, log_output, functions):
+        """The init script run against a temporary tree as root, relayd
+        started as nobody: its settings file, a configuration (a closed
+        backend port; log_output may name "{qdir}", the queue's
+        directory) and the environment; relayd stopped by its pidfile
+        and its sanitizer reports checked at cleanup. Returns
+        (script, env, relayd, tmp, qdir, pidfile, ids)."""
         ids = nobody()
         if ids is None:
             self.skipTest("no user nobody")
@@ -580,10 +586,9 @@ class ServiceTest(unittest.TestCase):
         os.chown(qdir, *ids)
         rundir = os.path.join(tmp, "run")
         pidfile = os.path.join(rundir, "relayd.pid")
-        log = os.path.join(qdir, "relayd.log")
         r = Relayd()
         r.write_config(tmp, [("a", "http://127.0.0.1:%d" % relaytest.closed_port())],
-                       data_dir=os.path.join(qdir, "data"), extra_yaml={"log_output": log})
+                       data_dir=os.path.join(qdir, "data"), extra_yaml={"log_output": log_output.format(qdir=qdir)})
         os.chmod(r.config, 0o644)
         defaults = os.path.join(tmp, "defaults")
         with open(defaults, "w") as f:
@@ -592,17 +597,22 @@ class ServiceTest(unittest.TestCase):
         env = sanitizer_env(qdir)
         env["RELAYD_DEFAULTS"] = defaults
 
-        def init(action):
-            # stdout and stderr in one pipe: the order as a terminal shows it.
-            cp = subprocess.run(["sh", script, action], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace", timeout=60, env=env)
-            return cp.returncode, cp.stdout
-
         def stop_by_pidfile():
             if os.path.exists(pidfile):
                 kill_pid(read_pid(pidfile))
         self.addCleanup(stop_by_pidfile)
         self.addCleanup(check_sanitizer_files, qdir)
+        return script, env, r, tmp, qdir, pidfile, ids
+
+    def init_script_run(self, functions):
+        script, env, r, tmp, qdir, pidfile, ids = self.init_script_setup("{qdir}/relayd.log", functions)
+        log = os.path.join(qdir, "relayd.log")
+
+        def init(action):
+            # stdout and stderr in one pipe: the order as a terminal shows it.
+            cp = subprocess.run(["sh", script, action], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace", timeout=60, env=env)
+            return cp.returncode, cp.stdout
 
         self.assertEqual(init("status"), (3, "relayd is not running ... failed!\n"))
         self.assertEqual(init("try-restart"), (0, "Restarting InfluxDB relay: relayd (not running).\n"))
@@ -667,7 +677,7 @@ class ServiceTest(unittest.TestCase):
         self.assertEqual(init("rotate"), (7, "Reopening InfluxDB relay log file: relayd failed!\n"
                                              "relayd is not running\n"))
         # A pidfile whose process is gone: LSB status 1.
-        os.makedirs(rundir, exist_ok=True)
+        os.makedirs(os.path.dirname(pidfile), exist_ok=True)
         with open(pidfile, "w") as f:
             f.write("%d\n" % pid3)
         self.assertEqual(init("status"), (1, "relayd is not running but %s exists ... failed!\n" % pidfile))
@@ -716,33 +726,7 @@ class ServiceTest(unittest.TestCase):
             self.skipTest("no start-stop-daemon")
         if os.path.exists("/dev/log"):
             self.skipTest("/dev/log exists: log_output syslog works here, relayd has nothing to warn of")
-        ids = nobody()
-        if ids is None:
-            self.skipTest("no user nobody")
-        tmp = relaytest.make_tmpdir(self.addCleanup, prefix="relaytest-init-")
-        open_tree(tmp)
-        script = os.path.join(SOURCE_DIR, "cmd", "init", "relayd.init")
-        qdir = os.path.join(tmp, "q")
-        os.mkdir(qdir)
-        os.chown(qdir, *ids)
-        rundir = os.path.join(tmp, "run")
-        pidfile = os.path.join(rundir, "relayd.pid")
-        r = Relayd()
-        r.write_config(tmp, [("a", "http://127.0.0.1:%d" % relaytest.closed_port())],
-                       data_dir=os.path.join(qdir, "data"), extra_yaml={"log_output": "syslog"})
-        os.chmod(r.config, 0o644)
-        defaults = os.path.join(tmp, "defaults")
-        with open(defaults, "w") as f:
-            f.write("DAEMON=%s\nCONFIG=%s\nRUNDIR=%s\nRELAYD_USER=nobody\nSTOP_TIMEOUT=20\n"
-                    "INIT_FUNCTIONS=/nonexistent/init-functions\n" % (RELAYD_BIN, r.config, rundir))
-        env = sanitizer_env(qdir)
-        env["RELAYD_DEFAULTS"] = defaults
-
-        def stop_by_pidfile():
-            if os.path.exists(pidfile):
-                kill_pid(read_pid(pidfile))
-        self.addCleanup(stop_by_pidfile)
-        self.addCleanup(check_sanitizer_files, qdir)
+        script, env, r, tmp, qdir, pidfile, ids = self.init_script_setup("syslog", "/nonexistent/init-functions")
         cp = subprocess.run(["sh", script, "start"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                             errors="replace", timeout=60, env=env)
         self.assertEqual((cp.returncode, cp.stdout), (0, "Starting InfluxDB relay: relayd.\n"), cp.stderr)

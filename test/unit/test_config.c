@@ -247,22 +247,21 @@ static void test_udp_auth_api(void **state)
 	assert_string_equal(cfg.log_output, "stderr");
 	config_release(&cfg);
 
-	load_ok(DD "log_output: syslog\n" BK, &cfg);
-	assert_string_equal(cfg.log_output, "syslog");
-	config_release(&cfg);
-	load_ok(DD "log_output: /var/log/relayd/relayd.log\n" BK, &cfg);
-	assert_string_equal(cfg.log_output, "/var/log/relayd/relayd.log");
-	config_release(&cfg);
-	load_ok(DD "log_output: journal\n" BK, &cfg);
-	assert_string_equal(cfg.log_output, "journal");
-	config_release(&cfg);
-	/* A list of preferences, kept in order, joined by '\n'. */
-	load_ok(DD "log_output: [journal, /var/log/relayd/relayd.log]\n" BK, &cfg);
-	assert_string_equal(cfg.log_output, "journal\n/var/log/relayd/relayd.log");
-	config_release(&cfg);
-	load_ok(DD "log_output:\n  - syslog\n  - stderr\n" BK, &cfg);
-	assert_string_equal(cfg.log_output, "syslog\nstderr");
-	config_release(&cfg);
+	/* One output, or a list of preferences kept in order, joined by '\n'. */
+	static const struct {
+		const char *yaml, *want;
+	} outputs[] = {
+		{ DD "log_output: syslog\n" BK, "syslog" },
+		{ DD "log_output: /var/log/relayd/relayd.log\n" BK, "/var/log/relayd/relayd.log" },
+		{ DD "log_output: journal\n" BK, "journal" },
+		{ DD "log_output: [journal, /var/log/relayd/relayd.log]\n" BK, "journal\n/var/log/relayd/relayd.log" },
+		{ DD "log_output:\n  - syslog\n  - stderr\n" BK, "syslog\nstderr" },
+	};
+	for (size_t i = 0; i < RELAY_ARRAY_SIZE(outputs); i++) {
+		load_ok(outputs[i].yaml, &cfg);
+		assert_string_equal(cfg.log_output, outputs[i].want);
+		config_release(&cfg);
+	}
 
 	/* Off by default; users may be listed while it is off; empty lists. */
 	load_ok(DD "listen:\n  udp:\nauth:\n  users:\n    - {name: w, password: x}\n" BK, &cfg);

@@ -711,8 +711,40 @@ static void test_shared_open(void **state)
 	wal_close(s);
 }
 
+/* In a child process (relayd, say, with a map of map_size): count
+ * batches of len bytes more for backend "a", the first at time first. */
+static void append_in_child(const char *dir, uint64_t map_size, int first, int count, size_t len)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct wal *w2;
+		struct wal_options o = { map_size, 0 };
+		int id;
+		if (wal_open(dir, &o, &w2) || wal_backend_open(w2, "a", &id))
+			_exit(1);
+		char *body = malloc(len + 1);
+		memset(body, 'x', len);
+		memcpy(body, "m v=1 ", 6);
+		body[len - 1] = '\n';
+		body[len] = '\0';
+		for (int i = first; i < first + count; i++) {
+			struct wal_batch bb = mk(body, 1, i);
+			if (wal_append(w2, &bb, 1, i))
+				_exit(2);
+		}
+		wal_close(w2);
+		free(body);
+		_exit(0);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /* A reader whose map is smaller than the file another process grew gets
- * MDB_MAP_RESIZED from LMDB; wal adopts the new size and goes on. */
+ * MDB_MAP_RESIZED from LMDB; wal maps again (wali_remap) and goes on. */
 static void test_readonly_map_resized(void **state)
 {
 	struct fx *f = *state;
@@ -726,34 +758,8 @@ static void test_readonly_map_resized(void **state)
 	struct wal *r;
 	struct wal_options ro = { 0, WAL_F_RDONLY };
 	assert_int_equal(wal_open(f->dir, &ro, &r), 0); /* maps the 1 MiB the file records */
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		/* Another process (relayd with a larger map): 4 MiB more. */
-		struct wal *w2;
-		struct wal_options o = { 16 << 20, 0 };
-		int id;
-		if (wal_open(f->dir, &o, &w2) || wal_backend_open(w2, "a", &id))
-			_exit(1);
-		size_t len = 64 * 1024;
-		char *body = malloc(len + 1);
-		memset(body, 'x', len);
-		memcpy(body, "m v=1 ", 6);
-		body[len - 1] = '\n';
-		body[len] = '\0';
-		for (int i = 0; i < 64; i++) {
-			struct wal_batch bb = mk(body, 1, i);
-			if (wal_append(w2, &bb, 1, i))
-				_exit(2);
-		}
-		wal_close(w2);
-		free(body);
-		_exit(0);
-	}
-	int status;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
+	/* Another process (relayd with a larger map): 4 MiB more. */
+	append_in_child(f->dir, 16 << 20, 0, 64, 64 * 1024);
 	struct wal_backend_stat st;
 	assert_int_equal(wal_backend_stat(r, "a", &st), 0);
 	assert_int_equal(st.pending_batches, 65);
@@ -767,39 +773,6 @@ static void test_readonly_map_resized(void **state)
 	for (size_t i = 0; i < n; i++)
 		wal_batch_release(&out[i]);
 	wal_close(r);
-}
-
-/* In a child process (relayd, say), with a 4 GiB map: 80 batches of
- * 1 MiB more for backend "a". */
-static void grow_in_child(const char *dir, int first)
-{
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		struct wal *w2;
-		struct wal_options o = { 4ULL << 30, 0 };
-		int id;
-		if (wal_open(dir, &o, &w2) || wal_backend_open(w2, "a", &id))
-			_exit(1);
-		size_t len = 1 << 20;
-		char *body = malloc(len + 1);
-		memset(body, 'x', len);
-		memcpy(body, "m v=1 ", 6);
-		body[len - 1] = '\n';
-		body[len] = '\0';
-		for (int i = first; i < first + 80; i++) {
-			struct wal_batch bb = mk(body, 1, i);
-			if (wal_append(w2, &bb, 1, i))
-				_exit(2);
-		}
-		wal_close(w2);
-		free(body);
-		_exit(0);
-	}
-	int status;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 /* A read-only open maps what the file holds (plus 64 MiB), not the map
@@ -826,7 +799,7 @@ static void test_readonly_maps_the_file_not_the_recorded_map(void **state)
 	assert_true(ws.map_size <= 66ULL << 20);
 
 	/* the backup's own read transaction meets the grown file first */
-	grow_in_child(f->dir, 1);
+	append_in_child(f->dir, 4ULL << 30, 1, 80, 1 << 20);
 	char dst[600], why[600];
 	snprintf(dst, sizeof(dst), "%.*s/backup-grown", (int)(strlen(f->dir) - 2), f->dir);
 	struct wal_backup_stat bst;
@@ -834,7 +807,7 @@ static void test_readonly_maps_the_file_not_the_recorded_map(void **state)
 	assert_true(bst.bytes >= 80ULL << 20);
 
 	/* and then a view's */
-	grow_in_child(f->dir, 81);
+	append_in_child(f->dir, 4ULL << 30, 81, 80, 1 << 20);
 	struct wal_backend_stat st;
 	assert_int_equal(wal_backend_stat(r, "a", &st), 0);
 	assert_int_equal(st.pending_batches, 161);
