@@ -7,7 +7,7 @@ all released at once; every write must be answered 204. Then SELECT
 count(f) must be WRITERS. Prints each database where it is not, with what
 SHOW SERIES lists, and the total. With --first-point one point of another
 measurement is written into each database beforehand (its shard exists).
-docs/influxdb.md, "Concurrent writes into a new database", has the figures.
+docs/influxdb.md, "Concurrent writes into a new shard", has the figures.
 
     python3 test/integration/new_database_race.py [--first-point] ROUNDS WRITERS
 """

@@ -39,6 +39,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SKIP_EXIT = 77
 LOOPBACK = "127.0.0.1"
 
+# The HTTP ports of the influxd this process started and has not yet
+# stopped. A relayd backend pointed at one of them delivers with
+# `parallel: 1` unless the test says otherwise: influxd 1.6.7 can hide a
+# point of concurrent writes that create a shard, though it answers 204
+# (docs/influxdb.md, "Concurrent writes into a new shard"), and the tests
+# count points exactly. A test about parallel lanes against a real influxd
+# sets `parallel` and creates the shards first (Influxd.prime_shards).
+_INFLUXD_PORTS = set()
+
 
 def _default_bin(env, name):
     path = os.environ.get(env)
@@ -567,7 +576,9 @@ class Relayd:
         """Write tmpdir/<name>.yaml. backends: (name, url) tuples or dicts
         (for max_size/max_age). extra_yaml: a dict deep-merged into the
         config, or YAML text appended to it. data_dir defaults to
-        tmpdir/data and is NOT created here (relayd creates it)."""
+        tmpdir/data and is NOT created here (relayd creates it). A backend
+        at an influxd of this harness gets `parallel: 1` unless it sets
+        parallel (see _INFLUXD_PORTS)."""
         self.tmpdir = tmpdir
         self.port = port or self.port or free_port()
         self.data_dir = data_dir or os.path.join(tmpdir, "data")
@@ -576,9 +587,12 @@ class Relayd:
         bl = []
         for b in backends:
             if isinstance(b, dict):
-                bl.append(dict(b))
+                b = dict(b)
             else:
-                bl.append({"name": b[0], "url": b[1]})
+                b = {"name": b[0], "url": b[1]}
+            if urllib.parse.urlsplit(b["url"]).port in _INFLUXD_PORTS:
+                b.setdefault("parallel", 1)
+            bl.append(b)
         cfg = {
             "data_dir": self.data_dir,
             "log_level": log_level,
@@ -948,6 +962,7 @@ class Influxd:
                 status, headers, _ = http_request(self.port, "GET", "/ping", timeout=1.0)
                 if status == 204 and self.proc.poll() is None:
                     self.version = headers.get("X-Influxdb-Version")
+                    _INFLUXD_PORTS.add(self.port)
                     return
             except (OSError, http.client.HTTPException):
                 pass
@@ -959,6 +974,24 @@ class Influxd:
 
     def request(self, method, path, body=None, headers=None, timeout=30.0):
         return http_request(self.port, method, path, body, headers, timeout)
+
+    def prime_shards(self, db, first_s, last_s, rp=None):
+        """Create db and, in one write (one writer: no race), the shards
+        that hold the seconds first_s..last_s: one point of measurement
+        `_shard` per hour (shard groups last at least an hour and start
+        on whole hours). After it, concurrent writes into that range do
+        not create shards (docs/influxdb.md, "Concurrent writes into a
+        new shard")."""
+        self.create_db(db)
+        hours = range(first_s // 3600, last_s // 3600 + 1)
+        body = "".join("_shard v=1i %d\n" % (h * 3600) for h in hours)
+        params = {"db": db, "precision": "s"}
+        if rp:
+            params["rp"] = rp
+        status, _, resp = self.request("POST", "/write?" + urllib.parse.urlencode(params),
+                                       body.encode())
+        if status != 204:
+            raise AssertionError("priming the shards of %s: %d %r" % (db, status, resp))
 
     def create_db(self, name):
         q = urllib.parse.urlencode({"q": 'CREATE DATABASE "%s"' % name})
@@ -1065,6 +1098,7 @@ class Influxd:
         self.proc.wait()
 
     def cleanup(self):
+        _INFLUXD_PORTS.discard(self.port)
         for p in self.procs:
             stop_process(p, grace=5)
         if VERBOSE and self.log_path:

@@ -77,7 +77,7 @@ class ClientsBase(unittest.TestCase):
             # One write at a time: each test writes into a database that
             # relayd has just created, where influxd 1.6.7 can drop a point
             # of concurrent writes while answering 204 (docs/influxdb.md,
-            # "Concurrent writes into a new database"; CI saw 18 of 20).
+            # "Concurrent writes into a new shard"; CI saw 18 of 20).
             "parallel": 1}])
         cls.relayd.start()
         cls.relayd.wait_ready()

@@ -42,8 +42,8 @@ The v2 API: when the direct influxd has no /api/v2/write (1.x before
 the same db, rp and precision (ns -> n, us -> u), which is what 1.8 does
 with a v2 write; relayd always gets the v2 request.
 
-relayd runs with its default delivery settings (parallel lanes
-included), with quick retries.
+relayd runs with quick retries and one write at a time (parallel: 1,
+see the comment where it is configured).
 
 KNOWN_MISMATCHES lists the cases where relayd is known to differ from
 influxd and should not, each with its reason: each must still differ
@@ -489,7 +489,7 @@ class FidelityTest(unittest.TestCase):
             "retry_min": "100ms", "retry_max": "1s",
             # One write at a time: influxd 1.6.7 can drop a point of
             # concurrent writes into a new database while answering 204
-            # (docs/influxdb.md, "Concurrent writes into a new database");
+            # (docs/influxdb.md, "Concurrent writes into a new shard");
             # what this test compares is the meaning of each line.
             "parallel": 1}])
         self.r.start()

@@ -115,7 +115,7 @@ class KillLoopTest(unittest.TestCase):
         tmp = relaytest.make_tmpdir(self.addCleanup, "torture-killloop-")
         influxd = relaytest.Influxd(self.addCleanup)
         influxd.start(tmp)
-        influxd.create_db(tl.DB)
+        tl.prime_influxd(influxd)
         fake = fakeinflux.FakeInflux(guard=self.addCleanup).start()
         relayd = start_world(self, tmp, [("influxd", influxd.url), ("fake", fake.url)])
 
@@ -498,7 +498,7 @@ class BackendsTest(unittest.TestCase):
         tmp = relaytest.make_tmpdir(self.addCleanup, "torture-backends-")
         influxd = relaytest.Influxd(self.addCleanup)
         influxd.start(tmp)
-        influxd.create_db(tl.DB)
+        tl.prime_influxd(influxd)
         fake = fakeinflux.FakeInflux(guard=self.addCleanup).start()
         relayd = start_world(self, tmp, [("healthy", fake.url), ("flaky", influxd.url)])
         ledger = tl.Ledger()
