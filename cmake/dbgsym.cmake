@@ -116,7 +116,6 @@ Depends: relayd (= ${VERSION})
 Section: debug
 Priority: optional
 Description: debug symbols for relayd
- The debug information of relayd and relayctl, found by their build-ids.
 Auto-Built-Package: debug-symbols
 Build-Ids: ${BUILD_IDS}
 ")

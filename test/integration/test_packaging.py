@@ -12,7 +12,7 @@ converter under share/relayd),
 the installed scripts name the installed binary, the unit waits for
 network-online.target and passes `systemd-analyze verify`. `cpack -G DEB`
 (output in a temp dir) gives relayd_V_ARCH.deb and relayd-dbgsym_V_ARCH.deb:
-lintian reports no error and no warning, and nothing is overridden
+lintian reports no error, no warning and no informational tag, and nothing is overridden
 (the package ships no overrides), the binaries are stripped and relayd-dbgsym holds the debug file
 of each under /usr/lib/debug/.build-id/ named by its build-id; the
 copyright file is DEP-5 with the LICENSE text, the changelog parses and
@@ -171,6 +171,25 @@ def build_id(path):
 def debug_sections(path):
     cp = run(["readelf", "-S", "-W", path])
     return re.findall(r"\.(?:z)?debug_\w+", cp.stdout)
+
+
+def hardening(path):
+    """What Debian's hardening flags leave in a binary, as readelf shows
+    it: {"pie", "relro", "bindnow", "fortify", "comment"} for each that
+    holds ("comment": the compiler's .comment section, dh_strip removes)."""
+    found = set()
+    cp = run(["readelf", "-W", "-h", "-l", "-d", "-S", "--dyn-syms", path])
+    if re.search(r"Type:\s+DYN ", cp.stdout) and re.search(r"FLAGS_1\).*\bPIE\b", cp.stdout):
+        found.add("pie")
+    if "GNU_RELRO" in cp.stdout:
+        found.add("relro")
+    if re.search(r"\(FLAGS\)\s+BIND_NOW|FLAGS_1\).*\bNOW\b", cp.stdout):
+        found.add("bindnow")
+    if re.search(r"\b__\w+_chk\b", cp.stdout):
+        found.add("fortify")
+    if re.search(r"\] \.comment ", cp.stdout):
+        found.add("comment")
+    return found
 
 
 class PackagingTest(unittest.TestCase):
@@ -401,6 +420,9 @@ class PackagingTest(unittest.TestCase):
         for prog in ("relayd", "relayctl"):
             binary = os.path.join(x, self.prefix, "bin", prog)
             self.assertEqual(debug_sections(binary), [], "%s is not stripped" % prog)
+            # Built and stripped as dpkg-buildflags and dh_strip would
+            # (CMakeLists.txt, RELAY_HARDENING; cmake/strip.sh.in).
+            self.assertEqual(hardening(binary), {"pie", "relro", "bindnow", "fortify"}, prog)
             bid = build_id(binary)
             self.assertTrue(bid, "%s has no build-id" % prog)
             ids.append(bid)
@@ -417,8 +439,10 @@ class PackagingTest(unittest.TestCase):
         lintian = shutil.which("lintian")
         if not lintian:
             self.skipTest("lintian missing")
-        cp = run([lintian, "--fail-on", "error,warning", deb, debs["relayd-dbgsym"]], timeout=170)
-        tags = [l for l in cp.stdout.splitlines() if re.match(r"^[EW]: ", l)]
+        cp = run([lintian, "--fail-on", "error,warning", "--display-info", deb, debs["relayd-dbgsym"]],
+                 timeout=170)
+        # Not even an informational tag (hardening, stripping, descriptions).
+        tags = [l for l in cp.stdout.splitlines() if re.match(r"^[EWI]: ", l)]
         self.assertEqual(tags, [], cp.stdout + cp.stderr)
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         self.assertFalse(os.path.exists(os.path.join(x, self.prefix, "share/lintian")), "lintian overrides")
