@@ -217,7 +217,9 @@ static int open_dbis(struct wal *w, int *created)
 	int rc = mdb_txn_begin(w->env, NULL, rdonly ? MDB_RDONLY : 0, &txn);
 	if (rc == MDB_MAP_RESIZED) {
 		/* A writer grew the map between our open and this transaction
-		 * (read-only: the file grew past what we mapped). */
+		 * (read-only: the file grew past what we mapped). No other
+		 * transaction of ours exists: env_open runs before wal_open
+		 * returns, or under the exclusive env_lock (a reopen). */
 		rc = wali_remap(w);
 		if (rc == 0)
 			rc = mdb_txn_begin(w->env, NULL, rdonly ? MDB_RDONLY : 0, &txn);
@@ -486,7 +488,15 @@ int wal_open_why(const char *dir, const struct wal_options *opt, struct wal **ou
 	if ((w->flags & WAL_F_SHARED) && !(opt && opt->map_size))
 		w->map_size = 0; /* adopt the size the file records */
 	w->lock_fd = -1;
-	pthread_rwlock_init(&w->env_lock, NULL);
+	/* Writers first: a remap or a reopen (the exclusive side) must not
+	 * wait behind a stream of overlapping readers (glibc prefers readers
+	 * by default). NONRECURSIVE is safe because no operation takes the
+	 * shared lock twice (wali_enter is called once, at the public entry). */
+	pthread_rwlockattr_t rwa;
+	pthread_rwlockattr_init(&rwa);
+	pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&w->env_lock, &rwa);
+	pthread_rwlockattr_destroy(&rwa);
 	pthread_mutex_init(&w->mu, NULL);
 
 	if ((w->flags & WAL_F_RDONLY) && (w->flags & WAL_F_SHARED)) {
@@ -623,11 +633,16 @@ int wali_commit(struct wal *w, MDB_txn *txn)
 
 int wali_remap(struct wal *w)
 {
-	uint64_t size = (w->flags & WAL_F_RDONLY) ? wali_rdonly_map_size(w) : w->map_size;
-	/* Not 0, which would take the size recorded in the file: the largest
-	 * any process ever used, maybe a relayd without an address-space
-	 * limit. Our own size is enough for what we write; LMDB raises it to
-	 * the pages in use. */
+	/* A read-only handle maps what the file holds now, plus room
+	 * (wali_rdonly_map_size). A writer (relayd, or relayctl beside it)
+	 * takes the size the file records (0): the other writer's map, which
+	 * is past ours (that is what MDB_MAP_RESIZED means) and is what the
+	 * configuration it read asks for. Our own size would be raised by
+	 * LMDB only to the pages in use, leaving no room for our next write.
+	 * If the larger map cannot be made (an address-space limit), the
+	 * environment is reopened with our own size (env_open), and a full
+	 * map then says that the queue has outgrown it. */
+	uint64_t size = (w->flags & WAL_F_RDONLY) ? wali_rdonly_map_size(w) : 0;
 	int rc = mdb_env_set_mapsize(w->env, size);
 	if (rc) {
 		/* The old map is gone and the new one failed: nothing may use
@@ -636,6 +651,27 @@ int wali_remap(struct wal *w)
 		w->need_reopen = 1;
 		pthread_mutex_unlock(&w->mu);
 	}
+	return rc;
+}
+
+int wali_remap_exclusive(struct wal *w)
+{
+	/* mdb_env_set_mapsize unmaps the file: it may only run while no
+	 * transaction of this process is active, and other threads may be
+	 * inside theirs under the shared lock. Trade ours for the exclusive
+	 * one, which waits for every operation to leave. Another thread may
+	 * have remapped (or marked the environment for a reopen) meanwhile:
+	 * mapping again is harmless, a marked environment is not touched. */
+	pthread_rwlock_unlock(&w->env_lock);
+	pthread_rwlock_wrlock(&w->env_lock);
+	pthread_mutex_lock(&w->mu);
+	int unusable = !w->env || w->need_reopen;
+	pthread_mutex_unlock(&w->mu);
+	int rc = unusable ? MDB_PANIC : wali_remap(w);
+	pthread_rwlock_unlock(&w->env_lock);
+	pthread_rwlock_rdlock(&w->env_lock);
+	if (rc == 0 && !w->env)
+		rc = MDB_PANIC;
 	return rc;
 }
 
@@ -650,10 +686,11 @@ int wali_begin(struct wal *w, unsigned flags, MDB_txn **txn)
 		mdb_reader_check(w->env, &dead);
 		rc = mdb_txn_begin(w->env, NULL, flags, txn);
 	}
-	if (rc == MDB_MAP_RESIZED) {
-		/* Another process wrote past our map (relayctl beside relayd, or
-		 * relayd beside a read-only relayctl). */
-		rc = wali_remap(w);
+	/* Another process wrote past our map (relayctl beside relayd, or
+	 * relayd beside a read-only relayctl). It may go on writing between
+	 * our remap and our begin: a few tries, each mapping what it holds. */
+	for (int tries = 0; rc == MDB_MAP_RESIZED && tries < 4; tries++) {
+		rc = wali_remap_exclusive(w);
 		if (rc == 0)
 			rc = mdb_txn_begin(w->env, NULL, flags, txn);
 	}

@@ -89,7 +89,8 @@ struct wal_options {
 	 * headroom may not fit under an address-space limit), and maps again
 	 * when the file grows past it. A WAL_F_SHARED opener beside relayd must pass relayd's
 	 * size (config_map_size): a larger one could let it write past the end
-	 * of relayd's map, which relayd would see as MDB_MAP_RESIZED. */
+	 * of relayd's map, which relayd would see as MDB_MAP_RESIZED (and
+	 * answer by mapping that larger size, wali_remap). */
 	uint64_t map_size;
 	unsigned flags; /* WAL_F_* */
 };

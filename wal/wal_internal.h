@@ -43,7 +43,8 @@ struct wal {
 	                * got it has none: nothing is held there) */
 	/*
 	 * env_lock: every operation holds it shared; reopening the environment
-	 * after MDB_PANIC holds it exclusive, because mdb_env_close must not
+	 * after MDB_PANIC, and mapping it again after MDB_MAP_RESIZED, hold it
+	 * exclusive, because mdb_env_close and mdb_env_set_mapsize must not
 	 * run while another thread is inside a transaction.
 	 */
 	pthread_rwlock_t env_lock;
@@ -71,15 +72,23 @@ int wali_fsync_dir(const char *dir);
 /* The map size of a read-only open: data.mdb's size plus 64 MiB, rounded
  * up to a MiB (wal.c says why). */
 uint64_t wali_rdonly_map_size(const struct wal *w);
-/* After MDB_MAP_RESIZED (another process wrote past our map): map again,
- * with this handle's own size (read-only: what the file holds now;
- * relayd: its configured size), which LMDB raises to the pages in use,
- * never to the larger size another process may have recorded, which
- * could not be mapped under an address-space limit. Returns 0, or the
- * error of the new mapping, after which the environment must not be
- * used: it is marked for a reopen (wali_note_failure) and the caller
- * fails its operation instead of beginning a transaction on it. */
+/* After MDB_MAP_RESIZED (another process wrote past our map): map again.
+ * Read-only: what the file holds now plus room (never the size the file
+ * records, which may not fit under an address-space limit); a writer: the
+ * size the file records, the other writer's, so that it has room for its
+ * own next write. Returns 0, or the error of the new mapping, after which
+ * the environment must not be used: it is marked for a reopen (which
+ * maps the handle's own size) and the caller fails its operation instead
+ * of beginning a transaction on it. No transaction of this process may be
+ * active: wali_remap_exclusive for a caller inside an operation. */
 int wali_remap(struct wal *w);
+/* wali_remap for a caller inside an operation (it holds the shared
+ * env_lock from wali_enter and no transaction): takes the exclusive lock
+ * for the remap, so that no other thread's transaction sees the map
+ * move, then the shared one again. Returns 0, the remap's error, or
+ * MDB_PANIC when the environment is marked for a reopen; the shared lock
+ * is held again in every case (the caller's wali_leave releases it). */
+int wali_remap_exclusive(struct wal *w);
 
 int wali_map_rc(int rc);
 /* Enter an operation (the shared env_lock; a reopen first after MDB_PANIC);

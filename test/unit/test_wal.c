@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -711,18 +712,40 @@ static void test_shared_open(void **state)
 	wal_close(s);
 }
 
-/* In a child process (relayd, say, with a map of map_size): count
- * batches of len bytes more for backend "a", the first at time first. */
-static void append_in_child(const char *dir, uint64_t map_size, int first, int count, size_t len)
+/* A child process (relayd, say, with a map of map_size; with
+ * WAL_F_SHARED in flags, relayctl beside a running relayd) that appends
+ * count batches of len bytes for backend "a", the first at time first,
+ * once appender_run releases it. Forked before the caller starts threads:
+ * a fork while another thread holds the allocator's lock (ASan's) can
+ * leave the child stuck. */
+struct appender {
+	pid_t pid;
+	int go; /* the write end of the child's pipe */
+};
+
+static struct appender appender_fork(const char *dir, uint64_t map_size, unsigned flags, int first, int count,
+                                     size_t len)
 {
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
+		char c;
+		/* Only its own pipe: the write ends of earlier children's
+		 * (inherited) would keep them waiting if the test failed. */
+		if (fds[0] > 3)
+			close_range(3, (unsigned)fds[0] - 1, 0);
+		close_range((unsigned)fds[0] + 1, ~0U, 0);
+		if (read(fds[0], &c, 1) != 1)
+			_exit(3); /* never released */
 		struct wal *w2;
-		struct wal_options o = { map_size, 0 };
-		int id;
-		if (wal_open(dir, &o, &w2) || wal_backend_open(w2, "a", &id))
+		struct wal_options o = { map_size, flags };
+		int id, rc;
+		if ((rc = wal_open(dir, &o, &w2)) || (rc = wal_backend_open(w2, "a", &id))) {
+			fprintf(stderr, "child: opening the queue: %s\n", wal_strerror(rc));
 			_exit(1);
+		}
 		char *body = malloc(len + 1);
 		memset(body, 'x', len);
 		memcpy(body, "m v=1 ", 6);
@@ -730,17 +753,128 @@ static void append_in_child(const char *dir, uint64_t map_size, int first, int c
 		body[len] = '\0';
 		for (int i = first; i < first + count; i++) {
 			struct wal_batch bb = mk(body, 1, i);
-			if (wal_append(w2, &bb, 1, i))
+			if ((rc = wal_append(w2, &bb, 1, i))) {
+				fprintf(stderr, "child: appending: %s\n", wal_strerror(rc));
 				_exit(2);
+			}
 		}
 		wal_close(w2);
 		free(body);
 		_exit(0);
 	}
+	close(fds[0]);
+	return (struct appender){ pid, fds[1] };
+}
+
+/* Release the child and wait until it has appended everything. */
+static void appender_run(struct appender a)
+{
+	assert_int_equal(write(a.go, "g", 1), 1);
+	close(a.go);
 	int status;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(waitpid(a.pid, &status, 0), a.pid);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void append_in_child(const char *dir, uint64_t map_size, int first, int count, size_t len)
+{
+	appender_run(appender_fork(dir, map_size, 0, first, count, len));
+}
+
+struct resize_reader {
+	struct wal *w;
+	int id;
+	atomic_int *stop;
+	int rounds, errors;
+};
+
+/* Read the first batches again and again, checking every byte: a map
+ * moved under a transaction shows as a crash or as bytes that changed. */
+static void *read_while_resized(void *arg)
+{
+	struct resize_reader *r = arg;
+	while (!atomic_load(r->stop)) {
+		struct wal_batch out[8];
+		size_t n = 0;
+		int rc = wal_read(r->w, r->id, 0, 8, 1 << 30, out, &n);
+		if (rc || n != 8) {
+			if (!r->errors)
+				fprintf(stderr, "reader: rc %d (%s), %zu batches\n", rc, wal_strerror(rc), n);
+			r->errors++;
+		}
+		for (size_t i = 0; i < n; i++) {
+			const char *b = out[i].body;
+			if (out[i].body_len != 16384 || memcmp(b, "m v=1 ", 6) || b[16383] != '\n' ||
+			    b[6] != 'x' || b[8000] != 'x')
+				r->errors++;
+			wal_batch_release(&out[i]);
+		}
+		r->rounds++;
+	}
+	return NULL;
+}
+
+/* relayd's handle is used by several threads; relayctl (another process,
+ * beside it, with a larger map) grows the file past relayd's map, and the
+ * next transaction relayd's threads begin meets MDB_MAP_RESIZED. Mapping
+ * again must wait until no other thread is inside a transaction
+ * (wali_remap_exclusive): mdb_env_set_mapsize unmaps what their pointers
+ * point into. */
+static void test_map_resized_under_concurrent_readers(void **state)
+{
+	struct fx *f = *state;
+	int a;
+	open_default(f, 1 << 20);
+	assert_int_equal(wal_backend_open(f->w, "a", &a), 0);
+	char *body = malloc(16385);
+	memset(body, 'x', 16384);
+	memcpy(body, "m v=1 ", 6);
+	body[16383] = '\n';
+	body[16384] = '\0';
+	for (int i = 0; i < 8; i++) {
+		struct wal_batch b = mk(body, 1, i);
+		assert_int_equal(wal_append(f->w, &b, 1, i), 0);
+	}
+	free(body);
+	/* 6 times 2 MiB more, each past what relayd's map held */
+	struct appender ap[6];
+	for (int k = 0; k < 6; k++)
+		ap[k] = appender_fork(f->dir, 64 << 20, WAL_F_SHARED, 100 + 32 * k, 32, 64 * 1024);
+	atomic_int stop = 0;
+	struct resize_reader rd[3];
+	pthread_t th[3];
+	for (int i = 0; i < 3; i++) {
+		rd[i] = (struct resize_reader){ f->w, a, &stop, 0, 0 };
+		assert_int_equal(pthread_create(&th[i], NULL, read_while_resized, &rd[i]), 0);
+	}
+	for (int k = 0; k < 6; k++)
+		appender_run(ap[k]);
+	atomic_store(&stop, 1);
+	int rounds = 0;
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(rd[i].errors, 0);
+		rounds += rd[i].rounds;
+	}
+	assert_true(rounds > 0);
+	struct wal_backend_stat st;
+	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
+	assert_int_equal(st.pending_batches, 8 + 6 * 32);
+	/* relayd took the larger map relayctl recorded: room for its own
+	 * writes, not just the pages in use */
+	struct wal_stat ws;
+	assert_int_equal(wal_stat(f->w, &ws), 0);
+	assert_int_equal(ws.map_size, 64 << 20);
+	char big[256 * 1024 + 1];
+	memset(big, 'y', sizeof(big) - 1);
+	memcpy(big, "m v=2 ", 6);
+	big[sizeof(big) - 2] = '\n';
+	big[sizeof(big) - 1] = '\0';
+	for (int i = 0; i < 8; i++) {
+		struct wal_batch b = mk(big, 1, 1000 + i);
+		assert_int_equal(wal_append(f->w, &b, 1, 1000 + i), 0);
+	}
 }
 
 /* A reader whose map is smaller than the file another process grew gets
@@ -2476,6 +2610,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dead_letter, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readonly_map_resized, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_map_resized_under_concurrent_readers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readonly_maps_the_file_not_the_recorded_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reader_check, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reader_table_full_of_dead_readers, setup, teardown),
