@@ -202,6 +202,8 @@ static int migrate_v1(MDB_txn *txn, struct wal *w, uint64_t *n)
 	return rc;
 }
 
+static uint64_t remap_size(const struct wal *w);
+
 /* Open the DBIs and check (or, for a new queue, write) the format record.
  * The format is checked before anything else is created or written. */
 static int open_dbis(struct wal *w, int *created)
@@ -219,8 +221,10 @@ static int open_dbis(struct wal *w, int *created)
 		/* A writer grew the map between our open and this transaction
 		 * (read-only: the file grew past what we mapped). No other
 		 * transaction of ours exists: env_open runs before wal_open
-		 * returns, or under the exclusive env_lock (a reopen). */
-		rc = wali_remap(w);
+		 * returns, or under the exclusive env_lock (a reopen, which
+		 * holds w->mu: not wali_remap, which takes it). A failure is
+		 * env_open's, which closes the environment. */
+		rc = mdb_env_set_mapsize(w->env, remap_size(w));
 		if (rc == 0)
 			rc = mdb_txn_begin(w->env, NULL, rdonly ? MDB_RDONLY : 0, &txn);
 	}
@@ -631,19 +635,31 @@ int wali_commit(struct wal *w, MDB_txn *txn)
 	return rc;
 }
 
+/*
+ * The map size to use after MDB_MAP_RESIZED. Read-only: what the file
+ * holds plus room (wali_rdonly_map_size). relayd: its own size, or the
+ * file's length plus the same room when the file has outgrown that (a
+ * relayctl with a larger queue.map_size wrote past it): never the size
+ * the file records, which may not fit under relayd's address-space limit
+ * (that is often why the other process's size differed), and never just
+ * the pages in use, which would leave no room for relayd's next write.
+ * relayctl beside relayd (shared): its own size, relayd's, which LMDB
+ * raises to the pages in use, so it never writes past relayd's map (0:
+ * the recorded size, as at its open).
+ */
+static uint64_t remap_size(const struct wal *w)
+{
+	if (w->flags & WAL_F_RDONLY)
+		return wali_rdonly_map_size(w);
+	if (w->flags & WAL_F_SHARED)
+		return w->map_size;
+	uint64_t grown = wali_rdonly_map_size(w);
+	return grown > w->map_size ? grown : w->map_size;
+}
+
 int wali_remap(struct wal *w)
 {
-	/* A read-only handle maps what the file holds now, plus room
-	 * (wali_rdonly_map_size). A writer (relayd, or relayctl beside it)
-	 * takes the size the file records (0): the other writer's map, which
-	 * is past ours (that is what MDB_MAP_RESIZED means) and is what the
-	 * configuration it read asks for. Our own size would be raised by
-	 * LMDB only to the pages in use, leaving no room for our next write.
-	 * If the larger map cannot be made (an address-space limit), the
-	 * environment is reopened with our own size (env_open), and a full
-	 * map then says that the queue has outgrown it. */
-	uint64_t size = (w->flags & WAL_F_RDONLY) ? wali_rdonly_map_size(w) : 0;
-	int rc = mdb_env_set_mapsize(w->env, size);
+	int rc = mdb_env_set_mapsize(w->env, remap_size(w));
 	if (rc) {
 		/* The old map is gone and the new one failed: nothing may use
 		 * this environment until it is opened again. */
@@ -667,11 +683,20 @@ int wali_remap_exclusive(struct wal *w)
 	pthread_mutex_lock(&w->mu);
 	int unusable = !w->env || w->need_reopen;
 	pthread_mutex_unlock(&w->mu);
-	int rc = unusable ? MDB_PANIC : wali_remap(w);
+	int rc = unusable ? -EIO : wali_remap(w);
+	if (rc && !unusable) {
+		/* A failed remap leaves the environment without a map (LMDB's
+		 * metas point into what was unmapped): close it now, while no
+		 * one is inside, so that threads already past wali_enter's
+		 * check find no environment (-EIO) rather than a broken one.
+		 * The next wali_enter opens it again. */
+		mdb_env_close(w->env);
+		w->env = NULL;
+	}
 	pthread_rwlock_unlock(&w->env_lock);
 	pthread_rwlock_rdlock(&w->env_lock);
 	if (rc == 0 && !w->env)
-		rc = MDB_PANIC;
+		rc = -EIO;
 	return rc;
 }
 

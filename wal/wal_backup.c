@@ -105,7 +105,9 @@ int wal_backup(struct wal *w, const char *dst_dir, struct wal_backup_stat *st, c
 		 * transaction began: map what it holds now, and copy afresh
 		 * (nothing was written: the copy fails at its first step). */
 		rc = wali_remap_exclusive(w);
-		if (rc == 0 && ftruncate(fd, 0) == 0 && lseek(fd, 0, SEEK_SET) == 0)
+		if (rc == 0 && (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0))
+			rc = -errno;
+		if (rc == 0)
 			rc = mdb_env_copyfd2(w->env, fd, MDB_CP_COMPACT);
 	}
 	wali_leave(w);

@@ -72,22 +72,22 @@ int wali_fsync_dir(const char *dir);
 /* The map size of a read-only open: data.mdb's size plus 64 MiB, rounded
  * up to a MiB (wal.c says why). */
 uint64_t wali_rdonly_map_size(const struct wal *w);
-/* After MDB_MAP_RESIZED (another process wrote past our map): map again.
- * Read-only: what the file holds now plus room (never the size the file
- * records, which may not fit under an address-space limit); a writer: the
- * size the file records, the other writer's, so that it has room for its
- * own next write. Returns 0, or the error of the new mapping, after which
- * the environment must not be used: it is marked for a reopen (which
- * maps the handle's own size) and the caller fails its operation instead
- * of beginning a transaction on it. No transaction of this process may be
- * active: wali_remap_exclusive for a caller inside an operation. */
+/* After MDB_MAP_RESIZED (another process wrote past our map): map again
+ * (wal.c, remap_size, says with what size). Returns 0, or the error of the
+ * new mapping, after which the environment must not be used: it is
+ * marked for a reopen, and the caller fails its operation instead of
+ * beginning a transaction on it. No transaction of this process may be
+ * active, and w->mu must not be held: wali_remap_exclusive for a caller
+ * inside an operation. */
 int wali_remap(struct wal *w);
 /* wali_remap for a caller inside an operation (it holds the shared
  * env_lock from wali_enter and no transaction): takes the exclusive lock
  * for the remap, so that no other thread's transaction sees the map
- * move, then the shared one again. Returns 0, the remap's error, or
- * MDB_PANIC when the environment is marked for a reopen; the shared lock
- * is held again in every case (the caller's wali_leave releases it). */
+ * move, then the shared one again. A failed remap closes the environment
+ * (w->env = NULL) before anyone else can enter it. Returns 0, the
+ * remap's error, or -EIO when the environment is gone or marked for a
+ * reopen; the shared lock is held again in every case (the caller's
+ * wali_leave releases it). */
 int wali_remap_exclusive(struct wal *w);
 
 int wali_map_rc(int rc);

@@ -861,11 +861,11 @@ static void test_map_resized_under_concurrent_readers(void **state)
 	struct wal_backend_stat st;
 	assert_int_equal(wal_backend_stat(f->w, "a", &st), 0);
 	assert_int_equal(st.pending_batches, 8 + 6 * 32);
-	/* relayd took the larger map relayctl recorded: room for its own
-	 * writes, not just the pages in use */
+	/* relayd mapped what the file holds plus room for its own writes,
+	 * not just the pages in use (nor the 64 MiB relayctl recorded) */
 	struct wal_stat ws;
 	assert_int_equal(wal_stat(f->w, &ws), 0);
-	assert_int_equal(ws.map_size, 64 << 20);
+	assert_true(ws.map_size > 64ULL << 20);
 	char big[256 * 1024 + 1];
 	memset(big, 'y', sizeof(big) - 1);
 	memcpy(big, "m v=2 ", 6);
