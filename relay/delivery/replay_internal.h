@@ -94,6 +94,9 @@ struct replay_worker {
 
 	/* The round being delivered; the other one is prefetch.round. */
 	struct replay_round rounds[2];
+	/* The hours of shards (per db and rp) this worker's delivered writes
+	 * fell in: a round only goes in lanes inside them (replay_round.h). */
+	struct replay_hours hours;
 	struct replay_round *cur;
 
 	/* Reading the queue. */

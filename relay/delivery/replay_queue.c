@@ -279,6 +279,8 @@ void replay_start_job(struct replay_worker *w, enum replay_job_kind kind)
 	if (w->stopping)
 		return;
 	w->job.kind = kind;
+	if (kind == WK_READ)
+		w->cur->known = w->hours; /* a copy: the pool prepares the round */
 	replay_set_state(w, kind == WK_READ ? S_READ : S_COMMIT);
 	w->job.busy = 1;
 	w->job.req.data = w;
@@ -444,6 +446,9 @@ void replay_start_prefetch(struct replay_worker *w)
 		return; /* already there */
 	w->prefetch.ready = 0;
 	w->prefetch.from = from;
+	/* cur's hours are not among them yet (it is in flight): a prefetched
+	 * round in the same new hour goes whole too, the safe side. */
+	w->prefetch.round->known = w->hours;
 	w->prefetch.busy = 1;
 	w->prefetch.req.data = w;
 	int rc = uv_queue_work(w->loop, &w->prefetch.req, prefetch_cb, after_prefetch_cb);

@@ -26,6 +26,110 @@ int replay_round_same_target(const struct wal_batch *a, const struct wal_batch *
 	       strcmp(a->token, b->token) == 0 && strcmp(a->org, b->org) == 0;
 }
 
+/*---- hours of shards (replay_round.h) ----*/
+
+int replay_hours_has(const struct replay_hours *k, uint32_t target, int64_t hour)
+{
+	for (unsigned i = 0; i < k->n; i++)
+		if (k->h[i].hour == hour && k->h[i].target == target)
+			return 1;
+	return 0;
+}
+
+void replay_hours_add(struct replay_hours *k, uint32_t target, int64_t hour)
+{
+	if (replay_hours_has(k, target, hour))
+		return;
+	struct replay_hour e = { target, hour };
+	if (k->n < REPLAY_HOURS_MAX) {
+		k->h[k->n++] = e;
+		return;
+	}
+	k->h[k->next] = e;
+	k->next = (k->next + 1) % REPLAY_HOURS_MAX;
+}
+
+void replay_hours_merge(struct replay_hours *k, const struct replay_hours *from)
+{
+	for (unsigned i = 0; i < from->n; i++)
+		replay_hours_add(k, from->h[i].target, from->h[i].hour);
+}
+
+/* FNV-1a of db, a NUL and rp: where a write's shards are. */
+static uint32_t target_hash(const struct wal_batch *b)
+{
+	uint32_t h = 2166136261u;
+	const char *parts[2] = { b->db ? b->db : "", b->rp ? b->rp : "" };
+	for (int i = 0; i < 2; i++) {
+		for (const unsigned char *p = (const unsigned char *)parts[i]; *p; p++)
+			h = (h ^ *p) * 16777619u;
+		h = (h ^ 0u) * 16777619u;
+	}
+	return h;
+}
+
+/* The hour (since the epoch, rounded down) of the line [p, nl), nl at its
+ * '\n', whose timestamp is in precision prec. Returns 0 when the line has
+ * no timestamp (relayd stamps every line it accepts; a line without one
+ * counts as an unknown hour, the safe side). */
+static int line_hour(const char *p, const char *nl, enum lp_precision prec, int64_t *hour)
+{
+	const char *sp = memrchr(p, ' ', (size_t)(nl - p));
+	if (!sp || sp + 1 >= nl)
+		return 0;
+	const char *q = sp + 1;
+	int neg = *q == '-';
+	q += neg;
+	if (q >= nl)
+		return 0;
+	int64_t t = 0;
+	for (; q < nl; q++) {
+		if (*q < '0' || *q > '9' || t > (INT64_MAX - 9) / 10)
+			return 0;
+		t = t * 10 + (*q - '0');
+	}
+	if (neg)
+		t = -t;
+	int64_t per = INT64_C(3600000000000) / lp_precision_ns(prec);
+	*hour = t / per - (t % per < 0); /* rounded down, also before 1970 */
+	return 1;
+}
+
+/* Fill r->touched with the hours of the group's points; returns whether
+ * every one is in r->known. */
+static int hours_known(struct replay_round *r)
+{
+	int known = 1;
+	memset(&r->touched, 0, sizeof(r->touched));
+	for (size_t b = 0; b < r->group_n; b++) {
+		const struct wal_batch *wb = &r->batches[b];
+		uint32_t target = target_hash(wb);
+		int64_t last = 0;
+		int have_last = 0;
+		const char *p = wb->body, *e = p + wb->body_len;
+		while (p < e) {
+			size_t klen;
+			const char *next = lp_line_end(p, e, &klen);
+			const char *nl = next > p && next[-1] == '\n' ? next - 1 : next;
+			int64_t h;
+			if (!line_hour(p, nl, (enum lp_precision)wb->precision, &h)) {
+				known = 0;
+			} else if (!have_last || h != last) {
+				/* Points of a batch are mostly in one hour: look up
+				 * only when it changes. */
+				have_last = 1;
+				last = h;
+				if (!replay_hours_has(&r->known, target, h))
+					known = 0;
+				if (r->touched.n < REPLAY_HOURS_MAX)
+					replay_hours_add(&r->touched, target, h);
+			}
+			p = next;
+		}
+	}
+	return known;
+}
+
 uint64_t replay_round_last_seq(const struct replay_round *r)
 {
 	return r->batches[r->group_n - 1].seq;
@@ -275,15 +379,21 @@ void replay_round_prepare(struct replay_round *r, const struct relay_backend_con
 	}
 	r->gzipped = 0;
 	r->lane_mode = 0;
+	r->new_hours = 0;
+	r->touched.n = 0;
 	/* A statement goes alone, as a form to /query (backend_api_statement):
 	 * no lanes, no gzip. */
 	if (r->batches[0].kind == WAL_KIND_STATEMENT)
 		return;
-	/* Lanes only on the thread pool (splitting copies the lines) and
-	 * never while isolating a bad batch. */
-	if (compress && nlanes > 1 && !isolate && split_lanes(r, cfg, nlanes, compress) > 1) {
-		r->lane_mode = 1;
-		return;
+	/* Lanes only on the thread pool (splitting copies the lines), never
+	 * while isolating a bad batch, and never into an hour this worker has
+	 * not written into: the write that may create a shard goes alone. */
+	if (compress && nlanes > 1 && !isolate) {
+		r->new_hours = !hours_known(r);
+		if (!r->new_hours && split_lanes(r, cfg, nlanes, compress) > 1) {
+			r->lane_mode = 1;
+			return;
+		}
 	}
 	rbuf_reset(&r->payload);
 	if (r->group_n > 1) {

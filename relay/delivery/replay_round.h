@@ -35,6 +35,35 @@
 #define REPLAY_MAX_LANES 16      /* parallel writes per backend, at most */
 #define REPLAY_PIECES_MAX 64     /* 413 pieces of one batch, at most */
 
+/*
+ * Hours of shards: influxd 1.6.7 can hide a point of concurrent writes
+ * that create a shard, though it answers 204 (docs/influxdb.md,
+ * "Concurrent writes into a new shard"). Shard groups last whole hours and
+ * start on whole hours, so a write whose points all fall in hours this
+ * worker has written into before (for that db and rp) creates no shard.
+ * A round that touches another hour goes as one write, not in lanes; once
+ * delivered, its hours are known. A worker remembers the last
+ * REPLAY_HOURS_MAX (a ring); a forgotten hour only costs one more single
+ * write.
+ */
+#define REPLAY_HOURS_MAX 64
+struct replay_hour {
+	uint32_t target;    /* hash of db and rp */
+	int64_t hour;       /* since the epoch, rounded down */
+};
+struct replay_hours {
+	struct replay_hour h[REPLAY_HOURS_MAX];
+	unsigned n;         /* entries in use */
+	unsigned next;      /* the one to replace next, when full */
+};
+
+/* Whether k holds (target, hour). */
+int replay_hours_has(const struct replay_hours *k, uint32_t target, int64_t hour);
+/* Add (target, hour) to k unless it is there (the oldest goes when full). */
+void replay_hours_add(struct replay_hours *k, uint32_t target, int64_t hour);
+/* Add every entry of from to k. */
+void replay_hours_merge(struct replay_hours *k, const struct replay_hours *from);
+
 /* One lane's part of a round: the lines of the series given to it. */
 struct replay_share {
 	struct rbuf body;
@@ -80,6 +109,15 @@ struct replay_round {
 	int gzipped;
 	struct replay_share shares[REPLAY_MAX_LANES];
 	struct replay_split split;
+	/* Set by the worker before a fill: the hours it has written into
+	 * (a copy: the fill may run on the pool while the worker adds more). */
+	struct replay_hours known;
+	/* Set by replay_round_prepare for a write of line protocol: the
+	 * hours its points fall in (the first REPLAY_HOURS_MAX), to add to
+	 * the worker's once it is delivered, and whether one of them was
+	 * not known (the write then went whole, not in lanes). */
+	struct replay_hours touched;
+	int new_hours;
 };
 
 /*
@@ -105,7 +143,9 @@ int replay_round_same_target(const struct wal_batch *a, const struct wal_batch *
  * cfg->batch_max_bytes (the first batch always, even alone beyond them);
  * with isolate, batches[0] goes alone. With compress (meant for the thread
  * pool: it costs CPU), a write of more than one series is shared out
- * among the lanes when nlanes > 1 and not isolating (lane_mode), and the
+ * among the lanes when nlanes > 1, not isolating, and every point falls
+ * in an hour of r->known (lane_mode; r->touched and r->new_hours say
+ * which hours it touched), and the
  * write (or each share) is gzipped when cfg->gzip asks for it and zlib
  * succeeds. Reads only cfg and r; writes only r. Never fails (allocation
  * failure aborts, as everywhere in relayd).

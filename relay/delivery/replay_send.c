@@ -553,6 +553,8 @@ static void delivered(struct replay_worker *w)
 		for (size_t i = 0; i < w->cur->group_n; i++)
 			replay_count_delivered(w, &w->cur->batches[i], now);
 		w->health.last_delivery_ns = now;
+		/* Its shards exist now: later writes into them may use lanes. */
+		replay_hours_merge(&w->hours, &w->cur->touched);
 	}
 	const struct wal_batch *b0 = &w->cur->batches[0];
 	char created[WAL_NAME_MAX * 4];

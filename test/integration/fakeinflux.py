@@ -236,6 +236,12 @@ class FakeInflux:
             return [r for r in self._requests
                     if (method is None or r.method == method) and (path is None or r.path == path)]
 
+    def forget(self):
+        """Drop the requests recorded so far (what follows is then the
+        test's)."""
+        with self._lock:
+            self._requests = []
+
     def writes(self):
         """POST /write requests, in arrival order."""
         return self.requests("POST", "/write")

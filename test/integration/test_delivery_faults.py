@@ -68,6 +68,15 @@ class FaultTest(unittest.TestCase):
         status, _, resp = r.write(DB, body, **kw)
         self.assertEqual(status, 204, resp)
 
+    def warm(self, r, fake, name="fake"):
+        """One point in BASE_NS's hour, delivered, then forgotten by the
+        fake: relayd's worker now knows that hour, so the test's writes
+        into it go in lanes from the first (a write into an hour it has
+        not written into goes whole: test_first_write_into_an_hour_goes_whole)."""
+        self.write(r, "warm v=1i %d\n" % BASE_NS)
+        self.drained(r, name)
+        fake.forget()
+
     def drained(self, r, name, dead=0, timeout=20.0):
         return r.wait_status(name, timeout, pending_batches=0, pending_points=0,
                              pending_bytes=0, dead_batches=dead)
@@ -603,6 +612,7 @@ class FaultTest(unittest.TestCase):
         fake = self.fake()
         r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4,
                           "retry_min": "100ms", "retry_max": "1s"}])
+        self.warm(r, fake)
         sent = self.series_lines(24, 20)
         for i in range(0, len(sent), 48):
             self.write(r, body_of(sent[i:i + 48]))
@@ -616,11 +626,44 @@ class FaultTest(unittest.TestCase):
         self.assert_series_order(lines, sent)
         self.assertGreater(len({w.conn_id for w in ok}), 1, "no write went in parallel: " + fake.describe())
 
-    def test_parallel_retry_resends_only_the_failed_share(self):
+    def test_first_write_into_an_hour_goes_whole(self):
+        """influxd 1.6.7 can hide a point of concurrent writes that create
+        a shard (docs/influxdb.md, "Concurrent writes into a new shard").
+        Shards start and end on whole hours: a write whose points fall in
+        an hour (of a db and rp) the worker has not delivered into goes as
+        one request; once delivered, later writes into it use the lanes."""
         fake = self.fake()
-        fake.script(fakeinflux.influx_error(503, "busy"))
         r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4,
                           "retry_min": "100ms", "retry_max": "1s"}])
+        hour = 3600 * 10 ** 9
+        h0 = BASE_NS - BASE_NS % hour
+
+        def rounds(t, tag, db=DB, rp=None):
+            """One batch of 8 series at time t, delivered: its writes."""
+            body = "".join("hours,series=%s%d v=%di %d\n" % (tag, i, i, t) for i in range(8))
+            fake.forget()
+            status, _, resp = r.write(db, body, rp=rp)
+            self.assertEqual(status, 204, resp)
+            self.drained(r, "fake")
+            ws = fake.delivered()
+            self.assertEqual(sorted(l for w in ws for l in w.lines()), sorted(body.splitlines()))
+            return len(ws)
+
+        self.assertEqual(rounds(h0 + 5, "a"), 1, "the first write into an hour went in lanes")
+        self.assertEqual(rounds(h0 + 6, "b"), 4, "a write into a known hour did not use the lanes")
+        self.assertEqual(rounds(h0 + hour, "c"), 1, "the next hour is a new one")
+        self.assertEqual(rounds(h0 - 1, "d"), 1, "the hour before is a new one")
+        self.assertEqual(rounds(h0 + hour - 1, "e"), 4)
+        self.assertEqual(rounds(h0 + 7, "f", db="other"), 1, "another database's hour is a new one")
+        self.assertEqual(rounds(h0 + 8, "g", rp="autogen"), 1, "another rp's hour is a new one")
+        self.assertEqual(rounds(h0 + 9, "h", db="other"), 4)
+
+    def test_parallel_retry_resends_only_the_failed_share(self):
+        fake = self.fake()
+        r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4,
+                          "retry_min": "100ms", "retry_max": "1s"}])
+        self.warm(r, fake)
+        fake.script(fakeinflux.influx_error(503, "busy"))
         sent = self.series_lines(16, 10)
         self.write(r, body_of(sent))
         fake.wait_delivered(2, timeout=10)
@@ -644,6 +687,7 @@ class FaultTest(unittest.TestCase):
         fake = self.fake()
         r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4,
                           "retry_min": "100ms", "retry_max": "1s"}])
+        self.warm(r, fake)
         keys = ["even,series=h%03d" % i for i in (3, 7, 10, 14, 18, 21, 22, 23)]
         sent = ["%s value=%03di %d" % (k, j, BASE_NS + j) for j in range(30) for k in keys]
         self.write(r, body_of(sent))
@@ -662,6 +706,7 @@ class FaultTest(unittest.TestCase):
         fake = self.fake()
         r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4,
                           "retry_min": "100ms", "retry_max": "1s"}])
+        self.warm(r, fake)
         shapes = ['tricky,k=s%d v=%di %d',
                   'tricky,k=s%d msg="two\nlines",v=%di %d',
                   'tricky,k=s%d msg="say \\"hi\\" \\\\",v=%di %d',
@@ -738,6 +783,7 @@ class FaultTest(unittest.TestCase):
         fake = self.fake()
         r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4, "batch_max_lines": 96,
                           "retry_min": "100ms", "retry_max": "1s"}])
+        self.warm(r, fake)
         sent = self.series_lines(24, 20)
         gate = self.backlog_behind_a_gate(fake, r, sent, 48)
         # The first share of the next round is refused once, while the
@@ -756,9 +802,10 @@ class FaultTest(unittest.TestCase):
 
     def isolate_across_rounds(self, parallel):
         fake = self.fake()
-        fake.set_default(fakeinflux.influx_error(503, "down for maintenance"))
         r = self.relayd([{"name": "fake", "url": fake.url, "parallel": parallel, "batch_max_lines": 8,
                           "retry_min": "200ms", "retry_max": "1s"}])
+        self.warm(r, fake)
+        fake.set_default(fakeinflux.influx_error(503, "down for maintenance"))
         # Four series with a point in each batch, so that their order
         # across rounds and lanes shows.
         batches = [['iso,series=s%d value=%di %d' % (j, 10 * i + j, BASE_NS + i) for j in range(4)]

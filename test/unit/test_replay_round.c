@@ -171,6 +171,97 @@ static int seq_of(const char *line)
 	return atoi(v + 3);
 }
 
+/* replay_round_prepare in lanes for a write into hours the worker knows:
+ * the first prepare finds them new (one write: new_hours), the worker
+ * learns them (as after a delivery), and the round is prepared again. */
+static void prepare_known(struct replay_round *r, const struct relay_backend_config *c, int lanes)
+{
+	replay_round_prepare(r, c, lanes, 0, 1);
+	if (r->new_hours) {
+		assert_false(r->lane_mode);
+		replay_hours_merge(&r->known, &r->touched);
+		replay_round_prepare(r, c, lanes, 0, 1);
+	}
+	assert_false(r->new_hours);
+}
+
+/* The hours of shards a round's points fall in (replay_round.h): by
+ * precision, rounded down before 1970 too, per db and rp; a line without
+ * a timestamp counts as a new hour; the worker's ring keeps the last 64. */
+static void test_hours_of_a_round(void **state)
+{
+	(void)state;
+	struct relay_backend_config c = cfg_v1();
+	struct replay_round *r = round_new();
+	add(r, "m,h=a v=1 3599\nm,h=b v=1 3600\nm,h=c v=1 3601\n")->precision = LP_PRECISION_S;
+	replay_round_prepare(r, &c, 4, 0, 1);
+	assert_true(r->new_hours);
+	assert_false(r->lane_mode);
+	assert_int_equal(r->touched.n, 2);
+	assert_int_equal(r->touched.h[0].hour, 0);
+	assert_int_equal(r->touched.h[1].hour, 1);
+	/* known: lanes */
+	replay_hours_merge(&r->known, &r->touched);
+	replay_round_prepare(r, &c, 4, 0, 1);
+	assert_false(r->new_hours);
+	assert_true(r->lane_mode);
+	/* one line of another hour among known ones: the write goes whole */
+	replay_round_release(r);
+	add(r, "m,h=a v=1 3599\nm,h=b v=1 7200\n")->precision = LP_PRECISION_S;
+	replay_round_prepare(r, &c, 4, 0, 1);
+	assert_true(r->new_hours);
+	assert_false(r->lane_mode);
+	/* the same hour of another rp is another shard */
+	replay_round_release(r);
+	add(r, "m,h=a v=1 1\nm,h=b v=1 2\n")->rp = "week";
+	r->batches[0].precision = LP_PRECISION_S;
+	replay_round_prepare(r, &c, 4, 0, 1);
+	assert_true(r->new_hours);
+
+	const struct {
+		const char *body;
+		int prec;
+		int64_t hour;
+	} cases[] = {
+		{ "m v=1 5\n", LP_PRECISION_H, 5 },
+		{ "m v=1 179\n", LP_PRECISION_M, 2 },
+		{ "m v=1 7200000\n", LP_PRECISION_MS, 2 },
+		{ "m v=1 3599999999\n", LP_PRECISION_US, 0 },
+		{ "m v=1 -1\n", LP_PRECISION_NS, -1 },
+		{ "m v=1 -3600000000000\n", LP_PRECISION_NS, -1 },
+		{ "m v=1 -3600000000001\n", LP_PRECISION_NS, -2 },
+		{ "m s=\"a b\" 3600\n", LP_PRECISION_S, 1 },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		replay_round_release(r);
+		memset(&r->known, 0, sizeof(r->known));
+		add(r, cases[i].body)->precision = (uint8_t)cases[i].prec;
+		replay_round_prepare(r, &c, 4, 0, 1);
+		assert_int_equal(r->touched.n, 1);
+		assert_int_equal(r->touched.h[0].hour, cases[i].hour);
+	}
+	/* no timestamp: an unknown hour, whatever is known */
+	replay_round_release(r);
+	add(r, "m,h=a v=1\nm,h=b v=1\n");
+	replay_round_prepare(r, &c, 4, 0, 1);
+	assert_true(r->new_hours);
+	assert_int_equal(r->touched.n, 0);
+	round_done(r);
+
+	/* the ring: the oldest entries go first */
+	struct replay_hours k;
+	memset(&k, 0, sizeof(k));
+	for (int h = 0; h < REPLAY_HOURS_MAX + 6; h++) {
+		replay_hours_add(&k, 7, h);
+		replay_hours_add(&k, 7, h); /* once only */
+	}
+	assert_int_equal(k.n, REPLAY_HOURS_MAX);
+	assert_false(replay_hours_has(&k, 7, 5));
+	assert_true(replay_hours_has(&k, 7, 6));
+	assert_true(replay_hours_has(&k, 7, REPLAY_HOURS_MAX + 5));
+	assert_false(replay_hours_has(&k, 8, REPLAY_HOURS_MAX + 5));
+}
+
 static void test_lanes_keep_series_order(void **state)
 {
 	(void)state;
@@ -194,7 +285,7 @@ static void test_lanes_keep_series_order(void **state)
 		}
 		add(r, p);
 	}
-	replay_round_prepare(r, &c, LANES, 0, 1);
+	prepare_known(r, &c, LANES);
 	assert_int_equal(r->group_n, PER);
 	assert_true(r->lane_mode);
 
@@ -244,7 +335,7 @@ static void test_lanes_balanced(void **state)
 		for (int k = 0; k < 5; k++)
 			sprintf(body + strlen(body), "cpu,host=h%02d v=%d 1000\n", s, k);
 	add(r, body);
-	replay_round_prepare(r, &c, LANES, 0, 1);
+	prepare_known(r, &c, LANES);
 	assert_true(r->lane_mode);
 	for (int i = 1; i < LANES; i++)
 		assert_int_equal(r->shares[i].body.len, r->shares[0].body.len);
@@ -264,7 +355,7 @@ static void test_lanes_balanced(void **state)
 			largest = strlen(body) - before;
 	}
 	add(r, body);
-	replay_round_prepare(r, &c, LANES, 0, 1);
+	prepare_known(r, &c, LANES);
 	assert_true(r->lane_mode);
 	size_t lo = SIZE_MAX, hi = 0, sum = 0;
 	for (int i = 0; i < LANES; i++) {
@@ -325,7 +416,7 @@ static void test_gzip(void **state)
 	/* Lanes: each share gzipped on its own. */
 	replay_round_release(r);
 	add(r, "cpu,host=a v=1 1\ncpu,host=b v=1 1\n");
-	replay_round_prepare(r, &c, 2, 0, 1);
+	prepare_known(r, &c, 2);
 	assert_true(r->lane_mode);
 	for (int i = 0; i < 2; i++) {
 		assert_true(r->shares[i].gzipped);
@@ -579,6 +670,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_coalesce_same_target_only),
 		cmocka_unit_test(test_coalesce_limits),
+		cmocka_unit_test(test_hours_of_a_round),
 		cmocka_unit_test(test_lanes_keep_series_order),
 		cmocka_unit_test(test_lanes_balanced),
 		cmocka_unit_test(test_gzip),
