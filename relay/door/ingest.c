@@ -54,6 +54,10 @@ static void after_work_cb(uv_work_t *w, int status)
 			ing->stats.batches_committed++;
 		else
 			ing->stats.batches_refused++;
+		int by = req->batch.refused_by;
+		if (rc == 0 && by >= 0 && by < WAL_MAX_BACKENDS &&
+		    (req->batch.result == WAL_ELIMIT || req->batch.result == WAL_EAGE))
+			ing->stats.refused_by_limit[by][req->batch.result == WAL_EAGE]++;
 		ing->group[i] = NULL;
 		req->done(req, rc);
 	}
@@ -201,6 +205,22 @@ void ingest_metrics(const struct ingest *ing, struct rbuf *out)
 	prom_family(out, "relayd_ingest_batches_refused_total", "counter",
 	            "Batches not stored: refused by a full queue, or in a commit that failed.");
 	prom_u64(out, "relayd_ingest_batches_refused_total", NULL, st->batches_refused);
+	/* Which backend's full queue refused them (a write goes to every
+	 * backend, so one full queue refuses it for all): every registered
+	 * backend, zeros included, so that an alert has a series to watch. */
+	const char *name = "relayd_backend_refused_batches_total";
+	prom_family(out, name, "counter",
+	            "Batches refused because this backend's queue reached its max_size or max_age, by limit.");
+	for (int id = 0; id < WAL_MAX_BACKENDS; id++) {
+		if (!ing->names[id])
+			continue;
+		char labels[WAL_NAME_MAX * 4 + 64];
+		for (int k = 0; k < 2; k++)
+			prom_u64(out, name,
+			         prom_labels(labels, sizeof(labels), "backend", ing->names[id], "limit",
+			                     k ? "max_age" : "max_size", NULL),
+			         st->refused_by_limit[id][k]);
+	}
 	prom_family(out, "relayd_ingest_commit_duration_seconds", "histogram", "One group commit, fsync included.");
 	prom_histogram(out, "relayd_ingest_commit_duration_seconds", NULL, &st->commit_seconds);
 	prom_family(out, "relayd_ingest_commit_group_size", "histogram", "Requests per group commit.");

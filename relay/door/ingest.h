@@ -41,6 +41,9 @@ struct ingest_stats {
 	uint64_t batches_committed;
 	uint64_t batches_refused;
 	uint64_t commit_errors;
+	/* Batches a backend's limit refused, by wal backend id: [0] its
+	 * max_size (WAL_ELIMIT), [1] its max_age (WAL_EAGE). */
+	uint64_t refused_by_limit[WAL_MAX_BACKENDS][2];
 	uint64_t max_group;
 	/* Each commit's wall time on the pool thread, its page writes and
 	 * fsyncs included (relay_buckets_fast_s), and its requests

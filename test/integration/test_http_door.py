@@ -575,6 +575,13 @@ class QueueLimitTest(unittest.TestCase):
         # Refused again, and still nothing lost; a batch that fits is taken.
         status, _, _ = r.write("tlimit", body_of_size(self.BATCH, "again"))
         self.assertEqual(status, 503)
+        # /metrics names the backend whose limit refused them, and which limit.
+        status, _, text = r.get("/metrics")
+        self.assertEqual(status, 200)
+        text = text.decode()
+        self.assertIn('relayd_backend_refused_batches_total{backend="small",limit="max_size"} 2\n', text)
+        self.assertIn('relayd_backend_refused_batches_total{backend="small",limit="max_age"} 0\n', text)
+        self.assertIn('relayd_backend_refused_batches_total{backend="big",limit="max_size"} 0\n', text)
         small = body_of_size(40000, "fits")  # 1040000 <= 1048576
         status, _, resp = r.write("tlimit", small)
         self.assertEqual(status, 204, resp)

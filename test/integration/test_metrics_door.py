@@ -43,6 +43,7 @@ DOOR_FAMILIES = {
     "relayd_ingest_commit_errors_total": "counter",
     "relayd_ingest_batches_committed_total": "counter",
     "relayd_ingest_batches_refused_total": "counter",
+    "relayd_backend_refused_batches_total": "counter",
     "relayd_ingest_commit_duration_seconds": "histogram",
     "relayd_ingest_commit_group_size": "histogram",
     "relayd_udp_datagrams_total": "counter",

@@ -554,6 +554,8 @@ static void test_monitoring(void **state)
 		"relayd_ingest_commit_errors_total 0",
 		"relayd_ingest_batches_committed_total 1",
 		"relayd_ingest_batches_refused_total 1",
+		"relayd_backend_refused_batches_total{backend=\"b\",limit=\"max_size\"} 1",
+		"relayd_backend_refused_batches_total{backend=\"b\",limit=\"max_age\"} 0",
 		"relayd_ingest_commit_group_size_count 2",
 		"relayd_ingest_commit_group_size_bucket{le=\"1\"} 2",
 		"relayd_ingest_commit_duration_seconds_count 2",
