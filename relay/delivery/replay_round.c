@@ -55,12 +55,14 @@ void replay_hours_merge(struct replay_hours *k, const struct replay_hours *from)
 		replay_hours_add(k, from->h[i].target, from->h[i].hour);
 }
 
-/* FNV-1a of db, a NUL and rp: where a write's shards are. */
+/* FNV-1a of db, rp and org, each ended by a NUL: where a write's shards
+ * are (a v2 backend's bucket is db/rp in the org the batch names, unless
+ * the backend sets one). */
 static uint32_t target_hash(const struct wal_batch *b)
 {
 	uint32_t h = 2166136261u;
-	const char *parts[2] = { b->db ? b->db : "", b->rp ? b->rp : "" };
-	for (int i = 0; i < 2; i++) {
+	const char *parts[3] = { b->db ? b->db : "", b->rp ? b->rp : "", b->org ? b->org : "" };
+	for (int i = 0; i < 3; i++) {
 		for (const unsigned char *p = (const unsigned char *)parts[i]; *p; p++)
 			h = (h ^ *p) * 16777619u;
 		h = (h ^ 0u) * 16777619u;
@@ -69,28 +71,32 @@ static uint32_t target_hash(const struct wal_batch *b)
 }
 
 /* The hour (since the epoch, rounded down) of the line [p, nl), nl at its
- * '\n', whose timestamp is in precision prec. Returns 0 when the line has
- * no timestamp (relayd stamps every line it accepts; a line without one
- * counts as an unknown hour, the safe side). */
-static int line_hour(const char *p, const char *nl, enum lp_precision prec, int64_t *hour)
+ * '\n', whose timestamp is in precision prec: the digits (and sign) that
+ * end the line, after a space or a tab. Returns 0 when there is none or
+ * prec is no precision (a damaged record, dead-lettered when it is sent):
+ * relayd stamps every line it accepts, and an unknown hour is the safe
+ * side. */
+static int line_hour(const char *p, const char *nl, unsigned prec, int64_t *hour)
 {
-	const char *sp = memrchr(p, ' ', (size_t)(nl - p));
-	if (!sp || sp + 1 >= nl)
+	if (prec > LP_PRECISION_H)
 		return 0;
-	const char *q = sp + 1;
-	int neg = *q == '-';
-	q += neg;
-	if (q >= nl)
+	const char *q = nl;
+	while (q > p && q[-1] >= '0' && q[-1] <= '9')
+		q--;
+	const char *digits = q;
+	if (digits == nl || nl - digits > 19)
 		return 0;
-	int64_t t = 0;
-	for (; q < nl; q++) {
-		if (*q < '0' || *q > '9' || t > (INT64_MAX - 9) / 10)
-			return 0;
-		t = t * 10 + (*q - '0');
-	}
-	if (neg)
-		t = -t;
-	int64_t per = INT64_C(3600000000000) / lp_precision_ns(prec);
+	int neg = q > p && q[-1] == '-';
+	q -= neg;
+	if (q == p || (q[-1] != ' ' && q[-1] != '\t'))
+		return 0;
+	uint64_t u = 0;
+	for (const char *d = digits; d < nl; d++)
+		u = u * 10 + (uint64_t)(*d - '0');
+	if (u > (uint64_t)INT64_MAX)
+		return 0;
+	int64_t t = neg ? -(int64_t)u : (int64_t)u;
+	int64_t per = INT64_C(3600000000000) / lp_precision_ns((enum lp_precision)prec);
 	*hour = t / per - (t % per < 0); /* rounded down, also before 1970 */
 	return 1;
 }
@@ -112,7 +118,7 @@ static int hours_known(struct replay_round *r)
 			const char *next = lp_line_end(p, e, &klen);
 			const char *nl = next > p && next[-1] == '\n' ? next - 1 : next;
 			int64_t h;
-			if (!line_hour(p, nl, (enum lp_precision)wb->precision, &h)) {
+			if (!line_hour(p, nl, wb->precision, &h)) {
 				known = 0;
 			} else if (!have_last || h != last) {
 				/* Points of a batch are mostly in one hour: look up

@@ -44,11 +44,13 @@
  * A round that touches another hour goes as one write, not in lanes; once
  * delivered, its hours are known. A worker remembers the last
  * REPLAY_HOURS_MAX (a ring); a forgotten hour only costs one more single
- * write.
+ * write. It forgets them all when shards may have gone (a statement
+ * delivered, a database not found): the memory is a promise that the
+ * shards exist.
  */
-#define REPLAY_HOURS_MAX 64
+#define REPLAY_HOURS_MAX 256
 struct replay_hour {
-	uint32_t target;    /* hash of db and rp */
+	uint32_t target;    /* hash of db, rp and org */
 	int64_t hour;       /* since the epoch, rounded down */
 };
 struct replay_hours {

@@ -465,6 +465,24 @@ static void create_database(struct replay_worker *w)
 
 /*---- outcomes ----*/
 
+/*
+ * Shards may be gone or new (a statement dropped or made a database or a
+ * retention policy, or a write found no database): forget every hour,
+ * and drop a prefetched round prepared with them, so that the next
+ * write into any hour goes whole again (replay_round.h, "Hours of
+ * shards").
+ */
+static void forget_hours(struct replay_worker *w)
+{
+	memset(&w->hours, 0, sizeof(w->hours));
+	if (w->prefetch.busy) {
+		w->prefetch.stale = 1;
+	} else if (w->prefetch.ready) {
+		w->prefetch.ready = 0;
+		replay_round_release(w->prefetch.round);
+	}
+}
+
 static void dead_letter(struct replay_worker *w, const struct http_response *r)
 {
 	char reason[300];
@@ -548,6 +566,9 @@ static void delivered(struct replay_worker *w)
 		}
 		w->cur->group_n = 1;
 		replay_count_split_done(w, &w->cur->batches[0]);
+		/* Every piece delivered: the batch's hours exist (touched is
+		 * empty unless it was prepared for lanes). */
+		replay_hours_merge(&w->hours, &w->cur->touched);
 	} else {
 		int64_t now = now_realtime_ns();
 		for (size_t i = 0; i < w->cur->group_n; i++)
@@ -558,6 +579,8 @@ static void delivered(struct replay_worker *w)
 	}
 	const struct wal_batch *b0 = &w->cur->batches[0];
 	char created[WAL_NAME_MAX * 4];
+	if (b0->kind == WAL_KIND_STATEMENT)
+		forget_hours(w); /* DROP DATABASE, a new default rp... */
 	/* The text is not logged: a statement may carry a password (CREATE
 	 * USER ... WITH PASSWORD). */
 	if (b0->kind == WAL_KIND_STATEMENT) {
@@ -591,6 +614,11 @@ static void judge(struct replay_worker *w, enum outcome o, const struct http_res
 		retry_later(w, r, REPLAY_HOLDING, REPLAY_HOLD_MIN_MS);
 		return;
 	case OUTCOME_NO_DATABASE:
+		/* Its shards are gone, or will be new: this write goes whole
+		 * from now on, whoever creates the database. */
+		forget_hours(w);
+		if (w->cur->lane_mode)
+			replay_round_prepare(w->cur, w->cfg, 0, 0, 0);
 		/* A statement names its database in its text: only one sent
 		 * with a db parameter can have it created for it. */
 		if (w->cfg->on_database_not_found == RELAY_DB_CREATE && !w->send.db_created &&

@@ -14,6 +14,7 @@ import collections
 import threading
 import time
 import unittest
+import urllib.parse
 
 import fakeinflux
 import relaytest
@@ -365,6 +366,14 @@ class FaultTest(unittest.TestCase):
     # values no request can carry
 
     def test_unsendable_batches_are_dead_lettered(self):
+        self.unsendable_batches_are_dead_lettered(parallel=1)
+
+    def test_unsendable_batches_are_dead_lettered_parallel(self):
+        # With lanes, the hours of a round are read before anything is
+        # sent: an unknown precision there is an unknown hour, not a stop.
+        self.unsendable_batches_are_dead_lettered(parallel=4)
+
+    def unsendable_batches_are_dead_lettered(self, parallel):
         # Batches whose stored values no request can carry: an unknown
         # precision code (a damaged record; relayd used to stop on it, at
         # every start), and a writer's token with a CR LF that would start
@@ -396,15 +405,22 @@ class FaultTest(unittest.TestCase):
         for k in damaged:
             damaged[k] = relaytest.seal_record(damaged[k])
         mdb_load(r.data_dir, "batches", damaged)
-        r.write_config(self.tmp, backends=[{"name": "fake", "url": fake.url, "parallel": 1,
+        r.write_config(self.tmp, backends=[{"name": "fake", "url": fake.url, "parallel": parallel,
                                             "retry_min": "100ms", "retry_max": "1s"}])
         r.restart()
         self.drained(r, "fake", dead=2)
         self.assertTrue(r.alive(), "relayd stopped on a damaged batch")
         ws = fake.writes()
-        self.assertEqual([w.text() for w in fake.delivered()], [bodies[0], bodies[2], bodies[4]],
-                         fake.describe())
-        self.assertEqual(len(ws), 3, "a batch no request can carry was sent:\n" + fake.describe())
+        if parallel == 1:
+            self.assertEqual([w.text() for w in fake.delivered()], [bodies[0], bodies[2], bodies[4]],
+                             fake.describe())
+            self.assertEqual(len(ws), 3, "a batch no request can carry was sent:\n" + fake.describe())
+        else:
+            # in lanes: the same lines, shared out among several writes
+            self.assertEqual(sorted(l for w in fake.delivered() for l in w.lines()),
+                             sorted(l for b in (bodies[0], bodies[2], bodies[4]) for l in b.splitlines()),
+                             fake.describe())
+            self.assertEqual(len(ws), len(fake.delivered()), fake.describe())
         for w in fake.requests():
             self.assertNotIn("evil", w.target)
         # every write carries the good token (relayd's /ping at start,
@@ -657,6 +673,47 @@ class FaultTest(unittest.TestCase):
         self.assertEqual(rounds(h0 + 7, "f", db="other"), 1, "another database's hour is a new one")
         self.assertEqual(rounds(h0 + 8, "g", rp="autogen"), 1, "another rp's hour is a new one")
         self.assertEqual(rounds(h0 + 9, "h", db="other"), 4)
+
+    def test_hours_forgotten_when_shards_may_be_gone(self):
+        """The hours a worker knows promise that their shards exist. A
+        statement delivered through the queue (it may drop a database or
+        change the default rp) and a write that finds no database make it
+        forget them: the next write into those hours goes whole again,
+        and the write that found no database is sent again whole, after
+        the CREATE DATABASE, instead of in lanes into a new database."""
+        fake = self.fake()
+        r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4, "on_database_not_found": "create",
+                          "retry_min": "100ms", "retry_max": "1s"}])
+        self.warm(r, fake)
+        body = "".join("forget,series=s%d v=%di %d\n" % (i, i, BASE_NS + 1) for i in range(8))
+
+        def delivered_writes():
+            self.write(r, body)
+            self.drained(r, "fake")
+            ws = fake.delivered()
+            fake.forget()
+            return ws
+
+        self.assertEqual(len(delivered_writes()), 4, "a known hour: lanes")
+        status, _, resp = relaytest.http_request(r.port, "POST", "/query?" + urllib.parse.urlencode(
+            {"q": 'CREATE DATABASE "other"'}))
+        self.assertEqual(status, 200, resp)
+        self.drained(r, "fake")
+        self.assertEqual(len(fake.requests("POST", "/query")), 1, fake.describe())
+        fake.forget()
+        self.assertEqual(len(delivered_writes()), 1, "after a statement: the hour is new again")
+        self.assertEqual(len(delivered_writes()), 4)
+        # The first share to arrive finds no database: relayd creates it
+        # and sends the whole write again, as one.
+        fake.script(fakeinflux.influx_error(404, 'database not found: "%s"' % DB))
+        self.write(r, body)
+        self.drained(r, "fake")
+        creates = fake.requests("POST", "/query")
+        self.assertEqual(len(creates), 1, fake.describe())
+        after = [w for w in fake.delivered() if w.t > creates[0].t]
+        self.assertEqual([sorted(w.lines()) for w in after], [sorted(body.splitlines())], fake.describe())
+        fake.forget()
+        self.assertEqual(len(delivered_writes()), 1, "after a missing database: the hour is new again")
 
     def test_parallel_retry_resends_only_the_failed_share(self):
         fake = self.fake()

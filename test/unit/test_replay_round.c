@@ -231,6 +231,9 @@ static void test_hours_of_a_round(void **state)
 		{ "m v=1 -3600000000000\n", LP_PRECISION_NS, -1 },
 		{ "m v=1 -3600000000001\n", LP_PRECISION_NS, -2 },
 		{ "m s=\"a b\" 3600\n", LP_PRECISION_S, 1 },
+		{ "m v=1 \t7200\n", LP_PRECISION_S, 2 },
+		{ "m s=\"x\n9\" 7200\n", LP_PRECISION_S, 2 },
+		{ "m v=1 9223372036854775806\n", LP_PRECISION_NS, 2562047 },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		replay_round_release(r);
@@ -240,6 +243,13 @@ static void test_hours_of_a_round(void **state)
 		assert_int_equal(r->touched.n, 1);
 		assert_int_equal(r->touched.h[0].hour, cases[i].hour);
 	}
+	/* a precision code no relayd writes (a damaged record, dead-lettered
+	 * when sent): an unknown hour, not a crash */
+	replay_round_release(r);
+	add(r, "m,h=a v=1 1\nm,h=b v=1 2\n")->precision = 9;
+	replay_round_prepare(r, &c, 4, 0, 1);
+	assert_true(r->new_hours);
+	assert_int_equal(r->touched.n, 0);
 	/* no timestamp: an unknown hour, whatever is known */
 	replay_round_release(r);
 	add(r, "m,h=a v=1\nm,h=b v=1\n");
