@@ -222,8 +222,11 @@ static void after_held_job(uv_work_t *req, int status)
 		 * failed sends the batches again (above), counted then. */
 		{
 			int64_t now = now_realtime_ns();
-			for (size_t i = 0; i < r->group_n; i++)
+			for (size_t i = 0; i < r->group_n; i++) {
 				replay_count_delivered(w, &r->batches[i], now);
+				if (r->batches[i].kind == WAL_KIND_STATEMENT)
+					replay_forget_hours(w); /* as for the queue's own */
+			}
 			w->health.last_delivery_ns = now;
 		}
 		/* fall through */

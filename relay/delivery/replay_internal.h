@@ -94,7 +94,7 @@ struct replay_worker {
 
 	/* The round being delivered; the other one is prefetch.round. */
 	struct replay_round rounds[2];
-	/* The hours of shards (per db and rp) this worker's delivered writes
+	/* The hours of shards (per db, rp and org) this worker's delivered writes
 	 * fell in: a round only goes in lanes inside them (replay_round.h). */
 	struct replay_hours hours;
 	struct replay_round *cur;
@@ -350,6 +350,14 @@ const char *replay_state_name(enum replay_state s);                  /* "idle", 
 void replay_publish(struct replay_worker *w);       /* recompute health.shown and last_error; log a change */
 void replay_check_drained(struct replay_worker *w, int empty); /* the outage's backlog delivered? (empty: a read found nothing) */
 void replay_set_link(struct replay_worker *w, enum replay_health h, const char *reason); /* the backend's state */
+/*
+ * Shards may be gone or new (a statement dropped or made a database or a
+ * retention policy, or a write found no database): forget every hour the
+ * worker knew, and drop a prefetched round prepared with them, so that
+ * the next write into any hour goes whole again (replay_round.h, "Hours
+ * of shards"). Loop thread.
+ */
+void replay_forget_hours(struct replay_worker *w);
 /* The backoff after attempts failures: at least floor_ms and retry_min,
  * at most retry_max, Retry-After (seconds, 0 = none) honoured within. */
 uint64_t replay_delay_after(const struct replay_worker *w, uint32_t attempts, uint64_t floor_ms,

@@ -40,7 +40,8 @@
  * that create a shard, though it answers 204 (docs/influxdb.md,
  * "Concurrent writes into a new shard"). Shard groups last whole hours and
  * start on whole hours, so a write whose points all fall in hours this
- * worker has written into before (for that db and rp) creates no shard.
+ * worker has written into before (for that db, rp and org) creates no
+ * shard.
  * A round that touches another hour goes as one write, not in lanes; once
  * delivered, its hours are known. A worker remembers the last
  * REPLAY_HOURS_MAX (a ring); a forgotten hour only costs one more single

@@ -465,16 +465,13 @@ static void create_database(struct replay_worker *w)
 
 /*---- outcomes ----*/
 
-/*
- * Shards may be gone or new (a statement dropped or made a database or a
- * retention policy, or a write found no database): forget every hour,
- * and drop a prefetched round prepared with them, so that the next
- * write into any hour goes whole again (replay_round.h, "Hours of
- * shards").
- */
-static void forget_hours(struct replay_worker *w)
+void replay_forget_hours(struct replay_worker *w)
 {
 	memset(&w->hours, 0, sizeof(w->hours));
+	/* A batch being split learns its hours when its last piece is
+	 * delivered: not those, which earlier pieces wrote before this. */
+	if (replay_splitting(w))
+		w->cur->touched.n = 0;
 	if (w->prefetch.busy) {
 		w->prefetch.stale = 1;
 	} else if (w->prefetch.ready) {
@@ -509,7 +506,14 @@ static void dead_letter(struct replay_worker *w, const struct http_response *r)
 	 * what the log said. */
 	w->job.attempts = w->send.attempts + (r->status == OUTCOME_STATUS_UNSENDABLE ? 0 : 1);
 	w->stats.dead_batches++; /* a piece of a split batch counts as one */
+	/* A statement refused may have been applied in part (the first of
+	 * two, a DROP that timed out): shards may be gone. */
+	if (w->cur->batches[0].kind == WAL_KIND_STATEMENT)
+		replay_forget_hours(w);
 	if (replay_splitting(w)) {
+		/* The line dead-lettered was never stored: the batch's hours
+		 * are not learned when its other pieces are delivered. */
+		w->cur->touched.n = 0;
 		w->job.off = w->pieces.range[0].off;
 		w->job.len = w->pieces.range[0].len;
 		w->job.lines = replay_count_lines(w->cur->batches[0].body + w->job.off, w->job.len);
@@ -580,7 +584,7 @@ static void delivered(struct replay_worker *w)
 	const struct wal_batch *b0 = &w->cur->batches[0];
 	char created[WAL_NAME_MAX * 4];
 	if (b0->kind == WAL_KIND_STATEMENT)
-		forget_hours(w); /* DROP DATABASE, a new default rp... */
+		replay_forget_hours(w); /* DROP DATABASE, a new default rp... */
 	/* The text is not logged: a statement may carry a password (CREATE
 	 * USER ... WITH PASSWORD). */
 	if (b0->kind == WAL_KIND_STATEMENT) {
@@ -616,7 +620,7 @@ static void judge(struct replay_worker *w, enum outcome o, const struct http_res
 	case OUTCOME_NO_DATABASE:
 		/* Its shards are gone, or will be new: this write goes whole
 		 * from now on, whoever creates the database. */
-		forget_hours(w);
+		replay_forget_hours(w);
 		if (w->cur->lane_mode)
 			replay_round_prepare(w->cur, w->cfg, 0, 0, 0);
 		/* A statement names its database in its text: only one sent

@@ -715,6 +715,28 @@ class FaultTest(unittest.TestCase):
         fake.forget()
         self.assertEqual(len(delivered_writes()), 1, "after a missing database: the hour is new again")
 
+    def test_hours_of_a_split_batch_with_a_dead_line_are_not_learned(self):
+        """A 413 splits a batch into pieces; a line too large alone is
+        dead-lettered, never stored, so its hour's shard may not exist:
+        the hours are not learned when the other pieces are delivered,
+        and the next write into that hour goes whole."""
+        fake = self.fake()
+        limit = 4000
+        fake.set_default(fakeinflux.too_large_over(limit))
+        r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4,
+                          "retry_min": "100ms", "retry_max": "1s"}])
+        hour = 3600 * 10 ** 9
+        t = BASE_NS - BASE_NS % hour + 7 * hour  # an hour nothing else here writes into
+        small = ["split,series=s%d v=%di %d" % (i % 8, i, t + i) for i in range(40)]
+        huge = 'split,series=huge v=1i,pad="%s" %d' % ("h" * limit, t)
+        self.write(r, "\n".join(small[:20] + [huge] + small[20:]) + "\n")
+        self.drained(r, "fake", dead=1)
+        fake.forget()
+        body = "".join("split,series=n%d v=%di %d\n" % (i, i, t + 100) for i in range(8))
+        self.write(r, body)
+        self.drained(r, "fake", dead=1)
+        self.assertEqual(len(fake.delivered()), 1, "the split batch's hour was learned: " + fake.describe())
+
     def test_parallel_retry_resends_only_the_failed_share(self):
         fake = self.fake()
         r = self.relayd([{"name": "fake", "url": fake.url, "parallel": 4,

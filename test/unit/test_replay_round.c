@@ -186,8 +186,9 @@ static void prepare_known(struct replay_round *r, const struct relay_backend_con
 }
 
 /* The hours of shards a round's points fall in (replay_round.h): by
- * precision, rounded down before 1970 too, per db and rp; a line without
- * a timestamp counts as a new hour; the worker's ring keeps the last 64. */
+ * precision, rounded down before 1970 too, per db, rp and org; a line
+ * without a timestamp counts as a new hour; the worker's ring keeps the
+ * last REPLAY_HOURS_MAX. */
 static void test_hours_of_a_round(void **state)
 {
 	(void)state;
@@ -235,6 +236,16 @@ static void test_hours_of_a_round(void **state)
 		{ "m s=\"x\n9\" 7200\n", LP_PRECISION_S, 2 },
 		{ "m v=1 9223372036854775806\n", LP_PRECISION_NS, 2562047 },
 	};
+	/* and what is no timestamp: an unknown hour */
+	const char *none[] = { "m v=12\n", "m v=1 -\n", "m v=1 --12\n", "m v=1 12345678901234567890\n",
+			       "m v=1 9223372036854775808\n", "m v=\"a 12\"\n" };
+	for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+		replay_round_release(r);
+		add(r, none[i])->precision = LP_PRECISION_NS;
+		replay_round_prepare(r, &c, 4, 0, 1);
+		assert_true(r->new_hours);
+		assert_int_equal(r->touched.n, 0);
+	}
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		replay_round_release(r);
 		memset(&r->known, 0, sizeof(r->known));
