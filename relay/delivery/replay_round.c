@@ -84,14 +84,20 @@ static int line_hour(const char *p, const char *nl, unsigned prec, int64_t *hour
 	while (q > p && q[-1] >= '0' && q[-1] <= '9')
 		q--;
 	const char *digits = q;
-	if (digits == nl || nl - digits > 19)
+	if (digits == nl)
 		return 0;
 	int neg = q > p && q[-1] == '-';
 	q -= neg;
 	if (q == p || (q[-1] != ' ' && q[-1] != '\t'))
 		return 0;
+	/* Leading zeros are allowed (InfluxDB reads "0012" as 12). */
+	const char *sig = digits;
+	while (sig < nl - 1 && *sig == '0')
+		sig++;
+	if (nl - sig > 19)
+		return 0;
 	uint64_t u = 0;
-	for (const char *d = digits; d < nl; d++)
+	for (const char *d = sig; d < nl; d++)
 		u = u * 10 + (uint64_t)(*d - '0');
 	if (u > (uint64_t)INT64_MAX)
 		return 0;

@@ -235,6 +235,8 @@ static void test_hours_of_a_round(void **state)
 		{ "m v=1 \t7200\n", LP_PRECISION_S, 2 },
 		{ "m s=\"x\n9\" 7200\n", LP_PRECISION_S, 2 },
 		{ "m v=1 9223372036854775806\n", LP_PRECISION_NS, 2562047 },
+		{ "m v=1 0000000000000000000000007200\n", LP_PRECISION_S, 2 },
+		{ "m v=1 -000\n", LP_PRECISION_S, 0 },
 	};
 	/* and what is no timestamp: an unknown hour */
 	const char *none[] = { "m v=12\n", "m v=1 -\n", "m v=1 --12\n", "m v=1 12345678901234567890\n",
