@@ -733,6 +733,15 @@ class SystemInstallTest(unittest.TestCase):
     def new_copies(self):
         return sorted(set(glob.glob("/var/lib/relayd.purged-*")) - self.copies_before)
 
+    def purge_keeping_a_copy(self):
+        """dpkg --purge (policy denies), which must succeed and keep one
+        copy of the queue: (the dpkg run, the copy's path)."""
+        cp = self.dpkg("deny", "--purge", "relayd")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        copies = self.new_copies()
+        self.assertEqual(len(copies), 1, cp.stderr)
+        return cp, copies[0]
+
     def write(self, body):
         status, _, resp = relaytest.http_request(self.listen, "POST", "/write?db=pkgtest", body)
         self.assertEqual(status, 204, resp)
@@ -848,11 +857,7 @@ class SystemInstallTest(unittest.TestCase):
         self.assertTrue(os.path.isfile("/var/lib/relayd/data.mdb"), "remove keeps the queue")
 
         # dpkg -P with the write still queued: warned, and a copy is kept.
-        cp = self.dpkg("deny", "--purge", "relayd")
-        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
-        copies = sorted(set(glob.glob("/var/lib/relayd.purged-*")) - self.copies_before)
-        self.assertEqual(len(copies), 1, cp.stderr)
-        copy = copies[0]
+        cp, copy = self.purge_keeping_a_copy()
         self.assertRegex(copy, r"^/var/lib/relayd\.purged-\d{8}T\d{6}$")
         self.assertEqual(stat.S_IMODE(os.stat(copy).st_mode), 0o700)
         self.assertTrue(os.path.isfile(os.path.join(copy, "data.mdb")))
@@ -978,12 +983,9 @@ class SystemInstallTest(unittest.TestCase):
         cp = self.dpkg("deny", "-r", "relayd")
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
         os.unlink(NOTE)
-        cp = self.dpkg("deny", "--purge", "relayd")
-        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
-        copies = sorted(set(glob.glob("/var/lib/relayd.purged-*")) - self.copies_before)
-        self.assertEqual(len(copies), 1, cp.stderr)
+        cp, copy = self.purge_keeping_a_copy()
         self.assertIn("relayd:   (how much could not be read; the queue file exists)", cp.stderr)
-        self.assertTrue(os.path.isfile(os.path.join(copies[0], "data.mdb")))
+        self.assertTrue(os.path.isfile(os.path.join(copy, "data.mdb")))
         self.assertFalse(os.path.exists("/var/lib/relayd"))
 
     def test_upgrade_and_logrotate(self):
@@ -1061,11 +1063,8 @@ class SystemInstallTest(unittest.TestCase):
         self.assertTrue(os.path.isfile("/var/lib/relayd/queue/data.mdb"))
         with open(NOTE) as f:
             self.assertTrue(f.read().startswith("state pending\n"))
-        cp = self.dpkg("deny", "--purge", "relayd")
-        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
-        copies = self.new_copies()
-        self.assertEqual(len(copies), 1, cp.stderr)
-        self.assertTrue(os.path.isfile(os.path.join(copies[0], "queue", "data.mdb")))
+        cp, copy = self.purge_keeping_a_copy()
+        self.assertTrue(os.path.isfile(os.path.join(copy, "queue", "data.mdb")))
         self.assertIn("relayd: the queue in /var/lib/relayd still held undelivered batches:", cp.stderr)
         self.assertRegex(cp.stderr, r"\nrelayd:   backend 'a': 1 undelivered batch, \d+ bytes")
         self.assertFalse(os.path.exists("/var/lib/relayd"))
@@ -1108,12 +1107,9 @@ class SystemInstallTest(unittest.TestCase):
             self.assertEqual(f.read(), "state empty\n", "never started: no queue file")
         with open("/var/lib/relayd/data.mdb", "wb") as f:
             f.write(b"\0" * 4096)
-        cp = self.dpkg("deny", "--purge", "relayd")
-        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
-        copies = self.new_copies()
-        self.assertEqual(len(copies), 1, cp.stderr)
+        cp, copy = self.purge_keeping_a_copy()
         self.assertIn("a file there changed after the package was removed", cp.stderr)
-        self.assertTrue(os.path.isfile(os.path.join(copies[0], "data.mdb")))
+        self.assertTrue(os.path.isfile(os.path.join(copy, "data.mdb")))
         with open(target) as f:
             self.assertEqual(f.read(), "untouched\n")
         self.assertFalse(os.path.lexists(NOTE))
@@ -1134,12 +1130,9 @@ class SystemInstallTest(unittest.TestCase):
             note = f.read()
         self.assertTrue(note.startswith("state unknown\n"), note)
         self.assertIn("/var/lib/relayd/data.mdb.damaged: not looked at", note)
-        cp = self.dpkg("deny", "--purge", "relayd")
-        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
-        copies = self.new_copies()
-        self.assertEqual(len(copies), 1, cp.stderr)
+        cp, copy = self.purge_keeping_a_copy()
         self.assertIn("relayd: it was NOT deleted", cp.stderr)
-        self.assertTrue(os.path.isfile(os.path.join(copies[0], "data.mdb.damaged")))
+        self.assertTrue(os.path.isfile(os.path.join(copy, "data.mdb.damaged")))
 
     def test_purge_on_a_mount_point(self):
         # /var/lib/relayd is a mount point (here: bound onto itself in the
